@@ -1,0 +1,363 @@
+//! The link handshake: `Noise_XX_25519_ChaChaPoly_SHA256`, three messages.
+//!
+//! ```text
+//! initiator (dialer)                          responder (listener)
+//!   msg 1  -> e                                 payload: version (1 byte, cleartext)
+//!   msg 2  <- e, ee, s, es                      payload: HandshakePayload (encrypted)
+//!   msg 3  -> s, se                             payload: HandshakePayload (encrypted)
+//! ```
+//!
+//! Each side's Noise static key is a fresh X25519 key made when the node
+//! starts, certified by a signature from the node's Ed25519 identity (see
+//! [`payload`]). Noise proves each side holds its static key; the certificate
+//! binds that key to a NodeId. The dialer names the NodeId it expects and
+//! aborts after message 2 — before revealing its own identity — if the
+//! responder is anyone else. There is no unauthenticated or plaintext mode.
+
+pub mod payload;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fogwire_identity::{Domain, Keypair, NodeId, Signature};
+
+use crate::link::Link;
+use crate::record::{LEN_PREFIX, RecordReader, write_len_prefix};
+use crate::{Config, HANDSHAKE_RECORD_LEN_MAX, HandshakeError, NOISE_PARAMS, PROLOGUE, VERSION};
+use payload::HandshakePayload;
+
+/// A node's identity as used on links: its Ed25519 key pair plus the Noise
+/// static key it certifies. Made once per node start, shared by all links.
+pub struct LinkIdentity {
+    keypair: Arc<Keypair>,
+    static_private: zeroize::Zeroizing<Vec<u8>>,
+    static_public: Vec<u8>,
+    pub(crate) certificate: Signature,
+}
+
+impl std::fmt::Debug for LinkIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkIdentity")
+            .field("node_id", &self.keypair.node_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LinkIdentity {
+    /// Makes a fresh Noise static key and certifies it with `keypair`.
+    pub fn generate(keypair: Arc<Keypair>) -> Result<Self, HandshakeError> {
+        let params = noise_params()?;
+        let static_keys = snow::Builder::new(params)
+            .generate_keypair()
+            .map_err(noise_error)?;
+        let certificate = keypair.sign(Domain::LINK_STATIC_KEY, &static_keys.public);
+        Ok(Self {
+            keypair,
+            static_private: zeroize::Zeroizing::new(static_keys.private),
+            static_public: static_keys.public,
+            certificate,
+        })
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.keypair.node_id()
+    }
+
+    pub fn keypair(&self) -> &Arc<Keypair> {
+        &self.keypair
+    }
+
+    /// The X25519 public key used as this node's Noise static key.
+    pub fn noise_static_key(&self) -> &[u8] {
+        &self.static_public
+    }
+}
+
+fn noise_params() -> Result<snow::params::NoiseParams, HandshakeError> {
+    NOISE_PARAMS.parse().map_err(noise_error)
+}
+
+fn noise_error(error: snow::Error) -> HandshakeError {
+    HandshakeError::Noise {
+        detail: error.to_string(),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Role {
+    Initiator,
+    Responder,
+}
+
+/// One side of a handshake in progress.
+///
+/// Feed received bytes to [`Handshake::handle_input`], send what
+/// [`Handshake::take_transmit`] returns, call [`Handshake::handle_timeout`]
+/// at [`Handshake::deadline`], and once [`Handshake::is_finished`] turn it
+/// into a [`Link`] with [`Handshake::into_link`].
+pub struct Handshake {
+    noise: Box<snow::HandshakeState>,
+    role: Role,
+    local_node: NodeId,
+    pub(crate) local_payload: Vec<u8>,
+    expected_peer: Option<NodeId>,
+    config: Arc<Config>,
+    reader: RecordReader,
+    transmit: Vec<u8>,
+    /// Handshake messages sent or received so far (0..=3).
+    messages: u8,
+    deadline: Instant,
+    peer: Option<HandshakePayload>,
+    failed: bool,
+}
+
+impl std::fmt::Debug for Handshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handshake")
+            .field("role", &self.role)
+            .field("messages", &self.messages)
+            .field("expected_peer", &self.expected_peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handshake {
+    /// Starts a handshake as the dialer, expecting to reach `expected_peer`.
+    /// The first message is ready in [`Handshake::take_transmit`] at once.
+    pub fn initiator(
+        identity: &LinkIdentity,
+        config: Arc<Config>,
+        expected_peer: NodeId,
+        now: Instant,
+    ) -> Result<Self, HandshakeError> {
+        let mut handshake = Self::new(identity, config, Role::Initiator, now)?;
+        handshake.expected_peer = Some(expected_peer);
+        handshake.write_message(&[VERSION])?;
+        Ok(handshake)
+    }
+
+    /// Starts a handshake as the listener of an accepted connection.
+    pub fn responder(
+        identity: &LinkIdentity,
+        config: Arc<Config>,
+        now: Instant,
+    ) -> Result<Self, HandshakeError> {
+        Self::new(identity, config, Role::Responder, now)
+    }
+
+    fn new(
+        identity: &LinkIdentity,
+        config: Arc<Config>,
+        role: Role,
+        now: Instant,
+    ) -> Result<Self, HandshakeError> {
+        let builder = snow::Builder::new(noise_params()?)
+            .local_private_key(&identity.static_private)
+            .map_err(noise_error)?
+            .prologue(PROLOGUE)
+            .map_err(noise_error)?;
+        let noise = match role {
+            Role::Initiator => builder.build_initiator(),
+            Role::Responder => builder.build_responder(),
+        }
+        .map_err(noise_error)?;
+        let local_payload = HandshakePayload {
+            identity: identity.node_id(),
+            certificate: identity.certificate,
+            channels: config
+                .channels
+                .iter()
+                .map(|channel| (channel.id, channel.receive_window))
+                .collect(),
+        }
+        .encode();
+        Ok(Self {
+            noise: Box::new(noise),
+            role,
+            local_node: identity.node_id(),
+            local_payload,
+            expected_peer: None,
+            deadline: now + config.handshake_timeout,
+            config,
+            reader: RecordReader::new(HANDSHAKE_RECORD_LEN_MAX),
+            transmit: Vec::new(),
+            messages: 0,
+            peer: None,
+            failed: false,
+        })
+    }
+
+    /// Feeds bytes received from the peer. Bytes that arrive after the last
+    /// handshake message are kept for the [`Link`].
+    pub fn handle_input(&mut self, data: &[u8]) -> Result<(), HandshakeError> {
+        if self.failed {
+            return Err(HandshakeError::UnexpectedData);
+        }
+        self.reader.extend(data);
+        let result = self.process_records();
+        if result.is_err() {
+            self.failed = true;
+        }
+        result
+    }
+
+    fn process_records(&mut self) -> Result<(), HandshakeError> {
+        while !self.is_finished() {
+            let record = match self.reader.next_record() {
+                Ok(Some(record)) => record,
+                Ok(None) => return Ok(()),
+                Err(too_long) => {
+                    return Err(HandshakeError::RecordTooLong {
+                        len: too_long.len,
+                        max: too_long.max,
+                    });
+                }
+            };
+            let mut payload = [0u8; HANDSHAKE_RECORD_LEN_MAX];
+            let payload_len = self
+                .noise
+                .read_message(&record, &mut payload)
+                .map_err(noise_error)?;
+            let payload = &payload[..payload_len];
+            self.messages += 1;
+            match (self.role, self.messages) {
+                (Role::Responder, 1) => {
+                    match payload {
+                        [VERSION] => {}
+                        [version] => {
+                            return Err(HandshakeError::UnsupportedVersion { version: *version });
+                        }
+                        _ => {
+                            return Err(HandshakeError::MalformedPayload {
+                                detail: "first message must carry exactly a version byte",
+                            });
+                        }
+                    }
+                    let local_payload = std::mem::take(&mut self.local_payload);
+                    self.write_message(&local_payload)?;
+                }
+                (Role::Initiator, 2) => {
+                    let peer = self.authenticate_peer(payload)?;
+                    if let Some(expected) = self.expected_peer
+                        && expected != peer.identity
+                    {
+                        // Fail closed, before our own identity is revealed.
+                        return Err(HandshakeError::PeerIdentityMismatch {
+                            expected,
+                            found: peer.identity,
+                        });
+                    }
+                    self.peer = Some(peer);
+                    let local_payload = std::mem::take(&mut self.local_payload);
+                    self.write_message(&local_payload)?;
+                }
+                (Role::Responder, 3) => {
+                    self.peer = Some(self.authenticate_peer(payload)?);
+                }
+                _ => return Err(HandshakeError::UnexpectedData),
+            }
+        }
+        Ok(())
+    }
+
+    fn authenticate_peer(&self, payload: &[u8]) -> Result<HandshakePayload, HandshakeError> {
+        let peer = HandshakePayload::decode(payload)?;
+        let static_key =
+            self.noise
+                .get_remote_static()
+                .ok_or(HandshakeError::MalformedPayload {
+                    detail: "no static key before the identity payload",
+                })?;
+        peer.verify(static_key)?;
+        if peer.identity == self.local_node {
+            return Err(HandshakeError::SelfConnection);
+        }
+        Ok(peer)
+    }
+
+    fn write_message(&mut self, payload: &[u8]) -> Result<(), HandshakeError> {
+        let mut message = [0u8; HANDSHAKE_RECORD_LEN_MAX];
+        let len = self
+            .noise
+            .write_message(payload, &mut message)
+            .map_err(noise_error)?;
+        let start = self.transmit.len();
+        self.transmit.resize(start + LEN_PREFIX, 0);
+        write_len_prefix(&mut self.transmit[start..], len);
+        self.transmit.extend_from_slice(&message[..len]);
+        self.messages += 1;
+        Ok(())
+    }
+
+    /// Bytes to send to the peer, if any. Appends them to `out`.
+    pub fn take_transmit(&mut self, out: &mut Vec<u8>) {
+        out.append(&mut self.transmit);
+    }
+
+    pub fn has_transmit(&self) -> bool {
+        !self.transmit.is_empty()
+    }
+
+    /// When the handshake gives up.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Fails the handshake if its deadline has passed.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), HandshakeError> {
+        if now >= self.deadline && !self.is_finished() {
+            self.failed = true;
+            return Err(HandshakeError::Timeout {
+                timeout_ms: self.config.handshake_timeout.as_millis(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The error to report when the connection ends before the handshake
+    /// finished.
+    pub fn handle_eof(&self) -> HandshakeError {
+        HandshakeError::Closed {
+            messages: self.messages,
+        }
+    }
+
+    /// Whether all three messages have been exchanged (the initiator's last
+    /// message may still be waiting in [`Handshake::take_transmit`]).
+    pub fn is_finished(&self) -> bool {
+        self.messages >= 3 && self.peer.is_some()
+    }
+
+    /// The authenticated peer, once its identity payload arrived.
+    pub fn peer(&self) -> Option<NodeId> {
+        self.peer.as_ref().map(|peer| peer.identity)
+    }
+
+    /// Handshake time budget, for logs.
+    pub fn timeout(&self) -> Duration {
+        self.config.handshake_timeout
+    }
+
+    /// Turns a finished handshake into a link. Any bytes received after the
+    /// last handshake message are handed to the link as input.
+    pub fn into_link(mut self, now: Instant) -> Result<Link, HandshakeError> {
+        let peer = match self.peer.take() {
+            Some(peer) if self.messages >= 3 && self.transmit.is_empty() => peer,
+            _ => {
+                return Err(HandshakeError::MalformedPayload {
+                    detail: "handshake not finished",
+                });
+            }
+        };
+        let leftover = self.reader.take_buffered();
+        let transport = self.noise.into_transport_mode().map_err(noise_error)?;
+        Ok(Link::new(
+            transport,
+            peer.identity,
+            peer.channels,
+            self.config,
+            leftover,
+            now,
+        ))
+    }
+}

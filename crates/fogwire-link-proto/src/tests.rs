@@ -1,0 +1,565 @@
+//! Deterministic tests of handshake and link, two endpoints in memory with
+//! virtual time.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fogwire_identity::Keypair;
+use proptest::prelude::*;
+
+use crate::*;
+
+const CONTROL: ChannelId = ChannelId(1);
+const BULK: ChannelId = ChannelId(2);
+
+fn identity(seed: u8) -> LinkIdentity {
+    LinkIdentity::generate(Arc::new(Keypair::from_seed(&[seed; 32]))).unwrap()
+}
+
+fn config() -> Arc<Config> {
+    Arc::new(
+        Config::default()
+            .with_channel(ChannelConfig::new(CONTROL))
+            .with_channel(ChannelConfig::new(BULK).with_receive_window(WINDOW_MIN)),
+    )
+}
+
+/// Runs a handshake between two fresh identities and returns the links.
+fn handshake_pair(now: Instant) -> (Link, Link) {
+    let (alice, bob) = (identity(1), identity(2));
+    let mut initiator = Handshake::initiator(&alice, config(), bob.node_id(), now).unwrap();
+    let mut responder = Handshake::responder(&bob, config(), now).unwrap();
+    let mut wire = Vec::new();
+    while !(initiator.is_finished() && responder.is_finished()) {
+        initiator.take_transmit(&mut wire);
+        responder.handle_input(&wire).unwrap();
+        wire.clear();
+        responder.take_transmit(&mut wire);
+        initiator.handle_input(&wire).unwrap();
+        wire.clear();
+    }
+    initiator.take_transmit(&mut wire);
+    responder.handle_input(&wire).unwrap();
+    (
+        initiator.into_link(now).unwrap(),
+        responder.into_link(now).unwrap(),
+    )
+}
+
+/// Two links joined by in-memory pipes.
+struct Pair {
+    now: Instant,
+    a: Link,
+    b: Link,
+    buffer: Vec<u8>,
+}
+
+impl Pair {
+    fn new() -> Self {
+        let now = Instant::now();
+        let (a, b) = handshake_pair(now);
+        Self {
+            now,
+            a,
+            b,
+            buffer: vec![0u8; 4 * (RECORD_LEN_MAX + 2)],
+        }
+    }
+
+    /// Moves one batch of bytes each way; returns bytes moved.
+    fn step(&mut self) -> usize {
+        let sent = self.a.poll_transmit(self.now, &mut self.buffer);
+        self.b.handle_input(self.now, &self.buffer[..sent]);
+        let returned = self.b.poll_transmit(self.now, &mut self.buffer);
+        self.a.handle_input(self.now, &self.buffer[..returned]);
+        sent + returned
+    }
+
+    fn run(&mut self) {
+        while self.step() > 0 {}
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.a.handle_timeout(self.now);
+        self.b.handle_timeout(self.now);
+    }
+}
+
+fn events(link: &mut Link) -> Vec<Event> {
+    std::iter::from_fn(|| link.poll_event()).collect()
+}
+
+fn messages(link: &mut Link, channel: ChannelId) -> Vec<Bytes> {
+    events(link)
+        .into_iter()
+        .filter_map(|event| match event {
+            Event::Message { channel: c, data } if c == channel => Some(data),
+            _ => None,
+        })
+        .collect()
+}
+
+fn closed_reason(link: &mut Link) -> CloseReason {
+    events(link)
+        .into_iter()
+        .find_map(|event| match event {
+            Event::Closed(reason) => Some(reason),
+            _ => None,
+        })
+        .expect("link reported no close")
+}
+
+// ----- handshake -----
+
+#[test]
+fn handshake_authenticates_both_sides_and_exchanges_channels() {
+    let (a, b) = handshake_pair(Instant::now());
+    assert_eq!(a.peer(), Keypair::from_seed(&[2; 32]).node_id());
+    assert_eq!(b.peer(), Keypair::from_seed(&[1; 32]).node_id());
+    assert_eq!(a.peer_channels().collect::<Vec<_>>(), vec![CONTROL, BULK]);
+}
+
+#[test]
+fn dialer_fails_closed_on_unexpected_identity_before_revealing_itself() {
+    let now = Instant::now();
+    let (alice, bob, carol) = (identity(1), identity(2), identity(3));
+    let mut initiator = Handshake::initiator(&alice, config(), carol.node_id(), now).unwrap();
+    let mut responder = Handshake::responder(&bob, config(), now).unwrap();
+    let mut wire = Vec::new();
+    initiator.take_transmit(&mut wire);
+    responder.handle_input(&wire).unwrap();
+    wire.clear();
+    responder.take_transmit(&mut wire);
+    let error = initiator.handle_input(&wire).unwrap_err();
+    assert_eq!(
+        error,
+        HandshakeError::PeerIdentityMismatch {
+            expected: carol.node_id(),
+            found: bob.node_id(),
+        }
+    );
+    assert_eq!(error.reason(), "identity_mismatch");
+    assert!(!initiator.has_transmit(), "message 3 must not be sent");
+}
+
+#[test]
+fn a_certificate_for_another_static_key_is_refused() {
+    let now = Instant::now();
+    let (alice, bob) = (identity(1), identity(2));
+    // Bob presents a certificate made for a different Noise static key: the
+    // identity is real but did not vouch for the key Noise authenticated.
+    let impostor = identity(2);
+    let mut initiator = Handshake::initiator(&alice, config(), bob.node_id(), now).unwrap();
+    let mut responder = Handshake::responder(&bob, config(), now).unwrap();
+    responder.local_payload = HandshakePayload {
+        identity: bob.node_id(),
+        certificate: impostor.certificate,
+        channels: vec![],
+    }
+    .encode();
+    let mut wire = Vec::new();
+    initiator.take_transmit(&mut wire);
+    responder.handle_input(&wire).unwrap();
+    wire.clear();
+    responder.take_transmit(&mut wire);
+    assert_eq!(
+        initiator.handle_input(&wire),
+        Err(HandshakeError::BadIdentitySignature)
+    );
+}
+
+#[test]
+fn connecting_to_oneself_is_refused() {
+    let now = Instant::now();
+    let alice = identity(1);
+    let mut initiator = Handshake::initiator(&alice, config(), alice.node_id(), now).unwrap();
+    let mut responder = Handshake::responder(&alice, config(), now).unwrap();
+    let mut wire = Vec::new();
+    initiator.take_transmit(&mut wire);
+    responder.handle_input(&wire).unwrap();
+    wire.clear();
+    responder.take_transmit(&mut wire);
+    assert_eq!(
+        initiator.handle_input(&wire),
+        Err(HandshakeError::SelfConnection)
+    );
+}
+
+#[test]
+fn handshake_times_out_on_virtual_time() {
+    let now = Instant::now();
+    let mut responder = Handshake::responder(&identity(2), config(), now).unwrap();
+    assert_eq!(
+        responder.handle_timeout(now + Duration::from_secs(9)),
+        Ok(())
+    );
+    assert_eq!(
+        responder.handle_timeout(responder.deadline()),
+        Err(HandshakeError::Timeout { timeout_ms: 10_000 })
+    );
+}
+
+#[test]
+fn truncated_first_message_waits_then_reports_the_close() {
+    let now = Instant::now();
+    let bob = identity(2);
+    let mut initiator = Handshake::initiator(&identity(1), config(), bob.node_id(), now).unwrap();
+    let mut responder = Handshake::responder(&bob, config(), now).unwrap();
+    let mut wire = Vec::new();
+    initiator.take_transmit(&mut wire);
+    responder.handle_input(&wire[..wire.len() / 2]).unwrap();
+    assert!(!responder.has_transmit());
+    assert_eq!(
+        responder.handle_eof(),
+        HandshakeError::Closed { messages: 0 }
+    );
+}
+
+#[test]
+fn an_overlong_handshake_record_is_refused_from_its_length() {
+    let mut responder = Handshake::responder(&identity(2), config(), Instant::now()).unwrap();
+    assert_eq!(
+        responder.handle_input(&[0xff, 0xff]),
+        Err(HandshakeError::RecordTooLong {
+            len: 65_535,
+            max: HANDSHAKE_RECORD_LEN_MAX
+        })
+    );
+}
+
+#[test]
+fn another_protocol_version_is_refused() {
+    let now = Instant::now();
+    let bob = identity(2);
+    let mut responder = Handshake::responder(&bob, config(), now).unwrap();
+    // A first message from a future version: e followed by version byte 2.
+    let mut noise = snow::Builder::new(NOISE_PARAMS.parse().unwrap())
+        .prologue(PROLOGUE)
+        .unwrap()
+        .local_private_key(&[7; 32])
+        .unwrap()
+        .build_initiator()
+        .unwrap();
+    let mut message = [0u8; 64];
+    let len = noise.write_message(&[2], &mut message).unwrap();
+    let mut wire = (len as u16).to_be_bytes().to_vec();
+    wire.extend_from_slice(&message[..len]);
+    assert_eq!(
+        responder.handle_input(&wire),
+        Err(HandshakeError::UnsupportedVersion { version: 2 })
+    );
+}
+
+proptest! {
+    #[test]
+    fn random_bytes_never_complete_a_handshake_or_panic(
+        chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 1..6)
+    ) {
+        let now = Instant::now();
+        let mut responder = Handshake::responder(&identity(2), config(), now).unwrap();
+        for chunk in chunks {
+            if responder.handle_input(&chunk).is_err() {
+                break;
+            }
+            let mut sink = Vec::new();
+            responder.take_transmit(&mut sink);
+        }
+        prop_assert!(!responder.is_finished());
+    }
+}
+
+// ----- data, channels, flow control -----
+
+#[test]
+fn messages_arrive_in_order_on_each_channel() {
+    let mut pair = Pair::new();
+    for index in 0..100u32 {
+        pair.a
+            .send(CONTROL, Bytes::from(index.to_be_bytes().to_vec()))
+            .unwrap();
+    }
+    pair.a.send(BULK, Bytes::from_static(b"bulk")).unwrap();
+    pair.run();
+    let all = events(&mut pair.b);
+    let control: Vec<u32> = all
+        .iter()
+        .filter_map(|event| match event {
+            Event::Message { channel, data } if *channel == CONTROL => {
+                Some(u32::from_be_bytes(data[..].try_into().unwrap()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(control, (0..100).collect::<Vec<_>>());
+    assert!(all.contains(&Event::Message {
+        channel: BULK,
+        data: Bytes::from_static(b"bulk")
+    }));
+    let stats = pair.b.stats();
+    assert_eq!(stats.messages_in, 101);
+    assert_eq!(pair.a.stats().bytes_out, stats.bytes_in);
+}
+
+#[test]
+fn empty_and_largest_messages_are_carried_and_larger_ones_refused() {
+    let mut pair = Pair::new();
+    pair.a.send(CONTROL, Bytes::new()).unwrap();
+    pair.a
+        .send(CONTROL, Bytes::from(vec![0xab; MESSAGE_LEN_MAX]))
+        .unwrap();
+    assert_eq!(
+        pair.a
+            .send(CONTROL, Bytes::from(vec![0; MESSAGE_LEN_MAX + 1])),
+        Err(SendError::TooLong {
+            len: MESSAGE_LEN_MAX + 1
+        })
+    );
+    pair.run();
+    let received = messages(&mut pair.b, CONTROL);
+    assert_eq!(received.len(), 2);
+    assert!(received[0].is_empty());
+    assert_eq!(received[1].len(), MESSAGE_LEN_MAX);
+}
+
+#[test]
+fn a_sender_stops_at_the_window_and_resumes_when_the_receiver_consumes() {
+    let mut pair = Pair::new();
+    let message = Bytes::from(vec![1u8; 16 * 1024]);
+    let mut queued = 0;
+    // Queue far more than the window; keep the queue topped up.
+    let mut delivered = Vec::new();
+    for _ in 0..10 {
+        while pair.a.send(BULK, message.clone()).is_ok() {
+            queued += 1;
+        }
+        pair.run();
+        delivered.extend(messages(&mut pair.b, BULK));
+    }
+    // Nothing consumed: at most one window's worth arrived.
+    let window_messages = (WINDOW_MIN / message_cost(message.len())) as usize;
+    assert_eq!(delivered.len(), window_messages);
+    assert!(queued > window_messages);
+    // Consuming returns credit and the flow resumes.
+    pair.b
+        .consumed(BULK, message_cost(message.len()) * delivered.len() as u32);
+    pair.run();
+    let more = messages(&mut pair.b, BULK);
+    assert_eq!(more.len(), window_messages);
+}
+
+#[test]
+fn a_bulk_channel_cannot_starve_another_channel() {
+    let mut pair = Pair::new();
+    let chunk = Bytes::from(vec![0u8; MESSAGE_LEN_MAX]);
+    // Bulk traffic consumed as fast as it arrives, so it never stops.
+    for round in 0..20 {
+        while pair.a.send(BULK, chunk.clone()).is_ok() {}
+        if round == 10 {
+            pair.a.send(CONTROL, Bytes::from_static(b"urgent")).unwrap();
+        }
+        // One record at a time, to count how many frames pass first.
+        let mut one_record = vec![0u8; RECORD_LEN_MAX + 2];
+        let mut frames_before_control = 0;
+        loop {
+            let sent = pair.a.poll_transmit(pair.now, &mut one_record);
+            if sent == 0 {
+                break;
+            }
+            pair.b.handle_input(pair.now, &one_record[..sent]);
+            let got = events(&mut pair.b);
+            let bulk_bytes: u32 = got
+                .iter()
+                .map(|event| match event {
+                    Event::Message { channel, data } if *channel == BULK => {
+                        message_cost(data.len())
+                    }
+                    _ => 0,
+                })
+                .sum();
+            pair.b.consumed(BULK, bulk_bytes);
+            let returned = pair.b.poll_transmit(pair.now, &mut pair.buffer);
+            pair.a.handle_input(pair.now, &pair.buffer[..returned]);
+            if got
+                .iter()
+                .any(|event| matches!(event, Event::Message { channel, .. } if *channel == CONTROL))
+            {
+                // Round-robin: at most one bulk frame went ahead of it.
+                assert!(frames_before_control <= 1, "{frames_before_control}");
+                return;
+            }
+            if round >= 10 {
+                frames_before_control += 1;
+            }
+        }
+    }
+    panic!("the control message never arrived");
+}
+
+#[test]
+fn queues_are_bounded() {
+    let mut pair = Pair::new();
+    let limit = ChannelConfig::SEND_QUEUE_BYTES_MAX_DEFAULT;
+    let message = Bytes::from(vec![0u8; 1000]);
+    let mut accepted = 0;
+    while pair.a.send(CONTROL, message.clone()).is_ok() {
+        accepted += 1;
+    }
+    assert_eq!(accepted, limit.div_ceil(1000));
+    assert!(!pair.a.can_send(CONTROL));
+    assert_eq!(
+        pair.a.send(CONTROL, message),
+        Err(SendError::QueueFull { channel: CONTROL })
+    );
+}
+
+#[test]
+fn sending_on_a_channel_the_peer_does_not_serve_is_refused_locally() {
+    let mut pair = Pair::new();
+    assert_eq!(
+        pair.a.send(ChannelId(99), Bytes::new()),
+        Err(SendError::UnknownChannel {
+            channel: ChannelId(99)
+        })
+    );
+}
+
+// ----- protocol violations -----
+
+#[test]
+fn a_frame_on_an_unknown_channel_closes_the_link_with_the_reason() {
+    let mut pair = Pair::new();
+    // Make A believe B serves channel 99, as a buggy or hostile peer would.
+    link::tests_support::add_send_channel(&mut pair.a, ChannelId(99));
+    pair.a
+        .send(ChannelId(99), Bytes::from_static(b"?"))
+        .unwrap();
+    pair.run();
+    let reason = closed_reason(&mut pair.b);
+    assert_eq!(reason.side, CloseSide::Local);
+    assert_eq!(reason.code, CloseCode::PROTOCOL_ERROR);
+    assert!(reason.message.contains("unknown") || reason.message.contains("did not announce"));
+    // A is told why.
+    let told = closed_reason(&mut pair.a);
+    assert_eq!(told.side, CloseSide::Remote);
+    assert_eq!(told.message, reason.message);
+    assert!(pair.a.is_closed() && pair.b.is_closed());
+}
+
+#[test]
+fn overrunning_the_window_closes_the_link() {
+    let mut pair = Pair::new();
+    link::tests_support::grant_credit(&mut pair.a, BULK, WINDOW_MAX);
+    let chunk = Bytes::from(vec![0u8; MESSAGE_LEN_MAX]);
+    for _ in 0..3 {
+        while pair.a.send(BULK, chunk.clone()).is_ok() {}
+        pair.run();
+    }
+    let reason = closed_reason(&mut pair.b);
+    assert_eq!(reason.code, CloseCode::PROTOCOL_ERROR);
+    assert!(
+        reason.message.contains("flow-control"),
+        "{}",
+        reason.message
+    );
+}
+
+#[test]
+fn a_corrupted_record_closes_the_link() {
+    let mut pair = Pair::new();
+    pair.a.send(CONTROL, Bytes::from_static(b"hello")).unwrap();
+    let len = pair.a.poll_transmit(pair.now, &mut pair.buffer);
+    pair.buffer[len - 1] ^= 0x01;
+    let record = pair.buffer[..len].to_vec();
+    pair.b.handle_input(pair.now, &record);
+    let reason = closed_reason(&mut pair.b);
+    assert_eq!(reason.message, "record failed to decrypt");
+    assert!(messages(&mut pair.b, CONTROL).is_empty());
+}
+
+#[test]
+fn input_after_close_is_discarded() {
+    let mut pair = Pair::new();
+    pair.b.close(CloseCode::OPERATOR, "bye");
+    pair.run();
+    pair.b.handle_input(pair.now, &[0u8; 10_000]);
+    assert_eq!(pair.b.input_buffer().len(), 0);
+}
+
+// ----- keepalive, idle, close -----
+
+#[test]
+fn keepalives_measure_round_trip_time() {
+    let mut pair = Pair::new();
+    assert_eq!(pair.a.rtt(), None);
+    pair.advance(Duration::from_secs(15));
+    let sent = pair.a.poll_transmit(pair.now, &mut pair.buffer);
+    let ping = pair.buffer[..sent].to_vec();
+    pair.now += Duration::from_millis(30);
+    pair.b.handle_input(pair.now, &ping);
+    let returned = pair.b.poll_transmit(pair.now, &mut pair.buffer);
+    let pong = pair.buffer[..returned].to_vec();
+    pair.a.handle_input(pair.now, &pong);
+    assert_eq!(pair.a.rtt(), Some(Duration::from_millis(30)));
+}
+
+#[test]
+fn a_silent_peer_is_dropped_after_the_idle_timeout() {
+    let mut pair = Pair::new();
+    // B keeps answering while time passes in keepalive steps: no timeout.
+    for _ in 0..10 {
+        pair.advance(Duration::from_secs(15));
+        pair.run();
+    }
+    assert!(events(&mut pair.a).is_empty());
+    // Now B goes silent: A's pings go unanswered.
+    for _ in 0..3 {
+        pair.advance(Duration::from_secs(15));
+        let _ = pair.a.poll_transmit(pair.now, &mut pair.buffer);
+    }
+    let reason = closed_reason(&mut pair.a);
+    assert_eq!(reason.code, CloseCode::IDLE_TIMEOUT);
+    assert_eq!(reason.side, CloseSide::Local);
+}
+
+#[test]
+fn close_is_sent_with_its_reason_and_drops_queued_data() {
+    let mut pair = Pair::new();
+    pair.a.send(CONTROL, Bytes::from_static(b"late")).unwrap();
+    pair.a.close(CloseCode::SHUTDOWN, "node shutting down");
+    assert_eq!(pair.a.send(CONTROL, Bytes::new()), Err(SendError::Closed));
+    pair.run();
+    assert!(pair.a.is_closed());
+    let all = events(&mut pair.b);
+    assert_eq!(
+        all,
+        vec![Event::Closed(CloseReason {
+            side: CloseSide::Remote,
+            code: CloseCode::SHUTDOWN,
+            message: "node shutting down".into()
+        })]
+    );
+    assert_eq!(pair.a.poll_timeout(), None);
+}
+
+#[test]
+fn eof_without_close_is_a_transport_close() {
+    let mut pair = Pair::new();
+    pair.b.handle_eof();
+    let reason = closed_reason(&mut pair.b);
+    assert_eq!(reason.side, CloseSide::Transport);
+    assert!(pair.b.is_closed());
+}
+
+proptest! {
+    #[test]
+    fn random_records_after_the_handshake_never_panic(
+        bytes in proptest::collection::vec(any::<u8>(), 0..2000)
+    ) {
+        let mut pair = Pair::new();
+        pair.b.handle_input(pair.now, &bytes);
+        let _ = events(&mut pair.b);
+        let _ = pair.b.poll_transmit(pair.now, &mut pair.buffer);
+    }
+}
