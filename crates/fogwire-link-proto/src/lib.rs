@@ -19,6 +19,7 @@
 //!
 //! The byte layout of everything here is specified in `docs/protocol/link.md`.
 
+mod cipher;
 mod config;
 mod error;
 pub mod frame;

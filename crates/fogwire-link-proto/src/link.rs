@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use fogwire_identity::NodeId;
 
+use crate::cipher::TransportCipher;
 use crate::error::{CloseCode, CloseReason, CloseSide, ProtocolError, SendError};
 use crate::frame::{self, Frame};
 use crate::record::{LEN_PREFIX, RecordReader, write_len_prefix};
@@ -75,12 +76,10 @@ struct ReceiveChannel {
 /// yields messages and the close, and the caller drives time through
 /// [`Link::poll_timeout`] and [`Link::handle_timeout`].
 pub struct Link {
-    transport: snow::TransportState,
+    cipher: TransportCipher,
     config: Arc<Config>,
     peer: NodeId,
     reader: RecordReader,
-    /// Plaintext of the frame being encrypted or decrypted.
-    scratch: Box<[u8]>,
     send: Vec<SendChannel>,
     receive: Vec<ReceiveChannel>,
     /// Index in `send` of the channel served first in the next round.
@@ -110,7 +109,7 @@ impl std::fmt::Debug for Link {
 
 impl Link {
     pub(crate) fn new(
-        transport: snow::TransportState,
+        cipher: TransportCipher,
         peer: NodeId,
         peer_channels: Vec<(ChannelId, u32)>,
         config: Arc<Config>,
@@ -144,10 +143,9 @@ impl Link {
         let mut reader = RecordReader::new(RECORD_LEN_MAX);
         reader.extend(&leftover);
         let mut link = Self {
-            transport,
+            cipher,
             peer,
             reader,
-            scratch: vec![0u8; RECORD_LEN_MAX].into_boxed_slice(),
             send,
             receive,
             round_robin: 0,
@@ -181,6 +179,13 @@ impl Link {
 
     pub fn stats(&self) -> LinkStats {
         self.stats
+    }
+
+    /// Channels this node serves, with the receive window of each.
+    pub fn receive_channels(&self) -> impl Iterator<Item = (ChannelId, u32)> + '_ {
+        self.receive
+            .iter()
+            .map(|channel| (channel.id, channel.window))
     }
 
     /// Channels the peer serves (those this node may send on).
@@ -221,7 +226,7 @@ impl Link {
             self.last_receive = now;
             self.stats.records_in += 1;
             self.stats.bytes_in += (LEN_PREFIX + record.len()) as u64;
-            if let Err(error) = self.process_record(now, &record) {
+            if let Err(error) = self.process_record(now, record) {
                 self.fail(error);
             }
         }
@@ -231,15 +236,19 @@ impl Link {
         }
     }
 
-    fn process_record(&mut self, now: Instant, record: &[u8]) -> Result<(), ProtocolError> {
+    fn process_record(&mut self, now: Instant, mut record: BytesMut) -> Result<(), ProtocolError> {
         if record.len() < TAG_LEN {
             return Err(ProtocolError::RecordTooShort { len: record.len() });
         }
+        // Decrypted where it lies: DATA payloads handed to the application
+        // are slices of the received record, never copies.
         let plaintext_len = self
-            .transport
-            .read_message(record, &mut self.scratch)
+            .cipher
+            .receive
+            .open_in_place(&mut record)
             .map_err(|_| ProtocolError::Decrypt)?;
-        let plaintext = Bytes::copy_from_slice(&self.scratch[..plaintext_len]);
+        record.truncate(plaintext_len);
+        let plaintext = record.freeze();
         match Frame::decode(plaintext)? {
             Frame::Data { channel, payload } => {
                 let Some(receive) = self.receive.iter_mut().find(|c| c.id == channel) else {
@@ -424,18 +433,20 @@ impl Link {
             if written + record_len > out.len() {
                 break;
             }
-            let frame_len = self.stage(next, now);
             let record = &mut out[written..written + record_len];
+            let frame_len = self.stage(next, now, &mut record[LEN_PREFIX..]);
             match self
-                .transport
-                .write_message(&self.scratch[..frame_len], &mut record[LEN_PREFIX..])
+                .cipher
+                .send
+                .seal_in_place(&mut record[LEN_PREFIX..], frame_len)
             {
                 Ok(len) => write_len_prefix(record, len),
-                Err(error) => {
-                    // Only nonce exhaustion, after 2^64 records, can get here.
+                Err(_) => {
+                    // 2^64 − 1 records under one key: unreachable in practice,
+                    // and never wrapped around.
                     self.finish(CloseReason::local(
                         CloseCode::INTERNAL,
-                        format!("encryption failed: {error}"),
+                        "record counter exhausted",
                     ));
                     break;
                 }
@@ -496,9 +507,9 @@ impl Link {
         }
     }
 
-    /// Writes the frame `next` into the scratch buffer, updates the state as
-    /// if it were sent, and returns its length.
-    fn stage(&mut self, next: NextFrame, now: Instant) -> usize {
+    /// Writes the frame `next` at the start of `out`, updates the state as if
+    /// it were sent, and returns its length.
+    fn stage(&mut self, next: NextFrame, now: Instant, out: &mut [u8]) -> usize {
         let frame = match next {
             NextFrame::Data(index) => {
                 self.round_robin = (index + 1) % self.send.len();
@@ -510,10 +521,10 @@ impl Link {
                 send.credit -= message_cost(payload.len());
                 self.stats.messages_out += 1;
                 // Written here rather than through Frame::encode so the
-                // payload is copied once, straight into the scratch buffer.
-                frame::encode_data_header(send.id, &mut self.scratch);
+                // payload is copied once, straight into the record.
+                frame::encode_data_header(send.id, out);
                 let end = frame::DATA_HEADER_LEN + payload.len();
-                self.scratch[frame::DATA_HEADER_LEN..end].copy_from_slice(&payload);
+                out[frame::DATA_HEADER_LEN..end].copy_from_slice(&payload);
                 return end;
             }
             NextFrame::Pong(nonce) => {
@@ -543,7 +554,7 @@ impl Link {
             }
         };
         debug_assert!(frame.encoded_len() <= FRAME_LEN_MAX);
-        frame.encode(&mut self.scratch)
+        frame.encode(out)
     }
 
     // ----- time -----

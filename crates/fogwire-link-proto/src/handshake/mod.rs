@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use fogwire_identity::{Domain, Keypair, NodeId, Signature};
 
+use crate::cipher::TransportCipher;
 use crate::link::Link;
 use crate::record::{LEN_PREFIX, RecordReader, write_len_prefix};
 use crate::{Config, HANDSHAKE_RECORD_LEN_MAX, HandshakeError, NOISE_PARAMS, PROLOGUE, VERSION};
@@ -350,9 +351,23 @@ impl Handshake {
             }
         };
         let leftover = self.reader.take_buffered();
-        let transport = self.noise.into_transport_mode().map_err(noise_error)?;
+        let (initiator_to_responder, responder_to_initiator) = {
+            let (first, second) = self.noise.dangerously_get_raw_split();
+            (
+                zeroize::Zeroizing::new(first),
+                zeroize::Zeroizing::new(second),
+            )
+        };
+        let cipher = TransportCipher::from_split(
+            &initiator_to_responder,
+            &responder_to_initiator,
+            self.role == Role::Initiator,
+        )
+        .map_err(|_| HandshakeError::Noise {
+            detail: "transport keys rejected".into(),
+        })?;
         Ok(Link::new(
-            transport,
+            cipher,
             peer.identity,
             peer.channels,
             self.config,

@@ -1,0 +1,465 @@
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use fogwire_identity::NodeId;
+use fogwire_link_proto::{
+    ChannelId, CloseCode, CloseReason, Event, Link, LinkStats, MESSAGE_CREDIT_OVERHEAD,
+    RECORD_LEN_MAX, message_cost,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+
+use crate::channel::{ChannelReceiver, ChannelSender, CreditReturn};
+use crate::{Direction, Established};
+
+/// Bytes of encrypted records the driver gathers before writing; a few
+/// largest records, so each write system call moves a good amount.
+const TRANSMIT_BUFFER_LEN: usize = 8 * (RECORD_LEN_MAX + 2);
+/// Bytes the driver asks the socket for per read.
+const READ_CHUNK_LEN: usize = 256 * 1024;
+/// Messages an application may have queued per channel before `send` waits.
+const OUTBOUND_QUEUE_MESSAGES: usize = 32;
+/// Commands (close requests) queued to a link's task.
+const COMMAND_QUEUE_LEN: usize = 4;
+/// How long a closing link may take to write out its CLOSE frame.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+static NEXT_LINK_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Counters of a running link, updated by its task, readable by anyone.
+#[derive(Debug, Default)]
+pub struct LinkCounters {
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    records_in: AtomicU64,
+    records_out: AtomicU64,
+    messages_in: AtomicU64,
+    messages_out: AtomicU64,
+    /// Latest round-trip time in microseconds; 0 until measured.
+    rtt_micros: AtomicU64,
+}
+
+impl LinkCounters {
+    fn store(&self, stats: LinkStats, rtt: Option<Duration>) {
+        self.bytes_in.store(stats.bytes_in, Ordering::Relaxed);
+        self.bytes_out.store(stats.bytes_out, Ordering::Relaxed);
+        self.records_in.store(stats.records_in, Ordering::Relaxed);
+        self.records_out.store(stats.records_out, Ordering::Relaxed);
+        self.messages_in.store(stats.messages_in, Ordering::Relaxed);
+        self.messages_out
+            .store(stats.messages_out, Ordering::Relaxed);
+        if let Some(rtt) = rtt {
+            let micros = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).max(1);
+            self.rtt_micros.store(micros, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A copy of a link's counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkSnapshot {
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub records_in: u64,
+    pub records_out: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub rtt: Option<Duration>,
+}
+
+enum Command {
+    Close { code: CloseCode, message: String },
+}
+
+struct Shared {
+    id: u64,
+    peer: NodeId,
+    remote_addr: SocketAddr,
+    direction: Direction,
+    established_at: SystemTime,
+    counters: LinkCounters,
+    commands: mpsc::Sender<Command>,
+    senders: Vec<ChannelSender>,
+    receivers: Mutex<Vec<ChannelReceiver>>,
+    closed: watch::Receiver<Option<CloseReason>>,
+}
+
+/// The application's handle on a running link. Cheap to clone; the link
+/// keeps running when every handle is dropped, until it closes.
+#[derive(Clone)]
+pub struct LinkHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for LinkHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkHandle")
+            .field("id", &self.shared.id)
+            .field("peer", &self.shared.peer)
+            .field("remote_addr", &self.shared.remote_addr)
+            .field("direction", &self.shared.direction)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LinkHandle {
+    /// Unique among the links of this process.
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    pub fn peer(&self) -> NodeId {
+        self.shared.peer
+    }
+
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.shared.remote_addr
+    }
+
+    pub fn direction(&self) -> Direction {
+        self.shared.direction
+    }
+
+    pub fn established_at(&self) -> SystemTime {
+        self.shared.established_at
+    }
+
+    pub fn snapshot(&self) -> LinkSnapshot {
+        let counters = &self.shared.counters;
+        let rtt_micros = counters.rtt_micros.load(Ordering::Relaxed);
+        LinkSnapshot {
+            bytes_in: counters.bytes_in.load(Ordering::Relaxed),
+            bytes_out: counters.bytes_out.load(Ordering::Relaxed),
+            records_in: counters.records_in.load(Ordering::Relaxed),
+            records_out: counters.records_out.load(Ordering::Relaxed),
+            messages_in: counters.messages_in.load(Ordering::Relaxed),
+            messages_out: counters.messages_out.load(Ordering::Relaxed),
+            rtt: (rtt_micros > 0).then(|| Duration::from_micros(rtt_micros)),
+        }
+    }
+
+    /// A sender for `channel`, if the peer serves it.
+    pub fn sender(&self, channel: ChannelId) -> Option<ChannelSender> {
+        self.shared
+            .senders
+            .iter()
+            .find(|sender| sender.channel == channel)
+            .cloned()
+    }
+
+    /// Channels the peer serves.
+    pub fn peer_channels(&self) -> Vec<ChannelId> {
+        self.shared.senders.iter().map(|s| s.channel).collect()
+    }
+
+    /// The receiver for `channel`, if this node serves it. Each receiver can
+    /// be taken once.
+    pub fn take_receiver(&self, channel: ChannelId) -> Option<ChannelReceiver> {
+        let mut receivers = self.shared.receivers.lock().ok()?;
+        let index = receivers.iter().position(|r| r.channel == channel)?;
+        Some(receivers.swap_remove(index))
+    }
+
+    /// Asks the link to close with `code` and `message` (sent to the peer),
+    /// and waits until it has.
+    pub async fn close(&self, code: CloseCode, message: impl Into<String>) -> CloseReason {
+        let command = Command::Close {
+            code,
+            message: message.into(),
+        };
+        // If the queue is full or gone, the link is already closing.
+        let _ = self.shared.commands.try_send(command);
+        self.closed().await
+    }
+
+    /// Waits until the link has closed and returns why.
+    pub async fn closed(&self) -> CloseReason {
+        let mut closed = self.shared.closed.clone();
+        let reason = closed.wait_for(Option::is_some).await;
+        match reason {
+            Ok(reason) => reason
+                .clone()
+                .unwrap_or_else(|| CloseReason::transport("link task ended")),
+            Err(_) => CloseReason::transport("link task ended"),
+        }
+    }
+
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.shared.closed.borrow().clone()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.borrow().is_some()
+    }
+}
+
+/// Starts the task that drives an established link.
+pub fn spawn(established: Established) -> LinkHandle {
+    let Established {
+        stream,
+        link,
+        remote_addr,
+        direction,
+    } = established;
+    let config_channels = receive_channels(&link);
+    let windows: Vec<u32> = config_channels.iter().map(|(_, window)| *window).collect();
+    let credit = Arc::new(CreditReturn::new(&windows));
+    let mut inbound = Vec::with_capacity(config_channels.len());
+    let mut receivers = Vec::with_capacity(config_channels.len());
+    for (index, (channel, window)) in config_channels.into_iter().enumerate() {
+        // Flow control bounds the messages in flight on a channel to its
+        // window over the per-message overhead, so this queue never fills.
+        let capacity = (window / MESSAGE_CREDIT_OVERHEAD) as usize + 1;
+        let (sender, queue) = mpsc::channel(capacity);
+        inbound.push((channel, sender));
+        receivers.push(ChannelReceiver {
+            channel,
+            index,
+            queue,
+            credit: credit.clone(),
+        });
+    }
+    let mut outbound = Vec::new();
+    let mut senders = Vec::new();
+    for channel in link.peer_channels() {
+        let (sender, queue) = mpsc::channel(OUTBOUND_QUEUE_MESSAGES);
+        outbound.push(Some((channel, queue)));
+        senders.push(ChannelSender {
+            channel,
+            queue: sender,
+        });
+    }
+    let (commands_sender, commands) = mpsc::channel(COMMAND_QUEUE_LEN);
+    let (closed_sender, closed) = watch::channel(None);
+    let shared = Arc::new(Shared {
+        id: NEXT_LINK_ID.fetch_add(1, Ordering::Relaxed),
+        peer: link.peer(),
+        remote_addr,
+        direction,
+        established_at: SystemTime::now(),
+        counters: LinkCounters::default(),
+        commands: commands_sender,
+        senders,
+        receivers: Mutex::new(receivers),
+        closed,
+    });
+    let driver = Driver {
+        link,
+        stream,
+        shared: shared.clone(),
+        inbound,
+        outbound,
+        credit,
+        commands,
+        close_reason: None,
+    };
+    tokio::spawn(async move {
+        let reason = driver.run().await;
+        let _ = closed_sender.send(Some(reason));
+    });
+    LinkHandle { shared }
+}
+
+fn receive_channels(link: &Link) -> Vec<(ChannelId, u32)> {
+    link.receive_channels().collect()
+}
+
+struct Driver {
+    link: Link,
+    stream: TcpStream,
+    shared: Arc<Shared>,
+    inbound: Vec<(ChannelId, mpsc::Sender<Bytes>)>,
+    /// `None` once every sender of that channel is gone.
+    outbound: Vec<Option<(ChannelId, mpsc::Receiver<Bytes>)>>,
+    credit: Arc<CreditReturn>,
+    commands: mpsc::Receiver<Command>,
+    close_reason: Option<CloseReason>,
+}
+
+impl Driver {
+    async fn run(mut self) -> CloseReason {
+        let mut transmit = vec![0u8; TRANSMIT_BUFFER_LEN].into_boxed_slice();
+        let (mut transmit_start, mut transmit_end) = (0, 0);
+        let mut outbound_turn = 0;
+        let sleep = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(sleep);
+        let (mut reader, mut writer) = self.stream.split();
+        loop {
+            let now = Instant::now();
+            // Hand out what the core produced.
+            while let Some(event) = self.link.poll_event() {
+                match event {
+                    Event::Message { channel, data } => {
+                        deliver(&mut self.link, &self.inbound, channel, data);
+                    }
+                    Event::Closed(reason) => self.close_reason = Some(reason),
+                }
+            }
+            if transmit_start == transmit_end {
+                (transmit_start, transmit_end) = (0, 0);
+            }
+            // Top the buffer up whenever a largest record still fits, so each
+            // write hands the kernel as much as is ready.
+            if transmit.len() - transmit_end >= RECORD_LEN_MAX + 2 && self.link.wants_transmit() {
+                transmit_end += self.link.poll_transmit(now, &mut transmit[transmit_end..]);
+            }
+            self.shared
+                .counters
+                .store(self.link.stats(), self.link.rtt());
+            if self.link.is_closed() && transmit_start == transmit_end {
+                break;
+            }
+            if self.link.is_closed() || self.close_reason.is_some() {
+                // Only the CLOSE frame is left to write; bound how long that
+                // may take if the peer stops reading.
+                let flush = writer.write_all(&transmit[transmit_start..transmit_end]);
+                let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, flush).await;
+                transmit_start = transmit_end;
+                if self.link.wants_transmit() {
+                    continue;
+                }
+                break;
+            }
+            let timer_armed = self.link.poll_timeout().is_some();
+            if let Some(deadline) = self.link.poll_timeout() {
+                let deadline = tokio::time::Instant::from_std(deadline);
+                if sleep.deadline() != deadline {
+                    sleep.as_mut().reset(deadline);
+                }
+            }
+            let sendable: u64 = self
+                .outbound
+                .iter()
+                .enumerate()
+                .filter(|(_, slot)| {
+                    slot.as_ref()
+                        .is_some_and(|(channel, _)| self.link.can_send(*channel))
+                })
+                .fold(0, |mask, (index, _)| mask | (1 << index));
+            let input = self.link.input_buffer();
+            input.reserve(READ_CHUNK_LEN);
+            let outbound = &mut self.outbound;
+            tokio::select! {
+                read = reader.read_buf(input) => match read {
+                    Ok(0) => self.link.handle_eof(),
+                    Ok(_) => self.link.process_input(Instant::now()),
+                    Err(error) => self.link.handle_transport_error(error.to_string()),
+                },
+                written = writer.write(&transmit[transmit_start..transmit_end]),
+                    if transmit_start < transmit_end => match written {
+                    Ok(0) => self.link.handle_transport_error("socket accepted no bytes"),
+                    Ok(count) => transmit_start += count,
+                    Err(error) => self.link.handle_transport_error(error.to_string()),
+                },
+                ready = poll_fn(|cx| poll_outbound(cx, outbound, sendable, &mut outbound_turn)) => {
+                    match ready {
+                        (index, Some(data)) => {
+                            if let Some(Some((channel, queue))) = self.outbound.get_mut(index) {
+                                // can_send was true, so this only fails if the
+                                // link closed meanwhile; the message is moot then.
+                                let _ = self.link.send(*channel, data);
+                                // Take whatever else is ready on this channel in
+                                // the same turn: fewer wake-ups, fuller writes.
+                                while self.link.can_send(*channel) {
+                                    match queue.try_recv() {
+                                        Ok(data) => { let _ = self.link.send(*channel, data); }
+                                        Err(_) => break,
+                                    }
+                                }
+                            }
+                        }
+                        (index, None) => {
+                            if let Some(slot) = self.outbound.get_mut(index) {
+                                *slot = None;
+                            }
+                        }
+                    }
+                },
+                () = self.credit.notify.notified() => {
+                    for ((channel, _), pending) in self.inbound.iter().zip(&self.credit.pending) {
+                        let credit = pending.swap(0, Ordering::Relaxed);
+                        if credit > 0 {
+                            self.link.consumed(*channel, credit);
+                        }
+                    }
+                },
+                command = self.commands.recv() => match command {
+                    Some(Command::Close { code, message }) => self.link.close(code, message),
+                    // Every handle is gone; the link lives on until it closes.
+                    None => {}
+                },
+                () = &mut sleep, if timer_armed => {
+                    self.link.handle_timeout(Instant::now());
+                },
+            }
+        }
+        self.shared
+            .counters
+            .store(self.link.stats(), self.link.rtt());
+        let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, writer.shutdown()).await;
+        let reason = self
+            .close_reason
+            .take()
+            .unwrap_or_else(|| CloseReason::transport("link ended without a reason"));
+        tracing::info!(
+            peer = %self.shared.peer,
+            addr = %self.shared.remote_addr,
+            direction = self.shared.direction.as_str(),
+            "link {reason}"
+        );
+        reason
+    }
+}
+
+fn deliver(
+    link: &mut Link,
+    inbound: &[(ChannelId, mpsc::Sender<Bytes>)],
+    channel: ChannelId,
+    data: Bytes,
+) {
+    let cost = message_cost(data.len());
+    let Some((_, queue)) = inbound.iter().find(|(c, _)| *c == channel) else {
+        link.consumed(channel, cost);
+        return;
+    };
+    match queue.try_send(data) {
+        Ok(()) => {}
+        // Nobody listens on this channel any more: discard, and let the
+        // peer carry on.
+        Err(mpsc::error::TrySendError::Closed(_)) => link.consumed(channel, cost),
+        Err(mpsc::error::TrySendError::Full(_)) => link.close(
+            CloseCode::INTERNAL,
+            format!("receive queue of channel {channel} overflowed"),
+        ),
+    }
+}
+
+/// Takes the next message from the application queues of channels the link
+/// can accept messages on, taking turns between channels.
+fn poll_outbound(
+    cx: &mut std::task::Context<'_>,
+    outbound: &mut [Option<(ChannelId, mpsc::Receiver<Bytes>)>],
+    sendable: u64,
+    turn: &mut usize,
+) -> Poll<(usize, Option<Bytes>)> {
+    let count = outbound.len();
+    for step in 0..count {
+        let index = (*turn + step) % count;
+        if sendable & (1 << index) == 0 {
+            continue;
+        }
+        if let Some((_, queue)) = &mut outbound[index]
+            && let Poll::Ready(message) = queue.poll_recv(cx)
+        {
+            *turn = index + 1;
+            return Poll::Ready((index, message));
+        }
+    }
+    Poll::Pending
+}

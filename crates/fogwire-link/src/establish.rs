@@ -1,0 +1,150 @@
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use fogwire_identity::NodeId;
+use fogwire_link_proto::{Config, Handshake, HandshakeError, Link, LinkIdentity};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Who opened the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// We dialed the peer.
+    Outbound,
+    /// The peer dialed us.
+    Inbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+        }
+    }
+}
+
+/// A connection whose handshake succeeded: ready for [`crate::spawn`].
+#[derive(Debug)]
+pub struct Established {
+    pub stream: TcpStream,
+    pub link: Link,
+    pub remote_addr: SocketAddr,
+    pub direction: Direction,
+}
+
+/// Why a link could not be established.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EstablishError {
+    #[error("could not connect to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
+    #[error("connection failed during the handshake: {0}")]
+    Io(#[source] io::Error),
+}
+
+impl EstablishError {
+    /// A short stable name, for metric labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            EstablishError::Connect { .. } => "connect",
+            EstablishError::Handshake(error) => error.reason(),
+            EstablishError::Io(_) => "io",
+        }
+    }
+}
+
+/// Dials `addr` and runs the handshake, expecting the peer to be
+/// `expected_peer`. Connecting and the handshake together get the
+/// configured handshake timeout.
+pub async fn connect(
+    addr: SocketAddr,
+    expected_peer: NodeId,
+    identity: &LinkIdentity,
+    config: Arc<Config>,
+) -> Result<Established, EstablishError> {
+    let started = Instant::now();
+    let handshake = Handshake::initiator(identity, config, expected_peer, started)?;
+    let deadline = tokio::time::Instant::from_std(handshake.deadline());
+    let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(source)) => return Err(EstablishError::Connect { addr, source }),
+        Err(_) => {
+            return Err(EstablishError::Connect {
+                addr,
+                source: io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
+            });
+        }
+    };
+    run_handshake(stream, handshake, addr, Direction::Outbound).await
+}
+
+/// Runs the listener side of the handshake on an accepted connection.
+pub async fn establish(
+    stream: TcpStream,
+    remote_addr: SocketAddr,
+    identity: &LinkIdentity,
+    config: Arc<Config>,
+) -> Result<Established, EstablishError> {
+    let handshake = Handshake::responder(identity, config, Instant::now())?;
+    run_handshake(stream, handshake, remote_addr, Direction::Inbound).await
+}
+
+async fn run_handshake(
+    mut stream: TcpStream,
+    mut handshake: Handshake,
+    remote_addr: SocketAddr,
+    direction: Direction,
+) -> Result<Established, EstablishError> {
+    // Records are batched by the link itself; waiting for more would only
+    // add latency.
+    stream.set_nodelay(true).map_err(EstablishError::Io)?;
+    let deadline = tokio::time::Instant::from_std(handshake.deadline());
+    let exchange = async {
+        let mut transmit = Vec::new();
+        let mut buffer = [0u8; 4096];
+        loop {
+            handshake.take_transmit(&mut transmit);
+            if !transmit.is_empty() {
+                stream
+                    .write_all(&transmit)
+                    .await
+                    .map_err(EstablishError::Io)?;
+                transmit.clear();
+            }
+            if handshake.is_finished() {
+                return Ok(());
+            }
+            let read = stream.read(&mut buffer).await.map_err(EstablishError::Io)?;
+            if read == 0 {
+                return Err(handshake.handle_eof().into());
+            }
+            handshake.handle_input(&buffer[..read])?;
+        }
+    };
+    match tokio::time::timeout_at(deadline, exchange).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => return Err(error),
+        Err(_) => {
+            return Err(HandshakeError::Timeout {
+                timeout_ms: handshake.timeout().as_millis(),
+            }
+            .into());
+        }
+    }
+    let link = handshake.into_link(Instant::now())?;
+    Ok(Established {
+        stream,
+        link,
+        remote_addr,
+        direction,
+    })
+}

@@ -1,0 +1,25 @@
+//! The tokio driver of fogwire links.
+//!
+//! All protocol decisions live in `fogwire-link-proto`; this crate only moves
+//! bytes between a `TcpStream` and the sans-IO core, reads the clock, and
+//! hands messages to and from the application through bounded channels:
+//!
+//! - [`establish`] runs a handshake on a connected stream (dialer or
+//!   listener side) within the handshake timeout;
+//! - [`spawn`] starts the task that drives an established link and returns
+//!   a [`LinkHandle`];
+//! - [`ChannelSender`] / [`ChannelReceiver`] carry one channel's messages.
+//!   Receiving returns flow-control credit to the peer, so a slow consumer
+//!   slows its sender down instead of growing any buffer.
+//!
+//! Architecture invariant: no protocol logic here. If a behaviour can be
+//! decided without a socket or a clock, it belongs in the core.
+
+mod channel;
+mod driver;
+mod establish;
+
+pub use channel::{ChannelReceiver, ChannelSendError, ChannelSender};
+pub use driver::{LinkCounters, LinkHandle, LinkSnapshot, spawn};
+pub use establish::{Direction, EstablishError, Established, connect, establish};
+pub use fogwire_link_proto as proto;

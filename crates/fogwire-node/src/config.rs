@@ -1,0 +1,550 @@
+//! The node's TOML configuration.
+//!
+//! Every key is optional and has a default. Unknown keys and bad values stop
+//! start-up with an error that names the file, the line and column, shows
+//! the line, and says what would be valid.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::PeerAddr;
+
+/// Name of the configuration file in a node's home directory.
+pub const CONFIG_FILE_NAME: &str = "fogwire.toml";
+/// Port peers dial by default.
+pub const DEFAULT_LINK_PORT: u16 = 7100;
+/// Port of the local control API by default.
+pub const DEFAULT_API_PORT: u16 = 7101;
+
+/// A node's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the node keeps its key, API token and state. Relative to the
+    /// configuration file's directory.
+    pub data_dir: PathBuf,
+    /// Peers to keep a link to, reconnecting with backoff.
+    pub peers: Vec<PeerAddr>,
+    pub link: LinkSection,
+    pub api: ApiSection,
+    pub log: LogSection,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            peers: Vec::new(),
+            link: LinkSection::default(),
+            api: ApiSection::default(),
+            log: LogSection::default(),
+        }
+    }
+}
+
+/// `[link]`: peer links.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinkSection {
+    /// Address peers dial to reach this node (port 0: any free port).
+    pub listen: SocketAddr,
+    pub handshake_timeout_ms: u64,
+    pub keepalive_interval_ms: u64,
+    pub idle_timeout_ms: u64,
+    /// Most links at once; more are refused.
+    pub max_links: usize,
+    /// Most inbound handshakes in progress at once; more connections are
+    /// closed at once, which bounds what half-open connections can cost.
+    pub max_pending_handshakes: usize,
+    pub reconnect_initial_ms: u64,
+    pub reconnect_max_ms: u64,
+}
+
+impl Default for LinkSection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_LINK_PORT),
+            handshake_timeout_ms: 10_000,
+            keepalive_interval_ms: 15_000,
+            idle_timeout_ms: 45_000,
+            max_links: 256,
+            max_pending_handshakes: 64,
+            reconnect_initial_ms: 500,
+            reconnect_max_ms: 60_000,
+        }
+    }
+}
+
+impl LinkSection {
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+    pub fn keepalive_interval(&self) -> Duration {
+        Duration::from_millis(self.keepalive_interval_ms)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+    pub fn reconnect_initial(&self) -> Duration {
+        Duration::from_millis(self.reconnect_initial_ms)
+    }
+    pub fn reconnect_max(&self) -> Duration {
+        Duration::from_millis(self.reconnect_max_ms)
+    }
+}
+
+/// `[api]`: the local control API.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSection {
+    /// Must be a loopback address: the API is for this machine only.
+    pub listen: LoopbackAddr,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        Self {
+            listen: LoopbackAddr(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                DEFAULT_API_PORT,
+            )),
+        }
+    }
+}
+
+/// A socket address on the loopback interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoopbackAddr(pub SocketAddr);
+
+impl<'de> Deserialize<'de> for LoopbackAddr {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let addr: SocketAddr = text.parse().map_err(|_| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not an address:port such as \"127.0.0.1:{DEFAULT_API_PORT}\""
+            ))
+        })?;
+        if !addr.ip().is_loopback() {
+            return Err(serde::de::Error::custom(format!(
+                "the control API listens on this machine only: use a loopback address such \
+                 as \"127.0.0.1:{}\" or \"[::1]:{}\", not {addr}",
+                addr.port(),
+                addr.port()
+            )));
+        }
+        Ok(Self(addr))
+    }
+}
+
+/// `[log]`: what the daemon logs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// A level (error, warn, info, debug, trace) or a tracing filter such as
+    /// "info,fogwire_link=debug". The RUST_LOG variable overrides it.
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+        }
+    }
+}
+
+/// A configuration that cannot be used, with where and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    /// 1-based line and column, when the error is tied to a place.
+    pub location: Option<(usize, usize)>,
+    pub message: String,
+    /// The offending line and a caret under the offending part.
+    pub snippet: Option<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.location {
+            Some((line, column)) => write!(f, "{}:{line}:{column}: ", self.path.display())?,
+            None => write!(f, "{}: ", self.path.display())?,
+        }
+        f.write_str(&self.message)?;
+        if let Some(snippet) = &self.snippet {
+            write!(f, "\n{snippet}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    fn at(path: &Path, source: &str, span: Option<Range<usize>>, message: String) -> Self {
+        let Some(span) = span else {
+            return Self {
+                path: path.to_owned(),
+                location: None,
+                message,
+                snippet: None,
+            };
+        };
+        let start = span.start.min(source.len());
+        let line_start = source[..start].rfind('\n').map_or(0, |index| index + 1);
+        let line_end = source[start..]
+            .find('\n')
+            .map_or(source.len(), |index| start + index);
+        let line_number = source[..start].matches('\n').count() + 1;
+        let column = source[line_start..start].chars().count() + 1;
+        let line_text = &source[line_start..line_end];
+        let width = source[start..span.end.clamp(start, line_end)]
+            .chars()
+            .count()
+            .max(1);
+        let gutter = " ".repeat(line_number.to_string().len());
+        let snippet = format!(
+            "{gutter} |\n{line_number} | {line_text}\n{gutter} | {}{}",
+            " ".repeat(column - 1),
+            "^".repeat(width)
+        );
+        Self {
+            path: path.to_owned(),
+            location: Some((line_number, column)),
+            message,
+            snippet: Some(snippet),
+        }
+    }
+}
+
+/// Where `key = …` is written in `section` (`None` for the top level), for
+/// errors about values whose parse succeeded but whose combination is wrong.
+fn span_of_key(source: &str, section: Option<&str>, key: &str) -> Option<Range<usize>> {
+    let mut in_section = section.is_none();
+    let mut offset = 0;
+    for line in source.split_inclusive('\n') {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            let name = trimmed.trim_matches(|c| c == '[' || c == ']').trim();
+            in_section = section == Some(name);
+        } else if in_section
+            && let Some(rest) = trimmed.strip_prefix(key)
+            && rest.trim_start().starts_with('=')
+        {
+            let start = offset + (line.len() - line.trim_start().len());
+            return Some(start..start + key.len());
+        }
+        offset += line.len();
+    }
+    None
+}
+
+impl Config {
+    /// Parses and checks a configuration; `path` is only used in errors.
+    pub fn parse(path: &Path, source: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(source).map_err(|error| {
+            // serde names Rust types; say what to write instead.
+            let message = error
+                .message()
+                .trim()
+                .replace("expected u64", "expected a whole number")
+                .replace("expected usize", "expected a whole number")
+                .replace("expected a sequence", "expected a list [\"…\", \"…\"]");
+            ConfigError::at(path, source, error.span(), message)
+        })?;
+        config.validate(path, source)?;
+        Ok(config)
+    }
+
+    /// Reads, parses and checks the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let source = std::fs::read_to_string(path).map_err(|error| ConfigError {
+            path: path.to_owned(),
+            location: None,
+            message: if error.kind() == std::io::ErrorKind::NotFound {
+                "no configuration file here; create one with `fogwire init`".into()
+            } else {
+                format!("cannot read the configuration: {error}")
+            },
+            snippet: None,
+        })?;
+        Self::parse(path, &source)
+    }
+
+    fn validate(&self, path: &Path, source: &str) -> Result<(), ConfigError> {
+        let fail = |key: &str, message: String| {
+            Err(ConfigError::at(
+                path,
+                source,
+                span_of_key(source, Some("link"), key),
+                message,
+            ))
+        };
+        let link = &self.link;
+        let ranges: [(&str, u64, Range<u64>); 5] = [
+            (
+                "handshake_timeout_ms",
+                link.handshake_timeout_ms,
+                100..600_001,
+            ),
+            (
+                "keepalive_interval_ms",
+                link.keepalive_interval_ms,
+                100..3_600_001,
+            ),
+            ("idle_timeout_ms", link.idle_timeout_ms, 300..10_800_001),
+            (
+                "reconnect_initial_ms",
+                link.reconnect_initial_ms,
+                10..600_001,
+            ),
+            ("reconnect_max_ms", link.reconnect_max_ms, 10..86_400_001),
+        ];
+        for (key, value, range) in ranges {
+            if !range.contains(&value) {
+                return fail(
+                    key,
+                    format!(
+                        "link.{key} = {value} is out of range: use {} to {} (milliseconds)",
+                        range.start,
+                        range.end - 1
+                    ),
+                );
+            }
+        }
+        if link.keepalive_interval_ms >= link.idle_timeout_ms {
+            return fail(
+                "keepalive_interval_ms",
+                format!(
+                    "link.keepalive_interval_ms ({}) must be below link.idle_timeout_ms ({}), \
+                     or every quiet link would time out; a third of it is a good value",
+                    link.keepalive_interval_ms, link.idle_timeout_ms
+                ),
+            );
+        }
+        if link.reconnect_initial_ms > link.reconnect_max_ms {
+            return fail(
+                "reconnect_initial_ms",
+                format!(
+                    "link.reconnect_initial_ms ({}) must not exceed link.reconnect_max_ms ({})",
+                    link.reconnect_initial_ms, link.reconnect_max_ms
+                ),
+            );
+        }
+        if !(1..=65_536).contains(&link.max_links) {
+            return fail(
+                "max_links",
+                format!("link.max_links = {} must be 1 to 65536", link.max_links),
+            );
+        }
+        if !(1..=65_536).contains(&link.max_pending_handshakes) {
+            return fail(
+                "max_pending_handshakes",
+                format!(
+                    "link.max_pending_handshakes = {} must be 1 to 65536",
+                    link.max_pending_handshakes
+                ),
+            );
+        }
+        if let Err(error) = check_log_filter(&self.log.level) {
+            return Err(ConfigError::at(
+                path,
+                source,
+                span_of_key(source, Some("log"), "level"),
+                format!(
+                    "log.level = {:?} is not a level (error, warn, info, debug, trace) or a \
+                     filter such as \"info,fogwire_link=debug\": {error}",
+                    self.log.level
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The data directory, resolved against the configuration file's
+    /// directory when relative.
+    pub fn data_dir_for(&self, config_path: &Path) -> PathBuf {
+        if self.data_dir.is_absolute() {
+            return self.data_dir.clone();
+        }
+        config_path
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join(&self.data_dir)
+    }
+}
+
+const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Checks a log filter strictly: tracing would read a lone word like "loud"
+/// as "everything from the module `loud`", which is never what was meant.
+fn check_log_filter(filter: &str) -> Result<(), String> {
+    for directive in filter.split(',').map(str::trim) {
+        let level = directive
+            .rsplit_once('=')
+            .map_or(directive, |(_, level)| level);
+        if !LOG_LEVELS.contains(&level.trim().to_ascii_lowercase().as_str()) {
+            return Err(format!("`{directive}` names no level"));
+        }
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(filter)
+        .map(|_| ())
+        .map_err(|error| error.to_string())
+}
+
+/// The commented configuration `fogwire init` writes, with the given
+/// listening addresses. Every other key is shown with its default.
+pub fn template(link_listen: SocketAddr, api_listen: SocketAddr) -> String {
+    let defaults = LinkSection::default();
+    format!(
+        r#"# fogwire node configuration.
+#
+# Every key is optional: a key left out (or commented out) takes the default
+# shown. After editing, restart the node (`fogwire node`); a mistake stops
+# start-up with the file, line and what would be valid.
+
+# Where the node keeps its key (node.key), its control API token and its
+# state. Relative paths are relative to this file.
+data_dir = "data"
+
+# Peers this node keeps linked, reconnecting with backoff when a link drops.
+# Each is <node id>@<host>:<port>; `fogwire status` on a node prints its id.
+# peers = ["fw1...@192.0.2.7:7100"]
+peers = []
+
+[link]
+# Address other nodes dial to reach this one. Port 0 picks a free port.
+listen = "{link_listen}"
+# A handshake not finished in this time is abandoned.
+# handshake_timeout_ms = {handshake}
+# A PING is sent this often on every link; its reply measures the RTT.
+# keepalive_interval_ms = {keepalive}
+# A link that has received nothing for this long is closed.
+# idle_timeout_ms = {idle}
+# Most links at once; further peers are refused.
+# max_links = {max_links}
+# Most inbound handshakes in progress at once; connections beyond it are
+# closed at once, so half-open connections cannot exhaust the node.
+# max_pending_handshakes = {max_pending}
+# Reconnect delays for configured peers: doubling from the first to the last.
+# reconnect_initial_ms = {reconnect_initial}
+# reconnect_max_ms = {reconnect_max}
+
+[api]
+# The local control API (HTTP + JSON, used by the fogwire CLI). It must be a
+# loopback address, and every request needs the token in data_dir.
+listen = "{api_listen}"
+
+[log]
+# error, warn, info, debug, trace, or a filter such as
+# "info,fogwire_link=debug". The RUST_LOG environment variable overrides it.
+# level = "info"
+"#,
+        handshake = defaults.handshake_timeout_ms,
+        keepalive = defaults.keepalive_interval_ms,
+        idle = defaults.idle_timeout_ms,
+        max_links = defaults.max_links,
+        max_pending = defaults.max_pending_handshakes,
+        reconnect_initial = defaults.reconnect_initial_ms,
+        reconnect_max = defaults.reconnect_max_ms,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(source: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/fogwire.toml"), source)
+    }
+
+    #[test]
+    fn the_template_parses_to_the_defaults() {
+        let defaults = Config::default();
+        let source = template(defaults.link.listen, defaults.api.listen.0);
+        assert_eq!(parse(&source).unwrap(), defaults);
+        // Uncommenting every default changes nothing.
+        let uncommented: String = source
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(rest) if rest.contains(" = ") && !rest.contains("peers") => rest,
+                _ => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(parse(&uncommented).unwrap(), defaults);
+    }
+
+    #[test]
+    fn an_empty_file_is_all_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn an_unknown_key_names_the_line_and_the_valid_keys() {
+        let error = parse("[link]\nlisten = \"0.0.0.0:1\"\nlistn = 5\n").unwrap_err();
+        assert_eq!(error.location, Some((3, 1)));
+        let text = error.to_string();
+        assert!(
+            text.starts_with("/etc/fogwire.toml:3:1: unknown field `listn`"),
+            "{text}"
+        );
+        assert!(text.contains("`listen`"), "{text}");
+        assert!(text.contains("3 | listn = 5"), "{text}");
+    }
+
+    #[test]
+    fn a_bad_value_names_the_line_and_what_is_valid() {
+        let error = parse("[link]\n\nhandshake_timeout_ms = \"soon\"\n").unwrap_err();
+        assert_eq!(error.location.map(|(line, _)| line), Some(3));
+        assert!(
+            error.message.contains("expected a whole number"),
+            "{}",
+            error.message
+        );
+
+        let error = parse("[api]\nlisten = \"0.0.0.0:7101\"\n").unwrap_err();
+        assert_eq!(error.location.map(|(line, _)| line), Some(2));
+        assert!(error.message.contains("loopback"), "{}", error.message);
+
+        let error = parse("peers = [\"127.0.0.1:7100\"]\n").unwrap_err();
+        assert_eq!(error.location.map(|(line, _)| line), Some(1));
+        assert!(
+            error.message.contains("<node id>@<host>:<port>"),
+            "{}",
+            error.message
+        );
+    }
+
+    #[test]
+    fn cross_field_errors_point_at_the_key() {
+        let error =
+            parse("[link]\nidle_timeout_ms = 1000\nkeepalive_interval_ms = 5000\n").unwrap_err();
+        assert_eq!(error.location, Some((3, 1)));
+        assert!(error.message.contains("must be below"), "{}", error.message);
+
+        let error = parse("[link]\nmax_links = 0\n").unwrap_err();
+        assert_eq!(error.location, Some((2, 1)));
+
+        let error = parse("[log]\nlevel = \"loud\"\n").unwrap_err();
+        assert_eq!(error.location, Some((2, 1)));
+        assert!(
+            error.message.contains("error, warn, info"),
+            "{}",
+            error.message
+        );
+    }
+
+    #[test]
+    fn relative_data_dirs_follow_the_config_file() {
+        let config = Config::default();
+        assert_eq!(
+            config.data_dir_for(Path::new("/home/ada/.fogwire/fogwire.toml")),
+            PathBuf::from("/home/ada/.fogwire/data")
+        );
+    }
+}

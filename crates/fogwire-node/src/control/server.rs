@@ -1,0 +1,202 @@
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use fogwire_identity::NodeId;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{ConnectRequest, DisconnectResponse, ErrorBody};
+use crate::home::ApiToken;
+use crate::{Node, PeerAddr};
+
+/// Largest request body the API reads.
+const REQUEST_BODY_MAX: usize = 16 * 1024;
+/// Requests served at once; more wait. The API is for one operator's CLI.
+const CONCURRENT_REQUESTS_MAX: usize = 32;
+
+/// Why the control API could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    #[error("the control API must listen on a loopback address (127.0.0.1 or ::1), not {addr}")]
+    NotLoopback { addr: SocketAddr },
+    #[error("cannot listen for the control API on {addr}: {source}{hint}",
+        hint = if source.kind() == std::io::ErrorKind::AddrInUse {
+            " (another node may use this port: set [api] listen to another)"
+        } else { "" })]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Binds the control API's listener, refusing anything but loopback.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ControlError> {
+    if !addr.ip().is_loopback() {
+        return Err(ControlError::NotLoopback { addr });
+    }
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ControlError::Listen { addr, source })
+}
+
+struct ApiState {
+    node: Node,
+    token: ApiToken,
+    data_dir: Option<String>,
+}
+
+/// Serves the control API on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    node: Node,
+    token: ApiToken,
+    data_dir: Option<String>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let state = Arc::new(ApiState {
+        node,
+        token,
+        data_dir,
+    });
+    let app = Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/peers", get(peers).post(connect))
+        .route("/v1/peers/{node_id}", axum::routing::delete(disconnect))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(DefaultBodyLimit::max(REQUEST_BODY_MAX))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(
+            CONCURRENT_REQUESTS_MAX,
+        ))
+        .with_state(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        axum::Json(ErrorBody {
+            error: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+async fn authenticate(
+    State(state): State<Arc<ApiState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match presented {
+        Some(token) if state.token.matches(token.trim()) => next.run(request).await,
+        _ => {
+            let mut response = error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong API token: send `Authorization: Bearer <token>` with the token \
+                 from the node's data directory (file api.token)",
+            );
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+        }
+    }
+}
+
+async fn status(State(state): State<Arc<ApiState>>) -> Response {
+    axum::Json(state.node.status(state.data_dir.clone())).into_response()
+}
+
+async fn peers(State(state): State<Arc<ApiState>>) -> Response {
+    axum::Json(state.node.peers()).into_response()
+}
+
+async fn connect(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
+    let request: ConnectRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(parse_error) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"peer\": \"<node id>@<host>:<port>\"}}: {parse_error}"),
+            );
+        }
+    };
+    let addr: PeerAddr = match request.peer.parse() {
+        Ok(addr) => addr,
+        Err(parse_error) => return error(StatusCode::BAD_REQUEST, parse_error.to_string()),
+    };
+    let peer = addr.node_id;
+    match state.node.connect(addr).await {
+        Ok(_) => match state
+            .node
+            .peers()
+            .into_iter()
+            .find(|p| p.node_id == peer.to_string())
+        {
+            Some(info) => axum::Json(info).into_response(),
+            None => error(
+                StatusCode::BAD_GATEWAY,
+                "the link closed right after it opened",
+            ),
+        },
+        Err(crate::NodeError::SelfConnect) => {
+            error(StatusCode::BAD_REQUEST, "that is this node's own id")
+        }
+        Err(connect_error) => error(StatusCode::BAD_GATEWAY, connect_error.to_string()),
+    }
+}
+
+async fn disconnect(State(state): State<Arc<ApiState>>, Path(node_id): Path<String>) -> Response {
+    let peer: NodeId = match node_id.parse() {
+        Ok(peer) => peer,
+        Err(parse_error) => return error(StatusCode::BAD_REQUEST, parse_error.to_string()),
+    };
+    let was_linked = state.node.link(&peer).is_some();
+    if state.node.disconnect(&peer).await {
+        axum::Json(DisconnectResponse {
+            node_id: peer.to_string(),
+            was_linked,
+        })
+        .into_response()
+    } else {
+        error(
+            StatusCode::NOT_FOUND,
+            format!("{peer} is neither linked nor wanted"),
+        )
+    }
+}
+
+async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.node.metrics_text(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "no such endpoint; see docs/control-api.md",
+    )
+}

@@ -1,0 +1,218 @@
+//! The files a node keeps in its data directory.
+//!
+//! ```text
+//! <data_dir>/            mode 0700
+//!   node.key             the node's Ed25519 key, PKCS#8 PEM, mode 0600
+//!   api.token            the control API token, mode 0600
+//!   api.addr             where the running node's control API listens;
+//!                        written at start, removed at clean shutdown
+//! ```
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use fogwire_identity::secret_file::{self, SecretFileError};
+
+/// A node's data directory.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+/// Why a file of the data directory could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DataDirError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Secret(#[from] SecretFileError),
+    #[error("{}: not a valid API token; delete it and restart the node to make a new one", path.display())]
+    BadToken { path: PathBuf },
+    #[error(
+        "the node does not seem to be running: {} is missing; start it with `fogwire node`",
+        path.display()
+    )]
+    NotRunning { path: PathBuf },
+    #[error("{}: not an address; is the node running? Restart it to rewrite it", path.display())]
+    BadAddr { path: PathBuf },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> DataDirError + '_ {
+    move |source| DataDirError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl DataDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn key_path(&self) -> PathBuf {
+        self.root.join("node.key")
+    }
+
+    pub fn token_path(&self) -> PathBuf {
+        self.root.join("api.token")
+    }
+
+    pub fn api_addr_path(&self) -> PathBuf {
+        self.root.join("api.addr")
+    }
+
+    /// Creates the directory (mode 0700) if it does not exist.
+    pub fn create(&self) -> Result<(), DataDirError> {
+        if self.root.is_dir() {
+            return Ok(());
+        }
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.root)
+            .map_err(io_error(&self.root))?;
+        // `mode` is filtered by the umask; make sure it is private.
+        fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))
+            .map_err(io_error(&self.root))
+    }
+
+    /// The API token, made on first use.
+    pub fn load_or_create_token(&self) -> Result<ApiToken, DataDirError> {
+        let path = self.token_path();
+        match fs::symlink_metadata(&path) {
+            Ok(_) => self.read_token(),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                let token = ApiToken::generate().map_err(io_error(&path))?;
+                secret_file::write(&path, token.0.as_bytes())?;
+                Ok(token)
+            }
+            Err(error) => Err(io_error(&path)(error)),
+        }
+    }
+
+    /// The API token, which must exist and be private.
+    pub fn read_token(&self) -> Result<ApiToken, DataDirError> {
+        let path = self.token_path();
+        let bytes = secret_file::read(&path)?;
+        let text =
+            String::from_utf8(bytes).map_err(|_| DataDirError::BadToken { path: path.clone() })?;
+        ApiToken::parse(text.trim()).ok_or(DataDirError::BadToken { path })
+    }
+
+    /// Records where the control API listens, for the CLI to find.
+    pub fn write_api_addr(&self, addr: SocketAddr) -> Result<(), DataDirError> {
+        let path = self.api_addr_path();
+        // The address is not secret, but the write must be atomic all the
+        // same: the CLI may read it at any moment.
+        secret_file::write(&path, format!("{addr}\n").as_bytes())?;
+        Ok(())
+    }
+
+    pub fn read_api_addr(&self) -> Result<SocketAddr, DataDirError> {
+        let path = self.api_addr_path();
+        let text = fs::read_to_string(&path).map_err(|error| {
+            if error.kind() == io::ErrorKind::NotFound {
+                DataDirError::NotRunning { path: path.clone() }
+            } else {
+                io_error(&path)(error)
+            }
+        })?;
+        text.trim()
+            .parse()
+            .map_err(|_| DataDirError::BadAddr { path })
+    }
+
+    pub fn remove_api_addr(&self) {
+        let _ = fs::remove_file(self.api_addr_path());
+    }
+}
+
+/// The secret every control API request must present.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiToken(String);
+
+impl ApiToken {
+    const HEX_LEN: usize = 64;
+
+    fn generate() -> io::Result<Self> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|error| io::Error::other(error.to_string()))?;
+        Ok(Self(
+            bytes.iter().map(|byte| format!("{byte:02x}")).collect(),
+        ))
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        (text.len() == Self::HEX_LEN && text.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| Self(text.to_ascii_lowercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Compares in constant time, so response timing reveals nothing about
+    /// how much of a guess was right.
+    pub fn matches(&self, presented: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        presented.len() == self.0.len() && bool::from(self.0.as_bytes().ct_eq(presented.as_bytes()))
+    }
+}
+
+impl fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiToken(…)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_is_made_once_private_and_checked_in_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path().join("data"));
+        data.create().unwrap();
+        let mode = fs::metadata(data.root()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        let token = data.load_or_create_token().unwrap();
+        assert_eq!(data.load_or_create_token().unwrap(), token);
+        let mode = fs::metadata(data.token_path())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(token.matches(token.as_str()));
+        assert!(!token.matches(&token.as_str()[..63]));
+        assert!(!token.matches(""));
+        assert!(!format!("{token:?}").contains(token.as_str()));
+    }
+
+    #[test]
+    fn api_addr_round_trips_and_its_absence_says_how_to_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path());
+        let error = data.read_api_addr().unwrap_err();
+        assert!(error.to_string().contains("fogwire node"), "{error}");
+        let addr: SocketAddr = "127.0.0.1:7101".parse().unwrap();
+        data.write_api_addr(addr).unwrap();
+        assert_eq!(data.read_api_addr().unwrap(), addr);
+        data.remove_api_addr();
+        assert!(data.read_api_addr().is_err());
+    }
+}

@@ -1,0 +1,192 @@
+//! Prometheus metrics of a node, in the OpenMetrics text format.
+//!
+//! Per-peer link counters are read from the live links at scrape time (and
+//! from the totals of links that closed), so the forwarding path only ever
+//! touches the link's own atomics.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use fogwire_identity::NodeId;
+use fogwire_link::LinkSnapshot;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::node::State;
+
+/// Peers whose closed-link totals are remembered for the metrics; beyond
+/// this, the oldest are forgotten so churn cannot grow memory without bound.
+pub(crate) const CLOSED_TOTALS_MAX: usize = 4096;
+
+type Labels = Vec<(&'static str, String)>;
+
+pub(crate) struct Metrics {
+    registry: Registry,
+    handshakes: Family<Labels, Counter>,
+    closes: Family<Labels, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    pub(crate) fn new(state: Arc<Mutex<State>>, max_pending: usize) -> Self {
+        let mut registry = Registry::with_prefix("fogwire");
+        let handshakes = Family::<Labels, Counter>::default();
+        registry.register(
+            "handshakes",
+            "Link handshakes by direction and result (ok, or why they failed)",
+            handshakes.clone(),
+        );
+        let closes = Family::<Labels, Counter>::default();
+        registry.register(
+            "link_closes",
+            "Links closed, by who closed them and the close code",
+            closes.clone(),
+        );
+        registry.register_collector(Box::new(LinkCollector { state, max_pending }));
+        Self {
+            registry,
+            handshakes,
+            closes,
+        }
+    }
+
+    pub(crate) fn handshake(&self, direction: &'static str, result: &str) {
+        self.handshakes
+            .get_or_create(&vec![
+                ("direction", direction.to_owned()),
+                ("result", result.to_owned()),
+            ])
+            .inc();
+    }
+
+    pub(crate) fn link_closed(&self, side: &'static str, code: &'static str) {
+        self.closes
+            .get_or_create(&vec![("side", side.to_owned()), ("code", code.to_owned())])
+            .inc();
+    }
+
+    pub(crate) fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// Totals of the links to one peer that have closed.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Totals {
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
+    pub(crate) frames_in: u64,
+    pub(crate) frames_out: u64,
+}
+
+impl Totals {
+    pub(crate) fn add(&mut self, snapshot: &LinkSnapshot) {
+        self.bytes_in += snapshot.bytes_in;
+        self.bytes_out += snapshot.bytes_out;
+        self.frames_in += snapshot.records_in;
+        self.frames_out += snapshot.records_out;
+    }
+}
+
+#[derive(Debug)]
+struct LinkCollector {
+    state: Arc<Mutex<State>>,
+    max_pending: usize,
+}
+
+impl Collector for LinkCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (mut totals, rtts, links, pending): (HashMap<NodeId, Totals>, Vec<_>, usize, usize) = {
+            let Ok(state) = self.state.lock() else {
+                return Ok(());
+            };
+            let mut totals = state.closed_totals.clone();
+            let mut rtts = Vec::new();
+            for (peer, link) in &state.links {
+                let snapshot = link.snapshot();
+                totals.entry(*peer).or_default().add(&snapshot);
+                if let Some(rtt) = snapshot.rtt {
+                    rtts.push((*peer, rtt));
+                }
+            }
+            (
+                totals,
+                rtts,
+                state.links.len(),
+                state.pending_handshakes(self.max_pending),
+            )
+        };
+        let gauge = ConstGauge::new(links as i64);
+        gauge.encode(encoder.encode_descriptor(
+            "links",
+            "Links up now",
+            None,
+            gauge.metric_type(),
+        )?)?;
+        let gauge = ConstGauge::new(pending as i64);
+        gauge.encode(encoder.encode_descriptor(
+            "pending_handshakes",
+            "Inbound handshakes in progress",
+            None,
+            gauge.metric_type(),
+        )?)?;
+
+        let mut peers: Vec<(NodeId, Totals)> = totals.drain().collect();
+        peers.sort_by_key(|(peer, _)| *peer);
+        type Field = fn(&Totals) -> u64;
+        let families: [(&str, &str, Field, Field); 2] = [
+            (
+                "link_bytes",
+                "Bytes on links to each peer (record prefixes and tags included)",
+                |t| t.bytes_in,
+                |t| t.bytes_out,
+            ),
+            (
+                "link_frames",
+                "Frames on links to each peer",
+                |t| t.frames_in,
+                |t| t.frames_out,
+            ),
+        ];
+        for (name, help, incoming, outgoing) in families {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (peer, totals) in &peers {
+                for (direction, value) in [("in", incoming(totals)), ("out", outgoing(totals))] {
+                    let labels = [
+                        ("peer", peer.to_string()),
+                        ("direction", direction.to_owned()),
+                    ];
+                    ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "link_rtt_seconds",
+            "Latest keepalive round-trip time of each link",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (peer, rtt) in rtts {
+            let labels = [("peer", peer.to_string())];
+            ConstGauge::new(rtt.as_secs_f64()).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,738 @@
+//! A running node: the links it accepts and dials, and the peers it keeps.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use fogwire_identity::{Keypair, NodeId};
+use fogwire_link::proto::{CloseCode, CloseReason, CloseSide, Config as LinkConfig, LinkIdentity};
+use fogwire_link::{Direction, EstablishError, LinkHandle};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, broadcast};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api;
+use crate::backoff::{Backoff, jitter};
+use crate::config::Config;
+use crate::metrics::{CLOSED_TOTALS_MAX, Metrics, Totals};
+use crate::peer_addr::PeerAddr;
+
+/// Events a node reports to whoever listens (the demo, later protocols).
+#[derive(Debug, Clone)]
+pub enum NodeEvent {
+    LinkUp { peer: NodeId, link: LinkHandle },
+    LinkDown { peer: NodeId, reason: CloseReason },
+}
+
+/// Bound of the event queue of each subscriber; one that falls further
+/// behind misses events (and is told so by `broadcast`).
+const EVENT_QUEUE_LEN: usize = 1024;
+/// A link that lived this long resets the reconnect backoff when it drops.
+const STABLE_LINK: Duration = Duration::from_secs(10);
+/// How long shutdown waits for links to say goodbye.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause after a failed accept (for instance out of file descriptors), so
+/// the loop does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub keypair: Arc<Keypair>,
+    pub link_listen: SocketAddr,
+    pub link: LinkConfig,
+    pub max_links: usize,
+    pub max_pending_handshakes: usize,
+    pub reconnect_initial: Duration,
+    pub reconnect_max: Duration,
+    pub peers: Vec<PeerAddr>,
+}
+
+impl NodeOptions {
+    /// Options for a node run from `config`.
+    pub fn from_config(config: &Config, keypair: Arc<Keypair>) -> Self {
+        let link = &config.link;
+        Self {
+            keypair,
+            link_listen: link.listen,
+            link: LinkConfig {
+                handshake_timeout: link.handshake_timeout(),
+                keepalive_interval: link.keepalive_interval(),
+                idle_timeout: link.idle_timeout(),
+                channels: Vec::new(),
+            },
+            max_links: link.max_links,
+            max_pending_handshakes: link.max_pending_handshakes,
+            reconnect_initial: link.reconnect_initial(),
+            reconnect_max: link.reconnect_max(),
+            peers: config.peers.clone(),
+        }
+    }
+
+    /// Defaults, listening on a free loopback port: for tests and the demo.
+    pub fn local(keypair: Arc<Keypair>) -> Self {
+        let mut config = Config::default();
+        config.link.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self::from_config(&config, keypair)
+    }
+}
+
+/// Why a node operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    #[error("cannot listen for links on {addr}: {source}{hint}", hint = listen_hint(source))]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid link settings: {0}")]
+    LinkConfig(#[from] fogwire_link::proto::ConfigError),
+    #[error("cannot make the link key: {0}")]
+    Identity(fogwire_link::proto::HandshakeError),
+    #[error("cannot resolve `{address}`: {detail}")]
+    Resolve { address: String, detail: String },
+    #[error(transparent)]
+    Establish(#[from] EstablishError),
+    #[error("link to {peer} refused: {reason}")]
+    Refused { peer: NodeId, reason: String },
+    #[error("that is this node's own id")]
+    SelfConnect,
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
+
+fn listen_hint(error: &std::io::Error) -> &'static str {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            " (another process, maybe another node, uses this port: set [link] listen to another)"
+        }
+        std::io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges)",
+        _ => "",
+    }
+}
+
+#[derive(Debug, Clone)]
+enum DialStatus {
+    Connecting,
+    Waiting {
+        retry_at: Instant,
+        last_error: String,
+    },
+    Linked,
+}
+
+#[derive(Debug)]
+struct Wanted {
+    addr: PeerAddr,
+    status: DialStatus,
+    stop: CancellationToken,
+}
+
+/// The node's mutable state, behind one lock held only briefly.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub(crate) links: HashMap<NodeId, LinkHandle>,
+    wanted: HashMap<NodeId, Wanted>,
+    pub(crate) closed_totals: HashMap<NodeId, Totals>,
+    available_handshake_permits: Option<Arc<Semaphore>>,
+}
+
+impl State {
+    pub(crate) fn pending_handshakes(&self, max: usize) -> usize {
+        self.available_handshake_permits
+            .as_ref()
+            .map_or(0, |permits| max.saturating_sub(permits.available_permits()))
+    }
+}
+
+struct Inner {
+    identity: Arc<LinkIdentity>,
+    link_config: Arc<LinkConfig>,
+    local_addr: SocketAddr,
+    started: Instant,
+    max_links: usize,
+    max_pending_handshakes: usize,
+    reconnect_initial: Duration,
+    reconnect_max: Duration,
+    state: Arc<Mutex<State>>,
+    handshake_permits: Arc<Semaphore>,
+    events: broadcast::Sender<NodeEvent>,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// A running node. Cheap to clone; every clone is the same node.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("node_id", &self.node_id())
+            .field("local_addr", &self.inner.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Binds the link listener, starts accepting, and starts linking to the
+    /// configured peers.
+    pub async fn start(options: NodeOptions) -> Result<Self, NodeError> {
+        options.link.validate()?;
+        let identity =
+            Arc::new(LinkIdentity::generate(options.keypair.clone()).map_err(NodeError::Identity)?);
+        let listener = TcpListener::bind(options.link_listen)
+            .await
+            .map_err(|source| NodeError::Listen {
+                addr: options.link_listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| NodeError::Listen {
+            addr: options.link_listen,
+            source,
+        })?;
+        let handshake_permits = Arc::new(Semaphore::new(options.max_pending_handshakes));
+        let state = Arc::new(Mutex::new(State {
+            available_handshake_permits: Some(handshake_permits.clone()),
+            ..State::default()
+        }));
+        let (events, _) = broadcast::channel(EVENT_QUEUE_LEN);
+        let node = Node {
+            inner: Arc::new(Inner {
+                identity,
+                link_config: Arc::new(options.link),
+                local_addr,
+                started: Instant::now(),
+                max_links: options.max_links,
+                max_pending_handshakes: options.max_pending_handshakes,
+                reconnect_initial: options.reconnect_initial,
+                reconnect_max: options.reconnect_max,
+                metrics: Metrics::new(state.clone(), options.max_pending_handshakes),
+                state,
+                handshake_permits,
+                events,
+                shutdown: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+            }),
+        };
+        tracing::info!(
+            node_id = %node.node_id(),
+            listen = %local_addr,
+            "node started"
+        );
+        node.inner.tasks.spawn(node.clone().accept_loop(listener));
+        for peer in options.peers {
+            node.want(peer);
+        }
+        Ok(node)
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.inner.identity.node_id()
+    }
+
+    /// Where peers can dial this node.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// This node as a peer address other nodes can be configured with.
+    pub fn peer_addr(&self) -> PeerAddr {
+        PeerAddr {
+            node_id: self.node_id(),
+            address: self.inner.local_addr.to_string(),
+        }
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.inner.started.elapsed()
+    }
+
+    /// Link events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// The link to `peer`, if one is up.
+    pub fn link(&self, peer: &NodeId) -> Option<LinkHandle> {
+        self.lock().links.get(peer).cloned()
+    }
+
+    /// Every link up now.
+    pub fn links(&self) -> Vec<LinkHandle> {
+        self.lock().links.values().cloned().collect()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock would be a bug; the state itself
+        // stays consistent (every update is a single map operation), so
+        // carry on with it rather than take the whole node down.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Links to `addr` now and keeps the link up (redialing with backoff)
+    /// until [`Node::disconnect`]. Fails, and keeps nothing, if the first
+    /// attempt fails.
+    pub async fn connect(&self, addr: PeerAddr) -> Result<LinkHandle, NodeError> {
+        if addr.node_id == self.node_id() {
+            return Err(NodeError::SelfConnect);
+        }
+        let link = match self.link(&addr.node_id) {
+            Some(link) => link,
+            None => self.dial(&addr).await?,
+        };
+        self.want(addr);
+        Ok(link)
+    }
+
+    /// Stops keeping `peer` linked and closes its link. Returns whether
+    /// there was a link or a wanted peer.
+    pub async fn disconnect(&self, peer: &NodeId) -> bool {
+        let (wanted, link) = {
+            let mut state = self.lock();
+            (state.wanted.remove(peer), state.links.get(peer).cloned())
+        };
+        if let Some(wanted) = &wanted {
+            wanted.stop.cancel();
+        }
+        if let Some(link) = &link {
+            link.close(CloseCode::OPERATOR, "disconnected by the operator")
+                .await;
+        }
+        wanted.is_some() || link.is_some()
+    }
+
+    /// Adds `addr` to the peers kept linked, with a task that redials it.
+    fn want(&self, addr: PeerAddr) {
+        if addr.node_id == self.node_id() {
+            tracing::warn!(peer = %addr, "ignoring a configured peer with this node's own id");
+            return;
+        }
+        let stop = self.inner.shutdown.child_token();
+        {
+            let mut state = self.lock();
+            if let Some(existing) = state.wanted.get_mut(&addr.node_id) {
+                existing.addr = addr;
+                return;
+            }
+            let status = if state.links.contains_key(&addr.node_id) {
+                DialStatus::Linked
+            } else {
+                DialStatus::Connecting
+            };
+            state.wanted.insert(
+                addr.node_id,
+                Wanted {
+                    addr: addr.clone(),
+                    status,
+                    stop: stop.clone(),
+                },
+            );
+        }
+        self.inner
+            .tasks
+            .spawn(self.clone().keep_linked(addr.node_id, stop));
+    }
+
+    fn set_status(&self, peer: &NodeId, status: DialStatus) {
+        if let Some(wanted) = self.lock().wanted.get_mut(peer) {
+            wanted.status = status;
+        }
+    }
+
+    /// Keeps a link to `peer` up until `stop`: waits while linked, redials
+    /// with backoff when not.
+    async fn keep_linked(self, peer: NodeId, stop: CancellationToken) {
+        let mut backoff = Backoff::new(self.inner.reconnect_initial, self.inner.reconnect_max);
+        loop {
+            if let Some(link) = self.link(&peer) {
+                self.set_status(&peer, DialStatus::Linked);
+                tokio::select! {
+                    _ = link.closed() => {}
+                    () = stop.cancelled() => return,
+                }
+                let lived = link.established_at().elapsed().unwrap_or_default();
+                if lived >= STABLE_LINK {
+                    // It worked for a while: redial at once, from the start.
+                    backoff.reset();
+                    continue;
+                }
+            }
+            let Some(addr) = self.lock().wanted.get(&peer).map(|w| w.addr.clone()) else {
+                return;
+            };
+            if self.link(&peer).is_none() {
+                self.set_status(&peer, DialStatus::Connecting);
+                let attempt = tokio::select! {
+                    result = self.dial(&addr) => result,
+                    () = stop.cancelled() => return,
+                };
+                match attempt {
+                    Ok(_) => continue,
+                    Err(error) => {
+                        let delay = backoff.next_delay(jitter());
+                        tracing::warn!(
+                            peer = %peer.short(),
+                            address = %addr.address,
+                            "cannot link to peer: {error}; retrying in {:.1} s",
+                            delay.as_secs_f64()
+                        );
+                        self.set_status(
+                            &peer,
+                            DialStatus::Waiting {
+                                retry_at: Instant::now() + delay,
+                                last_error: error.to_string(),
+                            },
+                        );
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            () = stop.cancelled() => return,
+                        }
+                    }
+                }
+            } else {
+                // A link came up while we looked (the peer dialed us); a short
+                // pause keeps a flapping peer from spinning this loop.
+                let delay = backoff.next_delay(jitter());
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = stop.cancelled() => return,
+                }
+            }
+        }
+    }
+
+    /// Dials `addr` once: resolves it, connects, handshakes, registers.
+    async fn dial(&self, addr: &PeerAddr) -> Result<LinkHandle, NodeError> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(NodeError::ShuttingDown);
+        }
+        let resolved: Vec<SocketAddr> = tokio::time::timeout(
+            self.inner.link_config.handshake_timeout,
+            tokio::net::lookup_host(addr.address.as_str()),
+        )
+        .await
+        .map_err(|_| NodeError::Resolve {
+            address: addr.address.clone(),
+            detail: "timed out".into(),
+        })?
+        .map_err(|error| NodeError::Resolve {
+            address: addr.address.clone(),
+            detail: error.to_string(),
+        })?
+        .collect();
+        let mut last_error = None;
+        for socket_addr in resolved {
+            match fogwire_link::connect(
+                socket_addr,
+                addr.node_id,
+                &self.inner.identity,
+                self.inner.link_config.clone(),
+            )
+            .await
+            {
+                Ok(established) => {
+                    self.inner.metrics.handshake("outbound", "ok");
+                    return self.register(fogwire_link::spawn(established));
+                }
+                Err(error) => {
+                    self.inner.metrics.handshake("outbound", error.reason());
+                    last_error = Some(error);
+                }
+            }
+        }
+        Err(match last_error {
+            Some(error) => error.into(),
+            None => NodeError::Resolve {
+                address: addr.address.clone(),
+                detail: "no addresses".into(),
+            },
+        })
+    }
+
+    async fn accept_loop(self, listener: TcpListener) {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = self.inner.shutdown.cancelled() => return,
+            };
+            let (stream, remote) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!("cannot accept a connection: {error}; pausing briefly");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = self.inner.handshake_permits.clone().try_acquire_owned() else {
+                self.inner.metrics.handshake("inbound", "overloaded");
+                tracing::info!(
+                    remote = %remote,
+                    "refused connection: {} handshakes already in progress \
+                     (link.max_pending_handshakes)",
+                    self.inner.max_pending_handshakes
+                );
+                drop(stream);
+                continue;
+            };
+            let node = self.clone();
+            self.inner.tasks.spawn(async move {
+                let result = tokio::select! {
+                    result = fogwire_link::establish(
+                        stream,
+                        remote,
+                        &node.inner.identity,
+                        node.inner.link_config.clone(),
+                    ) => result,
+                    () = node.inner.shutdown.cancelled() => return,
+                };
+                drop(permit);
+                match result {
+                    Ok(established) => {
+                        node.inner.metrics.handshake("inbound", "ok");
+                        let _ = node.register(fogwire_link::spawn(established));
+                    }
+                    Err(error) => {
+                        node.inner.metrics.handshake("inbound", error.reason());
+                        tracing::info!(
+                            remote = %remote,
+                            reason = error.reason(),
+                            "inbound connection closed: {error}"
+                        );
+                    }
+                }
+            });
+        }
+    }
+
+    /// Adds a freshly established link, or closes it if a better link to
+    /// the same peer exists or the node is full. Returns the link that
+    /// serves the peer.
+    fn register(&self, link: LinkHandle) -> Result<LinkHandle, NodeError> {
+        let peer = link.peer();
+        let local = self.node_id();
+        let initiator = |link: &LinkHandle| match link.direction() {
+            Direction::Outbound => local,
+            Direction::Inbound => link.peer(),
+        };
+        let mut replaced = None;
+        {
+            let mut state = self.lock();
+            if self.inner.shutdown.is_cancelled() {
+                drop(state);
+                self.close_in_background(&link, CloseCode::SHUTDOWN, "node shutting down");
+                return Err(NodeError::ShuttingDown);
+            }
+            match state.links.get(&peer) {
+                Some(existing) if !existing.is_closed() => {
+                    // Both ends apply the same rule, so they keep the same
+                    // link: a redial in the same direction replaces the old
+                    // link (its owner evidently lost it); between opposite
+                    // directions, the link dialed by the smaller id wins.
+                    let keep_new = link.direction() == existing.direction()
+                        || initiator(&link) == local.min(peer);
+                    if !keep_new {
+                        let existing = existing.clone();
+                        drop(state);
+                        self.close_in_background(
+                            &link,
+                            CloseCode::DUPLICATE,
+                            "a link to this node already exists",
+                        );
+                        return Ok(existing);
+                    }
+                    replaced = Some(existing.clone());
+                }
+                Some(_) => {}
+                None if state.links.len() >= self.inner.max_links => {
+                    drop(state);
+                    self.close_in_background(
+                        &link,
+                        CloseCode::LIMIT,
+                        "the node has no room for another link",
+                    );
+                    return Err(NodeError::Refused {
+                        peer,
+                        reason: format!("link.max_links ({}) reached", self.inner.max_links),
+                    });
+                }
+                None => {}
+            }
+            state.links.insert(peer, link.clone());
+            if let Some(wanted) = state.wanted.get_mut(&peer) {
+                wanted.status = DialStatus::Linked;
+            }
+        }
+        if let Some(old) = replaced {
+            self.close_in_background(&old, CloseCode::DUPLICATE, "replaced by a newer link");
+        }
+        tracing::info!(
+            peer = %peer,
+            addr = %link.remote_addr(),
+            direction = link.direction().as_str(),
+            "link up"
+        );
+        let _ = self.inner.events.send(NodeEvent::LinkUp {
+            peer,
+            link: link.clone(),
+        });
+        self.inner.tasks.spawn(self.clone().watch(link.clone()));
+        Ok(link)
+    }
+
+    fn close_in_background(&self, link: &LinkHandle, code: CloseCode, message: &'static str) {
+        let link = link.clone();
+        self.inner.tasks.spawn(async move {
+            link.close(code, message).await;
+        });
+    }
+
+    /// Waits for `link` to close, then forgets it and reports why.
+    async fn watch(self, link: LinkHandle) {
+        let reason = link.closed().await;
+        let peer = link.peer();
+        {
+            let mut state = self.lock();
+            if state
+                .links
+                .get(&peer)
+                .is_some_and(|current| current.id() == link.id())
+            {
+                state.links.remove(&peer);
+            }
+            if state.closed_totals.len() >= CLOSED_TOTALS_MAX
+                && !state.closed_totals.contains_key(&peer)
+                && let Some(forget) = state.closed_totals.keys().next().copied()
+            {
+                state.closed_totals.remove(&forget);
+            }
+            state
+                .closed_totals
+                .entry(peer)
+                .or_default()
+                .add(&link.snapshot());
+        }
+        let side = match reason.side {
+            CloseSide::Local => "local",
+            CloseSide::Remote => "remote",
+            CloseSide::Transport => "transport",
+        };
+        self.inner.metrics.link_closed(side, reason.code.name());
+        let _ = self.inner.events.send(NodeEvent::LinkDown { peer, reason });
+    }
+
+    /// Closes every link with a reason, stops every task, and returns once
+    /// the links have said goodbye (or a few seconds have passed).
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        let links = self.links();
+        tracing::info!(links = links.len(), "shutting down: closing links");
+        let closing = links
+            .iter()
+            .map(|link| link.close(CloseCode::SHUTDOWN, "node shutting down"));
+        let all_closed = async {
+            for close in closing {
+                close.await;
+            }
+        };
+        if tokio::time::timeout(SHUTDOWN_TIMEOUT, all_closed)
+            .await
+            .is_err()
+        {
+            tracing::warn!("some links did not close in time; dropping them");
+        }
+        self.inner.tasks.close();
+        let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, self.inner.tasks.wait()).await;
+    }
+
+    // ----- reports -----
+
+    pub fn status(&self, data_dir: Option<String>) -> api::Status {
+        let state = self.lock();
+        api::Status {
+            node_id: self.node_id().to_string(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            link_listen: self.inner.local_addr,
+            uptime_secs: self.uptime().as_secs(),
+            links: state.links.len(),
+            peers_wanted: state.wanted.len(),
+            pending_handshakes: state.pending_handshakes(self.inner.max_pending_handshakes),
+            data_dir,
+        }
+    }
+
+    /// Every linked or wanted peer, sorted by id.
+    pub fn peers(&self) -> Vec<api::Peer> {
+        let state = self.lock();
+        let now = Instant::now();
+        let mut ids: Vec<NodeId> = state
+            .links
+            .keys()
+            .chain(state.wanted.keys())
+            .copied()
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids.into_iter()
+            .map(|id| {
+                let link = state.links.get(&id);
+                let wanted = state.wanted.get(&id);
+                let snapshot = link.map(LinkHandle::snapshot).unwrap_or_default();
+                let (state, last_error, retry_in_ms) = match (link, wanted.map(|w| &w.status)) {
+                    (Some(_), _) => (api::PeerState::Linked, None, None),
+                    (
+                        None,
+                        Some(DialStatus::Waiting {
+                            retry_at,
+                            last_error,
+                        }),
+                    ) => (
+                        api::PeerState::Waiting,
+                        Some(last_error.clone()),
+                        Some(retry_at.saturating_duration_since(now).as_millis() as u64),
+                    ),
+                    (None, _) => (api::PeerState::Connecting, None, None),
+                };
+                api::Peer {
+                    node_id: id.to_string(),
+                    state,
+                    address: link
+                        .map(|l| l.remote_addr().to_string())
+                        .or_else(|| wanted.map(|w| w.addr.address.clone())),
+                    direction: link.map(|l| l.direction().as_str().to_owned()),
+                    wanted: wanted.is_some(),
+                    linked_since_unix: link.and_then(|l| {
+                        l.established_at()
+                            .duration_since(UNIX_EPOCH)
+                            .ok()
+                            .map(|d| d.as_secs())
+                    }),
+                    rtt_ms: snapshot.rtt.map(|rtt| rtt.as_secs_f64() * 1000.0),
+                    bytes_in: snapshot.bytes_in,
+                    bytes_out: snapshot.bytes_out,
+                    frames_in: snapshot.records_in,
+                    frames_out: snapshot.records_out,
+                    messages_in: snapshot.messages_in,
+                    messages_out: snapshot.messages_out,
+                    last_error,
+                    retry_in_ms,
+                }
+            })
+            .collect()
+    }
+
+    /// The node's metrics in the OpenMetrics text format.
+    pub fn metrics_text(&self) -> String {
+        self.inner.metrics.encode()
+    }
+}
