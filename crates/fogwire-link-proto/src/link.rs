@@ -157,7 +157,9 @@ impl Link {
             state: State::Open,
             events: VecDeque::new(),
             last_receive: now,
-            next_keepalive: now + config.keepalive_interval,
+            // The first PING goes out at once, so the round-trip time is
+            // known from the start rather than after a keepalive interval.
+            next_keepalive: now,
             rtt: None,
             stats: LinkStats::default(),
             config,

@@ -355,6 +355,9 @@ impl Node {
     async fn keep_linked(self, peer: NodeId, stop: CancellationToken) {
         let mut backoff = Backoff::new(self.inner.reconnect_initial, self.inner.reconnect_max);
         loop {
+            if stop.is_cancelled() {
+                return;
+            }
             if let Some(link) = self.link(&peer) {
                 self.set_status(&peer, DialStatus::Linked);
                 tokio::select! {
@@ -379,6 +382,7 @@ impl Node {
                 };
                 match attempt {
                     Ok(_) => continue,
+                    Err(NodeError::ShuttingDown) => return,
                     Err(error) => {
                         let delay = backoff.next_delay(jitter());
                         tracing::warn!(

@@ -1,0 +1,157 @@
+//! `fogwire demo`: a network of real nodes on loopback — think of the eight
+//! boards of one miner box — shown live.
+//!
+//! Each node is a full [`fogwire_node::Node`] with its own key file in its
+//! own data directory, listening on its own loopback port; the links
+//! between them are real TCP connections with real Noise handshakes. The
+//! demo links them in a ring with two chords, has every node stream traffic
+//! to its neighbours, and redraws a table of nodes and links with live byte
+//! counters until its time is up or it is interrupted.
+//!
+//! The demo is a sequence of stages over one [`Network`] (start, link,
+//! stream); later pillars (routes, store, compute) add stages to [`run`]
+//! rather than new demos.
+
+mod network;
+mod render;
+mod traffic;
+
+pub use network::{Network, NetworkError};
+pub use render::{format_bytes, render_table};
+pub use traffic::Traffic;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub nodes: usize,
+    /// How long to run; `None` runs until interrupted.
+    pub duration: Option<Duration>,
+    /// Traffic each node sends on each of its links.
+    pub bytes_per_sec_per_link: u64,
+    /// How often the table is redrawn.
+    pub refresh: Duration,
+    /// Redraw in place (a terminal) or print each table below the last.
+    pub redraw: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            nodes: 8,
+            duration: Some(Duration::from_secs(30)),
+            bytes_per_sec_per_link: 256 * 1024,
+            refresh: Duration::from_secs(1),
+            redraw: true,
+        }
+    }
+}
+
+/// What the demo did, for its closing lines and for tests.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub nodes: usize,
+    pub links: usize,
+    pub bytes_delivered: u64,
+    pub links_closed_cleanly: usize,
+    pub elapsed: Duration,
+}
+
+/// Why the demo stopped early.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DemoError {
+    #[error("at least 2 and at most 64 nodes, not {0}")]
+    NodeCount(usize),
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    #[error("cannot write the table: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// Runs the demo, writing to `out`, until the duration passes or
+/// `interrupted` resolves.
+pub async fn run(
+    options: &Options,
+    out: &mut (dyn Write + Send),
+    interrupted: impl Future<Output = ()>,
+) -> Result<Summary, DemoError> {
+    if !(2..=64).contains(&options.nodes) {
+        return Err(DemoError::NodeCount(options.nodes));
+    }
+    let started = Instant::now();
+    writeln!(
+        out,
+        "fogwire demo: starting {} nodes on 127.0.0.1…",
+        options.nodes
+    )?;
+    let network = Network::start(options.nodes).await?;
+    writeln!(
+        out,
+        "linking them: a ring plus chords, {} links…",
+        network.topology().len()
+    )?;
+    network.link_all().await?;
+    let traffic = traffic::start(&network, options.bytes_per_sec_per_link);
+    let deadline = options
+        .duration
+        .map(|duration| tokio::time::Instant::now() + duration);
+    tokio::pin!(interrupted);
+    let mut ticker = tokio::time::interval(options.refresh);
+    let mut interrupted_by_user = false;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = &mut interrupted => { interrupted_by_user = true; }
+            () = sleep_until_opt(deadline) => {}
+        }
+        let table = render_table(&network, &traffic, started.elapsed(), options.duration);
+        if options.redraw {
+            // Clear the screen and draw from the top.
+            write!(out, "\x1b[2J\x1b[H{table}")?;
+        } else {
+            write!(out, "{table}\n")?;
+        }
+        out.flush()?;
+        let done = interrupted_by_user
+            || deadline.is_some_and(|deadline| tokio::time::Instant::now() >= deadline);
+        if done {
+            break;
+        }
+    }
+    if interrupted_by_user {
+        writeln!(out, "\ninterrupted: shutting the nodes down…")?;
+    } else {
+        writeln!(out, "\ntime is up: shutting the nodes down…")?;
+    }
+    let bytes_delivered = traffic.bytes_delivered();
+    traffic.stop();
+    let links = network.topology().len();
+    let links_closed_cleanly = network.shutdown().await;
+    let summary = Summary {
+        nodes: options.nodes,
+        links,
+        bytes_delivered,
+        links_closed_cleanly,
+        elapsed: started.elapsed(),
+    };
+    writeln!(
+        out,
+        "done: {} nodes, {} links, {} delivered; {} of {} links closed with a reason",
+        summary.nodes,
+        summary.links,
+        format_bytes(summary.bytes_delivered),
+        summary.links_closed_cleanly,
+        summary.links
+    )?;
+    Ok(summary)
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

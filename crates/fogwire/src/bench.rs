@@ -1,0 +1,101 @@
+use std::io::Write;
+use std::time::Duration;
+
+use fogwire_bench::link::{Options, Step};
+
+use crate::output::format_bytes;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Throughput of one encrypted link on loopback, beside raw TCP on
+    /// loopback and the single-core speed of the link's cipher.
+    Link(LinkArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LinkArgs {
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Message sizes in bytes, comma-separated (at most 65516).
+    #[arg(long, value_delimiter = ',', default_values_t = [1024usize, 4096, 16384, 65516])]
+    sizes: Vec<usize>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn rate(bytes_per_sec: f64) -> String {
+    format!("{}/s", format_bytes(bytes_per_sec as u64))
+}
+
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    let Command::Link(args) = command;
+    if let Some(&size) = args.sizes.iter().find(|&&s| s == 0 || s > 65_516) {
+        anyhow::bail!("--sizes: {size} is outside 1..=65516, the link's message limit");
+    }
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: this is a debug build; numbers will be far below what fogwire can do. \
+             Use `cargo run --release -- bench link`."
+        );
+    }
+    let options = Options {
+        message_sizes: args.sizes,
+        duration: Duration::from_secs_f64(args.seconds.clamp(0.1, 600.0)),
+    };
+    let total = (options.message_sizes.len() * 2 + 1) as f64 * options.duration.as_secs_f64();
+    if !args.json {
+        eprintln!("measuring for about {total:.0} s…");
+    }
+    // Run on the runtime's workers, as a node would, not on this thread.
+    let quiet = args.json;
+    let report = tokio::spawn(async move {
+        fogwire_bench::link::run(&options, |step| {
+            if quiet {
+                return;
+            }
+            let what = match step {
+                Step::Cipher(size) => format!("cipher, {size}-byte blocks"),
+                Step::RawTcp => "raw TCP".to_owned(),
+                Step::Link(size) => format!("link, {size}-byte messages"),
+            };
+            eprint!("\r\x1b[K  {what}…");
+            let _ = std::io::stderr().flush();
+        })
+        .await
+    })
+    .await??;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    eprint!("\r\x1b[K");
+    println!("one encrypted link on loopback ({})", report.noise_params);
+    println!(
+        "baseline: raw TCP on loopback {}; cipher: {}, one core",
+        rate(report.raw_tcp_bytes_per_sec),
+        report.cipher
+    );
+    println!();
+    println!(
+        "{:>9}  {:>13}  {:>13}  {:>10}  {:>10}",
+        "MESSAGE", "LINK", "CIPHER", "LINK/CIPH", "LINK/TCP"
+    );
+    for size in &report.sizes {
+        println!(
+            "{:>9}  {:>13}  {:>13}  {:>10.2}  {:>10.2}",
+            format_bytes(size.message_size as u64),
+            rate(size.link_bytes_per_sec),
+            rate(size.cipher_bytes_per_sec),
+            size.link_to_cipher,
+            size.link_to_raw_tcp
+        );
+    }
+    println!();
+    println!(
+        "both ends of the link run on this machine, so they share its cores with each other \
+         and with the kernel's loopback."
+    );
+    Ok(())
+}

@@ -1,0 +1,154 @@
+//! Commands that talk to the running node through its control API.
+
+use std::path::Path;
+
+use fogwire_node::api::{Peer, PeerState};
+use fogwire_node::config::{CONFIG_FILE_NAME, Config};
+use fogwire_node::control::Client;
+use fogwire_node::home::DataDir;
+
+use crate::output::{format_age, format_bytes, format_duration};
+
+#[derive(Debug, clap::Args)]
+pub struct ReadArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConnectArgs {
+    /// The peer: <node id>@<host>:<port>.
+    peer: String,
+    /// Print the peer as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DisconnectArgs {
+    /// The peer's node id (fw1…).
+    node_id: String,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn client(home: &Path) -> anyhow::Result<Client> {
+    let config_path = home.join(CONFIG_FILE_NAME);
+    let config = Config::load(&config_path)?;
+    let data_dir = DataDir::new(config.data_dir_for(&config_path));
+    Ok(Client::from_data_dir(&data_dir)?)
+}
+
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+pub async fn status(home: &Path, args: ReadArgs) -> anyhow::Result<()> {
+    let status = client(home)?.status().await?;
+    if args.json {
+        return print_json(&status);
+    }
+    println!("node id   {}", status.node_id);
+    println!("version   {}", status.version);
+    println!("links     {} up", status.links);
+    println!(
+        "peers     {} kept linked (configured or connected)",
+        status.peers_wanted
+    );
+    println!("listen    {} (peers dial this)", status.link_listen);
+    println!("uptime    {}", format_duration(status.uptime_secs));
+    println!("handshakes in progress  {}", status.pending_handshakes);
+    if let Some(data_dir) = status.data_dir {
+        println!("data      {data_dir}");
+    }
+    Ok(())
+}
+
+pub async fn peers(home: &Path, args: ReadArgs) -> anyhow::Result<()> {
+    let peers = client(home)?.peers().await?;
+    if args.json {
+        return print_json(&peers);
+    }
+    if peers.is_empty() {
+        println!("no peers; link one with: fogwire connect <node id>@<host>:<port>");
+        return Ok(());
+    }
+    print_peer_table(&peers);
+    Ok(())
+}
+
+fn state_text(peer: &Peer) -> String {
+    match peer.state {
+        PeerState::Linked => "linked".into(),
+        PeerState::Connecting => "connecting".into(),
+        PeerState::Waiting => match peer.retry_in_ms {
+            Some(ms) => format!("retry in {:.0}s", (ms as f64 / 1000.0).ceil()),
+            None => "waiting".into(),
+        },
+    }
+}
+
+fn print_peer_table(peers: &[Peer]) {
+    println!(
+        "{:<61}  {:<13} {:<9} {:<22} {:>9} {:>10} {:>10} {:>8}",
+        "PEER", "STATE", "DIRECTION", "ADDRESS", "RTT", "IN", "OUT", "SINCE"
+    );
+    for peer in peers {
+        println!(
+            "{:<61}  {:<13} {:<9} {:<22} {:>9} {:>10} {:>10} {:>8}",
+            peer.node_id,
+            state_text(peer),
+            peer.direction.as_deref().unwrap_or("-"),
+            peer.address.as_deref().unwrap_or("-"),
+            peer.rtt_ms
+                .map_or_else(|| "-".into(), |ms| format!("{ms:.2} ms")),
+            format_bytes(peer.bytes_in),
+            format_bytes(peer.bytes_out),
+            peer.linked_since_unix
+                .map_or_else(|| "-".into(), format_age),
+        );
+    }
+    for peer in peers.iter().filter(|p| p.last_error.is_some()) {
+        if let Some(error) = &peer.last_error {
+            println!("\n{}: last attempt failed: {error}", peer.node_id);
+        }
+    }
+}
+
+pub async fn connect(home: &Path, args: ConnectArgs) -> anyhow::Result<()> {
+    let peer = client(home)?.connect(&args.peer).await?;
+    if args.json {
+        return print_json(&peer);
+    }
+    println!(
+        "linked to {} at {} ({}); the node keeps this link up until `fogwire disconnect`",
+        peer.node_id,
+        peer.address.as_deref().unwrap_or("?"),
+        peer.direction.as_deref().unwrap_or("?"),
+    );
+    Ok(())
+}
+
+pub async fn disconnect(home: &Path, args: DisconnectArgs) -> anyhow::Result<()> {
+    let result = client(home)?.disconnect(&args.node_id).await?;
+    if args.json {
+        return print_json(&result);
+    }
+    if result.was_linked {
+        println!(
+            "closed the link to {} and stopped redialing it",
+            result.node_id
+        );
+    } else {
+        println!("stopped redialing {} (it was not linked)", result.node_id);
+    }
+    Ok(())
+}
+
+pub async fn metrics(home: &Path) -> anyhow::Result<()> {
+    print!("{}", client(home)?.metrics().await?);
+    Ok(())
+}

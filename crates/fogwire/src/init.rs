@@ -1,0 +1,73 @@
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use fogwire_identity::Keypair;
+use fogwire_node::config::{self, CONFIG_FILE_NAME, Config};
+use fogwire_node::home::DataDir;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address other nodes dial to reach this one.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:7100")]
+    listen: SocketAddr,
+    /// Address of the local control API; must be on loopback.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7101")]
+    api: SocketAddr,
+    /// Overwrite an existing configuration (the node key is kept).
+    #[arg(long)]
+    force: bool,
+}
+
+pub fn run(home: &Path, args: Args) -> anyhow::Result<()> {
+    if !args.api.ip().is_loopback() {
+        bail!(
+            "--api {}: the control API listens on this machine only; use 127.0.0.1:<port> or [::1]:<port>",
+            args.api
+        );
+    }
+    let config_path = home.join(CONFIG_FILE_NAME);
+    if config_path.exists() && !args.force {
+        bail!(
+            "{} already exists; pass --force to overwrite it (the node key is kept)",
+            config_path.display()
+        );
+    }
+    std::fs::create_dir_all(home).with_context(|| format!("cannot create {}", home.display()))?;
+    let text = config::template(args.listen, args.api);
+    // Check what we write parses, so `init` can never leave a broken file.
+    let parsed = Config::parse(&config_path, &text)?;
+    let temporary = home.join(format!(".{CONFIG_FILE_NAME}.tmp"));
+    std::fs::write(&temporary, &text)
+        .and_then(|()| std::fs::rename(&temporary, &config_path))
+        .with_context(|| format!("cannot write {}", config_path.display()))?;
+
+    let data_dir = DataDir::new(parsed.data_dir_for(&config_path));
+    data_dir.create()?;
+    let (keypair, created) = Keypair::load_or_create(&data_dir.key_path())?;
+    data_dir.load_or_create_token()?;
+    println!("wrote    {}", config_path.display());
+    println!(
+        "key      {} ({})",
+        data_dir.key_path().display(),
+        if created { "new" } else { "kept" }
+    );
+    println!("node id  {}", keypair.node_id());
+    println!("links    {} (peers dial this)", args.listen);
+    println!("api      {} (this machine only)", args.api);
+    println!();
+    println!(
+        "start the node with:  fogwire --home {} node",
+        home.display()
+    );
+    Ok(())
+}
+
+pub fn print_id(home: &Path) -> anyhow::Result<()> {
+    let config_path = home.join(CONFIG_FILE_NAME);
+    let config = Config::load(&config_path)?;
+    let data_dir = DataDir::new(config.data_dir_for(&config_path));
+    let keypair = Keypair::load(&data_dir.key_path())?;
+    println!("{}", keypair.node_id());
+    Ok(())
+}

@@ -1,0 +1,110 @@
+//! The `fogwire` command. Glue only: parsing arguments, printing results,
+//! and calling into the library crates that do the work.
+
+mod bench;
+mod control;
+mod demo;
+mod init;
+mod node;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+/// fogwire: a peer-to-peer network where every machine routes, stores and
+/// computes for the others.
+///
+/// Start here:
+///   fogwire demo                 8 nodes on this machine, linked, live
+///   fogwire init && fogwire node  set up and run a node of your own
+///   fogwire status               what your running node is doing
+#[derive(Debug, Parser)]
+#[command(name = "fogwire", version, about, long_about, verbatim_doc_comment)]
+struct Cli {
+    /// The node's home: its configuration (fogwire.toml) and data directory.
+    #[arg(long, global = true, env = "FOGWIRE_HOME", value_name = "DIR")]
+    home: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write a commented default configuration, and create the data
+    /// directory with the node's key and API token.
+    Init(init::Args),
+    /// Run the node daemon from the configuration in --home, until Ctrl-C
+    /// or SIGTERM.
+    Node,
+    /// Show what the running node is doing.
+    Status(control::ReadArgs),
+    /// List linked and wanted peers with their counters.
+    Peers(control::ReadArgs),
+    /// Link to a peer now and keep the link up (redialing if it drops).
+    ///
+    /// The peer is <node id>@<host>:<port>; `fogwire status` on the peer
+    /// prints its node id. The link fails closed if whoever answers at that
+    /// address is not that node.
+    Connect(control::ConnectArgs),
+    /// Close the link to a peer and stop redialing it.
+    Disconnect(control::DisconnectArgs),
+    /// Print the running node's Prometheus metrics.
+    Metrics,
+    /// Print this node's id (from its key file; the node need not run).
+    Id,
+    /// Start a network of nodes on this machine and show it live.
+    Demo(demo::Args),
+    /// Measure performance, each figure beside a baseline from the same run.
+    #[command(subcommand)]
+    Bench(bench::Command),
+}
+
+fn default_home() -> anyhow::Result<PathBuf> {
+    let home = std::env::var_os("HOME")
+        .context("no --home given, FOGWIRE_HOME unset, and HOME unset: pass --home <DIR>")?;
+    Ok(PathBuf::from(home).join(".fogwire"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let home = match cli.home {
+        Some(home) => home,
+        None => default_home()?,
+    };
+    match cli.command {
+        Command::Init(args) => init::run(&home, args),
+        Command::Node => node::run(&home).await,
+        Command::Status(args) => control::status(&home, args).await,
+        Command::Peers(args) => control::peers(&home, args).await,
+        Command::Connect(args) => control::connect(&home, args).await,
+        Command::Disconnect(args) => control::disconnect(&home, args).await,
+        Command::Metrics => control::metrics(&home).await,
+        Command::Id => init::print_id(&home),
+        Command::Demo(args) => demo::run(args).await,
+        Command::Bench(command) => bench::run(command).await,
+    }
+}

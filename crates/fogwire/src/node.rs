@@ -1,0 +1,70 @@
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use fogwire_identity::Keypair;
+use fogwire_node::config::{CONFIG_FILE_NAME, Config};
+use fogwire_node::control;
+use fogwire_node::home::DataDir;
+use fogwire_node::{Node, NodeOptions};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+/// Runs the daemon until SIGINT or SIGTERM, then shuts down cleanly.
+pub async fn run(home: &Path) -> anyhow::Result<()> {
+    let config_path = home.join(CONFIG_FILE_NAME);
+    let config = Config::load(&config_path)?;
+    init_logging(&config.log.level);
+
+    let data_dir = DataDir::new(config.data_dir_for(&config_path));
+    data_dir.create()?;
+    let (keypair, created) = Keypair::load_or_create(&data_dir.key_path())?;
+    if created {
+        tracing::info!(path = %data_dir.key_path().display(), "created a new node key");
+    }
+    let token = data_dir.load_or_create_token()?;
+
+    let node = Node::start(NodeOptions::from_config(&config, Arc::new(keypair))).await?;
+    let listener = control::bind(config.api.listen.0).await?;
+    let api_addr = listener.local_addr().context("control API address")?;
+    data_dir.write_api_addr(api_addr)?;
+    tracing::info!(api = %api_addr, "control API listening (token in {})", data_dir.token_path().display());
+
+    let stop = CancellationToken::new();
+    let api = tokio::spawn(control::serve(
+        listener,
+        node.clone(),
+        token,
+        Some(data_dir.root().display().to_string()),
+        stop.clone(),
+    ));
+
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let signal_name = tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    };
+    tracing::info!("{signal_name} received: shutting down");
+    stop.cancel();
+    node.shutdown().await;
+    let _ = api.await;
+    data_dir.remove_api_addr();
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Logs to standard error; RUST_LOG, if set, wins over the configured level.
+pub fn init_logging(level: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::builder().parse(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .try_init();
+}

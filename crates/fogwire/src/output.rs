@@ -1,0 +1,36 @@
+//! Formatting shared by the commands' human-readable output.
+
+pub use fogwire_demo::format_bytes;
+
+/// `3725` → `1h 2m 5s`.
+pub fn format_duration(secs: u64) -> String {
+    let (days, hours, minutes, seconds) =
+        (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (days, hours, minutes) {
+        (0, 0, 0) => format!("{seconds}s"),
+        (0, 0, _) => format!("{minutes}m {seconds}s"),
+        (0, _, _) => format!("{hours}h {minutes}m {seconds}s"),
+        _ => format!("{days}d {hours}h {minutes}m"),
+    }
+}
+
+/// How long ago a Unix time was, as a duration.
+pub fn format_age(since_unix: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format_duration(now.saturating_sub(since_unix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(format_duration(5), "5s");
+        assert_eq!(format_duration(65), "1m 5s");
+        assert_eq!(format_duration(3725), "1h 2m 5s");
+        assert_eq!(format_duration(90_061), "1d 1h 1m");
+    }
+}
