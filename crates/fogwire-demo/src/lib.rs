@@ -112,7 +112,7 @@ pub async fn run(
             // Clear the screen and draw from the top.
             write!(out, "\x1b[2J\x1b[H{table}")?;
         } else {
-            write!(out, "{table}\n")?;
+            writeln!(out, "{table}")?;
         }
         out.flush()?;
         let done = interrupted_by_user

@@ -1,0 +1,245 @@
+//! The README's promises, through the commands a user types.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+
+use fogwire_node::api::PeerState;
+
+use crate::harness::{TestNode, fogwire, stderr, stdout, wait_until};
+
+#[test]
+fn two_nodes_started_by_hand_link_and_show_each_other() {
+    let a = TestNode::start("");
+    let b = TestNode::start("");
+    let connect = a.cli(&["connect", &b.peer_addr()]);
+    assert!(connect.status.success(), "connect: {}", stderr(&connect));
+    assert!(stdout(&connect).contains("linked to"));
+
+    let a_peers = a.peers();
+    assert_eq!(a_peers.len(), 1);
+    assert_eq!(a_peers[0].node_id, b.node_id().to_string());
+    assert_eq!(a_peers[0].state, PeerState::Linked);
+    assert_eq!(a_peers[0].direction.as_deref(), Some("outbound"));
+    assert!(a_peers[0].wanted);
+    wait_until("B to see A", || !b.peers().is_empty());
+    let b_peers = b.peers();
+    assert_eq!(b_peers[0].node_id, a.node_id().to_string());
+    assert_eq!(b_peers[0].direction.as_deref(), Some("inbound"));
+    wait_until("a measured RTT", || a.peers()[0].rtt_ms.is_some());
+
+    // The human-readable table shows the full id.
+    let table = stdout(&a.cli(&["peers"]));
+    assert!(table.contains(&b.node_id().to_string()), "{table}");
+    assert!(table.contains("linked"), "{table}");
+    let status = stdout(&a.cli(&["status"]));
+    assert!(status.contains("1 up"), "{status}");
+
+    // Metrics count the link's bytes per peer.
+    let metrics = stdout(&a.cli(&["metrics"]));
+    assert!(
+        metrics.contains(&format!(
+            "fogwire_link_bytes_total{{peer=\"{}\",direction=\"out\"}}",
+            b.node_id()
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains("fogwire_handshakes_total{direction=\"outbound\",result=\"ok\"} 1"));
+
+    let disconnect = a.cli(&["disconnect", &b.node_id().to_string()]);
+    assert!(disconnect.status.success(), "{}", stderr(&disconnect));
+    assert!(a.peers().is_empty());
+    wait_until("B to see the link closed", || b.peers().is_empty());
+    b.wait_for_log("closed by peer (operator): disconnected by the operator", 1);
+}
+
+#[test]
+fn sigterm_closes_links_with_a_reason_and_leaves_no_trace() {
+    let a = TestNode::start("");
+    let b = TestNode::start("");
+    assert!(a.cli(&["connect", &b.peer_addr()]).status.success());
+    let mut b = b;
+    let b_home = b.home.path().to_owned();
+    let status = b.stop("TERM");
+    assert!(status.success(), "exit status {status}");
+    a.wait_for_log("closed by peer (shutdown): node shutting down", 1);
+    assert!(!b_home.join("data/api.addr").exists());
+    // A keeps the peer wanted and says why it cannot reach it.
+    wait_until("A to report the failed redial", || {
+        a.peers()
+            .first()
+            .is_some_and(|peer| peer.state != PeerState::Linked)
+    });
+    let mut a = a;
+    assert!(a.stop("INT").success());
+}
+
+#[test]
+fn sigint_shutdown_logs_a_clean_stop() {
+    let mut node = TestNode::start("");
+    let log_path = node.home().join("node.log");
+    assert!(node.stop("INT").success());
+    let log = std::fs::read_to_string(log_path).unwrap();
+    assert!(log.contains("SIGINT received: shutting down"), "{log}");
+    assert!(log.contains("stopped cleanly"), "{log}");
+}
+
+#[test]
+fn connect_fails_closed_when_the_address_answers_with_another_identity() {
+    let a = TestNode::start("");
+    let b = TestNode::start("");
+    let c = TestNode::start("");
+    // B's address with C's id: whoever answers must be C, and is not.
+    let wrong = format!("{}@{}", c.node_id(), b.link_addr());
+    let output = a.cli(&["connect", &wrong]);
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(
+        message.contains(&format!("expected peer {}", c.node_id())),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("presented identity {}", b.node_id())),
+        "{message}"
+    );
+    assert!(a.peers().is_empty());
+    // B saw the dialer hang up after B's identity, before learning A's.
+    b.wait_for_log(
+        "peer closed the connection after 2 of 3 handshake messages",
+        1,
+    );
+}
+
+#[test]
+fn init_writes_a_commented_config_and_private_data() {
+    let home = tempfile::tempdir().unwrap();
+    let output = fogwire(home.path(), &["init"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = std::fs::read_to_string(home.path().join("fogwire.toml")).unwrap();
+    assert!(text.starts_with("# fogwire node configuration."));
+    assert!(text.contains("listen = \"0.0.0.0:7100\""));
+    for (file, mode) in [
+        ("data", 0o700),
+        ("data/node.key", 0o600),
+        ("data/api.token", 0o600),
+    ] {
+        let actual = std::fs::metadata(home.path().join(file))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(actual, mode, "{file}");
+    }
+    let id = stdout(&fogwire(home.path(), &["id"]));
+    assert!(stdout(&output).contains(id.trim()));
+    // Running init again refuses to clobber.
+    let again = fogwire(home.path(), &["init"]);
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("--force"), "{}", stderr(&again));
+}
+
+#[test]
+fn the_node_refuses_a_key_file_others_can_read() {
+    let home = tempfile::tempdir().unwrap();
+    assert!(
+        fogwire(
+            home.path(),
+            &["init", "--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"]
+        )
+        .status
+        .success()
+    );
+    let key = home.path().join("data/node.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = fogwire(home.path(), &["node"]);
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(message.contains("node.key has mode 0644"), "{message}");
+    assert!(message.contains("chmod 600"), "{message}");
+}
+
+#[test]
+fn config_errors_name_the_file_line_and_what_is_valid() {
+    let home = tempfile::tempdir().unwrap();
+    assert!(fogwire(home.path(), &["init"]).status.success());
+    let path = home.path().join("fogwire.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("[link]\n", "[link]\nlisten_port = 7100\n"),
+    )
+    .unwrap();
+    let output = fogwire(home.path(), &["node"]);
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    let line = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .position(|l| l.starts_with("listen_port"))
+        .unwrap()
+        + 1;
+    assert!(
+        message.contains(&format!(
+            "fogwire.toml:{line}:1: unknown field `listen_port`"
+        )),
+        "{message}"
+    );
+    assert!(message.contains("expected one of `listen`"), "{message}");
+
+    // A control API on a public address is refused, with the fix.
+    std::fs::write(&path, "[api]\nlisten = \"0.0.0.0:7101\"\n").unwrap();
+    let message = stderr(&fogwire(home.path(), &["node"]));
+    assert!(message.contains("fogwire.toml:2:10:"), "{message}");
+    assert!(message.contains("loopback"), "{message}");
+}
+
+#[test]
+fn the_control_api_requires_the_token_and_listens_on_loopback_only() {
+    let node = TestNode::start("");
+    let addr = std::fs::read_to_string(node.home().join("data/api.addr")).unwrap();
+    let addr: std::net::SocketAddr = addr.trim().parse().unwrap();
+    assert!(addr.ip().is_loopback());
+    let token = std::fs::read_to_string(node.home().join("data/api.token")).unwrap();
+    let request = |authorization: &str| {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        write!(
+            stream,
+            "GET /v1/status HTTP/1.1\r\nHost: x\r\n{authorization}Connection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    };
+    let wrong_token = format!("Authorization: Bearer {}\r\n", "0".repeat(64));
+    let good_token = format!("Authorization: Bearer {}\r\n", token.trim());
+    assert!(request("").starts_with("HTTP/1.1 401"));
+    assert!(request(&wrong_token).starts_with("HTTP/1.1 401"));
+    assert!(request("Authorization: Basic eDp5\r\n").starts_with("HTTP/1.1 401"));
+    let ok = request(&good_token);
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert!(ok.contains(&node.node_id().to_string()));
+}
+
+#[test]
+fn the_demo_runs_eight_linked_nodes_and_exits_cleanly() {
+    let output = std::process::Command::new(crate::harness::BINARY)
+        .args(["demo", "--duration", "3"])
+        .output()
+        .unwrap();
+    let text = stdout(&output);
+    assert!(output.status.success(), "{text}\n{}", stderr(&output));
+    assert!(text.contains("8 nodes, 10 links"), "{text}");
+    for link in ["n0↔n1", "n7↔n0", "n0↔n4", "n2↔n6"] {
+        assert!(text.contains(link), "{link} missing:\n{text}");
+    }
+    let down = text
+        .lines()
+        .filter(|line| line.contains('↔') && line.split_whitespace().nth(1) == Some("down"))
+        .count();
+    assert_eq!(down, 0, "a link was down:\n{text}");
+    assert!(
+        text.contains("10 of 10 links closed with a reason"),
+        "{text}"
+    );
+}

@@ -1,0 +1,233 @@
+//! Starting `fogwire node` processes and talking to them.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fogwire_identity::{Keypair, NodeId};
+use fogwire_link::LinkHandle;
+use fogwire_link::proto::{Config, LinkIdentity};
+use fogwire_node::api::{Peer, Status};
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_fogwire");
+
+/// Generous bound for things that normally take milliseconds; only hit when
+/// something is broken, so it is not a timing assertion.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Runs `fogwire --home <home> <args>`.
+pub fn fogwire(home: &Path, args: &[&str]) -> Output {
+    Command::new(BINARY)
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run fogwire")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Waits for `condition`, polling; panics with `what` if it never holds.
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < PATIENCE, "gave up waiting: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A `fogwire node` process in a temporary home.
+pub struct TestNode {
+    pub home: tempfile::TempDir,
+    child: Child,
+    log: PathBuf,
+}
+
+impl TestNode {
+    /// `fogwire init` on free ports, then `[link]` settings appended from
+    /// `link_settings` (e.g. "handshake_timeout_ms = 1000"), then start.
+    pub fn start(link_settings: &str) -> Self {
+        let home = tempfile::tempdir().unwrap();
+        let init = fogwire(
+            home.path(),
+            &["init", "--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"],
+        );
+        assert!(init.status.success(), "init failed: {}", stderr(&init));
+        if !link_settings.is_empty() {
+            let path = home.path().join("fogwire.toml");
+            let text = std::fs::read_to_string(&path).unwrap();
+            let text = text.replace("[link]\n", &format!("[link]\n{link_settings}\n"));
+            std::fs::write(&path, text).unwrap();
+        }
+        Self::start_in(home)
+    }
+
+    /// Starts `fogwire node` in an initialised home.
+    pub fn start_in(home: tempfile::TempDir) -> Self {
+        let log = home.path().join("node.log");
+        let child = Command::new(BINARY)
+            .arg("--home")
+            .arg(home.path())
+            .arg("node")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start fogwire node");
+        let node = Self { home, child, log };
+        let api_addr = node.home.path().join("data/api.addr");
+        wait_until("the node to write data/api.addr", || api_addr.exists());
+        node
+    }
+
+    pub fn home(&self) -> &Path {
+        self.home.path()
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        fogwire(self.home(), args)
+    }
+
+    pub fn status(&self) -> Status {
+        let output = self.cli(&["status", "--json"]);
+        assert!(output.status.success(), "status: {}", stderr(&output));
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+
+    pub fn peers(&self) -> Vec<Peer> {
+        let output = self.cli(&["peers", "--json"]);
+        assert!(output.status.success(), "peers: {}", stderr(&output));
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.status().node_id.parse().unwrap()
+    }
+
+    pub fn link_addr(&self) -> SocketAddr {
+        self.status().link_listen
+    }
+
+    pub fn peer_addr(&self) -> String {
+        format!("{}@{}", self.node_id(), self.link_addr())
+    }
+
+    pub fn log(&self) -> String {
+        let mut text = String::new();
+        std::fs::File::open(&self.log)
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        text
+    }
+
+    /// Lines of the log containing `needle`.
+    pub fn log_lines(&self, needle: &str) -> usize {
+        self.log()
+            .lines()
+            .filter(|line| line.contains(needle))
+            .count()
+    }
+
+    /// Waits until the log holds at least `count` lines containing `needle`.
+    pub fn wait_for_log(&self, needle: &str, count: usize) {
+        wait_until(&format!("{count} log lines with {needle:?}"), || {
+            self.log_lines(needle) >= count
+        });
+    }
+
+    /// Resident memory of the process, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    /// Sends `signal` (TERM or INT) and waits for the process to exit.
+    pub fn stop(&mut self, signal: &str) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < PATIENCE,
+                "node did not exit after SIG{signal}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An in-process peer that links to a node and pings it often, to show the
+/// node keeps serving its links while it is being abused elsewhere.
+pub struct WatchPeer {
+    pub link: LinkHandle,
+}
+
+impl WatchPeer {
+    pub async fn link_to(node: &TestNode) -> Self {
+        let keypair = Arc::new(Keypair::generate().unwrap());
+        let identity = LinkIdentity::generate(keypair).unwrap();
+        let config = Arc::new(Config {
+            keepalive_interval: Duration::from_millis(50),
+            ..Config::default()
+        });
+        let established =
+            fogwire_link::connect(node.link_addr(), node.node_id(), &identity, config)
+                .await
+                .expect("the watch peer links to the node");
+        Self {
+            link: fogwire_link::spawn(established),
+        }
+    }
+
+    /// Asserts the link is up and the node answered several more pings.
+    pub async fn assert_still_served(&self) {
+        let before = self.link.snapshot().records_in;
+        let started = Instant::now();
+        while self.link.snapshot().records_in < before + 3 {
+            assert!(
+                !self.link.is_closed(),
+                "the node dropped its other link: {:?}",
+                self.link.close_reason()
+            );
+            assert!(
+                started.elapsed() < PATIENCE,
+                "the node stopped answering pings"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!self.link.is_closed());
+    }
+}

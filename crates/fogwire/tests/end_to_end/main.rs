@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `fogwire` binary, real processes, real TCP on
+//! loopback, real key files.
+
+// Test code: a failed unwrap is a failed test, with its location.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod bad_input;
+mod cli;
+mod harness;
