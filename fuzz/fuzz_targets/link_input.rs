@@ -1,0 +1,36 @@
+//! An established link fed arbitrary bytes from its peer.
+#![no_main]
+
+#[path = "common.rs"]
+mod common;
+
+use fogwire_link_proto::{Handshake, Link};
+use libfuzzer_sys::fuzz_target;
+
+fn established() -> Link {
+    let (alice, bob) = (common::identity(1), common::identity(2));
+    let now = common::now();
+    let mut initiator = Handshake::initiator(&alice, common::config(), bob.node_id(), now).unwrap();
+    let mut responder = Handshake::responder(&bob, common::config(), now).unwrap();
+    let mut wire = Vec::new();
+    while !(initiator.is_finished() && responder.is_finished()) {
+        initiator.take_transmit(&mut wire);
+        responder.handle_input(&wire).unwrap();
+        wire.clear();
+        responder.take_transmit(&mut wire);
+        initiator.handle_input(&wire).unwrap();
+        wire.clear();
+    }
+    initiator.take_transmit(&mut wire);
+    responder.handle_input(&wire).unwrap();
+    responder.into_link(now).unwrap()
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut link = established();
+    let now = common::now();
+    link.handle_input(now, data);
+    while link.poll_event().is_some() {}
+    let mut out = vec![0u8; 4 * 65_537];
+    let _ = link.poll_transmit(now, &mut out);
+});
