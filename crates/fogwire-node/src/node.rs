@@ -641,14 +641,14 @@ impl Node {
         self.inner.shutdown.cancel();
         let links = self.links();
         tracing::info!(links = links.len(), "shutting down: closing links");
-        let closing = links
-            .iter()
-            .map(|link| link.close(CloseCode::SHUTDOWN, "node shutting down"));
-        let all_closed = async {
-            for close in closing {
-                close.await;
-            }
-        };
+        // Close them all at once: a peer that stopped reading must not hold
+        // up the goodbyes to the others.
+        let mut closing = tokio::task::JoinSet::new();
+        for link in links {
+            closing
+                .spawn(async move { link.close(CloseCode::SHUTDOWN, "node shutting down").await });
+        }
+        let all_closed = async { while closing.join_next().await.is_some() {} };
         if tokio::time::timeout(SHUTDOWN_TIMEOUT, all_closed)
             .await
             .is_err()

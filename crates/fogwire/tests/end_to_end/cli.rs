@@ -243,3 +243,99 @@ fn the_demo_runs_eight_linked_nodes_and_exits_cleanly() {
         "{text}"
     );
 }
+
+#[test]
+fn configured_peers_are_redialed_with_backoff_until_they_answer() {
+    // B's identity and address are fixed before B runs, so A can be
+    // configured with B as a peer while B is still down.
+    let b_home = tempfile::tempdir().unwrap();
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let init = fogwire(
+        b_home.path(),
+        &["init", "--listen", &listen, "--api", "127.0.0.1:0"],
+    );
+    assert!(init.status.success(), "{}", stderr(&init));
+    let b_id = stdout(&fogwire(b_home.path(), &["id"])).trim().to_owned();
+
+    let a_home = tempfile::tempdir().unwrap();
+    assert!(
+        fogwire(
+            a_home.path(),
+            &["init", "--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"]
+        )
+        .status
+        .success()
+    );
+    let config = a_home.path().join("fogwire.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("peers = []", &format!("peers = [\"{b_id}@{listen}\"]"));
+    let text = text.replace(
+        "[link]\n",
+        "[link]\nreconnect_initial_ms = 100\nreconnect_max_ms = 400\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let a = TestNode::start_in(a_home);
+
+    // B is down: A keeps trying and says why.
+    a.wait_for_log("cannot link to peer", 2);
+    assert!(a.log().contains("Connection refused"), "{}", a.log());
+    let peers = a.peers();
+    assert_eq!(peers.len(), 1);
+    assert_ne!(peers[0].state, PeerState::Linked);
+
+    // B comes up: A links to it by itself.
+    let mut b = TestNode::start_in(b_home);
+    wait_until("A to link to B", || {
+        a.peers()
+            .first()
+            .is_some_and(|p| p.state == PeerState::Linked)
+    });
+    // B is killed without a goodbye, then restarted: A notices and relinks.
+    let b_home = {
+        let home = tempfile::tempdir().unwrap();
+        for entry in ["fogwire.toml", "data/node.key", "data/api.token"] {
+            let from = b.home().join(entry);
+            let to = home.path().join(entry);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(&from, &to).unwrap();
+        }
+        std::fs::set_permissions(
+            home.path().join("data"),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
+        home
+    };
+    assert!(!b.stop("KILL").success());
+    wait_until("A to see the link gone", || {
+        a.peers()
+            .first()
+            .is_some_and(|p| p.state != PeerState::Linked)
+    });
+    let _b = TestNode::start_in(b_home);
+    wait_until("A to relink to B", || {
+        a.peers()
+            .first()
+            .is_some_and(|p| p.state == PeerState::Linked)
+    });
+}
+
+#[test]
+fn a_frozen_peer_is_dropped_after_the_idle_timeout() {
+    let settings = "keepalive_interval_ms = 200\nidle_timeout_ms = 1000";
+    let a = TestNode::start(settings);
+    let b = TestNode::start(settings);
+    assert!(a.cli(&["connect", &b.peer_addr()]).status.success());
+    // Freeze B: its socket stays open, but it answers nothing.
+    b.signal("STOP");
+    a.wait_for_log(
+        "closed by us (idle_timeout): nothing received for 1000 ms",
+        1,
+    );
+    b.signal("CONT");
+}

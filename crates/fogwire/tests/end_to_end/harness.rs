@@ -156,14 +156,19 @@ impl TestNode {
             .unwrap()
     }
 
-    /// Sends `signal` (TERM or INT) and waits for the process to exit.
-    pub fn stop(&mut self, signal: &str) -> std::process::ExitStatus {
+    /// Sends a signal (TERM, INT, STOP, …) to the process.
+    pub fn signal(&self, signal: &str) {
         let pid = self.child.id().to_string();
-        let killed = Command::new("kill")
+        let sent = Command::new("kill")
             .args([&format!("-{signal}"), &pid])
             .status()
             .unwrap();
-        assert!(killed.success());
+        assert!(sent.success(), "kill -{signal} failed");
+    }
+
+    /// Sends `signal` (TERM, INT, KILL) and waits for the process to exit.
+    pub fn stop(&mut self, signal: &str) -> std::process::ExitStatus {
+        self.signal(signal);
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
