@@ -11,11 +11,12 @@ use fogwire_link::proto::{
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use fogwire_link::{ChannelReceiver, ChannelSender, LinkHandle, connect, establish, spawn};
+use fogwire_link::{ChannelReceiver, ChannelSender, connect, establish, spawn};
 use ring::aead;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Runtime;
 
 const BENCH_CHANNEL: ChannelId = ChannelId::TRAFFIC;
 const RAW_TCP_CHUNK: usize = 256 * 1024;
@@ -63,7 +64,7 @@ pub struct Report {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BenchError {
-    #[error("loopback socket: {0}")]
+    #[error("loopback socket or runtime: {0}")]
     Io(#[from] std::io::Error),
     #[error("link setup: {0}")]
     Link(String),
@@ -78,25 +79,37 @@ pub enum Step {
 }
 
 /// Runs every measurement; `progress` is told before each starts.
-pub async fn run(options: &Options, mut progress: impl FnMut(Step)) -> Result<Report, BenchError> {
+///
+/// The two ends of the link are two nodes, each on its own tokio runtime
+/// with one worker thread, as two nodes sharing this machine would be: the
+/// sender's application and link tasks on one, the receiver's on the other.
+/// Must be called outside any tokio runtime (from `spawn_blocking`, say).
+pub fn run(options: &Options, mut progress: impl FnMut(Step)) -> Result<Report, BenchError> {
     let mut cipher = Vec::new();
     for &size in &options.message_sizes {
         progress(Step::Cipher(size));
         cipher.push(cipher_speed(size, options.duration)?);
     }
+    let sender = node_runtime("bench-sender")?;
+    let receiver = node_runtime("bench-receiver")?;
     progress(Step::RawTcp);
-    let raw_tcp = raw_tcp_speed(options.duration).await?;
-    let (sender, receiver) = linked_pair().await?;
-    let channel = sender
-        .sender(BENCH_CHANNEL)
-        .ok_or_else(|| BenchError::Link("peer does not serve the bench channel".into()))?;
-    let mut inbound = receiver
-        .take_receiver(BENCH_CHANNEL)
-        .ok_or_else(|| BenchError::Link("bench channel already taken".into()))?;
+    let raw_tcp = raw_tcp_speed(&sender, &receiver, options.duration)?;
+    let (channel, inbound) = linked_pair(&sender, &receiver)?;
+    let mut inbound = Some(inbound);
     let mut sizes = Vec::new();
     for (&size, cipher_speed) in options.message_sizes.iter().zip(cipher) {
         progress(Step::Link(size));
-        let link = link_speed(&channel, &mut inbound, size, options.duration).await?;
+        let (link, returned) = link_speed(
+            &sender,
+            &receiver,
+            &channel,
+            inbound
+                .take()
+                .ok_or_else(|| BenchError::Link("receiver lost".into()))?,
+            size,
+            options.duration,
+        )?;
+        inbound = Some(returned);
         sizes.push(SizeResult {
             message_size: size,
             link_bytes_per_sec: link,
@@ -111,6 +124,24 @@ pub async fn run(options: &Options, mut progress: impl FnMut(Step)) -> Result<Re
         raw_tcp_bytes_per_sec: raw_tcp,
         sizes,
     })
+}
+
+fn node_runtime(name: &str) -> Result<Runtime, BenchError> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(name)
+        .enable_all()
+        .build()?)
+}
+
+/// Runs `task` on `runtime`'s worker and waits for it.
+fn on<T: Send + 'static>(
+    runtime: &Runtime,
+    task: impl Future<Output = T> + Send + 'static,
+) -> Result<T, BenchError> {
+    runtime
+        .block_on(runtime.spawn(task))
+        .map_err(|error| BenchError::Link(error.to_string()))
 }
 
 /// Bytes per second one core seals with ChaCha20-Poly1305 in blocks of
@@ -141,11 +172,29 @@ pub fn cipher_speed(size: usize, duration: Duration) -> Result<f64, BenchError> 
 }
 
 /// Bytes per second through one loopback TCP connection with no
-/// encryption, in 256 KiB writes.
-pub async fn raw_tcp_speed(duration: Duration) -> Result<f64, BenchError> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+/// encryption, in 256 KiB writes, between the same two runtimes.
+fn raw_tcp_speed(
+    sender: &Runtime,
+    receiver: &Runtime,
+    duration: Duration,
+) -> Result<f64, BenchError> {
+    let listener = receiver.block_on(TcpListener::bind("127.0.0.1:0"))?;
     let addr = listener.local_addr()?;
-    let writer = tokio::spawn(async move {
+    let reading = receiver.spawn(async move {
+        let (mut stream, _) = listener.accept().await?;
+        let mut buffer = vec![0u8; RAW_TCP_CHUNK];
+        let started = Instant::now();
+        let mut received = 0u64;
+        loop {
+            let read = stream.read(&mut buffer).await?;
+            if read == 0 {
+                break;
+            }
+            received += read as u64;
+        }
+        Ok::<_, std::io::Error>(received as f64 / started.elapsed().as_secs_f64())
+    });
+    on(sender, async move {
         let mut stream = TcpStream::connect(addr).await?;
         let chunk = vec![0u8; RAW_TCP_CHUNK];
         let started = Instant::now();
@@ -153,23 +202,10 @@ pub async fn raw_tcp_speed(duration: Duration) -> Result<f64, BenchError> {
             stream.write_all(&chunk).await?;
         }
         Ok::<_, std::io::Error>(())
-    });
-    let (mut stream, _) = listener.accept().await?;
-    let mut buffer = vec![0u8; RAW_TCP_CHUNK];
-    let started = Instant::now();
-    let mut received = 0u64;
-    loop {
-        let read = stream.read(&mut buffer).await?;
-        if read == 0 {
-            break;
-        }
-        received += read as u64;
-    }
-    let elapsed = started.elapsed();
-    writer
-        .await
-        .map_err(|error| BenchError::Link(error.to_string()))??;
-    Ok(received as f64 / elapsed.as_secs_f64())
+    })??;
+    Ok(receiver
+        .block_on(reading)
+        .map_err(|error| BenchError::Link(error.to_string()))??)
 }
 
 fn bench_config() -> Arc<Config> {
@@ -184,42 +220,57 @@ fn bench_config() -> Arc<Config> {
     )
 }
 
-async fn linked_pair() -> Result<(LinkHandle, LinkHandle), BenchError> {
+/// Links a node on `sender` to a node on `receiver`.
+fn linked_pair(
+    sender: &Runtime,
+    receiver: &Runtime,
+) -> Result<(ChannelSender, ChannelReceiver), BenchError> {
     let link_error = |error: &dyn std::fmt::Display| BenchError::Link(error.to_string());
     let identity = |seed: u8| {
         LinkIdentity::generate(Arc::new(Keypair::from_seed(&[seed; 32])))
             .map_err(|e| link_error(&e))
     };
     let (dialer, listener_identity) = (identity(1)?, identity(2)?);
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
     let expected = listener_identity.node_id();
-    let accept = tokio::spawn(async move {
+    let listener = receiver.block_on(TcpListener::bind("127.0.0.1:0"))?;
+    let addr = listener.local_addr()?;
+    let accepting = receiver.spawn(async move {
         let (stream, remote) = listener.accept().await?;
-        establish(stream, remote, &listener_identity, bench_config())
+        let established = establish(stream, remote, &listener_identity, bench_config())
             .await
-            .map_err(|e| std::io::Error::other(e.to_string()))
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok::<_, std::io::Error>(spawn(established))
     });
-    let outbound = connect(addr, expected, &dialer, bench_config())
-        .await
-        .map_err(|e| link_error(&e))?;
-    let inbound = accept
-        .await
-        .map_err(|e| link_error(&e))?
-        .map_err(BenchError::Io)?;
-    Ok((spawn(outbound), spawn(inbound)))
+    let outbound = on(sender, async move {
+        connect(addr, expected, &dialer, bench_config())
+            .await
+            .map(spawn)
+            .map_err(|e| e.to_string())
+    })?
+    .map_err(BenchError::Link)?;
+    let inbound = receiver.block_on(accepting).map_err(|e| link_error(&e))??;
+    let channel = outbound
+        .sender(BENCH_CHANNEL)
+        .ok_or_else(|| BenchError::Link("peer does not serve the bench channel".into()))?;
+    let receiving = inbound
+        .take_receiver(BENCH_CHANNEL)
+        .ok_or_else(|| BenchError::Link("bench channel already taken".into()))?;
+    Ok((channel, receiving))
 }
 
-/// Payload bytes per second delivered through the link in messages of `size`.
-async fn link_speed(
+/// Payload bytes per second delivered through the link in messages of
+/// `size`. Hands the receiver back for the next size.
+fn link_speed(
+    sender: &Runtime,
+    receiver: &Runtime,
     channel: &ChannelSender,
-    inbound: &mut ChannelReceiver,
+    mut inbound: ChannelReceiver,
     size: usize,
     duration: Duration,
-) -> Result<f64, BenchError> {
+) -> Result<(f64, ChannelReceiver), BenchError> {
     let message = Bytes::from(vec![0x5a; size]);
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = tokio::spawn({
+    let writer = sender.spawn({
         let (stop, channel) = (stop.clone(), channel.clone());
         async move {
             while !stop.load(Ordering::Relaxed) {
@@ -229,33 +280,32 @@ async fn link_speed(
             }
         }
     });
-    // Warm up so that windows and buffers are in their steady state.
-    let warm_up = Instant::now();
-    while warm_up.elapsed() < duration / 10 {
-        inbound.recv().await;
-    }
-    let started = Instant::now();
-    let mut received = 0u64;
-    while started.elapsed() < duration {
-        match inbound.recv().await {
-            Some(message) => received += message.len() as u64,
-            None => return Err(BenchError::Link("link closed during the benchmark".into())),
+    let (rate, inbound) = on(receiver, async move {
+        // Warm up so that windows and buffers are in their steady state.
+        let warm_up = Instant::now();
+        while warm_up.elapsed() < duration / 10 {
+            inbound.recv().await;
         }
-    }
-    let elapsed = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    // Drain what is still in flight so the next size starts on an idle link.
-    while !writer.is_finished() {
-        if tokio::time::timeout(Duration::from_millis(50), inbound.recv())
+        let started = Instant::now();
+        let mut received = 0u64;
+        while started.elapsed() < duration {
+            match inbound.recv().await {
+                Some(message) => received += message.len() as u64,
+                None => return (None, inbound),
+            }
+        }
+        let rate = received as f64 / started.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
+        // Drain what is still in flight so the next size starts idle.
+        while tokio::time::timeout(Duration::from_millis(100), inbound.recv())
             .await
-            .is_err()
-        {
-            tokio::task::yield_now().await;
-        }
-    }
-    while tokio::time::timeout(Duration::from_millis(50), inbound.recv())
-        .await
-        .is_ok()
-    {}
-    Ok(received as f64 / elapsed.as_secs_f64())
+            .is_ok_and(|message| message.is_some())
+        {}
+        (Some(rate), inbound)
+    })?;
+    sender
+        .block_on(writer)
+        .map_err(|error| BenchError::Link(error.to_string()))?;
+    let rate = rate.ok_or_else(|| BenchError::Link("link closed during the benchmark".into()))?;
+    Ok((rate, inbound))
 }
