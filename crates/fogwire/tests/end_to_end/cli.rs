@@ -339,3 +339,62 @@ fn a_frozen_peer_is_dropped_after_the_idle_timeout() {
     );
     b.signal("CONT");
 }
+
+#[test]
+fn the_demo_stops_cleanly_on_ctrl_c() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out_path = out_dir.path().join("demo.out");
+    let mut demo = std::process::Command::new(crate::harness::BINARY)
+        .args(["demo", "--duration", "0", "--nodes", "4"])
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the demo to draw its table", || {
+        std::fs::read_to_string(&out_path).is_ok_and(|text| text.contains("LINK"))
+    });
+    let interrupt = std::process::Command::new("kill")
+        .args(["-INT", &demo.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupt.success());
+    let status = demo.wait().unwrap();
+    let text = std::fs::read_to_string(&out_path).unwrap();
+    assert!(status.success(), "{status}\n{text}");
+    assert!(
+        text.contains("interrupted: shutting the nodes down"),
+        "{text}"
+    );
+    assert!(text.contains("4 of 4 links closed with a reason"), "{text}");
+}
+
+#[test]
+fn bench_link_reports_each_figure_beside_its_baselines() {
+    let output = std::process::Command::new(crate::harness::BINARY)
+        .args([
+            "bench",
+            "link",
+            "--seconds",
+            "0.2",
+            "--sizes",
+            "1024,65516",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(report["raw_tcp_bytes_per_sec"].as_f64().unwrap() > 0.0);
+    let sizes = report["sizes"].as_array().unwrap();
+    assert_eq!(sizes.len(), 2);
+    for size in sizes {
+        for key in [
+            "link_bytes_per_sec",
+            "cipher_bytes_per_sec",
+            "link_to_cipher",
+            "link_to_raw_tcp",
+        ] {
+            assert!(size[key].as_f64().unwrap() > 0.0, "{key} in {size}");
+        }
+    }
+}
