@@ -4,26 +4,16 @@
 #[path = "common.rs"]
 mod common;
 
-use fogwire_link_proto::{Handshake, Link};
+use fogwire_link_proto::{Handshake, Link, handshake_in_memory};
 use libfuzzer_sys::fuzz_target;
 
 fn established() -> Link {
     let (alice, bob) = (common::identity(1), common::identity(2));
     let now = common::now();
-    let mut initiator = Handshake::initiator(&alice, common::config(), bob.node_id(), now).unwrap();
-    let mut responder = Handshake::responder(&bob, common::config(), now).unwrap();
-    let mut wire = Vec::new();
-    while !(initiator.is_finished() && responder.is_finished()) {
-        initiator.take_transmit(&mut wire);
-        responder.handle_input(&wire).unwrap();
-        wire.clear();
-        responder.take_transmit(&mut wire);
-        initiator.handle_input(&wire).unwrap();
-        wire.clear();
-    }
-    initiator.take_transmit(&mut wire);
-    responder.handle_input(&wire).unwrap();
-    responder.into_link(now).unwrap()
+    let initiator = Handshake::initiator(&alice, common::config(), bob.node_id(), now).unwrap();
+    let responder = Handshake::responder(&bob, common::config(), now).unwrap();
+    let (_, link) = handshake_in_memory(initiator, responder, now).unwrap();
+    link
 }
 
 fuzz_target!(|data: &[u8]| {

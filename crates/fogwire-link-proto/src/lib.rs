@@ -31,7 +31,7 @@ mod tests;
 
 pub use config::{ChannelConfig, ChannelId, Config, ConfigError};
 pub use error::{CloseCode, CloseReason, CloseSide, HandshakeError, ProtocolError, SendError};
-pub use handshake::{Handshake, LinkIdentity, payload::HandshakePayload};
+pub use handshake::{Handshake, LinkIdentity, handshake_in_memory, payload::HandshakePayload};
 pub use link::{Event, Link, LinkStats};
 
 /// The Noise protocol name: pattern, DH, cipher, hash.

@@ -35,23 +35,9 @@ fn config() -> Arc<Config> {
 /// Runs a handshake between two fresh identities and returns the links.
 fn handshake_pair(now: Instant) -> (Link, Link) {
     let (alice, bob) = (identity(1), identity(2));
-    let mut initiator = Handshake::initiator(&alice, config(), bob.node_id(), now).unwrap();
-    let mut responder = Handshake::responder(&bob, config(), now).unwrap();
-    let mut wire = Vec::new();
-    while !(initiator.is_finished() && responder.is_finished()) {
-        initiator.take_transmit(&mut wire);
-        responder.handle_input(&wire).unwrap();
-        wire.clear();
-        responder.take_transmit(&mut wire);
-        initiator.handle_input(&wire).unwrap();
-        wire.clear();
-    }
-    initiator.take_transmit(&mut wire);
-    responder.handle_input(&wire).unwrap();
-    (
-        initiator.into_link(now).unwrap(),
-        responder.into_link(now).unwrap(),
-    )
+    let initiator = Handshake::initiator(&alice, config(), bob.node_id(), now).unwrap();
+    let responder = Handshake::responder(&bob, config(), now).unwrap();
+    handshake_in_memory(initiator, responder, now).unwrap()
 }
 
 /// Two links joined by in-memory pipes.

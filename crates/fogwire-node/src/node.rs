@@ -37,6 +37,24 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
+/// Connections the kernel may hold for the accept loop. A burst larger than
+/// this (a thousand peers redialing after an outage, or a SYN flood) would
+/// otherwise overflow the queue, and with SYN cookies the dialers would
+/// believe in connections the node never saw. The kernel caps it at
+/// `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // Restarting must not wait for the old connections' TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Everything a node needs to start.
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
@@ -188,12 +206,10 @@ impl Node {
         options.link.validate()?;
         let identity =
             Arc::new(LinkIdentity::generate(options.keypair.clone()).map_err(NodeError::Identity)?);
-        let listener = TcpListener::bind(options.link_listen)
-            .await
-            .map_err(|source| NodeError::Listen {
-                addr: options.link_listen,
-                source,
-            })?;
+        let listener = bind_listener(options.link_listen).map_err(|source| NodeError::Listen {
+            addr: options.link_listen,
+            source,
+        })?;
         let local_addr = listener.local_addr().map_err(|source| NodeError::Listen {
             addr: options.link_listen,
             source,

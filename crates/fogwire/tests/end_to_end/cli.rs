@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use fogwire_node::api::PeerState;
 
-use crate::harness::{TestNode, fogwire, stderr, stdout, wait_until};
+use crate::harness::{TestNode, fogwire, init_home, stderr, stdout, wait_until};
 
 #[test]
 fn two_nodes_started_by_hand_link_and_show_each_other() {
@@ -140,15 +140,7 @@ fn init_writes_a_commented_config_and_private_data() {
 
 #[test]
 fn the_node_refuses_a_key_file_others_can_read() {
-    let home = tempfile::tempdir().unwrap();
-    assert!(
-        fogwire(
-            home.path(),
-            &["init", "--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"]
-        )
-        .status
-        .success()
-    );
+    let home = init_home("127.0.0.1:0");
     let key = home.path().join("data/node.key");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let output = fogwire(home.path(), &["node"]);
@@ -248,28 +240,15 @@ fn the_demo_runs_eight_linked_nodes_and_exits_cleanly() {
 fn configured_peers_are_redialed_with_backoff_until_they_answer() {
     // B's identity and address are fixed before B runs, so A can be
     // configured with B as a peer while B is still down.
-    let b_home = tempfile::tempdir().unwrap();
     let port = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap().port()
     };
     let listen = format!("127.0.0.1:{port}");
-    let init = fogwire(
-        b_home.path(),
-        &["init", "--listen", &listen, "--api", "127.0.0.1:0"],
-    );
-    assert!(init.status.success(), "{}", stderr(&init));
+    let b_home = init_home(&listen);
     let b_id = stdout(&fogwire(b_home.path(), &["id"])).trim().to_owned();
 
-    let a_home = tempfile::tempdir().unwrap();
-    assert!(
-        fogwire(
-            a_home.path(),
-            &["init", "--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"]
-        )
-        .status
-        .success()
-    );
+    let a_home = init_home("127.0.0.1:0");
     let config = a_home.path().join("fogwire.toml");
     let text = std::fs::read_to_string(&config)
         .unwrap()

@@ -37,6 +37,18 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// A fresh home after `fogwire init`, peers dialing it at `listen` and its
+/// control API on any free loopback port.
+pub fn init_home(listen: &str) -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    let init = fogwire(
+        home.path(),
+        &["init", "--listen", listen, "--api", "127.0.0.1:0"],
+    );
+    assert!(init.status.success(), "init failed: {}", stderr(&init));
+    home
+}
+
 /// Waits for `condition`, polling; panics with `what` if it never holds.
 pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     let started = Instant::now();
@@ -57,12 +69,7 @@ impl TestNode {
     /// `fogwire init` on free ports, then `[link]` settings appended from
     /// `link_settings` (e.g. "handshake_timeout_ms = 1000"), then start.
     pub fn start(link_settings: &str) -> Self {
-        let home = tempfile::tempdir().unwrap();
-        let init = fogwire(
-            home.path(),
-            &["init", "--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"],
-        );
-        assert!(init.status.success(), "init failed: {}", stderr(&init));
+        let home = init_home("127.0.0.1:0");
         if !link_settings.is_empty() {
             let path = home.path().join("fogwire.toml");
             let text = std::fs::read_to_string(&path).unwrap();
