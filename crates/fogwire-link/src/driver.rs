@@ -326,8 +326,9 @@ impl Driver {
                 }
                 break;
             }
-            let timer_armed = self.link.poll_timeout().is_some();
-            if let Some(deadline) = self.link.poll_timeout() {
+            let deadline = self.link.poll_timeout();
+            let timer_armed = deadline.is_some();
+            if let Some(deadline) = deadline {
                 let deadline = tokio::time::Instant::from_std(deadline);
                 if sleep.deadline() != deadline {
                     sleep.as_mut().reset(deadline);

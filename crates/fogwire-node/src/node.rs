@@ -370,10 +370,16 @@ impl Node {
     /// with backoff when not.
     async fn keep_linked(self, peer: NodeId, stop: CancellationToken) {
         let mut backoff = Backoff::new(self.inner.reconnect_initial, self.inner.reconnect_max);
-        loop {
-            if stop.is_cancelled() {
-                return;
+        let pause = |delay: Duration| {
+            let stop = stop.clone();
+            async move {
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => true,
+                    () = stop.cancelled() => false,
+                }
             }
+        };
+        while !stop.is_cancelled() {
             if let Some(link) = self.link(&peer) {
                 self.set_status(&peer, DialStatus::Linked);
                 tokio::select! {
@@ -384,49 +390,42 @@ impl Node {
                 if lived >= STABLE_LINK {
                     // It worked for a while: redial at once, from the start.
                     backoff.reset();
-                    continue;
+                } else if !pause(backoff.next_delay(jitter())).await {
+                    // A link that dies young (refused, replaced, flapping)
+                    // must not make us hammer the peer.
+                    return;
                 }
+                continue;
             }
             let Some(addr) = self.lock().wanted.get(&peer).map(|w| w.addr.clone()) else {
                 return;
             };
-            if self.link(&peer).is_none() {
-                self.set_status(&peer, DialStatus::Connecting);
-                let attempt = tokio::select! {
-                    result = self.dial(&addr) => result,
-                    () = stop.cancelled() => return,
-                };
-                match attempt {
-                    Ok(_) => continue,
-                    Err(NodeError::ShuttingDown) => return,
-                    Err(error) => {
-                        let delay = backoff.next_delay(jitter());
-                        tracing::warn!(
-                            peer = %peer.short(),
-                            address = %addr.address,
-                            "cannot link to peer: {error}; retrying in {:.1} s",
-                            delay.as_secs_f64()
-                        );
-                        self.set_status(
-                            &peer,
-                            DialStatus::Waiting {
-                                retry_at: Instant::now() + delay,
-                                last_error: error.to_string(),
-                            },
-                        );
-                        tokio::select! {
-                            () = tokio::time::sleep(delay) => {}
-                            () = stop.cancelled() => return,
-                        }
+            self.set_status(&peer, DialStatus::Connecting);
+            let attempt = tokio::select! {
+                result = self.dial(&addr) => result,
+                () = stop.cancelled() => return,
+            };
+            match attempt {
+                Ok(_) => {}
+                Err(NodeError::ShuttingDown) => return,
+                Err(error) => {
+                    let delay = backoff.next_delay(jitter());
+                    tracing::warn!(
+                        peer = %peer.short(),
+                        address = %addr.address,
+                        "cannot link to peer: {error}; retrying in {:.1} s",
+                        delay.as_secs_f64()
+                    );
+                    self.set_status(
+                        &peer,
+                        DialStatus::Waiting {
+                            retry_at: Instant::now() + delay,
+                            last_error: error.to_string(),
+                        },
+                    );
+                    if !pause(delay).await {
+                        return;
                     }
-                }
-            } else {
-                // A link came up while we looked (the peer dialed us); a short
-                // pause keeps a flapping peer from spinning this loop.
-                let delay = backoff.next_delay(jitter());
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = stop.cancelled() => return,
                 }
             }
         }
