@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fogwire_identity::Keypair;
 use fogwire_link::proto::{
-    ChannelConfig, ChannelId, Config, LinkIdentity, NOISE_PARAMS, WINDOW_MAX,
+    ChannelConfig, ChannelId, CloseCode, Config, LinkIdentity, NOISE_PARAMS, WINDOW_MAX,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use fogwire_link::{ChannelReceiver, ChannelSender, connect, establish, spawn};
+use fogwire_link::{ChannelReceiver, ChannelSender, LinkHandle, connect, establish, spawn};
 use ring::aead;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,18 +28,23 @@ pub struct Options {
     pub message_sizes: Vec<usize>,
     /// Time spent on each measurement.
     pub duration: Duration,
+    /// Rounds of every measurement, interleaved so that each figure and its
+    /// baselines see the same moments of a noisy machine; medians are
+    /// reported.
+    pub rounds: usize,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             message_sizes: vec![1024, 4096, 16 * 1024, fogwire_link::proto::MESSAGE_LEN_MAX],
-            duration: Duration::from_secs(2),
+            duration: Duration::from_millis(1500),
+            rounds: 3,
         }
     }
 }
 
-/// One message size's results.
+/// One message size's results: medians over the rounds.
 #[derive(Debug, Clone, Serialize)]
 pub struct SizeResult {
     pub message_size: usize,
@@ -49,11 +54,14 @@ pub struct SizeResult {
     pub cipher_bytes_per_sec: f64,
     pub link_to_cipher: f64,
     pub link_to_raw_tcp: f64,
+    /// Lowest and highest link-to-cipher ratio among the rounds.
+    pub link_to_cipher_range: (f64, f64),
 }
 
 /// Everything one run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    pub rounds: usize,
     pub noise_params: &'static str,
     pub cipher: &'static str,
     pub raw_tcp_bytes_per_sec: f64,
@@ -73,57 +81,101 @@ pub enum BenchError {
 /// Which step is being measured, for progress output.
 #[derive(Debug, Clone, Copy)]
 pub enum Step {
-    Cipher(usize),
-    RawTcp,
-    Link(usize),
+    Cipher { round: usize, size: usize },
+    RawTcp { round: usize },
+    Link { round: usize, size: usize },
 }
 
-/// Runs every measurement; `progress` is told before each starts.
+/// Runs every measurement, `rounds` times, interleaved; `progress` is told
+/// before each starts.
 ///
 /// The two ends of the link are two nodes, each on its own tokio runtime
 /// with one worker thread, as two nodes sharing this machine would be: the
 /// sender's application and link tasks on one, the receiver's on the other.
 /// Must be called outside any tokio runtime (from `spawn_blocking`, say).
 pub fn run(options: &Options, mut progress: impl FnMut(Step)) -> Result<Report, BenchError> {
-    let mut cipher = Vec::new();
-    for &size in &options.message_sizes {
-        progress(Step::Cipher(size));
-        cipher.push(cipher_speed(size, options.duration)?);
-    }
     let sender = node_runtime("bench-sender")?;
     let receiver = node_runtime("bench-receiver")?;
-    progress(Step::RawTcp);
-    let raw_tcp = raw_tcp_speed(&sender, &receiver, options.duration)?;
-    let (channel, inbound) = linked_pair(&sender, &receiver)?;
-    let mut inbound = Some(inbound);
-    let mut sizes = Vec::new();
-    for (&size, cipher_speed) in options.message_sizes.iter().zip(cipher) {
-        progress(Step::Link(size));
-        let (link, returned) = link_speed(
-            &sender,
-            &receiver,
-            &channel,
-            inbound
-                .take()
-                .ok_or_else(|| BenchError::Link("receiver lost".into()))?,
-            size,
-            options.duration,
-        )?;
-        inbound = Some(returned);
-        sizes.push(SizeResult {
-            message_size: size,
-            link_bytes_per_sec: link,
-            cipher_bytes_per_sec: cipher_speed,
-            link_to_cipher: link / cipher_speed,
-            link_to_raw_tcp: link / raw_tcp,
-        });
+    let sizes = &options.message_sizes;
+    let rounds = options.rounds.max(1);
+    let mut raw_tcp = Vec::with_capacity(rounds);
+    // [size][round]
+    let mut cipher = vec![Vec::with_capacity(rounds); sizes.len()];
+    let mut link = vec![Vec::with_capacity(rounds); sizes.len()];
+    for round in 0..rounds {
+        progress(Step::RawTcp { round });
+        raw_tcp.push(raw_tcp_speed(&sender, &receiver, options.duration)?);
+        // A fresh link each round: how a TCP connection's buffers settle
+        // varies from one connection to the next, and the median should
+        // span that too.
+        let (links, channel, inbound) = linked_pair(&sender, &receiver)?;
+        let mut inbound = Some(inbound);
+        for (index, &size) in sizes.iter().enumerate() {
+            progress(Step::Cipher { round, size });
+            cipher[index].push(cipher_speed(size, options.duration)?);
+            progress(Step::Link { round, size });
+            let (rate, returned) = link_speed(
+                &sender,
+                &receiver,
+                &channel,
+                inbound
+                    .take()
+                    .ok_or_else(|| BenchError::Link("receiver lost".into()))?,
+                size,
+                options.duration,
+            )?;
+            inbound = Some(returned);
+            link[index].push(rate);
+        }
+        for handle in links {
+            on(&sender, async move {
+                handle
+                    .close(CloseCode::NORMAL, "benchmark round done")
+                    .await;
+            })?;
+        }
     }
+    let raw_tcp = median(&raw_tcp);
+    let sizes = sizes
+        .iter()
+        .enumerate()
+        .map(|(index, &size)| {
+            let ratios: Vec<f64> = link[index]
+                .iter()
+                .zip(&cipher[index])
+                .map(|(link, cipher)| link / cipher)
+                .collect();
+            let (link, cipher) = (median(&link[index]), median(&cipher[index]));
+            SizeResult {
+                message_size: size,
+                link_bytes_per_sec: link,
+                cipher_bytes_per_sec: cipher,
+                link_to_cipher: median(&ratios),
+                link_to_raw_tcp: link / raw_tcp,
+                link_to_cipher_range: (
+                    ratios.iter().copied().fold(f64::INFINITY, f64::min),
+                    ratios.iter().copied().fold(0.0, f64::max),
+                ),
+            }
+        })
+        .collect();
     Ok(Report {
+        rounds,
         noise_params: NOISE_PARAMS,
         cipher: "ChaCha20-Poly1305 (ring)",
         raw_tcp_bytes_per_sec: raw_tcp,
         sizes,
     })
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        len if len % 2 == 1 => sorted[len / 2],
+        len => (sorted[len / 2 - 1] + sorted[len / 2]) / 2.0,
+    }
 }
 
 fn node_runtime(name: &str) -> Result<Runtime, BenchError> {
@@ -224,7 +276,7 @@ fn bench_config() -> Arc<Config> {
 fn linked_pair(
     sender: &Runtime,
     receiver: &Runtime,
-) -> Result<(ChannelSender, ChannelReceiver), BenchError> {
+) -> Result<([LinkHandle; 2], ChannelSender, ChannelReceiver), BenchError> {
     let link_error = |error: &dyn std::fmt::Display| BenchError::Link(error.to_string());
     let identity = |seed: u8| {
         LinkIdentity::generate(Arc::new(Keypair::from_seed(&[seed; 32])))
@@ -255,7 +307,7 @@ fn linked_pair(
     let receiving = inbound
         .take_receiver(BENCH_CHANNEL)
         .ok_or_else(|| BenchError::Link("bench channel already taken".into()))?;
-    Ok((channel, receiving))
+    Ok(([outbound, inbound], channel, receiving))
 }
 
 /// Payload bytes per second delivered through the link in messages of

@@ -15,8 +15,11 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct LinkArgs {
     /// Seconds per measurement.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 1.5)]
     seconds: f64,
+    /// Rounds of every measurement, interleaved; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Message sizes in bytes, comma-separated (at most 65516).
     #[arg(long, value_delimiter = ',', default_values_t = [1024usize, 4096, 16384, 65516])]
     sizes: Vec<usize>,
@@ -43,8 +46,10 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
     let options = Options {
         message_sizes: args.sizes,
         duration: Duration::from_secs_f64(args.seconds.clamp(0.1, 600.0)),
+        rounds: args.rounds.clamp(1, 100),
     };
-    let total = (options.message_sizes.len() * 2 + 1) as f64 * options.duration.as_secs_f64();
+    let total = ((options.message_sizes.len() * 2 + 1) * options.rounds) as f64
+        * options.duration.as_secs_f64();
     if !args.json {
         eprintln!("measuring for about {total:.0} s…");
     }
@@ -56,9 +61,13 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 return;
             }
             let what = match step {
-                Step::Cipher(size) => format!("cipher, {size}-byte blocks"),
-                Step::RawTcp => "raw TCP".to_owned(),
-                Step::Link(size) => format!("link, {size}-byte messages"),
+                Step::Cipher { round, size } => {
+                    format!("round {}: cipher, {size}-byte blocks", round + 1)
+                }
+                Step::RawTcp { round } => format!("round {}: raw TCP", round + 1),
+                Step::Link { round, size } => {
+                    format!("round {}: link, {size}-byte messages", round + 1)
+                }
             };
             eprint!("\r\x1b[K  {what}…");
             let _ = std::io::stderr().flush();
@@ -72,22 +81,27 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
     eprint!("\r\x1b[K");
     println!("one encrypted link on loopback ({})", report.noise_params);
     println!(
-        "baseline: raw TCP on loopback {}; cipher: {}, one core",
+        "baseline: raw TCP on loopback {}; cipher: {}, one core; medians of {} interleaved rounds",
         rate(report.raw_tcp_bytes_per_sec),
-        report.cipher
+        report.cipher,
+        report.rounds
     );
     println!();
     println!(
-        "{:>9}  {:>13}  {:>13}  {:>10}  {:>10}",
-        "MESSAGE", "LINK", "CIPHER", "LINK/CIPH", "LINK/TCP"
+        "{:>9}  {:>13}  {:>13}  {:>10}  {:>11}  {:>10}",
+        "MESSAGE", "LINK", "CIPHER", "LINK/CIPH", "(RANGE)", "LINK/TCP"
     );
     for size in &report.sizes {
         println!(
-            "{:>9}  {:>13}  {:>13}  {:>10.2}  {:>10.2}",
+            "{:>9}  {:>13}  {:>13}  {:>10.2}  {:>11}  {:>10.2}",
             format_bytes(size.message_size as u64),
             rate(size.link_bytes_per_sec),
             rate(size.cipher_bytes_per_sec),
             size.link_to_cipher,
+            format!(
+                "{:.2}–{:.2}",
+                size.link_to_cipher_range.0, size.link_to_cipher_range.1
+            ),
             size.link_to_raw_tcp
         );
     }
