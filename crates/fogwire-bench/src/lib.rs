@@ -8,3 +8,4 @@
 //! public APIs, over real sockets; nothing here is a model of them.
 
 pub mod link;
+pub mod route;

@@ -10,6 +10,22 @@ pub enum Command {
     /// Throughput of one encrypted link on loopback, beside raw TCP on
     /// loopback and the single-core speed of the link's cipher.
     Link(LinkArgs),
+    /// Path computation time on generated graphs, beside a breadth-first
+    /// traversal of the same graph.
+    Route(RouteArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RouteArgs {
+    /// Graph sizes in nodes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1000usize, 10_000, 100_000])]
+    nodes: Vec<usize>,
+    /// Random queries per kind and size.
+    #[arg(long, default_value_t = 50)]
+    queries: usize,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -33,7 +49,53 @@ fn rate(bytes_per_sec: f64) -> String {
 }
 
 pub async fn run(command: Command) -> anyhow::Result<()> {
-    let Command::Link(args) = command;
+    match command {
+        Command::Link(args) => link(args).await,
+        Command::Route(args) => route(args).await,
+    }
+}
+
+async fn route(args: RouteArgs) -> anyhow::Result<()> {
+    if let Some(&size) = args.nodes.iter().find(|&&n| !(2..=2_000_000).contains(&n)) {
+        anyhow::bail!("--nodes: {size} is outside 2..=2000000");
+    }
+    let quiet = args.json;
+    let results = tokio::task::spawn_blocking(move || {
+        fogwire_bench::route::run(&args.nodes, args.queries, |nodes| {
+            if !quiet {
+                eprint!("\r\x1b[K  generating and searching a graph of {nodes} nodes…");
+                let _ = std::io::stderr().flush();
+            }
+        })
+    })
+    .await?;
+    if quiet {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+        return Ok(());
+    }
+    eprint!("\r\x1b[K");
+    println!("path computation on generated graphs (mean degree 8, latencies 1–50 ms); medians");
+    println!("baseline: one breadth-first traversal of the whole graph, same run\n");
+    println!(
+        "{:>8} {:>8} {:>11} {:>16} {:>18} {:>18}",
+        "NODES", "EDGES", "BFS", "SHORTEST (×BFS)", "3–6 HOPS (×BFS)", "3 DISJOINT (×BFS)"
+    );
+    let cell = |us: f64, bfs: f64| format!("{:.0} µs ({:.2})", us, us / bfs.max(0.001));
+    for result in results {
+        println!(
+            "{:>8} {:>8} {:>8.0} µs {:>16} {:>18} {:>18}",
+            result.nodes,
+            result.edges,
+            result.bfs_us,
+            cell(result.shortest_us, result.bfs_us),
+            cell(result.min_hops_3_us, result.bfs_us),
+            cell(result.disjoint_3_us, result.bfs_us),
+        );
+    }
+    Ok(())
+}
+
+async fn link(args: LinkArgs) -> anyhow::Result<()> {
     if let Some(&size) = args.sizes.iter().find(|&&s| s == 0 || s > 65_516) {
         anyhow::bail!("--sizes: {size} is outside 1..=65516, the link's message limit");
     }
