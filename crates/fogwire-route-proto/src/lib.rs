@@ -12,6 +12,7 @@
 pub mod advert;
 pub mod graph;
 pub mod path;
+pub mod router;
 pub mod topology;
 mod wire;
 

@@ -46,6 +46,13 @@ impl<'a> Reader<'a> {
         Ok(u64::from_be_bytes(self.array()?))
     }
 
+    /// What has not been read yet; the reader is then at the end.
+    pub(crate) fn remaining(&mut self) -> &'a [u8] {
+        let rest = &self.bytes[self.position..];
+        self.position = self.bytes.len();
+        rest
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.position == self.bytes.len()
     }

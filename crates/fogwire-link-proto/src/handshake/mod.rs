@@ -72,6 +72,18 @@ impl LinkIdentity {
     pub fn noise_static_key(&self) -> &[u8] {
         &self.static_public
     }
+
+    /// The private half of the link static key, for the protocols that
+    /// encrypt to it (route setup layers and end-to-end sessions, through
+    /// the key this node advertises). Never send or log it.
+    pub fn noise_static_private_key(&self) -> &[u8] {
+        &self.static_private
+    }
+
+    /// The identity's signature over the link static key.
+    pub fn certificate(&self) -> Signature {
+        self.certificate
+    }
 }
 
 fn noise_params() -> Result<snow::params::NoiseParams, HandshakeError> {
