@@ -500,6 +500,30 @@ impl Router {
         true
     }
 
+    /// Ends a setup in progress with `error`. The route entry goes first,
+    /// so that removing its rule (which tells the hops) reports nothing
+    /// else about it.
+    fn abandon_setup(&mut self, route: RouteId, label: u32, error: SetupError) {
+        self.routes.remove(&route);
+        self.remove_rule(label, None, TeardownReason::Closed);
+        self.events.push_back(Event::RouteFailed { route, error });
+    }
+
+    fn add_session(&mut self, peer: NodeId, label: u32, keys: session::SessionKeys) -> SessionId {
+        let session = self.next_session;
+        self.next_session += 1;
+        self.sessions.insert(
+            session,
+            Session {
+                peer,
+                label,
+                cipher: SessionCipher::new(keys),
+                pings: VecDeque::new(),
+            },
+        );
+        session
+    }
+
     fn allocate_label(&mut self) -> u32 {
         loop {
             let label = u32::from_be_bytes(random());
@@ -677,8 +701,7 @@ impl Router {
                 let Ok((peer, reply, keys)) = session::respond(&self.identity, &end_to_end) else {
                     return self.fail_back(from, prev_label, sealed(FailReason::Refused));
                 };
-                let session = self.next_session;
-                self.next_session += 1;
+                let session = self.add_session(peer, label, keys);
                 rule.role = Role::Destination(session);
                 let message = Control::Confirm {
                     to_label: prev_label,
@@ -689,15 +712,6 @@ impl Router {
                 rule.last_setup_message = Some((from, message.clone()));
                 self.transmits
                     .push_back(Transmit::Control { to: from, message });
-                self.sessions.insert(
-                    session,
-                    Session {
-                        peer,
-                        label,
-                        cipher: SessionCipher::new(keys),
-                        pings: VecDeque::new(),
-                    },
-                );
                 self.events
                     .push_back(Event::SessionOpened { session, peer });
             }
@@ -771,28 +785,10 @@ impl Router {
         let label = entry.label;
         let peer = entry.path[entry.path.len() - 1];
         let Ok(keys) = initiator.finish(blob) else {
-            self.remove_rule(label, None, TeardownReason::Closed);
-            // remove_rule reported a teardown; report what really happened.
-            self.events.retain(
-                |event| !matches!(event, Event::RouteFailed { route: r, .. } if *r == route),
-            );
-            self.events.push_back(Event::RouteFailed {
-                route,
-                error: SetupError::BadAnswer,
-            });
+            self.abandon_setup(route, label, SetupError::BadAnswer);
             return;
         };
-        let session = self.next_session;
-        self.next_session += 1;
-        self.sessions.insert(
-            session,
-            Session {
-                peer,
-                label,
-                cipher: SessionCipher::new(keys),
-                pings: VecDeque::new(),
-            },
-        );
+        let session = self.add_session(peer, label, keys);
         if let Some(entry) = self.routes.get_mut(&route) {
             entry.state = RouteState::Up {
                 session,
@@ -1149,12 +1145,7 @@ impl Router {
             } => {
                 if instant >= *started_at + self.config.setup_timeout {
                     let timeout = self.config.setup_timeout;
-                    self.remove_rule(label, None, TeardownReason::Closed);
-                    self.events.retain(|event| !matches!(event, Event::RouteFailed { route: r, .. } if *r == route));
-                    self.events.push_back(Event::RouteFailed {
-                        route,
-                        error: SetupError::Timeout { timeout },
-                    });
+                    self.abandon_setup(route, label, SetupError::Timeout { timeout });
                 } else if instant >= *retransmit_at {
                     *retransmit_every *= 2;
                     *retransmit_at = instant + *retransmit_every;
