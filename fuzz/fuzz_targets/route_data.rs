@@ -8,7 +8,7 @@ use bytes::Bytes;
 use fogwire_identity::Keypair;
 use fogwire_link_proto::LinkIdentity;
 use fogwire_route_proto::router::message::DataHeader;
-use fogwire_route_proto::router::session::{Initiator, SessionCipher, respond};
+use fogwire_route_proto::router::session::{Hello, Initiator, SessionCipher, respond};
 use fogwire_route_proto::router::{Config, Now, Router};
 use libfuzzer_sys::fuzz_target;
 
@@ -19,12 +19,16 @@ fuzz_target!(|data: &[u8]| {
     let source = LinkIdentity::generate(Arc::new(Keypair::from_seed(&[1; 32]))).unwrap();
     let destination = LinkIdentity::generate(Arc::new(Keypair::from_seed(&[2; 32]))).unwrap();
     let key: [u8; 32] = destination.noise_static_key().try_into().unwrap();
-    let (initiator, first) = Initiator::start(&source, &key).unwrap();
+    let hello = Hello {
+        resume: false,
+        token: [9; 16],
+    };
+    let (initiator, first) = Initiator::start(&source, &key, hello).unwrap();
     // Message 1 as the fuzzer alters it, then a session fed its packets.
     let _ = respond(&destination, data);
-    let (_, second, keys) = respond(&destination, &first).unwrap();
-    let _ = initiator.finish(&second).unwrap();
-    let mut cipher = SessionCipher::new(keys);
+    let response = respond(&destination, &first).unwrap();
+    let _ = initiator.finish(&response.reply).unwrap();
+    let mut cipher = SessionCipher::new(response.keys);
     let _ = cipher.open(data);
     let mut router = Router::new(Arc::new(destination), Config::default());
     let neighbour = Keypair::from_seed(&[3; 32]).node_id();

@@ -25,6 +25,7 @@ mod error;
 pub mod frame;
 mod handshake;
 mod link;
+mod message;
 pub mod record;
 #[cfg(test)]
 mod tests;
@@ -33,6 +34,7 @@ pub use config::{ChannelConfig, ChannelId, Config, ConfigError};
 pub use error::{CloseCode, CloseReason, CloseSide, HandshakeError, ProtocolError, SendError};
 pub use handshake::{Handshake, LinkIdentity, handshake_in_memory, payload::HandshakePayload};
 pub use link::{Event, Link, LinkStats};
+pub use message::{Message, PREFIX_LEN_MAX};
 
 /// The Noise protocol name: pattern, DH, cipher, hash.
 pub const NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_SHA256";

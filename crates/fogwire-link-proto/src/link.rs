@@ -11,6 +11,7 @@ use fogwire_identity::NodeId;
 use crate::cipher::TransportCipher;
 use crate::error::{CloseCode, CloseReason, CloseSide, ProtocolError, SendError};
 use crate::frame::{self, Frame};
+use crate::message::Message;
 use crate::record::{LEN_PREFIX, RecordReader, write_len_prefix};
 use crate::{
     ChannelConfig, ChannelId, Config, FRAME_LEN_MAX, MESSAGE_LEN_MAX, RECORD_LEN_MAX, TAG_LEN,
@@ -54,7 +55,7 @@ struct SendChannel {
     id: ChannelId,
     /// Bytes the peer lets us send right now.
     credit: u32,
-    queue: VecDeque<Bytes>,
+    queue: VecDeque<Message>,
     queued_bytes: usize,
     queued_bytes_max: usize,
 }
@@ -334,7 +335,8 @@ impl Link {
 
     /// Queues a message on `channel`. The queue holds at most the channel's
     /// `send_queue_bytes_max` plus one message.
-    pub fn send(&mut self, channel: ChannelId, data: Bytes) -> Result<(), SendError> {
+    pub fn send(&mut self, channel: ChannelId, data: impl Into<Message>) -> Result<(), SendError> {
+        let data = data.into();
         if self.state != State::Open {
             return Err(SendError::Closed);
         }
@@ -490,7 +492,7 @@ impl Link {
     fn frame_len(&self, next: NextFrame) -> usize {
         match next {
             NextFrame::Data(index) => {
-                frame::DATA_HEADER_LEN + self.send[index].queue.front().map_or(0, Bytes::len)
+                frame::DATA_HEADER_LEN + self.send[index].queue.front().map_or(0, Message::len)
             }
             NextFrame::Close => self.close_frame().encoded_len(),
             NextFrame::Pong(_) | NextFrame::Ping => 9,
@@ -525,9 +527,8 @@ impl Link {
                 // Written here rather than through Frame::encode so the
                 // payload is copied once, straight into the record.
                 frame::encode_data_header(send.id, out);
-                let end = frame::DATA_HEADER_LEN + payload.len();
-                out[frame::DATA_HEADER_LEN..end].copy_from_slice(&payload);
-                return end;
+                payload.copy_to(&mut out[frame::DATA_HEADER_LEN..]);
+                return frame::DATA_HEADER_LEN + payload.len();
             }
             NextFrame::Pong(nonce) => {
                 self.pong_due = None;

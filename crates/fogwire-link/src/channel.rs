@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::Bytes;
-use fogwire_link_proto::{ChannelId, MESSAGE_LEN_MAX, message_cost};
+use fogwire_link_proto::{ChannelId, MESSAGE_LEN_MAX, Message, message_cost};
 use tokio::sync::{Notify, mpsc};
 
 /// Why a message could not be handed to a link.
@@ -24,7 +24,7 @@ pub enum ChannelSendError {
 #[derive(Debug, Clone)]
 pub struct ChannelSender {
     pub(crate) channel: ChannelId,
-    pub(crate) queue: mpsc::Sender<Bytes>,
+    pub(crate) queue: mpsc::Sender<Message>,
 }
 
 impl ChannelSender {
@@ -32,7 +32,8 @@ impl ChannelSender {
         self.channel
     }
 
-    pub async fn send(&self, data: Bytes) -> Result<(), ChannelSendError> {
+    pub async fn send(&self, data: impl Into<Message>) -> Result<(), ChannelSendError> {
+        let data = data.into();
         if data.len() > MESSAGE_LEN_MAX {
             return Err(ChannelSendError::TooLong { len: data.len() });
         }
@@ -42,7 +43,8 @@ impl ChannelSender {
             .map_err(|_| ChannelSendError::Closed)
     }
 
-    pub fn try_send(&self, data: Bytes) -> Result<(), ChannelSendError> {
+    pub fn try_send(&self, data: impl Into<Message>) -> Result<(), ChannelSendError> {
+        let data = data.into();
         if data.len() > MESSAGE_LEN_MAX {
             return Err(ChannelSendError::TooLong { len: data.len() });
         }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use fogwire_identity::NodeId;
 use fogwire_link_proto::{
-    ChannelId, CloseCode, CloseReason, Event, Link, LinkStats, MESSAGE_CREDIT_OVERHEAD,
+    ChannelId, CloseCode, CloseReason, Event, Link, LinkStats, MESSAGE_CREDIT_OVERHEAD, Message,
     RECORD_LEN_MAX, message_cost,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -276,7 +276,7 @@ struct Driver {
     shared: Arc<Shared>,
     inbound: Vec<(ChannelId, mpsc::Sender<Bytes>)>,
     /// `None` once every sender of that channel is gone.
-    outbound: Vec<Option<(ChannelId, mpsc::Receiver<Bytes>)>>,
+    outbound: Vec<Option<(ChannelId, mpsc::Receiver<Message>)>>,
     credit: Arc<CreditReturn>,
     commands: mpsc::Receiver<Command>,
     close_reason: Option<CloseReason>,
@@ -445,10 +445,10 @@ fn deliver(
 /// can accept messages on, taking turns between channels.
 fn poll_outbound(
     cx: &mut std::task::Context<'_>,
-    outbound: &mut [Option<(ChannelId, mpsc::Receiver<Bytes>)>],
+    outbound: &mut [Option<(ChannelId, mpsc::Receiver<Message>)>],
     sendable: u64,
     turn: &mut usize,
-) -> Poll<(usize, Option<Bytes>)> {
+) -> Poll<(usize, Option<Message>)> {
     let count = outbound.len();
     for step in 0..count {
         let index = (*turn + step) % count;

@@ -90,6 +90,22 @@ impl Graph {
             .zip(self.latencies_us[start..end].iter().copied())
     }
 
+    /// This graph without the edges between the given pairs of nodes.
+    pub fn without_links(&self, links: &[(NodeId, NodeId)]) -> Graph {
+        let cut: Vec<(u32, u32)> = links
+            .iter()
+            .filter_map(|(a, b)| Some((self.index_of(a)?, self.index_of(b)?)))
+            .flat_map(|(a, b)| [(a, b), (b, a)])
+            .collect();
+        let edges = (0..self.node_count() as u32).flat_map(|from| {
+            let cut = &cut;
+            self.neighbours(from)
+                .filter(move |&(to, _)| from < to && !cut.contains(&(from, to)))
+                .map(move |(to, latency)| (from, to, latency))
+        });
+        Graph::new(self.ids.clone(), edges)
+    }
+
     /// The latency of the edge between `a` and `b`, if there is one.
     pub fn latency(&self, a: u32, b: u32) -> Option<u32> {
         self.neighbours(a)

@@ -3,7 +3,10 @@
 //! - [`advert`]: signed link-state adverts, their wire form and checks;
 //! - [`topology::Topology`]: the adverts a node holds (deduplicated,
 //!   rate-limited per origin, aged out) and the graph they make;
-//! - [`path`]: constrained shortest paths computed at the source.
+//! - [`path`]: constrained shortest paths computed at the source;
+//! - [`router`]: label-switched routes, their setup, forwarding, end-to-end
+//!   sessions and streams, repair and receipts;
+//! - [`repair`]: what a broken route's new path must avoid.
 //!
 //! Architecture invariant: like `fogwire-link-proto`, no sockets, no tasks,
 //! no clock: time comes in as arguments (`now_ms`, Unix milliseconds, since
@@ -12,6 +15,7 @@
 pub mod advert;
 pub mod graph;
 pub mod path;
+pub mod repair;
 pub mod router;
 pub mod topology;
 mod wire;

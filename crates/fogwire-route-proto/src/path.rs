@@ -24,6 +24,8 @@ pub struct Query {
     pub max_hops: usize,
     /// Nodes the path must not pass through.
     pub avoid: Vec<NodeId>,
+    /// Links the path must not use (either direction).
+    pub avoid_links: Vec<(NodeId, NodeId)>,
     /// The node the path must reach the destination from (an exit).
     pub last_hop: Option<NodeId>,
     /// How many node-disjoint paths to return (the best first).
@@ -38,6 +40,7 @@ impl Query {
             min_hops: 1,
             max_hops: HOPS_MAX,
             avoid: Vec::new(),
+            avoid_links: Vec::new(),
             last_hop: None,
             alternatives: 1,
         }
@@ -84,6 +87,16 @@ pub enum PathError {
 /// finds nothing, a depth-first search bounded by latency and hop distances
 /// (and by [`EXHAUSTIVE_EXPANSIONS_MAX`]) settles whether a path exists.
 pub fn find(graph: &Graph, query: &Query) -> Result<Vec<Path>, PathError> {
+    if !query.avoid_links.is_empty() {
+        // Rare (route repair), so a filtered copy beats a check on every
+        // edge of every search.
+        let pruned = graph.without_links(&query.avoid_links);
+        let query = Query {
+            avoid_links: Vec::new(),
+            ..query.clone()
+        };
+        return find(&pruned, &query);
+    }
     let index = |node: &NodeId| {
         graph
             .index_of(node)

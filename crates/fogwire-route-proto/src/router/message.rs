@@ -7,8 +7,9 @@
 //! CONFIRM    0x02 | to label u32 | from label u32 | end-to-end blob (rest, ≤ 1024)
 //! FAIL       0x03 | to label u32 | 0x00 reason u8                (in clear)
 //!                                | 0x01 sealed reason (17 bytes) (sealed to the source)
-//! TEARDOWN   0x04 | label u32 | reason u8
+//! TEARDOWN   0x04 | label u32 | reason u8 | [note: sealed reason (17 bytes)]
 //! KEEPALIVE  0x05 | label u32 | seq u32 | echo u8 (0 outbound, 1 echoed back)
+//! RECEIPT    0x06 | label u32 | seq u64 | sealed receipt (≤ 512 bytes)
 //!
 //! data packet: label u32 | kind u8 | length u16 | payload (length bytes)
 //! ```
@@ -22,6 +23,10 @@ pub const TYPE_CONFIRM: u8 = 0x02;
 pub const TYPE_FAIL: u8 = 0x03;
 pub const TYPE_TEARDOWN: u8 = 0x04;
 pub const TYPE_KEEPALIVE: u8 = 0x05;
+pub const TYPE_RECEIPT: u8 = 0x06;
+
+/// Largest sealed receipt a RECEIPT carries.
+pub const SEALED_RECEIPT_MAX: usize = 512;
 
 /// Largest end-to-end blob a CONFIRM carries.
 pub const CONFIRM_BLOB_MAX: usize = 1024;
@@ -48,6 +53,11 @@ pub enum FailReason {
     Refused,
     /// The layer could not be parsed.
     Malformed,
+    /// The hop lost its link to the next hop (a TEARDOWN's note).
+    NextLinkDown,
+    /// The destination does not know the session the source asked to
+    /// resume (it has closed it).
+    UnknownSession,
 }
 
 impl FailReason {
@@ -61,6 +71,8 @@ impl FailReason {
             FailReason::Replayed => 6,
             FailReason::Refused => 7,
             FailReason::Malformed => 8,
+            FailReason::NextLinkDown => 9,
+            FailReason::UnknownSession => 10,
         }
     }
 
@@ -74,6 +86,8 @@ impl FailReason {
             6 => FailReason::Replayed,
             7 => FailReason::Refused,
             8 => FailReason::Malformed,
+            9 => FailReason::NextLinkDown,
+            10 => FailReason::UnknownSession,
             _ => return None,
         })
     }
@@ -88,6 +102,8 @@ impl FailReason {
             FailReason::Replayed => "saw this setup before",
             FailReason::Refused => "refused the session",
             FailReason::Malformed => "could not parse its layer",
+            FailReason::NextLinkDown => "lost its link to the next hop",
+            FailReason::UnknownSession => "no longer knows the session to resume",
         }
     }
 }
@@ -149,11 +165,21 @@ pub enum Control {
     Teardown {
         label: u32,
         reason: TeardownReason,
+        /// Sealed with the reply key of the hop whose link to its next hop
+        /// died, so that only the source learns where the route broke.
+        note: Option<[u8; SEALED_REASON_LEN]>,
     },
     Keepalive {
         label: u32,
         seq: u32,
         echo: bool,
+    },
+    /// A signed receipt for one relay, sealed with its reply key; relays
+    /// that cannot open it pass it on towards the destination.
+    Receipt {
+        label: u32,
+        seq: u64,
+        sealed: Bytes,
     },
 }
 
@@ -180,6 +206,7 @@ impl Control {
             TYPE_FAIL => "FAIL",
             TYPE_TEARDOWN => "TEARDOWN",
             TYPE_KEEPALIVE => "KEEPALIVE",
+            TYPE_RECEIPT => "RECEIPT",
             other => return Err(MessageError::UnknownType(other)),
         };
         let malformed = |_: Truncated| MessageError::Malformed(name);
@@ -221,10 +248,27 @@ impl Control {
             TYPE_TEARDOWN => {
                 let reason = TeardownReason::from_code(reader.u8().map_err(malformed)?)
                     .ok_or(MessageError::Malformed(name))?;
+                let note = if reader.is_empty() {
+                    None
+                } else {
+                    Some(reader.array().map_err(malformed)?)
+                };
                 if !reader.is_empty() {
                     return Err(MessageError::Malformed(name));
                 }
-                Control::Teardown { label, reason }
+                Control::Teardown {
+                    label,
+                    reason,
+                    note,
+                }
+            }
+            TYPE_RECEIPT => {
+                let seq = reader.u64().map_err(malformed)?;
+                let sealed = bytes.slice(13..);
+                if sealed.len() > SEALED_RECEIPT_MAX {
+                    return Err(MessageError::Malformed(name));
+                }
+                Control::Receipt { label, seq, sealed }
             }
             _ => {
                 let seq = reader.u32().map_err(malformed)?;
@@ -271,10 +315,23 @@ impl Control {
                     }
                 }
             }
-            Control::Teardown { label, reason } => {
+            Control::Teardown {
+                label,
+                reason,
+                note,
+            } => {
                 out.push(TYPE_TEARDOWN);
                 out.extend_from_slice(&label.to_be_bytes());
                 out.push(reason.code());
+                if let Some(note) = note {
+                    out.extend_from_slice(note);
+                }
+            }
+            Control::Receipt { label, seq, sealed } => {
+                out.push(TYPE_RECEIPT);
+                out.extend_from_slice(&label.to_be_bytes());
+                out.extend_from_slice(&seq.to_be_bytes());
+                out.extend_from_slice(sealed);
             }
             Control::Keepalive { label, seq, echo } => {
                 out.push(TYPE_KEEPALIVE);
@@ -356,6 +413,17 @@ mod tests {
             Control::Teardown {
                 label: 4,
                 reason: TeardownReason::LinkDown,
+                note: None,
+            },
+            Control::Teardown {
+                label: 4,
+                reason: TeardownReason::LinkDown,
+                note: Some([3; SEALED_REASON_LEN]),
+            },
+            Control::Receipt {
+                label: 8,
+                seq: 9,
+                sealed: Bytes::from_static(b"sealed receipt"),
             },
             Control::Keepalive {
                 label: 5,

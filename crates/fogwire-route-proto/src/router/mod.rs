@@ -1,20 +1,28 @@
 //! Routes: label-switched paths set up in one round trip, forwarded by
-//! every hop, with end-to-end sessions at their ends.
+//! every hop, with end-to-end sessions and streams at their ends.
 //!
 //! One [`Router`] per node holds the rule table and the node's route ends.
 //! Sans-IO: messages from neighbours and the time come in through
 //! `handle_*`, messages to neighbours come out of [`Router::poll_transmit`],
 //! and what the application should know comes out of
-//! [`Router::poll_event`]. The byte layouts are in `message`, `onion` and
-//! `session`, and in `docs/protocol/routing.md`.
+//! [`Router::poll_event`]. The byte layouts are in `message`, `onion`,
+//! `session`, `stream` and `receipt`, and in `docs/protocol/routing.md`.
+//!
+//! When a route breaks, the router reports [`Event::RouteBroken`] with
+//! what it knows of where; the application (which holds the topology)
+//! answers with [`Router::repair_route`] on a new path, and the session —
+//! with every stream on it — resumes there, or with
+//! [`Router::abandon_route`].
 
 pub mod message;
 pub mod onion;
+pub mod receipt;
 pub mod session;
+pub mod stream;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +36,9 @@ use message::{
     FailReport, SEALED_REASON_LEN, TeardownReason,
 };
 use onion::LayerRole;
-use session::{Initiator, SessionCipher};
+use receipt::Receipt;
+use session::{Hello, Initiator, SessionCipher, TOKEN_LEN};
+use stream::{Expiry, Frame, ReceiveHalf, SendHalf, StreamError};
 
 /// Link channel of route control messages.
 pub const CHANNEL_CONTROL: u16 = 0x0100;
@@ -37,6 +47,10 @@ pub const CHANNEL_DATA: u16 = 0x0101;
 /// Largest datagram a session carries: a link message minus the data
 /// header and the session's overhead.
 pub const DATAGRAM_LEN_MAX: usize = 65_516 - DATA_HEADER_LEN - session::PACKET_OVERHEAD;
+
+/// Fixed nonces of the two things a reply key seals at most once each.
+const FAIL_NONCE: [u8; 12] = [0xfa; 12];
+const NOTE_NONCE: [u8; 12] = [0xfb; 12];
 
 /// The time, twice: a monotonic instant for timers, and the wall clock in
 /// Unix milliseconds for what crosses the network.
@@ -64,6 +78,16 @@ pub struct Config {
     pub rules_max: usize,
     /// How far a setup layer's issue time may be from this node's clock.
     pub clock_skew_max: Duration,
+    /// A destination keeps a session whose route broke this long, for its
+    /// source to resume it on another path.
+    pub resume_grace: Duration,
+    /// A source gives up on a broken route not repaired this long after it
+    /// broke.
+    pub repair_timeout: Duration,
+    /// The source signs a receipt for each relay this often (when there is
+    /// traffic to account for).
+    pub receipt_interval: Duration,
+    pub stream: stream::Config,
 }
 
 impl Default for Config {
@@ -76,6 +100,10 @@ impl Default for Config {
             rule_timeout: Duration::from_secs(5),
             rules_max: 65_536,
             clock_skew_max: Duration::from_secs(600),
+            resume_grace: Duration::from_secs(15),
+            repair_timeout: Duration::from_secs(12),
+            receipt_interval: Duration::from_secs(5),
+            stream: stream::Config::default(),
         }
     }
 }
@@ -91,6 +119,8 @@ pub struct Hop {
 pub type RouteId = u64;
 /// Names a session at one end.
 pub type SessionId = u64;
+/// Names a stream within its session.
+pub type StreamId = u32;
 
 /// Why a route setup failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -110,7 +140,7 @@ pub enum SetupError {
     BadAnswer,
 }
 
-/// Why a route could not be started.
+/// Why a route could not be started or repaired.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum OpenError {
@@ -122,9 +152,15 @@ pub enum OpenError {
     RulesFull,
     #[error("cannot build the setup: {0}")]
     Build(String),
+    #[error("no such route")]
+    UnknownRoute,
+    #[error("the route is not broken")]
+    NotBroken,
+    #[error("a repaired route must end at the same destination")]
+    OtherDestination,
 }
 
-/// Why a datagram or ping was not sent.
+/// Why a datagram, ping or stream operation was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendError {
@@ -136,6 +172,44 @@ pub enum SendError {
     TooLong { len: usize },
     #[error("session nonces exhausted")]
     Exhausted,
+    #[error("no such stream")]
+    UnknownStream,
+    #[error("the stream was already finished")]
+    Finished,
+    #[error("the session has as many streams open as allowed")]
+    TooManyStreams,
+}
+
+/// What the source knows of where a route broke.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Broken {
+    /// The link from `from` to `to` died (`from` may be the source).
+    LinkDown { from: NodeId, to: NodeId },
+    /// Echoes stopped, or a hop tore the route down without saying where.
+    Silent,
+    /// A setup onto a new path failed.
+    Setup(SetupError),
+}
+
+/// Why a route this node opened ended for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteEnd {
+    /// This node closed it.
+    Closed,
+    /// The destination closed it.
+    ClosedByPeer,
+    /// It broke and could not be repaired.
+    Abandoned(String),
+}
+
+impl std::fmt::Display for RouteEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RouteEnd::Closed => f.write_str("closed"),
+            RouteEnd::ClosedByPeer => f.write_str("closed by the destination"),
+            RouteEnd::Abandoned(detail) => write!(f, "broken and not repaired: {detail}"),
+        }
+    }
 }
 
 /// What the router tells the application.
@@ -147,19 +221,39 @@ pub enum Event {
         session: SessionId,
         setup_time: Duration,
     },
+    /// A route's first setup failed; the route is gone.
     RouteFailed {
         route: RouteId,
         error: SetupError,
     },
-    /// A route that was up is gone.
+    /// A route that was up broke. Its session waits: answer with
+    /// [`Router::repair_route`] or [`Router::abandon_route`].
+    RouteBroken {
+        route: RouteId,
+        /// The hops of the broken path, after the source.
+        path: Vec<NodeId>,
+        cause: Broken,
+    },
+    /// A broken route runs again on a new path; its session and streams
+    /// carried on.
+    RouteRepaired {
+        route: RouteId,
+        session: SessionId,
+        setup_time: Duration,
+    },
+    /// A route this node opened is gone, with its session.
     RouteDown {
         route: RouteId,
-        reason: TeardownReason,
+        reason: RouteEnd,
     },
     /// A route to this node was set up by `peer`.
     SessionOpened {
         session: SessionId,
         peer: NodeId,
+    },
+    /// The source of a session moved it to a new route.
+    SessionResumed {
+        session: SessionId,
     },
     /// A session this node was the destination of has ended.
     SessionClosed {
@@ -174,6 +268,39 @@ pub enum Event {
         session: SessionId,
         id: u64,
         rtt: Duration,
+    },
+    /// The other end opened a stream.
+    StreamOpened {
+        session: SessionId,
+        stream: StreamId,
+    },
+    /// In-order bytes of a stream. Report them consumed with
+    /// [`Router::stream_consumed`] once the application has taken them.
+    StreamData {
+        session: SessionId,
+        stream: StreamId,
+        data: Bytes,
+    },
+    /// The other end finished its side: no more data will come.
+    StreamFinished {
+        session: SessionId,
+        stream: StreamId,
+    },
+    /// A write that was cut short can go on.
+    StreamWritable {
+        session: SessionId,
+        stream: StreamId,
+    },
+    /// A stream is gone: both sides finished (`error` none), or not.
+    StreamClosed {
+        session: SessionId,
+        stream: StreamId,
+        error: Option<StreamError>,
+    },
+    /// A relay received a valid receipt for a route through it.
+    Receipt {
+        receipt: Receipt,
+        encoded: Bytes,
     },
 }
 
@@ -201,6 +328,25 @@ pub struct Counters {
     pub bytes_backward: u64,
 }
 
+impl Counters {
+    fn add(&mut self, other: &Counters) {
+        self.packets_forward += other.packets_forward;
+        self.bytes_forward += other.bytes_forward;
+        self.packets_backward += other.packets_backward;
+        self.bytes_backward += other.bytes_backward;
+    }
+
+    fn count(&mut self, forward: bool, bytes: usize) {
+        if forward {
+            self.packets_forward += 1;
+            self.bytes_forward += bytes as u64;
+        } else {
+            self.packets_backward += 1;
+            self.bytes_backward += bytes as u64;
+        }
+    }
+}
+
 /// What a hop knows of one route through it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RuleInfo {
@@ -212,6 +358,32 @@ pub struct RuleInfo {
     /// Names the route in this hop's receipts (zero at the source).
     pub route_tag: [u8; 16],
     pub counters: Counters,
+    /// Whether this node relays the route (rather than ending it).
+    pub relay: bool,
+}
+
+/// Where a route this node opened stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteStatus {
+    SettingUp,
+    Up,
+    /// Broken; a repair is awaited or under way.
+    Repairing,
+}
+
+/// A route this node opened, for reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteInfo {
+    pub id: RouteId,
+    /// Hops after the source, the last being the destination.
+    pub path: Vec<NodeId>,
+    pub status: RouteStatus,
+    /// Everything the route carried, across repairs.
+    pub counters: Counters,
+    pub repairs: u32,
+    pub session: Option<SessionId>,
+    pub setup_time: Option<Duration>,
+    pub streams: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,44 +407,135 @@ struct Rule {
     /// What this hop last sent for the setup (the forwarded SETUP, or the
     /// CONFIRM), to resend if the source retransmits.
     last_setup_message: Option<(NodeId, Bytes)>,
+    /// Highest receipt seq accepted (relays).
+    receipt_seq: u64,
+}
+
+impl Rule {
+    fn next_label(&self) -> Option<(NodeId, u32)> {
+        self.next.and_then(|(node, label)| label.map(|l| (node, l)))
+    }
 }
 
 #[derive(Debug)]
 enum RouteState {
     Setting {
         setup: Bytes,
-        sent_at: Instant,
         started_at: Instant,
         retransmit_at: Instant,
         retransmit_every: Duration,
         initiator: Initiator,
     },
     Up {
-        session: SessionId,
         keepalive_at: Instant,
         last_echo: Instant,
         keepalive_seq: u32,
     },
+    Broken,
 }
 
 #[derive(Debug)]
 struct SourceRoute {
-    path: Vec<NodeId>,
-    label: u32,
+    /// Hops after the source; the last is the destination.
+    hops: Vec<NodeId>,
+    /// The source's rule, while one exists.
+    label: Option<u32>,
     reply_keys: Vec<[u8; 32]>,
+    route_tags: Vec<[u8; 16]>,
     state: RouteState,
+    token: [u8; TOKEN_LEN],
+    session: Option<SessionId>,
+    /// Counters of the rules of earlier paths.
+    earlier: Counters,
+    repairs: u32,
+    setup_time: Option<Duration>,
+    broken_since: Option<Instant>,
+    receipt_seq: u64,
+    receipt_at: Instant,
+    /// Counters of the current rule when the last receipts were sent.
+    receipted: Counters,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Source(RouteId),
+    Destination,
+}
+
+#[derive(Debug)]
+struct Stream {
+    send: SendHalf,
+    receive: ReceiveHalf,
+    /// A write was cut short: report [`Event::StreamWritable`] on room.
+    writer_blocked: bool,
+    /// The entry of this stream in the router's timer set, if any.
+    timer: Option<Instant>,
 }
 
 #[derive(Debug)]
 struct Session {
     peer: NodeId,
-    label: u32,
-    cipher: SessionCipher,
+    end: End,
+    token: [u8; TOKEN_LEN],
+    /// The rule of the route the session runs on, while it has one.
+    label: Option<u32>,
+    cipher: Option<SessionCipher>,
     pings: VecDeque<(u64, Instant)>,
+    streams: BTreeMap<StreamId, Stream>,
+    next_stream: StreamId,
+    highest_peer_stream: StreamId,
+    /// A destination whose route broke: since when, and why.
+    detached: Option<(Instant, TeardownReason)>,
+}
+
+impl Session {
+    /// Whether `stream` is numbered like the streams the peer opens.
+    fn opened_by_peer(&self, stream: StreamId) -> bool {
+        // The source opens odd streams, the destination even ones.
+        let peer_parity = match self.end {
+            End::Source(_) => 0,
+            End::Destination => 1,
+        };
+        stream % 2 == peer_parity
+    }
 }
 
 /// Pings in flight per session whose send time is remembered.
 const PINGS_MAX: usize = 64;
+
+/// How a rule is being removed.
+#[derive(Debug, Clone, Copy)]
+struct Removal {
+    /// The neighbour the news came from (not told again).
+    from: Option<NodeId>,
+    reason: TeardownReason,
+    /// A note from further along, sealed for the source.
+    note: Option<[u8; SEALED_REASON_LEN]>,
+    /// This node lost its link to this neighbour.
+    lost_link_to: Option<NodeId>,
+    now: Instant,
+}
+
+impl Removal {
+    fn local(reason: TeardownReason, now: Instant) -> Self {
+        Self {
+            from: None,
+            reason,
+            note: None,
+            lost_link_to: None,
+            now,
+        }
+    }
+}
+
+/// A SETUP sent, with what the source keeps of it.
+struct StartedSetup {
+    label: u32,
+    setup: Bytes,
+    initiator: Initiator,
+    reply_keys: Vec<[u8; 32]>,
+    route_tags: Vec<[u8; 16]>,
+}
 
 /// One node's routes: the rules it forwards by and the routes it ends.
 pub struct Router {
@@ -287,6 +550,11 @@ pub struct Router {
     replay: HashMap<[u8; 32], Instant>,
     routes: BTreeMap<RouteId, SourceRoute>,
     sessions: BTreeMap<SessionId, Session>,
+    /// Session tokens of the sessions this node is the destination of.
+    tokens: HashMap<[u8; TOKEN_LEN], SessionId>,
+    /// Stream retransmission timers: (when, session, stream). Entries may
+    /// be stale; the stream's own `timer` says which one counts.
+    stream_timers: BTreeSet<(Instant, SessionId, StreamId)>,
     next_route: RouteId,
     next_session: SessionId,
     next_tick: Option<Instant>,
@@ -300,6 +568,7 @@ impl std::fmt::Debug for Router {
             .field("node", &self.identity.node_id())
             .field("rules", &self.rules.len())
             .field("routes", &self.routes.len())
+            .field("sessions", &self.sessions.len())
             .finish_non_exhaustive()
     }
 }
@@ -314,27 +583,102 @@ fn random<const N: usize>() -> [u8; N] {
     bytes
 }
 
-fn seal_reason(reply_key: &[u8; 32], reason: FailReason) -> [u8; SEALED_REASON_LEN] {
+fn reply_cipher(reply_key: &[u8; 32]) -> Option<LessSafeKey> {
+    UnboundKey::new(&CHACHA20_POLY1305, reply_key)
+        .map(LessSafeKey::new)
+        .ok()
+}
+
+/// Seals a reason for the source. A reply key seals at most one failure
+/// (nonce `FAIL_NONCE`) and one teardown note (`NOTE_NONCE`): a rule is
+/// removed after either, so each fixed nonce is used once per key.
+fn seal_reason(
+    reply_key: &[u8; 32],
+    nonce: [u8; 12],
+    reason: FailReason,
+) -> [u8; SEALED_REASON_LEN] {
     let mut out = [0u8; SEALED_REASON_LEN];
     out[0] = reason.code();
-    if let Ok(key) = UnboundKey::new(&CHACHA20_POLY1305, reply_key).map(LessSafeKey::new) {
-        // A reply key seals exactly one failure: a fixed nonce is safe.
-        let nonce = Nonce::assume_unique_for_key([0xfa; 12]);
-        if let Ok(tag) = key.seal_in_place_separate_tag(nonce, Aad::empty(), &mut out[..1]) {
-            out[1..].copy_from_slice(tag.as_ref());
-        }
+    if let Some(key) = reply_cipher(reply_key)
+        && let Ok(tag) = key.seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::empty(),
+            &mut out[..1],
+        )
+    {
+        out[1..].copy_from_slice(tag.as_ref());
     }
     out
 }
 
-fn open_reason(reply_key: &[u8; 32], sealed: &[u8; SEALED_REASON_LEN]) -> Option<FailReason> {
-    let key = UnboundKey::new(&CHACHA20_POLY1305, reply_key)
-        .map(LessSafeKey::new)
-        .ok()?;
+fn open_reason(
+    reply_key: &[u8; 32],
+    nonce: [u8; 12],
+    sealed: &[u8; SEALED_REASON_LEN],
+) -> Option<FailReason> {
+    let key = reply_cipher(reply_key)?;
     let mut buffer = *sealed;
-    let nonce = Nonce::assume_unique_for_key([0xfa; 12]);
-    let plain = key.open_in_place(nonce, Aad::empty(), &mut buffer).ok()?;
+    let plain = key
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::empty(),
+            &mut buffer,
+        )
+        .ok()?;
     FailReason::from_code(plain[0])
+}
+
+/// Seals a session packet and queues it on the session's route.
+fn transmit_sealed(
+    rules: &mut BTreeMap<u32, Rule>,
+    transmits: &mut VecDeque<Transmit>,
+    label: Option<u32>,
+    cipher: Option<&mut SessionCipher>,
+    kind: u8,
+    body_len: usize,
+    write_body: impl FnOnce(&mut Vec<u8>),
+) -> Result<(), SendError> {
+    let (Some(label), Some(cipher)) = (label, cipher) else {
+        return Err(SendError::NotUp);
+    };
+    let rule = rules.get_mut(&label).ok_or(SendError::NotUp)?;
+    let ((to, their_label), forward) = match rule.role {
+        Role::Source(_) => (rule.next_label().ok_or(SendError::NotUp)?, true),
+        Role::Destination(_) => (rule.prev.ok_or(SendError::NotUp)?, false),
+        Role::Relay => return Err(SendError::NotUp),
+    };
+    let packet = cipher
+        .seal_with(kind, body_len, write_body)
+        .map_err(|_| SendError::Exhausted)?;
+    // An end counts what it sends as travelling away from it.
+    rule.counters.count(forward, DATA_HEADER_LEN + packet.len());
+    let header = DataHeader {
+        label: their_label,
+        kind: DATA_KIND_SESSION,
+        len: packet.len() as u16,
+    };
+    transmits.push_back(Transmit::Data {
+        to,
+        header: header.encode(),
+        body: Bytes::from(packet),
+    });
+    Ok(())
+}
+
+/// Makes sure the timer set has an entry at or before the stream's
+/// retransmission time.
+fn arm_stream_timer(
+    timers: &mut BTreeSet<(Instant, SessionId, StreamId)>,
+    session: SessionId,
+    stream_id: StreamId,
+    stream: &mut Stream,
+) {
+    if let Some(at) = stream.send.rto_at
+        && stream.timer.is_none_or(|entry| entry > at)
+    {
+        timers.insert((at, session, stream_id));
+        stream.timer = Some(at);
+    }
 }
 
 impl Router {
@@ -348,6 +692,8 @@ impl Router {
             replay: HashMap::new(),
             routes: BTreeMap::new(),
             sessions: BTreeMap::new(),
+            tokens: HashMap::new(),
+            stream_timers: BTreeSet::new(),
             next_route: 1,
             next_session: 1,
             next_tick: None,
@@ -360,9 +706,18 @@ impl Router {
         self.identity.node_id()
     }
 
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// Rules held now (routes through, from and to this node).
     pub fn rule_count(&self) -> usize {
         self.rules.len()
+    }
+
+    /// Sessions held now (both ends).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
     }
 
     /// Every rule: its label, neighbours, route tag and counters.
@@ -373,18 +728,56 @@ impl Router {
             next: rule.next.map(|(node, _)| node),
             route_tag: rule.route_tag,
             counters: rule.counters,
+            relay: rule.role == Role::Relay,
         })
     }
 
-    /// The path of a route this node opened, if it still exists.
+    /// The hops of a route this node opened, if it still exists.
     pub fn route_path(&self, route: RouteId) -> Option<&[NodeId]> {
-        self.routes.get(&route).map(|r| r.path.as_slice())
+        self.routes.get(&route).map(|r| r.hops.as_slice())
     }
 
-    /// The counters of a route this node opened.
+    /// What a route this node opened has carried, across repairs.
     pub fn route_counters(&self, route: RouteId) -> Option<Counters> {
-        let label = self.routes.get(&route)?.label;
-        self.rules.get(&label).map(|rule| rule.counters)
+        let entry = self.routes.get(&route)?;
+        let mut counters = entry.earlier;
+        if let Some(rule) = entry.label.and_then(|label| self.rules.get(&label)) {
+            counters.add(&rule.counters);
+        }
+        Some(counters)
+    }
+
+    /// Every route this node opened.
+    pub fn routes(&self) -> impl Iterator<Item = RouteInfo> + '_ {
+        self.routes.iter().map(|(id, entry)| RouteInfo {
+            id: *id,
+            path: entry.hops.clone(),
+            status: match entry.state {
+                RouteState::Up { .. } => RouteStatus::Up,
+                _ if entry.session.is_some() => RouteStatus::Repairing,
+                _ => RouteStatus::SettingUp,
+            },
+            counters: self.route_counters(*id).unwrap_or_default(),
+            repairs: entry.repairs,
+            session: entry.session,
+            setup_time: entry.setup_time,
+            streams: entry
+                .session
+                .and_then(|s| self.sessions.get(&s))
+                .map_or(0, |s| s.streams.len()),
+        })
+    }
+
+    /// The node at the other end of a session.
+    pub fn session_peer(&self, session: SessionId) -> Option<NodeId> {
+        self.sessions.get(&session).map(|s| s.peer)
+    }
+
+    /// Whether a session can send now (its route is up).
+    pub fn session_is_up(&self, session: SessionId) -> bool {
+        self.sessions
+            .get(&session)
+            .is_some_and(|s| s.label.is_some())
     }
 
     // ----- links -----
@@ -394,8 +787,9 @@ impl Router {
     }
 
     /// The link to `neighbour` is gone: every route over it is torn down,
-    /// and both directions are told at once.
-    pub fn link_down(&mut self, neighbour: NodeId) {
+    /// and both directions are told at once; the side towards the source
+    /// learns, sealed, which hop lost which link.
+    pub fn link_down(&mut self, neighbour: NodeId, now: Now) {
         self.links.remove(&neighbour);
         let affected: Vec<u32> = self
             .rules
@@ -407,16 +801,29 @@ impl Router {
             .map(|(label, _)| *label)
             .collect();
         for label in affected {
-            self.remove_rule(label, Some(neighbour), TeardownReason::LinkDown);
+            self.remove_rule(
+                label,
+                Removal {
+                    from: Some(neighbour),
+                    reason: TeardownReason::LinkDown,
+                    note: None,
+                    lost_link_to: Some(neighbour),
+                    now: now.instant,
+                },
+            );
         }
     }
 
-    // ----- opening routes -----
+    // ----- opening and repairing routes -----
 
-    /// Starts setting up a route along `hops` (the first is a neighbour,
-    /// the last the destination). [`Event::RouteUp`] or
-    /// [`Event::RouteFailed`] follows.
-    pub fn open_route(&mut self, hops: &[Hop], now: Now) -> Result<RouteId, OpenError> {
+    /// Builds a SETUP along `hops` and installs the source's rule for it.
+    fn start_setup(
+        &mut self,
+        route: RouteId,
+        hops: &[Hop],
+        hello: Hello,
+        now: Now,
+    ) -> Result<StartedSetup, OpenError> {
         if hops.is_empty() || hops.len() > crate::path::HOPS_MAX {
             return Err(OpenError::BadLength);
         }
@@ -428,8 +835,9 @@ impl Router {
             return Err(OpenError::RulesFull);
         }
         let destination = hops[hops.len() - 1];
-        let (initiator, first_message) = Initiator::start(&self.identity, &destination.link_key)
-            .map_err(|error| OpenError::Build(error.to_string()))?;
+        let (initiator, first_message) =
+            Initiator::start(&self.identity, &destination.link_key, hello)
+                .map_err(|error| OpenError::Build(error.to_string()))?;
         let headers: Vec<(u64, [u8; 32], [u8; 16])> = hops
             .iter()
             .map(|_| (now.unix_ms, random(), random()))
@@ -437,8 +845,6 @@ impl Router {
         let keyed: Vec<(NodeId, [u8; 32])> = hops.iter().map(|h| (h.node, h.link_key)).collect();
         let onion = onion::build(&keyed, &headers, &first_message)
             .map_err(|error| OpenError::Build(error.to_string()))?;
-        let route = self.next_route;
-        self.next_route += 1;
         let label = self.allocate_label();
         let setup = Control::Setup {
             prev_label: label,
@@ -456,6 +862,7 @@ impl Router {
                 route_tag: [0; 16],
                 counters: Counters::default(),
                 last_setup_message: None,
+                receipt_seq: 0,
             },
         );
         self.arm_tick(now.instant);
@@ -463,64 +870,217 @@ impl Router {
             to: first,
             message: setup.clone(),
         });
+        Ok(StartedSetup {
+            label,
+            setup,
+            initiator,
+            reply_keys: headers.iter().map(|(_, key, _)| *key).collect(),
+            route_tags: headers.iter().map(|(_, _, tag)| *tag).collect(),
+        })
+    }
+
+    fn setting_state(&self, setup: Bytes, initiator: Initiator, now: Instant) -> RouteState {
+        RouteState::Setting {
+            setup,
+            started_at: now,
+            retransmit_at: now + self.config.setup_retransmit,
+            retransmit_every: self.config.setup_retransmit,
+            initiator,
+        }
+    }
+
+    /// Starts setting up a route along `hops` (the first is a neighbour,
+    /// the last the destination). [`Event::RouteUp`] or
+    /// [`Event::RouteFailed`] follows.
+    pub fn open_route(&mut self, hops: &[Hop], now: Now) -> Result<RouteId, OpenError> {
+        let route = self.next_route;
+        let token = random();
+        let StartedSetup {
+            label,
+            setup,
+            initiator,
+            reply_keys,
+            route_tags,
+        } = self.start_setup(
+            route,
+            hops,
+            Hello {
+                resume: false,
+                token,
+            },
+            now,
+        )?;
+        self.next_route += 1;
+        let state = self.setting_state(setup, initiator, now.instant);
         self.routes.insert(
             route,
             SourceRoute {
-                path: hops.iter().map(|h| h.node).collect(),
-                label,
-                reply_keys: headers.iter().map(|(_, key, _)| *key).collect(),
-                state: RouteState::Setting {
-                    setup,
-                    sent_at: now.instant,
-                    started_at: now.instant,
-                    retransmit_at: now.instant + self.config.setup_retransmit,
-                    retransmit_every: self.config.setup_retransmit,
-                    initiator,
-                },
+                hops: hops.iter().map(|h| h.node).collect(),
+                label: Some(label),
+                reply_keys,
+                route_tags,
+                state,
+                token,
+                session: None,
+                earlier: Counters::default(),
+                repairs: 0,
+                setup_time: None,
+                broken_since: None,
+                receipt_seq: 0,
+                receipt_at: now.instant + self.config.receipt_interval,
+                receipted: Counters::default(),
             },
         );
         Ok(route)
     }
 
-    /// Closes a route this node opened, telling every hop.
-    pub fn close_route(&mut self, route: RouteId) -> bool {
-        let Some(label) = self.routes.get(&route).map(|r| r.label) else {
-            return false;
+    /// Moves a broken route onto `hops` (which must end at the same
+    /// destination); its session resumes there. [`Event::RouteRepaired`]
+    /// or another [`Event::RouteBroken`] follows.
+    pub fn repair_route(
+        &mut self,
+        route: RouteId,
+        hops: &[Hop],
+        now: Now,
+    ) -> Result<(), OpenError> {
+        let entry = self.routes.get(&route).ok_or(OpenError::UnknownRoute)?;
+        if !matches!(entry.state, RouteState::Broken) {
+            return Err(OpenError::NotBroken);
+        }
+        if hops.last().map(|h| h.node) != entry.hops.last().copied() {
+            return Err(OpenError::OtherDestination);
+        }
+        let hello = Hello {
+            resume: true,
+            token: entry.token,
         };
-        self.remove_rule(label, None, TeardownReason::Closed);
+        let StartedSetup {
+            label,
+            setup,
+            initiator,
+            reply_keys,
+            route_tags,
+        } = self.start_setup(route, hops, hello, now)?;
+        let state = self.setting_state(setup, initiator, now.instant);
+        if let Some(entry) = self.routes.get_mut(&route) {
+            entry.hops = hops.iter().map(|h| h.node).collect();
+            entry.label = Some(label);
+            entry.reply_keys = reply_keys;
+            entry.route_tags = route_tags;
+            entry.state = state;
+            entry.receipted = Counters::default();
+        }
+        Ok(())
+    }
+
+    /// Closes a route this node opened, telling every hop.
+    pub fn close_route(&mut self, route: RouteId, now: Now) -> bool {
+        if !self.routes.contains_key(&route) {
+            return false;
+        }
+        // What the relays carried since the last receipts is owed to them.
+        self.send_receipts(route, now, true);
+        self.end_route(route, RouteEnd::Closed, now.instant);
         true
+    }
+
+    /// Gives up on a broken route: its session and streams end with
+    /// `detail`.
+    pub fn abandon_route(&mut self, route: RouteId, detail: impl Into<String>, now: Now) -> bool {
+        if !self.routes.contains_key(&route) {
+            return false;
+        }
+        self.end_route(route, RouteEnd::Abandoned(detail.into()), now.instant);
+        true
+    }
+
+    fn end_route(&mut self, route: RouteId, reason: RouteEnd, now: Instant) {
+        let Some(entry) = self.routes.remove(&route) else {
+            return;
+        };
+        if let Some(label) = entry.label {
+            self.remove_rule(label, Removal::local(TeardownReason::Closed, now));
+        }
+        if let Some(session) = entry.session {
+            let error = match &reason {
+                RouteEnd::Closed => StreamError::Cancelled,
+                RouteEnd::ClosedByPeer => StreamError::SessionClosed,
+                RouteEnd::Abandoned(detail) => StreamError::RouteLost(detail.clone()),
+            };
+            self.end_session(session, error);
+        }
+        self.events.push_back(Event::RouteDown { route, reason });
     }
 
     /// Closes a session this node is the destination of.
-    pub fn close_session(&mut self, session: SessionId) -> bool {
-        let Some(label) = self.sessions.get(&session).map(|s| s.label) else {
+    pub fn close_session(&mut self, session: SessionId, now: Now) -> bool {
+        let Some(entry) = self.sessions.get(&session) else {
             return false;
         };
-        self.remove_rule(label, None, TeardownReason::Closed);
+        match (entry.end, entry.label) {
+            (End::Source(route), _) => return self.close_route(route, now),
+            (End::Destination, Some(label)) => {
+                self.remove_rule(label, Removal::local(TeardownReason::Closed, now.instant));
+            }
+            (End::Destination, None) => {
+                self.end_session(session, StreamError::Cancelled);
+                self.events.push_back(Event::SessionClosed {
+                    session,
+                    reason: TeardownReason::Closed,
+                });
+            }
+        }
         true
     }
 
-    /// Ends a setup in progress with `error`. The route entry goes first,
-    /// so that removing its rule (which tells the hops) reports nothing
-    /// else about it.
-    fn abandon_setup(&mut self, route: RouteId, label: u32, error: SetupError) {
-        self.routes.remove(&route);
-        self.remove_rule(label, None, TeardownReason::Closed);
-        self.events.push_back(Event::RouteFailed { route, error });
+    /// Removes a session and reports each of its streams closed.
+    fn end_session(&mut self, session_id: SessionId, error: StreamError) {
+        let Some(session) = self.sessions.remove(&session_id) else {
+            return;
+        };
+        if session.end == End::Destination {
+            self.tokens.remove(&session.token);
+        }
+        for stream in session.streams.keys() {
+            self.events.push_back(Event::StreamClosed {
+                session: session_id,
+                stream: *stream,
+                error: Some(error.clone()),
+            });
+        }
     }
 
-    fn add_session(&mut self, peer: NodeId, label: u32, keys: session::SessionKeys) -> SessionId {
+    fn new_session(
+        &mut self,
+        peer: NodeId,
+        end: End,
+        token: [u8; TOKEN_LEN],
+        label: u32,
+        keys: session::SessionKeys,
+    ) -> SessionId {
         let session = self.next_session;
         self.next_session += 1;
         self.sessions.insert(
             session,
             Session {
                 peer,
-                label,
-                cipher: SessionCipher::new(keys),
+                end,
+                token,
+                label: Some(label),
+                cipher: Some(SessionCipher::new(keys)),
                 pings: VecDeque::new(),
+                streams: BTreeMap::new(),
+                next_stream: match end {
+                    End::Source(_) => 1,
+                    End::Destination => 2,
+                },
+                highest_peer_stream: 0,
+                detached: None,
             },
         );
+        if end == End::Destination {
+            self.tokens.insert(token, session);
+        }
         session
     }
 
@@ -533,57 +1093,154 @@ impl Router {
         }
     }
 
-    /// Removes a rule and tells the neighbours on the other sides than
-    /// `from` (the side the news came from, if any).
-    fn remove_rule(&mut self, label: u32, from: Option<NodeId>, reason: TeardownReason) {
+    /// Removes a rule, tells the neighbours on the other sides than the
+    /// one the news came from, and updates the route end it belonged to.
+    fn remove_rule(&mut self, label: u32, removal: Removal) {
         let Some(rule) = self.rules.remove(&label) else {
             return;
         };
+        let next_node = rule.next.map(|(node, _)| node);
         if let Some((node, their_label)) = rule.prev {
             self.by_previous.remove(&(node, their_label));
-            if Some(node) != from {
+            if Some(node) != removal.from {
+                // Towards the source, say where the route broke if this
+                // hop knows: it lost its link to its next hop, or a hop
+                // further on did and said so.
+                let note = if rule.role == Role::Relay
+                    && removal.lost_link_to.is_some()
+                    && removal.lost_link_to == next_node
+                {
+                    Some(seal_reason(
+                        &rule.reply_key,
+                        NOTE_NONCE,
+                        FailReason::NextLinkDown,
+                    ))
+                } else if removal.from.is_some() && removal.from == next_node {
+                    removal.note
+                } else {
+                    None
+                };
                 self.send_control(
                     node,
                     Control::Teardown {
                         label: their_label,
-                        reason,
+                        reason: removal.reason,
+                        note,
                     },
                 );
             }
         }
         if let Some((node, Some(their_label))) = rule.next
-            && Some(node) != from
+            && Some(node) != removal.from
         {
             self.send_control(
                 node,
                 Control::Teardown {
                     label: their_label,
-                    reason,
+                    reason: removal.reason,
+                    note: None,
                 },
             );
         }
         match rule.role {
             Role::Relay => {}
-            Role::Source(route) => {
-                if let Some(ended) = self.routes.remove(&route) {
-                    match ended.state {
-                        RouteState::Setting { .. } => self.events.push_back(Event::RouteFailed {
-                            route,
-                            error: SetupError::TornDown(reason),
-                        }),
-                        RouteState::Up { session, .. } => {
-                            self.sessions.remove(&session);
-                            self.events.push_back(Event::RouteDown { route, reason });
-                        }
+            Role::Source(route) => self.source_rule_gone(route, label, &rule, removal),
+            Role::Destination(session) => self.destination_rule_gone(session, label, removal),
+        }
+    }
+
+    fn source_rule_gone(&mut self, route: RouteId, label: u32, rule: &Rule, removal: Removal) {
+        let node_id = self.node_id();
+        let Some(entry) = self.routes.get_mut(&route) else {
+            return;
+        };
+        if entry.label != Some(label) {
+            return;
+        }
+        entry.label = None;
+        entry.earlier.add(&rule.counters);
+        let located = if removal.lost_link_to.is_some() {
+            Some(Broken::LinkDown {
+                from: node_id,
+                to: entry.hops[0],
+            })
+        } else {
+            removal.note.and_then(|note| {
+                entry
+                    .reply_keys
+                    .iter()
+                    .enumerate()
+                    .find_map(|(index, key)| {
+                        (open_reason(key, NOTE_NONCE, &note)? == FailReason::NextLinkDown).then(
+                            || Broken::LinkDown {
+                                from: entry.hops[index],
+                                to: entry.hops[(index + 1).min(entry.hops.len() - 1)],
+                            },
+                        )
+                    })
+            })
+        };
+        let session = entry.session;
+        match (&entry.state, session) {
+            (RouteState::Setting { .. }, None) => {
+                self.routes.remove(&route);
+                self.events.push_back(Event::RouteFailed {
+                    route,
+                    error: SetupError::TornDown(removal.reason),
+                });
+            }
+            (RouteState::Up { .. }, Some(session))
+                if removal.reason == TeardownReason::Closed && removal.from.is_some() =>
+            {
+                let _ = session;
+                self.end_route(route, RouteEnd::ClosedByPeer, removal.now);
+            }
+            (RouteState::Broken, _) => {}
+            (state, _) => {
+                let cause = located.unwrap_or(match state {
+                    RouteState::Setting { .. } => {
+                        Broken::Setup(SetupError::TornDown(removal.reason))
                     }
-                }
+                    _ => Broken::Silent,
+                });
+                self.route_broke(route, cause, removal.now);
             }
-            Role::Destination(session) => {
-                if self.sessions.remove(&session).is_some() {
-                    self.events
-                        .push_back(Event::SessionClosed { session, reason });
-                }
-            }
+        }
+    }
+
+    /// A route whose session lives on lost its path.
+    fn route_broke(&mut self, route: RouteId, cause: Broken, now: Instant) {
+        let Some(entry) = self.routes.get_mut(&route) else {
+            return;
+        };
+        entry.state = RouteState::Broken;
+        entry.broken_since.get_or_insert(now);
+        let path = entry.hops.clone();
+        if let Some(session) = entry.session.and_then(|s| self.sessions.get_mut(&s)) {
+            session.label = None;
+        }
+        self.events
+            .push_back(Event::RouteBroken { route, path, cause });
+    }
+
+    fn destination_rule_gone(&mut self, session_id: SessionId, label: u32, removal: Removal) {
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        if session.label != Some(label) {
+            return;
+        }
+        session.label = None;
+        if removal.reason == TeardownReason::Closed {
+            self.end_session(session_id, StreamError::SessionClosed);
+            self.events.push_back(Event::SessionClosed {
+                session: session_id,
+                reason: removal.reason,
+            });
+        } else {
+            // The source may resume it on another path.
+            session.detached = Some((removal.now, removal.reason));
+            self.arm_tick(removal.now);
         }
     }
 
@@ -608,19 +1265,33 @@ impl Router {
                 from_label,
                 blob,
             } => self.on_confirm(from, to_label, from_label, blob, now),
-            Control::Fail { to_label, report } => self.on_fail(from, to_label, report),
-            Control::Teardown { label, reason } => {
+            Control::Fail { to_label, report } => self.on_fail(from, to_label, report, now),
+            Control::Teardown {
+                label,
+                reason,
+                note,
+            } => {
                 let known = self.rules.get(&label).is_some_and(|rule| {
                     rule.prev.is_some_and(|(node, _)| node == from)
                         || rule.next.is_some_and(|(node, _)| node == from)
                 });
                 if known {
-                    self.remove_rule(label, Some(from), reason);
+                    self.remove_rule(
+                        label,
+                        Removal {
+                            from: Some(from),
+                            reason,
+                            note,
+                            lost_link_to: None,
+                            now: now.instant,
+                        },
+                    );
                 }
             }
             Control::Keepalive { label, seq, echo } => {
                 self.on_keepalive(from, label, seq, echo, now)
             }
+            Control::Receipt { label, seq, sealed } => self.on_receipt(from, label, seq, sealed),
         }
     }
 
@@ -658,7 +1329,7 @@ impl Router {
                     );
                 }
             };
-        let sealed = |reason| FailReport::Sealed(seal_reason(&layer.reply_key, reason));
+        let sealed = |reason| FailReport::Sealed(seal_reason(&layer.reply_key, FAIL_NONCE, reason));
         let skew = self.config.clock_skew_max.as_millis() as u64;
         if layer.issued_at_ms.abs_diff(now.unix_ms) > skew {
             return self.fail_back(from, prev_label, sealed(FailReason::Expired));
@@ -681,7 +1352,9 @@ impl Router {
             route_tag: layer.route_tag,
             counters: Counters::default(),
             last_setup_message: None,
+            receipt_seq: 0,
         };
+        let mut resumed = None;
         match layer.role {
             LayerRole::Relay { next, inner } => {
                 if !self.links.contains(&next) || next == from {
@@ -698,27 +1371,72 @@ impl Router {
                     .push_back(Transmit::Control { to: next, message });
             }
             LayerRole::Destination { end_to_end } => {
-                let Ok((peer, reply, keys)) = session::respond(&self.identity, &end_to_end) else {
+                let Ok(response) = session::respond(&self.identity, &end_to_end) else {
                     return self.fail_back(from, prev_label, sealed(FailReason::Refused));
                 };
-                let session = self.add_session(peer, label, keys);
+                let token = response.hello.token;
+                let session = if response.hello.resume {
+                    let Some(session_id) = self.tokens.get(&token).copied().filter(|id| {
+                        self.sessions
+                            .get(id)
+                            .is_some_and(|s| s.peer == response.caller)
+                    }) else {
+                        return self.fail_back(
+                            from,
+                            prev_label,
+                            sealed(FailReason::UnknownSession),
+                        );
+                    };
+                    let old_label = self.sessions.get_mut(&session_id).and_then(|session| {
+                        session.cipher = Some(SessionCipher::new(response.keys));
+                        session.detached = None;
+                        session.label.replace(label)
+                    });
+                    // The old path, if any of it still stands, is done with.
+                    if let Some(old_label) = old_label {
+                        self.remove_rule(
+                            old_label,
+                            Removal::local(TeardownReason::Closed, now.instant),
+                        );
+                    }
+                    resumed = Some(session_id);
+                    session_id
+                } else {
+                    if self.tokens.contains_key(&token) {
+                        return self.fail_back(from, prev_label, sealed(FailReason::Refused));
+                    }
+                    let session = self.new_session(
+                        response.caller,
+                        End::Destination,
+                        token,
+                        label,
+                        response.keys,
+                    );
+                    self.events.push_back(Event::SessionOpened {
+                        session,
+                        peer: response.caller,
+                    });
+                    session
+                };
                 rule.role = Role::Destination(session);
                 let message = Control::Confirm {
                     to_label: prev_label,
                     from_label: label,
-                    blob: Bytes::from(reply),
+                    blob: Bytes::from(response.reply),
                 }
                 .encode();
                 rule.last_setup_message = Some((from, message.clone()));
                 self.transmits
                     .push_back(Transmit::Control { to: from, message });
-                self.events
-                    .push_back(Event::SessionOpened { session, peer });
             }
         }
         self.by_previous.insert((from, prev_label), label);
         self.rules.insert(label, rule);
         self.arm_tick(now.instant);
+        if let Some(session) = resumed {
+            self.events.push_back(Event::SessionResumed { session });
+            self.resume_streams(session, now.instant);
+        }
     }
 
     /// Makes sure rule expiry is checked while there are rules.
@@ -755,24 +1473,19 @@ impl Router {
                 self.transmits
                     .push_back(Transmit::Control { to: prev, message });
             }
-            Role::Source(route) => self.complete_route(route, &blob, now),
+            Role::Source(route) => self.complete_route(route, to_label, &blob, now),
             Role::Destination(_) => {}
         }
     }
 
-    fn complete_route(&mut self, route: RouteId, blob: &[u8], now: Now) {
+    fn complete_route(&mut self, route: RouteId, label: u32, blob: &[u8], now: Now) {
         let Some(entry) = self.routes.get_mut(&route) else {
             return;
         };
-        let state = std::mem::replace(
-            &mut entry.state,
-            RouteState::Up {
-                session: 0,
-                keepalive_at: now.instant,
-                last_echo: now.instant,
-                keepalive_seq: 0,
-            },
-        );
+        if entry.label != Some(label) {
+            return;
+        }
+        let state = std::mem::replace(&mut entry.state, RouteState::Broken);
         let RouteState::Setting {
             initiator,
             started_at,
@@ -782,29 +1495,83 @@ impl Router {
             entry.state = state;
             return;
         };
-        let label = entry.label;
-        let peer = entry.path[entry.path.len() - 1];
         let Ok(keys) = initiator.finish(blob) else {
-            self.abandon_setup(route, label, SetupError::BadAnswer);
+            self.setup_failed(route, SetupError::BadAnswer, now.instant);
             return;
         };
-        let session = self.add_session(peer, label, keys);
-        if let Some(entry) = self.routes.get_mut(&route) {
-            entry.state = RouteState::Up {
-                session,
-                keepalive_at: now.instant + self.config.keepalive_interval,
-                last_echo: now.instant,
-                keepalive_seq: 0,
-            };
+        let setup_time = now.instant.saturating_duration_since(started_at);
+        entry.state = RouteState::Up {
+            keepalive_at: now.instant + self.config.keepalive_interval,
+            last_echo: now.instant,
+            keepalive_seq: 0,
+        };
+        entry.setup_time = Some(setup_time);
+        entry.broken_since = None;
+        let (peer, token, existing) =
+            (entry.hops[entry.hops.len() - 1], entry.token, entry.session);
+        match existing {
+            None => {
+                let session = self.new_session(peer, End::Source(route), token, label, keys);
+                if let Some(entry) = self.routes.get_mut(&route) {
+                    entry.session = Some(session);
+                }
+                self.events.push_back(Event::RouteUp {
+                    route,
+                    session,
+                    setup_time,
+                });
+            }
+            Some(session_id) => {
+                entry.repairs += 1;
+                if let Some(session) = self.sessions.get_mut(&session_id) {
+                    session.label = Some(label);
+                    session.cipher = Some(SessionCipher::new(keys));
+                }
+                self.events.push_back(Event::RouteRepaired {
+                    route,
+                    session: session_id,
+                    setup_time,
+                });
+                self.resume_streams(session_id, now.instant);
+            }
         }
-        self.events.push_back(Event::RouteUp {
-            route,
-            session,
-            setup_time: now.instant.saturating_duration_since(started_at),
-        });
     }
 
-    fn on_fail(&mut self, from: NodeId, to_label: u32, report: FailReport) {
+    /// A session's new route is up: every stream starts again from what
+    /// the other end acknowledged, and tells the other end what arrived.
+    fn resume_streams(&mut self, session_id: SessionId, now: Instant) {
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        let ids: Vec<StreamId> = session.streams.keys().copied().collect();
+        for stream in &mut session.streams.values_mut() {
+            stream.send.rewind(now);
+        }
+        for stream in ids {
+            self.send_ack(session_id, stream);
+            self.pump(session_id, stream, now);
+        }
+    }
+
+    /// A setup in progress failed: a first setup ends the route, a repair
+    /// leaves it broken for the application to try again.
+    fn setup_failed(&mut self, route: RouteId, error: SetupError, now: Instant) {
+        let Some(entry) = self.routes.get_mut(&route) else {
+            return;
+        };
+        let label = entry.label.take();
+        if entry.session.is_none() {
+            self.routes.remove(&route);
+            self.events.push_back(Event::RouteFailed { route, error });
+        } else {
+            self.route_broke(route, Broken::Setup(error), now);
+        }
+        if let Some(label) = label {
+            self.remove_rule(label, Removal::local(TeardownReason::Closed, now));
+        }
+    }
+
+    fn on_fail(&mut self, from: NodeId, to_label: u32, report: FailReport, now: Now) {
         let Some(rule) = self.rules.get(&to_label) else {
             return;
         };
@@ -818,6 +1585,7 @@ impl Router {
                     // so the source knows which hop it was.
                     FailReport::Clear(_) => FailReport::Sealed(seal_reason(
                         &rule.reply_key,
+                        FAIL_NONCE,
                         FailReason::NextUndecryptable,
                     )),
                     sealed => sealed,
@@ -830,14 +1598,16 @@ impl Router {
                 }
             }
             Role::Source(route) => {
-                self.rules.remove(&to_label);
-                let Some(entry) = self.routes.remove(&route) else {
+                let Some(entry) = self.routes.get(&route) else {
                     return;
                 };
+                if entry.label != Some(to_label) {
+                    return;
+                }
                 let error = match report {
                     FailReport::Clear(reason) => SetupError::Hop {
                         index: 0,
-                        node: entry.path[0],
+                        node: entry.hops[0],
                         reason,
                     },
                     FailReport::Sealed(sealed) => entry
@@ -845,28 +1615,29 @@ impl Router {
                         .iter()
                         .enumerate()
                         .find_map(|(index, key)| {
-                            open_reason(key, &sealed).map(|reason| {
+                            open_reason(key, FAIL_NONCE, &sealed).map(|reason| {
                                 // "My next hop could not decrypt" names the next hop.
-                                let index = if reason == FailReason::NextUndecryptable {
-                                    index + 1
+                                let (index, reason) = if reason == FailReason::NextUndecryptable {
+                                    (index + 1, FailReason::Undecryptable)
                                 } else {
-                                    index
+                                    (index, reason)
                                 };
-                                let index = index.min(entry.path.len() - 1);
+                                let index = index.min(entry.hops.len() - 1);
                                 SetupError::Hop {
                                     index,
-                                    node: entry.path[index],
-                                    reason: if reason == FailReason::NextUndecryptable {
-                                        FailReason::Undecryptable
-                                    } else {
-                                        reason
-                                    },
+                                    node: entry.hops[index],
+                                    reason,
                                 }
                             })
                         })
                         .unwrap_or(SetupError::BadAnswer),
                 };
-                self.events.push_back(Event::RouteFailed { route, error });
+                // The hops after the source have dropped their rules.
+                self.rules.remove(&to_label);
+                if let Some(entry) = self.routes.get_mut(&route) {
+                    entry.label = None;
+                }
+                self.setup_failed(route, error, now.instant);
             }
             Role::Destination(_) => {}
         }
@@ -885,9 +1656,7 @@ impl Router {
         rule.expires_at = now.instant + timeout;
         let forward = match (rule.role, echo, from_prev) {
             // Outbound, travelling towards the destination.
-            (Role::Relay, false, true) => {
-                rule.next.and_then(|(node, l)| l.map(|l| (node, l, false)))
-            }
+            (Role::Relay, false, true) => rule.next_label().map(|(node, l)| (node, l, false)),
             // Echo, travelling back to the source.
             (Role::Relay, true, false) => rule.prev.map(|(node, l)| (node, l, true)),
             // The destination echoes.
@@ -916,6 +1685,91 @@ impl Router {
         }
     }
 
+    fn on_receipt(&mut self, from: NodeId, label: u32, seq: u64, sealed: Bytes) {
+        let local = self.node_id();
+        let Some(rule) = self.rules.get_mut(&label) else {
+            return;
+        };
+        if rule.role != Role::Relay || rule.prev.map(|(node, _)| node) != Some(from) {
+            return;
+        }
+        let Some(encoded) = receipt::open(&rule.reply_key, seq, &sealed) else {
+            // For a relay further on.
+            if let Some((next, next_label)) = rule.next_label() {
+                self.send_control(
+                    next,
+                    Control::Receipt {
+                        label: next_label,
+                        seq,
+                        sealed,
+                    },
+                );
+            }
+            return;
+        };
+        let Ok(receipt) = Receipt::decode(&encoded) else {
+            return;
+        };
+        if receipt.relay != local
+            || receipt.route_tag != rule.route_tag
+            || receipt.seq <= rule.receipt_seq
+        {
+            return;
+        }
+        rule.receipt_seq = receipt.seq;
+        self.events.push_back(Event::Receipt {
+            receipt,
+            encoded: Bytes::from(encoded),
+        });
+    }
+
+    /// Signs a receipt for each relay of a route, if it carried anything
+    /// since the last ones (or `force`).
+    fn send_receipts(&mut self, route: RouteId, now: Now, force: bool) {
+        let local = self.node_id();
+        let Some(entry) = self.routes.get_mut(&route) else {
+            return;
+        };
+        entry.receipt_at = now.instant + self.config.receipt_interval;
+        let Some(rule) = entry.label.and_then(|label| self.rules.get(&label)) else {
+            return;
+        };
+        let Some((next, next_label)) = rule.next_label() else {
+            return;
+        };
+        let counters = rule.counters;
+        if counters == entry.receipted || (counters == Counters::default() && !force) {
+            return;
+        }
+        entry.receipted = counters;
+        let relays = entry.hops.len() - 1;
+        let mut messages = Vec::with_capacity(relays);
+        for index in 0..relays {
+            entry.receipt_seq += 1;
+            let receipt = Receipt {
+                source: local,
+                relay: entry.hops[index],
+                route_tag: entry.route_tags[index],
+                seq: entry.receipt_seq,
+                issued_at_ms: now.unix_ms,
+                counters,
+            };
+            let encoded = receipt.sign(self.identity.keypair());
+            if let Some(sealed) =
+                receipt::seal(&entry.reply_keys[index], entry.receipt_seq, &encoded)
+            {
+                messages.push(Control::Receipt {
+                    label: next_label,
+                    seq: entry.receipt_seq,
+                    sealed: Bytes::from(sealed),
+                });
+            }
+        }
+        for message in messages {
+            self.send_control(next, message);
+        }
+    }
+
     // ----- data -----
 
     /// A data packet from neighbour `from`.
@@ -926,23 +1780,17 @@ impl Router {
         let Some(rule) = self.rules.get_mut(&header.label) else {
             return;
         };
-        let body = packet.slice(DATA_HEADER_LEN..);
         let from_prev = rule.prev.is_some_and(|(node, _)| node == from);
         let from_next = rule.next.is_some_and(|(node, _)| node == from);
-        let bytes = packet.len() as u64;
-        if from_prev {
-            rule.counters.packets_forward += 1;
-            rule.counters.bytes_forward += bytes;
-        } else if from_next {
-            rule.counters.packets_backward += 1;
-            rule.counters.bytes_backward += bytes;
-        } else {
+        if !(from_prev || from_next) {
             return;
         }
+        rule.counters.count(from_prev, packet.len());
+        let body = packet.slice(DATA_HEADER_LEN..);
         match rule.role {
             Role::Relay => {
                 let onward = if from_prev {
-                    rule.next.and_then(|(node, label)| label.map(|l| (node, l)))
+                    rule.next_label()
                 } else {
                     rule.prev
                 };
@@ -956,48 +1804,45 @@ impl Router {
                 }
             }
             Role::Source(route) => {
-                if !from_next {
-                    return;
+                if let Some(session) = self.routes.get(&route).and_then(|r| r.session)
+                    && from_next
+                {
+                    self.deliver(session, header.label, &body, now);
                 }
-                let Some(SourceRoute {
-                    state: RouteState::Up { session, .. },
-                    ..
-                }) = self.routes.get(&route)
-                else {
-                    return;
-                };
-                let session = *session;
-                self.deliver(session, &body, now);
             }
             Role::Destination(session) => {
                 if from_prev {
-                    self.deliver(session, &body, now);
+                    self.deliver(session, header.label, &body, now);
                 }
             }
         }
     }
 
-    fn deliver(&mut self, session_id: SessionId, body: &[u8], now: Now) {
+    fn deliver(&mut self, session_id: SessionId, label: u32, body: &[u8], now: Now) {
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
         };
-        let Ok((kind, payload)) = session.cipher.open(body) else {
+        if session.label != Some(label) {
+            return;
+        }
+        let Some(Ok((kind, payload))) = session.cipher.as_mut().map(|c| c.open(body)) else {
             return;
         };
         match kind {
             session::KIND_DATAGRAM => self.events.push_back(Event::Datagram {
                 session: session_id,
-                data: Bytes::from(payload),
+                data: payload,
             }),
             session::KIND_PING => {
                 let _ = self.send_packet(session_id, session::KIND_PONG, &payload);
             }
             session::KIND_PONG => {
-                let Ok(id) = <[u8; 8]>::try_from(payload.as_slice()).map(u64::from_be_bytes) else {
+                let Ok(id) = <[u8; 8]>::try_from(&payload[..]).map(u64::from_be_bytes) else {
                     return;
                 };
-                if let Some(position) = session.pings.iter().position(|(p, _)| *p == id) {
-                    let (_, sent) = session.pings.remove(position).unwrap_or((id, now.instant));
+                if let Some(position) = session.pings.iter().position(|(p, _)| *p == id)
+                    && let Some((_, sent)) = session.pings.remove(position)
+                {
                     self.events.push_back(Event::Pong {
                         session: session_id,
                         id,
@@ -1005,17 +1850,12 @@ impl Router {
                     });
                 }
             }
+            session::KIND_STREAM_DATA | session::KIND_STREAM_ACK | session::KIND_STREAM_RESET => {
+                if let Ok(frame) = Frame::decode(kind, payload) {
+                    self.on_stream_frame(session_id, frame, now.instant);
+                }
+            }
             _ => {}
-        }
-    }
-
-    /// Where a session's packets go: neighbour and its label.
-    fn session_next_hop(&self, session: &Session) -> Option<(NodeId, u32)> {
-        let rule = self.rules.get(&session.label)?;
-        match rule.role {
-            Role::Source(_) => rule.next.and_then(|(node, label)| label.map(|l| (node, l))),
-            Role::Destination(_) => rule.prev,
-            Role::Relay => None,
         }
     }
 
@@ -1027,43 +1867,17 @@ impl Router {
     ) -> Result<(), SendError> {
         let session = self
             .sessions
-            .get(&session_id)
-            .ok_or(SendError::UnknownSession)?;
-        let (to, label) = self.session_next_hop(session).ok_or(SendError::NotUp)?;
-        let session_label = session.label;
-        let session = self
-            .sessions
             .get_mut(&session_id)
             .ok_or(SendError::UnknownSession)?;
-        let packet = session
-            .cipher
-            .seal(kind, body)
-            .map_err(|_| SendError::Exhausted)?;
-        let header = DataHeader {
-            label,
-            kind: DATA_KIND_SESSION,
-            len: packet.len() as u16,
-        };
-        let bytes = (DATA_HEADER_LEN + packet.len()) as u64;
-        if let Some(rule) = self.rules.get_mut(&session_label) {
-            // An end counts what it sends as travelling away from it.
-            match rule.role {
-                Role::Source(_) => {
-                    rule.counters.packets_forward += 1;
-                    rule.counters.bytes_forward += bytes;
-                }
-                _ => {
-                    rule.counters.packets_backward += 1;
-                    rule.counters.bytes_backward += bytes;
-                }
-            }
-        }
-        self.transmits.push_back(Transmit::Data {
-            to,
-            header: header.encode(),
-            body: Bytes::from(packet),
-        });
-        Ok(())
+        transmit_sealed(
+            &mut self.rules,
+            &mut self.transmits,
+            session.label,
+            session.cipher.as_mut(),
+            kind,
+            body.len(),
+            |out| out.extend_from_slice(body),
+        )
     }
 
     /// Sends a datagram on a session (unreliable: lost if the route breaks).
@@ -1086,34 +1900,446 @@ impl Router {
         Ok(())
     }
 
-    /// The node at the other end of a session.
-    pub fn session_peer(&self, session: SessionId) -> Option<NodeId> {
-        self.sessions.get(&session).map(|s| s.peer)
+    // ----- streams -----
+
+    fn new_stream(&self, now: Instant) -> Stream {
+        let config = &self.config.stream;
+        Stream {
+            send: SendHalf::new(config, config.window, now),
+            receive: ReceiveHalf::new(config.window),
+            writer_blocked: false,
+            timer: None,
+        }
+    }
+
+    /// Opens a stream on a session (even one whose route is being
+    /// repaired: its data waits).
+    pub fn open_stream(&mut self, session_id: SessionId, now: Now) -> Result<StreamId, SendError> {
+        let stream = self.new_stream(now.instant);
+        let streams_max = self.config.stream.streams_max;
+        let session = self
+            .sessions
+            .get_mut(&session_id)
+            .ok_or(SendError::UnknownSession)?;
+        if session.streams.len() >= streams_max {
+            return Err(SendError::TooManyStreams);
+        }
+        let id = session.next_stream;
+        session.next_stream = session
+            .next_stream
+            .checked_add(2)
+            .ok_or(SendError::Exhausted)?;
+        session.streams.insert(id, stream);
+        Ok(id)
+    }
+
+    /// Queues as much of `data` as the stream has room for and sends what
+    /// the windows allow; returns how many bytes were taken. Fewer than
+    /// offered means full: [`Event::StreamWritable`] says when to go on.
+    pub fn stream_write(
+        &mut self,
+        session_id: SessionId,
+        stream_id: StreamId,
+        data: &Bytes,
+        now: Now,
+    ) -> Result<usize, SendError> {
+        let stream = self.stream_mut(session_id, stream_id)?;
+        if stream.send.is_finished() {
+            return Err(SendError::Finished);
+        }
+        let taken = stream.send.write(data);
+        if taken < data.len() {
+            stream.writer_blocked = true;
+        }
+        self.pump(session_id, stream_id, now.instant);
+        Ok(taken)
+    }
+
+    /// Ends this side of a stream: a FIN follows the data written.
+    pub fn stream_finish(
+        &mut self,
+        session_id: SessionId,
+        stream_id: StreamId,
+        now: Now,
+    ) -> Result<(), SendError> {
+        self.stream_mut(session_id, stream_id)?.send.finish();
+        self.pump(session_id, stream_id, now.instant);
+        Ok(())
+    }
+
+    /// The application took `bytes` of a stream's data: the other end may
+    /// send that much more.
+    pub fn stream_consumed(&mut self, session_id: SessionId, stream_id: StreamId, bytes: u64) {
+        let Ok(stream) = self.stream_mut(session_id, stream_id) else {
+            return;
+        };
+        if stream.receive.consume(bytes) {
+            self.send_ack(session_id, stream_id);
+        }
+    }
+
+    /// Abandons a stream: the other end hears RESET with `code`.
+    pub fn stream_reset(&mut self, session_id: SessionId, stream_id: StreamId, code: u8) {
+        self.reset_stream(session_id, stream_id, code, StreamError::Cancelled);
+    }
+
+    fn stream_mut(
+        &mut self,
+        session_id: SessionId,
+        stream_id: StreamId,
+    ) -> Result<&mut Stream, SendError> {
+        self.sessions
+            .get_mut(&session_id)
+            .ok_or(SendError::UnknownSession)?
+            .streams
+            .get_mut(&stream_id)
+            .ok_or(SendError::UnknownStream)
+    }
+
+    fn reset_stream(
+        &mut self,
+        session_id: SessionId,
+        stream_id: StreamId,
+        code: u8,
+        error: StreamError,
+    ) {
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        if session.streams.remove(&stream_id).is_none() {
+            return;
+        }
+        let body = stream::encode_reset(stream_id, code);
+        let _ = transmit_sealed(
+            &mut self.rules,
+            &mut self.transmits,
+            session.label,
+            session.cipher.as_mut(),
+            session::KIND_STREAM_RESET,
+            body.len(),
+            |out| out.extend_from_slice(&body),
+        );
+        self.events.push_back(Event::StreamClosed {
+            session: session_id,
+            stream: stream_id,
+            error: Some(error),
+        });
+    }
+
+    /// Sends the segments a stream's windows allow.
+    fn pump(&mut self, session_id: SessionId, stream_id: StreamId, now: Instant) {
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        if session.label.is_none() {
+            return;
+        }
+        let Some(stream) = session.streams.get_mut(&stream_id) else {
+            return;
+        };
+        while let Some(segment) = stream.send.next_segment(now) {
+            let send = &stream.send;
+            let sent = transmit_sealed(
+                &mut self.rules,
+                &mut self.transmits,
+                session.label,
+                session.cipher.as_mut(),
+                session::KIND_STREAM_DATA,
+                stream::DATA_HEADER_LEN + segment.len,
+                |out| {
+                    stream::write_data_header(out, stream_id, segment.offset, segment.fin);
+                    send.copy_range(segment.offset, segment.len, out);
+                },
+            );
+            if sent.is_err() {
+                break;
+            }
+        }
+        stream.send.arm_probe(now);
+        arm_stream_timer(&mut self.stream_timers, session_id, stream_id, stream);
+    }
+
+    fn send_ack(&mut self, session_id: SessionId, stream_id: StreamId) {
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        let Some(stream) = session.streams.get_mut(&stream_id) else {
+            return;
+        };
+        let (received, limit) = stream.receive.ack();
+        let body = stream::encode_ack(stream_id, received, limit);
+        let _ = transmit_sealed(
+            &mut self.rules,
+            &mut self.transmits,
+            session.label,
+            session.cipher.as_mut(),
+            session::KIND_STREAM_ACK,
+            body.len(),
+            |out| out.extend_from_slice(&body),
+        );
+    }
+
+    /// Removes a stream both of whose sides are finished.
+    fn close_if_done(&mut self, session_id: SessionId, stream_id: StreamId) {
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        if session
+            .streams
+            .get(&stream_id)
+            .is_some_and(|s| s.send.is_done() && s.receive.is_finished())
+        {
+            session.streams.remove(&stream_id);
+            self.events.push_back(Event::StreamClosed {
+                session: session_id,
+                stream: stream_id,
+                error: None,
+            });
+        }
+    }
+
+    fn on_stream_frame(&mut self, session_id: SessionId, frame: Frame, now: Instant) {
+        let new_stream = self.new_stream(now);
+        let streams_max = self.config.stream.streams_max;
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        match frame {
+            Frame::Data {
+                stream: stream_id,
+                offset,
+                fin,
+                data,
+            } => {
+                if !session.streams.contains_key(&stream_id) {
+                    let opens = session.opened_by_peer(stream_id)
+                        && stream_id > session.highest_peer_stream;
+                    if !opens {
+                        // A stream that has ended: its sender may have missed
+                        // the last acknowledgement. Acknowledge the segment.
+                        let past = if session.opened_by_peer(stream_id) {
+                            stream_id <= session.highest_peer_stream
+                        } else {
+                            stream_id < session.next_stream
+                        };
+                        if past {
+                            let received = offset + data.len() as u64 + u64::from(fin);
+                            let body = stream::encode_ack(
+                                stream_id,
+                                received,
+                                received + self.config.stream.window,
+                            );
+                            let _ = transmit_sealed(
+                                &mut self.rules,
+                                &mut self.transmits,
+                                session.label,
+                                session.cipher.as_mut(),
+                                session::KIND_STREAM_ACK,
+                                body.len(),
+                                |out| out.extend_from_slice(&body),
+                            );
+                        }
+                        return;
+                    }
+                    session.highest_peer_stream = stream_id;
+                    if session.streams.len() >= streams_max {
+                        let body = stream::encode_reset(stream_id, stream::RESET_REFUSED);
+                        let _ = transmit_sealed(
+                            &mut self.rules,
+                            &mut self.transmits,
+                            session.label,
+                            session.cipher.as_mut(),
+                            session::KIND_STREAM_RESET,
+                            body.len(),
+                            |out| out.extend_from_slice(&body),
+                        );
+                        return;
+                    }
+                    session.streams.insert(stream_id, new_stream);
+                    self.events.push_back(Event::StreamOpened {
+                        session: session_id,
+                        stream: stream_id,
+                    });
+                }
+                let Some(stream) = session.streams.get_mut(&stream_id) else {
+                    return;
+                };
+                match stream.receive.on_data(offset, fin, data) {
+                    Ok(arrival) => {
+                        if let Some(data) = arrival.data {
+                            self.events.push_back(Event::StreamData {
+                                session: session_id,
+                                stream: stream_id,
+                                data,
+                            });
+                        }
+                        if arrival.finished {
+                            self.events.push_back(Event::StreamFinished {
+                                session: session_id,
+                                stream: stream_id,
+                            });
+                        }
+                        self.send_ack(session_id, stream_id);
+                        self.close_if_done(session_id, stream_id);
+                    }
+                    Err(_) => self.reset_stream(
+                        session_id,
+                        stream_id,
+                        stream::RESET_VIOLATION,
+                        StreamError::Violation,
+                    ),
+                }
+            }
+            Frame::Ack {
+                stream: stream_id,
+                received,
+                limit,
+            } => {
+                let Some(stream) = session.streams.get_mut(&stream_id) else {
+                    return;
+                };
+                match stream.send.on_ack(received, limit, now) {
+                    Ok(freed) => {
+                        let writable = freed && stream.writer_blocked && stream.send.free() > 0;
+                        if writable {
+                            stream.writer_blocked = false;
+                            self.events.push_back(Event::StreamWritable {
+                                session: session_id,
+                                stream: stream_id,
+                            });
+                        }
+                        self.pump(session_id, stream_id, now);
+                        self.close_if_done(session_id, stream_id);
+                    }
+                    Err(_) => self.reset_stream(
+                        session_id,
+                        stream_id,
+                        stream::RESET_VIOLATION,
+                        StreamError::Violation,
+                    ),
+                }
+            }
+            Frame::Reset {
+                stream: stream_id,
+                code,
+            } => {
+                if session.streams.remove(&stream_id).is_some() {
+                    let error = if code == stream::RESET_REFUSED {
+                        StreamError::Refused
+                    } else {
+                        StreamError::Reset { code }
+                    };
+                    self.events.push_back(Event::StreamClosed {
+                        session: session_id,
+                        stream: stream_id,
+                        error: Some(error),
+                    });
+                }
+            }
+        }
+    }
+
+    fn stream_timer_fired(
+        &mut self,
+        at: Instant,
+        session_id: SessionId,
+        stream_id: StreamId,
+        now: Instant,
+    ) {
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        let Some(stream) = session.streams.get_mut(&stream_id) else {
+            return;
+        };
+        if stream.timer != Some(at) {
+            return;
+        }
+        stream.timer = None;
+        if session.label.is_none() {
+            // The route is being repaired; resuming restarts the stream.
+            stream.send.rewind(now);
+            return;
+        }
+        match stream.send.on_timeout(now) {
+            Expiry::Nothing => {}
+            Expiry::Resend => {}
+            Expiry::Probe => {
+                let offset = stream.send.next_offset();
+                let _ = transmit_sealed(
+                    &mut self.rules,
+                    &mut self.transmits,
+                    session.label,
+                    session.cipher.as_mut(),
+                    session::KIND_STREAM_DATA,
+                    stream::DATA_HEADER_LEN,
+                    |out| stream::write_data_header(out, stream_id, offset, false),
+                );
+            }
+            Expiry::Stalled => {
+                let stalled = stream.send.stall_timeout();
+                self.reset_stream(
+                    session_id,
+                    stream_id,
+                    stream::RESET_TIMED_OUT,
+                    StreamError::TimedOut(stalled),
+                );
+                return;
+            }
+        }
+        self.pump(session_id, stream_id, now);
+        if let Some(stream) = self
+            .sessions
+            .get_mut(&session_id)
+            .and_then(|s| s.streams.get_mut(&stream_id))
+        {
+            arm_stream_timer(&mut self.stream_timers, session_id, stream_id, stream);
+        }
     }
 
     // ----- time -----
 
     /// When [`Router::handle_timeout`] must next run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let routes = self.routes.values().map(|route| match &route.state {
-            RouteState::Setting { retransmit_at, .. } => *retransmit_at,
-            RouteState::Up { keepalive_at, .. } => *keepalive_at,
+        let repair_timeout = self.config.repair_timeout;
+        let routes = self.routes.values().filter_map(|route| {
+            let own = match &route.state {
+                RouteState::Setting {
+                    retransmit_at,
+                    started_at,
+                    ..
+                } => Some((*retransmit_at).min(*started_at + self.config.setup_timeout)),
+                RouteState::Up { keepalive_at, .. } => Some(*keepalive_at),
+                RouteState::Broken => None,
+            };
+            let give_up = route.broken_since.map(|since| since + repair_timeout);
+            own.into_iter().chain(give_up).min()
         });
-        routes.chain(self.next_tick).min()
+        let streams = self.stream_timers.first().map(|(at, _, _)| *at);
+        routes.chain(streams).chain(self.next_tick).min()
     }
 
-    /// Retransmits setups, sends keepalives, and expires rules and routes.
+    /// Retransmits setups and stream data, sends keepalives and receipts,
+    /// and expires rules, routes and sessions.
     pub fn handle_timeout(&mut self, now: Now) {
         let instant = now.instant;
         let route_ids: Vec<RouteId> = self.routes.keys().copied().collect();
         for route in route_ids {
-            self.route_timers(route, instant);
+            self.route_timers(route, now);
+        }
+        while let Some(&(at, session, stream)) = self.stream_timers.first() {
+            if at > instant {
+                break;
+            }
+            self.stream_timers.pop_first();
+            self.stream_timer_fired(at, session, stream, instant);
         }
         if self.next_tick.is_some_and(|tick| instant >= tick) {
             // Rule expiry needs no precision; a tick a fifth of the timeout
             // keeps it cheap with many rules. It stops when nothing is left
             // to expire.
-            self.next_tick = (!self.rules.is_empty() || !self.replay.is_empty())
+            let detached = self.sessions.values().any(|s| s.detached.is_some());
+            self.next_tick = (!self.rules.is_empty() || !self.replay.is_empty() || detached)
                 .then(|| instant + self.config.rule_timeout / 5);
             let expired: Vec<u32> = self
                 .rules
@@ -1122,22 +2348,52 @@ impl Router {
                 .map(|(label, _)| *label)
                 .collect();
             for label in expired {
-                self.remove_rule(label, None, TeardownReason::Expired);
+                self.remove_rule(label, Removal::local(TeardownReason::Expired, instant));
             }
             self.replay.retain(|_, forget_at| *forget_at > instant);
+            let grace = self.config.resume_grace;
+            let abandoned: Vec<(SessionId, TeardownReason)> = self
+                .sessions
+                .iter()
+                .filter_map(|(id, s)| match s.detached {
+                    Some((since, reason)) if since + grace <= instant => Some((*id, reason)),
+                    _ => None,
+                })
+                .collect();
+            for (session, reason) in abandoned {
+                self.end_session(
+                    session,
+                    StreamError::RouteLost("the source did not resume the session".into()),
+                );
+                self.events
+                    .push_back(Event::SessionClosed { session, reason });
+            }
         }
     }
 
-    fn route_timers(&mut self, route: RouteId, instant: Instant) {
+    fn route_timers(&mut self, route: RouteId, now: Now) {
+        let instant = now.instant;
         let Some(entry) = self.routes.get_mut(&route) else {
             return;
         };
-        let label = entry.label;
-        let first = entry.path[0];
+        if let Some(since) = entry.broken_since
+            && instant >= since + self.config.repair_timeout
+        {
+            let timeout = self.config.repair_timeout.as_secs();
+            self.end_route(
+                route,
+                RouteEnd::Abandoned(format!("no working path within {timeout} s")),
+                instant,
+            );
+            return;
+        }
+        let Some(label) = entry.label else {
+            return;
+        };
+        let first = entry.hops[0];
         match &mut entry.state {
             RouteState::Setting {
                 setup,
-                sent_at,
                 started_at,
                 retransmit_at,
                 retransmit_every,
@@ -1145,11 +2401,10 @@ impl Router {
             } => {
                 if instant >= *started_at + self.config.setup_timeout {
                     let timeout = self.config.setup_timeout;
-                    self.abandon_setup(route, label, SetupError::Timeout { timeout });
+                    self.setup_failed(route, SetupError::Timeout { timeout }, instant);
                 } else if instant >= *retransmit_at {
                     *retransmit_every *= 2;
                     *retransmit_at = instant + *retransmit_every;
-                    *sent_at = instant;
                     let message = setup.clone();
                     self.transmits
                         .push_back(Transmit::Control { to: first, message });
@@ -1159,17 +2414,17 @@ impl Router {
                 keepalive_at,
                 last_echo,
                 keepalive_seq,
-                ..
             } => {
                 if instant >= *last_echo + self.config.broken_after {
-                    self.remove_rule(label, None, TeardownReason::Expired);
+                    self.remove_rule(label, Removal::local(TeardownReason::Expired, instant));
                 } else if instant >= *keepalive_at {
                     *keepalive_at = instant + self.config.keepalive_interval;
                     *keepalive_seq = keepalive_seq.wrapping_add(1);
                     let seq = *keepalive_seq;
+                    let receipts_due = instant >= entry.receipt_at;
                     let next = self.rules.get_mut(&label).and_then(|rule| {
                         rule.expires_at = instant + self.config.rule_timeout;
-                        rule.next.and_then(|(node, l)| l.map(|l| (node, l)))
+                        rule.next_label()
                     });
                     if let Some((to, their_label)) = next {
                         self.send_control(
@@ -1181,8 +2436,12 @@ impl Router {
                             },
                         );
                     }
+                    if receipts_due {
+                        self.send_receipts(route, now, false);
+                    }
                 }
             }
+            RouteState::Broken => {}
         }
     }
 

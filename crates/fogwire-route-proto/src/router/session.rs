@@ -5,8 +5,9 @@
 //! message 1 rides in the destination's setup layer, message 2 comes back
 //! in the CONFIRM. Message 1's payload is the source's identity payload
 //! (NodeId and the certificate of its link key), so the destination knows
-//! who is calling; message 2's payload is empty. Relays see only
-//! ciphertext.
+//! who is calling, then a [`Hello`]: whether this is a new session or the
+//! resumption of one whose route broke, and the session's token. Message
+//! 2's payload is empty. Relays see only ciphertext.
 //!
 //! After the handshake every session packet is
 //!
@@ -19,6 +20,7 @@
 //! once, within a 1024-packet window, so replays are refused while packets
 //! reordered by a route change still get through.
 
+use bytes::Bytes;
 use fogwire_identity::{Domain, NodeId, Signature};
 use fogwire_link_proto::LinkIdentity;
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
@@ -28,6 +30,12 @@ use crate::wire::Reader;
 const PARAMS: &str = "Noise_IK_25519_ChaChaPoly_SHA256";
 const PROLOGUE: &[u8] = b"fogwire-route-e2e";
 const IDENTITY_PAYLOAD_LEN: usize = 32 + 64;
+/// Message 1's payload: identity, mode, token.
+const HELLO_PAYLOAD_LEN: usize = IDENTITY_PAYLOAD_LEN + 1 + TOKEN_LEN;
+/// Length of a session token.
+pub const TOKEN_LEN: usize = 16;
+const MODE_NEW: u8 = 0;
+const MODE_RESUME: u8 = 1;
 const TAG_LEN: usize = 16;
 const NONCE_LEN: usize = 8;
 /// Bytes a session adds around its body: nonce, kind, tag.
@@ -37,6 +45,19 @@ const REPLAY_WINDOW: u64 = 1024;
 pub const KIND_DATAGRAM: u8 = 0x01;
 pub const KIND_PING: u8 = 0x02;
 pub const KIND_PONG: u8 = 0x03;
+pub const KIND_STREAM_DATA: u8 = 0x10;
+pub const KIND_STREAM_ACK: u8 = 0x11;
+pub const KIND_STREAM_RESET: u8 = 0x12;
+
+/// What the source asks of the destination in message 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hello {
+    /// Resume the session named by `token` on this new route, instead of
+    /// starting one.
+    pub resume: bool,
+    /// Names the session at both ends; chosen at random by the source.
+    pub token: [u8; TOKEN_LEN],
+}
 
 /// A session handshake or packet that failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -80,6 +101,7 @@ impl Initiator {
     pub fn start(
         identity: &LinkIdentity,
         destination_key: &[u8; 32],
+        hello: Hello,
     ) -> Result<(Self, Vec<u8>), SessionError> {
         let mut noise = snow::Builder::new(params()?)
             .local_private_key(identity.noise_static_private_key())
@@ -90,9 +112,11 @@ impl Initiator {
             .map_err(noise_error)?
             .build_initiator()
             .map_err(noise_error)?;
-        let mut payload = Vec::with_capacity(IDENTITY_PAYLOAD_LEN);
+        let mut payload = Vec::with_capacity(HELLO_PAYLOAD_LEN);
         payload.extend_from_slice(identity.node_id().as_bytes());
         payload.extend_from_slice(&identity.certificate().0);
+        payload.push(if hello.resume { MODE_RESUME } else { MODE_NEW });
+        payload.extend_from_slice(&hello.token);
         let mut message = vec![0u8; 256];
         let len = noise
             .write_message(&payload, &mut message)
@@ -116,12 +140,19 @@ impl Initiator {
     }
 }
 
+/// What the destination learns from message 1, and its answer.
+#[derive(Debug)]
+pub struct Response {
+    pub caller: NodeId,
+    pub hello: Hello,
+    /// Message 2, for the CONFIRM.
+    pub reply: Vec<u8>,
+    pub keys: SessionKeys,
+}
+
 /// The destination's side: reads message 1, returns the caller's identity,
-/// message 2 and the keys.
-pub fn respond(
-    identity: &LinkIdentity,
-    message: &[u8],
-) -> Result<(NodeId, Vec<u8>, SessionKeys), SessionError> {
+/// its hello, message 2 and the keys.
+pub fn respond(identity: &LinkIdentity, message: &[u8]) -> Result<Response, SessionError> {
     let mut noise = snow::Builder::new(params()?)
         .local_private_key(identity.noise_static_private_key())
         .map_err(noise_error)?
@@ -133,9 +164,16 @@ pub fn respond(
     let len = noise
         .read_message(message, &mut payload)
         .map_err(|_| SessionError::Decrypt)?;
-    if len != IDENTITY_PAYLOAD_LEN {
+    if len != HELLO_PAYLOAD_LEN {
         return Err(SessionError::Malformed);
     }
+    let resume = match payload[IDENTITY_PAYLOAD_LEN] {
+        MODE_NEW => false,
+        MODE_RESUME => true,
+        _ => return Err(SessionError::Malformed),
+    };
+    let mut token = [0u8; TOKEN_LEN];
+    token.copy_from_slice(&payload[IDENTITY_PAYLOAD_LEN + 1..HELLO_PAYLOAD_LEN]);
     let caller = NodeId::from_slice(&payload[..32]).map_err(|_| SessionError::Malformed)?;
     let mut certificate = [0u8; 64];
     certificate.copy_from_slice(&payload[32..96]);
@@ -147,7 +185,12 @@ pub fn respond(
     let len = noise.write_message(&[], &mut reply).map_err(noise_error)?;
     reply.truncate(len);
     let keys = SessionKeys::split(&mut noise)?;
-    Ok((caller, reply, keys))
+    Ok(Response {
+        caller,
+        hello: Hello { resume, token },
+        reply,
+        keys,
+    })
 }
 
 /// The two directions' keys of a session.
@@ -215,15 +258,27 @@ impl SessionCipher {
 
     /// A packet carrying `kind` and `body`.
     pub fn seal(&mut self, kind: u8, body: &[u8]) -> Result<Vec<u8>, SessionError> {
+        self.seal_with(kind, body.len(), |out| out.extend_from_slice(body))
+    }
+
+    /// A packet carrying `kind` and a body of `body_len` bytes that
+    /// `write_body` appends, so that a body gathered from several buffers
+    /// is copied once, straight into the packet.
+    pub fn seal_with(
+        &mut self,
+        kind: u8,
+        body_len: usize,
+        write_body: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<Vec<u8>, SessionError> {
         if self.next_send == u64::MAX {
             return Err(SessionError::Exhausted);
         }
         let counter = self.next_send;
         self.next_send += 1;
-        let mut packet = Vec::with_capacity(PACKET_OVERHEAD + body.len());
+        let mut packet = Vec::with_capacity(PACKET_OVERHEAD + body_len);
         packet.extend_from_slice(&counter.to_be_bytes());
         packet.push(kind);
-        packet.extend_from_slice(body);
+        write_body(&mut packet);
         let tag = self
             .keys
             .send
@@ -234,7 +289,7 @@ impl SessionCipher {
     }
 
     /// Opens a packet; returns its kind and body.
-    pub fn open(&mut self, packet: &[u8]) -> Result<(u8, Vec<u8>), SessionError> {
+    pub fn open(&mut self, packet: &[u8]) -> Result<(u8, Bytes), SessionError> {
         if packet.len() < PACKET_OVERHEAD {
             return Err(SessionError::Malformed);
         }
@@ -250,10 +305,10 @@ impl SessionCipher {
             .receive
             .open_in_place(nonce(counter), Aad::empty(), &mut sealed)
             .map_err(|_| SessionError::Decrypt)?;
-        let kind = plaintext[0];
-        let body = plaintext[1..].to_vec();
+        let (kind, plaintext_len) = (plaintext[0], plaintext.len());
         self.mark(counter);
-        Ok((kind, body))
+        // The body stays in the buffer it was decrypted in.
+        Ok((kind, Bytes::from(sealed).slice(1..plaintext_len)))
     }
 
     fn fresh(&self, counter: u64) -> bool {
@@ -322,13 +377,18 @@ mod tests {
 
     fn pair() -> (SessionCipher, SessionCipher) {
         let (source, destination) = (identity(1), identity(2));
-        let (initiator, first) = Initiator::start(&source, &key_of(&destination)).unwrap();
-        let (caller, second, destination_keys) = respond(&destination, &first).unwrap();
-        assert_eq!(caller, source.node_id());
-        let source_keys = initiator.finish(&second).unwrap();
+        let hello = Hello {
+            resume: true,
+            token: [7; TOKEN_LEN],
+        };
+        let (initiator, first) = Initiator::start(&source, &key_of(&destination), hello).unwrap();
+        let response = respond(&destination, &first).unwrap();
+        assert_eq!(response.caller, source.node_id());
+        assert_eq!(response.hello, hello);
+        let source_keys = initiator.finish(&response.reply).unwrap();
         (
             SessionCipher::new(source_keys),
-            SessionCipher::new(destination_keys),
+            SessionCipher::new(response.keys),
         )
     }
 
@@ -339,16 +399,23 @@ mod tests {
         assert!(!packet.windows(6).any(|w| w == b"secret"));
         assert_eq!(
             destination.open(&packet).unwrap(),
-            (KIND_DATAGRAM, b"secret payload".to_vec())
+            (KIND_DATAGRAM, Bytes::from_static(b"secret payload"))
         );
         let back = destination.seal(KIND_PONG, b"x").unwrap();
-        assert_eq!(source.open(&back).unwrap(), (KIND_PONG, b"x".to_vec()));
+        assert_eq!(
+            source.open(&back).unwrap(),
+            (KIND_PONG, Bytes::from_static(b"x"))
+        );
     }
 
     #[test]
     fn only_the_destination_can_answer_message_one() {
         let (source, destination, impostor) = (identity(1), identity(2), identity(3));
-        let (_, first) = Initiator::start(&source, &key_of(&destination)).unwrap();
+        let hello = Hello {
+            resume: false,
+            token: [1; TOKEN_LEN],
+        };
+        let (_, first) = Initiator::start(&source, &key_of(&destination), hello).unwrap();
         assert!(respond(&impostor, &first).is_err());
     }
 

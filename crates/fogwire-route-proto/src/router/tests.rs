@@ -10,6 +10,7 @@ use fogwire_identity::{Keypair, NodeId};
 use fogwire_link_proto::LinkIdentity;
 
 use super::message::{Control, FailReason, TeardownReason};
+use super::receipt::Receipt;
 use super::*;
 
 const LINK_DELAY: Duration = Duration::from_millis(5);
@@ -35,6 +36,10 @@ struct Net {
     events: Vec<Vec<Event>>,
     /// Drop the next message matching this, once.
     drop_next: Option<DropFilter>,
+    /// Stream bytes each node received, consumed as they arrive.
+    received: BTreeMap<(usize, SessionId, StreamId), Vec<u8>>,
+    /// Data still to write: (node, session, stream) → rest, then finish.
+    writers: BTreeMap<(usize, SessionId, StreamId), Bytes>,
 }
 
 impl Net {
@@ -61,6 +66,8 @@ impl Net {
             sequence: 0,
             events: vec![Vec::new(); count],
             drop_next: None,
+            received: BTreeMap::new(),
+            writers: BTreeMap::new(),
         }
     }
 
@@ -117,8 +124,9 @@ impl Net {
         self.in_flight
             .retain(|_, (from, to, _)| !((*from == a && *to == b) || (*from == b && *to == a)));
         let (ida, idb) = (self.id(a), self.id(b));
-        self.routers[a].link_down(idb);
-        self.routers[b].link_down(ida);
+        let now = self.now();
+        self.routers[a].link_down(idb, now);
+        self.routers[b].link_down(ida, now);
     }
 
     fn collect(&mut self) {
@@ -142,7 +150,45 @@ impl Net {
                     .insert((self.now + LINK_DELAY, self.sequence), (from, to, transmit));
             }
             while let Some(event) = self.routers[from].poll_event() {
+                if let Event::StreamData {
+                    session,
+                    stream,
+                    data,
+                } = &event
+                {
+                    self.received
+                        .entry((from, *session, *stream))
+                        .or_default()
+                        .extend_from_slice(data);
+                    self.routers[from].stream_consumed(*session, *stream, data.len() as u64);
+                    continue;
+                }
                 self.events[from].push(event);
+            }
+        }
+        self.feed();
+    }
+
+    /// Writes what the writers still have, finishing streams whose data
+    /// is all taken.
+    fn feed(&mut self) {
+        let now = self.now();
+        let keys: Vec<(usize, SessionId, StreamId)> = self.writers.keys().copied().collect();
+        for key @ (node, session, stream) in keys {
+            let Some(rest) = self.writers.get(&key).cloned() else {
+                continue;
+            };
+            let Ok(taken) = self.routers[node].stream_write(session, stream, &rest, now) else {
+                self.writers.remove(&key);
+                continue;
+            };
+            if taken == rest.len() {
+                self.writers.remove(&key);
+                self.routers[node]
+                    .stream_finish(session, stream, now)
+                    .unwrap();
+            } else {
+                self.writers.insert(key, rest.slice(taken..));
             }
         }
     }
@@ -308,7 +354,8 @@ fn keepalives_hold_routes_and_closing_removes_every_rule() {
     net.run(Duration::from_secs(30));
     assert!(net.take_events(0).is_empty());
     assert!(net.routers.iter().all(|r| r.rule_count() == 1));
-    assert!(net.routers[0].close_route(route));
+    let now = net.now();
+    assert!(net.routers[0].close_route(route, now));
     net.run(Duration::from_millis(100));
     assert!(net.routers.iter().all(|r| r.rule_count() == 0));
     assert!(matches!(
@@ -321,7 +368,7 @@ fn keepalives_hold_routes_and_closing_removes_every_rule() {
 }
 
 #[test]
-fn a_cut_link_tears_the_route_down_both_ways_at_once() {
+fn a_cut_link_tears_the_route_down_both_ways_and_tells_the_source_where() {
     let mut net = Net::line(5);
     let (route, _) = net.open_up(0, &[1, 2, 3, 4]);
     net.take_events(4);
@@ -329,11 +376,30 @@ fn a_cut_link_tears_the_route_down_both_ways_at_once() {
     net.run(Duration::from_millis(50));
     assert_eq!(
         net.take_events(0),
-        vec![Event::RouteDown {
+        vec![Event::RouteBroken {
             route,
-            reason: TeardownReason::LinkDown
+            path: vec![net.id(1), net.id(2), net.id(3), net.id(4)],
+            cause: Broken::LinkDown {
+                from: net.id(2),
+                to: net.id(3)
+            }
         }]
     );
+    assert!(net.routers.iter().all(|r| r.rule_count() == 0));
+    // The destination waits for the source to resume the session…
+    assert!(net.take_events(4).is_empty());
+    let now = net.now();
+    assert!(net.routers[0].abandon_route(route, "no other path", now));
+    net.collect();
+    assert_eq!(
+        net.take_events(0),
+        vec![Event::RouteDown {
+            route,
+            reason: RouteEnd::Abandoned("no other path".into())
+        }]
+    );
+    // …and gives up after the grace period.
+    net.run(Config::default().resume_grace + Duration::from_secs(2));
     assert!(matches!(
         net.take_events(4).as_slice(),
         [Event::SessionClosed {
@@ -341,7 +407,7 @@ fn a_cut_link_tears_the_route_down_both_ways_at_once() {
             ..
         }]
     ));
-    assert!(net.routers.iter().all(|r| r.rule_count() == 0));
+    assert!(net.routers.iter().all(|r| r.session_count() == 0));
 }
 
 #[test]
@@ -366,9 +432,8 @@ fn the_source_notices_a_silently_dead_relay_within_two_seconds() {
     let mut noticed = None;
     for _ in 0..40 {
         net.run(Duration::from_millis(50));
-        if net.take_events(0).contains(&Event::RouteDown {
-            route,
-            reason: TeardownReason::Expired,
+        if net.take_events(0).iter().any(|event| {
+            matches!(event, Event::RouteBroken { route: r, cause: Broken::Silent, .. } if *r == route)
         }) {
             noticed = Some(net.now - frozen_at);
             break;
@@ -495,4 +560,313 @@ fn a_replayed_setup_is_refused() {
     assert!(matches!(answer, Some(Transmit::Control { message, .. })
             if matches!(Control::decode(message.clone()), Ok(Control::Fail { to_label: 12345, .. }))),);
     assert_eq!(net.routers[1].rule_count(), 1);
+}
+
+/// Runs until `done` holds or `limit` passes; returns whether it held.
+fn run_until(net: &mut Net, limit: Duration, mut done: impl FnMut(&Net) -> bool) -> bool {
+    let step = Duration::from_millis(20);
+    let mut waited = Duration::ZERO;
+    while waited < limit {
+        if done(net) {
+            return true;
+        }
+        net.run(step);
+        waited += step;
+    }
+    done(net)
+}
+
+fn pattern(len: usize, seed: u8) -> Bytes {
+    Bytes::from(
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect::<Vec<u8>>(),
+    )
+}
+
+fn far_session(events: &[Event]) -> SessionId {
+    events
+        .iter()
+        .find_map(|event| match event {
+            Event::SessionOpened { session, .. } => Some(*session),
+            _ => None,
+        })
+        .expect("no session opened")
+}
+
+#[test]
+fn a_stream_carries_bytes_both_ways_intact_and_closes_cleanly() {
+    let mut net = Net::line(4);
+    let (_, session) = net.open_up(0, &[1, 2, 3]);
+    let far = far_session(&net.take_events(3));
+    let now = net.now();
+    let stream = net.routers[0].open_stream(session, now).unwrap();
+    let upload = pattern(10 * 1024 * 1024 + 123, 1);
+    net.writers.insert((0, session, stream), upload.clone());
+    net.feed();
+    assert!(run_until(&mut net, Duration::from_secs(30), |net| {
+        net.received.get(&(3, far, stream)).map_or(0, Vec::len) == upload.len()
+    }));
+    assert!(net.take_events(3).contains(&Event::StreamOpened {
+        session: far,
+        stream
+    }));
+    // The far end answers on the same stream and finishes it.
+    let answer = pattern(300_000, 2);
+    net.writers.insert((3, far, stream), answer.clone());
+    net.feed();
+    net.run(Duration::from_secs(2));
+    assert_eq!(net.received[&(3, far, stream)], upload);
+    assert_eq!(net.received[&(0, session, stream)], answer);
+    for (node, session) in [(0, session), (3, far)] {
+        assert!(
+            net.take_events(node).contains(&Event::StreamClosed {
+                session,
+                stream,
+                error: None
+            }),
+            "node {node}"
+        );
+    }
+}
+
+#[test]
+fn flow_control_holds_a_sender_to_the_readers_pace() {
+    let mut net = Net::line(3);
+    let (_, session) = net.open_up(0, &[1, 2]);
+    let far = far_session(&net.take_events(2));
+    let now = net.now();
+    let stream = net.routers[0].open_stream(session, now).unwrap();
+    // A reader that never consumes: the sender may have at most one
+    // window in flight, whatever it offers.
+    let window = Config::default().stream.window as usize;
+    let offered = pattern(4 * window, 3);
+    let taken = net.routers[0]
+        .stream_write(session, stream, &offered, now)
+        .unwrap();
+    assert!(taken <= Config::default().stream.send_buffer);
+    // Deliver by hand, without consuming.
+    net.collect();
+    let mut delivered = 0;
+    for _ in 0..200 {
+        let end = net.now + Duration::from_millis(10);
+        while let Some(entry) = net.in_flight.first_entry() {
+            if entry.key().0 > end {
+                break;
+            }
+            let (from, to, transmit) = entry.remove();
+            let from_id = net.id(from);
+            let now = net.now();
+            match transmit {
+                Transmit::Control { message, .. } => {
+                    net.routers[to].handle_control(from_id, message, now)
+                }
+                Transmit::Data { header, body, .. } => {
+                    let mut packet = header.to_vec();
+                    packet.extend_from_slice(&body);
+                    net.routers[to].handle_data(from_id, Bytes::from(packet), now)
+                }
+            }
+        }
+        net.now = end;
+        for node in 0..3 {
+            while let Some(transmit) = net.routers[node].poll_transmit() {
+                let to = net.index(match &transmit {
+                    Transmit::Control { to, .. } | Transmit::Data { to, .. } => *to,
+                });
+                net.sequence += 1;
+                net.in_flight
+                    .insert((net.now + LINK_DELAY, net.sequence), (node, to, transmit));
+            }
+            while let Some(event) = net.routers[node].poll_event() {
+                if let Event::StreamData { data, .. } = event {
+                    assert_eq!(node, 2);
+                    delivered += data.len();
+                }
+            }
+        }
+    }
+    assert_eq!(delivered, window);
+    let _ = far;
+}
+
+#[test]
+fn a_stream_survives_a_relay_dying_mid_transfer_on_a_repaired_route() {
+    // Two ways from 0 to 3: through 1, and through 2.
+    let mut net = Net::new(4);
+    for (a, b) in [(0, 1), (1, 3), (0, 2), (2, 3)] {
+        net.link(a, b);
+    }
+    let (route, session) = net.open_up(0, &[1, 3]);
+    let far = far_session(&net.take_events(3));
+    let now = net.now();
+    let stream = net.routers[0].open_stream(session, now).unwrap();
+    let upload = pattern(40 * 1024 * 1024, 4);
+    net.writers.insert((0, session, stream), upload.clone());
+    net.feed();
+    assert!(run_until(&mut net, Duration::from_secs(10), |net| {
+        net.received.get(&(3, far, stream)).map_or(0, Vec::len) > 4 * 1024 * 1024
+    }));
+    // Relay 1 dies: both its links go.
+    net.cut(0, 1);
+    net.cut(1, 3);
+    net.run(Duration::from_millis(20));
+    let events = net.take_events(0);
+    let Some(Event::RouteBroken { path, cause, .. }) = events
+        .iter()
+        .find(|e| matches!(e, Event::RouteBroken { .. }))
+    else {
+        panic!("{events:?}");
+    };
+    assert_eq!(path, &vec![net.id(1), net.id(3)]);
+    assert_eq!(
+        cause,
+        &Broken::LinkDown {
+            from: net.id(0),
+            to: net.id(1)
+        }
+    );
+    let hops = net.hops(&[2, 3]);
+    let now = net.now();
+    net.routers[0].repair_route(route, &hops, now).unwrap();
+    net.collect();
+    assert!(run_until(&mut net, Duration::from_secs(30), |net| {
+        net.received.get(&(3, far, stream)).map_or(0, Vec::len) == upload.len()
+    }));
+    assert_eq!(
+        net.received[&(3, far, stream)],
+        upload,
+        "bytes lost or duplicated"
+    );
+    let events = net.take_events(0);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::RouteRepaired { route: r, .. } if *r == route)),
+        "{events:?}"
+    );
+    assert!(
+        net.take_events(3)
+            .contains(&Event::SessionResumed { session: far })
+    );
+    assert_eq!(
+        net.routers[0].route_path(route),
+        Some(&[net.id(2), net.id(3)][..])
+    );
+}
+
+#[test]
+fn lost_stream_packets_are_resent() {
+    let mut net = Net::line(3);
+    let (_, session) = net.open_up(0, &[1, 2]);
+    let far = far_session(&net.take_events(2));
+    let now = net.now();
+    let stream = net.routers[0].open_stream(session, now).unwrap();
+    let upload = pattern(3 * 1024 * 1024, 5);
+    net.writers.insert((0, session, stream), upload.clone());
+    // Every 7th data packet the relay forwards is lost.
+    let mut count = 0u32;
+    net.drop_next = None;
+    net.feed();
+    for _ in 0..2000 {
+        net.collect();
+        let mut kept = BTreeMap::new();
+        for (key, (from, to, transmit)) in std::mem::take(&mut net.in_flight) {
+            if from == 1 && matches!(transmit, Transmit::Data { .. }) {
+                count += 1;
+                if count.is_multiple_of(7) {
+                    continue;
+                }
+            }
+            kept.insert(key, (from, to, transmit));
+        }
+        net.in_flight = kept;
+        net.run(Duration::from_millis(5));
+        if net.received.get(&(2, far, stream)).map_or(0, Vec::len) == upload.len() {
+            break;
+        }
+    }
+    assert_eq!(net.received[&(2, far, stream)], upload);
+}
+
+#[test]
+fn relays_get_receipts_signed_by_the_source_and_only_their_own() {
+    let mut net = Net::line(4);
+    let (route, session) = net.open_up(0, &[1, 2, 3]);
+    net.take_events(3);
+    net.routers[0].send_datagram(session, &[0u8; 1000]).unwrap();
+    net.run(Config::default().receipt_interval + Duration::from_secs(1));
+    let counters = net.routers[0].route_counters(route).unwrap();
+    for relay in [1, 2] {
+        let receipts: Vec<Receipt> = net
+            .take_events(relay)
+            .into_iter()
+            .filter_map(|event| match event {
+                Event::Receipt { receipt, encoded } => {
+                    assert_eq!(Receipt::decode(&encoded).unwrap(), receipt);
+                    Some(receipt)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(receipts.len(), 1, "relay {relay}");
+        let receipt = &receipts[0];
+        assert_eq!(receipt.source, net.id(0));
+        assert_eq!(receipt.relay, net.id(relay));
+        assert_eq!(receipt.counters.packets_forward, counters.packets_forward);
+        let tag = net.routers[relay].rules().next().unwrap().route_tag;
+        assert_eq!(receipt.route_tag, tag);
+    }
+    // The destination gets none.
+    assert!(
+        !net.take_events(3)
+            .iter()
+            .any(|e| matches!(e, Event::Receipt { .. }))
+    );
+    // No new traffic, no new receipts; closing sends the final ones.
+    net.run(Config::default().receipt_interval * 2);
+    assert!(net.take_events(1).is_empty());
+    net.routers[0].send_datagram(session, b"more").unwrap();
+    let now = net.now();
+    net.routers[0].close_route(route, now);
+    net.run(Duration::from_millis(100));
+    assert!(
+        net.take_events(1)
+            .iter()
+            .any(|e| matches!(e, Event::Receipt { receipt, .. } if receipt.seq > 2))
+    );
+}
+
+#[test]
+fn resuming_a_session_needs_its_token_and_its_caller() {
+    let mut net = Net::new(4);
+    for (a, b) in [(0, 1), (1, 3), (0, 2), (2, 3)] {
+        net.link(a, b);
+    }
+    let (route, _) = net.open_up(0, &[1, 3]);
+    net.take_events(3);
+    net.cut(1, 3);
+    net.run(Duration::from_millis(50));
+    net.take_events(0);
+    // The destination forgets the session meanwhile (closed by its app).
+    let far = net.routers[3].sessions.keys().next().copied().unwrap();
+    let now = net.now();
+    net.routers[3].close_session(far, now);
+    let hops = net.hops(&[2, 3]);
+    net.routers[0].repair_route(route, &hops, now).unwrap();
+    net.run(Duration::from_millis(100));
+    let events = net.take_events(0);
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::RouteBroken {
+                cause: Broken::Setup(SetupError::Hop {
+                    reason: FailReason::UnknownSession,
+                    ..
+                }),
+                ..
+            }
+        )),
+        "{events:?}"
+    );
 }
