@@ -1,0 +1,980 @@
+//! The router task: one per node. It owns the sans-IO [`Router`] and
+//! [`Topology`], moves their messages to and from the node's links, floods
+//! adverts, repairs broken routes, and serves the [`crate::Routing`]
+//! handle's commands. Everything arrives through one bounded inbox, so the
+//! task never blocks on a link: a full link queue drops the packet (the
+//! streams above recover) rather than stalling every route of the node.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use fogwire_identity::NodeId;
+use fogwire_link::proto::{ChannelId, Message};
+use fogwire_link::{ChannelReceiver, ChannelSender, LinkHandle};
+use fogwire_route_proto::advert::{Advert, AdvertLink};
+use fogwire_route_proto::path::{self, Path, Query};
+use fogwire_route_proto::repair::{ATTEMPTS_MAX, Avoid};
+use fogwire_route_proto::router::stream::{RESET_CANCELLED, StreamError};
+use fogwire_route_proto::router::{
+    Broken, Event, Hop, Now, RouteEnd, RouteId, Router, SendError, SessionId, StreamId, Transmit,
+};
+use fogwire_route_proto::{Refused, Topology};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::store::{Batch, Store};
+use crate::stream::{RouteStream, Shared};
+use crate::{
+    CHANNEL_ADVERT, Constraints, Listing, NodeInfo, Opened, Options, RouteError, RoutingStats,
+};
+
+/// Inputs queued to the router task. Bounds what links can pile up in
+/// front of it; a full inbox makes link readers wait, which backs the
+/// links' flow control up to their peers.
+pub(crate) const INBOX_LEN: usize = 1024;
+/// Inputs handled in one go before timers are looked at again.
+const BATCH_LEN: usize = 256;
+/// Pings waiting for their pong.
+const PINGS_MAX: usize = 1024;
+/// How long after a link change the node re-advertises (changes in a
+/// burst, like start-up, make one advert).
+const ADVERT_SETTLE: Duration = Duration::from_millis(300);
+/// Locally issued adverts: a burst, then one per interval. Kept below what
+/// receivers accept (4, then one per 15 s), so none is refused.
+const ADVERT_BURST: u32 = 3;
+const ADVERT_INTERVAL: Duration = Duration::from_secs(15);
+/// A link's one-way latency before its RTT is measured.
+const LATENCY_UNKNOWN_US: u32 = 1_000;
+
+pub(crate) enum Input {
+    Control { from: NodeId, message: Bytes },
+    Data { from: NodeId, packet: Bytes },
+    Advert { from: NodeId, advert: Bytes },
+    LinkUp(LinkHandle),
+    LinkDown { peer: NodeId, link: u64 },
+    Command(Command),
+}
+
+pub(crate) enum Command {
+    Nodes(oneshot::Sender<Vec<NodeInfo>>),
+    Find {
+        destination: NodeId,
+        constraints: Constraints,
+        alternatives: usize,
+        reply: oneshot::Sender<Result<Vec<Path>, RouteError>>,
+    },
+    Open {
+        destination: NodeId,
+        constraints: Constraints,
+        reply: oneshot::Sender<Result<Opened, RouteError>>,
+    },
+    Close {
+        route: RouteId,
+        reply: oneshot::Sender<bool>,
+    },
+    Routes(oneshot::Sender<Listing>),
+    Ping {
+        route: RouteId,
+        reply: oneshot::Sender<Result<Duration, RouteError>>,
+    },
+    Datagram {
+        route: RouteId,
+        data: Bytes,
+        reply: oneshot::Sender<Result<(), RouteError>>,
+    },
+    OpenStream {
+        route: RouteId,
+        reply: oneshot::Sender<Result<RouteStream, RouteError>>,
+    },
+    Write {
+        session: SessionId,
+        stream: StreamId,
+        data: Bytes,
+        reply: oneshot::Sender<Result<usize, StreamError>>,
+    },
+    Finish {
+        session: SessionId,
+        stream: StreamId,
+    },
+    Consumed {
+        session: SessionId,
+        stream: StreamId,
+        bytes: u64,
+    },
+    Reset {
+        session: SessionId,
+        stream: StreamId,
+    },
+    Shutdown(oneshot::Sender<()>),
+}
+
+struct Neighbour {
+    link: LinkHandle,
+    control: ChannelSender,
+    data: ChannelSender,
+    advert: ChannelSender,
+}
+
+/// A route this node opened, as the task tracks it.
+struct OwnRoute {
+    destination: NodeId,
+    constraints: Constraints,
+    session: Option<SessionId>,
+    avoid: Avoid,
+    attempts: u32,
+    opening: Option<oneshot::Sender<Result<Opened, RouteError>>>,
+    latency_us: u64,
+}
+
+fn now() -> Now {
+    Now {
+        instant: Instant::now(),
+        unix_ms: unix_ms(),
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
+pub(crate) struct Actor {
+    options: Options,
+    node_id: NodeId,
+    router: Router,
+    topology: Topology,
+    neighbours: HashMap<NodeId, Neighbour>,
+    inputs: mpsc::Sender<Input>,
+    own: HashMap<RouteId, OwnRoute>,
+    streams: HashMap<(SessionId, StreamId), Arc<Shared>>,
+    pings: HashMap<(SessionId, u64), oneshot::Sender<Result<Duration, RouteError>>>,
+    next_ping: u64,
+    incoming: mpsc::Sender<RouteStream>,
+    datagrams: Option<mpsc::Sender<(NodeId, Bytes)>>,
+    store: Option<Arc<Store>>,
+    batch: Batch,
+    writing: Option<JoinHandle<()>>,
+    local_seq: u64,
+    advert_due: Option<Instant>,
+    advert_tokens: u32,
+    advert_refilled: Instant,
+    last_flood: Instant,
+    stats: RoutingStats,
+    stopping: Option<oneshot::Sender<()>>,
+}
+
+impl Actor {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        options: Options,
+        inputs: mpsc::Sender<Input>,
+        incoming: mpsc::Sender<RouteStream>,
+        datagrams: Option<mpsc::Sender<(NodeId, Bytes)>>,
+        store: Option<Arc<Store>>,
+        saved_adverts: Vec<Vec<u8>>,
+        saved_seq: u64,
+        receipts_stored: u64,
+    ) -> Self {
+        let node_id = options.identity.node_id();
+        let router = Router::new(options.identity.clone(), options.router.clone());
+        let mut topology = Topology::new(node_id, Default::default());
+        let now_ms = unix_ms();
+        let mut restored = 0;
+        for bytes in &saved_adverts {
+            if topology.handle_advert(bytes, now_ms).is_ok() {
+                restored += 1;
+            }
+        }
+        if restored > 0 {
+            tracing::info!(
+                adverts = restored,
+                "restored the network graph from disk ({restored} nodes)"
+            );
+        }
+        let started = Instant::now();
+        let mut actor = Self {
+            options,
+            node_id,
+            router,
+            topology,
+            neighbours: HashMap::new(),
+            inputs,
+            own: HashMap::new(),
+            streams: HashMap::new(),
+            pings: HashMap::new(),
+            next_ping: 1,
+            incoming,
+            datagrams,
+            store,
+            batch: Batch::default(),
+            writing: None,
+            local_seq: saved_seq,
+            advert_due: None,
+            advert_tokens: ADVERT_BURST,
+            advert_refilled: started,
+            last_flood: started,
+            stats: RoutingStats {
+                receipts_stored,
+                ..RoutingStats::default()
+            },
+            stopping: None,
+        };
+        // This node is in its own graph from the start.
+        actor.issue_advert(now_ms, false);
+        actor
+    }
+
+    pub(crate) async fn run(mut self, mut inbox: mpsc::Receiver<Input>) {
+        let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let sleep = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(sleep);
+        loop {
+            self.flush();
+            if self.stopping.is_some() {
+                break;
+            }
+            let deadline = self.router.poll_timeout();
+            if let Some(deadline) = deadline {
+                let deadline = tokio::time::Instant::from_std(deadline);
+                if sleep.deadline() != deadline {
+                    sleep.as_mut().reset(deadline);
+                }
+            }
+            tokio::select! {
+                input = inbox.recv() => {
+                    let Some(input) = input else { break };
+                    self.handle(input);
+                    for _ in 0..BATCH_LEN {
+                        match inbox.try_recv() {
+                            Ok(input) => self.handle(input),
+                            Err(_) => break,
+                        }
+                        if self.stopping.is_some() {
+                            break;
+                        }
+                    }
+                }
+                () = &mut sleep, if deadline.is_some() => self.router.handle_timeout(now()),
+                _ = housekeeping.tick() => self.housekeeping(),
+            }
+        }
+        self.finish().await;
+    }
+
+    /// Closes every route this node opened, and writes what is unsaved.
+    async fn finish(&mut self) {
+        let routes: Vec<RouteId> = self.own.keys().copied().collect();
+        let now = now();
+        for route in routes {
+            self.router.close_route(route, now);
+        }
+        self.flush();
+        if let Some(writing) = self.writing.take() {
+            let _ = writing.await;
+        }
+        if let Some(store) = self.store.clone() {
+            let batch = std::mem::take(&mut self.batch);
+            if !batch.is_empty() {
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Err(error) = store.write(batch) {
+                        tracing::warn!("{error}");
+                    }
+                })
+                .await;
+            }
+        }
+        if let Some(reply) = self.stopping.take() {
+            let _ = reply.send(());
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Control { from, message } => self.router.handle_control(from, message, now()),
+            Input::Data { from, packet } => self.router.handle_data(from, packet, now()),
+            Input::Advert { from, advert } => self.on_advert(from, advert),
+            Input::LinkUp(link) => self.link_up(link),
+            Input::LinkDown { peer, link } => self.link_down(peer, link),
+            Input::Command(command) => self.command(command),
+        }
+    }
+
+    /// Sends what the router produced and handles what it reported, until
+    /// neither has anything left.
+    fn flush(&mut self) {
+        loop {
+            let mut idle = true;
+            while let Some(transmit) = self.router.poll_transmit() {
+                idle = false;
+                self.transmit(transmit);
+            }
+            while let Some(event) = self.router.poll_event() {
+                idle = false;
+                self.on_event(event);
+            }
+            if idle {
+                return;
+            }
+        }
+    }
+
+    fn transmit(&mut self, transmit: Transmit) {
+        match transmit {
+            Transmit::Control { to, message } => {
+                if let Some(neighbour) = self.neighbours.get(&to)
+                    && neighbour.control.try_send(message).is_err()
+                {
+                    self.stats.control_dropped += 1;
+                }
+            }
+            Transmit::Data { to, header, body } => {
+                if let Some(neighbour) = self.neighbours.get(&to)
+                    && neighbour
+                        .data
+                        .try_send(Message::with_prefix(&header, body))
+                        .is_err()
+                {
+                    self.stats.data_dropped += 1;
+                }
+            }
+        }
+    }
+
+    // ----- links -----
+
+    fn link_up(&mut self, link: LinkHandle) {
+        if link.is_closed() {
+            return;
+        }
+        let peer = link.peer();
+        let channel = |id: u16| ChannelId(id);
+        let senders = (
+            link.sender(channel(fogwire_route_proto::router::CHANNEL_CONTROL)),
+            link.sender(channel(fogwire_route_proto::router::CHANNEL_DATA)),
+            link.sender(channel(CHANNEL_ADVERT)),
+        );
+        let (Some(control), Some(data), Some(advert)) = senders else {
+            tracing::info!(peer = %peer.short(), "peer does not route: its link carries no route channels");
+            return;
+        };
+        let receivers = (
+            link.take_receiver(channel(fogwire_route_proto::router::CHANNEL_CONTROL)),
+            link.take_receiver(channel(fogwire_route_proto::router::CHANNEL_DATA)),
+            link.take_receiver(channel(CHANNEL_ADVERT)),
+        );
+        let (Some(control_in), Some(data_in), Some(advert_in)) = receivers else {
+            // Taken already: this link was announced before.
+            return;
+        };
+        spawn_reader(control_in, self.inputs.clone(), move |message| {
+            Input::Control {
+                from: peer,
+                message,
+            }
+        });
+        spawn_reader(data_in, self.inputs.clone(), move |packet| Input::Data {
+            from: peer,
+            packet,
+        });
+        spawn_reader(advert_in, self.inputs.clone(), move |advert| {
+            Input::Advert { from: peer, advert }
+        });
+        // The new neighbour gets every advert this node holds, at the pace
+        // its link's flow control allows.
+        let known: Vec<Bytes> = self
+            .topology
+            .adverts()
+            .map(|(_, bytes)| Bytes::copy_from_slice(bytes))
+            .collect();
+        let sync = advert.clone();
+        tokio::spawn(async move {
+            for bytes in known {
+                if sync.send(bytes).await.is_err() {
+                    break;
+                }
+            }
+        });
+        if let Some(previous) = self.neighbours.insert(
+            peer,
+            Neighbour {
+                link,
+                control,
+                data,
+                advert,
+            },
+        ) {
+            // The same peer over a newer link: routes over the old one are
+            // gone with it.
+            tracing::debug!(peer = %peer.short(), old = previous.link.id(), "link replaced");
+            self.router.link_down(peer, now());
+        }
+        self.router.link_up(peer);
+        self.links_changed();
+    }
+
+    fn link_down(&mut self, peer: NodeId, link: u64) {
+        if self
+            .neighbours
+            .get(&peer)
+            .is_none_or(|neighbour| neighbour.link.id() != link)
+        {
+            return;
+        }
+        self.neighbours.remove(&peer);
+        self.router.link_down(peer, now());
+        self.links_changed();
+    }
+
+    /// Updates this node's own advert at once (so that its own path
+    /// queries see the change), and floods one soon.
+    fn links_changed(&mut self) {
+        self.issue_advert(unix_ms(), false);
+        let at = Instant::now() + ADVERT_SETTLE;
+        self.advert_due = Some(self.advert_due.map_or(at, |due| due.min(at)));
+    }
+
+    // ----- adverts -----
+
+    fn issue_advert(&mut self, now_ms: u64, flood: bool) {
+        let seq = (self.local_seq + 1).max(now_ms);
+        self.local_seq = seq;
+        self.batch.seq = Some(seq);
+        let links = self
+            .neighbours
+            .iter()
+            .map(|(peer, neighbour)| AdvertLink {
+                neighbour: *peer,
+                latency_us: neighbour
+                    .link
+                    .snapshot()
+                    .rtt
+                    .map_or(LATENCY_UNKNOWN_US, |rtt| {
+                        u32::try_from(rtt.as_micros() / 2)
+                            .unwrap_or(u32::MAX)
+                            .max(1)
+                    }),
+                capacity_kbps: self.options.capacity_kbps,
+            })
+            .collect();
+        let key: [u8; 32] = self
+            .options
+            .identity
+            .noise_static_key()
+            .try_into()
+            .unwrap_or([0; 32]);
+        let advert = Advert {
+            origin: self.node_id,
+            seq,
+            issued_at_ms: now_ms,
+            lifetime_secs: self.options.advert_lifetime.as_secs().clamp(60, 3600) as u32,
+            link_key: key,
+            addresses: self.options.addresses.clone(),
+            links,
+            services: self.options.services.clone(),
+        };
+        let (advert, bytes) = advert.sign(self.options.identity.keypair());
+        self.topology.set_local(advert, bytes.clone());
+        if flood {
+            self.last_flood = Instant::now();
+            self.stats.adverts_sent += 1;
+            let bytes = Bytes::from(bytes);
+            for neighbour in self.neighbours.values() {
+                if neighbour.advert.try_send(bytes.clone()).is_err() {
+                    self.stats.adverts_dropped += 1;
+                }
+            }
+        }
+    }
+
+    fn on_advert(&mut self, from: NodeId, bytes: Bytes) {
+        match self.topology.handle_advert(&bytes, unix_ms()) {
+            Ok(accepted) => {
+                self.stats.adverts_accepted += 1;
+                self.batch.put_advert(accepted.origin, &bytes);
+                for (peer, neighbour) in &self.neighbours {
+                    if *peer != from && neighbour.advert.try_send(bytes.clone()).is_err() {
+                        self.stats.adverts_dropped += 1;
+                    }
+                }
+            }
+            Err(Refused::OwnNewer { seq }) => {
+                // An advert of this node's previous run still circulates:
+                // outrank it.
+                self.local_seq = self.local_seq.max(seq);
+                self.advert_due = Some(Instant::now());
+            }
+            Err(Refused::Duplicate | Refused::Old { .. }) => {}
+            Err(refused) => {
+                self.stats.adverts_refused += 1;
+                tracing::debug!(peer = %from.short(), "advert refused: {refused}");
+            }
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        let now_instant = Instant::now();
+        let now_ms = unix_ms();
+        for origin in self.topology.expire(now_ms) {
+            self.batch.remove_advert(origin);
+        }
+        // The local advert bucket.
+        let earned = (now_instant
+            .saturating_duration_since(self.advert_refilled)
+            .as_secs()
+            / ADVERT_INTERVAL.as_secs()) as u32;
+        if earned > 0 {
+            self.advert_tokens = (self.advert_tokens + earned).min(ADVERT_BURST);
+            self.advert_refilled = now_instant;
+        }
+        let refresh = self.options.advert_lifetime / 3;
+        if now_instant.saturating_duration_since(self.last_flood) >= refresh {
+            self.advert_due.get_or_insert(now_instant);
+        }
+        if self.advert_due.is_some_and(|due| due <= now_instant) && self.advert_tokens > 0 {
+            self.advert_tokens -= 1;
+            self.advert_due = None;
+            self.issue_advert(now_ms, true);
+        }
+        self.pings.retain(|_, reply| !reply.is_closed());
+        self.persist();
+    }
+
+    fn persist(&mut self) {
+        if self.writing.as_ref().is_some_and(|w| !w.is_finished()) || self.batch.is_empty() {
+            return;
+        }
+        let Some(store) = self.store.clone() else {
+            self.batch = Batch::default();
+            return;
+        };
+        let batch = std::mem::take(&mut self.batch);
+        self.stats.receipts_stored += batch.receipts.len() as u64;
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            if let Err(error) = store.write(batch) {
+                tracing::warn!("{error}; routing state will be written again later");
+            }
+        }));
+    }
+
+    // ----- routes -----
+
+    fn hops(&self, nodes: &[NodeId]) -> Result<Vec<Hop>, RouteError> {
+        nodes
+            .iter()
+            .map(|node| {
+                self.topology
+                    .get(node)
+                    .map(|advert| Hop {
+                        node: *node,
+                        link_key: advert.link_key,
+                    })
+                    .ok_or(RouteError::Unknown(*node))
+            })
+            .collect()
+    }
+
+    fn find(
+        &mut self,
+        destination: NodeId,
+        constraints: &Constraints,
+        avoid: &Avoid,
+        alternatives: usize,
+    ) -> Result<Vec<Path>, RouteError> {
+        let query = avoid.apply(Query {
+            alternatives,
+            ..constraints.query(self.node_id, destination)
+        });
+        Ok(path::find(self.topology.graph(), &query)?)
+    }
+
+    fn open(
+        &mut self,
+        destination: NodeId,
+        constraints: Constraints,
+        reply: oneshot::Sender<Result<Opened, RouteError>>,
+    ) {
+        let opened = self
+            .find(destination, &constraints, &Avoid::default(), 1)
+            .and_then(|paths| {
+                let best = paths.into_iter().next().ok_or(RouteError::NoRoute)?;
+                let hops = self.hops(&best.nodes[1..])?;
+                let route = self
+                    .router
+                    .open_route(&hops, now())
+                    .map_err(RouteError::Open)?;
+                Ok((route, best.latency_us))
+            });
+        match opened {
+            Ok((route, latency_us)) => {
+                self.own.insert(
+                    route,
+                    OwnRoute {
+                        destination,
+                        constraints,
+                        session: None,
+                        avoid: Avoid::default(),
+                        attempts: 0,
+                        opening: Some(reply),
+                        latency_us,
+                    },
+                );
+            }
+            Err(error) => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+
+    fn repair(&mut self, route: RouteId, path: Vec<NodeId>, cause: Broken) {
+        let node_id = self.node_id;
+        let Some(own) = self.own.get_mut(&route) else {
+            self.router.abandon_route(route, "not tracked", now());
+            return;
+        };
+        own.attempts += 1;
+        let repairable = own.avoid.learn(node_id, &path, &cause);
+        if !repairable || own.attempts > ATTEMPTS_MAX {
+            let detail = if repairable {
+                format!("{ATTEMPTS_MAX} new paths failed")
+            } else {
+                format!("the destination cannot take the session back ({cause:?})")
+            };
+            self.router.abandon_route(route, detail, now());
+            return;
+        }
+        let (destination, constraints, avoid) =
+            (own.destination, own.constraints.clone(), own.avoid.clone());
+        let attempt = self
+            .find(destination, &constraints, &avoid, 1)
+            .and_then(|paths| {
+                let best = paths.into_iter().next().ok_or(RouteError::NoRoute)?;
+                let hops = self.hops(&best.nodes[1..])?;
+                self.router
+                    .repair_route(route, &hops, now())
+                    .map_err(RouteError::Open)?;
+                Ok(best)
+            });
+        match attempt {
+            Ok(best) => {
+                tracing::info!(
+                    route,
+                    hops = best.hops(),
+                    "route broke ({cause:?}); moving it to {}",
+                    describe_path(&best.nodes)
+                );
+                if let Some(own) = self.own.get_mut(&route) {
+                    own.latency_us = best.latency_us;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(
+                    route,
+                    "route broke ({cause:?}) and no path remains: {error}"
+                );
+                self.router
+                    .abandon_route(route, format!("no path remains: {error}"), now());
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::RouteUp {
+                route,
+                session,
+                setup_time,
+            } => {
+                let path = self.router.route_path(route).map(<[NodeId]>::to_vec);
+                if let Some(own) = self.own.get_mut(&route) {
+                    own.session = Some(session);
+                    if let Some(reply) = own.opening.take() {
+                        let _ = reply.send(Ok(Opened {
+                            route,
+                            path: path.unwrap_or_default(),
+                            setup_time,
+                            latency_us: own.latency_us,
+                        }));
+                    }
+                }
+            }
+            Event::RouteFailed { route, error } => {
+                if let Some(reply) = self.own.remove(&route).and_then(|own| own.opening) {
+                    let _ = reply.send(Err(RouteError::Setup(error)));
+                }
+            }
+            Event::RouteBroken { route, path, cause } => {
+                self.stats.routes_broken += 1;
+                self.repair(route, path, cause);
+            }
+            Event::RouteRepaired {
+                route, setup_time, ..
+            } => {
+                self.stats.routes_repaired += 1;
+                if let Some(own) = self.own.get_mut(&route) {
+                    own.attempts = 0;
+                    own.avoid = Avoid::default();
+                }
+                tracing::info!(
+                    route,
+                    "route repaired in {:.1} ms",
+                    setup_time.as_secs_f64() * 1e3
+                );
+            }
+            Event::RouteDown { route, reason } => {
+                if let Some(own) = self.own.remove(&route) {
+                    if let Some(reply) = own.opening {
+                        let _ = reply.send(Err(RouteError::Down(reason.clone())));
+                    }
+                    if let Some(session) = own.session {
+                        self.fail_pings(session, &reason);
+                    }
+                }
+                if reason != RouteEnd::Closed {
+                    tracing::info!(route, "route {reason}");
+                }
+            }
+            Event::SessionOpened { session, peer } => {
+                tracing::debug!(session, peer = %peer.short(), "session opened");
+            }
+            Event::SessionResumed { session } => {
+                tracing::debug!(session, "session resumed on a new route");
+            }
+            Event::SessionClosed { session, reason } => {
+                tracing::debug!(session, "session closed ({reason:?})");
+            }
+            Event::Datagram { session, data } => {
+                if let (Some(peer), Some(datagrams)) =
+                    (self.router.session_peer(session), &self.datagrams)
+                {
+                    // Datagrams are unreliable: a slow reader loses some.
+                    let _ = datagrams.try_send((peer, data));
+                }
+            }
+            Event::Pong { session, id, rtt } => {
+                if let Some(reply) = self.pings.remove(&(session, id)) {
+                    let _ = reply.send(Ok(rtt));
+                }
+            }
+            Event::StreamOpened { session, stream } => {
+                let shared = Arc::new(Shared::default());
+                let peer = self.router.session_peer(session).unwrap_or(self.node_id);
+                let handle =
+                    RouteStream::new(session, stream, peer, shared.clone(), self.inputs.clone());
+                self.streams.insert((session, stream), shared);
+                if let Err(mpsc::error::TrySendError::Full(handle)) = self.incoming.try_send(handle)
+                {
+                    // Refused: nobody keeps up with new streams.
+                    drop(handle);
+                }
+            }
+            Event::StreamData {
+                session,
+                stream,
+                data,
+            } => match self.streams.get(&(session, stream)) {
+                Some(shared) => shared.push(data),
+                // Nobody reads it: let the sender go on.
+                None => self
+                    .router
+                    .stream_consumed(session, stream, data.len() as u64),
+            },
+            Event::StreamFinished { session, stream } => {
+                if let Some(shared) = self.streams.get(&(session, stream)) {
+                    shared.finish();
+                }
+            }
+            Event::StreamWritable { session, stream } => {
+                if let Some(shared) = self.streams.get(&(session, stream)) {
+                    shared.wake_writer();
+                }
+            }
+            Event::StreamClosed {
+                session,
+                stream,
+                error,
+            } => {
+                if let Some(shared) = self.streams.remove(&(session, stream)) {
+                    shared.close(error);
+                }
+            }
+            Event::Receipt { receipt, encoded } => {
+                self.stats.receipts_received += 1;
+                self.batch
+                    .receipts
+                    .insert(receipt.route_tag, encoded.to_vec());
+            }
+        }
+    }
+
+    fn fail_pings(&mut self, session: SessionId, reason: &RouteEnd) {
+        let waiting: Vec<(SessionId, u64)> = self
+            .pings
+            .keys()
+            .filter(|(s, _)| *s == session)
+            .copied()
+            .collect();
+        for key in waiting {
+            if let Some(reply) = self.pings.remove(&key) {
+                let _ = reply.send(Err(RouteError::Down(reason.clone())));
+            }
+        }
+    }
+
+    fn route_session(&self, route: RouteId) -> Result<SessionId, RouteError> {
+        self.own
+            .get(&route)
+            .ok_or(RouteError::UnknownRoute)?
+            .session
+            .ok_or(RouteError::NotUp)
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Nodes(reply) => {
+                let _ = reply.send(self.nodes());
+            }
+            Command::Find {
+                destination,
+                constraints,
+                alternatives,
+                reply,
+            } => {
+                let found = self.find(destination, &constraints, &Avoid::default(), alternatives);
+                let _ = reply.send(found);
+            }
+            Command::Open {
+                destination,
+                constraints,
+                reply,
+            } => self.open(destination, constraints, reply),
+            Command::Close { route, reply } => {
+                let _ = reply.send(self.router.close_route(route, now()));
+            }
+            Command::Routes(reply) => {
+                let _ = reply.send(Listing {
+                    routes: self.router.routes().collect(),
+                    transit: self.router.rules().filter(|rule| rule.relay).collect(),
+                    stats: self.stats.clone(),
+                });
+            }
+            Command::Ping { route, reply } => {
+                let result = self.route_session(route).and_then(|session| {
+                    if self.pings.len() >= PINGS_MAX {
+                        return Err(RouteError::Busy);
+                    }
+                    let id = self.next_ping;
+                    self.next_ping += 1;
+                    self.router
+                        .ping(session, id, now())
+                        .map_err(RouteError::Send)?;
+                    Ok((session, id))
+                });
+                match result {
+                    Ok(key) => {
+                        self.pings.insert(key, reply);
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                    }
+                }
+            }
+            Command::Datagram { route, data, reply } => {
+                let sent = self.route_session(route).and_then(|session| {
+                    self.router
+                        .send_datagram(session, &data)
+                        .map_err(RouteError::Send)
+                });
+                let _ = reply.send(sent);
+            }
+            Command::OpenStream { route, reply } => {
+                let opened = self.route_session(route).and_then(|session| {
+                    let stream = self
+                        .router
+                        .open_stream(session, now())
+                        .map_err(RouteError::Send)?;
+                    let shared = Arc::new(Shared::default());
+                    self.streams.insert((session, stream), shared.clone());
+                    let peer = self.router.session_peer(session).unwrap_or(self.node_id);
+                    Ok(RouteStream::new(
+                        session,
+                        stream,
+                        peer,
+                        shared,
+                        self.inputs.clone(),
+                    ))
+                });
+                let _ = reply.send(opened);
+            }
+            Command::Write {
+                session,
+                stream,
+                data,
+                reply,
+            } => {
+                let written = self
+                    .router
+                    .stream_write(session, stream, &data, now())
+                    .map_err(|error| match error {
+                        SendError::Finished => StreamError::Violation,
+                        _ => StreamError::SessionClosed,
+                    });
+                let _ = reply.send(written);
+            }
+            Command::Finish { session, stream } => {
+                let _ = self.router.stream_finish(session, stream, now());
+            }
+            Command::Consumed {
+                session,
+                stream,
+                bytes,
+            } => self.router.stream_consumed(session, stream, bytes),
+            Command::Reset { session, stream } => {
+                if self.streams.remove(&(session, stream)).is_some() {
+                    self.router.stream_reset(session, stream, RESET_CANCELLED);
+                }
+            }
+            Command::Shutdown(reply) => self.stopping = Some(reply),
+        }
+    }
+
+    fn nodes(&mut self) -> Vec<NodeInfo> {
+        let mut nodes: Vec<NodeInfo> = self
+            .topology
+            .adverts()
+            .map(|(advert, _)| NodeInfo {
+                advert: advert.clone(),
+                this_node: advert.origin == self.node_id,
+                neighbour: self.neighbours.contains_key(&advert.origin),
+            })
+            .collect();
+        nodes.sort_by_key(|node| (!node.this_node, !node.neighbour, node.advert.origin));
+        nodes
+    }
+}
+
+fn spawn_reader(
+    mut receiver: ChannelReceiver,
+    inputs: mpsc::Sender<Input>,
+    wrap: impl Fn(Bytes) -> Input + Send + 'static,
+) {
+    tokio::spawn(async move {
+        while let Some(message) = receiver.recv().await {
+            if inputs.send(wrap(message)).await.is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// A path as short ids: `fw1abc… → fw1def…`.
+pub fn describe_path(nodes: &[NodeId]) -> String {
+    nodes
+        .iter()
+        .map(NodeId::short)
+        .collect::<Vec<_>>()
+        .join(" → ")
+}

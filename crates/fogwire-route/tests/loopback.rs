@@ -1,0 +1,186 @@
+//! Routing over real links on loopback: nodes that find each other through
+//! flooded adverts, routes of several hops, pings, streams, and a relay
+//! that dies in the middle of a transfer.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fogwire_identity::{Keypair, NodeId};
+use fogwire_link::proto::{CloseCode, Config, LinkIdentity};
+use fogwire_link::{LinkHandle, connect, establish, spawn};
+use fogwire_route::services::{SINK, send_to_sink};
+use fogwire_route::{Constraints, Options, Routing, link_channels};
+use tokio::net::TcpListener;
+
+struct Net {
+    identities: Vec<Arc<LinkIdentity>>,
+    routings: Vec<Routing>,
+    links: Vec<(usize, usize, LinkHandle, LinkHandle)>,
+}
+
+fn link_config() -> Arc<Config> {
+    let mut config = Config::default();
+    config.channels = link_channels();
+    Arc::new(config)
+}
+
+impl Net {
+    fn new(count: usize) -> Self {
+        let identities: Vec<Arc<LinkIdentity>> = (0..count)
+            .map(|i| {
+                Arc::new(
+                    LinkIdentity::generate(Arc::new(Keypair::from_seed(&[i as u8 + 1; 32])))
+                        .unwrap(),
+                )
+            })
+            .collect();
+        let routings = identities
+            .iter()
+            .map(|identity| Routing::start(Options::new(identity.clone())).unwrap())
+            .collect();
+        Self {
+            identities,
+            routings,
+            links: Vec::new(),
+        }
+    }
+
+    fn id(&self, index: usize) -> NodeId {
+        self.identities[index].node_id()
+    }
+
+    /// Links `a` to `b` over TCP on loopback, and tells both routings (and,
+    /// when it closes, that it is gone), as a node does.
+    async fn link(&mut self, a: usize, b: usize) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let listener_identity = self.identities[b].clone();
+        let accept = tokio::spawn(async move {
+            let (stream, remote) = listener.accept().await.unwrap();
+            establish(stream, remote, &listener_identity, link_config()).await
+        });
+        let outbound = connect(addr, self.id(b), &self.identities[a], link_config())
+            .await
+            .unwrap();
+        let inbound = accept.await.unwrap().unwrap();
+        let (at_a, at_b) = (spawn(outbound), spawn(inbound));
+        for (routing, link) in [(&self.routings[a], &at_a), (&self.routings[b], &at_b)] {
+            routing.link_up(link.clone());
+            let (routing, link) = (routing.clone(), link.clone());
+            tokio::spawn(async move {
+                link.closed().await;
+                routing.link_down(link.peer(), link.id());
+            });
+        }
+        self.links.push((a, b, at_a, at_b));
+    }
+
+    /// Closes every link of `node`, as if it had died.
+    async fn kill(&mut self, node: usize) {
+        for (a, b, at_a, _) in &self.links {
+            if *a == node || *b == node {
+                at_a.close(CloseCode::SHUTDOWN, "killed").await;
+            }
+        }
+    }
+
+    /// Waits until every node knows the whole graph.
+    async fn converge(&self) {
+        let count = self.routings.len();
+        for _ in 0..200 {
+            let mut done = true;
+            for routing in &self.routings {
+                let nodes = routing.nodes().await.unwrap();
+                let edges: usize = nodes.iter().map(|n| n.advert.links.len()).sum();
+                if nodes.len() < count || edges < 2 * self.links.len() {
+                    done = false;
+                }
+            }
+            if done {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the graph did not converge");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_of_one_to_three_hops_carry_pings_and_streams() {
+    // A line 0-1-2-3 with a shortcut 0-2.
+    let mut net = Net::new(4);
+    for (a, b) in [(0, 1), (1, 2), (2, 3), (0, 2)] {
+        net.link(a, b).await;
+    }
+    net.converge().await;
+    let source = &net.routings[0];
+    for hops in 1..=3 {
+        let destination = net.id(hops);
+        let opened = source
+            .open(destination, Constraints::hops(hops))
+            .await
+            .unwrap_or_else(|e| panic!("{hops} hops: {e}"));
+        assert_eq!(opened.path.len(), hops);
+        assert_eq!(*opened.path.last().unwrap(), destination);
+        let rtt = source
+            .ping(opened.route, Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert!(rtt > Duration::ZERO);
+        let stream = source.connect(opened.route, SINK).await.unwrap();
+        let transfer = send_to_sink(stream, 8 * 1024 * 1024 + 17, |_| {})
+            .await
+            .unwrap();
+        assert!(transfer.intact(), "{hops} hops: {transfer:?}");
+        let listing = source.routes().await.unwrap();
+        let route = listing
+            .routes
+            .iter()
+            .find(|r| r.id == opened.route)
+            .unwrap();
+        assert!(route.counters.bytes_forward > 8 * 1024 * 1024);
+        assert!(source.close(opened.route).await.unwrap());
+    }
+    // Relays carried others' traffic and counted it.
+    let relay = net.routings[1].routes().await.unwrap();
+    assert!(relay.stats.adverts_accepted > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_survives_its_relay_dying() {
+    // Two ways from 0 to 3: through 1 and through 2.
+    let mut net = Net::new(4);
+    for (a, b) in [(0, 1), (1, 3), (0, 2), (2, 3)] {
+        net.link(a, b).await;
+    }
+    net.converge().await;
+    let source = net.routings[0].clone();
+    let opened = source.open(net.id(3), Constraints::hops(2)).await.unwrap();
+    let relay = if opened.path[0] == net.id(1) { 1 } else { 2 };
+    let stream = source.connect(opened.route, SINK).await.unwrap();
+    let total = 256 * 1024 * 1024;
+    let (progress_sender, mut progress) = tokio::sync::watch::channel(0u64);
+    let transfer = tokio::spawn(async move {
+        send_to_sink(stream, total, |sent| {
+            let _ = progress_sender.send(sent);
+        })
+        .await
+    });
+    progress
+        .wait_for(|sent| *sent > 16 * 1024 * 1024)
+        .await
+        .unwrap();
+    net.kill(relay).await;
+    let transfer = transfer.await.unwrap().unwrap();
+    assert!(transfer.intact(), "{transfer:?}");
+    let listing = source.routes().await.unwrap();
+    let route = listing
+        .routes
+        .iter()
+        .find(|r| r.id == opened.route)
+        .unwrap();
+    assert_eq!(route.repairs, 1);
+    assert_ne!(route.path[0], net.id(relay));
+}
