@@ -21,9 +21,10 @@ struct Net {
 }
 
 fn link_config() -> Arc<Config> {
-    let mut config = Config::default();
-    config.channels = link_channels();
-    Arc::new(config)
+    Arc::new(Config {
+        channels: link_channels(),
+        ..Config::default()
+    })
 }
 
 impl Net {
