@@ -9,15 +9,16 @@
 //! counters until its time is up or it is interrupted.
 //!
 //! The demo is a sequence of stages over one [`Network`] (start, link,
-//! stream); later pillars (routes, store, compute) add stages to [`run`]
-//! rather than new demos.
+//! traffic on every link, then routes: see [`routes`]); later pillars
+//! (store, compute) add stages to [`run`] rather than new demos.
 
 mod network;
 mod render;
+pub mod routes;
 mod traffic;
 
 pub use network::{Network, NetworkError};
-pub use render::{format_bytes, render_table};
+pub use render::{RouteView, format_bytes, render_table};
 pub use traffic::Traffic;
 
 use std::io::Write;
@@ -35,6 +36,10 @@ pub struct Options {
     pub refresh: Duration,
     /// Redraw in place (a terminal) or print each table below the last.
     pub redraw: bool,
+    /// Run the routing stage (routes, pings, a stream, a relay killed).
+    pub routes: bool,
+    /// Bytes streamed over the 3-hop route while its relay dies.
+    pub stream_bytes: u64,
 }
 
 impl Default for Options {
@@ -45,6 +50,8 @@ impl Default for Options {
             bytes_per_sec_per_link: 256 * 1024,
             refresh: Duration::from_secs(1),
             redraw: true,
+            routes: true,
+            stream_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -57,6 +64,9 @@ pub struct Summary {
     pub bytes_delivered: u64,
     pub links_closed_cleanly: usize,
     pub elapsed: Duration,
+    /// Whether the stream over the 3-hop route arrived intact across its
+    /// relay's death (none if that stage did not run).
+    pub stream_intact: Option<bool>,
 }
 
 /// Why the demo stopped early.
@@ -87,7 +97,7 @@ pub async fn run(
         "fogwire demo: starting {} nodes on 127.0.0.1…",
         options.nodes
     )?;
-    let network = Network::start(options.nodes).await?;
+    let mut network = Network::start(options.nodes).await?;
     writeln!(
         out,
         "linking them: a ring plus chords, {} links…",
@@ -99,15 +109,44 @@ pub async fn run(
         .duration
         .map(|duration| tokio::time::Instant::now() + duration);
     tokio::pin!(interrupted);
-    let mut ticker = tokio::time::interval(options.refresh);
     let mut interrupted_by_user = false;
+    let mut stage = None;
+    if options.routes && options.nodes >= 3 {
+        writeln!(
+            out,
+            "routing: waiting for every node to learn the graph, then routes of 1, 2 and 3 hops…"
+        )?;
+        out.flush()?;
+        let mut narrate = |line: &str| {
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        };
+        tokio::select! {
+            done = routes::run(&mut network, 0, options.stream_bytes, &mut narrate) => {
+                stage = Some(done);
+            }
+            () = &mut interrupted => { interrupted_by_user = true; }
+        }
+    }
+    let mut ticker = tokio::time::interval(options.refresh);
     loop {
+        if interrupted_by_user {
+            break;
+        }
         tokio::select! {
             _ = ticker.tick() => {}
             () = &mut interrupted => { interrupted_by_user = true; }
             () = sleep_until_opt(deadline) => {}
         }
-        let table = render_table(&network, &traffic, started.elapsed(), options.duration);
+        let view = route_view(&network, stage.as_ref()).await;
+        let table = render_table(
+            &network,
+            &traffic,
+            stage.as_ref(),
+            &view,
+            started.elapsed(),
+            options.duration,
+        );
         if options.redraw {
             // Clear the screen and draw from the top.
             write!(out, "\x1b[2J\x1b[H{table}")?;
@@ -136,6 +175,7 @@ pub async fn run(
         bytes_delivered,
         links_closed_cleanly,
         elapsed: started.elapsed(),
+        stream_intact: stage.as_ref().and_then(|stage| stage.stream_intact),
     };
     writeln!(
         out,
@@ -147,6 +187,31 @@ pub async fn run(
         summary.links
     )?;
     Ok(summary)
+}
+
+/// Reads the routing counters the table shows.
+async fn route_view(network: &Network, stage: Option<&routes::RouteStage>) -> RouteView {
+    let Some(stage) = stage else {
+        return RouteView::default();
+    };
+    let mut view = RouteView::default();
+    for (index, demo_node) in network.nodes().iter().enumerate() {
+        if network.is_killed(index) {
+            view.relayed.push(0);
+            continue;
+        }
+        let listing = demo_node.node.routing().routes().await.ok();
+        let total = listing
+            .as_ref()
+            .map(|l| l.transit_total())
+            .unwrap_or_default();
+        view.relayed
+            .push(total.bytes_forward + total.bytes_backward);
+        if index == stage.source {
+            view.source = listing;
+        }
+    }
+    view
 }
 
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {

@@ -27,6 +27,9 @@ pub struct Network {
     _root: tempfile::TempDir,
     nodes: Vec<DemoNode>,
     topology: Vec<(usize, usize)>,
+    /// Nodes killed during the demo, and the links they had.
+    killed: Vec<usize>,
+    killed_links: Vec<LinkHandle>,
 }
 
 /// Why the demo network could not be set up.
@@ -89,6 +92,7 @@ impl Network {
                     }
                 })?;
             let mut options = NodeOptions::local(Arc::new(keypair));
+            options.routing_store = Some(data_dir.join("routes.redb"));
             options.link = options
                 .link
                 .with_channel(ChannelConfig::new(ChannelId::TRAFFIC));
@@ -108,7 +112,32 @@ impl Network {
             _root: root,
             topology: topology(count),
             nodes,
+            killed: Vec::new(),
+            killed_links: Vec::new(),
         })
+    }
+
+    /// The demo name (`n3`) of a node, or its short id if it is not one of
+    /// the demo's.
+    pub fn name_of(&self, id: &NodeId) -> String {
+        self.index_of(id)
+            .map_or_else(|| id.short(), |index| self.nodes[index].name.clone())
+    }
+
+    pub fn index_of(&self, id: &NodeId) -> Option<usize> {
+        self.nodes.iter().position(|node| node.id() == *id)
+    }
+
+    /// Stops node `index` as a machine being switched off would: its links
+    /// close and its neighbours find out.
+    pub async fn kill(&mut self, index: usize) {
+        self.killed_links.extend(self.nodes[index].node.links());
+        self.nodes[index].node.shutdown().await;
+        self.killed.push(index);
+    }
+
+    pub fn is_killed(&self, index: usize) -> bool {
+        self.killed.contains(&index)
     }
 
     pub fn nodes(&self) -> &[DemoNode] {
@@ -144,11 +173,12 @@ impl Network {
     /// Shuts every node down and returns how many topology links closed
     /// with a CLOSE frame saying why (rather than just vanishing).
     pub async fn shutdown(self) -> usize {
-        let links: Vec<LinkHandle> = self
+        let mut links: Vec<LinkHandle> = self
             .topology
             .iter()
             .filter_map(|&(a, b)| self.link(a, b))
             .collect();
+        links.extend(self.killed_links.iter().cloned());
         let shutdowns = self.nodes.iter().map(|n| n.node.shutdown());
         for shutdown in shutdowns {
             shutdown.await;

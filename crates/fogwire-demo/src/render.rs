@@ -1,8 +1,21 @@
 use std::fmt::Write;
 use std::time::Duration;
 
+use fogwire_route::Listing;
+
 use crate::Network;
+use crate::routes::RouteStage;
 use crate::traffic::Traffic;
+
+/// What the routing part of the table shows, read from the nodes just
+/// before drawing.
+#[derive(Debug, Default)]
+pub struct RouteView {
+    /// The source's routes.
+    pub source: Option<Listing>,
+    /// Bytes each node relayed for others (forward + backward).
+    pub relayed: Vec<u64>,
+}
 
 /// `1536` → `1.5 KiB`.
 pub fn format_bytes(bytes: u64) -> String {
@@ -31,6 +44,8 @@ fn format_rtt(rtt: Option<Duration>) -> String {
 pub fn render_table(
     network: &Network,
     traffic: &Traffic,
+    stage: Option<&RouteStage>,
+    view: &RouteView,
     elapsed: Duration,
     duration: Option<Duration>,
 ) -> String {
@@ -48,10 +63,20 @@ pub fn render_table(
     );
     let _ = writeln!(
         out,
-        "{:<5} {:<15} {:<22} {:>5} {:>11} {:>11}",
-        "NODE", "ID", "LISTEN", "LINKS", "SENT", "RECEIVED"
+        "{:<5} {:<15} {:<22} {:>5} {:>11} {:>11} {:>11}",
+        "NODE", "ID", "LISTEN", "LINKS", "SENT", "RECEIVED", "RELAYED"
     );
-    for demo_node in nodes {
+    for (index, demo_node) in nodes.iter().enumerate() {
+        if network.is_killed(index) {
+            let _ = writeln!(
+                out,
+                "{:<5} {:<15} {:<22} killed",
+                demo_node.name,
+                demo_node.id().short(),
+                demo_node.node.local_addr().to_string(),
+            );
+            continue;
+        }
         let links = demo_node.node.links();
         let (sent, received) = links.iter().fold((0, 0), |(sent, received), link| {
             let snapshot = link.snapshot();
@@ -59,13 +84,16 @@ pub fn render_table(
         });
         let _ = writeln!(
             out,
-            "{:<5} {:<15} {:<22} {:>5} {:>11} {:>11}",
+            "{:<5} {:<15} {:<22} {:>5} {:>11} {:>11} {:>11}",
             demo_node.name,
             demo_node.id().short(),
             demo_node.node.local_addr().to_string(),
             links.len(),
             format_bytes(sent),
             format_bytes(received),
+            view.relayed
+                .get(index)
+                .map_or_else(|| "-".into(), |bytes| format_bytes(*bytes)),
         );
     }
     let _ = writeln!(
@@ -90,6 +118,9 @@ pub fn render_table(
                     snapshot.records_in,
                 );
             }
+            None if network.is_killed(a) || network.is_killed(b) => {
+                let _ = writeln!(out, "{name:<10} {:<9}", "down (node killed)");
+            }
             None => {
                 let _ = writeln!(out, "{name:<10} {:<9}", "down");
             }
@@ -101,7 +132,47 @@ pub fn render_table(
          Noise XX, ChaCha20-Poly1305)",
         format_bytes(traffic.bytes_delivered())
     );
+    if let Some(stage) = stage {
+        render_routes(&mut out, network, stage, view);
+    }
     out
+}
+
+fn render_routes(out: &mut String, network: &Network, stage: &RouteStage, view: &RouteView) {
+    let _ = writeln!(out, "\nROUTES");
+    for line in &stage.story {
+        let _ = writeln!(out, "{line}");
+    }
+    let Some(listing) = &view.source else {
+        return;
+    };
+    let source = &network.nodes()[stage.source].name;
+    let _ = writeln!(
+        out,
+        "\n{:<6} {:<30} {:<9} {:>11} {:>11} {:>8}",
+        "ROUTE", "PATH", "STATUS", "SENT", "RECEIVED", "REPAIRS"
+    );
+    for route in &listing.routes {
+        let path = std::iter::once(source.clone())
+            .chain(route.path.iter().map(|id| network.name_of(id)))
+            .collect::<Vec<_>>()
+            .join(" → ");
+        let status = match route.status {
+            fogwire_route::proto::router::RouteStatus::Up => "up",
+            fogwire_route::proto::router::RouteStatus::SettingUp => "setting",
+            fogwire_route::proto::router::RouteStatus::Repairing => "repairing",
+        };
+        let _ = writeln!(
+            out,
+            "{:<6} {:<30} {:<9} {:>11} {:>11} {:>8}",
+            route.id,
+            path,
+            status,
+            format_bytes(route.counters.bytes_forward),
+            format_bytes(route.counters.bytes_backward),
+            route.repairs,
+        );
+    }
 }
 
 #[cfg(test)]

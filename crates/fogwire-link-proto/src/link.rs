@@ -367,6 +367,14 @@ impl Link {
                 .is_some_and(|send| send.queued_bytes < send.queued_bytes_max)
     }
 
+    /// Most bytes `channel` queues for sending (its configured limit).
+    pub fn send_queue_bytes_max(&self, channel: ChannelId) -> usize {
+        self.send
+            .iter()
+            .find(|c| c.id == channel)
+            .map_or(0, |send| send.queued_bytes_max)
+    }
+
     /// Bytes queued on `channel` and not yet encrypted.
     pub fn queued_bytes(&self, channel: ChannelId) -> usize {
         self.send

@@ -23,8 +23,15 @@ use crate::{Direction, Established};
 const TRANSMIT_BUFFER_LEN: usize = 8 * (RECORD_LEN_MAX + 2);
 /// Bytes the driver asks the socket for per read.
 const READ_CHUNK_LEN: usize = 256 * 1024;
-/// Messages an application may have queued per channel before `send` waits.
+/// Messages an application may have queued per channel before `send` waits
+/// (or `try_send` fails): at least this many…
 const OUTBOUND_QUEUE_MESSAGES: usize = 32;
+/// …and more for channels with deep send queues, one per this many bytes of
+/// the queue, so that a burst of messages handed over faster than the link
+/// task runs is not refused while the channel's queue has room…
+const OUTBOUND_QUEUE_BYTES_PER_MESSAGE: usize = 16 * 1024;
+/// …up to this many.
+const OUTBOUND_QUEUE_MESSAGES_MAX: usize = 1024;
 /// Commands (close requests) queued to a link's task.
 const COMMAND_QUEUE_LEN: usize = 4;
 /// How long a closing link may take to write out its CLOSE frame.
@@ -228,7 +235,9 @@ pub fn spawn(established: Established) -> LinkHandle {
     let mut outbound = Vec::new();
     let mut senders = Vec::new();
     for channel in link.peer_channels() {
-        let (sender, queue) = mpsc::channel(OUTBOUND_QUEUE_MESSAGES);
+        let capacity = (link.send_queue_bytes_max(channel) / OUTBOUND_QUEUE_BYTES_PER_MESSAGE)
+            .clamp(OUTBOUND_QUEUE_MESSAGES, OUTBOUND_QUEUE_MESSAGES_MAX);
+        let (sender, queue) = mpsc::channel(capacity);
         outbound.push(Some((channel, queue)));
         senders.push(ChannelSender {
             channel,

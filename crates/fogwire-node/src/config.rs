@@ -31,6 +31,7 @@ pub struct Config {
     /// Peers to keep a link to, reconnecting with backoff.
     pub peers: Vec<PeerAddr>,
     pub link: LinkSection,
+    pub route: RouteSection,
     pub api: ApiSection,
     pub log: LogSection,
 }
@@ -41,8 +42,30 @@ impl Default for Config {
             data_dir: PathBuf::from("data"),
             peers: Vec::new(),
             link: LinkSection::default(),
+            route: RouteSection::default(),
             api: ApiSection::default(),
             log: LogSection::default(),
+        }
+    }
+}
+
+/// `[route]`: how this node takes part in routing.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteSection {
+    /// Addresses (`host:port`) other nodes may dial this node at, named in
+    /// its adverts. Empty: the link listen address, unless it is a
+    /// wildcard (0.0.0.0 or ::), which says nothing to others.
+    pub advertise: Vec<String>,
+    /// Capacity offered to others' traffic on each link, kbit/s.
+    pub capacity_kbps: u32,
+}
+
+impl Default for RouteSection {
+    fn default() -> Self {
+        Self {
+            advertise: Vec::new(),
+            capacity_kbps: 1_000_000,
         }
     }
 }
@@ -349,6 +372,43 @@ impl Config {
                 ),
             );
         }
+        let route_fail = |key: &str, message: String| {
+            Err(ConfigError::at(
+                path,
+                source,
+                span_of_key(source, Some("route"), key),
+                message,
+            ))
+        };
+        if self.route.capacity_kbps == 0 {
+            return route_fail(
+                "capacity_kbps",
+                "route.capacity_kbps must be above 0 (kbit/s offered to others' traffic)".into(),
+            );
+        }
+        if self.route.advertise.len() > 8 {
+            return route_fail(
+                "advertise",
+                format!(
+                    "route.advertise lists {} addresses; adverts carry at most 8",
+                    self.route.advertise.len()
+                ),
+            );
+        }
+        for address in &self.route.advertise {
+            let valid = address.len() <= 255
+                && address
+                    .rsplit_once(':')
+                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !valid {
+                return route_fail(
+                    "advertise",
+                    format!(
+                        "route.advertise: `{address}` is not a host:port such as \"203.0.113.7:7100\""
+                    ),
+                );
+            }
+        }
         if let Err(error) = check_log_filter(&self.log.level) {
             return Err(ConfigError::at(
                 path,
@@ -434,6 +494,14 @@ listen = "{link_listen}"
 # reconnect_initial_ms = {reconnect_initial}
 # reconnect_max_ms = {reconnect_max}
 
+[route]
+# Addresses (host:port) other nodes may dial this node at, named in the
+# adverts it floods. Empty: the [link] listen address, unless it is a
+# wildcard such as 0.0.0.0, which tells others nothing.
+# advertise = ["203.0.113.7:7100"]
+# Capacity this node offers to others' traffic on each link, in kbit/s.
+# capacity_kbps = {capacity}
+
 [api]
 # The local control API (HTTP + JSON, used by the fogwire CLI). It must be a
 # loopback address, and every request needs the token in data_dir.
@@ -451,6 +519,7 @@ listen = "{api_listen}"
         max_pending = defaults.max_pending_handshakes,
         reconnect_initial = defaults.reconnect_initial_ms,
         reconnect_max = defaults.reconnect_max_ms,
+        capacity = RouteSection::default().capacity_kbps,
     )
 }
 
@@ -471,7 +540,13 @@ mod tests {
         let uncommented: String = source
             .lines()
             .map(|line| match line.strip_prefix("# ") {
-                Some(rest) if rest.contains(" = ") && !rest.contains("peers") => rest,
+                Some(rest)
+                    if rest.contains(" = ")
+                        && !rest.contains("peers")
+                        && !rest.contains("advertise") =>
+                {
+                    rest
+                }
                 _ => line,
             })
             .collect::<Vec<_>>()
@@ -529,6 +604,10 @@ mod tests {
 
         let error = parse("[link]\nmax_links = 0\n").unwrap_err();
         assert_eq!(error.location, Some((2, 1)));
+
+        let error = parse("[route]\nadvertise = [\"nowhere\"]\n").unwrap_err();
+        assert_eq!(error.location, Some((2, 1)));
+        assert!(error.message.contains("host:port"), "{}", error.message);
 
         let error = parse("[log]\nlevel = \"loud\"\n").unwrap_err();
         assert_eq!(error.location, Some((2, 1)));

@@ -6,6 +6,8 @@
 //!   api.token            the control API token, mode 0600
 //!   api.addr             where the running node's control API listens;
 //!                        written at start, removed at clean shutdown
+//!   routes.redb          the network graph, this node's advert sequence
+//!                        number and relay receipts (fogwire-route)
 //! ```
 
 use std::fmt;
@@ -68,6 +70,10 @@ impl DataDir {
 
     pub fn token_path(&self) -> PathBuf {
         self.root.join("api.token")
+    }
+
+    pub fn routes_path(&self) -> PathBuf {
+        self.root.join("routes.redb")
     }
 
     pub fn api_addr_path(&self) -> PathBuf {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use fogwire_identity::{Keypair, NodeId};
 use fogwire_link::proto::{CloseCode, CloseReason, CloseSide, Config as LinkConfig, LinkIdentity};
 use fogwire_link::{Direction, EstablishError, LinkHandle};
+use fogwire_route::Routing;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
@@ -66,6 +67,11 @@ pub struct NodeOptions {
     pub reconnect_initial: Duration,
     pub reconnect_max: Duration,
     pub peers: Vec<PeerAddr>,
+    /// Where routing keeps the graph and receipts; none: in memory only.
+    pub routing_store: Option<std::path::PathBuf>,
+    /// Addresses named in this node's adverts.
+    pub advertise: Vec<String>,
+    pub capacity_kbps: u32,
 }
 
 impl NodeOptions {
@@ -79,13 +85,16 @@ impl NodeOptions {
                 handshake_timeout: link.handshake_timeout(),
                 keepalive_interval: link.keepalive_interval(),
                 idle_timeout: link.idle_timeout(),
-                channels: Vec::new(),
+                channels: fogwire_route::link_channels(),
             },
             max_links: link.max_links,
             max_pending_handshakes: link.max_pending_handshakes,
             reconnect_initial: link.reconnect_initial(),
             reconnect_max: link.reconnect_max(),
             peers: config.peers.clone(),
+            routing_store: None,
+            advertise: config.route.advertise.clone(),
+            capacity_kbps: config.route.capacity_kbps,
         }
     }
 
@@ -121,6 +130,8 @@ pub enum NodeError {
     SelfConnect,
     #[error("the node is shutting down")]
     ShuttingDown,
+    #[error(transparent)]
+    RoutingStore(#[from] fogwire_route::store::StoreError),
 }
 
 fn listen_hint(error: &std::io::Error) -> &'static str {
@@ -180,6 +191,7 @@ struct Inner {
     handshake_permits: Arc<Semaphore>,
     events: broadcast::Sender<NodeEvent>,
     metrics: Metrics,
+    routing: Routing,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -214,6 +226,20 @@ impl Node {
             addr: options.link_listen,
             source,
         })?;
+        let mut routing_options = fogwire_route::Options::new(identity.clone());
+        routing_options.store_path = options.routing_store.clone();
+        routing_options.capacity_kbps = options.capacity_kbps;
+        // Without configured addresses, the listen address, unless it is a
+        // wildcard (which tells others nothing).
+        routing_options.addresses = if options.advertise.is_empty() {
+            (!local_addr.ip().is_unspecified())
+                .then(|| local_addr.to_string())
+                .into_iter()
+                .collect()
+        } else {
+            options.advertise.clone()
+        };
+        let routing = Routing::start(routing_options)?;
         let handshake_permits = Arc::new(Semaphore::new(options.max_pending_handshakes));
         let state = Arc::new(Mutex::new(State {
             available_handshake_permits: Some(handshake_permits.clone()),
@@ -231,6 +257,7 @@ impl Node {
                 reconnect_initial: options.reconnect_initial,
                 reconnect_max: options.reconnect_max,
                 metrics: Metrics::new(state.clone(), options.max_pending_handshakes),
+                routing,
                 state,
                 handshake_permits,
                 events,
@@ -265,6 +292,11 @@ impl Node {
             node_id: self.node_id(),
             address: self.inner.local_addr.to_string(),
         }
+    }
+
+    /// This node's routing: the graph, routes, streams.
+    pub fn routing(&self) -> &Routing {
+        &self.inner.routing
     }
 
     pub fn uptime(&self) -> Duration {
@@ -601,6 +633,7 @@ impl Node {
             direction = link.direction().as_str(),
             "link up"
         );
+        self.inner.routing.link_up(link.clone());
         let _ = self.inner.events.send(NodeEvent::LinkUp {
             peer,
             link: link.clone(),
@@ -620,6 +653,7 @@ impl Node {
     async fn watch(self, link: LinkHandle) {
         let reason = link.closed().await;
         let peer = link.peer();
+        self.inner.routing.link_down(peer, link.id());
         {
             let mut state = self.lock();
             if state
@@ -654,6 +688,13 @@ impl Node {
     /// the links have said goodbye (or a few seconds have passed).
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
+        // Routes first, while their links still carry the teardowns.
+        if tokio::time::timeout(SHUTDOWN_TIMEOUT, self.inner.routing.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("routing did not stop in time");
+        }
         let links = self.links();
         tracing::info!(links = links.len(), "shutting down: closing links");
         // Close them all at once: a peer that stopped reading must not hold

@@ -237,7 +237,13 @@ impl Actor {
             if self.stopping.is_some() {
                 break;
             }
-            let deadline = self.router.poll_timeout();
+            let advert_due = self
+                .advert_due
+                .filter(|_| self.advert_tokens > 0 && self.neighbours_ready());
+            let deadline = [self.router.poll_timeout(), advert_due]
+                .into_iter()
+                .flatten()
+                .min();
             if let Some(deadline) = deadline {
                 let deadline = tokio::time::Instant::from_std(deadline);
                 if sleep.deadline() != deadline {
@@ -258,7 +264,10 @@ impl Actor {
                         }
                     }
                 }
-                () = &mut sleep, if deadline.is_some() => self.router.handle_timeout(now()),
+                () = &mut sleep, if deadline.is_some() => {
+                    self.router.handle_timeout(now());
+                    self.advert_if_due();
+                }
                 _ = housekeeping.tick() => self.housekeeping(),
             }
         }
@@ -490,6 +499,21 @@ impl Actor {
         }
     }
 
+    /// Whether a flooded advert would reach anyone.
+    fn neighbours_ready(&self) -> bool {
+        !self.neighbours.is_empty()
+    }
+
+    /// Floods this node's advert if one is due and the local rate allows.
+    fn advert_if_due(&mut self) {
+        let now_instant = Instant::now();
+        if self.advert_due.is_some_and(|due| due <= now_instant) && self.advert_tokens > 0 {
+            self.advert_tokens -= 1;
+            self.advert_due = None;
+            self.issue_advert(unix_ms(), true);
+        }
+    }
+
     fn on_advert(&mut self, from: NodeId, bytes: Bytes) {
         match self.topology.handle_advert(&bytes, unix_ms()) {
             Ok(accepted) => {
@@ -534,11 +558,7 @@ impl Actor {
         if now_instant.saturating_duration_since(self.last_flood) >= refresh {
             self.advert_due.get_or_insert(now_instant);
         }
-        if self.advert_due.is_some_and(|due| due <= now_instant) && self.advert_tokens > 0 {
-            self.advert_tokens -= 1;
-            self.advert_due = None;
-            self.issue_advert(now_ms, true);
-        }
+        self.advert_if_due();
         self.pings.retain(|_, reply| !reply.is_closed());
         self.persist();
     }

@@ -46,7 +46,9 @@ pub const CHANNEL_ADVERT: u16 = 0x0102;
 /// The link channels routing uses, for the node's link configuration.
 pub fn link_channels() -> Vec<ChannelConfig> {
     vec![
-        ChannelConfig::new(ChannelId(router::CHANNEL_CONTROL)),
+        // Setups come in bursts (a node opening many routes at once).
+        ChannelConfig::new(ChannelId(router::CHANNEL_CONTROL))
+            .with_send_queue_bytes_max(4 * 1024 * 1024),
         // Data gets deep queues: a stream's whole window may be in flight
         // on one link, and a full queue drops packets.
         ChannelConfig::new(ChannelId(router::CHANNEL_DATA))

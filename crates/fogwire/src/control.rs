@@ -13,7 +13,7 @@ use crate::output::{format_age, format_bytes, format_duration};
 pub struct ReadArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -34,14 +34,14 @@ pub struct DisconnectArgs {
     json: bool,
 }
 
-fn client(home: &Path) -> anyhow::Result<Client> {
+pub fn client(home: &Path) -> anyhow::Result<Client> {
     let config_path = home.join(CONFIG_FILE_NAME);
     let config = Config::load(&config_path)?;
     let data_dir = DataDir::new(config.data_dir_for(&config_path));
     Ok(Client::from_data_dir(&data_dir)?)
 }
 
-fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }

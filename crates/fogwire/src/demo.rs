@@ -12,11 +12,19 @@ pub struct Args {
     /// Traffic each node streams on each link, in KiB per second.
     #[arg(long, value_name = "KIB", default_value_t = 256)]
     rate: u64,
+    /// Bytes streamed over the 3-hop route while one of its relays is
+    /// killed (K, M, G suffixes: binary).
+    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = crate::route::parse_size)]
+    stream: u64,
+    /// Skip the routing stage (routes, pings, the stream, the relay killed).
+    #[arg(long)]
+    no_routes: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    // Link events would scroll the table away; RUST_LOG still wins.
-    crate::node::init_logging("warn");
+    // Link events (and the killed relay's neighbours redialing it) would
+    // scroll the table away; RUST_LOG still wins.
+    crate::node::init_logging("error");
     let stdout_is_terminal = std::io::stdout().is_terminal();
     let options = fogwire_demo::Options {
         nodes: args.nodes,
@@ -24,11 +32,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         bytes_per_sec_per_link: args.rate * 1024,
         refresh: Duration::from_secs(if stdout_is_terminal { 1 } else { 5 }),
         redraw: stdout_is_terminal,
+        routes: !args.no_routes,
+        stream_bytes: args.stream,
     };
     let interrupted = async {
         let _ = tokio::signal::ctrl_c().await;
     };
     let mut stdout = std::io::stdout();
-    fogwire_demo::run(&options, &mut stdout, interrupted).await?;
+    let summary = fogwire_demo::run(&options, &mut stdout, interrupted).await?;
+    if summary.stream_intact == Some(false) {
+        anyhow::bail!("the stream over the repaired route did not arrive intact");
+    }
     Ok(())
 }

@@ -7,6 +7,7 @@ mod demo;
 mod init;
 mod node;
 mod output;
+mod route;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,6 +22,8 @@ use clap::{Parser, Subcommand};
 ///   fogwire demo                 8 nodes on this machine, linked, live
 ///   fogwire init && fogwire node  set up and run a node of your own
 ///   fogwire status               what your running node is doing
+///   fogwire nodes                the network your node knows
+///   fogwire ping <node> --hops 3 a round trip through a 3-hop route
 #[derive(Debug, Parser)]
 #[command(name = "fogwire", version, about, long_about, verbatim_doc_comment)]
 struct Cli {
@@ -54,6 +57,21 @@ enum Command {
     Disconnect(control::DisconnectArgs),
     /// Print the running node's Prometheus metrics.
     Metrics,
+    /// List the nodes of the network this node knows (from their signed
+    /// adverts): their links, addresses and services.
+    Nodes(control::ReadArgs),
+    /// Routes: find paths, open, list and close routes, send test data.
+    ///
+    /// A route is a path of links set up in one round trip by this node;
+    /// each relay knows only its two neighbours on it, and the data is
+    /// end-to-end encrypted. Routes are repaired onto new paths when a
+    /// relay or link dies.
+    #[command(subcommand)]
+    Route(route::Command),
+    /// Measure the round trip to a node through a route set up for it.
+    ///
+    /// `fogwire ping <node> --hops 3` goes through two relays.
+    Ping(route::PingArgs),
     /// Print this node's id (from its key file; the node need not run).
     Id,
     /// Start a network of nodes on this machine and show it live.
@@ -103,6 +121,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Connect(args) => control::connect(&home, args).await,
         Command::Disconnect(args) => control::disconnect(&home, args).await,
         Command::Metrics => control::metrics(&home).await,
+        Command::Nodes(args) => route::nodes(&home, args).await,
+        Command::Route(command) => route::run(&home, command).await,
+        Command::Ping(args) => route::ping(&home, args).await,
         Command::Id => init::print_id(&home),
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(command) => bench::run(command).await,

@@ -26,7 +26,9 @@ pub async fn run(home: &Path) -> anyhow::Result<()> {
     }
     let token = data_dir.load_or_create_token()?;
 
-    let node = Node::start(NodeOptions::from_config(&config, Arc::new(keypair))).await?;
+    let mut options = NodeOptions::from_config(&config, Arc::new(keypair));
+    options.routing_store = Some(data_dir.routes_path());
+    let node = Node::start(options).await?;
     let listener = control::bind(config.api.listen.0).await?;
     let api_addr = listener.local_addr().context("control API address")?;
     data_dir.write_api_addr(api_addr)?;

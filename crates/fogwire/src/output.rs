@@ -22,6 +22,19 @@ pub fn format_age(since_unix: u64) -> String {
     format_duration(now.saturating_sub(since_unix))
 }
 
+/// How long ago a Unix time in milliseconds was.
+pub fn format_age_ms(since_unix_ms: u64) -> String {
+    format_age(since_unix_ms / 1000)
+}
+
+/// A node id cut to its first characters, as the tables show it.
+pub fn short(id: &str) -> String {
+    match id.get(..12) {
+        Some(start) if id.len() > 12 => format!("{start}…"),
+        _ => id.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,10 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
 
-use crate::api::{ConnectRequest, DisconnectResponse, ErrorBody, Peer, Status};
+use crate::api::{
+    ClosedRoute, ConnectRequest, DisconnectResponse, ErrorBody, FoundPath, GraphNode, OpenedRoute,
+    Peer, PingReport, RouteRequest, Routes, SendLine, Status,
+};
 use crate::home::{ApiToken, DataDir, DataDirError};
 
 /// Longest a request may take; a connect waits for a handshake.
@@ -45,6 +48,10 @@ pub enum ClientError {
     Decode(String),
 }
 
+fn encode(request: &impl serde::Serialize) -> Result<Vec<u8>, ClientError> {
+    serde_json::to_vec(request).map_err(|e| ClientError::Decode(e.to_string()))
+}
+
 impl Client {
     pub fn new(addr: SocketAddr, token: ApiToken) -> Self {
         Self { addr, token }
@@ -76,6 +83,84 @@ impl Client {
     pub async fn disconnect(&self, node_id: &str) -> Result<DisconnectResponse, ClientError> {
         let path = format!("/v1/peers/{node_id}");
         self.json(Method::DELETE, &path, None).await
+    }
+
+    pub async fn nodes(&self) -> Result<Vec<GraphNode>, ClientError> {
+        self.json(Method::GET, "/v1/nodes", None).await
+    }
+
+    pub async fn find(&self, request: &RouteRequest) -> Result<Vec<FoundPath>, ClientError> {
+        self.json(Method::POST, "/v1/routes/find", Some(encode(request)?))
+            .await
+    }
+
+    pub async fn routes(&self) -> Result<Routes, ClientError> {
+        self.json(Method::GET, "/v1/routes", None).await
+    }
+
+    pub async fn open_route(&self, request: &RouteRequest) -> Result<OpenedRoute, ClientError> {
+        self.json(Method::POST, "/v1/routes", Some(encode(request)?))
+            .await
+    }
+
+    pub async fn close_route(&self, id: u64) -> Result<ClosedRoute, ClientError> {
+        self.json(Method::DELETE, &format!("/v1/routes/{id}"), None)
+            .await
+    }
+
+    pub async fn ping(&self, request: &RouteRequest) -> Result<PingReport, ClientError> {
+        // Pings take their time: a request timeout per ping on top.
+        let pings = u64::from(request.count.unwrap_or(4).min(100));
+        let per_ping = Duration::from_millis(request.interval_ms.unwrap_or(200).min(10_000))
+            + Duration::from_secs(2);
+        let timeout = REQUEST_TIMEOUT + per_ping * pings as u32;
+        let body = tokio::time::timeout(
+            timeout,
+            self.request_inner(Method::POST, "/v1/ping", Some(encode(request)?)),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout)??;
+        serde_json::from_slice(&body).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// Starts a transfer check and calls `on_line` with each line of its
+    /// answer as it comes (progress, then the result or an error).
+    pub async fn send(
+        &self,
+        request: &RouteRequest,
+        mut on_line: impl FnMut(SendLine),
+    ) -> Result<(), ClientError> {
+        let response = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            self.start(Method::POST, "/v1/routes/send", Some(encode(request)?)),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout)??;
+        let mut body = response.into_body();
+        let mut pending: Vec<u8> = Vec::new();
+        loop {
+            // A transfer reports at least every percent; silence this long
+            // means the node is stuck.
+            let frame = tokio::time::timeout(REQUEST_TIMEOUT, body.frame())
+                .await
+                .map_err(|_| ClientError::Timeout)?;
+            let Some(frame) = frame else { break };
+            let frame = frame.map_err(|e| ClientError::Http(e.to_string()))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            pending.extend_from_slice(&data);
+            if pending.len() > RESPONSE_BODY_MAX {
+                return Err(ClientError::Decode("answer line too long".into()));
+            }
+            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let parsed: SendLine = serde_json::from_slice(&line)
+                    .map_err(|e| ClientError::Decode(e.to_string()))?;
+                on_line(parsed);
+            }
+        }
+        Ok(())
     }
 
     pub async fn metrics(&self) -> Result<String, ClientError> {
@@ -110,6 +195,22 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Bytes, ClientError> {
+        let response = self.start(method, path, body).await?;
+        Limited::new(response.into_body(), RESPONSE_BODY_MAX)
+            .collect()
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))
+            .map(|collected| collected.to_bytes())
+    }
+
+    /// Sends a request; returns the response once its status is OK (an
+    /// error response becomes the error it describes).
+    async fn start(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         let http = |error: &dyn std::fmt::Display| ClientError::Http(error.to_string());
         let stream =
             TcpStream::connect(self.addr)
@@ -135,14 +236,14 @@ impl Client {
             .map_err(|e| http(&e))?;
         let response = sender.send_request(request).await.map_err(|e| http(&e))?;
         let status = response.status();
+        if status == StatusCode::OK {
+            return Ok(response);
+        }
         let body = Limited::new(response.into_body(), RESPONSE_BODY_MAX)
             .collect()
             .await
             .map_err(|e| http(&*e))?
             .to_bytes();
-        if status == StatusCode::OK {
-            return Ok(body);
-        }
         let message = serde_json::from_slice::<ErrorBody>(&body)
             .map(|error| error.error)
             .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());

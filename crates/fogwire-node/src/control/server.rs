@@ -6,7 +6,7 @@ use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use bytes::Bytes;
 use fogwire_identity::NodeId;
 use tokio::net::TcpListener;
@@ -48,8 +48,8 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ControlError> {
         .map_err(|source| ControlError::Listen { addr, source })
 }
 
-struct ApiState {
-    node: Node,
+pub(super) struct ApiState {
+    pub(super) node: Node,
     token: ApiToken,
     data_dir: Option<String>,
 }
@@ -71,6 +71,18 @@ pub async fn serve(
         .route("/v1/status", get(status))
         .route("/v1/peers", get(peers).post(connect))
         .route("/v1/peers/{node_id}", axum::routing::delete(disconnect))
+        .route("/v1/nodes", get(super::routes::nodes))
+        .route("/v1/routes/find", post(super::routes::find))
+        .route(
+            "/v1/routes",
+            get(super::routes::list).post(super::routes::open),
+        )
+        .route(
+            "/v1/routes/{id}",
+            axum::routing::delete(super::routes::close),
+        )
+        .route("/v1/routes/send", post(super::routes::send))
+        .route("/v1/ping", post(super::routes::ping))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
@@ -84,7 +96,7 @@ pub async fn serve(
         .await
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (
         status,
         axum::Json(ErrorBody {

@@ -214,9 +214,9 @@ fn the_control_api_requires_the_token_and_listens_on_loopback_only() {
 }
 
 #[test]
-fn the_demo_runs_eight_linked_nodes_and_exits_cleanly() {
+fn the_demo_runs_eight_linked_nodes_routes_repairs_and_exits_cleanly() {
     let output = std::process::Command::new(crate::harness::BINARY)
-        .args(["demo", "--duration", "3"])
+        .args(["demo", "--duration", "3", "--stream", "64M"])
         .output()
         .unwrap();
     let text = stdout(&output);
@@ -225,9 +225,27 @@ fn the_demo_runs_eight_linked_nodes_and_exits_cleanly() {
     for link in ["n0↔n1", "n7↔n0", "n0↔n4", "n2↔n6"] {
         assert!(text.contains(link), "{link} missing:\n{text}");
     }
+    // Routes of 1, 2 and 3 hops, pinged; a relay killed mid-stream; the
+    // route repaired and the stream intact; bytes per route.
+    for hops in ["1 hop ", "2 hops", "3 hops"] {
+        let line = text
+            .lines()
+            .find(|line| line.trim_start().starts_with(hops))
+            .unwrap_or_else(|| panic!("no {hops} route:\n{text}"));
+        assert!(line.contains("ping") && line.contains(" ms"), "{line}");
+    }
+    assert!(text.contains("killed n"), "{text}");
+    assert!(text.contains("moved the route to"), "{text}");
+    assert!(text.contains("got every byte, in order, once"), "{text}");
+    assert!(text.contains("ROUTE  PATH"), "{text}");
+    // Only the killed relay's links are down.
     let down = text
         .lines()
-        .filter(|line| line.contains('↔') && line.split_whitespace().nth(1) == Some("down"))
+        .filter(|line| {
+            line.contains('↔')
+                && line.split_whitespace().nth(1) == Some("down")
+                && !line.contains("node killed")
+        })
         .count();
     assert_eq!(down, 0, "a link was down:\n{text}");
     assert!(
