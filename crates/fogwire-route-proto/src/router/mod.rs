@@ -560,6 +560,7 @@ pub struct Router {
     next_tick: Option<Instant>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
+    random: RandomSource,
 }
 
 impl std::fmt::Debug for Router {
@@ -573,14 +574,17 @@ impl std::fmt::Debug for Router {
     }
 }
 
-fn random<const N: usize>() -> [u8; N] {
-    let mut bytes = [0u8; N];
+/// Where a router gets its random bytes (labels, reply keys, route tags,
+/// session tokens): the OS by default. A seeded source makes a simulation
+/// replay exactly; never use one outside tests.
+pub type RandomSource = Box<dyn FnMut(&mut [u8]) + Send>;
+
+fn os_random(bytes: &mut [u8]) {
     // Without randomness keys would be predictable; the OS generator
     // failing is not something to carry on through.
-    if getrandom::fill(&mut bytes).is_err() {
+    if getrandom::fill(bytes).is_err() {
         std::process::abort();
     }
-    bytes
 }
 
 fn reply_cipher(reply_key: &[u8; 32]) -> Option<LessSafeKey> {
@@ -699,7 +703,20 @@ impl Router {
             next_tick: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            random: Box::new(os_random),
         }
+    }
+
+    /// Replaces the source of random bytes (for replayable simulations).
+    pub fn with_random_source(mut self, source: RandomSource) -> Self {
+        self.random = source;
+        self
+    }
+
+    fn random<const N: usize>(&mut self) -> [u8; N] {
+        let mut bytes = [0u8; N];
+        (self.random)(&mut bytes);
+        bytes
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -840,7 +857,7 @@ impl Router {
                 .map_err(|error| OpenError::Build(error.to_string()))?;
         let headers: Vec<(u64, [u8; 32], [u8; 16])> = hops
             .iter()
-            .map(|_| (now.unix_ms, random(), random()))
+            .map(|_| (now.unix_ms, self.random(), self.random()))
             .collect();
         let keyed: Vec<(NodeId, [u8; 32])> = hops.iter().map(|h| (h.node, h.link_key)).collect();
         let onion = onion::build(&keyed, &headers, &first_message)
@@ -894,7 +911,7 @@ impl Router {
     /// [`Event::RouteFailed`] follows.
     pub fn open_route(&mut self, hops: &[Hop], now: Now) -> Result<RouteId, OpenError> {
         let route = self.next_route;
-        let token = random();
+        let token = self.random();
         let StartedSetup {
             label,
             setup,
@@ -1086,7 +1103,7 @@ impl Router {
 
     fn allocate_label(&mut self) -> u32 {
         loop {
-            let label = u32::from_be_bytes(random());
+            let label = u32::from_be_bytes(self.random());
             if label != 0 && !self.rules.contains_key(&label) {
                 return label;
             }
