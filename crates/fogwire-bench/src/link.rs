@@ -168,7 +168,7 @@ pub fn run(options: &Options, mut progress: impl FnMut(Step)) -> Result<Report, 
     })
 }
 
-fn median(values: &[f64]) -> f64 {
+pub(crate) fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     match sorted.len() {
@@ -178,7 +178,7 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
-fn node_runtime(name: &str) -> Result<Runtime, BenchError> {
+pub(crate) fn node_runtime(name: &str) -> Result<Runtime, BenchError> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name(name)
@@ -187,7 +187,7 @@ fn node_runtime(name: &str) -> Result<Runtime, BenchError> {
 }
 
 /// Runs `task` on `runtime`'s worker and waits for it.
-fn on<T: Send + 'static>(
+pub(crate) fn on<T: Send + 'static>(
     runtime: &Runtime,
     task: impl Future<Output = T> + Send + 'static,
 ) -> Result<T, BenchError> {
@@ -308,6 +308,24 @@ fn linked_pair(
         .take_receiver(BENCH_CHANNEL)
         .ok_or_else(|| BenchError::Link("bench channel already taken".into()))?;
     Ok(([outbound, inbound], channel, receiving))
+}
+
+/// Payload bytes per second through a fresh link between a node on
+/// `sender` and one on `receiver`, in messages of `size`.
+pub(crate) fn link_throughput(
+    sender: &Runtime,
+    receiver: &Runtime,
+    size: usize,
+    duration: Duration,
+) -> Result<f64, BenchError> {
+    let (links, channel, inbound) = linked_pair(sender, receiver)?;
+    let (rate, _) = link_speed(sender, receiver, &channel, inbound, size, duration)?;
+    for handle in links {
+        on(sender, async move {
+            handle.close(CloseCode::NORMAL, "benchmark done").await;
+        })?;
+    }
+    Ok(rate)
 }
 
 /// Payload bytes per second delivered through the link in messages of

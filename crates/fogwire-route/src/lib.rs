@@ -65,7 +65,7 @@ const DATAGRAMS_QUEUED: usize = 1024;
 /// Incoming streams queued for the service dispatcher.
 const INCOMING_LEN: usize = 256;
 /// Services this node offers by default.
-pub const BUILTIN_SERVICES: [&str; 2] = [services::ECHO, services::SINK];
+pub const BUILTIN_SERVICES: [&str; 3] = [services::ECHO, services::SINK, services::DISCARD];
 
 /// Everything routing needs to start.
 #[derive(Debug, Clone)]

@@ -9,7 +9,9 @@
 //! Built in:
 //! - `echo` writes back what it reads, then finishes;
 //! - `sink` reads to the end, then answers `bytes u64 | BLAKE3 [32]` of
-//!   what it read, and finishes: a transfer check ([`send_to_sink`]).
+//!   what it read, and finishes: a transfer check ([`send_to_sink`]);
+//! - `discard` reads to the end, then answers `bytes u64` and finishes: a
+//!   throughput measure that costs the receiver nothing but the reading.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +24,7 @@ use crate::{RouteError, RouteStream, Routing, Services};
 
 pub const ECHO: &str = "echo";
 pub const SINK: &str = "sink";
+pub const DISCARD: &str = "discard";
 /// Streams queued per service.
 pub const QUEUE_LEN: usize = 64;
 /// How long an incoming stream may take to name its service.
@@ -96,6 +99,7 @@ pub(crate) async fn dispatch(mut incoming: mpsc::Receiver<RouteStream>, services
 pub(crate) fn start_builtin(routing: &Routing) {
     serve_each(routing.serve(ECHO), echo);
     serve_each(routing.serve(SINK), sink);
+    serve_each(routing.serve(DISCARD), discard);
 }
 
 fn serve_each<F, Fut>(mut streams: mpsc::Receiver<RouteStream>, handle: F)
@@ -143,6 +147,41 @@ async fn sink(mut stream: RouteStream) -> Result<(), StreamError> {
     // Wait for the other end's end, so the stream closes cleanly.
     while stream.read().await.is_some() {}
     Ok(())
+}
+
+async fn discard(mut stream: RouteStream) -> Result<(), StreamError> {
+    let mut bytes = 0u64;
+    while let Some(chunk) = stream.read().await {
+        bytes += chunk?.len() as u64;
+    }
+    stream
+        .write_all(Bytes::copy_from_slice(&bytes.to_be_bytes()))
+        .await?;
+    stream.finish().await?;
+    while stream.read().await.is_some() {}
+    Ok(())
+}
+
+/// Writes `block` over a stream opened to `discard` until `duration` has
+/// passed, finishes, and returns the bytes the far end counted and the
+/// time from the first write to its answer.
+pub async fn send_to_discard(
+    mut stream: RouteStream,
+    block: Bytes,
+    duration: Duration,
+) -> Result<(u64, Duration), RouteError> {
+    let started = Instant::now();
+    while started.elapsed() < duration {
+        stream.write_all(block.clone()).await?;
+    }
+    stream.finish().await?;
+    let reply = stream.read_exact(8).await?;
+    let elapsed = started.elapsed();
+    while stream.read().await.is_some() {}
+    Ok((
+        u64::from_be_bytes(reply[..].try_into().unwrap_or([0; 8])),
+        elapsed,
+    ))
 }
 
 /// What a transfer to a `sink` showed.

@@ -10,9 +10,32 @@ pub enum Command {
     /// Throughput of one encrypted link on loopback, beside raw TCP on
     /// loopback and the single-core speed of the link's cipher.
     Link(LinkArgs),
+    /// Routes on loopback: one stream over 1, 2 and 3 hops beside a direct
+    /// link, setup time beside the path's round trip, 1000 setups in a row.
+    Route(StreamArgs),
     /// Path computation time on generated graphs, beside a breadth-first
     /// traversal of the same graph.
-    Route(RouteArgs),
+    Paths(RouteArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StreamArgs {
+    /// Seconds each stream is timed for.
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Rounds of every throughput measurement, interleaved; medians are
+    /// reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Routes set up per hop count to time setup against the path's RTT.
+    #[arg(long, default_value_t = 50)]
+    setups: usize,
+    /// 3-hop routes set up and closed in a row.
+    #[arg(long, default_value_t = 1000)]
+    in_a_row: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -51,11 +74,108 @@ fn rate(bytes_per_sec: f64) -> String {
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Link(args) => link(args).await,
-        Command::Route(args) => route(args).await,
+        Command::Route(args) => streams(args).await,
+        Command::Paths(args) => paths(args).await,
     }
 }
 
-async fn route(args: RouteArgs) -> anyhow::Result<()> {
+fn debug_warning(command: &str) {
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: this is a debug build; numbers will be far below what fogwire can do. \
+             Use `cargo run --release -- bench {command}`."
+        );
+    }
+}
+
+async fn streams(args: StreamArgs) -> anyhow::Result<()> {
+    use fogwire_bench::routing::{Options as RouteOptions, Step as RouteStep};
+    debug_warning("route");
+    let options = RouteOptions {
+        duration: Duration::from_secs_f64(args.seconds.clamp(0.1, 600.0)),
+        rounds: args.rounds.clamp(1, 100),
+        setups_timed: args.setups.clamp(1, 10_000),
+        setups_in_a_row: args.in_a_row.clamp(1, 1_000_000),
+    };
+    let quiet = args.json;
+    let in_a_row = options.setups_in_a_row;
+    let report = tokio::task::spawn_blocking(move || {
+        fogwire_bench::routing::run(&options, |step| {
+            if quiet {
+                return;
+            }
+            let what = match step {
+                RouteStep::Linking => "linking four nodes in a line".to_owned(),
+                RouteStep::DirectLink { round } => format!("round {}: direct link", round + 1),
+                RouteStep::Stream { round, hops } => {
+                    format!("round {}: stream over {hops} hop(s)", round + 1)
+                }
+                RouteStep::Setups { hops } => format!("setup time over {hops} hop(s)"),
+                RouteStep::InARow { done } => format!("setups in a row: {done} of {in_a_row}"),
+            };
+            eprint!("\r\x1b[K  {what}…");
+            let _ = std::io::stderr().flush();
+        })
+    })
+    .await??;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    eprint!("\r\x1b[K");
+    let gbit = |bytes_per_sec: f64| bytes_per_sec * 8.0 / 1e9;
+    println!(
+        "one stream over a route on loopback (4 nodes in a line, each on its own one-thread runtime)"
+    );
+    println!(
+        "baseline: one direct link between two nodes, 64 KiB messages, same run: {} ({:.2} Gbit/s); \
+         medians of {} interleaved rounds\n",
+        rate(report.direct_link_bytes_per_sec),
+        gbit(report.direct_link_bytes_per_sec),
+        report.rounds
+    );
+    println!(
+        "{:>5}  {:>13}  {:>11}  {:>12}",
+        "HOPS", "STREAM", "Gbit/s", "×DIRECT LINK"
+    );
+    for stream in &report.streams {
+        println!(
+            "{:>5}  {:>13}  {:>11.2}  {:>12.2}",
+            stream.hops,
+            rate(stream.bytes_per_sec),
+            gbit(stream.bytes_per_sec),
+            stream.to_direct_link
+        );
+    }
+    println!(
+        "\nroute setup (one round trip), beside the path's RTT measured by pings over the same route"
+    );
+    println!(
+        "{:>5}  {:>13}  {:>10}  {:>13}  {:>13}",
+        "HOPS", "SETUP (MED)", "MAX", "PATH RTT", "SETUP − RTT"
+    );
+    for setup in &report.setups {
+        println!(
+            "{:>5}  {:>10.3} ms  {:>7.2} ms  {:>10.3} ms  {:>10.3} ms",
+            setup.hops,
+            setup.setup_median_ms,
+            setup.setup_max_ms,
+            setup.path_rtt_median_ms,
+            setup.beyond_rtt_median_ms
+        );
+    }
+    let row = &report.in_a_row;
+    println!(
+        "\n{} {}-hop setups in a row in {:.1} s: {} failed; median {:.3} ms, p99 {:.3} ms, max {:.2} ms",
+        row.attempted, row.hops, row.total_secs, row.failed, row.median_ms, row.p99_ms, row.max_ms
+    );
+    if row.failed > 0 {
+        anyhow::bail!("{} of {} setups failed", row.failed, row.attempted);
+    }
+    Ok(())
+}
+
+async fn paths(args: RouteArgs) -> anyhow::Result<()> {
     if let Some(&size) = args.nodes.iter().find(|&&n| !(2..=2_000_000).contains(&n)) {
         anyhow::bail!("--nodes: {size} is outside 2..=2000000");
     }
@@ -99,12 +219,7 @@ async fn link(args: LinkArgs) -> anyhow::Result<()> {
     if let Some(&size) = args.sizes.iter().find(|&&s| s == 0 || s > 65_516) {
         anyhow::bail!("--sizes: {size} is outside 1..=65516, the link's message limit");
     }
-    if cfg!(debug_assertions) {
-        eprintln!(
-            "warning: this is a debug build; numbers will be far below what fogwire can do. \
-             Use `cargo run --release -- bench link`."
-        );
-    }
+    debug_warning("link");
     let options = Options {
         message_sizes: args.sizes,
         duration: Duration::from_secs_f64(args.seconds.clamp(0.1, 600.0)),
