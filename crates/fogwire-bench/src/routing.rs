@@ -260,7 +260,7 @@ pub fn run(options: &Options, mut progress: impl FnMut(Step)) -> Result<Report, 
     line.converge()?;
     let block = Bytes::from(vec![0x5a; 256 * 1024]);
     let mut direct = Vec::with_capacity(rounds);
-    let mut streams = vec![Vec::with_capacity(rounds); 3];
+    let mut streams: Vec<Vec<f64>> = (0..3).map(|_| Vec::with_capacity(rounds)).collect();
     for round in 0..rounds {
         progress(Step::DirectLink { round });
         // The baseline: one link between two nodes on two runtimes, the
