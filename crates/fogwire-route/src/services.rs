@@ -26,13 +26,15 @@ pub const ECHO: &str = "echo";
 pub const SINK: &str = "sink";
 pub const DISCARD: &str = "discard";
 /// Streams queued per service.
-pub const QUEUE_LEN: usize = 64;
+pub const QUEUE_LEN: usize = 16;
 /// How long an incoming stream may take to name its service.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Incoming streams whose header is being read at once.
-const HEADERS_IN_PROGRESS_MAX: usize = 1024;
+/// Incoming streams whose header is being read at once. With the service
+/// queues and concurrency below, this bounds the streams whose data a node
+/// buffers for services (each at most one stream window).
+const HEADERS_IN_PROGRESS_MAX: usize = 256;
 /// Streams each built-in service serves at once.
-const BUILTIN_CONCURRENCY: usize = 256;
+const BUILTIN_CONCURRENCY: usize = 64;
 const SERVICE_LEN_MAX: usize = 32;
 const SINK_REPLY_LEN: usize = 8 + 32;
 

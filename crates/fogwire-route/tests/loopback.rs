@@ -147,6 +147,37 @@ async fn routes_of_one_to_three_hops_carry_pings_and_streams() {
     // Relays carried others' traffic and counted it.
     let relay = net.routings[1].routes().await.unwrap();
     assert!(relay.stats.adverts_accepted > 0);
+    // Datagrams, both ways of a 2-hop route.
+    let mut far_datagrams = net.routings[2].take_datagrams().unwrap();
+    assert!(net.routings[2].take_datagrams().is_none());
+    let opened = source.open(net.id(2), Constraints::hops(2)).await.unwrap();
+    source
+        .send_datagram(opened.route, bytes::Bytes::from_static(b"over two hops"))
+        .await
+        .unwrap();
+    let (from, data) = far_datagrams.recv().await.unwrap();
+    assert_eq!(from, net.id(0));
+    assert_eq!(&data[..], b"over two hops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_answers_and_unknown_services_are_refused() {
+    let mut net = Net::new(2);
+    net.link(0, 1).await;
+    net.converge().await;
+    let source = &net.routings[0];
+    let opened = source.open(net.id(1), Constraints::default()).await.unwrap();
+    let mut echo = source.connect(opened.route, "echo").await.unwrap();
+    echo.write_all(bytes::Bytes::from_static(b"hello echo")).await.unwrap();
+    echo.finish().await.unwrap();
+    let answer = echo.read_to_end(1024).await.unwrap();
+    assert_eq!(&answer[..], b"hello echo");
+    let mut nobody = source.connect(opened.route, "no-such-service").await.unwrap();
+    nobody.finish().await.unwrap();
+    assert!(
+        nobody.read_to_end(1024).await.is_err(),
+        "an unknown service must reset the stream"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -64,10 +64,10 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            window: 4 * 1024 * 1024,
-            send_buffer: 4 * 1024 * 1024,
+            window: 1024 * 1024,
+            send_buffer: 1024 * 1024,
             segment_len_max: super::DATAGRAM_LEN_MAX - DATA_HEADER_LEN,
-            streams_max: 256,
+            streams_max: 64,
             rto_initial: Duration::from_millis(500),
             rto_min: Duration::from_millis(200),
             rto_max: Duration::from_secs(4),
