@@ -166,13 +166,21 @@ async fn echo_answers_and_unknown_services_are_refused() {
     net.link(0, 1).await;
     net.converge().await;
     let source = &net.routings[0];
-    let opened = source.open(net.id(1), Constraints::default()).await.unwrap();
+    let opened = source
+        .open(net.id(1), Constraints::default())
+        .await
+        .unwrap();
     let mut echo = source.connect(opened.route, "echo").await.unwrap();
-    echo.write_all(bytes::Bytes::from_static(b"hello echo")).await.unwrap();
+    echo.write_all(bytes::Bytes::from_static(b"hello echo"))
+        .await
+        .unwrap();
     echo.finish().await.unwrap();
     let answer = echo.read_to_end(1024).await.unwrap();
     assert_eq!(&answer[..], b"hello echo");
-    let mut nobody = source.connect(opened.route, "no-such-service").await.unwrap();
+    let mut nobody = source
+        .connect(opened.route, "no-such-service")
+        .await
+        .unwrap();
     nobody.finish().await.unwrap();
     assert!(
         nobody.read_to_end(1024).await.is_err(),
