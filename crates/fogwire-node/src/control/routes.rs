@@ -347,11 +347,16 @@ pub(super) async fn send(State(state): State<Arc<ApiState>>, body: Bytes) -> Res
     let (lines, body) = mpsc::channel::<Result<Bytes, std::io::Error>>(PROGRESS_QUEUE);
     let _ = lines.try_send(Ok(line(&SendLine::Route(opened(&route)))));
     tokio::spawn(async move {
-        let outcome = transfer(&routing, route.route, bytes, &lines).await;
+        // A client that hangs up stops the transfer.
+        let outcome = tokio::select! {
+            outcome = transfer(&routing, route.route, bytes, &lines) => Some(outcome),
+            () = lines.closed() => None,
+        };
         let _ = routing.close(route.route).await;
         let last = match outcome {
-            Ok(report) => SendLine::Result(report),
-            Err(failure) => SendLine::Error(failure.to_string()),
+            Some(Ok(report)) => SendLine::Result(report),
+            Some(Err(failure)) => SendLine::Error(failure.to_string()),
+            None => return,
         };
         let _ = lines.send(Ok(line(&last))).await;
     });
