@@ -1,0 +1,18 @@
+//! fogwire's content-addressed store.
+//!
+//! A blob is named by the BLAKE3 hash of its bytes ([`Hash`], exactly what
+//! `b3sum` prints). Large blobs are kept as files beside their outboards,
+//! which let every 16 KiB chunk group be verified on its own ([`bao`]);
+//! small ones live in the database. [`Store`] adds, reads (verified),
+//! exports, tags (pins) and collects them, and survives being killed at
+//! any moment.
+//!
+//! Architecture invariant: blocking file and database I/O only; no
+//! network, no async runtime. The node calls it from blocking threads.
+
+pub mod bao;
+mod hash;
+pub mod store;
+
+pub use hash::{Hash, ParseHashError};
+pub use store::{Config, Entry, GcReport, Location, Protection, Stat, Store, StoreError};

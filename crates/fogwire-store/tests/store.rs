@@ -1,0 +1,292 @@
+//! The store on a real directory: adding, reading, tags, collection,
+//! damage on disk, recovery after a crash, and races.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use fogwire_store::{Config, Hash, Store, StoreError};
+use proptest::prelude::*;
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(13).wrapping_add(seed) ^ (i >> 11) as u8)
+        .collect()
+}
+
+fn write_file(dir: &Path, name: &str, data: &[u8]) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, data).unwrap();
+    path
+}
+
+fn store(dir: &Path) -> Store {
+    Store::open(&dir.join("store"), Config::default()).unwrap()
+}
+
+fn read_all(store: &Store, hash: &Hash) -> Result<Vec<u8>, StoreError> {
+    let size = store.entry(hash)?.ok_or(StoreError::NotFound(*hash))?.size;
+    let mut out = Vec::new();
+    store.read_range(hash, 0, size, &mut |bytes| {
+        out.extend_from_slice(bytes);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+#[test]
+fn a_file_added_reads_back_exported_with_the_b3sum_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    for (index, len) in [0usize, 1, 16 * 1024, 16 * 1024 + 1, 5 * 1024 * 1024 + 77]
+        .into_iter()
+        .enumerate()
+    {
+        let data = pattern(len, index as u8);
+        let path = write_file(dir.path(), &format!("in{index}"), &data);
+        let mut last = 0;
+        let hash = store
+            .import_file(&path, None, &mut |done| last = done)
+            .unwrap();
+        assert_eq!(hash, Hash::of(&data), "len {len}");
+        assert_eq!(last, len as u64);
+        assert_eq!(read_all(&store, &hash).unwrap(), data);
+        let out = dir.path().join(format!("out{index}"));
+        assert_eq!(store.export(&hash, &out, &mut |_| {}).unwrap(), len as u64);
+        assert_eq!(std::fs::read(&out).unwrap(), data);
+        // Adding it again changes nothing.
+        assert_eq!(store.import_file(&path, None, &mut |_| {}).unwrap(), hash);
+    }
+    assert_eq!(store.stat().unwrap().blobs, 5);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    #[test]
+    fn any_range_reads_exactly_those_bytes(len in 1usize..300_000, a in 0usize..300_000, b in 0usize..300_000) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let data = pattern(len, 9);
+        let hash = store.import_bytes(&data, None).unwrap();
+        let (start, end) = (a.min(b) % (len + 1), a.max(b) % (len + 1));
+        let (start, end) = (start.min(end), start.max(end));
+        let mut out = Vec::new();
+        store.read_range(&hash, start as u64, end as u64, &mut |bytes| {
+            out.extend_from_slice(bytes);
+            Ok(())
+        }).unwrap();
+        prop_assert_eq!(&out[..], &data[start..end]);
+    }
+}
+
+#[test]
+fn damage_on_disk_is_reported_not_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let data = pattern(1024 * 1024, 3);
+    let hash = store.import_bytes(&data, Some("keep")).unwrap();
+    let data_file = dir
+        .path()
+        .join("store/blobs")
+        .join(&hash.to_string()[..2])
+        .join(format!("{hash}.data"));
+    let mut bytes = std::fs::read(&data_file).unwrap();
+    bytes[700_000] ^= 0x40;
+    std::fs::write(&data_file, bytes).unwrap();
+    // Bytes before the damaged chunk group are served; the group is not.
+    let mut served = Vec::new();
+    let error = store
+        .read_range(&hash, 0, data.len() as u64, &mut |bytes| {
+            served.extend_from_slice(bytes);
+            Ok(())
+        })
+        .unwrap_err();
+    assert!(matches!(error, StoreError::Corrupt { .. }), "{error}");
+    assert!(error.to_string().contains("688128"), "{error}");
+    assert_eq!(served.len(), 688_128);
+    assert_eq!(&served[..], &data[..688_128]);
+    // A range that avoids the damage still reads.
+    assert_eq!(
+        read_range_vec(&store, &hash, 0, 4096),
+        data[..4096].to_vec()
+    );
+    assert!(store.verify(&hash).is_err());
+    let out = dir.path().join("exported");
+    assert!(store.export(&hash, &out, &mut |_| {}).is_err());
+    assert!(!out.exists(), "a failed export leaves nothing behind");
+}
+
+fn read_range_vec(store: &Store, hash: &Hash, start: u64, end: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    store
+        .read_range(hash, start, end, &mut |bytes| {
+            out.extend_from_slice(bytes);
+            Ok(())
+        })
+        .unwrap();
+    out
+}
+
+#[test]
+fn tags_name_only_blobs_that_are_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let hash = store.import_bytes(b"tagged", None).unwrap();
+    assert_eq!(store.set_tag("docs", &hash).unwrap(), None);
+    assert_eq!(store.tags().unwrap(), vec![("docs".to_owned(), hash)]);
+    let missing = Hash::of(b"never added");
+    assert!(matches!(
+        store.set_tag("other", &missing),
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(store.set_tag("", &hash).is_err());
+    assert_eq!(store.remove_tag("docs").unwrap(), hash);
+    assert!(matches!(
+        store.remove_tag("docs"),
+        Err(StoreError::NoTag(_))
+    ));
+}
+
+#[test]
+fn collection_keeps_pins_and_the_newest_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let pinned = store
+        .import_bytes(&pattern(100_000, 1), Some("pinned"))
+        .unwrap();
+    let old = store.import_bytes(&pattern(100_000, 2), None).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let new = store.import_bytes(&pattern(100_000, 3), None).unwrap();
+    let small = store.import_bytes(b"tiny", None).unwrap();
+    // A cache of 150 000 bytes keeps the newest unpinned blob (and the
+    // tiny one), not the old one.
+    let report = store.gc(Some(150_000)).unwrap();
+    assert_eq!(report.removed_blobs, 1);
+    assert!(store.entry(&old).unwrap().is_none());
+    for kept in [pinned, new, small] {
+        assert!(store.entry(&kept).unwrap().is_some());
+        store.verify(&kept).unwrap();
+    }
+    // No cache: every unpinned blob goes, the pinned one stays.
+    store.gc(Some(0)).unwrap();
+    assert!(store.entry(&new).unwrap().is_none());
+    assert!(store.entry(&small).unwrap().is_none());
+    store.verify(&pinned).unwrap();
+    // A protected blob survives even a cacheless collection.
+    let held = store.import_bytes(&pattern(50_000, 4), None).unwrap();
+    let guard = store.protect(held);
+    store.gc(Some(0)).unwrap();
+    assert!(store.entry(&held).unwrap().is_some());
+    drop(guard);
+    store.gc(Some(0)).unwrap();
+    assert!(store.entry(&held).unwrap().is_none());
+    // Files of removed blobs are gone too.
+    let files: usize = walk(&dir.path().join("store/blobs"));
+    assert_eq!(files, 2, "only the pinned blob's data and outboard remain");
+}
+
+fn walk(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|entry| {
+            if entry.path().is_dir() {
+                walk(&entry.path())
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn open_cleans_up_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kept, truncated) = {
+        let store = store(dir.path());
+        let kept = store.import_bytes(&pattern(200_000, 5), None).unwrap();
+        let truncated = store.import_bytes(&pattern(200_000, 6), None).unwrap();
+        (kept, truncated)
+    };
+    let root = dir.path().join("store");
+    // A crash mid-import leaves a temporary file; one between rename and
+    // commit leaves files no entry names; a damaged disk truncates one.
+    std::fs::write(root.join("tmp/abandoned.data"), b"half").unwrap();
+    let orphan = Hash::of(b"orphan");
+    let orphan_dir = root.join("blobs").join(&orphan.to_string()[..2]);
+    std::fs::create_dir_all(&orphan_dir).unwrap();
+    std::fs::write(orphan_dir.join(format!("{orphan}.data")), b"x").unwrap();
+    let truncated_path = root
+        .join("blobs")
+        .join(&truncated.to_string()[..2])
+        .join(format!("{truncated}.data"));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&truncated_path)
+        .unwrap();
+    file.set_len(1000).unwrap();
+    drop(file);
+    let store = store(dir.path());
+    assert!(!root.join("tmp/abandoned.data").exists());
+    assert!(!orphan_dir.join(format!("{orphan}.data")).exists());
+    assert!(store.entry(&truncated).unwrap().is_none());
+    store.verify(&kept).unwrap();
+}
+
+#[test]
+fn adding_tagging_and_collecting_at_once_never_loses_a_tagged_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(store(dir.path()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let collector = {
+        let (store, stop) = (store.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut rounds = 0;
+            while !stop.load(Ordering::Relaxed) {
+                store.gc(Some(0)).unwrap();
+                rounds += 1;
+            }
+            rounds
+        })
+    };
+    let writers: Vec<_> = (0..2u8)
+        .map(|writer| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let mut tagged = Vec::new();
+                for round in 0..40u8 {
+                    let data = pattern(20_000 + round as usize * 1000, writer * 100 + round);
+                    let tag = format!("w{writer}-{round}");
+                    // Added and tagged in one step: never unprotected.
+                    let hash = store.import_bytes(&data, Some(&tag)).unwrap();
+                    tagged.push((tag, hash, data));
+                    // Tagging separately: either it lands (blob kept) or
+                    // it fails because the collector took the blob first.
+                    let loose = store.import_bytes(&pattern(30_000, round), None).unwrap();
+                    match store.set_tag(&format!("loose{writer}-{round}"), &loose) {
+                        Ok(_) => tagged.push((
+                            format!("loose{writer}-{round}"),
+                            loose,
+                            pattern(30_000, round),
+                        )),
+                        Err(StoreError::NotFound(_)) => {}
+                        Err(other) => panic!("{other}"),
+                    }
+                }
+                tagged
+            })
+        })
+        .collect();
+    let mut tagged = Vec::new();
+    for writer in writers {
+        tagged.extend(writer.join().unwrap());
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(collector.join().unwrap() > 0);
+    store.gc(Some(0)).unwrap();
+    for (tag, hash, data) in tagged {
+        assert_eq!(read_all(&store, &hash).unwrap(), data, "tag {tag}");
+    }
+}
