@@ -10,3 +10,4 @@
 pub mod link;
 pub mod route;
 pub mod routing;
+pub mod store;

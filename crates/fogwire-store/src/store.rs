@@ -27,6 +27,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -49,6 +50,8 @@ const BLOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blobs");
 const INLINE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("inline");
 /// Tag name → hash.
 const TAGS: TableDefinition<&str, &[u8]> = TableDefinition::new("tags");
+/// Hash → path of the file a blob added by reference is read from.
+const EXTERNAL: TableDefinition<&[u8], &[u8]> = TableDefinition::new("external");
 
 const ENTRY_VERSION: u8 = 1;
 const ENTRY_LEN: usize = 1 + 8 + 1 + 8;
@@ -60,6 +63,9 @@ pub const TAG_LEN_MAX: usize = 255;
 pub enum Location {
     Inline,
     File,
+    /// In the file it was added from, by reference: the store keeps only
+    /// its outboard, and reports it if the file changes or goes.
+    External,
 }
 
 /// What the store knows of a blob.
@@ -80,6 +86,7 @@ impl Entry {
         out[9] = match self.location {
             Location::Inline => 0,
             Location::File => 1,
+            Location::External => 2,
         };
         out[10..].copy_from_slice(&self.last_used_ms.to_be_bytes());
         out
@@ -94,6 +101,7 @@ impl Entry {
             location: match bytes[9] {
                 0 => Location::Inline,
                 1 => Location::File,
+                2 => Location::External,
                 _ => return None,
             },
             last_used_ms: u64::from_be_bytes(bytes[10..].try_into().ok()?),
@@ -129,6 +137,15 @@ pub enum StoreError {
     Changed { path: PathBuf, expected: u64 },
     #[error("range {start}..{end} is outside the blob's {size} bytes")]
     BadRange { start: u64, end: u64, size: u64 },
+    #[error(
+        "blob {hash} was added by reference from {}, which {problem}: add the file again",
+        path.display()
+    )]
+    ExternalChanged {
+        hash: Hash,
+        path: PathBuf,
+        problem: String,
+    },
 }
 
 impl StoreError {
@@ -146,12 +163,20 @@ pub struct Config {
     /// Bytes of unpinned blobs kept as a cache; garbage collection evicts
     /// the least recently used beyond it.
     pub cache_bytes_max: u64,
+    /// Wait for a blob's bytes to reach the disk before an add completes.
+    /// Off, they are synced in the background: a killed process loses
+    /// nothing (the page cache outlives it), and after a power loss a blob
+    /// whose bytes did not make it is caught by verification on read. On,
+    /// an add also waits for the disk, which for large files is most of
+    /// its time.
+    pub sync_on_add: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             cache_bytes_max: 8 * 1024 * 1024 * 1024,
+            sync_on_add: false,
         }
     }
 }
@@ -269,6 +294,7 @@ impl Store {
         write.open_table(BLOBS).map_err(|e| self.db_error(e))?;
         write.open_table(INLINE).map_err(|e| self.db_error(e))?;
         write.open_table(TAGS).map_err(|e| self.db_error(e))?;
+        write.open_table(EXTERNAL).map_err(|e| self.db_error(e))?;
         write.commit().map_err(|e| self.db_error(e))
     }
 
@@ -311,10 +337,13 @@ impl Store {
         let entries = self.entries()?;
         let mut lost = Vec::new();
         for (hash, entry) in &entries {
-            if entry.location != Location::File {
+            if entry.location == Location::Inline {
                 continue;
             }
-            let data_ok = fs::metadata(self.data_path(hash)).is_ok_and(|m| m.len() == entry.size);
+            // A file added by reference may be on a disk not mounted yet:
+            // reads report it; only the outboard is the store's.
+            let data_ok = entry.location == Location::External
+                || fs::metadata(self.data_path(hash)).is_ok_and(|m| m.len() == entry.size);
             let outboard_len = bao::tree(entry.size).outboard_size();
             let outboard_ok =
                 fs::metadata(self.outboard_path(hash)).is_ok_and(|m| m.len() == outboard_len);
@@ -425,7 +454,222 @@ impl Store {
             progress(size);
             return self.import_bytes(&data, tag);
         }
-        self.import_reader(file, size, tag, progress, Some(path))
+        self.import_copy(file, path, size, tag, progress)
+    }
+
+    /// Adds the file at `path` by reference: the store hashes it (on two
+    /// threads when large) and keeps only its outboard; reads come from
+    /// the file itself, verified as always, and report it if it changed.
+    /// No copy: fast, and no second copy on disk, as long as the file
+    /// stays as it is.
+    pub fn import_reference(
+        &self,
+        path: &Path,
+        tag: Option<&str>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Hash, StoreError> {
+        let path = path.canonicalize().map_err(StoreError::io(path))?;
+        let file = File::open(&path).map_err(StoreError::io(&path))?;
+        let size = file.metadata().map_err(StoreError::io(&path))?.len();
+        if size <= INLINE_MAX {
+            // Too small to be worth a reference.
+            return self.import_file(&path, tag, progress);
+        }
+        if let Some(tag) = tag {
+            check_tag(tag)?;
+        }
+        let (_, tmp_outboard) = self.temp_paths();
+        let cleanup = TempFiles(vec![tmp_outboard.clone()]);
+        let outboard_file = File::create(&tmp_outboard).map_err(StoreError::io(&tmp_outboard))?;
+        let hashed = std::sync::atomic::AtomicU64::new(0);
+        let hash = std::thread::scope(|scope| {
+            let worker = scope.spawn(|| bao::outboard_file(&file, size, &outboard_file, &hashed));
+            while !worker.is_finished() {
+                progress(hashed.load(std::sync::atomic::Ordering::Relaxed));
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            worker
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("hashing thread failed")))
+        })
+        .map_err(StoreError::io(&path))?;
+        progress(size);
+        if file.metadata().map_err(StoreError::io(&path))?.len() != size {
+            return Err(StoreError::Changed {
+                path: path.clone(),
+                expected: size,
+            });
+        }
+        outboard_file
+            .sync_all()
+            .map_err(StoreError::io(&tmp_outboard))?;
+        let _guard = self.protect(hash);
+        if self.entry(&hash)?.is_some() {
+            // Already held (perhaps as a copy): keep what is there.
+            if let Some(tag) = tag {
+                self.set_tag(tag, &hash)?;
+            }
+            return Ok(hash);
+        }
+        let dir = self.blob_dir(&hash);
+        fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
+        let outboard_path = self.outboard_path(&hash);
+        fs::rename(&tmp_outboard, &outboard_path).map_err(StoreError::io(&outboard_path))?;
+        sync_dir(&dir).map_err(StoreError::io(&dir))?;
+        drop(cleanup);
+        let write = self.db.begin_write().map_err(|e| self.db_error(e))?;
+        {
+            let entry = Entry {
+                size,
+                location: Location::External,
+                last_used_ms: now_ms(),
+            };
+            let mut blobs = write.open_table(BLOBS).map_err(|e| self.db_error(e))?;
+            blobs
+                .insert(hash.as_bytes().as_slice(), entry.encode().as_slice())
+                .map_err(|e| self.db_error(e))?;
+            let mut external = write.open_table(EXTERNAL).map_err(|e| self.db_error(e))?;
+            external
+                .insert(hash.as_bytes().as_slice(), path.as_os_str().as_bytes())
+                .map_err(|e| self.db_error(e))?;
+            if let Some(tag) = tag {
+                let mut tags = write.open_table(TAGS).map_err(|e| self.db_error(e))?;
+                tags.insert(tag, hash.as_bytes().as_slice())
+                    .map_err(|e| self.db_error(e))?;
+            }
+        }
+        write.commit().map_err(|e| self.db_error(e))?;
+        Ok(hash)
+    }
+
+    /// The file a blob added by reference is read from.
+    pub fn external_path(&self, hash: &Hash) -> Result<Option<PathBuf>, StoreError> {
+        let read = self.db.begin_read().map_err(|e| self.db_error(e))?;
+        let table = read.open_table(EXTERNAL).map_err(|e| self.db_error(e))?;
+        Ok(table
+            .get(hash.as_bytes().as_slice())
+            .map_err(|e| self.db_error(e))?
+            .map(|value| PathBuf::from(std::ffi::OsStr::from_bytes(value.value()))))
+    }
+
+    /// Adds a large file: one thread copies it into the store inside the
+    /// kernel (`copy_file_range`), while this one hashes the copy right
+    /// behind it, so the store names exactly the bytes it holds, even if
+    /// the source changes meanwhile.
+    fn import_copy(
+        &self,
+        source: File,
+        path: &Path,
+        size: u64,
+        tag: Option<&str>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Hash, StoreError> {
+        if let Some(tag) = tag {
+            check_tag(tag)?;
+        }
+        let (tmp_data, tmp_outboard) = self.temp_paths();
+        let cleanup = TempFiles(vec![tmp_data.clone(), tmp_outboard.clone()]);
+        let copy = File::create(&tmp_data).map_err(StoreError::io(&tmp_data))?;
+        let outboard_file = File::create(&tmp_outboard).map_err(StoreError::io(&tmp_outboard))?;
+        let copied = CopyProgress::default();
+        let hashed = std::thread::scope(|scope| {
+            let copier = scope.spawn(|| {
+                let result = copy_in_steps(&source, &copy, size, &copied);
+                copied.finish(result.as_ref().err().map(io::Error::kind));
+                result
+            });
+            let follower = Follow {
+                file: File::open(&tmp_data)?,
+                position: 0,
+                copied: &copied,
+            };
+            let mut done = 0u64;
+            let hashed = bao::outboard_streaming(
+                follower,
+                size,
+                BufWriter::with_capacity(64 * 1024, &outboard_file),
+                |block| {
+                    done += block.len() as u64;
+                    progress(done);
+                    Ok(())
+                },
+            );
+            let copy_result = copier
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("copy thread failed")));
+            copy_result.and(hashed)
+        });
+        let hash = hashed.map_err(|error| {
+            if error.kind() == io::ErrorKind::UnexpectedEof {
+                // The file got shorter while it was being copied.
+                StoreError::Changed {
+                    path: path.to_owned(),
+                    expected: size,
+                }
+            } else {
+                StoreError::Io {
+                    path: path.to_owned(),
+                    source: error,
+                }
+            }
+        })?;
+        self.finish_import(
+            hash,
+            size,
+            tag,
+            copy,
+            outboard_file,
+            &tmp_data,
+            &tmp_outboard,
+        )?;
+        drop(cleanup);
+        Ok(hash)
+    }
+
+    fn temp_paths(&self) -> (PathBuf, PathBuf) {
+        let tmp = self.root.join("tmp");
+        let name = random_name();
+        (
+            tmp.join(format!("{name}.data")),
+            tmp.join(format!("{name}.obao")),
+        )
+    }
+
+    /// Moves a complete import's files into place and commits its entry.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_import(
+        &self,
+        hash: Hash,
+        size: u64,
+        tag: Option<&str>,
+        data_file: File,
+        outboard_file: File,
+        tmp_data: &Path,
+        tmp_outboard: &Path,
+    ) -> Result<(), StoreError> {
+        outboard_file
+            .sync_all()
+            .map_err(StoreError::io(tmp_outboard))?;
+        if self.config.sync_on_add {
+            data_file.sync_all().map_err(StoreError::io(tmp_data))?;
+        }
+        let _guard = self.protect(hash);
+        if self.entry(&hash)?.is_none() {
+            let dir = self.blob_dir(&hash);
+            fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
+            let (data_path, outboard_path) = (self.data_path(&hash), self.outboard_path(&hash));
+            fs::rename(tmp_outboard, &outboard_path).map_err(StoreError::io(&outboard_path))?;
+            fs::rename(tmp_data, &data_path).map_err(StoreError::io(&data_path))?;
+            sync_dir(&dir).map_err(StoreError::io(&dir))?;
+        }
+        self.commit_blob(hash, size, None, tag)?;
+        if !self.config.sync_on_add {
+            // Reach the disk eventually, off the add's path.
+            std::thread::spawn(move || {
+                let _ = data_file.sync_data();
+            });
+        }
+        Ok(())
     }
 
     fn import_reader(
@@ -439,12 +683,7 @@ impl Store {
         if let Some(tag) = tag {
             check_tag(tag)?;
         }
-        let tmp = self.root.join("tmp");
-        let name = random_name();
-        let (tmp_data, tmp_outboard) = (
-            tmp.join(format!("{name}.data")),
-            tmp.join(format!("{name}.obao")),
-        );
+        let (tmp_data, tmp_outboard) = self.temp_paths();
         let cleanup = TempFiles(vec![tmp_data.clone(), tmp_outboard.clone()]);
         let data_file = File::create(&tmp_data).map_err(StoreError::io(&tmp_data))?;
         let outboard_file = File::create(&tmp_outboard).map_err(StoreError::io(&tmp_outboard))?;
@@ -478,21 +717,16 @@ impl Store {
         })?;
         data_writer.flush().map_err(StoreError::io(&tmp_data))?;
         drop(data_writer);
-        data_file.sync_all().map_err(StoreError::io(&tmp_data))?;
-        outboard_file
-            .sync_all()
-            .map_err(StoreError::io(&tmp_outboard))?;
-        let _guard = self.protect(hash);
-        if self.entry(&hash)?.is_none() {
-            let dir = self.blob_dir(&hash);
-            fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
-            let (data_path, outboard_path) = (self.data_path(&hash), self.outboard_path(&hash));
-            fs::rename(&tmp_outboard, &outboard_path).map_err(StoreError::io(&outboard_path))?;
-            fs::rename(&tmp_data, &data_path).map_err(StoreError::io(&data_path))?;
-            sync_dir(&dir).map_err(StoreError::io(&dir))?;
-        }
+        self.finish_import(
+            hash,
+            size,
+            tag,
+            data_file,
+            outboard_file,
+            &tmp_data,
+            &tmp_outboard,
+        )?;
         drop(cleanup);
-        self.commit_blob(hash, size, None, tag)?;
         Ok(hash)
     }
 
@@ -574,10 +808,35 @@ impl Store {
                 }
                 out(&data[start as usize..end as usize]).map_err(|e| self.db_error(e))?;
             }
-            Location::File => {
-                let data_path = self.data_path(hash);
+            Location::File | Location::External => {
+                let data_path = match entry.location {
+                    Location::External => self
+                        .external_path(hash)?
+                        .ok_or(StoreError::NotFound(*hash))?,
+                    _ => self.data_path(hash),
+                };
                 let outboard_path = self.outboard_path(hash);
-                let data = File::open(&data_path).map_err(StoreError::io(&data_path))?;
+                let data = File::open(&data_path).map_err(|error| match entry.location {
+                    Location::External => StoreError::ExternalChanged {
+                        hash: *hash,
+                        path: data_path.clone(),
+                        problem: format!("cannot be opened ({error})"),
+                    },
+                    _ => StoreError::Io {
+                        path: data_path.clone(),
+                        source: error,
+                    },
+                })?;
+                if entry.location == Location::External {
+                    let len = data.metadata().map_err(StoreError::io(&data_path))?.len();
+                    if len != entry.size {
+                        return Err(StoreError::ExternalChanged {
+                            hash: *hash,
+                            path: data_path,
+                            problem: format!("is now {len} bytes, not {}", entry.size),
+                        });
+                    }
+                }
                 let outboard = PostOrderOutboard {
                     root: (*hash).into(),
                     tree: bao::tree(entry.size),
@@ -604,6 +863,11 @@ impl Store {
                     VerifyError::Io(source) => StoreError::Io {
                         path: data_path.clone(),
                         source,
+                    },
+                    error if entry.location == Location::External => StoreError::ExternalChanged {
+                        hash: *hash,
+                        path: data_path.clone(),
+                        problem: format!("changed ({error})"),
                     },
                     error => corrupt(error),
                 })?;
@@ -796,14 +1060,23 @@ impl Store {
             }
             drop(protected);
             let mut inline = write.open_table(INLINE).map_err(|e| self.db_error(e))?;
+            let mut external = write.open_table(EXTERNAL).map_err(|e| self.db_error(e))?;
             for (hash, entry) in &doomed {
                 blobs
                     .remove(hash.as_bytes().as_slice())
                     .map_err(|e| self.db_error(e))?;
-                if entry.location == Location::Inline {
-                    inline
-                        .remove(hash.as_bytes().as_slice())
-                        .map_err(|e| self.db_error(e))?;
+                match entry.location {
+                    Location::Inline => {
+                        inline
+                            .remove(hash.as_bytes().as_slice())
+                            .map_err(|e| self.db_error(e))?;
+                    }
+                    Location::External => {
+                        external
+                            .remove(hash.as_bytes().as_slice())
+                            .map_err(|e| self.db_error(e))?;
+                    }
+                    Location::File => {}
                 }
                 report.removed_blobs += 1;
                 report.removed_bytes += entry.size;
@@ -812,11 +1085,28 @@ impl Store {
         }
         write.commit().map_err(|e| self.db_error(e))?;
         // The entries are gone; a crash from here leaves orphan files,
-        // which the next open deletes.
+        // which the next open deletes. A blob someone started adding again
+        // since the decision is protected now, or committed already: its
+        // files are left to the adder (who renames fresh ones over them, or
+        // finds them in place). Holding the lock while deleting means no
+        // adder protects a blob and then finds its files vanishing.
+        let protected = lock(&self.protected);
         for (hash, entry) in removed {
-            if entry.location == Location::File {
-                let _ = fs::remove_file(self.data_path(&hash));
-                let _ = fs::remove_file(self.outboard_path(&hash));
+            // Added again and committed since (its adder has let go): the
+            // files are its files now.
+            if protected.contains_key(&hash) || self.entry(&hash).ok().flatten().is_some() {
+                continue;
+            }
+            match entry.location {
+                Location::File => {
+                    let _ = fs::remove_file(self.data_path(&hash));
+                    let _ = fs::remove_file(self.outboard_path(&hash));
+                }
+                // Never the user's file: only what the store made.
+                Location::External => {
+                    let _ = fs::remove_file(self.outboard_path(&hash));
+                }
+                Location::Inline => {}
             }
         }
         Ok(report)
@@ -828,6 +1118,93 @@ fn check_tag(tag: &str) -> Result<(), StoreError> {
         return Err(StoreError::BadTag { len: tag.len() });
     }
     Ok(())
+}
+
+/// How far a copy has got, for the hasher following it.
+#[derive(Debug, Default)]
+struct CopyProgress {
+    state: Mutex<(u64, Option<Option<io::ErrorKind>>)>,
+    changed: std::sync::Condvar,
+}
+
+impl CopyProgress {
+    fn advance(&self, copied: u64) {
+        lock(&self.state).0 = copied;
+        self.changed.notify_all();
+    }
+
+    /// The copy ended (with an error, or none).
+    fn finish(&self, error: Option<io::ErrorKind>) {
+        lock(&self.state).1 = Some(error);
+        self.changed.notify_all();
+    }
+
+    /// Waits until more than `position` bytes are copied, or the copy has
+    /// ended; returns what is copied.
+    fn wait_past(&self, position: u64) -> io::Result<u64> {
+        let mut state = lock(&self.state);
+        loop {
+            match *state {
+                (copied, _) if copied > position => return Ok(copied),
+                (_, Some(Some(kind))) => return Err(io::Error::new(kind, "copy failed")),
+                (copied, Some(None)) => return Ok(copied),
+                _ => {}
+            }
+            state = self
+                .changed
+                .wait(state)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+    }
+}
+
+/// Bytes copied per step, each published to the hasher.
+const COPY_STEP: u64 = 16 * 1024 * 1024;
+
+/// Copies `size` bytes in steps; `std::io::copy` between files runs in
+/// the kernel (`copy_file_range`).
+fn copy_in_steps(
+    source: &File,
+    target: &File,
+    size: u64,
+    progress: &CopyProgress,
+) -> io::Result<()> {
+    let mut copied = 0u64;
+    let (mut source, mut target) = (source, target);
+    while copied < size {
+        let step = (size - copied).min(COPY_STEP);
+        let moved = io::copy(&mut (&mut source).take(step), &mut target)?;
+        if moved == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        copied += moved;
+        progress.advance(copied);
+    }
+    Ok(())
+}
+
+/// Reads a file while another thread is still writing it, never past
+/// what has been written.
+struct Follow<'a> {
+    file: File,
+    position: u64,
+    copied: &'a CopyProgress,
+}
+
+impl Read for Follow<'_> {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        if buffer.is_empty() {
+            return Ok(0);
+        }
+        let copied = self.copied.wait_past(self.position)?;
+        let available = (copied - self.position).min(buffer.len() as u64) as usize;
+        if available == 0 {
+            return Ok(0);
+        }
+        let read = self.file.read(&mut buffer[..available])?;
+        self.position += read as u64;
+        Ok(read)
+    }
 }
 
 /// Files deleted on drop unless they were moved away.

@@ -16,6 +16,25 @@ pub enum Command {
     /// Path computation time on generated graphs, beside a breadth-first
     /// traversal of the same graph.
     Paths(RouteArgs),
+    /// Adding a file to the store beside `b3sum --num-threads 1` on the
+    /// same file, and reading it back verified.
+    Store(StoreArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StoreArgs {
+    /// Size of the test file (K, M, G: binary).
+    #[arg(long, default_value = "1G", value_parser = crate::route::parse_size)]
+    size: u64,
+    /// Rounds, interleaved; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Directory for the test file and store (default: the system's).
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -76,7 +95,81 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Link(args) => link(args).await,
         Command::Route(args) => streams(args).await,
         Command::Paths(args) => paths(args).await,
+        Command::Store(args) => store(args).await,
     }
+}
+
+async fn store(args: StoreArgs) -> anyhow::Result<()> {
+    use fogwire_bench::store::{Options as StoreOptions, Step as StoreStep};
+    debug_warning("store");
+    let options = StoreOptions {
+        file_bytes: args.size.max(1),
+        rounds: args.rounds.clamp(1, 100),
+        dir: args.dir.unwrap_or_else(std::env::temp_dir),
+    };
+    let quiet = args.json;
+    let report = tokio::task::spawn_blocking(move || {
+        fogwire_bench::store::run(&options, |step| {
+            if quiet {
+                return;
+            }
+            let what = match step {
+                StoreStep::Writing => "writing the test file".to_owned(),
+                StoreStep::Baseline { round } => format!("round {}: baseline", round + 1),
+                StoreStep::Copy { round } => format!("round {}: copying the file", round + 1),
+                StoreStep::AddReference { round } => {
+                    format!("round {}: store add --reference", round + 1)
+                }
+                StoreStep::Add { round } => format!("round {}: store add", round + 1),
+                StoreStep::Read { round } => format!("round {}: verified read", round + 1),
+            };
+            eprint!("\r\x1b[K  {what}…");
+            let _ = std::io::stderr().flush();
+        })
+    })
+    .await??;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    eprint!("\r\x1b[K");
+    println!(
+        "the store on a {} file in the page cache; medians of {} interleaved rounds",
+        format_bytes(report.file_bytes),
+        report.rounds
+    );
+    println!(
+        "baselines, same file, same run: {} {}; copying it (the disk's floor for any copy) {}\n",
+        report.baseline,
+        rate(report.baseline_bytes_per_sec),
+        rate(report.copy_bytes_per_sec)
+    );
+    println!(
+        "{:<40} {:>13}  {:>10}  {:>8}",
+        "", "SPEED", "×B3SUM", "×COPY"
+    );
+    println!(
+        "{:<40} {:>13}  {:>10.2}  {:>8}",
+        "store add --reference (hash, outboard)",
+        rate(report.add_reference_bytes_per_sec),
+        report.add_reference_to_baseline,
+        "-"
+    );
+    println!(
+        "{:<40} {:>13}  {:>10.2}  {:>8.2}",
+        "store add (copy, hash, outboard)",
+        rate(report.add_bytes_per_sec),
+        report.add_to_baseline,
+        report.add_to_copy
+    );
+    println!(
+        "{:<40} {:>13}  {:>10.2}  {:>8}",
+        "read back, every chunk group verified",
+        rate(report.read_bytes_per_sec),
+        report.read_to_baseline,
+        "-"
+    );
+    Ok(())
 }
 
 fn debug_warning(command: &str) {
