@@ -93,6 +93,7 @@ impl Network {
                 })?;
             let mut options = NodeOptions::local(Arc::new(keypair));
             options.routing_store = Some(data_dir.join("routes.redb"));
+            options.store_dir = Some(data_dir.join("store"));
             options.link = options
                 .link
                 .with_channel(ChannelConfig::new(ChannelId::TRAFFIC));

@@ -256,3 +256,96 @@ pub struct SendReport {
     /// Times the route moved to a new path during the transfer.
     pub repairs: u32,
 }
+
+/// `POST /v1/store/add`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StoreAddRequest {
+    /// An absolute path on the node's machine.
+    pub path: String,
+    /// A tag (pin) to set in the same step.
+    pub tag: Option<String>,
+    /// Keep only the outboard and read the file in place.
+    pub reference: bool,
+}
+
+/// `POST /v1/store/get`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreGetRequest {
+    pub hash: String,
+    /// An absolute path on the node's machine to write the blob to.
+    pub path: String,
+}
+
+/// A line of the answers of `POST /v1/store/add` and `POST /v1/store/get`,
+/// which stream one JSON object per line: progress, then the result (or
+/// an error).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreLine {
+    Progress { done: u64, total: u64 },
+    Done(BlobInfo),
+    Error(String),
+}
+
+/// A blob of `GET /v1/store/blobs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobInfo {
+    pub hash: String,
+    pub size: u64,
+    /// `inline`, `file` or `reference`.
+    pub location: String,
+    /// Tags naming it; none: it is cache.
+    pub tags: Vec<String>,
+    pub last_used_unix_ms: u64,
+}
+
+/// `GET /v1/store/stat`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStat {
+    pub blobs: u64,
+    pub bytes: u64,
+    pub pinned_blobs: u64,
+    pub pinned_bytes: u64,
+    pub tags: u64,
+    pub cache_bytes_max: u64,
+    pub path: String,
+}
+
+/// `POST /v1/store/pin`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinRequest {
+    pub hash: String,
+    /// The tag's name; default: the hash itself.
+    pub tag: Option<String>,
+}
+
+/// `POST /v1/store/unpin`: a tag name, or a hash (every tag naming it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnpinRequest {
+    pub name: String,
+}
+
+/// The tags a pin or unpin touched.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagChange {
+    pub tags: Vec<String>,
+    pub hash: String,
+}
+
+/// `POST /v1/store/gc`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GcRequest {
+    /// Remove every unpinned blob, not only what exceeds the cache.
+    pub all: bool,
+}
+
+/// What a collection did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcResult {
+    pub removed_blobs: u64,
+    pub removed_bytes: u64,
+    pub kept_blobs: u64,
+    pub kept_bytes: u64,
+}

@@ -32,6 +32,7 @@ pub struct Config {
     pub peers: Vec<PeerAddr>,
     pub link: LinkSection,
     pub route: RouteSection,
+    pub store: StoreSection,
     pub api: ApiSection,
     pub log: LogSection,
 }
@@ -43,6 +44,7 @@ impl Default for Config {
             peers: Vec::new(),
             link: LinkSection::default(),
             route: RouteSection::default(),
+            store: StoreSection::default(),
             api: ApiSection::default(),
             log: LogSection::default(),
         }
@@ -66,6 +68,27 @@ impl Default for RouteSection {
         Self {
             advertise: Vec::new(),
             capacity_kbps: 1_000_000,
+        }
+    }
+}
+
+/// `[store]`: the content-addressed store.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// Bytes of unpinned blobs kept as a cache (least recently used go
+    /// first beyond it).
+    pub cache_bytes_max: u64,
+    /// Wait for a blob's bytes to reach the disk before an add completes.
+    pub sync_on_add: bool,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        let defaults = fogwire_store::Config::default();
+        Self {
+            cache_bytes_max: defaults.cache_bytes_max,
+            sync_on_add: defaults.sync_on_add,
         }
     }
 }
@@ -502,6 +525,15 @@ listen = "{link_listen}"
 # Capacity this node offers to others' traffic on each link, in kbit/s.
 # capacity_kbps = {capacity}
 
+[store]
+# Bytes of unpinned blobs kept as a cache; `fogwire store gc` and the
+# node evict the least recently used beyond it. Pinned blobs never go.
+# cache_bytes_max = {cache}
+# Wait for added bytes to reach the disk before `store add` returns. Off,
+# they are synced in the background (a killed node loses nothing; a power
+# loss is caught by verification on read).
+# sync_on_add = false
+
 [api]
 # The local control API (HTTP + JSON, used by the fogwire CLI). It must be a
 # loopback address, and every request needs the token in data_dir.
@@ -520,6 +552,7 @@ listen = "{api_listen}"
         reconnect_initial = defaults.reconnect_initial_ms,
         reconnect_max = defaults.reconnect_max_ms,
         capacity = RouteSection::default().capacity_kbps,
+        cache = StoreSection::default().cache_bytes_max,
     )
 }
 

@@ -8,6 +8,7 @@
 //!                        written at start, removed at clean shutdown
 //!   routes.redb          the network graph, this node's advert sequence
 //!                        number and relay receipts (fogwire-route)
+//!   store/               the content-addressed store (fogwire-store)
 //! ```
 
 use std::fmt;
@@ -70,6 +71,10 @@ impl DataDir {
 
     pub fn token_path(&self) -> PathBuf {
         self.root.join("api.token")
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.root.join("store")
     }
 
     pub fn routes_path(&self) -> PathBuf {

@@ -72,6 +72,10 @@ pub struct NodeOptions {
     /// Addresses named in this node's adverts.
     pub advertise: Vec<String>,
     pub capacity_kbps: u32,
+    /// Where the store lives; none: a temporary directory removed with the
+    /// node (tests, the demo).
+    pub store_dir: Option<std::path::PathBuf>,
+    pub store: fogwire_store::Config,
 }
 
 impl NodeOptions {
@@ -95,6 +99,11 @@ impl NodeOptions {
             routing_store: None,
             advertise: config.route.advertise.clone(),
             capacity_kbps: config.route.capacity_kbps,
+            store_dir: None,
+            store: fogwire_store::Config {
+                cache_bytes_max: config.store.cache_bytes_max,
+                sync_on_add: config.store.sync_on_add,
+            },
         }
     }
 
@@ -132,6 +141,10 @@ pub enum NodeError {
     ShuttingDown,
     #[error(transparent)]
     RoutingStore(#[from] fogwire_route::store::StoreError),
+    #[error(transparent)]
+    Store(#[from] fogwire_store::StoreError),
+    #[error("cannot make a temporary store directory: {0}")]
+    TempStore(std::io::Error),
 }
 
 fn listen_hint(error: &std::io::Error) -> &'static str {
@@ -192,6 +205,9 @@ struct Inner {
     events: broadcast::Sender<NodeEvent>,
     metrics: Metrics,
     routing: Routing,
+    store: Arc<fogwire_store::Store>,
+    /// Holds a temporary store directory for as long as the node lives.
+    _store_dir: Option<tempfile::TempDir>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -240,6 +256,22 @@ impl Node {
             options.advertise.clone()
         };
         let routing = Routing::start(routing_options)?;
+        let (store_path, store_dir) = match &options.store_dir {
+            Some(path) => (path.clone(), None),
+            None => {
+                let dir = tempfile::Builder::new()
+                    .prefix("fogwire-store-")
+                    .tempdir()
+                    .map_err(NodeError::TempStore)?;
+                (dir.path().to_owned(), Some(dir))
+            }
+        };
+        let store_config = options.store.clone();
+        let store = tokio::task::spawn_blocking(move || {
+            fogwire_store::Store::open(&store_path, store_config)
+        })
+        .await
+        .map_err(|e| NodeError::TempStore(std::io::Error::other(e.to_string())))??;
         let handshake_permits = Arc::new(Semaphore::new(options.max_pending_handshakes));
         let state = Arc::new(Mutex::new(State {
             available_handshake_permits: Some(handshake_permits.clone()),
@@ -258,6 +290,8 @@ impl Node {
                 reconnect_max: options.reconnect_max,
                 metrics: Metrics::new(state.clone(), options.max_pending_handshakes),
                 routing,
+                store: Arc::new(store),
+                _store_dir: store_dir,
                 state,
                 handshake_permits,
                 events,
@@ -292,6 +326,11 @@ impl Node {
             node_id: self.node_id(),
             address: self.inner.local_addr.to_string(),
         }
+    }
+
+    /// This node's store. Blocking: call it from a blocking thread.
+    pub fn store(&self) -> &Arc<fogwire_store::Store> {
+        &self.inner.store
     }
 
     /// This node's routing: the graph, routes, streams.

@@ -8,6 +8,7 @@ mod init;
 mod node;
 mod output;
 mod route;
+mod store;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -68,6 +69,13 @@ enum Command {
     /// relay or link dies.
     #[command(subcommand)]
     Route(route::Command),
+    /// The content-addressed store: add files, get them back verified,
+    /// pin, list, collect.
+    ///
+    /// A blob is named by the BLAKE3 hash of its bytes, exactly what
+    /// `b3sum` prints, and every read is checked chunk by chunk.
+    #[command(subcommand)]
+    Store(store::Command),
     /// Measure the round trip to a node through a route set up for it.
     ///
     /// `fogwire ping <node> --hops 3` goes through two relays.
@@ -124,6 +132,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Nodes(args) => route::nodes(&home, args).await,
         Command::Route(command) => route::run(&home, command).await,
         Command::Ping(args) => route::ping(&home, args).await,
+        Command::Store(command) => store::run(&home, command).await,
         Command::Id => init::print_id(&home),
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(command) => bench::run(command).await,

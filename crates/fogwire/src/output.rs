@@ -22,6 +22,23 @@ pub fn format_age(since_unix: u64) -> String {
     format_duration(now.saturating_sub(since_unix))
 }
 
+/// A progress bar for bytes on standard error (hidden for --json).
+pub fn progress_bar(total: u64, hidden: bool) -> indicatif::ProgressBar {
+    let bar = if hidden {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(total)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar
+}
+
 /// How long ago a Unix time in milliseconds was.
 pub fn format_age_ms(since_unix_ms: u64) -> String {
     format_age(since_unix_ms / 1000)

@@ -4,10 +4,9 @@ use std::path::Path;
 
 use anyhow::bail;
 use fogwire_node::api::{RouteRequest, RouteStatus, SendLine};
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::control::{ReadArgs, client, print_json};
-use crate::output::{format_age_ms, format_bytes, short};
+use crate::output::{format_age_ms, format_bytes, progress_bar, short};
 
 /// Where a route may go: hop bounds, nodes to avoid, a required exit.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -318,18 +317,7 @@ async fn close(home: &Path, args: CloseArgs) -> anyhow::Result<()> {
 async fn send(home: &Path, args: SendArgs) -> anyhow::Result<()> {
     let mut request = args.path.request(&args.node);
     request.bytes = Some(args.bytes);
-    let bar = if args.json {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(args.bytes)
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} {msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
+    let bar = progress_bar(args.bytes, args.json);
     bar.set_message("setting up the route");
     let mut report = None;
     let mut failure = None;

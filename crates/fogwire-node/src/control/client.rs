@@ -9,8 +9,9 @@ use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
 
 use crate::api::{
-    ClosedRoute, ConnectRequest, DisconnectResponse, ErrorBody, FoundPath, GraphNode, OpenedRoute,
-    Peer, PingReport, RouteRequest, Routes, SendLine, Status,
+    BlobInfo, ClosedRoute, ConnectRequest, DisconnectResponse, ErrorBody, FoundPath, GcRequest,
+    GcResult, GraphNode, OpenedRoute, Peer, PinRequest, PingReport, RouteRequest, Routes, SendLine,
+    Status, StoreAddRequest, StoreGetRequest, StoreLine, StoreStat, TagChange, UnpinRequest,
 };
 use crate::home::{ApiToken, DataDir, DataDirError};
 
@@ -128,14 +129,66 @@ impl Client {
     pub async fn send(
         &self,
         request: &RouteRequest,
-        mut on_line: impl FnMut(SendLine),
+        on_line: impl FnMut(SendLine),
     ) -> Result<(), ClientError> {
-        let response = tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            self.start(Method::POST, "/v1/routes/send", Some(encode(request)?)),
-        )
-        .await
-        .map_err(|_| ClientError::Timeout)??;
+        self.lines("/v1/routes/send", encode(request)?, on_line)
+            .await
+    }
+
+    /// Adds a file on the node's machine to its store, calling `on_line`
+    /// with progress and then the result.
+    pub async fn store_add(
+        &self,
+        request: &StoreAddRequest,
+        on_line: impl FnMut(StoreLine),
+    ) -> Result<(), ClientError> {
+        self.lines("/v1/store/add", encode(request)?, on_line).await
+    }
+
+    /// Writes a blob of the node's store to a file on its machine.
+    pub async fn store_get(
+        &self,
+        request: &StoreGetRequest,
+        on_line: impl FnMut(StoreLine),
+    ) -> Result<(), ClientError> {
+        self.lines("/v1/store/get", encode(request)?, on_line).await
+    }
+
+    pub async fn store_blobs(&self) -> Result<Vec<BlobInfo>, ClientError> {
+        self.json(Method::GET, "/v1/store/blobs", None).await
+    }
+
+    pub async fn store_stat(&self) -> Result<StoreStat, ClientError> {
+        self.json(Method::GET, "/v1/store/stat", None).await
+    }
+
+    pub async fn store_pin(&self, request: &PinRequest) -> Result<TagChange, ClientError> {
+        self.json(Method::POST, "/v1/store/pin", Some(encode(request)?))
+            .await
+    }
+
+    pub async fn store_unpin(&self, request: &UnpinRequest) -> Result<TagChange, ClientError> {
+        self.json(Method::POST, "/v1/store/unpin", Some(encode(request)?))
+            .await
+    }
+
+    pub async fn store_gc(&self, request: &GcRequest) -> Result<GcResult, ClientError> {
+        self.json(Method::POST, "/v1/store/gc", Some(encode(request)?))
+            .await
+    }
+
+    /// POSTs `body` to `path`, whose answer is one JSON object per line,
+    /// and calls `on_line` with each as it comes.
+    async fn lines<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        mut on_line: impl FnMut(T),
+    ) -> Result<(), ClientError> {
+        let response =
+            tokio::time::timeout(REQUEST_TIMEOUT, self.start(Method::POST, path, Some(body)))
+                .await
+                .map_err(|_| ClientError::Timeout)??;
         let mut body = response.into_body();
         let mut pending: Vec<u8> = Vec::new();
         loop {
@@ -155,7 +208,7 @@ impl Client {
             }
             while let Some(end) = pending.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = pending.drain(..=end).collect();
-                let parsed: SendLine = serde_json::from_slice(&line)
+                let parsed: T = serde_json::from_slice(&line)
                     .map_err(|e| ClientError::Decode(e.to_string()))?;
                 on_line(parsed);
             }

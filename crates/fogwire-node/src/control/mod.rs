@@ -14,14 +14,24 @@
 //! | DELETE | /v1/routes/{id}          | [`crate::api::ClosedRoute`]            |
 //! | POST   | /v1/ping                 | RouteRequest → [`crate::api::PingReport`] |
 //! | POST   | /v1/routes/send          | RouteRequest → NDJSON [`crate::api::SendLine`]s |
+//! | POST   | /v1/store/add            | [`crate::api::StoreAddRequest`] → NDJSON [`crate::api::StoreLine`]s |
+//! | POST   | /v1/store/get            | [`crate::api::StoreGetRequest`] → NDJSON [`crate::api::StoreLine`]s |
+//! | GET    | /v1/store/blobs          | list of [`crate::api::BlobInfo`]       |
+//! | GET    | /v1/store/stat           | [`crate::api::StoreStat`]              |
+//! | POST   | /v1/store/pin            | [`crate::api::PinRequest`] → [`crate::api::TagChange`] |
+//! | POST   | /v1/store/unpin          | [`crate::api::UnpinRequest`] → [`crate::api::TagChange`] |
+//! | POST   | /v1/store/gc             | [`crate::api::GcRequest`] → [`crate::api::GcResult`] |
+//! | GET    | /blobs/{hash}            | the blob's bytes (Range supported)     |
 //! | GET    | /metrics                 | OpenMetrics text                       |
 //!
 //! Requests carry `Authorization: Bearer <token>`. Errors answer with a
 //! status code and [`crate::api::ErrorBody`].
 
 mod client;
+mod ndjson;
 mod routes;
 mod server;
+mod store;
 
 pub use client::{Client, ClientError};
 pub use server::{ControlError, bind, serve};

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -13,9 +12,9 @@ use fogwire_identity::NodeId;
 use fogwire_route::proto::router::{self, Counters};
 use fogwire_route::services::{SINK, send_to_sink};
 use fogwire_route::{Constraints, NodeInfo, Opened, RouteError, Routing};
-use tokio::sync::mpsc;
 
-use super::server::{ApiState, error};
+use super::ndjson;
+use super::server::{ApiState, Refusal, error};
 use crate::api::{
     ClosedRoute, FoundPath, GraphLink, GraphNode, OpenedRoute, PingReport, RouteCounters,
     RouteEntry, RouteRequest, RouteStatus, Routes, RoutingStats, SendLine, SendReport,
@@ -32,9 +31,6 @@ const PING_TIMEOUT: Duration = Duration::from_secs(2);
 const SEND_DEFAULT: u64 = 64 * 1024 * 1024;
 /// Largest transfer check.
 const SEND_MAX: u64 = 1 << 40;
-/// Progress lines queued to a slow reader of a transfer's answer; the
-/// transfer never waits for them.
-const PROGRESS_QUEUE: usize = 16;
 
 fn status_of(route_error: &RouteError) -> StatusCode {
     match route_error {
@@ -52,15 +48,6 @@ fn status_of(route_error: &RouteError) -> StatusCode {
 
 fn route_error(route_error: RouteError) -> Response {
     error(status_of(&route_error), route_error.to_string())
-}
-
-/// A request that cannot be served: its status and why.
-struct Refusal(StatusCode, String);
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        error(self.0, self.1)
-    }
 }
 
 impl From<RouteError> for Refusal {
@@ -327,12 +314,6 @@ pub(super) async fn ping(State(state): State<Arc<ApiState>>, body: Bytes) -> Res
     .into_response()
 }
 
-fn line(line: &SendLine) -> Bytes {
-    let mut text = serde_json::to_vec(line).unwrap_or_default();
-    text.push(b'\n');
-    Bytes::from(text)
-}
-
 pub(super) async fn send(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
     let routing = state.node.routing().clone();
     let (request, destination, constraints) = match parse_target(&routing, &body).await {
@@ -344,8 +325,8 @@ pub(super) async fn send(State(state): State<Arc<ApiState>>, body: Bytes) -> Res
         Ok(route) => route,
         Err(failure) => return route_error(failure),
     };
-    let (lines, body) = mpsc::channel::<Result<Bytes, std::io::Error>>(PROGRESS_QUEUE);
-    let _ = lines.try_send(Ok(line(&SendLine::Route(opened(&route)))));
+    let (lines, response) = ndjson::channel();
+    let _ = lines.try_send(Ok(ndjson::line(&SendLine::Route(opened(&route)))));
     tokio::spawn(async move {
         // A client that hangs up stops the transfer.
         let outcome = tokio::select! {
@@ -358,21 +339,16 @@ pub(super) async fn send(State(state): State<Arc<ApiState>>, body: Bytes) -> Res
             Some(Err(failure)) => SendLine::Error(failure.to_string()),
             None => return,
         };
-        let _ = lines.send(Ok(line(&last))).await;
+        let _ = lines.send(Ok(ndjson::line(&last))).await;
     });
-    let stream = futures_stream(body);
-    Response::builder()
-        .status(StatusCode::OK)
-        .header("content-type", "application/x-ndjson")
-        .body(Body::from_stream(stream))
-        .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "cannot stream"))
+    response
 }
 
 async fn transfer(
     routing: &Routing,
     route: u64,
     bytes: u64,
-    lines: &mpsc::Sender<Result<Bytes, std::io::Error>>,
+    lines: &ndjson::Lines,
 ) -> Result<SendReport, RouteError> {
     let stream = routing.connect(route, SINK).await?;
     let mut reported = 0u64;
@@ -380,7 +356,7 @@ async fn transfer(
         // A line per 1 % or so; dropped if the reader is slow.
         if sent - reported >= (bytes / 100).max(1) || sent == bytes {
             reported = sent;
-            let _ = lines.try_send(Ok(line(&SendLine::Progress(sent))));
+            let _ = lines.try_send(Ok(ndjson::line(&SendLine::Progress(sent))));
         }
     })
     .await?;
@@ -401,11 +377,4 @@ async fn transfer(
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A receiver as a stream of body chunks.
-fn futures_stream(
-    mut receiver: mpsc::Receiver<Result<Bytes, std::io::Error>>,
-) -> impl futures_core::Stream<Item = Result<Bytes, std::io::Error>> {
-    futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx))
 }

@@ -83,6 +83,14 @@ pub async fn serve(
         )
         .route("/v1/routes/send", post(super::routes::send))
         .route("/v1/ping", post(super::routes::ping))
+        .route("/v1/store/add", post(super::store::add))
+        .route("/v1/store/get", post(super::store::get))
+        .route("/v1/store/blobs", get(super::store::blobs))
+        .route("/v1/store/stat", get(super::store::stat))
+        .route("/v1/store/pin", post(super::store::pin))
+        .route("/v1/store/unpin", post(super::store::unpin))
+        .route("/v1/store/gc", post(super::store::gc))
+        .route("/blobs/{hash}", get(super::store::gateway))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
@@ -94,6 +102,15 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
+}
+
+/// A request that cannot be served: its status and why.
+pub(super) struct Refusal(pub StatusCode, pub String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        error(self.0, self.1)
+    }
 }
 
 pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {

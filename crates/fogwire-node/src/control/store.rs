@@ -1,0 +1,469 @@
+//! The control API's store endpoints, and the read-only gateway
+//! `GET /blobs/<hash>` with HTTP Range support.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use fogwire_store::{Entry, Hash, Location, Store, StoreError};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+
+use super::ndjson;
+use super::server::{ApiState, Refusal, error};
+use crate::api::{
+    BlobInfo, GcRequest, GcResult, PinRequest, StoreAddRequest, StoreGetRequest, StoreLine,
+    StoreStat, TagChange, UnpinRequest,
+};
+
+/// Chunks of a blob queued to a slow HTTP reader.
+const GATEWAY_QUEUE: usize = 8;
+
+fn status_of(store_error: &StoreError) -> StatusCode {
+    match store_error {
+        StoreError::NotFound(_) | StoreError::NoTag(_) => StatusCode::NOT_FOUND,
+        StoreError::BadTag { .. } | StoreError::BadRange { .. } => StatusCode::BAD_REQUEST,
+        StoreError::Corrupt { .. } | StoreError::ExternalChanged { .. } => StatusCode::CONFLICT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl From<StoreError> for Refusal {
+    fn from(store_error: StoreError) -> Self {
+        Refusal(status_of(&store_error), store_error.to_string())
+    }
+}
+
+fn parse<T: DeserializeOwned>(body: &Bytes, shape: &str) -> Result<T, Refusal> {
+    serde_json::from_slice(body).map_err(|parse_error| {
+        Refusal(
+            StatusCode::BAD_REQUEST,
+            format!("expected {shape}: {parse_error}"),
+        )
+    })
+}
+
+fn parse_hash(text: &str) -> Result<Hash, Refusal> {
+    text.parse()
+        .map_err(|e: fogwire_store::ParseHashError| Refusal(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+fn absolute(path: &str) -> Result<PathBuf, Refusal> {
+    let path = PathBuf::from(path);
+    if path.is_absolute() {
+        Ok(path)
+    } else {
+        Err(Refusal(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "`{}` is not an absolute path: the node may run in another directory",
+                path.display()
+            ),
+        ))
+    }
+}
+
+/// Runs blocking store work off the async threads.
+async fn blocking<T: Send + 'static>(
+    store: &Arc<Store>,
+    work: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Refusal> {
+    let store = store.clone();
+    Ok(tokio::task::spawn_blocking(move || work(&store))
+        .await
+        .map_err(|join| Refusal(StatusCode::INTERNAL_SERVER_ERROR, join.to_string()))??)
+}
+
+fn location(location: Location) -> &'static str {
+    match location {
+        Location::Inline => "inline",
+        Location::File => "file",
+        Location::External => "reference",
+    }
+}
+
+fn info(hash: Hash, entry: &Entry, tags: &HashMap<Hash, Vec<String>>) -> BlobInfo {
+    BlobInfo {
+        hash: hash.to_string(),
+        size: entry.size,
+        location: location(entry.location).to_owned(),
+        tags: tags.get(&hash).cloned().unwrap_or_default(),
+        last_used_unix_ms: entry.last_used_ms,
+    }
+}
+
+fn tags_by_hash(store: &Store) -> Result<HashMap<Hash, Vec<String>>, StoreError> {
+    let mut by_hash: HashMap<Hash, Vec<String>> = HashMap::new();
+    for (name, hash) in store.tags()? {
+        by_hash.entry(hash).or_default().push(name);
+    }
+    Ok(by_hash)
+}
+
+/// Runs a long store operation in a blocking thread, streaming progress
+/// lines and then its result.
+fn with_progress(
+    store: &Arc<Store>,
+    work: impl FnOnce(&Store, &mut dyn FnMut(u64, u64)) -> Result<BlobInfo, StoreError> + Send + 'static,
+) -> Response {
+    let (lines, response) = ndjson::channel();
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut last_sent = 0u64;
+        let mut report = |done: u64, total: u64| {
+            // A line per 1 % or so; dropped if the reader is slow.
+            if done == total || done - last_sent >= (total / 100).max(1 << 20) {
+                last_sent = done;
+                let _ = lines.try_send(Ok(ndjson::line(&StoreLine::Progress { done, total })));
+            }
+        };
+        let last = match work(&store, &mut report) {
+            Ok(info) => StoreLine::Done(info),
+            Err(failure) => StoreLine::Error(failure.to_string()),
+        };
+        let _ = lines.blocking_send(Ok(ndjson::line(&last)));
+    });
+    response
+}
+
+pub(super) async fn add(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
+    let request: StoreAddRequest = match parse(
+        &body,
+        "{\"path\": \"/absolute/path\", \"tag\"?, \"reference\"?}",
+    ) {
+        Ok(request) => request,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let path = match absolute(&request.path) {
+        Ok(path) => path,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let total = match std::fs::metadata(&path) {
+        Ok(metadata) if metadata.is_file() => metadata.len(),
+        Ok(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("{} is not a file", path.display()),
+            );
+        }
+        Err(io_error) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("{}: {io_error}", path.display()),
+            );
+        }
+    };
+    with_progress(state.node.store(), move |store, report| {
+        let tag = request.tag.as_deref();
+        let mut progress = |done| report(done, total);
+        let hash = if request.reference {
+            store.import_reference(&path, tag, &mut progress)?
+        } else {
+            store.import_file(&path, tag, &mut progress)?
+        };
+        let entry = store.entry(&hash)?.ok_or(StoreError::NotFound(hash))?;
+        Ok(info(hash, &entry, &tags_by_hash(store)?))
+    })
+}
+
+pub(super) async fn get(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
+    let request: StoreGetRequest = match parse(
+        &body,
+        "{\"hash\": \"<64 hex digits>\", \"path\": \"/absolute/path\"}",
+    ) {
+        Ok(request) => request,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let (hash, path) = match (parse_hash(&request.hash), absolute(&request.path)) {
+        (Ok(hash), Ok(path)) => (hash, path),
+        (Err(refusal), _) | (_, Err(refusal)) => return refusal.into_response(),
+    };
+    let store = state.node.store().clone();
+    let entry = match blocking(&store, move |store| store.entry(&hash)).await {
+        Ok(Some(entry)) => entry,
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no blob {hash} in this node's store"),
+            );
+        }
+        Err(refusal) => return refusal.into_response(),
+    };
+    with_progress(&store, move |store, report| {
+        store.export(&hash, &path, &mut |done| report(done, entry.size))?;
+        Ok(info(hash, &entry, &tags_by_hash(store)?))
+    })
+}
+
+pub(super) async fn blobs(State(state): State<Arc<ApiState>>) -> Response {
+    match blocking(state.node.store(), |store| {
+        let tags = tags_by_hash(store)?;
+        let mut list: Vec<BlobInfo> = store
+            .entries()?
+            .iter()
+            .map(|(hash, entry)| info(*hash, entry, &tags))
+            .collect();
+        list.sort_by_key(|blob| std::cmp::Reverse(blob.last_used_unix_ms));
+        Ok(list)
+    })
+    .await
+    {
+        Ok(list) => axum::Json(list).into_response(),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+pub(super) async fn stat(State(state): State<Arc<ApiState>>) -> Response {
+    match blocking(state.node.store(), |store| {
+        let stat = store.stat()?;
+        Ok(StoreStat {
+            blobs: stat.blobs,
+            bytes: stat.bytes,
+            pinned_blobs: stat.pinned_blobs,
+            pinned_bytes: stat.pinned_bytes,
+            tags: stat.tags,
+            cache_bytes_max: stat.cache_bytes_max,
+            path: store.root().display().to_string(),
+        })
+    })
+    .await
+    {
+        Ok(stat) => axum::Json(stat).into_response(),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+pub(super) async fn pin(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
+    let request: PinRequest = match parse(&body, "{\"hash\": \"<64 hex digits>\", \"tag\"?}") {
+        Ok(request) => request,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let hash = match parse_hash(&request.hash) {
+        Ok(hash) => hash,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let tag = request.tag.unwrap_or_else(|| hash.to_string());
+    match blocking(state.node.store(), move |store| {
+        store.set_tag(&tag, &hash)?;
+        Ok(TagChange {
+            tags: vec![tag],
+            hash: hash.to_string(),
+        })
+    })
+    .await
+    {
+        Ok(change) => axum::Json(change).into_response(),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+pub(super) async fn unpin(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
+    let request: UnpinRequest = match parse(&body, "{\"name\": \"<tag or hash>\"}") {
+        Ok(request) => request,
+        Err(refusal) => return refusal.into_response(),
+    };
+    match blocking(state.node.store(), move |store| {
+        let tags = store.tags()?;
+        if let Some((name, hash)) = tags.iter().find(|(name, _)| *name == request.name) {
+            store.remove_tag(name)?;
+            return Ok(TagChange {
+                tags: vec![name.clone()],
+                hash: hash.to_string(),
+            });
+        }
+        let hash: Hash = request
+            .name
+            .parse()
+            .map_err(|_| StoreError::NoTag(request.name.clone()))?;
+        let named: Vec<String> = tags
+            .into_iter()
+            .filter(|(_, tagged)| *tagged == hash)
+            .map(|(name, _)| name)
+            .collect();
+        if named.is_empty() {
+            return Err(StoreError::NoTag(request.name.clone()));
+        }
+        for name in &named {
+            store.remove_tag(name)?;
+        }
+        Ok(TagChange {
+            tags: named,
+            hash: hash.to_string(),
+        })
+    })
+    .await
+    {
+        Ok(change) => axum::Json(change).into_response(),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+pub(super) async fn gc(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
+    let request: GcRequest = if body.is_empty() {
+        GcRequest::default()
+    } else {
+        match parse(&body, "{\"all\": true|false}") {
+            Ok(request) => request,
+            Err(refusal) => return refusal.into_response(),
+        }
+    };
+    match blocking(state.node.store(), move |store| {
+        store.gc(request.all.then_some(0))
+    })
+    .await
+    {
+        Ok(report) => axum::Json(GcResult {
+            removed_blobs: report.removed_blobs,
+            removed_bytes: report.removed_bytes,
+            kept_blobs: report.kept_blobs,
+            kept_bytes: report.kept_bytes,
+        })
+        .into_response(),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// A single byte range from a `Range` header, as `start..end`; `Err` when
+/// it cannot be satisfied. Several ranges are answered with the whole
+/// blob (allowed by RFC 9110).
+fn byte_range(headers: &HeaderMap, size: u64) -> Option<Result<(u64, u64), ()>> {
+    let value = headers.get(header::RANGE)?.to_str().ok()?;
+    let spec = value.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (first, last) = spec.split_once('-')?;
+    let (first, last) = (first.trim(), last.trim());
+    let range = match (first.parse::<u64>(), last.parse::<u64>()) {
+        // bytes=-N: the last N bytes.
+        (Err(_), Ok(suffix)) if first.is_empty() => {
+            if suffix == 0 || size == 0 {
+                return Some(Err(()));
+            }
+            (size.saturating_sub(suffix), size)
+        }
+        (Ok(start), Err(_)) if last.is_empty() => (start, size),
+        (Ok(start), Ok(end)) if end >= start => (start, (end + 1).min(size)),
+        _ => return None,
+    };
+    if range.0 >= size {
+        return Some(Err(()));
+    }
+    Some(Ok(range))
+}
+
+pub(super) async fn gateway(
+    State(state): State<Arc<ApiState>>,
+    Path(hash): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let hash = match parse_hash(&hash) {
+        Ok(hash) => hash,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let store = state.node.store().clone();
+    let entry = match blocking(&store, move |store| store.entry(&hash)).await {
+        Ok(Some(entry)) => entry,
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no blob {hash} in this node's store"),
+            );
+        }
+        Err(refusal) => return refusal.into_response(),
+    };
+    let size = entry.size;
+    let (status, start, end) = match byte_range(&headers, size) {
+        None => (StatusCode::OK, 0, size),
+        Some(Ok((start, end))) => (StatusCode::PARTIAL_CONTENT, start, end),
+        Some(Err(())) => {
+            return (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(header::CONTENT_RANGE, format!("bytes */{size}"))],
+            )
+                .into_response();
+        }
+    };
+    // The first chunk group is verified before any header goes out, so a
+    // corrupt start is an error status rather than a cut body.
+    let (chunks, mut receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(GATEWAY_QUEUE);
+    tokio::task::spawn_blocking(move || {
+        let outcome = store.read_range(&hash, start, end, &mut |bytes| {
+            chunks
+                .blocking_send(Ok(Bytes::copy_from_slice(bytes)))
+                .map_err(|_| std::io::Error::other("the client went away"))
+        });
+        if let Err(failure) = outcome {
+            tracing::warn!("serving blob {hash}: {failure}");
+            let _ = chunks.blocking_send(Err(std::io::Error::other(failure.to_string())));
+        }
+    });
+    let first = if start < end {
+        match receiver.recv().await {
+            Some(Ok(first)) => Some(first),
+            Some(Err(failure)) => return error(StatusCode::CONFLICT, failure.to_string()),
+            None => return error(StatusCode::INTERNAL_SERVER_ERROR, "the read stopped"),
+        }
+    } else {
+        None
+    };
+    let mut first = first;
+    let stream = futures_util::stream::poll_fn(move |cx| {
+        if let Some(chunk) = first.take() {
+            return std::task::Poll::Ready(Some(Ok(chunk)));
+        }
+        receiver.poll_recv(cx)
+    });
+    let mut response = Response::builder()
+        .status(status)
+        .header(header::CONTENT_LENGTH, end - start)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::ETAG, format!("\"{hash}\""));
+    if status == StatusCode::PARTIAL_CONTENT {
+        response = response.header(
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{}/{size}", end - 1),
+        );
+    }
+    response
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| {
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot build the response",
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn range(value: &str, size: u64) -> Option<Result<(u64, u64), ()>> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::RANGE, HeaderValue::from_str(value).unwrap());
+        byte_range(&headers, size)
+    }
+
+    #[test]
+    fn ranges_read_as_rfc_9110_says() {
+        assert_eq!(range("bytes=0-9", 100), Some(Ok((0, 10))));
+        assert_eq!(range("bytes=90-", 100), Some(Ok((90, 100))));
+        assert_eq!(range("bytes=-10", 100), Some(Ok((90, 100))));
+        assert_eq!(range("bytes=-1000", 100), Some(Ok((0, 100))));
+        assert_eq!(range("bytes=50-5000", 100), Some(Ok((50, 100))));
+        assert_eq!(range("bytes=100-", 100), Some(Err(())));
+        assert_eq!(range("bytes=-0", 100), Some(Err(())));
+        assert_eq!(range("bytes=9-3", 100), None);
+        assert_eq!(range("bytes=0-1,5-6", 100), None);
+        assert_eq!(range("items=0-1", 100), None);
+        assert_eq!(byte_range(&HeaderMap::new(), 100), None);
+    }
+}

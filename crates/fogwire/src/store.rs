@@ -1,0 +1,290 @@
+//! Store commands: add, get, list, pin, unpin, collect, stat.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use fogwire_node::api::{
+    BlobInfo, GcRequest, PinRequest, StoreAddRequest, StoreGetRequest, StoreLine, UnpinRequest,
+};
+
+use crate::control::{ReadArgs, client, print_json};
+use crate::output::{format_age_ms, format_bytes, progress_bar};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Add a file to the node's store; prints its hash (what `b3sum`
+    /// prints for it).
+    ///
+    /// The file is copied into the store (or, with --reference, hashed and
+    /// read in place). --tag pins it under a name in the same step, so no
+    /// collection can take it in between.
+    Add(AddArgs),
+    /// Write a blob of the node's store to a file, every byte verified.
+    Get(GetArgs),
+    /// List the blobs in the store, newest use first, with their tags.
+    Ls(ReadArgs),
+    /// Pin a blob under a tag (default: its hash): collection never
+    /// removes it.
+    Pin(PinArgs),
+    /// Remove a tag, or every tag of a hash; the blob becomes cache.
+    Unpin(UnpinArgs),
+    /// Evict unpinned blobs beyond the cache size, least recently used
+    /// first (--all: every unpinned blob).
+    Gc(GcArgs),
+    /// Sizes and counts of the store.
+    Stat(ReadArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AddArgs {
+    /// The file to add.
+    path: PathBuf,
+    /// Pin it under this tag.
+    #[arg(long)]
+    tag: Option<String>,
+    /// Do not copy it: keep only its outboard and read it where it is.
+    /// Faster and uses no space, but the file must stay as it is.
+    #[arg(long)]
+    reference: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GetArgs {
+    /// The blob's hash.
+    hash: String,
+    /// Where to write it (default: a file named after the hash, here).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PinArgs {
+    hash: String,
+    /// The tag's name (default: the hash).
+    #[arg(long)]
+    tag: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UnpinArgs {
+    /// A tag's name, or a hash (every tag naming it).
+    name: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GcArgs {
+    /// Remove every unpinned blob, not only what exceeds the cache.
+    #[arg(long)]
+    all: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(home: &Path, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Add(args) => add(home, args).await,
+        Command::Get(args) => get(home, args).await,
+        Command::Ls(args) => list(home, args).await,
+        Command::Pin(args) => pin(home, args).await,
+        Command::Unpin(args) => unpin(home, args).await,
+        Command::Gc(args) => gc(home, args).await,
+        Command::Stat(args) => stat(home, args).await,
+    }
+}
+
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    Ok(if path.is_absolute() {
+        path.to_owned()
+    } else {
+        std::env::current_dir()
+            .context("cannot read the current directory")?
+            .join(path)
+    })
+}
+
+/// Follows a store operation's lines with a progress bar; returns the blob.
+async fn follow(
+    json: bool,
+    label: &str,
+    run: impl AsyncFnOnce(&mut dyn FnMut(StoreLine)) -> anyhow::Result<()>,
+) -> anyhow::Result<BlobInfo> {
+    let bar = progress_bar(0, json);
+    bar.set_message(label.to_owned());
+    let mut done = None;
+    let mut failure = None;
+    run(&mut |line| match line {
+        StoreLine::Progress { done, total } => {
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+        StoreLine::Done(info) => done = Some(info),
+        StoreLine::Error(error) => failure = Some(error),
+    })
+    .await?;
+    bar.finish_and_clear();
+    if let Some(error) = failure {
+        bail!("{error}");
+    }
+    done.context("the node ended without a result")
+}
+
+async fn add(home: &Path, args: AddArgs) -> anyhow::Result<()> {
+    let path = absolute(&args.path)?;
+    if !path.is_file() {
+        bail!("{} is not a file", path.display());
+    }
+    let request = StoreAddRequest {
+        path: path.display().to_string(),
+        tag: args.tag.clone(),
+        reference: args.reference,
+    };
+    let client = client(home)?;
+    let info = follow(args.json, "adding", async |on_line| {
+        Ok(client.store_add(&request, on_line).await?)
+    })
+    .await?;
+    if args.json {
+        return print_json(&info);
+    }
+    println!("{}  {}", info.hash, path.display());
+    let how = match info.location.as_str() {
+        "reference" => "held by reference (the file must stay as it is)",
+        _ if args.reference => "already held as a copy",
+        _ => "copied into the store",
+    };
+    match &args.tag {
+        Some(tag) => eprintln!("{}, {how}, pinned as `{tag}`", format_bytes(info.size)),
+        None => eprintln!(
+            "{}, {how}; unpinned (cache): pin it with `fogwire store pin {}`",
+            format_bytes(info.size),
+            &info.hash[..16]
+        ),
+    }
+    Ok(())
+}
+
+async fn get(home: &Path, args: GetArgs) -> anyhow::Result<()> {
+    let output = absolute(args.output.as_deref().unwrap_or(Path::new(&args.hash)))?;
+    let request = StoreGetRequest {
+        hash: args.hash.clone(),
+        path: output.display().to_string(),
+    };
+    let client = client(home)?;
+    let info = follow(args.json, "reading", async |on_line| {
+        Ok(client.store_get(&request, on_line).await?)
+    })
+    .await?;
+    if args.json {
+        return print_json(&info);
+    }
+    println!(
+        "wrote {} to {} (every chunk verified against {})",
+        format_bytes(info.size),
+        output.display(),
+        &info.hash[..16]
+    );
+    Ok(())
+}
+
+async fn list(home: &Path, args: ReadArgs) -> anyhow::Result<()> {
+    let blobs = client(home)?.store_blobs().await?;
+    if args.json {
+        return print_json(&blobs);
+    }
+    if blobs.is_empty() {
+        println!("the store is empty; add a file with `fogwire store add <path>`");
+        return Ok(());
+    }
+    println!(
+        "{:<64}  {:>10}  {:<9}  {:>8}  TAGS",
+        "HASH", "SIZE", "WHERE", "USED"
+    );
+    for blob in &blobs {
+        println!(
+            "{:<64}  {:>10}  {:<9}  {:>8}  {}",
+            blob.hash,
+            format_bytes(blob.size),
+            blob.location,
+            format_age_ms(blob.last_used_unix_ms),
+            if blob.tags.is_empty() {
+                "(cache)".to_owned()
+            } else {
+                blob.tags.join(", ")
+            }
+        );
+    }
+    Ok(())
+}
+
+async fn pin(home: &Path, args: PinArgs) -> anyhow::Result<()> {
+    let change = client(home)?
+        .store_pin(&PinRequest {
+            hash: args.hash,
+            tag: args.tag,
+        })
+        .await?;
+    if args.json {
+        return print_json(&change);
+    }
+    println!("pinned {} as `{}`", change.hash, change.tags.join("`, `"));
+    Ok(())
+}
+
+async fn unpin(home: &Path, args: UnpinArgs) -> anyhow::Result<()> {
+    let change = client(home)?
+        .store_unpin(&UnpinRequest { name: args.name })
+        .await?;
+    if args.json {
+        return print_json(&change);
+    }
+    println!(
+        "removed tag(s) `{}` of {}; it is cache now, kept until collection needs the room",
+        change.tags.join("`, `"),
+        change.hash
+    );
+    Ok(())
+}
+
+async fn gc(home: &Path, args: GcArgs) -> anyhow::Result<()> {
+    let result = client(home)?.store_gc(&GcRequest { all: args.all }).await?;
+    if args.json {
+        return print_json(&result);
+    }
+    println!(
+        "removed {} blobs ({}); kept {} unpinned blobs ({}) as cache",
+        result.removed_blobs,
+        format_bytes(result.removed_bytes),
+        result.kept_blobs,
+        format_bytes(result.kept_bytes)
+    );
+    Ok(())
+}
+
+async fn stat(home: &Path, args: ReadArgs) -> anyhow::Result<()> {
+    let stat = client(home)?.store_stat().await?;
+    if args.json {
+        return print_json(&stat);
+    }
+    println!("store     {}", stat.path);
+    println!("blobs     {} ({})", stat.blobs, format_bytes(stat.bytes));
+    println!(
+        "pinned    {} ({}) under {} tags",
+        stat.pinned_blobs,
+        format_bytes(stat.pinned_bytes),
+        stat.tags
+    );
+    println!(
+        "cache     {} unpinned, kept up to {}",
+        format_bytes(stat.bytes - stat.pinned_bytes),
+        format_bytes(stat.cache_bytes_max)
+    );
+    Ok(())
+}

@@ -1,0 +1,219 @@
+//! The store through the real binary: add and get with the b3sum hash,
+//! the HTTP gateway with ranges, and a node killed again and again in the
+//! middle of adds.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::Duration;
+
+use fogwire_node::api::{BlobInfo, StoreStat};
+
+use crate::harness::{TestNode, stderr, stdout};
+
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+fn json<T: serde::de::DeserializeOwned>(output: &std::process::Output) -> T {
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        stdout(output),
+        stderr(output)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn hash_of(data: &[u8]) -> String {
+    blake3::hash(data).to_hex().to_string()
+}
+
+/// A raw HTTP GET of the node's API, returning the head and the body.
+fn http_get(node: &TestNode, path: &str, extra: &str) -> (String, Vec<u8>) {
+    let addr = std::fs::read_to_string(node.home().join("data/api.addr")).unwrap();
+    let token = std::fs::read_to_string(node.home().join("data/api.token")).unwrap();
+    let mut stream = TcpStream::connect(addr.trim()).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n{extra}Connection: close\r\n\r\n",
+        token.trim()
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    (
+        String::from_utf8_lossy(&response[..split]).into_owned(),
+        response[split + 4..].to_vec(),
+    )
+}
+
+#[test]
+fn files_added_come_back_byte_for_byte_with_the_b3sum_hash() {
+    let node = TestNode::start("");
+    let dir = tempfile::tempdir().unwrap();
+    for (name, len) in [("empty", 0usize), ("small", 1000), ("large", 3_000_000)] {
+        let data = pattern(len, len as u64 + 7);
+        let input = dir.path().join(name);
+        std::fs::write(&input, &data).unwrap();
+        let added = node.cli(&["store", "add", input.to_str().unwrap(), "--tag", name]);
+        let text = stdout(&added);
+        assert!(added.status.success(), "{text}{}", stderr(&added));
+        // The first line is what b3sum prints: the hash, two spaces, the path.
+        assert_eq!(
+            text.lines().next().unwrap(),
+            format!("{}  {}", hash_of(&data), input.display())
+        );
+        let output = dir.path().join(format!("{name}.out"));
+        let got = node.cli(&[
+            "store",
+            "get",
+            &hash_of(&data),
+            "-o",
+            output.to_str().unwrap(),
+        ]);
+        assert!(got.status.success(), "{}", stderr(&got));
+        assert_eq!(std::fs::read(&output).unwrap(), data, "{name}");
+    }
+    let blobs: Vec<BlobInfo> = json(&node.cli(&["store", "ls", "--json"]));
+    assert_eq!(blobs.len(), 3);
+    assert!(blobs.iter().all(|b| b.tags.len() == 1));
+    // Unknown hashes and bad input get clear errors.
+    let missing = node.cli(&["store", "get", &"0".repeat(64)]);
+    assert!(!missing.status.success());
+    assert!(stderr(&missing).contains("no blob"), "{}", stderr(&missing));
+    let bad = node.cli(&["store", "get", "xyz"]);
+    assert!(stderr(&bad).contains("64 hex digits"), "{}", stderr(&bad));
+    let nothing = node.cli(&["store", "add", "/no/such/file"]);
+    assert!(!nothing.status.success());
+}
+
+#[test]
+fn the_gateway_serves_blobs_with_ranges_and_correct_lengths() {
+    let node = TestNode::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let data = pattern(100_000, 3);
+    let input = dir.path().join("blob");
+    std::fs::write(&input, &data).unwrap();
+    assert!(
+        node.cli(&["store", "add", input.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let hash = hash_of(&data);
+    let (head, body) = http_get(&node, &format!("/blobs/{hash}"), "");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("content-length: 100000"), "{head}");
+    assert!(head.contains("accept-ranges: bytes"), "{head}");
+    assert_eq!(body, data);
+    let (head, body) = http_get(
+        &node,
+        &format!("/blobs/{hash}"),
+        "Range: bytes=70000-70099\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+    assert!(
+        head.contains("content-range: bytes 70000-70099/100000"),
+        "{head}"
+    );
+    assert!(head.contains("content-length: 100"), "{head}");
+    assert_eq!(body, data[70_000..70_100].to_vec());
+    let (head, body) = http_get(&node, &format!("/blobs/{hash}"), "Range: bytes=-10\r\n");
+    assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+    assert_eq!(body, data[99_990..].to_vec());
+    let (head, _) = http_get(&node, &format!("/blobs/{hash}"), "Range: bytes=200000-\r\n");
+    assert!(head.starts_with("HTTP/1.1 416"), "{head}");
+    assert!(head.contains("content-range: bytes */100000"), "{head}");
+    let (head, _) = http_get(&node, &format!("/blobs/{}", "1".repeat(64)), "");
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+}
+
+/// Adds files again and again while the node is killed (SIGKILL) at
+/// random moments; after every restart the store must open cleanly and
+/// every blob it lists, and every add that completed, must be intact.
+#[test]
+fn killing_the_node_in_the_middle_of_adds_never_damages_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<(std::path::PathBuf, Vec<u8>)> = (0..4)
+        .map(|index| {
+            let data = pattern(48_000_000 + index * 1_000_003, index as u64 + 100);
+            let path = dir.path().join(format!("file{index}"));
+            std::fs::write(&path, &data).unwrap();
+            (path, data)
+        })
+        .collect();
+    let mut node = TestNode::start("");
+    let mut completed: Vec<String> = Vec::new();
+    let mut seed = 0x1234_5678u64;
+    for round in 0..12 {
+        let (path, data) = &files[round % files.len()];
+        let adding = std::process::Command::new(crate::harness::BINARY)
+            .arg("--home")
+            .arg(node.home())
+            .args(["store", "add", path.to_str().unwrap(), "--json"])
+            .arg("--tag")
+            .arg(format!("round{round}"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        // Kill once the add has begun writing (or it has finished), a
+        // random moment later.
+        let tmp = node.home().join("data/store/tmp");
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(5)
+            && std::fs::read_dir(&tmp).map_or(0, |dir| dir.count()) == 0
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let delay = if round % 2 == 0 { 0 } else { seed % 250 };
+        std::thread::sleep(Duration::from_millis(delay));
+        node.stop("KILL");
+        let output = adding.wait_with_output().unwrap();
+        if output.status.success() {
+            completed.push(hash_of(data));
+        }
+        let home = std::mem::replace(&mut node.home, tempfile::tempdir().unwrap());
+        // A killed node leaves its api.addr behind; the next start writes
+        // it again, and the harness waits for that.
+        let _ = std::fs::remove_file(home.path().join("data/api.addr"));
+        node = TestNode::start_in(home);
+        check_store(&node, dir.path(), &completed);
+    }
+    // The kills landed both before and after adds completed.
+    eprintln!("{} of 12 adds completed before their kill", completed.len());
+    assert!(
+        completed.len() < 12,
+        "no kill landed in the middle of an add"
+    );
+}
+
+fn check_store(node: &TestNode, scratch: &Path, completed: &[String]) {
+    let stat: StoreStat = json(&node.cli(&["store", "stat", "--json"]));
+    let blobs: Vec<BlobInfo> = json(&node.cli(&["store", "ls", "--json"]));
+    assert_eq!(stat.blobs as usize, blobs.len());
+    for hash in completed {
+        assert!(
+            blobs.iter().any(|b| &b.hash == hash),
+            "a completed add is gone: {hash}"
+        );
+    }
+    for blob in &blobs {
+        let out = scratch.join("check.out");
+        let got = node.cli(&["store", "get", &blob.hash, "-o", out.to_str().unwrap()]);
+        assert!(got.status.success(), "{}: {}", blob.hash, stderr(&got));
+        assert_eq!(hash_of(&std::fs::read(&out).unwrap()), blob.hash);
+    }
+}
