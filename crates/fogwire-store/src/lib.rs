@@ -12,7 +12,10 @@
 
 pub mod bao;
 mod hash;
+pub mod object;
 pub mod store;
 
 pub use hash::{Hash, ParseHashError};
-pub use store::{Config, Entry, GcReport, Location, Protection, Stat, Store, StoreError};
+pub use store::{
+    Config, DirReport, Entry, GcReport, Location, Protection, Stat, Store, StoreError,
+};

@@ -38,6 +38,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::Hash;
 use crate::bao::{self, CHUNK_GROUP_BYTES, VerifyError};
+use crate::object::{self, DirEntry, EntryType, Node};
 
 /// Blobs up to this size live inside the database: a blob of one chunk
 /// group has no outboard, and a file per tiny blob would cost more than
@@ -137,6 +138,12 @@ pub enum StoreError {
     Changed { path: PathBuf, expected: u64 },
     #[error("range {start}..{end} is outside the blob's {size} bytes")]
     BadRange { start: u64, end: u64, size: u64 },
+    #[error("blob {0} is not a directory")]
+    NotAnObject(Hash),
+    #[error("{}: the name is not one a directory entry may have (UTF-8, 1 to 255 bytes, no `/`)", .0.display())]
+    BadName(PathBuf),
+    #[error("{} exists and is not empty: restore into a new or empty directory", .0.display())]
+    TargetNotEmpty(PathBuf),
     #[error(
         "blob {hash} was added by reference from {}, which {problem}: add the file again",
         path.display()
@@ -200,6 +207,20 @@ pub struct GcReport {
     /// Unpinned blobs kept as cache.
     pub kept_blobs: u64,
     pub kept_bytes: u64,
+}
+
+/// What adding or restoring a directory did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirReport {
+    /// The directory's root hash.
+    pub root: Option<Hash>,
+    pub files: u64,
+    /// Subdirectories (the root not counted).
+    pub directories: u64,
+    /// File bytes.
+    pub bytes: u64,
+    /// Symbolic links and special files left out.
+    pub skipped: Vec<PathBuf>,
 }
 
 /// Keeps a blob from garbage collection while it is held.
@@ -421,7 +442,11 @@ impl Store {
 
     /// Adds bytes held in memory.
     pub fn import_bytes(&self, data: &[u8], tag: Option<&str>) -> Result<Hash, StoreError> {
-        if data.len() as u64 <= INLINE_MAX {
+        // Object nodes stay inline whatever their size (at most a few
+        // hundred KiB), so collection can follow them inside its
+        // transaction.
+        let object = data.len() <= object::NODE_LEN_MAX && object::looks_like_object(data);
+        if data.len() as u64 <= INLINE_MAX || object {
             let hash = Hash::of(data);
             let _guard = self.protect(hash);
             self.commit_blob(hash, data.len() as u64, Some(data), tag)?;
@@ -1013,6 +1038,235 @@ impl Store {
         Ok(stat)
     }
 
+    /// Reads a whole blob into memory (for object nodes), verified.
+    pub fn read_to_vec(&self, hash: &Hash, limit: u64) -> Result<Vec<u8>, StoreError> {
+        let entry = self.entry(hash)?.ok_or(StoreError::NotFound(*hash))?;
+        if entry.size > limit {
+            return Err(StoreError::NotAnObject(*hash));
+        }
+        let mut out = Vec::with_capacity(entry.size as usize);
+        self.read_range(hash, 0, entry.size, &mut |bytes| {
+            out.extend_from_slice(bytes);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// The object node a blob holds, if it is one.
+    pub fn object(&self, hash: &Hash) -> Result<Option<Node>, StoreError> {
+        let entry = self.entry(hash)?.ok_or(StoreError::NotFound(*hash))?;
+        if entry.size > object::NODE_LEN_MAX as u64 {
+            return Ok(None);
+        }
+        let bytes = self.read_to_vec(hash, object::NODE_LEN_MAX as u64)?;
+        Ok(object::decode(&bytes).ok())
+    }
+
+    /// The entries of the directory whose root node is `hash`, in name
+    /// order (following index nodes).
+    pub fn directory(&self, hash: &Hash) -> Result<Vec<DirEntry>, StoreError> {
+        let mut entries = Vec::new();
+        self.directory_into(hash, &mut entries, 0)?;
+        Ok(entries)
+    }
+
+    fn directory_into(
+        &self,
+        hash: &Hash,
+        out: &mut Vec<DirEntry>,
+        depth: usize,
+    ) -> Result<(), StoreError> {
+        // Index levels are few (1024² entries per two); more is a loop.
+        if depth > 8 {
+            return Err(StoreError::NotAnObject(*hash));
+        }
+        match self.object(hash)? {
+            Some(Node::Directory(entries)) => out.extend(entries),
+            Some(Node::Index(children)) => {
+                for child in children {
+                    self.directory_into(&child.hash, out, depth + 1)?;
+                }
+            }
+            None => return Err(StoreError::NotAnObject(*hash)),
+        }
+        Ok(())
+    }
+
+    /// Adds a directory: every file (copied, or by reference), then its
+    /// object nodes; returns the root. Everything added stays protected
+    /// from collection until the root is committed (with `tag`, if given).
+    pub fn import_dir(
+        &self,
+        path: &Path,
+        tag: Option<&str>,
+        reference: bool,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<DirReport, StoreError> {
+        if let Some(tag) = tag {
+            check_tag(tag)?;
+        }
+        let mut report = DirReport::default();
+        let mut guards = Vec::new();
+        let mut done = 0u64;
+        let (root, size) = self.add_dir(
+            path,
+            reference,
+            &mut guards,
+            &mut report,
+            &mut done,
+            progress,
+        )?;
+        if let Some(tag) = tag {
+            self.set_tag(tag, &root)?;
+        }
+        report.root = Some(root);
+        report.bytes = size;
+        Ok(report)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add_dir(
+        &self,
+        path: &Path,
+        reference: bool,
+        guards: &mut Vec<Protection>,
+        report: &mut DirReport,
+        done: &mut u64,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(Hash, u64), StoreError> {
+        let mut children: Vec<fs::DirEntry> = fs::read_dir(path)
+            .map_err(StoreError::io(path))?
+            .collect::<Result<_, _>>()
+            .map_err(StoreError::io(path))?;
+        children.sort_by_key(fs::DirEntry::file_name);
+        let mut entries = Vec::with_capacity(children.len());
+        for child in children {
+            let child_path = child.path();
+            let name = child
+                .file_name()
+                .into_string()
+                .map_err(|_| StoreError::BadName(child_path.clone()))?;
+            object::check_name(&name).map_err(|_| StoreError::BadName(child_path.clone()))?;
+            let metadata =
+                fs::symlink_metadata(&child_path).map_err(StoreError::io(&child_path))?;
+            let kind = metadata.file_type();
+            let entry = if kind.is_dir() {
+                let (hash, size) =
+                    self.add_dir(&child_path, reference, guards, report, done, progress)?;
+                report.directories += 1;
+                DirEntry {
+                    name,
+                    kind: EntryType::Directory,
+                    executable: false,
+                    size,
+                    hash,
+                }
+            } else if kind.is_file() {
+                let base = *done;
+                let mut file_progress = |bytes: u64| progress(base + bytes);
+                let hash = if reference {
+                    self.import_reference(&child_path, None, &mut file_progress)?
+                } else {
+                    self.import_file(&child_path, None, &mut file_progress)?
+                };
+                guards.push(self.protect(hash));
+                *done += metadata.len();
+                report.files += 1;
+                use std::os::unix::fs::PermissionsExt;
+                DirEntry {
+                    name,
+                    kind: EntryType::File,
+                    executable: metadata.permissions().mode() & 0o111 != 0,
+                    size: metadata.len(),
+                    hash,
+                }
+            } else {
+                // Symbolic links and special files are not content.
+                report.skipped.push(child_path);
+                continue;
+            };
+            entries.push(entry);
+        }
+        let size = entries.iter().map(|e| e.size).sum();
+        let nodes =
+            object::build_directory(entries).map_err(|_| StoreError::BadName(path.to_owned()))?;
+        let mut root = None;
+        for node in &nodes {
+            let hash = self.import_bytes(node, None)?;
+            guards.push(self.protect(hash));
+            root = Some(hash);
+        }
+        root.map(|root| (root, size))
+            .ok_or_else(|| StoreError::BadName(path.to_owned()))
+    }
+
+    /// Restores the directory whose root is `hash` into `target`, which
+    /// must not exist or be empty: names, contents and executable bits,
+    /// every file verified.
+    pub fn export_dir(
+        &self,
+        hash: &Hash,
+        target: &Path,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<DirReport, StoreError> {
+        if target.exists()
+            && fs::read_dir(target)
+                .map_err(StoreError::io(target))?
+                .next()
+                .is_some()
+        {
+            return Err(StoreError::TargetNotEmpty(target.to_owned()));
+        }
+        fs::create_dir_all(target).map_err(StoreError::io(target))?;
+        let mut report = DirReport {
+            root: Some(*hash),
+            ..DirReport::default()
+        };
+        let mut done = 0u64;
+        self.restore_dir(hash, target, &mut report, &mut done, progress, 0)?;
+        report.bytes = done;
+        Ok(report)
+    }
+
+    fn restore_dir(
+        &self,
+        hash: &Hash,
+        target: &Path,
+        report: &mut DirReport,
+        done: &mut u64,
+        progress: &mut dyn FnMut(u64),
+        depth: usize,
+    ) -> Result<(), StoreError> {
+        if depth > 1024 {
+            return Err(StoreError::NotAnObject(*hash));
+        }
+        for entry in self.directory(hash)? {
+            let path = target.join(&entry.name);
+            match entry.kind {
+                EntryType::Directory => {
+                    fs::create_dir(&path).map_err(StoreError::io(&path))?;
+                    report.directories += 1;
+                    self.restore_dir(&entry.hash, &path, report, done, progress, depth + 1)?;
+                }
+                EntryType::File => {
+                    let base = *done;
+                    self.export(&entry.hash, &path, &mut |bytes| progress(base + bytes))?;
+                    if entry.executable {
+                        use std::os::unix::fs::PermissionsExt;
+                        let mut permissions = fs::metadata(&path)
+                            .map_err(StoreError::io(&path))?
+                            .permissions();
+                        permissions.set_mode(permissions.mode() | 0o111);
+                        fs::set_permissions(&path, permissions).map_err(StoreError::io(&path))?;
+                    }
+                    *done += entry.size;
+                    report.files += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Evicts unpinned blobs, least recently used first, until what is
     /// left unpinned fits `cache_bytes_max` (`None`: the configured cache).
     /// Never removes a tagged blob or one being written or read.
@@ -1026,13 +1280,24 @@ impl Store {
         let write = self.db.begin_write().map_err(|e| self.db_error(e))?;
         {
             let tags = write.open_table(TAGS).map_err(|e| self.db_error(e))?;
-            let mut pinned = std::collections::HashSet::new();
+            let mut roots = Vec::new();
             for row in tags.iter().map_err(|e| self.db_error(e))? {
                 let (_, value) = row.map_err(|e| self.db_error(e))?;
                 if let Some(hash) = Hash::from_slice(value.value()) {
-                    pinned.insert(hash);
+                    roots.push(hash);
                 }
             }
+            // A pinned directory pins everything below it: follow object
+            // nodes (always inline) in this transaction's own view.
+            let inline_table = write.open_table(INLINE).map_err(|e| self.db_error(e))?;
+            let pinned = closure(roots, |hash| {
+                inline_table
+                    .get(hash.as_bytes().as_slice())
+                    .ok()
+                    .flatten()
+                    .map(|value| value.value().to_vec())
+            });
+            drop(inline_table);
             let mut blobs = write.open_table(BLOBS).map_err(|e| self.db_error(e))?;
             let mut cache: Vec<(Hash, Entry)> = Vec::new();
             for row in blobs.iter().map_err(|e| self.db_error(e))? {
@@ -1050,7 +1315,10 @@ impl Store {
             let mut kept_bytes = 0u64;
             let mut doomed = Vec::new();
             for (hash, entry) in cache {
-                if protected.contains_key(&hash) || kept_bytes + entry.size <= budget {
+                // A budget of 0 means no cache at all, empty blobs included.
+                if protected.contains_key(&hash)
+                    || (budget > 0 && kept_bytes + entry.size <= budget)
+                {
                     kept_bytes += entry.size;
                     report.kept_blobs += 1;
                     report.kept_bytes += entry.size;
@@ -1118,6 +1386,33 @@ fn check_tag(tag: &str) -> Result<(), StoreError> {
         return Err(StoreError::BadTag { len: tag.len() });
     }
     Ok(())
+}
+
+/// Every hash reachable from `roots` through object nodes that `node`
+/// returns the bytes of (none for a blob that is not an object or is
+/// not held).
+fn closure(
+    roots: Vec<Hash>,
+    mut node: impl FnMut(&Hash) -> Option<Vec<u8>>,
+) -> std::collections::HashSet<Hash> {
+    let mut reached = std::collections::HashSet::new();
+    let mut frontier = roots;
+    while let Some(hash) = frontier.pop() {
+        if !reached.insert(hash) {
+            continue;
+        }
+        let Some(bytes) = node(&hash) else { continue };
+        match object::decode(&bytes) {
+            Ok(Node::Directory(entries)) => {
+                frontier.extend(entries.into_iter().map(|entry| entry.hash));
+            }
+            Ok(Node::Index(children)) => {
+                frontier.extend(children.into_iter().map(|child| child.hash));
+            }
+            Err(_) => {}
+        }
+    }
+    reached
 }
 
 /// How far a copy has got, for the hasher following it.

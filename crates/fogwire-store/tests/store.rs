@@ -337,3 +337,79 @@ fn a_file_added_by_reference_is_read_in_place_and_never_deleted() {
     assert!(store.entry(&hash).unwrap().is_none());
     assert_eq!(std::fs::read(&path).unwrap(), data);
 }
+
+/// Files under `root` as (relative path, bytes, executable), sorted.
+fn tree_of(root: &Path) -> Vec<(String, Vec<u8>, bool)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            let relative = path.strip_prefix(root).unwrap().display().to_string();
+            let metadata = std::fs::symlink_metadata(&path).unwrap();
+            if metadata.is_dir() {
+                out.push((format!("{relative}/"), Vec::new(), false));
+                stack.push(path);
+            } else if metadata.is_file() {
+                let executable = metadata.permissions().mode() & 0o111 != 0;
+                out.push((relative, std::fs::read(&path).unwrap(), executable));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_directory_is_named_by_one_root_and_restored_exactly() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    std::fs::create_dir_all(source.join("docs/deep/deeper")).unwrap();
+    std::fs::create_dir_all(source.join("empty")).unwrap();
+    std::fs::write(source.join("readme.txt"), b"hello").unwrap();
+    std::fs::write(source.join("empty-file"), b"").unwrap();
+    std::fs::write(source.join("docs/big.bin"), pattern(3_000_000, 1)).unwrap();
+    std::fs::write(source.join("docs/deep/deeper/note"), pattern(40_000, 2)).unwrap();
+    std::fs::write(source.join("run.sh"), b"#!/bin/sh\necho hi\n").unwrap();
+    std::fs::set_permissions(
+        source.join("run.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("readme.txt", source.join("link")).unwrap();
+    let store = store(dir.path());
+    let report = store
+        .import_dir(&source, Some("site"), false, &mut |_| {})
+        .unwrap();
+    let root = report.root.unwrap();
+    assert_eq!(report.files, 5);
+    assert_eq!(report.directories, 4);
+    assert_eq!(report.skipped, vec![source.join("link")]);
+    // The same tree gives the same root.
+    let again = store.import_dir(&source, None, true, &mut |_| {}).unwrap();
+    assert_eq!(again.root, Some(root));
+    // Collection keeps everything under a pinned root.
+    store.gc(Some(0)).unwrap();
+    let restored = dir.path().join("restored");
+    store.export_dir(&root, &restored, &mut |_| {}).unwrap();
+    let mut expected = tree_of(&source);
+    expected.retain(|(path, _, _)| path != "link");
+    assert_eq!(tree_of(&restored), expected);
+    // Not into a directory that has something in it.
+    assert!(matches!(
+        store.export_dir(&root, &restored, &mut |_| {}),
+        Err(StoreError::TargetNotEmpty(_))
+    ));
+    // A file is not a directory.
+    let file_hash = Hash::of(b"hello");
+    assert!(matches!(
+        store.export_dir(&file_hash, &dir.path().join("x"), &mut |_| {}),
+        Err(StoreError::NotAnObject(_))
+    ));
+    // Unpinned, the whole tree is cache and goes.
+    store.remove_tag("site").unwrap();
+    store.gc(Some(0)).unwrap();
+    assert_eq!(store.stat().unwrap().blobs, 0);
+}
