@@ -283,9 +283,28 @@ pub struct StoreGetRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StoreLine {
-    Progress { done: u64, total: u64 },
+    Progress {
+        done: u64,
+        total: u64,
+    },
+    /// A file added or written.
     Done(BlobInfo),
+    /// A directory added or restored.
+    Directory(DirectoryInfo),
     Error(String),
+}
+
+/// A directory added or restored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectoryInfo {
+    /// The root hash that names the whole tree.
+    pub root: String,
+    pub files: u64,
+    /// Subdirectories, the top one not counted.
+    pub directories: u64,
+    pub bytes: u64,
+    /// Symbolic links and special files left out.
+    pub skipped: Vec<String>,
 }
 
 /// A blob of `GET /v1/store/blobs`.

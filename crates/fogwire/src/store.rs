@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use fogwire_node::api::{
-    BlobInfo, GcRequest, PinRequest, StoreAddRequest, StoreGetRequest, StoreLine, UnpinRequest,
+    BlobInfo, DirectoryInfo, GcRequest, PinRequest, StoreAddRequest, StoreGetRequest, StoreLine,
+    UnpinRequest,
 };
 
 use crate::control::{ReadArgs, client, print_json};
@@ -12,14 +13,16 @@ use crate::output::{format_age_ms, format_bytes, progress_bar};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Add a file to the node's store; prints its hash (what `b3sum`
-    /// prints for it).
+    /// Add a file or a directory to the node's store; prints its hash
+    /// (for a file, what `b3sum` prints for it; for a directory, the root
+    /// that names the whole tree).
     ///
-    /// The file is copied into the store (or, with --reference, hashed and
+    /// Files are copied into the store (or, with --reference, hashed and
     /// read in place). --tag pins it under a name in the same step, so no
     /// collection can take it in between.
     Add(AddArgs),
-    /// Write a blob of the node's store to a file, every byte verified.
+    /// Write a blob of the node's store to a file (or restore a directory
+    /// from its root hash), every byte verified.
     Get(GetArgs),
     /// List the blobs in the store, newest use first, with their tags.
     Ls(ReadArgs),
@@ -37,7 +40,7 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct AddArgs {
-    /// The file to add.
+    /// The file or directory to add.
     path: PathBuf,
     /// Pin it under this tag.
     #[arg(long)]
@@ -110,12 +113,18 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     })
 }
 
-/// Follows a store operation's lines with a progress bar; returns the blob.
+/// What a store operation ended with.
+enum Outcome {
+    File(BlobInfo),
+    Directory(DirectoryInfo),
+}
+
+/// Follows a store operation's lines with a progress bar.
 async fn follow(
     json: bool,
     label: &str,
     run: impl AsyncFnOnce(&mut dyn FnMut(StoreLine)) -> anyhow::Result<()>,
-) -> anyhow::Result<BlobInfo> {
+) -> anyhow::Result<Outcome> {
     let bar = progress_bar(0, json);
     bar.set_message(label.to_owned());
     let mut done = None;
@@ -125,7 +134,8 @@ async fn follow(
             bar.set_length(total);
             bar.set_position(done);
         }
-        StoreLine::Done(info) => done = Some(info),
+        StoreLine::Done(info) => done = Some(Outcome::File(info)),
+        StoreLine::Directory(info) => done = Some(Outcome::Directory(info)),
         StoreLine::Error(error) => failure = Some(error),
     })
     .await?;
@@ -138,8 +148,8 @@ async fn follow(
 
 async fn add(home: &Path, args: AddArgs) -> anyhow::Result<()> {
     let path = absolute(&args.path)?;
-    if !path.is_file() {
-        bail!("{} is not a file", path.display());
+    if !path.exists() {
+        bail!("{} does not exist", path.display());
     }
     let request = StoreAddRequest {
         path: path.display().to_string(),
@@ -147,10 +157,14 @@ async fn add(home: &Path, args: AddArgs) -> anyhow::Result<()> {
         reference: args.reference,
     };
     let client = client(home)?;
-    let info = follow(args.json, "adding", async |on_line| {
+    let outcome = follow(args.json, "adding", async |on_line| {
         Ok(client.store_add(&request, on_line).await?)
     })
     .await?;
+    let info = match outcome {
+        Outcome::File(info) => info,
+        Outcome::Directory(info) => return print_directory(&info, &path, &args.tag, args.json),
+    };
     if args.json {
         return print_json(&info);
     }
@@ -171,6 +185,32 @@ async fn add(home: &Path, args: AddArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn print_directory(
+    info: &DirectoryInfo,
+    path: &Path,
+    tag: &Option<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        return print_json(info);
+    }
+    println!("{}  {}/", info.root, path.display());
+    eprintln!(
+        "{} files in {} directories, {}; one root hash names the whole tree{}",
+        info.files,
+        info.directories + 1,
+        format_bytes(info.bytes),
+        match tag {
+            Some(tag) => format!(", pinned as `{tag}`"),
+            None => String::new(),
+        }
+    );
+    for skipped in &info.skipped {
+        eprintln!("skipped (not a file or directory): {skipped}");
+    }
+    Ok(())
+}
+
 async fn get(home: &Path, args: GetArgs) -> anyhow::Result<()> {
     let output = absolute(args.output.as_deref().unwrap_or(Path::new(&args.hash)))?;
     let request = StoreGetRequest {
@@ -178,10 +218,26 @@ async fn get(home: &Path, args: GetArgs) -> anyhow::Result<()> {
         path: output.display().to_string(),
     };
     let client = client(home)?;
-    let info = follow(args.json, "reading", async |on_line| {
+    let outcome = follow(args.json, "reading", async |on_line| {
         Ok(client.store_get(&request, on_line).await?)
     })
     .await?;
+    let info = match outcome {
+        Outcome::File(info) => info,
+        Outcome::Directory(info) => {
+            if args.json {
+                return print_json(&info);
+            }
+            println!(
+                "restored {} files in {} directories ({}) to {}, every file verified",
+                info.files,
+                info.directories + 1,
+                format_bytes(info.bytes),
+                output.display()
+            );
+            return Ok(());
+        }
+    };
     if args.json {
         return print_json(&info);
     }

@@ -17,8 +17,8 @@ use tokio::sync::mpsc;
 use super::ndjson;
 use super::server::{ApiState, Refusal, error};
 use crate::api::{
-    BlobInfo, GcRequest, GcResult, PinRequest, StoreAddRequest, StoreGetRequest, StoreLine,
-    StoreStat, TagChange, UnpinRequest,
+    BlobInfo, DirectoryInfo, GcRequest, GcResult, PinRequest, StoreAddRequest, StoreGetRequest,
+    StoreLine, StoreStat, TagChange, UnpinRequest,
 };
 
 /// Chunks of a blob queued to a slow HTTP reader.
@@ -105,11 +105,49 @@ fn tags_by_hash(store: &Store) -> Result<HashMap<Hash, Vec<String>>, StoreError>
     Ok(by_hash)
 }
 
+fn directory_info(report: &fogwire_store::DirReport) -> StoreLine {
+    StoreLine::Directory(DirectoryInfo {
+        root: report.root.map(|r| r.to_string()).unwrap_or_default(),
+        files: report.files,
+        directories: report.directories,
+        bytes: report.bytes,
+        skipped: report
+            .skipped
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+    })
+}
+
+/// Bytes of the regular files below `path`, for a progress total.
+fn tree_bytes(path: &std::path::Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![path.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else if kind.is_file() {
+                total += entry.metadata().map_or(0, |m| m.len());
+            }
+        }
+    }
+    total
+}
+
 /// Runs a long store operation in a blocking thread, streaming progress
 /// lines and then its result.
 fn with_progress(
     store: &Arc<Store>,
-    work: impl FnOnce(&Store, &mut dyn FnMut(u64, u64)) -> Result<BlobInfo, StoreError> + Send + 'static,
+    work: impl FnOnce(&Store, &mut dyn FnMut(u64, u64)) -> Result<StoreLine, StoreError>
+    + Send
+    + 'static,
 ) -> Response {
     let (lines, response) = ndjson::channel();
     let store = store.clone();
@@ -123,7 +161,7 @@ fn with_progress(
             }
         };
         let last = match work(&store, &mut report) {
-            Ok(info) => StoreLine::Done(info),
+            Ok(line) => line,
             Err(failure) => StoreLine::Error(failure.to_string()),
         };
         let _ = lines.blocking_send(Ok(ndjson::line(&last)));
@@ -143,12 +181,13 @@ pub(super) async fn add(State(state): State<Arc<ApiState>>, body: Bytes) -> Resp
         Ok(path) => path,
         Err(refusal) => return refusal.into_response(),
     };
-    let total = match std::fs::metadata(&path) {
-        Ok(metadata) if metadata.is_file() => metadata.len(),
+    let (total, directory) = match std::fs::metadata(&path) {
+        Ok(metadata) if metadata.is_file() => (metadata.len(), false),
+        Ok(metadata) if metadata.is_dir() => (0, true),
         Ok(_) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("{} is not a file", path.display()),
+                format!("{} is neither a file nor a directory", path.display()),
             );
         }
         Err(io_error) => {
@@ -160,6 +199,13 @@ pub(super) async fn add(State(state): State<Arc<ApiState>>, body: Bytes) -> Resp
     };
     with_progress(state.node.store(), move |store, report| {
         let tag = request.tag.as_deref();
+        if directory {
+            let total = tree_bytes(&path);
+            let done = store.import_dir(&path, tag, request.reference, &mut |done| {
+                report(done, total)
+            })?;
+            return Ok(directory_info(&done));
+        }
         let mut progress = |done| report(done, total);
         let hash = if request.reference {
             store.import_reference(&path, tag, &mut progress)?
@@ -167,7 +213,7 @@ pub(super) async fn add(State(state): State<Arc<ApiState>>, body: Bytes) -> Resp
             store.import_file(&path, tag, &mut progress)?
         };
         let entry = store.entry(&hash)?.ok_or(StoreError::NotFound(hash))?;
-        Ok(info(hash, &entry, &tags_by_hash(store)?))
+        Ok(StoreLine::Done(info(hash, &entry, &tags_by_hash(store)?)))
     })
 }
 
@@ -195,8 +241,13 @@ pub(super) async fn get(State(state): State<Arc<ApiState>>, body: Bytes) -> Resp
         Err(refusal) => return refusal.into_response(),
     };
     with_progress(&store, move |store, report| {
+        if store.object(&hash)?.is_some() {
+            let total: u64 = store.directory(&hash)?.iter().map(|e| e.size).sum();
+            let done = store.export_dir(&hash, &path, &mut |done| report(done, total))?;
+            return Ok(directory_info(&done));
+        }
         store.export(&hash, &path, &mut |done| report(done, entry.size))?;
-        Ok(info(hash, &entry, &tags_by_hash(store)?))
+        Ok(StoreLine::Done(info(hash, &entry, &tags_by_hash(store)?)))
     })
 }
 
