@@ -38,6 +38,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::Hash;
 use crate::bao::{self, CHUNK_GROUP_BYTES, VerifyError};
+use crate::feed::{ContentKind, FeedId, FeedRoot};
 use crate::object::{self, DirEntry, EntryType, Node};
 
 /// Blobs up to this size live inside the database: a blob of one chunk
@@ -53,6 +54,10 @@ const INLINE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("inline");
 const TAGS: TableDefinition<&str, &[u8]> = TableDefinition::new("tags");
 /// Hash → path of the file a blob added by reference is read from.
 const EXTERNAL: TableDefinition<&[u8], &[u8]> = TableDefinition::new("external");
+/// Feed key → the latest root held (its wire form).
+const FEEDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("feeds");
+/// Feed key → 1, for the feeds this node follows.
+const FOLLOWING: TableDefinition<&[u8], u8> = TableDefinition::new("following");
 
 const ENTRY_VERSION: u8 = 1;
 const ENTRY_LEN: usize = 1 + 8 + 1 + 8;
@@ -140,6 +145,8 @@ pub enum StoreError {
     BadRange { start: u64, end: u64, size: u64 },
     #[error("blob {0} is not a directory")]
     NotAnObject(Hash),
+    #[error(transparent)]
+    Feed(#[from] crate::feed::FeedError),
     #[error("{}: the name is not one a directory entry may have (UTF-8, 1 to 255 bytes, no `/`)", .0.display())]
     BadName(PathBuf),
     #[error("{} exists and is not empty: restore into a new or empty directory", .0.display())]
@@ -316,6 +323,8 @@ impl Store {
         write.open_table(INLINE).map_err(|e| self.db_error(e))?;
         write.open_table(TAGS).map_err(|e| self.db_error(e))?;
         write.open_table(EXTERNAL).map_err(|e| self.db_error(e))?;
+        write.open_table(FEEDS).map_err(|e| self.db_error(e))?;
+        write.open_table(FOLLOWING).map_err(|e| self.db_error(e))?;
         write.commit().map_err(|e| self.db_error(e))
     }
 
@@ -1038,6 +1047,123 @@ impl Store {
         Ok(stat)
     }
 
+    /// The latest root held for `feed`.
+    pub fn feed_root(&self, feed: &FeedId) -> Result<Option<FeedRoot>, StoreError> {
+        let read = self.db.begin_read().map_err(|e| self.db_error(e))?;
+        let table = read.open_table(FEEDS).map_err(|e| self.db_error(e))?;
+        let bytes = table
+            .get(feed.as_bytes().as_slice())
+            .map_err(|e| self.db_error(e))?
+            .map(|value| value.value().to_vec());
+        Ok(bytes.and_then(|bytes| FeedRoot::decode(&bytes).ok()))
+    }
+
+    /// The wire form of the latest root held for `feed`.
+    pub fn feed_root_bytes(&self, feed: &FeedId) -> Result<Option<Vec<u8>>, StoreError> {
+        let read = self.db.begin_read().map_err(|e| self.db_error(e))?;
+        let table = read.open_table(FEEDS).map_err(|e| self.db_error(e))?;
+        Ok(table
+            .get(feed.as_bytes().as_slice())
+            .map_err(|e| self.db_error(e))?
+            .map(|value| value.value().to_vec()))
+    }
+
+    /// Takes in a root (from the feed's owner or a peer) if it is valid and
+    /// newer than the one held; the check and the write are one
+    /// transaction, so two roots arriving at once cannot both win.
+    pub fn accept_feed_root(&self, bytes: &[u8], now_ms: u64) -> Result<FeedRoot, StoreError> {
+        let root = FeedRoot::decode(bytes)?;
+        let write = self.db.begin_write().map_err(|e| self.db_error(e))?;
+        {
+            let mut feeds = write.open_table(FEEDS).map_err(|e| self.db_error(e))?;
+            let held = feeds
+                .get(root.feed.as_bytes().as_slice())
+                .map_err(|e| self.db_error(e))?
+                .and_then(|value| FeedRoot::decode(value.value()).ok());
+            root.check_newer(held.as_ref(), now_ms)?;
+            feeds
+                .insert(root.feed.as_bytes().as_slice(), bytes)
+                .map_err(|e| self.db_error(e))?;
+        }
+        write.commit().map_err(|e| self.db_error(e))?;
+        Ok(root)
+    }
+
+    /// Publishes a new root of the feed whose key is `key`, pointing at
+    /// content already in the store; pins it under `feed/<feed id>`.
+    pub fn publish(
+        &self,
+        key: &fogwire_identity::Keypair,
+        content: Hash,
+        kind: ContentKind,
+        now_ms: u64,
+    ) -> Result<(FeedRoot, Vec<u8>), StoreError> {
+        let feed = FeedId::from_key(key.node_id());
+        let size = match kind {
+            ContentKind::Blob => {
+                self.entry(&content)?
+                    .ok_or(StoreError::NotFound(content))?
+                    .size
+            }
+            ContentKind::Directory => self.directory(&content)?.iter().map(|e| e.size).sum(),
+        };
+        let _guard = self.protect(content);
+        self.set_tag(&feed_tag(&feed), &content)?;
+        let root = match self.feed_root(&feed)? {
+            Some(held) => held.next(content, kind, size, now_ms),
+            None => FeedRoot::first(feed, content, kind, size, now_ms),
+        };
+        let bytes = root.sign(key);
+        self.accept_feed_root(&bytes, now_ms)?;
+        Ok((root, bytes))
+    }
+
+    /// Follows (or stops following) a feed.
+    pub fn set_following(&self, feed: &FeedId, follow: bool) -> Result<(), StoreError> {
+        let write = self.db.begin_write().map_err(|e| self.db_error(e))?;
+        {
+            let mut table = write.open_table(FOLLOWING).map_err(|e| self.db_error(e))?;
+            if follow {
+                table
+                    .insert(feed.as_bytes().as_slice(), 1)
+                    .map_err(|e| self.db_error(e))?;
+            } else {
+                table
+                    .remove(feed.as_bytes().as_slice())
+                    .map_err(|e| self.db_error(e))?;
+            }
+        }
+        write.commit().map_err(|e| self.db_error(e))
+    }
+
+    /// The feeds this node follows.
+    pub fn following(&self) -> Result<Vec<FeedId>, StoreError> {
+        let read = self.db.begin_read().map_err(|e| self.db_error(e))?;
+        let table = read.open_table(FOLLOWING).map_err(|e| self.db_error(e))?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(|e| self.db_error(e))? {
+            let (key, _) = row.map_err(|e| self.db_error(e))?;
+            if let Ok(key) = fogwire_identity::NodeId::from_slice(key.value()) {
+                out.push(FeedId::from_key(key));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every feed with a root held.
+    pub fn feeds(&self) -> Result<Vec<FeedRoot>, StoreError> {
+        let read = self.db.begin_read().map_err(|e| self.db_error(e))?;
+        let table = read.open_table(FEEDS).map_err(|e| self.db_error(e))?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(|e| self.db_error(e))? {
+            let (_, value) = row.map_err(|e| self.db_error(e))?;
+            if let Ok(root) = FeedRoot::decode(value.value()) {
+                out.push(root);
+            }
+        }
+        Ok(out)
+    }
+
     /// Reads a whole blob into memory (for object nodes), verified.
     pub fn read_to_vec(&self, hash: &Hash, limit: u64) -> Result<Vec<u8>, StoreError> {
         let entry = self.entry(hash)?.ok_or(StoreError::NotFound(*hash))?;
@@ -1379,6 +1505,11 @@ impl Store {
         }
         Ok(report)
     }
+}
+
+/// The tag that pins what a feed points at on this node.
+pub fn feed_tag(feed: &FeedId) -> String {
+    format!("feed/{feed}")
 }
 
 fn check_tag(tag: &str) -> Result<(), StoreError> {

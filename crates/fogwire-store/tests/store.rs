@@ -413,3 +413,38 @@ fn a_directory_is_named_by_one_root_and_restored_exactly() {
     store.gc(Some(0)).unwrap();
     assert_eq!(store.stat().unwrap().blobs, 0);
 }
+
+#[test]
+fn publishing_a_feed_pins_its_content_and_a_holder_only_moves_forward() {
+    use fogwire_store::{ContentKind, FeedRoot};
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let key = fogwire_identity::Keypair::from_seed(&[7; 32]);
+    let v1 = store.import_bytes(b"version one", None).unwrap();
+    let (first, first_bytes) = store.publish(&key, v1, ContentKind::Blob, 1_000).unwrap();
+    assert_eq!(first.seq, 1);
+    let v2 = store.import_bytes(b"version two", None).unwrap();
+    let (second, second_bytes) = store.publish(&key, v2, ContentKind::Blob, 2_000).unwrap();
+    assert_eq!((second.seq, second.previous), (2, Some(v1)));
+    assert_eq!(store.feed_root(&first.feed).unwrap(), Some(second.clone()));
+    // What the feed points at is pinned; what it pointed at before is cache.
+    store.gc(Some(0)).unwrap();
+    assert!(store.entry(&v2).unwrap().is_some());
+    assert!(store.entry(&v1).unwrap().is_none());
+    // Another holder: takes the roots in order, refuses a replay.
+    let other = dir.path().join("other");
+    let holder = Store::open(&other, Config::default()).unwrap();
+    holder.accept_feed_root(&first_bytes, 3_000).unwrap();
+    holder.accept_feed_root(&second_bytes, 3_000).unwrap();
+    assert!(matches!(
+        holder.accept_feed_root(&first_bytes, 3_000),
+        Err(StoreError::Feed(fogwire_store::feed::FeedError::Old {
+            have: 2,
+            got: 1
+        }))
+    ));
+    assert_eq!(holder.feeds().unwrap(), vec![second]);
+    holder.set_following(&first.feed, true).unwrap();
+    assert_eq!(holder.following().unwrap(), vec![first.feed]);
+    let _ = FeedRoot::decode(&first_bytes).unwrap();
+}
