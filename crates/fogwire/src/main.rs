@@ -4,6 +4,7 @@
 mod bench;
 mod control;
 mod demo;
+mod feed;
 mod init;
 mod node;
 mod output;
@@ -76,6 +77,13 @@ enum Command {
     /// `b3sum` prints, and every read is checked chunk by chunk.
     #[command(subcommand)]
     Store(store::Command),
+    /// Feeds: signed, mutable names for trees in the store.
+    ///
+    /// A feed is a key; its owner publishes roots (each newer than the
+    /// last) that point at content; followers take only valid, newer
+    /// roots.
+    #[command(subcommand)]
+    Feed(feed::Command),
     /// Measure the round trip to a node through a route set up for it.
     ///
     /// `fogwire ping <node> --hops 3` goes through two relays.
@@ -133,6 +141,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Route(command) => route::run(&home, command).await,
         Command::Ping(args) => route::ping(&home, args).await,
         Command::Store(command) => store::run(&home, command).await,
+        Command::Feed(command) => feed::run(&home, command).await,
         Command::Id => init::print_id(&home),
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(command) => bench::run(command).await,

@@ -9,9 +9,10 @@ use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
 
 use crate::api::{
-    BlobInfo, ClosedRoute, ConnectRequest, DisconnectResponse, ErrorBody, FoundPath, GcRequest,
-    GcResult, GraphNode, OpenedRoute, Peer, PinRequest, PingReport, RouteRequest, Routes, SendLine,
-    Status, StoreAddRequest, StoreGetRequest, StoreLine, StoreStat, TagChange, UnpinRequest,
+    BlobInfo, ClosedRoute, ConnectRequest, DisconnectResponse, ErrorBody, FeedInfo, FollowRequest,
+    FoundPath, GcRequest, GcResult, GraphNode, OpenedRoute, Peer, PinRequest, PingReport,
+    PublishRequest, RouteRequest, Routes, SendLine, Status, StoreAddRequest, StoreGetRequest,
+    StoreLine, StoreStat, TagChange, UnpinRequest,
 };
 use crate::home::{ApiToken, DataDir, DataDirError};
 
@@ -214,6 +215,38 @@ impl Client {
             }
         }
         Ok(())
+    }
+
+    pub async fn feeds(&self) -> Result<Vec<FeedInfo>, ClientError> {
+        self.json(Method::GET, "/v1/feeds", None).await
+    }
+
+    pub async fn feed(&self, feed: &str) -> Result<FeedInfo, ClientError> {
+        self.json(Method::GET, &format!("/v1/feeds/{feed}"), None)
+            .await
+    }
+
+    pub async fn feed_new(&self) -> Result<FeedInfo, ClientError> {
+        self.json(Method::POST, "/v1/feeds", None).await
+    }
+
+    pub async fn feed_publish(&self, request: &PublishRequest) -> Result<FeedInfo, ClientError> {
+        // Publishing a path adds it first: as long as an add.
+        let body = encode(request)?;
+        tokio::time::timeout(
+            REQUEST_TIMEOUT * 60,
+            self.request_inner(Method::POST, "/v1/feeds/publish", Some(body)),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout)?
+        .and_then(|bytes| {
+            serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+        })
+    }
+
+    pub async fn feed_follow(&self, request: &FollowRequest) -> Result<FeedInfo, ClientError> {
+        self.json(Method::POST, "/v1/feeds/follow", Some(encode(request)?))
+            .await
     }
 
     pub async fn metrics(&self) -> Result<String, ClientError> {

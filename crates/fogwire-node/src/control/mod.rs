@@ -22,12 +22,18 @@
 //! | POST   | /v1/store/unpin          | [`crate::api::UnpinRequest`] → [`crate::api::TagChange`] |
 //! | POST   | /v1/store/gc             | [`crate::api::GcRequest`] → [`crate::api::GcResult`] |
 //! | GET    | /blobs/{hash}            | the blob's bytes (Range supported)     |
+//! | GET    | /v1/feeds                | list of [`crate::api::FeedInfo`]       |
+//! | POST   | /v1/feeds                | a new feed → [`crate::api::FeedInfo`]  |
+//! | GET    | /v1/feeds/{feed}         | [`crate::api::FeedInfo`]               |
+//! | POST   | /v1/feeds/publish        | [`crate::api::PublishRequest`] → FeedInfo |
+//! | POST   | /v1/feeds/follow         | [`crate::api::FollowRequest`] → FeedInfo |
 //! | GET    | /metrics                 | OpenMetrics text                       |
 //!
 //! Requests carry `Authorization: Bearer <token>`. Errors answer with a
 //! status code and [`crate::api::ErrorBody`].
 
 mod client;
+mod feeds;
 mod ndjson;
 mod routes;
 mod server;

@@ -29,6 +29,7 @@ fn status_of(store_error: &StoreError) -> StatusCode {
         StoreError::NotFound(_) | StoreError::NoTag(_) => StatusCode::NOT_FOUND,
         StoreError::BadTag { .. } | StoreError::BadRange { .. } => StatusCode::BAD_REQUEST,
         StoreError::Corrupt { .. } | StoreError::ExternalChanged { .. } => StatusCode::CONFLICT,
+        StoreError::Feed(_) => StatusCode::CONFLICT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
