@@ -10,14 +10,12 @@
 //! Architecture invariant: blocking file and database I/O only; no
 //! network, no async runtime. The node calls it from blocking threads.
 
-pub mod bao;
 pub mod feed;
-mod hash;
 pub mod object;
 pub mod store;
 
 pub use feed::{ContentKind, FeedId, FeedRoot};
-pub use hash::{Hash, ParseHashError};
+pub use fogwire_store_proto::{Hash, ParseHashError, bao};
 pub use store::{
     Config, DirReport, Entry, GcReport, Location, Protection, Stat, Store, StoreError, feed_tag,
 };

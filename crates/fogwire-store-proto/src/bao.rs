@@ -40,7 +40,7 @@ pub fn tree(size: u64) -> BaoTree {
 }
 
 /// Hash of a subtree (a chunk group) starting at `start_chunk`.
-fn hash_subtree(start_chunk: u64, data: &[u8], is_root: bool) -> blake3::Hash {
+pub(crate) fn hash_subtree(start_chunk: u64, data: &[u8], is_root: bool) -> blake3::Hash {
     if is_root {
         return blake3::hash(data);
     }
@@ -51,7 +51,7 @@ fn hash_subtree(start_chunk: u64, data: &[u8], is_root: bool) -> blake3::Hash {
     blake3::Hash::from(value)
 }
 
-fn parent_cv(left: &blake3::Hash, right: &blake3::Hash, is_root: bool) -> blake3::Hash {
+pub(crate) fn parent_cv(left: &blake3::Hash, right: &blake3::Hash, is_root: bool) -> blake3::Hash {
     let (left, right): (ChainingValue, ChainingValue) = (*left.as_bytes(), *right.as_bytes());
     if is_root {
         merge_subtrees_root(&left, &right, Mode::Hash)
