@@ -8,6 +8,7 @@
 //! reads and writes of files come in through traits the caller provides.
 
 pub mod bao;
+pub mod download;
 mod hash;
 pub mod message;
 pub mod stream;

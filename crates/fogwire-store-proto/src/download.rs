@@ -1,0 +1,497 @@
+//! Fetching one blob from several peers at once.
+//!
+//! The blob's chunk groups are handed out in runs of up to
+//! [`Config::request_groups`] to every peer that has them, a few requests
+//! per peer, so all peers work at once and a fast peer simply gets through
+//! more runs. When nothing is left to hand out, an idle peer takes over
+//! the second half of what a slower peer still has to deliver (work
+//! stealing); whichever delivers a group first wins, and a request all of
+//! whose groups arrived from elsewhere is cancelled. A peer that sends a
+//! chunk group that fails verification is dropped: its requests go back
+//! to the others.
+//!
+//! Sans-IO: the driver reports what arrived and when; the scheduler says
+//! what to ask whom, through [`Download::poll_action`].
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+use crate::Hash;
+use crate::message::{Groups, group_count, runs};
+use crate::stream::all_groups;
+
+/// Settings of a download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Chunk groups per request (256: 4 MiB).
+    pub request_groups: u64,
+    /// Requests in flight per peer.
+    pub per_peer: usize,
+    /// A request with fewer groups left than this is not worth stealing.
+    pub steal_min_groups: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            request_groups: 256,
+            per_peer: 2,
+            steal_min_groups: 8,
+        }
+    }
+}
+
+/// Why a request ended without all its groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The peer sent data that failed verification: it is dropped.
+    Corrupt,
+    /// The peer refused, or went away; it may be asked again later.
+    Gone,
+}
+
+/// What to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action<P> {
+    Request { peer: P, key: u64, groups: Groups },
+    Cancel { peer: P, key: u64 },
+}
+
+#[derive(Debug)]
+struct Request<P> {
+    peer: P,
+    groups: Groups,
+}
+
+#[derive(Debug)]
+struct Peer {
+    /// What the peer holds; none: all of it.
+    available: Option<Groups>,
+    in_flight: usize,
+    bytes: u64,
+    first_request: Option<Instant>,
+    banned: bool,
+}
+
+impl Peer {
+    /// Bytes per second delivered so far (0 until something arrived).
+    fn rate(&self, now: Instant) -> f64 {
+        match self.first_request {
+            Some(first) if self.bytes > 0 => {
+                self.bytes as f64 / now.saturating_duration_since(first).as_secs_f64().max(1e-3)
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+/// One blob being fetched.
+#[derive(Debug)]
+pub struct Download<P: Ord + Copy> {
+    hash: Hash,
+    size: u64,
+    config: Config,
+    have: Groups,
+    requests: BTreeMap<u64, Request<P>>,
+    peers: BTreeMap<P, Peer>,
+    next_key: u64,
+    actions: VecDeque<Action<P>>,
+}
+
+impl<P: Ord + Copy> Download<P> {
+    /// A download of a blob of `size` bytes of which `have` is already
+    /// held (verified), for resuming.
+    pub fn new(hash: Hash, size: u64, have: Groups, config: Config) -> Self {
+        Self {
+            hash,
+            size,
+            config,
+            have: have & all_groups(size),
+            requests: BTreeMap::new(),
+            peers: BTreeMap::new(),
+            next_key: 1,
+            actions: VecDeque::new(),
+        }
+    }
+
+    pub fn hash(&self) -> Hash {
+        self.hash
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Groups verified so far.
+    pub fn have(&self) -> &Groups {
+        &self.have
+    }
+
+    pub fn missing(&self) -> Groups {
+        all_groups(self.size) - &self.have
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.missing().is_empty()
+    }
+
+    /// Bytes each peer delivered.
+    pub fn delivered(&self) -> impl Iterator<Item = (P, u64)> + '_ {
+        self.peers.iter().map(|(peer, state)| (*peer, state.bytes))
+    }
+
+    /// Peers that may still be asked.
+    pub fn usable_peers(&self) -> usize {
+        self.peers.values().filter(|p| !p.banned).count()
+    }
+
+    /// A peer that holds the blob (`None`: all of it) or more of it.
+    pub fn add_peer(&mut self, peer: P, available: Option<Groups>) {
+        let entry = self.peers.entry(peer).or_insert(Peer {
+            available: Some(Groups::empty()),
+            in_flight: 0,
+            bytes: 0,
+            first_request: None,
+            banned: false,
+        });
+        entry.available = available;
+    }
+
+    /// A peer is gone: its requests go back to the others.
+    pub fn remove_peer(&mut self, peer: P) {
+        self.peers.remove(&peer);
+        self.requests.retain(|_, request| request.peer != peer);
+    }
+
+    /// Chunk groups of request `key` arrived and were verified and stored.
+    /// Data for a request already finished or cancelled still counts (it
+    /// is real, verified data).
+    pub fn on_verified(&mut self, key: u64, groups: &Groups) {
+        let bytes = group_count(&(groups - &self.have)) * 16 * 1024;
+        self.have |= groups.clone();
+        if let Some(request) = self.requests.get(&key)
+            && let Some(peer) = self.peers.get_mut(&request.peer)
+        {
+            peer.bytes += bytes;
+        }
+        // Requests whose every group arrived (perhaps from someone else)
+        // are done with: their peers are told to stop sending (a request
+        // that completes by itself is told too; it costs five bytes, and
+        // a peer whose tail was stolen must not resend what arrived).
+        let finished: Vec<u64> = self
+            .requests
+            .iter()
+            .filter(|(_, request)| (&request.groups - &self.have).is_empty())
+            .map(|(key, _)| *key)
+            .collect();
+        for finished in finished {
+            if let Some(request) = self.requests.remove(&finished) {
+                self.release(request.peer);
+                self.actions.push_back(Action::Cancel {
+                    peer: request.peer,
+                    key: finished,
+                });
+            }
+        }
+    }
+
+    /// Request `key` has been answered completely.
+    pub fn on_done(&mut self, key: u64) {
+        if let Some(request) = self.requests.remove(&key) {
+            self.release(request.peer);
+        }
+    }
+
+    /// Request `key` failed; on [`Failure::Corrupt`] its peer is dropped
+    /// and its other requests cancelled.
+    pub fn on_failed(&mut self, key: u64, failure: Failure) {
+        let Some(request) = self.requests.remove(&key) else {
+            return;
+        };
+        self.release(request.peer);
+        if failure == Failure::Corrupt {
+            if let Some(peer) = self.peers.get_mut(&request.peer) {
+                peer.banned = true;
+            }
+            let others: Vec<u64> = self
+                .requests
+                .iter()
+                .filter(|(_, r)| r.peer == request.peer)
+                .map(|(key, _)| *key)
+                .collect();
+            for other in others {
+                self.requests.remove(&other);
+                self.release(request.peer);
+                self.actions.push_back(Action::Cancel {
+                    peer: request.peer,
+                    key: other,
+                });
+            }
+        }
+    }
+
+    fn release(&mut self, peer: P) {
+        if let Some(state) = self.peers.get_mut(&peer) {
+            state.in_flight = state.in_flight.saturating_sub(1);
+        }
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll_action(&mut self, now: Instant) -> Option<Action<P>> {
+        if self.actions.is_empty() {
+            self.schedule(now);
+        }
+        self.actions.pop_front()
+    }
+
+    fn in_flight_groups(&self) -> Groups {
+        let mut all = Groups::empty();
+        for request in self.requests.values() {
+            all |= request.groups.clone();
+        }
+        all
+    }
+
+    fn schedule(&mut self, now: Instant) {
+        if self.is_complete() {
+            return;
+        }
+        // Fastest first, so that a fast peer gets the next run.
+        let mut order: Vec<(P, f64)> = self
+            .peers
+            .iter()
+            .filter(|(_, state)| !state.banned && state.in_flight < self.config.per_peer)
+            .map(|(peer, state)| (*peer, state.rate(now)))
+            .collect();
+        order.sort_by(|a, b| b.1.total_cmp(&a.1));
+        for (peer, rate) in order {
+            while let Some(state) = self.peers.get(&peer) {
+                if state.in_flight >= self.config.per_peer {
+                    break;
+                }
+                let available = state
+                    .available
+                    .clone()
+                    .unwrap_or_else(|| all_groups(self.size));
+                let open = &(&self.missing() - &self.in_flight_groups()) & &available;
+                let groups = match first_run(&open, self.config.request_groups) {
+                    Some(groups) => groups,
+                    None => match self.steal(peer, rate, &available, now) {
+                        Some(groups) => groups,
+                        None => break,
+                    },
+                };
+                let key = self.next_key;
+                self.next_key += 1;
+                if let Some(state) = self.peers.get_mut(&peer) {
+                    state.in_flight += 1;
+                    state.first_request.get_or_insert(now);
+                }
+                self.requests.insert(
+                    key,
+                    Request {
+                        peer,
+                        groups: groups.clone(),
+                    },
+                );
+                self.actions
+                    .push_back(Action::Request { peer, key, groups });
+            }
+        }
+    }
+
+    /// The second half of what a slower peer still owes, if worth taking.
+    fn steal(&self, thief: P, thief_rate: f64, available: &Groups, now: Instant) -> Option<Groups> {
+        let mut best: Option<Groups> = None;
+        let mut best_count = 0u64;
+        for request in self.requests.values() {
+            if request.peer == thief {
+                continue;
+            }
+            let victim_rate = self.peers.get(&request.peer).map_or(0.0, |p| p.rate(now));
+            // Only from a peer no faster than the thief (or one that has
+            // delivered nothing yet).
+            if victim_rate > thief_rate && victim_rate > 0.0 {
+                continue;
+            }
+            let owed = &(&request.groups - &self.have) & available;
+            let count = group_count(&owed);
+            if count < self.config.steal_min_groups || count <= best_count {
+                continue;
+            }
+            // Already stolen: another request covers this tail.
+            let others = self
+                .requests
+                .values()
+                .filter(|r| r.peer != request.peer)
+                .fold(Groups::empty(), |acc, r| acc | &r.groups);
+            let tail = second_half(&owed);
+            if !(&tail & &others).is_empty() {
+                continue;
+            }
+            best_count = count;
+            best = Some(tail);
+        }
+        best
+    }
+}
+
+/// The first `max` groups of the first run of `groups`.
+fn first_run(groups: &Groups, max: u64) -> Option<Groups> {
+    let (start, end) = *runs(groups).first()?;
+    Some(Groups::from(start..end.min(start + max)))
+}
+
+/// The later half of a set of groups (by count).
+fn second_half(groups: &Groups) -> Groups {
+    let total = group_count(groups);
+    let mut skip = total / 2;
+    let mut out = Groups::empty();
+    for (start, end) in runs(groups) {
+        let len = end - start;
+        if skip >= len {
+            skip -= len;
+            continue;
+        }
+        out |= Groups::from(start + skip..end);
+        skip = 0;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const MIB: u64 = 1024 * 1024;
+
+    /// Simulates peers delivering at `speeds` (groups per tick); returns
+    /// groups delivered per peer.
+    fn simulate(size: u64, speeds: &[u64], corrupt: Option<usize>) -> (Download<usize>, Vec<u64>) {
+        let start = Instant::now();
+        let mut download =
+            Download::new(Hash::of(b"blob"), size, Groups::empty(), Config::default());
+        for peer in 0..speeds.len() {
+            download.add_peer(peer, None);
+        }
+        // key → (peer, groups still to deliver in order)
+        let mut open: BTreeMap<u64, (usize, Vec<u64>)> = BTreeMap::new();
+        let mut delivered = vec![0u64; speeds.len()];
+        for tick in 0..100_000u64 {
+            let now = start + Duration::from_millis(tick);
+            while let Some(action) = download.poll_action(now) {
+                match action {
+                    Action::Request { peer, key, groups } => {
+                        let list = runs(&groups).into_iter().flat_map(|(s, e)| s..e).collect();
+                        open.insert(key, (peer, list));
+                    }
+                    Action::Cancel { key, .. } => {
+                        open.remove(&key);
+                    }
+                }
+            }
+            if download.is_complete() {
+                return (download, delivered);
+            }
+            for (peer, &speed) in speeds.iter().enumerate() {
+                let mut budget = speed;
+                let keys: Vec<u64> = open
+                    .iter()
+                    .filter(|(_, (p, _))| *p == peer)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for key in keys {
+                    while budget > 0 {
+                        let Some((_, list)) = open.get_mut(&key) else {
+                            break;
+                        };
+                        let Some(group) = list.first().copied() else {
+                            break;
+                        };
+                        list.remove(0);
+                        budget -= 1;
+                        if corrupt == Some(peer) {
+                            open.remove(&key);
+                            download.on_failed(key, Failure::Corrupt);
+                            break;
+                        }
+                        delivered[peer] += 1;
+                        download.on_verified(key, &Groups::from(group..group + 1));
+                    }
+                    if open.get(&key).is_some_and(|(_, list)| list.is_empty()) {
+                        open.remove(&key);
+                        download.on_done(key);
+                    }
+                }
+            }
+        }
+        panic!("the download never completed");
+    }
+
+    #[test]
+    fn one_peer_fetches_everything() {
+        let (download, delivered) = simulate(100 * MIB, &[50], None);
+        assert!(download.is_complete());
+        assert_eq!(delivered[0], 6400);
+    }
+
+    #[test]
+    fn work_spreads_over_peers_and_moves_to_the_fast_one() {
+        let (download, delivered) = simulate(200 * MIB, &[40, 40, 4], None);
+        assert!(download.is_complete());
+        let total: u64 = delivered.iter().sum();
+        // Nothing much is fetched twice…
+        assert!(total < 12_800 + 2 * 256, "{delivered:?}");
+        // …and the slow peer did only a small share.
+        assert!(delivered[2] * 8 < total, "{delivered:?}");
+        assert!(delivered[0] > 0 && delivered[1] > 0);
+    }
+
+    #[test]
+    fn the_tail_of_a_slow_peer_is_stolen() {
+        // The slow peer holds its requests while the fast one finishes
+        // everything else; stealing keeps the end from waiting on it.
+        let (_, delivered) = simulate(16 * MIB, &[100, 1], None);
+        assert!(delivered[1] < 256, "{delivered:?}");
+    }
+
+    #[test]
+    fn a_lying_peer_is_dropped_and_the_others_finish() {
+        let (download, delivered) = simulate(50 * MIB, &[20, 20, 20], Some(1));
+        assert!(download.is_complete());
+        assert_eq!(delivered[1], 0);
+        assert_eq!(download.usable_peers(), 2);
+    }
+
+    #[test]
+    fn a_resumed_download_asks_only_for_what_is_missing() {
+        let size = 8 * MIB;
+        let have = Groups::from(0..300);
+        let mut download = Download::new(Hash::of(b"x"), size, have, Config::default());
+        download.add_peer(1u8, None);
+        let now = Instant::now();
+        let mut asked = Groups::empty();
+        while let Some(Action::Request { groups, key, .. }) = download.poll_action(now) {
+            asked |= groups.clone();
+            download.on_verified(key, &groups);
+            download.on_done(key);
+        }
+        assert_eq!(asked, Groups::from(300..512));
+        assert!(download.is_complete());
+    }
+
+    #[test]
+    fn partial_peers_are_asked_only_for_what_they_hold() {
+        let mut download =
+            Download::new(Hash::of(b"x"), 4 * MIB, Groups::empty(), Config::default());
+        download.add_peer(1u8, Some(Groups::from(0..100)));
+        let now = Instant::now();
+        while let Some(Action::Request { groups, key, .. }) = download.poll_action(now) {
+            assert!(groups.is_subset(&Groups::from(0..100)));
+            download.on_verified(key, &groups);
+            download.on_done(key);
+        }
+        assert_eq!(download.missing(), Groups::from(100..256));
+    }
+}
