@@ -25,6 +25,7 @@ use blake3::hazmat::{
 };
 
 use crate::Hash;
+use crate::message::Groups;
 
 /// Chunk groups of 2^4 chunks of 1 KiB.
 pub const BLOCK_SIZE: BlockSize = BlockSize::from_chunk_log(4);
@@ -318,6 +319,76 @@ pub fn read_verified<D: ReadAt, O: Outboard>(
         }
     }
     Ok(())
+}
+
+/// Where the hash pair of `node` lies in the post-order outboard of a
+/// blob of `size` bytes (none: the node has no stored pair).
+pub fn outboard_offset(size: u64, node: bao_tree::TreeNode) -> Option<u64> {
+    tree(size)
+        .post_order_offset(node)
+        .map(|offset| offset.value() * 64)
+}
+
+/// The chunk groups of a partly written blob that check out: each group
+/// whose bytes in `data` match its hash, reached through hash pairs in
+/// `outboard` that match their parents up to the root. A pair of zeros
+/// (never written) or a torn write simply leaves its groups out, which is
+/// what makes resuming an interrupted download safe without trusting any
+/// record of what was written.
+pub fn verified_groups<D: ReadAt, O: Outboard>(data: D, outboard: O) -> io::Result<Groups> {
+    let tree = outboard.tree();
+    let mut have = Groups::empty();
+    // Expected hash of each subtree still to visit; none: not reachable
+    // through verified pairs.
+    let mut stack: Vec<Option<blake3::Hash>> = vec![Some(outboard.root())];
+    let mut buffer = vec![0u8; CHUNK_GROUP_BYTES];
+    let all = bao_tree::ChunkRanges::all();
+    for item in tree.ranges_pre_order_chunks_iter_ref(&all, 0) {
+        match item {
+            BaoChunk::Parent {
+                is_root,
+                left,
+                right,
+                node,
+                ..
+            } => {
+                let expected = stack.pop().flatten();
+                let pair = match expected {
+                    Some(expected) => outboard
+                        .load(node)?
+                        .filter(|(l, r)| parent_cv(l, r, is_root) == expected),
+                    None => None,
+                };
+                if right {
+                    stack.push(pair.map(|(_, r)| r));
+                }
+                if left {
+                    stack.push(pair.map(|(l, _)| l));
+                }
+            }
+            BaoChunk::Leaf {
+                start_chunk,
+                size,
+                is_root,
+                ..
+            } => {
+                let Some(expected) = stack.pop().flatten() else {
+                    continue;
+                };
+                let group = &mut buffer[..size];
+                match data.read_exact_at(start_chunk.to_bytes(), group) {
+                    Ok(()) => {}
+                    Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => continue,
+                    Err(error) => return Err(error),
+                }
+                if hash_subtree(start_chunk.0, group, is_root) == expected {
+                    let index = start_chunk.0 / 16;
+                    have |= Groups::from(index..index + 1);
+                }
+            }
+        }
+    }
+    Ok(have)
 }
 
 #[cfg(test)]

@@ -12,10 +12,12 @@
 
 pub mod feed;
 pub mod object;
+pub mod partial;
 pub mod store;
 
 pub use feed::{ContentKind, FeedId, FeedRoot};
 pub use fogwire_store_proto::{Hash, ParseHashError, bao};
+pub use partial::{PartialInfo, PartialWriter, Source};
 pub use store::{
     Config, DirReport, Entry, GcReport, Location, Protection, Stat, Store, StoreError, feed_tag,
 };

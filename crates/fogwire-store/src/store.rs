@@ -6,6 +6,7 @@
 //! <root>/blobs/ab/<hash>.data  a large blob's bytes
 //! <root>/blobs/ab/<hash>.obao  its post-order outboard (see `bao`)
 //! <root>/tmp/                  imports in progress; emptied at open
+//! <root>/partial/              downloads in progress (see `partial`)
 //! ```
 //!
 //! Crash safety: an import writes its files under `tmp/`, syncs them,
@@ -129,6 +130,12 @@ pub enum StoreError {
     Database { path: PathBuf, detail: String },
     #[error("no blob {0} in this store")]
     NotFound(Hash),
+    #[error("blob {0} is already held")]
+    AlreadyHeld(Hash),
+    #[error("blob {0} is being downloaded already")]
+    Busy(Hash),
+    #[error("blob {0} is not complete")]
+    Incomplete(Hash),
     #[error("blob {hash}: {source}")]
     Corrupt {
         hash: Hash,
@@ -163,7 +170,7 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    fn io(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    pub(crate) fn io(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
         move |source| StoreError::Io {
             path: path.to_owned(),
             source,
@@ -249,13 +256,13 @@ impl Drop for Protection {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_millis() as u64)
@@ -268,7 +275,7 @@ fn random_name() -> String {
 }
 
 /// Syncs a directory, so that the renames in it are durable.
-fn sync_dir(path: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(path: &Path) -> io::Result<()> {
     File::open(path)?.sync_all()
 }
 
@@ -280,6 +287,7 @@ pub struct Store {
     db: Database,
     config: Config,
     protected: Arc<Mutex<HashMap<Hash, usize>>>,
+    pub(crate) live: crate::partial::Live,
 }
 
 impl Store {
@@ -304,13 +312,15 @@ impl Store {
             db,
             config,
             protected: Arc::default(),
+            live: Arc::default(),
         };
         store.init_tables()?;
         store.recover()?;
+        store.recover_partials()?;
         Ok(store)
     }
 
-    fn db_error(&self, error: impl std::fmt::Display) -> StoreError {
+    pub(crate) fn db_error(&self, error: impl std::fmt::Display) -> StoreError {
         StoreError::Database {
             path: self.db_path.clone(),
             detail: error.to_string(),
@@ -325,6 +335,9 @@ impl Store {
         write.open_table(EXTERNAL).map_err(|e| self.db_error(e))?;
         write.open_table(FEEDS).map_err(|e| self.db_error(e))?;
         write.open_table(FOLLOWING).map_err(|e| self.db_error(e))?;
+        write
+            .open_table(crate::partial::PARTIAL)
+            .map_err(|e| self.db_error(e))?;
         write.commit().map_err(|e| self.db_error(e))
     }
 
@@ -332,19 +345,23 @@ impl Store {
         &self.root
     }
 
+    pub(crate) fn db(&self) -> &Database {
+        &self.db
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }
 
-    fn blob_dir(&self, hash: &Hash) -> PathBuf {
+    pub(crate) fn blob_dir(&self, hash: &Hash) -> PathBuf {
         self.root.join("blobs").join(&hash.to_string()[..2])
     }
 
-    fn data_path(&self, hash: &Hash) -> PathBuf {
+    pub(crate) fn data_path(&self, hash: &Hash) -> PathBuf {
         self.blob_dir(hash).join(format!("{hash}.data"))
     }
 
-    fn outboard_path(&self, hash: &Hash) -> PathBuf {
+    pub(crate) fn outboard_path(&self, hash: &Hash) -> PathBuf {
         self.blob_dir(hash).join(format!("{hash}.obao"))
     }
 
@@ -773,10 +790,34 @@ impl Store {
         inline: Option<&[u8]>,
         tag: Option<&str>,
     ) -> Result<(), StoreError> {
+        self.commit_blob_in(hash, size, inline, tag, |_| Ok(()))
+    }
+
+    /// Commits a blob's entry (its files in place) and its tag, with
+    /// `also` done in the same transaction.
+    pub(crate) fn commit_blob_with(
+        &self,
+        hash: Hash,
+        size: u64,
+        tag: Option<&str>,
+        also: impl FnOnce(&redb::WriteTransaction) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.commit_blob_in(hash, size, None, tag, also)
+    }
+
+    fn commit_blob_in(
+        &self,
+        hash: Hash,
+        size: u64,
+        inline: Option<&[u8]>,
+        tag: Option<&str>,
+        also: impl FnOnce(&redb::WriteTransaction) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         if let Some(tag) = tag {
             check_tag(tag)?;
         }
         let write = self.db.begin_write().map_err(|e| self.db_error(e))?;
+        also(&write)?;
         {
             let mut blobs = write.open_table(BLOBS).map_err(|e| self.db_error(e))?;
             let entry = Entry {
@@ -912,7 +953,7 @@ impl Store {
     }
 
     /// Marks a blob used now (best effort: a failure only ages it).
-    fn touch(&self, hash: &Hash) {
+    pub(crate) fn touch(&self, hash: &Hash) {
         let Ok(write) = self.db.begin_write() else {
             return;
         };
@@ -1478,6 +1519,9 @@ impl Store {
             removed = doomed;
         }
         write.commit().map_err(|e| self.db_error(e))?;
+        let (partial_blobs, partial_bytes) = self.collect_partials(budget, report.kept_bytes)?;
+        report.removed_blobs += partial_blobs;
+        report.removed_bytes += partial_bytes;
         // The entries are gone; a crash from here leaves orphan files,
         // which the next open deletes. A blob someone started adding again
         // since the decision is protected now, or committed already: its
