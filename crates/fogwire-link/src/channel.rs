@@ -43,6 +43,18 @@ impl ChannelSender {
             .map_err(|_| ChannelSendError::Closed)
     }
 
+    /// `send` for a blocking thread (one that streams a file, say): waits
+    /// while the queue is full. Must not be called from async code.
+    pub fn blocking_send(&self, data: impl Into<Message>) -> Result<(), ChannelSendError> {
+        let data = data.into();
+        if data.len() > MESSAGE_LEN_MAX {
+            return Err(ChannelSendError::TooLong { len: data.len() });
+        }
+        self.queue
+            .blocking_send(data)
+            .map_err(|_| ChannelSendError::Closed)
+    }
+
     pub fn try_send(&self, data: impl Into<Message>) -> Result<(), ChannelSendError> {
         let data = data.into();
         if data.len() > MESSAGE_LEN_MAX {

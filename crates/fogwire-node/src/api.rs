@@ -287,11 +287,53 @@ pub enum StoreLine {
         done: u64,
         total: u64,
     },
+    /// Bytes fetched from peers so far (before writing, when the node did
+    /// not hold everything).
+    Fetching {
+        done: u64,
+        total: u64,
+    },
+    /// What fetching from peers did.
+    Fetched(FetchInfo),
     /// A file added or written.
     Done(BlobInfo),
     /// A directory added or restored.
     Directory(DirectoryInfo),
     Error(String),
+}
+
+/// What a fetch from peers did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchInfo {
+    pub hash: String,
+    /// Blobs of the graph (the root included) and their bytes.
+    pub blobs: u64,
+    pub bytes: u64,
+    /// Of those, fetched now (the rest were held).
+    pub fetched_blobs: u64,
+    pub fetched_bytes: u64,
+    /// Bytes fetched from each peer, most first.
+    pub from: Vec<PeerBytes>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerBytes {
+    pub peer: String,
+    pub bytes: u64,
+}
+
+/// A peer of `GET /v1/store/peers`: what replication moved to and from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorePeer {
+    pub peer: String,
+    pub linked: bool,
+    /// Encoded bytes (chunk groups and hash pairs) served to it.
+    pub served_bytes: u64,
+    pub served_requests: u64,
+    /// Encoded bytes fetched from it.
+    pub fetched_bytes: u64,
+    /// Times it sent data that failed verification.
+    pub corrupt: u64,
 }
 
 /// A directory added or restored.

@@ -89,7 +89,11 @@ impl NodeOptions {
                 handshake_timeout: link.handshake_timeout(),
                 keepalive_interval: link.keepalive_interval(),
                 idle_timeout: link.idle_timeout(),
-                channels: fogwire_route::link_channels(),
+                channels: [
+                    fogwire_route::link_channels(),
+                    fogwire_replicate::link_channels(),
+                ]
+                .concat(),
             },
             max_links: link.max_links,
             max_pending_handshakes: link.max_pending_handshakes,
@@ -206,6 +210,7 @@ struct Inner {
     metrics: Metrics,
     routing: Routing,
     store: Arc<fogwire_store::Store>,
+    replication: fogwire_replicate::Replication,
     /// Holds a temporary store directory for as long as the node lives.
     _store_dir: Option<tempfile::TempDir>,
     shutdown: CancellationToken,
@@ -272,6 +277,11 @@ impl Node {
         })
         .await
         .map_err(|e| NodeError::TempStore(std::io::Error::other(e.to_string())))??;
+        let store = Arc::new(store);
+        let replication = fogwire_replicate::Replication::start(
+            store.clone(),
+            fogwire_replicate::Config::default(),
+        );
         let handshake_permits = Arc::new(Semaphore::new(options.max_pending_handshakes));
         let state = Arc::new(Mutex::new(State {
             available_handshake_permits: Some(handshake_permits.clone()),
@@ -290,7 +300,8 @@ impl Node {
                 reconnect_max: options.reconnect_max,
                 metrics: Metrics::new(state.clone(), options.max_pending_handshakes),
                 routing,
-                store: Arc::new(store),
+                store,
+                replication,
                 _store_dir: store_dir,
                 state,
                 handshake_permits,
@@ -331,6 +342,11 @@ impl Node {
     /// This node's store. Blocking: call it from a blocking thread.
     pub fn store(&self) -> &Arc<fogwire_store::Store> {
         &self.inner.store
+    }
+
+    /// This node's replication: fetching from peers, serving them, feeds.
+    pub fn replication(&self) -> &fogwire_replicate::Replication {
+        &self.inner.replication
     }
 
     /// This node's routing: the graph, routes, streams.
@@ -673,6 +689,7 @@ impl Node {
             "link up"
         );
         self.inner.routing.link_up(link.clone());
+        self.inner.replication.link_up(link.clone());
         let _ = self.inner.events.send(NodeEvent::LinkUp {
             peer,
             link: link.clone(),
@@ -693,6 +710,7 @@ impl Node {
         let reason = link.closed().await;
         let peer = link.peer();
         self.inner.routing.link_down(peer, link.id());
+        self.inner.replication.link_down(peer, link.id());
         {
             let mut state = self.lock();
             if state
@@ -733,6 +751,12 @@ impl Node {
             .is_err()
         {
             tracing::warn!("routing did not stop in time");
+        }
+        if tokio::time::timeout(SHUTDOWN_TIMEOUT, self.inner.replication.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("replication did not stop in time");
         }
         let links = self.links();
         tracing::info!(links = links.len(), "shutting down: closing links");

@@ -4,12 +4,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use fogwire_node::api::{
-    BlobInfo, DirectoryInfo, GcRequest, PinRequest, StoreAddRequest, StoreGetRequest, StoreLine,
-    UnpinRequest,
+    BlobInfo, DirectoryInfo, FetchInfo, GcRequest, PinRequest, StoreAddRequest, StoreGetRequest,
+    StoreLine, UnpinRequest,
 };
 
 use crate::control::{ReadArgs, client, print_json};
-use crate::output::{format_age_ms, format_bytes, progress_bar};
+use crate::output::{format_age_ms, format_bytes, progress_bar, short};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -21,9 +21,13 @@ pub enum Command {
     /// read in place). --tag pins it under a name in the same step, so no
     /// collection can take it in between.
     Add(AddArgs),
-    /// Write a blob of the node's store to a file (or restore a directory
-    /// from its root hash), every byte verified.
+    /// Write a blob to a file (or restore a directory from its root hash),
+    /// every byte verified. What the node does not hold it first fetches
+    /// from the linked peers that have it, from several at once.
     Get(GetArgs),
+    /// Bytes served to and fetched from each peer (what replication will
+    /// be paid on).
+    Peers(ReadArgs),
     /// List the blobs in the store, newest use first, with their tags.
     Ls(ReadArgs),
     /// Pin a blob under a tag (default: its hash): collection never
@@ -95,6 +99,7 @@ pub async fn run(home: &Path, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Add(args) => add(home, args).await,
         Command::Get(args) => get(home, args).await,
+        Command::Peers(args) => peers(home, args).await,
         Command::Ls(args) => list(home, args).await,
         Command::Pin(args) => pin(home, args).await,
         Command::Unpin(args) => unpin(home, args).await,
@@ -129,8 +134,28 @@ async fn follow(
     bar.set_message(label.to_owned());
     let mut done = None;
     let mut failure = None;
+    let mut fetching = false;
     run(&mut |line| match line {
+        StoreLine::Fetching { done, total } => {
+            if !fetching {
+                fetching = true;
+                bar.set_message("fetching from peers");
+            }
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+        StoreLine::Fetched(info) => {
+            if !json {
+                bar.suspend(|| print_fetched(&info));
+            }
+            bar.set_message(label.to_owned());
+            bar.set_position(0);
+        }
         StoreLine::Progress { done, total } => {
+            if fetching {
+                fetching = false;
+                bar.set_message(label.to_owned());
+            }
             bar.set_length(total);
             bar.set_position(done);
         }
@@ -144,6 +169,22 @@ async fn follow(
         bail!("{error}");
     }
     done.context("the node ended without a result")
+}
+
+fn print_fetched(info: &FetchInfo) {
+    let from: Vec<String> = info
+        .from
+        .iter()
+        .map(|peer| format!("{} {}", short(&peer.peer), format_bytes(peer.bytes)))
+        .collect();
+    eprintln!(
+        "fetched {} blob(s), {}, from {} peer(s){}{}; every chunk group verified",
+        info.fetched_blobs,
+        format_bytes(info.fetched_bytes),
+        info.from.len(),
+        if from.is_empty() { "" } else { ": " },
+        from.join(", ")
+    );
 }
 
 async fn add(home: &Path, args: AddArgs) -> anyhow::Result<()> {
@@ -342,5 +383,32 @@ async fn stat(home: &Path, args: ReadArgs) -> anyhow::Result<()> {
         format_bytes(stat.bytes - stat.pinned_bytes),
         format_bytes(stat.cache_bytes_max)
     );
+    Ok(())
+}
+
+async fn peers(home: &Path, args: ReadArgs) -> anyhow::Result<()> {
+    let peers = client(home)?.store_peers().await?;
+    if args.json {
+        return print_json(&peers);
+    }
+    if peers.is_empty() {
+        println!("no peer has exchanged blobs with this node yet");
+        return Ok(());
+    }
+    println!(
+        "{:<20}  {:>6}  {:>10}  {:>8}  {:>10}  {:>7}",
+        "PEER", "LINKED", "SERVED", "REQUESTS", "FETCHED", "CORRUPT"
+    );
+    for peer in &peers {
+        println!(
+            "{:<20}  {:>6}  {:>10}  {:>8}  {:>10}  {:>7}",
+            short(&peer.peer),
+            if peer.linked { "yes" } else { "no" },
+            format_bytes(peer.served_bytes),
+            peer.served_requests,
+            format_bytes(peer.fetched_bytes),
+            peer.corrupt
+        );
+    }
     Ok(())
 }

@@ -12,7 +12,7 @@ use crate::api::{
     BlobInfo, ClosedRoute, ConnectRequest, DisconnectResponse, ErrorBody, FeedInfo, FollowRequest,
     FoundPath, GcRequest, GcResult, GraphNode, OpenedRoute, Peer, PinRequest, PingReport,
     PublishRequest, RouteRequest, Routes, SendLine, Status, StoreAddRequest, StoreGetRequest,
-    StoreLine, StoreStat, TagChange, UnpinRequest,
+    StoreLine, StorePeer, StoreStat, TagChange, UnpinRequest,
 };
 use crate::home::{ApiToken, DataDir, DataDirError};
 
@@ -157,6 +157,10 @@ impl Client {
 
     pub async fn store_blobs(&self) -> Result<Vec<BlobInfo>, ClientError> {
         self.json(Method::GET, "/v1/store/blobs", None).await
+    }
+
+    pub async fn store_peers(&self) -> Result<Vec<StorePeer>, ClientError> {
+        self.json(Method::GET, "/v1/store/peers", None).await
     }
 
     pub async fn store_stat(&self) -> Result<StoreStat, ClientError> {

@@ -86,12 +86,20 @@ async fn blocking<T: serde::Serialize + Send + 'static>(
     store: &Arc<Store>,
     work: impl FnOnce(&Store) -> Result<T, Refusal> + Send + 'static,
 ) -> Response {
-    let store = store.clone();
-    match tokio::task::spawn_blocking(move || work(&store)).await {
-        Ok(Ok(value)) => axum::Json(value).into_response(),
-        Ok(Err(refusal)) => refusal.into_response(),
-        Err(join) => error(StatusCode::INTERNAL_SERVER_ERROR, join.to_string()),
+    match run_blocking(store, work).await {
+        Ok(value) => axum::Json(value).into_response(),
+        Err(refusal) => refusal.into_response(),
     }
+}
+
+async fn run_blocking<T: Send + 'static>(
+    store: &Arc<Store>,
+    work: impl FnOnce(&Store) -> Result<T, Refusal> + Send + 'static,
+) -> Result<T, Refusal> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || work(&store))
+        .await
+        .map_err(|join| Refusal(StatusCode::INTERNAL_SERVER_ERROR, join.to_string()))?
 }
 
 /// `POST /v1/feeds`: makes a feed key.
@@ -149,7 +157,7 @@ pub(super) async fn publish(State(state): State<Arc<ApiState>>, body: Bytes) -> 
             );
         }
     };
-    blocking(state.node.store(), move |store| {
+    let published = run_blocking(state.node.store(), move |store| {
         let feed = parse_feed(&request.feed)?;
         let key = Keypair::load(&key_path(store, &feed)).map_err(|_| {
             refuse(
@@ -197,9 +205,18 @@ pub(super) async fn publish(State(state): State<Arc<ApiState>>, body: Bytes) -> 
             }
         };
         store.publish(&key, content, kind, now_ms())?;
-        info(store, &feed).map_err(Refusal::from)
+        let root = store.feed_root_bytes(&feed)?.unwrap_or_default();
+        Ok((info(store, &feed)?, root))
     })
-    .await
+    .await;
+    match published {
+        Ok((info, root)) => {
+            // Neighbours hear of it now; followers fetch from here.
+            state.node.replication().announce(root).await;
+            axum::Json(info).into_response()
+        }
+        Err(refusal) => refusal.into_response(),
+    }
 }
 
 pub(super) async fn follow(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
@@ -212,10 +229,21 @@ pub(super) async fn follow(State(state): State<Arc<ApiState>>, body: Bytes) -> R
             );
         }
     };
-    blocking(state.node.store(), move |store| {
+    let stop = request.stop;
+    let followed = run_blocking(state.node.store(), move |store| {
         let feed = parse_feed(&request.feed)?;
         store.set_following(&feed, !request.stop)?;
-        info(store, &feed).map_err(Refusal::from)
+        Ok((feed, info(store, &feed)?))
     })
-    .await
+    .await;
+    match followed {
+        Ok((feed, info)) => {
+            if !stop {
+                // Ask the neighbours for its newest root, and fetch.
+                state.node.replication().sync_feed(feed);
+            }
+            axum::Json(info).into_response()
+        }
+        Err(refusal) => refusal.into_response(),
+    }
 }

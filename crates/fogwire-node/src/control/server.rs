@@ -87,6 +87,7 @@ pub async fn serve(
         .route("/v1/store/get", post(super::store::get))
         .route("/v1/store/blobs", get(super::store::blobs))
         .route("/v1/store/stat", get(super::store::stat))
+        .route("/v1/store/peers", get(super::store::peers))
         .route("/v1/store/pin", post(super::store::pin))
         .route("/v1/store/unpin", post(super::store::unpin))
         .route("/v1/store/gc", post(super::store::gc))

@@ -16,9 +16,11 @@ use tokio::sync::mpsc;
 
 use super::ndjson;
 use super::server::{ApiState, Refusal, error};
+use fogwire_replicate::FetchProgress;
+
 use crate::api::{
-    BlobInfo, DirectoryInfo, GcRequest, GcResult, PinRequest, StoreAddRequest, StoreGetRequest,
-    StoreLine, StoreStat, TagChange, UnpinRequest,
+    BlobInfo, DirectoryInfo, FetchInfo, GcRequest, GcResult, PeerBytes, PinRequest,
+    StoreAddRequest, StoreGetRequest, StoreLine, StorePeer, StoreStat, TagChange, UnpinRequest,
 };
 
 /// Chunks of a blob queued to a slow HTTP reader.
@@ -151,6 +153,19 @@ fn with_progress(
     + 'static,
 ) -> Response {
     let (lines, response) = ndjson::channel();
+    progress_into(lines, store, work);
+    response
+}
+
+/// Runs `work` in a blocking thread, sending its progress and result as
+/// lines.
+fn progress_into(
+    lines: ndjson::Lines,
+    store: &Arc<Store>,
+    work: impl FnOnce(&Store, &mut dyn FnMut(u64, u64)) -> Result<StoreLine, StoreError>
+    + Send
+    + 'static,
+) {
     let store = store.clone();
     tokio::task::spawn_blocking(move || {
         let mut last_sent = 0u64;
@@ -167,7 +182,6 @@ fn with_progress(
         };
         let _ = lines.blocking_send(Ok(ndjson::line(&last)));
     });
-    response
 }
 
 pub(super) async fn add(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
@@ -230,26 +244,85 @@ pub(super) async fn get(State(state): State<Arc<ApiState>>, body: Bytes) -> Resp
         (Ok(hash), Ok(path)) => (hash, path),
         (Err(refusal), _) | (_, Err(refusal)) => return refusal.into_response(),
     };
-    let store = state.node.store().clone();
-    let entry = match blocking(&store, move |store| store.entry(&hash)).await {
-        Ok(Some(entry)) => entry,
-        Ok(None) => {
-            return error(
-                StatusCode::NOT_FOUND,
-                format!("no blob {hash} in this node's store"),
-            );
+    let (lines, response) = ndjson::channel();
+    let node = state.node.clone();
+    tokio::spawn(async move {
+        // Whatever of it (or of the tree below it) is not here comes from
+        // the peers that have it; what is here is only checked.
+        let progress_lines = lines.clone();
+        let last_sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let progress: fogwire_replicate::ProgressFn = Arc::new(move |p: FetchProgress| {
+            let sent = last_sent.load(std::sync::atomic::Ordering::Relaxed);
+            if p.done_bytes == p.total_bytes
+                || p.done_bytes.saturating_sub(sent) >= (p.total_bytes / 100).max(1 << 20)
+            {
+                last_sent.store(p.done_bytes, std::sync::atomic::Ordering::Relaxed);
+                let _ = progress_lines.try_send(Ok(ndjson::line(&StoreLine::Fetching {
+                    done: p.done_bytes,
+                    total: p.total_bytes,
+                })));
+            }
+        });
+        match node.replication().fetch(hash, None, Some(progress)).await {
+            Ok(report) if report.fetched_blobs > 0 => {
+                let info = FetchInfo {
+                    hash: hash.to_string(),
+                    blobs: report.blobs,
+                    bytes: report.bytes,
+                    fetched_blobs: report.fetched_blobs,
+                    fetched_bytes: report.fetched_bytes,
+                    from: report
+                        .from
+                        .iter()
+                        .map(|(peer, bytes)| PeerBytes {
+                            peer: peer.to_string(),
+                            bytes: *bytes,
+                        })
+                        .collect(),
+                };
+                let _ = lines
+                    .send(Ok(ndjson::line(&StoreLine::Fetched(info))))
+                    .await;
+            }
+            Ok(_) => {}
+            Err(fetch_error) => {
+                let _ = lines
+                    .send(Ok(ndjson::line(&StoreLine::Error(fetch_error.to_string()))))
+                    .await;
+                return;
+            }
         }
-        Err(refusal) => return refusal.into_response(),
-    };
-    with_progress(&store, move |store, report| {
-        if store.object(&hash)?.is_some() {
-            let total: u64 = store.directory(&hash)?.iter().map(|e| e.size).sum();
-            let done = store.export_dir(&hash, &path, &mut |done| report(done, total))?;
-            return Ok(directory_info(&done));
-        }
-        store.export(&hash, &path, &mut |done| report(done, entry.size))?;
-        Ok(StoreLine::Done(info(hash, &entry, &tags_by_hash(store)?)))
-    })
+        progress_into(lines, node.store(), move |store, report| {
+            let entry = store.entry(&hash)?.ok_or(StoreError::NotFound(hash))?;
+            if store.object(&hash)?.is_some() {
+                let total: u64 = store.directory(&hash)?.iter().map(|e| e.size).sum();
+                let done = store.export_dir(&hash, &path, &mut |done| report(done, total))?;
+                return Ok(directory_info(&done));
+            }
+            store.export(&hash, &path, &mut |done| report(done, entry.size))?;
+            Ok(StoreLine::Done(info(hash, &entry, &tags_by_hash(store)?)))
+        });
+    });
+    response
+}
+
+/// `GET /v1/store/peers`: bytes served to and fetched from each peer.
+pub(super) async fn peers(State(state): State<Arc<ApiState>>) -> Response {
+    let list: Vec<StorePeer> = state
+        .node
+        .replication()
+        .peers()
+        .into_iter()
+        .map(|stats| StorePeer {
+            peer: stats.peer.to_string(),
+            linked: stats.linked,
+            served_bytes: stats.served_bytes,
+            served_requests: stats.served_requests,
+            fetched_bytes: stats.fetched_bytes,
+            corrupt: stats.corrupt,
+        })
+        .collect();
+    axum::Json(list).into_response()
 }
 
 pub(super) async fn blobs(State(state): State<Arc<ApiState>>) -> Response {

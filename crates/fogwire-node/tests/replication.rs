@@ -1,0 +1,596 @@
+//! Replication between real nodes over real links on loopback: blobs and
+//! directories fetched from one peer or several, resumed after a cut,
+//! feeds followed across hops; and peers that lie (flipped bits, wrong
+//! lengths, the wrong blob) or flood, caught and penalised while the
+//! download completes from honest peers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use fogwire_identity::{Keypair, NodeId};
+use fogwire_link::proto::{Config as LinkConfig, LinkIdentity};
+use fogwire_link::{ChannelReceiver, ChannelSender, LinkHandle};
+use fogwire_node::{Node, NodeOptions};
+use fogwire_replicate::{CHANNEL_STORE, FetchError};
+use fogwire_store::{Config as StoreConfig, Hash, Store};
+use fogwire_store_proto::message::{
+    DATA_LEN_MAX, ERROR_BUSY, GetItem, Groups, HaveEntry, HaveState, Message, data_header,
+};
+use fogwire_store_proto::stream::{ItemEncoder, all_groups};
+
+/// Generous bound for what normally takes milliseconds; not a timing
+/// assertion.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+async fn node() -> Node {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_test_writer()
+            .try_init();
+    }
+    Node::start(NodeOptions::local(Arc::new(Keypair::generate().unwrap())))
+        .await
+        .unwrap()
+}
+
+async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < PATIENCE, "gave up waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn replicating_with(node: &Node, peer: NodeId) -> bool {
+    node.replication()
+        .peers()
+        .iter()
+        .any(|p| p.peer == peer && p.linked)
+}
+
+/// Links `a` to `b` and waits until both replicate over the link.
+async fn link(a: &Node, b: &Node) {
+    a.connect(b.peer_addr()).await.unwrap();
+    let (a_id, b_id) = (a.node_id(), b.node_id());
+    wait_until("replication over the new link", || {
+        replicating_with(a, b_id) && replicating_with(b, a_id)
+    })
+    .await;
+}
+
+async fn add(node: &Node, data: Vec<u8>) -> Hash {
+    let store = node.store().clone();
+    tokio::task::spawn_blocking(move || store.import_bytes(&data, Some("test")).unwrap())
+        .await
+        .unwrap()
+}
+
+async fn read(node: &Node, hash: Hash) -> Vec<u8> {
+    let store = node.store().clone();
+    tokio::task::spawn_blocking(move || store.read_to_vec(&hash, u64::MAX).unwrap())
+        .await
+        .unwrap()
+}
+
+fn stats(node: &Node, peer: NodeId) -> fogwire_replicate::PeerStats {
+    node.replication()
+        .peers()
+        .into_iter()
+        .find(|p| p.peer == peer)
+        .expect("the peer is known")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_added_on_one_node_is_fetched_byte_for_byte_by_another() {
+    let (a, b) = (node().await, node().await);
+    let data = pattern(5_000_000, 1);
+    let hash = add(&a, data.clone()).await;
+    assert_eq!(hash.to_string(), blake3::hash(&data).to_hex().to_string());
+    link(&b, &a).await;
+    let report = b.replication().fetch(hash, None, None).await.unwrap();
+    assert_eq!(report.size, data.len() as u64);
+    assert_eq!(report.fetched_blobs, 1);
+    assert_eq!(read(&b, hash).await, data);
+    // Counted on both sides.
+    assert!(stats(&a, b.node_id()).served_bytes >= data.len() as u64);
+    assert!(stats(&b, a.node_id()).fetched_bytes >= data.len() as u64);
+    // Held now: a second fetch asks nobody.
+    let again = b.replication().fetch(hash, None, None).await.unwrap();
+    assert_eq!(again.fetched_blobs, 0);
+    // Small blobs too.
+    let small = add(&a, b"tiny".to_vec()).await;
+    b.replication().fetch(small, None, None).await.unwrap();
+    assert_eq!(read(&b, small).await, b"tiny");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_nobody_has_is_reported_not_found() {
+    let (a, b) = (node().await, node().await);
+    let missing = Hash::of(b"nobody has this");
+    assert!(matches!(
+        b.replication().fetch(missing, None, None).await,
+        Err(FetchError::NoPeers { .. })
+    ));
+    link(&b, &a).await;
+    match b.replication().fetch(missing, None, None).await {
+        Err(FetchError::NotFound { asked: 1, .. }) => {}
+        other => panic!("expected not found, got {other:?}"),
+    }
+}
+
+fn write_tree(root: &Path) {
+    std::fs::create_dir_all(root.join("docs/deep/deeper")).unwrap();
+    for i in 0..150 {
+        std::fs::write(
+            root.join(format!("docs/note-{i:03}.txt")),
+            format!("note {i}\n").repeat(i + 1),
+        )
+        .unwrap();
+    }
+    std::fs::write(root.join("docs/deep/deeper/big.bin"), pattern(3_000_000, 2)).unwrap();
+    std::fs::write(root.join("empty"), b"").unwrap();
+    std::fs::write(root.join("medium.bin"), pattern(100_000, 3)).unwrap();
+}
+
+fn assert_same_tree(a: &Path, b: &Path) {
+    let mut stack = vec![std::path::PathBuf::new()];
+    let mut files = 0;
+    while let Some(relative) = stack.pop() {
+        let mut names: Vec<_> = std::fs::read_dir(a.join(&relative))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        let mut other: Vec<_> = std::fs::read_dir(b.join(&relative))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        other.sort();
+        assert_eq!(names, other, "entries of {}", relative.display());
+        for name in names {
+            let path = relative.join(&name);
+            if a.join(&path).is_dir() {
+                stack.push(path);
+            } else {
+                files += 1;
+                assert_eq!(
+                    std::fs::read(a.join(&path)).unwrap(),
+                    std::fs::read(b.join(&path)).unwrap(),
+                    "{}",
+                    path.display()
+                );
+            }
+        }
+    }
+    assert!(files > 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_is_fetched_from_its_root_and_restored_exactly() {
+    let (a, b) = (node().await, node().await);
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    write_tree(&source);
+    let store = a.store().clone();
+    let source2 = source.clone();
+    let root = tokio::task::spawn_blocking(move || {
+        store
+            .import_dir(&source2, Some("tree"), false, &mut |_| {})
+            .unwrap()
+            .root
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    link(&b, &a).await;
+    let report = b
+        .replication()
+        .fetch(root, Some("fetched".into()), None)
+        .await
+        .unwrap();
+    assert!(report.directory);
+    assert!(report.fetched_blobs > 150, "{report:?}");
+    let store = b.store().clone();
+    let target = dir.path().join("restored");
+    let target2 = target.clone();
+    tokio::task::spawn_blocking(move || store.export_dir(&root, &target2, &mut |_| {}).unwrap())
+        .await
+        .unwrap();
+    assert_same_tree(&source, &target);
+    // Pinned as a whole: collection keeps every part.
+    let store = b.store().clone();
+    let gc = tokio::task::spawn_blocking(move || store.gc(Some(0)).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(gc.removed_blobs, 0);
+    // Only what is missing is fetched again.
+    let again = b.replication().fetch(root, None, None).await.unwrap();
+    assert_eq!(again.fetched_blobs, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_blob_comes_from_several_peers_at_once() {
+    let (a, c, b) = (node().await, node().await, node().await);
+    let data = pattern(24 * 1024 * 1024, 4);
+    let hash = add(&a, data.clone()).await;
+    assert_eq!(add(&c, data.clone()).await, hash);
+    link(&b, &a).await;
+    link(&b, &c).await;
+    let report = b.replication().fetch(hash, None, None).await.unwrap();
+    assert_eq!(read(&b, hash).await, data);
+    assert_eq!(report.from.len(), 2, "both peers sent part: {report:?}");
+    assert!(report.from.iter().all(|(_, bytes)| *bytes > 0));
+}
+
+/// How a fake peer misbehaves.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Lie {
+    /// Flips a bit in every answer but the size probe's.
+    FlipBit,
+    /// Claims a size the blob does not have.
+    WrongLength,
+    /// Sends another blob's bytes, of the same size.
+    WrongBlob,
+    /// Honest, but its link dies after this many bytes.
+    CutAfter(u64),
+}
+
+/// A peer on a real link that answers from a real store of its own, and
+/// lies as told.
+struct FakePeer {
+    /// Its id, as the node knows it.
+    id: NodeId,
+    _link: LinkHandle,
+}
+
+impl FakePeer {
+    async fn start(node: &Node, store: Arc<Store>, serves: (Hash, Hash), lie: Lie) -> FakePeer {
+        let (id, link, receiver, sender) = raw_link(node).await;
+        let handle = link.clone();
+        tokio::spawn(async move {
+            fake_serve(handle, receiver, sender, store, serves, lie).await;
+        });
+        wait_until("the node replicates with the fake", || {
+            replicating_with(node, id)
+        })
+        .await;
+        FakePeer { id, _link: link }
+    }
+}
+
+async fn raw_link(node: &Node) -> (NodeId, LinkHandle, ChannelReceiver, ChannelSender) {
+    let keypair = Arc::new(Keypair::generate().unwrap());
+    let id = keypair.node_id();
+    let identity = LinkIdentity::generate(keypair).unwrap();
+    let config = Arc::new(LinkConfig {
+        channels: fogwire_replicate::link_channels(),
+        ..LinkConfig::default()
+    });
+    let established = fogwire_link::connect(node.local_addr(), node.node_id(), &identity, config)
+        .await
+        .unwrap();
+    let link = fogwire_link::spawn(established);
+    let receiver = link.take_receiver(CHANNEL_STORE).unwrap();
+    let sender = link.sender(CHANNEL_STORE).unwrap();
+    (id, link, receiver, sender)
+}
+
+async fn fake_serve(
+    link: LinkHandle,
+    mut receiver: ChannelReceiver,
+    sender: ChannelSender,
+    store: Arc<Store>,
+    (claimed, real): (Hash, Hash),
+    lie: Lie,
+) {
+    let size = store.entry(&real).unwrap().unwrap().size;
+    let mut sent = 0u64;
+    while let Some(bytes) = receiver.recv().await {
+        let Ok(message) = Message::decode(&bytes) else {
+            continue;
+        };
+        match message {
+            Message::Has { id, hashes } => {
+                let entries = hashes
+                    .into_iter()
+                    .map(|hash| HaveEntry {
+                        hash,
+                        state: if hash == claimed {
+                            HaveState::Complete {
+                                size: if lie == Lie::WrongLength {
+                                    size - 20_000
+                                } else {
+                                    size
+                                },
+                            }
+                        } else {
+                            HaveState::Absent
+                        },
+                    })
+                    .collect();
+                let _ = sender.send(Message::Have { id, entries }.encode()).await;
+            }
+            Message::Get { id, items } => {
+                let item: &GetItem = &items[0];
+                let source = store.source(&real).unwrap().unwrap();
+                // The size the requester assumes decides the encoding's
+                // shape; serve the real tree's bytes in it.
+                let groups = &item.groups & &all_groups(size);
+                let probe = groups == Groups::from(groups_last(size)..groups_last(size) + 1);
+                let mut encoder = ItemEncoder::new(real, size, &groups);
+                let mut out = BytesMut::new();
+                while !encoder.is_done() {
+                    let target = out.len() + DATA_LEN_MAX;
+                    source.encode(&mut encoder, &mut out, target).unwrap();
+                }
+                let mut first = true;
+                while !out.is_empty() {
+                    let mut body = out.split_to(out.len().min(DATA_LEN_MAX));
+                    if lie == Lie::FlipBit && !probe && first {
+                        let at = body.len() / 2;
+                        body[at] ^= 0x10;
+                    }
+                    first = false;
+                    sent += body.len() as u64;
+                    if let Lie::CutAfter(limit) = lie
+                        && sent > limit
+                    {
+                        link.close(fogwire_link::proto::CloseCode::NORMAL, "cut")
+                            .await;
+                        return;
+                    }
+                    let message = fogwire_link::proto::Message::with_prefix(
+                        &data_header(id, 0),
+                        body.freeze(),
+                    );
+                    if sender.send(message).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = sender.send(Message::Done { id }.encode()).await;
+            }
+            _ => {}
+        }
+    }
+}
+
+fn groups_last(size: u64) -> u64 {
+    size.div_ceil(16384).max(1) - 1
+}
+
+/// A store of its own for a fake peer, holding `data`.
+fn fake_store(dir: &Path, data: &[u8]) -> (Arc<Store>, Hash) {
+    let store = Store::open(dir, StoreConfig::default()).unwrap();
+    let hash = store.import_bytes(data, Some("x")).unwrap();
+    (Arc::new(store), hash)
+}
+
+async fn lying_peer_is_caught(lie: Lie) {
+    let (honest, b) = (node().await, node().await);
+    let data = pattern(12 * 1024 * 1024, 5);
+    let hash = add(&honest, data.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, real) = match lie {
+        Lie::WrongBlob => fake_store(dir.path(), &pattern(data.len(), 6)),
+        _ => fake_store(dir.path(), &data),
+    };
+    let fake = FakePeer::start(&b, store, (hash, real), lie).await;
+    let fake_key = fake.id;
+    link(&b, &honest).await;
+    let report = b.replication().fetch(hash, None, None).await.unwrap();
+    assert_eq!(read(&b, hash).await, data, "{lie:?}");
+    let fake_stats = stats(&b, fake_key);
+    assert!(fake_stats.corrupt >= 1, "{lie:?}: {fake_stats:?}");
+    assert!(
+        report
+            .from
+            .iter()
+            .any(|(peer, _)| *peer == honest.node_id()),
+        "{lie:?}: {report:?}"
+    );
+    // Left out of the next download.
+    let other = add(&honest, pattern(200_000, 7)).await;
+    let report = b.replication().fetch(other, None, None).await.unwrap();
+    assert!(report.from.iter().all(|(peer, _)| *peer != fake_key));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_bit_is_caught_and_the_download_completes_from_others() {
+    lying_peer_is_caught(Lie::FlipBit).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_length_is_caught_and_the_download_completes_from_others() {
+    lying_peer_is_caught(Lie::WrongLength).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_of_the_wrong_blob_is_caught_and_the_download_completes_from_others() {
+    lying_peer_is_caught(Lie::WrongBlob).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_download_resumes_where_it_stopped() {
+    let b = node().await;
+    let data = pattern(16 * 1024 * 1024, 8);
+    let dir = tempfile::tempdir().unwrap();
+    let (store, hash) = fake_store(dir.path(), &data);
+    // A peer that dies after sending about 6 MiB.
+    let _fake = FakePeer::start(&b, store, (hash, hash), Lie::CutAfter(6 << 20)).await;
+    let stopped_at = match b.replication().fetch(hash, None, None).await {
+        Err(FetchError::Stuck { done, size, .. }) => {
+            assert!(done > 0 && done < size, "{done} of {size}");
+            done
+        }
+        other => panic!("expected the download to stop, got {other:?}"),
+    };
+    // Another holder appears: the download picks up from what it has.
+    let a = node().await;
+    add(&a, data.clone()).await;
+    link(&b, &a).await;
+    let report = b.replication().fetch(hash, None, None).await.unwrap();
+    assert!(
+        report.fetched_bytes <= data.len() as u64 - stopped_at,
+        "resumed from {stopped_at}, not started over: {report:?}"
+    );
+    assert_eq!(read(&b, hash).await, data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_of_bad_or_oversized_requests_are_bounded() {
+    let b = node().await;
+    let data = pattern(40 * 1024 * 1024, 9);
+    let hash = add(&b, data).await;
+    let (_, link, mut receiver, sender) = raw_link(&b).await;
+    // Many GETs at once: beyond the per-peer bound they are refused BUSY.
+    for id in 1..=20u32 {
+        let message = Message::Get {
+            id,
+            items: vec![GetItem {
+                hash,
+                groups: Groups::from(0..2048),
+            }],
+        };
+        sender.send(message.encode()).await.unwrap();
+    }
+    let mut busy = 0;
+    let mut finished = 0;
+    while busy + finished < 20 {
+        let bytes = tokio::time::timeout(PATIENCE, receiver.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        match Message::decode(&bytes).unwrap() {
+            Message::Error { code, .. } if code == ERROR_BUSY => busy += 1,
+            Message::Done { .. } => finished += 1,
+            _ => {}
+        }
+    }
+    assert!(busy >= 12, "{busy} refused busy");
+    // Asking about too many hashes, too many groups, or junk: refused by
+    // the decoder, and after a few such messages the link is closed.
+    let too_many_hashes = {
+        let mut bytes = vec![0x01, 0, 0, 0, 1];
+        bytes.extend_from_slice(&513u16.to_be_bytes());
+        bytes.extend(std::iter::repeat_n(0u8, 513 * 32));
+        Bytes::from(bytes)
+    };
+    let huge_range = {
+        let mut bytes = vec![0x03, 0, 0, 0, 2, 0, 1];
+        bytes.extend_from_slice(hash.as_bytes());
+        bytes.extend_from_slice(&1u16.to_be_bytes());
+        bytes.extend_from_slice(&0u64.to_be_bytes());
+        bytes.extend_from_slice(&u64::MAX.to_be_bytes());
+        Bytes::from(bytes)
+    };
+    sender.send(too_many_hashes).await.unwrap();
+    sender.send(huge_range).await.unwrap();
+    for junk in 0..10u8 {
+        let _ = sender.send(Bytes::from(vec![0xee, junk, 1, 2, 3])).await;
+    }
+    let reason = tokio::time::timeout(PATIENCE, link.closed()).await.unwrap();
+    assert_eq!(reason.code, fogwire_link::proto::CloseCode::PROTOCOL_ERROR);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_feed_reaches_nodes_two_hops_away() {
+    // publisher — relay — far: far is linked to relay only.
+    let (publisher, relay, far) = (node().await, node().await, node().await);
+    link(&relay, &publisher).await;
+    link(&far, &relay).await;
+    let key = Arc::new(Keypair::generate().unwrap());
+    let feed = fogwire_store::FeedId::from_key(key.node_id());
+    for follower in [&relay, &far] {
+        let store = follower.store().clone();
+        tokio::task::spawn_blocking(move || store.set_following(&feed, true).unwrap())
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("site");
+    write_tree(&source);
+    let store = publisher.store().clone();
+    let source2 = source.clone();
+    let publisher_key = key.clone();
+    let root = tokio::task::spawn_blocking(move || {
+        let key = publisher_key;
+        let tag = fogwire_store::feed_tag(&feed);
+        let root = store
+            .import_dir(&source2, Some(&tag), false, &mut |_| {})
+            .unwrap()
+            .root
+            .unwrap();
+        store
+            .publish(&key, root, fogwire_store::ContentKind::Directory, now_ms())
+            .unwrap();
+        store.feed_root_bytes(&feed).unwrap().unwrap()
+    })
+    .await
+    .unwrap();
+    publisher.replication().announce(root).await;
+    let tag = fogwire_store::feed_tag(&feed);
+    for follower in [&relay, &far] {
+        let store = follower.store().clone();
+        let tag = tag.clone();
+        wait_until("the follower pins the feed's content", || {
+            store.tags().unwrap().iter().any(|(name, _)| *name == tag)
+        })
+        .await;
+    }
+    let store = far.store().clone();
+    let content = store.feed_root(&feed).unwrap().unwrap().content;
+    let target = dir.path().join("far");
+    let target2 = target.clone();
+    tokio::task::spawn_blocking(move || store.export_dir(&content, &target2, &mut |_| {}).unwrap())
+        .await
+        .unwrap();
+    assert_same_tree(&source, &target);
+    // far fetched from relay, the only peer it has.
+    assert!(stats(&far, relay.node_id()).fetched_bytes > 3_000_000);
+    // A newer root replaces the older one everywhere.
+    let store = publisher.store().clone();
+    let (v2, root2) = tokio::task::spawn_blocking(move || {
+        let hash = store.import_bytes(b"version two", None).unwrap();
+        store
+            .publish(&key, hash, fogwire_store::ContentKind::Blob, now_ms())
+            .unwrap();
+        (hash, store.feed_root_bytes(&feed).unwrap().unwrap())
+    })
+    .await
+    .unwrap();
+    publisher.replication().announce(root2).await;
+    let store = far.store().clone();
+    wait_until("the newer root reaches far, and its content", || {
+        store
+            .tags()
+            .unwrap()
+            .iter()
+            .any(|(name, hash)| *name == tag && *hash == v2)
+    })
+    .await;
+    assert_eq!(store.feed_root(&feed).unwrap().unwrap().seq, 2);
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}

@@ -1,0 +1,987 @@
+//! Fetching blobs and object graphs from peers.
+//!
+//! One blob: ask every neighbour what it has (HAS), prove the size by
+//! fetching the last chunk group from a holder (its hash chain binds the
+//! length), then let the download scheduler spread the chunk groups over
+//! all holders. Answers are verified and written on a blocking thread,
+//! group by group, into the store's partial files; a request whose data
+//! fails verification drops its peer, and its groups go to the others.
+//!
+//! An object graph: fetch the root; while there are object nodes whose
+//! children are missing, ask the neighbours about all the missing children
+//! at once (one HAS of up to 512 hashes), fetch the small ones many to a
+//! GET from one holder, and the large ones blob by blob as above.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fogwire_identity::NodeId;
+use fogwire_store::bao::CHUNK_GROUP_BYTES;
+use fogwire_store::object::{self, EntryType, Node};
+use fogwire_store::{Hash, PartialWriter, StoreError};
+use fogwire_store_proto::download::{Action, Download, Failure};
+use fogwire_store_proto::message::{
+    GET_ITEMS_MAX, GetItem, Groups, HAS_MAX, HaveState, Message as StoreMessage, group_count,
+};
+use fogwire_store_proto::stream::{ItemDecoder, Verified, all_groups};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::peer::{PeerLink, Pending, Reply};
+use crate::{Counters, FetchError, FetchProgress, FetchReport, Inner, ProgressFn, lock};
+
+/// Object nodes nest at most this deep below a root.
+pub(crate) const DEPTH_MAX: usize = 64;
+/// Blobs up to this size travel whole, many to a GET, from one holder.
+const SMALL_MAX: u64 = 256 * 1024;
+/// Claimed bytes of small blobs in one GET.
+const BATCH_BYTES_MAX: u64 = 4 * 1024 * 1024;
+/// Failed requests after which a peer is left out of one download.
+const PEER_FAILURES_MAX: u32 = 3;
+/// How often a download asks again who has the blob (peers fetching it
+/// too hold more and more of it; new links come up).
+const REFRESH: Duration = Duration::from_secs(1);
+/// Verified-data messages between the download and its writer thread.
+const WRITER_QUEUE: usize = 64;
+/// Error codes by name, for messages.
+fn error_name(code: u8) -> &'static str {
+    use fogwire_store_proto::message::*;
+    match code {
+        ERROR_NOT_FOUND => "not found",
+        ERROR_NOT_HELD => "groups not held",
+        ERROR_BUSY => "busy",
+        ERROR_TOO_LARGE => "request too large",
+        ERROR_CORRUPT => "its copy is damaged",
+        _ => "unknown error",
+    }
+}
+
+/// Totals of one fetch, shared by its parts.
+#[derive(Default)]
+struct Tally {
+    progress: FetchProgress,
+    fetched_blobs: u64,
+    fetched_bytes: u64,
+    from: HashMap<NodeId, u64>,
+}
+
+#[derive(Clone)]
+struct Reporter {
+    tally: Arc<std::sync::Mutex<Tally>>,
+    progress: Option<ProgressFn>,
+}
+
+impl Reporter {
+    fn update(&self, change: impl FnOnce(&mut Tally)) {
+        let snapshot = {
+            let mut tally = lock(&self.tally);
+            change(&mut tally);
+            tally.progress
+        };
+        if let Some(progress) = &self.progress {
+            progress(snapshot);
+        }
+    }
+}
+
+/// Fetches `hash` and, if it is an object node, the graph below it.
+pub(crate) async fn fetch(
+    inner: &Arc<Inner>,
+    hash: Hash,
+    tag: Option<String>,
+    progress: Option<ProgressFn>,
+) -> Result<FetchReport, FetchError> {
+    if let Some(tag) = &tag
+        && (tag.is_empty() || tag.len() > fogwire_store::store::TAG_LEN_MAX)
+    {
+        return Err(FetchError::Store(StoreError::BadTag { len: tag.len() }));
+    }
+    let reporter = Reporter {
+        tally: Arc::default(),
+        progress,
+    };
+    // Everything fetched stays safe from collection until the root is
+    // pinned (or the fetch ends).
+    let mut protections = vec![inner.store.protect(hash)];
+    let size = fetch_blob(inner, hash, &reporter).await?;
+    let mut directory = false;
+    let mut blobs = 1u64;
+    let mut bytes = size;
+    if size <= object::NODE_LEN_MAX as u64 {
+        let mut frontier = vec![(hash, 0usize)];
+        while let Some((node_hash, depth)) = frontier.pop() {
+            if depth > DEPTH_MAX {
+                return Err(FetchError::TooDeep(hash));
+            }
+            let Some(node) = inner
+                .blocking(move |store| store.object(&node_hash))
+                .await?
+            else {
+                continue;
+            };
+            directory = true;
+            // (hash, is an object node, file bytes)
+            let children: Vec<(Hash, bool, u64)> = match node {
+                Node::Directory(entries) => entries
+                    .into_iter()
+                    .map(|e| match e.kind {
+                        EntryType::Directory => (e.hash, true, 0),
+                        EntryType::File => (e.hash, false, e.size),
+                    })
+                    .collect(),
+                Node::Index(children) => children.into_iter().map(|c| (c.hash, true, 0)).collect(),
+            };
+            for (child, _, file_bytes) in &children {
+                protections.push(inner.store.protect(*child));
+                blobs += 1;
+                bytes += file_bytes;
+            }
+            let hashes: Vec<Hash> = children.iter().map(|(h, _, _)| *h).collect();
+            fetch_many(inner, hashes, &reporter).await?;
+            for (child, is_node, _) in children {
+                if is_node {
+                    frontier.push((child, depth + 1));
+                }
+            }
+        }
+    }
+    if let Some(tag) = &tag {
+        let tag = tag.clone();
+        inner
+            .blocking(move |store| store.set_tag(&tag, &hash))
+            .await?;
+    }
+    drop(protections);
+    let tally = lock(&reporter.tally);
+    let mut from: Vec<(NodeId, u64)> = tally.from.iter().map(|(p, b)| (*p, *b)).collect();
+    from.sort_by_key(|(_, bytes)| std::cmp::Reverse(*bytes));
+    Ok(FetchReport {
+        hash,
+        size,
+        blobs,
+        bytes,
+        fetched_blobs: tally.fetched_blobs,
+        fetched_bytes: tally.fetched_bytes,
+        from,
+        directory,
+    })
+}
+
+/// Asks `links` what they hold of `hashes` (at most [`HAS_MAX`]), all at
+/// once; peers that do not answer in time count as holding nothing.
+async fn ask_all(
+    inner: &Arc<Inner>,
+    links: &[Arc<PeerLink>],
+    hashes: &[Hash],
+) -> Vec<(Arc<PeerLink>, Vec<HaveState>)> {
+    let mut asks = JoinSet::new();
+    for link in links {
+        let link = link.clone();
+        let hashes = hashes.to_vec();
+        let timeout = inner.config.has_timeout;
+        asks.spawn(async move {
+            let count = hashes.len();
+            let answer = tokio::time::timeout(timeout, async {
+                let mut pending = link
+                    .request(|id| StoreMessage::Has {
+                        id,
+                        hashes: hashes.clone(),
+                    })
+                    .await?;
+                match pending.next().await? {
+                    Reply::Have(entries) => Some(entries),
+                    _ => None,
+                }
+            })
+            .await
+            .ok()
+            .flatten();
+            // Entries are matched by hash: a peer answering about other
+            // hashes only fails to help.
+            let states = match answer {
+                Some(entries) => {
+                    let by_hash: HashMap<Hash, HaveState> =
+                        entries.into_iter().map(|e| (e.hash, e.state)).collect();
+                    hashes
+                        .iter()
+                        .map(|h| by_hash.get(h).cloned().unwrap_or(HaveState::Absent))
+                        .collect()
+                }
+                None => vec![HaveState::Absent; count],
+            };
+            (link, states)
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(answer) = asks.join_next().await {
+        if let Ok(answer) = answer {
+            out.push(answer);
+        }
+    }
+    out
+}
+
+fn claimed_size(state: &HaveState) -> Option<u64> {
+    match state {
+        HaveState::Absent => None,
+        HaveState::Complete { size } | HaveState::Partial { size, .. } => Some(*size),
+    }
+}
+
+fn available(state: &HaveState) -> Option<Option<Groups>> {
+    match state {
+        HaveState::Absent => None,
+        HaveState::Complete { .. } => Some(None),
+        HaveState::Partial { groups, .. } => Some(Some(groups.clone())),
+    }
+}
+
+/// Fetches the children of a node: small ones batched, large ones one by
+/// one, `fetch_parallel` at a time.
+async fn fetch_many(
+    inner: &Arc<Inner>,
+    hashes: Vec<Hash>,
+    reporter: &Reporter,
+) -> Result<(), FetchError> {
+    let mut unique = HashSet::new();
+    let hashes: Vec<Hash> = hashes.into_iter().filter(|h| unique.insert(*h)).collect();
+    let (missing, held_bytes, held_blobs) = inner
+        .blocking(move |store| {
+            let (mut missing, mut held_bytes, mut held_blobs) = (Vec::new(), 0, 0);
+            for hash in hashes {
+                match store.have(&hash)? {
+                    HaveState::Complete { size } => {
+                        held_bytes += size;
+                        held_blobs += 1;
+                    }
+                    _ => missing.push(hash),
+                }
+            }
+            Ok((missing, held_bytes, held_blobs))
+        })
+        .await?;
+    reporter.update(|tally| {
+        tally.progress.done_bytes += held_bytes;
+        tally.progress.total_bytes += held_bytes;
+        tally.progress.blobs += held_blobs;
+    });
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let links = inner.usable_links();
+    if links.is_empty() {
+        return Err(FetchError::NoPeers { hash: missing[0] });
+    }
+    // Who has what, for all of them at once.
+    let mut small: BTreeMap<NodeId, Vec<(Hash, u64)>> = BTreeMap::new();
+    let mut large = Vec::new();
+    for chunk in missing.chunks(HAS_MAX) {
+        let answers = ask_all(inner, &links, chunk).await;
+        for (index, hash) in chunk.iter().enumerate() {
+            let mut complete = Vec::new();
+            for (link, states) in &answers {
+                if let Some(HaveState::Complete { size }) = states.get(index) {
+                    complete.push((link.clone(), *size));
+                }
+            }
+            // Spread small blobs over their complete holders.
+            match complete.get(index % complete.len().max(1)) {
+                Some((link, size)) if *size <= SMALL_MAX => {
+                    small.entry(link.peer).or_default().push((*hash, *size));
+                    reporter.update(|tally| tally.progress.total_bytes += size);
+                }
+                _ => large.push(*hash),
+            }
+        }
+    }
+    let links_by_peer: HashMap<NodeId, Arc<PeerLink>> =
+        links.iter().map(|l| (l.peer, l.clone())).collect();
+    let mut jobs: JoinSet<Result<Vec<Hash>, FetchError>> = JoinSet::new();
+    let mut queue: Vec<Job> = Vec::new();
+    for (peer, blobs) in small {
+        let Some(link) = links_by_peer.get(&peer) else {
+            continue;
+        };
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0;
+        for (hash, size) in blobs {
+            if batch.len() == GET_ITEMS_MAX || batch_bytes + size > BATCH_BYTES_MAX {
+                queue.push(Job::Batch(link.clone(), std::mem::take(&mut batch)));
+                batch_bytes = 0;
+            }
+            batch_bytes += size;
+            batch.push((hash, size));
+        }
+        if !batch.is_empty() {
+            queue.push(Job::Batch(link.clone(), batch));
+        }
+    }
+    queue.extend(large.into_iter().map(Job::Blob));
+    queue.reverse();
+    let mut retry = Vec::new();
+    loop {
+        while jobs.len() < inner.config.fetch_parallel.max(1)
+            && let Some(job) = queue.pop()
+        {
+            let inner = inner.clone();
+            let reporter = reporter.clone();
+            jobs.spawn(async move {
+                match job {
+                    Job::Batch(link, batch) => fetch_batch(&inner, &link, batch, &reporter).await,
+                    Job::Blob(hash) => fetch_blob(&inner, hash, &reporter).await.map(|_| vec![]),
+                }
+            });
+        }
+        let Some(done) = jobs.join_next().await else {
+            break;
+        };
+        match done {
+            // Blobs a batch could not get go one by one, from anyone.
+            Ok(Ok(left)) => retry.extend(left),
+            Ok(Err(error)) => return Err(error),
+            Err(_) => return Err(FetchError::Stopped),
+        }
+        if queue.is_empty() && !retry.is_empty() {
+            queue.extend(retry.drain(..).map(Job::Blob));
+        }
+    }
+    Ok(())
+}
+
+enum Job {
+    Batch(Arc<PeerLink>, Vec<(Hash, u64)>),
+    Blob(Hash),
+}
+
+/// Fetches small blobs whole in one GET from one peer; returns those it
+/// could not get (the peer failed, or lied and was penalised).
+async fn fetch_batch(
+    inner: &Arc<Inner>,
+    link: &Arc<PeerLink>,
+    batch: Vec<(Hash, u64)>,
+    reporter: &Reporter,
+) -> Result<Vec<Hash>, FetchError> {
+    let items: Vec<GetItem> = batch
+        .iter()
+        .map(|(hash, size)| GetItem {
+            hash: *hash,
+            groups: all_groups(*size),
+        })
+        .collect();
+    let Some(mut pending) = link
+        .request(|id| StoreMessage::Get {
+            id,
+            items: items.clone(),
+        })
+        .await
+    else {
+        return Ok(batch.into_iter().map(|(h, _)| h).collect());
+    };
+    let mut receiving = BatchItem::new(&batch, &items, 0);
+    // Items before this one are stored.
+    let mut stored = 0usize;
+    let stall = inner.config.stall_timeout;
+    loop {
+        let reply = match tokio::time::timeout(stall, pending.next()).await {
+            Ok(Some(reply)) => reply,
+            Ok(None) | Err(_) => break,
+        };
+        // Data for a later item, or the end: every item before it must be
+        // complete (an empty blob's encoding is empty: complete at once).
+        let next = match &reply {
+            Reply::Data { item, .. } => usize::from(*item),
+            Reply::Done => batch.len(),
+            _ => break,
+        };
+        if next < stored || next > batch.len() {
+            inner.penalise(link.peer, "answered items out of order");
+            break;
+        }
+        let mut short = false;
+        while stored < next {
+            if !receiving.decoder.is_done() {
+                short = true;
+                break;
+            }
+            let blob = std::mem::take(&mut receiving.bytes);
+            let (hash, size) = batch[stored];
+            inner
+                .blocking(move |store| store.import_bytes(&blob, None))
+                .await?;
+            reporter.update(|tally| {
+                tally.progress.done_bytes += size;
+                tally.progress.blobs += 1;
+                tally.fetched_blobs += 1;
+                tally.fetched_bytes += size;
+                *tally.from.entry(link.peer).or_default() += size;
+            });
+            tracing::debug!(blob = %hash, peer = %link.peer, "fetched");
+            stored += 1;
+            if stored < batch.len() {
+                receiving = BatchItem::new(&batch, &items, stored);
+            }
+        }
+        if short {
+            inner.penalise(link.peer, "ended an item short");
+            break;
+        }
+        let Reply::Data { bytes: data, .. } = reply else {
+            break;
+        };
+        Counters::add(&pending.counters().fetched_bytes, data.len() as u64);
+        let blob = &mut receiving.bytes;
+        let result = receiving.decoder.push(&data, &mut |verified| {
+            if let Verified::Group { offset, data } = verified {
+                // In order: offsets only grow within one item.
+                blob.truncate(offset as usize);
+                blob.extend_from_slice(data);
+            }
+        });
+        if let Err(error) = result {
+            inner.penalise(link.peer, &format!("blob {}: {error}", batch[stored].0));
+            break;
+        }
+    }
+    Ok(batch[stored..].iter().map(|(h, _)| *h).collect())
+}
+
+/// The item of a batch being received.
+struct BatchItem {
+    decoder: ItemDecoder,
+    bytes: Vec<u8>,
+}
+
+impl BatchItem {
+    fn new(batch: &[(Hash, u64)], items: &[GetItem], index: usize) -> Self {
+        let (hash, size) = batch[index];
+        Self {
+            decoder: ItemDecoder::new(hash, size, &items[index].groups),
+            bytes: Vec::with_capacity(size as usize),
+        }
+    }
+}
+
+/// What one probe verified: the hash pairs above the last chunk group and
+/// the group itself.
+enum Owned {
+    Parent(bao_tree::TreeNode, (blake3::Hash, blake3::Hash)),
+    Group(u64, Vec<u8>),
+}
+
+/// Fetches the last chunk group of `hash` assuming `size`: if it
+/// verifies, the size is proven.
+async fn probe(
+    inner: &Arc<Inner>,
+    link: &Arc<PeerLink>,
+    hash: Hash,
+    size: u64,
+) -> Result<Vec<Owned>, Failure> {
+    let last = group_count(&all_groups(size)) - 1;
+    let groups = Groups::from(last..last + 1);
+    let mut pending = link
+        .request(|id| StoreMessage::Get {
+            id,
+            items: vec![GetItem {
+                hash,
+                groups: groups.clone(),
+            }],
+        })
+        .await
+        .ok_or(Failure::Gone)?;
+    let mut decoder = ItemDecoder::new(hash, size, &groups);
+    let mut out = Vec::new();
+    loop {
+        match tokio::time::timeout(inner.config.stall_timeout, pending.next()).await {
+            Ok(Some(Reply::Data { item: 0, bytes })) => {
+                Counters::add(&pending.counters().fetched_bytes, bytes.len() as u64);
+                decoder
+                    .push(&bytes, &mut |verified| match verified {
+                        Verified::Parent { node, pair } => out.push(Owned::Parent(node, pair)),
+                        Verified::Group { offset, data } => {
+                            out.push(Owned::Group(offset, data.to_vec()));
+                        }
+                    })
+                    .map_err(|_| Failure::Corrupt)?;
+            }
+            Ok(Some(Reply::Done)) if decoder.is_done() => return Ok(out),
+            Ok(Some(Reply::Done | Reply::Data { .. })) => return Err(Failure::Corrupt),
+            _ => return Err(Failure::Gone),
+        }
+    }
+}
+
+/// Fetches one blob (resuming what is held of it); returns its size.
+async fn fetch_blob(
+    inner: &Arc<Inner>,
+    hash: Hash,
+    reporter: &Reporter,
+) -> Result<u64, FetchError> {
+    let lock = inner.fetch_lock(hash);
+    let _fetching = lock.lock().await;
+    if let HaveState::Complete { size } = inner.blocking(move |s| s.have(&hash)).await? {
+        reporter.update(|tally| {
+            tally.progress.done_bytes += size;
+            tally.progress.total_bytes += size;
+            tally.progress.blobs += 1;
+        });
+        return Ok(size);
+    }
+    let links = inner.usable_links();
+    if links.is_empty() {
+        return Err(FetchError::NoPeers { hash });
+    }
+    let answers = ask_all(inner, &links, &[hash]).await;
+    let mut holders: Vec<(Arc<PeerLink>, HaveState)> = answers
+        .into_iter()
+        .filter_map(|(link, mut states)| {
+            let state = states.pop()?;
+            claimed_size(&state).map(|_| (link, state))
+        })
+        .collect();
+    if holders.is_empty() {
+        return Err(FetchError::NotFound {
+            hash,
+            asked: links.len(),
+        });
+    }
+    // Holders of the whole blob first: they can answer the probe.
+    holders.sort_by_key(|(_, state)| !matches!(state, HaveState::Complete { .. }));
+    let mut claims: BTreeMap<u64, usize> = BTreeMap::new();
+    for (_, state) in &holders {
+        if let Some(size) = claimed_size(state) {
+            *claims.entry(size).or_default() += 1;
+        }
+    }
+    let mut by_votes: Vec<(u64, usize)> = claims.into_iter().collect();
+    by_votes.sort_by_key(|(_, votes)| std::cmp::Reverse(*votes));
+    let mut proven = None;
+    let mut failures = Vec::new();
+    'sizes: for (size, _) in by_votes {
+        let last = group_count(&all_groups(size)) - 1;
+        for (link, state) in &holders {
+            let can_answer = match state {
+                HaveState::Complete { size: s } => *s == size,
+                HaveState::Partial { size: s, groups } => *s == size && groups.contains(&last),
+                HaveState::Absent => false,
+            };
+            if !can_answer {
+                continue;
+            }
+            match probe(inner, link, hash, size).await {
+                Ok(verified) => {
+                    proven = Some((size, verified, link.peer));
+                    break 'sizes;
+                }
+                Err(Failure::Corrupt) => {
+                    inner.penalise(link.peer, &format!("claimed blob {hash} has {size} bytes"));
+                    failures.push(format!("{} lied about its size", link.peer.short()));
+                }
+                Err(Failure::Gone) => {
+                    failures.push(format!("{} did not answer", link.peer.short()))
+                }
+            }
+        }
+    }
+    let Some((size, verified, prover)) = proven else {
+        return Err(FetchError::Size {
+            hash,
+            detail: if failures.is_empty() {
+                "no holder has its last chunk group yet".into()
+            } else {
+                failures.join("; ")
+            },
+        });
+    };
+    reporter.update(|tally| tally.progress.total_bytes += size);
+    if size <= CHUNK_GROUP_BYTES as u64 {
+        // One chunk group: the probe brought all of it.
+        let bytes = verified
+            .into_iter()
+            .find_map(|item| match item {
+                Owned::Group(_, data) => Some(data),
+                Owned::Parent(..) => None,
+            })
+            .unwrap_or_default();
+        inner
+            .blocking(move |store| store.import_bytes(&bytes, None))
+            .await?;
+        reporter.update(|tally| {
+            tally.progress.done_bytes += size;
+            tally.progress.blobs += 1;
+            tally.fetched_blobs += 1;
+            tally.fetched_bytes += size;
+            *tally.from.entry(prover).or_default() += size;
+        });
+        return Ok(size);
+    }
+    let mut writer = inner
+        .blocking(move |store| store.begin_partial(hash, size))
+        .await?;
+    let writer = tokio::task::spawn_blocking(move || {
+        for item in verified {
+            match item {
+                Owned::Parent(node, pair) => writer.write(Verified::Parent { node, pair })?,
+                Owned::Group(offset, data) => writer.write(Verified::Group {
+                    offset,
+                    data: &data,
+                })?,
+            }
+        }
+        Ok::<_, std::io::Error>(writer)
+    })
+    .await
+    .map_err(|_| FetchError::Stopped)?
+    .map_err(|source| StoreError::Io {
+        path: inner.store.root().join("partial"),
+        source,
+    })?;
+    let held_before = group_count(&writer.have());
+    let resumed = (held_before * 16 * 1024).min(size);
+    reporter.update(|tally| tally.progress.done_bytes += resumed);
+    let peers: Vec<(Arc<PeerLink>, Option<Groups>)> = holders
+        .into_iter()
+        .filter(|(_, state)| claimed_size(state) == Some(size))
+        .filter_map(|(link, state)| available(&state).map(|groups| (link, groups)))
+        .collect();
+    let writer = download(inner, writer, peers, reporter).await?;
+    let fetched = size.saturating_sub(held_before * 16 * 1024).min(size);
+    inner
+        .blocking(move |store| store.finish_partial(writer, None))
+        .await?;
+    reporter.update(|tally| {
+        tally.progress.blobs += 1;
+        tally.fetched_blobs += 1;
+        tally.fetched_bytes += fetched;
+    });
+    tracing::info!(blob = %hash, size, "fetched");
+    Ok(size)
+}
+
+enum ToWriter {
+    Start { key: u64, groups: Groups },
+    Data { key: u64, bytes: Bytes },
+    Done { key: u64 },
+    Forget { key: u64 },
+}
+
+enum FromWriter {
+    Verified {
+        key: u64,
+        groups: Groups,
+    },
+    Finished {
+        key: u64,
+    },
+    /// The answer failed verification, or ended short.
+    Bad {
+        key: u64,
+        why: String,
+    },
+    Failed(std::io::Error),
+}
+
+enum Event {
+    Failed { key: u64, peer: NodeId, why: String },
+}
+
+/// Verifies answers and writes them, in arrival order, on a blocking
+/// thread; returns the writer when the download lets go.
+fn write_loop(
+    mut writer: PartialWriter,
+    mut inputs: mpsc::Receiver<ToWriter>,
+    outputs: mpsc::Sender<FromWriter>,
+) -> PartialWriter {
+    let (hash, size) = (writer.hash(), writer.size());
+    let mut decoders: HashMap<u64, ItemDecoder> = HashMap::new();
+    while let Some(input) = inputs.blocking_recv() {
+        let output = match input {
+            ToWriter::Start { key, groups } => {
+                decoders.insert(key, ItemDecoder::new(hash, size, &groups));
+                continue;
+            }
+            ToWriter::Forget { key } => {
+                decoders.remove(&key);
+                continue;
+            }
+            ToWriter::Done { key } => match decoders.remove(&key) {
+                Some(decoder) if decoder.is_done() => FromWriter::Finished { key },
+                Some(decoder) => FromWriter::Bad {
+                    key,
+                    why: format!("ended its answer {} bytes short", decoder.remaining()),
+                },
+                None => continue,
+            },
+            ToWriter::Data { key, bytes } => {
+                let Some(decoder) = decoders.get_mut(&key) else {
+                    continue;
+                };
+                let mut verified = Groups::empty();
+                let mut failed = None;
+                let result = decoder.push(&bytes, &mut |item| {
+                    if let Verified::Group { offset, .. } = &item {
+                        let group = offset / 16384;
+                        verified |= Groups::from(group..group + 1);
+                    }
+                    if let Err(error) = writer.write(item)
+                        && failed.is_none()
+                    {
+                        failed = Some(error);
+                    }
+                });
+                if let Some(error) = failed {
+                    let _ = outputs.blocking_send(FromWriter::Failed(error));
+                    break;
+                }
+                if !verified.is_empty()
+                    && outputs
+                        .blocking_send(FromWriter::Verified {
+                            key,
+                            groups: verified,
+                        })
+                        .is_err()
+                {
+                    break;
+                }
+                match result {
+                    Ok(()) => continue,
+                    Err(error) => {
+                        decoders.remove(&key);
+                        FromWriter::Bad {
+                            key,
+                            why: error.to_string(),
+                        }
+                    }
+                }
+            }
+        };
+        if outputs.blocking_send(output).is_err() {
+            break;
+        }
+    }
+    writer
+}
+
+/// Passes one request's answers to the writer; reports a request that
+/// fails or stalls.
+async fn forward(
+    key: u64,
+    mut pending: Pending,
+    to_writer: mpsc::Sender<ToWriter>,
+    events: mpsc::Sender<Event>,
+    stall: Duration,
+) {
+    let peer = pending.peer();
+    let why = loop {
+        match tokio::time::timeout(stall, pending.next()).await {
+            Err(_) => break format!("sent nothing for {} s", stall.as_secs()),
+            Ok(None) => break "its link closed".to_string(),
+            Ok(Some(Reply::Data { item: 0, bytes })) => {
+                Counters::add(&pending.counters().fetched_bytes, bytes.len() as u64);
+                if to_writer.send(ToWriter::Data { key, bytes }).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Some(Reply::Done)) => {
+                let _ = to_writer.send(ToWriter::Done { key }).await;
+                return;
+            }
+            Ok(Some(Reply::Error(code))) => break format!("refused: {}", error_name(code)),
+            Ok(Some(_)) => break "answered out of turn".to_string(),
+        }
+    };
+    let _ = events.send(Event::Failed { key, peer, why }).await;
+}
+
+/// Runs the download scheduler over `peers` until every chunk group of the
+/// blob is written.
+async fn download(
+    inner: &Arc<Inner>,
+    writer: PartialWriter,
+    peers: Vec<(Arc<PeerLink>, Option<Groups>)>,
+    reporter: &Reporter,
+) -> Result<PartialWriter, FetchError> {
+    let (hash, size) = (writer.hash(), writer.size());
+    let mut download: Download<NodeId> =
+        Download::new(hash, size, writer.have(), inner.config.download.clone());
+    let mut links: HashMap<NodeId, Arc<PeerLink>> = HashMap::new();
+    for (link, groups) in peers {
+        download.add_peer(link.peer, groups);
+        links.insert(link.peer, link);
+    }
+    let (to_writer, writer_inputs) = mpsc::channel(WRITER_QUEUE);
+    let (writer_outputs, mut from_writer) = mpsc::channel(WRITER_QUEUE);
+    let writer_thread =
+        tokio::task::spawn_blocking(move || write_loop(writer, writer_inputs, writer_outputs));
+    let (events_sender, mut events) = mpsc::channel(256);
+    let mut forwarders: HashMap<u64, (NodeId, tokio::task::AbortHandle)> = HashMap::new();
+    let mut failures: HashMap<NodeId, u32> = HashMap::new();
+    let mut refresh = tokio::time::interval(REFRESH);
+    refresh.tick().await;
+    let mut last_progress = Instant::now();
+    let mut last_why = String::from("no holder left");
+    let group_bytes = |groups: u64| (groups * 16 * 1024).min(size);
+    let result = loop {
+        let now = Instant::now();
+        while let Some(action) = download.poll_action(now) {
+            match action {
+                Action::Request { peer, key, groups } => {
+                    let Some(link) = links.get(&peer).filter(|l| !l.is_closed()).cloned() else {
+                        download.remove_peer(peer);
+                        continue;
+                    };
+                    if to_writer
+                        .send(ToWriter::Start {
+                            key,
+                            groups: groups.clone(),
+                        })
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                    let request = link
+                        .request(|id| StoreMessage::Get {
+                            id,
+                            items: vec![GetItem { hash, groups }],
+                        })
+                        .await;
+                    match request {
+                        Some(pending) => {
+                            let task = tokio::spawn(forward(
+                                key,
+                                pending,
+                                to_writer.clone(),
+                                events_sender.clone(),
+                                inner.config.stall_timeout,
+                            ));
+                            forwarders.insert(key, (peer, task.abort_handle()));
+                        }
+                        None => {
+                            download.on_failed(key, Failure::Gone);
+                            download.remove_peer(peer);
+                        }
+                    }
+                }
+                Action::Cancel { key, .. } => {
+                    if let Some((_, task)) = forwarders.remove(&key) {
+                        task.abort();
+                    }
+                    let _ = to_writer.send(ToWriter::Forget { key }).await;
+                }
+            }
+        }
+        if download.is_complete() {
+            break Ok(());
+        }
+        if forwarders.is_empty() && download.usable_peers() == 0 {
+            // Nobody left: ask around once more before giving up.
+            if !add_holders(inner, &mut download, &mut links, hash, size).await {
+                break Err(last_why.clone());
+            }
+            continue;
+        }
+        if last_progress.elapsed() > 3 * inner.config.stall_timeout {
+            break Err(format!(
+                "nothing arrived for {} s",
+                last_progress.elapsed().as_secs()
+            ));
+        }
+        tokio::select! {
+            output = from_writer.recv() => match output {
+                Some(FromWriter::Verified { key, groups }) => {
+                    let before = group_count(download.have());
+                    download.on_verified(key, &groups);
+                    let after = group_count(download.have());
+                    last_progress = Instant::now();
+                    if let Some((peer, _)) = forwarders.get(&key) {
+                        let peer = *peer;
+                        let delta = group_bytes(after) - group_bytes(before);
+                        reporter.update(|tally| {
+                            tally.progress.done_bytes += delta;
+                            *tally.from.entry(peer).or_default() += delta;
+                        });
+                    }
+                }
+                Some(FromWriter::Finished { key }) => {
+                    forwarders.remove(&key);
+                    download.on_done(key);
+                }
+                Some(FromWriter::Bad { key, why }) => {
+                    if let Some((peer, task)) = forwarders.remove(&key) {
+                        task.abort();
+                        inner.penalise(peer, &format!("blob {hash}: {why}"));
+                        last_why = format!("{} sent bad data ({why})", peer.short());
+                    }
+                    download.on_failed(key, Failure::Corrupt);
+                }
+                Some(FromWriter::Failed(error)) => {
+                    break Err(format!("cannot write to the store: {error}"));
+                }
+                None => break Err("the writer stopped".into()),
+            },
+            Some(Event::Failed { key, peer, why }) = events.recv() => {
+                forwarders.remove(&key);
+                let _ = to_writer.send(ToWriter::Forget { key }).await;
+                download.on_failed(key, Failure::Gone);
+                tracing::debug!(blob = %hash, peer = %peer, why, "request failed");
+                last_why = format!("{} {why}", peer.short());
+                let count = failures.entry(peer).or_default();
+                *count += 1;
+                if *count >= PEER_FAILURES_MAX || links.get(&peer).is_none_or(|l| l.is_closed()) {
+                    download.remove_peer(peer);
+                    links.remove(&peer);
+                }
+            }
+            _ = refresh.tick() => {
+                add_holders(inner, &mut download, &mut links, hash, size).await;
+            }
+            _ = inner.shutdown.cancelled() => break Err("shutting down".into()),
+        }
+    };
+    for (_, (_, task)) in forwarders.drain() {
+        task.abort();
+    }
+    drop(to_writer);
+    let writer = writer_thread.await.map_err(|_| FetchError::Stopped)?;
+    match result {
+        Ok(()) => Ok(writer),
+        Err(detail) => {
+            let done = group_bytes(group_count(&writer.have()));
+            Err(FetchError::Stuck {
+                hash,
+                done,
+                size,
+                detail,
+            })
+        }
+    }
+}
+
+/// Asks the linked peers not in the download (and those holding part of
+/// the blob) what they hold now; adds those that can help. Returns whether
+/// any peer is usable.
+async fn add_holders(
+    inner: &Arc<Inner>,
+    download: &mut Download<NodeId>,
+    links: &mut HashMap<NodeId, Arc<PeerLink>>,
+    hash: Hash,
+    size: u64,
+) -> bool {
+    let candidates: Vec<Arc<PeerLink>> = inner.usable_links();
+    if candidates.is_empty() {
+        return download.usable_peers() > 0;
+    }
+    for (link, mut states) in ask_all(inner, &candidates, &[hash]).await {
+        let Some(state) = states.pop() else { continue };
+        if claimed_size(&state) != Some(size) {
+            continue;
+        }
+        if let Some(groups) = available(&state) {
+            download.add_peer(link.peer, groups);
+            links.insert(link.peer, link);
+        }
+    }
+    download.usable_peers() > 0
+}

@@ -1,0 +1,399 @@
+//! Replication of the store between neighbours: the tokio driver of the
+//! protocol in `fogwire-store-proto` (`docs/protocol/store.md` §6).
+//!
+//! Every link carries a STORE channel. On it this node answers what it
+//! has (complete blobs, and the verified part of blobs it is fetching),
+//! streams verified encodings of the chunk groups asked for, and answers
+//! for the feeds it holds; and it asks the same of its peers:
+//!
+//! - [`Replication::fetch`] gets a blob, or a whole object graph (a
+//!   directory) from its root, from whichever peers have it. A large blob
+//!   is split among all its holders at once, with work moving from slow
+//!   peers to fast ones; small blobs travel many to a message. Every
+//!   chunk group is verified before it is written; a peer caught lying is
+//!   dropped from downloads for a while, and the download goes on from the
+//!   others. An interrupted download resumes with what it has.
+//! - Feeds: a new root (published here or heard from a peer) is announced
+//!   to every neighbour once; a node that follows the feed takes it if it
+//!   is newer than its own and fetches what the new root needs.
+//! - Bytes served to and fetched from each peer are counted.
+//!
+//! Blocking store work runs on tokio's blocking threads; every queue is
+//! bounded, and a slow peer stalls only its own link's channel.
+
+mod feeds;
+mod fetch;
+mod peer;
+mod serve;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use fogwire_identity::NodeId;
+use fogwire_link::LinkHandle;
+use fogwire_link::proto::{ChannelConfig, ChannelId};
+use fogwire_store::{FeedId, Hash, Store, StoreError};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::peer::PeerLink;
+
+/// The link channel replication runs on.
+pub const CHANNEL_STORE: ChannelId = ChannelId(0x0200);
+
+/// The link channels replication needs, to add to the link settings.
+pub fn link_channels() -> Vec<ChannelConfig> {
+    // Deep enough that a stream of chunk groups keeps a loopback or LAN
+    // link busy (several MiB in flight), bounded all the same.
+    vec![
+        ChannelConfig::new(CHANNEL_STORE)
+            .with_receive_window(8 * 1024 * 1024)
+            .with_send_queue_bytes_max(8 * 1024 * 1024),
+    ]
+}
+
+/// Peers whose counters are remembered; beyond, the least active go.
+const PEERS_REMEMBERED: usize = 4096;
+/// How long a peer caught sending bad data is left out of downloads.
+const PENALTY: Duration = Duration::from_secs(600);
+
+/// Settings of replication.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Requests for data one peer may have this node serve at once; more
+    /// are answered BUSY.
+    pub serve_per_peer: usize,
+    /// How long to wait for a peer's answer to what it has.
+    pub has_timeout: Duration,
+    /// A request that delivers nothing for this long is given up (its
+    /// chunk groups go to other peers).
+    pub stall_timeout: Duration,
+    /// Blobs of an object graph fetched at once.
+    pub fetch_parallel: usize,
+    /// How the chunk groups of one blob are spread over its holders.
+    pub download: fogwire_store_proto::download::Config,
+    /// How often followed feeds are checked with every neighbour, besides
+    /// the announcements that normally bring new roots at once.
+    pub feed_sync_interval: Duration,
+    /// Longest pause between attempts to fetch a followed feed's content.
+    pub feed_retry_max: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            serve_per_peer: 8,
+            has_timeout: Duration::from_secs(5),
+            stall_timeout: Duration::from_secs(10),
+            fetch_parallel: 4,
+            download: fogwire_store_proto::download::Config::default(),
+            feed_sync_interval: Duration::from_secs(60),
+            feed_retry_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why a fetch failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    #[error(
+        "no blob {hash} in this node's store, and no linked peer to fetch it from: link to a peer \
+         first (`fogwire peers connect`, or [[peers]] in the config)"
+    )]
+    NoPeers { hash: Hash },
+    #[error("none of the {asked} linked peers has blob {hash}")]
+    NotFound { hash: Hash, asked: usize },
+    #[error("no peer could prove the size of blob {hash}: {detail}")]
+    Size { hash: Hash, detail: String },
+    #[error(
+        "blob {hash}: {done} of {size} bytes fetched, then no peer could send more ({detail}); \
+         what arrived is kept, and fetching again resumes"
+    )]
+    Stuck {
+        hash: Hash,
+        done: u64,
+        size: u64,
+        detail: String,
+    },
+    #[error("object graph under {0} is deeper than {depth} levels", depth = fetch::DEPTH_MAX)]
+    TooDeep(Hash),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("replication is shutting down")]
+    Stopped,
+}
+
+/// How far a fetch has got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FetchProgress {
+    /// Bytes of blobs verified and stored (or found held).
+    pub done_bytes: u64,
+    /// Bytes known to be needed so far (grows as a graph is explored).
+    pub total_bytes: u64,
+    pub blobs: u64,
+}
+
+/// Called as a fetch progresses.
+pub type ProgressFn = Arc<dyn Fn(FetchProgress) + Send + Sync>;
+
+/// What a fetch did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchReport {
+    pub hash: Hash,
+    /// Size of the blob `hash` names.
+    pub size: u64,
+    /// Blobs of the graph (the root included), and their bytes.
+    pub blobs: u64,
+    pub bytes: u64,
+    /// Of those, fetched from peers (the rest were held already).
+    pub fetched_blobs: u64,
+    pub fetched_bytes: u64,
+    /// Bytes fetched from each peer.
+    pub from: Vec<(NodeId, u64)>,
+    /// Whether the root is an object graph (a directory).
+    pub directory: bool,
+}
+
+/// Replication counters of one peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerStats {
+    pub peer: NodeId,
+    pub linked: bool,
+    /// Encoded bytes (chunk groups and hash pairs) this node served it.
+    pub served_bytes: u64,
+    pub served_requests: u64,
+    /// Encoded bytes fetched from it.
+    pub fetched_bytes: u64,
+    /// Times it sent data that failed verification.
+    pub corrupt: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) served_bytes: AtomicU64,
+    pub(crate) served_requests: AtomicU64,
+    pub(crate) fetched_bytes: AtomicU64,
+    pub(crate) corrupt: AtomicU64,
+    penalised_until: Mutex<Option<Instant>>,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, value: u64) {
+        counter.fetch_add(value, Ordering::Relaxed);
+    }
+
+    fn penalised(&self, now: Instant) -> bool {
+        lock(&self.penalised_until).is_some_and(|until| until > now)
+    }
+}
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Arc<Store>,
+    pub(crate) config: Config,
+    links: Mutex<HashMap<NodeId, Arc<PeerLink>>>,
+    counters: Mutex<HashMap<NodeId, Arc<Counters>>>,
+    fetching: Mutex<HashMap<Hash, Arc<tokio::sync::Mutex<()>>>>,
+    pub(crate) feeds: feeds::FeedState,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+}
+
+impl Inner {
+    pub(crate) fn counters(&self, peer: NodeId) -> Arc<Counters> {
+        let mut counters = lock(&self.counters);
+        if !counters.contains_key(&peer) && counters.len() >= PEERS_REMEMBERED {
+            let links = lock(&self.links);
+            let quietest = counters
+                .iter()
+                .filter(|(id, _)| !links.contains_key(id))
+                .min_by_key(|(_, c)| {
+                    c.served_bytes.load(Ordering::Relaxed) + c.fetched_bytes.load(Ordering::Relaxed)
+                })
+                .map(|(id, _)| *id);
+            if let Some(quietest) = quietest {
+                counters.remove(&quietest);
+            }
+        }
+        counters.entry(peer).or_default().clone()
+    }
+
+    /// Links to peers that serve the store and are not being penalised.
+    pub(crate) fn usable_links(&self) -> Vec<Arc<PeerLink>> {
+        let now = Instant::now();
+        lock(&self.links)
+            .values()
+            .filter(|link| !link.is_closed() && !link.counters.penalised(now))
+            .cloned()
+            .collect()
+    }
+
+    pub(crate) fn all_links(&self) -> Vec<Arc<PeerLink>> {
+        lock(&self.links).values().cloned().collect()
+    }
+
+    /// Leaves `peer` out of downloads for a while: it sent bad data.
+    pub(crate) fn penalise(&self, peer: NodeId, why: &str) {
+        let counters = self.counters(peer);
+        Counters::add(&counters.corrupt, 1);
+        *lock(&counters.penalised_until) = Some(Instant::now() + PENALTY);
+        tracing::warn!(
+            peer = %peer,
+            why,
+            "peer sent data that fails verification: left out of downloads for {} minutes",
+            PENALTY.as_secs() / 60
+        );
+    }
+
+    /// One fetch per blob at a time: the second waits and then finds it.
+    pub(crate) fn fetch_lock(&self, hash: Hash) -> Arc<tokio::sync::Mutex<()>> {
+        let mut fetching = lock(&self.fetching);
+        // Forget locks nobody holds or waits for.
+        fetching.retain(|_, lock| Arc::strong_count(lock) > 1);
+        fetching.entry(hash).or_default().clone()
+    }
+
+    /// Runs blocking store work off the async threads.
+    pub(crate) async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, FetchError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || work(&store))
+            .await
+            .map_err(|_| FetchError::Stopped)?
+            .map_err(FetchError::Store)
+    }
+}
+
+/// Replication of one node's store. Cheap to clone.
+#[derive(Clone)]
+pub struct Replication {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Replication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replication").finish_non_exhaustive()
+    }
+}
+
+impl Replication {
+    /// Starts replication of `store` (and the periodic feed check).
+    pub fn start(store: Arc<Store>, config: Config) -> Replication {
+        let inner = Arc::new(Inner {
+            store,
+            config,
+            links: Mutex::default(),
+            counters: Mutex::default(),
+            fetching: Mutex::default(),
+            feeds: feeds::FeedState::default(),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        });
+        inner.tasks.spawn(feeds::periodic(inner.clone()));
+        Replication { inner }
+    }
+
+    /// A link came up: serve and ask on its STORE channel, if the peer has
+    /// one.
+    pub fn link_up(&self, link: LinkHandle) {
+        if !link.peer_channels().contains(&CHANNEL_STORE) {
+            tracing::debug!(peer = %link.peer(), "peer does not replicate the store");
+            return;
+        }
+        let (Some(sender), Some(receiver)) = (
+            link.sender(CHANNEL_STORE),
+            link.take_receiver(CHANNEL_STORE),
+        ) else {
+            return;
+        };
+        let peer = link.peer();
+        let counters = self.inner.counters(peer);
+        let peer_link = Arc::new(PeerLink::new(
+            link,
+            sender,
+            counters,
+            self.inner.shutdown.child_token(),
+        ));
+        if let Some(old) = lock(&self.inner.links).insert(peer, peer_link.clone()) {
+            old.close();
+        }
+        self.inner
+            .tasks
+            .spawn(peer::run(self.inner.clone(), peer_link.clone(), receiver));
+        self.inner
+            .tasks
+            .spawn(feeds::on_link_up(self.inner.clone(), peer_link));
+    }
+
+    /// The link `link_id` to `peer` is gone.
+    pub fn link_down(&self, peer: NodeId, link_id: u64) {
+        let mut links = lock(&self.inner.links);
+        if links.get(&peer).is_some_and(|link| link.link_id == link_id)
+            && let Some(link) = links.remove(&peer)
+        {
+            link.close();
+        }
+    }
+
+    /// Gets `hash` from the peers that have it, verified, into the store;
+    /// if it is the root of an object graph (a directory), everything
+    /// below it too, fetching only what is missing. With `tag`, pins the
+    /// root once everything is in.
+    pub async fn fetch(
+        &self,
+        hash: Hash,
+        tag: Option<String>,
+        progress: Option<ProgressFn>,
+    ) -> Result<FetchReport, FetchError> {
+        fetch::fetch(&self.inner, hash, tag, progress).await
+    }
+
+    /// Tells every neighbour about a root this node just published.
+    pub async fn announce(&self, root: Vec<u8>) {
+        feeds::announce(&self.inner, bytes::Bytes::from(root), None).await;
+    }
+
+    /// Checks a feed with every neighbour now, and fetches what its
+    /// newest root needs (in the background).
+    pub fn sync_feed(&self, feed: FeedId) {
+        feeds::spawn_sync(&self.inner, feed);
+    }
+
+    /// Counters of every peer met.
+    pub fn peers(&self) -> Vec<PeerStats> {
+        let links: Vec<NodeId> = lock(&self.inner.links).keys().copied().collect();
+        let mut out: Vec<PeerStats> = lock(&self.inner.counters)
+            .iter()
+            .map(|(peer, c)| PeerStats {
+                peer: *peer,
+                linked: links.contains(peer),
+                served_bytes: c.served_bytes.load(Ordering::Relaxed),
+                served_requests: c.served_requests.load(Ordering::Relaxed),
+                fetched_bytes: c.fetched_bytes.load(Ordering::Relaxed),
+                corrupt: c.corrupt.load(Ordering::Relaxed),
+            })
+            .collect();
+        out.sort_by_key(|stats| stats.peer);
+        out
+    }
+
+    /// Stops serving and fetching.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        for link in self.inner.all_links() {
+            link.close();
+        }
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+}
