@@ -312,6 +312,9 @@ impl Message {
                 Message::FeedRoot { id, root }
             }
             TYPE_ANNOUNCE => {
+                if id != 0 {
+                    return Err(MessageError::Malformed("an announcement's request id is 0"));
+                }
                 let start = reader.position;
                 reader.take(FEED_ROOT_LEN)?;
                 Message::Announce {
