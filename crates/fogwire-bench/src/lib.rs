@@ -11,3 +11,4 @@ pub mod link;
 pub mod route;
 pub mod routing;
 pub mod store;
+pub mod transfer;

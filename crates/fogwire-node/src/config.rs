@@ -81,6 +81,8 @@ pub struct StoreSection {
     pub cache_bytes_max: u64,
     /// Wait for a blob's bytes to reach the disk before an add completes.
     pub sync_on_add: bool,
+    /// Most bytes per second served to peers, all together (0: no cap).
+    pub serve_bytes_per_sec_max: u64,
 }
 
 impl Default for StoreSection {
@@ -89,6 +91,7 @@ impl Default for StoreSection {
         Self {
             cache_bytes_max: defaults.cache_bytes_max,
             sync_on_add: defaults.sync_on_add,
+            serve_bytes_per_sec_max: 0,
         }
     }
 }
@@ -533,6 +536,9 @@ listen = "{link_listen}"
 # they are synced in the background (a killed node loses nothing; a power
 # loss is caught by verification on read).
 # sync_on_add = false
+# Most bytes per second this node serves to peers fetching from it, all
+# together; 0 is no cap.
+# serve_bytes_per_sec_max = 0
 
 [api]
 # The local control API (HTTP + JSON, used by the fogwire CLI). It must be a

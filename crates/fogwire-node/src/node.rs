@@ -76,6 +76,7 @@ pub struct NodeOptions {
     /// node (tests, the demo).
     pub store_dir: Option<std::path::PathBuf>,
     pub store: fogwire_store::Config,
+    pub replication: fogwire_replicate::Config,
 }
 
 impl NodeOptions {
@@ -107,6 +108,10 @@ impl NodeOptions {
             store: fogwire_store::Config {
                 cache_bytes_max: config.store.cache_bytes_max,
                 sync_on_add: config.store.sync_on_add,
+            },
+            replication: fogwire_replicate::Config {
+                serve_bytes_per_sec_max: config.store.serve_bytes_per_sec_max,
+                ..fogwire_replicate::Config::default()
             },
         }
     }
@@ -278,10 +283,8 @@ impl Node {
         .await
         .map_err(|e| NodeError::TempStore(std::io::Error::other(e.to_string())))??;
         let store = Arc::new(store);
-        let replication = fogwire_replicate::Replication::start(
-            store.clone(),
-            fogwire_replicate::Config::default(),
-        );
+        let replication =
+            fogwire_replicate::Replication::start(store.clone(), options.replication.clone());
         let handshake_permits = Arc::new(Semaphore::new(options.max_pending_handshakes));
         let state = Arc::new(Mutex::new(State {
             available_handshake_permits: Some(handshake_permits.clone()),

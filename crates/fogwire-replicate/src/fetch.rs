@@ -23,7 +23,7 @@ use fogwire_store::object::{self, EntryType, Node};
 use fogwire_store::{Hash, PartialWriter, StoreError};
 use fogwire_store_proto::download::{Action, Download, Failure};
 use fogwire_store_proto::message::{
-    GET_ITEMS_MAX, GetItem, Groups, HAS_MAX, HaveState, Message as StoreMessage, group_count,
+    GET_ITEMS_MAX, GetItem, Groups, HAS_MAX, HaveState, Message as StoreMessage, group_count, runs,
 };
 use fogwire_store_proto::stream::{ItemDecoder, Verified, all_groups};
 use tokio::sync::mpsc;
@@ -619,6 +619,8 @@ async fn fetch_blob(
     let mut writer = inner
         .blocking(move |store| store.begin_partial(hash, size))
         .await?;
+    // What an earlier, interrupted download left.
+    let resumed = groups_bytes(&writer.have(), size);
     let writer = tokio::task::spawn_blocking(move || {
         for item in verified {
             match item {
@@ -637,16 +639,16 @@ async fn fetch_blob(
         path: inner.store.root().join("partial"),
         source,
     })?;
-    let held_before = group_count(&writer.have());
-    let resumed = (held_before * 16 * 1024).min(size);
-    reporter.update(|tally| tally.progress.done_bytes += resumed);
+    // The probe's group counts as fetched, and as progress.
+    let held = groups_bytes(&writer.have(), size);
+    reporter.update(|tally| tally.progress.done_bytes += held);
     let peers: Vec<(Arc<PeerLink>, Option<Groups>)> = holders
         .into_iter()
         .filter(|(_, state)| claimed_size(state) == Some(size))
         .filter_map(|(link, state)| available(&state).map(|groups| (link, groups)))
         .collect();
     let writer = download(inner, writer, peers, reporter).await?;
-    let fetched = size.saturating_sub(held_before * 16 * 1024).min(size);
+    let fetched = size - resumed;
     inner
         .blocking(move |store| store.finish_partial(writer, None))
         .await?;
@@ -659,12 +661,31 @@ async fn fetch_blob(
     Ok(size)
 }
 
+/// Bytes of a blob of `size` in chunk groups `groups`.
+fn groups_bytes(groups: &Groups, size: u64) -> u64 {
+    let group = CHUNK_GROUP_BYTES as u64;
+    runs(groups)
+        .into_iter()
+        .map(|(start, end)| (end * group).min(size).saturating_sub(start * group))
+        .sum()
+}
+
+/// Answers on their way to the writer, in arrival order.
 enum ToWriter {
-    Start { key: u64, groups: Groups },
     Data { key: u64, bytes: Bytes },
     Done { key: u64 },
+}
+
+/// What the download tells the writer about requests. A list it reads
+/// before each answer rather than a queue the download could wait on, so
+/// that the download never waits for the writer while the writer waits
+/// for the download. Bounded by the requests in flight.
+enum Control {
+    Start { key: u64, groups: Groups },
     Forget { key: u64 },
 }
+
+type Controls = Arc<std::sync::Mutex<Vec<Control>>>;
 
 enum FromWriter {
     Verified {
@@ -683,28 +704,53 @@ enum FromWriter {
 }
 
 enum Event {
-    Failed { key: u64, peer: NodeId, why: String },
+    Failed {
+        key: u64,
+        peer: NodeId,
+        why: String,
+    },
+    /// Who holds the blob now (the answers of a HAS to every neighbour).
+    Holders(Vec<(Arc<PeerLink>, HaveState)>),
+}
+
+/// Asks every usable neighbour what it holds of `hash`, in a task of its
+/// own: answers come through the same links as the download's data, so
+/// the download must keep taking data while it waits for them.
+fn spawn_ask(inner: &Arc<Inner>, hash: Hash, events: mpsc::Sender<Event>) {
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        let candidates = inner.usable_links();
+        let answers = ask_all(&inner, &candidates, &[hash]).await;
+        let holders = answers
+            .into_iter()
+            .filter_map(|(link, mut states)| states.pop().map(|state| (link, state)))
+            .collect();
+        let _ = events.send(Event::Holders(holders)).await;
+    });
 }
 
 /// Verifies answers and writes them, in arrival order, on a blocking
 /// thread; returns the writer when the download lets go.
 fn write_loop(
     mut writer: PartialWriter,
+    controls: Controls,
     mut inputs: mpsc::Receiver<ToWriter>,
     outputs: mpsc::Sender<FromWriter>,
 ) -> PartialWriter {
     let (hash, size) = (writer.hash(), writer.size());
     let mut decoders: HashMap<u64, ItemDecoder> = HashMap::new();
     while let Some(input) = inputs.blocking_recv() {
+        for control in lock(&controls).drain(..) {
+            match control {
+                Control::Start { key, groups } => {
+                    decoders.insert(key, ItemDecoder::new(hash, size, &groups));
+                }
+                Control::Forget { key } => {
+                    decoders.remove(&key);
+                }
+            }
+        }
         let output = match input {
-            ToWriter::Start { key, groups } => {
-                decoders.insert(key, ItemDecoder::new(hash, size, &groups));
-                continue;
-            }
-            ToWriter::Forget { key } => {
-                decoders.remove(&key);
-                continue;
-            }
             ToWriter::Done { key } => match decoders.remove(&key) {
                 Some(decoder) if decoder.is_done() => FromWriter::Finished { key },
                 Some(decoder) => FromWriter::Bad {
@@ -812,16 +858,20 @@ async fn download(
     }
     let (to_writer, writer_inputs) = mpsc::channel(WRITER_QUEUE);
     let (writer_outputs, mut from_writer) = mpsc::channel(WRITER_QUEUE);
-    let writer_thread =
-        tokio::task::spawn_blocking(move || write_loop(writer, writer_inputs, writer_outputs));
+    let controls = Controls::default();
+    let writer_controls = controls.clone();
+    let writer_thread = tokio::task::spawn_blocking(move || {
+        write_loop(writer, writer_controls, writer_inputs, writer_outputs)
+    });
     let (events_sender, mut events) = mpsc::channel(256);
     let mut forwarders: HashMap<u64, (NodeId, tokio::task::AbortHandle)> = HashMap::new();
     let mut failures: HashMap<NodeId, u32> = HashMap::new();
     let mut refresh = tokio::time::interval(REFRESH);
     refresh.tick().await;
     let mut last_progress = Instant::now();
+    // A HAS to every neighbour is out; its last answer found nobody.
+    let (mut asking, mut found_nobody) = (false, false);
     let mut last_why = String::from("no holder left");
-    let group_bytes = |groups: u64| (groups * 16 * 1024).min(size);
     let result = loop {
         let now = Instant::now();
         while let Some(action) = download.poll_action(now) {
@@ -831,16 +881,10 @@ async fn download(
                         download.remove_peer(peer);
                         continue;
                     };
-                    if to_writer
-                        .send(ToWriter::Start {
-                            key,
-                            groups: groups.clone(),
-                        })
-                        .await
-                        .is_err()
-                    {
-                        break;
-                    }
+                    lock(&controls).push(Control::Start {
+                        key,
+                        groups: groups.clone(),
+                    });
                     let request = link
                         .request(|id| StoreMessage::Get {
                             id,
@@ -868,19 +912,20 @@ async fn download(
                     if let Some((_, task)) = forwarders.remove(&key) {
                         task.abort();
                     }
-                    let _ = to_writer.send(ToWriter::Forget { key }).await;
+                    lock(&controls).push(Control::Forget { key });
                 }
             }
         }
         if download.is_complete() {
             break Ok(());
         }
-        if forwarders.is_empty() && download.usable_peers() == 0 {
+        if forwarders.is_empty() && download.usable_peers() == 0 && !asking {
             // Nobody left: ask around once more before giving up.
-            if !add_holders(inner, &mut download, &mut links, hash, size).await {
+            if found_nobody {
                 break Err(last_why.clone());
             }
-            continue;
+            asking = true;
+            spawn_ask(inner, hash, events_sender.clone());
         }
         if last_progress.elapsed() > 3 * inner.config.stall_timeout {
             break Err(format!(
@@ -891,13 +936,12 @@ async fn download(
         tokio::select! {
             output = from_writer.recv() => match output {
                 Some(FromWriter::Verified { key, groups }) => {
-                    let before = group_count(download.have());
+                    let new = groups_bytes(&(&groups - download.have()), size);
                     download.on_verified(key, &groups);
-                    let after = group_count(download.have());
                     last_progress = Instant::now();
                     if let Some((peer, _)) = forwarders.get(&key) {
                         let peer = *peer;
-                        let delta = group_bytes(after) - group_bytes(before);
+                        let delta = new;
                         reporter.update(|tally| {
                             tally.progress.done_bytes += delta;
                             *tally.from.entry(peer).or_default() += delta;
@@ -921,21 +965,39 @@ async fn download(
                 }
                 None => break Err("the writer stopped".into()),
             },
-            Some(Event::Failed { key, peer, why }) = events.recv() => {
-                forwarders.remove(&key);
-                let _ = to_writer.send(ToWriter::Forget { key }).await;
-                download.on_failed(key, Failure::Gone);
-                tracing::debug!(blob = %hash, peer = %peer, why, "request failed");
-                last_why = format!("{} {why}", peer.short());
-                let count = failures.entry(peer).or_default();
-                *count += 1;
-                if *count >= PEER_FAILURES_MAX || links.get(&peer).is_none_or(|l| l.is_closed()) {
-                    download.remove_peer(peer);
-                    links.remove(&peer);
+            event = events.recv() => match event {
+                Some(Event::Failed { key, peer, why }) => {
+                    // What it sent before failing is still written (and
+                    // counts): its decoder stays until the download ends.
+                    forwarders.remove(&key);
+                    download.on_failed(key, Failure::Gone);
+                    tracing::debug!(blob = %hash, peer = %peer, why, "request failed");
+                    last_why = format!("{} {why}", peer.short());
+                    let count = failures.entry(peer).or_default();
+                    *count += 1;
+                    if *count >= PEER_FAILURES_MAX || links.get(&peer).is_none_or(|l| l.is_closed()) {
+                        download.remove_peer(peer);
+                        links.remove(&peer);
+                    }
                 }
-            }
-            _ = refresh.tick() => {
-                add_holders(inner, &mut download, &mut links, hash, size).await;
+                Some(Event::Holders(holders)) => {
+                    asking = false;
+                    for (link, state) in holders {
+                        if claimed_size(&state) != Some(size) {
+                            continue;
+                        }
+                        if let Some(groups) = available(&state) {
+                            download.add_peer(link.peer, groups);
+                            links.insert(link.peer, link);
+                        }
+                    }
+                    found_nobody = download.usable_peers() == 0;
+                }
+                None => break Err("the download's events stopped".into()),
+            },
+            _ = refresh.tick(), if !asking => {
+                asking = true;
+                spawn_ask(inner, hash, events_sender.clone());
             }
             _ = inner.shutdown.cancelled() => break Err("shutting down".into()),
         }
@@ -948,7 +1010,7 @@ async fn download(
     match result {
         Ok(()) => Ok(writer),
         Err(detail) => {
-            let done = group_bytes(group_count(&writer.have()));
+            let done = groups_bytes(&writer.have(), size);
             Err(FetchError::Stuck {
                 hash,
                 done,
@@ -957,31 +1019,4 @@ async fn download(
             })
         }
     }
-}
-
-/// Asks the linked peers not in the download (and those holding part of
-/// the blob) what they hold now; adds those that can help. Returns whether
-/// any peer is usable.
-async fn add_holders(
-    inner: &Arc<Inner>,
-    download: &mut Download<NodeId>,
-    links: &mut HashMap<NodeId, Arc<PeerLink>>,
-    hash: Hash,
-    size: u64,
-) -> bool {
-    let candidates: Vec<Arc<PeerLink>> = inner.usable_links();
-    if candidates.is_empty() {
-        return download.usable_peers() > 0;
-    }
-    for (link, mut states) in ask_all(inner, &candidates, &[hash]).await {
-        let Some(state) = states.pop() else { continue };
-        if claimed_size(&state) != Some(size) {
-            continue;
-        }
-        if let Some(groups) = available(&state) {
-            download.add_peer(link.peer, groups);
-            links.insert(link.peer, link);
-        }
-    }
-    download.usable_peers() > 0
 }

@@ -23,6 +23,7 @@
 
 mod feeds;
 mod fetch;
+mod limit;
 mod peer;
 mod serve;
 
@@ -79,6 +80,8 @@ pub struct Config {
     pub feed_sync_interval: Duration,
     /// Longest pause between attempts to fetch a followed feed's content.
     pub feed_retry_max: Duration,
+    /// Most bytes per second served to all peers together (0: no cap).
+    pub serve_bytes_per_sec_max: u64,
 }
 
 impl Default for Config {
@@ -91,6 +94,7 @@ impl Default for Config {
             download: fogwire_store_proto::download::Config::default(),
             feed_sync_interval: Duration::from_secs(60),
             feed_retry_max: Duration::from_secs(30),
+            serve_bytes_per_sec_max: 0,
         }
     }
 }
@@ -203,6 +207,7 @@ pub(crate) struct Inner {
     counters: Mutex<HashMap<NodeId, Arc<Counters>>>,
     fetching: Mutex<HashMap<Hash, Arc<tokio::sync::Mutex<()>>>>,
     pub(crate) feeds: feeds::FeedState,
+    pub(crate) limiter: Option<limit::Limiter>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
 }
@@ -291,6 +296,7 @@ impl Replication {
     pub fn start(store: Arc<Store>, config: Config) -> Replication {
         let inner = Arc::new(Inner {
             store,
+            limiter: limit::Limiter::new(config.serve_bytes_per_sec_max),
             config,
             links: Mutex::default(),
             counters: Mutex::default(),

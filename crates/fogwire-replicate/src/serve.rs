@@ -71,16 +71,14 @@ fn serve(
             return error(ERROR_NOT_HELD);
         }
         let mut encoder = ItemEncoder::new(item.hash, source.size(), &item.groups);
-        let mut out = BytesMut::with_capacity(2 * DATA_LEN_MAX);
         let header_item = index as u16;
-        while !encoder.is_done() || !out.is_empty() {
+        while !encoder.is_done() {
             if cancel.load(Ordering::Relaxed) {
                 return None;
             }
-            if out.len() < DATA_LEN_MAX
-                && !encoder.is_done()
-                && let Err(verify_error) = source.encode(&mut encoder, &mut out, DATA_LEN_MAX)
-            {
+            // Whole steps per message: the receiver checks them in place.
+            let mut body = BytesMut::with_capacity(DATA_LEN_MAX);
+            if let Err(verify_error) = source.encode(&mut encoder, &mut body, DATA_LEN_MAX) {
                 tracing::error!(
                     blob = %item.hash,
                     error = %verify_error,
@@ -88,9 +86,11 @@ fn serve(
                 );
                 return error(ERROR_CORRUPT);
             }
-            let body = out.split_to(out.len().min(DATA_LEN_MAX)).freeze();
             let len = body.len() as u64;
-            let message = LinkMessage::with_prefix(&data_header(id, header_item), body);
+            if let Some(limiter) = &inner.limiter {
+                limiter.take_blocking(len);
+            }
+            let message = LinkMessage::with_prefix(&data_header(id, header_item), body.freeze());
             if link.sender.blocking_send(message).is_err() {
                 return None;
             }

@@ -35,7 +35,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             request_groups: 256,
-            per_peer: 2,
+            per_peer: 4,
             steal_min_groups: 8,
         }
     }

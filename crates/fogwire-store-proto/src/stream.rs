@@ -104,7 +104,6 @@ fn steps(size: u64, groups: &Groups) -> VecDeque<Step> {
 pub struct ItemEncoder {
     steps: VecDeque<Step>,
     stack: Vec<blake3::Hash>,
-    buffer: Vec<u8>,
 }
 
 impl ItemEncoder {
@@ -112,7 +111,6 @@ impl ItemEncoder {
         Self {
             steps: steps(size, groups),
             stack: vec![root.into()],
-            buffer: vec![0u8; CHUNK_GROUP_BYTES],
         }
     }
 
@@ -120,19 +118,22 @@ impl ItemEncoder {
         self.steps.is_empty()
     }
 
-    /// Appends whole steps to `out` until it holds at least `target`
-    /// bytes (at most one chunk group more) or the encoding is complete.
+    /// Appends whole steps of the encoding to `out` while they fit in
+    /// `limit` bytes (at least one, if any is left), so that each message
+    /// a server sends holds whole hash pairs and chunk groups, which the
+    /// receiver checks where they lie.
     pub fn next<D: ReadAt, O: Outboard>(
         &mut self,
         data: &D,
         outboard: &O,
         out: &mut BytesMut,
-        target: usize,
+        limit: usize,
     ) -> Result<(), VerifyError> {
-        while out.len() < target {
-            let Some(step) = self.steps.pop_front() else {
+        while let Some(&step) = self.steps.front() {
+            if !out.is_empty() && out.len() + step.len() > limit {
                 break;
-            };
+            }
+            self.steps.pop_front();
             match step {
                 Step::Parent {
                     node,
@@ -170,12 +171,16 @@ impl ItemEncoder {
                         .stack
                         .pop()
                         .ok_or(VerifyError::CorruptOutboard { offset })?;
-                    let group = &mut self.buffer[..size];
-                    data.read_exact_at(offset, group)?;
-                    if hash_subtree(start_chunk, group, is_root) != expected {
+                    // Read straight into the message, checked there.
+                    let start = out.len();
+                    out.resize(start + size, 0);
+                    let group = &mut out[start..];
+                    let read = data.read_exact_at(offset, group);
+                    if read.is_err() || hash_subtree(start_chunk, group, is_root) != expected {
+                        out.truncate(start);
+                        read?;
                         return Err(VerifyError::Corrupt { offset });
                     }
-                    out.extend_from_slice(group);
                 }
             }
         }

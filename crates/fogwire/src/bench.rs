@@ -19,6 +19,31 @@ pub enum Command {
     /// Adding a file to the store beside `b3sum --num-threads 1` on the
     /// same file, and reading it back verified.
     Store(StoreArgs),
+    /// Replication on loopback: a blob fetched from one peer beside a bare
+    /// link, and from three rate-capped peers beside one such peer.
+    Transfer(TransferArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TransferArgs {
+    /// Size of the blob fetched from one peer (K, M, G: binary).
+    #[arg(long, default_value = "1G", value_parser = crate::route::parse_size)]
+    size: u64,
+    /// Size of the blob fetched from capped peers.
+    #[arg(long, default_value = "256M", value_parser = crate::route::parse_size)]
+    capped_size: u64,
+    /// Each capped peer's cap, per second.
+    #[arg(long, default_value = "64M", value_parser = crate::route::parse_size)]
+    cap: u64,
+    /// Rounds of every measurement; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Directory for the test files and stores (default: the system's).
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -96,7 +121,96 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Route(args) => streams(args).await,
         Command::Paths(args) => paths(args).await,
         Command::Store(args) => store(args).await,
+        Command::Transfer(args) => transfer(args).await,
     }
+}
+
+async fn transfer(args: TransferArgs) -> anyhow::Result<()> {
+    use fogwire_bench::transfer::{Options as TransferOptions, Step as TransferStep};
+    debug_warning("transfer");
+    let options = TransferOptions {
+        blob_bytes: args.size.max(1),
+        capped_bytes: args.capped_size.max(1),
+        cap_bytes_per_sec: args.cap.max(1),
+        rounds: args.rounds.clamp(1, 100),
+        dir: args.dir.unwrap_or_else(std::env::temp_dir),
+        ..TransferOptions::default()
+    };
+    let quiet = args.json;
+    let report = tokio::task::spawn_blocking(move || {
+        fogwire_bench::transfer::run(&options, |step| {
+            if quiet {
+                return;
+            }
+            let what = match step {
+                TransferStep::Writing => "writing the test files".to_owned(),
+                TransferStep::Starting => "starting the nodes, seeding".to_owned(),
+                TransferStep::Link { round } => format!("round {}: bare link", round + 1),
+                TransferStep::Copy { round } => format!("round {}: copying the file", round + 1),
+                TransferStep::OnePeer { round } => {
+                    format!("round {}: fetch from one peer", round + 1)
+                }
+                TransferStep::CappedOne { round } => {
+                    format!("round {}: fetch from one capped peer", round + 1)
+                }
+                TransferStep::CappedThree { round } => {
+                    format!("round {}: fetch from three capped peers", round + 1)
+                }
+            };
+            eprint!("\r\x1b[K  {what}…");
+            let _ = std::io::stderr().flush();
+        })
+    })
+    .await??;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    eprint!("\r\x1b[K");
+    println!(
+        "replication on loopback, every node on one core's runtime; medians of {} rounds",
+        report.rounds
+    );
+    println!(
+        "baselines, same run: one bare link between two nodes, 64 KiB messages: {}; \
+         copying the blob's file to a new file (writing that many new bytes here): {}\n",
+        rate(report.link_bytes_per_sec),
+        rate(report.copy_bytes_per_sec)
+    );
+    println!("{:<52} {:>13}  {:>8}", "", "SPEED", "RATIO");
+    println!(
+        "{:<52} {:>13}  {:>7.2}×  (of the bare link; {:.2}× of the copy)",
+        format!(
+            "fetch a {} blob from one peer",
+            format_bytes(report.blob_bytes)
+        ),
+        rate(report.one_peer_bytes_per_sec),
+        report.one_peer_to_link,
+        report.one_peer_to_copy
+    );
+    println!(
+        "{:<52} {:>13}  {:>8}",
+        format!(
+            "fetch {} from 1 peer capped at {}",
+            format_bytes(report.capped_bytes),
+            rate(report.cap_bytes_per_sec as f64)
+        ),
+        rate(report.capped_one_bytes_per_sec),
+        "1.00×"
+    );
+    println!(
+        "{:<52} {:>13}  {:>7.2}×  (of one capped peer)",
+        "the same from 3 such peers at once",
+        rate(report.capped_three_bytes_per_sec),
+        report.three_to_one
+    );
+    let shares: Vec<String> = report
+        .capped_three_shares
+        .iter()
+        .map(|bytes| format_bytes(*bytes))
+        .collect();
+    println!("  bytes from each of the three: {}", shares.join(", "));
+    Ok(())
 }
 
 async fn store(args: StoreArgs) -> anyhow::Result<()> {

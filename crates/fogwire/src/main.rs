@@ -2,6 +2,13 @@
 //! and calling into the library crates that do the work.
 
 mod bench;
+
+/// A node moves bulk data through buffers that live a while (link queues,
+/// chunk groups on their way to disk); glibc's allocator then keeps
+/// returning memory to the kernel and faulting it back in, page by page.
+/// mimalloc reuses it, which makes transfers measurably cheaper.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod control;
 mod demo;
 mod feed;
