@@ -105,7 +105,7 @@ impl Default for Config {
 pub enum FetchError {
     #[error(
         "no blob {hash} in this node's store, and no linked peer to fetch it from: link to a peer \
-         first (`fogwire peers connect`, or [[peers]] in the config)"
+         first (`fogwire connect <node-id>@<host:port>`, or `peers` in fogwire.toml)"
     )]
     NoPeers { hash: Hash },
     #[error("none of the {asked} linked peers has blob {hash}")]

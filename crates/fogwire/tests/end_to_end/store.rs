@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use fogwire_node::api::{BlobInfo, StoreStat};
 
-use crate::harness::{TestNode, stderr, stdout};
+use crate::harness::{TestNode, stderr, stdout, wait_until};
 
 fn pattern(len: usize, seed: u64) -> Vec<u8> {
     let mut state = seed | 1;
@@ -252,4 +252,116 @@ fn check_store(node: &TestNode, scratch: &Path, completed: &[String]) {
         assert!(got.status.success(), "{}: {}", blob.hash, stderr(&got));
         assert_eq!(hash_of(&std::fs::read(&out).unwrap()), blob.hash);
     }
+}
+
+#[test]
+fn a_file_added_on_one_node_is_fetched_by_another_byte_for_byte() {
+    let seed = TestNode::start("");
+    let fetcher = TestNode::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let data = pattern(20_000_000, 77);
+    let input = dir.path().join("input");
+    std::fs::write(&input, &data).unwrap();
+    let added = seed.cli(&["store", "add", input.to_str().unwrap()]);
+    assert!(added.status.success(), "{}", stderr(&added));
+    let hash = hash_of(&data);
+    // Not linked yet: a clear error that says what to do.
+    let output = dir.path().join("output");
+    let lonely = fetcher.cli(&["store", "get", &hash, "-o", output.to_str().unwrap()]);
+    assert!(!lonely.status.success());
+    assert!(
+        stderr(&lonely).contains("fogwire connect"),
+        "{}",
+        stderr(&lonely)
+    );
+    let linked = fetcher.cli(&["connect", &seed.peer_addr()]);
+    assert!(linked.status.success(), "{}", stderr(&linked));
+    wait_until("the seed sees the link", || !seed.peers().is_empty());
+    let got = fetcher.cli(&["store", "get", &hash, "-o", output.to_str().unwrap()]);
+    assert!(got.status.success(), "{}", stderr(&got));
+    assert!(stderr(&got).contains("fetched 1 blob"), "{}", stderr(&got));
+    assert_eq!(std::fs::read(&output).unwrap(), data);
+    // The seed counted what it served to the fetcher.
+    let served: Vec<fogwire_node::api::StorePeer> = json(&seed.cli(&["store", "peers", "--json"]));
+    assert_eq!(served.len(), 1);
+    assert!(served[0].served_bytes >= data.len() as u64);
+}
+
+#[test]
+fn killing_a_node_in_the_middle_of_downloads_never_damages_its_store() {
+    let seed = TestNode::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<Vec<u8>> = (0..3)
+        .map(|index| pattern(40_000_000 + index * 1_000_003, index as u64 + 300))
+        .collect();
+    for (index, data) in files.iter().enumerate() {
+        let path = dir.path().join(format!("file{index}"));
+        std::fs::write(&path, data).unwrap();
+        let added = seed.cli(&["store", "add", path.to_str().unwrap()]);
+        assert!(added.status.success(), "{}", stderr(&added));
+    }
+    // The fetcher links to the seed by configuration, so that it links
+    // again after every restart.
+    let home = crate::harness::init_home("127.0.0.1:0");
+    let config = home.path().join("fogwire.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("peers = []", &format!("peers = [\"{}\"]", seed.peer_addr()));
+    std::fs::write(&config, text).unwrap();
+    let mut fetcher = TestNode::start_in(home);
+    let mut completed: Vec<String> = Vec::new();
+    let mut random = 0x9e37_79b9u64;
+    for round in 0..8 {
+        let data = &files[round % files.len()];
+        let hash = hash_of(data);
+        wait_until("the fetcher links to the seed", || {
+            !fetcher.peers().is_empty()
+        });
+        let out = dir.path().join(format!("out{round}"));
+        let getting = std::process::Command::new(crate::harness::BINARY)
+            .arg("--home")
+            .arg(fetcher.home())
+            .args(["store", "get", &hash, "-o", out.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        random ^= random << 13;
+        random ^= random >> 7;
+        random ^= random << 17;
+        // Kill once the download has begun writing, a random moment later.
+        let partial = fetcher.home().join("data/store/partial");
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(5)
+            && std::fs::read_dir(&partial).map_or(0, |dir| dir.count()) == 0
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(random % 150));
+        fetcher.stop("KILL");
+        let output = getting.wait_with_output().unwrap();
+        if output.status.success() {
+            completed.push(hash.clone());
+        }
+        let home = std::mem::replace(&mut fetcher.home, tempfile::tempdir().unwrap());
+        let _ = std::fs::remove_file(home.path().join("data/api.addr"));
+        fetcher = TestNode::start_in(home);
+        // Opens cleanly, holds every completed blob intact, serves nothing
+        // damaged.
+        check_store(&fetcher, dir.path(), &completed);
+    }
+    // And every download finishes in the end, resuming what it had.
+    wait_until("the fetcher links to the seed", || {
+        !fetcher.peers().is_empty()
+    });
+    for data in &files {
+        let out = dir.path().join("final");
+        let got = fetcher.cli(&["store", "get", &hash_of(data), "-o", out.to_str().unwrap()]);
+        assert!(got.status.success(), "{}", stderr(&got));
+        assert_eq!(&std::fs::read(&out).unwrap(), data);
+    }
+    eprintln!(
+        "{} of 8 downloads completed before their kill",
+        completed.len()
+    );
 }
