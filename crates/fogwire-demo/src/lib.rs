@@ -15,6 +15,7 @@
 mod network;
 mod render;
 pub mod routes;
+pub mod store;
 mod traffic;
 
 pub use network::{Network, NetworkError};
@@ -36,6 +37,9 @@ pub struct Options {
     pub refresh: Duration,
     /// Redraw in place (a terminal) or print each table below the last.
     pub redraw: bool,
+    /// Run the store stage (a directory published through a feed and
+    /// replicated by every other node).
+    pub store: bool,
     /// Run the routing stage (routes, pings, a stream, a relay killed).
     pub routes: bool,
     /// Bytes streamed over the 3-hop route while its relay dies.
@@ -50,6 +54,7 @@ impl Default for Options {
             bytes_per_sec_per_link: 256 * 1024,
             refresh: Duration::from_secs(1),
             redraw: true,
+            store: true,
             routes: true,
             stream_bytes: 256 * 1024 * 1024,
         }
@@ -67,6 +72,11 @@ pub struct Summary {
     /// Whether the stream over the 3-hop route arrived intact across its
     /// relay's death (none if that stage did not run).
     pub stream_intact: Option<bool>,
+    /// Followers that replicated the published directory, of how many
+    /// (none if that stage did not run), and whether one restored it
+    /// byte for byte.
+    pub replicated: Option<(usize, usize)>,
+    pub restored_intact: Option<bool>,
 }
 
 /// Why the demo stopped early.
@@ -110,8 +120,31 @@ pub async fn run(
         .map(|duration| tokio::time::Instant::now() + duration);
     tokio::pin!(interrupted);
     let mut interrupted_by_user = false;
+    let mut store_stage = None;
+    if options.store {
+        writeln!(
+            out,
+            "store: {} publishes a directory through a signed feed; every other node follows it…",
+            network.nodes()[0].name
+        )?;
+        out.flush()?;
+        let scratch = tempfile::Builder::new()
+            .prefix("fogwire-demo-site-")
+            .tempdir()
+            .map_err(NetworkError::TempDir)?;
+        let mut narrate = |line: &str| {
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        };
+        tokio::select! {
+            done = store::run(&network, 0, scratch.path(), &mut narrate) => {
+                store_stage = Some(done);
+            }
+            () = &mut interrupted => { interrupted_by_user = true; }
+        }
+    }
     let mut stage = None;
-    if options.routes && options.nodes >= 3 {
+    if options.routes && options.nodes >= 3 && !interrupted_by_user {
         writeln!(
             out,
             "routing: waiting for every node to learn the graph, then routes of 1, 2 and 3 hops…"
@@ -142,6 +175,7 @@ pub async fn run(
         let table = render_table(
             &network,
             &traffic,
+            store_stage.as_ref(),
             stage.as_ref(),
             &view,
             started.elapsed(),
@@ -176,6 +210,10 @@ pub async fn run(
         links_closed_cleanly,
         elapsed: started.elapsed(),
         stream_intact: stage.as_ref().and_then(|stage| stage.stream_intact),
+        replicated: store_stage
+            .as_ref()
+            .map(|stage| (stage.replicated, stage.followers)),
+        restored_intact: store_stage.as_ref().and_then(|stage| stage.restored_intact),
     };
     writeln!(
         out,

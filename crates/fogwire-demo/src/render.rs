@@ -5,6 +5,7 @@ use fogwire_route::Listing;
 
 use crate::Network;
 use crate::routes::RouteStage;
+use crate::store::StoreStage;
 use crate::traffic::Traffic;
 
 /// What the routing part of the table shows, read from the nodes just
@@ -44,6 +45,7 @@ fn format_rtt(rtt: Option<Duration>) -> String {
 pub fn render_table(
     network: &Network,
     traffic: &Traffic,
+    store: Option<&StoreStage>,
     stage: Option<&RouteStage>,
     view: &RouteView,
     elapsed: Duration,
@@ -132,6 +134,12 @@ pub fn render_table(
          Noise XX, ChaCha20-Poly1305)",
         format_bytes(traffic.bytes_delivered())
     );
+    if let Some(store) = store {
+        let _ = writeln!(out, "\nSTORE");
+        for line in &store.story {
+            let _ = writeln!(out, "{line}");
+        }
+    }
     if let Some(stage) = stage {
         render_routes(&mut out, network, stage, view);
     }

@@ -29,7 +29,7 @@ const SEEN_MAX: usize = 4096;
 /// Followed feeds checked with a new neighbour, at most.
 const FEEDS_ASKED_MAX: usize = 256;
 /// First pause before fetching a feed's content again.
-const RETRY_FIRST: Duration = Duration::from_millis(250);
+const RETRY_FIRST: Duration = Duration::from_millis(50);
 
 fn now_ms() -> u64 {
     SystemTime::now()

@@ -110,42 +110,56 @@ pub(crate) async fn fetch(
     let mut blobs = 1u64;
     let mut bytes = size;
     if size <= object::NODE_LEN_MAX as u64 {
-        let mut frontier = vec![(hash, 0usize)];
-        while let Some((node_hash, depth)) = frontier.pop() {
+        // First the object nodes, level by level (they are small, and say
+        // what else is needed); then every file at once, so that small
+        // ones travel many to a message and large ones side by side.
+        let mut level = vec![hash];
+        let mut files = Vec::new();
+        let mut depth = 0usize;
+        while !level.is_empty() {
             if depth > DEPTH_MAX {
                 return Err(FetchError::TooDeep(hash));
             }
-            let Some(node) = inner
-                .blocking(move |store| store.object(&node_hash))
-                .await?
-            else {
-                continue;
-            };
-            directory = true;
-            // (hash, is an object node, file bytes)
-            let children: Vec<(Hash, bool, u64)> = match node {
-                Node::Directory(entries) => entries
-                    .into_iter()
-                    .map(|e| match e.kind {
-                        EntryType::Directory => (e.hash, true, 0),
-                        EntryType::File => (e.hash, false, e.size),
+            let nodes = {
+                let level = std::mem::take(&mut level);
+                inner
+                    .blocking(move |store| {
+                        level
+                            .iter()
+                            .map(|node| store.object(node))
+                            .collect::<Result<Vec<_>, _>>()
                     })
-                    .collect(),
-                Node::Index(children) => children.into_iter().map(|c| (c.hash, true, 0)).collect(),
+                    .await?
             };
-            for (child, _, file_bytes) in &children {
-                protections.push(inner.store.protect(*child));
-                blobs += 1;
-                bytes += file_bytes;
-            }
-            let hashes: Vec<Hash> = children.iter().map(|(h, _, _)| *h).collect();
-            fetch_many(inner, hashes, &reporter).await?;
-            for (child, is_node, _) in children {
-                if is_node {
-                    frontier.push((child, depth + 1));
+            for node in nodes.into_iter().flatten() {
+                directory = true;
+                match node {
+                    Node::Directory(entries) => {
+                        for entry in entries {
+                            protections.push(inner.store.protect(entry.hash));
+                            blobs += 1;
+                            match entry.kind {
+                                EntryType::Directory => level.push(entry.hash),
+                                EntryType::File => {
+                                    bytes += entry.size;
+                                    files.push(entry.hash);
+                                }
+                            }
+                        }
+                    }
+                    Node::Index(children) => {
+                        for child in children {
+                            protections.push(inner.store.protect(child.hash));
+                            blobs += 1;
+                            level.push(child.hash);
+                        }
+                    }
                 }
             }
+            fetch_many(inner, level.clone(), &reporter).await?;
+            depth += 1;
         }
+        fetch_many(inner, files, &reporter).await?;
     }
     if let Some(tag) = &tag {
         let tag = tag.clone();
@@ -380,8 +394,9 @@ async fn fetch_batch(
         return Ok(batch.into_iter().map(|(h, _)| h).collect());
     };
     let mut receiving = BatchItem::new(&batch, &items, 0);
-    // Items before this one are stored.
+    // Items before this one are verified, their bytes here.
     let mut stored = 0usize;
+    let mut verified: Vec<Vec<u8>> = Vec::new();
     let stall = inner.config.stall_timeout;
     loop {
         let reply = match tokio::time::timeout(stall, pending.next()).await {
@@ -405,19 +420,7 @@ async fn fetch_batch(
                 short = true;
                 break;
             }
-            let blob = std::mem::take(&mut receiving.bytes);
-            let (hash, size) = batch[stored];
-            inner
-                .blocking(move |store| store.import_bytes(&blob, None))
-                .await?;
-            reporter.update(|tally| {
-                tally.progress.done_bytes += size;
-                tally.progress.blobs += 1;
-                tally.fetched_blobs += 1;
-                tally.fetched_bytes += size;
-                *tally.from.entry(link.peer).or_default() += size;
-            });
-            tracing::debug!(blob = %hash, peer = %link.peer, "fetched");
+            verified.push(std::mem::take(&mut receiving.bytes));
             stored += 1;
             if stored < batch.len() {
                 receiving = BatchItem::new(&batch, &items, stored);
@@ -443,6 +446,22 @@ async fn fetch_batch(
             inner.penalise(link.peer, &format!("blob {}: {error}", batch[stored].0));
             break;
         }
+    }
+    // Everything verified goes into the store in one commit.
+    if !verified.is_empty() {
+        let count = verified.len();
+        inner
+            .blocking(move |store| store.import_batch(&verified))
+            .await?;
+        let bytes: u64 = batch[..count].iter().map(|(_, size)| size).sum();
+        reporter.update(|tally| {
+            tally.progress.done_bytes += bytes;
+            tally.progress.blobs += count as u64;
+            tally.fetched_blobs += count as u64;
+            tally.fetched_bytes += bytes;
+            *tally.from.entry(link.peer).or_default() += bytes;
+        });
+        tracing::debug!(blobs = count, bytes, peer = %link.peer, "fetched a batch");
     }
     Ok(batch[stored..].iter().map(|(h, _)| *h).collect())
 }

@@ -96,6 +96,9 @@ pub struct Download<P: Ord + Copy> {
     peers: BTreeMap<P, Peer>,
     next_key: u64,
     actions: VecDeque<Action<P>>,
+    /// Some request's tail was given to another peer: requests may now
+    /// owe only groups someone else is fetching.
+    stolen: bool,
 }
 
 impl<P: Ord + Copy> Download<P> {
@@ -111,6 +114,7 @@ impl<P: Ord + Copy> Download<P> {
             peers: BTreeMap::new(),
             next_key: 1,
             actions: VecDeque::new(),
+            stolen: false,
         }
     }
 
@@ -185,13 +189,38 @@ impl<P: Ord + Copy> Download<P> {
             .map(|(key, _)| *key)
             .collect();
         for finished in finished {
-            if let Some(request) = self.requests.remove(&finished) {
-                self.release(request.peer);
-                self.actions.push_back(Action::Cancel {
-                    peer: request.peer,
-                    key: finished,
-                });
+            self.finish(finished);
+        }
+        // A victim of stealing that has sent everything but the stolen
+        // tail stops there: the thief is sending the tail, and the victim
+        // would only send it again. Oldest first, so that of two requests
+        // owing the same groups, one stays.
+        if self.stolen {
+            let keys: Vec<u64> = self.requests.keys().copied().collect();
+            for key in keys {
+                let Some(request) = self.requests.get(&key) else {
+                    continue;
+                };
+                let others = self
+                    .requests
+                    .iter()
+                    .filter(|(other, _)| **other != key)
+                    .fold(Groups::empty(), |acc, (_, r)| acc | &r.groups);
+                if (&(&request.groups - &self.have) - &others).is_empty() {
+                    self.finish(key);
+                }
             }
+        }
+    }
+
+    /// Request `key` needs nothing more: its peer is told to stop.
+    fn finish(&mut self, key: u64) {
+        if let Some(request) = self.requests.remove(&key) {
+            self.release(request.peer);
+            self.actions.push_back(Action::Cancel {
+                peer: request.peer,
+                key,
+            });
         }
     }
 
@@ -277,7 +306,10 @@ impl<P: Ord + Copy> Download<P> {
                 let groups = match first_run(&open, self.config.request_groups) {
                     Some(groups) => groups,
                     None => match self.steal(peer, rate, &available, now) {
-                        Some(groups) => groups,
+                        Some(groups) => {
+                            self.stolen = true;
+                            groups
+                        }
                         None => break,
                     },
                 };

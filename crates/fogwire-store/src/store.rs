@@ -466,6 +466,103 @@ impl Store {
             .and_then(|value| Entry::decode(value.value())))
     }
 
+    /// Adds many blobs held in memory (a directory's small files fetched
+    /// from a peer, say) with one commit for all of them: each is named
+    /// by its hash, stored inline or as files like any other, and either
+    /// all are committed or none.
+    pub fn import_batch(&self, blobs: &[Vec<u8>]) -> Result<Vec<Hash>, StoreError> {
+        let mut hashes = Vec::with_capacity(blobs.len());
+        let mut guards = Vec::with_capacity(blobs.len());
+        let mut entries: Vec<(Hash, u64, Option<&[u8]>)> = Vec::with_capacity(blobs.len());
+        let mut cleanup = TempFiles(Vec::new());
+        let mut dirs = std::collections::BTreeSet::new();
+        let mut synced_later = Vec::new();
+        for data in blobs {
+            let object = data.len() <= object::NODE_LEN_MAX && object::looks_like_object(data);
+            if data.len() as u64 <= INLINE_MAX || object {
+                let hash = Hash::of(data);
+                guards.push(self.protect(hash));
+                entries.push((hash, data.len() as u64, Some(data)));
+                hashes.push(hash);
+                continue;
+            }
+            let (tmp_data, tmp_outboard) = self.temp_paths();
+            cleanup.0.push(tmp_data.clone());
+            cleanup.0.push(tmp_outboard.clone());
+            let data_file = File::create(&tmp_data).map_err(StoreError::io(&tmp_data))?;
+            let outboard_file =
+                File::create(&tmp_outboard).map_err(StoreError::io(&tmp_outboard))?;
+            (&data_file)
+                .write_all(data)
+                .map_err(StoreError::io(&tmp_data))?;
+            let hash = bao::outboard_streaming(
+                &data[..],
+                data.len() as u64,
+                BufWriter::with_capacity(64 * 1024, &outboard_file),
+                |_| Ok(()),
+            )
+            .map_err(StoreError::io(&tmp_outboard))?;
+            outboard_file
+                .sync_all()
+                .map_err(StoreError::io(&tmp_outboard))?;
+            if self.config.sync_on_add {
+                data_file.sync_all().map_err(StoreError::io(&tmp_data))?;
+            } else {
+                synced_later.push(data_file);
+            }
+            guards.push(self.protect(hash));
+            if self.entry(&hash)?.is_none() {
+                let dir = self.blob_dir(&hash);
+                fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
+                let (data_path, outboard_path) = (self.data_path(&hash), self.outboard_path(&hash));
+                fs::rename(&tmp_outboard, &outboard_path)
+                    .map_err(StoreError::io(&outboard_path))?;
+                fs::rename(&tmp_data, &data_path).map_err(StoreError::io(&data_path))?;
+                dirs.insert(dir);
+            }
+            entries.push((hash, data.len() as u64, None));
+            hashes.push(hash);
+        }
+        for dir in &dirs {
+            sync_dir(dir).map_err(StoreError::io(dir))?;
+        }
+        let write = self.db.begin_write().map_err(|e| self.db_error(e))?;
+        {
+            let mut table = write.open_table(BLOBS).map_err(|e| self.db_error(e))?;
+            let mut inline = write.open_table(INLINE).map_err(|e| self.db_error(e))?;
+            for (hash, size, data) in &entries {
+                let entry = Entry {
+                    size: *size,
+                    location: if data.is_some() {
+                        Location::Inline
+                    } else {
+                        Location::File
+                    },
+                    last_used_ms: now_ms(),
+                };
+                table
+                    .insert(hash.as_bytes().as_slice(), entry.encode().as_slice())
+                    .map_err(|e| self.db_error(e))?;
+                if let Some(data) = data {
+                    inline
+                        .insert(hash.as_bytes().as_slice(), *data)
+                        .map_err(|e| self.db_error(e))?;
+                }
+            }
+        }
+        write.commit().map_err(|e| self.db_error(e))?;
+        drop(cleanup);
+        drop(guards);
+        if !synced_later.is_empty() {
+            std::thread::spawn(move || {
+                for file in synced_later {
+                    let _ = file.sync_data();
+                }
+            });
+        }
+        Ok(hashes)
+    }
+
     /// Adds bytes held in memory.
     pub fn import_bytes(&self, data: &[u8], tag: Option<&str>) -> Result<Hash, StoreError> {
         // Object nodes stay inline whatever their size (at most a few

@@ -19,6 +19,10 @@ pub struct Args {
     /// Skip the routing stage (routes, pings, the stream, the relay killed).
     #[arg(long)]
     no_routes: bool,
+    /// Skip the store stage (a directory published through a feed and
+    /// replicated by every other node).
+    #[arg(long)]
+    no_store: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -32,6 +36,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         bytes_per_sec_per_link: args.rate * 1024,
         refresh: Duration::from_secs(if stdout_is_terminal { 1 } else { 5 }),
         redraw: stdout_is_terminal,
+        store: !args.no_store,
         routes: !args.no_routes,
         stream_bytes: args.stream,
     };
@@ -40,6 +45,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let mut stdout = std::io::stdout();
     let summary = fogwire_demo::run(&options, &mut stdout, interrupted).await?;
+    if let Some((replicated, followers)) = summary.replicated
+        && (replicated < followers || summary.restored_intact != Some(true))
+    {
+        anyhow::bail!(
+            "only {replicated} of {followers} followers replicated the published directory intact"
+        );
+    }
     if summary.stream_intact == Some(false) {
         anyhow::bail!("the stream over the repaired route did not arrive intact");
     }

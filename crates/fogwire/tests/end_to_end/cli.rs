@@ -238,6 +238,10 @@ fn the_demo_runs_eight_linked_nodes_routes_repairs_and_exits_cleanly() {
     assert!(text.contains("moved the route to"), "{text}");
     assert!(text.contains("got every byte, in order, once"), "{text}");
     assert!(text.contains("ROUTE  PATH"), "{text}");
+    // The store stage: a directory published through a feed on n0 reaches
+    // every other node and comes back byte for byte.
+    assert!(text.contains("7 of 7 followers replicated it"), "{text}");
+    assert!(text.contains("restored it byte for byte"), "{text}");
     // Only the killed relay's links are down.
     let down = text
         .lines()
