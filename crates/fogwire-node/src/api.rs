@@ -275,6 +275,10 @@ pub struct StoreGetRequest {
     pub hash: String,
     /// An absolute path on the node's machine to write the blob to.
     pub path: String,
+    /// A node to fetch from over a route, besides the neighbours (its id,
+    /// or the start of one that names a single known node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
 }
 
 /// A line of the answers of `POST /v1/store/add` and `POST /v1/store/get`,
@@ -295,11 +299,22 @@ pub enum StoreLine {
     },
     /// What fetching from peers did.
     Fetched(FetchInfo),
+    /// A route opened to fetch from a node that is not a neighbour.
+    Route(StoreRouteInfo),
     /// A file added or written.
     Done(BlobInfo),
     /// A directory added or restored.
     Directory(DirectoryInfo),
     Error(String),
+}
+
+/// A route a fetch goes over.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreRouteInfo {
+    pub node: String,
+    /// Hops after this node; the last is `node`.
+    pub path: Vec<String>,
+    pub setup_ms: f64,
 }
 
 /// What a fetch from peers did.

@@ -21,5 +21,5 @@ mod peer_addr;
 
 pub use backoff::Backoff;
 pub use config::{Config, ConfigError};
-pub use node::{Node, NodeError, NodeEvent, NodeOptions};
+pub use node::{Node, NodeError, NodeEvent, NodeOptions, StoreRoute, StoreRouteError};
 pub use peer_addr::{ParsePeerAddrError, PeerAddr};

@@ -124,6 +124,37 @@ impl NodeOptions {
     }
 }
 
+/// Why a store route to a node could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreRouteError {
+    #[error("no route to {node} for the store: {source}")]
+    Route {
+        node: NodeId,
+        #[source]
+        source: fogwire_route::RouteError,
+    },
+    #[error(transparent)]
+    Refused(#[from] fogwire_replicate::RouteRefused),
+}
+
+/// A route to a far node whose store this node replicates with (fetches
+/// ask it too) until [`StoreRoute::close`].
+#[derive(Debug)]
+pub struct StoreRoute {
+    pub route: fogwire_route::Opened,
+    peer: fogwire_replicate::RoutePeer,
+    routing: Routing,
+}
+
+impl StoreRoute {
+    /// Ends replication over the route and closes the route.
+    pub async fn close(self) {
+        self.peer.close();
+        let _ = self.routing.close(self.route.route).await;
+    }
+}
+
 /// Why a node operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -319,10 +350,70 @@ impl Node {
             "node started"
         );
         node.inner.tasks.spawn(node.clone().accept_loop(listener));
+        node.inner
+            .tasks
+            .spawn(node.clone().serve_store_over_routes());
         for peer in options.peers {
             node.want(peer);
         }
         Ok(node)
+    }
+
+    /// Nodes further away fetch from this one over routes: streams to
+    /// the `store` service replicate like a link.
+    async fn serve_store_over_routes(self) {
+        let mut incoming = self.inner.routing.serve(fogwire_replicate::STORE_SERVICE);
+        loop {
+            let stream = tokio::select! {
+                stream = incoming.recv() => stream,
+                () = self.inner.shutdown.cancelled() => None,
+            };
+            let Some(stream) = stream else { break };
+            let peer = stream.peer();
+            if let Err(refused) = self.inner.replication.route_up(stream) {
+                tracing::debug!(%peer, %refused, "store stream over a route refused");
+            }
+        }
+    }
+
+    /// Opens a route to `node` and replicates with its store over a
+    /// stream to its `store` service, so fetches ask it too. None when
+    /// `node` is already a replicating neighbour (its link serves).
+    pub async fn store_route(&self, node: NodeId) -> Result<Option<StoreRoute>, StoreRouteError> {
+        if self.inner.replication.is_peer(node) {
+            return Ok(None);
+        }
+        let routing = self.inner.routing.clone();
+        let route_error = |source| StoreRouteError::Route { node, source };
+        let opened = routing
+            .open(node, fogwire_route::Constraints::default())
+            .await
+            .map_err(route_error)?;
+        let stream = match routing
+            .connect(opened.route, fogwire_replicate::STORE_SERVICE)
+            .await
+        {
+            Ok(stream) => stream,
+            Err(source) => {
+                let _ = routing.close(opened.route).await;
+                return Err(route_error(source));
+            }
+        };
+        match self.inner.replication.route_up(stream) {
+            Ok(peer) => Ok(Some(StoreRoute {
+                route: opened,
+                peer,
+                routing,
+            })),
+            Err(fogwire_replicate::RouteRefused::Neighbour(_)) => {
+                let _ = routing.close(opened.route).await;
+                Ok(None)
+            }
+            Err(refused) => {
+                let _ = routing.close(opened.route).await;
+                Err(refused.into())
+            }
+        }
     }
 
     pub fn node_id(&self) -> NodeId {

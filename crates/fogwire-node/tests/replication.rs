@@ -594,3 +594,98 @@ fn now_ms() -> u64 {
         .unwrap()
         .as_millis() as u64
 }
+
+/// Waits until `node` knows a path to `to` (adverts flooded).
+async fn knows_the_way(node: &Node, to: NodeId) {
+    let started = Instant::now();
+    loop {
+        let nodes = node.routing().nodes().await.unwrap();
+        let edges: usize = nodes.iter().map(|n| n.advert.links.len()).sum();
+        if nodes.iter().any(|n| n.advert.origin == to) && edges >= 4 {
+            return;
+        }
+        assert!(started.elapsed() < PATIENCE, "the graph did not converge");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_two_hops_away_is_fetched_from_over_a_route() {
+    // a - b - c: a and c are not neighbours; only c has the blob.
+    let (a, b, c) = (node().await, node().await, node().await);
+    link(&a, &b).await;
+    link(&b, &c).await;
+    let data = pattern(3_000_000, 7);
+    let hash = add(&c, data.clone()).await;
+    // Without a route, nobody a can reach has it.
+    assert!(matches!(
+        a.replication().fetch(hash, None, None).await,
+        Err(FetchError::NotFound { .. })
+    ));
+    knows_the_way(&a, c.node_id()).await;
+    let route = a
+        .store_route(c.node_id())
+        .await
+        .unwrap()
+        .expect("c is no neighbour");
+    assert_eq!(route.route.path, vec![b.node_id(), c.node_id()]);
+    assert!(a.replication().is_peer(c.node_id()));
+    let report = a.replication().fetch(hash, None, None).await.unwrap();
+    assert_eq!(report.fetched_blobs, 1);
+    assert_eq!(read(&a, hash).await, data);
+    // Every byte came from c, over the route; b only relayed it.
+    assert!(
+        !report.from.is_empty() && report.from.iter().all(|(peer, _)| *peer == c.node_id()),
+        "{report:?}"
+    );
+    assert_eq!(stats(&b, a.node_id()).served_bytes, 0);
+    assert!(stats(&c, a.node_id()).served_bytes >= data.len() as u64);
+    route.close().await;
+    wait_until("the store stream to end at both ends", || {
+        !a.replication().is_peer(c.node_id()) && !c.replication().is_peer(a.node_id())
+    })
+    .await;
+    // A neighbour needs no route.
+    assert!(a.store_route(b.node_id()).await.unwrap().is_none());
+    // Nor does an unknown node get one.
+    let stranger = Keypair::generate().unwrap().node_id();
+    assert!(a.store_route(stranger).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_badly_framed_store_stream_over_a_route_is_reset_and_the_node_serves_on() {
+    let (a, b, c) = (node().await, node().await, node().await);
+    link(&a, &b).await;
+    link(&b, &c).await;
+    let hash = add(&c, pattern(100_000, 9)).await;
+    knows_the_way(&a, c.node_id()).await;
+    let opened = a
+        .routing()
+        .open(c.node_id(), fogwire_route::Constraints::default())
+        .await
+        .unwrap();
+    for garbage in [
+        &[0x00, 0x00][..],          // an empty frame
+        &[0xff, 0xff, 1, 2, 3][..], // longer than any message
+    ] {
+        let mut stream = a
+            .routing()
+            .connect(opened.route, fogwire_replicate::STORE_SERVICE)
+            .await
+            .unwrap();
+        stream
+            .write_all(Bytes::copy_from_slice(garbage))
+            .await
+            .unwrap();
+        // c resets the stream: reading ends without an answer.
+        let answer = tokio::time::timeout(PATIENCE, stream.read_to_end(1 << 20))
+            .await
+            .expect("c ends the stream");
+        assert!(answer.is_err() || answer.unwrap().is_empty());
+    }
+    // c still serves a well-behaved fetcher.
+    let route = a.store_route(c.node_id()).await.unwrap().unwrap();
+    a.replication().fetch(hash, None, None).await.unwrap();
+    assert_eq!(read(&a, hash).await, pattern(100_000, 9));
+    route.close().await;
+}

@@ -77,7 +77,7 @@ pub(crate) async fn announce(inner: &Arc<Inner>, root: Bytes, except: Option<Nod
         }
         let message = StoreMessage::Announce { root: root.clone() }.encode();
         // A full queue is a busy link: the periodic check catches up.
-        let _ = link.sender.try_send(message);
+        let _ = link.outbox.try_send(message);
     }
 }
 
@@ -138,7 +138,7 @@ async fn take_root(inner: &Arc<Inner>, from: Option<NodeId>, root: Bytes) -> boo
             continue;
         }
         let _ = link
-            .sender
+            .outbox
             .try_send(StoreMessage::Announce { root: root.clone() }.encode());
     }
     if accepted {

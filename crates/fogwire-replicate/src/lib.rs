@@ -18,6 +18,10 @@
 //!   is newer than its own and fetches what the new root needs.
 //! - Bytes served to and fetched from each peer are counted.
 //!
+//! Nodes further away replicate the same way over a stream on a route to
+//! their `store` service ([`Replication::route_up`]): each message framed
+//! by its length.
+//!
 //! Blocking store work runs on tokio's blocking threads; every queue is
 //! bounded, and a slow peer stalls only its own link's channel.
 
@@ -26,6 +30,9 @@ mod fetch;
 mod limit;
 mod peer;
 mod serve;
+mod transport;
+
+pub use transport::STORE_SERVICE;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +42,7 @@ use std::time::{Duration, Instant};
 use fogwire_identity::NodeId;
 use fogwire_link::LinkHandle;
 use fogwire_link::proto::{ChannelConfig, ChannelId};
+use fogwire_route::RouteStream;
 use fogwire_store::{FeedId, Hash, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -59,6 +67,41 @@ pub fn link_channels() -> Vec<ChannelConfig> {
 const PEERS_REMEMBERED: usize = 4096;
 /// How long a peer caught sending bad data is left out of downloads.
 const PENALTY: Duration = Duration::from_secs(600);
+/// Peers replicating over route streams at once (beyond neighbours).
+pub const ROUTE_PEERS_MAX: usize = 64;
+/// Route streams get ids from here on (link ids count from 1).
+const ROUTE_IDS: u64 = 1 << 63;
+
+/// Why a route stream was not taken for replication.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RouteRefused {
+    #[error("{0} is already a replicating neighbour: its link is used")]
+    Neighbour(NodeId),
+    #[error("already replicating with {ROUTE_PEERS_MAX} nodes over routes")]
+    TooMany,
+    #[error("replication is shutting down")]
+    Stopped,
+}
+
+/// A peer replicating over a route stream. Dropping it does not end the
+/// stream; [`RoutePeer::close`] does.
+#[derive(Debug, Clone)]
+pub struct RoutePeer {
+    peer: NodeId,
+    stop: CancellationToken,
+}
+
+impl RoutePeer {
+    pub fn peer(&self) -> NodeId {
+        self.peer
+    }
+
+    /// Ends replication over this stream (the stream is reset).
+    pub fn close(&self) {
+        self.stop.cancel();
+    }
+}
 
 /// Settings of replication.
 #[derive(Debug, Clone)]
@@ -204,6 +247,8 @@ pub(crate) struct Inner {
     pub(crate) store: Arc<Store>,
     pub(crate) config: Config,
     links: Mutex<HashMap<NodeId, Arc<PeerLink>>>,
+    /// Ids for route streams, apart from link ids.
+    next_route_id: AtomicU64,
     counters: Mutex<HashMap<NodeId, Arc<Counters>>>,
     fetching: Mutex<HashMap<Hash, Arc<tokio::sync::Mutex<()>>>>,
     pub(crate) feeds: feeds::FeedState,
@@ -299,6 +344,7 @@ impl Replication {
             limiter: limit::Limiter::new(config.serve_bytes_per_sec_max),
             config,
             links: Mutex::default(),
+            next_route_id: AtomicU64::new(ROUTE_IDS),
             counters: Mutex::default(),
             fetching: Mutex::default(),
             feeds: feeds::FeedState::default(),
@@ -325,20 +371,89 @@ impl Replication {
         let peer = link.peer();
         let counters = self.inner.counters(peer);
         let peer_link = Arc::new(PeerLink::new(
-            link,
-            sender,
+            peer,
+            link.id(),
+            transport::Outbox::Link { sender, link },
             counters,
             self.inner.shutdown.child_token(),
         ));
         if let Some(old) = lock(&self.inner.links).insert(peer, peer_link.clone()) {
             old.close();
         }
-        self.inner
-            .tasks
-            .spawn(peer::run(self.inner.clone(), peer_link.clone(), receiver));
+        self.spawn_peer(peer_link, transport::Inbox::Link(receiver));
+    }
+
+    fn spawn_peer(&self, peer_link: Arc<PeerLink>, inbox: transport::Inbox) {
+        let inner = self.inner.clone();
+        let reader = peer_link.clone();
+        self.inner.tasks.spawn(async move {
+            peer::run(inner.clone(), reader.clone(), inbox).await;
+            // Gone: forget it, unless a newer link replaced it.
+            let mut links = lock(&inner.links);
+            if links
+                .get(&reader.peer)
+                .is_some_and(|link| link.link_id == reader.link_id)
+            {
+                links.remove(&reader.peer);
+            }
+        });
         self.inner
             .tasks
             .spawn(feeds::on_link_up(self.inner.clone(), peer_link));
+    }
+
+    /// Replicates with the node at the other end of `stream` — a stream on
+    /// a route, opened to this node's [`STORE_SERVICE`] or by this node to
+    /// another's — as with a neighbour: it is asked when fetching, served
+    /// what it asks for, and told of feed roots, until the stream ends or
+    /// [`RoutePeer::close`]. A neighbour's link is preferred: a stream to a
+    /// node linked to this one is refused.
+    pub fn route_up(&self, stream: RouteStream) -> Result<RoutePeer, RouteRefused> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(RouteRefused::Stopped);
+        }
+        let peer = stream.peer();
+        let stop = self.inner.shutdown.child_token();
+        // Before taking the links' lock: counters() may take it too.
+        let counters = self.inner.counters(peer);
+        let peer_link = {
+            let mut links = lock(&self.inner.links);
+            if let Some(existing) = links.get(&peer)
+                && !existing.is_closed()
+            {
+                if existing.link_id < ROUTE_IDS {
+                    return Err(RouteRefused::Neighbour(peer));
+                }
+                // A newer stream from the same node replaces the old one.
+                existing.close();
+            } else {
+                let over_routes = links
+                    .values()
+                    .filter(|link| link.link_id >= ROUTE_IDS && !link.is_closed())
+                    .count();
+                if over_routes >= ROUTE_PEERS_MAX {
+                    return Err(RouteRefused::TooMany);
+                }
+            }
+            let (reader, writer) = stream.into_split();
+            let (outbox, inbox) = transport::route_pair(reader, writer, stop.clone());
+            let id = self.inner.next_route_id.fetch_add(1, Ordering::Relaxed);
+            let peer_link = Arc::new(PeerLink::new(peer, id, outbox, counters, stop.clone()));
+            links.insert(peer, peer_link.clone());
+            (peer_link, inbox)
+        };
+        let (peer_link, inbox) = peer_link;
+        tracing::debug!(peer = %peer, "replicating over a route stream");
+        self.spawn_peer(peer_link, inbox);
+        Ok(RoutePeer { peer, stop })
+    }
+
+    /// Whether `peer` replicates with this node now (over a link or a
+    /// route stream).
+    pub fn is_peer(&self, peer: NodeId) -> bool {
+        lock(&self.inner.links)
+            .get(&peer)
+            .is_some_and(|link| !link.is_closed())
     }
 
     /// The link `link_id` to `peer` is gone.

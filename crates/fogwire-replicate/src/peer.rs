@@ -7,8 +7,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use bytes::Bytes;
 use fogwire_identity::NodeId;
-use fogwire_link::proto::CloseCode;
-use fogwire_link::{ChannelReceiver, ChannelSender, LinkHandle};
 use fogwire_store_proto::message::{ERROR_BUSY, Groups};
 use fogwire_store_proto::message::{
     HaveEntry, HaveState, MESSAGE_LEN_MAX, Message as StoreMessage, RUNS_MAX, runs,
@@ -16,6 +14,7 @@ use fogwire_store_proto::message::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::transport::{Inbox, InboxEnd, Outbox};
 use crate::{Counters, Inner, feeds, lock, serve};
 
 /// Malformed messages a peer may send before its link is closed.
@@ -39,12 +38,12 @@ impl Reply {
     }
 }
 
-/// A neighbour that replicates, over one link.
+/// A peer that replicates, over one link or one route stream.
 pub(crate) struct PeerLink {
     pub(crate) peer: NodeId,
+    /// The link's id, or an id of this node's own for a route stream.
     pub(crate) link_id: u64,
-    link: LinkHandle,
-    pub(crate) sender: ChannelSender,
+    pub(crate) outbox: Outbox,
     next_id: AtomicU32,
     /// Requests waiting for answers; none once the reader has stopped.
     pending: std::sync::Mutex<Option<HashMap<u32, mpsc::Sender<Reply>>>>,
@@ -56,16 +55,16 @@ pub(crate) struct PeerLink {
 
 impl PeerLink {
     pub(crate) fn new(
-        link: LinkHandle,
-        sender: ChannelSender,
+        peer: NodeId,
+        link_id: u64,
+        outbox: Outbox,
         counters: Arc<Counters>,
         closed: CancellationToken,
     ) -> Self {
         Self {
-            peer: link.peer(),
-            link_id: link.id(),
-            link,
-            sender,
+            peer,
+            link_id,
+            outbox,
             next_id: AtomicU32::new(1),
             pending: std::sync::Mutex::new(Some(HashMap::new())),
             serving: std::sync::Mutex::default(),
@@ -79,7 +78,7 @@ impl PeerLink {
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.closed.is_cancelled() || self.link.is_closed()
+        self.closed.is_cancelled() || self.outbox.is_closed()
     }
 
     /// Sends a request made with a fresh id; its answers come through the
@@ -106,13 +105,13 @@ impl PeerLink {
             link: self.clone(),
             finished: false,
         };
-        self.sender.send(make(id).encode()).await.ok()?;
+        self.outbox.send(make(id).encode()).await.ok()?;
         Some(pending)
     }
 
     /// Sends a message, waiting for room in the channel's queue.
     pub(crate) async fn send(&self, message: StoreMessage) -> bool {
-        self.sender.send(message.encode()).await.is_ok()
+        self.outbox.send(message.encode()).await.is_ok()
     }
 }
 
@@ -155,40 +154,44 @@ impl Drop for Pending {
             return;
         }
         let cancel = StoreMessage::Cancel { id: self.id }.encode();
-        if self.link.sender.try_send(cancel.clone()).is_err()
+        if self.link.outbox.try_send(cancel.clone()).is_err()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
-            let sender = self.link.sender.clone();
+            let link = self.link.clone();
             runtime.spawn(async move {
-                let _ = sender.send(cancel).await;
+                let _ = link.outbox.send(cancel).await;
             });
         }
     }
 }
 
-/// Reads the peer's messages until the link goes.
-pub(crate) async fn run(inner: Arc<Inner>, link: Arc<PeerLink>, mut receiver: ChannelReceiver) {
+/// Reads the peer's messages until the link or stream goes.
+pub(crate) async fn run(inner: Arc<Inner>, link: Arc<PeerLink>, mut inbox: Inbox) {
     let mut malformed = 0u32;
     loop {
         // Everything the link delivered is read, even after it closed:
         // chunk groups that arrived are worth keeping.
         let bytes = tokio::select! {
-            bytes = receiver.recv() => bytes,
-            _ = inner.shutdown.cancelled() => None,
+            bytes = inbox.recv() => bytes,
+            _ = inner.shutdown.cancelled() => Err(InboxEnd::Closed),
         };
-        let Some(bytes) = bytes else { break };
+        let bytes = match bytes {
+            Ok(bytes) => bytes,
+            Err(InboxEnd::Closed) => break,
+            Err(InboxEnd::BadFrame) => {
+                tracing::warn!(peer = %link.peer, "badly framed store message on a route stream");
+                link.outbox
+                    .close_for_violation("badly framed store message");
+                break;
+            }
+        };
         let message = match StoreMessage::decode(&bytes) {
             Ok(message) => message,
             Err(error) => {
                 malformed += 1;
                 tracing::warn!(peer = %link.peer, %error, "malformed store message");
                 if malformed >= MALFORMED_MAX {
-                    let handle = link.link.clone();
-                    tokio::spawn(async move {
-                        handle
-                            .close(CloseCode::PROTOCOL_ERROR, "malformed store messages")
-                            .await;
-                    });
+                    link.outbox.close_for_violation("malformed store messages");
                     break;
                 }
                 continue;

@@ -40,7 +40,7 @@ pub(crate) fn start(inner: &Arc<Inner>, link: &Arc<PeerLink>, id: u32, items: Ve
         let answer = serve(&inner, &link, id, &items, &cancel);
         lock(&link.serving).remove(&id);
         if let Some(message) = answer {
-            let _ = link.sender.blocking_send(message.encode());
+            let _ = link.outbox.blocking_send(message.encode());
         }
     });
 }
@@ -91,7 +91,7 @@ fn serve(
                 limiter.take_blocking(len);
             }
             let message = LinkMessage::with_prefix(&data_header(id, header_item), body.freeze());
-            if link.sender.blocking_send(message).is_err() {
+            if link.outbox.blocking_send(message).is_err() {
                 return None;
             }
             Counters::add(&link.counters.served_bytes, len);

@@ -9,6 +9,7 @@
 //! for room.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
@@ -94,22 +95,77 @@ enum Taken {
     Wait,
 }
 
-/// One stream over a route. Read with [`RouteStream::read`] until it
-/// returns `None`; write with [`RouteStream::write_all`], then
-/// [`RouteStream::finish`]. Dropping a stream that is not finished both
-/// ways resets it.
+/// What the two halves of a stream share; the last half dropped frees
+/// the stream.
 #[derive(Debug)]
-pub struct RouteStream {
+struct Handle {
     session: SessionId,
     stream: StreamId,
     peer: NodeId,
     shared: Arc<Shared>,
     inputs: mpsc::Sender<Input>,
+    finished_writing: AtomicBool,
+    done_reading: AtomicBool,
+    /// Bytes read but not yet reported when the reading half went.
+    consumed: AtomicU64,
+}
+
+impl Handle {
+    async fn command(&self, command: Command) -> Result<(), StreamError> {
+        self.inputs
+            .send(Input::Command(command))
+            .await
+            .map_err(|_| StreamError::SessionClosed)
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let finished = self.finished_writing.load(Ordering::Relaxed);
+        let done = self.done_reading.load(Ordering::Relaxed);
+        if !(finished && done) {
+            // Nobody will read or write it any more: free both ends.
+            let _ = self.inputs.try_send(Input::Command(Command::Reset {
+                session: self.session,
+                stream: self.stream,
+            }));
+        } else {
+            let bytes = self.consumed.load(Ordering::Relaxed);
+            if bytes > 0 {
+                let _ = self.inputs.try_send(Input::Command(Command::Consumed {
+                    session: self.session,
+                    stream: self.stream,
+                    bytes,
+                }));
+            }
+        }
+    }
+}
+
+/// One stream over a route. Read with [`RouteStream::read`] until it
+/// returns `None`; write with [`RouteStream::write_all`], then
+/// [`RouteStream::finish`]. Dropping a stream that is not finished both
+/// ways resets it. [`RouteStream::into_split`] gives a reading and a
+/// writing half, to use from two tasks.
+#[derive(Debug)]
+pub struct RouteStream {
+    reader: RouteStreamReader,
+    writer: RouteStreamWriter,
+}
+
+/// The reading half of a [`RouteStream`].
+#[derive(Debug)]
+pub struct RouteStreamReader {
+    handle: Arc<Handle>,
     /// Bytes read back by the application ahead of what it asked for.
     unread: Option<Bytes>,
     consumed: u64,
-    finished_writing: bool,
-    done_reading: bool,
+}
+
+/// The writing half of a [`RouteStream`].
+#[derive(Debug)]
+pub struct RouteStreamWriter {
+    handle: Arc<Handle>,
 }
 
 impl RouteStream {
@@ -120,56 +176,99 @@ impl RouteStream {
         shared: Arc<Shared>,
         inputs: mpsc::Sender<Input>,
     ) -> Self {
-        Self {
+        let handle = Arc::new(Handle {
             session,
             stream,
             peer,
             shared,
             inputs,
-            unread: None,
-            consumed: 0,
-            finished_writing: false,
-            done_reading: false,
+            finished_writing: AtomicBool::new(false),
+            done_reading: AtomicBool::new(false),
+            consumed: AtomicU64::new(0),
+        });
+        Self {
+            reader: RouteStreamReader {
+                handle: handle.clone(),
+                unread: None,
+                consumed: 0,
+            },
+            writer: RouteStreamWriter { handle },
         }
     }
 
     /// The node at the other end.
     pub fn peer(&self) -> NodeId {
-        self.peer
+        self.reader.handle.peer
     }
 
     pub fn session(&self) -> SessionId {
-        self.session
+        self.reader.handle.session
     }
 
     pub fn id(&self) -> StreamId {
-        self.stream
+        self.reader.handle.stream
     }
 
-    async fn command(&self, command: Command) -> Result<(), StreamError> {
-        self.inputs
-            .send(Input::Command(command))
-            .await
-            .map_err(|_| StreamError::SessionClosed)
+    /// The two halves; the stream is freed when both are dropped (reset,
+    /// unless it was finished both ways).
+    pub fn into_split(self) -> (RouteStreamReader, RouteStreamWriter) {
+        (self.reader, self.writer)
+    }
+
+    /// Writes all of `data`, waiting while the stream's send buffer is
+    /// full (the other end reads slower than this end writes).
+    pub async fn write_all(&mut self, data: Bytes) -> Result<(), StreamError> {
+        self.writer.write_all(data).await
+    }
+
+    /// Ends this side: the other end reads to the end of what was written.
+    pub async fn finish(&mut self) -> Result<(), StreamError> {
+        self.writer.finish().await
+    }
+
+    /// The next bytes of the stream; `None` once the other end finished
+    /// and everything was read.
+    pub async fn read(&mut self) -> Option<Result<Bytes, StreamError>> {
+        self.reader.read().await
+    }
+
+    /// Reads exactly `len` bytes (for headers and small replies).
+    pub async fn read_exact(&mut self, len: usize) -> Result<Bytes, StreamError> {
+        self.reader.read_exact(len).await
+    }
+
+    /// Reads everything up to the other end's finish (at most `limit`
+    /// bytes).
+    pub async fn read_to_end(&mut self, limit: usize) -> Result<Bytes, StreamError> {
+        self.reader.read_to_end(limit).await
+    }
+}
+
+impl RouteStreamWriter {
+    /// The node at the other end.
+    pub fn peer(&self) -> NodeId {
+        self.handle.peer
     }
 
     /// Writes all of `data`, waiting while the stream's send buffer is
     /// full (the other end reads slower than this end writes).
     pub async fn write_all(&mut self, mut data: Bytes) -> Result<(), StreamError> {
+        let handle = &self.handle;
         while !data.is_empty() {
             let (reply, taken) = oneshot::channel();
-            self.command(Command::Write {
-                session: self.session,
-                stream: self.stream,
-                data: data.clone(),
-                reply,
-            })
-            .await?;
+            handle
+                .command(Command::Write {
+                    session: handle.session,
+                    stream: handle.stream,
+                    data: data.clone(),
+                    reply,
+                })
+                .await?;
             let taken = taken.await.map_err(|_| StreamError::SessionClosed)??;
             data = data.slice(taken..);
             if !data.is_empty() {
-                self.shared.writable.notified().await;
-                if let Some(Some(error)) = self.shared.lock().closed.clone() {
+                handle.shared.writable.notified().await;
+                if let Some(Some(error)) = handle.shared.lock().closed.clone() {
                     return Err(error);
                 }
             }
@@ -179,15 +278,23 @@ impl RouteStream {
 
     /// Ends this side: the other end reads to the end of what was written.
     pub async fn finish(&mut self) -> Result<(), StreamError> {
-        if self.finished_writing {
+        let handle = &self.handle;
+        if handle.finished_writing.swap(true, Ordering::Relaxed) {
             return Ok(());
         }
-        self.finished_writing = true;
-        self.command(Command::Finish {
-            session: self.session,
-            stream: self.stream,
-        })
-        .await
+        handle
+            .command(Command::Finish {
+                session: handle.session,
+                stream: handle.stream,
+            })
+            .await
+    }
+}
+
+impl RouteStreamReader {
+    /// The node at the other end.
+    pub fn peer(&self) -> NodeId {
+        self.handle.peer
     }
 
     /// The next bytes of the stream; `None` once the other end finished
@@ -196,9 +303,10 @@ impl RouteStream {
         if let Some(unread) = self.unread.take() {
             return Some(Ok(unread));
         }
+        let handle = self.handle.clone();
         loop {
             let taken = {
-                let mut inbox = self.shared.lock();
+                let mut inbox = handle.shared.lock();
                 let chunk = inbox
                     .chunks
                     .pop_front()
@@ -220,19 +328,19 @@ impl RouteStream {
                     self.consumed += chunk.len() as u64;
                     if drained || self.consumed >= CONSUMED_REPORT {
                         let bytes = std::mem::take(&mut self.consumed);
-                        let _ = self
+                        let _ = handle
                             .command(Command::Consumed {
-                                session: self.session,
-                                stream: self.stream,
+                                session: handle.session,
+                                stream: handle.stream,
                                 bytes,
                             })
                             .await;
                     }
                     return Some(Ok(chunk));
                 }
-                Taken::Wait => self.shared.readable.notified().await,
+                Taken::Wait => handle.shared.readable.notified().await,
                 Taken::End => {
-                    self.done_reading = true;
+                    handle.done_reading.store(true, Ordering::Relaxed);
                     return None;
                 }
                 Taken::Failed(error) => return Some(Err(error)),
@@ -274,20 +382,11 @@ impl RouteStream {
     }
 }
 
-impl Drop for RouteStream {
+impl Drop for RouteStreamReader {
     fn drop(&mut self) {
-        if !(self.finished_writing && self.done_reading) {
-            // Nobody will read or write it any more: free both ends.
-            let _ = self.inputs.try_send(Input::Command(Command::Reset {
-                session: self.session,
-                stream: self.stream,
-            }));
-        } else if self.consumed > 0 {
-            let _ = self.inputs.try_send(Input::Command(Command::Consumed {
-                session: self.session,
-                stream: self.stream,
-                bytes: self.consumed,
-            }));
-        }
+        // Reported when the stream is freed.
+        self.handle
+            .consumed
+            .fetch_add(self.consumed, Ordering::Relaxed);
     }
 }

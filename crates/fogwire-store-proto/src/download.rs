@@ -285,7 +285,9 @@ impl<P: Ord + Copy> Download<P> {
         if self.is_complete() {
             return;
         }
-        // Fastest first, so that a fast peer gets the next run.
+        // One request per peer per round, fastest first: every holder gets
+        // work from the start, and a fast peer, whose requests finish
+        // sooner, simply comes back for more.
         let mut order: Vec<(P, f64)> = self
             .peers
             .iter()
@@ -293,43 +295,59 @@ impl<P: Ord + Copy> Download<P> {
             .map(|(peer, state)| (*peer, state.rate(now)))
             .collect();
         order.sort_by(|a, b| b.1.total_cmp(&a.1));
-        for (peer, rate) in order {
-            while let Some(state) = self.peers.get(&peer) {
-                if state.in_flight >= self.config.per_peer {
-                    break;
+        loop {
+            let mut handed_out = false;
+            for &(peer, rate) in &order {
+                if self.hand_out_one(peer, rate, now) {
+                    handed_out = true;
                 }
-                let available = state
-                    .available
-                    .clone()
-                    .unwrap_or_else(|| all_groups(self.size));
-                let open = &(&self.missing() - &self.in_flight_groups()) & &available;
-                let groups = match first_run(&open, self.config.request_groups) {
-                    Some(groups) => groups,
-                    None => match self.steal(peer, rate, &available, now) {
-                        Some(groups) => {
-                            self.stolen = true;
-                            groups
-                        }
-                        None => break,
-                    },
-                };
-                let key = self.next_key;
-                self.next_key += 1;
-                if let Some(state) = self.peers.get_mut(&peer) {
-                    state.in_flight += 1;
-                    state.first_request.get_or_insert(now);
-                }
-                self.requests.insert(
-                    key,
-                    Request {
-                        peer,
-                        groups: groups.clone(),
-                    },
-                );
-                self.actions
-                    .push_back(Action::Request { peer, key, groups });
+            }
+            if !handed_out {
+                break;
             }
         }
+    }
+
+    /// Gives `peer` one more request, if it has room and there is work it
+    /// can do.
+    fn hand_out_one(&mut self, peer: P, rate: f64, now: Instant) -> bool {
+        let Some(state) = self.peers.get(&peer) else {
+            return false;
+        };
+        if state.banned || state.in_flight >= self.config.per_peer {
+            return false;
+        }
+        let available = state
+            .available
+            .clone()
+            .unwrap_or_else(|| all_groups(self.size));
+        let open = &(&self.missing() - &self.in_flight_groups()) & &available;
+        let groups = match first_run(&open, self.config.request_groups) {
+            Some(groups) => groups,
+            None => match self.steal(peer, rate, &available, now) {
+                Some(groups) => {
+                    self.stolen = true;
+                    groups
+                }
+                None => return false,
+            },
+        };
+        let key = self.next_key;
+        self.next_key += 1;
+        if let Some(state) = self.peers.get_mut(&peer) {
+            state.in_flight += 1;
+            state.first_request.get_or_insert(now);
+        }
+        self.requests.insert(
+            key,
+            Request {
+                peer,
+                groups: groups.clone(),
+            },
+        );
+        self.actions
+            .push_back(Action::Request { peer, key, groups });
+        true
     }
 
     /// The second half of what a slower peer still owes, if worth taking.
@@ -466,6 +484,24 @@ mod tests {
         let (download, delivered) = simulate(100 * MIB, &[50], None);
         assert!(download.is_complete());
         assert_eq!(delivered[0], 6400);
+    }
+
+    #[test]
+    fn every_holder_gets_work_from_the_start() {
+        // Three runs, two peers with room for four requests each: both
+        // are asked, not one peer for all three.
+        let mut download =
+            Download::new(Hash::of(b"x"), 12 * MIB, Groups::empty(), Config::default());
+        download.add_peer(0usize, None);
+        download.add_peer(1usize, None);
+        let now = Instant::now();
+        let mut asked = [0u32; 2];
+        while let Some(action) = download.poll_action(now) {
+            if let Action::Request { peer, .. } = action {
+                asked[peer] += 1;
+            }
+        }
+        assert!(asked[0] >= 1 && asked[1] >= 1, "{asked:?}");
     }
 
     #[test]

@@ -64,6 +64,10 @@ pub struct GetArgs {
     /// Where to write it (default: a file named after the hash, here).
     #[arg(short, long)]
     output: Option<PathBuf>,
+    /// Also fetch from this node, over a route, when it is not a neighbour
+    /// (its id, or the start of one; `fogwire nodes` lists them).
+    #[arg(long, value_name = "NODE")]
+    from: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -143,6 +147,24 @@ async fn follow(
             }
             bar.set_length(total);
             bar.set_position(done);
+        }
+        StoreLine::Route(route) => {
+            if !json {
+                bar.suspend(|| {
+                    eprintln!(
+                        "fetching from {} over a {}-hop route ({}), set up in {:.1} ms",
+                        short(&route.node),
+                        route.path.len(),
+                        route
+                            .path
+                            .iter()
+                            .map(|hop| short(hop))
+                            .collect::<Vec<_>>()
+                            .join(" → "),
+                        route.setup_ms
+                    );
+                });
+            }
         }
         StoreLine::Fetched(info) => {
             if !json {
@@ -257,6 +279,7 @@ async fn get(home: &Path, args: GetArgs) -> anyhow::Result<()> {
     let request = StoreGetRequest {
         hash: args.hash.clone(),
         path: output.display().to_string(),
+        from: args.from.clone(),
     };
     let client = client(home)?;
     let outcome = follow(args.json, "reading", async |on_line| {

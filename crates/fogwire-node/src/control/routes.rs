@@ -67,7 +67,7 @@ fn parse_request(body: &Bytes) -> Result<RouteRequest, Refusal> {
 
 /// A node named by its full id or by a prefix of it that only one known
 /// node has.
-fn resolve(nodes: &[NodeInfo], name: &str) -> Result<NodeId, Refusal> {
+pub(super) fn resolve(nodes: &[NodeInfo], name: &str) -> Result<NodeId, Refusal> {
     if let Ok(id) = name.parse::<NodeId>() {
         return Ok(id);
     }

@@ -20,7 +20,8 @@ use fogwire_replicate::FetchProgress;
 
 use crate::api::{
     BlobInfo, DirectoryInfo, FetchInfo, GcRequest, GcResult, PeerBytes, PinRequest,
-    StoreAddRequest, StoreGetRequest, StoreLine, StorePeer, StoreStat, TagChange, UnpinRequest,
+    StoreAddRequest, StoreGetRequest, StoreLine, StorePeer, StoreRouteInfo, StoreStat, TagChange,
+    UnpinRequest,
 };
 
 /// Chunks of a blob queued to a slow HTTP reader.
@@ -244,11 +245,71 @@ pub(super) async fn get(State(state): State<Arc<ApiState>>, body: Bytes) -> Resp
         (Ok(hash), Ok(path)) => (hash, path),
         (Err(refusal), _) | (_, Err(refusal)) => return refusal.into_response(),
     };
+    // A far node to fetch from over a route, named by (the start of) its id.
+    let from = match &request.from {
+        None => None,
+        Some(name) => {
+            let nodes = match state.node.routing().nodes().await {
+                Ok(nodes) => nodes,
+                Err(failure) => return error(StatusCode::SERVICE_UNAVAILABLE, failure.to_string()),
+            };
+            match super::routes::resolve(&nodes, name) {
+                Ok(id) => Some(id),
+                Err(refusal) => return refusal.into_response(),
+            }
+        }
+    };
     let (lines, response) = ndjson::channel();
     let node = state.node.clone();
     tokio::spawn(async move {
-        // Whatever of it (or of the tree below it) is not here comes from
-        // the peers that have it; what is here is only checked.
+        let store_route = match from {
+            None => None,
+            Some(id) => match node.store_route(id).await {
+                Ok(Some(route)) => {
+                    let info = StoreRouteInfo {
+                        node: id.to_string(),
+                        path: route.route.path.iter().map(ToString::to_string).collect(),
+                        setup_ms: route.route.setup_time.as_secs_f64() * 1e3,
+                    };
+                    let _ = lines.send(Ok(ndjson::line(&StoreLine::Route(info)))).await;
+                    Some(route)
+                }
+                // A neighbour: its link serves.
+                Ok(None) => None,
+                Err(route_error) => {
+                    let _ = lines
+                        .send(Ok(ndjson::line(&StoreLine::Error(route_error.to_string()))))
+                        .await;
+                    return;
+                }
+            },
+        };
+        let fetched = fetch_for_get(&node, hash, &lines).await;
+        if let Some(route) = store_route {
+            route.close().await;
+        }
+        if !fetched {
+            return;
+        }
+        progress_into(lines, node.store(), move |store, report| {
+            let entry = store.entry(&hash)?.ok_or(StoreError::NotFound(hash))?;
+            if store.object(&hash)?.is_some() {
+                let total: u64 = store.directory(&hash)?.iter().map(|e| e.size).sum();
+                let done = store.export_dir(&hash, &path, &mut |done| report(done, total))?;
+                return Ok(directory_info(&done));
+            }
+            store.export(&hash, &path, &mut |done| report(done, entry.size))?;
+            Ok(StoreLine::Done(info(hash, &entry, &tags_by_hash(store)?)))
+        });
+    });
+    response
+}
+
+/// Fetches from peers what the node lacks of `hash` (or of the tree
+/// below it), with progress lines; false (after an error line) if that
+/// failed. What is here is only checked.
+async fn fetch_for_get(node: &crate::Node, hash: Hash, lines: &ndjson::Lines) -> bool {
+    {
         let progress_lines = lines.clone();
         let last_sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let progress: fogwire_replicate::ProgressFn = Arc::new(move |p: FetchProgress| {
@@ -289,21 +350,11 @@ pub(super) async fn get(State(state): State<Arc<ApiState>>, body: Bytes) -> Resp
                 let _ = lines
                     .send(Ok(ndjson::line(&StoreLine::Error(fetch_error.to_string()))))
                     .await;
-                return;
+                return false;
             }
         }
-        progress_into(lines, node.store(), move |store, report| {
-            let entry = store.entry(&hash)?.ok_or(StoreError::NotFound(hash))?;
-            if store.object(&hash)?.is_some() {
-                let total: u64 = store.directory(&hash)?.iter().map(|e| e.size).sum();
-                let done = store.export_dir(&hash, &path, &mut |done| report(done, total))?;
-                return Ok(directory_info(&done));
-            }
-            store.export(&hash, &path, &mut |done| report(done, entry.size))?;
-            Ok(StoreLine::Done(info(hash, &entry, &tags_by_hash(store)?)))
-        });
-    });
-    response
+    }
+    true
 }
 
 /// `GET /v1/store/peers`: bytes served to and fetched from each peer.

@@ -288,6 +288,60 @@ fn a_file_added_on_one_node_is_fetched_by_another_byte_for_byte() {
 }
 
 #[test]
+fn a_node_two_hops_away_is_fetched_from_over_a_route_with_store_get_from() {
+    // seed - relay - fetcher: only the seed has the file, and it is not
+    // the fetcher's neighbour.
+    let seed = TestNode::start("");
+    let relay = TestNode::start("");
+    let fetcher = TestNode::start("");
+    for (a, b) in [(&relay, &seed), (&fetcher, &relay)] {
+        let linked = a.cli(&["connect", &b.peer_addr()]);
+        assert!(linked.status.success(), "{}", stderr(&linked));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = pattern(6_000_000, 78);
+    let input = dir.path().join("input");
+    std::fs::write(&input, &data).unwrap();
+    let added = seed.cli(&["store", "add", input.to_str().unwrap()]);
+    assert!(added.status.success(), "{}", stderr(&added));
+    let hash = hash_of(&data);
+    let seed_id = seed.node_id().to_string();
+    wait_until("the fetcher learns a path to the seed from adverts", || {
+        fetcher.cli(&["route", "find", &seed_id]).status.success()
+    });
+    let output = dir.path().join("output");
+    let got = fetcher.cli(&[
+        "store",
+        "get",
+        &hash,
+        "-o",
+        output.to_str().unwrap(),
+        "--from",
+        &seed_id[..12],
+    ]);
+    let err = stderr(&got);
+    assert!(got.status.success(), "{err}");
+    assert!(err.contains("over a 2-hop route"), "{err}");
+    assert!(err.contains("fetched 1 blob"), "{err}");
+    assert_eq!(std::fs::read(&output).unwrap(), data);
+    // The seed served it; the relay only forwarded.
+    let served: Vec<fogwire_node::api::StorePeer> = json(&seed.cli(&["store", "peers", "--json"]));
+    let to_fetcher = served
+        .iter()
+        .find(|peer| peer.peer == fetcher.node_id().to_string())
+        .expect("the seed counted the fetcher");
+    assert!(to_fetcher.served_bytes >= data.len() as u64);
+    // An unknown node is a clear error.
+    let unknown = fetcher.cli(&["store", "get", &hash, "-o", "/tmp/x", "--from", "fw1zzzz"]);
+    assert!(!unknown.status.success());
+    assert!(
+        stderr(&unknown).contains("fogwire nodes"),
+        "{}",
+        stderr(&unknown)
+    );
+}
+
+#[test]
 fn killing_a_node_in_the_middle_of_downloads_never_damages_its_store() {
     let seed = TestNode::start("");
     let dir = tempfile::tempdir().unwrap();
