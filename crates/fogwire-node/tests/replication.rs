@@ -689,3 +689,51 @@ async fn a_badly_framed_store_stream_over_a_route_is_reset_and_the_node_serves_o
     assert_eq!(read(&a, hash).await, pattern(100_000, 9));
     route.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_large_files_from_one_peer_do_not_overrun_what_it_serves_at_once() {
+    // Several large blobs fetched at once ask one peer for more requests
+    // than it serves at a time: the BUSY answers slow the fetch down,
+    // never fail it.
+    let (a, b) = (node().await, node().await);
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    std::fs::create_dir_all(&source).unwrap();
+    for index in 0..6u64 {
+        std::fs::write(
+            source.join(format!("big{index}")),
+            pattern(20 * 1024 * 1024 + index as usize * 1000, 100 + index),
+        )
+        .unwrap();
+    }
+    let store = a.store().clone();
+    let source2 = source.clone();
+    let root = tokio::task::spawn_blocking(move || {
+        store
+            .import_dir(&source2, Some("big"), false, &mut |_| {})
+            .unwrap()
+            .root
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    link(&b, &a).await;
+    let started = Instant::now();
+    let report = b.replication().fetch(root, None, None).await.unwrap();
+    tracing::info!(?report, elapsed = ?started.elapsed(), "fetched");
+    assert_eq!(report.fetched_blobs, 7);
+    let store = b.store().clone();
+    let target = dir.path().join("restored");
+    let target2 = target.clone();
+    tokio::task::spawn_blocking(move || store.export_dir(&root, &target2, &mut |_| {}).unwrap())
+        .await
+        .unwrap();
+    for index in 0..6u64 {
+        let name = format!("big{index}");
+        assert!(
+            std::fs::read(source.join(&name)).unwrap()
+                == std::fs::read(target.join(&name)).unwrap(),
+            "{name} differs"
+        );
+    }
+}

@@ -21,9 +21,10 @@ use fogwire_identity::NodeId;
 use fogwire_store::bao::CHUNK_GROUP_BYTES;
 use fogwire_store::object::{self, EntryType, Node};
 use fogwire_store::{Hash, PartialWriter, StoreError};
-use fogwire_store_proto::download::{Action, Download, Failure};
+use fogwire_store_proto::download::{Action, BUSY_PAUSE, Download, Failure};
 use fogwire_store_proto::message::{
-    GET_ITEMS_MAX, GetItem, Groups, HAS_MAX, HaveState, Message as StoreMessage, group_count, runs,
+    ERROR_BUSY, GET_ITEMS_MAX, GetItem, Groups, HAS_MAX, HaveState, Message as StoreMessage,
+    group_count, runs,
 };
 use fogwire_store_proto::stream::{ItemDecoder, Verified, all_groups};
 use tokio::sync::mpsc;
@@ -45,6 +46,9 @@ const PEER_FAILURES_MAX: u32 = 3;
 const REFRESH: Duration = Duration::from_secs(1);
 /// Verified-data messages between the download and its writer thread.
 const WRITER_QUEUE: usize = 64;
+/// Times a probe is asked again of a peer that answers busy (about the
+/// stall timeout in all).
+const BUSY_RETRIES: u32 = 200;
 /// Error codes by name, for messages.
 fn error_name(code: u8) -> &'static str {
     use fogwire_store_proto::message::*;
@@ -526,6 +530,7 @@ async fn probe(
             }
             Ok(Some(Reply::Done)) if decoder.is_done() => return Ok(out),
             Ok(Some(Reply::Done | Reply::Data { .. })) => return Err(Failure::Corrupt),
+            Ok(Some(Reply::Error(ERROR_BUSY))) => return Err(Failure::Busy),
             _ => return Err(Failure::Gone),
         }
     }
@@ -588,7 +593,16 @@ async fn fetch_blob(
             if !can_answer {
                 continue;
             }
-            match probe(inner, link, hash, size).await {
+            let mut answer = probe(inner, link, hash, size).await;
+            // Busy serving others: it answers soon.
+            for _ in 0..BUSY_RETRIES {
+                if !matches!(answer, Err(Failure::Busy)) {
+                    break;
+                }
+                tokio::time::sleep(BUSY_PAUSE).await;
+                answer = probe(inner, link, hash, size).await;
+            }
+            match answer {
                 Ok(verified) => {
                     proven = Some((size, verified, link.peer));
                     break 'sizes;
@@ -600,6 +614,7 @@ async fn fetch_blob(
                 Err(Failure::Gone) => {
                     failures.push(format!("{} did not answer", link.peer.short()))
                 }
+                Err(Failure::Busy) => failures.push(format!("{} stayed busy", link.peer.short())),
             }
         }
     }
@@ -727,6 +742,8 @@ enum Event {
         key: u64,
         peer: NodeId,
         why: String,
+        /// The peer answered busy: not a failure of the peer's.
+        busy: bool,
     },
     /// Who holds the blob now (the answers of a HAS to every neighbour).
     Holders(Vec<(Arc<PeerLink>, HaveState)>),
@@ -838,6 +855,7 @@ async fn forward(
     stall: Duration,
 ) {
     let peer = pending.peer();
+    let mut busy = false;
     let why = loop {
         match tokio::time::timeout(stall, pending.next()).await {
             Err(_) => break format!("sent nothing for {} s", stall.as_secs()),
@@ -852,11 +870,21 @@ async fn forward(
                 let _ = to_writer.send(ToWriter::Done { key }).await;
                 return;
             }
-            Ok(Some(Reply::Error(code))) => break format!("refused: {}", error_name(code)),
+            Ok(Some(Reply::Error(code))) => {
+                busy = code == ERROR_BUSY;
+                break format!("refused: {}", error_name(code));
+            }
             Ok(Some(_)) => break "answered out of turn".to_string(),
         }
     };
-    let _ = events.send(Event::Failed { key, peer, why }).await;
+    let _ = events
+        .send(Event::Failed {
+            key,
+            peer,
+            why,
+            busy,
+        })
+        .await;
 }
 
 /// Runs the download scheduler over `peers` until every chunk group of the
@@ -922,7 +950,7 @@ async fn download(
                             forwarders.insert(key, (peer, task.abort_handle()));
                         }
                         None => {
-                            download.on_failed(key, Failure::Gone);
+                            download.on_failed(key, Failure::Gone, Instant::now());
                             download.remove_peer(peer);
                         }
                     }
@@ -952,6 +980,7 @@ async fn download(
                 last_progress.elapsed().as_secs()
             ));
         }
+        let wake_at = download.wake_at();
         tokio::select! {
             output = from_writer.recv() => match output {
                 Some(FromWriter::Verified { key, groups }) => {
@@ -977,7 +1006,7 @@ async fn download(
                         inner.penalise(peer, &format!("blob {hash}: {why}"));
                         last_why = format!("{} sent bad data ({why})", peer.short());
                     }
-                    download.on_failed(key, Failure::Corrupt);
+                    download.on_failed(key, Failure::Corrupt, Instant::now());
                 }
                 Some(FromWriter::Failed(error)) => {
                     break Err(format!("cannot write to the store: {error}"));
@@ -985,11 +1014,18 @@ async fn download(
                 None => break Err("the writer stopped".into()),
             },
             event = events.recv() => match event {
-                Some(Event::Failed { key, peer, why }) => {
+                Some(Event::Failed { key, peer, why, busy: true }) => {
+                    // Serving others (or this fetch's other downloads):
+                    // fewer requests at a time, after a pause.
+                    forwarders.remove(&key);
+                    download.on_failed(key, Failure::Busy, Instant::now());
+                    tracing::trace!(blob = %hash, peer = %peer, why, "peer busy");
+                }
+                Some(Event::Failed { key, peer, why, busy: false }) => {
                     // What it sent before failing is still written (and
                     // counts): its decoder stays until the download ends.
                     forwarders.remove(&key);
-                    download.on_failed(key, Failure::Gone);
+                    download.on_failed(key, Failure::Gone, Instant::now());
                     tracing::debug!(blob = %hash, peer = %peer, why, "request failed");
                     last_why = format!("{} {why}", peer.short());
                     let count = failures.entry(peer).or_default();
@@ -1018,6 +1054,8 @@ async fn download(
                 asking = true;
                 spawn_ask(inner, hash, events_sender.clone());
             }
+            // A peer that answered busy may be asked again.
+            () = sleep_until_opt(wake_at) => {}
             _ = inner.shutdown.cancelled() => break Err("shutting down".into()),
         }
     };
@@ -1037,5 +1075,13 @@ async fn download(
                 detail,
             })
         }
+    }
+}
+
+/// Sleeps until `at`; forever without one.
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }

@@ -48,7 +48,14 @@ pub enum Failure {
     Corrupt,
     /// The peer refused, or went away; it may be asked again later.
     Gone,
+    /// The peer serves as many requests as it will at once (other
+    /// downloads take its time): it gets fewer at a time from this one,
+    /// and none for [`BUSY_PAUSE`].
+    Busy,
 }
+
+/// How long a peer that answered busy gets no new request.
+pub const BUSY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// What to do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,12 +75,21 @@ struct Peer {
     /// What the peer holds; none: all of it.
     available: Option<Groups>,
     in_flight: usize,
+    /// Requests it may have at once: the configured number, less after
+    /// it answered busy, growing back as requests complete.
+    limit: usize,
+    /// After a busy answer: no new request before this.
+    paused_until: Option<Instant>,
     bytes: u64,
     first_request: Option<Instant>,
     banned: bool,
 }
 
 impl Peer {
+    fn can_take(&self) -> bool {
+        !self.banned && self.paused_until.is_none() && self.in_flight < self.limit
+    }
+
     /// Bytes per second delivered so far (0 until something arrived).
     fn rate(&self, now: Instant) -> f64 {
         match self.first_request {
@@ -154,6 +170,8 @@ impl<P: Ord + Copy> Download<P> {
         let entry = self.peers.entry(peer).or_insert(Peer {
             available: Some(Groups::empty()),
             in_flight: 0,
+            limit: self.config.per_peer,
+            paused_until: None,
             bytes: 0,
             first_request: None,
             banned: false,
@@ -228,16 +246,31 @@ impl<P: Ord + Copy> Download<P> {
     pub fn on_done(&mut self, key: u64) {
         if let Some(request) = self.requests.remove(&key) {
             self.release(request.peer);
+            let per_peer = self.config.per_peer;
+            if let Some(state) = self.peers.get_mut(&request.peer) {
+                state.limit = (state.limit + 1).min(per_peer);
+            }
         }
+    }
+
+    /// When a paused peer may be asked again (the driver polls then).
+    pub fn wake_at(&self) -> Option<Instant> {
+        self.peers.values().filter_map(|p| p.paused_until).min()
     }
 
     /// Request `key` failed; on [`Failure::Corrupt`] its peer is dropped
     /// and its other requests cancelled.
-    pub fn on_failed(&mut self, key: u64, failure: Failure) {
+    pub fn on_failed(&mut self, key: u64, failure: Failure, now: Instant) {
         let Some(request) = self.requests.remove(&key) else {
             return;
         };
         self.release(request.peer);
+        if let Failure::Busy = failure
+            && let Some(state) = self.peers.get_mut(&request.peer)
+        {
+            state.limit = state.in_flight.max(1);
+            state.paused_until = Some(now + BUSY_PAUSE);
+        }
         if failure == Failure::Corrupt {
             if let Some(peer) = self.peers.get_mut(&request.peer) {
                 peer.banned = true;
@@ -285,13 +318,18 @@ impl<P: Ord + Copy> Download<P> {
         if self.is_complete() {
             return;
         }
+        for state in self.peers.values_mut() {
+            if state.paused_until.is_some_and(|until| until <= now) {
+                state.paused_until = None;
+            }
+        }
         // One request per peer per round, fastest first: every holder gets
         // work from the start, and a fast peer, whose requests finish
         // sooner, simply comes back for more.
         let mut order: Vec<(P, f64)> = self
             .peers
             .iter()
-            .filter(|(_, state)| !state.banned && state.in_flight < self.config.per_peer)
+            .filter(|(_, state)| state.can_take())
             .map(|(peer, state)| (*peer, state.rate(now)))
             .collect();
         order.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -314,7 +352,7 @@ impl<P: Ord + Copy> Download<P> {
         let Some(state) = self.peers.get(&peer) else {
             return false;
         };
-        if state.banned || state.in_flight >= self.config.per_peer {
+        if !state.can_take() {
             return false;
         }
         let available = state
@@ -463,7 +501,7 @@ mod tests {
                         budget -= 1;
                         if corrupt == Some(peer) {
                             open.remove(&key);
-                            download.on_failed(key, Failure::Corrupt);
+                            download.on_failed(key, Failure::Corrupt, now);
                             break;
                         }
                         delivered[peer] += 1;
@@ -484,6 +522,37 @@ mod tests {
         let (download, delivered) = simulate(100 * MIB, &[50], None);
         assert!(download.is_complete());
         assert_eq!(delivered[0], 6400);
+    }
+
+    #[test]
+    fn a_busy_peer_gets_fewer_requests_after_a_pause() {
+        let mut download =
+            Download::new(Hash::of(b"x"), 64 * MIB, Groups::empty(), Config::default());
+        download.add_peer(0usize, None);
+        let now = Instant::now();
+        let mut keys = Vec::new();
+        while let Some(action) = download.poll_action(now) {
+            if let Action::Request { key, .. } = action {
+                keys.push(key);
+            }
+        }
+        assert_eq!(keys.len(), Config::default().per_peer);
+        // Two of its four are refused busy: it keeps two, and gets none
+        // now.
+        download.on_failed(keys[0], Failure::Busy, now);
+        download.on_failed(keys[1], Failure::Busy, now);
+        assert_eq!(download.poll_action(now), None);
+        assert_eq!(download.wake_at(), Some(now + BUSY_PAUSE));
+        // After the pause still none: it has as many as it may.
+        let later = now + BUSY_PAUSE;
+        assert_eq!(download.poll_action(later), None);
+        // One completes: one more, then one more again as they complete.
+        download.on_done(keys[2]);
+        let next: Vec<_> = std::iter::from_fn(|| download.poll_action(later)).collect();
+        assert_eq!(next.len(), 2, "{next:?}");
+        assert_eq!(download.wake_at(), None);
+        // Not counted as a failure: the peer stays usable.
+        assert_eq!(download.usable_peers(), 1);
     }
 
     #[test]
