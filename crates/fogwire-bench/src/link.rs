@@ -328,6 +328,79 @@ pub(crate) fn link_throughput(
     Ok(rate)
 }
 
+/// A plain file transfer over a fresh link, the baseline of a fetch: the
+/// sender reads `source` in link messages of 64 KiB and sends them; the
+/// receiver hands each to a writer thread that writes it into `target`,
+/// unverified. Bytes per second from the first read to the last write.
+pub(crate) fn file_over_link(
+    sender: &Runtime,
+    receiver: &Runtime,
+    source: &std::path::Path,
+    target: &std::path::Path,
+) -> Result<f64, BenchError> {
+    use std::os::unix::fs::FileExt;
+    let (links, channel, mut inbound) = linked_pair(sender, receiver)?;
+    let input = std::fs::File::open(source)?;
+    let len = input.metadata()?.len();
+    let output = std::fs::File::create(target)?;
+    let piece = fogwire_link::proto::MESSAGE_LEN_MAX;
+    let started = Instant::now();
+    let reading = sender.spawn(async move {
+        let mut offset = 0u64;
+        while offset < len {
+            let take = (len - offset).min(piece as u64) as usize;
+            let mut buffer = vec![0u8; take];
+            input.read_exact_at(&mut buffer, offset)?;
+            offset += take as u64;
+            if channel.send(Bytes::from(buffer)).await.is_err() {
+                return Err(std::io::Error::other("the link closed"));
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    // Like a fetch, the receiver writes on a thread of its own, through a
+    // bounded queue.
+    let (to_disk, from_link) = std::sync::mpsc::sync_channel::<Bytes>(64);
+    let writing = std::thread::spawn(move || {
+        let mut offset = 0u64;
+        while let Ok(bytes) = from_link.recv() {
+            output.write_all_at(&bytes, offset)?;
+            offset += bytes.len() as u64;
+        }
+        Ok::<_, std::io::Error>(offset)
+    });
+    on(receiver, async move {
+        let mut received = 0u64;
+        while received < len {
+            let Some(message) = inbound.recv().await else {
+                break;
+            };
+            received += message.len() as u64;
+            if to_disk.send(message).is_err() {
+                break;
+            }
+        }
+    })?;
+    let written = writing
+        .join()
+        .map_err(|_| BenchError::Link("the writer thread failed".into()))??;
+    let rate = written as f64 / started.elapsed().as_secs_f64();
+    sender
+        .block_on(reading)
+        .map_err(|error| BenchError::Link(error.to_string()))??;
+    for handle in links {
+        on(sender, async move {
+            handle.close(CloseCode::NORMAL, "benchmark done").await;
+        })?;
+    }
+    if written != len {
+        return Err(BenchError::Link(format!(
+            "the file transfer stopped at {written} of {len} bytes"
+        )));
+    }
+    Ok(rate)
+}
+
 /// Payload bytes per second delivered through the link in messages of
 /// `size`. Hands the receiver back for the next size.
 fn link_speed(

@@ -18,7 +18,7 @@ use fogwire_store::Hash;
 use serde::Serialize;
 use tokio::runtime::Runtime;
 
-use crate::link::{BenchError, link_throughput, median, node_runtime, on};
+use crate::link::{BenchError, file_over_link, link_throughput, median, node_runtime, on};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -65,6 +65,17 @@ pub struct Report {
     /// and the bare link does not.
     pub copy_bytes_per_sec: f64,
     pub one_peer_to_copy: f64,
+    /// The same file sent over a fresh link in 64 KiB messages and written
+    /// by the receiver, nothing verified: a plain encrypted file copy.
+    pub file_over_link_bytes_per_sec: f64,
+    pub one_peer_to_file_over_link: f64,
+    /// CPU time (all threads of this process: both nodes) per GiB moved:
+    /// over the bare link, and fetched. On a machine whose cores the two
+    /// ends share, throughput is at most cores ÷ this.
+    pub link_cpu_secs_per_gib: f64,
+    pub file_over_link_cpu_secs_per_gib: f64,
+    pub one_peer_cpu_secs_per_gib: f64,
+    pub cores: usize,
     pub capped_bytes: u64,
     pub cap_bytes_per_sec: u64,
     pub capped_one_bytes_per_sec: f64,
@@ -81,9 +92,40 @@ pub enum Step {
     Starting,
     Link { round: usize },
     Copy { round: usize },
+    FileOverLink { round: usize },
     OnePeer { round: usize },
     CappedOne { round: usize },
     CappedThree { round: usize },
+}
+
+/// CPU seconds this process has used, all threads, user and system
+/// (from `/proc/self/stat`, in the kernel's fixed 1/100 s ticks); 0
+/// where there is no such file.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces), from field 3:
+    // utime is field 14, stime field 15.
+    let Some((_, after)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+fn per_gib(cpu_secs: f64, bytes: f64) -> f64 {
+    if bytes > 0.0 {
+        cpu_secs * (1u64 << 30) as f64 / bytes
+    } else {
+        0.0
+    }
 }
 
 fn bench_error(error: impl std::fmt::Display) -> BenchError {
@@ -218,23 +260,42 @@ pub fn run(options: &Options, mut progress: impl FnMut(Step)) -> Result<Report, 
     let (mut link, mut one, mut capped_one, mut capped_three) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut copy = Vec::new();
+    let (mut file_link, mut file_link_cpu) = (Vec::new(), Vec::new());
     let mut shares = Vec::new();
+    let (mut link_cpu, mut one_cpu) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         progress(Step::Link { round });
-        link.push(link_throughput(
+        let (cpu, started) = (cpu_seconds(), Instant::now());
+        let rate = link_throughput(
             &seed.runtime,
             &fetcher.runtime,
             fogwire_link::proto::MESSAGE_LEN_MAX,
             options.link_duration,
-        )?);
+        )?;
+        // The measurement's set-up is in the time too: a small overstatement.
+        let moved = rate * started.elapsed().as_secs_f64();
+        link_cpu.push(per_gib(cpu_seconds() - cpu, moved));
+        link.push(rate);
         progress(Step::Copy { round });
         let copied = dir.path().join("copy");
         let started = Instant::now();
         std::fs::copy(&big, &copied)?;
         copy.push(options.blob_bytes as f64 / started.elapsed().as_secs_f64());
         std::fs::remove_file(&copied)?;
+        progress(Step::FileOverLink { round });
+        let cpu = cpu_seconds();
+        file_link.push(file_over_link(
+            &seed.runtime,
+            &fetcher.runtime,
+            &big,
+            &copied,
+        )?);
+        file_link_cpu.push(per_gib(cpu_seconds() - cpu, options.blob_bytes as f64));
+        std::fs::remove_file(&copied)?;
         progress(Step::OnePeer { round });
+        let cpu = cpu_seconds();
         one.push(fetcher.fetch(big_hash, options.blob_bytes)?.0);
+        one_cpu.push(per_gib(cpu_seconds() - cpu, options.blob_bytes as f64));
     }
     for round in 0..rounds {
         progress(Step::CappedOne { round });
@@ -262,6 +323,7 @@ pub fn run(options: &Options, mut progress: impl FnMut(Step)) -> Result<Report, 
         node.stop();
     }
     let (link, one, copy) = (median(&link), median(&one), median(&copy));
+    let file_link = median(&file_link);
     let (capped_one, capped_three) = (median(&capped_one), median(&capped_three));
     Ok(Report {
         blob_bytes: options.blob_bytes,
@@ -271,6 +333,12 @@ pub fn run(options: &Options, mut progress: impl FnMut(Step)) -> Result<Report, 
         one_peer_to_link: one / link,
         copy_bytes_per_sec: copy,
         one_peer_to_copy: one / copy,
+        file_over_link_bytes_per_sec: file_link,
+        one_peer_to_file_over_link: one / file_link,
+        link_cpu_secs_per_gib: median(&link_cpu),
+        file_over_link_cpu_secs_per_gib: median(&file_link_cpu),
+        one_peer_cpu_secs_per_gib: median(&one_cpu),
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         capped_bytes: options.capped_bytes,
         cap_bytes_per_sec: options.cap_bytes_per_sec,
         capped_one_bytes_per_sec: capped_one,
