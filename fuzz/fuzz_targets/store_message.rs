@@ -1,12 +1,14 @@
 //! The replication protocol's decoders on bytes from a peer: a message
-//! either fails to decode or re-encodes to the same bytes; and a verified
+//! either fails to decode or re-encodes to the same bytes; a route
+//! stream's bytes come apart into frames no longer than a message, or
+//! stop at a bad length; and a verified
 //! stream of random bytes for a real blob never hands out a byte that is
 //! not the blob's (and nothing panics).
 #![no_main]
 
 use bytes::Bytes;
 use fogwire_store_proto::bao::outboard_streaming;
-use fogwire_store_proto::message::{Groups, Message};
+use fogwire_store_proto::message::{Groups, MESSAGE_LEN_MAX, Message, next_frame};
 use fogwire_store_proto::stream::{ItemDecoder, Verified, all_groups};
 use libfuzzer_sys::fuzz_target;
 
@@ -14,6 +16,11 @@ fuzz_target!(|input: &[u8]| {
     let bytes = Bytes::copy_from_slice(input);
     if let Ok(message) = Message::decode(&bytes) {
         assert_eq!(message.encode(), bytes, "decode and encode disagree");
+    }
+    let mut stream = bytes::BytesMut::from(input);
+    while let Ok(Some(frame)) = next_frame(&mut stream) {
+        assert!(!frame.is_empty() && frame.len() <= MESSAGE_LEN_MAX);
+        let _ = Message::decode(&frame);
     }
     if input.len() < 6 {
         return;

@@ -3,11 +3,11 @@
 //! a node further away. On a stream each message is framed as
 //! `length u16 | message`; the messages are the same.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use fogwire_link::proto::{CloseCode, Message as LinkMessage};
 use fogwire_link::{ChannelReceiver, ChannelSender, LinkHandle};
 use fogwire_route::{RouteStreamReader, RouteStreamWriter};
-use fogwire_store_proto::message::MESSAGE_LEN_MAX;
+use fogwire_store_proto::message::{next_frame, put_frame};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -109,15 +109,10 @@ impl Inbox {
                 buffer,
                 stop,
             } => loop {
-                if buffer.len() >= 2 {
-                    let len = usize::from(u16::from_be_bytes([buffer[0], buffer[1]]));
-                    if len == 0 || len > MESSAGE_LEN_MAX {
-                        return Err(InboxEnd::BadFrame);
-                    }
-                    if buffer.len() >= 2 + len {
-                        buffer.advance(2);
-                        return Ok(buffer.split_to(len).freeze());
-                    }
+                match next_frame(buffer) {
+                    Ok(Some(message)) => return Ok(message),
+                    Ok(None) => {}
+                    Err(_) => return Err(InboxEnd::BadFrame),
                 }
                 let chunk = tokio::select! {
                     chunk = reader.read() => chunk,
@@ -169,10 +164,10 @@ async fn write_stream(
             () = stop.cancelled() => None,
         };
         let Some(first) = first else { break };
-        frame(&mut out, &first);
+        put_frame(&mut out, first.prefix(), first.body());
         while out.len() < ROUTE_WRITE_BYTES {
             match messages.try_recv() {
-                Ok(message) => frame(&mut out, &message),
+                Ok(message) => put_frame(&mut out, message.prefix(), message.body()),
                 Err(_) => break,
             }
         }
@@ -187,11 +182,4 @@ async fn write_stream(
     }
     // The reader stops too; dropping both halves resets the stream.
     stop.cancel();
-}
-
-fn frame(out: &mut BytesMut, message: &LinkMessage) {
-    // Messages are at most MESSAGE_LEN_MAX: the length fits.
-    out.put_u16(message.len() as u16);
-    out.put_slice(message.prefix());
-    out.put_slice(message.body());
 }

@@ -414,10 +414,71 @@ pub fn data_header(id: u32, item: u16) -> [u8; 7] {
     out
 }
 
+/// On a route stream, each message goes as `length u16 | message`.
+pub const FRAME_HEADER_LEN: usize = 2;
+
+/// A frame on a route stream whose length is 0 or above
+/// [`MESSAGE_LEN_MAX`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a store frame of {0} bytes (1..={MESSAGE_LEN_MAX} allowed)")]
+pub struct BadFrame(pub usize);
+
+/// Takes the next whole message off the front of `buffer` (bytes read from
+/// a route stream), if one is there.
+pub fn next_frame(buffer: &mut bytes::BytesMut) -> Result<Option<Bytes>, BadFrame> {
+    if buffer.len() < FRAME_HEADER_LEN {
+        return Ok(None);
+    }
+    let len = usize::from(u16::from_be_bytes([buffer[0], buffer[1]]));
+    if len == 0 || len > MESSAGE_LEN_MAX {
+        return Err(BadFrame(len));
+    }
+    if buffer.len() < FRAME_HEADER_LEN + len {
+        return Ok(None);
+    }
+    let _ = buffer.split_to(FRAME_HEADER_LEN);
+    Ok(Some(buffer.split_to(len).freeze()))
+}
+
+/// Appends `message` (at most [`MESSAGE_LEN_MAX`] bytes, in two parts)
+/// to `out` as a frame.
+pub fn put_frame(out: &mut bytes::BytesMut, prefix: &[u8], body: &[u8]) {
+    let len = prefix.len() + body.len();
+    debug_assert!(len <= MESSAGE_LEN_MAX);
+    out.extend_from_slice(&(len as u16).to_be_bytes());
+    out.extend_from_slice(prefix);
+    out.extend_from_slice(body);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn frames_come_apart_whole_and_bad_lengths_are_refused() {
+        let mut stream = bytes::BytesMut::new();
+        put_frame(&mut stream, &[1, 2], &[3]);
+        put_frame(&mut stream, &[], &[4; 300]);
+        let mut buffer = bytes::BytesMut::new();
+        let mut out = Vec::new();
+        // Arriving a few bytes at a time.
+        for piece in stream.chunks(7) {
+            buffer.extend_from_slice(piece);
+            while let Some(frame) = next_frame(&mut buffer).unwrap() {
+                out.push(frame);
+            }
+        }
+        assert_eq!(
+            out,
+            vec![Bytes::from_static(&[1, 2, 3]), Bytes::from(vec![4; 300])]
+        );
+        assert!(buffer.is_empty());
+        for bad in [[0u8, 0], [0xff, 0xff]] {
+            let mut buffer = bytes::BytesMut::from(&bad[..]);
+            assert!(next_frame(&mut buffer).is_err());
+        }
+    }
 
     fn groups(runs: &[(u64, u64)]) -> Groups {
         let mut set = Groups::empty();
