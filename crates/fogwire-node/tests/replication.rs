@@ -82,6 +82,26 @@ async fn add(node: &Node, data: Vec<u8>) -> Hash {
         .unwrap()
 }
 
+async fn add_dir(node: &Node, source: &Path, tag: &str) -> Hash {
+    let (store, source, tag) = (node.store().clone(), source.to_owned(), tag.to_owned());
+    tokio::task::spawn_blocking(move || {
+        store
+            .import_dir(&source, Some(&tag), false, &mut |_| {})
+            .unwrap()
+            .root
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+async fn export_dir(node: &Node, root: Hash, target: &Path) {
+    let (store, target) = (node.store().clone(), target.to_owned());
+    tokio::task::spawn_blocking(move || store.export_dir(&root, &target, &mut |_| {}).unwrap())
+        .await
+        .unwrap();
+}
+
 async fn read(node: &Node, hash: Hash) -> Vec<u8> {
     let store = node.store().clone();
     tokio::task::spawn_blocking(move || store.read_to_vec(&hash, u64::MAX).unwrap())
@@ -188,17 +208,7 @@ async fn a_directory_is_fetched_from_its_root_and_restored_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("source");
     write_tree(&source);
-    let store = a.store().clone();
-    let source2 = source.clone();
-    let root = tokio::task::spawn_blocking(move || {
-        store
-            .import_dir(&source2, Some("tree"), false, &mut |_| {})
-            .unwrap()
-            .root
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let root = add_dir(&a, &source, "tree").await;
     link(&b, &a).await;
     let report = b
         .replication()
@@ -207,12 +217,8 @@ async fn a_directory_is_fetched_from_its_root_and_restored_exactly() {
         .unwrap();
     assert!(report.directory);
     assert!(report.fetched_blobs > 150, "{report:?}");
-    let store = b.store().clone();
     let target = dir.path().join("restored");
-    let target2 = target.clone();
-    tokio::task::spawn_blocking(move || store.export_dir(&root, &target2, &mut |_| {}).unwrap())
-        .await
-        .unwrap();
+    export_dir(&b, root, &target).await;
     assert_same_tree(&source, &target);
     // Pinned as a whole: collection keeps every part.
     let store = b.store().clone();
@@ -554,13 +560,9 @@ async fn a_followed_feed_reaches_nodes_two_hops_away() {
         })
         .await;
     }
-    let store = far.store().clone();
-    let content = store.feed_root(&feed).unwrap().unwrap().content;
+    let content = far.store().feed_root(&feed).unwrap().unwrap().content;
     let target = dir.path().join("far");
-    let target2 = target.clone();
-    tokio::task::spawn_blocking(move || store.export_dir(&content, &target2, &mut |_| {}).unwrap())
-        .await
-        .unwrap();
+    export_dir(&far, content, &target).await;
     assert_same_tree(&source, &target);
     // far fetched from relay, the only peer it has.
     assert!(stats(&far, relay.node_id()).fetched_bytes > 3_000_000);
@@ -706,28 +708,14 @@ async fn many_large_files_from_one_peer_do_not_overrun_what_it_serves_at_once() 
         )
         .unwrap();
     }
-    let store = a.store().clone();
-    let source2 = source.clone();
-    let root = tokio::task::spawn_blocking(move || {
-        store
-            .import_dir(&source2, Some("big"), false, &mut |_| {})
-            .unwrap()
-            .root
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let root = add_dir(&a, &source, "big").await;
     link(&b, &a).await;
     let started = Instant::now();
     let report = b.replication().fetch(root, None, None).await.unwrap();
     tracing::info!(?report, elapsed = ?started.elapsed(), "fetched");
     assert_eq!(report.fetched_blobs, 7);
-    let store = b.store().clone();
     let target = dir.path().join("restored");
-    let target2 = target.clone();
-    tokio::task::spawn_blocking(move || store.export_dir(&root, &target2, &mut |_| {}).unwrap())
-        .await
-        .unwrap();
+    export_dir(&b, root, &target).await;
     for index in 0..6u64 {
         let name = format!("big{index}");
         assert!(

@@ -424,12 +424,7 @@ impl Store {
                     Bytes::Memory(Vec::new()),
                 ),
                 Location::File | Location::External => {
-                    let data_path = match entry.location {
-                        Location::External => self
-                            .external_path(hash)?
-                            .ok_or(StoreError::NotFound(*hash))?,
-                        _ => self.data_path(hash),
-                    };
+                    let data_path = self.file_of(hash, entry.location)?;
                     let outboard_path = self.outboard_path(hash);
                     let data = File::open(&data_path).map_err(StoreError::io(&data_path))?;
                     let outboard =

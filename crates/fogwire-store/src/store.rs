@@ -527,28 +527,8 @@ impl Store {
             sync_dir(dir).map_err(StoreError::io(dir))?;
         }
         let write = self.db.begin_write().map_err(|e| self.db_error(e))?;
-        {
-            let mut table = write.open_table(BLOBS).map_err(|e| self.db_error(e))?;
-            let mut inline = write.open_table(INLINE).map_err(|e| self.db_error(e))?;
-            for (hash, size, data) in &entries {
-                let entry = Entry {
-                    size: *size,
-                    location: if data.is_some() {
-                        Location::Inline
-                    } else {
-                        Location::File
-                    },
-                    last_used_ms: now_ms(),
-                };
-                table
-                    .insert(hash.as_bytes().as_slice(), entry.encode().as_slice())
-                    .map_err(|e| self.db_error(e))?;
-                if let Some(data) = data {
-                    inline
-                        .insert(hash.as_bytes().as_slice(), *data)
-                        .map_err(|e| self.db_error(e))?;
-                }
-            }
+        for (hash, size, data) in &entries {
+            self.insert_blob(&write, *hash, *size, *data)?;
         }
         write.commit().map_err(|e| self.db_error(e))?;
         drop(cleanup);
@@ -688,6 +668,15 @@ impl Store {
         }
         write.commit().map_err(|e| self.db_error(e))?;
         Ok(hash)
+    }
+
+    /// Where the bytes of a blob kept in a file are: the store's own
+    /// file, or the one it was added by reference from.
+    pub(crate) fn file_of(&self, hash: &Hash, location: Location) -> Result<PathBuf, StoreError> {
+        match location {
+            Location::External => self.external_path(hash)?.ok_or(StoreError::NotFound(*hash)),
+            _ => Ok(self.data_path(hash)),
+        }
     }
 
     /// The file a blob added by reference is read from.
@@ -902,6 +891,36 @@ impl Store {
         self.commit_blob_in(hash, size, None, tag, also)
     }
 
+    /// Records a blob (its bytes too, when inline) in `write`.
+    fn insert_blob(
+        &self,
+        write: &redb::WriteTransaction,
+        hash: Hash,
+        size: u64,
+        inline: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let entry = Entry {
+            size,
+            location: if inline.is_some() {
+                Location::Inline
+            } else {
+                Location::File
+            },
+            last_used_ms: now_ms(),
+        };
+        let mut blobs = write.open_table(BLOBS).map_err(|e| self.db_error(e))?;
+        blobs
+            .insert(hash.as_bytes().as_slice(), entry.encode().as_slice())
+            .map_err(|e| self.db_error(e))?;
+        if let Some(data) = inline {
+            let mut table = write.open_table(INLINE).map_err(|e| self.db_error(e))?;
+            table
+                .insert(hash.as_bytes().as_slice(), data)
+                .map_err(|e| self.db_error(e))?;
+        }
+        Ok(())
+    }
+
     fn commit_blob_in(
         &self,
         hash: Hash,
@@ -915,31 +934,11 @@ impl Store {
         }
         let write = self.db.begin_write().map_err(|e| self.db_error(e))?;
         also(&write)?;
-        {
-            let mut blobs = write.open_table(BLOBS).map_err(|e| self.db_error(e))?;
-            let entry = Entry {
-                size,
-                location: if inline.is_some() {
-                    Location::Inline
-                } else {
-                    Location::File
-                },
-                last_used_ms: now_ms(),
-            };
-            blobs
-                .insert(hash.as_bytes().as_slice(), entry.encode().as_slice())
+        self.insert_blob(&write, hash, size, inline)?;
+        if let Some(tag) = tag {
+            let mut tags = write.open_table(TAGS).map_err(|e| self.db_error(e))?;
+            tags.insert(tag, hash.as_bytes().as_slice())
                 .map_err(|e| self.db_error(e))?;
-            if let Some(data) = inline {
-                let mut table = write.open_table(INLINE).map_err(|e| self.db_error(e))?;
-                table
-                    .insert(hash.as_bytes().as_slice(), data)
-                    .map_err(|e| self.db_error(e))?;
-            }
-            if let Some(tag) = tag {
-                let mut tags = write.open_table(TAGS).map_err(|e| self.db_error(e))?;
-                tags.insert(tag, hash.as_bytes().as_slice())
-                    .map_err(|e| self.db_error(e))?;
-            }
         }
         write.commit().map_err(|e| self.db_error(e))
     }
@@ -981,12 +980,7 @@ impl Store {
                 out(&data[start as usize..end as usize]).map_err(|e| self.db_error(e))?;
             }
             Location::File | Location::External => {
-                let data_path = match entry.location {
-                    Location::External => self
-                        .external_path(hash)?
-                        .ok_or(StoreError::NotFound(*hash))?,
-                    _ => self.data_path(hash),
-                };
+                let data_path = self.file_of(hash, entry.location)?;
                 let outboard_path = self.outboard_path(hash);
                 let data = File::open(&data_path).map_err(|error| match entry.location {
                     Location::External => StoreError::ExternalChanged {
