@@ -199,7 +199,7 @@ pub async fn run(
     nodes[publisher]
         .node
         .replication()
-        .announce(root_bytes)
+        .announce(root_bytes, Some(nodes[publisher].node.node_id()))
         .await;
     // Watch the followers pin it, in the order they finish.
     let tag = feed_tag(&feed);

@@ -155,6 +155,38 @@ impl StoreRoute {
     }
 }
 
+impl fogwire_replicate::StoreRouteHandle for StoreRoute {
+    fn close(self: Box<Self>) -> fogwire_replicate::BoxFuture<()> {
+        Box::pin(async move { StoreRoute::close(*self).await })
+    }
+}
+
+/// Opens store routes for replication (a feed's content from the node its
+/// announcement names). Weak: replication must not keep the node alive.
+struct StoreRouteOpener(std::sync::Weak<Inner>);
+
+impl fogwire_replicate::RouteOpener for StoreRouteOpener {
+    fn open(
+        &self,
+        node: NodeId,
+    ) -> fogwire_replicate::BoxFuture<Option<Box<dyn fogwire_replicate::StoreRouteHandle>>> {
+        let inner = self.0.upgrade();
+        Box::pin(async move {
+            let this = Node { inner: inner? };
+            match this.store_route(node).await {
+                Ok(Some(route)) => {
+                    Some(Box::new(route) as Box<dyn fogwire_replicate::StoreRouteHandle>)
+                }
+                Ok(None) => None,
+                Err(error) => {
+                    tracing::debug!(%node, %error, "no store route to a feed's holder");
+                    None
+                }
+            }
+        })
+    }
+}
+
 /// Why a node operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -353,6 +385,9 @@ impl Node {
         node.inner
             .tasks
             .spawn(node.clone().serve_store_over_routes());
+        node.inner
+            .replication
+            .set_route_opener(Arc::new(StoreRouteOpener(Arc::downgrade(&node.inner))));
         for peer in options.peers {
             node.want(peer);
         }

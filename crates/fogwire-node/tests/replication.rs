@@ -550,7 +550,10 @@ async fn a_followed_feed_reaches_nodes_two_hops_away() {
     })
     .await
     .unwrap();
-    publisher.replication().announce(root).await;
+    publisher
+        .replication()
+        .announce(root, Some(publisher.node_id()))
+        .await;
     let tag = fogwire_store::feed_tag(&feed);
     for follower in [&relay, &far] {
         let store = follower.store().clone();
@@ -577,7 +580,10 @@ async fn a_followed_feed_reaches_nodes_two_hops_away() {
     })
     .await
     .unwrap();
-    publisher.replication().announce(root2).await;
+    publisher
+        .replication()
+        .announce(root2, Some(publisher.node_id()))
+        .await;
     let store = far.store().clone();
     wait_until("the newer root reaches far, and its content", || {
         store
@@ -724,4 +730,54 @@ async fn many_large_files_from_one_peer_do_not_overrun_what_it_serves_at_once() 
             "{name} differs"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_a_node_that_does_not_follow_fetches_from_the_named_holder() {
+    // publisher — relay — far: only far follows; relay passes the root on
+    // but holds none of the content, so far goes over a route to the
+    // publisher the announcement names.
+    let (publisher, relay, far) = (node().await, node().await, node().await);
+    link(&relay, &publisher).await;
+    link(&far, &relay).await;
+    knows_the_way(&far, publisher.node_id()).await;
+    let key = Arc::new(Keypair::generate().unwrap());
+    let feed = fogwire_store::FeedId::from_key(key.node_id());
+    let store = far.store().clone();
+    tokio::task::spawn_blocking(move || store.set_following(&feed, true).unwrap())
+        .await
+        .unwrap();
+    let data = pattern(2_000_000, 31);
+    let store = publisher.store().clone();
+    let root = tokio::task::spawn_blocking(move || {
+        let content = store
+            .import_bytes(&data, Some(&fogwire_store::feed_tag(&feed)))
+            .unwrap();
+        store
+            .publish(&key, content, fogwire_store::ContentKind::Blob, now_ms())
+            .unwrap();
+        store.feed_root_bytes(&feed).unwrap().unwrap()
+    })
+    .await
+    .unwrap();
+    publisher
+        .replication()
+        .announce(root, Some(publisher.node_id()))
+        .await;
+    let tag = fogwire_store::feed_tag(&feed);
+    let store = far.store().clone();
+    wait_until("far pins the feed's content", || {
+        store.tags().unwrap().iter().any(|(name, _)| *name == tag)
+    })
+    .await;
+    let content = far.store().feed_root(&feed).unwrap().unwrap().content;
+    assert_eq!(read(&far, content).await, pattern(2_000_000, 31));
+    // From the publisher, over the route; the relay served nothing.
+    assert!(stats(&publisher, far.node_id()).served_bytes >= 2_000_000);
+    assert_eq!(stats(&relay, far.node_id()).served_bytes, 0);
+    // The route is closed once the content is in.
+    wait_until("the store stream to end", || {
+        !far.replication().is_peer(publisher.node_id())
+    })
+    .await;
 }

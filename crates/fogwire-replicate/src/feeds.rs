@@ -10,8 +10,14 @@
 //!
 //! Followers also ask each new neighbour for the roots they follow, and
 //! every neighbour now and then, so a node that was away catches up.
+//!
+//! An announcement may name a node that holds the content (the publisher
+//! names itself); it travels unchanged with the root. A follower none of
+//! whose neighbours has the content opens a route to that node and
+//! fetches from it there. The name is only a hint: what arrives is
+//! verified against the signed root like anything else.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -46,6 +52,8 @@ pub(crate) struct FeedState {
     seen: std::sync::Mutex<(HashSet<RootKey>, VecDeque<RootKey>)>,
     /// Feeds whose content a task is fetching now.
     syncing: std::sync::Mutex<HashSet<FeedId>>,
+    /// For followed feeds: a node said to hold the newest root's content.
+    holders: std::sync::Mutex<HashMap<FeedId, NodeId>>,
 }
 
 impl FeedState {
@@ -67,7 +75,12 @@ impl FeedState {
 }
 
 /// Sends a root to every neighbour but `except`.
-pub(crate) async fn announce(inner: &Arc<Inner>, root: Bytes, except: Option<NodeId>) {
+pub(crate) async fn announce(
+    inner: &Arc<Inner>,
+    root: Bytes,
+    holder: Option<[u8; 32]>,
+    except: Option<NodeId>,
+) {
     if let Ok(decoded) = FeedRoot::decode(&root) {
         inner.feeds.first_sight(&decoded);
     }
@@ -75,24 +88,33 @@ pub(crate) async fn announce(inner: &Arc<Inner>, root: Bytes, except: Option<Nod
         if Some(link.peer) == except || link.is_closed() {
             continue;
         }
-        let message = StoreMessage::Announce { root: root.clone() }.encode();
+        let message = StoreMessage::Announce {
+            root: root.clone(),
+            holder,
+        }
+        .encode();
         // A full queue is a busy link: the periodic check catches up.
         let _ = link.outbox.try_send(message);
     }
 }
 
 /// A neighbour announced a root.
-pub(crate) fn on_announce(inner: &Arc<Inner>, from: NodeId, root: Bytes) {
+pub(crate) fn on_announce(inner: &Arc<Inner>, from: NodeId, root: Bytes, holder: Option<[u8; 32]>) {
     let inner2 = inner.clone();
     inner.tasks.spawn(async move {
-        take_root(&inner2, Some(from), root).await;
+        take_root(&inner2, Some(from), root, holder).await;
     });
 }
 
 /// Takes in a root from a peer: passes it on if new, keeps it and
 /// fetches its content if followed and newer. Returns whether it was
 /// taken as the newest root of a followed feed.
-async fn take_root(inner: &Arc<Inner>, from: Option<NodeId>, root: Bytes) -> bool {
+async fn take_root(
+    inner: &Arc<Inner>,
+    from: Option<NodeId>,
+    root: Bytes,
+    holder: Option<[u8; 32]>,
+) -> bool {
     let decoded = match FeedRoot::decode(&root) {
         Ok(decoded) => decoded,
         Err(error) => {
@@ -137,9 +159,20 @@ async fn take_root(inner: &Arc<Inner>, from: Option<NodeId>, root: Bytes) -> boo
         if Some(link.peer) == from || link.is_closed() {
             continue;
         }
-        let _ = link
-            .outbox
-            .try_send(StoreMessage::Announce { root: root.clone() }.encode());
+        let _ = link.outbox.try_send(
+            StoreMessage::Announce {
+                root: root.clone(),
+                holder,
+            }
+            .encode(),
+        );
+    }
+    if accepted {
+        let mut holders = lock(&inner.feeds.holders);
+        match holder.and_then(|id| NodeId::from_bytes(&id).ok()) {
+            Some(holder) => holders.insert(feed, holder),
+            None => holders.remove(&feed),
+        };
     }
     if accepted {
         spawn_content_sync(inner, feed);
@@ -185,7 +218,7 @@ async fn ask_root(inner: &Arc<Inner>, link: &Arc<PeerLink>, feed: FeedId) -> boo
     })
     .await;
     match request {
-        Ok(Some(root)) => take_root(inner, Some(link.peer), root).await,
+        Ok(Some(root)) => take_root(inner, Some(link.peer), root, None).await,
         _ => false,
     }
 }
@@ -288,7 +321,15 @@ async fn sync_content(inner: &Arc<Inner>, feed: FeedId) -> Result<(), FetchError
             })
             .await?;
         let Some(root) = state else { return Ok(()) };
-        let report = crate::fetch::fetch(inner, root.content, Some(feed_tag(&feed)), None).await?;
+        let report =
+            match crate::fetch::fetch(inner, root.content, Some(feed_tag(&feed)), None).await {
+                Ok(report) => report,
+                Err(error @ FetchError::Stopped) => return Err(error),
+                Err(error) => match fetch_from_holder(inner, feed, root.content).await {
+                    Some(report) => report,
+                    None => return Err(error),
+                },
+            };
         tracing::info!(
             feed = %feed,
             seq = root.seq,
@@ -298,5 +339,31 @@ async fn sync_content(inner: &Arc<Inner>, feed: FeedId) -> Result<(), FetchError
             "feed content fetched"
         );
         // A newer root may have come in meanwhile: go round again.
+    }
+}
+
+/// No neighbour could provide a followed feed's content: fetch it over a
+/// route from the node its announcement named, if there is one, it is not
+/// a neighbour already, and the node can open routes.
+async fn fetch_from_holder(
+    inner: &Arc<Inner>,
+    feed: FeedId,
+    content: fogwire_store::Hash,
+) -> Option<crate::FetchReport> {
+    let holder = lock(&inner.feeds.holders).get(&feed).copied()?;
+    let opener = lock(&inner.route_opener).clone()?;
+    if lock(&inner.links).contains_key(&holder) {
+        return None;
+    }
+    let route = opener.open(holder).await?;
+    tracing::info!(feed = %feed, holder = %holder, "fetching a feed's content over a route from the node its announcement names");
+    let fetched = crate::fetch::fetch(inner, content, Some(feed_tag(&feed)), None).await;
+    route.close().await;
+    match fetched {
+        Ok(report) => Some(report),
+        Err(error) => {
+            tracing::info!(feed = %feed, holder = %holder, %error, "could not fetch from the named holder either");
+            None
+        }
     }
 }

@@ -84,6 +84,24 @@ pub enum RouteRefused {
     Stopped,
 }
 
+/// A route opened to reach a node's store, as the node's owner made it
+/// (see [`RouteOpener`]).
+pub trait StoreRouteHandle: Send {
+    /// Ends replication over the route and closes it.
+    fn close(self: Box<Self>) -> BoxFuture<()>;
+}
+
+/// A future boxed for trait objects.
+pub type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Opens a route to a node that is not a neighbour and hands its store
+/// stream to [`Replication::route_up`]: how a follower reaches the holder
+/// a feed announcement names when no neighbour has the content. The node
+/// provides it (routing is not this crate's business).
+pub trait RouteOpener: Send + Sync {
+    fn open(&self, node: NodeId) -> BoxFuture<Option<Box<dyn StoreRouteHandle>>>;
+}
+
 /// A peer replicating over a route stream. Dropping it does not end the
 /// stream; [`RoutePeer::close`] does.
 #[derive(Debug, Clone)]
@@ -249,6 +267,7 @@ pub(crate) struct Inner {
     links: Mutex<HashMap<NodeId, Arc<PeerLink>>>,
     /// Ids for route streams, apart from link ids.
     next_route_id: AtomicU64,
+    pub(crate) route_opener: Mutex<Option<Arc<dyn RouteOpener>>>,
     counters: Mutex<HashMap<NodeId, Arc<Counters>>>,
     fetching: Mutex<HashMap<Hash, Arc<tokio::sync::Mutex<()>>>>,
     pub(crate) feeds: feeds::FeedState,
@@ -345,6 +364,7 @@ impl Replication {
             config,
             links: Mutex::default(),
             next_route_id: AtomicU64::new(ROUTE_IDS),
+            route_opener: Mutex::default(),
             counters: Mutex::default(),
             fetching: Mutex::default(),
             feeds: feeds::FeedState::default(),
@@ -479,9 +499,17 @@ impl Replication {
         fetch::fetch(&self.inner, hash, tag, progress).await
     }
 
-    /// Tells every neighbour about a root this node just published.
-    pub async fn announce(&self, root: Vec<u8>) {
-        feeds::announce(&self.inner, bytes::Bytes::from(root), None).await;
+    /// Tells every neighbour about a root this node just published;
+    /// `holder` (this node, normally) is named in the announcement as a
+    /// node that has the content, for followers no neighbour serves.
+    pub async fn announce(&self, root: Vec<u8>, holder: Option<NodeId>) {
+        let holder = holder.map(|id| *id.as_bytes());
+        feeds::announce(&self.inner, bytes::Bytes::from(root), holder, None).await;
+    }
+
+    /// How to reach a node beyond the neighbours (set once by the node).
+    pub fn set_route_opener(&self, opener: Arc<dyn RouteOpener>) {
+        *lock(&self.inner.route_opener) = Some(opener);
     }
 
     /// Checks a feed with every neighbour now, and fetches what its

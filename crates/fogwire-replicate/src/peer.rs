@@ -217,7 +217,9 @@ pub(crate) async fn run(inner: Arc<Inner>, link: Arc<PeerLink>, mut inbox: Inbox
                     feed,
                 ));
             }
-            StoreMessage::Announce { root } => feeds::on_announce(&inner, link.peer, root),
+            StoreMessage::Announce { root, holder } => {
+                feeds::on_announce(&inner, link.peer, root, holder);
+            }
             StoreMessage::Have { id, entries } => deliver(&link, id, Reply::Have(entries)).await,
             StoreMessage::Data { id, item, bytes } => {
                 deliver(&link, id, Reply::Data { item, bytes }).await;

@@ -17,7 +17,8 @@
 //! 0x07 CANCEL     (nothing: stop answering the request)
 //! 0x08 FEED_GET   feed key [32]
 //! 0x09 FEED_ROOT  present u8 | (present) root (186 bytes)
-//! 0x0a ANNOUNCE   root (186 bytes); request id 0
+//! 0x0a ANNOUNCE   root (186 bytes) | (optional) holder node id [32];
+//!                   request id 0
 //!
 //! groups: count u16 (1..=256) | (start u64, end u64) × count, ascending,
 //!         disjoint, non-adjacent: chunk groups (16 KiB) start..end
@@ -98,16 +99,47 @@ pub struct GetItem {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
-    Has { id: u32, hashes: Vec<Hash> },
-    Have { id: u32, entries: Vec<HaveEntry> },
-    Get { id: u32, items: Vec<GetItem> },
-    Data { id: u32, item: u16, bytes: Bytes },
-    Done { id: u32 },
-    Error { id: u32, code: u8 },
-    Cancel { id: u32 },
-    FeedGet { id: u32, feed: [u8; 32] },
-    FeedRoot { id: u32, root: Option<Bytes> },
-    Announce { root: Bytes },
+    Has {
+        id: u32,
+        hashes: Vec<Hash>,
+    },
+    Have {
+        id: u32,
+        entries: Vec<HaveEntry>,
+    },
+    Get {
+        id: u32,
+        items: Vec<GetItem>,
+    },
+    Data {
+        id: u32,
+        item: u16,
+        bytes: Bytes,
+    },
+    Done {
+        id: u32,
+    },
+    Error {
+        id: u32,
+        code: u8,
+    },
+    Cancel {
+        id: u32,
+    },
+    FeedGet {
+        id: u32,
+        feed: [u8; 32],
+    },
+    FeedRoot {
+        id: u32,
+        root: Option<Bytes>,
+    },
+    /// A feed root, and perhaps a node that holds its content (a hint,
+    /// for nodes whose neighbours do not: kept as it is when passed on).
+    Announce {
+        root: Bytes,
+        holder: Option<[u8; 32]>,
+    },
 }
 
 /// A message that does not parse, or breaks a bound.
@@ -317,9 +349,15 @@ impl Message {
                 }
                 let start = reader.position;
                 reader.take(FEED_ROOT_LEN)?;
-                Message::Announce {
-                    root: bytes.slice(start..start + FEED_ROOT_LEN),
-                }
+                let root = bytes.slice(start..start + FEED_ROOT_LEN);
+                let holder = if reader.position < bytes.len() {
+                    let mut holder = [0u8; 32];
+                    holder.copy_from_slice(reader.take(32)?);
+                    Some(holder)
+                } else {
+                    None
+                };
+                Message::Announce { root, holder }
             }
             other => return Err(MessageError::UnknownType(other)),
         };
@@ -395,9 +433,12 @@ impl Message {
                     }
                 }
             }
-            Message::Announce { root } => {
+            Message::Announce { root, holder } => {
                 head(TYPE_ANNOUNCE, 0);
                 out.extend_from_slice(root);
+                if let Some(holder) = holder {
+                    out.extend_from_slice(holder);
+                }
             }
         }
         Bytes::from(out)
@@ -545,6 +586,11 @@ mod tests {
             },
             Message::Announce {
                 root: Bytes::from(vec![8; FEED_ROOT_LEN]),
+                holder: None,
+            },
+            Message::Announce {
+                root: Bytes::from(vec![8; FEED_ROOT_LEN]),
+                holder: Some([5; 32]),
             },
         ];
         for message in messages {

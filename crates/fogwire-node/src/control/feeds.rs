@@ -212,7 +212,8 @@ pub(super) async fn publish(State(state): State<Arc<ApiState>>, body: Bytes) -> 
     match published {
         Ok((info, root)) => {
             // Neighbours hear of it now; followers fetch from here.
-            state.node.replication().announce(root).await;
+            let holder = Some(state.node.node_id());
+            state.node.replication().announce(root, holder).await;
             axum::Json(info).into_response()
         }
         Err(refusal) => refusal.into_response(),
