@@ -9,6 +9,8 @@
 //!   routes.redb          the network graph, this node's advert sequence
 //!                        number and relay receipts (fogwire-route)
 //!   store/               the content-addressed store (fogwire-store)
+//!   replication.redb     bytes served to and fetched from each peer
+//!                        (fogwire-replicate)
 //! ```
 
 use std::fmt;
@@ -79,6 +81,10 @@ impl DataDir {
 
     pub fn routes_path(&self) -> PathBuf {
         self.root.join("routes.redb")
+    }
+
+    pub fn replication_path(&self) -> PathBuf {
+        self.root.join("replication.redb")
     }
 
     pub fn api_addr_path(&self) -> PathBuf {

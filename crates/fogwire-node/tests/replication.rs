@@ -781,3 +781,30 @@ async fn a_follower_behind_a_node_that_does_not_follow_fetches_from_the_named_ho
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_per_peer_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = Arc::new(Keypair::generate().unwrap());
+    let options = || {
+        let mut options = NodeOptions::local(key.clone());
+        options.store_dir = Some(dir.path().join("store"));
+        options.replication.counters_path = Some(dir.path().join("replication.redb"));
+        options
+    };
+    let seed = Node::start(options()).await.unwrap();
+    let fetcher = node().await;
+    let hash = add(&seed, pattern(1_500_000, 12)).await;
+    link(&fetcher, &seed).await;
+    fetcher.replication().fetch(hash, None, None).await.unwrap();
+    let before = stats(&seed, fetcher.node_id());
+    assert!(before.served_bytes >= 1_500_000);
+    seed.shutdown().await;
+    drop(seed);
+    let seed = Node::start(options()).await.unwrap();
+    let after = stats(&seed, fetcher.node_id());
+    assert_eq!(after.served_bytes, before.served_bytes);
+    assert_eq!(after.served_requests, before.served_requests);
+    assert!(!after.linked);
+    seed.shutdown().await;
+}

@@ -29,9 +29,11 @@ mod feeds;
 mod fetch;
 mod limit;
 mod peer;
+mod persist;
 mod serve;
 mod transport;
 
+pub use persist::CountersError;
 pub use transport::STORE_SERVICE;
 
 use std::collections::HashMap;
@@ -143,6 +145,9 @@ pub struct Config {
     pub feed_retry_max: Duration,
     /// Most bytes per second served to all peers together (0: no cap).
     pub serve_bytes_per_sec_max: u64,
+    /// Where the per-peer counters are kept across restarts (none: in
+    /// memory only).
+    pub counters_path: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -156,6 +161,7 @@ impl Default for Config {
             feed_sync_interval: Duration::from_secs(60),
             feed_retry_max: Duration::from_secs(30),
             serve_bytes_per_sec_max: 0,
+            counters_path: None,
         }
     }
 }
@@ -268,6 +274,7 @@ pub(crate) struct Inner {
     /// Ids for route streams, apart from link ids.
     next_route_id: AtomicU64,
     pub(crate) route_opener: Mutex<Option<Arc<dyn RouteOpener>>>,
+    pub(crate) counters_file: Option<Arc<persist::CountersFile>>,
     counters: Mutex<HashMap<NodeId, Arc<Counters>>>,
     fetching: Mutex<HashMap<Hash, Arc<tokio::sync::Mutex<()>>>>,
     pub(crate) feeds: feeds::FeedState,
@@ -358,7 +365,21 @@ impl std::fmt::Debug for Replication {
 impl Replication {
     /// Starts replication of `store` (and the periodic feed check).
     pub fn start(store: Arc<Store>, config: Config) -> Replication {
+        let (counters_file, loaded) = match &config.counters_path {
+            None => (None, Vec::new()),
+            Some(path) => match persist::CountersFile::open(path, PEERS_REMEMBERED) {
+                Ok((file, loaded)) => (Some(Arc::new(file)), loaded),
+                Err(error) => {
+                    tracing::error!(
+                        %error,
+                        "per-peer counters will not be kept across restarts; move the file aside to start a new one"
+                    );
+                    (None, Vec::new())
+                }
+            },
+        };
         let inner = Arc::new(Inner {
+            counters_file,
             store,
             limiter: limit::Limiter::new(config.serve_bytes_per_sec_max),
             config,
@@ -371,7 +392,9 @@ impl Replication {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
+        persist::restore(&inner, loaded);
         inner.tasks.spawn(feeds::periodic(inner.clone()));
+        inner.tasks.spawn(persist::run(inner.clone()));
         Replication { inner }
     }
 
