@@ -136,40 +136,32 @@ async fn transfer(args: TransferArgs) -> anyhow::Result<()> {
         dir: args.dir.unwrap_or_else(std::env::temp_dir),
         ..TransferOptions::default()
     };
-    let quiet = args.json;
-    let report = tokio::task::spawn_blocking(move || {
-        fogwire_bench::transfer::run(&options, |step| {
-            if quiet {
-                return;
+    let measured = measure(
+        args.json,
+        move |progress| fogwire_bench::transfer::run(&options, progress),
+        move |step| match step {
+            TransferStep::Writing => "writing the test files".to_owned(),
+            TransferStep::Starting => "starting the nodes, seeding".to_owned(),
+            TransferStep::Link { round } => format!("round {}: bare link", round + 1),
+            TransferStep::Copy { round } => format!("round {}: copying the file", round + 1),
+            TransferStep::FileOverLink { round } => {
+                format!("round {}: the file over a bare link", round + 1)
             }
-            let what = match step {
-                TransferStep::Writing => "writing the test files".to_owned(),
-                TransferStep::Starting => "starting the nodes, seeding".to_owned(),
-                TransferStep::Link { round } => format!("round {}: bare link", round + 1),
-                TransferStep::Copy { round } => format!("round {}: copying the file", round + 1),
-                TransferStep::FileOverLink { round } => {
-                    format!("round {}: the file over a bare link", round + 1)
-                }
-                TransferStep::OnePeer { round } => {
-                    format!("round {}: fetch from one peer", round + 1)
-                }
-                TransferStep::CappedOne { round } => {
-                    format!("round {}: fetch from one capped peer", round + 1)
-                }
-                TransferStep::CappedThree { round } => {
-                    format!("round {}: fetch from three capped peers", round + 1)
-                }
-            };
-            eprint!("\r\x1b[K  {what}…");
-            let _ = std::io::stderr().flush();
-        })
-    })
-    .await??;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+            TransferStep::OnePeer { round } => {
+                format!("round {}: fetch from one peer", round + 1)
+            }
+            TransferStep::CappedOne { round } => {
+                format!("round {}: fetch from one capped peer", round + 1)
+            }
+            TransferStep::CappedThree { round } => {
+                format!("round {}: fetch from three capped peers", round + 1)
+            }
+        },
+    )
+    .await?;
+    let Some(report) = measured else {
         return Ok(());
-    }
-    eprint!("\r\x1b[K");
+    };
     println!(
         "replication on loopback, every node on one core's runtime; medians of {} rounds",
         report.rounds
@@ -244,32 +236,24 @@ async fn store(args: StoreArgs) -> anyhow::Result<()> {
         rounds: args.rounds.clamp(1, 100),
         dir: args.dir.unwrap_or_else(std::env::temp_dir),
     };
-    let quiet = args.json;
-    let report = tokio::task::spawn_blocking(move || {
-        fogwire_bench::store::run(&options, |step| {
-            if quiet {
-                return;
+    let measured = measure(
+        args.json,
+        move |progress| fogwire_bench::store::run(&options, progress),
+        move |step| match step {
+            StoreStep::Writing => "writing the test file".to_owned(),
+            StoreStep::Baseline { round } => format!("round {}: baseline", round + 1),
+            StoreStep::Copy { round } => format!("round {}: copying the file", round + 1),
+            StoreStep::AddReference { round } => {
+                format!("round {}: store add --reference", round + 1)
             }
-            let what = match step {
-                StoreStep::Writing => "writing the test file".to_owned(),
-                StoreStep::Baseline { round } => format!("round {}: baseline", round + 1),
-                StoreStep::Copy { round } => format!("round {}: copying the file", round + 1),
-                StoreStep::AddReference { round } => {
-                    format!("round {}: store add --reference", round + 1)
-                }
-                StoreStep::Add { round } => format!("round {}: store add", round + 1),
-                StoreStep::Read { round } => format!("round {}: verified read", round + 1),
-            };
-            eprint!("\r\x1b[K  {what}…");
-            let _ = std::io::stderr().flush();
-        })
-    })
-    .await??;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+            StoreStep::Add { round } => format!("round {}: store add", round + 1),
+            StoreStep::Read { round } => format!("round {}: verified read", round + 1),
+        },
+    )
+    .await?;
+    let Some(report) = measured else {
         return Ok(());
-    }
-    eprint!("\r\x1b[K");
+    };
     println!(
         "the store on a {} file in the page cache; medians of {} interleaved rounds",
         format_bytes(report.file_bytes),
@@ -327,32 +311,24 @@ async fn streams(args: StreamArgs) -> anyhow::Result<()> {
         setups_timed: args.setups.clamp(1, 10_000),
         setups_in_a_row: args.in_a_row.clamp(1, 1_000_000),
     };
-    let quiet = args.json;
     let in_a_row = options.setups_in_a_row;
-    let report = tokio::task::spawn_blocking(move || {
-        fogwire_bench::routing::run(&options, |step| {
-            if quiet {
-                return;
+    let measured = measure(
+        args.json,
+        move |progress| fogwire_bench::routing::run(&options, progress),
+        move |step| match step {
+            RouteStep::Linking => "linking four nodes in a line".to_owned(),
+            RouteStep::DirectLink { round } => format!("round {}: direct link", round + 1),
+            RouteStep::Stream { round, hops } => {
+                format!("round {}: stream over {hops} hop(s)", round + 1)
             }
-            let what = match step {
-                RouteStep::Linking => "linking four nodes in a line".to_owned(),
-                RouteStep::DirectLink { round } => format!("round {}: direct link", round + 1),
-                RouteStep::Stream { round, hops } => {
-                    format!("round {}: stream over {hops} hop(s)", round + 1)
-                }
-                RouteStep::Setups { hops } => format!("setup time over {hops} hop(s)"),
-                RouteStep::InARow { done } => format!("setups in a row: {done} of {in_a_row}"),
-            };
-            eprint!("\r\x1b[K  {what}…");
-            let _ = std::io::stderr().flush();
-        })
-    })
-    .await??;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+            RouteStep::Setups { hops } => format!("setup time over {hops} hop(s)"),
+            RouteStep::InARow { done } => format!("setups in a row: {done} of {in_a_row}"),
+        },
+    )
+    .await?;
+    let Some(report) = measured else {
         return Ok(());
-    }
-    eprint!("\r\x1b[K");
+    };
     let gbit = |bytes_per_sec: f64| bytes_per_sec * 8.0 / 1e9;
     println!(
         "one stream over a route on loopback (4 nodes in a line, each on its own one-thread runtime)"
@@ -461,31 +437,23 @@ async fn link(args: LinkArgs) -> anyhow::Result<()> {
         eprintln!("measuring for about {total:.0} s…");
     }
     // The bench runs its two nodes on runtimes of their own.
-    let quiet = args.json;
-    let report = tokio::task::spawn_blocking(move || {
-        fogwire_bench::link::run(&options, |step| {
-            if quiet {
-                return;
+    let measured = measure(
+        args.json,
+        move |progress| fogwire_bench::link::run(&options, progress),
+        move |step| match step {
+            Step::Cipher { round, size } => {
+                format!("round {}: cipher, {size}-byte blocks", round + 1)
             }
-            let what = match step {
-                Step::Cipher { round, size } => {
-                    format!("round {}: cipher, {size}-byte blocks", round + 1)
-                }
-                Step::RawTcp { round } => format!("round {}: raw TCP", round + 1),
-                Step::Link { round, size } => {
-                    format!("round {}: link, {size}-byte messages", round + 1)
-                }
-            };
-            eprint!("\r\x1b[K  {what}…");
-            let _ = std::io::stderr().flush();
-        })
-    })
-    .await??;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+            Step::RawTcp { round } => format!("round {}: raw TCP", round + 1),
+            Step::Link { round, size } => {
+                format!("round {}: link, {size}-byte messages", round + 1)
+            }
+        },
+    )
+    .await?;
+    let Some(report) = measured else {
         return Ok(());
-    }
-    eprint!("\r\x1b[K");
+    };
     println!("one encrypted link on loopback ({})", report.noise_params);
     println!(
         "baseline: raw TCP on loopback {}; cipher: {}, one core; medians of {} interleaved rounds",
@@ -518,4 +486,36 @@ async fn link(args: LinkArgs) -> anyhow::Result<()> {
          they share its cores with the kernel's loopback."
     );
     Ok(())
+}
+
+/// Runs a benchmark on a blocking thread (it runs nodes on runtimes of
+/// its own), showing each step on one line of stderr unless `json`. With
+/// `json` the report is printed as JSON and none is returned; otherwise
+/// the caller prints its table.
+async fn measure<R, S, E>(
+    json: bool,
+    run: impl FnOnce(&mut dyn FnMut(S)) -> Result<R, E> + Send + 'static,
+    describe: impl Fn(S) -> String + Send + 'static,
+) -> anyhow::Result<Option<R>>
+where
+    R: serde::Serialize + Send + 'static,
+    E: Into<anyhow::Error> + Send + 'static,
+{
+    let report = tokio::task::spawn_blocking(move || {
+        run(&mut |step| {
+            if json {
+                return;
+            }
+            eprint!("\r\x1b[K  {}…", describe(step));
+            let _ = std::io::stderr().flush();
+        })
+    })
+    .await?
+    .map_err(Into::into)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(None);
+    }
+    eprint!("\r\x1b[K");
+    Ok(Some(report))
 }
