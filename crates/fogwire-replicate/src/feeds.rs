@@ -36,6 +36,10 @@ const SEEN_MAX: usize = 4096;
 const FEEDS_ASKED_MAX: usize = 256;
 /// First pause before fetching a feed's content again.
 const RETRY_FIRST: Duration = Duration::from_millis(50);
+/// How long neighbours get to provide a feed's content (they are often
+/// fetching it themselves) before a follower goes over a route to the
+/// holder the announcement names.
+const HOLDER_AFTER: Duration = Duration::from_secs(2);
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -282,8 +286,10 @@ fn spawn_content_sync(inner: &Arc<Inner>, feed: FeedId) {
     let inner2 = inner.clone();
     inner.tasks.spawn(async move {
         let mut pause = RETRY_FIRST;
+        let started = tokio::time::Instant::now();
         loop {
-            match sync_content(&inner2, feed).await {
+            let from_holder = started.elapsed() >= HOLDER_AFTER;
+            match sync_content(&inner2, feed, from_holder).await {
                 Ok(()) => break,
                 Err(FetchError::Stopped) => break,
                 Err(error) => {
@@ -301,8 +307,13 @@ fn spawn_content_sync(inner: &Arc<Inner>, feed: FeedId) {
 }
 
 /// One attempt: fetch what the held root names (if still followed and not
-/// pinned yet), then pin it under the feed's tag.
-async fn sync_content(inner: &Arc<Inner>, feed: FeedId) -> Result<(), FetchError> {
+/// pinned yet), then pin it under the feed's tag. With `from_holder`, if
+/// the neighbours cannot provide it, from the announced holder.
+async fn sync_content(
+    inner: &Arc<Inner>,
+    feed: FeedId,
+    from_holder: bool,
+) -> Result<(), FetchError> {
     loop {
         let state = inner
             .blocking(move |store| {
@@ -325,6 +336,7 @@ async fn sync_content(inner: &Arc<Inner>, feed: FeedId) -> Result<(), FetchError
             match crate::fetch::fetch(inner, root.content, Some(feed_tag(&feed)), None).await {
                 Ok(report) => report,
                 Err(error @ FetchError::Stopped) => return Err(error),
+                Err(error) if !from_holder => return Err(error),
                 Err(error) => match fetch_from_holder(inner, feed, root.content).await {
                     Some(report) => report,
                     None => return Err(error),
