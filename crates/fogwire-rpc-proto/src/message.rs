@@ -28,6 +28,9 @@ pub const CHOKE: u64 = 2;
 /// Header: the time the caller grants the call, in milliseconds (on the
 /// first message of a channel).
 pub const HEADER_DEADLINE_MS: &str = "deadline_ms";
+/// Header: the name of the service called (on the first message of a
+/// channel; a connection carries calls to every service of its peer).
+pub const HEADER_SERVICE: &str = "service";
 
 /// One message, decoded.
 #[derive(Debug, Clone, PartialEq)]

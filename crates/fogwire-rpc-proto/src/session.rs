@@ -154,12 +154,13 @@ impl Session {
         odd == (self.role == Role::Dialer)
     }
 
-    /// Calls method `method` of the peer's service with `args`, giving it
-    /// `timeout` if any. Returns the call's channel.
+    /// Calls method `method` with `args` and `headers`, giving it `timeout`
+    /// if any. Returns the call's channel.
     pub fn call(
         &mut self,
         method: u64,
         args: Vec<Value>,
+        headers: Vec<(String, Value)>,
         timeout: Option<Duration>,
         now: Instant,
     ) -> Result<u64, CallError> {
@@ -173,6 +174,7 @@ impl Session {
         };
         let timeout = timeout.map(|timeout| timeout.min(self.config.deadline_max));
         let mut message = Message::new(channel, method, args);
+        message.headers = headers;
         if let Some(timeout) = timeout {
             message.headers.push((
                 HEADER_DEADLINE_MS.into(),
@@ -454,7 +456,9 @@ mod tests {
     fn a_call_streams_chunks_then_chokes() {
         let now = Instant::now();
         let (mut client, mut server) = pair();
-        let channel = client.call(3, vec![Value::from("hi")], None, now).unwrap();
+        let channel = client
+            .call(3, vec![Value::from("hi")], vec![], None, now)
+            .unwrap();
         assert_eq!(channel, 1);
         pump(&mut client, &mut server, now);
         let invoked = events(&mut server);
@@ -496,9 +500,9 @@ mod tests {
     fn both_ends_call_at_once_on_their_own_channels() {
         let now = Instant::now();
         let (mut a, mut b) = pair();
-        assert_eq!(a.call(0, vec![], None, now).unwrap(), 1);
-        assert_eq!(b.call(0, vec![], None, now).unwrap(), 2);
-        assert_eq!(a.call(0, vec![], None, now).unwrap(), 3);
+        assert_eq!(a.call(0, vec![], vec![], None, now).unwrap(), 1);
+        assert_eq!(b.call(0, vec![], vec![], None, now).unwrap(), 2);
+        assert_eq!(a.call(0, vec![], vec![], None, now).unwrap(), 3);
         pump(&mut a, &mut b, now);
         assert_eq!(a.open_calls(), (2, 1));
         assert_eq!(b.open_calls(), (1, 2));
@@ -547,9 +551,9 @@ mod tests {
                 ..Config::default()
             },
         );
-        client.call(0, vec![], None, now).unwrap();
+        client.call(0, vec![], vec![], None, now).unwrap();
         assert_eq!(
-            client.call(0, vec![], None, now),
+            client.call(0, vec![], vec![], None, now),
             Err(CallError::TooMany(1))
         );
     }
@@ -558,7 +562,7 @@ mod tests {
     fn a_cancelled_call_stops_the_service_and_late_replies_are_dropped() {
         let now = Instant::now();
         let (mut client, mut server) = pair();
-        let channel = client.call(0, vec![], None, now).unwrap();
+        let channel = client.call(0, vec![], vec![], None, now).unwrap();
         pump(&mut client, &mut server, now);
         let _ = events(&mut server);
         client.cancel(channel);
@@ -582,7 +586,7 @@ mod tests {
         let now = Instant::now();
         let (mut client, mut server) = pair();
         let channel = client
-            .call(0, vec![], Some(Duration::from_millis(100)), now)
+            .call(0, vec![], vec![], Some(Duration::from_millis(100)), now)
             .unwrap();
         pump(&mut client, &mut server, now);
         let Some(Event::Invoked { deadline, .. }) = server.poll_event() else {
@@ -618,7 +622,7 @@ mod tests {
     fn the_caller_streams_arguments_before_the_reply() {
         let now = Instant::now();
         let (mut client, mut server) = pair();
-        let channel = client.call(1, vec![], None, now).unwrap();
+        let channel = client.call(1, vec![], vec![], None, now).unwrap();
         client.send(channel, CHUNK, vec![Value::from("a")]).unwrap();
         client.send(channel, CHOKE, vec![]).unwrap();
         assert_eq!(

@@ -1,0 +1,220 @@
+//! RPC between two real nodes' links on loopback: calls, streamed
+//! replies, unknown services and methods, deadlines, cancellation, and
+//! calls both ways at once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use fogwire_identity::Keypair;
+use fogwire_link::proto::{Config, LinkIdentity};
+use fogwire_link::{LinkHandle, connect, establish, spawn};
+use fogwire_rpc::{BoxFuture, Replier, Rpc, RpcError, Service};
+use fogwire_rpc_proto::{Value, code};
+use tokio::net::TcpListener;
+
+/// A test service: `echo` answers its arguments; `count(n)` streams n
+/// chunks; `wait` answers only when cancelled (and counts that).
+struct Test {
+    cancelled: Arc<AtomicUsize>,
+}
+
+impl Service for Test {
+    fn methods(&self) -> &[&'static str] {
+        &["echo", "count", "wait"]
+    }
+
+    fn call(&self, method: u64, args: Vec<Value>, mut reply: Replier) -> BoxFuture<()> {
+        let cancelled = self.cancelled.clone();
+        Box::pin(async move {
+            match method {
+                0 => {
+                    reply.chunk(args).await;
+                    reply.choke().await;
+                }
+                1 => {
+                    let n = args.first().and_then(Value::as_u64).unwrap_or(0);
+                    for i in 0..n {
+                        if !reply.chunk(vec![Value::from(i)]).await {
+                            return;
+                        }
+                    }
+                    reply.choke().await;
+                }
+                _ => {
+                    reply.cancelled().await;
+                    cancelled.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        })
+    }
+}
+
+fn config() -> Arc<Config> {
+    let mut config = Config::default();
+    for channel in fogwire_rpc::link_channels() {
+        config = config.with_channel(channel);
+    }
+    Arc::new(config)
+}
+
+/// Two RPC ends joined by one link: (dialer, acceptor, their links).
+async fn pair() -> (Rpc, Rpc, Arc<AtomicUsize>, [LinkHandle; 2]) {
+    let identity =
+        |seed: u8| LinkIdentity::generate(Arc::new(Keypair::from_seed(&[seed; 32]))).unwrap();
+    let (dialer_id, acceptor_id) = (identity(1), identity(2));
+    let expected = acceptor_id.node_id();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepting = tokio::spawn(async move {
+        let (stream, remote) = listener.accept().await.unwrap();
+        spawn(
+            establish(stream, remote, &acceptor_id, config())
+                .await
+                .unwrap(),
+        )
+    });
+    let outbound = spawn(connect(addr, expected, &dialer_id, config()).await.unwrap());
+    let inbound = accepting.await.unwrap();
+    let cancelled = Arc::new(AtomicUsize::new(0));
+    let (client, server) = (Rpc::default(), Rpc::default());
+    for rpc in [&client, &server] {
+        rpc.serve(
+            "test",
+            Arc::new(Test {
+                cancelled: cancelled.clone(),
+            }),
+        );
+    }
+    client.link_up(outbound.clone());
+    server.link_up(inbound.clone());
+    (client, server, cancelled, [outbound, inbound])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_returns_its_streamed_answer() {
+    let (client, _server, _, links) = pair().await;
+    let server_id = links[0].peer();
+    let echoed = client
+        .call(
+            server_id,
+            "test",
+            0,
+            vec![Value::from("hi"), Value::from(7)],
+            None,
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(echoed, vec![vec![Value::from("hi"), Value::from(7)]]);
+    let counted = client
+        .call(server_id, "test", 1, vec![Value::from(500)], None)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(counted.len(), 500);
+    assert_eq!(counted[499], vec![Value::from(499)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_services_and_methods_are_refused_by_name() {
+    let (client, _server, _, links) = pair().await;
+    let server_id = links[0].peer();
+    let error = client
+        .call(server_id, "nope", 0, vec![], None)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(code::UNKNOWN));
+    assert!(error.to_string().contains("no service `nope`"), "{error}");
+    let error = client
+        .call(server_id, "test", 9, vec![], None)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(code::UNKNOWN));
+    // Not linked at all.
+    let stranger = Keypair::generate().unwrap().node_id();
+    assert_eq!(
+        client
+            .call(stranger, "test", 0, vec![], None)
+            .await
+            .unwrap_err(),
+        RpcError::NotLinked(stranger)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_ends_the_call_and_stops_the_service() {
+    let (client, _server, cancelled, links) = pair().await;
+    let error = client
+        .call(
+            links[0].peer(),
+            "test",
+            2,
+            vec![],
+            Some(Duration::from_millis(50)),
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(code::DEADLINE), "{error}");
+    wait_for(|| cancelled.load(Ordering::SeqCst) == 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_call_cancels_it_at_the_peer() {
+    let (client, _server, cancelled, links) = pair().await;
+    let call = client
+        .call(links[0].peer(), "test", 2, vec![], None)
+        .await
+        .unwrap();
+    drop(call);
+    wait_for(|| cancelled.load(Ordering::SeqCst) == 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_ends_call_each_other_at_once() {
+    let (client, server, _, links) = pair().await;
+    let (a, b) = (links[0].peer(), links[1].peer());
+    let mut calls = Vec::new();
+    for i in 0..50u64 {
+        calls.push(
+            client
+                .call(a, "test", 1, vec![Value::from(i)], None)
+                .await
+                .unwrap(),
+        );
+        calls.push(
+            server
+                .call(b, "test", 1, vec![Value::from(i)], None)
+                .await
+                .unwrap(),
+        );
+    }
+    for (index, call) in calls.into_iter().enumerate() {
+        assert_eq!(call.collect().await.unwrap().len(), index / 2);
+    }
+}
+
+async fn wait_for(mut condition: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("gave up waiting");
+}
