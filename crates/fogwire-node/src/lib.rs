@@ -15,6 +15,7 @@ mod backoff;
 pub mod config;
 pub mod control;
 pub mod home;
+pub mod locator;
 mod metrics;
 mod node;
 mod peer_addr;

@@ -93,6 +93,7 @@ impl NodeOptions {
                 channels: [
                     fogwire_route::link_channels(),
                     fogwire_replicate::link_channels(),
+                    fogwire_rpc::link_channels(),
                 ]
                 .concat(),
             },
@@ -263,7 +264,7 @@ impl State {
     }
 }
 
-struct Inner {
+pub(crate) struct Inner {
     identity: Arc<LinkIdentity>,
     link_config: Arc<LinkConfig>,
     local_addr: SocketAddr,
@@ -279,6 +280,7 @@ struct Inner {
     routing: Routing,
     store: Arc<fogwire_store::Store>,
     replication: fogwire_replicate::Replication,
+    rpc: fogwire_rpc::Rpc,
     /// Holds a temporary store directory for as long as the node lives.
     _store_dir: Option<tempfile::TempDir>,
     shutdown: CancellationToken,
@@ -288,7 +290,7 @@ struct Inner {
 /// A running node. Cheap to clone; every clone is the same node.
 #[derive(Clone)]
 pub struct Node {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Node {
@@ -328,6 +330,9 @@ impl Node {
         } else {
             options.advertise.clone()
         };
+        routing_options
+            .services
+            .push(crate::locator::advertised(crate::locator::LOCATOR));
         let routing = Routing::start(routing_options)?;
         let (store_path, store_dir) = match &options.store_dir {
             Some(path) => (path.clone(), None),
@@ -368,6 +373,7 @@ impl Node {
                 routing,
                 store,
                 replication,
+                rpc: fogwire_rpc::Rpc::default(),
                 _store_dir: store_dir,
                 state,
                 handshake_permits,
@@ -385,6 +391,7 @@ impl Node {
         node.inner
             .tasks
             .spawn(node.clone().serve_store_over_routes());
+        crate::locator::serve(&node);
         node.inner
             .replication
             .set_route_opener(Arc::new(StoreRouteOpener(Arc::downgrade(&node.inner))));
@@ -471,6 +478,30 @@ impl Node {
     /// This node's store. Blocking: call it from a blocking thread.
     pub fn store(&self) -> &Arc<fogwire_store::Store> {
         &self.inner.store
+    }
+
+    /// This node's RPC: its services, and calls to its linked peers'.
+    pub fn rpc(&self) -> &fogwire_rpc::Rpc {
+        &self.inner.rpc
+    }
+
+    /// The nodes that advertise RPC service `name` (this node first if it
+    /// serves it), and its method table if this node serves it.
+    pub async fn locate(&self, name: &str) -> (Vec<String>, Vec<&'static str>) {
+        let entry = crate::locator::advertised(name);
+        let methods = self.inner.rpc.methods_of(name).unwrap_or_default();
+        let mut endpoints = Vec::new();
+        if !methods.is_empty() {
+            endpoints.push(self.node_id().to_string());
+        }
+        if let Ok(nodes) = self.inner.routing.nodes().await {
+            for info in nodes {
+                if !info.this_node && info.advert.services.contains(&entry) {
+                    endpoints.push(info.advert.origin.to_string());
+                }
+            }
+        }
+        (endpoints, methods)
     }
 
     /// This node's replication: fetching from peers, serving them, feeds.
@@ -819,6 +850,7 @@ impl Node {
         );
         self.inner.routing.link_up(link.clone());
         self.inner.replication.link_up(link.clone());
+        self.inner.rpc.link_up(link.clone());
         let _ = self.inner.events.send(NodeEvent::LinkUp {
             peer,
             link: link.clone(),
@@ -840,6 +872,7 @@ impl Node {
         let peer = link.peer();
         self.inner.routing.link_down(peer, link.id());
         self.inner.replication.link_down(peer, link.id());
+        self.inner.rpc.link_down(peer, link.id());
         {
             let mut state = self.lock();
             if state
@@ -886,6 +919,12 @@ impl Node {
             .is_err()
         {
             tracing::warn!("replication did not stop in time");
+        }
+        if tokio::time::timeout(SHUTDOWN_TIMEOUT, self.inner.rpc.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("RPC did not stop in time");
         }
         let links = self.links();
         tracing::info!(links = links.len(), "shutting down: closing links");

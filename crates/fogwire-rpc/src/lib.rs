@@ -318,6 +318,16 @@ impl Rpc {
             .insert(name.to_owned(), service);
     }
 
+    /// The method table of the service served here under `name`.
+    pub fn methods_of(&self, name: &str) -> Option<Vec<&'static str>> {
+        self.inner
+            .services
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(name)
+            .map(|service| service.methods().to_vec())
+    }
+
     /// A link came up: serve and call on its RPC channel.
     pub fn link_up(&self, link: LinkHandle) {
         if !link.peer_channels().contains(&CHANNEL_RPC) {
