@@ -65,21 +65,18 @@ async fn the_locator_names_the_nodes_that_offer_a_service() {
     // A service nobody offers: no endpoints, no methods.
     let chunks = a
         .rpc()
-        .call(
+        .request(
             b.node_id(),
             "jobs",
             0,
             vec![Value::from("no-such-service")],
             None,
         )
-        .await
-        .unwrap()
-        .collect()
         .await;
     assert_eq!(chunks.unwrap_err().code(), Some(code::UNKNOWN));
     let chunks = a
         .rpc()
-        .call(
+        .request(
             b.node_id(),
             "locator",
             0,
@@ -87,18 +84,12 @@ async fn the_locator_names_the_nodes_that_offer_a_service() {
             None,
         )
         .await
-        .unwrap()
-        .collect()
-        .await
         .unwrap();
     assert_eq!(chunks[0][0], Value::Array(vec![]));
     // Bad arguments are answered as such.
     let error = a
         .rpc()
-        .call(b.node_id(), "locator", 0, vec![Value::from(5)], None)
-        .await
-        .unwrap()
-        .collect()
+        .request(b.node_id(), "locator", 0, vec![Value::from(5)], None)
         .await
         .unwrap_err();
     assert_eq!(error.code(), Some(code::BAD_ARGS));

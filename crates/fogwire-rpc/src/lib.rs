@@ -412,6 +412,21 @@ impl Rpc {
         })
     }
 
+    /// [`Rpc::call`], then every chunk of the answer.
+    pub async fn request(
+        &self,
+        peer: NodeId,
+        service: &str,
+        method: u64,
+        args: Vec<Value>,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<Vec<Value>>, RpcError> {
+        self.call(peer, service, method, args, timeout)
+            .await?
+            .collect()
+            .await
+    }
+
     /// Stops every connection's task.
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();

@@ -98,7 +98,7 @@ async fn a_call_returns_its_streamed_answer() {
     let (client, _server, _, links) = pair().await;
     let server_id = links[0].peer();
     let echoed = client
-        .call(
+        .request(
             server_id,
             "test",
             0,
@@ -106,16 +106,10 @@ async fn a_call_returns_its_streamed_answer() {
             None,
         )
         .await
-        .unwrap()
-        .collect()
-        .await
         .unwrap();
     assert_eq!(echoed, vec![vec![Value::from("hi"), Value::from(7)]]);
     let counted = client
-        .call(server_id, "test", 1, vec![Value::from(500)], None)
-        .await
-        .unwrap()
-        .collect()
+        .request(server_id, "test", 1, vec![Value::from(500)], None)
         .await
         .unwrap();
     assert_eq!(counted.len(), 500);
@@ -127,19 +121,13 @@ async fn unknown_services_and_methods_are_refused_by_name() {
     let (client, _server, _, links) = pair().await;
     let server_id = links[0].peer();
     let error = client
-        .call(server_id, "nope", 0, vec![], None)
-        .await
-        .unwrap()
-        .collect()
+        .request(server_id, "nope", 0, vec![], None)
         .await
         .unwrap_err();
     assert_eq!(error.code(), Some(code::UNKNOWN));
     assert!(error.to_string().contains("no service `nope`"), "{error}");
     let error = client
-        .call(server_id, "test", 9, vec![], None)
-        .await
-        .unwrap()
-        .collect()
+        .request(server_id, "test", 9, vec![], None)
         .await
         .unwrap_err();
     assert_eq!(error.code(), Some(code::UNKNOWN));
@@ -158,16 +146,13 @@ async fn unknown_services_and_methods_are_refused_by_name() {
 async fn a_deadline_ends_the_call_and_stops_the_service() {
     let (client, _server, cancelled, links) = pair().await;
     let error = client
-        .call(
+        .request(
             links[0].peer(),
             "test",
             2,
             vec![],
             Some(Duration::from_millis(50)),
         )
-        .await
-        .unwrap()
-        .collect()
         .await
         .unwrap_err();
     assert_eq!(error.code(), Some(code::DEADLINE), "{error}");
