@@ -16,6 +16,7 @@ mod init;
 mod node;
 mod output;
 mod route;
+mod rpc;
 mod store;
 
 use std::path::PathBuf;
@@ -91,6 +92,10 @@ enum Command {
     /// roots.
     #[command(subcommand)]
     Feed(feed::Command),
+    /// Services of other nodes, called over the link to them
+    /// (MessagePack RPC, docs/protocol/rpc.md).
+    #[command(subcommand)]
+    Rpc(rpc::Command),
     /// Measure the round trip to a node through a route set up for it.
     ///
     /// `fogwire ping <node> --hops 3` goes through two relays.
@@ -149,6 +154,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ping(args) => route::ping(&home, args).await,
         Command::Store(command) => store::run(&home, command).await,
         Command::Feed(command) => feed::run(&home, command).await,
+        Command::Rpc(command) => rpc::run(&home, command).await,
         Command::Id => init::print_id(&home),
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(command) => bench::run(command).await,

@@ -11,8 +11,8 @@ use tokio::net::TcpStream;
 use crate::api::{
     BlobInfo, ClosedRoute, ConnectRequest, DisconnectResponse, ErrorBody, FeedInfo, FollowRequest,
     FoundPath, GcRequest, GcResult, GraphNode, OpenedRoute, Peer, PinRequest, PingReport,
-    PublishRequest, RouteRequest, Routes, SendLine, Status, StoreAddRequest, StoreGetRequest,
-    StoreLine, StorePeer, StoreStat, TagChange, UnpinRequest,
+    PublishRequest, RouteRequest, Routes, RpcCallRequest, RpcLine, SendLine, Status,
+    StoreAddRequest, StoreGetRequest, StoreLine, StorePeer, StoreStat, TagChange, UnpinRequest,
 };
 use crate::home::{ApiToken, DataDir, DataDirError};
 
@@ -144,6 +144,16 @@ impl Client {
         on_line: impl FnMut(StoreLine),
     ) -> Result<(), ClientError> {
         self.lines("/v1/store/add", encode(request)?, on_line).await
+    }
+
+    /// Calls a service of a linked node; `on_line` gets each chunk, then
+    /// the end or the error.
+    pub async fn rpc_call(
+        &self,
+        request: &RpcCallRequest,
+        on_line: impl FnMut(RpcLine),
+    ) -> Result<(), ClientError> {
+        self.lines("/v1/rpc/call", encode(request)?, on_line).await
     }
 
     /// Writes a blob of the node's store to a file on its machine.

@@ -27,6 +27,7 @@
 //! | GET    | /v1/feeds/{feed}         | [`crate::api::FeedInfo`]               |
 //! | POST   | /v1/feeds/publish        | [`crate::api::PublishRequest`] → FeedInfo |
 //! | POST   | /v1/feeds/follow         | [`crate::api::FollowRequest`] → FeedInfo |
+//! | POST   | /v1/rpc/call             | [`crate::api::RpcCallRequest`] → NDJSON [`crate::api::RpcLine`]s |
 //! | GET    | /metrics                 | OpenMetrics text                       |
 //!
 //! Requests carry `Authorization: Bearer <token>`. Errors answer with a
@@ -36,6 +37,7 @@ mod client;
 mod feeds;
 mod ndjson;
 mod routes;
+pub mod rpc;
 mod server;
 mod store;
 

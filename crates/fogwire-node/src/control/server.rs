@@ -96,6 +96,7 @@ pub async fn serve(
         .route("/v1/feeds/publish", post(super::feeds::publish))
         .route("/v1/feeds/follow", post(super::feeds::follow))
         .route("/v1/feeds/{feed}", get(super::feeds::show))
+        .route("/v1/rpc/call", post(super::rpc::call))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))

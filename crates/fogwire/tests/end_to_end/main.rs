@@ -8,4 +8,5 @@ mod bad_input;
 mod cli;
 mod harness;
 mod routing;
+mod rpc;
 mod store;
