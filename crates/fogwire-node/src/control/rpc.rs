@@ -195,3 +195,34 @@ pub(super) async fn call(State(state): State<Arc<ApiState>>, body: Bytes) -> Res
     });
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_and_messagepack_map_one_to_one() {
+        let json = serde_json::json!([
+            null, true, 5, -3, 1.5, "text", [1, [2]], {"k": {"bin": "00ff"}}
+        ]);
+        let value = to_value(&json);
+        let Value::Array(items) = &value else {
+            panic!("an array");
+        };
+        assert_eq!(items[2], Value::from(5u64));
+        assert_eq!(items[3], Value::from(-3i64));
+        let Value::Map(map) = &items[7] else {
+            panic!("a map");
+        };
+        assert_eq!(map[0].1, Value::Binary(vec![0x00, 0xff]));
+        assert_eq!(to_json(&value), json);
+        // Not hex, or an object with more keys: an ordinary map.
+        for object in [
+            serde_json::json!({"bin": "0g"}),
+            serde_json::json!({"bin": "abc"}),
+            serde_json::json!({"bin": "00", "x": 1}),
+        ] {
+            assert!(matches!(to_value(&object), Value::Map(_)), "{object}");
+        }
+    }
+}
