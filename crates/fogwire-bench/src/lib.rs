@@ -10,5 +10,6 @@
 pub mod link;
 pub mod route;
 pub mod routing;
+pub mod rpc;
 pub mod store;
 pub mod transfer;

@@ -22,6 +22,29 @@ pub enum Command {
     /// Replication on loopback: a blob fetched from one peer beside a bare
     /// link, and from three rate-capped peers beside one such peer.
     Transfer(TransferArgs),
+    /// The service RPC on one link: one call beside a bare round trip of a
+    /// link message (the RPC's cost per call is the difference), and calls
+    /// per second with many in flight.
+    Rpc(RpcArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RpcArgs {
+    /// Sequential round trips, and sequential calls, timed per round.
+    #[arg(long, default_value_t = 2000)]
+    round_trips: usize,
+    /// Calls in flight for the calls-per-second measure.
+    #[arg(long, default_value_t = 64)]
+    in_flight: usize,
+    /// Calls made for the calls-per-second measure, per round.
+    #[arg(long, default_value_t = 20_000)]
+    calls: usize,
+    /// Rounds, interleaved; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -121,6 +144,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Route(args) => streams(args).await,
         Command::Paths(args) => paths(args).await,
         Command::Store(args) => store(args).await,
+        Command::Rpc(args) => rpc(args).await,
         Command::Transfer(args) => transfer(args).await,
     }
 }
@@ -484,6 +508,50 @@ async fn link(args: LinkArgs) -> anyhow::Result<()> {
     println!(
         "the two ends are two nodes on this machine, each on its own single-threaded runtime; \
          they share its cores with the kernel's loopback."
+    );
+    Ok(())
+}
+
+async fn rpc(args: RpcArgs) -> anyhow::Result<()> {
+    use fogwire_bench::rpc::{Options as RpcOptions, Step as RpcStep};
+    debug_warning("rpc");
+    let options = RpcOptions {
+        round_trips: args.round_trips.clamp(1, 1_000_000),
+        in_flight: args.in_flight.clamp(1, 1024),
+        calls: args.calls.clamp(1, 10_000_000),
+        rounds: args.rounds.clamp(1, 100),
+    };
+    let measured = measure(
+        args.json,
+        move |progress| fogwire_bench::rpc::run(&options, progress),
+        |step| match step {
+            RpcStep::Linking => "linking two nodes".to_owned(),
+            RpcStep::RoundTrips { round } => format!("round {}: bare round trips", round + 1),
+            RpcStep::Calls { round } => format!("round {}: calls one at a time", round + 1),
+            RpcStep::Throughput { round } => format!("round {}: calls in flight", round + 1),
+        },
+    )
+    .await?;
+    let Some(report) = measured else {
+        return Ok(());
+    };
+    println!(
+        "the service RPC on one encrypted link on loopback (each end on a one-thread runtime); medians of {} rounds",
+        report.rounds
+    );
+    println!(
+        "baseline, same run: a 16-byte link message to the peer and back: {:.1} µs\n",
+        report.link_round_trip_us
+    );
+    println!(
+        "one call (16-byte argument, answered with it):  {:>8.1} µs   ×{:.2} of the round trip; the RPC adds {:.1} µs",
+        report.call_us,
+        report.call_us / report.link_round_trip_us.max(f64::MIN_POSITIVE),
+        report.overhead_us
+    );
+    println!(
+        "calls with {} in flight:                        {:>8.0} calls/s",
+        report.in_flight, report.calls_per_sec
     );
     Ok(())
 }

@@ -399,3 +399,28 @@ fn bench_link_reports_each_figure_beside_its_baselines() {
         }
     }
 }
+
+#[test]
+fn bench_rpc_reports_a_call_beside_a_bare_round_trip() {
+    let output = std::process::Command::new(crate::harness::BINARY)
+        .args([
+            "bench",
+            "rpc",
+            "--round-trips",
+            "50",
+            "--calls",
+            "500",
+            "--in-flight",
+            "8",
+            "--rounds",
+            "1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    for key in ["link_round_trip_us", "call_us", "calls_per_sec"] {
+        assert!(report[key].as_f64().unwrap() > 0.0, "{key} in {report}");
+    }
+}
