@@ -277,30 +277,7 @@ fn linked_pair(
     sender: &Runtime,
     receiver: &Runtime,
 ) -> Result<([LinkHandle; 2], ChannelSender, ChannelReceiver), BenchError> {
-    let link_error = |error: &dyn std::fmt::Display| BenchError::Link(error.to_string());
-    let identity = |seed: u8| {
-        LinkIdentity::generate(Arc::new(Keypair::from_seed(&[seed; 32])))
-            .map_err(|e| link_error(&e))
-    };
-    let (dialer, listener_identity) = (identity(1)?, identity(2)?);
-    let expected = listener_identity.node_id();
-    let listener = receiver.block_on(TcpListener::bind("127.0.0.1:0"))?;
-    let addr = listener.local_addr()?;
-    let accepting = receiver.spawn(async move {
-        let (stream, remote) = listener.accept().await?;
-        let established = establish(stream, remote, &listener_identity, bench_config())
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        Ok::<_, std::io::Error>(spawn(established))
-    });
-    let outbound = on(sender, async move {
-        connect(addr, expected, &dialer, bench_config())
-            .await
-            .map(spawn)
-            .map_err(|e| e.to_string())
-    })?
-    .map_err(BenchError::Link)?;
-    let inbound = receiver.block_on(accepting).map_err(|e| link_error(&e))??;
+    let [outbound, inbound] = link_between(sender, receiver, bench_config())?;
     let channel = outbound
         .sender(BENCH_CHANNEL)
         .ok_or_else(|| BenchError::Link("peer does not serve the bench channel".into()))?;
@@ -308,6 +285,41 @@ fn linked_pair(
         .take_receiver(BENCH_CHANNEL)
         .ok_or_else(|| BenchError::Link("bench channel already taken".into()))?;
     Ok(([outbound, inbound], channel, receiving))
+}
+
+/// A fresh link on loopback from a node on `dialing` to one on
+/// `accepting`, with `config`: (the dialer's end, the acceptor's end).
+pub(crate) fn link_between(
+    dialing: &Runtime,
+    accepting: &Runtime,
+    config: Arc<Config>,
+) -> Result<[LinkHandle; 2], BenchError> {
+    let link_error = |error: &dyn std::fmt::Display| BenchError::Link(error.to_string());
+    let identity = |seed: u8| {
+        LinkIdentity::generate(Arc::new(Keypair::from_seed(&[seed; 32])))
+            .map_err(|e| link_error(&e))
+    };
+    let (dialer, listener_identity) = (identity(1)?, identity(2)?);
+    let expected = listener_identity.node_id();
+    let listener = accepting.block_on(TcpListener::bind("127.0.0.1:0"))?;
+    let addr = listener.local_addr()?;
+    let accept_config = config.clone();
+    let accepted = accepting.spawn(async move {
+        let (stream, remote) = listener.accept().await?;
+        let established = establish(stream, remote, &listener_identity, accept_config)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok::<_, std::io::Error>(spawn(established))
+    });
+    let outbound = on(dialing, async move {
+        connect(addr, expected, &dialer, config)
+            .await
+            .map(spawn)
+            .map_err(|e| e.to_string())
+    })?
+    .map_err(BenchError::Link)?;
+    let inbound = accepting.block_on(accepted).map_err(|e| link_error(&e))??;
+    Ok([outbound, inbound])
 }
 
 /// Payload bytes per second through a fresh link between a node on

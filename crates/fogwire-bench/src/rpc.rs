@@ -6,16 +6,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use fogwire_identity::Keypair;
-use fogwire_link::proto::{ChannelConfig, ChannelId, CloseCode, Config, LinkIdentity};
-use fogwire_link::{ChannelReceiver, ChannelSender, LinkHandle, connect, establish, spawn};
+use fogwire_link::proto::{ChannelConfig, ChannelId, CloseCode, Config};
+use fogwire_link::{ChannelReceiver, ChannelSender, LinkHandle};
 use fogwire_rpc::{BoxFuture, Replier, Rpc, Service};
 use fogwire_rpc_proto::Value;
 use serde::Serialize;
-use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 
-use crate::link::{BenchError, median, node_runtime, on};
+use crate::link::{BenchError, link_between, median, node_runtime, on};
 
 /// A channel for the bare round trips.
 const ECHO_CHANNEL: ChannelId = ChannelId(0x7f01);
@@ -102,31 +100,7 @@ struct Pair {
 fn pair() -> Result<Pair, BenchError> {
     let (client_runtime, server_runtime) =
         (node_runtime("rpc-client")?, node_runtime("rpc-server")?);
-    let identity = |seed: u8| {
-        LinkIdentity::generate(Arc::new(Keypair::from_seed(&[seed; 32])))
-            .map_err(|e| BenchError::Link(e.to_string()))
-    };
-    let (dialer, acceptor) = (identity(11)?, identity(12)?);
-    let expected = acceptor.node_id();
-    let listener = server_runtime.block_on(TcpListener::bind("127.0.0.1:0"))?;
-    let addr = listener.local_addr()?;
-    let accepting = server_runtime.spawn(async move {
-        let (stream, remote) = listener.accept().await?;
-        let established = establish(stream, remote, &acceptor, config())
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        Ok::<_, std::io::Error>(spawn(established))
-    });
-    let outbound = on(&client_runtime, async move {
-        connect(addr, expected, &dialer, config())
-            .await
-            .map(spawn)
-            .map_err(|e| e.to_string())
-    })?
-    .map_err(BenchError::Link)?;
-    let inbound = server_runtime
-        .block_on(accepting)
-        .map_err(|e| BenchError::Link(e.to_string()))??;
+    let [outbound, inbound] = link_between(&client_runtime, &server_runtime, config())?;
     // The server echoes bare messages, and serves `echo`.
     let echo_receiver = inbound.take_receiver(ECHO_CHANNEL);
     let echo_sender = inbound.sender(ECHO_CHANNEL);

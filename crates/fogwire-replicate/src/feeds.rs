@@ -78,7 +78,8 @@ impl FeedState {
     }
 }
 
-/// Sends a root to every neighbour but `except`.
+/// Announces a root taken in here (published on this node) to every
+/// neighbour but `except`.
 pub(crate) async fn announce(
     inner: &Arc<Inner>,
     root: Bytes,
@@ -88,17 +89,18 @@ pub(crate) async fn announce(
     if let Ok(decoded) = FeedRoot::decode(&root) {
         inner.feeds.first_sight(&decoded);
     }
+    pass_on(inner, root, holder, except);
+}
+
+/// Sends a root to every neighbour but `except`.
+fn pass_on(inner: &Inner, root: Bytes, holder: Option<[u8; 32]>, except: Option<NodeId>) {
+    let message = StoreMessage::Announce { root, holder }.encode();
     for link in inner.all_links() {
         if Some(link.peer) == except || link.is_closed() {
             continue;
         }
-        let message = StoreMessage::Announce {
-            root: root.clone(),
-            holder,
-        }
-        .encode();
         // A full queue is a busy link: the periodic check catches up.
-        let _ = link.outbox.try_send(message);
+        let _ = link.outbox.try_send(message.clone());
     }
 }
 
@@ -159,26 +161,14 @@ async fn take_root(
             return false;
         }
     };
-    for link in inner.all_links() {
-        if Some(link.peer) == from || link.is_closed() {
-            continue;
-        }
-        let _ = link.outbox.try_send(
-            StoreMessage::Announce {
-                root: root.clone(),
-                holder,
-            }
-            .encode(),
-        );
-    }
+    pass_on(inner, root, holder, from);
     if accepted {
         let mut holders = lock(&inner.feeds.holders);
         match holder.and_then(|id| NodeId::from_bytes(&id).ok()) {
             Some(holder) => holders.insert(feed, holder),
             None => holders.remove(&feed),
         };
-    }
-    if accepted {
+        drop(holders);
         spawn_content_sync(inner, feed);
     }
     accepted

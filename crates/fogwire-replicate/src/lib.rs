@@ -302,6 +302,17 @@ impl Inner {
         counters.entry(peer).or_default().clone()
     }
 
+    /// Forgets the peer over link (or route stream) `link_id`, unless a
+    /// newer one replaced it; returns it if it was there.
+    fn forget(&self, peer: NodeId, link_id: u64) -> Option<Arc<PeerLink>> {
+        let mut links = lock(&self.links);
+        if links.get(&peer).is_some_and(|link| link.link_id == link_id) {
+            links.remove(&peer)
+        } else {
+            None
+        }
+    }
+
     /// Links to peers that serve the store and are not being penalised.
     pub(crate) fn usable_links(&self) -> Vec<Arc<PeerLink>> {
         let now = Instant::now();
@@ -431,14 +442,7 @@ impl Replication {
         let reader = peer_link.clone();
         self.inner.tasks.spawn(async move {
             peer::run(inner.clone(), reader.clone(), inbox).await;
-            // Gone: forget it, unless a newer link replaced it.
-            let mut links = lock(&inner.links);
-            if links
-                .get(&reader.peer)
-                .is_some_and(|link| link.link_id == reader.link_id)
-            {
-                links.remove(&reader.peer);
-            }
+            inner.forget(reader.peer, reader.link_id);
         });
         self.inner
             .tasks
@@ -501,10 +505,7 @@ impl Replication {
 
     /// The link `link_id` to `peer` is gone.
     pub fn link_down(&self, peer: NodeId, link_id: u64) {
-        let mut links = lock(&self.inner.links);
-        if links.get(&peer).is_some_and(|link| link.link_id == link_id)
-            && let Some(link) = links.remove(&peer)
-        {
+        if let Some(link) = self.inner.forget(peer, link_id) {
             link.close();
         }
     }

@@ -229,11 +229,7 @@ impl Session {
     /// on it) and anything that still arrives for it is dropped.
     pub fn cancel(&mut self, channel: u64) {
         if self.calling.remove(&channel).is_some() {
-            self.push(Message::new(
-                channel,
-                ERROR,
-                vec![Value::from(code::CANCELLED), Value::from("cancelled")],
-            ));
+            self.push(error_message(channel, code::CANCELLED, "cancelled"));
         }
     }
 
@@ -277,7 +273,11 @@ impl Session {
                 }
                 _ => {
                     self.serving.remove(&channel);
-                    self.push(protocol_error(channel, "unknown message on an open call"));
+                    self.push(error_message(
+                        channel,
+                        code::PROTOCOL,
+                        "unknown message on an open call",
+                    ));
                 }
             }
             return Ok(());
@@ -286,23 +286,21 @@ impl Session {
             // A channel used before: a late message after the call ended
             // (dropped), or a reuse (refused).
             if message.message != ERROR {
-                self.push(protocol_error(channel, "channel used before"));
+                self.push(error_message(
+                    channel,
+                    code::PROTOCOL,
+                    "channel used before",
+                ));
             }
             return Ok(());
         }
         self.peer_highest = channel;
         if self.serving.len() >= self.config.served_max {
-            self.push(Message::new(
-                channel,
-                ERROR,
-                vec![
-                    Value::from(code::BUSY),
-                    Value::from(format!(
-                        "{} calls are being served on this connection",
-                        self.serving.len()
-                    )),
-                ],
-            ));
+            let why = format!(
+                "{} calls are being served on this connection",
+                self.serving.len()
+            );
+            self.push(error_message(channel, code::BUSY, &why));
             return Ok(());
         }
         let deadline = message
@@ -349,33 +347,21 @@ impl Session {
     /// peer's with a [`code::DEADLINE`] error to the caller and an event
     /// so the service stops.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let expired = |calls: &BTreeMap<u64, Call>| -> Vec<u64> {
+        let expired = |calls: &BTreeMap<u64, Call>, told: u64| {
             calls
                 .iter()
                 .filter(|(_, call)| call.deadline.is_some_and(|deadline| deadline <= now))
-                .map(|(channel, _)| *channel)
-                .collect()
+                .map(move |(channel, _)| (*channel, told))
+                .collect::<Vec<_>>()
         };
-        for channel in expired(&self.calling) {
+        // The callee of this side's call is told it was cancelled; the
+        // caller of a served one that its deadline passed.
+        let mut ended = expired(&self.calling, code::CANCELLED);
+        ended.extend(expired(&self.serving, code::DEADLINE));
+        for (channel, told) in ended {
             self.calling.remove(&channel);
-            self.push(Message::new(
-                channel,
-                ERROR,
-                vec![Value::from(code::CANCELLED), Value::from("deadline passed")],
-            ));
-            self.events.push_back(Event::Error {
-                channel,
-                code: code::DEADLINE,
-                message: "deadline passed".into(),
-            });
-        }
-        for channel in expired(&self.serving) {
             self.serving.remove(&channel);
-            self.push(Message::new(
-                channel,
-                ERROR,
-                vec![Value::from(code::DEADLINE), Value::from("deadline passed")],
-            ));
+            self.push(error_message(channel, told, "deadline passed"));
             self.events.push_back(Event::Error {
                 channel,
                 code: code::DEADLINE,
@@ -390,12 +376,9 @@ impl Session {
     }
 }
 
-fn protocol_error(channel: u64, why: &str) -> Message {
-    Message::new(
-        channel,
-        ERROR,
-        vec![Value::from(code::PROTOCOL), Value::from(why)],
-    )
+/// An [`ERROR`] message: `[channel, 1, [code, text]]`.
+fn error_message(channel: u64, code: u64, text: &str) -> Message {
+    Message::new(channel, ERROR, vec![Value::from(code), Value::from(text)])
 }
 
 fn reply_event(message: Message) -> Event {

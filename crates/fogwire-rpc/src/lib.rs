@@ -271,6 +271,20 @@ struct Inner {
     tasks: TaskTracker,
 }
 
+impl Inner {
+    /// Forgets the connection over link `link_id`, unless a newer link to
+    /// `peer` replaced it.
+    fn forget(&self, peer: NodeId, link_id: u64) {
+        let mut connections = lock(&self.connections);
+        if connections
+            .get(&peer)
+            .is_some_and(|connection| connection.link_id == link_id)
+        {
+            connections.remove(&peer);
+        }
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
@@ -355,25 +369,13 @@ impl Rpc {
         self.inner.tasks.spawn(async move {
             let link_id = link.id();
             run_connection(&inner, link, role, sender, receiver, commands, inbox).await;
-            let mut connections = lock(&inner.connections);
-            if connections
-                .get(&peer)
-                .is_some_and(|connection| connection.link_id == link_id)
-            {
-                connections.remove(&peer);
-            }
+            inner.forget(peer, link_id);
         });
     }
 
     /// The link `link_id` to `peer` is gone.
     pub fn link_down(&self, peer: NodeId, link_id: u64) {
-        let mut connections = lock(&self.inner.connections);
-        if connections
-            .get(&peer)
-            .is_some_and(|connection| connection.link_id == link_id)
-        {
-            connections.remove(&peer);
-        }
+        self.inner.forget(peer, link_id);
     }
 
     /// Calls method `method` of `service` on `peer` with `args`, within

@@ -121,7 +121,7 @@ pub(super) async fn call(State(state): State<Arc<ApiState>>, body: Bytes) -> Res
         .map(|ms| Duration::from_millis(ms).min(TIMEOUT_MAX));
     // A method by name: the peer's locator says its index.
     let method = match &request.method {
-        serde_json::Value::Number(n) if n.as_u64().is_some() => n.as_u64().unwrap_or(0),
+        serde_json::Value::Number(n) if let Some(index) = n.as_u64() => index,
         serde_json::Value::String(name) => {
             let answer = rpc
                 .request(
