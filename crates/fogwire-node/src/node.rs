@@ -391,6 +391,7 @@ impl Node {
         node.inner
             .tasks
             .spawn(node.clone().serve_store_over_routes());
+        node.inner.rpc.set_local(node.node_id());
         crate::locator::serve(&node);
         node.inner
             .replication

@@ -264,6 +264,8 @@ struct Connection {
 }
 
 struct Inner {
+    /// This node: calls to it go straight to its services.
+    local: std::sync::OnceLock<NodeId>,
     services: RwLock<HashMap<String, Arc<dyn Service>>>,
     connections: Mutex<HashMap<NodeId, Connection>>,
     session: SessionConfig,
@@ -313,6 +315,7 @@ impl Rpc {
     pub fn new(session: SessionConfig) -> Rpc {
         Rpc {
             inner: Arc::new(Inner {
+                local: std::sync::OnceLock::new(),
                 services: RwLock::default(),
                 connections: Mutex::default(),
                 session,
@@ -320,6 +323,12 @@ impl Rpc {
                 tasks: TaskTracker::new(),
             }),
         }
+    }
+
+    /// Names this node, so that calls to it reach its own services
+    /// without a link (set once).
+    pub fn set_local(&self, node: NodeId) {
+        let _ = self.inner.local.set(node);
     }
 
     /// Serves `service` under `name` to every peer (replacing whatever
@@ -388,6 +397,9 @@ impl Rpc {
         args: Vec<Value>,
         timeout: Option<Duration>,
     ) -> Result<Call, RpcError> {
+        if self.inner.local.get() == Some(&peer) {
+            return self.call_local(peer, service, method, args, timeout);
+        }
         let commands = lock(&self.inner.connections)
             .get(&peer)
             .map(|connection| connection.commands.clone())
@@ -408,6 +420,96 @@ impl Rpc {
         let channel = channel.await.map_err(|_| RpcError::Disconnected)??;
         Ok(Call {
             channel,
+            replies: receiver,
+            commands,
+            done: false,
+        })
+    }
+
+    /// A call to a service of this node: the same [`Replier`] and
+    /// [`Call`], joined by a task instead of a session.
+    fn call_local(
+        &self,
+        me: NodeId,
+        name: &str,
+        method: u64,
+        args: Vec<Value>,
+        timeout: Option<Duration>,
+    ) -> Result<Call, RpcError> {
+        let service = self
+            .inner
+            .services
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(name)
+            .cloned();
+        let Some(service) = service else {
+            return Err(RpcError::Remote {
+                code: code::UNKNOWN,
+                message: format!("no service `{name}` here"),
+            });
+        };
+        if method >= service.methods().len() as u64 {
+            return Err(RpcError::Remote {
+                code: code::UNKNOWN,
+                message: format!("service `{name}` has no method {method}"),
+            });
+        }
+        let (commands, mut inbox) = mpsc::channel(REPLY_QUEUE);
+        let (replies, receiver) = mpsc::channel(REPLY_QUEUE);
+        let cancelled = self.inner.shutdown.child_token();
+        let replier = Replier {
+            channel: 0,
+            peer: me,
+            commands: commands.clone(),
+            cancelled: cancelled.clone(),
+            ended: false,
+        };
+        self.inner.tasks.spawn(service.call(method, args, replier));
+        let deadline = timeout.map(|timeout| Instant::now() + timeout);
+        self.inner.tasks.spawn(async move {
+            loop {
+                let command = tokio::select! {
+                    command = inbox.recv() => command,
+                    () = sleep_until_opt(deadline) => {
+                        cancelled.cancel();
+                        let _ = replies
+                            .send(Reply::Error {
+                                code: code::DEADLINE,
+                                message: "the deadline passed".to_owned(),
+                            })
+                            .await;
+                        return;
+                    }
+                };
+                let reply = match command {
+                    Some(Command::Send { message, args, .. }) => match message {
+                        CHUNK => Reply::Chunk(args),
+                        CHOKE => Reply::Choke,
+                        _ => Reply::Error {
+                            code: args.first().and_then(Value::as_u64).unwrap_or(code::FAILED),
+                            message: args
+                                .get(1)
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                                .to_owned(),
+                        },
+                    },
+                    Some(Command::Cancel { .. }) | None => {
+                        cancelled.cancel();
+                        return;
+                    }
+                    Some(Command::Call { .. }) => continue,
+                };
+                let end = !matches!(reply, Reply::Chunk(_));
+                if replies.send(reply).await.is_err() || end {
+                    cancelled.cancel();
+                    return;
+                }
+            }
+        });
+        Ok(Call {
+            channel: 0,
             replies: receiver,
             commands,
             done: false,

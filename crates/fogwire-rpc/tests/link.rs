@@ -203,3 +203,49 @@ async fn wait_for(mut condition: impl FnMut() -> bool) {
     }
     panic!("gave up waiting");
 }
+
+#[tokio::test]
+async fn calls_to_this_node_reach_its_own_services_without_a_link() {
+    let rpc = Rpc::default();
+    let me = Keypair::from_seed(&[9; 32]).node_id();
+    let cancelled = Arc::new(AtomicUsize::new(0));
+    rpc.serve(
+        "test",
+        Arc::new(Test {
+            cancelled: cancelled.clone(),
+        }),
+    );
+    // Before the node is named, it is just another unlinked peer.
+    assert!(matches!(
+        rpc.request(me, "test", 0, vec![], None).await,
+        Err(RpcError::NotLinked(_))
+    ));
+    rpc.set_local(me);
+    let echoed = rpc
+        .request(me, "test", 0, vec![Value::from("hi")], None)
+        .await
+        .unwrap();
+    assert_eq!(echoed, vec![vec![Value::from("hi")]]);
+    let counted = rpc
+        .request(me, "test", 1, vec![Value::from(100u64)], None)
+        .await
+        .unwrap();
+    assert_eq!(counted.len(), 100);
+    let missing = rpc.request(me, "nope", 0, vec![], None).await.unwrap_err();
+    assert_eq!(missing.code(), Some(code::UNKNOWN));
+    let late = rpc
+        .request(me, "test", 2, vec![], Some(Duration::from_millis(20)))
+        .await
+        .unwrap_err();
+    assert_eq!(late.code(), Some(code::DEADLINE));
+    // Dropping a call cancels it at the service.
+    let call = rpc.call(me, "test", 2, vec![], None).await.unwrap();
+    drop(call);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while cancelled.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+}
