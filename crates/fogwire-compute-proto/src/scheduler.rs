@@ -916,9 +916,7 @@ impl Scheduler {
             self.place(now_ms);
             return;
         }
-        let outcome = outcomes
-            .remove(&winner)
-            .unwrap_or_else(unreachable_outcome);
+        let outcome = outcomes.remove(&winner).unwrap_or_else(unreachable_outcome);
         let mut agreed = Vec::new();
         let mut dissenters = Vec::new();
         if let Some(task) = self.task_mut(&job_id, index) {

@@ -33,6 +33,7 @@ pub struct Config {
     pub link: LinkSection,
     pub route: RouteSection,
     pub store: StoreSection,
+    pub compute: ComputeSection,
     pub api: ApiSection,
     pub log: LogSection,
 }
@@ -45,6 +46,7 @@ impl Default for Config {
             link: LinkSection::default(),
             route: RouteSection::default(),
             store: StoreSection::default(),
+            compute: ComputeSection::default(),
             api: ApiSection::default(),
             log: LogSection::default(),
         }
@@ -92,6 +94,60 @@ impl Default for StoreSection {
             cache_bytes_max: defaults.cache_bytes_max,
             sync_on_add: defaults.sync_on_add,
             serve_bytes_per_sec_max: 0,
+        }
+    }
+}
+
+/// `[compute]`: the compute roles this node takes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ComputeSection {
+    /// Run other nodes' tasks (sold through hubs).
+    pub worker: bool,
+    /// Take jobs from buyers and schedule them onto workers.
+    pub hub: bool,
+    /// Tasks a worker runs at once; 0: one per core.
+    pub slots: u32,
+    /// Offer container tasks, if a Docker daemon is reachable.
+    pub docker: bool,
+    /// Let container tasks use the network when their job asks.
+    pub allow_network: bool,
+    /// For demonstrations only: this worker reports wrong results, so
+    /// that hubs can be seen catching it.
+    pub cheat: bool,
+}
+
+impl Default for ComputeSection {
+    fn default() -> Self {
+        Self {
+            worker: false,
+            hub: false,
+            slots: 0,
+            docker: true,
+            allow_network: false,
+            cheat: false,
+        }
+    }
+}
+
+impl ComputeSection {
+    /// The node options these settings give.
+    pub fn options(&self) -> crate::ComputeOptions {
+        let worker = self.worker.then(|| {
+            let mut worker = fogwire_compute::worker::WorkerConfig {
+                network_allowed: self.allow_network,
+                cheat: self.cheat,
+                ..Default::default()
+            };
+            if self.slots > 0 {
+                worker.slots = self.slots;
+            }
+            worker
+        });
+        crate::ComputeOptions {
+            worker,
+            hub: self.hub.then(fogwire_compute::hub::HubConfig::default),
+            docker: self.docker,
         }
     }
 }
@@ -539,6 +595,18 @@ listen = "{link_listen}"
 # Most bytes per second this node serves to peers fetching from it, all
 # together; 0 is no cap.
 # serve_bytes_per_sec_max = 0
+
+[compute]
+# Run other nodes' tasks (WebAssembly, and containers if Docker is here).
+# worker = false
+# Take jobs (`fogwire job submit`) and schedule them onto workers.
+# hub = false
+# Tasks this worker runs at once; 0 is one per core.
+# slots = 0
+# Offer container tasks when a Docker daemon is reachable.
+# docker = true
+# Let a container task use the network when its job asks for it.
+# allow_network = false
 
 [api]
 # The local control API (HTTP + JSON, used by the fogwire CLI). It must be a

@@ -12,6 +12,7 @@
 
 pub mod api;
 mod backoff;
+pub mod compute;
 pub mod config;
 pub mod control;
 pub mod home;
@@ -21,6 +22,7 @@ mod node;
 mod peer_addr;
 
 pub use backoff::Backoff;
+pub use compute::ComputeOptions;
 pub use config::{Config, ConfigError};
 pub use node::{Node, NodeError, NodeEvent, NodeOptions, StoreRoute, StoreRouteError};
 pub use peer_addr::{ParsePeerAddrError, PeerAddr};

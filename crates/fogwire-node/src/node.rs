@@ -77,6 +77,9 @@ pub struct NodeOptions {
     pub store_dir: Option<std::path::PathBuf>,
     pub store: fogwire_store::Config,
     pub replication: fogwire_replicate::Config,
+    /// Compute roles (worker, hub) and where they keep their records.
+    pub compute: crate::compute::ComputeOptions,
+    pub compute_dir: Option<std::path::PathBuf>,
 }
 
 impl NodeOptions {
@@ -114,6 +117,8 @@ impl NodeOptions {
                 serve_bytes_per_sec_max: config.store.serve_bytes_per_sec_max,
                 ..fogwire_replicate::Config::default()
             },
+            compute: config.compute.options(),
+            compute_dir: None,
         }
     }
 
@@ -218,6 +223,8 @@ pub enum NodeError {
     Store(#[from] fogwire_store::StoreError),
     #[error("cannot make a temporary store directory: {0}")]
     TempStore(std::io::Error),
+    #[error("compute: {0}")]
+    Compute(String),
 }
 
 fn listen_hint(error: &std::io::Error) -> &'static str {
@@ -281,6 +288,7 @@ pub(crate) struct Inner {
     store: Arc<fogwire_store::Store>,
     replication: fogwire_replicate::Replication,
     rpc: fogwire_rpc::Rpc,
+    compute: std::sync::OnceLock<crate::compute::Roles>,
     /// Holds a temporary store directory for as long as the node lives.
     _store_dir: Option<tempfile::TempDir>,
     shutdown: CancellationToken,
@@ -333,6 +341,16 @@ impl Node {
         routing_options
             .services
             .push(crate::locator::advertised(crate::locator::LOCATOR));
+        if options.compute.worker.is_some() {
+            routing_options
+                .services
+                .push(crate::locator::advertised(fogwire_compute::WORKER));
+        }
+        if options.compute.hub.is_some() {
+            routing_options
+                .services
+                .push(crate::locator::advertised(fogwire_compute::HUB));
+        }
         let routing = Routing::start(routing_options)?;
         let (store_path, store_dir) = match &options.store_dir {
             Some(path) => (path.clone(), None),
@@ -374,6 +392,7 @@ impl Node {
                 store,
                 replication,
                 rpc: fogwire_rpc::Rpc::default(),
+                compute: std::sync::OnceLock::new(),
                 _store_dir: store_dir,
                 state,
                 handshake_permits,
@@ -393,6 +412,16 @@ impl Node {
             .spawn(node.clone().serve_store_over_routes());
         node.inner.rpc.set_local(node.node_id());
         crate::locator::serve(&node);
+        let roles =
+            crate::compute::start(&node, &options.compute, options.compute_dir.as_deref()).await;
+        let roles = match roles {
+            Ok(roles) => roles,
+            Err(error) => {
+                node.shutdown().await;
+                return Err(error);
+            }
+        };
+        let _ = node.inner.compute.set(roles);
         node.inner
             .replication
             .set_route_opener(Arc::new(StoreRouteOpener(Arc::downgrade(&node.inner))));
@@ -503,6 +532,31 @@ impl Node {
             }
         }
         (endpoints, methods)
+    }
+
+    /// This node's hub, if it is one.
+    pub fn hub(&self) -> Option<&fogwire_compute::hub::Hub> {
+        self.inner
+            .compute
+            .get()
+            .and_then(|roles| roles.hub.as_ref())
+    }
+
+    /// This node's worker, if it is one.
+    pub fn worker(&self) -> Option<&fogwire_compute::worker::Worker> {
+        self.inner
+            .compute
+            .get()
+            .and_then(|roles| roles.worker.as_ref())
+    }
+
+    /// How compute reaches other nodes from this one.
+    pub fn fabric(&self) -> Arc<dyn fogwire_compute::Fabric> {
+        Arc::new(crate::compute::NodeFabric {
+            inner: Arc::downgrade(&self.inner),
+            id: self.node_id(),
+            store: self.inner.store.clone(),
+        })
     }
 
     /// This node's replication: fetching from peers, serving them, feeds.
@@ -908,6 +962,9 @@ impl Node {
     /// the links have said goodbye (or a few seconds have passed).
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
+        if let Some(roles) = self.inner.compute.get() {
+            roles.shutdown().await;
+        }
         // Routes first, while their links still carry the teardowns.
         if tokio::time::timeout(SHUTDOWN_TIMEOUT, self.inner.routing.shutdown())
             .await
