@@ -79,6 +79,11 @@ impl DataDir {
         self.root.join("store")
     }
 
+    /// Where the compute roles keep their records (worker.redb, hub.redb).
+    pub fn compute_path(&self) -> PathBuf {
+        self.root.join("compute")
+    }
+
     pub fn routes_path(&self) -> PathBuf {
         self.root.join("routes.redb")
     }

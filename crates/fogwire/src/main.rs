@@ -13,6 +13,7 @@ mod control;
 mod demo;
 mod feed;
 mod init;
+mod job;
 mod node;
 mod output;
 mod route;
@@ -96,6 +97,12 @@ enum Command {
     /// (MessagePack RPC, docs/protocol/rpc.md).
     #[command(subcommand)]
     Rpc(rpc::Command),
+    /// Jobs: run programs on other nodes' workers through a hub, with
+    /// every result checked by replication.
+    #[command(subcommand)]
+    Job(job::Command),
+    /// The workers a hub knows: their resources and their record.
+    Workers(job::WorkersArgs),
     /// Measure the round trip to a node through a route set up for it.
     ///
     /// `fogwire ping <node> --hops 3` goes through two relays.
@@ -155,6 +162,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Store(command) => store::run(&home, command).await,
         Command::Feed(command) => feed::run(&home, command).await,
         Command::Rpc(command) => rpc::run(&home, command).await,
+        Command::Job(command) => job::run(&home, command).await,
+        Command::Workers(args) => job::workers(&home, args).await,
         Command::Id => init::print_id(&home),
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(command) => bench::run(command).await,

@@ -10,9 +10,11 @@ use tokio::net::TcpStream;
 
 use crate::api::{
     BlobInfo, ClosedRoute, ConnectRequest, DisconnectResponse, ErrorBody, FeedInfo, FollowRequest,
-    FoundPath, GcRequest, GcResult, GraphNode, OpenedRoute, Peer, PinRequest, PingReport,
-    PublishRequest, RouteRequest, Routes, RpcCallRequest, RpcLine, SendLine, Status,
+    FoundPath, GcRequest, GcResult, GraphNode, JobCancelled, JobFetchRequest, JobFetched, JobInfo,
+    JobLogs, JobResultInfo, JobSubmitRequest, JobSubmitted, OpenedRoute, Peer, PinRequest,
+    PingReport, PublishRequest, RouteRequest, Routes, RpcCallRequest, RpcLine, SendLine, Status,
     StoreAddRequest, StoreGetRequest, StoreLine, StorePeer, StoreStat, TagChange, UnpinRequest,
+    WorkerInfo,
 };
 use crate::home::{ApiToken, DataDir, DataDirError};
 
@@ -163,6 +165,82 @@ impl Client {
         on_line: impl FnMut(StoreLine),
     ) -> Result<(), ClientError> {
         self.lines("/v1/store/get", encode(request)?, on_line).await
+    }
+
+    pub async fn job_submit(
+        &self,
+        request: &JobSubmitRequest,
+    ) -> Result<JobSubmitted, ClientError> {
+        self.json(Method::POST, "/v1/jobs", Some(encode(request)?))
+            .await
+    }
+
+    pub async fn jobs(&self, hub: Option<&str>) -> Result<Vec<JobInfo>, ClientError> {
+        self.json(Method::GET, &with_hub("/v1/jobs", hub), None)
+            .await
+    }
+
+    pub async fn job(&self, job: &str, hub: Option<&str>) -> Result<JobInfo, ClientError> {
+        self.json(
+            Method::GET,
+            &with_hub(&format!("/v1/jobs/{job}"), hub),
+            None,
+        )
+        .await
+    }
+
+    pub async fn job_logs(
+        &self,
+        job: &str,
+        from: u64,
+        hub: Option<&str>,
+    ) -> Result<JobLogs, ClientError> {
+        let path = with_hub(&format!("/v1/jobs/{job}/logs?from={from}"), hub);
+        self.json(Method::GET, &path, None).await
+    }
+
+    pub async fn job_result(
+        &self,
+        job: &str,
+        hub: Option<&str>,
+    ) -> Result<JobResultInfo, ClientError> {
+        self.json(
+            Method::GET,
+            &with_hub(&format!("/v1/jobs/{job}/result"), hub),
+            None,
+        )
+        .await
+    }
+
+    pub async fn job_fetch(
+        &self,
+        job: &str,
+        request: &JobFetchRequest,
+    ) -> Result<JobFetched, ClientError> {
+        self.json(
+            Method::POST,
+            &format!("/v1/jobs/{job}/fetch"),
+            Some(encode(request)?),
+        )
+        .await
+    }
+
+    pub async fn job_cancel(
+        &self,
+        job: &str,
+        hub: Option<&str>,
+    ) -> Result<JobCancelled, ClientError> {
+        self.json(
+            Method::POST,
+            &with_hub(&format!("/v1/jobs/{job}/cancel"), hub),
+            None,
+        )
+        .await
+    }
+
+    pub async fn workers(&self, hub: Option<&str>) -> Result<Vec<WorkerInfo>, ClientError> {
+        self.json(Method::GET, &with_hub("/v1/workers", hub), None)
+            .await
     }
 
     pub async fn store_blobs(&self) -> Result<Vec<BlobInfo>, ClientError> {
@@ -351,5 +429,14 @@ impl Client {
             status: status.as_u16(),
             message,
         })
+    }
+}
+
+/// `path` with `hub=<hub>` added to its query.
+fn with_hub(path: &str, hub: Option<&str>) -> String {
+    match hub {
+        Some(hub) if path.contains('?') => format!("{path}&hub={hub}"),
+        Some(hub) => format!("{path}?hub={hub}"),
+        None => path.to_owned(),
     }
 }

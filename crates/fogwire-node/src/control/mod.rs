@@ -28,6 +28,14 @@
 //! | POST   | /v1/feeds/publish        | [`crate::api::PublishRequest`] → FeedInfo |
 //! | POST   | /v1/feeds/follow         | [`crate::api::FollowRequest`] → FeedInfo |
 //! | POST   | /v1/rpc/call             | [`crate::api::RpcCallRequest`] → NDJSON [`crate::api::RpcLine`]s |
+//! | POST   | /v1/jobs                 | [`crate::api::JobSubmitRequest`] → [`crate::api::JobSubmitted`] |
+//! | GET    | /v1/jobs[?hub=]          | list of [`crate::api::JobInfo`]        |
+//! | GET    | /v1/jobs/{job}[?hub=]    | [`crate::api::JobInfo`]                |
+//! | GET    | /v1/jobs/{job}/logs[?from=&hub=] | [`crate::api::JobLogs`]        |
+//! | GET    | /v1/jobs/{job}/result    | [`crate::api::JobResultInfo`]          |
+//! | POST   | /v1/jobs/{job}/fetch     | [`crate::api::JobFetchRequest`] → [`crate::api::JobFetched`] |
+//! | POST   | /v1/jobs/{job}/cancel    | [`crate::api::JobCancelled`]           |
+//! | GET    | /v1/workers[?hub=]       | list of [`crate::api::WorkerInfo`]     |
 //! | GET    | /metrics                 | OpenMetrics text                       |
 //!
 //! Requests carry `Authorization: Bearer <token>`. Errors answer with a
@@ -35,6 +43,7 @@
 
 mod client;
 mod feeds;
+mod jobs;
 mod ndjson;
 mod routes;
 pub mod rpc;

@@ -79,6 +79,18 @@ impl TestNode {
         Self::start_in(home)
     }
 
+    /// Like [`TestNode::start`], with `settings` put in `[section]`.
+    pub fn start_with(section: &str, settings: &str) -> Self {
+        let home = init_home("127.0.0.1:0");
+        let path = home.path().join("fogwire.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let header = format!("[{section}]\n");
+        assert!(text.contains(&header), "no [{section}] in the template");
+        let text = text.replace(&header, &format!("{header}{settings}\n"));
+        std::fs::write(&path, text).unwrap();
+        Self::start_in(home)
+    }
+
     /// Starts `fogwire node` in an initialised home.
     pub fn start_in(home: tempfile::TempDir) -> Self {
         let log = home.path().join("node.log");

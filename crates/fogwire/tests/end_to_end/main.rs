@@ -6,6 +6,7 @@
 
 mod bad_input;
 mod cli;
+mod compute;
 mod harness;
 mod routing;
 mod rpc;

@@ -1,0 +1,469 @@
+//! `fogwire job …` and `fogwire workers`: buy computing through a hub.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use fogwire_node::api::{JobFetchRequest, JobInfo, JobSubmitRequest};
+
+use crate::control::{client, print_json};
+use crate::output::{format_bytes, format_duration, short};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Run a program on workers of the network, through a hub.
+    ///
+    /// The program is a WebAssembly module (`.wasm`, or `.wat` text) or a
+    /// Docker image tarball (`.tar`, as `docker save` writes it). Each
+    /// task runs on --replicas workers; only an outcome a majority agrees
+    /// on is accepted, and workers that disagree lose reputation. With
+    /// --split K the job is K tasks; each finds its number in the
+    /// FOGWIRE_TASK and FOGWIRE_TASKS environment variables. Inputs are
+    /// files (or store hashes) the tasks read, joined, on stdin.
+    ///
+    /// Example: `fogwire job submit mandelbrot.wasm --arg 800 --arg 600
+    /// --split 8 --replicas 3 -o image.pgm --join`
+    Submit(SubmitArgs),
+    /// Where a job stands.
+    Status(JobArgs),
+    /// What the hub has logged about a job (placements, commitments,
+    /// agreements, cheats caught).
+    Logs(LogsArgs),
+    /// A finished job's outcomes; with -o, its outputs written here.
+    Result(ResultArgs),
+    /// Stop a job: its tasks are cancelled on the workers.
+    Cancel(JobArgs),
+    /// The jobs of the known hubs.
+    List(ListArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SubmitArgs {
+    /// The module (.wasm or .wat) or image tarball (.tar), or a store hash.
+    program: PathBuf,
+    /// A file (or store hash) the tasks read on stdin; repeat for more.
+    #[arg(long = "input", value_name = "PATH|HASH")]
+    inputs: Vec<String>,
+    /// An argument for the program; repeat for more.
+    #[arg(long = "arg", value_name = "ARG", allow_hyphen_values = true)]
+    args: Vec<String>,
+    /// Workers per task.
+    #[arg(long, default_value_t = 3)]
+    replicas: u8,
+    /// adaptive (trusted workers may run alone, with spot checks), fixed,
+    /// trust (one worker, no check) or full (every worker).
+    #[arg(long, default_value = "adaptive")]
+    replication: String,
+    /// Split into this many tasks.
+    #[arg(long, default_value_t = 1)]
+    split: u32,
+    /// wasm or docker (by default from the program's name).
+    #[arg(long)]
+    runtime: Option<String>,
+    /// Give up on the job after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    deadline_secs: u64,
+    /// WebAssembly fuel per task (about one per instruction).
+    #[arg(long)]
+    fuel: Option<u64>,
+    /// Memory per task, MiB.
+    #[arg(long)]
+    memory_mib: Option<u64>,
+    /// Wall time per task, seconds.
+    #[arg(long)]
+    wall_secs: Option<u64>,
+    /// Containers only: let the task use the network (if workers allow).
+    #[arg(long)]
+    network: bool,
+    /// The hub (its node id or the start of one); default: the first known.
+    #[arg(long)]
+    hub: Option<String>,
+    /// Print the job's id and return at once.
+    #[arg(long)]
+    detach: bool,
+    /// Write the outputs here when done: a directory, or with --join one
+    /// file of every task's stdout in order.
+    #[arg(short, long)]
+    out: Option<PathBuf>,
+    #[arg(long, requires = "out")]
+    join: bool,
+    /// Print the finished job as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct JobArgs {
+    /// The job's id, or its first hex digits.
+    job: String,
+    #[arg(long)]
+    hub: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    job: String,
+    #[arg(long)]
+    hub: Option<String>,
+    /// Keep printing new lines until the job ends.
+    #[arg(short, long)]
+    follow: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ResultArgs {
+    job: String,
+    #[arg(long)]
+    hub: Option<String>,
+    /// Write the outputs here: a directory of task-<n>.out/.err files, or
+    /// with --join one file of every task's stdout in order.
+    #[arg(short, long)]
+    out: Option<PathBuf>,
+    #[arg(long, requires = "out")]
+    join: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    #[arg(long)]
+    hub: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(home: &Path, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Submit(args) => submit(home, args).await,
+        Command::Status(args) => status(home, args).await,
+        Command::Logs(args) => logs(home, args).await,
+        Command::Result(args) => result(home, args).await,
+        Command::Cancel(args) => cancel(home, args).await,
+        Command::List(args) => list(home, args).await,
+    }
+}
+
+fn absolute(path: &Path) -> anyhow::Result<String> {
+    let path = std::path::absolute(path)
+        .with_context(|| format!("cannot make {} absolute", path.display()))?;
+    Ok(path.display().to_string())
+}
+
+/// A path, made absolute; a store hash left as it is.
+fn path_or_hash(text: &str) -> anyhow::Result<String> {
+    if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) && !Path::new(text).exists()
+    {
+        return Ok(text.to_owned());
+    }
+    absolute(Path::new(text))
+}
+
+async fn submit(home: &Path, args: SubmitArgs) -> anyhow::Result<()> {
+    let client = client(home)?;
+    let program = path_or_hash(&args.program.display().to_string())?;
+    let request = JobSubmitRequest {
+        program,
+        runtime: args.runtime.clone(),
+        inputs: args
+            .inputs
+            .iter()
+            .map(|input| path_or_hash(input))
+            .collect::<anyhow::Result<_>>()?,
+        args: args.args.clone(),
+        replicas: args.replicas,
+        replication: Some(args.replication.clone()),
+        split: args.split,
+        deadline_ms: Some(args.deadline_secs * 1000),
+        fuel: args.fuel,
+        memory_bytes: args.memory_mib.map(|m| m * 1024 * 1024),
+        wall_time_ms: args.wall_secs.map(|s| s * 1000),
+        network: args.network,
+        hub: args.hub.clone(),
+    };
+    let submitted = client.job_submit(&request).await?;
+    let hub = Some(submitted.hub.as_str());
+    if args.detach {
+        if args.json {
+            print_json(&submitted)?;
+        } else {
+            println!("{}", submitted.job);
+        }
+        return Ok(());
+    }
+    let job = &submitted.job;
+    eprintln!(
+        "job {} submitted to hub {} ({} task(s), {} replica(s) each, {})",
+        &job[..16],
+        short(&submitted.hub),
+        args.split,
+        args.replicas,
+        args.replication
+    );
+    let bar = if args.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(u64::from(args.split))
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{bar:30}] {pos}/{len} tasks {elapsed} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let info = loop {
+        let info = client.job(job, hub).await?;
+        bar.set_position(u64::from(info.tasks_done));
+        let mut message = format!("{} replicas run", info.replicas_run);
+        if info.dissents > 0 {
+            message.push_str(&format!(", {} wrong result(s) caught", info.dissents));
+        }
+        if info.silences > 0 {
+            message.push_str(&format!(", {} worker(s) went silent", info.silences));
+        }
+        bar.set_message(message);
+        if info.state != "running" && (info.state != "done" || info.output.is_some()) {
+            break info;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    bar.finish_and_clear();
+    if args.json {
+        print_json(&info)?;
+    } else {
+        print_job(&info);
+    }
+    if info.state != "done" {
+        bail!(
+            "job {} {}{}",
+            &job[..16],
+            info.state,
+            info.error.map(|e| format!(": {e}")).unwrap_or_default()
+        );
+    }
+    if let Some(out) = &args.out {
+        write_out(home, job, hub, out, args.join, args.json).await?;
+    }
+    Ok(())
+}
+
+fn print_job(info: &JobInfo) {
+    println!("job      {}", info.job);
+    println!("hub      {}", info.hub);
+    match &info.error {
+        Some(error) => println!("state    {}: {error}", info.state),
+        None => println!("state    {}", info.state),
+    }
+    println!(
+        "tasks    {} of {} done ({} {}, {} replicas run)",
+        info.tasks_done, info.tasks, info.runtime, info.replication, info.replicas_run
+    );
+    println!(
+        "checks   {} wrong result(s) caught, {} worker(s) silent",
+        info.dissents, info.silences
+    );
+    if info.fuel_used > 0 {
+        println!("fuel     {}", info.fuel_used);
+    }
+    let elapsed = info
+        .ended_ms
+        .map(|end| end.saturating_sub(info.submitted_ms))
+        .map(|ms| {
+            if ms < 10_000 {
+                format!("{ms} ms")
+            } else {
+                format_duration(ms / 1000)
+            }
+        });
+    if let Some(elapsed) = elapsed {
+        println!("took     {elapsed}");
+    }
+    if let Some(output) = &info.output {
+        println!(
+            "output   {output}  (fogwire job result {} -o <dir>)",
+            &info.job[..16]
+        );
+    }
+}
+
+async fn write_out(
+    home: &Path,
+    job: &str,
+    hub: Option<&str>,
+    out: &Path,
+    join: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let request = JobFetchRequest {
+        hub: hub.map(str::to_owned),
+        out: absolute(out)?,
+        join,
+    };
+    let fetched = client(home)?.job_fetch(job, &request).await?;
+    if json {
+        print_json(&fetched)?;
+    } else {
+        println!(
+            "wrote    {} ({} file(s), {})",
+            fetched.path,
+            fetched.files,
+            format_bytes(fetched.bytes)
+        );
+    }
+    Ok(())
+}
+
+async fn status(home: &Path, args: JobArgs) -> anyhow::Result<()> {
+    let info = client(home)?.job(&args.job, args.hub.as_deref()).await?;
+    if args.json {
+        print_json(&info)
+    } else {
+        print_job(&info);
+        Ok(())
+    }
+}
+
+async fn logs(home: &Path, args: LogsArgs) -> anyhow::Result<()> {
+    let client = client(home)?;
+    let mut from = 0;
+    loop {
+        let logs = client
+            .job_logs(&args.job, from, args.hub.as_deref())
+            .await?;
+        for line in &logs.lines {
+            println!("{line}");
+        }
+        from = logs.next;
+        if !args.follow {
+            return Ok(());
+        }
+        let info = client.job(&args.job, args.hub.as_deref()).await?;
+        if info.state != "running" && logs.lines.is_empty() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn result(home: &Path, args: ResultArgs) -> anyhow::Result<()> {
+    let result = client(home)?
+        .job_result(&args.job, args.hub.as_deref())
+        .await?;
+    if args.json {
+        print_json(&result)?;
+    } else {
+        print_job(&result.job);
+        for outcome in &result.outcomes {
+            println!(
+                "task {:>5}  {:<22} stdout {}  stderr {}  fuel {}",
+                outcome.index,
+                outcome.status,
+                &outcome.stdout[..16],
+                &outcome.stderr[..16],
+                outcome.fuel_used
+            );
+        }
+    }
+    if let Some(out) = &args.out {
+        let hub = Some(result.job.hub.as_str());
+        write_out(home, &result.job.job, hub, out, args.join, args.json).await?;
+    }
+    Ok(())
+}
+
+async fn cancel(home: &Path, args: JobArgs) -> anyhow::Result<()> {
+    let cancelled = client(home)?
+        .job_cancel(&args.job, args.hub.as_deref())
+        .await?;
+    if args.json {
+        return print_json(&cancelled);
+    }
+    if cancelled.cancelled {
+        println!("job {} cancelled", &cancelled.job[..16]);
+    } else {
+        println!("job {} had already ended", &cancelled.job[..16]);
+    }
+    Ok(())
+}
+
+async fn list(home: &Path, args: ListArgs) -> anyhow::Result<()> {
+    let jobs = client(home)?.jobs(args.hub.as_deref()).await?;
+    if args.json {
+        return print_json(&jobs);
+    }
+    if jobs.is_empty() {
+        println!("no jobs");
+        return Ok(());
+    }
+    println!(
+        "{:<17} {:<10} {:>11} {:>8} {:>7}  hub",
+        "job", "state", "tasks", "caught", "runtime"
+    );
+    for job in &jobs {
+        println!(
+            "{:<17} {:<10} {:>5} of {:<3} {:>8} {:>7}  {}",
+            &job.job[..16],
+            job.state,
+            job.tasks_done,
+            job.tasks,
+            job.dissents,
+            job.runtime,
+            short(&job.hub)
+        );
+    }
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WorkersArgs {
+    /// Ask this hub (default: the first known).
+    #[arg(long)]
+    hub: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+/// `fogwire workers`: the workers a hub knows, their resources and record.
+pub async fn workers(home: &Path, args: WorkersArgs) -> anyhow::Result<()> {
+    let workers = client(home)?.workers(args.hub.as_deref()).await?;
+    if args.json {
+        return print_json(&workers);
+    }
+    if workers.is_empty() {
+        println!("no workers known to the hub");
+        return Ok(());
+    }
+    println!(
+        "{:<14} {:>5} {:>9} {:>9} {:>5} {:>6} {:>7} {:>9} {:>6} {:>6}  runtimes",
+        "worker",
+        "cores",
+        "memory",
+        "disk free",
+        "gpus",
+        "slots",
+        "running",
+        "agreed",
+        "wrong",
+        "silent"
+    );
+    for worker in &workers {
+        println!(
+            "{:<14} {:>5} {:>9} {:>9} {:>5} {:>6} {:>7} {:>9} {:>6} {:>6}  {}",
+            short(&worker.node_id),
+            worker.cores,
+            format_bytes(worker.memory_bytes),
+            format_bytes(worker.disk_free_bytes),
+            worker.gpus,
+            worker.slots,
+            worker.running,
+            worker.agreed,
+            worker.dissented,
+            worker.silent,
+            worker.runtimes.join(",")
+        );
+    }
+    Ok(())
+}

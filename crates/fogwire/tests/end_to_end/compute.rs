@@ -1,0 +1,152 @@
+//! `fogwire job submit` from hand-started nodes: a WebAssembly job and a
+//! Docker job run on workers elsewhere, replicated, and their outputs
+//! come back; `job status|logs|result|list` and `workers` report them.
+
+use std::path::Path;
+
+use crate::harness::{TestNode, stderr, stdout, wait_until};
+
+/// A hub (which also buys) and three workers, in a line: the hub reaches
+/// the far workers by linking to them on demand.
+fn network() -> (TestNode, Vec<TestNode>) {
+    let hub = TestNode::start_with("compute", "hub = true");
+    let workers: Vec<TestNode> = (0..3)
+        .map(|_| TestNode::start_with("compute", "worker = true\nslots = 2"))
+        .collect();
+    let mut previous = &hub;
+    for worker in &workers {
+        let out = previous.cli(&["connect", &worker.peer_addr()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        previous = worker;
+    }
+    wait_until("the hub to know three workers", || {
+        let out = hub.cli(&["workers", "--json"]);
+        out.status.success()
+            && serde_json::from_str::<Vec<serde_json::Value>>(&stdout(&out))
+                .is_ok_and(|w| w.len() == 3)
+    });
+    (hub, workers)
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn job_submit_runs_wasm_and_docker_jobs_on_workers_elsewhere() {
+    let (hub, workers) = network();
+    let scratch = tempfile::tempdir().unwrap();
+    let program = write(
+        scratch.path(),
+        "upper.wat",
+        fogwire_compute::guests::UPPER.as_bytes(),
+    );
+    let input = write(scratch.path(), "input.txt", b"hello, fog compute\n");
+    let out = scratch.path().join("out.txt");
+
+    // WebAssembly: three replicas, two tasks, outputs joined.
+    let submitted = hub.cli(&[
+        "job",
+        "submit",
+        &program,
+        "--input",
+        &input,
+        "--replicas",
+        "3",
+        "--replication",
+        "fixed",
+        "--split",
+        "2",
+        "-o",
+        out.to_str().unwrap(),
+        "--join",
+    ]);
+    assert!(submitted.status.success(), "{}", stderr(&submitted));
+    let text = stdout(&submitted);
+    assert!(text.contains("state    done"), "{text}");
+    assert!(text.contains("2 of 2 done"), "{text}");
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        b"HELLO, FOG COMPUTE\nHELLO, FOG COMPUTE\n"
+    );
+    let job = text
+        .lines()
+        .find_map(|line| line.strip_prefix("job      "))
+        .unwrap()
+        .to_owned();
+
+    // The other commands report it.
+    let status = hub.cli(&["job", "status", &job[..12], "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();
+    assert_eq!(status["state"], "done");
+    assert_eq!(status["replicas_run"], 6);
+    let logs = stdout(&hub.cli(&["job", "logs", &job[..12]]));
+    assert!(logs.contains("accepted (3 of 3 agree"), "{logs}");
+    let result = hub.cli(&["job", "result", &job[..12], "--json"]);
+    let result: serde_json::Value = serde_json::from_str(&stdout(&result)).unwrap();
+    assert_eq!(result["outcomes"][0]["exit_code"], 0);
+    let dir = scratch.path().join("outputs");
+    let fetched = hub.cli(&["job", "result", &job[..12], "-o", dir.to_str().unwrap()]);
+    assert!(fetched.status.success(), "{}", stderr(&fetched));
+    assert_eq!(
+        std::fs::read(dir.join("task-00001.out")).unwrap(),
+        b"HELLO, FOG COMPUTE\n"
+    );
+    // stderr: the byte count, in hex.
+    assert_eq!(
+        std::fs::read(dir.join("task-00000.err")).unwrap(),
+        b"00000013\n"
+    );
+    let list = stdout(&hub.cli(&["job", "list"]));
+    assert!(list.contains(&job[..16]), "{list}");
+    let table = stdout(&hub.cli(&["workers"]));
+    assert_eq!(table.lines().count(), 4, "{table}");
+    assert!(table.contains("wasm"), "{table}");
+
+    // Docker: an image made of busybox, loaded from the store on each
+    // worker, run with no network; every container removed after.
+    let busybox = Path::new("/bin/busybox");
+    if !busybox.exists() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "/bin/busybox is missing (apt-get install busybox-static): CI must run the Docker job"
+        );
+        eprintln!("skipping the Docker job: no /bin/busybox");
+        return;
+    }
+    let docker_workers = stdout(&hub.cli(&["workers", "--json"]));
+    if !docker_workers.contains("docker") {
+        assert!(
+            std::env::var("CI").is_err(),
+            "the workers found no Docker daemon: CI must run the Docker job"
+        );
+        eprintln!("skipping the Docker job: no Docker daemon");
+        return;
+    }
+    let image = fogwire_compute::docker::image_tarball(
+        "fogwire-test/busybox:1",
+        &["/bin/busybox"],
+        &[("bin/busybox", 0o755, &std::fs::read(busybox).unwrap())],
+    )
+    .unwrap();
+    let image = write(scratch.path(), "busybox.tar", &image);
+    let out = scratch.path().join("docker.txt");
+    let submitted = hub.cli(&[
+        "job", "submit", &image, "--input", &input, "--arg", "sh", "--arg", "-c", "--arg",
+        "tr a-z A-Z; echo task $FOGWIRE_TASK of $FOGWIRE_TASKS; wget -q -T 2 -O- http://1.1.1.1 || echo no network",
+        "--replicas", "3", "--replication", "fixed", "-o", out.to_str().unwrap(), "--join",
+    ]);
+    assert!(submitted.status.success(), "{}", stderr(&submitted));
+    assert_eq!(
+        String::from_utf8(std::fs::read(&out).unwrap()).unwrap(),
+        "HELLO, FOG COMPUTE\ntask 0 of 1\nno network\n"
+    );
+    let leftovers = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", "label=fogwire.task"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&leftovers).trim(), "", "containers left behind");
+    drop(workers);
+}
