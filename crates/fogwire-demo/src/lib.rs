@@ -12,6 +12,7 @@
 //! traffic on every link, then routes: see [`routes`]); later pillars
 //! (store, compute) add stages to [`run`] rather than new demos.
 
+pub mod compute;
 mod network;
 mod render;
 pub mod routes;
@@ -44,6 +45,9 @@ pub struct Options {
     pub routes: bool,
     /// Bytes streamed over the 3-hop route while its relay dies.
     pub stream_bytes: u64,
+    /// Run the compute stage (a replicated job with a cheat among the
+    /// workers), writing its image here.
+    pub compute: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -57,6 +61,7 @@ impl Default for Options {
             store: true,
             routes: true,
             stream_bytes: 256 * 1024 * 1024,
+            compute: Some(std::path::PathBuf::from("fogwire-mandelbrot.png")),
         }
     }
 }
@@ -77,6 +82,10 @@ pub struct Summary {
     /// byte for byte.
     pub replicated: Option<(usize, usize)>,
     pub restored_intact: Option<bool>,
+    /// Wrong results caught, and whether the gathered image was correct
+    /// (none if the compute stage did not run).
+    pub cheats_caught: Option<u32>,
+    pub computed_correctly: Option<bool>,
 }
 
 /// Why the demo stopped early.
@@ -139,6 +148,28 @@ pub async fn run(
         tokio::select! {
             done = store::run(&network, 0, scratch.path(), &mut narrate) => {
                 store_stage = Some(done);
+            }
+            () = &mut interrupted => { interrupted_by_user = true; }
+        }
+    }
+    let mut compute_stage = None;
+    if let Some(image) = &options.compute
+        && options.nodes >= 4
+        && !interrupted_by_user
+    {
+        writeln!(
+            out,
+            "compute: {} is a hub, the others are workers; it splits a job into tasks and runs each on 3 of them…",
+            network.nodes()[0].name
+        )?;
+        out.flush()?;
+        let mut narrate = |line: &str| {
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        };
+        tokio::select! {
+            done = compute::run(&network, 0, image, &mut narrate) => {
+                compute_stage = Some(done);
             }
             () = &mut interrupted => { interrupted_by_user = true; }
         }
@@ -214,6 +245,8 @@ pub async fn run(
             .as_ref()
             .map(|stage| (stage.replicated, stage.followers)),
         restored_intact: store_stage.as_ref().and_then(|stage| stage.restored_intact),
+        cheats_caught: compute_stage.as_ref().map(|stage| stage.caught),
+        computed_correctly: compute_stage.as_ref().and_then(|stage| stage.correct),
     };
     writeln!(
         out,

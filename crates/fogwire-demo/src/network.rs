@@ -97,6 +97,8 @@ impl Network {
             options.link = options
                 .link
                 .with_channel(ChannelConfig::new(ChannelId::TRAFFIC));
+            options.compute = crate::compute::roles(index, count);
+            options.compute_dir = Some(data_dir.join("compute"));
             let node = Node::start(options)
                 .await
                 .map_err(|source| NetworkError::Node {
@@ -132,7 +134,24 @@ impl Network {
     /// Stops node `index` as a machine being switched off would: its links
     /// close and its neighbours find out.
     pub async fn kill(&mut self, index: usize) {
-        self.killed_links.extend(self.nodes[index].node.links());
+        // Only the ring's links count; links made on demand (a hub's to
+        // its workers) are not the demo's topology.
+        let neighbours: Vec<NodeId> = self
+            .topology
+            .iter()
+            .filter_map(|&(a, b)| match (a == index, b == index) {
+                (true, _) => Some(self.nodes[b].id()),
+                (_, true) => Some(self.nodes[a].id()),
+                _ => None,
+            })
+            .collect();
+        self.killed_links.extend(
+            self.nodes[index]
+                .node
+                .links()
+                .into_iter()
+                .filter(|link| neighbours.contains(&link.peer())),
+        );
         self.nodes[index].node.shutdown().await;
         self.killed.push(index);
     }

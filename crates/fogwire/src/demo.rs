@@ -23,6 +23,13 @@ pub struct Args {
     /// replicated by every other node).
     #[arg(long)]
     no_store: bool,
+    /// Skip the compute stage (a Mandelbrot image rendered in bands on the
+    /// workers, three per band, with one cheating worker caught).
+    #[arg(long)]
+    no_compute: bool,
+    /// Where the compute stage writes its image.
+    #[arg(long, value_name = "PATH", default_value = "fogwire-mandelbrot.png")]
+    image: std::path::PathBuf,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -39,6 +46,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         store: !args.no_store,
         routes: !args.no_routes,
         stream_bytes: args.stream,
+        compute: (!args.no_compute).then(|| args.image.clone()),
     };
     let interrupted = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -51,6 +59,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         anyhow::bail!(
             "only {replicated} of {followers} followers replicated the published directory intact"
         );
+    }
+    if summary.computed_correctly == Some(false) {
+        anyhow::bail!("the computed image differs from a direct run of the module");
     }
     if summary.stream_intact == Some(false) {
         anyhow::bail!("the stream over the repaired route did not arrive intact");

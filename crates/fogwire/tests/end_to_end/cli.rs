@@ -215,8 +215,11 @@ fn the_control_api_requires_the_token_and_listens_on_loopback_only() {
 
 #[test]
 fn the_demo_runs_eight_linked_nodes_routes_repairs_and_exits_cleanly() {
+    let scratch = tempfile::tempdir().unwrap();
+    let image = scratch.path().join("mandelbrot.png");
     let output = std::process::Command::new(crate::harness::BINARY)
-        .args(["demo", "--duration", "3", "--stream", "64M"])
+        .args(["demo", "--duration", "3", "--stream", "64M", "--image"])
+        .arg(&image)
         .output()
         .unwrap();
     let text = stdout(&output);
@@ -242,6 +245,17 @@ fn the_demo_runs_eight_linked_nodes_routes_repairs_and_exits_cleanly() {
     // every other node and comes back byte for byte.
     assert!(text.contains("7 of 7 followers replicated it"), "{text}");
     assert!(text.contains("restored it byte for byte"), "{text}");
+    // The compute stage: 16 bands on 3 workers each, n5 cheating, caught
+    // every time; the image correct, written as a PNG.
+    assert!(text.contains("16 bands accepted"), "{text}");
+    assert!(text.contains("n5 sent"), "{text}");
+    assert!(text.contains("every one caught and outvoted"), "{text}");
+    assert!(text.contains("the image is correct"), "{text}");
+    assert!(
+        std::fs::read(&image)
+            .unwrap()
+            .starts_with(b"\x89PNG\r\n\x1a\n")
+    );
     // Only the killed relay's links are down.
     let down = text
         .lines()
@@ -346,7 +360,7 @@ fn the_demo_stops_cleanly_on_ctrl_c() {
     let out_dir = tempfile::tempdir().unwrap();
     let out_path = out_dir.path().join("demo.out");
     let mut demo = std::process::Command::new(crate::harness::BINARY)
-        .args(["demo", "--duration", "0", "--nodes", "4"])
+        .args(["demo", "--duration", "0", "--nodes", "4", "--no-compute"])
         .stdout(std::fs::File::create(&out_path).unwrap())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -1,0 +1,312 @@
+//! The compute stage: n0, a hub, renders the Mandelbrot set in bands on
+//! the other nodes' workers, three workers per band; one worker cheats
+//! (it reports a result it did not compute). The hub catches every wrong
+//! result by the quorum, and the image it gathers is checked byte for
+//! byte against running the same module directly, then written as a PNG.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use fogwire_compute::hub::HubConfig;
+use fogwire_compute::worker::WorkerConfig;
+use fogwire_compute::{client, guests, store_hash};
+use fogwire_compute_proto::scheduler::JobState;
+use fogwire_compute_proto::{Digest, JobSpec, Replication};
+use fogwire_node::ComputeOptions;
+
+use crate::network::Network;
+use crate::routes::Narrator;
+
+/// The image: width, height, iterations; and the bands (tasks).
+const WIDTH: u32 = 960;
+const HEIGHT: u32 = 640;
+const ITERATIONS: u32 = 256;
+const BANDS: u32 = 16;
+const REPLICAS: u8 = 3;
+
+/// Which node cheats, in a network of `count`.
+pub fn cheat_index(count: usize) -> Option<usize> {
+    (count >= 5).then_some(count / 2 + 1)
+}
+
+/// n0 is the hub; every other node a worker (one of them the cheat).
+pub fn roles(index: usize, count: usize) -> ComputeOptions {
+    if index == 0 {
+        return ComputeOptions {
+            worker: None,
+            hub: Some(HubConfig::default()),
+            docker: false,
+        };
+    }
+    ComputeOptions {
+        worker: Some(WorkerConfig {
+            slots: 2,
+            cheat: cheat_index(count) == Some(index),
+            ..WorkerConfig::default()
+        }),
+        hub: None,
+        docker: false,
+    }
+}
+
+/// What the compute stage showed.
+#[derive(Debug, Clone, Default)]
+pub struct ComputeStage {
+    pub tasks: u32,
+    pub replicas_run: u32,
+    pub workers: usize,
+    pub elapsed: Duration,
+    /// Running every band directly, one after another, on this machine.
+    pub direct: Duration,
+    /// Wrong results caught, and the node that sent them.
+    pub caught: u32,
+    pub cheat: Option<String>,
+    /// The gathered image equals the one made directly.
+    pub correct: Option<bool>,
+    pub image: Option<PathBuf>,
+    pub error: Option<String>,
+}
+
+/// Runs the stage with `hub` (an index) as hub and buyer; writes the PNG
+/// to `image_path`.
+pub async fn run(
+    network: &Network,
+    hub: usize,
+    image_path: &Path,
+    narrate: Narrator<'_>,
+) -> ComputeStage {
+    let mut stage = ComputeStage::default();
+    if let Err(error) = render(network, hub, image_path, narrate, &mut stage).await {
+        narrate(&format!("compute: {error}"));
+        stage.error = Some(error);
+    }
+    stage
+}
+
+async fn render(
+    network: &Network,
+    hub: usize,
+    image_path: &Path,
+    narrate: Narrator<'_>,
+    stage: &mut ComputeStage,
+) -> Result<(), String> {
+    let node = &network.nodes()[hub].node;
+    let hub_service = node.hub().ok_or("n0 is not a hub")?;
+    let workers_expected = network.nodes().len() - 1;
+    let waiting = Instant::now();
+    while hub_service.workers().len() < workers_expected {
+        if waiting.elapsed() > Duration::from_secs(30) {
+            return Err(format!(
+                "only {} of {workers_expected} workers found",
+                hub_service.workers().len()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stage.workers = workers_expected;
+    let module = guests::compile(guests::MANDELBROT)?;
+    let program = node
+        .store()
+        .import_bytes(&module, None)
+        .map_err(|e| e.to_string())?;
+    let args: Vec<String> = [WIDTH, HEIGHT, ITERATIONS]
+        .iter()
+        .map(u32::to_string)
+        .collect();
+    let mut spec = JobSpec::wasm(Digest(*program.as_bytes()));
+    spec.args = args.clone();
+    spec.split = BANDS;
+    spec.replication = Replication::Fixed(REPLICAS);
+    let names: HashMap<String, String> = network
+        .nodes()
+        .iter()
+        .map(|n| {
+            (
+                n.id()
+                    .as_bytes()
+                    .iter()
+                    .take(4)
+                    .map(|b| format!("{b:02x}"))
+                    .collect(),
+                n.name.clone(),
+            )
+        })
+        .collect();
+    let rename = |line: &str| {
+        let mut line = line.to_owned();
+        for (short, name) in &names {
+            line = line.replace(short.as_str(), name);
+        }
+        line
+    };
+
+    let fabric = node.fabric();
+    let started = Instant::now();
+    let job = client::submit(fabric.as_ref(), node.node_id(), &spec)
+        .await
+        .map_err(|e| e.to_string())?;
+    narrate(&format!(
+        "compute: job {job}: {BANDS} bands of a {WIDTH}×{HEIGHT} Mandelbrot image, each on {REPLICAS} of {workers_expected} workers; {} cheats",
+        cheat_index(network.nodes().len())
+            .map(|i| network.nodes()[i].name.clone())
+            .unwrap_or_else(|| "nobody".into())
+    ));
+    let mut next_line = 0;
+    let status = loop {
+        let status = hub_service.status(&job).ok_or("the hub lost the job")?;
+        if let Some((lines, next)) = hub_service.logs(&job, next_line) {
+            next_line = next;
+            for line in lines {
+                if line.contains("caught")
+                    || line.contains("silent")
+                    || line.contains("no majority")
+                {
+                    narrate(&format!("compute:   {}", rename(&line)));
+                }
+            }
+        }
+        if status.state.is_ended() && (status.output.is_some() || status.state != JobState::Done) {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            return Err("the job did not finish in 2 minutes".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    stage.elapsed = started.elapsed();
+    stage.tasks = status.tasks;
+    stage.replicas_run = status.replicas_run;
+    stage.caught = status.dissents;
+    if status.state != JobState::Done {
+        return Err(format!("the job ended {:?}", status.state));
+    }
+    let result = hub_service.result(&job).ok_or("the hub lost the job")?;
+    let mut image = Vec::new();
+    for outcome in result.outcomes.iter().flatten() {
+        let bytes = node
+            .store()
+            .read_to_vec(&store_hash(&outcome.stdout), 64 << 20)
+            .map_err(|e| e.to_string())?;
+        image.extend_from_slice(&bytes);
+    }
+    // The same module, run directly here, band by band.
+    let direct_started = Instant::now();
+    let expected = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
+        let runtime = fogwire_sandbox::WasmRuntime::new().map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        for index in 0..BANDS {
+            let task = fogwire_sandbox::Task {
+                args: std::iter::once("program".to_owned())
+                    .chain(args.iter().cloned())
+                    .collect(),
+                env: vec![
+                    ("FOGWIRE_TASK".into(), index.to_string()),
+                    ("FOGWIRE_TASKS".into(), BANDS.to_string()),
+                ],
+                ..Default::default()
+            };
+            let outcome = runtime.run(&module, &task).map_err(|e| e.to_string())?;
+            out.extend_from_slice(&outcome.stdout);
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    stage.direct = direct_started.elapsed();
+    stage.correct = Some(image == expected);
+    for (id, _, _, record) in hub_workers(node) {
+        if record.dissented > 0 {
+            stage.cheat = Some(network.name_of(&id));
+        }
+    }
+    match write_png(&image, image_path) {
+        Ok(()) => stage.image = Some(image_path.to_owned()),
+        Err(error) => narrate(&format!("compute: cannot write the PNG: {error}")),
+    }
+    let mut line = format!(
+        "compute: {} bands accepted in {} ms ({} replicas run; one machine running every band once, directly: {} ms); ",
+        stage.tasks,
+        stage.elapsed.as_millis(),
+        stage.replicas_run,
+        stage.direct.as_millis()
+    );
+    match &stage.cheat {
+        Some(cheat) => line.push_str(&format!(
+            "{cheat} sent {} wrong result(s), every one caught and outvoted",
+            stage.caught
+        )),
+        None => line.push_str("no wrong result was sent"),
+    }
+    narrate(&line);
+    narrate(&format!(
+        "compute: the image is {} a direct run of the module{}",
+        if stage.correct == Some(true) {
+            "correct: byte for byte the same as"
+        } else {
+            "WRONG: it differs from"
+        },
+        stage
+            .image
+            .as_ref()
+            .map(|p| format!("; written to {}", p.display()))
+            .unwrap_or_default()
+    ));
+    Ok(())
+}
+
+fn hub_workers(
+    node: &fogwire_node::Node,
+) -> Vec<(
+    fogwire_identity::NodeId,
+    u32,
+    u32,
+    fogwire_compute_proto::scheduler::Reputation,
+)> {
+    node.hub()
+        .map(|hub| {
+            hub.workers()
+                .into_iter()
+                .filter_map(|w| {
+                    let id = fogwire_identity::NodeId::from_bytes(w.id.as_bytes()).ok()?;
+                    Some((id, w.slots, w.running, w.reputation))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A binary PGM (`P5`, 8-bit) as a greyscale PNG.
+fn write_png(pgm: &[u8], path: &Path) -> Result<(), String> {
+    let mut fields = Vec::new();
+    let mut at = 0;
+    while fields.len() < 4 {
+        while pgm.get(at).is_some_and(u8::is_ascii_whitespace) {
+            at += 1;
+        }
+        let start = at;
+        while pgm.get(at).is_some_and(|b| !b.is_ascii_whitespace()) {
+            at += 1;
+        }
+        if start == at {
+            return Err("not a PGM image".into());
+        }
+        fields.push(String::from_utf8_lossy(&pgm[start..at]).into_owned());
+    }
+    let number = |i: usize| fields[i].parse::<u32>().map_err(|e| e.to_string());
+    if fields[0] != "P5" || number(3)? != 255 {
+        return Err("not an 8-bit binary PGM image".into());
+    }
+    let (width, height) = (number(1)?, number(2)?);
+    let pixels = pgm.get(at + 1..).ok_or("no pixels")?;
+    if pixels.len() != (width * height) as usize {
+        return Err(format!("{} pixels for {width}×{height}", pixels.len()));
+    }
+    let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), width, height);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
+    writer.write_image_data(pixels).map_err(|e| e.to_string())?;
+    writer.finish().map_err(|e| e.to_string())
+}
