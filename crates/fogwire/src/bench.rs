@@ -26,6 +26,35 @@ pub enum Command {
     /// link message (the RPC's cost per call is the difference), and calls
     /// per second with many in flight.
     Rpc(RpcArgs),
+    /// Jobs on a hub and seven workers on loopback: a trivial task with 3
+    /// replicas from submission to accepted result, and tasks per second,
+    /// beside running the same module directly in wasmtime.
+    Compute(ComputeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ComputeArgs {
+    /// Workers besides the hub.
+    #[arg(long, default_value_t = 7)]
+    workers: usize,
+    /// Tasks each worker runs at once.
+    #[arg(long, default_value_t = 4)]
+    slots: u32,
+    /// Workers per task.
+    #[arg(long, default_value_t = 3)]
+    replicas: u8,
+    /// One-task jobs timed one after another, per round.
+    #[arg(long, default_value_t = 50)]
+    latency_jobs: usize,
+    /// Tasks of the job timed for throughput, per round.
+    #[arg(long, default_value_t = 2000)]
+    tasks: u32,
+    /// Rounds; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -145,6 +174,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Paths(args) => paths(args).await,
         Command::Store(args) => store(args).await,
         Command::Rpc(args) => rpc(args).await,
+        Command::Compute(args) => compute(args).await,
         Command::Transfer(args) => transfer(args).await,
     }
 }
@@ -552,6 +582,59 @@ async fn rpc(args: RpcArgs) -> anyhow::Result<()> {
     println!(
         "calls with {} in flight:                        {:>8.0} calls/s",
         report.in_flight, report.calls_per_sec
+    );
+    Ok(())
+}
+
+async fn compute(args: ComputeArgs) -> anyhow::Result<()> {
+    use fogwire_bench::compute::{Options as ComputeOptions, Step as ComputeStep};
+    debug_warning("compute");
+    let options = ComputeOptions {
+        workers: args.workers.clamp(1, 64),
+        slots: args.slots.clamp(1, 256),
+        replicas: args.replicas.clamp(1, 9),
+        latency_jobs: args.latency_jobs.clamp(1, 100_000),
+        tasks: args.tasks.clamp(1, 4096),
+        rounds: args.rounds.clamp(1, 100),
+    };
+    if usize::from(options.replicas) > options.workers {
+        anyhow::bail!("--replicas {} needs at least that many --workers", options.replicas);
+    }
+    let measured = measure(
+        args.json,
+        move |progress| fogwire_bench::compute::run(&options, progress),
+        |step| match step {
+            ComputeStep::Direct => "running the module directly".to_owned(),
+            ComputeStep::Starting => "starting a hub and its workers".to_owned(),
+            ComputeStep::Latency { round } => format!("round {}: one-task jobs", round + 1),
+            ComputeStep::Throughput { round } => format!("round {}: a many-task job", round + 1),
+        },
+    )
+    .await?;
+    let Some(report) = measured else {
+        return Ok(());
+    };
+    println!(
+        "jobs on a hub and {} workers, real nodes on loopback, {} replicas per task (commit, reveal, quorum); medians of {} rounds",
+        report.workers, report.replicas, report.rounds
+    );
+    println!(
+        "baseline, same run: the trivial module run directly in wasmtime: {:.1} µs ({:.0} runs/s on one thread)\n",
+        report.direct_us, report.direct_runs_per_sec
+    );
+    println!(
+        "trivial task, submit to accepted result:  {:>8.2} ms   ×{:.0} of the direct run",
+        report.latency_ms,
+        report.latency_ms * 1000.0 / report.direct_us.max(f64::MIN_POSITIVE)
+    );
+    println!(
+        "tasks accepted per second:                {:>8.0}      ({:.0} replica runs/s; ×{:.2} of direct runs/s)",
+        report.tasks_per_sec,
+        report.tasks_per_sec * f64::from(report.replicas),
+        report.tasks_per_sec * f64::from(report.replicas) / report.direct_runs_per_sec.max(f64::MIN_POSITIVE)
+    );
+    println!(
+        "\nRPC calls per second on one link: `fogwire bench rpc`. All nodes share this machine's cores."
     );
     Ok(())
 }
