@@ -86,9 +86,7 @@ struct Network {
 async fn start(options: &Options) -> Result<Network, BenchError> {
     let dir = tempfile::tempdir().map_err(failed)?;
     let node = |compute: ComputeOptions, name: &str| {
-        let mut node_options = NodeOptions::local(Arc::new(
-            Keypair::generate().map_err(failed)?,
-        ));
+        let mut node_options = NodeOptions::local(Arc::new(Keypair::generate().map_err(failed)?));
         node_options.compute = compute;
         node_options.compute_dir = Some(dir.path().join(name));
         Ok::<_, BenchError>(node_options)

@@ -139,8 +139,11 @@ pub enum ReplicaState {
     Dissented,
     /// Missed its deadline, or its worker vanished.
     Silent,
-    /// The worker could not run it (unreachable, busy, no input).
+    /// The worker refused it (bad input: it will refuse it again).
     Failed(String),
+    /// The worker could not run it for now (unreachable, busy, stopping):
+    /// it may be asked again.
+    Interrupted(String),
     Cancelled,
 }
 
@@ -262,6 +265,11 @@ pub struct Scheduler {
     workers: BTreeMap<Digest, WorkerSlots>,
     reputation: HashMap<Digest, Reputation>,
     known: HashMap<Digest, NodeId>,
+    /// After a restart: what to ask each worker again once it is back.
+    resume: HashMap<Digest, Vec<Resume>>,
+    /// Workers that just failed for a passing reason, and until when
+    /// nothing new is placed on them.
+    cooling: HashMap<Digest, u64>,
     actions: VecDeque<Action>,
     dirty_jobs: BTreeSet<JobId>,
     dirty_workers: BTreeSet<Digest>,
@@ -279,6 +287,9 @@ fn node(known: &mut HashMap<Digest, NodeId>, id: &Digest) -> Option<NodeId> {
     }
     Some(node)
 }
+
+/// How long a worker that failed for a passing reason gets no new work.
+const COOLING_MS: u64 = 1000;
 
 /// Worker ids kept decoded.
 const KNOWN_IDS_MAX: usize = 65_536;
@@ -298,6 +309,8 @@ impl Scheduler {
             workers: BTreeMap::new(),
             reputation: HashMap::new(),
             known: HashMap::new(),
+            resume: HashMap::new(),
+            cooling: HashMap::new(),
             actions: VecDeque::new(),
             dirty_jobs: BTreeSet::new(),
             dirty_workers: BTreeSet::new(),
@@ -327,18 +340,19 @@ impl Scheduler {
                         match replica.state {
                             ReplicaState::Running => {
                                 replica.deadline_ms = run_ms;
-                                scheduler.ask(&replica.worker, |worker| Action::Run {
-                                    worker,
-                                    task: task_spec(&job.id, &job.spec, task.index),
-                                });
+                                scheduler
+                                    .resume
+                                    .entry(replica.worker)
+                                    .or_default()
+                                    .push(Resume::Run(task_spec(&job.id, &job.spec, task.index)));
                             }
                             ReplicaState::Revealing(_) => {
                                 replica.deadline_ms = reveal_ms;
-                                scheduler.ask(&replica.worker, |worker| Action::Reveal {
-                                    worker,
-                                    job: job.id,
-                                    index: task.index,
-                                });
+                                scheduler
+                                    .resume
+                                    .entry(replica.worker)
+                                    .or_default()
+                                    .push(Resume::Reveal(job.id, task.index));
                             }
                             _ => {}
                         }
@@ -429,6 +443,19 @@ impl Scheduler {
             running: 0,
         });
         entry.slots = slots.max(1);
+        if let Some(resumed) = self.resume.remove(&id) {
+            for resume in resumed {
+                self.actions.push_back(match resume {
+                    Resume::Run(task) => {
+                        if let Some(slots) = self.workers.get_mut(&id) {
+                            slots.running += 1;
+                        }
+                        Action::Run { worker, task }
+                    }
+                    Resume::Reveal(job, index) => Action::Reveal { worker, job, index },
+                });
+            }
+        }
         self.place(now_ms);
     }
 
@@ -593,13 +620,16 @@ impl Scheduler {
     }
 
     /// A worker could not run (or reveal) the task: it is placed
-    /// elsewhere. This costs no reputation (it said so in time).
+    /// elsewhere — or, if the failure was `transient` (unreachable, busy,
+    /// stopping), on the same worker again too. This costs no reputation
+    /// (it said so in time).
     pub fn run_failed(
         &mut self,
         worker: NodeId,
         job: JobId,
         index: u32,
         reason: &str,
+        transient: bool,
         now_ms: u64,
     ) {
         let id = Digest(*worker.as_bytes());
@@ -613,7 +643,14 @@ impl Scheduler {
         ) {
             return;
         }
-        replica.state = ReplicaState::Failed(reason.to_owned());
+        replica.state = if transient {
+            ReplicaState::Interrupted(reason.to_owned())
+        } else {
+            ReplicaState::Failed(reason.to_owned())
+        };
+        if transient {
+            self.cooling.insert(id, now_ms + COOLING_MS);
+        }
         if was_running {
             self.release(&id);
         }
@@ -673,11 +710,17 @@ impl Scheduler {
             }
             next = Some(next.map_or(earliest, |n| n.min(earliest)));
         }
+        if !self.waiting.is_empty()
+            && let Some(cooled) = self.cooling.values().min()
+        {
+            next = Some(next.map_or(*cooled, |n| n.min(*cooled)));
+        }
         next
     }
 
     /// Ends jobs past their deadline and gives up on replicas past theirs.
     pub fn handle_timeout(&mut self, now_ms: u64) {
+        self.cooling.retain(|_, until| *until > now_ms);
         let mut late_jobs = Vec::new();
         let mut late_replicas = Vec::new();
         for id in &self.active {
@@ -818,10 +861,27 @@ impl Scheduler {
         let needed = task.needed as usize;
         if live < needed {
             let used = task.replicas.len();
+            let tried = tried_workers(task);
+            let untried = self.workers.keys().filter(|w| !tried.contains(w)).count();
+            let last_failure = task.replicas.iter().rev().find_map(|r| match &r.state {
+                ReplicaState::Failed(why) | ReplicaState::Interrupted(why) => {
+                    Some(format!("; the last worker said: {why}"))
+                }
+                ReplicaState::Silent => Some("; the last worker went silent".to_owned()),
+                _ => None,
+            });
+            let finished = revealed + committed + revealing;
             if used >= needed + self.config.spare_attempts as usize {
-                let finished = revealed + committed + revealing;
                 let reason = format!(
-                    "{used} replicas were tried and too few finished ({finished} of {needed})"
+                    "{used} replicas were tried and too few finished ({finished} of {needed}){}",
+                    last_failure.unwrap_or_default()
+                );
+                self.fail_task(job_id, index, reason, now_ms);
+            } else if used > live && live + untried < needed {
+                // Replicas were lost and no worker is left to try.
+                let reason = format!(
+                    "every worker known was tried and too few finished ({finished} of {needed}){}",
+                    last_failure.unwrap_or_default()
                 );
                 self.fail_task(job_id, index, reason, now_ms);
             } else {
@@ -1084,11 +1144,15 @@ impl Scheduler {
         if missing == 0 {
             return Placement::Done;
         }
-        let used: BTreeSet<Digest> = task.replicas.iter().map(|r| r.worker).collect();
+        let used = tried_workers(task);
         let mut candidates: Vec<(Digest, u32, u32)> = self
             .workers
             .iter()
-            .filter(|(id, slots)| slots.running < slots.slots && !used.contains(id))
+            .filter(|(id, slots)| {
+                slots.running < slots.slots
+                    && !used.contains(id)
+                    && self.cooling.get(*id).is_none_or(|until| *until <= now_ms)
+            })
             .map(|(id, slots)| (*id, slots.running, slots.slots))
             .collect();
         if candidates.is_empty() {
@@ -1171,6 +1235,13 @@ impl Scheduler {
     }
 }
 
+/// A call to make again once its worker is back (after a restart).
+#[derive(Debug)]
+enum Resume {
+    Run(TaskSpec),
+    Reveal(JobId, u32),
+}
+
 enum Placement {
     Done,
     Gone,
@@ -1178,6 +1249,16 @@ enum Placement {
     NoWorkerForThisTask,
     /// No worker has a free slot.
     NoSlots,
+}
+
+/// Workers a task may not go to again: every one it was placed on, but
+/// for those interrupted (and not placed again since).
+fn tried_workers(task: &Task) -> BTreeSet<Digest> {
+    task.replicas
+        .iter()
+        .filter(|r| !matches!(r.state, ReplicaState::Interrupted(_)))
+        .map(|r| r.worker)
+        .collect()
 }
 
 fn push_log(job: &mut Job, line: String, max: usize) {

@@ -43,6 +43,7 @@ struct ContainerTask {
 /// A Docker daemon, reached over its local socket.
 pub struct Docker {
     client: bollard::Docker,
+    image_bytes_max: usize,
     /// Images loaded, by tarball hash.
     images: Mutex<HashMap<Digest, String>>,
 }
@@ -60,6 +61,12 @@ fn docker_error(context: &str, error: impl std::fmt::Display) -> RunError {
 impl Docker {
     /// Connects to the local daemon and agrees on an API version.
     pub async fn connect() -> Result<Docker, RunError> {
+        Docker::connect_with_limit(IMAGE_BYTES_MAX).await
+    }
+
+    /// [`Docker::connect`], loading image tarballs of at most
+    /// `image_bytes_max` bytes.
+    pub async fn connect_with_limit(image_bytes_max: usize) -> Result<Docker, RunError> {
         let client = bollard::Docker::connect_with_local_defaults()
             .map_err(|e| docker_error("cannot reach the Docker daemon", e))?;
         let client = client
@@ -72,6 +79,7 @@ impl Docker {
             .map_err(|e| docker_error("the Docker daemon does not answer", e))?;
         Ok(Docker {
             client,
+            image_bytes_max,
             images: Mutex::default(),
         })
     }
@@ -87,10 +95,11 @@ impl Docker {
         {
             return Ok(image);
         }
-        if tarball.len() > IMAGE_BYTES_MAX {
+        if tarball.len() > self.image_bytes_max {
             return Err(RunError::Docker(format!(
-                "the image tarball is {} bytes; at most {IMAGE_BYTES_MAX} are loaded",
-                tarball.len()
+                "the image tarball is {} bytes; at most {} are loaded",
+                tarball.len(),
+                self.image_bytes_max
             )));
         }
         let mut stream = self.client.import_image(

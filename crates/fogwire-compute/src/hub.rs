@@ -660,10 +660,15 @@ fn with_scheduler(inner: &Inner, apply: impl FnOnce(&mut Scheduler, u64)) {
     inner.wake.notify_one();
 }
 
-fn reason(error: &RpcError) -> String {
+/// Why a call to a worker failed, and whether asking again may work
+/// (unreachable, busy, stopping) or not (it refused the input).
+fn reason(error: &RpcError) -> (String, bool) {
     match error {
-        RpcError::Remote { message, .. } => message.clone(),
-        other => other.to_string(),
+        RpcError::Remote { code, message } => (
+            message.clone(),
+            !matches!(*code, code::BAD_ARGS | code::UNKNOWN),
+        ),
+        other => (other.to_string(), true),
     }
 }
 
@@ -680,7 +685,9 @@ fn carry_out(inner: &Arc<Inner>, action: Action) {
                     Ok(commitment) => {
                         scheduler.committed(worker, task.job, task.index, commitment, now)
                     }
-                    Err(why) => scheduler.run_failed(worker, task.job, task.index, &why, now),
+                    Err((why, transient)) => {
+                        scheduler.run_failed(worker, task.job, task.index, &why, transient, now)
+                    }
                 });
             });
         }
@@ -689,7 +696,9 @@ fn carry_out(inner: &Arc<Inner>, action: Action) {
                 let answer = reveal_from(&inner, worker, &job, index).await;
                 with_scheduler(&inner, |scheduler, now| match answer {
                     Ok(reveal) => scheduler.revealed(worker, job, index, reveal, now),
-                    Err(why) => scheduler.run_failed(worker, job, index, &why, now),
+                    Err((why, transient)) => {
+                        scheduler.run_failed(worker, job, index, &why, transient, now)
+                    }
                 });
             });
         }
@@ -732,8 +741,8 @@ async fn run_on(
     worker: NodeId,
     task: &TaskSpec,
     timeout: Duration,
-) -> Result<Commitment, String> {
-    let args = vec![to_value(task).map_err(|e| e.to_string())?];
+) -> Result<Commitment, (String, bool)> {
+    let args = vec![to_value(task).map_err(|e| (e.to_string(), false))?];
     let chunks = inner
         .fabric
         .call(worker, WORKER, method::RUN, args, timeout)
@@ -743,8 +752,8 @@ async fn run_on(
         .into_iter()
         .next()
         .and_then(|chunk| chunk.into_iter().next())
-        .ok_or("the worker answered no commitment")?;
-    from_value(value).map_err(|e| e.to_string())
+        .ok_or(("the worker answered no commitment".to_owned(), false))?;
+    from_value(value).map_err(|e| (e.to_string(), false))
 }
 
 async fn reveal_from(
@@ -752,9 +761,9 @@ async fn reveal_from(
     worker: NodeId,
     job: &JobId,
     index: u32,
-) -> Result<Reveal, String> {
+) -> Result<Reveal, (String, bool)> {
     let args = vec![
-        to_value(job).map_err(|e| e.to_string())?,
+        to_value(job).map_err(|e| (e.to_string(), false))?,
         Value::from(index),
     ];
     let chunks = inner
@@ -763,8 +772,10 @@ async fn reveal_from(
         .await
         .map_err(|e| reason(&e))?;
     let mut values = chunks.into_iter().next().unwrap_or_default().into_iter();
-    let reveal: Reveal = from_value(values.next().ok_or("the worker revealed nothing")?)
-        .map_err(|e| e.to_string())?;
+    let revealed = values
+        .next()
+        .ok_or(("the worker revealed nothing".to_owned(), false))?;
+    let reveal: Reveal = from_value(revealed).map_err(|e| (e.to_string(), false))?;
     // Inline outputs are kept if they are what the outcome names.
     let mut inline = lock(&inner.inline);
     for (value, digest) in values.zip([reveal.outcome.stdout, reveal.outcome.stderr]) {

@@ -241,10 +241,9 @@ impl Worker {
 
     /// Writes what changed and stops.
     pub async fn shutdown(&self) {
+        // Running tasks end with "the worker is stopping", which tells the
+        // hub it may ask again.
         self.inner.shutdown.cancel();
-        for (_, (_, cancel)) in lock(&self.inner.records).running.iter() {
-            cancel.cancel();
-        }
         flush(&self.inner).await;
     }
 }
@@ -606,6 +605,15 @@ impl Worker {
                 program_max
             };
             tokio::task::spawn_blocking(move || -> Result<(Bytes, Bytes), String> {
+                let size = store
+                    .entry(&store_hash(&task.program))
+                    .map_err(|e| format!("the program: {e}"))?
+                    .map_or(0, |entry| entry.size);
+                if size > program_max {
+                    return Err(format!(
+                        "the program is {size} bytes; this worker takes at most {program_max}"
+                    ));
+                }
                 let program = store
                     .read_to_vec(&store_hash(&task.program), program_max)
                     .map_err(|e| format!("the program: {e}"))?;

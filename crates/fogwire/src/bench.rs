@@ -598,7 +598,10 @@ async fn compute(args: ComputeArgs) -> anyhow::Result<()> {
         rounds: args.rounds.clamp(1, 100),
     };
     if usize::from(options.replicas) > options.workers {
-        anyhow::bail!("--replicas {} needs at least that many --workers", options.replicas);
+        anyhow::bail!(
+            "--replicas {} needs at least that many --workers",
+            options.replicas
+        );
     }
     let measured = measure(
         args.json,
@@ -631,7 +634,8 @@ async fn compute(args: ComputeArgs) -> anyhow::Result<()> {
         "tasks accepted per second:                {:>8.0}      ({:.0} replica runs/s; ×{:.2} of direct runs/s)",
         report.tasks_per_sec,
         report.tasks_per_sec * f64::from(report.replicas),
-        report.tasks_per_sec * f64::from(report.replicas) / report.direct_runs_per_sec.max(f64::MIN_POSITIVE)
+        report.tasks_per_sec * f64::from(report.replicas)
+            / report.direct_runs_per_sec.max(f64::MIN_POSITIVE)
     );
     println!(
         "\nRPC calls per second on one link: `fogwire bench rpc`. All nodes share this machine's cores."

@@ -464,3 +464,32 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn a_passing_failure_cools_the_worker_then_asks_it_again() {
+    let mut sim = Sim::new(&[Behaviour::Silent]);
+    let job = sim.submit(spec(Replication::Trust, 1));
+    let Some(Action::Run { worker, task }) = sim.scheduler.poll_action() else {
+        panic!("no run")
+    };
+    sim.scheduler
+        .run_failed(worker, task.job, task.index, "busy", true, sim.now);
+    // Not at once: the worker cools off first.
+    assert!(sim.scheduler.poll_action().is_none());
+    let next = sim.scheduler.poll_timeout().unwrap();
+    assert_eq!(next, sim.now + 1000);
+    sim.now = next;
+    sim.scheduler.handle_timeout(sim.now);
+    assert!(matches!(
+        sim.scheduler.poll_action(),
+        Some(Action::Run { .. })
+    ));
+    // A refusal of the input is not asked again: with no other worker,
+    // the task fails at once, saying why.
+    sim.scheduler
+        .run_failed(worker, task.job, task.index, "not a module", false, sim.now);
+    match sim.state(&job) {
+        JobState::Failed(why) => assert!(why.contains("not a module"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
