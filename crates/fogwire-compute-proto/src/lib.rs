@@ -109,6 +109,50 @@ mod tests {
         assert!("zz".parse::<Digest>().is_err());
     }
 
+    fn msgpack_hex<T: serde::Serialize>(value: &T) -> String {
+        let mut out = Vec::new();
+        rmpv::encode::write_value(&mut out, &to_value(value).unwrap()).unwrap();
+        out.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The examples of docs/protocol/compute.md §2, byte for byte.
+    #[test]
+    fn the_documented_encodings_are_what_the_encoder_writes() {
+        let mut spec = JobSpec::wasm(Digest([0xab; 32]));
+        spec.args = vec!["800".into()];
+        spec.replication = Replication::Fixed(3);
+        assert_eq!(
+            msgpack_hex(&spec),
+            format!(
+                "99920090c420{}90 91a3383030 95cf00000002540be400ce10000000cdea60ce01000000cd03e8 920191 03 01 ce000927c0 c2",
+                "ab".repeat(32)
+            )
+            .replace(' ', "")
+        );
+        let reveal = Reveal {
+            outcome: Outcome {
+                status: ExitStatus::Exited(0),
+                stdout: Digest([1; 32]),
+                stderr: Digest([2; 32]),
+                fuel_used: 5,
+            },
+            nonce: Digest([3; 32]),
+        };
+        assert_eq!(
+            msgpack_hex(&reveal),
+            format!(
+                "92 94 920091 00 c420{} c420{} 05 c420{}",
+                "01".repeat(32),
+                "02".repeat(32),
+                "03".repeat(32)
+            )
+            .replace(' ', "")
+        );
+        assert_eq!(msgpack_hex(&Replication::Trust), "920090");
+        assert_eq!(msgpack_hex(&ExitStatus::OutOfFuel), "920190");
+        assert_eq!(msgpack_hex(&ExitStatus::Trapped("x".into())), "920591a178");
+    }
+
     #[test]
     fn job_spec_round_trips_and_validates() {
         let mut spec = JobSpec::wasm(Digest::of(b"module"));
@@ -126,3 +170,4 @@ mod tests {
         assert_eq!(spec.validate(), Err(SpecError::Network));
     }
 }
+
