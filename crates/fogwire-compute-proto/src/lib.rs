@@ -109,7 +109,7 @@ mod tests {
         assert!("zz".parse::<Digest>().is_err());
     }
 
-    fn msgpack_hex<T: serde::Serialize>(value: &T) -> String {
+    fn msgpack_hex<T: Serialize>(value: &T) -> String {
         let mut out = Vec::new();
         rmpv::encode::write_value(&mut out, &to_value(value).unwrap()).unwrap();
         out.iter().map(|b| format!("{b:02x}")).collect()
@@ -170,4 +170,3 @@ mod tests {
         assert_eq!(spec.validate(), Err(SpecError::Network));
     }
 }
-

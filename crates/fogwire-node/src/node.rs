@@ -291,8 +291,8 @@ pub(crate) struct Inner {
     compute: std::sync::OnceLock<crate::compute::Roles>,
     /// Holds a temporary store directory for as long as the node lives.
     _store_dir: Option<tempfile::TempDir>,
-    shutdown: CancellationToken,
-    tasks: TaskTracker,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: TaskTracker,
 }
 
 /// A running node. Cheap to clone; every clone is the same node.
@@ -410,6 +410,7 @@ impl Node {
         node.inner
             .tasks
             .spawn(node.clone().serve_store_over_routes());
+        node.inner.tasks.spawn(node.clone().serve_rpc_over_routes());
         node.inner.rpc.set_local(node.node_id());
         crate::locator::serve(&node);
         let roles =

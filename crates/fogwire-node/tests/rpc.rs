@@ -94,3 +94,74 @@ async fn the_locator_names_the_nodes_that_offer_a_service() {
         .unwrap_err();
     assert_eq!(error.code(), Some(code::BAD_ARGS));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_runs_over_a_route_to_a_node_that_is_no_neighbour() {
+    let (a, b, c) = (node().await, node().await, node().await);
+    a.connect(b.peer_addr()).await.unwrap();
+    b.connect(c.peer_addr()).await.unwrap();
+    // a learns of c from the adverts b passes on.
+    let started = Instant::now();
+    loop {
+        let nodes = a.routing().nodes().await.unwrap();
+        if nodes.iter().any(|n| n.advert.origin == c.node_id()) {
+            let found = a
+                .routing()
+                .find(c.node_id(), fogwire_route::Constraints::default(), 1)
+                .await;
+            if found.is_ok_and(|paths| !paths.is_empty()) {
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "a never learnt of c"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A frame too long for RPC: c drops that stream and serves on.
+    let route = a
+        .routing()
+        .open(c.node_id(), fogwire_route::Constraints::default())
+        .await
+        .unwrap();
+    let mut raw = a.routing().connect(route.route, "rpc").await.unwrap();
+    raw.write_all(bytes::Bytes::from_static(&[0xff; 8]))
+        .await
+        .unwrap();
+    // Now a real connection over a route.
+    a.rpc_route(c.node_id()).await.unwrap();
+    assert!(a.link(&c.node_id()).is_none(), "a linked to c directly");
+    let answer = a
+        .rpc()
+        .request(
+            c.node_id(),
+            "locator",
+            0,
+            vec![Value::from("locator")],
+            Some(Duration::from_secs(10)),
+        )
+        .await
+        .unwrap();
+    let endpoints = answer[0][0].as_array().unwrap();
+    assert_eq!(
+        endpoints[0].as_str(),
+        Some(c.node_id().to_string().as_str())
+    );
+    // Many calls at once share the one stream.
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let (rpc, c_id) = (a.rpc().clone(), c.node_id());
+        calls.spawn(async move {
+            rpc.request(c_id, "locator", 0, vec![Value::from("x")], None)
+                .await
+                .unwrap()
+        });
+    }
+    while let Some(done) = calls.join_next().await {
+        assert_eq!(done.unwrap().len(), 1);
+    }
+    for n in [&a, &b, &c] {
+        n.shutdown().await;
+    }
+}

@@ -16,11 +16,13 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use fogwire_identity::NodeId;
 use fogwire_link::proto::{ChannelConfig, ChannelId, CloseCode};
 use fogwire_link::{ChannelReceiver, ChannelSender, Direction, LinkHandle};
 use fogwire_rpc_proto::message::HEADER_SERVICE;
-use fogwire_rpc_proto::session::{CallError, Config as SessionConfig, Event, Role, Session};
+pub use fogwire_rpc_proto::session::Role;
+use fogwire_rpc_proto::session::{CallError, Config as SessionConfig, Event, Session};
 use fogwire_rpc_proto::{CHOKE, CHUNK, ERROR, Value, code};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -33,6 +35,9 @@ pub const CHANNEL_RPC: ChannelId = ChannelId(0x0300);
 const REPLY_QUEUE: usize = 64;
 /// Commands queued for one connection's task.
 const COMMAND_QUEUE: usize = 256;
+/// Ids of pipe connections: far above any link id.
+const PIPE_ID_FIRST: u64 = 1 << 62;
+static PIPE_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(PIPE_ID_FIRST);
 /// Malformed messages a peer may send before its link is closed.
 const MALFORMED_MAX: u32 = 8;
 
@@ -377,9 +382,56 @@ impl Rpc {
         let inner = self.inner.clone();
         self.inner.tasks.spawn(async move {
             let link_id = link.id();
-            run_connection(&inner, link, role, sender, receiver, commands, inbox).await;
+            let wire = Wire::Link {
+                link,
+                sender,
+                receiver,
+            };
+            run_connection(&inner, peer, wire, role, commands, inbox).await;
             inner.forget(peer, link_id);
         });
+    }
+
+    /// A connection to `peer` over a pipe of whole messages (the node
+    /// frames a route stream into one): `incoming` brings the peer's
+    /// messages, `outgoing` takes this side's. Calls to `peer` use it
+    /// unless a link to `peer` carries RPC. It ends when `incoming` ends.
+    pub fn pipe_up(
+        &self,
+        peer: NodeId,
+        role: Role,
+        incoming: mpsc::Receiver<Bytes>,
+        outgoing: mpsc::Sender<Bytes>,
+    ) {
+        let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
+        let id = PIPE_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        {
+            let mut connections = lock(&self.inner.connections);
+            // A link, when there is one, stays the way to the peer.
+            if connections
+                .get(&peer)
+                .is_none_or(|c| c.link_id >= PIPE_ID_FIRST)
+            {
+                connections.insert(
+                    peer,
+                    Connection {
+                        link_id: id,
+                        commands: commands.clone(),
+                    },
+                );
+            }
+        }
+        let inner = self.inner.clone();
+        self.inner.tasks.spawn(async move {
+            let wire = Wire::Pipe { incoming, outgoing };
+            run_connection(&inner, peer, wire, role, commands, inbox).await;
+            inner.forget(peer, id);
+        });
+    }
+
+    /// Whether calls to `peer` have a way to go (a link or a pipe).
+    pub fn is_connected(&self, peer: &NodeId) -> bool {
+        self.inner.local.get() == Some(peer) || lock(&self.inner.connections).contains_key(peer)
     }
 
     /// The link `link_id` to `peer` is gone.
@@ -547,31 +599,67 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-/// One link's RPC: reads the peer's messages into the session, carries
-/// out local commands, sends what the session has to send.
+/// What carries a connection's messages: a link channel, or a pipe of
+/// whole messages (a route stream, framed by the node).
+enum Wire {
+    Link {
+        link: LinkHandle,
+        sender: ChannelSender,
+        receiver: ChannelReceiver,
+    },
+    Pipe {
+        incoming: mpsc::Receiver<Bytes>,
+        outgoing: mpsc::Sender<Bytes>,
+    },
+}
+
+impl Wire {
+    async fn recv(&mut self) -> Option<Bytes> {
+        match self {
+            Wire::Link { receiver, .. } => receiver.recv().await,
+            Wire::Pipe { incoming, .. } => incoming.recv().await,
+        }
+    }
+
+    async fn send(&self, bytes: Bytes) -> bool {
+        match self {
+            Wire::Link { sender, .. } => sender.send(bytes).await.is_ok(),
+            Wire::Pipe { outgoing, .. } => outgoing.send(bytes).await.is_ok(),
+        }
+    }
+
+    /// Ends the connection because the peer sends garbage.
+    async fn refuse(&self) {
+        if let Wire::Link { link, .. } = self {
+            link.close(CloseCode::PROTOCOL_ERROR, "malformed RPC messages")
+                .await;
+        }
+    }
+}
+
+/// One connection's RPC: reads the peer's messages into the session,
+/// carries out local commands, sends what the session has to send.
 async fn run_connection(
     inner: &Arc<Inner>,
-    link: LinkHandle,
+    peer: NodeId,
+    mut wire: Wire,
     role: Role,
-    sender: ChannelSender,
-    mut receiver: ChannelReceiver,
     commands: mpsc::Sender<Command>,
     mut inbox: mpsc::Receiver<Command>,
 ) {
-    let peer = link.peer();
     let mut session = Session::new(role, inner.session.clone());
     let mut calling: HashMap<u64, mpsc::Sender<Reply>> = HashMap::new();
     let mut serving: HashMap<u64, CancellationToken> = HashMap::new();
     let mut malformed = 0u32;
     loop {
         tokio::select! {
-            bytes = receiver.recv() => {
+            bytes = wire.recv() => {
                 let Some(bytes) = bytes else { break };
                 if let Err(error) = session.receive(&bytes, Instant::now()) {
                     malformed += 1;
                     tracing::warn!(%peer, %error, "malformed RPC message");
                     if malformed >= MALFORMED_MAX {
-                        link.close(CloseCode::PROTOCOL_ERROR, "malformed RPC messages").await;
+                        wire.refuse().await;
                         break;
                     }
                 }
@@ -598,7 +686,7 @@ async fn run_connection(
             .await;
         }
         while let Some(bytes) = session.poll_transmit() {
-            if sender.send(bytes).await.is_err() {
+            if !wire.send(bytes).await {
                 break;
             }
         }
