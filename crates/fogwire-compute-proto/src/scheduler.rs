@@ -45,6 +45,8 @@ pub struct Config {
     pub jobs_active_max: usize,
     /// Log lines kept per job (older ones are dropped and counted).
     pub log_lines_max: usize,
+    /// Ended jobs remembered (the oldest are forgotten beyond it).
+    pub ended_jobs_max: usize,
 }
 
 impl Default for Config {
@@ -58,6 +60,7 @@ impl Default for Config {
             spare_attempts: 6,
             jobs_active_max: 1000,
             log_lines_max: 1000,
+            ended_jobs_max: 1000,
         }
     }
 }
@@ -273,6 +276,10 @@ pub struct Scheduler {
     actions: VecDeque<Action>,
     dirty_jobs: BTreeSet<JobId>,
     dirty_workers: BTreeSet<Digest>,
+    /// Ended jobs, oldest first, and those forgotten since the driver
+    /// last asked.
+    ended: VecDeque<JobId>,
+    forgotten: Vec<JobId>,
 }
 
 /// The node id of a worker digest: from the cache of ids seen, else
@@ -314,6 +321,8 @@ impl Scheduler {
             actions: VecDeque::new(),
             dirty_jobs: BTreeSet::new(),
             dirty_workers: BTreeSet::new(),
+            ended: VecDeque::new(),
+            forgotten: Vec::new(),
         }
     }
 
@@ -329,6 +338,13 @@ impl Scheduler {
     ) -> Scheduler {
         let mut scheduler = Scheduler::new(config);
         scheduler.reputation = reputation.into_iter().collect();
+        let mut ended: Vec<(u64, JobId)> = jobs
+            .iter()
+            .filter(|job| job.state.is_ended())
+            .map(|job| (job.ended_ms.unwrap_or(0), job.id))
+            .collect();
+        ended.sort();
+        scheduler.ended = ended.into_iter().map(|(_, id)| id).collect();
         for mut job in jobs {
             if !job.state.is_ended() {
                 scheduler.active.push(job.id);
@@ -369,6 +385,7 @@ impl Scheduler {
                 scheduler.advance(id, index, now_ms);
             }
         }
+        scheduler.forget_old();
         scheduler
     }
 
@@ -419,6 +436,23 @@ impl Scheduler {
     /// Jobs changed since the last call, for the driver to persist.
     pub fn take_dirty_jobs(&mut self) -> Vec<JobId> {
         std::mem::take(&mut self.dirty_jobs).into_iter().collect()
+    }
+
+    /// Jobs forgotten since the last call (the oldest ended ones beyond
+    /// [`Config::ended_jobs_max`]), for the driver to delete.
+    pub fn take_forgotten_jobs(&mut self) -> Vec<JobId> {
+        std::mem::take(&mut self.forgotten)
+    }
+
+    fn forget_old(&mut self) {
+        while self.ended.len() > self.config.ended_jobs_max {
+            let Some(id) = self.ended.pop_front() else {
+                break;
+            };
+            self.jobs.remove(&id);
+            self.dirty_jobs.remove(&id);
+            self.forgotten.push(id);
+        }
     }
 
     /// Workers whose reputation changed since the last call.
@@ -1100,6 +1134,8 @@ impl Scheduler {
         }
         self.active.retain(|id| *id != job_id);
         self.actions.push_back(Action::Ended { job: job_id });
+        self.ended.push_back(job_id);
+        self.forget_old();
         self.place(now_ms);
     }
 

@@ -172,7 +172,9 @@ struct Inner {
     scheduler: Mutex<Scheduler>,
     workers: Mutex<HashMap<NodeId, KnownWorker>>,
     outputs: Mutex<HashMap<JobId, Digest>>,
-    inline: Mutex<HashMap<Digest, Bytes>>,
+    /// Inline outputs revealed, by task and digest, until the task's
+    /// outcome is decided.
+    inline: Mutex<std::collections::BTreeMap<(JobId, u32, Digest), Bytes>>,
     db: Option<Arc<redb::Database>>,
     wake: Notify,
     /// Bumped whenever a job ends, for those waiting on one.
@@ -577,8 +579,9 @@ async fn flush(inner: &Arc<Inner>) {
     let Some(db) = inner.db.clone() else {
         return;
     };
-    let (jobs, reputation) = {
+    let (jobs, reputation, forgotten) = {
         let mut scheduler = lock(&inner.scheduler);
+        let forgotten = scheduler.take_forgotten_jobs();
         let dirty = scheduler.take_dirty_jobs();
         let jobs: Vec<(JobId, Vec<u8>)> = dirty
             .into_iter()
@@ -592,11 +595,19 @@ async fn flush(inner: &Arc<Inner>) {
             .into_iter()
             .filter_map(|(id, record)| encode(&record).ok().map(|bytes| (id, bytes)))
             .collect();
-        (jobs, reputation)
+        (jobs, reputation, forgotten)
     };
-    if jobs.is_empty() && reputation.is_empty() {
+    if jobs.is_empty() && reputation.is_empty() && forgotten.is_empty() {
         return;
     }
+    // Forgotten jobs let go of their outputs too.
+    {
+        let mut outputs = lock(&inner.outputs);
+        for id in &forgotten {
+            outputs.remove(id);
+        }
+    }
+    let store = inner.fabric.store();
     let result = tokio::task::spawn_blocking(move || -> Result<(), String> {
         let write = db.begin_write().map_err(|e| e.to_string())?;
         {
@@ -606,14 +617,29 @@ async fn flush(inner: &Arc<Inner>) {
                     .insert(id.0.as_bytes().as_slice(), bytes.as_slice())
                     .map_err(|e| e.to_string())?;
             }
+            for id in &forgotten {
+                table
+                    .remove(id.0.as_bytes().as_slice())
+                    .map_err(|e| e.to_string())?;
+            }
             let mut table = write.open_table(REPUTATION).map_err(|e| e.to_string())?;
             for (id, bytes) in &reputation {
                 table
                     .insert(id.as_bytes().as_slice(), bytes.as_slice())
                     .map_err(|e| e.to_string())?;
             }
+            let mut table = write.open_table(OUTPUTS).map_err(|e| e.to_string())?;
+            for id in &forgotten {
+                table
+                    .remove(id.0.as_bytes().as_slice())
+                    .map_err(|e| e.to_string())?;
+            }
         }
-        write.commit().map_err(|e| e.to_string())
+        write.commit().map_err(|e| e.to_string())?;
+        for id in &forgotten {
+            let _ = store.remove_tag(&format!("job/{}", id.0.to_hex()));
+        }
+        Ok(())
     })
     .await;
     match result {
@@ -718,7 +744,7 @@ fn carry_out(inner: &Arc<Inner>, action: Action) {
             holders,
         } => {
             inner.tasks.clone().spawn(async move {
-                let stored = keep_output(&inner, &outcome, holders).await;
+                let stored = keep_output(&inner, &job, index, &outcome, holders).await;
                 with_scheduler(&inner, |scheduler, now| match stored {
                     Ok(()) => scheduler.output_stored(job, index, now),
                     Err(why) => scheduler.output_lost(job, index, &why, now),
@@ -726,6 +752,7 @@ fn carry_out(inner: &Arc<Inner>, action: Action) {
             });
         }
         Action::Ended { job } => {
+            take_inline(&inner, &job, None);
             inner.tasks.clone().spawn(async move {
                 if let Err(error) = finish(&inner, &job).await {
                     tracing::error!(%job, %error, "cannot keep the job's outputs");
@@ -784,19 +811,44 @@ async fn reveal_from(
             && Digest::of(&bytes) == digest
             && inline.len() < INLINE_CACHE_MAX
         {
-            inline.insert(digest, Bytes::from(bytes));
+            inline.insert((*job, index, digest), Bytes::from(bytes));
         }
     }
     Ok(reveal)
 }
 
+/// Takes every inline output held for tasks of `job` (`index`: one task).
+fn take_inline(inner: &Inner, job: &JobId, index: Option<u32>) -> HashMap<Digest, Bytes> {
+    let mut cache = lock(&inner.inline);
+    let (from, to) = match index {
+        Some(index) => (
+            (*job, index, Digest([0; 32])),
+            (*job, index, Digest([0xff; 32])),
+        ),
+        None => (
+            (*job, 0, Digest([0; 32])),
+            (*job, u32::MAX, Digest([0xff; 32])),
+        ),
+    };
+    let keys: Vec<_> = cache.range(from..=to).map(|(key, _)| *key).collect();
+    keys.into_iter()
+        .filter_map(|key| cache.remove(&key).map(|bytes| (key.2, bytes)))
+        .collect()
+}
+
 /// Gets an accepted outcome's outputs into this node's store.
-async fn keep_output(inner: &Inner, outcome: &Outcome, holders: Vec<NodeId>) -> Result<(), String> {
+async fn keep_output(
+    inner: &Inner,
+    job: &JobId,
+    index: u32,
+    outcome: &Outcome,
+    holders: Vec<NodeId>,
+) -> Result<(), String> {
     let store = inner.fabric.store();
     let digests = [outcome.stdout, outcome.stderr];
     let inline: Vec<Option<Bytes>> = {
-        let mut cache = lock(&inner.inline);
-        digests.iter().map(|d| cache.remove(d)).collect()
+        let mut held = take_inline(inner, job, Some(index));
+        digests.iter().map(|d| held.remove(d)).collect()
     };
     let mut batch = Vec::new();
     let mut missing = Vec::new();

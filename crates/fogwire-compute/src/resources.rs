@@ -76,6 +76,13 @@ pub fn gpus() -> u32 {
     count("/dev", "nvidia", true) + count("/dev/dri", "renderD", false)
 }
 
+/// The advert entry of a worker's resources, e.g. `res:8cpu:31gib:1gpu`
+/// (cores, total memory in whole GiB, GPUs): short enough for an advert.
+pub fn advertised() -> String {
+    let (memory, _) = memory();
+    format!("res:{}cpu:{}gib:{}gpu", cores(), memory >> 30, gpus())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +93,7 @@ mod tests {
         let (total, available) = memory();
         assert!(total > 0 && available <= total);
         assert!(disk_free(Path::new("/")) > 0);
+        let entry = advertised();
+        assert!(entry.starts_with("res:") && entry.len() <= 32, "{entry}");
     }
 }

@@ -345,6 +345,11 @@ impl Node {
             routing_options
                 .services
                 .push(crate::locator::advertised(fogwire_compute::WORKER));
+            // What it has, for anyone reading the graph (`fogwire nodes`);
+            // hubs ask `describe` for the details.
+            routing_options
+                .services
+                .push(fogwire_compute::resources::advertised());
         }
         if options.compute.hub.is_some() {
             routing_options

@@ -493,3 +493,28 @@ fn a_passing_failure_cools_the_worker_then_asks_it_again() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn only_the_newest_ended_jobs_are_remembered() {
+    let mut sim = Sim::new(&[Behaviour::Honest; 3]);
+    let mut config = Config::default();
+    config.ended_jobs_max = 3;
+    sim.scheduler = Scheduler::new(config.clone());
+    for id in sim.order.clone() {
+        sim.scheduler.worker_up(id, 4, sim.now);
+    }
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        sim.now += 1;
+        ids.push(sim.submit(spec(Replication::Fixed(3), 1)));
+        sim.drive();
+    }
+    assert_eq!(sim.scheduler.jobs().count(), 3);
+    assert_eq!(sim.scheduler.take_forgotten_jobs(), ids[..2].to_vec());
+    assert!(sim.scheduler.job(&ids[4]).is_some());
+    // A restore keeps the bound too.
+    let saved: Vec<Job> = sim.scheduler.jobs().cloned().collect();
+    config.ended_jobs_max = 1;
+    let restored = Scheduler::restore(config, saved, Vec::new(), sim.now);
+    assert_eq!(restored.jobs().count(), 1);
+}
