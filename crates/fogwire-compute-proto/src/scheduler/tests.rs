@@ -497,8 +497,10 @@ fn a_passing_failure_cools_the_worker_then_asks_it_again() {
 #[test]
 fn only_the_newest_ended_jobs_are_remembered() {
     let mut sim = Sim::new(&[Behaviour::Honest; 3]);
-    let mut config = Config::default();
-    config.ended_jobs_max = 3;
+    let mut config = Config {
+        ended_jobs_max: 3,
+        ..Config::default()
+    };
     sim.scheduler = Scheduler::new(config.clone());
     for id in sim.order.clone() {
         sim.scheduler.worker_up(id, 4, sim.now);
