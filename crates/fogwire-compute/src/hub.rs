@@ -326,38 +326,14 @@ impl Hub {
         let store = inner.fabric.store();
         let mut wanted = vec![spec.program];
         wanted.extend(spec.inputs.iter().copied());
-        for digest in &wanted {
-            let held = {
-                let store = store.clone();
-                let hash = store_hash(digest);
-                tokio::task::spawn_blocking(move || store.entry(&hash).ok().flatten())
-                    .await
-                    .ok()
-                    .flatten()
-            };
-            if held.is_none() {
-                let fetch = inner.fabric.fetch(*digest, vec![buyer]);
-                match tokio::time::timeout(inner.config.fetch_timeout, fetch).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(error)) => {
-                        return Err((
-                            code::BAD_ARGS,
-                            format!("cannot fetch {} from the buyer: {error}", digest.to_hex()),
-                        ));
-                    }
-                    Err(_) => {
-                        return Err((
-                            code::BAD_ARGS,
-                            format!(
-                                "{} did not arrive within {:?}",
-                                digest.to_hex(),
-                                inner.config.fetch_timeout
-                            ),
-                        ));
-                    }
-                }
-            }
-        }
+        crate::fetch_missing(
+            inner.fabric.as_ref(),
+            &wanted,
+            &[buyer],
+            inner.config.fetch_timeout,
+        )
+        .await
+        .map_err(|why| (code::BAD_ARGS, format!("from the buyer: {why}")))?;
         // Keep the program and inputs while the job may need them.
         {
             let store = store.clone();
@@ -865,24 +841,13 @@ async fn keep_output(
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
     }
-    for digest in missing {
-        let held = {
-            let store = store.clone();
-            let hash = store_hash(&digest);
-            tokio::task::spawn_blocking(move || store.entry(&hash).ok().flatten())
-                .await
-                .ok()
-                .flatten()
-        };
-        if held.is_none() {
-            tokio::time::timeout(
-                inner.config.fetch_timeout,
-                inner.fabric.fetch(digest, holders.clone()),
-            )
-            .await
-            .map_err(|_| format!("{} did not arrive in time", digest.to_hex()))??;
-        }
-    }
+    crate::fetch_missing(
+        inner.fabric.as_ref(),
+        &missing,
+        &holders,
+        inner.config.fetch_timeout,
+    )
+    .await?;
     Ok(())
 }
 

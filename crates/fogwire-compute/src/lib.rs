@@ -80,6 +80,41 @@ pub trait Fabric: Send + Sync + 'static {
     fn locate(&self, service: &'static str) -> BoxFuture<Vec<NodeId>>;
 }
 
+/// Gets every blob of `digests` this node lacks into its store, from
+/// `holders` (or any neighbour that has them), each within `timeout`.
+pub(crate) async fn fetch_missing(
+    fabric: &dyn Fabric,
+    digests: &[Digest],
+    holders: &[NodeId],
+    timeout: Duration,
+) -> Result<(), String> {
+    let store = fabric.store();
+    for digest in digests {
+        let held = {
+            let store = store.clone();
+            let hash = store_hash(digest);
+            tokio::task::spawn_blocking(move || store.entry(&hash).ok().flatten())
+                .await
+                .ok()
+                .flatten()
+        };
+        if held.is_some() {
+            continue;
+        }
+        match tokio::time::timeout(timeout, fabric.fetch(*digest, holders.to_vec())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(format!("cannot fetch {}: {error}", digest.to_hex())),
+            Err(_) => {
+                return Err(format!(
+                    "{} did not arrive within {timeout:?}",
+                    digest.to_hex()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The store's hash of a digest, and back.
 pub fn store_hash(digest: &Digest) -> fogwire_store::Hash {
     fogwire_store::Hash::from_bytes(digest.0)

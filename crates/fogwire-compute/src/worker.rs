@@ -566,34 +566,9 @@ impl Worker {
         let store = self.inner.fabric.store();
         let mut wanted = vec![task.program];
         wanted.extend(task.inputs.iter().copied());
-        for digest in &wanted {
-            let held = {
-                let store = store.clone();
-                let hash = store_hash(digest);
-                tokio::task::spawn_blocking(move || store.entry(&hash).ok().flatten())
-                    .await
-                    .ok()
-                    .flatten()
-            };
-            if held.is_none() {
-                let fetch = self.inner.fabric.fetch(*digest, vec![hub]);
-                match tokio::time::timeout(FETCH_TIMEOUT, fetch).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(error)) => {
-                        return Err((
-                            code::FAILED,
-                            format!("cannot fetch {}: {error}", digest.to_hex()),
-                        ));
-                    }
-                    Err(_) => {
-                        return Err((
-                            code::FAILED,
-                            format!("cannot fetch {} within {FETCH_TIMEOUT:?}", digest.to_hex()),
-                        ));
-                    }
-                }
-            }
-        }
+        crate::fetch_missing(self.inner.fabric.as_ref(), &wanted, &[hub], FETCH_TIMEOUT)
+            .await
+            .map_err(|why| (code::FAILED, why))?;
         let input_max = self.inner.config.input_bytes_max;
         let program_max = fogwire_sandbox::wasm::MODULE_BYTES_MAX as u64;
         let (program, stdin) = {
