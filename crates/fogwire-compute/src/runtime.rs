@@ -88,6 +88,10 @@ impl Runtimes {
         match task.runtime {
             Runtime::Wasm => {
                 let wasm = self.wasm.clone();
+                // If this future is dropped (the task was cancelled), the
+                // guard stops the module within one epoch tick.
+                let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let _stop_on_drop = StopOnDrop(cancel.clone());
                 let sandbox_task = fogwire_sandbox::Task {
                     args: std::iter::once("program".to_owned())
                         .chain(task.args.iter().cloned())
@@ -103,6 +107,7 @@ impl Runtimes {
                         output_bytes: usize::try_from(task.limits.output_bytes)
                             .unwrap_or(usize::MAX),
                     },
+                    cancel: Some(cancel),
                 };
                 let outcome =
                     tokio::task::spawn_blocking(move || wasm.run(&program, &sandbox_task))
@@ -133,6 +138,15 @@ impl Runtimes {
                     .await
             }
         }
+    }
+}
+
+/// Sets its flag when dropped.
+struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -67,6 +67,9 @@ pub struct Task {
     /// Seeds the randomness the task gets (replicas share it).
     pub seed: u64,
     pub limits: Limits,
+    /// Set to stop the task early (within one epoch tick); it then ends
+    /// as [`Status::TimedOut`].
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 /// How a task ended.
@@ -348,8 +351,19 @@ impl WasmRuntime {
             .as_millis()
             .div_ceil(EPOCH_TICK.as_millis())
             + 1;
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
-        store.epoch_deadline_trap();
+        // Checked every tick: past the wall time, or cancelled, it stops.
+        let mut ticks_left = u64::try_from(ticks).unwrap_or(u64::MAX);
+        let cancel = task.cancel.clone();
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            ticks_left = ticks_left.saturating_sub(1);
+            let cancelled = cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
+            if ticks_left == 0 || cancelled {
+                Err(Trap::Interrupt.into())
+            } else {
+                Ok(wasmtime::UpdateDeadline::Continue(1))
+            }
+        });
         let result = pre.instantiate(&mut store).and_then(|instance| {
             instance
                 .get_typed_func::<(), ()>(&mut store, "_start")
