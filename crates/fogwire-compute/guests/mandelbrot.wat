@@ -163,12 +163,14 @@
                 (local.set $zx (local.get $t))
                 (local.set $i (i32.add (local.get $i) (i32.const 1)))
                 (br $iterate)))
-            ;; Inside the set: black; outside: brighter the faster it escaped.
+            ;; Inside the set: black; outside: brighter the longer it took
+            ;; to escape (square root, so the edge glows).
             (local.set $at (call $byte
               (if (result i32) (i32.ge_u (local.get $i) (local.get $iterations))
                 (then (i32.const 0))
-                (else (i32.sub (i32.const 255)
-                               (i32.div_u (i32.mul (local.get $i) (i32.const 255)) (local.get $iterations)))))
+                (else (i32.trunc_f64_u (f64.mul (f64.const 255)
+                  (f64.sqrt (f64.div (f64.convert_i32_u (local.get $i))
+                                     (f64.convert_i32_u (local.get $iterations))))))))
               (local.get $at)))
             (local.set $x (i32.add (local.get $x) (i32.const 1)))
             (br $col)))
