@@ -471,6 +471,19 @@ impl Store {
     /// by its hash, stored inline or as files like any other, and either
     /// all are committed or none.
     pub fn import_batch(&self, blobs: &[Vec<u8>]) -> Result<Vec<Hash>, StoreError> {
+        self.import_many(blobs, true)
+    }
+
+    /// Like [`Store::import_batch`], but the commit is not waited onto the
+    /// disk: a crash before the next durable commit may lose these blobs
+    /// (the store stays consistent). For what can be made again, such as
+    /// a task's output, where a sync per blob would cost more than the
+    /// work.
+    pub fn import_batch_unsynced(&self, blobs: &[Vec<u8>]) -> Result<Vec<Hash>, StoreError> {
+        self.import_many(blobs, false)
+    }
+
+    fn import_many(&self, blobs: &[Vec<u8>], durable: bool) -> Result<Vec<Hash>, StoreError> {
         let mut hashes = Vec::with_capacity(blobs.len());
         let mut guards = Vec::with_capacity(blobs.len());
         let mut entries: Vec<(Hash, u64, Option<&[u8]>)> = Vec::with_capacity(blobs.len());
@@ -502,12 +515,14 @@ impl Store {
                 |_| Ok(()),
             )
             .map_err(StoreError::io(&tmp_outboard))?;
-            outboard_file
-                .sync_all()
-                .map_err(StoreError::io(&tmp_outboard))?;
-            if self.config.sync_on_add {
+            if durable {
+                outboard_file
+                    .sync_all()
+                    .map_err(StoreError::io(&tmp_outboard))?;
+            }
+            if durable && self.config.sync_on_add {
                 data_file.sync_all().map_err(StoreError::io(&tmp_data))?;
-            } else {
+            } else if durable {
                 synced_later.push(data_file);
             }
             guards.push(self.protect(hash));
@@ -523,10 +538,17 @@ impl Store {
             entries.push((hash, data.len() as u64, None));
             hashes.push(hash);
         }
-        for dir in &dirs {
-            sync_dir(dir).map_err(StoreError::io(dir))?;
+        if durable {
+            for dir in &dirs {
+                sync_dir(dir).map_err(StoreError::io(dir))?;
+            }
         }
-        let write = self.db.begin_write().map_err(|e| self.db_error(e))?;
+        let mut write = self.db.begin_write().map_err(|e| self.db_error(e))?;
+        if !durable {
+            write
+                .set_durability(redb::Durability::None)
+                .map_err(|e| self.db_error(e))?;
+        }
         for (hash, size, data) in &entries {
             self.insert_blob(&write, *hash, *size, *data)?;
         }
