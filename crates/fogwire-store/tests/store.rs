@@ -448,3 +448,22 @@ fn publishing_a_feed_pins_its_content_and_a_holder_only_moves_forward() {
     assert_eq!(holder.following().unwrap(), vec![first.feed]);
     let _ = FeedRoot::decode(&first_bytes).unwrap();
 }
+
+#[test]
+fn unsynced_imports_read_back_and_last_once_a_durable_commit_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let small = pattern(100, 1);
+    let large = pattern(300 * 1024, 2);
+    let hashes = store
+        .import_batch_unsynced(&[small.clone(), large.clone()])
+        .unwrap();
+    assert_eq!(read_all(&store, &hashes[0]).unwrap(), small);
+    assert_eq!(read_all(&store, &hashes[1]).unwrap(), large);
+    // A durable commit after them makes them durable too.
+    store.import_batch(&[pattern(10, 3)]).unwrap();
+    drop(store);
+    let store = self::store(dir.path());
+    assert_eq!(read_all(&store, &hashes[0]).unwrap(), small);
+    assert_eq!(read_all(&store, &hashes[1]).unwrap(), large);
+}
