@@ -141,10 +141,7 @@ pub async fn run(
             .prefix("fogwire-demo-site-")
             .tempdir()
             .map_err(NetworkError::TempDir)?;
-        let mut narrate = |line: &str| {
-            let _ = writeln!(out, "{line}");
-            let _ = out.flush();
-        };
+        let mut narrate = narrator(out);
         tokio::select! {
             done = store::run(&network, 0, scratch.path(), &mut narrate) => {
                 store_stage = Some(done);
@@ -163,10 +160,7 @@ pub async fn run(
             network.nodes()[0].name
         )?;
         out.flush()?;
-        let mut narrate = |line: &str| {
-            let _ = writeln!(out, "{line}");
-            let _ = out.flush();
-        };
+        let mut narrate = narrator(out);
         tokio::select! {
             done = compute::run(&network, 0, image, &mut narrate) => {
                 compute_stage = Some(done);
@@ -181,10 +175,7 @@ pub async fn run(
             "routing: waiting for every node to learn the graph, then routes of 1, 2 and 3 hops…"
         )?;
         out.flush()?;
-        let mut narrate = |line: &str| {
-            let _ = writeln!(out, "{line}");
-            let _ = out.flush();
-        };
+        let mut narrate = narrator(out);
         tokio::select! {
             done = routes::run(&mut network, 0, options.stream_bytes, &mut narrate) => {
                 stage = Some(done);
@@ -258,6 +249,14 @@ pub async fn run(
         summary.links
     )?;
     Ok(summary)
+}
+
+/// Writes each line of a stage's story as it happens.
+fn narrator(out: &mut (dyn Write + Send)) -> impl FnMut(&str) + Send + '_ {
+    move |line| {
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
 }
 
 /// Reads the routing counters the table shows.

@@ -279,6 +279,15 @@ struct Inner {
 }
 
 impl Inner {
+    /// The service served under `name`.
+    fn service(&self, name: &str) -> Option<Arc<dyn Service>> {
+        self.services
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(name)
+            .cloned()
+    }
+
     /// Forgets the connection over link `link_id`, unless a newer link to
     /// `peer` replaced it.
     fn forget(&self, peer: NodeId, link_id: u64) {
@@ -488,14 +497,7 @@ impl Rpc {
         args: Vec<Value>,
         timeout: Option<Duration>,
     ) -> Result<Call, RpcError> {
-        let service = self
-            .inner
-            .services
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(name)
-            .cloned();
-        let Some(service) = service else {
+        let Some(service) = self.inner.service(name) else {
             return Err(RpcError::Remote {
                 code: code::UNKNOWN,
                 message: format!("no service `{name}` here"),
@@ -763,13 +765,7 @@ async fn dispatch(
                 .find(|(key, _)| key == HEADER_SERVICE)
                 .and_then(|(_, value)| value.as_str())
                 .unwrap_or("");
-            let service = inner
-                .services
-                .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .get(name)
-                .cloned();
-            let Some(service) = service else {
+            let Some(service) = inner.service(name) else {
                 let _ = session.fail(channel, code::UNKNOWN, &format!("no service `{name}` here"));
                 return;
             };
