@@ -20,6 +20,9 @@ use crate::home::{ApiToken, DataDir, DataDirError};
 
 /// Longest a request may take; a connect waits for a handshake.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest a job submission may take (the hub fetches its inputs; the
+/// hub itself gives up after 300 s).
+const SUBMIT_TIMEOUT: Duration = Duration::from_secs(330);
 /// Largest response body read.
 const RESPONSE_BODY_MAX: usize = 64 * 1024 * 1024;
 
@@ -167,12 +170,19 @@ impl Client {
         self.lines("/v1/store/get", encode(request)?, on_line).await
     }
 
+    /// Submits a job; the hub first fetches its program and inputs from
+    /// this node, so this may take as long as that transfer.
     pub async fn job_submit(
         &self,
         request: &JobSubmitRequest,
     ) -> Result<JobSubmitted, ClientError> {
-        self.json(Method::POST, "/v1/jobs", Some(encode(request)?))
-            .await
+        let body = tokio::time::timeout(
+            SUBMIT_TIMEOUT,
+            self.request_inner(Method::POST, "/v1/jobs", Some(encode(request)?)),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout)??;
+        serde_json::from_slice(&body).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
     pub async fn jobs(&self, hub: Option<&str>) -> Result<Vec<JobInfo>, ClientError> {
