@@ -627,19 +627,24 @@ async fn flush(inner: &Arc<Inner>) {
 
 /// The driver: time and actions.
 async fn drive(weak: Weak<Inner>, shutdown: CancellationToken) {
+    // When the scheduler next has a timeout, as of the last pass: events
+    // since then only add deadlines later than now, so it needs no fresh
+    // scan of every replica on each wake.
+    let mut next: Option<u64> = None;
     loop {
         let Some(inner) = weak.upgrade() else { return };
-        let (actions, next) = {
+        let actions = {
             let mut scheduler = lock(&inner.scheduler);
             let now = unix_ms();
-            if scheduler.poll_timeout().is_some_and(|at| at <= now) {
+            if next.is_some_and(|at| at <= now) {
                 scheduler.handle_timeout(now);
             }
             let mut actions = Vec::new();
             while let Some(action) = scheduler.poll_action() {
                 actions.push(action);
             }
-            (actions, scheduler.poll_timeout())
+            next = scheduler.poll_timeout();
+            actions
         };
         for action in actions {
             carry_out(&inner, action);

@@ -272,7 +272,7 @@ impl Ledger {
         }
         // Work on a copy of what changes, then commit it: a refusal half
         // way leaves nothing behind.
-        let mut next = self.clone_touched(tx);
+        let mut next = self.scratch();
         next.run(tx)?;
         let changes = next.into_changes(tx);
         self.commit(changes);
@@ -284,7 +284,8 @@ impl Ledger {
         })
     }
 
-    fn clone_touched(&self, _tx: &Transaction) -> Scratch<'_> {
+    /// An empty set of changes over this ledger.
+    fn scratch(&self) -> Scratch<'_> {
         Scratch {
             accounts: BTreeMap::new(),
             escrows: BTreeMap::new(),

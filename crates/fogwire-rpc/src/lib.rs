@@ -279,13 +279,23 @@ struct Inner {
 }
 
 impl Inner {
-    /// The service served under `name`.
-    fn service(&self, name: &str) -> Option<Arc<dyn Service>> {
-        self.services
+    /// The service served under `name`, if it has method `method`; else
+    /// the error to answer (code and message).
+    fn service(&self, name: &str, method: u64) -> Result<Arc<dyn Service>, (u64, String)> {
+        let service = self
+            .services
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .get(name)
             .cloned()
+            .ok_or_else(|| (code::UNKNOWN, format!("no service `{name}` here")))?;
+        if method >= service.methods().len() as u64 {
+            return Err((
+                code::UNKNOWN,
+                format!("service `{name}` has no method {method}"),
+            ));
+        }
+        Ok(service)
     }
 
     /// Forgets the connection over link `link_id`, unless a newer link to
@@ -497,18 +507,10 @@ impl Rpc {
         args: Vec<Value>,
         timeout: Option<Duration>,
     ) -> Result<Call, RpcError> {
-        let Some(service) = self.inner.service(name) else {
-            return Err(RpcError::Remote {
-                code: code::UNKNOWN,
-                message: format!("no service `{name}` here"),
-            });
-        };
-        if method >= service.methods().len() as u64 {
-            return Err(RpcError::Remote {
-                code: code::UNKNOWN,
-                message: format!("service `{name}` has no method {method}"),
-            });
-        }
+        let service = self
+            .inner
+            .service(name, method)
+            .map_err(|(code, message)| RpcError::Remote { code, message })?;
         let (commands, mut inbox) = mpsc::channel(REPLY_QUEUE);
         let (replies, receiver) = mpsc::channel(REPLY_QUEUE);
         let cancelled = self.inner.shutdown.child_token();
@@ -765,18 +767,13 @@ async fn dispatch(
                 .find(|(key, _)| key == HEADER_SERVICE)
                 .and_then(|(_, value)| value.as_str())
                 .unwrap_or("");
-            let Some(service) = inner.service(name) else {
-                let _ = session.fail(channel, code::UNKNOWN, &format!("no service `{name}` here"));
-                return;
+            let service = match inner.service(name, method) {
+                Ok(service) => service,
+                Err((code, message)) => {
+                    let _ = session.fail(channel, code, &message);
+                    return;
+                }
             };
-            if method >= service.methods().len() as u64 {
-                let _ = session.fail(
-                    channel,
-                    code::UNKNOWN,
-                    &format!("service `{name}` has no method {method}"),
-                );
-                return;
-            }
             let cancelled = inner.shutdown.child_token();
             serving.retain(|_, token| !token.is_cancelled());
             serving.insert(channel, cancelled.clone());
