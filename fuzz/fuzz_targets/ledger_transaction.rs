@@ -6,7 +6,7 @@
 #![no_main]
 
 use fogwire_identity::Signature;
-use fogwire_ledger_proto::{Ledger, SignedTransaction, Transaction, Verified};
+use fogwire_ledger_proto::{Genesis, Ledger, Op, Rules, SignedTransaction, Transaction, Verified};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: &[u8]| {
@@ -24,7 +24,18 @@ fuzz_target!(|input: &[u8]| {
     if let Ok(tx) = Transaction::decode(body) {
         let again = Transaction::decode(&tx.encode().expect("a decoded transaction encodes"));
         assert_eq!(again.as_ref(), Ok(&tx));
-        let mut ledger = Ledger::new(tx.from, &[(tx.from, 1_000_000)]).expect("a ledger");
+        // The spender mints, is the DAO and has a registered hub wallet,
+        // so that every kind of operation can get past its checks.
+        let mut ledger = Ledger::new(&Genesis {
+            rules: Rules::new(tx.from, tx.from),
+            accounts: vec![(tx.from, 1 << 40)],
+        })
+        .expect("a ledger");
+        for (sequence, op) in [(1, Op::WalletFund { amount: 1 << 30 }), (2, Op::WalletRegister)] {
+            let setup = Transaction { from: tx.from, sequence, op };
+            ledger.apply(&Verified::trusted(setup), 0).expect("setup");
+        }
+        let tx = Transaction { sequence: 3, ..tx };
         let _ = ledger.apply(&Verified::trusted(tx), 1);
         assert_eq!(ledger.check_supply(), Ok(()));
     }

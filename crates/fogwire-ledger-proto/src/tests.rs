@@ -5,17 +5,45 @@
 use proptest::prelude::*;
 
 use super::*;
+use fogwire_identity::Keypair;
 
 fn key(n: u8) -> Keypair {
     Keypair::from_seed(&[n; 32])
 }
 
-fn id(n: u8) -> [u8; 32] {
-    *key(n).node_id().as_bytes()
+pub(crate) fn id(n: u8) -> Id {
+    Id(*key(n).node_id().as_bytes())
 }
 
+/// Minting key 0, DAO 9; a hub deposit of 10 units; short periods.
+pub(crate) fn rules() -> Rules {
+    Rules {
+        hub_deposit: 10,
+        pay_period_ms: 1000,
+        suspect_ms: 5000,
+        unbond_ms: 100,
+        ..Rules::new(id(0), id(9))
+    }
+}
+
+/// Accounts 1 and 2 hold 1000 and 500; hub 5 has a registered wallet of
+/// 100 (and 100 more in its account).
 fn ledger() -> Ledger {
-    Ledger::new(id(0), &[(id(1), 1000), (id(2), 500)]).unwrap()
+    let mut ledger = Ledger::new(&Genesis {
+        rules: rules(),
+        accounts: vec![(id(1), 1000), (id(2), 500), (id(5), 200)],
+    })
+    .unwrap();
+    ledger
+        .apply(
+            &Verified::trusted(tx(5, 1, Op::WalletFund { amount: 100 })),
+            0,
+        )
+        .unwrap();
+    ledger
+        .apply(&Verified::trusted(tx(5, 2, Op::WalletRegister)), 0)
+        .unwrap();
+    ledger
 }
 
 fn tx(from: u8, sequence: u64, op: Op) -> Transaction {
@@ -94,15 +122,16 @@ fn an_escrow_pays_workers_and_returns_the_rest() {
     let mut ledger = ledger();
     let hub = 5;
     let hold = Op::Hold {
-        id: [9; 32],
+        id: Id([9; 32]),
         amount: 400,
         arbiter: id(hub),
+        expires_ms: 1000,
     };
     ledger.apply(&Verified::trusted(tx(1, 1, hold)), 1).unwrap();
     assert_eq!(ledger.account(&id(1)).balance, 600);
     // Only the arbiter releases.
     let release = Op::Release {
-        id: [9; 32],
+        id: Id([9; 32]),
         payouts: vec![(id(6), 100), (id(7), 100), (id(hub), 20)],
     };
     assert_eq!(
@@ -110,15 +139,18 @@ fn an_escrow_pays_workers_and_returns_the_rest() {
         Err(LedgerError::NotArbiter)
     );
     ledger
-        .apply(&Verified::trusted(tx(hub, 1, release.clone())), 3)
+        .apply(&Verified::trusted(tx(hub, 3, release.clone())), 3)
         .unwrap();
     assert_eq!(ledger.account(&id(6)).balance, 100);
-    assert_eq!(ledger.account(&id(hub)).balance, 20);
+    // The hub's fee goes into its wallet, and 30 % of the 200 paid to
+    // workers locks there until payday.
+    let wallet = ledger.wallet(&id(hub)).unwrap();
+    assert_eq!((wallet.balance, wallet.locked), (120, 60));
     assert_eq!(ledger.account(&id(1)).balance, 780);
     // Paid once: the escrow is closed.
     assert_eq!(
-        ledger.apply(&Verified::trusted(tx(hub, 2, release)), 4),
-        Err(LedgerError::NoEscrow(hex8(&[9; 32])))
+        ledger.apply(&Verified::trusted(tx(hub, 4, release)), 4),
+        Err(LedgerError::NoEscrow(Id([9; 32]).short()))
     );
     ledger.check_supply().unwrap();
 }
@@ -178,9 +210,10 @@ fn overspending_changes_nothing() {
                 1,
                 1,
                 Op::Hold {
-                    id: [1; 32],
+                    id: Id([1; 32]),
                     amount: 10,
                     arbiter: id(5),
+                    expires_ms: 10,
                 },
             )),
             2,
@@ -188,54 +221,79 @@ fn overspending_changes_nothing() {
         .unwrap();
     let before = ledger.clone();
     let release = Op::Release {
-        id: [1; 32],
+        id: Id([1; 32]),
         payouts: vec![(id(6), 6), (id(7), 6)],
     };
     assert!(matches!(
-        ledger.apply(&Verified::trusted(tx(5, 1, release)), 3),
+        ledger.apply(&Verified::trusted(tx(5, 3, release)), 3),
         Err(LedgerError::Overpaid { paid: 12, held: 10 })
     ));
     assert_eq!(ledger, before);
 }
 
+/// One random operation and who sends it: anyone sends coin and deposit
+/// operations; hubs (1 to 3) mostly send wallet operations and releases;
+/// the DAO (9) mostly sends its own.
 fn op(accounts: u8) -> impl Strategy<Value = (u8, Op)> {
     let who = 0..accounts;
+    let hub = 1u8..4;
     let amount = prop_oneof![0u64..5, 0u64..2000, Just(u64::MAX)];
-    let escrow = (0u8..6).prop_map(|n| [n; 32]);
-    prop_oneof![
-        (who.clone(), who.clone(), amount.clone())
-            .prop_map(|(from, to, amount)| (from, Op::Transfer { to: id(to), amount })),
-        (who.clone(), who.clone(), amount.clone()).prop_map(|(from, to, amount)| (
-            from,
-            Op::Mint {
-                to: id(to),
+    let escrow = (0u8..4).prop_map(|n| Id([n; 32]));
+    let coins = prop_oneof![
+        (who.clone(), amount.clone()).prop_map(|(to, amount)| Op::Transfer { to: id(to), amount }),
+        (who.clone(), amount.clone()).prop_map(|(to, amount)| Op::Mint {
+            to: id(to),
+            amount,
+            reason: "reward".into()
+        }),
+        (escrow.clone(), amount.clone(), hub.clone(), 0u64..2000).prop_map(
+            |(id_, amount, arbiter, expires_ms)| Op::Hold {
+                id: id_,
                 amount,
-                reason: "reward".into()
+                arbiter: id(arbiter),
+                expires_ms,
             }
-        )),
-        (who.clone(), escrow.clone(), amount.clone(), who.clone()).prop_map(
-            |(from, id_, amount, arbiter)| (
-                from,
-                Op::Hold {
-                    id: id_,
-                    amount,
-                    arbiter: id(arbiter)
-                }
-            )
         ),
+        escrow.clone().prop_map(|id_| Op::Refund { id: id_ }),
+        (hub.clone(), amount.clone()).prop_map(|(hub, amount)| Op::DepositPost {
+            hub: id(hub),
+            amount
+        }),
+        hub.clone()
+            .prop_map(|hub| Op::DepositUnbond { hub: id(hub) }),
+        hub.clone()
+            .prop_map(|hub| Op::DepositReclaim { hub: id(hub) }),
+    ];
+    let hub_ops = prop_oneof![
         (
-            who.clone(),
-            escrow.clone(),
-            proptest::collection::vec((who.clone(), amount), 0..4)
+            escrow,
+            proptest::collection::vec((who.clone(), amount.clone()), 0..4)
         )
-            .prop_map(|(from, id_, payouts)| (
-                from,
-                Op::Release {
-                    id: id_,
-                    payouts: payouts.into_iter().map(|(to, a)| (id(to), a)).collect()
-                }
-            )),
-        (who, escrow).prop_map(|(from, id_)| (from, Op::Refund { id: id_ })),
+            .prop_map(|(id_, payouts)| Op::Release {
+                id: id_,
+                payouts: payouts.into_iter().map(|(to, a)| (id(to), a)).collect()
+            }),
+        amount.clone().prop_map(|amount| Op::WalletFund { amount }),
+        Just(Op::WalletRegister),
+        (who.clone(), amount.clone()).prop_map(|(to, amount)| Op::WalletPay { to: id(to), amount }),
+        Just(Op::WalletPayday),
+        amount
+            .clone()
+            .prop_map(|amount| Op::WalletWithdraw { amount }),
+        (who.clone(), amount).prop_map(|(worker, amount)| Op::DepositSlash {
+            worker: id(worker),
+            amount
+        }),
+    ];
+    let dao_ops = prop_oneof![
+        hub.clone().prop_map(|hub| Op::Suspect { hub: id(hub) }),
+        hub.clone().prop_map(|hub| Op::Rehab { hub: id(hub) }),
+        hub.clone().prop_map(|hub| Op::Ban { hub: id(hub) }),
+    ];
+    prop_oneof![
+        3 => (who.clone(), coins),
+        3 => (prop_oneof![3 => hub, 1 => who.clone()], hub_ops),
+        1 => (prop_oneof![3 => Just(9u8), 1 => who], dao_ops),
     ]
 }
 
@@ -243,14 +301,22 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(100))]
 
     /// 100 runs of 1000 operations (100 000 in all), valid and invalid,
-    /// some with stale or future sequence numbers: after each, the supply
+    /// some with stale or future sequence numbers, from every kind of
+    /// operation, the DAO's (account 9) included, over time that passes
+    /// pay periods, suspicions and unbondings: after each, the supply
     /// adds up; a refused one leaves the ledger as it was.
     #[test]
     fn the_supply_always_adds_up(
-        ops in proptest::collection::vec((op(6), 0u8..10), 1000)
+        ops in proptest::collection::vec((op(10), 0u8..10, 0u64..40), 1000)
     ) {
-        let mut ledger = Ledger::new(id(0), &[(id(1), 5000), (id(2), 3000), (id(3), 10)]).unwrap();
-        for (time, ((from, op), skew)) in ops.into_iter().enumerate() {
+        let mut ledger = Ledger::new(&Genesis {
+            rules: Rules { suspect_ms: 2000, ..rules() },
+            accounts: vec![(id(1), 5000), (id(2), 3000), (id(3), 10), (id(9), 100)],
+        })
+        .unwrap();
+        let mut time = 0;
+        for ((from, op), skew, step) in ops {
+            time += step;
             let next = ledger.account(&id(from)).sequence + 1;
             // Mostly the right sequence; sometimes a replay or a gap.
             let sequence = match skew {
@@ -259,7 +325,7 @@ proptest! {
                 _ => next,
             };
             let before = ledger.clone();
-            let result = ledger.apply(&Verified::trusted(tx(from, sequence, op)), time as u64);
+            let result = ledger.apply(&Verified::trusted(tx(from, sequence, op)), time);
             if result.is_err() {
                 prop_assert_eq!(&ledger, &before);
             }
