@@ -166,6 +166,14 @@ impl Ledger {
             .collect()
     }
 
+    /// Every deposit `worker` holds, by hub.
+    pub fn deposits_of(&self, worker: &Id) -> Vec<(Id, Deposit)> {
+        self.deposits
+            .range((*worker, Id([0; 32]))..=(*worker, Id([0xff; 32])))
+            .map(|((_, hub), deposit)| (*hub, *deposit))
+            .collect()
+    }
+
     /// Escrows `arbiter` may pay out.
     pub fn escrows_of(&self, arbiter: &Id) -> Vec<(Id, Escrow)> {
         self.escrows

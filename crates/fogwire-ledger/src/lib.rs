@@ -1,0 +1,104 @@
+//! fogwire's ledger service (`docs/protocol/ledger.md`).
+//!
+//! - [`service`]: [`LedgerService`] keeps the ordered log of signed
+//!   transactions in redb ([`log`]), applies it to the pure state machine
+//!   of `fogwire-ledger-proto`, and answers a submission only once it is
+//!   durable. One node runs it (the designated ledger node); because the
+//!   state is a pure function of genesis and log, a consensus engine can
+//!   replicate the log later without touching the rules.
+//! - [`rpc`]: the `ledger` service over the service RPC.
+//! - [`client`]: how every node reaches it: [`client::LedgerClient`] for
+//!   reads and raw submissions, [`client::Wallet`] to sign and send with a
+//!   node's key (sequence numbers kept, resubmission idempotent).
+
+pub mod client;
+pub mod log;
+pub mod rpc;
+pub mod service;
+
+pub use fogwire_ledger_proto as proto;
+pub use service::{LedgerService, Receipt, SubmitError};
+
+/// The service's name, and its methods (index = method id).
+pub const LEDGER: &str = "ledger";
+pub const METHODS: &[&str] = &["submit", "account", "escrow", "history", "info"];
+
+pub mod method {
+    pub const SUBMIT: u64 = 0;
+    pub const ACCOUNT: u64 = 1;
+    pub const ESCROW: u64 = 2;
+    pub const HISTORY: u64 = 3;
+    pub const INFO: u64 = 4;
+}
+
+/// The ledger's own RPC error codes (beside those of `fogwire-rpc-proto`).
+pub mod code {
+    /// The ledger refused the transaction; the message says why.
+    pub const REFUSED: u64 = 100;
+    /// The transaction's sequence number is not the sender's next.
+    pub const SEQUENCE: u64 = 101;
+}
+
+/// Most entries one `history` call returns.
+pub const HISTORY_LIMIT_MAX: usize = 256;
+
+/// Formats an amount of units as coins: `12.5`, `0.000001`.
+pub fn format_coins(units: proto::Amount) -> String {
+    let whole = units / proto::COIN;
+    let fraction = units % proto::COIN;
+    if fraction == 0 {
+        whole.to_string()
+    } else {
+        let digits = format!("{fraction:06}");
+        format!("{whole}.{}", digits.trim_end_matches('0'))
+    }
+}
+
+/// Parses coins (`12`, `0.5`, `0.000001`) into units.
+pub fn parse_coins(text: &str) -> Result<proto::Amount, String> {
+    let text = text.trim();
+    let bad = || format!("{text:?} is not an amount of coins (like 12, 0.5 or 0.000001)");
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    if whole.is_empty() && fraction.is_empty() {
+        return Err(bad());
+    }
+    if fraction.len() > 6 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "{text:?}: at most 6 decimals (a coin is 1 000 000 units)"
+        ));
+    }
+    let whole: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| bad())?
+    };
+    let fraction: u64 = if fraction.is_empty() {
+        0
+    } else {
+        format!("{fraction:0<6}").parse().map_err(|_| bad())?
+    };
+    whole
+        .checked_mul(proto::COIN)
+        .and_then(|units| units.checked_add(fraction))
+        .ok_or_else(|| format!("{text:?} is more coins than there can be"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coins_print_and_parse() {
+        assert_eq!(format_coins(12_500_000), "12.5");
+        assert_eq!(format_coins(1), "0.000001");
+        assert_eq!(format_coins(3 * proto::COIN), "3");
+        assert_eq!(parse_coins("12.5"), Ok(12_500_000));
+        assert_eq!(parse_coins(".5"), Ok(500_000));
+        assert_eq!(parse_coins("0.000001"), Ok(1));
+        assert!(parse_coins("0.0000001").is_err());
+        assert!(parse_coins("-1").is_err());
+        assert!(parse_coins("1e3").is_err());
+        assert!(parse_coins("").is_err());
+        assert!(parse_coins("99999999999999999").is_err());
+    }
+}

@@ -1,0 +1,280 @@
+//! The ledger service: one driver task owns the order. Submissions are
+//! verified where they arrive (in parallel), then queued; the driver takes
+//! everything queued (up to a batch), applies it to its working state at
+//! the ledger's time, appends what applied to the log in one durable
+//! redb transaction, and only then applies the same entries to the state
+//! that readers see and answers the senders. A sender therefore never
+//! hears "applied" for a transaction a crash could lose, and a reader
+//! never sees one.
+
+use std::path::Path;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use fogwire_ledger_proto::{Genesis, Ledger, LedgerError, SignedTransaction, Verified};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::log::{Append, Entry, Log, LogError};
+
+/// Most submissions waiting for the driver; then senders wait.
+pub const QUEUE_MAX: usize = 8192;
+/// Most transactions appended in one redb transaction.
+pub const BATCH_MAX: usize = 2048;
+
+/// Where a transaction landed in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub index: u64,
+    pub time_ms: u64,
+    /// The same transaction had already applied: this is its receipt
+    /// from then, and it did not apply twice.
+    pub replayed: bool,
+}
+
+/// Why a submission did not apply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubmitError {
+    #[error(transparent)]
+    Refused(#[from] LedgerError),
+    #[error("the ledger could not write its log: {0}")]
+    Storage(String),
+    #[error("the ledger is stopping")]
+    Stopped,
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("the ledger's genesis is invalid: {0}")]
+    Genesis(LedgerError),
+    #[error("replaying the log: {0}")]
+    Replay(String),
+}
+
+/// Where a submission's outcome goes.
+type Answer = oneshot::Sender<Result<Receipt, SubmitError>>;
+
+struct Pending {
+    tx: Verified,
+    signed: SignedTransaction,
+    reply: Answer,
+}
+
+/// A running ledger.
+#[derive(Clone)]
+pub struct LedgerService {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for LedgerService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LedgerService").finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    log: Arc<Log>,
+    /// What the log holds, applied: what readers see.
+    committed: RwLock<Ledger>,
+    queue: mpsc::Sender<Pending>,
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl LedgerService {
+    /// Opens (or creates, with `genesis`) the log at `path`, replays it,
+    /// and starts the driver on the current tokio runtime.
+    pub fn open(path: &Path, genesis: &Genesis) -> Result<LedgerService, OpenError> {
+        let (log, genesis) = Log::open(path, genesis)?;
+        let mut ledger = Ledger::new(&genesis).map_err(OpenError::Genesis)?;
+        // The log's signatures were checked before it was written.
+        let count = log
+            .replay(|entry| {
+                let signed = entry
+                    .signed
+                    .to_signed()
+                    .ok_or("a signature that is not 64 bytes")?;
+                let tx = fogwire_ledger_proto::Transaction::decode(&signed.body)
+                    .map_err(|e| e.to_string())?;
+                ledger
+                    .apply(&Verified::trusted(tx), entry.time_ms)
+                    .map(|_| ())
+                    .map_err(|e| format!("does not apply again: {e}"))
+            })
+            .map_err(|e| OpenError::Replay(e.to_string()))?;
+        ledger.check_supply().map_err(OpenError::Replay)?;
+        tracing::info!(
+            entries = count,
+            accounts = ledger.accounts_len(),
+            "ledger replayed its log"
+        );
+        let (queue, inbox) = mpsc::channel(QUEUE_MAX);
+        let inner = Arc::new(Inner {
+            log: Arc::new(log),
+            committed: RwLock::new(ledger.clone()),
+            queue,
+        });
+        tokio::spawn(drive(Arc::downgrade(&inner), ledger, inbox));
+        Ok(LedgerService { inner })
+    }
+
+    /// The state as the log holds it.
+    pub fn ledger(&self) -> RwLockReadGuard<'_, Ledger> {
+        self.inner
+            .committed
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn log(&self) -> Arc<Log> {
+        self.inner.log.clone()
+    }
+
+    /// Verifies `signed`, applies it in the log's order and answers once
+    /// it is durable. A transaction that already applied (the same bytes
+    /// from the same sender with the same sequence) is answered with its
+    /// first receipt, marked `replayed`.
+    pub async fn submit(&self, signed: SignedTransaction) -> Result<Receipt, SubmitError> {
+        let tx = signed.verify()?;
+        let (from, sequence) = (tx.transaction().from, tx.transaction().sequence);
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .queue
+            .send(Pending {
+                tx,
+                signed: signed.clone(),
+                reply,
+            })
+            .await
+            .map_err(|_| SubmitError::Stopped)?;
+        let result = answer.await.map_err(|_| SubmitError::Stopped)?;
+        match result {
+            Err(SubmitError::Refused(LedgerError::Sequence { expected, got }))
+                if got < expected =>
+            {
+                let log = self.inner.log.clone();
+                let first = tokio::task::spawn_blocking(move || log.by_sender(&from, sequence))
+                    .await
+                    .map_err(|e| SubmitError::Storage(e.to_string()))?
+                    .map_err(|e| SubmitError::Storage(e.to_string()))?;
+                match first {
+                    Some(Entry {
+                        index,
+                        time_ms,
+                        signed: first,
+                    }) if first.body == signed.body => Ok(Receipt {
+                        index,
+                        time_ms,
+                        replayed: true,
+                    }),
+                    _ => Err(SubmitError::Refused(LedgerError::Sequence {
+                        expected,
+                        got,
+                    })),
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+/// The driver: batches in order, durable before answered.
+async fn drive(
+    inner: std::sync::Weak<Inner>,
+    mut working: Ledger,
+    mut inbox: mpsc::Receiver<Pending>,
+) {
+    let mut batch: Vec<Pending> = Vec::with_capacity(BATCH_MAX);
+    loop {
+        if inbox.recv_many(&mut batch, BATCH_MAX).await == 0 {
+            return;
+        }
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let now = unix_ms();
+        let mut applied: Vec<(Append, Verified, Answer)> = Vec::with_capacity(batch.len());
+        // Refusals are answered after the batch is durable too, so that a
+        // resubmission refused as a replay finds its first in the log.
+        let mut refused = Vec::new();
+        for pending in batch.drain(..) {
+            match working.apply(&pending.tx, now) {
+                Ok(done) => applied.push((
+                    Append {
+                        time_ms: done.time_ms,
+                        signed: pending.signed,
+                        sender: done.from,
+                        sequence: done.sequence,
+                        touched: done.touched,
+                    },
+                    pending.tx,
+                    pending.reply,
+                )),
+                Err(error) => refused.push((pending.reply, error)),
+            }
+        }
+        if applied.is_empty() {
+            for (reply, error) in refused {
+                let _ = reply.send(Err(SubmitError::Refused(error)));
+            }
+            continue;
+        }
+        let appends: Vec<Append> = applied.iter().map(|(append, ..)| append.clone()).collect();
+        let log = inner.log.clone();
+        let written = tokio::task::spawn_blocking(move || log.append(&appends))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|result| result.map_err(|e| e.to_string()));
+        match written {
+            Ok(first) => {
+                let mut committed = inner
+                    .committed
+                    .write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut receipts = Vec::with_capacity(applied.len());
+                for (offset, (append, tx, reply)) in applied.into_iter().enumerate() {
+                    // The same transactions at the same times: the same
+                    // result as on the working state.
+                    if let Err(error) = committed.apply(&tx, append.time_ms) {
+                        tracing::error!(%error, "a logged transaction did not apply to the committed state");
+                    }
+                    receipts.push((
+                        reply,
+                        Receipt {
+                            index: first + offset as u64,
+                            time_ms: append.time_ms,
+                            replayed: false,
+                        },
+                    ));
+                }
+                drop(committed);
+                for (reply, receipt) in receipts {
+                    let _ = reply.send(Ok(receipt));
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "the ledger could not write its log; the batch is refused");
+                working = inner
+                    .committed
+                    .read()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .clone();
+                for (_, _, reply) in applied {
+                    let _ = reply.send(Err(SubmitError::Storage(error.clone())));
+                }
+            }
+        }
+        for (reply, error) in refused {
+            let _ = reply.send(Err(SubmitError::Refused(error)));
+        }
+    }
+}
