@@ -34,6 +34,7 @@ pub struct Config {
     pub route: RouteSection,
     pub store: StoreSection,
     pub compute: ComputeSection,
+    pub ledger: LedgerSection,
     pub api: ApiSection,
     pub log: LogSection,
 }
@@ -47,6 +48,7 @@ impl Default for Config {
             route: RouteSection::default(),
             store: StoreSection::default(),
             compute: ComputeSection::default(),
+            ledger: LedgerSection::default(),
             api: ApiSection::default(),
             log: LogSection::default(),
         }
@@ -148,6 +150,131 @@ impl ComputeSection {
             worker,
             hub: self.hub.then(fogwire_compute::hub::HubConfig::default),
             docker: self.docker,
+        }
+    }
+}
+
+/// `[ledger]`: the ledger this node uses, or runs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerSection {
+    /// Run the ledger on this node: it keeps the log in data_dir and
+    /// serves every other node.
+    pub serve: bool,
+    /// The node that runs the ledger; none: the one that advertises it.
+    pub node: Option<ConfigNodeId>,
+    /// At genesis only (when this node first creates its ledger): the
+    /// DAO's key and the minting key (none: this node's), and the
+    /// accounts that start with coins.
+    pub dao: Option<ConfigNodeId>,
+    pub minter: Option<ConfigNodeId>,
+    pub genesis: Vec<GenesisAccount>,
+    /// The hub wallet rules, also fixed at genesis: the deposit a hub
+    /// freezes to register, its pay period, how long the DAO's suspicion
+    /// lasts before a ban, how long a worker's deposit stays slashable
+    /// after it asks for it back.
+    pub hub_deposit: Coins,
+    pub pay_period_ms: u64,
+    pub suspect_ms: u64,
+    pub unbond_ms: u64,
+}
+
+impl Default for LedgerSection {
+    fn default() -> Self {
+        let rules = fogwire_ledger::proto::Rules::new(Default::default(), Default::default());
+        Self {
+            serve: false,
+            node: None,
+            dao: None,
+            minter: None,
+            genesis: Vec::new(),
+            hub_deposit: Coins(rules.hub_deposit),
+            pay_period_ms: rules.pay_period_ms,
+            suspect_ms: rules.suspect_ms,
+            unbond_ms: rules.unbond_ms,
+        }
+    }
+}
+
+impl LedgerSection {
+    /// The node options these settings give, for the node `me`.
+    pub fn options(&self, me: fogwire_identity::NodeId) -> crate::LedgerOptions {
+        let me = fogwire_ledger::proto::Id(*me.as_bytes());
+        let id = |configured: &Option<ConfigNodeId>| {
+            configured
+                .as_ref()
+                .map(|id| fogwire_ledger::proto::Id(*id.0.as_bytes()))
+                .unwrap_or(me)
+        };
+        let genesis = self.serve.then(|| fogwire_ledger::proto::Genesis {
+            rules: fogwire_ledger::proto::Rules {
+                hub_deposit: self.hub_deposit.0,
+                pay_period_ms: self.pay_period_ms,
+                suspect_ms: self.suspect_ms,
+                unbond_ms: self.unbond_ms,
+                ..fogwire_ledger::proto::Rules::new(id(&self.minter), id(&self.dao))
+            },
+            accounts: self
+                .genesis
+                .iter()
+                .map(|account| {
+                    (
+                        fogwire_ledger::proto::Id(*account.account.0.as_bytes()),
+                        account.coins.0,
+                    )
+                })
+                .collect(),
+        });
+        crate::LedgerOptions {
+            serve: genesis,
+            node: self.node.as_ref().map(|id| id.0),
+        }
+    }
+}
+
+/// One account of the ledger's genesis.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisAccount {
+    pub account: ConfigNodeId,
+    pub coins: Coins,
+}
+
+/// A node id written `fw1…`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigNodeId(pub fogwire_identity::NodeId);
+
+impl<'de> Deserialize<'de> for ConfigNodeId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map(ConfigNodeId).map_err(|error| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not a node id ({error}); `fogwire status` prints a node's id"
+            ))
+        })
+    }
+}
+
+/// An amount of coins, written as a string (`"12.5"`) or a whole number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Coins(pub u64);
+
+impl<'de> Deserialize<'de> for Coins {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Whole(u64),
+            Text(String),
+        }
+        match Written::deserialize(deserializer)? {
+            Written::Whole(coins) => coins
+                .checked_mul(fogwire_ledger::proto::COIN)
+                .map(Coins)
+                .ok_or_else(|| serde::de::Error::custom(format!("{coins} coins is too many"))),
+            Written::Text(text) => fogwire_ledger::parse_coins(&text)
+                .map(Coins)
+                .map_err(serde::de::Error::custom),
         }
     }
 }
@@ -608,6 +735,22 @@ listen = "{link_listen}"
 # Let a container task use the network when its job asks for it.
 # allow_network = false
 
+[ledger]
+# Run the ledger on this node (one node of a network does): it keeps the
+# log of every transaction in data_dir and serves it to the others.
+# serve = false
+# The node that runs the ledger. Unset: the node that advertises it.
+# node = "fw1…"
+# When this node first creates its ledger (serve = true), the rules are
+# fixed for good: the DAO's key and the minting key (unset: this node),
+# the accounts that start with coins, and the hub wallet rules.
+# dao = "fw1…"
+# genesis = [{{ account = "fw1…", coins = "1000" }}]
+# hub_deposit = "1"
+# pay_period_ms = 2592000000
+# suspect_ms = 10368000000
+# unbond_ms = 86400000
+
 [api]
 # The local control API (HTTP + JSON, used by the fogwire CLI). It must be a
 # loopback address, and every request needs the token in data_dir.
@@ -650,7 +793,8 @@ mod tests {
                 Some(rest)
                     if rest.contains(" = ")
                         && !rest.contains("peers")
-                        && !rest.contains("advertise") =>
+                        && !rest.contains("advertise")
+                        && !rest.contains("fw1…") =>
                 {
                     rest
                 }

@@ -84,6 +84,11 @@ impl DataDir {
         self.root.join("compute")
     }
 
+    /// The ledger's log, if this node runs the ledger.
+    pub fn ledger_path(&self) -> PathBuf {
+        self.root.join("ledger.redb")
+    }
+
     pub fn routes_path(&self) -> PathBuf {
         self.root.join("routes.redb")
     }

@@ -80,6 +80,10 @@ pub struct NodeOptions {
     /// Compute roles (worker, hub) and where they keep their records.
     pub compute: crate::compute::ComputeOptions,
     pub compute_dir: Option<std::path::PathBuf>,
+    /// The ledger this node uses or runs, and where it keeps its log if
+    /// it runs it (none: a temporary directory removed with the node).
+    pub ledger: crate::LedgerOptions,
+    pub ledger_path: Option<std::path::PathBuf>,
 }
 
 impl NodeOptions {
@@ -87,7 +91,7 @@ impl NodeOptions {
     pub fn from_config(config: &Config, keypair: Arc<Keypair>) -> Self {
         let link = &config.link;
         Self {
-            keypair,
+            keypair: keypair.clone(),
             link_listen: link.listen,
             link: LinkConfig {
                 handshake_timeout: link.handshake_timeout(),
@@ -119,6 +123,8 @@ impl NodeOptions {
             },
             compute: config.compute.options(),
             compute_dir: None,
+            ledger: config.ledger.options(keypair.node_id()),
+            ledger_path: None,
         }
     }
 
@@ -223,6 +229,8 @@ pub enum NodeError {
     Store(#[from] fogwire_store::StoreError),
     #[error("cannot make a temporary store directory: {0}")]
     TempStore(std::io::Error),
+    #[error("ledger: {0}")]
+    Ledger(String),
     #[error("compute: {0}")]
     Compute(String),
 }
@@ -289,8 +297,12 @@ pub(crate) struct Inner {
     replication: fogwire_replicate::Replication,
     rpc: fogwire_rpc::Rpc,
     compute: std::sync::OnceLock<crate::compute::Roles>,
-    /// Holds a temporary store directory for as long as the node lives.
+    pub(crate) ledger: std::sync::OnceLock<crate::ledger::LedgerParts>,
+    keypair: Arc<Keypair>,
+    /// Hold temporary store and ledger directories for as long as the
+    /// node lives.
     _store_dir: Option<tempfile::TempDir>,
+    _ledger_dir: Option<tempfile::TempDir>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
 }
@@ -356,6 +368,21 @@ impl Node {
                 .services
                 .push(crate::locator::advertised(fogwire_compute::HUB));
         }
+        if options.ledger.serve.is_some() {
+            routing_options
+                .services
+                .push(crate::locator::advertised(fogwire_ledger::LEDGER));
+        }
+        let (ledger_path, ledger_dir) = match &options.ledger_path {
+            Some(path) => (path.clone(), None),
+            None => {
+                let dir = tempfile::Builder::new()
+                    .prefix("fogwire-ledger-")
+                    .tempdir()
+                    .map_err(NodeError::TempStore)?;
+                (dir.path().join("ledger.redb"), Some(dir))
+            }
+        };
         let routing = Routing::start(routing_options)?;
         let (store_path, store_dir) = match &options.store_dir {
             Some(path) => (path.clone(), None),
@@ -398,7 +425,10 @@ impl Node {
                 replication,
                 rpc: fogwire_rpc::Rpc::default(),
                 compute: std::sync::OnceLock::new(),
+                ledger: std::sync::OnceLock::new(),
+                keypair: options.keypair.clone(),
                 _store_dir: store_dir,
+                _ledger_dir: ledger_dir,
                 state,
                 handshake_permits,
                 events,
@@ -428,6 +458,15 @@ impl Node {
             }
         };
         let _ = node.inner.compute.set(roles);
+        match crate::ledger::start(&node, &options.ledger, &ledger_path) {
+            Ok(parts) => {
+                let _ = node.inner.ledger.set(parts);
+            }
+            Err(error) => {
+                node.shutdown().await;
+                return Err(error);
+            }
+        }
         node.inner
             .replication
             .set_route_opener(Arc::new(StoreRouteOpener(Arc::downgrade(&node.inner))));
@@ -538,6 +577,10 @@ impl Node {
             }
         }
         (endpoints, methods)
+    }
+
+    pub(crate) fn inner_keypair(&self) -> Arc<Keypair> {
+        self.inner.keypair.clone()
     }
 
     /// This node's hub, if it is one.

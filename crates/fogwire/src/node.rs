@@ -30,6 +30,7 @@ pub async fn run(home: &Path) -> anyhow::Result<()> {
     options.routing_store = Some(data_dir.routes_path());
     options.store_dir = Some(data_dir.store_path());
     options.compute_dir = Some(data_dir.compute_path());
+    options.ledger_path = Some(data_dir.ledger_path());
     options.replication.counters_path = Some(data_dir.replication_path());
     let node = Node::start(options).await?;
     let listener = control::bind(config.api.listen.0).await?;
