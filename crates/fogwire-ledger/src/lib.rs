@@ -83,6 +83,78 @@ pub fn parse_coins(text: &str) -> Result<proto::Amount, String> {
         .ok_or_else(|| format!("{text:?} is more coins than there can be"))
 }
 
+/// An account as people read it: its node id (`fw1…`), else hex.
+pub fn name_of(id: &proto::Id) -> String {
+    fogwire_identity::NodeId::from_bytes(&id.0)
+        .map(|node| node.to_string())
+        .unwrap_or_else(|_| id.to_hex())
+}
+
+fn short_name(id: &proto::Id) -> String {
+    fogwire_identity::NodeId::from_bytes(&id.0)
+        .map(|node| node.short())
+        .unwrap_or_else(|_| id.short())
+}
+
+/// One line that says what an operation does, for histories and logs.
+pub fn describe(op: &proto::Op) -> String {
+    use proto::Op;
+    let coins = |amount: &proto::Amount| format_coins(*amount);
+    match op {
+        Op::Transfer { to, amount } => format!("sent {} to {}", coins(amount), short_name(to)),
+        Op::Mint { to, amount, reason } => {
+            format!("minted {} for {} ({reason})", coins(amount), short_name(to))
+        }
+        Op::Hold {
+            id,
+            amount,
+            arbiter,
+            ..
+        } => format!(
+            "held {} in escrow {} for hub {}",
+            coins(amount),
+            id.short(),
+            short_name(arbiter)
+        ),
+        Op::Release { id, payouts } => {
+            let paid: u128 = payouts.iter().map(|(_, a)| u128::from(*a)).sum();
+            format!(
+                "released escrow {}: {} to {} payee(s)",
+                id.short(),
+                format_coins(u64::try_from(paid).unwrap_or(u64::MAX)),
+                payouts.len()
+            )
+        }
+        Op::Refund { id } => format!("refunded escrow {}", id.short()),
+        Op::WalletFund { amount } => format!("put {} into its hub wallet", coins(amount)),
+        Op::WalletRegister => "registered its hub wallet".into(),
+        Op::WalletPay { to, amount } => {
+            format!(
+                "paid {} from its hub wallet to {}",
+                coins(amount),
+                short_name(to)
+            )
+        }
+        Op::WalletPayday => "called payday".into(),
+        Op::WalletWithdraw { amount } => format!("withdrew {} from its hub wallet", coins(amount)),
+        Op::Suspect { hub } => format!("suspected hub {}", short_name(hub)),
+        Op::Rehab { hub } => format!("rehabilitated hub {}", short_name(hub)),
+        Op::Ban { hub } => format!("banned hub {}", short_name(hub)),
+        Op::DepositPost { hub, amount } => {
+            format!("bonded {} with hub {}", coins(amount), short_name(hub))
+        }
+        Op::DepositSlash { worker, amount } => {
+            format!(
+                "slashed up to {} of {}'s deposit",
+                coins(amount),
+                short_name(worker)
+            )
+        }
+        Op::DepositUnbond { hub } => format!("asked its deposit back from hub {}", short_name(hub)),
+        Op::DepositReclaim { hub } => format!("took its deposit back from hub {}", short_name(hub)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -60,6 +60,8 @@ impl Transport for NodeTransport {
 /// The node's ledger parts.
 pub(crate) struct LedgerParts {
     pub(crate) service: Option<LedgerService>,
+    /// The ledger node named in the settings (or this one, if it serves).
+    pub(crate) configured: Option<NodeId>,
     pub(crate) wallet: Arc<Wallet>,
     pub(crate) client: LedgerClient,
 }
@@ -103,6 +105,7 @@ pub(crate) fn start(
     let wallet = Arc::new(Wallet::new(client.clone(), node.inner_keypair()));
     Ok(LedgerParts {
         service,
+        configured,
         wallet,
         client,
     })
@@ -114,6 +117,15 @@ impl Node {
         let mut found = self.fabric().locate(LEDGER).await;
         found.sort();
         found.into_iter().next()
+    }
+
+    /// The node that runs the ledger: the one configured, else the one
+    /// that advertises it.
+    pub async fn ledger_node(&self) -> Option<NodeId> {
+        match self.inner.ledger.get().and_then(|parts| parts.configured) {
+            Some(node) => Some(node),
+            None => self.find_ledger().await,
+        }
     }
 
     /// The ledger service, if this node runs it.

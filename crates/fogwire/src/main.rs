@@ -19,6 +19,7 @@ mod output;
 mod route;
 mod rpc;
 mod store;
+mod wallet;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -103,6 +104,27 @@ enum Command {
     Job(job::Command),
     /// The workers a hub knows: their resources and their record.
     Workers(job::WorkersArgs),
+    /// Coins: balances, histories, payments, workers' deposits.
+    ///
+    /// Every node has an account in the ledger, named by its node id and
+    /// spent only by transactions its key signs. A coin is 1 000 000
+    /// units; amounts are written like 12, 0.5 or 0.000001.
+    #[command(subcommand)]
+    Wallet(wallet::WalletCommand),
+    /// This node's hub wallet: the bond a hub posts before it may pay
+    /// workers and hold buyers' money.
+    ///
+    /// Its life: register (freezes a fixed deposit) → pay workers (each
+    /// payout locks 30 % of itself until payday) → payday after the pay
+    /// period (0.5 % of the locked funds to the DAO, the rest unlocked)
+    /// → idle (withdraw, or register again).
+    #[command(subcommand)]
+    Hub(wallet::HubCommand),
+    /// The DAO's powers over hubs: suspect, rehabilitate, ban.
+    #[command(subcommand)]
+    Dao(wallet::DaoCommand),
+    /// The ledger: where it runs, its rules, and its supply check.
+    Ledger(wallet::JsonArgs),
     /// Measure the round trip to a node through a route set up for it.
     ///
     /// `fogwire ping <node> --hops 3` goes through two relays.
@@ -164,6 +186,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rpc(command) => rpc::run(&home, command).await,
         Command::Job(command) => job::run(&home, command).await,
         Command::Workers(args) => job::workers(&home, args).await,
+        Command::Wallet(command) => wallet::wallet(&home, command).await,
+        Command::Hub(command) => wallet::hub(&home, command).await,
+        Command::Dao(command) => wallet::dao(&home, command).await,
+        Command::Ledger(args) => wallet::ledger(&home, args).await,
         Command::Id => init::print_id(&home),
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(command) => bench::run(command).await,

@@ -248,6 +248,51 @@ impl Client {
         .await
     }
 
+    pub async fn ledger_info(&self) -> Result<crate::api::LedgerInfo, ClientError> {
+        self.json(Method::GET, "/v1/ledger", None).await
+    }
+
+    /// An account: `me`, a node id, or the unique start of one.
+    pub async fn ledger_account(
+        &self,
+        who: &str,
+    ) -> Result<crate::api::LedgerAccount, ClientError> {
+        self.json(Method::GET, &format!("/v1/ledger/accounts/{who}"), None)
+            .await
+    }
+
+    pub async fn ledger_history(
+        &self,
+        who: &str,
+        before: u64,
+        limit: u64,
+    ) -> Result<Vec<crate::api::LedgerHistoryLine>, ClientError> {
+        self.json(
+            Method::GET,
+            &format!("/v1/ledger/accounts/{who}/history?before={before}&limit={limit}"),
+            None,
+        )
+        .await
+    }
+
+    /// Has the node sign `request` with its key and send it to the ledger.
+    pub async fn ledger_op(
+        &self,
+        request: &crate::api::LedgerOpRequest,
+    ) -> Result<crate::api::LedgerReceipt, ClientError> {
+        self.json(Method::POST, "/v1/ledger/ops", Some(encode(request)?))
+            .await
+    }
+
+    /// Sends a transaction signed elsewhere.
+    pub async fn ledger_submit(
+        &self,
+        request: &crate::api::LedgerSubmitRequest,
+    ) -> Result<crate::api::LedgerReceipt, ClientError> {
+        self.json(Method::POST, "/v1/ledger/submit", Some(encode(request)?))
+            .await
+    }
+
     pub async fn workers(&self, hub: Option<&str>) -> Result<Vec<WorkerInfo>, ClientError> {
         self.json(Method::GET, &with_hub("/v1/workers", hub), None)
             .await

@@ -36,6 +36,11 @@
 //! | POST   | /v1/jobs/{job}/fetch     | [`crate::api::JobFetchRequest`] → [`crate::api::JobFetched`] |
 //! | POST   | /v1/jobs/{job}/cancel    | [`crate::api::JobCancelled`]           |
 //! | GET    | /v1/workers[?hub=]       | list of [`crate::api::WorkerInfo`]     |
+//! | GET    | /v1/ledger               | [`crate::api::LedgerInfo`]             |
+//! | GET    | /v1/ledger/accounts/{who} | [`crate::api::LedgerAccount`] (`me`, an id or its start) |
+//! | GET    | /v1/ledger/accounts/{who}/history[?before=&limit=] | list of [`crate::api::LedgerHistoryLine`] |
+//! | POST   | /v1/ledger/ops           | [`crate::api::LedgerOpRequest`] → [`crate::api::LedgerReceipt`] |
+//! | POST   | /v1/ledger/submit        | [`crate::api::LedgerSubmitRequest`] → [`crate::api::LedgerReceipt`] |
 //! | GET    | /metrics                 | OpenMetrics text                       |
 //!
 //! Requests carry `Authorization: Bearer <token>`. Errors answer with a
@@ -44,6 +49,7 @@
 mod client;
 mod feeds;
 mod jobs;
+mod ledger;
 mod ndjson;
 mod routes;
 pub mod rpc;

@@ -104,6 +104,14 @@ pub async fn serve(
         .route("/v1/jobs/{job}/fetch", post(super::jobs::fetch))
         .route("/v1/jobs/{job}/cancel", post(super::jobs::cancel))
         .route("/v1/workers", get(super::jobs::workers))
+        .route("/v1/ledger", get(super::ledger::info))
+        .route("/v1/ledger/accounts/{who}", get(super::ledger::account))
+        .route(
+            "/v1/ledger/accounts/{who}/history",
+            get(super::ledger::history),
+        )
+        .route("/v1/ledger/ops", post(super::ledger::op))
+        .route("/v1/ledger/submit", post(super::ledger::submit))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))

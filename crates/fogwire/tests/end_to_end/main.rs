@@ -8,6 +8,7 @@ mod bad_input;
 mod cli;
 mod compute;
 mod harness;
+mod ledger;
 mod routing;
 mod rpc;
 mod store;

@@ -1,0 +1,140 @@
+//! The ledger from the command line, with hand-started nodes: one node
+//! runs the ledger (short pay periods and suspicions, so the test sees
+//! them end), a hub drives its wallet's whole life cycle — register, pay,
+//! a refused payout over its unlocked funds, a payday refused before the
+//! period ends and accepted after, withdraw, register again — and the DAO
+//! (a key file, not a node) suspects, rehabilitates, suspects again and
+//! bans it. Each refusal says why; the supply check holds throughout.
+
+use std::time::Duration;
+
+use fogwire_node::api::{LedgerAccount, LedgerHistoryLine, LedgerInfo};
+
+use crate::harness::{TestNode, fogwire, init_home, stderr, stdout};
+
+fn json<T: serde::de::DeserializeOwned>(node: &TestNode, args: &[&str]) -> T {
+    let out = node.cli(args);
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn ok(node: &TestNode, args: &[&str]) -> String {
+    let out = node.cli(args);
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    stdout(&out)
+}
+
+/// Runs a command that must fail, and returns its error.
+fn refused(node: &TestNode, args: &[&str]) -> String {
+    let out = node.cli(args);
+    assert!(
+        !out.status.success(),
+        "{args:?} should fail: {}",
+        stdout(&out)
+    );
+    stderr(&out)
+}
+
+fn id_of(home: &std::path::Path) -> String {
+    let out = fogwire(home, &["id"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out).trim().to_owned()
+}
+
+fn state(node: &TestNode) -> String {
+    let account: LedgerAccount = json(node, &["hub", "status", "--json"]);
+    account.wallet.map(|w| w.state).unwrap_or_default()
+}
+
+#[test]
+fn the_hub_wallet_life_cycle_from_the_command_line() {
+    // The hub's and the DAO's keys exist before the ledger's genesis names
+    // them; the DAO is only a key file.
+    let hub_home = init_home("127.0.0.1:0");
+    let dao_home = init_home("127.0.0.1:0");
+    let hub_id = id_of(hub_home.path());
+    let dao_id = id_of(dao_home.path());
+    let dao_key = dao_home.path().join("data/node.key");
+    let dao_key = dao_key.to_str().unwrap();
+    let ledger = TestNode::start_with(
+        "ledger",
+        &format!(
+            "serve = true\ndao = \"{dao_id}\"\ngenesis = [{{ account = \"{hub_id}\", coins = \"100\" }}]\n\
+             pay_period_ms = 3000\nsuspect_ms = 3000\n"
+        ),
+    );
+    let hub = TestNode::start_in(hub_home);
+    let worker = TestNode::start("");
+    ok(&hub, &["connect", &ledger.peer_addr()]);
+    ok(&worker, &["connect", &hub.peer_addr()]);
+    let worker_id = worker.node_id().to_string();
+
+    let info: LedgerInfo = json(&hub, &["ledger", "--json"]);
+    assert_eq!(info.node, ledger.node_id().to_string());
+    assert_eq!((info.genesis, info.supply_ok), (100_000_000, true));
+    assert_eq!(info.dao, dao_id);
+
+    // Created → Registered, with a deposit of 1 coin frozen.
+    let out = ok(&hub, &["hub", "register", "--fund", "10"]);
+    assert!(out.contains("registered its hub wallet"), "{out}");
+    assert_eq!(state(&hub), "registered");
+    let out = ok(&hub, &["wallet", "send", &worker_id, "2.5"]);
+    assert!(out.contains("sent 2.5"), "{out}");
+    // Paying 3 locks 0.9: 10 − 1 frozen − 3 − 0.9 = 5.1 left unlocked.
+    ok(&hub, &["hub", "pay", &worker_id, "3"]);
+    let account: LedgerAccount = json(&hub, &["hub", "status", "--json"]);
+    let wallet = account.wallet.unwrap();
+    assert_eq!(
+        (wallet.balance, wallet.locked, wallet.unlocked),
+        (7_000_000, 900_000, 5_100_000)
+    );
+    let error = refused(&hub, &["hub", "pay", &worker_id, "4"]);
+    assert!(error.contains("unlocked"), "{error}");
+    // Payday before the period ends: refused, saying when.
+    let error = refused(&hub, &["hub", "payday"]);
+    assert!(error.contains("not before"), "{error}");
+    let error = refused(&hub, &["hub", "withdraw", "1"]);
+    assert!(error.contains("needs it idle"), "{error}");
+    std::thread::sleep(Duration::from_millis(3100));
+    ok(&hub, &["hub", "payday"]);
+    assert_eq!(state(&hub), "idle");
+    // 0.5 % of the 0.9 locked went to the DAO.
+    let dao: LedgerAccount = json(&hub, &["wallet", "balance", &dao_id, "--json"]);
+    assert_eq!(dao.balance, 4500);
+    ok(&hub, &["hub", "withdraw", "1"]);
+    ok(&hub, &["hub", "register"]);
+    assert_eq!(state(&hub), "registered");
+
+    // Only the DAO's key may suspect.
+    let error = refused(&worker, &["dao", "suspect", &hub_id]);
+    assert!(error.contains("DAO"), "{error}");
+    ok(&worker, &["dao", "suspect", &hub_id, "--key", dao_key]);
+    assert_eq!(state(&hub), "suspected");
+    let error = refused(&hub, &["hub", "pay", &worker_id, "0.1"]);
+    assert!(error.contains("suspected"), "{error}");
+    let error = refused(&worker, &["dao", "ban", &hub_id, "--key", dao_key]);
+    assert!(error.contains("not before"), "{error}");
+    ok(&worker, &["dao", "rehab", &hub_id, "--key", dao_key]);
+    assert_eq!(state(&hub), "idle");
+    ok(&hub, &["hub", "register"]);
+    ok(&worker, &["dao", "suspect", &hub_id, "--key", dao_key]);
+    std::thread::sleep(Duration::from_millis(3100));
+    let out = ok(&worker, &["dao", "ban", &hub_id, "--key", dao_key]);
+    assert!(out.contains("banned hub"), "{out}");
+    assert_eq!(state(&hub), "punished");
+    let error = refused(&hub, &["hub", "fund", "1"]);
+    assert!(error.contains("banned"), "{error}");
+    // The DAO holds what the hub's wallet held: 10 − 3 paid − 0.0045 fee
+    // − 1 withdrawn, plus the fee.
+    let dao: LedgerAccount = json(&hub, &["wallet", "balance", &dao_id, "--json"]);
+    assert_eq!(dao.balance, 6_000_000);
+
+    let history: Vec<LedgerHistoryLine> = json(&hub, &["wallet", "history", "--json"]);
+    assert_eq!(history.first().unwrap().op, "ban");
+    assert!(history.iter().any(|line| line.op == "wallet_payday"));
+    let out = ok(&hub, &["wallet", "balance"]);
+    assert!(out.contains("punished"), "{out}");
+    let info: LedgerInfo = json(&worker, &["ledger", "--json"]);
+    assert!(info.supply_ok, "{info:?}");
+    assert_eq!(info.held, 100_000_000);
+}
