@@ -741,7 +741,7 @@ listen = "{link_listen}"
 # serve = false
 # The node that runs the ledger. Unset: the node that advertises it.
 # node = "fw1…"
-# When this node first creates its ledger (serve = true), the rules are
+# When this node first creates its ledger (with serve on), the rules are
 # fixed for good: the DAO's key and the minting key (unset: this node),
 # the accounts that start with coins, and the hub wallet rules.
 # dao = "fw1…"
