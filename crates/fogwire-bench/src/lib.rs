@@ -8,6 +8,7 @@
 //! public APIs, over real sockets; nothing here is a model of them.
 
 pub mod compute;
+pub mod ledger;
 pub mod link;
 pub mod route;
 pub mod routing;

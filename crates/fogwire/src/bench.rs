@@ -30,6 +30,30 @@ pub enum Command {
     /// replicas from submission to accepted result, and tasks per second,
     /// beside running the same module directly in wasmtime.
     Compute(ComputeArgs),
+    /// The ledger: signed transactions applied and made durable per
+    /// second, in its process and from another node, beside the signature
+    /// check, the state machine and one durable commit each; a payment's
+    /// time beside a read over the same link.
+    Ledger(LedgerArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LedgerArgs {
+    /// Accounts sending at once.
+    #[arg(long, default_value_t = 64)]
+    senders: usize,
+    /// Transactions per round.
+    #[arg(long, default_value_t = 20_000)]
+    transactions: usize,
+    /// Payments timed one after another, per round.
+    #[arg(long, default_value_t = 200)]
+    payments: usize,
+    /// Rounds; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -175,6 +199,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Store(args) => store(args).await,
         Command::Rpc(args) => rpc(args).await,
         Command::Compute(args) => compute(args).await,
+        Command::Ledger(args) => ledger(args).await,
         Command::Transfer(args) => transfer(args).await,
     }
 }
@@ -639,6 +664,70 @@ async fn compute(args: ComputeArgs) -> anyhow::Result<()> {
     );
     println!(
         "\nRPC calls per second on one link: `fogwire bench rpc`. All nodes share this machine's cores."
+    );
+    Ok(())
+}
+
+async fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
+    use fogwire_bench::ledger::{Options as LedgerOptions, Step as LedgerStep};
+    debug_warning("ledger");
+    let options = LedgerOptions {
+        senders: args.senders.clamp(1, 4096),
+        transactions: args.transactions.clamp(1, 10_000_000),
+        payments: args.payments.clamp(1, 100_000),
+        rounds: args.rounds.clamp(1, 100),
+    };
+    let measured = measure(
+        args.json,
+        move |progress| fogwire_bench::ledger::run(&options, progress),
+        |step| match step {
+            LedgerStep::Signing => "signing the transactions".to_owned(),
+            LedgerStep::Baselines { round } => format!("round {}: baselines", round + 1),
+            LedgerStep::Service { round } => {
+                format!("round {}: in the ledger's process", round + 1)
+            }
+            LedgerStep::Rpc { round } => format!("round {}: from another node", round + 1),
+            LedgerStep::Payments { round } => format!("round {}: payments one by one", round + 1),
+        },
+    )
+    .await?;
+    let Some(report) = measured else {
+        return Ok(());
+    };
+    let ratio = |a: f64, b: f64| a / b.max(f64::MIN_POSITIVE);
+    println!(
+        "the ledger: {} transfers from {} senders at once, each signed, checked, applied and durable in redb before it is answered; medians of {} rounds",
+        report.transactions, report.senders, report.rounds
+    );
+    println!("baselines, same run, one thread:");
+    println!(
+        "  signature checks alone:                 {:>9.0} /s",
+        report.verify_per_sec
+    );
+    println!(
+        "  the state machine alone:                {:>9.0} /s",
+        report.apply_per_sec
+    );
+    println!(
+        "  one durable redb commit per transaction: {:>8.0} /s\n",
+        report.durable_commits_per_sec
+    );
+    println!(
+        "transactions/s, in the ledger's process:  {:>9.0} /s   ×{:.2} of signature checks alone, ×{:.0} of a commit each",
+        report.service_tx_per_sec,
+        ratio(report.service_tx_per_sec, report.verify_per_sec),
+        ratio(report.service_tx_per_sec, report.durable_commits_per_sec)
+    );
+    println!(
+        "transactions/s, from another node (RPC):  {:>9.0} /s   ×{:.2} of signature checks alone",
+        report.rpc_tx_per_sec,
+        ratio(report.rpc_tx_per_sec, report.verify_per_sec)
+    );
+    println!(
+        "one payment, submitted to durable receipt: {:>8.2} ms   a read over the same link: {:.2} ms (×{:.1})",
+        report.payment_ms,
+        report.read_ms,
+        ratio(report.payment_ms, report.read_ms)
     );
     Ok(())
 }
