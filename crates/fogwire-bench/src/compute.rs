@@ -96,6 +96,7 @@ async fn start(options: &Options) -> Result<Network, BenchError> {
             worker: None,
             hub: Some(HubConfig::default()),
             docker: false,
+            charge: false,
         },
         "hub",
     )?)
@@ -111,6 +112,7 @@ async fn start(options: &Options) -> Result<Network, BenchError> {
                 }),
                 hub: None,
                 docker: false,
+                charge: false,
             },
             &format!("worker{index}"),
         )?)

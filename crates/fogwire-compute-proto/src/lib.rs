@@ -9,6 +9,7 @@
 //!   driver (`fogwire-compute`) does the calls, the store and redb.
 
 pub mod commit;
+pub mod pay;
 pub mod scheduler;
 pub mod spec;
 

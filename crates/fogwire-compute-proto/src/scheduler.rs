@@ -837,6 +837,12 @@ impl Scheduler {
         }
     }
 
+    /// Adds a line to a job's log (what the hub did after it ended:
+    /// its payment, say).
+    pub fn note(&mut self, job: JobId, line: String) {
+        self.log(job, line);
+    }
+
     fn log(&mut self, job: JobId, line: String) {
         let max = self.config.log_lines_max;
         if let Some(job) = self.jobs.get_mut(&job) {

@@ -91,11 +91,25 @@ pub async fn submit(
     hub: NodeId,
     spec: &JobSpec,
 ) -> Result<JobId, ClientError> {
-    let spec = to_value(spec).map_err(|e| ClientError::Malformed {
+    submit_paid(fabric, hub, spec, None).await
+}
+
+/// Submits a job paid for by `escrow` (held for `hub` in the ledger).
+pub async fn submit_paid(
+    fabric: &dyn Fabric,
+    hub: NodeId,
+    spec: &JobSpec,
+    escrow: Option<fogwire_compute_proto::Digest>,
+) -> Result<JobId, ClientError> {
+    let malformed = |e: fogwire_compute_proto::DecodeError| ClientError::Malformed {
         hub: hub.short(),
         message: e.to_string(),
-    })?;
-    let values = ask(fabric, hub, method::SUBMIT, vec![spec], SUBMIT_TIMEOUT).await?;
+    };
+    let mut args = vec![to_value(spec).map_err(malformed)?];
+    if let Some(escrow) = escrow {
+        args.push(to_value(&escrow).map_err(malformed)?);
+    }
+    let values = ask(fabric, hub, method::SUBMIT, args, SUBMIT_TIMEOUT).await?;
     first(hub, values)
 }
 

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
+use fogwire_compute_proto::pay::{Terms, settle};
 use fogwire_compute_proto::scheduler::{self, Job, JobState, ReplicaState, Reputation, TaskState};
 use fogwire_compute_proto::{
     Action, Commitment, Digest, JobId, JobSpec, Outcome, Replication, Reveal, Runtime, Scheduler,
@@ -34,12 +35,17 @@ use tokio_util::task::TaskTracker;
 use crate::resources::Resources;
 use crate::worker::INLINE_OUTPUT_MAX;
 use crate::{
-    Fabric, HUB_METHODS, WORKER, arg, decode, digest_of, encode, method, store_hash, unix_ms,
+    Fabric, HUB_METHODS, PayError, Payments, WORKER, arg, decode, digest_of, encode, method,
+    store_hash, unix_ms,
 };
 
 const JOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("jobs");
 const REPUTATION: TableDefinition<&[u8], &[u8]> = TableDefinition::new("reputation");
 const OUTPUTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("outputs");
+const PAYMENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("payments");
+/// How often settlements that failed (the ledger unreachable, say) are
+/// tried again.
+const SETTLE_RETRY: Duration = Duration::from_secs(5);
 /// Inline outputs kept between a reveal and the decision.
 const INLINE_CACHE_MAX: usize = 2048;
 /// How often changed jobs are written.
@@ -50,7 +56,7 @@ const MISSES_MAX: u32 = 3;
 const SHORT_CALL: Duration = Duration::from_secs(5);
 
 /// How a hub works.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HubConfig {
     pub db_path: Option<PathBuf>,
     pub scheduler: scheduler::Config,
@@ -58,6 +64,20 @@ pub struct HubConfig {
     pub discover_every: Duration,
     /// How long a job's program and inputs may take to arrive.
     pub fetch_timeout: Duration,
+    /// The ledger, if jobs are paid for; then buyers must hold an escrow
+    /// for this hub when `terms` charge.
+    pub payments: Option<Arc<dyn Payments>>,
+    pub terms: Terms,
+}
+
+impl std::fmt::Debug for HubConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubConfig")
+            .field("db_path", &self.db_path)
+            .field("paid", &self.payments.is_some())
+            .field("terms", &self.terms)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for HubConfig {
@@ -67,8 +87,24 @@ impl Default for HubConfig {
             scheduler: scheduler::Config::default(),
             discover_every: Duration::from_secs(1),
             fetch_timeout: Duration::from_secs(120),
+            payments: None,
+            terms: Terms::default(),
         }
     }
+}
+
+/// How a job is paid for: its escrow, and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRecord {
+    pub escrow: Digest,
+    /// What the escrow held when the job was taken.
+    pub held: u64,
+    /// Once settled: what was paid (or refunded), in words.
+    pub settled: Option<String>,
+    /// Units paid to workers and to the hub, and returned to the buyer.
+    pub paid_workers: u64,
+    pub fee: u64,
+    pub refunded: u64,
 }
 
 /// Why the hub could not start.
@@ -101,6 +137,8 @@ pub struct JobStatus {
     pub silences: u32,
     /// Fuel of the accepted outcomes.
     pub fuel_used: u64,
+    /// How the job is paid for, if it is.
+    pub payment: Option<PaymentRecord>,
 }
 
 /// A job's outcomes as `result` reports them.
@@ -123,7 +161,7 @@ pub struct WorkerStatus {
     pub resources: Option<Resources>,
 }
 
-fn status_of(job: &Job, output: Option<Digest>) -> JobStatus {
+fn status_of(job: &Job, output: Option<Digest>, payment: Option<PaymentRecord>) -> JobStatus {
     let (done, _) = job.progress();
     let mut replicas_run = 0;
     let mut dissents = 0;
@@ -158,6 +196,7 @@ fn status_of(job: &Job, output: Option<Digest>) -> JobStatus {
         dissents,
         silences,
         fuel_used,
+        payment,
     }
 }
 
@@ -172,6 +211,10 @@ struct Inner {
     scheduler: Mutex<Scheduler>,
     workers: Mutex<HashMap<NodeId, KnownWorker>>,
     outputs: Mutex<HashMap<JobId, Digest>>,
+    /// How paid jobs are paid for.
+    payments: Mutex<HashMap<JobId, PaymentRecord>>,
+    /// Jobs whose settlement is under way, so that it runs once at a time.
+    settling: Mutex<std::collections::HashSet<JobId>>,
     /// Inline outputs revealed, by task and digest, until the task's
     /// outcome is decided.
     inline: Mutex<std::collections::BTreeMap<(JobId, u32, Digest), Bytes>>,
@@ -202,11 +245,16 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-type Loaded = (Vec<Job>, Vec<(Digest, Reputation)>, Vec<(JobId, Digest)>);
+type Loaded = (
+    Vec<Job>,
+    Vec<(Digest, Reputation)>,
+    Vec<(JobId, Digest)>,
+    Vec<(JobId, PaymentRecord)>,
+);
 
 fn load(db: &redb::Database) -> Result<Loaded, String> {
     let write = db.begin_write().map_err(|e| e.to_string())?;
-    for table in [JOBS, REPUTATION, OUTPUTS] {
+    for table in [JOBS, REPUTATION, OUTPUTS, PAYMENTS] {
         write.open_table(table).map_err(|e| e.to_string())?;
     }
     write.commit().map_err(|e| e.to_string())?;
@@ -244,30 +292,43 @@ fn load(db: &redb::Database) -> Result<Loaded, String> {
             outputs.push((JobId(Digest(key)), Digest(value)));
         }
     }
-    Ok((jobs, reputation, outputs))
+    let mut payments = Vec::new();
+    for (key, value) in rows(PAYMENTS)? {
+        match (<[u8; 32]>::try_from(key.as_slice()), decode(&value)) {
+            (Ok(key), Ok(record)) => payments.push((JobId(Digest(key)), record)),
+            _ => tracing::warn!("unreadable payment record skipped"),
+        }
+    }
+    Ok((jobs, reputation, outputs, payments))
 }
 
 impl Hub {
     /// Starts a hub, resuming the jobs a previous run left.
     pub fn start(fabric: Arc<dyn Fabric>, config: HubConfig) -> Result<Hub, HubError> {
         let now = unix_ms();
-        let (scheduler, outputs, db) = match &config.db_path {
+        let (scheduler, outputs, payments, db) = match &config.db_path {
             Some(path) => {
                 let db_error = |message: String| HubError::Db {
                     path: path.clone(),
                     message,
                 };
                 let db = redb::Database::create(path).map_err(|e| db_error(e.to_string()))?;
-                let (jobs, reputation, outputs) = load(&db).map_err(db_error)?;
+                let (jobs, reputation, outputs, payments) = load(&db).map_err(db_error)?;
                 let resumed = jobs.iter().filter(|job| !job.state.is_ended()).count();
                 if resumed > 0 {
                     tracing::info!(resumed, "hub resuming jobs left running");
                 }
                 let scheduler = Scheduler::restore(config.scheduler.clone(), jobs, reputation, now);
-                (scheduler, outputs.into_iter().collect(), Some(Arc::new(db)))
+                (
+                    scheduler,
+                    outputs.into_iter().collect(),
+                    payments.into_iter().collect(),
+                    Some(Arc::new(db)),
+                )
             }
             None => (
                 Scheduler::new(config.scheduler.clone()),
+                HashMap::new(),
                 HashMap::new(),
                 None,
             ),
@@ -278,6 +339,8 @@ impl Hub {
             scheduler: Mutex::new(scheduler),
             workers: Mutex::default(),
             outputs: Mutex::new(outputs),
+            payments: Mutex::new(payments),
+            settling: Mutex::default(),
             inline: Mutex::default(),
             db,
             wake: Notify::new(),
@@ -298,6 +361,13 @@ impl Hub {
                 .tasks
                 .spawn(flush_loop(Arc::downgrade(&inner), inner.shutdown.clone()));
         }
+        if inner.config.payments.is_some() {
+            // Settles what a previous run left unsettled, then retries
+            // settlements that failed.
+            inner
+                .tasks
+                .spawn(settle_loop(Arc::downgrade(&inner), inner.shutdown.clone()));
+        }
         Ok(Hub { inner })
     }
 
@@ -309,11 +379,120 @@ impl Hub {
         flush(&self.inner).await;
     }
 
-    /// Takes a job from `buyer`: fetches its program and inputs, then
-    /// schedules it.
-    pub async fn submit(&self, spec: JobSpec, buyer: NodeId) -> Result<JobId, (u64, String)> {
+    /// Takes a job from `buyer`, paid for by `escrow` if given: checks the
+    /// escrow, fetches the program and inputs, then schedules it. A job
+    /// refused after its escrow was checked gets the escrow refunded.
+    pub async fn submit(
+        &self,
+        spec: JobSpec,
+        buyer: NodeId,
+        escrow: Option<Digest>,
+    ) -> Result<JobId, (u64, String)> {
         spec.validate()
             .map_err(|e| (code::BAD_ARGS, e.to_string()))?;
+        let payment = match self.check_escrow(&spec, buyer, escrow).await {
+            Ok(payment) => payment,
+            Err(refusal) => {
+                // An escrow held for this hub but refused (too little, say)
+                // goes back at once rather than at its expiry; one paying
+                // for another job stays.
+                let in_use = escrow.is_some_and(|escrow| {
+                    lock(&self.inner.payments)
+                        .values()
+                        .any(|record| record.escrow == escrow)
+                });
+                if let (Some(payments), Some(escrow), false) =
+                    (&self.inner.config.payments, escrow, in_use)
+                    && let Ok(Some(held)) = payments.escrow(escrow.0).await
+                    && held.owner == *buyer.as_bytes()
+                {
+                    let _ = payments.refund(escrow.0).await;
+                }
+                return Err(refusal);
+            }
+        };
+        let result = self.take(spec, buyer, payment.clone()).await;
+        if result.is_err()
+            && let (Some(payments), Some(record)) = (&self.inner.config.payments, payment)
+        {
+            // Taken, the job would have paid from it; refused, it goes back.
+            if let Err(error) = payments.refund(record.escrow.0).await {
+                tracing::warn!(%error, "cannot refund the escrow of a refused job");
+            }
+        }
+        result
+    }
+
+    /// The escrow `buyer` pays with: refused unless the ledger holds it
+    /// for this hub, from this buyer, unused, with at least the job's
+    /// minimum price.
+    async fn check_escrow(
+        &self,
+        spec: &JobSpec,
+        buyer: NodeId,
+        escrow: Option<Digest>,
+    ) -> Result<Option<PaymentRecord>, (u64, String)> {
+        let inner = &self.inner;
+        let terms = inner.config.terms;
+        let Some(payments) = &inner.config.payments else {
+            return Ok(None);
+        };
+        let Some(escrow) = escrow else {
+            if terms.charges() {
+                return Err((
+                    code::BAD_ARGS,
+                    format!(
+                        "this hub charges {} units per task run and {} per 10⁹ fuel, plus {} %: submit with a maximum price (--max-price)",
+                        terms.price_per_task, terms.price_per_gfuel, terms.fee_percent
+                    ),
+                ));
+            }
+            return Ok(None);
+        };
+        if lock(&inner.payments)
+            .values()
+            .any(|record| record.escrow == escrow)
+        {
+            return Err((code::BAD_ARGS, "that escrow pays for another job".into()));
+        }
+        let held = payments
+            .escrow(escrow.0)
+            .await
+            .map_err(|e| (code::FAILED, format!("the ledger: {e}")))?
+            .ok_or_else(|| (code::BAD_ARGS, "the ledger has no such escrow".to_owned()))?;
+        if held.arbiter != *inner.fabric.node_id().as_bytes() || held.owner != *buyer.as_bytes() {
+            return Err((
+                code::BAD_ARGS,
+                "that escrow is not the buyer's, held for this hub".into(),
+            ));
+        }
+        // Adaptive replication may run a task once: the floor of any job.
+        let minimum = terms.minimum(spec.split, 1);
+        if held.amount < minimum {
+            return Err((
+                code::BAD_ARGS,
+                format!(
+                    "the escrow holds {} units; this job costs at least {minimum} here",
+                    held.amount
+                ),
+            ));
+        }
+        Ok(Some(PaymentRecord {
+            escrow,
+            held: held.amount,
+            settled: None,
+            paid_workers: 0,
+            fee: 0,
+            refunded: 0,
+        }))
+    }
+
+    async fn take(
+        &self,
+        spec: JobSpec,
+        buyer: NodeId,
+        payment: Option<PaymentRecord>,
+    ) -> Result<JobId, (u64, String)> {
         let inner = &self.inner;
         let encoded = encode(&spec).map_err(|e| (code::FAILED, e))?;
         let sequence = inner.sequence.fetch_add(1, Ordering::Relaxed);
@@ -355,9 +534,17 @@ impl Hub {
         if lock(&inner.scheduler).workers().is_empty() {
             discover(inner).await;
         }
-        lock(&inner.scheduler)
-            .submit(id, spec, buyer, unix_ms())
-            .map_err(|e| (code::BAD_ARGS, e.to_string()))?;
+        if let Some(record) = payment {
+            lock(&inner.payments).insert(id, record.clone());
+            save_payment(inner, id, &record)
+                .await
+                .map_err(|e| (code::FAILED, e))?;
+        }
+        let submitted = lock(&inner.scheduler).submit(id, spec, buyer, unix_ms());
+        if let Err(error) = submitted {
+            lock(&inner.payments).remove(&id);
+            return Err((code::BAD_ARGS, error.to_string()));
+        }
         // The job is on disk before the buyer hears of it.
         flush(inner).await;
         inner.wake.notify_one();
@@ -381,14 +568,20 @@ impl Hub {
         let output = lock(&self.inner.outputs).get(id).copied();
         lock(&self.inner.scheduler)
             .job(id)
-            .map(|job| status_of(job, output))
+            .map(|job| status_of(job, output, lock(&self.inner.payments).get(id).cloned()))
     }
 
     pub fn jobs(&self) -> Vec<JobStatus> {
         let outputs = lock(&self.inner.outputs).clone();
         lock(&self.inner.scheduler)
             .jobs()
-            .map(|job| status_of(job, outputs.get(&job.id).copied()))
+            .map(|job| {
+                status_of(
+                    job,
+                    outputs.get(&job.id).copied(),
+                    lock(&self.inner.payments).get(&job.id).cloned(),
+                )
+            })
             .collect()
     }
 
@@ -738,6 +931,7 @@ fn carry_out(inner: &Arc<Inner>, action: Action) {
                 if let Err(error) = finish(&inner, &job).await {
                     tracing::error!(%job, %error, "cannot keep the job's outputs");
                 }
+                settle_job(&inner, job).await;
                 inner.ended.send_modify(|n| *n += 1);
             });
         }
@@ -933,6 +1127,151 @@ async fn finish(inner: &Arc<Inner>, id: &JobId) -> Result<(), String> {
     Ok(())
 }
 
+/// Writes a job's payment record.
+async fn save_payment(inner: &Arc<Inner>, id: JobId, record: &PaymentRecord) -> Result<(), String> {
+    let Some(db) = inner.db.clone() else {
+        return Ok(());
+    };
+    let bytes = encode(record)?;
+    tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let write = db.begin_write().map_err(|e| e.to_string())?;
+        write
+            .open_table(PAYMENTS)
+            .map_err(|e| e.to_string())?
+            .insert(id.0.as_bytes().as_slice(), bytes.as_slice())
+            .map_err(|e| e.to_string())?;
+        write.commit().map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// Pays for an ended job from its escrow: the workers in each accepted
+/// majority and the hub's fee (what is left returns to the buyer), or a
+/// refund if it did not finish; dissenters lose the terms' slash of their
+/// deposit. Recorded once done; a failure is retried later, and a
+/// release the ledger already has (a restart in between) counts as done.
+async fn settle_job(inner: &Arc<Inner>, id: JobId) {
+    let Some(payments) = inner.config.payments.clone() else {
+        return;
+    };
+    let Some(record) = lock(&inner.payments).get(&id).cloned() else {
+        return;
+    };
+    if record.settled.is_some() || !lock(&inner.settling).insert(id) {
+        return;
+    }
+    let settlement = {
+        let scheduler = lock(&inner.scheduler);
+        scheduler
+            .job(&id)
+            .filter(|job| job.state.is_ended())
+            .map(|job| {
+                settle(
+                    job,
+                    record.held,
+                    &inner.config.terms,
+                    *inner.fabric.node_id().as_bytes(),
+                )
+            })
+    };
+    let Some(settlement) = settlement else {
+        lock(&inner.settling).remove(&id);
+        return;
+    };
+    let paid = if settlement.payouts.is_empty() {
+        payments.refund(record.escrow.0).await
+    } else {
+        payments
+            .release(record.escrow.0, settlement.payouts.clone())
+            .await
+    };
+    let text = match paid {
+        Ok(()) | Err(PayError::Closed) if settlement.payouts.is_empty() => format!(
+            "payment: the escrow's {} units returned to the buyer",
+            settlement.refund
+        ),
+        Ok(()) | Err(PayError::Closed) => format!(
+            "payment: {} units to {} worker(s), {} to the hub, {} back to the buyer{}",
+            settlement.workers_total,
+            settlement.payouts.len() - usize::from(settlement.fee > 0),
+            settlement.fee,
+            settlement.refund,
+            if settlement.scaled {
+                " (scaled down to the escrow)"
+            } else {
+                ""
+            }
+        ),
+        Err(PayError::Other(error)) => {
+            tracing::warn!(job = %id, %error, "cannot settle the job's payment yet; will try again");
+            lock(&inner.settling).remove(&id);
+            return;
+        }
+    };
+    let mut lines = vec![text.clone()];
+    for worker in &settlement.slash {
+        let name = NodeId::from_bytes(worker)
+            .map(|w| w.short())
+            .unwrap_or_default();
+        match payments.slash(*worker, inner.config.terms.slash).await {
+            Ok(()) => lines.push(format!(
+                "payment: {name} caught dissenting: up to {} units of its deposit slashed",
+                inner.config.terms.slash
+            )),
+            Err(error) => lines.push(format!(
+                "payment: {name} caught dissenting, but nothing slashed: {error}"
+            )),
+        }
+    }
+    let record = PaymentRecord {
+        settled: Some(text),
+        paid_workers: settlement.workers_total,
+        fee: settlement.fee,
+        refunded: settlement.refund,
+        ..record
+    };
+    lock(&inner.payments).insert(id, record.clone());
+    if let Err(error) = save_payment(inner, id, &record).await {
+        tracing::error!(job = %id, %error, "cannot record the job's payment");
+    }
+    {
+        let mut scheduler = lock(&inner.scheduler);
+        for line in lines {
+            tracing::info!(job = %id, "{line}");
+            scheduler.note(id, line);
+        }
+    }
+    lock(&inner.settling).remove(&id);
+}
+
+/// Settles ended jobs left unsettled (by a restart, or a ledger that was
+/// not reachable), now and then.
+async fn settle_loop(weak: Weak<Inner>, shutdown: CancellationToken) {
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        let unsettled: Vec<JobId> = {
+            let scheduler = lock(&inner.scheduler);
+            lock(&inner.payments)
+                .iter()
+                .filter(|(id, record)| {
+                    record.settled.is_none()
+                        && scheduler.job(id).is_some_and(|job| job.state.is_ended())
+                })
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        for id in unsettled {
+            settle_job(&inner, id).await;
+        }
+        drop(inner);
+        tokio::select! {
+            () = tokio::time::sleep(SETTLE_RETRY) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
 impl Service for Hub {
     fn methods(&self) -> &[&'static str] {
         HUB_METHODS
@@ -983,7 +1322,14 @@ impl Hub {
         match method {
             method::SUBMIT => {
                 let spec: JobSpec = arg(&args, 0, "the job").map_err(|e| (code::BAD_ARGS, e))?;
-                let id = self.submit(spec, caller).await?;
+                let escrow: Option<Digest> = match args.get(1) {
+                    None | Some(Value::Nil) => None,
+                    Some(_) => Some(
+                        arg(&args, 1, "the escrow paying for it")
+                            .map_err(|e| (code::BAD_ARGS, e))?,
+                    ),
+                };
+                let id = self.submit(spec, caller, escrow).await?;
                 encode(to_value(&id))
             }
             method::STATUS => {

@@ -80,6 +80,37 @@ pub trait Fabric: Send + Sync + 'static {
     fn locate(&self, service: &'static str) -> BoxFuture<Vec<NodeId>>;
 }
 
+/// An escrow as the ledger holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EscrowView {
+    pub owner: [u8; 32],
+    pub arbiter: [u8; 32],
+    pub amount: u64,
+}
+
+/// Why a payment did not go through.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayError {
+    /// The escrow is gone: it was paid out or refunded already.
+    #[error("the escrow is closed (settled already)")]
+    Closed,
+    #[error("{0}")]
+    Other(String),
+}
+
+/// How a hub reaches the ledger: reads escrows, pays them out, refunds
+/// them, slashes deposits — each signed with the hub's key.
+pub trait Payments: Send + Sync + 'static {
+    fn escrow(&self, id: [u8; 32]) -> BoxFuture<Result<Option<EscrowView>, String>>;
+    fn release(
+        &self,
+        id: [u8; 32],
+        payouts: Vec<([u8; 32], u64)>,
+    ) -> BoxFuture<Result<(), PayError>>;
+    fn refund(&self, id: [u8; 32]) -> BoxFuture<Result<(), PayError>>;
+    fn slash(&self, worker: [u8; 32], amount: u64) -> BoxFuture<Result<(), String>>;
+}
+
 /// Gets every blob of `digests` this node lacks into its store, from
 /// `holders` (or any neighbour that has them), each within `timeout`.
 pub(crate) async fn fetch_missing(

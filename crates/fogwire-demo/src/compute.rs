@@ -37,6 +37,7 @@ pub fn roles(index: usize, count: usize) -> ComputeOptions {
             worker: None,
             hub: Some(HubConfig::default()),
             docker: false,
+            charge: false,
         };
     }
     ComputeOptions {
@@ -47,6 +48,7 @@ pub fn roles(index: usize, count: usize) -> ComputeOptions {
         }),
         hub: None,
         docker: false,
+        charge: false,
     }
 }
 

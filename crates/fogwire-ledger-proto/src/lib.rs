@@ -37,7 +37,7 @@ pub type Amount = u64;
 
 /// Longest reason a mint may give; most payouts one release may make.
 pub const REASON_LEN_MAX: usize = 256;
-pub const PAYOUTS_MAX: usize = 64;
+pub const PAYOUTS_MAX: usize = 256;
 
 /// Why a transaction was refused. A refused transaction changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -499,6 +499,11 @@ pub enum RpcLine {
 /// `POST /v1/jobs`: a job to submit through a hub.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobSubmitRequest {
+    /// The most the buyer pays (units): held in escrow for the hub when
+    /// the job is submitted, paid out when its result is accepted, the
+    /// rest (or all, if it fails) returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_price: Option<u64>,
     /// The program: an absolute path (a `.wasm` or `.wat` module, or an
     /// image `.tar`), or the hash of a blob in this node's store.
     pub program: String,
@@ -548,6 +553,9 @@ fn default_split() -> u32 {
 pub struct JobSubmitted {
     /// The job's id (64 hex digits; any unique start of it will do).
     pub job: String,
+    /// The escrow paying for it, if it is paid for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escrow: Option<String>,
     pub hub: String,
     pub program: String,
     pub inputs: Vec<String>,
@@ -578,6 +586,12 @@ pub struct JobInfo {
     pub silences: u32,
     pub fuel_used: u64,
     pub log_lines: u64,
+    /// Paid jobs: what the buyer's escrow held (units).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escrow_held: Option<u64>,
+    /// Paid jobs, once settled: what was paid and refunded, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment: Option<String>,
 }
 
 /// One task's accepted outcome.

@@ -24,6 +24,9 @@ pub struct ComputeOptions {
     pub hub: Option<HubConfig>,
     /// Offer container tasks (needs a reachable Docker daemon).
     pub docker: bool,
+    /// The hub charges for jobs, by its `HubConfig::terms`: buyers must
+    /// hold an escrow for it in the ledger.
+    pub charge: bool,
 }
 
 /// The node as compute sees it.
@@ -202,6 +205,14 @@ pub(crate) async fn start(
         let mut config = config.clone();
         if config.db_path.is_none() {
             config.db_path = dir.map(|dir| dir.join("hub.redb"));
+        }
+        if options.charge
+            && let Some(parts) = node.inner.ledger.get()
+        {
+            config.payments = Some(Arc::new(crate::ledger::NodePayments {
+                wallet: parts.wallet.clone(),
+                client: parts.client.clone(),
+            }));
         }
         let hub = Hub::start(node.fabric(), config)
             .map_err(|e| crate::NodeError::Compute(e.to_string()))?;

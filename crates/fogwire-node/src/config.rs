@@ -117,6 +117,14 @@ pub struct ComputeSection {
     /// For demonstrations only: this worker reports wrong results, so
     /// that hubs can be seen catching it.
     pub cheat: bool,
+    /// The hub charges for jobs (buyers pay into escrow through the
+    /// ledger), at these prices.
+    pub charge: bool,
+    pub price_per_task: Coins,
+    pub price_per_gfuel: Coins,
+    pub fee_percent: u8,
+    /// What a worker caught dissenting loses of its deposit here.
+    pub slash: Coins,
 }
 
 impl Default for ComputeSection {
@@ -128,9 +136,16 @@ impl Default for ComputeSection {
             docker: true,
             allow_network: false,
             cheat: false,
+            charge: false,
+            price_per_task: Coins(Terms::default().price_per_task),
+            price_per_gfuel: Coins(Terms::default().price_per_gfuel),
+            fee_percent: Terms::default().fee_percent,
+            slash: Coins(Terms::default().slash),
         }
     }
 }
+
+use fogwire_compute_proto::pay::Terms;
 
 impl ComputeSection {
     /// The node options these settings give.
@@ -148,8 +163,17 @@ impl ComputeSection {
         });
         crate::ComputeOptions {
             worker,
-            hub: self.hub.then(fogwire_compute::hub::HubConfig::default),
+            hub: self.hub.then(|| fogwire_compute::hub::HubConfig {
+                terms: Terms {
+                    price_per_task: self.price_per_task.0,
+                    price_per_gfuel: self.price_per_gfuel.0,
+                    fee_percent: self.fee_percent.min(100),
+                    slash: self.slash.0,
+                },
+                ..Default::default()
+            }),
             docker: self.docker,
+            charge: self.charge,
         }
     }
 }
@@ -734,6 +758,16 @@ listen = "{link_listen}"
 # docker = true
 # Let a container task use the network when its job asks for it.
 # allow_network = false
+# A hub that charges: buyers hold their maximum price in escrow with the
+# ledger; when a job's result is accepted, each worker in the agreeing
+# majority earns the price of a task plus its fuel, the hub its fee on
+# top, and the rest goes back. A worker caught dissenting loses `slash`
+# of the deposit it bonded with this hub.
+# charge = false
+# price_per_task = "0.001"
+# price_per_gfuel = "0.01"
+# fee_percent = 10
+# slash = "1"
 
 [ledger]
 # Run the ledger on this node (one node of a network does): it keeps the

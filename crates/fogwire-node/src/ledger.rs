@@ -146,3 +146,77 @@ impl Node {
         self.inner.ledger.get().map(|parts| parts.wallet.clone())
     }
 }
+
+/// A hub's payments, signed with this node's key.
+pub(crate) struct NodePayments {
+    pub(crate) wallet: Arc<Wallet>,
+    pub(crate) client: LedgerClient,
+}
+
+fn pay_error(error: fogwire_ledger::client::ClientError) -> fogwire_compute::PayError {
+    match &error {
+        fogwire_ledger::client::ClientError::Refused(why) if why.contains("does not exist") => {
+            fogwire_compute::PayError::Closed
+        }
+        _ => fogwire_compute::PayError::Other(error.to_string()),
+    }
+}
+
+impl fogwire_compute::Payments for NodePayments {
+    fn escrow(
+        &self,
+        id: [u8; 32],
+    ) -> BoxFuture<Result<Option<fogwire_compute::EscrowView>, String>> {
+        let client = self.client.clone();
+        Box::pin(async move {
+            let escrow = client
+                .escrow(&fogwire_ledger::proto::Id(id))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(escrow.map(|e| fogwire_compute::EscrowView {
+                owner: e.owner.0,
+                arbiter: e.arbiter.0,
+                amount: e.amount,
+            }))
+        })
+    }
+
+    fn release(
+        &self,
+        id: [u8; 32],
+        payouts: Vec<([u8; 32], u64)>,
+    ) -> BoxFuture<Result<(), fogwire_compute::PayError>> {
+        let wallet = self.wallet.clone();
+        Box::pin(async move {
+            let op = fogwire_ledger::proto::Op::Release {
+                id: fogwire_ledger::proto::Id(id),
+                payouts: payouts
+                    .into_iter()
+                    .map(|(to, amount)| (fogwire_ledger::proto::Id(to), amount))
+                    .collect(),
+            };
+            wallet.send(op).await.map(|_| ()).map_err(pay_error)
+        })
+    }
+
+    fn refund(&self, id: [u8; 32]) -> BoxFuture<Result<(), fogwire_compute::PayError>> {
+        let wallet = self.wallet.clone();
+        Box::pin(async move {
+            let op = fogwire_ledger::proto::Op::Refund {
+                id: fogwire_ledger::proto::Id(id),
+            };
+            wallet.send(op).await.map(|_| ()).map_err(pay_error)
+        })
+    }
+
+    fn slash(&self, worker: [u8; 32], amount: u64) -> BoxFuture<Result<(), String>> {
+        let wallet = self.wallet.clone();
+        Box::pin(async move {
+            let op = fogwire_ledger::proto::Op::DepositSlash {
+                worker: fogwire_ledger::proto::Id(worker),
+                amount,
+            };
+            wallet.send(op).await.map(|_| ()).map_err(|e| e.to_string())
+        })
+    }
+}

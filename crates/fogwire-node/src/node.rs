@@ -448,6 +448,16 @@ impl Node {
         node.inner.tasks.spawn(node.clone().serve_rpc_over_routes());
         node.inner.rpc.set_local(node.node_id());
         crate::locator::serve(&node);
+        // The ledger first: a paid hub settles through it.
+        match crate::ledger::start(&node, &options.ledger, &ledger_path) {
+            Ok(parts) => {
+                let _ = node.inner.ledger.set(parts);
+            }
+            Err(error) => {
+                node.shutdown().await;
+                return Err(error);
+            }
+        }
         let roles =
             crate::compute::start(&node, &options.compute, options.compute_dir.as_deref()).await;
         let roles = match roles {
@@ -458,15 +468,6 @@ impl Node {
             }
         };
         let _ = node.inner.compute.set(roles);
-        match crate::ledger::start(&node, &options.ledger, &ledger_path) {
-            Ok(parts) => {
-                let _ = node.inner.ledger.set(parts);
-            }
-            Err(error) => {
-                node.shutdown().await;
-                return Err(error);
-            }
-        }
         node.inner
             .replication
             .set_route_opener(Arc::new(StoreRouteOpener(Arc::downgrade(&node.inner))));

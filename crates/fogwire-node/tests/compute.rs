@@ -32,6 +32,7 @@ fn worker(cheat: bool) -> ComputeOptions {
         }),
         hub: None,
         docker: false,
+        charge: false,
     }
 }
 
@@ -40,6 +41,7 @@ fn hub() -> ComputeOptions {
         worker: None,
         hub: Some(HubConfig::default()),
         docker: false,
+        charge: false,
     }
 }
 

@@ -28,6 +28,7 @@ fn hub_options(keypair: Arc<Keypair>, dir: &std::path::Path) -> NodeOptions {
         worker: None,
         hub: Some(HubConfig::default()),
         docker: false,
+        charge: false,
     };
     options.compute_dir = Some(dir.join("compute"));
     options.store_dir = Some(dir.join("store"));
@@ -43,6 +44,7 @@ async fn worker() -> Node {
         }),
         hub: None,
         docker: false,
+        charge: false,
     };
     Node::start(options).await.unwrap()
 }
@@ -342,6 +344,7 @@ async fn a_restarted_worker_reports_what_it_was_doing() {
             worker: Some(WorkerConfig::default()),
             hub: None,
             docker: false,
+            charge: false,
         };
         options.compute_dir = Some(worker_dir.join("compute"));
         options.store_dir = Some(worker_dir.join("store"));

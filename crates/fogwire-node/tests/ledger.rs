@@ -139,3 +139,272 @@ async fn nodes_pay_through_a_ledger_two_hops_away_and_a_restart_keeps_every_coin
     assert_eq!(buyer_view.account.balance, 44 * COIN);
     assert_eq!(buyer_view.account.sequence, 2);
 }
+
+mod paid_jobs {
+    use super::*;
+    use fogwire_compute::hub::HubConfig;
+    use fogwire_compute::worker::WorkerConfig;
+    use fogwire_compute::{client, guests};
+    use fogwire_compute_proto::pay::Terms;
+    use fogwire_compute_proto::scheduler::JobState;
+    use fogwire_compute_proto::{Digest, JobSpec, Replication};
+    use fogwire_node::ComputeOptions;
+
+    async fn start(
+        key: Arc<Keypair>,
+        compute: ComputeOptions,
+        ledger: LedgerOptions,
+        path: Option<&std::path::Path>,
+    ) -> Node {
+        let mut options = NodeOptions::local(key);
+        options.compute = compute;
+        options.ledger = ledger;
+        options.ledger_path = path.map(|p| p.to_owned());
+        Node::start(options).await.unwrap()
+    }
+
+    fn key() -> Arc<Keypair> {
+        Arc::new(Keypair::generate().unwrap())
+    }
+
+    fn kid(key: &Keypair) -> Id {
+        Id(*key.node_id().as_bytes())
+    }
+
+    const TERMS: Terms = Terms {
+        price_per_task: 10_000,
+        price_per_gfuel: 0,
+        fee_percent: 10,
+        slash: COIN / 2,
+    };
+
+    /// A buyer pays for a job through a charging hub: the escrow is held
+    /// at submission; the ledger node is down when the job ends, so the
+    /// hub settles once it is back; the agreeing workers are paid, the hub
+    /// takes its fee, the cheat loses half its deposit to the DAO, the
+    /// rest returns to the buyer, and every coin is accounted for.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_paid_job_pays_the_agreeing_workers_and_slashes_the_cheat() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.redb");
+        let (ledger_key, hub_key, buyer_key, poor_key) = (key(), key(), key(), key());
+        let worker_keys: Vec<Arc<Keypair>> = (0..4).map(|_| key()).collect();
+        let mut accounts = vec![
+            (kid(&hub_key), 10 * COIN),
+            (kid(&buyer_key), 5 * COIN),
+            (kid(&poor_key), COIN / 100),
+        ];
+        accounts.extend(worker_keys.iter().map(|k| (kid(k), COIN)));
+        let dao = kid(&ledger_key);
+        let genesis = Genesis {
+            rules: Rules::new(dao, dao),
+            accounts,
+        };
+        let serve = LedgerOptions {
+            serve: Some(genesis),
+            node: None,
+        };
+        let ledger = start(
+            ledger_key.clone(),
+            ComputeOptions::default(),
+            serve.clone(),
+            Some(&path),
+        )
+        .await;
+        let located = LedgerOptions {
+            serve: None,
+            node: Some(ledger.node_id()),
+        };
+        let hub = start(
+            hub_key.clone(),
+            ComputeOptions {
+                worker: None,
+                hub: Some(HubConfig {
+                    terms: TERMS,
+                    ..HubConfig::default()
+                }),
+                docker: false,
+                charge: true,
+            },
+            located.clone(),
+            None,
+        )
+        .await;
+        let mut workers = Vec::new();
+        for (n, key) in worker_keys.iter().enumerate() {
+            let worker = start(
+                key.clone(),
+                ComputeOptions {
+                    worker: Some(WorkerConfig {
+                        slots: 2,
+                        cheat: n == 3,
+                        ..WorkerConfig::default()
+                    }),
+                    hub: None,
+                    docker: false,
+                    charge: false,
+                },
+                located.clone(),
+                None,
+            )
+            .await;
+            hub.connect(worker.peer_addr()).await.unwrap();
+            workers.push(worker);
+        }
+        let buyer = start(
+            buyer_key.clone(),
+            ComputeOptions::default(),
+            located.clone(),
+            None,
+        )
+        .await;
+        let poor = start(poor_key, ComputeOptions::default(), located.clone(), None).await;
+        for node in [&hub, &buyer, &poor] {
+            node.connect(ledger.peer_addr()).await.unwrap();
+        }
+        buyer.connect(hub.peer_addr()).await.unwrap();
+        poor.connect(hub.peer_addr()).await.unwrap();
+        for worker in &workers {
+            worker.connect(ledger.peer_addr()).await.unwrap();
+        }
+        // The hub registers its wallet; every worker bonds 1 coin with it.
+        let hub_wallet = hub.wallet().unwrap();
+        hub_wallet
+            .send(Op::WalletFund { amount: 5 * COIN })
+            .await
+            .unwrap();
+        hub_wallet.send(Op::WalletRegister).await.unwrap();
+        for worker in &workers {
+            worker
+                .wallet()
+                .unwrap()
+                .send(Op::DepositPost {
+                    hub: kid(&hub_key),
+                    amount: COIN,
+                })
+                .await
+                .unwrap();
+        }
+        let service = hub.hub().unwrap();
+        let started = Instant::now();
+        while service.workers().len() < 4 {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "workers never found"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        let module = guests::compile(guests::HELLO).unwrap();
+        let mut specs = Vec::new();
+        for node in [&buyer, &poor] {
+            let program = node.store().import_bytes(&module, None).unwrap();
+            let mut spec = JobSpec::wasm(Digest(*program.as_bytes()));
+            spec.split = 4;
+            spec.replication = Replication::Fixed(4);
+            specs.push(spec);
+        }
+        // Unpaid, to a hub that charges: refused, saying how to pay.
+        let fabric = buyer.fabric();
+        let refused = client::submit(fabric.as_ref(), hub.node_id(), &specs[0])
+            .await
+            .unwrap_err();
+        assert!(refused.to_string().contains("--max-price"), "{refused}");
+        // A bid the buyer cannot pay: the ledger refuses the escrow.
+        let poor_hold = poor
+            .wallet()
+            .unwrap()
+            .send(Op::Hold {
+                id: Id([7; 32]),
+                amount: COIN,
+                arbiter: kid(&hub_key),
+                expires_ms: u64::MAX,
+            })
+            .await
+            .unwrap_err();
+        assert!(poor_hold.to_string().contains("available"), "{poor_hold}");
+
+        let escrow = Id([9; 32]);
+        buyer
+            .wallet()
+            .unwrap()
+            .send(Op::Hold {
+                id: escrow,
+                amount: COIN,
+                arbiter: kid(&hub_key),
+                expires_ms: u64::MAX,
+            })
+            .await
+            .unwrap();
+        let job = client::submit_paid(
+            fabric.as_ref(),
+            hub.node_id(),
+            &specs[0],
+            Some(Digest(escrow.0)),
+        )
+        .await
+        .unwrap();
+        // The same escrow cannot pay for a second job.
+        let again = client::submit_paid(
+            fabric.as_ref(),
+            hub.node_id(),
+            &specs[0],
+            Some(Digest(escrow.0)),
+        )
+        .await
+        .unwrap_err();
+        assert!(again.to_string().contains("another job"), "{again}");
+        // The ledger goes down before the job can be paid for.
+        ledger.shutdown().await;
+        drop(ledger);
+        let status = service.wait(&job, Duration::from_secs(120)).await.unwrap();
+        assert_eq!(status.state, JobState::Done);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(service.status(&job).unwrap().payment.unwrap().settled, None);
+        // Back, at the same place: the hub settles on its next try.
+        let ledger = start(ledger_key, ComputeOptions::default(), serve, Some(&path)).await;
+        hub.connect(ledger.peer_addr()).await.unwrap();
+        buyer.connect(ledger.peer_addr()).await.unwrap();
+        let started = Instant::now();
+        let payment = loop {
+            if let Some(payment) = service.status(&job).unwrap().payment
+                && payment.settled.is_some()
+            {
+                break payment;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "never settled");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        // 4 tasks × 3 honest workers × 10 000, plus 10 %.
+        assert_eq!((payment.paid_workers, payment.fee), (120_000, 12_000));
+        assert_eq!(payment.refunded, COIN - 132_000);
+        let client = buyer.ledger().unwrap();
+        let view = |key: &Keypair| {
+            let id = kid(key);
+            async move { client.account(&id).await.unwrap() }
+        };
+        assert_eq!(view(&buyer_key).await.account.balance, 5 * COIN - 132_000);
+        for (n, key) in worker_keys.iter().enumerate() {
+            let account = view(key).await;
+            if n == 3 {
+                // The cheat: unpaid, and half its deposit gone.
+                assert_eq!(account.account.balance, 0);
+                assert_eq!(account.deposits[0].2.amount, COIN / 2);
+            } else {
+                assert_eq!(account.account.balance, 40_000);
+            }
+        }
+        let hub_view = view(&hub_key).await;
+        let wallet = hub_view.wallet.unwrap();
+        assert_eq!(wallet.balance, 5 * COIN + 12_000);
+        // 30 % of the 120 000 paid to workers locks until payday.
+        assert_eq!(wallet.locked, 36_000);
+        assert_eq!(
+            client.account(&dao).await.unwrap().account.balance,
+            COIN / 2
+        );
+        let logs = service.logs(&job, 0).unwrap().0;
+        assert!(logs.iter().any(|l| l.contains("slashed")), "{logs:?}");
+        assert_eq!(client.info().await.unwrap().supply_error, None);
+    }
+}

@@ -78,6 +78,12 @@ pub struct SubmitArgs {
     /// The hub (its node id or the start of one); default: the first known.
     #[arg(long)]
     hub: Option<String>,
+    /// The most you pay for the job, in coins (like 0.5): held in escrow
+    /// with the ledger for the hub, paid out to the workers who agree and
+    /// the hub's fee when the result is accepted; the rest, or all of it
+    /// if the job fails, comes back. Needed by a hub that charges.
+    #[arg(long, value_name = "COINS")]
+    max_price: Option<String>,
     /// Print the job's id and return at once.
     #[arg(long)]
     detach: bool,
@@ -164,7 +170,14 @@ fn path_or_hash(text: &str) -> anyhow::Result<String> {
 async fn submit(home: &Path, args: SubmitArgs) -> anyhow::Result<()> {
     let client = client(home)?;
     let program = path_or_hash(&args.program.display().to_string())?;
+    let max_price = args
+        .max_price
+        .as_deref()
+        .map(fogwire_ledger::parse_coins)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let request = JobSubmitRequest {
+        max_price,
         program,
         runtime: args.runtime.clone(),
         inputs: args
@@ -225,7 +238,9 @@ async fn submit(home: &Path, args: SubmitArgs) -> anyhow::Result<()> {
             message.push_str(&format!(", {} worker(s) went silent", info.silences));
         }
         bar.set_message(message);
-        if info.state != "running" && (info.state != "done" || info.output.is_some()) {
+        // A paid job is over once its payment is settled too.
+        let settled = info.escrow_held.is_none() || info.payment.is_some();
+        if info.state != "running" && (info.state != "done" || info.output.is_some()) && settled {
             break info;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -253,6 +268,16 @@ async fn submit(home: &Path, args: SubmitArgs) -> anyhow::Result<()> {
 fn print_job(info: &JobInfo) {
     println!("job      {}", info.job);
     println!("hub      {}", info.hub);
+    if let Some(held) = info.escrow_held {
+        println!(
+            "escrow   {} coins{}",
+            fogwire_ledger::format_coins(held),
+            info.payment
+                .as_deref()
+                .map(|p| format!(" — {}", p.trim_start_matches("payment: ")))
+                .unwrap_or_else(|| " held, not yet settled".into())
+        );
+    }
     match &info.error {
         Some(error) => println!("state    {}: {error}", info.state),
         None => println!("state    {}", info.state),

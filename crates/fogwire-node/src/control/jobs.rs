@@ -132,6 +132,8 @@ pub(crate) fn job_info(hub: NodeId, status: &JobStatus) -> JobInfo {
         silences: status.silences,
         fuel_used: status.fuel_used,
         log_lines: status.log_lines,
+        escrow_held: status.payment.as_ref().map(|p| p.held),
+        payment: status.payment.as_ref().and_then(|p| p.settled.clone()),
     }
 }
 
@@ -247,13 +249,58 @@ pub(super) async fn submit(
         hub_named(node, request.hub.as_deref()).await?,
     )
     .await?;
-    let job = client::submit(fabric.as_ref(), hub, &spec).await?;
+    let escrow = match request.max_price {
+        Some(max_price) => Some(hold_escrow(node, hub, max_price, spec.deadline_ms).await?),
+        None => None,
+    };
+    let job = client::submit_paid(fabric.as_ref(), hub, &spec, escrow).await?;
     Ok(Json(JobSubmitted {
+        escrow: escrow.map(|e| e.to_hex()),
         job: job.0.to_hex(),
         hub: hub.to_string(),
         program: program.to_hex(),
         inputs: inputs.iter().map(Digest::to_hex).collect(),
     }))
+}
+
+/// Holds `max_price` of this node's coins in a new escrow for `hub`,
+/// returned to this node if the hub has not paid it out by the job's
+/// deadline (and ten minutes more).
+async fn hold_escrow(
+    node: &Node,
+    hub: NodeId,
+    max_price: u64,
+    deadline_ms: u64,
+) -> Result<Digest, Refusal> {
+    let wallet = node.wallet().ok_or_else(|| {
+        Refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the ledger is not started".into(),
+        )
+    })?;
+    let mut id = [0u8; 32];
+    getrandom::fill(&mut id)
+        .map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let expires_ms = fogwire_compute::unix_ms()
+        .saturating_add(deadline_ms)
+        .saturating_add(600_000);
+    let op = fogwire_ledger::proto::Op::Hold {
+        id: fogwire_ledger::proto::Id(id),
+        amount: max_price,
+        arbiter: fogwire_ledger::proto::Id(*hub.as_bytes()),
+        expires_ms,
+    };
+    wallet.send(op).await.map_err(|error| match error {
+        fogwire_ledger::client::ClientError::Refused(why) => Refusal(
+            StatusCode::PAYMENT_REQUIRED,
+            format!(
+                "cannot pay up to {} coins for the job: {why}",
+                fogwire_ledger::format_coins(max_price)
+            ),
+        ),
+        other => Refusal(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
+    })?;
+    Ok(Digest(id))
 }
 
 pub(super) async fn status(
