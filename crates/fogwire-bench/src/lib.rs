@@ -10,6 +10,7 @@
 pub mod compute;
 pub mod ledger;
 pub mod link;
+pub mod market;
 pub mod route;
 pub mod routing;
 pub mod rpc;

@@ -35,6 +35,22 @@ pub enum Command {
     /// check, the state machine and one durable commit each; a payment's
     /// time beside a read over the same link.
     Ledger(LedgerArgs),
+    /// The market's matching engine: orders per second through one order
+    /// book, beside the ordered map it keeps orders in.
+    Market(MarketArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MarketArgs {
+    /// Orders per round.
+    #[arg(long, default_value_t = 1_000_000)]
+    orders: usize,
+    /// Rounds; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -200,6 +216,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Rpc(args) => rpc(args).await,
         Command::Compute(args) => compute(args).await,
         Command::Ledger(args) => ledger(args).await,
+        Command::Market(args) => market(args).await,
         Command::Transfer(args) => transfer(args).await,
     }
 }
@@ -664,6 +681,42 @@ async fn compute(args: ComputeArgs) -> anyhow::Result<()> {
     );
     println!(
         "\nRPC calls per second on one link: `fogwire bench rpc`. All nodes share this machine's cores."
+    );
+    Ok(())
+}
+
+async fn market(args: MarketArgs) -> anyhow::Result<()> {
+    use fogwire_bench::market::{Options as MarketOptions, Step as MarketStep};
+    debug_warning("market");
+    let options = MarketOptions {
+        orders: args.orders.clamp(1, 100_000_000),
+        rounds: args.rounds.clamp(1, 100),
+    };
+    let measured = measure(
+        args.json,
+        move |progress| fogwire_bench::market::run(&options, progress).map_err(anyhow::Error::msg),
+        |step| match step {
+            MarketStep::Round { round } => format!("round {}: matching", round + 1),
+        },
+    )
+    .await?;
+    let Some(report) = measured else {
+        return Ok(());
+    };
+    println!(
+        "the matching engine: {} asks and bids of mixed requirements through one book, on one thread; medians of {} rounds",
+        report.orders, report.rounds
+    );
+    println!(
+        "baseline, same run: an insert and a removal in a BTreeMap per order: {:.0} orders/s\n",
+        report.btree_ops_per_sec
+    );
+    println!(
+        "orders matched per second: {:>12.0}   ×{:.2} of the baseline ({} fills, {} deals per round)",
+        report.orders_per_sec,
+        report.orders_per_sec / report.btree_ops_per_sec.max(f64::MIN_POSITIVE),
+        report.fills,
+        report.deals
     );
     Ok(())
 }
