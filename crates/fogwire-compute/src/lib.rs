@@ -19,6 +19,7 @@ pub mod client;
 pub mod docker;
 pub mod guests;
 pub mod hub;
+pub mod market;
 pub mod resources;
 pub mod runtime;
 pub mod worker;

@@ -55,9 +55,36 @@ impl Resources {
     }
 }
 
+/// A party's 32 bytes as MessagePack bin, not an array of numbers.
+pub mod party_bytes {
+    use serde::{Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(party: &[u8; 32], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(party)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<[u8; 32], D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = [u8; 32];
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("32 bytes")
+            }
+            fn visit_bytes<E: Error>(self, bytes: &[u8]) -> Result<[u8; 32], E> {
+                <[u8; 32]>::try_from(bytes).map_err(|_| E::invalid_length(bytes.len(), &self))
+            }
+            fn visit_byte_buf<E: Error>(self, bytes: Vec<u8>) -> Result<[u8; 32], E> {
+                self.visit_bytes(&bytes)
+            }
+        }
+        deserializer.deserialize_bytes(Visitor)
+    }
+}
+
 /// A worker's offer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ask {
+    #[serde(with = "party_bytes")]
     pub worker: Party,
     pub offer: Resources,
     /// Tasks it takes at once from this ask.
@@ -69,6 +96,7 @@ pub struct Ask {
 /// A buyer's order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bid {
+    #[serde(with = "party_bytes")]
     pub buyer: Party,
     pub need: Resources,
     /// The most paid per task and worker.
@@ -86,6 +114,7 @@ pub type OrderId = u64;
 pub struct Fill {
     pub bid: OrderId,
     pub ask: OrderId,
+    #[serde(with = "party_bytes")]
     pub worker: Party,
     pub price: Amount,
 }
@@ -94,6 +123,7 @@ pub struct Fill {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deal {
     pub bid: OrderId,
+    #[serde(with = "party_bytes")]
     pub buyer: Party,
     pub fills: Vec<Fill>,
     pub time_ms: u64,

@@ -826,3 +826,100 @@ pub struct LedgerReceipt {
     /// What it did, in words.
     pub text: String,
 }
+
+/// What an order offers or needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarketResources {
+    #[serde(default)]
+    pub cores: u32,
+    #[serde(default)]
+    pub memory_mib: u64,
+    #[serde(default)]
+    pub gpus: u32,
+    /// `wasm`, `docker`.
+    #[serde(default)]
+    pub runtimes: Vec<String>,
+}
+
+/// `POST /v1/market/ask`: this node offers work at a hub.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarketAskRequest {
+    /// The hub (id or start of one); default: the first known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub: Option<String>,
+    pub offer: MarketResources,
+    /// Tasks taken at once.
+    pub slots: u32,
+    /// Units per task.
+    pub price: u64,
+    pub ttl_secs: u64,
+}
+
+/// `POST /v1/market/bid`: this node asks for work at a hub.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarketBidRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub: Option<String>,
+    pub need: MarketResources,
+    /// The most paid per task and worker, in units.
+    pub max_price: u64,
+    pub replicas: u8,
+    pub ttl_secs: u64,
+}
+
+/// `POST /v1/market/cancel`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarketCancelRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub: Option<String>,
+    pub id: u64,
+}
+
+/// A resting order of a hub's book.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarketOrder {
+    pub hub: String,
+    pub id: u64,
+    /// `ask` or `bid`.
+    pub side: String,
+    /// The worker (asks) or buyer (bids).
+    pub party: String,
+    pub resources: MarketResources,
+    /// The ask's price, or the bid's maximum, per task (units).
+    pub price: u64,
+    /// Asks: slots offered; bids: replicas wanted.
+    pub size: u32,
+    /// Asks: slots left; bids: replicas filled so far.
+    pub filled_or_left: u32,
+    pub expires_ms: u64,
+}
+
+/// One worker's slot taken for a bid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarketFill {
+    pub bid: u64,
+    pub ask: u64,
+    pub worker: String,
+    pub price: u64,
+}
+
+/// A bid filled with all its replicas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarketDeal {
+    pub hub: String,
+    pub bid: u64,
+    pub buyer: String,
+    pub fills: Vec<MarketFill>,
+    /// Per task, all replicas (units).
+    pub price: u64,
+    pub time_ms: u64,
+}
+
+/// What posting an order did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarketPosted {
+    pub hub: String,
+    pub id: u64,
+    pub fills: Vec<MarketFill>,
+    pub deals: Vec<MarketDeal>,
+}

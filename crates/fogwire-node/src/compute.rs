@@ -147,12 +147,16 @@ impl Fabric for NodeFabric {
 pub(crate) struct Roles {
     pub(crate) worker: Option<Worker>,
     pub(crate) hub: Option<Hub>,
+    pub(crate) market: Option<fogwire_compute::market::Market>,
 }
 
 impl Roles {
     pub(crate) async fn shutdown(&self) {
         if let Some(hub) = &self.hub {
             hub.shutdown().await;
+        }
+        if let Some(market) = &self.market {
+            market.shutdown();
         }
         if let Some(worker) = &self.worker {
             worker.shutdown().await;
@@ -219,6 +223,13 @@ pub(crate) async fn start(
         node.rpc()
             .serve(fogwire_compute::HUB, Arc::new(hub.clone()));
         roles.hub = Some(hub);
+        // A hub keeps an order book too.
+        let market_path = dir.map(|dir| dir.join("market.redb"));
+        let market = fogwire_compute::market::Market::start(market_path.as_deref())
+            .map_err(|e| crate::NodeError::Compute(format!("the market: {e}")))?;
+        node.rpc()
+            .serve(fogwire_compute::market::MARKET, Arc::new(market.clone()));
+        roles.market = Some(market);
     }
     Ok(roles)
 }

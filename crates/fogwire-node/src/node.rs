@@ -592,6 +592,14 @@ impl Node {
             .and_then(|roles| roles.hub.as_ref())
     }
 
+    /// This node's market, if it is a hub.
+    pub fn market(&self) -> Option<&fogwire_compute::market::Market> {
+        self.inner
+            .compute
+            .get()
+            .and_then(|roles| roles.market.as_ref())
+    }
+
     /// This node's worker, if it is one.
     pub fn worker(&self) -> Option<&fogwire_compute::worker::Worker> {
         self.inner

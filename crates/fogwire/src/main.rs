@@ -14,6 +14,7 @@ mod demo;
 mod feed;
 mod init;
 mod job;
+mod market;
 mod node;
 mod output;
 mod route;
@@ -120,6 +121,10 @@ enum Command {
     /// → idle (withdraw, or register again).
     #[command(subcommand)]
     Hub(wallet::HubCommand),
+    /// A hub's market: workers' asks, buyers' bids, and the deals they
+    /// make, matched the moment an order arrives.
+    #[command(subcommand)]
+    Market(market::Command),
     /// The DAO's powers over hubs: suspect, rehabilitate, ban.
     #[command(subcommand)]
     Dao(wallet::DaoCommand),
@@ -189,6 +194,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Wallet(command) => wallet::wallet(&home, command).await,
         Command::Hub(command) => wallet::hub(&home, command).await,
         Command::Dao(command) => wallet::dao(&home, command).await,
+        Command::Market(command) => market::run(&home, command).await,
         Command::Ledger(args) => wallet::ledger(&home, args).await,
         Command::Id => init::print_id(&home),
         Command::Demo(args) => demo::run(args).await,

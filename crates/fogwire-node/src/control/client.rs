@@ -248,6 +248,56 @@ impl Client {
         .await
     }
 
+    pub async fn market_orders(
+        &self,
+        side: &str,
+        hub: Option<&str>,
+    ) -> Result<Vec<crate::api::MarketOrder>, ClientError> {
+        self.json(
+            Method::GET,
+            &with_hub(&format!("/v1/market/{side}"), hub),
+            None,
+        )
+        .await
+    }
+
+    pub async fn market_deals(
+        &self,
+        hub: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<crate::api::MarketDeal>, ClientError> {
+        self.json(
+            Method::GET,
+            &with_hub(&format!("/v1/market/deals?limit={limit}"), hub),
+            None,
+        )
+        .await
+    }
+
+    pub async fn market_ask(
+        &self,
+        request: &crate::api::MarketAskRequest,
+    ) -> Result<crate::api::MarketPosted, ClientError> {
+        self.json(Method::POST, "/v1/market/ask", Some(encode(request)?))
+            .await
+    }
+
+    pub async fn market_bid(
+        &self,
+        request: &crate::api::MarketBidRequest,
+    ) -> Result<crate::api::MarketPosted, ClientError> {
+        self.json(Method::POST, "/v1/market/bid", Some(encode(request)?))
+            .await
+    }
+
+    pub async fn market_cancel(
+        &self,
+        request: &crate::api::MarketCancelRequest,
+    ) -> Result<bool, ClientError> {
+        self.json(Method::POST, "/v1/market/cancel", Some(encode(request)?))
+            .await
+    }
+
     pub async fn ledger_info(&self) -> Result<crate::api::LedgerInfo, ClientError> {
         self.json(Method::GET, "/v1/ledger", None).await
     }

@@ -41,6 +41,12 @@
 //! | GET    | /v1/ledger/accounts/{who}/history[?before=&limit=] | list of [`crate::api::LedgerHistoryLine`] |
 //! | POST   | /v1/ledger/ops           | [`crate::api::LedgerOpRequest`] → [`crate::api::LedgerReceipt`] |
 //! | POST   | /v1/ledger/submit        | [`crate::api::LedgerSubmitRequest`] → [`crate::api::LedgerReceipt`] |
+//! | GET    | /v1/market/asks[?hub=]   | list of [`crate::api::MarketOrder`]    |
+//! | GET    | /v1/market/bids[?hub=]   | list of [`crate::api::MarketOrder`]    |
+//! | GET    | /v1/market/deals[?hub=&limit=] | list of [`crate::api::MarketDeal`] |
+//! | POST   | /v1/market/ask           | [`crate::api::MarketAskRequest`] → [`crate::api::MarketPosted`] |
+//! | POST   | /v1/market/bid           | [`crate::api::MarketBidRequest`] → [`crate::api::MarketPosted`] |
+//! | POST   | /v1/market/cancel        | [`crate::api::MarketCancelRequest`] → true |
 //! | GET    | /metrics                 | OpenMetrics text                       |
 //!
 //! Requests carry `Authorization: Bearer <token>`. Errors answer with a
@@ -50,6 +56,7 @@ mod client;
 mod feeds;
 mod jobs;
 mod ledger;
+mod market;
 mod ndjson;
 mod routes;
 pub mod rpc;

@@ -41,6 +41,13 @@ fn id_of(home: &std::path::Path) -> String {
     stdout(&out).trim().to_owned()
 }
 
+/// Stops a node (SIGTERM) and starts it again in the same home.
+fn restart(mut node: TestNode) -> TestNode {
+    assert!(node.stop("TERM").success());
+    let home = std::mem::replace(&mut node.home, tempfile::tempdir().unwrap());
+    TestNode::start_in(home)
+}
+
 fn state(node: &TestNode) -> String {
     let account: LedgerAccount = json(node, &["hub", "status", "--json"]);
     account.wallet.map(|w| w.state).unwrap_or_default()
@@ -137,4 +144,121 @@ fn the_hub_wallet_life_cycle_from_the_command_line() {
     let info: LedgerInfo = json(&worker, &["ledger", "--json"]);
     assert!(info.supply_ok, "{info:?}");
     assert_eq!(info.held, 100_000_000);
+}
+
+/// The market from the command line: two workers ask at a hub, a buyer's
+/// bid takes the cheaper offers from two different workers at once, a
+/// bid the buyer could not pay is refused, orders are cancelled by their
+/// owner only, and the hub's book (deals included) survives its restart.
+#[test]
+fn the_market_from_the_command_line() {
+    use fogwire_node::api::{MarketDeal, MarketOrder, MarketPosted};
+    let buyer_home = init_home("127.0.0.1:0");
+    let buyer_id = id_of(buyer_home.path());
+    let hub = TestNode::start_with(
+        "ledger",
+        &format!("serve = true\ngenesis = [{{ account = \"{buyer_id}\", coins = \"1\" }}]\n"),
+    );
+    let text = std::fs::read_to_string(hub.home().join("fogwire.toml")).unwrap();
+    std::fs::write(
+        hub.home().join("fogwire.toml"),
+        text.replace("[compute]\n", "[compute]\nhub = true\n"),
+    )
+    .unwrap();
+    let hub = restart(hub);
+    let buyer = TestNode::start_in(buyer_home);
+    let workers = [TestNode::start(""), TestNode::start("")];
+    for node in workers.iter().chain([&buyer]) {
+        ok(node, &["connect", &hub.peer_addr()]);
+    }
+    crate::harness::wait_until("the hub to be known", || {
+        buyer.cli(&["market", "asks", "--json"]).status.success()
+    });
+    let posted: MarketPosted = json(
+        &workers[0],
+        &[
+            "market", "ask", "--price", "0.002", "--slots", "2", "--cores", "2", "--json",
+        ],
+    );
+    assert!(posted.fills.is_empty());
+    json::<MarketPosted>(
+        &workers[1],
+        &[
+            "market", "ask", "--price", "0.001", "--slots", "1", "--cores", "4", "--json",
+        ],
+    );
+    // A third offer by the first worker, cheaper: still one replica.
+    let own: MarketPosted = json(
+        &workers[0],
+        &[
+            "market", "ask", "--price", "0.0005", "--slots", "1", "--json",
+        ],
+    );
+    let asks: Vec<MarketOrder> = json(&buyer, &["market", "asks", "--json"]);
+    assert_eq!(
+        asks.iter().map(|a| a.price).collect::<Vec<_>>(),
+        vec![500, 1000, 2000]
+    );
+    // Too dear for the buyer's 1 coin: 0.6 × 2 replicas.
+    let error = refused(
+        &buyer,
+        &["market", "bid", "--max-price", "0.6", "--replicas", "2"],
+    );
+    assert!(error.contains("you hold 1"), "{error}");
+    let posted: MarketPosted = json(
+        &buyer,
+        &[
+            "market",
+            "bid",
+            "--max-price",
+            "0.003",
+            "--replicas",
+            "2",
+            "--cores",
+            "2",
+            "--json",
+        ],
+    );
+    // Needs 2 cores: worker 0's 1-core ask cannot serve; worker 1's at
+    // 0.001, then worker 0's at 0.002.
+    let deal = &posted.deals[0];
+    assert_eq!(
+        deal.fills.iter().map(|f| f.price).collect::<Vec<_>>(),
+        vec![1000, 2000]
+    );
+    assert_eq!(deal.price, 3000);
+    // Only its owner cancels an order.
+    let error = refused(&buyer, &["market", "cancel", &own.id.to_string()]);
+    assert!(error.contains("only whoever posted"), "{error}");
+    ok(&workers[0], &["market", "cancel", &own.id.to_string()]);
+    let resting = json::<MarketPosted>(
+        &buyer,
+        &[
+            "market",
+            "bid",
+            "--max-price",
+            "0.0001",
+            "--replicas",
+            "1",
+            "--json",
+        ],
+    );
+    assert!(resting.deals.is_empty());
+    let bids: Vec<MarketOrder> = json(&buyer, &["market", "bids", "--json"]);
+    assert_eq!(bids.len(), 1);
+    let out = ok(&buyer, &["market", "asks"]);
+    assert!(out.contains("1/2 left"), "{out}");
+
+    // The hub restarts: the book and the deals come back from its log.
+    let hub = restart(hub);
+    for node in workers.iter().chain([&buyer]) {
+        ok(node, &["connect", &hub.peer_addr()]);
+    }
+    let deals: Vec<MarketDeal> = json(&hub, &["market", "deals", "--json"]);
+    assert_eq!(deals.len(), 1);
+    assert_eq!(deals[0].buyer, buyer_id);
+    let asks: Vec<MarketOrder> = json(&hub, &["market", "asks", "--json"]);
+    assert_eq!(asks.len(), 1);
+    let bids: Vec<MarketOrder> = json(&hub, &["market", "bids", "--json"]);
+    assert_eq!(bids.len(), 1);
 }

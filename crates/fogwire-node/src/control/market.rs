@@ -1,0 +1,278 @@
+//! The control API's market endpoints: a hub's order book (asks, bids,
+//! deals) and orders this node posts or cancels there, as itself.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use bytes::Bytes;
+use fogwire_compute::market::{
+    self, AskRequest, AskView, BidRequest, BidView, MARKET, Posted, method,
+};
+use fogwire_compute::{Fabric, HUB};
+use fogwire_compute_proto::to_value;
+use fogwire_identity::NodeId;
+use fogwire_market_proto::{Deal, Fill, RUNTIME_DOCKER, RUNTIME_WASM, Resources};
+use fogwire_rpc_proto::Value;
+
+use super::server::{ApiState, Refusal};
+use crate::Node;
+use crate::api::{
+    MarketAskRequest, MarketBidRequest, MarketCancelRequest, MarketDeal, MarketFill, MarketOrder,
+    MarketPosted, MarketResources,
+};
+
+const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn bad(message: impl Into<String>) -> Refusal {
+    Refusal(StatusCode::BAD_REQUEST, message.into())
+}
+
+fn name(party: &[u8; 32]) -> String {
+    NodeId::from_bytes(party)
+        .map(|id| id.to_string())
+        .unwrap_or_default()
+}
+
+fn query(raw: &Option<String>, key: &str) -> Option<String> {
+    raw.as_deref()?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// The hub named (an id or the start of one), else the first known.
+async fn hub_of(node: &Node, name: Option<&str>) -> Result<NodeId, Refusal> {
+    if let Some(name) = name.filter(|n| !n.is_empty()) {
+        let nodes = node.routing().nodes().await?;
+        return super::routes::resolve(&nodes, name);
+    }
+    let mut hubs = node.fabric().locate(HUB).await;
+    hubs.sort();
+    hubs.into_iter().next().ok_or_else(|| {
+        Refusal(
+            StatusCode::NOT_FOUND,
+            "no hub known: link to the network first".into(),
+        )
+    })
+}
+
+async fn call(node: &Node, hub: NodeId, method: u64, args: Vec<Value>) -> Result<Value, Refusal> {
+    let fabric: Arc<dyn Fabric> = node.fabric();
+    let chunks = fabric
+        .call(hub, MARKET, method, args, TIMEOUT)
+        .await
+        .map_err(|error| match error.code() {
+            Some(fogwire_rpc_proto::code::BAD_ARGS) => {
+                Refusal(StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
+            }
+            _ => Refusal(StatusCode::BAD_GATEWAY, error.to_string()),
+        })?;
+    chunks
+        .into_iter()
+        .next()
+        .and_then(|chunk| chunk.into_iter().next())
+        .ok_or_else(|| Refusal(StatusCode::BAD_GATEWAY, "an empty answer".into()))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, Refusal> {
+    market::decode_answer(value).map_err(|e| Refusal(StatusCode::BAD_GATEWAY, e))
+}
+
+fn resources(r: &MarketResources) -> Result<Resources, Refusal> {
+    let mut runtimes = 0;
+    for runtime in &r.runtimes {
+        runtimes |= match runtime.as_str() {
+            "wasm" => RUNTIME_WASM,
+            "docker" => RUNTIME_DOCKER,
+            other => return Err(bad(format!("runtime `{other}`: wasm or docker"))),
+        };
+    }
+    Ok(Resources {
+        cores: r.cores,
+        memory_mib: r.memory_mib,
+        gpus: r.gpus,
+        runtimes,
+    })
+}
+
+fn resources_json(r: &Resources) -> MarketResources {
+    let mut runtimes = Vec::new();
+    if r.runtimes & RUNTIME_WASM != 0 {
+        runtimes.push("wasm".to_owned());
+    }
+    if r.runtimes & RUNTIME_DOCKER != 0 {
+        runtimes.push("docker".to_owned());
+    }
+    MarketResources {
+        cores: r.cores,
+        memory_mib: r.memory_mib,
+        gpus: r.gpus,
+        runtimes,
+    }
+}
+
+fn fill_json(fill: &Fill) -> MarketFill {
+    MarketFill {
+        bid: fill.bid,
+        ask: fill.ask,
+        worker: name(&fill.worker),
+        price: fill.price,
+    }
+}
+
+fn deal_json(hub: NodeId, deal: &Deal) -> MarketDeal {
+    MarketDeal {
+        hub: hub.to_string(),
+        bid: deal.bid,
+        buyer: name(&deal.buyer),
+        fills: deal.fills.iter().map(fill_json).collect(),
+        price: deal.price(),
+        time_ms: deal.time_ms,
+    }
+}
+
+fn posted_json(hub: NodeId, posted: Posted) -> MarketPosted {
+    MarketPosted {
+        hub: hub.to_string(),
+        id: posted.id,
+        fills: posted.fills.iter().map(fill_json).collect(),
+        deals: posted.deals.iter().map(|d| deal_json(hub, d)).collect(),
+    }
+}
+
+pub(super) async fn asks(
+    State(state): State<Arc<ApiState>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Vec<MarketOrder>>, Refusal> {
+    let hub = hub_of(&state.node, query(&raw, "hub").as_deref()).await?;
+    let asks: Vec<AskView> = decode(call(&state.node, hub, method::ASKS, vec![]).await?)?;
+    Ok(Json(
+        asks.iter()
+            .map(|view| MarketOrder {
+                hub: hub.to_string(),
+                id: view.id,
+                side: "ask".into(),
+                party: name(&view.ask.worker),
+                resources: resources_json(&view.ask.offer),
+                price: view.ask.price,
+                size: view.ask.slots,
+                filled_or_left: view.slots_left,
+                expires_ms: view.ask.expires_ms,
+            })
+            .collect(),
+    ))
+}
+
+pub(super) async fn bids(
+    State(state): State<Arc<ApiState>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Vec<MarketOrder>>, Refusal> {
+    let hub = hub_of(&state.node, query(&raw, "hub").as_deref()).await?;
+    let bids: Vec<BidView> = decode(call(&state.node, hub, method::BIDS, vec![]).await?)?;
+    Ok(Json(
+        bids.iter()
+            .map(|view| MarketOrder {
+                hub: hub.to_string(),
+                id: view.id,
+                side: "bid".into(),
+                party: name(&view.bid.buyer),
+                resources: resources_json(&view.bid.need),
+                price: view.bid.max_price,
+                size: u32::from(view.bid.replicas),
+                filled_or_left: view.fills.len() as u32,
+                expires_ms: view.bid.expires_ms,
+            })
+            .collect(),
+    ))
+}
+
+pub(super) async fn deals(
+    State(state): State<Arc<ApiState>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Vec<MarketDeal>>, Refusal> {
+    let hub = hub_of(&state.node, query(&raw, "hub").as_deref()).await?;
+    let limit = query(&raw, "limit")
+        .and_then(|l| l.parse::<u64>().ok())
+        .unwrap_or(50);
+    let deals: Vec<Deal> =
+        decode(call(&state.node, hub, method::DEALS, vec![Value::from(limit)]).await?)?;
+    Ok(Json(deals.iter().map(|d| deal_json(hub, d)).collect()))
+}
+
+fn encoded<T: serde::Serialize>(value: &T) -> Result<Value, Refusal> {
+    to_value(value).map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+pub(super) async fn ask(
+    State(state): State<Arc<ApiState>>,
+    body: Bytes,
+) -> Result<Json<MarketPosted>, Refusal> {
+    let request: MarketAskRequest =
+        serde_json::from_slice(&body).map_err(|e| bad(format!("not an ask: {e}")))?;
+    let hub = hub_of(&state.node, request.hub.as_deref()).await?;
+    let ask = AskRequest {
+        offer: resources(&request.offer)?,
+        slots: request.slots,
+        price: request.price,
+        ttl_ms: request.ttl_secs.saturating_mul(1000),
+    };
+    let posted: Posted = decode(call(&state.node, hub, method::ASK, vec![encoded(&ask)?]).await?)?;
+    Ok(Json(posted_json(hub, posted)))
+}
+
+pub(super) async fn bid(
+    State(state): State<Arc<ApiState>>,
+    body: Bytes,
+) -> Result<Json<MarketPosted>, Refusal> {
+    let request: MarketBidRequest =
+        serde_json::from_slice(&body).map_err(|e| bad(format!("not a bid: {e}")))?;
+    let hub = hub_of(&state.node, request.hub.as_deref()).await?;
+    // A bid the buyer could not pay is refused here, before it rests in
+    // a book: its whole price must be in the buyer's account.
+    let total = request
+        .max_price
+        .saturating_mul(u64::from(request.replicas));
+    if let Some(client) = state.node.ledger()
+        && let Ok(view) = client
+            .account(&fogwire_ledger::proto::Id(*state.node.node_id().as_bytes()))
+            .await
+        && view.account.balance < total
+    {
+        return Err(Refusal(
+            StatusCode::PAYMENT_REQUIRED,
+            format!(
+                "this bid may cost {} coins per task and you hold {}: the ledger would refuse its escrow",
+                fogwire_ledger::format_coins(total),
+                fogwire_ledger::format_coins(view.account.balance)
+            ),
+        ));
+    }
+    let bid = BidRequest {
+        need: resources(&request.need)?,
+        max_price: request.max_price,
+        replicas: request.replicas,
+        ttl_ms: request.ttl_secs.saturating_mul(1000),
+    };
+    let posted: Posted = decode(call(&state.node, hub, method::BID, vec![encoded(&bid)?]).await?)?;
+    Ok(Json(posted_json(hub, posted)))
+}
+
+pub(super) async fn cancel(
+    State(state): State<Arc<ApiState>>,
+    body: Bytes,
+) -> Result<Json<bool>, Refusal> {
+    let request: MarketCancelRequest =
+        serde_json::from_slice(&body).map_err(|e| bad(format!("not a cancellation: {e}")))?;
+    let hub = hub_of(&state.node, request.hub.as_deref()).await?;
+    call(
+        &state.node,
+        hub,
+        method::CANCEL,
+        vec![Value::from(request.id)],
+    )
+    .await?;
+    Ok(Json(true))
+}
