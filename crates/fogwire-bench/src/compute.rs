@@ -97,6 +97,7 @@ async fn start(options: &Options) -> Result<Network, BenchError> {
             hub: Some(HubConfig::default()),
             docker: false,
             charge: false,
+            agent: None,
         },
         "hub",
     )?)
@@ -113,6 +114,7 @@ async fn start(options: &Options) -> Result<Network, BenchError> {
                 hub: None,
                 docker: false,
                 charge: false,
+                agent: None,
             },
             &format!("worker{index}"),
         )?)

@@ -8,6 +8,7 @@
 //!   worker vanishes or times out. Events and time in, actions out; the
 //!   driver (`fogwire-compute`) does the calls, the store and redb.
 
+pub mod agent;
 pub mod commit;
 pub mod pay;
 pub mod scheduler;

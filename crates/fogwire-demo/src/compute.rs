@@ -38,6 +38,7 @@ pub fn roles(index: usize, count: usize) -> ComputeOptions {
             hub: Some(HubConfig::default()),
             docker: false,
             charge: false,
+            agent: None,
         };
     }
     ComputeOptions {
@@ -49,6 +50,7 @@ pub fn roles(index: usize, count: usize) -> ComputeOptions {
         hub: None,
         docker: false,
         charge: false,
+        agent: None,
     }
 }
 

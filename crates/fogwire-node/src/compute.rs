@@ -27,6 +27,8 @@ pub struct ComputeOptions {
     /// The hub charges for jobs, by its `HubConfig::terms`: buyers must
     /// hold an escrow for it in the ledger.
     pub charge: bool,
+    /// A worker's agent takes bids from hubs' books by this policy.
+    pub agent: Option<fogwire_compute_proto::agent::Policy>,
 }
 
 /// The node as compute sees it.

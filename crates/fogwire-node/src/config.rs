@@ -125,6 +125,17 @@ pub struct ComputeSection {
     pub fee_percent: u8,
     /// What a worker caught dissenting loses of its deposit here.
     pub slash: Coins,
+    /// A worker's agent: it takes bids from hubs' books that pay at least
+    /// `min_price` per task, from hubs it can verify in the ledger (or
+    /// unverified ones too), never from `avoid`, always from `trust`,
+    /// giving no hub more than `hub_share_percent` of its cores when
+    /// others have work.
+    pub agent: bool,
+    pub min_price: Coins,
+    pub trust: Vec<ConfigNodeId>,
+    pub avoid: Vec<ConfigNodeId>,
+    pub unverified: bool,
+    pub hub_share_percent: u8,
 }
 
 impl Default for ComputeSection {
@@ -137,6 +148,12 @@ impl Default for ComputeSection {
             allow_network: false,
             cheat: false,
             charge: false,
+            agent: false,
+            min_price: Coins(Policy::default().min_price),
+            trust: Vec::new(),
+            avoid: Vec::new(),
+            unverified: false,
+            hub_share_percent: Policy::default().hub_share_percent,
             price_per_task: Coins(Terms::default().price_per_task),
             price_per_gfuel: Coins(Terms::default().price_per_gfuel),
             fee_percent: Terms::default().fee_percent,
@@ -145,6 +162,7 @@ impl Default for ComputeSection {
     }
 }
 
+use fogwire_compute_proto::agent::Policy;
 use fogwire_compute_proto::pay::Terms;
 
 impl ComputeSection {
@@ -174,6 +192,13 @@ impl ComputeSection {
             }),
             docker: self.docker,
             charge: self.charge,
+            agent: self.agent.then(|| Policy {
+                min_price: self.min_price.0,
+                trust: self.trust.iter().map(|id| *id.0.as_bytes()).collect(),
+                avoid: self.avoid.iter().map(|id| *id.0.as_bytes()).collect(),
+                unverified: self.unverified,
+                hub_share_percent: self.hub_share_percent.clamp(1, 100),
+            }),
         }
     }
 }
@@ -768,6 +793,17 @@ listen = "{link_listen}"
 # price_per_gfuel = "0.01"
 # fee_percent = 10
 # slash = "1"
+# A worker's agent: it reads the bids resting at every hub, rates each
+# hub by its wallet and its payments to this worker in the ledger
+# (unverified, verified, reliable), and takes the bids that earn the most
+# within this machine's cores (a knapsack), spreading them across hubs.
+# agent = false
+# min_price = "0.000001"
+# trust = ["fw1…"]
+# avoid = ["fw1…"]
+# Take bids from hubs with no bonded wallet too.
+# unverified = false
+# hub_share_percent = 60
 
 [ledger]
 # Run the ledger on this node (one node of a network does): it keeps the

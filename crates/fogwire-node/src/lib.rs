@@ -10,6 +10,7 @@
 //! *which* links exist and *who* may use them; how bytes cross a link is
 //! `fogwire-link`'s business.
 
+pub mod agent;
 pub mod api;
 mod backoff;
 pub mod compute;

@@ -298,6 +298,7 @@ pub(crate) struct Inner {
     rpc: fogwire_rpc::Rpc,
     compute: std::sync::OnceLock<crate::compute::Roles>,
     pub(crate) ledger: std::sync::OnceLock<crate::ledger::LedgerParts>,
+    pub(crate) agent: std::sync::OnceLock<Arc<crate::agent::Agent>>,
     keypair: Arc<Keypair>,
     /// Hold temporary store and ledger directories for as long as the
     /// node lives.
@@ -368,6 +369,13 @@ impl Node {
                 .services
                 .push(crate::locator::advertised(fogwire_compute::HUB));
         }
+        if let Some(hub) = &options.compute.hub
+            && options.compute.charge
+            && let Some(terms) = crate::agent::terms_advert(&hub.terms)
+        {
+            // A charging hub's terms travel in its signed adverts.
+            routing_options.services.push(terms);
+        }
         if options.ledger.serve.is_some() {
             routing_options
                 .services
@@ -426,6 +434,7 @@ impl Node {
                 rpc: fogwire_rpc::Rpc::default(),
                 compute: std::sync::OnceLock::new(),
                 ledger: std::sync::OnceLock::new(),
+                agent: std::sync::OnceLock::new(),
                 keypair: options.keypair.clone(),
                 _store_dir: store_dir,
                 _ledger_dir: ledger_dir,
@@ -468,6 +477,16 @@ impl Node {
             }
         };
         let _ = node.inner.compute.set(roles);
+        if let (Some(policy), Some(_)) = (&options.compute.agent, node.worker()) {
+            let agent = Arc::new(crate::agent::Agent {
+                policy: policy.clone(),
+                hubs: Default::default(),
+            });
+            let _ = node.inner.agent.set(agent.clone());
+            node.inner
+                .tasks
+                .spawn(crate::agent::run(Arc::downgrade(&node.inner), agent));
+        }
         node.inner
             .replication
             .set_route_opener(Arc::new(StoreRouteOpener(Arc::downgrade(&node.inner))));

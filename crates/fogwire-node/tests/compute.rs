@@ -33,6 +33,7 @@ fn worker(cheat: bool) -> ComputeOptions {
         hub: None,
         docker: false,
         charge: false,
+        agent: None,
     }
 }
 
@@ -42,6 +43,7 @@ fn hub() -> ComputeOptions {
         hub: Some(HubConfig::default()),
         docker: false,
         charge: false,
+        agent: None,
     }
 }
 

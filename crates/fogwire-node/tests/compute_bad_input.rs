@@ -29,6 +29,7 @@ fn hub_options(keypair: Arc<Keypair>, dir: &std::path::Path) -> NodeOptions {
         hub: Some(HubConfig::default()),
         docker: false,
         charge: false,
+        agent: None,
     };
     options.compute_dir = Some(dir.join("compute"));
     options.store_dir = Some(dir.join("store"));
@@ -45,6 +46,7 @@ async fn worker() -> Node {
         hub: None,
         docker: false,
         charge: false,
+        agent: None,
     };
     Node::start(options).await.unwrap()
 }
@@ -345,6 +347,7 @@ async fn a_restarted_worker_reports_what_it_was_doing() {
             hub: None,
             docker: false,
             charge: false,
+            agent: None,
         };
         options.compute_dir = Some(worker_dir.join("compute"));
         options.store_dir = Some(worker_dir.join("store"));

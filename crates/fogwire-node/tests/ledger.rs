@@ -225,6 +225,7 @@ mod paid_jobs {
                 }),
                 docker: false,
                 charge: true,
+                agent: None,
             },
             located.clone(),
             None,
@@ -243,6 +244,7 @@ mod paid_jobs {
                     hub: None,
                     docker: false,
                     charge: false,
+                    agent: None,
                 },
                 located.clone(),
                 None,
@@ -406,5 +408,163 @@ mod paid_jobs {
         let logs = service.logs(&job, 0).unwrap().0;
         assert!(logs.iter().any(|l| l.contains("slashed")), "{logs:?}");
         assert_eq!(client.info().await.unwrap().supply_error, None);
+    }
+}
+
+mod agent {
+    use super::*;
+    use fogwire_compute::hub::HubConfig;
+    use fogwire_compute::market::{BidRequest, MARKET, Posted, method};
+    use fogwire_compute::worker::WorkerConfig;
+    use fogwire_compute_proto::agent::Policy;
+    use fogwire_compute_proto::to_value;
+    use fogwire_market_proto::{RUNTIME_WASM, Resources};
+    use fogwire_node::ComputeOptions;
+
+    fn key() -> Arc<Keypair> {
+        Arc::new(Keypair::generate().unwrap())
+    }
+
+    async fn start(key: Arc<Keypair>, compute: ComputeOptions, ledger: LedgerOptions) -> Node {
+        let mut options = NodeOptions::local(key);
+        options.compute = compute;
+        options.ledger = ledger;
+        Node::start(options).await.unwrap()
+    }
+
+    fn hub() -> ComputeOptions {
+        ComputeOptions {
+            hub: Some(HubConfig::default()),
+            charge: true,
+            ..ComputeOptions::default()
+        }
+    }
+
+    async fn bid(buyer: &Node, hub: &Node, max_price: u64) -> Posted {
+        let request = BidRequest {
+            need: Resources {
+                cores: 1,
+                memory_mib: 1,
+                gpus: 0,
+                runtimes: RUNTIME_WASM,
+            },
+            max_price,
+            replicas: 1,
+            ttl_ms: 60_000,
+        };
+        let chunks = buyer
+            .fabric()
+            .call(
+                hub.node_id(),
+                MARKET,
+                method::BID,
+                vec![to_value(&request).unwrap()],
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        fogwire_compute::market::decode_answer(chunks[0][0].clone()).unwrap()
+    }
+
+    /// A worker's agent takes a bid from the hub with a bonded wallet and
+    /// not from the one without; once the bonded hub pays it, it rates
+    /// that hub reliable.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_agent_takes_bids_from_verified_hubs_and_rates_them_by_their_payments() {
+        let (ledger_key, bonded_key, unbonded_key) = (key(), key(), key());
+        let id = |k: &Keypair| Id(*k.node_id().as_bytes());
+        let genesis = Genesis {
+            rules: Rules::new(id(&ledger_key), id(&ledger_key)),
+            accounts: vec![(id(&bonded_key), 10 * COIN)],
+        };
+        let ledger = start(
+            ledger_key,
+            ComputeOptions::default(),
+            LedgerOptions {
+                serve: Some(genesis),
+                node: None,
+            },
+        )
+        .await;
+        let located = LedgerOptions {
+            serve: None,
+            node: Some(ledger.node_id()),
+        };
+        let bonded = start(bonded_key, hub(), located.clone()).await;
+        let unbonded = start(unbonded_key, hub(), located.clone()).await;
+        let worker = start(
+            key(),
+            ComputeOptions {
+                worker: Some(WorkerConfig::default()),
+                agent: Some(Policy::default()),
+                ..ComputeOptions::default()
+            },
+            located.clone(),
+        )
+        .await;
+        let buyer = start(key(), ComputeOptions::default(), located).await;
+        for node in [&bonded, &unbonded, &worker, &buyer] {
+            node.connect(ledger.peer_addr()).await.unwrap();
+        }
+        for hub in [&bonded, &unbonded] {
+            worker.connect(hub.peer_addr()).await.unwrap();
+            buyer.connect(hub.peer_addr()).await.unwrap();
+        }
+        let wallet = bonded.wallet().unwrap();
+        wallet
+            .send(Op::WalletFund { amount: 5 * COIN })
+            .await
+            .unwrap();
+        wallet.send(Op::WalletRegister).await.unwrap();
+        // Both books hold a bid this worker can serve.
+        assert!(bid(&buyer, &bonded, 5000).await.deals.is_empty());
+        assert!(bid(&buyer, &unbonded, 9000).await.deals.is_empty());
+
+        let started = Instant::now();
+        let deals = loop {
+            let deals = bonded.market().unwrap().deals(10);
+            if !deals.is_empty() {
+                break deals;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the agent took nothing"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(deals[0].fills[0].worker, *worker.node_id().as_bytes());
+        assert_eq!(deals[0].fills[0].price, 5000);
+        // The unbonded hub's better-paying bid is left alone.
+        assert!(unbonded.market().unwrap().deals(10).is_empty());
+        let views = worker.hubs();
+        let rated = |hub: &Node| {
+            views
+                .iter()
+                .find(|v| v.hub == hub.node_id().to_string())
+                .map(|v| v.trust.clone())
+        };
+        assert_eq!(rated(&bonded).as_deref(), Some("verified"));
+        assert_eq!(rated(&unbonded).as_deref(), Some("unverified"));
+        assert_eq!(
+            views.iter().find(|v| v.trust == "verified").unwrap().terms,
+            Some((1000, 10_000, 10))
+        );
+
+        // The hub pays the worker: reliable.
+        wallet
+            .send(Op::WalletPay {
+                to: Id(*worker.node_id().as_bytes()),
+                amount: 5000,
+            })
+            .await
+            .unwrap();
+        let started = Instant::now();
+        while worker.hubs().iter().all(|v| v.trust != "reliable") {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "never reliable"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }

@@ -125,6 +125,10 @@ enum Command {
     /// make, matched the moment an order arrives.
     #[command(subcommand)]
     Market(market::Command),
+    /// The hubs this worker's agent knows: their terms, how far it trusts
+    /// them (by their wallets and payments in the ledger), and what it
+    /// took from their books.
+    Hubs(control::ReadArgs),
     /// The DAO's powers over hubs: suspect, rehabilitate, ban.
     #[command(subcommand)]
     Dao(wallet::DaoCommand),
@@ -195,6 +199,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Hub(command) => wallet::hub(&home, command).await,
         Command::Dao(command) => wallet::dao(&home, command).await,
         Command::Market(command) => market::run(&home, command).await,
+        Command::Hubs(args) => market::hubs(&home, args.json).await,
         Command::Ledger(args) => wallet::ledger(&home, args).await,
         Command::Id => init::print_id(&home),
         Command::Demo(args) => demo::run(args).await,

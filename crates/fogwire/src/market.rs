@@ -248,3 +248,40 @@ pub async fn run(home: &Path, command: Command) -> anyhow::Result<()> {
         }
     }
 }
+
+/// `fogwire hubs`: the hubs this worker's agent knows and how it rates
+/// them.
+pub async fn hubs(home: &Path, json: bool) -> anyhow::Result<()> {
+    let hubs = client(home)?.hubs().await?;
+    if json {
+        return print_json(&hubs);
+    }
+    if hubs.is_empty() {
+        println!(
+            "no hubs rated: this node runs no agent ([compute] worker and agent), or knows no hub yet"
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<14} {:<11} {:>26} {:>9} {:>5} {:>6}",
+        "hub", "trust", "terms (task, gfuel, fee)", "paid me", "bids", "taken"
+    );
+    for hub in &hubs {
+        let terms = hub
+            .terms
+            .map(|(task, gfuel, fee)| {
+                format!("{}, {}, {fee} %", format_coins(task), format_coins(gfuel))
+            })
+            .unwrap_or_else(|| "free".into());
+        println!(
+            "{:<14} {:<11} {:>26} {:>9} {:>5} {:>6}",
+            short(&hub.hub),
+            hub.trust,
+            terms,
+            hub.payments_to_me,
+            hub.bids,
+            hub.taken
+        );
+    }
+    Ok(())
+}

@@ -248,6 +248,10 @@ impl Client {
         .await
     }
 
+    pub async fn hubs(&self) -> Result<Vec<crate::agent::HubView>, ClientError> {
+        self.json(Method::GET, "/v1/hubs", None).await
+    }
+
     pub async fn market_orders(
         &self,
         side: &str,

@@ -276,3 +276,8 @@ pub(super) async fn cancel(
     .await?;
     Ok(Json(true))
 }
+
+/// `GET /v1/hubs`: the hubs this worker's agent knows and rates.
+pub(super) async fn hubs(State(state): State<Arc<ApiState>>) -> Json<Vec<crate::agent::HubView>> {
+    Json(state.node.hubs())
+}

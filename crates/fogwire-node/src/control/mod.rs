@@ -41,6 +41,7 @@
 //! | GET    | /v1/ledger/accounts/{who}/history[?before=&limit=] | list of [`crate::api::LedgerHistoryLine`] |
 //! | POST   | /v1/ledger/ops           | [`crate::api::LedgerOpRequest`] → [`crate::api::LedgerReceipt`] |
 //! | POST   | /v1/ledger/submit        | [`crate::api::LedgerSubmitRequest`] → [`crate::api::LedgerReceipt`] |
+//! | GET    | /v1/hubs                 | list of [`crate::agent::HubView`] (a worker's agent) |
 //! | GET    | /v1/market/asks[?hub=]   | list of [`crate::api::MarketOrder`]    |
 //! | GET    | /v1/market/bids[?hub=]   | list of [`crate::api::MarketOrder`]    |
 //! | GET    | /v1/market/deals[?hub=&limit=] | list of [`crate::api::MarketDeal`] |

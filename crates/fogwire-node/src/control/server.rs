@@ -112,6 +112,7 @@ pub async fn serve(
         )
         .route("/v1/ledger/ops", post(super::ledger::op))
         .route("/v1/ledger/submit", post(super::ledger::submit))
+        .route("/v1/hubs", get(super::market::hubs))
         .route("/v1/market/asks", get(super::market::asks))
         .route("/v1/market/bids", get(super::market::bids))
         .route("/v1/market/deals", get(super::market::deals))
