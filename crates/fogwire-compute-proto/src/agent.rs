@@ -333,6 +333,6 @@ mod tests {
         };
         let chosen = choose(&offers, 100, &policy);
         let used: u32 = chosen.iter().map(|&i| offers[i].weight).sum();
-        assert!(used <= 100 && used >= 95, "{used}");
+        assert!((95..=100).contains(&used), "{used}");
     }
 }
