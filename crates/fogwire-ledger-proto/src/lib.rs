@@ -21,6 +21,7 @@
 //!   Workers bond deposits to hubs, which the hub may slash.
 
 mod id;
+pub mod receipt;
 mod rules;
 mod state;
 mod tx;
@@ -82,6 +83,10 @@ pub enum LedgerError {
     NoDeposit(String),
     #[error("the deposit was not asked back (deposit_unbond first)")]
     NotUnbonding,
+    #[error("a receipt is redeemed by the one it pays, not another")]
+    NotPayee,
+    #[error("that receipt (sequence {seq}) is not newer than the last redeemed ({last})")]
+    Redeemed { seq: u64, last: u64 },
     #[error("an amount of zero, or a reason, payout list or genesis too long")]
     Bounds,
     #[error("the amounts overflow")]

@@ -32,6 +32,11 @@ pub struct Rules {
     /// How long a worker's deposit stays slashable after it asks for it
     /// back (1 day).
     pub unbond_ms: u64,
+    /// Published prices of work redeemed by receipt, per GiB: what a
+    /// route's source pays its relays, and a fetcher the nodes it
+    /// fetched from.
+    pub price_per_gib_forwarded: Amount,
+    pub price_per_gib_served: Amount,
 }
 
 impl Rules {
@@ -46,6 +51,8 @@ impl Rules {
             pay_period_ms: 30 * DAY_MS,
             suspect_ms: 120 * DAY_MS,
             unbond_ms: DAY_MS,
+            price_per_gib_forwarded: COIN / 100,
+            price_per_gib_served: COIN / 100,
         }
     }
 

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::receipt::{self, ReceiptKind};
 use crate::{
     Amount, GENESIS_ACCOUNTS_MAX, Genesis, Id, LedgerError, Op, PAYOUTS_MAX, REASON_LEN_MAX, Rules,
     Transaction, Verified,
@@ -91,7 +92,14 @@ pub struct Applied {
     pub time_ms: u64,
     /// Every account, wallet or deposit holder whose coins it moved.
     pub touched: Vec<Id>,
+    /// How each account's own balance changed (wallets and deposits
+    /// aside): what it earned (above zero) or spent.
+    pub flows: Vec<(Id, i128)>,
 }
+
+/// Which receipts a redemption counts against: kind, payer, payee,
+/// channel (a route's tag, or zero).
+type RedeemedKey = (ReceiptKind, Id, Id, [u8; 16]);
 
 /// The ledger's state: a pure function of its genesis and its log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +110,9 @@ pub struct Ledger {
     wallets: BTreeMap<Id, HubWallet>,
     /// Keyed by (worker, hub).
     deposits: BTreeMap<(Id, Id), Deposit>,
+    /// The last receipt redeemed, by (kind, payer, payee, channel): its
+    /// sequence number and bytes.
+    redeemed: BTreeMap<RedeemedKey, (u64, u64)>,
     genesis: Amount,
     minted: Amount,
     /// Time of the last applied transaction (from the log).
@@ -131,6 +142,7 @@ impl Ledger {
             escrows: BTreeMap::new(),
             wallets: BTreeMap::new(),
             deposits: BTreeMap::new(),
+            redeemed: BTreeMap::new(),
             genesis: total,
             minted: 0,
             time_ms: 0,
@@ -244,6 +256,7 @@ impl Ledger {
             escrows: Overlay::default(),
             wallets: Overlay::default(),
             deposits: Overlay::default(),
+            redeemed: Overlay::default(),
             minted: self.minted,
             now,
             base: self,
@@ -253,11 +266,13 @@ impl Ledger {
         account.sequence = tx.sequence;
         next.accounts.set(tx.from, Some(account));
         let touched = next.touched();
+        let flows = next.flows();
         let Scratch {
             accounts,
             escrows,
             wallets,
             deposits,
+            redeemed,
             minted,
             ..
         } = next;
@@ -265,6 +280,7 @@ impl Ledger {
         escrows.commit(&mut self.escrows);
         wallets.commit(&mut self.wallets);
         deposits.commit(&mut self.deposits);
+        redeemed.commit(&mut self.redeemed);
         self.minted = minted;
         self.time_ms = now;
         Ok(Applied {
@@ -272,6 +288,7 @@ impl Ledger {
             sequence: tx.sequence,
             time_ms: now,
             touched,
+            flows,
         })
     }
 }
@@ -318,6 +335,7 @@ struct Scratch<'a> {
     escrows: Overlay<Id, Escrow>,
     wallets: Overlay<Id, HubWallet>,
     deposits: Overlay<(Id, Id), Deposit>,
+    redeemed: Overlay<RedeemedKey, (u64, u64)>,
     minted: Amount,
     now: u64,
     base: &'a Ledger,
@@ -352,6 +370,18 @@ impl Scratch<'_> {
         self.wallets
             .get(&self.base.wallets, hub)
             .ok_or_else(|| LedgerError::NoWallet(hub.short()))
+    }
+
+    fn flows(&self) -> Vec<(Id, i128)> {
+        self.accounts
+            .changes
+            .iter()
+            .filter_map(|(id, account)| {
+                let after = i128::from(account.map_or(0, |a| a.balance));
+                let before = i128::from(self.base.account(id).balance);
+                (after != before).then_some((*id, after - before))
+            })
+            .collect()
     }
 
     fn touched(&self) -> Vec<Id> {
@@ -718,6 +748,38 @@ impl Scratch<'_> {
                     deposit.unbond_ms = Some(self.now);
                 }
                 self.deposits.set(key, Some(deposit));
+                Ok(())
+            }
+            Op::Redeem {
+                kind,
+                receipt: bytes,
+            } => {
+                let claim = receipt::read(*kind, bytes)?;
+                if claim.payee != from {
+                    return Err(LedgerError::NotPayee);
+                }
+                let key = (*kind, claim.payer, claim.payee, claim.channel);
+                let (last_seq, last_bytes) = self
+                    .redeemed
+                    .get(&self.base.redeemed, &key)
+                    .unwrap_or((0, 0));
+                if claim.seq <= last_seq && last_seq > 0 || claim.bytes < last_bytes {
+                    return Err(LedgerError::Redeemed {
+                        seq: claim.seq,
+                        last: last_seq,
+                    });
+                }
+                let price = match kind {
+                    ReceiptKind::Forwarding => self.rules().price_per_gib_forwarded,
+                    ReceiptKind::Serving => self.rules().price_per_gib_served,
+                };
+                let owed = receipt::cost(claim.bytes, price) - receipt::cost(last_bytes, price);
+                self.redeemed
+                    .set(key, Some((claim.seq.max(1), claim.bytes)));
+                if owed > 0 && claim.payer != claim.payee {
+                    self.debit(&claim.payer, owed)?;
+                    self.credit(&claim.payee, owed)?;
+                }
                 Ok(())
             }
             Op::DepositReclaim { hub } => {

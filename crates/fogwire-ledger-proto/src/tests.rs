@@ -22,6 +22,8 @@ pub(crate) fn rules() -> Rules {
         pay_period_ms: 1000,
         suspect_ms: 5000,
         unbond_ms: 100,
+        price_per_gib_forwarded: 100,
+        price_per_gib_served: 100,
         ..Rules::new(id(0), id(9))
     }
 }
@@ -290,7 +292,37 @@ fn op(accounts: u8) -> impl Strategy<Value = (u8, Op)> {
         hub.clone().prop_map(|hub| Op::Rehab { hub: id(hub) }),
         hub.clone().prop_map(|hub| Op::Ban { hub: id(hub) }),
     ];
+    // Serving receipts among accounts 0..4, built once (signing is slow).
+    static RECEIPTS: std::sync::OnceLock<Vec<(u8, Vec<u8>)>> = std::sync::OnceLock::new();
+    let receipts = RECEIPTS.get_or_init(|| {
+        let mut out = Vec::new();
+        for payer in 0..4u8 {
+            for payee in 0..4u8 {
+                for seq in 1..4u64 {
+                    let receipt = receipt::ServeReceipt {
+                        server: key(payee).node_id(),
+                        seq,
+                        bytes: seq << 31,
+                        issued_at_ms: seq,
+                    }
+                    .sign(&key(payer));
+                    out.push((payee, receipt));
+                }
+            }
+        }
+        out
+    });
+    let redeem = proptest::sample::select(receipts.clone()).prop_map(|(payee, receipt)| {
+        (
+            payee,
+            Op::Redeem {
+                kind: receipt::ReceiptKind::Serving,
+                receipt,
+            },
+        )
+    });
     prop_oneof![
+        1 => redeem,
         3 => (who.clone(), coins),
         3 => (prop_oneof![3 => hub, 1 => who.clone()], hub_ops),
         1 => (prop_oneof![3 => Just(9u8), 1 => who], dao_ops),

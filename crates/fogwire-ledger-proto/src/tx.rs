@@ -72,6 +72,15 @@ pub enum Op {
     DepositUnbond { hub: Id },
     /// After unbonding: the deposit returns to the worker's account.
     DepositReclaim { hub: Id },
+
+    /// The payee of a receipt (a relay, a server) redeems it: its payer
+    /// pays what it adds to the last one redeemed, at the rules'
+    /// published price.
+    Redeem {
+        kind: crate::receipt::ReceiptKind,
+        #[serde(with = "crate::id::bytes_vec")]
+        receipt: Vec<u8>,
+    },
 }
 
 impl Op {
@@ -95,6 +104,7 @@ impl Op {
             Op::DepositSlash { .. } => "deposit_slash",
             Op::DepositUnbond { .. } => "deposit_unbond",
             Op::DepositReclaim { .. } => "deposit_reclaim",
+            Op::Redeem { .. } => "redeem",
         }
     }
 }
@@ -161,6 +171,11 @@ impl SignedTransaction {
         let from = NodeId::from_bytes(&tx.from.0).map_err(|_| LedgerError::BadSignature)?;
         from.verify(TX_DOMAIN, &self.body, &self.signature)
             .map_err(|_| LedgerError::BadSignature)?;
+        // A redeemed receipt carries its payer's signature: checked here
+        // too, so that applying stays free of cryptography.
+        if let Op::Redeem { kind, receipt } = &tx.op {
+            crate::receipt::verify(*kind, receipt)?;
+        }
         Ok(Verified(tx))
     }
 }

@@ -490,3 +490,166 @@ fn a_release_is_refused_when_the_hub_cannot_lock_its_share() {
     assert_eq!(w.balance(WORKER), 1900);
     assert_eq!(w.wallet().locked, 270);
 }
+
+mod receipts {
+    use super::*;
+    use crate::receipt::{self, ReceiptKind, ServeReceipt};
+    use fogwire_identity::Keypair;
+    use fogwire_route_proto::router::Counters;
+    use fogwire_route_proto::router::receipt::Receipt;
+
+    const GIB: u64 = 1 << 30;
+
+    fn relay_receipt(source: u8, relay: u8, tag: u8, seq: u64, bytes: u64) -> Vec<u8> {
+        Receipt {
+            source: Keypair::from_seed(&[source; 32]).node_id(),
+            relay: Keypair::from_seed(&[relay; 32]).node_id(),
+            route_tag: [tag; 16],
+            seq,
+            issued_at_ms: seq,
+            counters: Counters {
+                bytes_forward: bytes / 2,
+                bytes_backward: bytes - bytes / 2,
+                packets_forward: 1,
+                packets_backward: 1,
+            },
+        }
+        .sign(&Keypair::from_seed(&[source; 32]))
+    }
+
+    fn redeem(kind: ReceiptKind, receipt: Vec<u8>) -> Op {
+        Op::Redeem { kind, receipt }
+    }
+
+    #[test]
+    fn a_relay_is_paid_once_for_each_byte_its_receipts_count() {
+        let mut w = World::new();
+        let price = rules().price_per_gib_forwarded;
+        // Source 1 routed 2 GiB through relay 6.
+        let first = relay_receipt(1, WORKER, 3, 1, 2 * GIB);
+        let signed = Transaction {
+            from: id(WORKER),
+            sequence: 1,
+            op: redeem(ReceiptKind::Forwarding, first.clone()),
+        }
+        .sign(&Keypair::from_seed(&[WORKER; 32]))
+        .unwrap();
+        // The receipt's signature is checked with the transaction's.
+        signed.verify().unwrap();
+        w.call(WORKER, redeem(ReceiptKind::Forwarding, first.clone()), 1)
+            .unwrap();
+        assert_eq!(w.balance(WORKER), 1000 + 2 * price);
+        assert_eq!(w.balance(1), 1000 - 2 * price);
+        // The same receipt again: refused.
+        assert_eq!(
+            w.call(WORKER, redeem(ReceiptKind::Forwarding, first), 2),
+            Err(LedgerError::Redeemed { seq: 1, last: 1 })
+        );
+        // A later one pays only what it adds.
+        w.call(
+            WORKER,
+            redeem(
+                ReceiptKind::Forwarding,
+                relay_receipt(1, WORKER, 3, 2, 3 * GIB),
+            ),
+            3,
+        )
+        .unwrap();
+        assert_eq!(w.balance(WORKER), 1000 + 3 * price);
+        // Another relay may not redeem it.
+        assert_eq!(
+            w.call(
+                OTHER,
+                redeem(
+                    ReceiptKind::Forwarding,
+                    relay_receipt(1, WORKER, 3, 9, 9 * GIB)
+                ),
+                4
+            ),
+            Err(LedgerError::NotPayee)
+        );
+        // A forged receipt fails verification.
+        let mut forged = relay_receipt(1, WORKER, 3, 5, 5 * GIB);
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        let tampered = Transaction {
+            from: id(WORKER),
+            sequence: 9,
+            op: redeem(ReceiptKind::Forwarding, forged),
+        }
+        .sign(&Keypair::from_seed(&[WORKER; 32]))
+        .unwrap();
+        assert_eq!(tampered.verify(), Err(LedgerError::BadSignature));
+        // A payer who cannot pay: refused, nothing recorded.
+        let mut poor = World::new();
+        poor.call(
+            1,
+            Op::Transfer {
+                to: id(2),
+                amount: 1000,
+            },
+            0,
+        )
+        .unwrap();
+        assert!(matches!(
+            poor.call(
+                WORKER,
+                redeem(
+                    ReceiptKind::Forwarding,
+                    relay_receipt(1, WORKER, 3, 1, 2 * GIB)
+                ),
+                1
+            ),
+            Err(LedgerError::Insufficient { .. })
+        ));
+    }
+
+    #[test]
+    fn a_server_redeems_a_fetchers_serving_receipts() {
+        let mut w = World::new();
+        let price = rules().price_per_gib_served;
+        let fetcher = Keypair::from_seed(&[1; 32]);
+        let receipt = |seq, bytes| {
+            ServeReceipt {
+                server: Keypair::from_seed(&[WORKER; 32]).node_id(),
+                seq,
+                bytes,
+                issued_at_ms: seq,
+            }
+            .sign(&fetcher)
+        };
+        receipt::verify(ReceiptKind::Serving, &receipt(1, GIB)).unwrap();
+        // A serving receipt is not a forwarding one.
+        assert!(receipt::verify(ReceiptKind::Forwarding, &receipt(1, GIB)).is_err());
+        w.call(
+            WORKER,
+            redeem(ReceiptKind::Serving, receipt(10, 4 * GIB)),
+            1,
+        )
+        .unwrap();
+        assert_eq!(w.balance(WORKER), 1000 + 4 * price);
+        assert!(matches!(
+            w.call(
+                WORKER,
+                redeem(ReceiptKind::Serving, receipt(10, 5 * GIB)),
+                2
+            ),
+            Err(LedgerError::Redeemed { .. })
+        ));
+        assert!(matches!(
+            w.call(
+                WORKER,
+                redeem(ReceiptKind::Serving, receipt(11, 3 * GIB)),
+                2
+            ),
+            Err(LedgerError::Redeemed { .. })
+        ));
+        w.call(
+            WORKER,
+            redeem(ReceiptKind::Serving, receipt(11, 4 * GIB + GIB / 2)),
+            3,
+        )
+        .unwrap();
+        assert_eq!(w.balance(WORKER), 1000 + 4 * price + price / 2);
+    }
+}

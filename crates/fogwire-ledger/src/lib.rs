@@ -12,6 +12,7 @@
 //!   node's key (sequence numbers kept, resubmission idempotent).
 
 pub mod client;
+pub mod flows;
 pub mod log;
 pub mod rpc;
 pub mod service;
@@ -152,6 +153,18 @@ pub fn describe(op: &proto::Op) -> String {
         }
         Op::DepositUnbond { hub } => format!("asked its deposit back from hub {}", short_name(hub)),
         Op::DepositReclaim { hub } => format!("took its deposit back from hub {}", short_name(hub)),
+        Op::Redeem { kind, receipt } => match proto::receipt::read(*kind, receipt) {
+            Ok(claim) => format!(
+                "redeemed a {} receipt from {} for {} MiB",
+                match kind {
+                    proto::receipt::ReceiptKind::Forwarding => "forwarding",
+                    proto::receipt::ReceiptKind::Serving => "serving",
+                },
+                short_name(&claim.payer),
+                claim.bytes >> 20
+            ),
+            Err(_) => "redeemed a receipt".into(),
+        },
     }
 }
 

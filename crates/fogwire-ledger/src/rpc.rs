@@ -26,6 +26,8 @@ pub struct AccountView {
     pub escrows: Vec<(Id, Escrow)>,
     /// The ledger's time when it answered.
     pub time_ms: u64,
+    /// What it earned and spent.
+    pub flow: crate::flows::Flow,
 }
 
 /// What `info` answers.
@@ -42,6 +44,13 @@ pub struct LedgerInfo {
     pub accounts: u64,
     pub log_len: u64,
     pub time_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Encodes a value as one RPC argument.
@@ -168,7 +177,9 @@ impl LedgerService {
                 .into_iter()
                 .map(|(hub, deposit)| (*id, hub, deposit)),
         );
+        let flow = self.flow(id, ledger.time_ms().max(now_ms()));
         AccountView {
+            flow,
             id: *id,
             account: ledger.account(id),
             wallet: ledger.wallet(id),

@@ -78,6 +78,8 @@ impl std::fmt::Debug for LedgerService {
 
 struct Inner {
     log: Arc<Log>,
+    /// What each account earned and spent, for `account`.
+    flows: std::sync::Mutex<crate::flows::Flows>,
     /// What the log holds, applied: what readers see.
     committed: RwLock<Ledger>,
     queue: mpsc::Sender<Pending>,
@@ -97,6 +99,7 @@ impl LedgerService {
         let (log, genesis) = Log::open(path, genesis)?;
         let mut ledger = Ledger::new(&genesis).map_err(OpenError::Genesis)?;
         // The log's signatures were checked before it was written.
+        let mut flows = crate::flows::Flows::default();
         let count = log
             .replay(|entry| {
                 let signed = entry
@@ -105,10 +108,12 @@ impl LedgerService {
                     .ok_or("a signature that is not 64 bytes")?;
                 let tx = fogwire_ledger_proto::Transaction::decode(&signed.body)
                     .map_err(|e| e.to_string())?;
-                ledger
-                    .apply(&Verified::trusted(tx), entry.time_ms)
-                    .map(|_| ())
-                    .map_err(|e| format!("does not apply again: {e}"))
+                let verified = Verified::trusted(tx);
+                let applied = ledger
+                    .apply(&verified, entry.time_ms)
+                    .map_err(|e| format!("does not apply again: {e}"))?;
+                flows.record(verified.transaction(), &applied);
+                Ok(())
             })
             .map_err(|e| OpenError::Replay(e.to_string()))?;
         ledger.check_supply().map_err(OpenError::Replay)?;
@@ -120,6 +125,7 @@ impl LedgerService {
         let (queue, inbox) = mpsc::channel(QUEUE_MAX);
         let inner = Arc::new(Inner {
             log: Arc::new(log),
+            flows: std::sync::Mutex::new(flows),
             committed: RwLock::new(ledger.clone()),
             queue,
         });
@@ -133,6 +139,15 @@ impl LedgerService {
             .committed
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// What `id` earned and spent, as of the ledger's time `now_ms`.
+    pub fn flow(&self, id: &fogwire_ledger_proto::Id, now_ms: u64) -> crate::flows::Flow {
+        self.inner
+            .flows
+            .lock()
+            .map(|flows| flows.flow(id, now_ms))
+            .unwrap_or_default()
     }
 
     pub fn log(&self) -> Arc<Log> {
@@ -244,8 +259,16 @@ async fn drive(
                 for (offset, (append, tx, reply)) in applied.into_iter().enumerate() {
                     // The same transactions at the same times: the same
                     // result as on the working state.
-                    if let Err(error) = committed.apply(&tx, append.time_ms) {
-                        tracing::error!(%error, "a logged transaction did not apply to the committed state");
+                    match committed.apply(&tx, append.time_ms) {
+                        Ok(applied) => {
+                            if let Ok(mut flows) = inner.flows.lock() {
+                                flows.record(tx.transaction(), &applied);
+                            }
+                        }
+                        Err(error) => tracing::error!(
+                            %error,
+                            "a logged transaction did not apply to the committed state"
+                        ),
                     }
                     receipts.push((
                         reply,

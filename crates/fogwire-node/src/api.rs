@@ -708,6 +708,13 @@ pub struct LedgerAccount {
     /// Escrows this account arbitrates (as a hub).
     pub escrows: Vec<EscrowInfo>,
     pub time_ms: u64,
+    /// Coins that came to it for work and payments (units), and that it
+    /// spent, in all and over the last hour; and its earnings per hour.
+    pub earned_total: u64,
+    pub spent_total: u64,
+    pub earned_last_hour: u64,
+    pub spent_last_hour: u64,
+    pub earned_per_hour: u64,
 }
 
 /// A hub wallet.

@@ -16,6 +16,7 @@ mod backoff;
 pub mod compute;
 pub mod config;
 pub mod control;
+pub mod earn;
 pub mod home;
 pub mod ledger;
 pub mod locator;

@@ -477,6 +477,19 @@ impl Node {
             }
         };
         let _ = node.inner.compute.set(roles);
+        // Earning for forwarding and serving: receipts taken, handed over
+        // and redeemed.
+        let earnings = Arc::new(crate::earn::Earnings::default());
+        node.rpc().serve(
+            crate::earn::RECEIPTS,
+            Arc::new(crate::earn::ReceiptsService {
+                node: node.node_id(),
+                earnings: earnings.clone(),
+            }),
+        );
+        node.inner
+            .tasks
+            .spawn(crate::earn::run(Arc::downgrade(&node.inner), earnings));
         if let (Some(policy), Some(_)) = (&options.compute.agent, node.worker()) {
             let agent = Arc::new(crate::agent::Agent {
                 policy: policy.clone(),

@@ -568,3 +568,129 @@ mod agent {
         }
     }
 }
+
+/// A relay earns for the bytes it forwards and a server for the bytes it
+/// serves: their receipts (signed by the route's source, and by the
+/// fetcher) are redeemed in the ledger, paid by whoever signed them, at
+/// the ledger's published prices; every coin is accounted for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relays_and_servers_earn_from_their_receipts() {
+    let key = || Arc::new(Keypair::generate().unwrap());
+    let (ledger_key, source_key, fetcher_key) = (key(), key(), key());
+    let id = |k: &Keypair| Id(*k.node_id().as_bytes());
+    let genesis = Genesis {
+        rules: Rules {
+            // A coin per MiB, so that a few MiB show.
+            price_per_gib_forwarded: 1024 * COIN,
+            price_per_gib_served: 1024 * COIN,
+            ..Rules::new(id(&ledger_key), id(&ledger_key))
+        },
+        accounts: vec![
+            (id(&source_key), 100 * COIN),
+            (id(&fetcher_key), 100 * COIN),
+        ],
+    };
+    let ledger = node(
+        ledger_key,
+        LedgerOptions {
+            serve: Some(genesis),
+            node: None,
+        },
+        None,
+    )
+    .await;
+    let located = LedgerOptions {
+        serve: None,
+        node: Some(ledger.node_id()),
+    };
+    let source = node(source_key, located.clone(), None).await;
+    let relay = node(key(), located.clone(), None).await;
+    let sink = node(key(), located.clone(), None).await;
+    let server = node(key(), located.clone(), None).await;
+    let fetcher = node(fetcher_key, located.clone(), None).await;
+    // source – relay – sink; fetcher – server; the ledger beside the relay.
+    source.connect(relay.peer_addr()).await.unwrap();
+    relay.connect(sink.peer_addr()).await.unwrap();
+    relay.connect(ledger.peer_addr()).await.unwrap();
+    fetcher.connect(server.peer_addr()).await.unwrap();
+    server.connect(ledger.peer_addr()).await.unwrap();
+    fetcher.connect(ledger.peer_addr()).await.unwrap();
+    source.connect(ledger.peer_addr()).await.unwrap();
+
+    // 4 MiB through the relay.
+    let started = Instant::now();
+    let opened = loop {
+        match source
+            .routing()
+            .open(sink.node_id(), fogwire_route::Constraints::default())
+            .await
+        {
+            Ok(opened) => break opened,
+            Err(error) => {
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "no route: {error}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(opened.path, vec![relay.node_id(), sink.node_id()]);
+    let stream = source
+        .routing()
+        .connect(opened.route, "sink")
+        .await
+        .unwrap();
+    fogwire_route::services::send_to_sink(stream, 4 << 20, |_| {})
+        .await
+        .unwrap();
+    // 4 MiB served.
+    let blob = vec![7u8; 4 << 20];
+    let hash = server.store().import_bytes(&blob, None).unwrap();
+    fetcher.replication().fetch(hash, None, None).await.unwrap();
+
+    let client = ledger.ledger().unwrap();
+    let started = Instant::now();
+    let (relay_view, server_view) = loop {
+        let relay_view = client
+            .account(&Id(*relay.node_id().as_bytes()))
+            .await
+            .unwrap();
+        let server_view = client
+            .account(&Id(*server.node_id().as_bytes()))
+            .await
+            .unwrap();
+        // At least the 4 MiB each (the relay also carried the control
+        // traffic; the server the encoding's hash pairs).
+        if relay_view.account.balance >= 4 * COIN && server_view.account.balance >= 4 * COIN {
+            break (relay_view, server_view);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "not paid: relay {}, server {}",
+            relay_view.account.balance,
+            server_view.account.balance
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let source_view = client
+        .account(&Id(*source.node_id().as_bytes()))
+        .await
+        .unwrap();
+    let fetcher_view = client
+        .account(&Id(*fetcher.node_id().as_bytes()))
+        .await
+        .unwrap();
+    assert_eq!(
+        source_view.account.balance,
+        100 * COIN - relay_view.account.balance
+    );
+    assert_eq!(
+        fetcher_view.account.balance,
+        100 * COIN - server_view.account.balance
+    );
+    assert!(relay_view.flow.earned_total >= 4 * COIN);
+    assert!(relay_view.flow.earned_per_hour > 0);
+    assert_eq!(source_view.flow.spent_total, relay_view.account.balance);
+    assert_eq!(client.info().await.unwrap().supply_error, None);
+}

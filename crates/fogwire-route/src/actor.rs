@@ -57,8 +57,13 @@ pub(crate) enum Input {
     Command(Command),
 }
 
+/// Receipts kept for the node to take, at most (one per route).
+const FRESH_RECEIPTS_MAX: usize = 65_536;
+
 pub(crate) enum Command {
     Nodes(oneshot::Sender<Vec<NodeInfo>>),
+    /// Takes the receipts received since the last take.
+    TakeReceipts(oneshot::Sender<Vec<Vec<u8>>>),
     Find {
         destination: NodeId,
         constraints: Constraints,
@@ -155,6 +160,8 @@ pub(crate) struct Actor {
     incoming: mpsc::Sender<RouteStream>,
     datagrams: Option<mpsc::Sender<(NodeId, Bytes)>>,
     store: Option<Arc<Store>>,
+    /// Receipts received since the node last took them (to redeem).
+    fresh_receipts: HashMap<[u8; 16], Vec<u8>>,
     batch: Batch,
     writing: Option<JoinHandle<()>>,
     local_seq: u64,
@@ -209,6 +216,7 @@ impl Actor {
             incoming,
             datagrams,
             store,
+            fresh_receipts: HashMap::new(),
             batch: Batch::default(),
             writing: None,
             local_seq: saved_seq,
@@ -823,6 +831,14 @@ impl Actor {
             }
             Event::Receipt { receipt, encoded } => {
                 self.stats.receipts_received += 1;
+                // The latest per route, until the node takes them to
+                // redeem; bounded, the oldest routes' wait for the store.
+                if self.fresh_receipts.len() < FRESH_RECEIPTS_MAX
+                    || self.fresh_receipts.contains_key(&receipt.route_tag)
+                {
+                    self.fresh_receipts
+                        .insert(receipt.route_tag, encoded.to_vec());
+                }
                 self.batch
                     .receipts
                     .insert(receipt.route_tag, encoded.to_vec());
@@ -856,6 +872,10 @@ impl Actor {
         match command {
             Command::Nodes(reply) => {
                 let _ = reply.send(self.nodes());
+            }
+            Command::TakeReceipts(reply) => {
+                let fresh = std::mem::take(&mut self.fresh_receipts);
+                let _ = reply.send(fresh.into_values().collect());
             }
             Command::Find {
                 destination,

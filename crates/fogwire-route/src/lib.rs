@@ -331,6 +331,13 @@ impl Routing {
         self.ask(Command::Nodes).await
     }
 
+    /// The relay receipts (wire form, signed by each route's source) this
+    /// node received since the last call: the latest of each route, for
+    /// the node to redeem in the ledger.
+    pub async fn take_receipts(&self) -> Result<Vec<Vec<u8>>, RouteError> {
+        self.ask(Command::TakeReceipts).await
+    }
+
     /// Paths to `destination` (up to `alternatives`, node-disjoint).
     pub async fn find(
         &self,

@@ -232,6 +232,17 @@ pub async fn wallet(home: &Path, command: WalletCommand) -> anyhow::Result<()> {
             }
             println!("account     {}", account.id);
             println!("balance     {} coins", format_coins(account.balance));
+            println!(
+                "earned      {} coins in all, {} in the last hour ({} coins/hour)",
+                format_coins(account.earned_total),
+                format_coins(account.earned_last_hour),
+                format_coins(account.earned_per_hour)
+            );
+            println!(
+                "spent       {} coins in all, {} in the last hour",
+                format_coins(account.spent_total),
+                format_coins(account.spent_last_hour)
+            );
             if account.wallet.is_some() {
                 print_wallet(&account);
             }

@@ -137,6 +137,11 @@ pub(crate) fn account_json(
             })
             .collect(),
         time_ms: view.time_ms,
+        earned_total: view.flow.earned_total,
+        spent_total: view.flow.spent_total,
+        earned_last_hour: view.flow.earned_last_hour,
+        spent_last_hour: view.flow.spent_last_hour,
+        earned_per_hour: view.flow.earned_per_hour,
     }
 }
 

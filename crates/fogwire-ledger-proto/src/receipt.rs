@@ -1,0 +1,133 @@
+//! Receipts of work done for others, redeemed in the ledger: a relay's
+//! byte receipts (signed by the route's source, `docs/protocol/
+//! routing.md`) and a server's serving receipts (signed by the node that
+//! fetched from it, defined here). Both are cumulative: the payee
+//! redeems the latest, and is paid for what it adds to the last one
+//! redeemed, so no byte is paid twice.
+
+use fogwire_identity::{Domain, Keypair, NodeId, SignedRecord};
+use serde::{Deserialize, Serialize};
+
+use crate::{Id, LedgerError};
+
+/// Which kind of receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptKind {
+    /// A relay's receipt: bytes it forwarded on one route.
+    Forwarding,
+    /// A server's receipt: bytes of the store a fetcher took from it.
+    Serving,
+}
+
+/// The signing domain of serving receipts.
+pub const SERVE_RECEIPT: Domain = Domain::new("fogwire/store/serve-receipt/v1");
+const SERVE_VERSION: u8 = 1;
+const SERVE_BODY_LEN: usize = 1 + 32 + 8 + 8 + 8;
+const RELAY_BODY_LEN: usize = 1 + 16 + 32 + 8 + 8 + 4 * 8;
+
+/// What a receipt claims, read from its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    /// Who signed it and pays.
+    pub payer: Id,
+    /// Who did the work and is paid.
+    pub payee: Id,
+    /// The route's tag (forwarding), or zero (serving: one counter per
+    /// fetcher and server).
+    pub channel: [u8; 16],
+    pub seq: u64,
+    /// Bytes, cumulative.
+    pub bytes: u64,
+}
+
+fn be64(bytes: &[u8]) -> u64 {
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&bytes[..8]);
+    u64::from_be_bytes(out)
+}
+
+/// Reads a receipt's claim without checking its signature (the ledger's
+/// own log was checked when written).
+pub fn read(kind: ReceiptKind, bytes: &[u8]) -> Result<Claim, LedgerError> {
+    let malformed = || LedgerError::Malformed(format!("not a {kind:?} receipt"));
+    let record = SignedRecord::decode(bytes).map_err(|_| malformed())?;
+    let body = &record.body;
+    let payer = Id(*record.signer.as_bytes());
+    match kind {
+        ReceiptKind::Forwarding => {
+            if body.len() != RELAY_BODY_LEN || body[0] != 1 {
+                return Err(malformed());
+            }
+            let mut channel = [0u8; 16];
+            channel.copy_from_slice(&body[1..17]);
+            let mut payee = [0u8; 32];
+            payee.copy_from_slice(&body[17..49]);
+            Ok(Claim {
+                payer,
+                payee: Id(payee),
+                channel,
+                seq: be64(&body[49..]),
+                bytes: be64(&body[65..]).saturating_add(be64(&body[73..])),
+            })
+        }
+        ReceiptKind::Serving => {
+            if body.len() != SERVE_BODY_LEN || body[0] != SERVE_VERSION {
+                return Err(malformed());
+            }
+            let mut payee = [0u8; 32];
+            payee.copy_from_slice(&body[1..33]);
+            Ok(Claim {
+                payer,
+                payee: Id(payee),
+                channel: [0; 16],
+                seq: be64(&body[33..]),
+                bytes: be64(&body[41..]),
+            })
+        }
+    }
+}
+
+/// Checks a receipt's signature by its payer.
+pub fn verify(kind: ReceiptKind, bytes: &[u8]) -> Result<Claim, LedgerError> {
+    let claim = read(kind, bytes)?;
+    let record = SignedRecord::decode(bytes).map_err(|_| LedgerError::BadSignature)?;
+    let domain = match kind {
+        ReceiptKind::Forwarding => Domain::RELAY_RECEIPT,
+        ReceiptKind::Serving => SERVE_RECEIPT,
+    };
+    record
+        .verify(domain)
+        .map_err(|_| LedgerError::BadSignature)?;
+    Ok(claim)
+}
+
+/// A fetcher's receipt to a server: `bytes` of its store taken so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeReceipt {
+    pub server: NodeId,
+    /// Grows with every receipt to this server (a time, say).
+    pub seq: u64,
+    pub bytes: u64,
+    pub issued_at_ms: u64,
+}
+
+impl ServeReceipt {
+    /// Signed by the fetcher: its wire form.
+    pub fn sign(&self, fetcher: &Keypair) -> Vec<u8> {
+        let mut body = Vec::with_capacity(SERVE_BODY_LEN);
+        body.push(SERVE_VERSION);
+        body.extend_from_slice(self.server.as_bytes());
+        body.extend_from_slice(&self.seq.to_be_bytes());
+        body.extend_from_slice(&self.bytes.to_be_bytes());
+        body.extend_from_slice(&self.issued_at_ms.to_be_bytes());
+        SignedRecord::sign(fetcher, SERVE_RECEIPT, body).encode()
+    }
+}
+
+/// What `bytes` cost at `price_per_gib`, rounded down: cumulative, so
+/// that paying the difference of two totals never drifts.
+pub fn cost(bytes: u64, price_per_gib: u64) -> u64 {
+    let cost = (u128::from(bytes) * u128::from(price_per_gib)) >> 30;
+    u64::try_from(cost).unwrap_or(u64::MAX)
+}
