@@ -1127,6 +1127,16 @@ async fn finish(inner: &Arc<Inner>, id: &JobId) -> Result<(), String> {
     Ok(())
 }
 
+/// Ledger units as coins (a coin is 1 000 000 units): `0.0077`.
+fn coins(units: u64) -> String {
+    let (whole, fraction) = (units / 1_000_000, units % 1_000_000);
+    if fraction == 0 {
+        whole.to_string()
+    } else {
+        format!("{whole}.{}", format!("{fraction:06}").trim_end_matches('0'))
+    }
+}
+
 /// Writes a job's payment record.
 async fn save_payment(inner: &Arc<Inner>, id: JobId, record: &PaymentRecord) -> Result<(), String> {
     let Some(db) = inner.db.clone() else {
@@ -1188,15 +1198,15 @@ async fn settle_job(inner: &Arc<Inner>, id: JobId) {
     };
     let text = match paid {
         Ok(()) | Err(PayError::Closed) if settlement.payouts.is_empty() => format!(
-            "payment: the escrow's {} units returned to the buyer",
-            settlement.refund
+            "payment: the escrow's {} coins returned to the buyer",
+            coins(settlement.refund)
         ),
         Ok(()) | Err(PayError::Closed) => format!(
-            "payment: {} units to {} worker(s), {} to the hub, {} back to the buyer{}",
-            settlement.workers_total,
+            "payment: {} coins to {} worker(s), {} to the hub, {} back to the buyer{}",
+            coins(settlement.workers_total),
             settlement.payouts.len() - usize::from(settlement.fee > 0),
-            settlement.fee,
-            settlement.refund,
+            coins(settlement.fee),
+            coins(settlement.refund),
             if settlement.scaled {
                 " (scaled down to the escrow)"
             } else {
@@ -1211,13 +1221,12 @@ async fn settle_job(inner: &Arc<Inner>, id: JobId) {
     };
     let mut lines = vec![text.clone()];
     for worker in &settlement.slash {
-        let name = NodeId::from_bytes(worker)
-            .map(|w| w.short())
-            .unwrap_or_default();
+        // As the scheduler's lines name workers: the first 8 hex digits.
+        let name = Digest(*worker).to_hex()[..8].to_owned();
         match payments.slash(*worker, inner.config.terms.slash).await {
             Ok(()) => lines.push(format!(
-                "payment: {name} caught dissenting: up to {} units of its deposit slashed",
-                inner.config.terms.slash
+                "payment: {name} caught dissenting: up to {} coins of its deposit slashed to the DAO",
+                coins(inner.config.terms.slash)
             )),
             Err(error) => lines.push(format!(
                 "payment: {name} caught dissenting, but nothing slashed: {error}"

@@ -23,6 +23,8 @@ const WIDTH: u32 = 960;
 const HEIGHT: u32 = 640;
 const ITERATIONS: u32 = 256;
 const BANDS: u32 = 16;
+/// What the buyer pays at most for the job (units: one coin).
+const MAX_PRICE: u64 = 1_000_000;
 const REPLICAS: u8 = 3;
 
 /// Which node cheats, in a network of `count`.
@@ -37,7 +39,9 @@ pub fn roles(index: usize, count: usize) -> ComputeOptions {
             worker: None,
             hub: Some(HubConfig::default()),
             docker: false,
-            charge: false,
+            // The hub charges, by the default terms: buyers pay into
+            // escrow, workers bond deposits with it.
+            charge: true,
             agent: None,
         };
     }
@@ -70,6 +74,8 @@ pub struct ComputeStage {
     pub correct: Option<bool>,
     pub image: Option<PathBuf>,
     pub error: Option<String>,
+    /// The job's payment was settled from the buyer's escrow.
+    pub paid: bool,
 }
 
 /// Runs the stage with `hub` (an index) as hub and buyer; writes the PNG
@@ -109,8 +115,14 @@ async fn render(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stage.workers = workers_expected;
+    crate::economy::bond(network, hub, narrate).await?;
+    // The last node buys the job (it is a worker too: a machine may do
+    // both).
+    let buyer_index = network.nodes().len() - 1;
+    let buyer = &network.nodes()[buyer_index];
     let module = guests::compile(guests::MANDELBROT)?;
-    let program = node
+    let program = buyer
+        .node
         .store()
         .import_bytes(&module, None)
         .map_err(|e| e.to_string())?;
@@ -145,9 +157,31 @@ async fn render(
         line
     };
 
-    let fabric = node.fabric();
+    let fabric = buyer.node.fabric();
     let started = Instant::now();
-    let job = client::submit(fabric.as_ref(), node.node_id(), &spec)
+    // The buyer pays up to one coin: held in escrow for the hub.
+    let mut escrow = [0u8; 32];
+    escrow[..8].copy_from_slice(&fogwire_compute::unix_ms().to_be_bytes());
+    escrow[8..16].copy_from_slice(&buyer.id().as_bytes()[..8]);
+    buyer
+        .node
+        .wallet()
+        .ok_or("no ledger")?
+        .send(fogwire_ledger::proto::Op::Hold {
+            id: fogwire_ledger::proto::Id(escrow),
+            amount: MAX_PRICE,
+            arbiter: fogwire_ledger::proto::Id(*node.node_id().as_bytes()),
+            expires_ms: fogwire_compute::unix_ms() + 600_000,
+        })
+        .await
+        .map_err(|e| format!("the buyer cannot pay: {e}"))?;
+    narrate(&format!(
+        "compute: {} buys the job: it holds {} coin in escrow for {}",
+        buyer.name,
+        fogwire_ledger::format_coins(MAX_PRICE),
+        network.nodes()[hub].name
+    ));
+    let job = client::submit_paid(fabric.as_ref(), node.node_id(), &spec, Some(Digest(escrow)))
         .await
         .map_err(|e| e.to_string())?;
     narrate(&format!(
@@ -165,12 +199,31 @@ async fn render(
                 if line.contains("caught")
                     || line.contains("silent")
                     || line.contains("no majority")
+                    || line.starts_with("payment:")
                 {
                     narrate(&format!("compute:   {}", rename(&line)));
                 }
             }
         }
-        if status.state.is_ended() && (status.output.is_some() || status.state != JobState::Done) {
+        let settled = status
+            .payment
+            .as_ref()
+            .is_none_or(|payment| payment.settled.is_some());
+        if status.state.is_ended()
+            && (status.output.is_some() || status.state != JobState::Done)
+            && settled
+        {
+            // The last lines (the payment's) before leaving.
+            if let Some((lines, _)) = hub_service.logs(&job, next_line) {
+                for line in lines.iter().filter(|l| l.starts_with("payment:")) {
+                    narrate(&format!("compute:   {}", rename(line)));
+                }
+            }
+            stage.paid = status
+                .payment
+                .as_ref()
+                .and_then(|p| p.settled.as_ref())
+                .is_some();
             break status;
         }
         if started.elapsed() > Duration::from_secs(120) {

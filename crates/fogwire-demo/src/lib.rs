@@ -13,6 +13,7 @@
 //! (store, compute) add stages to [`run`] rather than new demos.
 
 pub mod compute;
+pub mod economy;
 mod network;
 mod render;
 pub mod routes;
@@ -86,6 +87,11 @@ pub struct Summary {
     /// (none if the compute stage did not run).
     pub cheats_caught: Option<u32>,
     pub computed_correctly: Option<bool>,
+    /// Whether the job's payment was settled (none if the compute stage
+    /// did not run).
+    pub job_paid: Option<bool>,
+    /// Whether the ledger's supply check passed at the end.
+    pub supply_ok: Option<bool>,
 }
 
 /// Why the demo stopped early.
@@ -216,6 +222,12 @@ pub async fn run(
             break;
         }
     }
+    let mut supply_ok = None;
+    if !interrupted_by_user {
+        writeln!(out)?;
+        let mut narrate = narrator(out);
+        supply_ok = economy::report(&network, &mut narrate).await;
+    }
     if interrupted_by_user {
         writeln!(out, "\ninterrupted: shutting the nodes down…")?;
     } else {
@@ -238,6 +250,8 @@ pub async fn run(
         restored_intact: store_stage.as_ref().and_then(|stage| stage.restored_intact),
         cheats_caught: compute_stage.as_ref().map(|stage| stage.caught),
         computed_correctly: compute_stage.as_ref().and_then(|stage| stage.correct),
+        job_paid: compute_stage.as_ref().map(|stage| stage.paid),
+        supply_ok,
     };
     writeln!(
         out,

@@ -79,7 +79,8 @@ impl Network {
             .prefix("fogwire-demo-")
             .tempdir()
             .map_err(NetworkError::TempDir)?;
-        let mut nodes = Vec::with_capacity(count);
+        // Every key first: the ledger's genesis names them all.
+        let mut keys = Vec::with_capacity(count);
         for index in 0..count {
             let name = format!("n{index}");
             let data_dir = root.path().join(&name);
@@ -91,6 +92,16 @@ impl Network {
                         source,
                     }
                 })?;
+            keys.push((name, data_dir, keypair));
+        }
+        let ledger = crate::economy::ledger_options(
+            &keys
+                .iter()
+                .map(|(_, _, key)| key.node_id())
+                .collect::<Vec<_>>(),
+        );
+        let mut nodes = Vec::with_capacity(count);
+        for (index, (name, data_dir, keypair)) in keys.into_iter().enumerate() {
             let mut options = NodeOptions::local(Arc::new(keypair));
             options.routing_store = Some(data_dir.join("routes.redb"));
             options.store_dir = Some(data_dir.join("store"));
@@ -99,6 +110,8 @@ impl Network {
                 .with_channel(ChannelConfig::new(ChannelId::TRAFFIC));
             options.compute = crate::compute::roles(index, count);
             options.compute_dir = Some(data_dir.join("compute"));
+            options.ledger = ledger[index].clone();
+            options.ledger_path = Some(data_dir.join("ledger.redb"));
             let node = Node::start(options)
                 .await
                 .map_err(|source| NetworkError::Node {

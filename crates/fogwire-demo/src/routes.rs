@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use fogwire_identity::NodeId;
+use fogwire_route::proto::Path;
 use fogwire_route::proto::router::RouteId;
 use fogwire_route::services::{SINK, send_to_sink};
 use fogwire_route::{Constraints, Routing};
@@ -92,11 +93,26 @@ async fn destination(
             .find(candidate, Constraints::hops(hops), alternatives)
             .await
             && paths.len() >= alternatives
+            && !first_relay_keeps_the_ledger(network, hops, &paths)
         {
             return Some(candidate);
         }
     }
     None
+}
+
+/// Whether the 3-hop route would be opened through the ledger's keeper
+/// first: its first relay is killed later, and the ledger must live.
+fn first_relay_keeps_the_ledger(network: &Network, hops: usize, paths: &[Path]) -> bool {
+    let keeper = network
+        .nodes()
+        .get(crate::economy::LEDGER_NODE)
+        .map(|node| node.id());
+    hops == 3
+        && paths
+            .first()
+            .and_then(|path| path.nodes.get(1))
+            .is_some_and(|relay| Some(*relay) == keeper)
 }
 
 /// Runs the stage from node `source`: opens the routes, pings through

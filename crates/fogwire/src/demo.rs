@@ -63,6 +63,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if summary.computed_correctly == Some(false) {
         anyhow::bail!("the computed image differs from a direct run of the module");
     }
+    if summary.job_paid == Some(false) {
+        anyhow::bail!("the job's payment was not settled");
+    }
+    if summary.supply_ok == Some(false) {
+        anyhow::bail!("the ledger's supply check failed");
+    }
     if summary.stream_intact == Some(false) {
         anyhow::bail!("the stream over the repaired route did not arrive intact");
     }

@@ -251,6 +251,19 @@ fn the_demo_runs_eight_linked_nodes_routes_repairs_and_exits_cleanly() {
     assert!(text.contains("n5 sent"), "{text}");
     assert!(text.contains("every one caught and outvoted"), "{text}");
     assert!(text.contains("the image is correct"), "{text}");
+    // Coins: n1 keeps the ledger; n7 pays for the job from escrow, the
+    // agreeing workers and the hub are paid, the cheat loses its deposit;
+    // relays and servers earn by receipt; the supply adds up.
+    assert!(text.contains("ledger: n1 keeps it"), "{text}");
+    assert!(text.contains("n7 buys the job"), "{text}");
+    assert!(text.contains("payment: 0."), "{text}");
+    assert!(text.contains("to the hub"), "{text}");
+    assert!(
+        text.contains("n5 caught dissenting: up to 1 coins of its deposit slashed"),
+        "{text}"
+    );
+    assert!(text.contains("coins/hour"), "{text}");
+    assert!(text.contains("supply check passed"), "{text}");
     assert!(
         std::fs::read(&image)
             .unwrap()
