@@ -12,7 +12,7 @@ use fogwire_compute::{client, guests};
 use fogwire_compute_proto::scheduler::JobState;
 use fogwire_compute_proto::{Digest, JobSpec, Replication};
 use fogwire_identity::Keypair;
-use fogwire_node::{ComputeOptions, Node, NodeOptions};
+use fogwire_node::{ComputeOptions, LedgerOptions, Node, NodeOptions};
 use serde::Serialize;
 
 use crate::link::{BenchError, median};
@@ -57,6 +57,9 @@ pub struct Report {
     pub direct_us: f64,
     /// Submit to accepted (and stored) result, one trivial task.
     pub latency_ms: f64,
+    /// The same, paid for: escrow held, then result accepted and the
+    /// escrow paid out (the hub keeps the ledger here).
+    pub paid_latency_ms: f64,
     /// Tasks accepted per second, each run on `replicas` workers.
     pub tasks_per_sec: f64,
     /// Runs per second directly in wasmtime, one after another on one
@@ -71,6 +74,7 @@ pub enum Step {
     Direct,
     Latency { round: usize },
     Throughput { round: usize },
+    Paid,
 }
 
 fn failed(error: impl std::fmt::Display) -> BenchError {
@@ -83,29 +87,62 @@ struct Network {
     _dir: tempfile::TempDir,
 }
 
-async fn start(options: &Options) -> Result<Network, BenchError> {
+/// A hub and its workers; with `paid`, the hub also keeps a ledger (its
+/// own account funded at genesis, its wallet registered) and charges.
+async fn start(options: &Options, paid: bool) -> Result<Network, BenchError> {
     let dir = tempfile::tempdir().map_err(failed)?;
-    let node = |compute: ComputeOptions, name: &str| {
-        let mut node_options = NodeOptions::local(Arc::new(Keypair::generate().map_err(failed)?));
+    let hub_key = Arc::new(Keypair::generate().map_err(failed)?);
+    let hub_id = fogwire_ledger::proto::Id(*hub_key.node_id().as_bytes());
+    let ledger = |serve: bool| LedgerOptions {
+        serve: (paid && serve).then(|| fogwire_ledger::proto::Genesis {
+            rules: fogwire_ledger::proto::Rules::new(hub_id, hub_id),
+            accounts: vec![(hub_id, 1_000_000 * fogwire_ledger::proto::COIN)],
+        }),
+        node: paid.then_some(hub_key.node_id()),
+    };
+    let node = |key: Option<Arc<Keypair>>, compute: ComputeOptions, name: &str, serve: bool| {
+        let key = match key {
+            Some(key) => key,
+            None => Arc::new(Keypair::generate().map_err(failed)?),
+        };
+        let mut node_options = NodeOptions::local(key);
         node_options.compute = compute;
         node_options.compute_dir = Some(dir.path().join(name));
+        node_options.ledger = ledger(serve);
+        node_options.ledger_path = Some(dir.path().join(format!("{name}.ledger.redb")));
         Ok::<_, BenchError>(node_options)
     };
     let hub = Node::start(node(
+        Some(hub_key.clone()),
         ComputeOptions {
             worker: None,
             hub: Some(HubConfig::default()),
             docker: false,
-            charge: false,
+            charge: paid,
             agent: None,
         },
         "hub",
+        true,
     )?)
     .await
     .map_err(failed)?;
+    if paid {
+        let wallet = hub.wallet().ok_or_else(|| failed("no wallet"))?;
+        wallet
+            .send(fogwire_ledger::proto::Op::WalletFund {
+                amount: 1000 * fogwire_ledger::proto::COIN,
+            })
+            .await
+            .map_err(failed)?;
+        wallet
+            .send(fogwire_ledger::proto::Op::WalletRegister)
+            .await
+            .map_err(failed)?;
+    }
     let mut workers = Vec::new();
     for index in 0..options.workers {
         let worker = Node::start(node(
+            None,
             ComputeOptions {
                 worker: Some(WorkerConfig {
                     slots: options.slots,
@@ -117,6 +154,7 @@ async fn start(options: &Options) -> Result<Network, BenchError> {
                 agent: None,
             },
             &format!("worker{index}"),
+            false,
         )?)
         .await
         .map_err(failed)?;
@@ -157,6 +195,52 @@ async fn job(network: &Network, spec: &JobSpec) -> Result<Duration, BenchError> 
     Ok(took)
 }
 
+/// Pays for `spec` (an escrow held by the hub's node, which buys here) and
+/// waits for its accepted result and settled payment; the time it took.
+async fn paid_job(network: &Network, spec: &JobSpec, n: u64) -> Result<Duration, BenchError> {
+    let service = network.hub.hub().ok_or_else(|| failed("no hub"))?;
+    let fabric = network.hub.fabric();
+    let wallet = network.hub.wallet().ok_or_else(|| failed("no wallet"))?;
+    let started = Instant::now();
+    let mut escrow = [0u8; 32];
+    escrow[..8].copy_from_slice(&n.to_be_bytes());
+    escrow[8..16].copy_from_slice(&fogwire_compute::unix_ms().to_be_bytes());
+    wallet
+        .send(fogwire_ledger::proto::Op::Hold {
+            id: fogwire_ledger::proto::Id(escrow),
+            amount: fogwire_ledger::proto::COIN,
+            arbiter: fogwire_ledger::proto::Id(*network.hub.node_id().as_bytes()),
+            expires_ms: u64::MAX,
+        })
+        .await
+        .map_err(failed)?;
+    let id = client::submit_paid(
+        fabric.as_ref(),
+        network.hub.node_id(),
+        spec,
+        Some(Digest(escrow)),
+    )
+    .await
+    .map_err(failed)?;
+    service
+        .wait(&id, Duration::from_secs(600))
+        .await
+        .ok_or_else(|| failed("the job vanished"))?;
+    loop {
+        let status = service
+            .status(&id)
+            .ok_or_else(|| failed("the job vanished"))?;
+        if status.payment.is_some_and(|p| p.settled.is_some()) {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            return Err(failed("the payment was never settled"));
+        }
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    Ok(started.elapsed())
+}
+
 /// Runs the benchmark, telling `progress` each step.
 pub fn run(options: &Options, progress: &mut dyn FnMut(Step)) -> Result<Report, BenchError> {
     let module = guests::compile(guests::HELLO).map_err(failed)?;
@@ -184,8 +268,8 @@ pub fn run(options: &Options, progress: &mut dyn FnMut(Step)) -> Result<Report, 
         .build()
         .map_err(failed)?;
     let options = options.clone();
-    let (latencies, rates) = runtime.block_on(async {
-        let network = start(&options).await?;
+    let (latencies, rates, paid_latency_ms) = runtime.block_on(async {
+        let network = start(&options, false).await?;
         let program = network
             .hub
             .store()
@@ -216,7 +300,29 @@ pub fn run(options: &Options, progress: &mut dyn FnMut(Step)) -> Result<Report, 
         for worker in &network.workers {
             worker.shutdown().await;
         }
-        Ok::<_, BenchError>((latencies, rates))
+        // The same one-task jobs, paid for: escrow held, result accepted,
+        // workers and hub paid out of it.
+        progress(Step::Paid);
+        let network = start(&options, true).await?;
+        let program = network
+            .hub
+            .store()
+            .import_bytes(&module, None)
+            .map_err(failed)?;
+        let mut spec = JobSpec::wasm(Digest(*program.as_bytes()));
+        spec.replication = Replication::Fixed(options.replicas);
+        let mut warm = spec.clone();
+        warm.split = (options.workers * 4) as u32;
+        paid_job(&network, &warm, 0).await?;
+        let mut paid = Vec::new();
+        for n in 0..(options.latency_jobs * options.rounds) as u64 {
+            paid.push(paid_job(&network, &spec, n + 1).await?.as_secs_f64() * 1e3);
+        }
+        network.hub.shutdown().await;
+        for worker in &network.workers {
+            worker.shutdown().await;
+        }
+        Ok::<_, BenchError>((latencies, rates, median(&paid)))
     })?;
     Ok(Report {
         rounds: options.rounds,
@@ -224,6 +330,7 @@ pub fn run(options: &Options, progress: &mut dyn FnMut(Step)) -> Result<Report, 
         replicas: options.replicas,
         direct_us: median(&direct_times),
         latency_ms: median(&latencies),
+        paid_latency_ms,
         tasks_per_sec: median(&rates),
         direct_runs_per_sec,
     })

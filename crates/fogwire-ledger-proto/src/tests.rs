@@ -365,3 +365,63 @@ proptest! {
         }
     }
 }
+
+/// The examples of docs/protocol/ledger.md §2, byte for byte.
+#[test]
+fn the_documented_encodings_are_what_the_encoder_writes() {
+    let hex = |tx: &Transaction| -> String {
+        tx.encode()
+            .unwrap()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let doc = |text: &str| {
+        text.replace("aa×32", &"aa".repeat(32))
+            .replace("bb×32", &"bb".repeat(32))
+            .replace("cc×32", &"cc".repeat(32))
+            .replace("11×32", &"11".repeat(32))
+            .replace(' ', "")
+    };
+    let from = Id([0xaa; 32]);
+    let transfer = Transaction {
+        from,
+        sequence: 7,
+        op: Op::Transfer {
+            to: Id([0xbb; 32]),
+            amount: 1_500_000,
+        },
+    };
+    assert_eq!(
+        hex(&transfer),
+        doc("93 c420 aa×32 07 92 00 92 c420 bb×32 ce0016e360")
+    );
+    let register = Transaction {
+        from,
+        sequence: 1,
+        op: Op::WalletRegister,
+    };
+    assert_eq!(hex(&register), doc("93 c420 aa×32 01 92 06 90"));
+    let hold = Transaction {
+        from,
+        sequence: 2,
+        op: Op::Hold {
+            id: Id([0x11; 32]),
+            amount: 1_000_000,
+            arbiter: Id([0xcc; 32]),
+            expires_ms: 1_700_000_000_000,
+        },
+    };
+    assert_eq!(
+        hex(&hold),
+        doc("93 c420 aa×32 02 92 02 94 c420 11×32 ce000f4240 c420 cc×32 cf0000018bcfe56800")
+    );
+    let text = include_str!("../../../docs/protocol/ledger.md");
+    for line in [
+        "93 c420 aa×32 07 92 00 92 c420 bb×32 ce0016e360",
+        "93 c420 aa×32 01 92 06 90",
+        "93 c420 aa×32 02 92 02 94 c420 11×32 ce000f4240 c420 cc×32 cf0000018bcfe56800",
+    ] {
+        assert!(text.contains(line), "the doc lost {line}");
+    }
+}

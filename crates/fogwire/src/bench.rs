@@ -653,6 +653,7 @@ async fn compute(args: ComputeArgs) -> anyhow::Result<()> {
             ComputeStep::Starting => "starting a hub and its workers".to_owned(),
             ComputeStep::Latency { round } => format!("round {}: one-task jobs", round + 1),
             ComputeStep::Throughput { round } => format!("round {}: a many-task job", round + 1),
+            ComputeStep::Paid => "one-task jobs, paid for through the ledger".to_owned(),
         },
     )
     .await?;
@@ -671,6 +672,11 @@ async fn compute(args: ComputeArgs) -> anyhow::Result<()> {
         "trivial task, submit to accepted result:  {:>8.2} ms   ×{:.0} of the direct run",
         report.latency_ms,
         report.latency_ms * 1000.0 / report.direct_us.max(f64::MIN_POSITIVE)
+    );
+    println!(
+        "the same, paid (escrow, then payout):     {:>8.2} ms   payment adds {:.2} ms",
+        report.paid_latency_ms,
+        report.paid_latency_ms - report.latency_ms
     );
     println!(
         "tasks accepted per second:                {:>8.0}      ({:.0} replica runs/s; ×{:.2} of direct runs/s)",
