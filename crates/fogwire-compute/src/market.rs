@@ -23,7 +23,7 @@ use crate::{arg, decode, encode, unix_ms};
 
 /// The service's name, and its methods.
 pub const MARKET: &str = "market";
-pub const MARKET_METHODS: &[&str] = &["ask", "bid", "cancel", "asks", "bids", "deals"];
+pub const MARKET_METHODS: &[&str] = &["ask", "bid", "cancel", "asks", "bids", "deals", "events"];
 
 pub mod method {
     pub const ASK: u64 = 0;
@@ -32,6 +32,7 @@ pub mod method {
     pub const ASKS: u64 = 3;
     pub const BIDS: u64 = 4;
     pub const DEALS: u64 = 5;
+    pub const EVENTS: u64 = 6;
 }
 
 const COMMANDS: TableDefinition<u64, &[u8]> = TableDefinition::new("commands");
@@ -101,6 +102,9 @@ enum Command {
 struct State {
     book: Book,
     deals: VecDeque<Deal>,
+    /// The latest events (posts, fills, deals, cancellations, expiries),
+    /// with their times.
+    events: VecDeque<(u64, Event)>,
     next_seq: u64,
 }
 
@@ -152,14 +156,18 @@ fn run(book: &mut Book, command: &Command, time_ms: u64) -> Result<(OrderId, Vec
     Ok((id, events))
 }
 
-fn keep_deals(deals: &mut VecDeque<Deal>, events: &[Event]) {
+fn keep(state: &mut State, events: &[Event], time_ms: u64) {
     for event in events {
         if let Event::Dealt(deal) = event {
-            if deals.len() >= DEALS_MAX {
-                deals.pop_front();
+            if state.deals.len() >= DEALS_MAX {
+                state.deals.pop_front();
             }
-            deals.push_back(deal.clone());
+            state.deals.push_back(deal.clone());
         }
+        if state.events.len() >= DEALS_MAX {
+            state.events.pop_front();
+        }
+        state.events.push_back((time_ms, event.clone()));
     }
 }
 
@@ -169,6 +177,7 @@ impl Market {
         let mut state = State {
             book: Book::new(),
             deals: VecDeque::new(),
+            events: VecDeque::new(),
             next_seq: 1,
         };
         let db = match path {
@@ -192,7 +201,7 @@ impl Market {
                         continue;
                     };
                     if let Ok((_, events)) = run(&mut state.book, &command, time_ms) {
-                        keep_deals(&mut state.deals, &events);
+                        keep(&mut state, &events, time_ms);
                     }
                     state.next_seq = seq.value() + 1;
                 }
@@ -228,7 +237,7 @@ impl Market {
         let (id, events, seq, bytes) = {
             let mut state = lock(&self.inner.state);
             let (id, events) = run(&mut state.book, &command, time_ms)?;
-            keep_deals(&mut state.deals, &events);
+            keep(&mut state, &events, time_ms);
             let seq = state.next_seq;
             state.next_seq += 1;
             let mut bytes = time_ms.to_be_bytes().to_vec();
@@ -317,6 +326,13 @@ impl Market {
                 fills: fills.to_vec(),
             })
             .collect()
+    }
+
+    /// The latest events (posts, fills, deals, cancellations, expiries)
+    /// with their times, newest first.
+    pub fn events(&self, limit: usize) -> Vec<(u64, Event)> {
+        let state = lock(&self.inner.state);
+        state.events.iter().rev().take(limit).cloned().collect()
     }
 
     /// The latest deals, newest first.
@@ -413,6 +429,10 @@ impl Market {
             method::DEALS => {
                 let limit = args.first().and_then(Value::as_u64).unwrap_or(100);
                 encode(to_value(&self.deals(limit.min(DEALS_MAX as u64) as usize)))
+            }
+            method::EVENTS => {
+                let limit = args.first().and_then(Value::as_u64).unwrap_or(100);
+                encode(to_value(&self.events(limit.min(DEALS_MAX as u64) as usize)))
             }
             _ => Err((code::UNKNOWN, format!("no method {method}"))),
         }

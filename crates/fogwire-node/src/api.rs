@@ -930,3 +930,15 @@ pub struct MarketPosted {
     pub fills: Vec<MarketFill>,
     pub deals: Vec<MarketDeal>,
 }
+
+/// Something that happened in a hub's book.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarketEvent {
+    pub time_ms: u64,
+    /// `posted`, `filled`, `dealt`, `cancelled` or `expired`.
+    pub kind: String,
+    /// The order it concerns (a fill's or deal's bid).
+    pub order: u64,
+    /// In words.
+    pub text: String,
+}

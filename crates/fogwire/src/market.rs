@@ -20,6 +20,9 @@ pub enum Command {
     Bids(ListArgs),
     /// The latest deals at a hub: bids filled with all their replicas.
     Deals(DealsArgs),
+    /// What happened in a hub's book lately: orders posted, fills, deals,
+    /// cancellations, expiries.
+    Events(DealsArgs),
     /// Offer this node's work at a hub: it fills resting bids it meets
     /// and that pay at least its price, then rests.
     ///
@@ -211,6 +214,22 @@ pub async fn run(home: &Path, command: Command) -> anyhow::Result<()> {
             }
             for deal in &deals {
                 print_deal(deal);
+            }
+            Ok(())
+        }
+        Command::Events(args) => {
+            let events = client
+                .market_events(args.hub.as_deref(), args.limit)
+                .await?;
+            if args.json {
+                return print_json(&events);
+            }
+            for event in &events {
+                println!(
+                    "{:>10} ago  {}",
+                    crate::output::format_age_ms(event.time_ms),
+                    event.text
+                );
             }
             Ok(())
         }

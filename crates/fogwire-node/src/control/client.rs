@@ -278,6 +278,19 @@ impl Client {
         .await
     }
 
+    pub async fn market_events(
+        &self,
+        hub: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<crate::api::MarketEvent>, ClientError> {
+        self.json(
+            Method::GET,
+            &with_hub(&format!("/v1/market/events?limit={limit}"), hub),
+            None,
+        )
+        .await
+    }
+
     pub async fn market_ask(
         &self,
         request: &crate::api::MarketAskRequest,

@@ -19,8 +19,8 @@ use fogwire_rpc_proto::Value;
 use super::server::{ApiState, Refusal};
 use crate::Node;
 use crate::api::{
-    MarketAskRequest, MarketBidRequest, MarketCancelRequest, MarketDeal, MarketFill, MarketOrder,
-    MarketPosted, MarketResources,
+    MarketAskRequest, MarketBidRequest, MarketCancelRequest, MarketDeal, MarketEvent, MarketFill,
+    MarketOrder, MarketPosted, MarketResources,
 };
 
 const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -200,6 +200,64 @@ pub(super) async fn deals(
     let deals: Vec<Deal> =
         decode(call(&state.node, hub, method::DEALS, vec![Value::from(limit)]).await?)?;
     Ok(Json(deals.iter().map(|d| deal_json(hub, d)).collect()))
+}
+
+pub(super) async fn events(
+    State(state): State<Arc<ApiState>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Vec<MarketEvent>>, Refusal> {
+    let hub = hub_of(&state.node, query(&raw, "hub").as_deref()).await?;
+    let limit = query(&raw, "limit")
+        .and_then(|l| l.parse::<u64>().ok())
+        .unwrap_or(50);
+    let events: Vec<(u64, fogwire_market_proto::Event)> =
+        decode(call(&state.node, hub, method::EVENTS, vec![Value::from(limit)]).await?)?;
+    let short = |party: &[u8; 32]| {
+        NodeId::from_bytes(party)
+            .map(|id| id.short())
+            .unwrap_or_default()
+    };
+    Ok(Json(
+        events
+            .into_iter()
+            .map(|(time_ms, event)| {
+                use fogwire_market_proto::Event;
+                let (kind, order, text) = match event {
+                    Event::Posted { id } => ("posted", id, format!("order {id} posted")),
+                    Event::Filled(fill) => (
+                        "filled",
+                        fill.bid,
+                        format!(
+                            "bid {} filled by ask {} of {} at {} units",
+                            fill.bid,
+                            fill.ask,
+                            short(&fill.worker),
+                            fill.price
+                        ),
+                    ),
+                    Event::Dealt(deal) => (
+                        "dealt",
+                        deal.bid,
+                        format!(
+                            "bid {} of {} dealt: {} worker(s), {} units per task",
+                            deal.bid,
+                            short(&deal.buyer),
+                            deal.fills.len(),
+                            deal.price()
+                        ),
+                    ),
+                    Event::Cancelled { id } => ("cancelled", id, format!("order {id} cancelled")),
+                    Event::Expired { id } => ("expired", id, format!("order {id} expired")),
+                };
+                MarketEvent {
+                    time_ms,
+                    kind: kind.to_owned(),
+                    order,
+                    text,
+                }
+            })
+            .collect(),
+    ))
 }
 
 fn encoded<T: serde::Serialize>(value: &T) -> Result<Value, Refusal> {

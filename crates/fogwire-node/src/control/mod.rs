@@ -45,6 +45,7 @@
 //! | GET    | /v1/market/asks[?hub=]   | list of [`crate::api::MarketOrder`]    |
 //! | GET    | /v1/market/bids[?hub=]   | list of [`crate::api::MarketOrder`]    |
 //! | GET    | /v1/market/deals[?hub=&limit=] | list of [`crate::api::MarketDeal`] |
+//! | GET    | /v1/market/events[?hub=&limit=] | list of [`crate::api::MarketEvent`] |
 //! | POST   | /v1/market/ask           | [`crate::api::MarketAskRequest`] → [`crate::api::MarketPosted`] |
 //! | POST   | /v1/market/bid           | [`crate::api::MarketBidRequest`] → [`crate::api::MarketPosted`] |
 //! | POST   | /v1/market/cancel        | [`crate::api::MarketCancelRequest`] → true |

@@ -116,6 +116,7 @@ pub async fn serve(
         .route("/v1/market/asks", get(super::market::asks))
         .route("/v1/market/bids", get(super::market::bids))
         .route("/v1/market/deals", get(super::market::deals))
+        .route("/v1/market/events", get(super::market::events))
         .route("/v1/market/ask", post(super::market::ask))
         .route("/v1/market/bid", post(super::market::bid))
         .route("/v1/market/cancel", post(super::market::cancel))

@@ -246,6 +246,13 @@ fn the_market_from_the_command_line() {
     assert!(resting.deals.is_empty());
     let bids: Vec<MarketOrder> = json(&buyer, &["market", "bids", "--json"]);
     assert_eq!(bids.len(), 1);
+    let events: Vec<fogwire_node::api::MarketEvent> = json(&buyer, &["market", "events", "--json"]);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "cancelled" && e.order == own.id)
+    );
+    assert!(events.iter().any(|e| e.kind == "dealt"));
     let out = ok(&buyer, &["market", "asks"]);
     assert!(out.contains("1/2 left"), "{out}");
 
@@ -261,4 +268,82 @@ fn the_market_from_the_command_line() {
     assert_eq!(asks.len(), 1);
     let bids: Vec<MarketOrder> = json(&hub, &["market", "bids", "--json"]);
     assert_eq!(bids.len(), 1);
+}
+
+/// A paid job from the command line: a buyer who cannot pay is refused
+/// before anything runs, an unpaid job is refused by a charging hub with
+/// how to pay, and a paid one shows its escrow settled: workers and hub
+/// paid, the rest back.
+#[test]
+fn a_paid_job_from_the_command_line() {
+    let buyer_home = init_home("127.0.0.1:0");
+    let poor_home = init_home("127.0.0.1:0");
+    let hub_home = init_home("127.0.0.1:0");
+    let (buyer_id, poor_id, hub_id) = (
+        id_of(buyer_home.path()),
+        id_of(poor_home.path()),
+        id_of(hub_home.path()),
+    );
+    let text = std::fs::read_to_string(hub_home.path().join("fogwire.toml")).unwrap();
+    std::fs::write(
+        hub_home.path().join("fogwire.toml"),
+        text.replace("[compute]\n", "[compute]\nhub = true\ncharge = true\n")
+            .replace(
+                "[ledger]\n",
+                &format!(
+                    "[ledger]\nserve = true\ngenesis = [{{ account = \"{buyer_id}\", coins = \"2\" }}, \
+                     {{ account = \"{poor_id}\", coins = \"0.001\" }}, {{ account = \"{hub_id}\", coins = \"20\" }}]\n"
+                ),
+            ),
+    )
+    .unwrap();
+    let hub = TestNode::start_in(hub_home);
+    let worker = TestNode::start_with("compute", "worker = true\nslots = 2");
+    let buyer = TestNode::start_in(buyer_home);
+    let poor = TestNode::start_in(poor_home);
+    for node in [&worker, &buyer, &poor] {
+        ok(node, &["connect", &hub.peer_addr()]);
+    }
+    ok(&hub, &["hub", "register", "--fund", "10"]);
+    crate::harness::wait_until("the hub to know its worker", || {
+        let out = hub.cli(&["workers", "--json"]);
+        out.status.success()
+            && serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+                .is_ok_and(|w| w.len() == 1)
+    });
+    let scratch = tempfile::tempdir().unwrap();
+    let program = scratch.path().join("hello.wat");
+    std::fs::write(&program, fogwire_compute::guests::HELLO).unwrap();
+    let program = program.to_str().unwrap();
+    let job = [
+        "job",
+        "submit",
+        program,
+        "--replicas",
+        "1",
+        "--replication",
+        "trust",
+    ];
+
+    let error = refused(&buyer, &job);
+    assert!(error.contains("--max-price"), "{error}");
+    let mut poor_job = job.to_vec();
+    poor_job.extend(["--max-price", "0.5"]);
+    let error = refused(&poor, &poor_job);
+    assert!(error.contains("cannot pay up to 0.5 coins"), "{error}");
+    let mut paid = job.to_vec();
+    paid.extend(["--max-price", "0.5"]);
+    let out = ok(&buyer, &paid);
+    assert!(out.contains("escrow   0.5 coins — "), "{out}");
+    assert!(out.contains("to the hub"), "{out}");
+    // 0.001 and a little for its fuel to the worker, 10 % of that to the
+    // hub: just under 1.9989 left of 2.
+    let account: LedgerAccount = json(&buyer, &["wallet", "balance", "--json"]);
+    assert!(
+        (1_998_800..1_998_900).contains(&account.balance),
+        "{}",
+        account.balance
+    );
+    let info: LedgerInfo = json(&buyer, &["ledger", "--json"]);
+    assert!(info.supply_ok, "{info:?}");
 }
