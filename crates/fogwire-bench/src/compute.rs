@@ -241,6 +241,26 @@ async fn paid_job(network: &Network, spec: &JobSpec, n: u64) -> Result<Duration,
     Ok(started.elapsed())
 }
 
+/// The trivial job (its module in the hub's store), and a job of four
+/// tasks per worker to warm up with: every worker fetches and compiles
+/// the module.
+fn specs(
+    network: &Network,
+    module: &[u8],
+    options: &Options,
+) -> Result<(JobSpec, JobSpec), BenchError> {
+    let program = network
+        .hub
+        .store()
+        .import_bytes(module, None)
+        .map_err(failed)?;
+    let mut spec = JobSpec::wasm(Digest(*program.as_bytes()));
+    spec.replication = Replication::Fixed(options.replicas);
+    let mut warm = spec.clone();
+    warm.split = (options.workers * 4) as u32;
+    Ok((spec, warm))
+}
+
 /// Runs the benchmark, telling `progress` each step.
 pub fn run(options: &Options, progress: &mut dyn FnMut(Step)) -> Result<Report, BenchError> {
     let module = guests::compile(guests::HELLO).map_err(failed)?;
@@ -270,16 +290,7 @@ pub fn run(options: &Options, progress: &mut dyn FnMut(Step)) -> Result<Report, 
     let options = options.clone();
     let (latencies, rates, paid_latency_ms) = runtime.block_on(async {
         let network = start(&options, false).await?;
-        let program = network
-            .hub
-            .store()
-            .import_bytes(&module, None)
-            .map_err(failed)?;
-        let mut spec = JobSpec::wasm(Digest(*program.as_bytes()));
-        spec.replication = Replication::Fixed(options.replicas);
-        // Warm up: every worker fetches and compiles the module.
-        let mut warm = spec.clone();
-        warm.split = (options.workers * 4) as u32;
+        let (spec, warm) = specs(&network, &module, &options)?;
         job(&network, &warm).await?;
         let mut latencies = Vec::new();
         let mut rates = Vec::new();
@@ -304,15 +315,7 @@ pub fn run(options: &Options, progress: &mut dyn FnMut(Step)) -> Result<Report, 
         // workers and hub paid out of it.
         progress(Step::Paid);
         let network = start(&options, true).await?;
-        let program = network
-            .hub
-            .store()
-            .import_bytes(&module, None)
-            .map_err(failed)?;
-        let mut spec = JobSpec::wasm(Digest(*program.as_bytes()));
-        spec.replication = Replication::Fixed(options.replicas);
-        let mut warm = spec.clone();
-        warm.split = (options.workers * 4) as u32;
+        let (spec, warm) = specs(&network, &module, &options)?;
         paid_job(&network, &warm, 0).await?;
         let mut paid = Vec::new();
         for n in 0..(options.latency_jobs * options.rounds) as u64 {

@@ -49,7 +49,7 @@ impl From<ClientError> for Refusal {
 }
 
 /// `key=value` pairs of a query (ids and numbers need no decoding).
-fn query(raw: &Option<String>, key: &str) -> Option<String> {
+pub(super) fn query(raw: &Option<String>, key: &str) -> Option<String> {
     raw.as_deref()?
         .split('&')
         .filter_map(|pair| pair.split_once('='))

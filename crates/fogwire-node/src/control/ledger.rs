@@ -15,6 +15,7 @@ use fogwire_ledger::proto::{Id, Op, SignedTransaction, Transaction, WalletState}
 use fogwire_ledger::rpc::AccountView;
 use fogwire_ledger::{Receipt, describe, name_of};
 
+use super::jobs::query;
 use super::server::{ApiState, Refusal};
 use crate::Node;
 use crate::api::{
@@ -51,14 +52,6 @@ async fn account_named(node: &Node, name: &str) -> Result<NodeId, Refusal> {
     }
     let nodes = node.routing().nodes().await?;
     super::routes::resolve(&nodes, name)
-}
-
-fn query(raw: &Option<String>, key: &str) -> Option<String> {
-    raw.as_deref()?
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v.to_owned())
 }
 
 pub(super) async fn info(State(state): State<Arc<ApiState>>) -> Result<Json<LedgerInfo>, Refusal> {

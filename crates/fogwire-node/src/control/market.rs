@@ -16,6 +16,7 @@ use fogwire_identity::NodeId;
 use fogwire_market_proto::{Deal, Fill, RUNTIME_DOCKER, RUNTIME_WASM, Resources};
 use fogwire_rpc_proto::Value;
 
+use super::jobs::query;
 use super::server::{ApiState, Refusal};
 use crate::Node;
 use crate::api::{
@@ -33,14 +34,6 @@ fn name(party: &[u8; 32]) -> String {
     NodeId::from_bytes(party)
         .map(|id| id.to_string())
         .unwrap_or_default()
-}
-
-fn query(raw: &Option<String>, key: &str) -> Option<String> {
-    raw.as_deref()?
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v.to_owned())
 }
 
 /// The hub named (an id or the start of one), else the first known.
