@@ -226,6 +226,11 @@ pub struct LedgerSection {
     pub pay_period_ms: u64,
     pub suspect_ms: u64,
     pub unbond_ms: u64,
+    /// Published prices per GiB, also fixed at genesis: what a route's
+    /// source pays its relays, and a fetcher the nodes it fetched from,
+    /// when they redeem their receipts.
+    pub price_per_gib_forwarded: Coins,
+    pub price_per_gib_served: Coins,
 }
 
 impl Default for LedgerSection {
@@ -241,6 +246,8 @@ impl Default for LedgerSection {
             pay_period_ms: rules.pay_period_ms,
             suspect_ms: rules.suspect_ms,
             unbond_ms: rules.unbond_ms,
+            price_per_gib_forwarded: Coins(rules.price_per_gib_forwarded),
+            price_per_gib_served: Coins(rules.price_per_gib_served),
         }
     }
 }
@@ -261,6 +268,8 @@ impl LedgerSection {
                 pay_period_ms: self.pay_period_ms,
                 suspect_ms: self.suspect_ms,
                 unbond_ms: self.unbond_ms,
+                price_per_gib_forwarded: self.price_per_gib_forwarded.0,
+                price_per_gib_served: self.price_per_gib_served.0,
                 ..fogwire_ledger::proto::Rules::new(id(&self.minter), id(&self.dao))
             },
             accounts: self
@@ -820,6 +829,10 @@ listen = "{link_listen}"
 # pay_period_ms = 2592000000
 # suspect_ms = 10368000000
 # unbond_ms = 86400000
+# What relays and serving nodes earn per GiB, paid by whoever signed their
+# receipts (a route's source, a fetcher).
+# price_per_gib_forwarded = "0.01"
+# price_per_gib_served = "0.01"
 
 [api]
 # The local control API (HTTP + JSON, used by the fogwire CLI). It must be a
