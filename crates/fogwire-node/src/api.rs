@@ -813,6 +813,11 @@ pub enum LedgerOpRequest {
     DepositReclaim {
         hub: String,
     },
+    /// Take back an escrow this node holds (from its expiry on), or, as
+    /// its arbiter, return it: `escrow` is its id in hex.
+    Refund {
+        escrow: String,
+    },
 }
 
 /// `POST /v1/ledger/submit`: a transaction signed elsewhere (by the DAO's

@@ -31,6 +31,20 @@ pub enum WalletCommand {
     Unbond(HubArgs),
     /// Take an unbonded deposit back into your account.
     Reclaim(HubArgs),
+    /// Take back an escrow you hold once it has expired (a hub that never
+    /// settled your job, say); a hub may return one it arbitrates at any
+    /// time.
+    Refund(RefundArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RefundArgs {
+    /// The escrow's id (64 hex digits), as `fogwire job submit --json`
+    /// printed it.
+    escrow: String,
+    /// Print the receipt as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -326,6 +340,16 @@ pub async fn wallet(home: &Path, command: WalletCommand) -> anyhow::Result<()> {
             op(
                 home,
                 LedgerOpRequest::DepositReclaim { hub: args.hub },
+                args.json,
+            )
+            .await
+        }
+        WalletCommand::Refund(args) => {
+            op(
+                home,
+                LedgerOpRequest::Refund {
+                    escrow: args.escrow,
+                },
                 args.json,
             )
             .await

@@ -251,6 +251,11 @@ pub(super) async fn op(
         LedgerOpRequest::DepositReclaim { hub } => Op::DepositReclaim {
             hub: named(hub).await?,
         },
+        LedgerOpRequest::Refund { escrow } => Op::Refund {
+            id: Id::from_hex(&escrow).ok_or_else(|| {
+                bad("an escrow's id is 64 hex digits (`fogwire job status` shows it)")
+            })?,
+        },
     };
     let wallet = node.wallet().ok_or_else(no_ledger)?;
     let receipt = wallet.send(op.clone()).await?;

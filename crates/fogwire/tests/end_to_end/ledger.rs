@@ -136,6 +136,13 @@ fn the_hub_wallet_life_cycle_from_the_command_line() {
     let dao: LedgerAccount = json(&hub, &["wallet", "balance", &dao_id, "--json"]);
     assert_eq!(dao.balance, 6_000_000);
 
+    // A refund names an escrow by its id; one that does not exist is
+    // refused by the ledger.
+    let error = refused(&worker, &["wallet", "refund", "zz"]);
+    assert!(error.contains("64 hex digits"), "{error}");
+    let error = refused(&worker, &["wallet", "refund", &"00".repeat(32)]);
+    assert!(error.contains("does not exist"), "{error}");
+
     let history: Vec<LedgerHistoryLine> = json(&hub, &["wallet", "history", "--json"]);
     assert_eq!(history.first().unwrap().op, "ban");
     assert!(history.iter().any(|line| line.op == "wallet_payday"));
