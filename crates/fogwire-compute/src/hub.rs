@@ -1196,6 +1196,8 @@ async fn settle_job(inner: &Arc<Inner>, id: JobId) {
             .release(record.escrow.0, settlement.payouts.clone())
             .await
     };
+    // Whether the escrow went back whole instead of paying out.
+    let mut refunded_all = settlement.payouts.is_empty();
     let text = match paid {
         Ok(()) | Err(PayError::Closed) if settlement.payouts.is_empty() => format!(
             "payment: the escrow's {} coins returned to the buyer",
@@ -1213,6 +1215,24 @@ async fn settle_job(inner: &Arc<Inner>, id: JobId) {
                 ""
             }
         ),
+        // Refused for good (the hub's wallet cannot lock its share of the
+        // payout, say): the buyer gets the escrow back rather than wait on
+        // retries that cannot succeed.
+        Err(PayError::Refused(why)) => match payments.refund(record.escrow.0).await {
+            Ok(()) | Err(PayError::Closed) => {
+                refunded_all = true;
+                tracing::warn!(job = %id, %why, "the ledger refused the job's payout; the escrow went back to the buyer");
+                format!(
+                    "payment: the ledger refused the payout ({why}); the escrow's {} coins went back to the buyer",
+                    coins(record.held)
+                )
+            }
+            Err(error) => {
+                tracing::warn!(job = %id, %error, "cannot settle the job's payment yet; will try again");
+                lock(&inner.settling).remove(&id);
+                return;
+            }
+        },
         Err(PayError::Other(error)) => {
             tracing::warn!(job = %id, %error, "cannot settle the job's payment yet; will try again");
             lock(&inner.settling).remove(&id);
@@ -1233,12 +1253,22 @@ async fn settle_job(inner: &Arc<Inner>, id: JobId) {
             )),
         }
     }
-    let record = PaymentRecord {
-        settled: Some(text),
-        paid_workers: settlement.workers_total,
-        fee: settlement.fee,
-        refunded: settlement.refund,
-        ..record
+    let record = if refunded_all {
+        PaymentRecord {
+            settled: Some(text),
+            paid_workers: 0,
+            fee: 0,
+            refunded: record.held,
+            ..record
+        }
+    } else {
+        PaymentRecord {
+            settled: Some(text),
+            paid_workers: settlement.workers_total,
+            fee: settlement.fee,
+            refunded: settlement.refund,
+            ..record
+        }
     };
     lock(&inner.payments).insert(id, record.clone());
     if let Err(error) = save_payment(inner, id, &record).await {

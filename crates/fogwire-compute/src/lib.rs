@@ -95,6 +95,11 @@ pub enum PayError {
     /// The escrow is gone: it was paid out or refunded already.
     #[error("the escrow is closed (settled already)")]
     Closed,
+    /// The ledger refused it (the hub's wallet cannot lock its share, say):
+    /// asking again would not help.
+    #[error("the ledger refused: {0}")]
+    Refused(String),
+    /// The ledger could not be asked: try again later.
     #[error("{0}")]
     Other(String),
 }

@@ -158,6 +158,9 @@ fn pay_error(error: fogwire_ledger::client::ClientError) -> fogwire_compute::Pay
         fogwire_ledger::client::ClientError::Refused(why) if why.contains("does not exist") => {
             fogwire_compute::PayError::Closed
         }
+        fogwire_ledger::client::ClientError::Refused(why) => {
+            fogwire_compute::PayError::Refused(why.clone())
+        }
         _ => fogwire_compute::PayError::Other(error.to_string()),
     }
 }

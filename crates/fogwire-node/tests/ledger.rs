@@ -411,6 +411,146 @@ mod paid_jobs {
     }
 }
 
+mod refused_payout {
+    use super::*;
+    use fogwire_compute::hub::HubConfig;
+    use fogwire_compute::worker::WorkerConfig;
+    use fogwire_compute::{client, guests};
+    use fogwire_compute_proto::pay::Terms;
+    use fogwire_compute_proto::{Digest, JobSpec, Replication};
+    use fogwire_node::ComputeOptions;
+
+    /// A hub whose wallet cannot lock its share of a payout (it bonded
+    /// only the deposit) has the payout refused by the ledger: the buyer's
+    /// escrow goes back whole at once, rather than waiting on retries
+    /// that cannot succeed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_payout_the_hub_cannot_back_returns_the_escrow() {
+        let key = || Arc::new(Keypair::generate().unwrap());
+        let (ledger_key, hub_key, buyer_key) = (key(), key(), key());
+        let id = |k: &Keypair| Id(*k.node_id().as_bytes());
+        let genesis = Genesis {
+            rules: Rules::new(id(&ledger_key), id(&ledger_key)),
+            accounts: vec![(id(&hub_key), COIN), (id(&buyer_key), 10 * COIN)],
+        };
+        let ledger = node(
+            ledger_key,
+            LedgerOptions {
+                serve: Some(genesis),
+                node: None,
+            },
+            None,
+        )
+        .await;
+        let located = LedgerOptions {
+            serve: None,
+            node: Some(ledger.node_id()),
+        };
+        let start = |key: Arc<Keypair>, compute: ComputeOptions| {
+            let located = located.clone();
+            async move {
+                let mut options = NodeOptions::local(key);
+                options.compute = compute;
+                options.ledger = located;
+                Node::start(options).await.unwrap()
+            }
+        };
+        let hub = start(
+            hub_key,
+            ComputeOptions {
+                hub: Some(HubConfig {
+                    terms: Terms {
+                        price_per_task: COIN,
+                        ..Terms::default()
+                    },
+                    ..HubConfig::default()
+                }),
+                charge: true,
+                ..ComputeOptions::default()
+            },
+        )
+        .await;
+        let buyer = start(buyer_key.clone(), ComputeOptions::default()).await;
+        let mut workers = Vec::new();
+        for _ in 0..3 {
+            let worker = start(
+                key(),
+                ComputeOptions {
+                    worker: Some(WorkerConfig::default()),
+                    ..ComputeOptions::default()
+                },
+            )
+            .await;
+            hub.connect(worker.peer_addr()).await.unwrap();
+            workers.push(worker);
+        }
+        for node in [&hub, &buyer] {
+            node.connect(ledger.peer_addr()).await.unwrap();
+        }
+        buyer.connect(hub.peer_addr()).await.unwrap();
+        let wallet = hub.wallet().unwrap();
+        wallet.send(Op::WalletFund { amount: COIN }).await.unwrap();
+        wallet.send(Op::WalletRegister).await.unwrap();
+        let service = hub.hub().unwrap();
+        let started = Instant::now();
+        while service.workers().len() < 3 {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "workers never found"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let module = guests::compile(guests::HELLO).unwrap();
+        let program = buyer.store().import_bytes(&module, None).unwrap();
+        let mut spec = JobSpec::wasm(Digest(*program.as_bytes()));
+        spec.replication = Replication::Fixed(3);
+        let escrow = Id([5; 32]);
+        buyer
+            .wallet()
+            .unwrap()
+            .send(Op::Hold {
+                id: escrow,
+                amount: 10 * COIN,
+                arbiter: Id(*hub.node_id().as_bytes()),
+                expires_ms: u64::MAX,
+            })
+            .await
+            .unwrap();
+        let job = client::submit_paid(
+            buyer.fabric().as_ref(),
+            hub.node_id(),
+            &spec,
+            Some(Digest(escrow.0)),
+        )
+        .await
+        .unwrap();
+        let started = Instant::now();
+        let payment = loop {
+            if let Some(payment) = service.status(&job).and_then(|s| s.payment)
+                && payment.settled.is_some()
+            {
+                break payment;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "never settled");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let text = payment.settled.unwrap();
+        assert!(text.contains("refused the payout"), "{text}");
+        assert_eq!((payment.paid_workers, payment.refunded), (0, 10 * COIN));
+        let client = ledger.ledger().unwrap();
+        assert_eq!(
+            client
+                .account(&id(&buyer_key))
+                .await
+                .unwrap()
+                .account
+                .balance,
+            10 * COIN
+        );
+        assert_eq!(client.info().await.unwrap().supply_error, None);
+    }
+}
+
 mod agent {
     use super::*;
     use fogwire_compute::hub::HubConfig;
