@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use fogwire_identity::NodeId;
 use fogwire_ledger::format_coins;
-use fogwire_ledger::proto::{COIN, Genesis, Id, Op, Rules};
+use fogwire_ledger::proto::{COIN, Genesis, Id, Op, Rules, Transaction};
 use fogwire_node::LedgerOptions;
 
 use crate::network::Network;
@@ -84,8 +84,22 @@ pub async fn report(network: &Network, narrate: Narrator<'_>) -> Option<bool> {
     let nodes = network.nodes();
     let client = nodes.first()?.node.ledger()?.clone();
     // Receipts are redeemed every few seconds: let the last ones land.
+    // Receipts are handed over and redeemed every few seconds: let the
+    // last ones land (at most 15 s, once the first have).
     tokio::time::sleep(fogwire_node::earn::EVERY + Duration::from_secs(1)).await;
-    narrate("coins: node   balance    earned     spent   coins/hour (earned)");
+    let waiting = std::time::Instant::now();
+    loop {
+        let mut any = false;
+        for node in nodes {
+            any |= redeemed_by(&client, &Id(*node.id().as_bytes())).await > 0;
+        }
+        if any || waiting.elapsed() > Duration::from_secs(15) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut receipts = 0;
+    narrate("coins: node   balance    earned     spent   coins/hour  receipts (earned)");
     for node in nodes {
         let Ok(view) = client.account(&Id(*node.id().as_bytes())).await else {
             continue;
@@ -97,6 +111,7 @@ pub async fn report(network: &Network, narrate: Narrator<'_>) -> Option<bool> {
             .map(|(.., d)| d.amount)
             .sum();
         let wallet = view.wallet.map(|w| w.balance).unwrap_or(0);
+        let redeemed = redeemed_by(&client, &view.id).await;
         let mut held = String::new();
         if wallet > 0 {
             held.push_str(&format!(" + {} in its hub wallet", format_coins(wallet)));
@@ -105,14 +120,19 @@ pub async fn report(network: &Network, narrate: Narrator<'_>) -> Option<bool> {
             held.push_str(&format!(" + {} bonded", format_coins(deposits)));
         }
         narrate(&format!(
-            "coins:   {:<4} {:>9} {:>9} {:>9} {:>12}{held}",
+            "coins:   {:<4} {:>9} {:>9} {:>9} {:>12} {:>9}{held}",
             node.name,
             format_coins(view.account.balance),
             format_coins(view.flow.earned_total),
             format_coins(view.flow.spent_total),
             format_coins(view.flow.earned_per_hour),
+            redeemed,
         ));
+        receipts += redeemed;
     }
+    narrate(&format!(
+        "ledger: {receipts} receipt(s) redeemed for forwarding and serving, each paid by whoever signed it"
+    ));
     let info = client.info().await.ok()?;
     let ok = info.supply_error.is_none();
     narrate(&format!(
@@ -124,4 +144,20 @@ pub async fn report(network: &Network, narrate: Narrator<'_>) -> Option<bool> {
         format_coins(info.minted)
     ));
     Some(ok)
+}
+
+/// Receipts `id` redeemed (forwarding as a relay, serving as a seeder),
+/// among its last 256 transactions.
+async fn redeemed_by(client: &fogwire_ledger::client::LedgerClient, id: &Id) -> usize {
+    client
+        .history(id, 0, 256)
+        .await
+        .map(|entries| {
+            entries
+                .iter()
+                .filter_map(|entry| Transaction::decode(&entry.signed.body).ok())
+                .filter(|tx| tx.from == *id && matches!(tx.op, Op::Redeem { .. }))
+                .count()
+        })
+        .unwrap_or(0)
 }

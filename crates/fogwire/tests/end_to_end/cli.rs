@@ -263,6 +263,14 @@ fn the_demo_runs_eight_linked_nodes_routes_repairs_and_exits_cleanly() {
         "{text}"
     );
     assert!(text.contains("coins/hour"), "{text}");
+    // Relays and seeders earn: their receipts are redeemed.
+    let redeemed = text
+        .lines()
+        .filter(|line| line.contains(" receipt(s) redeemed"))
+        .find_map(|line| line.strip_prefix("ledger: ")?.split(' ').next())
+        .and_then(|count| count.parse::<usize>().ok())
+        .unwrap_or_else(|| panic!("no receipts line:\n{text}"));
+    assert!(redeemed > 0, "{text}");
     assert!(text.contains("supply check passed"), "{text}");
     assert!(
         std::fs::read(&image)
