@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use fogwire_market_proto::{Ask, Bid, Book, Event, RUNTIME_DOCKER, RUNTIME_WASM, Resources};
+use fogwire_market_proto::{
+    Ask, Bid, Book, Event, PriceUnit, RUNTIME_DOCKER, RUNTIME_WASM, Resources,
+};
 use serde::Serialize;
 
 use crate::link::median;
@@ -80,6 +82,7 @@ fn orders(count: usize) -> Vec<Result<Ask, Bid>> {
                     slots: 1 + ((r >> 40) % 4) as u32,
                     price,
                     expires_ms: u64::MAX,
+                    unit: PriceUnit::Task,
                 })
             } else {
                 Err(Bid {
@@ -91,6 +94,7 @@ fn orders(count: usize) -> Vec<Result<Ask, Bid>> {
                     max_price: price + 10,
                     replicas: 1 + ((r >> 40) % 3) as u8,
                     expires_ms: u64::MAX,
+                    unit: PriceUnit::Task,
                 })
             }
         })

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use fogwire_compute_proto::{from_value, to_value};
 use fogwire_identity::NodeId;
-use fogwire_market_proto::{Ask, Bid, Book, Deal, Event, Fill, OrderId, Resources};
+use fogwire_market_proto::{Ask, Bid, Book, Deal, Event, Fill, OrderId, PriceUnit, Resources};
 use fogwire_rpc::{BoxFuture, Replier, Service};
 use fogwire_rpc_proto::{Value, code};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
@@ -50,6 +50,9 @@ pub struct AskRequest {
     pub slots: u32,
     pub price: u64,
     pub ttl_ms: u64,
+    /// What `price` is per (a task if absent).
+    #[serde(default)]
+    pub unit: PriceUnit,
 }
 
 /// A bid as a buyer posts it (the buyer is the caller).
@@ -59,6 +62,8 @@ pub struct BidRequest {
     pub max_price: u64,
     pub replicas: u8,
     pub ttl_ms: u64,
+    #[serde(default)]
+    pub unit: PriceUnit,
 }
 
 /// A resting ask, as `asks` lists it.
@@ -272,6 +277,7 @@ impl Market {
             slots: request.slots,
             price: request.price,
             expires_ms: unix_ms().saturating_add(request.ttl_ms.min(TTL_MAX_MS)),
+            unit: request.unit,
         };
         let (id, events) = self.command(Command::Ask(ask)).await?;
         Ok(posted(id, events))
@@ -285,6 +291,7 @@ impl Market {
             max_price: request.max_price,
             replicas: request.replicas,
             expires_ms: unix_ms().saturating_add(request.ttl_ms.min(TTL_MAX_MS)),
+            unit: request.unit,
         };
         let (id, events) = self.command(Command::Bid(bid)).await?;
         Ok(posted(id, events))

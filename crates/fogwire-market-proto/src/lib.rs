@@ -2,8 +2,10 @@
 //!
 //! Workers post [`Ask`]s: what they offer (cores, memory, GPUs,
 //! runtimes), for how many tasks at once (`slots`), at what price per
-//! task, until when. Buyers post [`Bid`]s: what each task needs, the most
-//! they pay per task, how many workers (replicas), until when. The
+//! [`PriceUnit`] (a task, 10⁹ fuel, a CPU-second, a GB stored or served),
+//! until when. Buyers post [`Bid`]s: what each task needs, the most they
+//! pay per unit, how many workers (replicas), until when. Orders in
+//! different units never match. The
 //! [`Book`] matches as orders arrive, never by polling:
 //!
 //! - a bid takes the cheapest asks that meet all of its requirements,
@@ -34,6 +36,54 @@ pub const RUNTIME_DOCKER: u8 = 2;
 pub type Party = [u8; 32];
 /// Units of the ledger's coin.
 pub type Amount = u64;
+
+/// What an order's price is per.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum PriceUnit {
+    /// One task run (what a hub's jobs are priced by).
+    #[default]
+    Task,
+    /// 10⁹ units of WebAssembly fuel.
+    Gfuel,
+    /// One CPU-second (containers).
+    CpuSecond,
+    /// One GB stored for a day.
+    GbStored,
+    /// One GB served.
+    GbServed,
+}
+
+impl PriceUnit {
+    pub const ALL: [PriceUnit; 5] = [
+        PriceUnit::Task,
+        PriceUnit::Gfuel,
+        PriceUnit::CpuSecond,
+        PriceUnit::GbStored,
+        PriceUnit::GbServed,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PriceUnit::Task => "task",
+            PriceUnit::Gfuel => "gfuel",
+            PriceUnit::CpuSecond => "cpu_second",
+            PriceUnit::GbStored => "gb_stored",
+            PriceUnit::GbServed => "gb_served",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<PriceUnit> {
+        let text = text.replace('-', "_");
+        PriceUnit::ALL.into_iter().find(|unit| unit.name() == text)
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
 
 /// What a worker offers, or a task needs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +141,9 @@ pub struct Ask {
     pub slots: u32,
     pub price: Amount,
     pub expires_ms: u64,
+    /// What `price` is per; an ask fills only bids priced in the same unit.
+    #[serde(default)]
+    pub unit: PriceUnit,
 }
 
 /// A buyer's order.
@@ -104,6 +157,8 @@ pub struct Bid {
     /// Different workers wanted.
     pub replicas: u8,
     pub expires_ms: u64,
+    #[serde(default)]
+    pub unit: PriceUnit,
 }
 
 /// An order's number in its book (from 1, in arrival order).
@@ -176,14 +231,14 @@ struct RestingBid {
 }
 
 /// An order book and its matching engine.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Book {
     next_id: OrderId,
     /// Resting asks by class (see [`class_of`]), then by (price, id):
     /// cheapest, then earliest, first. A bid looks only in the classes
     /// that can serve it, so a rare need (a GPU, say) does not walk every
     /// ask.
-    asks: [BTreeMap<(Amount, OrderId), RestingAsk>; CLASSES],
+    asks: Vec<BTreeMap<(Amount, OrderId), RestingAsk>>,
     /// Resting bids by (u64::MAX − max price, id): best paying, then
     /// earliest, first.
     bids: BTreeMap<(Amount, OrderId), RestingBid>,
@@ -196,17 +251,21 @@ pub struct Book {
     events_max: usize,
 }
 
-/// Classes of offers: whether they have a GPU, and their runtimes.
-const CLASSES: usize = 8;
+/// Classes of offers: their price unit, whether they have a GPU, and
+/// their runtimes.
+const CLASSES: usize = 8 * PriceUnit::ALL.len();
 
 /// An offer's (or a need's) class.
-fn class_of(resources: &Resources) -> usize {
-    usize::from(resources.gpus > 0) * 4 + usize::from(resources.runtimes & 3)
+fn class_of(resources: &Resources, unit: PriceUnit) -> usize {
+    unit.index() * 8 + usize::from(resources.gpus > 0) * 4 + usize::from(resources.runtimes & 3)
 }
 
-/// Whether offers of class `offer` may meet needs of class `need`.
+/// Whether offers of class `offer` may meet needs of class `need`: the
+/// same unit, and the resources' class.
 fn serves(offer: usize, need: usize) -> bool {
-    (offer & 4) >= (need & 4) && (offer & 3) & (need & 3) == (need & 3)
+    let (offer_unit, offer) = (offer / 8, offer % 8);
+    let (need_unit, need) = (need / 8, need % 8);
+    offer_unit == need_unit && (offer & 4) >= (need & 4) && (offer & 3) & (need & 3) == (need & 3)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,12 +274,22 @@ enum Side {
     Bid,
 }
 
+impl Default for Book {
+    fn default() -> Self {
+        Book::new()
+    }
+}
+
 impl Book {
     pub fn new() -> Book {
         Book {
             next_id: 1,
+            asks: (0..CLASSES).map(|_| BTreeMap::new()).collect(),
+            bids: BTreeMap::new(),
+            index: HashMap::new(),
+            expiries: BTreeMap::new(),
+            events: VecDeque::new(),
             events_max: 1 << 16,
-            ..Book::default()
         }
     }
 
@@ -276,7 +345,8 @@ impl Book {
             if left == 0 {
                 break;
             }
-            if !ask.offer.meets(&resting.bid.need)
+            if resting.bid.unit != ask.unit
+                || !ask.offer.meets(&resting.bid.need)
                 || resting.fills.iter().any(|f| f.worker == ask.worker)
             {
                 continue;
@@ -310,7 +380,7 @@ impl Book {
             }
         }
         if left > 0 {
-            let class = class_of(&ask.offer);
+            let class = class_of(&ask.offer, ask.unit);
             self.asks[class].insert((ask.price, id), RestingAsk { ask, left });
             self.index.insert(id, (Side::Ask, ask.price, class));
             self.expiries.insert((ask.expires_ms, id), ());
@@ -338,7 +408,7 @@ impl Book {
         // meet it, from up to twice as many different workers as wanted
         // (a worker may be the cheapest in two classes); then the
         // cheapest of all, one per worker.
-        let need_class = class_of(&bid.need);
+        let need_class = class_of(&bid.need, bid.unit);
         let mut candidates: Vec<(Amount, OrderId, usize, Party)> = Vec::new();
         for (class, asks) in self.asks.iter().enumerate() {
             if !serves(class, need_class) {

@@ -20,6 +20,7 @@ fn ask(worker: u8, price: Amount, slots: u32, offer: Resources) -> Ask {
         slots,
         price,
         expires_ms: 1000,
+        unit: PriceUnit::Task,
     }
 }
 
@@ -30,6 +31,7 @@ fn bid(buyer: u8, max_price: Amount, replicas: u8, need: Resources) -> Bid {
         max_price,
         replicas,
         expires_ms: 1000,
+        unit: PriceUnit::Task,
     }
 }
 
@@ -49,6 +51,43 @@ fn a_bid_takes_the_cheapest_then_earliest_asks_from_different_workers() {
     assert_eq!(asks, vec![4, a3, a1]);
     assert_eq!(deal.price(), 60);
     let _ = a2;
+}
+
+#[test]
+fn orders_in_different_units_never_match() {
+    let mut book = Book::new();
+    book.ask(
+        Ask {
+            unit: PriceUnit::Gfuel,
+            ..ask(1, 5, 1, cpu(4))
+        },
+        0,
+    )
+    .unwrap();
+    let (_, deal) = book.bid(bid(9, 100, 1, cpu(1)), 1).unwrap();
+    assert!(deal.is_none(), "a task's bid took a fuel ask");
+    let (_, deal) = book
+        .bid(
+            Bid {
+                unit: PriceUnit::Gfuel,
+                ..bid(9, 100, 1, cpu(1))
+            },
+            2,
+        )
+        .unwrap();
+    assert_eq!(deal.unwrap().fills[0].price, 5);
+    // A fuel ask arriving does not fill the resting task bid either.
+    book.ask(
+        Ask {
+            unit: PriceUnit::Gfuel,
+            ..ask(2, 5, 1, cpu(4))
+        },
+        3,
+    )
+    .unwrap();
+    assert_eq!(book.bids().next().unwrap().2.len(), 0);
+    assert_eq!(PriceUnit::parse("cpu-second"), Some(PriceUnit::CpuSecond));
+    assert_eq!(PriceUnit::parse("litre"), None);
 }
 
 #[test]
@@ -153,23 +192,27 @@ fn order() -> impl Strategy<Value = Order> {
                 runtimes,
             }
         });
+    // Mostly tasks; sometimes fuel, which must never meet a task's order.
+    let unit = prop_oneof![3 => Just(PriceUnit::Task), 1 => Just(PriceUnit::Gfuel)];
     prop_oneof![
-        4 => (0u8..8, resources.clone(), 1u32..4, 1u64..100, 1u64..400).prop_map(
-            |(worker, offer, slots, price, expires_ms)| Order::Ask(Ask {
+        4 => (0u8..8, resources.clone(), 1u32..4, 1u64..100, 1u64..400, unit.clone()).prop_map(
+            |(worker, offer, slots, price, expires_ms, unit)| Order::Ask(Ask {
                 worker: [worker; 32],
                 offer,
                 slots,
                 price,
                 expires_ms,
+                unit,
             })
         ),
-        4 => (8u8..12, resources, 1u8..4, 1u64..100, 1u64..400).prop_map(
-            |(buyer, need, replicas, max_price, expires_ms)| Order::Bid(Bid {
+        4 => (8u8..12, resources, 1u8..4, 1u64..100, 1u64..400, unit).prop_map(
+            |(buyer, need, replicas, max_price, expires_ms, unit)| Order::Bid(Bid {
                 buyer: [buyer; 32],
                 need,
                 max_price,
                 replicas,
                 expires_ms,
+                unit,
             })
         ),
         1 => (1u64..200, 0u8..12).prop_map(|(id, party)| Order::Cancel(id, party)),
@@ -208,6 +251,7 @@ proptest! {
                     let mut workers: Vec<Party> = Vec::new();
                     for (id, ask, _) in book.asks() {
                         if expected.len() < usize::from(b.replicas)
+                            && ask.unit == b.unit
                             && ask.price <= b.max_price
                             && ask.offer.meets(&b.need)
                             && !workers.contains(&ask.worker)
@@ -235,6 +279,7 @@ proptest! {
                         let ask = asks[&fill.ask];
                         let bid = bids[&fill.bid];
                         prop_assert!(ask.offer.meets(&bid.need));
+                        prop_assert_eq!(ask.unit, bid.unit);
                         prop_assert!(fill.price == ask.price && fill.price <= bid.max_price);
                         let n = used.entry(fill.ask).or_default();
                         *n += 1;

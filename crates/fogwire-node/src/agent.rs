@@ -14,7 +14,7 @@ use fogwire_compute_proto::agent::{HubRecord, Offer, Policy, Trust, choose, clas
 use fogwire_compute_proto::to_value;
 use fogwire_identity::NodeId;
 use fogwire_ledger::proto::{Id, Op, Transaction, WalletState};
-use fogwire_market_proto::{RUNTIME_DOCKER, RUNTIME_WASM, Resources};
+use fogwire_market_proto::{PriceUnit, RUNTIME_DOCKER, RUNTIME_WASM, Resources};
 use serde::{Deserialize, Serialize};
 
 use crate::Node;
@@ -177,7 +177,12 @@ async fn look(node: &Node, agent: &Agent) -> Result<(), String> {
         };
         let mut count = 0;
         for view in bids {
-            if mine.meets(&view.bid.need) && !view.fills.iter().any(|f| f.worker == me) {
+            // Priced per task, as the agent weighs them, and not filled by
+            // this worker yet.
+            if view.bid.unit == PriceUnit::Task
+                && mine.meets(&view.bid.need)
+                && !view.fills.iter().any(|f| f.worker == me)
+            {
                 offers.push(Offer {
                     hub: bytes,
                     trust,
@@ -205,6 +210,7 @@ async fn look(node: &Node, agent: &Agent) -> Result<(), String> {
             slots: 1,
             price: view.bid.max_price,
             ttl_ms: ASK_TTL_MS,
+            unit: PriceUnit::Task,
         };
         let Ok(args) = to_value(&request) else {
             continue;

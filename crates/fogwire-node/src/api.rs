@@ -862,9 +862,13 @@ pub struct MarketAskRequest {
     pub offer: MarketResources,
     /// Tasks taken at once.
     pub slots: u32,
-    /// Units per task.
+    /// Ledger units per `unit`.
     pub price: u64,
     pub ttl_secs: u64,
+    /// `task` (default), `gfuel`, `cpu_second`, `gb_stored` or
+    /// `gb_served`: orders in different units never match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
 }
 
 /// `POST /v1/market/bid`: this node asks for work at a hub.
@@ -873,10 +877,12 @@ pub struct MarketBidRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hub: Option<String>,
     pub need: MarketResources,
-    /// The most paid per task and worker, in units.
+    /// The most paid per `unit` and worker, in ledger units.
     pub max_price: u64,
     pub replicas: u8,
     pub ttl_secs: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
 }
 
 /// `POST /v1/market/cancel`.
@@ -897,8 +903,10 @@ pub struct MarketOrder {
     /// The worker (asks) or buyer (bids).
     pub party: String,
     pub resources: MarketResources,
-    /// The ask's price, or the bid's maximum, per task (units).
+    /// The ask's price, or the bid's maximum, per `unit` (ledger units).
     pub price: u64,
+    /// What the price is per: task, gfuel, cpu_second, gb_stored, gb_served.
+    pub unit: String,
     /// Asks: slots offered; bids: replicas wanted.
     pub size: u32,
     /// Asks: slots left; bids: replicas filled so far.

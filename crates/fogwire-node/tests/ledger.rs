@@ -591,6 +591,7 @@ mod agent {
             max_price,
             replicas: 1,
             ttl_ms: 60_000,
+            unit: Default::default(),
         };
         let chunks = buyer
             .fabric()

@@ -84,9 +84,13 @@ impl ResourceArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct AskArgs {
-    /// Price per task, in coins.
+    /// Price per --unit, in coins.
     #[arg(long, value_name = "COINS")]
     price: String,
+    /// What the price is per: task, gfuel (10⁹ fuel), cpu-second,
+    /// gb-stored, gb-served. Orders in different units never match.
+    #[arg(long, default_value = "task")]
+    unit: String,
     /// Tasks taken at once.
     #[arg(long, default_value_t = 1)]
     slots: u32,
@@ -103,9 +107,13 @@ pub struct AskArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct BidArgs {
-    /// The most paid per task and worker, in coins.
+    /// The most paid per --unit and worker, in coins.
     #[arg(long, value_name = "COINS")]
     max_price: String,
+    /// What the price is per: task, gfuel (10⁹ fuel), cpu-second,
+    /// gb-stored, gb-served.
+    #[arg(long, default_value = "task")]
+    unit: String,
     /// Different workers wanted.
     #[arg(long, default_value_t = 3)]
     replicas: u8,
@@ -140,8 +148,8 @@ fn print_orders(orders: &[MarketOrder], json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:>6} {:<4} {:<14} {:>12} {:>5} {:>9} {:>4}  {:<12} {:>9}",
-        "id", "side", "party", "price", "cores", "memory", "gpus", "runtimes", "size"
+        "{:>6} {:<4} {:<14} {:>12} {:<10} {:>5} {:>9} {:>4}  {:<12} {:>9}",
+        "id", "side", "party", "price", "per", "cores", "memory", "gpus", "runtimes", "size"
     );
     for order in orders {
         let size = if order.side == "ask" {
@@ -150,11 +158,12 @@ fn print_orders(orders: &[MarketOrder], json: bool) -> anyhow::Result<()> {
             format!("{}/{} filled", order.filled_or_left, order.size)
         };
         println!(
-            "{:>6} {:<4} {:<14} {:>12} {:>5} {:>6} MiB {:>4}  {:<12} {:>9}",
+            "{:>6} {:<4} {:<14} {:>12} {:<10} {:>5} {:>6} MiB {:>4}  {:<12} {:>9}",
             order.id,
             order.side,
             short(&order.party),
             format_coins(order.price),
+            order.unit,
             order.resources.cores,
             order.resources.memory_mib,
             order.resources.gpus,
@@ -240,6 +249,7 @@ pub async fn run(home: &Path, command: Command) -> anyhow::Result<()> {
                 slots: args.slots,
                 price: coins(&args.price)?,
                 ttl_secs: args.ttl_secs,
+                unit: Some(args.unit),
             };
             let posted = client.market_ask(&request).await?;
             print_posted("ask", &posted, args.json)
@@ -251,6 +261,7 @@ pub async fn run(home: &Path, command: Command) -> anyhow::Result<()> {
                 max_price: coins(&args.max_price)?,
                 replicas: args.replicas,
                 ttl_secs: args.ttl_secs,
+                unit: Some(args.unit),
             };
             let posted = client.market_bid(&request).await?;
             print_posted("bid", &posted, args.json)

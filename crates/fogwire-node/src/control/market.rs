@@ -13,7 +13,7 @@ use fogwire_compute::market::{
 use fogwire_compute::{Fabric, HUB};
 use fogwire_compute_proto::to_value;
 use fogwire_identity::NodeId;
-use fogwire_market_proto::{Deal, Fill, RUNTIME_DOCKER, RUNTIME_WASM, Resources};
+use fogwire_market_proto::{Deal, Fill, PriceUnit, RUNTIME_DOCKER, RUNTIME_WASM, Resources};
 use fogwire_rpc_proto::Value;
 
 use super::jobs::query;
@@ -72,6 +72,17 @@ async fn call(node: &Node, hub: NodeId, method: u64, args: Vec<Value>) -> Result
 
 fn decode<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, Refusal> {
     market::decode_answer(value).map_err(|e| Refusal(StatusCode::BAD_GATEWAY, e))
+}
+
+fn unit(text: &Option<String>) -> Result<PriceUnit, Refusal> {
+    match text {
+        None => Ok(PriceUnit::Task),
+        Some(text) => PriceUnit::parse(text).ok_or_else(|| {
+            bad(format!(
+                "unit `{text}`: task, gfuel, cpu_second, gb_stored or gb_served"
+            ))
+        }),
+    }
 }
 
 fn resources(r: &MarketResources) -> Result<Resources, Refusal> {
@@ -151,6 +162,7 @@ pub(super) async fn asks(
                 party: name(&view.ask.worker),
                 resources: resources_json(&view.ask.offer),
                 price: view.ask.price,
+                unit: view.ask.unit.name().to_owned(),
                 size: view.ask.slots,
                 filled_or_left: view.slots_left,
                 expires_ms: view.ask.expires_ms,
@@ -174,6 +186,7 @@ pub(super) async fn bids(
                 party: name(&view.bid.buyer),
                 resources: resources_json(&view.bid.need),
                 price: view.bid.max_price,
+                unit: view.bid.unit.name().to_owned(),
                 size: u32::from(view.bid.replicas),
                 filled_or_left: view.fills.len() as u32,
                 expires_ms: view.bid.expires_ms,
@@ -269,6 +282,7 @@ pub(super) async fn ask(
         slots: request.slots,
         price: request.price,
         ttl_ms: request.ttl_secs.saturating_mul(1000),
+        unit: unit(&request.unit)?,
     };
     let posted: Posted = decode(call(&state.node, hub, method::ASK, vec![encoded(&ask)?]).await?)?;
     Ok(Json(posted_json(hub, posted)))
@@ -306,6 +320,7 @@ pub(super) async fn bid(
         max_price: request.max_price,
         replicas: request.replicas,
         ttl_ms: request.ttl_secs.saturating_mul(1000),
+        unit: unit(&request.unit)?,
     };
     let posted: Posted = decode(call(&state.node, hub, method::BID, vec![encoded(&bid)?]).await?)?;
     Ok(Json(posted_json(hub, posted)))

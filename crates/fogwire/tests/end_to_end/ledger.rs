@@ -253,6 +253,21 @@ fn the_market_from_the_command_line() {
     assert!(resting.deals.is_empty());
     let bids: Vec<MarketOrder> = json(&buyer, &["market", "bids", "--json"]);
     assert_eq!(bids.len(), 1);
+    assert_eq!(bids[0].unit, "task");
+    // Priced per 10⁹ fuel, a cheap ask does not fill a bid per task.
+    let fuel: MarketPosted = json(
+        &workers[1],
+        &[
+            "market", "ask", "--price", "0.00001", "--unit", "gfuel", "--json",
+        ],
+    );
+    assert!(fuel.fills.is_empty());
+    let error = refused(
+        &workers[1],
+        &["market", "ask", "--price", "1", "--unit", "litre"],
+    );
+    assert!(error.contains("gb_served"), "{error}");
+    ok(&workers[1], &["market", "cancel", &fuel.id.to_string()]);
     let events: Vec<fogwire_node::api::MarketEvent> = json(&buyer, &["market", "events", "--json"]);
     assert!(
         events
