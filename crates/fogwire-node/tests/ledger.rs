@@ -761,11 +761,13 @@ async fn relays_and_servers_earn_from_their_receipts() {
     // 4 MiB through the relay.
     let started = Instant::now();
     let opened = loop {
-        match source
-            .routing()
-            .open(sink.node_id(), fogwire_route::Constraints::default())
-            .await
-        {
+        // Through the relay, not the ledger's node (the source links to it
+        // too): two hops, the ledger avoided.
+        let constraints = fogwire_route::Constraints {
+            avoid: vec![ledger.node_id()],
+            ..fogwire_route::Constraints::hops(2)
+        };
+        match source.routing().open(sink.node_id(), constraints).await {
             Ok(opened) => break opened,
             Err(error) => {
                 assert!(
