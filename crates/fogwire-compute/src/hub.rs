@@ -769,11 +769,19 @@ async fn flush(inner: &Arc<Inner>) {
     if jobs.is_empty() && reputation.is_empty() && forgotten.is_empty() {
         return;
     }
-    // Forgotten jobs let go of their outputs too.
+    // Forgotten jobs let go of their outputs too, and of their payment
+    // records once settled (their escrows are closed in the ledger, so
+    // none can pay for another job); an unsettled one stays to be settled.
+    let mut settled_forgotten = Vec::new();
     {
         let mut outputs = lock(&inner.outputs);
+        let mut payments = lock(&inner.payments);
         for id in &forgotten {
             outputs.remove(id);
+            if payments.get(id).is_some_and(|p| p.settled.is_some()) {
+                payments.remove(id);
+                settled_forgotten.push(*id);
+            }
         }
     }
     let store = inner.fabric.store();
@@ -799,6 +807,12 @@ async fn flush(inner: &Arc<Inner>) {
             }
             let mut table = write.open_table(OUTPUTS).map_err(|e| e.to_string())?;
             for id in &forgotten {
+                table
+                    .remove(id.0.as_bytes().as_slice())
+                    .map_err(|e| e.to_string())?;
+            }
+            let mut table = write.open_table(PAYMENTS).map_err(|e| e.to_string())?;
+            for id in &settled_forgotten {
                 table
                     .remove(id.0.as_bytes().as_slice())
                     .map_err(|e| e.to_string())?;

@@ -24,6 +24,9 @@ pub trait Transport: Send + Sync + 'static {
 pub enum ClientError {
     #[error("the ledger refused the transaction: {0}")]
     Refused(String),
+    /// Refused because the escrow it names does not exist or was closed.
+    #[error("the ledger refused the transaction: {0}")]
+    NoEscrow(String),
     #[error("the ledger cannot be reached: {0}")]
     Unreachable(String),
     #[error("the ledger's answer does not decode: {0}")]
@@ -40,6 +43,9 @@ impl ClientError {
 
 fn rpc_error(error: RpcError) -> ClientError {
     match &error {
+        RpcError::Remote { code: c, message } if *c == code::NO_ESCROW => {
+            ClientError::NoEscrow(message.clone())
+        }
         RpcError::Remote { code: c, message } if *c == code::REFUSED || *c == code::SEQUENCE => {
             ClientError::Refused(message.clone())
         }

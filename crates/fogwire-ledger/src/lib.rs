@@ -38,6 +38,9 @@ pub mod code {
     pub const REFUSED: u64 = 100;
     /// The transaction's sequence number is not the sender's next.
     pub const SEQUENCE: u64 = 101;
+    /// The escrow named does not exist, or was closed (paid out or
+    /// refunded already).
+    pub const NO_ESCROW: u64 = 102;
 }
 
 /// Most entries one `history` call returns.

@@ -46,13 +46,6 @@ pub struct LedgerInfo {
     pub time_ms: u64,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Encodes a value as one RPC argument.
 pub fn to_value<T: Serialize>(value: &T) -> Result<Value, String> {
     rmpv::ext::to_value(value).map_err(|e| e.to_string())
@@ -89,6 +82,7 @@ fn id_arg(args: &[Value], position: usize, what: &str) -> Result<Id, (u64, Strin
 pub fn submit_error_code(error: &SubmitError) -> u64 {
     match error {
         SubmitError::Refused(LedgerError::Sequence { .. }) => code::SEQUENCE,
+        SubmitError::Refused(LedgerError::NoEscrow(_)) => code::NO_ESCROW,
         SubmitError::Refused(LedgerError::Malformed(_)) => rpc_code::BAD_ARGS,
         SubmitError::Refused(_) => code::REFUSED,
         SubmitError::Storage(_) | SubmitError::Stopped => rpc_code::FAILED,
@@ -177,7 +171,7 @@ impl LedgerService {
                 .into_iter()
                 .map(|(hub, deposit)| (*id, hub, deposit)),
         );
-        let flow = self.flow(id, ledger.time_ms().max(now_ms()));
+        let flow = self.flow(id, ledger.time_ms().max(crate::service::unix_ms()));
         AccountView {
             flow,
             id: *id,

@@ -85,7 +85,9 @@ struct Inner {
     queue: mpsc::Sender<Pending>,
 }
 
-fn unix_ms() -> u64 {
+/// Milliseconds since the Unix epoch: the time the ledger node stamps on
+/// each entry (the only clock the ledger reads).
+pub(crate) fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

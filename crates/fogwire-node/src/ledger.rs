@@ -155,9 +155,7 @@ pub(crate) struct NodePayments {
 
 fn pay_error(error: fogwire_ledger::client::ClientError) -> fogwire_compute::PayError {
     match &error {
-        fogwire_ledger::client::ClientError::Refused(why) if why.contains("does not exist") => {
-            fogwire_compute::PayError::Closed
-        }
+        fogwire_ledger::client::ClientError::NoEscrow(_) => fogwire_compute::PayError::Closed,
         fogwire_ledger::client::ClientError::Refused(why) => {
             fogwire_compute::PayError::Refused(why.clone())
         }

@@ -57,7 +57,7 @@ pub(super) fn query(raw: &Option<String>, key: &str) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-async fn hub_named(node: &Node, name: Option<&str>) -> Result<Option<NodeId>, Refusal> {
+pub(super) async fn hub_named(node: &Node, name: Option<&str>) -> Result<Option<NodeId>, Refusal> {
     let Some(name) = name.filter(|n| !n.is_empty()) else {
         return Ok(None);
     };

@@ -26,7 +26,9 @@ use crate::api::{
 impl From<ClientError> for Refusal {
     fn from(error: ClientError) -> Self {
         let status = match &error {
-            ClientError::Refused(_) | ClientError::Local(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ClientError::Refused(_) | ClientError::NoEscrow(_) | ClientError::Local(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ClientError::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_GATEWAY,
         };
@@ -264,15 +266,7 @@ pub(super) async fn op(
 }
 
 fn unhex(text: &str, what: &str) -> Result<Vec<u8>, Refusal> {
-    let text = text.trim();
-    if !text.len().is_multiple_of(2) || !text.is_ascii() {
-        return Err(bad(format!("{what} is not hex")));
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16))
-        .collect::<Result<Vec<u8>, _>>()
-        .map_err(|_| bad(format!("{what} is not hex")))
+    super::rpc::from_hex(text.trim()).ok_or_else(|| bad(format!("{what} is not hex")))
 }
 
 pub(super) async fn submit(

@@ -7,10 +7,10 @@ use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use bytes::Bytes;
+use fogwire_compute::Fabric;
 use fogwire_compute::market::{
     self, AskRequest, AskView, BidRequest, BidView, MARKET, Posted, method,
 };
-use fogwire_compute::{Fabric, HUB};
 use fogwire_compute_proto::to_value;
 use fogwire_identity::NodeId;
 use fogwire_market_proto::{Deal, Fill, PriceUnit, RUNTIME_DOCKER, RUNTIME_WASM, Resources};
@@ -31,25 +31,14 @@ fn bad(message: impl Into<String>) -> Refusal {
 }
 
 fn name(party: &[u8; 32]) -> String {
-    NodeId::from_bytes(party)
-        .map(|id| id.to_string())
-        .unwrap_or_default()
+    fogwire_ledger::name_of(&fogwire_ledger::proto::Id(*party))
 }
 
-/// The hub named (an id or the start of one), else the first known.
+/// The hub named (an id or the start of one), else the first known
+/// (this node first if it is one), as the job endpoints choose.
 async fn hub_of(node: &Node, name: Option<&str>) -> Result<NodeId, Refusal> {
-    if let Some(name) = name.filter(|n| !n.is_empty()) {
-        let nodes = node.routing().nodes().await?;
-        return super::routes::resolve(&nodes, name);
-    }
-    let mut hubs = node.fabric().locate(HUB).await;
-    hubs.sort();
-    hubs.into_iter().next().ok_or_else(|| {
-        Refusal(
-            StatusCode::NOT_FOUND,
-            "no hub known: link to the network first".into(),
-        )
-    })
+    let named = super::jobs::hub_named(node, name).await?;
+    Ok(fogwire_compute::client::choose_hub(node.fabric().as_ref(), named).await?)
 }
 
 async fn call(node: &Node, hub: NodeId, method: u64, args: Vec<Value>) -> Result<Value, Refusal> {
