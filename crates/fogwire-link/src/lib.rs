@@ -18,8 +18,10 @@
 mod channel;
 mod driver;
 mod establish;
+mod peer_addr;
 
 pub use channel::{ChannelReceiver, ChannelSendError, ChannelSender};
 pub use driver::{LinkCounters, LinkHandle, LinkSnapshot, spawn};
 pub use establish::{Direction, EstablishError, Established, connect, establish};
 pub use fogwire_link_proto as proto;
+pub use peer_addr::{ParsePeerAddrError, PeerAddr};

@@ -8,6 +8,7 @@
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use fogwire_api::HubView;
 use fogwire_compute::market::{AskRequest, BidView, MARKET, method};
 use fogwire_compute::{Fabric, HUB};
 use fogwire_compute_proto::agent::{HubRecord, Offer, Policy, Trust, choose, classify};
@@ -15,7 +16,6 @@ use fogwire_compute_proto::to_value;
 use fogwire_identity::NodeId;
 use fogwire_ledger::proto::{Id, Op, Transaction, WalletState};
 use fogwire_market_proto::{PriceUnit, RUNTIME_DOCKER, RUNTIME_WASM, Resources};
-use serde::{Deserialize, Serialize};
 
 use crate::Node;
 use crate::node::Inner;
@@ -25,21 +25,6 @@ const EVERY: Duration = Duration::from_secs(3);
 const CALL: Duration = Duration::from_secs(5);
 /// How long the asks it posts rest.
 const ASK_TTL_MS: u64 = 30_000;
-
-/// A hub as the agent sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HubView {
-    pub hub: String,
-    /// unverified, verified, reliable or avoided.
-    pub trust: String,
-    /// The terms it advertises: price per task, per 10⁹ fuel, fee %.
-    pub terms: Option<(u64, u64, u8)>,
-    pub payments_to_me: u32,
-    /// Bids resting there this worker could serve, and how many it took
-    /// on its last look.
-    pub bids: usize,
-    pub taken: usize,
-}
 
 /// The hub's terms from its advert's `terms:<task>:<gfuel>:<fee>`.
 pub fn terms_of(services: &[String]) -> Option<(u64, u64, u8)> {

@@ -101,7 +101,7 @@ impl Fabric for NodeFabric {
             {
                 // No direct link: over a route, if one can be set up.
                 tracing::debug!(%peer, %why, "no link for an RPC call: trying a route");
-                if let Err(error) = node.rpc_route(peer).await {
+                if let Err(error) = node.rpc().open_route(peer).await {
                     tracing::debug!(%peer, %error, "no route for an RPC call either");
                     return Err(RpcError::NotLinked(peer));
                 }
@@ -135,11 +135,8 @@ impl Fabric for NodeFabric {
             let Ok(node) = node else {
                 return Vec::new();
             };
-            let (endpoints, _) = node.locate(service).await;
+            let (endpoints, _) = node.rpc().locate(service).await;
             endpoints
-                .iter()
-                .filter_map(|text| text.parse::<NodeId>().ok())
-                .collect()
         })
     }
 }
@@ -234,91 +231,4 @@ pub(crate) async fn start(
         roles.market = Some(market);
     }
     Ok(roles)
-}
-
-/// The route service that carries RPC between nodes that do not link.
-pub const RPC_SERVICE: &str = "rpc";
-/// Messages queued each way between a route stream and its RPC
-/// connection.
-const PIPE_QUEUE: usize = 64;
-
-impl Node {
-    /// Carries RPC over `stream` (a route stream to or from `rpc`): each
-    /// message framed as `length u32 (big-endian) | message`.
-    pub(crate) fn rpc_over_stream(
-        &self,
-        stream: fogwire_route::RouteStream,
-        role: fogwire_rpc::Role,
-    ) {
-        let peer = stream.peer();
-        let (mut reader, mut writer) = stream.into_split();
-        let (to_rpc, incoming) = tokio::sync::mpsc::channel(PIPE_QUEUE);
-        let (outgoing, mut from_rpc) = tokio::sync::mpsc::channel::<bytes::Bytes>(PIPE_QUEUE);
-        self.inner.tasks.spawn(async move {
-            loop {
-                let Ok(header) = reader.read_exact(4).await else {
-                    break;
-                };
-                let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
-                if len > fogwire_rpc_proto::message::MESSAGE_LEN_MAX {
-                    tracing::warn!(%peer, len, "RPC frame over a route too long: stream dropped");
-                    break;
-                }
-                let Ok(message) = reader.read_exact(len).await else {
-                    break;
-                };
-                if to_rpc.send(message).await.is_err() {
-                    break;
-                }
-            }
-        });
-        self.inner.tasks.spawn(async move {
-            while let Some(message) = from_rpc.recv().await {
-                let mut frame = Vec::with_capacity(4 + message.len());
-                frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
-                frame.extend_from_slice(&message);
-                if writer.write_all(bytes::Bytes::from(frame)).await.is_err() {
-                    return;
-                }
-            }
-            let _ = writer.finish().await;
-        });
-        self.rpc().pipe_up(peer, role, incoming, outgoing);
-    }
-
-    /// Serves RPC to nodes that reach this one over routes.
-    pub(crate) async fn serve_rpc_over_routes(self) {
-        let mut incoming = self.routing().serve(RPC_SERVICE);
-        loop {
-            let stream = tokio::select! {
-                stream = incoming.recv() => stream,
-                () = self.inner.shutdown.cancelled() => None,
-            };
-            let Some(stream) = stream else { break };
-            self.rpc_over_stream(stream, fogwire_rpc::Role::Acceptor);
-        }
-    }
-
-    /// Opens a route to `peer` and carries RPC to it over a stream on it,
-    /// for a node this one does not link to. The route stays open until
-    /// [`fogwire_route::Routing::close`].
-    pub async fn rpc_route(
-        &self,
-        peer: NodeId,
-    ) -> Result<fogwire_route::Opened, fogwire_route::RouteError> {
-        let routing = self.routing();
-        let opened = routing
-            .open(peer, fogwire_route::Constraints::default())
-            .await?;
-        match routing.connect(opened.route, RPC_SERVICE).await {
-            Ok(stream) => {
-                self.rpc_over_stream(stream, fogwire_rpc::Role::Dialer);
-                Ok(opened)
-            }
-            Err(error) => {
-                let _ = routing.close(opened.route).await;
-                Err(error)
-            }
-        }
-    }
 }

@@ -11,22 +11,19 @@
 //! `fogwire-link`'s business.
 
 pub mod agent;
-pub mod api;
 mod backoff;
 pub mod compute;
 pub mod config;
-pub mod control;
+mod control_api;
 pub mod earn;
 pub mod home;
 pub mod ledger;
-pub mod locator;
 mod metrics;
 mod node;
-mod peer_addr;
 
 pub use backoff::Backoff;
 pub use compute::ComputeOptions;
 pub use config::{Config, ConfigError};
+pub use fogwire_link::{ParsePeerAddrError, PeerAddr};
 pub use ledger::LedgerOptions;
-pub use node::{Node, NodeError, NodeEvent, NodeOptions, StoreRoute, StoreRouteError};
-pub use peer_addr::{ParsePeerAddrError, PeerAddr};
+pub use node::{Node, NodeError, NodeEvent, NodeOptions};

@@ -14,11 +14,10 @@ use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api;
 use crate::backoff::{Backoff, jitter};
 use crate::config::Config;
 use crate::metrics::{CLOSED_TOTALS_MAX, Metrics, Totals};
-use crate::peer_addr::PeerAddr;
+use fogwire_link::PeerAddr;
 
 /// Events a node reports to whoever listens (the demo, later protocols).
 #[derive(Debug, Clone)]
@@ -84,6 +83,8 @@ pub struct NodeOptions {
     /// it runs it (none: a temporary directory removed with the node).
     pub ledger: crate::LedgerOptions,
     pub ledger_path: Option<std::path::PathBuf>,
+    /// The data directory the paths above are in, for reports.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl NodeOptions {
@@ -125,6 +126,7 @@ impl NodeOptions {
             compute_dir: None,
             ledger: config.ledger.options(keypair.node_id()),
             ledger_path: None,
+            data_dir: None,
         }
     }
 
@@ -133,69 +135,6 @@ impl NodeOptions {
         let mut config = Config::default();
         config.link.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         Self::from_config(&config, keypair)
-    }
-}
-
-/// Why a store route to a node could not be set up.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreRouteError {
-    #[error("no route to {node} for the store: {source}")]
-    Route {
-        node: NodeId,
-        #[source]
-        source: fogwire_route::RouteError,
-    },
-    #[error(transparent)]
-    Refused(#[from] fogwire_replicate::RouteRefused),
-}
-
-/// A route to a far node whose store this node replicates with (fetches
-/// ask it too) until [`StoreRoute::close`].
-#[derive(Debug)]
-pub struct StoreRoute {
-    pub route: fogwire_route::Opened,
-    peer: fogwire_replicate::RoutePeer,
-    routing: Routing,
-}
-
-impl StoreRoute {
-    /// Ends replication over the route and closes the route.
-    pub async fn close(self) {
-        self.peer.close();
-        let _ = self.routing.close(self.route.route).await;
-    }
-}
-
-impl fogwire_replicate::StoreRouteHandle for StoreRoute {
-    fn close(self: Box<Self>) -> fogwire_replicate::BoxFuture<()> {
-        Box::pin(async move { StoreRoute::close(*self).await })
-    }
-}
-
-/// Opens store routes for replication (a feed's content from the node its
-/// announcement names). Weak: replication must not keep the node alive.
-struct StoreRouteOpener(std::sync::Weak<Inner>);
-
-impl fogwire_replicate::RouteOpener for StoreRouteOpener {
-    fn open(
-        &self,
-        node: NodeId,
-    ) -> fogwire_replicate::BoxFuture<Option<Box<dyn fogwire_replicate::StoreRouteHandle>>> {
-        let inner = self.0.upgrade();
-        Box::pin(async move {
-            let this = Node { inner: inner? };
-            match this.store_route(node).await {
-                Ok(Some(route)) => {
-                    Some(Box::new(route) as Box<dyn fogwire_replicate::StoreRouteHandle>)
-                }
-                Ok(None) => None,
-                Err(error) => {
-                    tracing::debug!(%node, %error, "no store route to a feed's holder");
-                    None
-                }
-            }
-        })
     }
 }
 
@@ -300,6 +239,7 @@ pub(crate) struct Inner {
     pub(crate) ledger: std::sync::OnceLock<crate::ledger::LedgerParts>,
     pub(crate) agent: std::sync::OnceLock<Arc<crate::agent::Agent>>,
     keypair: Arc<Keypair>,
+    data_dir: Option<std::path::PathBuf>,
     /// Hold temporary store and ledger directories for as long as the
     /// node lives.
     _store_dir: Option<tempfile::TempDir>,
@@ -353,11 +293,13 @@ impl Node {
         };
         routing_options
             .services
-            .push(crate::locator::advertised(crate::locator::LOCATOR));
+            .push(fogwire_rpc::locator::advertised(
+                fogwire_rpc::locator::LOCATOR,
+            ));
         if options.compute.worker.is_some() {
             routing_options
                 .services
-                .push(crate::locator::advertised(fogwire_compute::WORKER));
+                .push(fogwire_rpc::locator::advertised(fogwire_compute::WORKER));
             // What it has, for anyone reading the graph (`fogwire nodes`);
             // hubs ask `describe` for the details.
             routing_options
@@ -367,7 +309,7 @@ impl Node {
         if options.compute.hub.is_some() {
             routing_options
                 .services
-                .push(crate::locator::advertised(fogwire_compute::HUB));
+                .push(fogwire_rpc::locator::advertised(fogwire_compute::HUB));
         }
         if let Some(hub) = &options.compute.hub
             && options.compute.charge
@@ -379,7 +321,7 @@ impl Node {
         if options.ledger.serve.is_some() {
             routing_options
                 .services
-                .push(crate::locator::advertised(fogwire_ledger::LEDGER));
+                .push(fogwire_rpc::locator::advertised(fogwire_ledger::LEDGER));
         }
         let (ledger_path, ledger_dir) = match &options.ledger_path {
             Some(path) => (path.clone(), None),
@@ -409,8 +351,11 @@ impl Node {
         .await
         .map_err(|e| NodeError::TempStore(std::io::Error::other(e.to_string())))??;
         let store = Arc::new(store);
-        let replication =
-            fogwire_replicate::Replication::start(store.clone(), options.replication.clone());
+        let replication = fogwire_replicate::Replication::start(
+            store.clone(),
+            options.replication.clone(),
+            routing.clone(),
+        );
         let handshake_permits = Arc::new(Semaphore::new(options.max_pending_handshakes));
         let state = Arc::new(Mutex::new(State {
             available_handshake_permits: Some(handshake_permits.clone()),
@@ -428,14 +373,18 @@ impl Node {
                 reconnect_initial: options.reconnect_initial,
                 reconnect_max: options.reconnect_max,
                 metrics: Metrics::new(state.clone(), options.max_pending_handshakes),
-                routing,
+                routing: routing.clone(),
                 store,
                 replication,
-                rpc: fogwire_rpc::Rpc::default(),
+                rpc: fogwire_rpc::Rpc::builder()
+                    .local(options.keypair.node_id())
+                    .routing(routing.clone())
+                    .build(),
                 compute: std::sync::OnceLock::new(),
                 ledger: std::sync::OnceLock::new(),
                 agent: std::sync::OnceLock::new(),
                 keypair: options.keypair.clone(),
+                data_dir: options.data_dir.clone(),
                 _store_dir: store_dir,
                 _ledger_dir: ledger_dir,
                 state,
@@ -451,12 +400,6 @@ impl Node {
             "node started"
         );
         node.inner.tasks.spawn(node.clone().accept_loop(listener));
-        node.inner
-            .tasks
-            .spawn(node.clone().serve_store_over_routes());
-        node.inner.tasks.spawn(node.clone().serve_rpc_over_routes());
-        node.inner.rpc.set_local(node.node_id());
-        crate::locator::serve(&node);
         // The ledger first: a paid hub settles through it.
         match crate::ledger::start(&node, &options.ledger, &ledger_path) {
             Ok(parts) => {
@@ -500,70 +443,10 @@ impl Node {
                 .tasks
                 .spawn(crate::agent::run(Arc::downgrade(&node.inner), agent));
         }
-        node.inner
-            .replication
-            .set_route_opener(Arc::new(StoreRouteOpener(Arc::downgrade(&node.inner))));
         for peer in options.peers {
             node.want(peer);
         }
         Ok(node)
-    }
-
-    /// Nodes further away fetch from this one over routes: streams to
-    /// the `store` service replicate like a link.
-    async fn serve_store_over_routes(self) {
-        let mut incoming = self.inner.routing.serve(fogwire_replicate::STORE_SERVICE);
-        loop {
-            let stream = tokio::select! {
-                stream = incoming.recv() => stream,
-                () = self.inner.shutdown.cancelled() => None,
-            };
-            let Some(stream) = stream else { break };
-            let peer = stream.peer();
-            if let Err(refused) = self.inner.replication.route_up(stream) {
-                tracing::debug!(%peer, %refused, "store stream over a route refused");
-            }
-        }
-    }
-
-    /// Opens a route to `node` and replicates with its store over a
-    /// stream to its `store` service, so fetches ask it too. None when
-    /// `node` is already a replicating neighbour (its link serves).
-    pub async fn store_route(&self, node: NodeId) -> Result<Option<StoreRoute>, StoreRouteError> {
-        if self.inner.replication.is_peer(node) {
-            return Ok(None);
-        }
-        let routing = self.inner.routing.clone();
-        let route_error = |source| StoreRouteError::Route { node, source };
-        let opened = routing
-            .open(node, fogwire_route::Constraints::default())
-            .await
-            .map_err(route_error)?;
-        let stream = match routing
-            .connect(opened.route, fogwire_replicate::STORE_SERVICE)
-            .await
-        {
-            Ok(stream) => stream,
-            Err(source) => {
-                let _ = routing.close(opened.route).await;
-                return Err(route_error(source));
-            }
-        };
-        match self.inner.replication.route_up(stream) {
-            Ok(peer) => Ok(Some(StoreRoute {
-                route: opened,
-                peer,
-                routing,
-            })),
-            Err(fogwire_replicate::RouteRefused::Neighbour(_)) => {
-                let _ = routing.close(opened.route).await;
-                Ok(None)
-            }
-            Err(refused) => {
-                let _ = routing.close(opened.route).await;
-                Err(refused.into())
-            }
-        }
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -591,25 +474,6 @@ impl Node {
     /// This node's RPC: its services, and calls to its linked peers'.
     pub fn rpc(&self) -> &fogwire_rpc::Rpc {
         &self.inner.rpc
-    }
-
-    /// The nodes that advertise RPC service `name` (this node first if it
-    /// serves it), and its method table if this node serves it.
-    pub async fn locate(&self, name: &str) -> (Vec<String>, Vec<&'static str>) {
-        let entry = crate::locator::advertised(name);
-        let methods = self.inner.rpc.methods_of(name).unwrap_or_default();
-        let mut endpoints = Vec::new();
-        if !methods.is_empty() {
-            endpoints.push(self.node_id().to_string());
-        }
-        if let Ok(nodes) = self.inner.routing.nodes().await {
-            for info in nodes {
-                if !info.this_node && info.advert.services.contains(&entry) {
-                    endpoints.push(info.advert.origin.to_string());
-                }
-            }
-        }
-        (endpoints, methods)
     }
 
     pub(crate) fn inner_keypair(&self) -> Arc<Keypair> {
@@ -1096,9 +960,9 @@ impl Node {
 
     // ----- reports -----
 
-    pub fn status(&self, data_dir: Option<String>) -> api::Status {
+    pub fn status(&self) -> fogwire_api::Status {
         let state = self.lock();
-        api::Status {
+        fogwire_api::Status {
             node_id: self.node_id().to_string(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             link_listen: self.inner.local_addr,
@@ -1106,12 +970,16 @@ impl Node {
             links: state.links.len(),
             peers_wanted: state.wanted.len(),
             pending_handshakes: state.pending_handshakes(self.inner.max_pending_handshakes),
-            data_dir,
+            data_dir: self
+                .inner
+                .data_dir
+                .as_ref()
+                .map(|dir| dir.display().to_string()),
         }
     }
 
     /// Every linked or wanted peer, sorted by id.
-    pub fn peers(&self) -> Vec<api::Peer> {
+    pub fn peers(&self) -> Vec<fogwire_api::Peer> {
         let state = self.lock();
         let now = Instant::now();
         let mut ids: Vec<NodeId> = state
@@ -1128,7 +996,7 @@ impl Node {
                 let wanted = state.wanted.get(&id);
                 let snapshot = link.map(LinkHandle::snapshot).unwrap_or_default();
                 let (state, last_error, retry_in_ms) = match (link, wanted.map(|w| &w.status)) {
-                    (Some(_), _) => (api::PeerState::Linked, None, None),
+                    (Some(_), _) => (fogwire_api::PeerState::Linked, None, None),
                     (
                         None,
                         Some(DialStatus::Waiting {
@@ -1136,13 +1004,13 @@ impl Node {
                             last_error,
                         }),
                     ) => (
-                        api::PeerState::Waiting,
+                        fogwire_api::PeerState::Waiting,
                         Some(last_error.clone()),
                         Some(retry_at.saturating_duration_since(now).as_millis() as u64),
                     ),
-                    (None, _) => (api::PeerState::Connecting, None, None),
+                    (None, _) => (fogwire_api::PeerState::Connecting, None, None),
                 };
-                api::Peer {
+                fogwire_api::Peer {
                     node_id: id.to_string(),
                     state,
                     address: link

@@ -51,7 +51,7 @@ fn hub() -> ComputeOptions {
 async fn until_workers(node: &Node, count: usize) {
     let started = Instant::now();
     loop {
-        let (found, _) = node.locate(fogwire_compute::WORKER).await;
+        let (found, _) = node.rpc().locate(fogwire_compute::WORKER).await;
         if found.len() >= count {
             return;
         }

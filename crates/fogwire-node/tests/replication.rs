@@ -632,7 +632,8 @@ async fn a_node_two_hops_away_is_fetched_from_over_a_route() {
     ));
     knows_the_way(&a, c.node_id()).await;
     let route = a
-        .store_route(c.node_id())
+        .replication()
+        .open_route(c.node_id())
         .await
         .unwrap()
         .expect("c is no neighbour");
@@ -654,10 +655,16 @@ async fn a_node_two_hops_away_is_fetched_from_over_a_route() {
     })
     .await;
     // A neighbour needs no route.
-    assert!(a.store_route(b.node_id()).await.unwrap().is_none());
+    assert!(
+        a.replication()
+            .open_route(b.node_id())
+            .await
+            .unwrap()
+            .is_none()
+    );
     // Nor does an unknown node get one.
     let stranger = Keypair::generate().unwrap().node_id();
-    assert!(a.store_route(stranger).await.is_err());
+    assert!(a.replication().open_route(stranger).await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -692,7 +699,12 @@ async fn a_badly_framed_store_stream_over_a_route_is_reset_and_the_node_serves_o
         assert!(answer.is_err() || answer.unwrap().is_empty());
     }
     // c still serves a well-behaved fetcher.
-    let route = a.store_route(c.node_id()).await.unwrap().unwrap();
+    let route = a
+        .replication()
+        .open_route(c.node_id())
+        .await
+        .unwrap()
+        .unwrap();
     a.replication().fetch(hash, None, None).await.unwrap();
     assert_eq!(read(&a, hash).await, pattern(100_000, 9));
     route.close().await;

@@ -130,7 +130,7 @@ async fn rpc_runs_over_a_route_to_a_node_that_is_no_neighbour() {
         .await
         .unwrap();
     // Now a real connection over a route.
-    a.rpc_route(c.node_id()).await.unwrap();
+    a.rpc().open_route(c.node_id()).await.unwrap();
     assert!(a.link(&c.node_id()).is_none(), "a linked to c directly");
     let answer = a
         .rpc()

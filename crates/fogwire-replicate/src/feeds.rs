@@ -353,11 +353,17 @@ async fn fetch_from_holder(
     content: fogwire_store::Hash,
 ) -> Option<crate::FetchReport> {
     let holder = lock(&inner.feeds.holders).get(&feed).copied()?;
-    let opener = lock(&inner.route_opener).clone()?;
     if lock(&inner.links).contains_key(&holder) {
         return None;
     }
-    let route = opener.open(holder).await?;
+    let route = match crate::route::open(inner, holder).await {
+        Ok(Some(route)) => route,
+        Ok(None) => return None,
+        Err(error) => {
+            tracing::debug!(%holder, %error, "no store route to a feed's holder");
+            return None;
+        }
+    };
     tracing::info!(feed = %feed, holder = %holder, "fetching a feed's content over a route from the node its announcement names");
     let fetched = crate::fetch::fetch(inner, content, Some(feed_tag(&feed)), None).await;
     route.close().await;

@@ -30,10 +30,12 @@ mod fetch;
 mod limit;
 mod peer;
 mod persist;
+mod route;
 mod serve;
 mod transport;
 
 pub use persist::CountersError;
+pub use route::{StoreRoute, StoreRouteError};
 pub use transport::STORE_SERVICE;
 
 use std::collections::HashMap;
@@ -84,24 +86,6 @@ pub enum RouteRefused {
     TooMany,
     #[error("replication is shutting down")]
     Stopped,
-}
-
-/// A route opened to reach a node's store, as the node's owner made it
-/// (see [`RouteOpener`]).
-pub trait StoreRouteHandle: Send {
-    /// Ends replication over the route and closes it.
-    fn close(self: Box<Self>) -> BoxFuture<()>;
-}
-
-/// A future boxed for trait objects.
-pub type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
-
-/// Opens a route to a node that is not a neighbour and hands its store
-/// stream to [`Replication::route_up`]: how a follower reaches the holder
-/// a feed announcement names when no neighbour has the content. The node
-/// provides it (routing is not this crate's business).
-pub trait RouteOpener: Send + Sync {
-    fn open(&self, node: NodeId) -> BoxFuture<Option<Box<dyn StoreRouteHandle>>>;
 }
 
 /// A peer replicating over a route stream. Dropping it does not end the
@@ -273,7 +257,7 @@ pub(crate) struct Inner {
     links: Mutex<HashMap<NodeId, Arc<PeerLink>>>,
     /// Ids for route streams, apart from link ids.
     next_route_id: AtomicU64,
-    pub(crate) route_opener: Mutex<Option<Arc<dyn RouteOpener>>>,
+    pub(crate) routing: fogwire_route::Routing,
     pub(crate) counters_file: Option<Arc<persist::CountersFile>>,
     counters: Mutex<HashMap<NodeId, Arc<Counters>>>,
     fetching: Mutex<HashMap<Hash, Arc<tokio::sync::Mutex<()>>>>,
@@ -374,8 +358,14 @@ impl std::fmt::Debug for Replication {
 }
 
 impl Replication {
-    /// Starts replication of `store` (and the periodic feed check).
-    pub fn start(store: Arc<Store>, config: Config) -> Replication {
+    /// Starts replication of `store` (and the periodic feed check), and
+    /// serves it to nodes that reach this one over routes (streams to
+    /// [`STORE_SERVICE`] on `routing`).
+    pub fn start(
+        store: Arc<Store>,
+        config: Config,
+        routing: fogwire_route::Routing,
+    ) -> Replication {
         let (counters_file, loaded) = match &config.counters_path {
             None => (None, Vec::new()),
             Some(path) => match persist::CountersFile::open(path, PEERS_REMEMBERED) {
@@ -396,7 +386,7 @@ impl Replication {
             config,
             links: Mutex::default(),
             next_route_id: AtomicU64::new(ROUTE_IDS),
-            route_opener: Mutex::default(),
+            routing,
             counters: Mutex::default(),
             fetching: Mutex::default(),
             feeds: feeds::FeedState::default(),
@@ -406,7 +396,12 @@ impl Replication {
         persist::restore(&inner, loaded);
         inner.tasks.spawn(feeds::periodic(inner.clone()));
         inner.tasks.spawn(persist::run(inner.clone()));
-        Replication { inner }
+        let replication = Replication { inner };
+        replication
+            .inner
+            .tasks
+            .spawn(route::serve(replication.clone()));
+        replication
     }
 
     /// A link came up: serve and ask on its STORE channel, if the peer has
@@ -529,11 +524,6 @@ impl Replication {
     pub async fn announce(&self, root: Vec<u8>, holder: Option<NodeId>) {
         let holder = holder.map(|id| *id.as_bytes());
         feeds::announce(&self.inner, bytes::Bytes::from(root), holder, None).await;
-    }
-
-    /// How to reach a node beyond the neighbours (set once by the node).
-    pub fn set_route_opener(&self, opener: Arc<dyn RouteOpener>) {
-        *lock(&self.inner.route_opener) = Some(opener);
     }
 
     /// Checks a feed with every neighbour now, and fetches what its

@@ -8,6 +8,9 @@
 //! - [`Rpc::call`] calls a method of a service on a linked peer and
 //!   streams its replies; dropping the [`Call`] cancels it at the peer.
 //!
+//! - Every node serves the [`locator`]; with routing, RPC also reaches
+//!   nodes that do not link, over streams on routes ([`Rpc::open_route`]).
+//!
 //! One task per link owns the link's [`Session`]; every queue is bounded.
 
 use std::collections::HashMap;
@@ -27,6 +30,11 @@ use fogwire_rpc_proto::{CHOKE, CHUNK, ERROR, Value, code};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+pub mod locator;
+mod routes;
+
+pub use routes::RPC_SERVICE;
 
 /// The link channel RPC runs on.
 pub const CHANNEL_RPC: ChannelId = ChannelId(0x0300);
@@ -270,7 +278,9 @@ struct Connection {
 
 struct Inner {
     /// This node: calls to it go straight to its services.
-    local: std::sync::OnceLock<NodeId>,
+    local: Option<NodeId>,
+    /// How far nodes are found (the locator) and reached (RPC over routes).
+    routing: Option<fogwire_route::Routing>,
     services: RwLock<HashMap<String, Arc<dyn Service>>>,
     connections: Mutex<HashMap<NodeId, Connection>>,
     session: SessionConfig,
@@ -331,28 +341,76 @@ impl std::fmt::Debug for Rpc {
 
 impl Default for Rpc {
     fn default() -> Self {
-        Rpc::new(SessionConfig::default())
+        Rpc::builder().build()
+    }
+}
+
+/// Builds an [`Rpc`].
+#[derive(Debug, Default)]
+pub struct Builder {
+    session: SessionConfig,
+    local: Option<NodeId>,
+    routing: Option<fogwire_route::Routing>,
+}
+
+impl Builder {
+    /// Settings of each connection's session.
+    pub fn session(mut self, session: SessionConfig) -> Self {
+        self.session = session;
+        self
+    }
+
+    /// Names this node, so that calls to it reach its own services
+    /// without a link.
+    pub fn local(mut self, node: NodeId) -> Self {
+        self.local = Some(node);
+        self
+    }
+
+    /// The node's routing: the locator finds services in its graph, and
+    /// RPC reaches nodes that do not link over streams on its routes.
+    pub fn routing(mut self, routing: fogwire_route::Routing) -> Self {
+        self.routing = Some(routing);
+        self
+    }
+
+    /// The RPC, serving the [`locator`] (and RPC over routes, if it has
+    /// routing).
+    pub fn build(self) -> Rpc {
+        let rpc = Rpc {
+            inner: Arc::new(Inner {
+                local: self.local,
+                routing: self.routing.clone(),
+                services: RwLock::default(),
+                connections: Mutex::default(),
+                session: self.session,
+                shutdown: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+            }),
+        };
+        rpc.serve(
+            locator::LOCATOR,
+            Arc::new(locator::Locator {
+                rpc: Arc::downgrade(&rpc.inner),
+                routing: self.routing.clone(),
+            }),
+        );
+        if let Some(routing) = self.routing {
+            rpc.inner.tasks.spawn(rpc.clone().serve_routes(routing));
+        }
+        rpc
     }
 }
 
 impl Rpc {
-    pub fn new(session: SessionConfig) -> Rpc {
-        Rpc {
-            inner: Arc::new(Inner {
-                local: std::sync::OnceLock::new(),
-                services: RwLock::default(),
-                connections: Mutex::default(),
-                session,
-                shutdown: CancellationToken::new(),
-                tasks: TaskTracker::new(),
-            }),
-        }
+    pub fn builder() -> Builder {
+        Builder::default()
     }
 
-    /// Names this node, so that calls to it reach its own services
-    /// without a link (set once).
-    pub fn set_local(&self, node: NodeId) {
-        let _ = self.inner.local.set(node);
+    /// The nodes that advertise RPC service `name` (this node first if it
+    /// serves it), and its method table if this node serves it.
+    pub async fn locate(&self, name: &str) -> (Vec<NodeId>, Vec<&'static str>) {
+        locator::locate(self, self.inner.routing.as_ref(), name).await
     }
 
     /// Serves `service` under `name` to every peer (replacing whatever
@@ -450,7 +508,7 @@ impl Rpc {
 
     /// Whether calls to `peer` have a way to go (a link or a pipe).
     pub fn is_connected(&self, peer: &NodeId) -> bool {
-        self.inner.local.get() == Some(peer) || lock(&self.inner.connections).contains_key(peer)
+        self.inner.local.as_ref() == Some(peer) || lock(&self.inner.connections).contains_key(peer)
     }
 
     /// The link `link_id` to `peer` is gone.
@@ -468,7 +526,7 @@ impl Rpc {
         args: Vec<Value>,
         timeout: Option<Duration>,
     ) -> Result<Call, RpcError> {
-        if self.inner.local.get() == Some(&peer) {
+        if self.inner.local == Some(peer) {
             return self.call_local(peer, service, method, args, timeout);
         }
         let commands = lock(&self.inner.connections)

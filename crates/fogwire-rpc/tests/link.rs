@@ -206,21 +206,21 @@ async fn wait_for(mut condition: impl FnMut() -> bool) {
 
 #[tokio::test]
 async fn calls_to_this_node_reach_its_own_services_without_a_link() {
-    let rpc = Rpc::default();
     let me = Keypair::from_seed(&[9; 32]).node_id();
     let cancelled = Arc::new(AtomicUsize::new(0));
-    rpc.serve(
-        "test",
-        Arc::new(Test {
-            cancelled: cancelled.clone(),
-        }),
-    );
-    // Before the node is named, it is just another unlinked peer.
+    let service = Arc::new(Test {
+        cancelled: cancelled.clone(),
+    });
+    // An RPC that is not told which node it is sees it as just another
+    // unlinked peer.
+    let unnamed = Rpc::default();
+    unnamed.serve("test", service.clone());
     assert!(matches!(
-        rpc.request(me, "test", 0, vec![], None).await,
+        unnamed.request(me, "test", 0, vec![], None).await,
         Err(RpcError::NotLinked(_))
     ));
-    rpc.set_local(me);
+    let rpc = Rpc::builder().local(me).build();
+    rpc.serve("test", service);
     let echoed = rpc
         .request(me, "test", 0, vec![Value::from("hi")], None)
         .await

@@ -2,9 +2,9 @@
 
 use std::path::Path;
 
-use fogwire_node::api::{Peer, PeerState};
+use fogwire_api::{Peer, PeerState};
+use fogwire_client::Client;
 use fogwire_node::config::{CONFIG_FILE_NAME, Config};
-use fogwire_node::control::Client;
 use fogwire_node::home::DataDir;
 
 use crate::output::{format_age, format_bytes, format_duration};
@@ -38,7 +38,9 @@ pub fn client(home: &Path) -> anyhow::Result<Client> {
     let config_path = home.join(CONFIG_FILE_NAME);
     let config = Config::load(&config_path)?;
     let data_dir = DataDir::new(config.data_dir_for(&config_path));
-    Ok(Client::from_data_dir(&data_dir)?)
+    let addr = data_dir.read_api_addr()?;
+    let token = data_dir.read_token()?;
+    Ok(Client::new(addr, token.as_str()))
 }
 
 pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use fogwire_node::api::{FeedInfo, FollowRequest, PublishRequest};
+use fogwire_api::{FeedInfo, FollowRequest, PublishRequest};
 
 use crate::control::{client, print_json};
 use crate::output::{format_age_ms, format_bytes};

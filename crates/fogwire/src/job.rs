@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use fogwire_node::api::{JobFetchRequest, JobInfo, JobSubmitRequest};
+use fogwire_api::{JobFetchRequest, JobInfo, JobSubmitRequest};
 
 use crate::control::{client, print_json};
 use crate::output::{format_bytes, format_duration, short};

@@ -3,11 +3,11 @@
 
 use std::path::Path;
 
-use fogwire_ledger::{format_coins, parse_coins};
-use fogwire_node::api::{
+use fogwire_api::{
     MarketAskRequest, MarketBidRequest, MarketCancelRequest, MarketDeal, MarketOrder, MarketPosted,
     MarketResources,
 };
+use fogwire_ledger::{format_coins, parse_coins};
 
 use crate::control::{client, print_json};
 use crate::output::short;

@@ -3,9 +3,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use fogwire_control as control;
 use fogwire_identity::Keypair;
 use fogwire_node::config::{CONFIG_FILE_NAME, Config};
-use fogwire_node::control;
 use fogwire_node::home::DataDir;
 use fogwire_node::{Node, NodeOptions};
 use tokio::signal::unix::{SignalKind, signal};
@@ -32,6 +32,7 @@ pub async fn run(home: &Path) -> anyhow::Result<()> {
     options.compute_dir = Some(data_dir.compute_path());
     options.ledger_path = Some(data_dir.ledger_path());
     options.replication.counters_path = Some(data_dir.replication_path());
+    options.data_dir = Some(data_dir.root().to_owned());
     let node = Node::start(options).await?;
     let listener = control::bind(config.api.listen.0).await?;
     let api_addr = listener.local_addr().context("control API address")?;
@@ -41,9 +42,8 @@ pub async fn run(home: &Path) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let api = tokio::spawn(control::serve(
         listener,
-        node.clone(),
+        Arc::new(node.clone()),
         token,
-        Some(data_dir.root().display().to_string()),
         stop.clone(),
     ));
 

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::bail;
-use fogwire_node::api::{RouteRequest, RouteStatus, SendLine};
+use fogwire_api::{RouteRequest, RouteStatus, SendLine};
 
 use crate::control::{ReadArgs, client, print_json};
 use crate::output::{format_age_ms, format_bytes, progress_bar, short};

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::bail;
-use fogwire_node::api::{RpcCallRequest, RpcLine};
+use fogwire_api::{RpcCallRequest, RpcLine};
 
 use crate::control::client;
 

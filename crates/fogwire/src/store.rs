@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use fogwire_node::api::{
+use fogwire_api::{
     BlobInfo, DirectoryInfo, FetchInfo, GcRequest, PinRequest, StoreAddRequest, StoreGetRequest,
     StoreLine, UnpinRequest,
 };

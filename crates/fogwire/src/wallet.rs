@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use fogwire_api::{LedgerAccount, LedgerOpRequest, LedgerReceipt, LedgerSubmitRequest};
 use fogwire_identity::{Keypair, NodeId};
 use fogwire_ledger::proto::{Id, Op, Transaction};
 use fogwire_ledger::{format_coins, parse_coins};
-use fogwire_node::api::{LedgerAccount, LedgerOpRequest, LedgerReceipt, LedgerSubmitRequest};
 
 use crate::control::{client, print_json};
 use crate::output::{format_duration, short};

@@ -4,7 +4,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 
-use fogwire_node::api::PeerState;
+use fogwire_api::PeerState;
 
 use crate::harness::{TestNode, fogwire, init_home, stderr, stdout, wait_until};
 

@@ -7,10 +7,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fogwire_api::{Peer, Status};
 use fogwire_identity::{Keypair, NodeId};
 use fogwire_link::LinkHandle;
 use fogwire_link::proto::{Config, LinkIdentity};
-use fogwire_node::api::{Peer, Status};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_fogwire");
 

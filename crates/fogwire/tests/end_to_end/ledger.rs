@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use fogwire_node::api::{LedgerAccount, LedgerHistoryLine, LedgerInfo};
+use fogwire_api::{LedgerAccount, LedgerHistoryLine, LedgerInfo};
 
 use crate::harness::{TestNode, fogwire, init_home, stderr, stdout};
 
@@ -159,7 +159,7 @@ fn the_hub_wallet_life_cycle_from_the_command_line() {
 /// owner only, and the hub's book (deals included) survives its restart.
 #[test]
 fn the_market_from_the_command_line() {
-    use fogwire_node::api::{MarketDeal, MarketOrder, MarketPosted};
+    use fogwire_api::{MarketDeal, MarketOrder, MarketPosted};
     let buyer_home = init_home("127.0.0.1:0");
     let buyer_id = id_of(buyer_home.path());
     let hub = TestNode::start_with(
@@ -268,7 +268,7 @@ fn the_market_from_the_command_line() {
     );
     assert!(error.contains("gb_served"), "{error}");
     ok(&workers[1], &["market", "cancel", &fuel.id.to_string()]);
-    let events: Vec<fogwire_node::api::MarketEvent> = json(&buyer, &["market", "events", "--json"]);
+    let events: Vec<fogwire_api::MarketEvent> = json(&buyer, &["market", "events", "--json"]);
     assert!(
         events
             .iter()

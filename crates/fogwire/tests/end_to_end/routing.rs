@@ -5,7 +5,7 @@
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use fogwire_node::api::{GraphNode, PingReport, Routes, SendReport};
+use fogwire_api::{GraphNode, PingReport, Routes, SendReport};
 
 use crate::harness::{BINARY, PATIENCE, TestNode, init_home, stderr, stdout, wait_until};
 

@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
-use fogwire_node::api::{BlobInfo, StoreStat};
+use fogwire_api::{BlobInfo, StoreStat};
 
 use crate::harness::{TestNode, stderr, stdout, wait_until};
 
@@ -282,7 +282,7 @@ fn a_file_added_on_one_node_is_fetched_by_another_byte_for_byte() {
     assert!(stderr(&got).contains("fetched 1 blob"), "{}", stderr(&got));
     assert_eq!(std::fs::read(&output).unwrap(), data);
     // The seed counted what it served to the fetcher.
-    let served: Vec<fogwire_node::api::StorePeer> = json(&seed.cli(&["store", "peers", "--json"]));
+    let served: Vec<fogwire_api::StorePeer> = json(&seed.cli(&["store", "peers", "--json"]));
     assert_eq!(served.len(), 1);
     assert!(served[0].served_bytes >= data.len() as u64);
 }
@@ -325,7 +325,7 @@ fn a_node_two_hops_away_is_fetched_from_over_a_route_with_store_get_from() {
     assert!(err.contains("fetched 1 blob"), "{err}");
     assert_eq!(std::fs::read(&output).unwrap(), data);
     // The seed served it; the relay only forwarded.
-    let served: Vec<fogwire_node::api::StorePeer> = json(&seed.cli(&["store", "peers", "--json"]));
+    let served: Vec<fogwire_api::StorePeer> = json(&seed.cli(&["store", "peers", "--json"]));
     let to_fetcher = served
         .iter()
         .find(|peer| peer.peer == fetcher.node_id().to_string())

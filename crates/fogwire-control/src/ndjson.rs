@@ -7,23 +7,23 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::server::error;
+use crate::server::error;
 
 /// Lines queued to a slow reader; progress lines beyond are dropped, the
 /// last line never is.
-pub(super) const QUEUE: usize = 16;
+pub(crate) const QUEUE: usize = 16;
 
-pub(super) type Lines = mpsc::Sender<Result<Bytes, std::io::Error>>;
+pub(crate) type Lines = mpsc::Sender<Result<Bytes, std::io::Error>>;
 
 /// One line: the object and a newline.
-pub(super) fn line(value: &impl serde::Serialize) -> Bytes {
+pub(crate) fn line(value: &impl serde::Serialize) -> Bytes {
     let mut text = serde_json::to_vec(value).unwrap_or_default();
     text.push(b'\n');
     Bytes::from(text)
 }
 
 /// A channel for lines, and the response that streams them.
-pub(super) fn channel() -> (Lines, Response) {
+pub(crate) fn channel() -> (Lines, Response) {
     let (lines, mut receiver) = mpsc::channel(QUEUE);
     let stream = futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx));
     let response = Response::builder()

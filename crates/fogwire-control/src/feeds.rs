@@ -12,8 +12,8 @@ use bytes::Bytes;
 use fogwire_identity::Keypair;
 use fogwire_store::{ContentKind, FeedId, FeedRoot, Store, StoreError};
 
-use super::server::{ApiState, Refusal, error};
-use crate::api::{FeedInfo, FeedRootInfo, FollowRequest, PublishRequest};
+use crate::server::{ApiState, Refusal, error};
+use fogwire_api::{FeedInfo, FeedRootInfo, FollowRequest, PublishRequest};
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -103,7 +103,7 @@ async fn run_blocking<T: Send + 'static>(
 }
 
 /// `POST /v1/feeds`: makes a feed key.
-pub(super) async fn new(State(state): State<Arc<ApiState>>) -> Response {
+pub(crate) async fn new(State(state): State<Arc<ApiState>>) -> Response {
     blocking(state.node.store(), |store| {
         let key = Keypair::generate()
             .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
@@ -117,7 +117,7 @@ pub(super) async fn new(State(state): State<Arc<ApiState>>) -> Response {
     .await
 }
 
-pub(super) async fn list(State(state): State<Arc<ApiState>>) -> Response {
+pub(crate) async fn list(State(state): State<Arc<ApiState>>) -> Response {
     blocking(state.node.store(), |store| {
         let mut feeds: Vec<FeedId> = owned(store);
         feeds.extend(store.following()?);
@@ -132,7 +132,7 @@ pub(super) async fn list(State(state): State<Arc<ApiState>>) -> Response {
     .await
 }
 
-pub(super) async fn show(State(state): State<Arc<ApiState>>, Path(feed): Path<String>) -> Response {
+pub(crate) async fn show(State(state): State<Arc<ApiState>>, Path(feed): Path<String>) -> Response {
     blocking(state.node.store(), move |store| {
         let feed = parse_feed(&feed)?;
         let info = info(store, &feed)?;
@@ -147,7 +147,7 @@ pub(super) async fn show(State(state): State<Arc<ApiState>>, Path(feed): Path<St
     .await
 }
 
-pub(super) async fn publish(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
+pub(crate) async fn publish(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
     let request: PublishRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(e) => {
@@ -220,7 +220,7 @@ pub(super) async fn publish(State(state): State<Arc<ApiState>>, body: Bytes) -> 
     }
 }
 
-pub(super) async fn follow(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
+pub(crate) async fn follow(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
     let request: FollowRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(e) => {

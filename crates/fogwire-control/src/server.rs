@@ -8,13 +8,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
+use fogwire_api::{ConnectRequest, DisconnectResponse, ErrorBody};
 use fogwire_identity::NodeId;
+use fogwire_link::PeerAddr;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ConnectRequest, DisconnectResponse, ErrorBody};
-use crate::home::ApiToken;
-use crate::{Node, PeerAddr};
+use crate::{ApiToken, ConnectError, NodeApi};
 
 /// Largest request body the API reads.
 const REQUEST_BODY_MAX: usize = 16 * 1024;
@@ -48,78 +48,72 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ControlError> {
         .map_err(|source| ControlError::Listen { addr, source })
 }
 
-pub(super) struct ApiState {
-    pub(super) node: Node,
+pub(crate) struct ApiState {
+    pub(crate) node: Arc<dyn NodeApi>,
     token: ApiToken,
-    data_dir: Option<String>,
 }
 
 /// Serves the control API on `listener` until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
-    node: Node,
+    node: Arc<dyn NodeApi>,
     token: ApiToken,
-    data_dir: Option<String>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let state = Arc::new(ApiState {
-        node,
-        token,
-        data_dir,
-    });
+    let state = Arc::new(ApiState { node, token });
     let app = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/peers", get(peers).post(connect))
         .route("/v1/peers/{node_id}", axum::routing::delete(disconnect))
-        .route("/v1/nodes", get(super::routes::nodes))
-        .route("/v1/routes/find", post(super::routes::find))
+        .route("/v1/nodes", get(crate::routes::nodes))
+        .route("/v1/routes/find", post(crate::routes::find))
         .route(
             "/v1/routes",
-            get(super::routes::list).post(super::routes::open),
+            get(crate::routes::list).post(crate::routes::open),
         )
         .route(
             "/v1/routes/{id}",
-            axum::routing::delete(super::routes::close),
+            axum::routing::delete(crate::routes::close),
         )
-        .route("/v1/routes/send", post(super::routes::send))
-        .route("/v1/ping", post(super::routes::ping))
-        .route("/v1/store/add", post(super::store::add))
-        .route("/v1/store/get", post(super::store::get))
-        .route("/v1/store/blobs", get(super::store::blobs))
-        .route("/v1/store/stat", get(super::store::stat))
-        .route("/v1/store/peers", get(super::store::peers))
-        .route("/v1/store/pin", post(super::store::pin))
-        .route("/v1/store/unpin", post(super::store::unpin))
-        .route("/v1/store/gc", post(super::store::gc))
-        .route("/blobs/{hash}", get(super::store::gateway))
-        .route("/v1/feeds", get(super::feeds::list).post(super::feeds::new))
-        .route("/v1/feeds/publish", post(super::feeds::publish))
-        .route("/v1/feeds/follow", post(super::feeds::follow))
-        .route("/v1/feeds/{feed}", get(super::feeds::show))
-        .route("/v1/rpc/call", post(super::rpc::call))
-        .route("/v1/jobs", get(super::jobs::list).post(super::jobs::submit))
-        .route("/v1/jobs/{job}", get(super::jobs::status))
-        .route("/v1/jobs/{job}/logs", get(super::jobs::logs))
-        .route("/v1/jobs/{job}/result", get(super::jobs::result))
-        .route("/v1/jobs/{job}/fetch", post(super::jobs::fetch))
-        .route("/v1/jobs/{job}/cancel", post(super::jobs::cancel))
-        .route("/v1/workers", get(super::jobs::workers))
-        .route("/v1/ledger", get(super::ledger::info))
-        .route("/v1/ledger/accounts/{who}", get(super::ledger::account))
+        .route("/v1/routes/send", post(crate::routes::send))
+        .route("/v1/ping", post(crate::routes::ping))
+        .route("/v1/store/add", post(crate::store::add))
+        .route("/v1/store/get", post(crate::store::get))
+        .route("/v1/store/blobs", get(crate::store::blobs))
+        .route("/v1/store/stat", get(crate::store::stat))
+        .route("/v1/store/peers", get(crate::store::peers))
+        .route("/v1/store/pin", post(crate::store::pin))
+        .route("/v1/store/unpin", post(crate::store::unpin))
+        .route("/v1/store/gc", post(crate::store::gc))
+        .route("/blobs/{hash}", get(crate::store::gateway))
+        .route("/v1/feeds", get(crate::feeds::list).post(crate::feeds::new))
+        .route("/v1/feeds/publish", post(crate::feeds::publish))
+        .route("/v1/feeds/follow", post(crate::feeds::follow))
+        .route("/v1/feeds/{feed}", get(crate::feeds::show))
+        .route("/v1/rpc/call", post(crate::rpc::call))
+        .route("/v1/jobs", get(crate::jobs::list).post(crate::jobs::submit))
+        .route("/v1/jobs/{job}", get(crate::jobs::status))
+        .route("/v1/jobs/{job}/logs", get(crate::jobs::logs))
+        .route("/v1/jobs/{job}/result", get(crate::jobs::result))
+        .route("/v1/jobs/{job}/fetch", post(crate::jobs::fetch))
+        .route("/v1/jobs/{job}/cancel", post(crate::jobs::cancel))
+        .route("/v1/workers", get(crate::jobs::workers))
+        .route("/v1/ledger", get(crate::ledger::info))
+        .route("/v1/ledger/accounts/{who}", get(crate::ledger::account))
         .route(
             "/v1/ledger/accounts/{who}/history",
-            get(super::ledger::history),
+            get(crate::ledger::history),
         )
-        .route("/v1/ledger/ops", post(super::ledger::op))
-        .route("/v1/ledger/submit", post(super::ledger::submit))
-        .route("/v1/hubs", get(super::market::hubs))
-        .route("/v1/market/asks", get(super::market::asks))
-        .route("/v1/market/bids", get(super::market::bids))
-        .route("/v1/market/deals", get(super::market::deals))
-        .route("/v1/market/events", get(super::market::events))
-        .route("/v1/market/ask", post(super::market::ask))
-        .route("/v1/market/bid", post(super::market::bid))
-        .route("/v1/market/cancel", post(super::market::cancel))
+        .route("/v1/ledger/ops", post(crate::ledger::op))
+        .route("/v1/ledger/submit", post(crate::ledger::submit))
+        .route("/v1/hubs", get(crate::market::hubs))
+        .route("/v1/market/asks", get(crate::market::asks))
+        .route("/v1/market/bids", get(crate::market::bids))
+        .route("/v1/market/deals", get(crate::market::deals))
+        .route("/v1/market/events", get(crate::market::events))
+        .route("/v1/market/ask", post(crate::market::ask))
+        .route("/v1/market/bid", post(crate::market::bid))
+        .route("/v1/market/cancel", post(crate::market::cancel))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
@@ -134,7 +128,7 @@ pub async fn serve(
 }
 
 /// A request that cannot be served: its status and why.
-pub(super) struct Refusal(pub StatusCode, pub String);
+pub(crate) struct Refusal(pub StatusCode, pub String);
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
@@ -142,7 +136,7 @@ impl IntoResponse for Refusal {
     }
 }
 
-pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (
         status,
         axum::Json(ErrorBody {
@@ -179,7 +173,7 @@ async fn authenticate(
 }
 
 async fn status(State(state): State<Arc<ApiState>>) -> Response {
-    axum::Json(state.node.status(state.data_dir.clone())).into_response()
+    axum::Json(state.node.status()).into_response()
 }
 
 async fn peers(State(state): State<Arc<ApiState>>) -> Response {
@@ -214,7 +208,7 @@ async fn connect(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
                 "the link closed right after it opened",
             ),
         },
-        Err(crate::NodeError::SelfConnect) => {
+        Err(ConnectError::SelfConnect) => {
             error(StatusCode::BAD_REQUEST, "that is this node's own id")
         }
         Err(connect_error) => error(StatusCode::BAD_GATEWAY, connect_error.to_string()),
@@ -226,18 +220,16 @@ async fn disconnect(State(state): State<Arc<ApiState>>, Path(node_id): Path<Stri
         Ok(peer) => peer,
         Err(parse_error) => return error(StatusCode::BAD_REQUEST, parse_error.to_string()),
     };
-    let was_linked = state.node.link(&peer).is_some();
-    if state.node.disconnect(&peer).await {
-        axum::Json(DisconnectResponse {
+    match state.node.disconnect(peer).await {
+        Some(was_linked) => axum::Json(DisconnectResponse {
             node_id: peer.to_string(),
             was_linked,
         })
-        .into_response()
-    } else {
-        error(
+        .into_response(),
+        None => error(
             StatusCode::NOT_FOUND,
             format!("{peer} is neither linked nor wanted"),
-        )
+        ),
     }
 }
 

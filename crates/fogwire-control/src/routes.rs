@@ -13,9 +13,9 @@ use fogwire_route::proto::router::{self, Counters};
 use fogwire_route::services::{SINK, send_to_sink};
 use fogwire_route::{Constraints, NodeInfo, Opened, RouteError, Routing};
 
-use super::ndjson;
-use super::server::{ApiState, Refusal, error};
-use crate::api::{
+use crate::ndjson;
+use crate::server::{ApiState, Refusal, error};
+use fogwire_api::{
     ClosedRoute, FoundPath, GraphLink, GraphNode, OpenedRoute, PingReport, RouteCounters,
     RouteEntry, RouteRequest, RouteStatus, Routes, RoutingStats, SendLine, SendReport,
     TransitEntry,
@@ -67,7 +67,7 @@ fn parse_request(body: &Bytes) -> Result<RouteRequest, Refusal> {
 
 /// A node named by its full id or by a prefix of it that only one known
 /// node has.
-pub(super) fn resolve(nodes: &[NodeInfo], name: &str) -> Result<NodeId, Refusal> {
+pub(crate) fn resolve(nodes: &[NodeInfo], name: &str) -> Result<NodeId, Refusal> {
     if let Ok(id) = name.parse::<NodeId>() {
         return Ok(id);
     }
@@ -151,7 +151,7 @@ fn opened(opened: &Opened) -> OpenedRoute {
     }
 }
 
-pub(super) async fn nodes(State(state): State<Arc<ApiState>>) -> Response {
+pub(crate) async fn nodes(State(state): State<Arc<ApiState>>) -> Response {
     match state.node.routing().nodes().await {
         Ok(nodes) => axum::Json(
             nodes
@@ -183,7 +183,7 @@ pub(super) async fn nodes(State(state): State<Arc<ApiState>>) -> Response {
     }
 }
 
-pub(super) async fn find(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
+pub(crate) async fn find(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
     let routing = state.node.routing();
     let (request, destination, constraints) = match parse_target(routing, &body).await {
         Ok(parsed) => parsed,
@@ -206,7 +206,7 @@ pub(super) async fn find(State(state): State<Arc<ApiState>>, body: Bytes) -> Res
     }
 }
 
-pub(super) async fn open(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
+pub(crate) async fn open(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
     let routing = state.node.routing();
     let (_, destination, constraints) = match parse_target(routing, &body).await {
         Ok(parsed) => parsed,
@@ -218,7 +218,7 @@ pub(super) async fn open(State(state): State<Arc<ApiState>>, body: Bytes) -> Res
     }
 }
 
-pub(super) async fn list(State(state): State<Arc<ApiState>>) -> Response {
+pub(crate) async fn list(State(state): State<Arc<ApiState>>) -> Response {
     let listing = match state.node.routing().routes().await {
         Ok(listing) => listing,
         Err(failure) => return route_error(failure),
@@ -268,7 +268,7 @@ pub(super) async fn list(State(state): State<Arc<ApiState>>) -> Response {
     .into_response()
 }
 
-pub(super) async fn close(State(state): State<Arc<ApiState>>, Path(id): Path<u64>) -> Response {
+pub(crate) async fn close(State(state): State<Arc<ApiState>>, Path(id): Path<u64>) -> Response {
     match state.node.routing().close(id).await {
         Ok(true) => axum::Json(ClosedRoute { id }).into_response(),
         Ok(false) => error(
@@ -279,7 +279,7 @@ pub(super) async fn close(State(state): State<Arc<ApiState>>, Path(id): Path<u64
     }
 }
 
-pub(super) async fn ping(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
+pub(crate) async fn ping(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
     let routing = state.node.routing();
     let (request, destination, constraints) = match parse_target(routing, &body).await {
         Ok(parsed) => parsed,
@@ -314,7 +314,7 @@ pub(super) async fn ping(State(state): State<Arc<ApiState>>, body: Bytes) -> Res
     .into_response()
 }
 
-pub(super) async fn send(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
+pub(crate) async fn send(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
     let routing = state.node.routing().clone();
     let (request, destination, constraints) = match parse_target(&routing, &body).await {
         Ok(parsed) => parsed,

@@ -15,10 +15,10 @@ use fogwire_ledger::proto::{Id, Op, SignedTransaction, Transaction, WalletState}
 use fogwire_ledger::rpc::AccountView;
 use fogwire_ledger::{Receipt, describe, name_of};
 
-use super::jobs::query;
-use super::server::{ApiState, Refusal};
-use crate::Node;
-use crate::api::{
+use crate::NodeApi;
+use crate::jobs::query;
+use crate::server::{ApiState, Refusal};
+use fogwire_api::{
     DepositInfo, EscrowInfo, HubWalletInfo, LedgerAccount, LedgerHistoryLine, LedgerInfo,
     LedgerOpRequest, LedgerReceipt, LedgerSubmitRequest,
 };
@@ -48,16 +48,16 @@ fn id_of(node: &NodeId) -> Id {
 }
 
 /// `me`, a node id, or the unique start of a known node's id.
-async fn account_named(node: &Node, name: &str) -> Result<NodeId, Refusal> {
+async fn account_named(node: &dyn NodeApi, name: &str) -> Result<NodeId, Refusal> {
     if name == "me" || name.is_empty() {
         return Ok(node.node_id());
     }
     let nodes = node.routing().nodes().await?;
-    super::routes::resolve(&nodes, name)
+    crate::routes::resolve(&nodes, name)
 }
 
-pub(super) async fn info(State(state): State<Arc<ApiState>>) -> Result<Json<LedgerInfo>, Refusal> {
-    let node = &state.node;
+pub(crate) async fn info(State(state): State<Arc<ApiState>>) -> Result<Json<LedgerInfo>, Refusal> {
+    let node = state.node.as_ref();
     let client = node.ledger().ok_or_else(no_ledger)?;
     let info = client.info().await?;
     let ledger_node = node
@@ -140,11 +140,11 @@ pub(crate) fn account_json(
     }
 }
 
-pub(super) async fn account(
+pub(crate) async fn account(
     State(state): State<Arc<ApiState>>,
     Path(who): Path<String>,
 ) -> Result<Json<LedgerAccount>, Refusal> {
-    let node = &state.node;
+    let node = state.node.as_ref();
     let client = node.ledger().ok_or_else(no_ledger)?;
     let id = account_named(node, &who).await?;
     let view = client.account(&id_of(&id)).await?;
@@ -152,12 +152,12 @@ pub(super) async fn account(
     Ok(Json(account_json(view, &info.rules)))
 }
 
-pub(super) async fn history(
+pub(crate) async fn history(
     State(state): State<Arc<ApiState>>,
     Path(who): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Vec<LedgerHistoryLine>>, Refusal> {
-    let node = &state.node;
+    let node = state.node.as_ref();
     let client = node.ledger().ok_or_else(no_ledger)?;
     let id = account_named(node, &who).await?;
     let number = |key: &str, default: u64| -> Result<u64, Refusal> {
@@ -208,11 +208,11 @@ fn bad(message: impl Into<String>) -> Refusal {
     Refusal(StatusCode::BAD_REQUEST, message.into())
 }
 
-pub(super) async fn op(
+pub(crate) async fn op(
     State(state): State<Arc<ApiState>>,
     body: Bytes,
 ) -> Result<Json<LedgerReceipt>, Refusal> {
-    let node = &state.node;
+    let node = state.node.as_ref();
     let request: LedgerOpRequest =
         serde_json::from_slice(&body).map_err(|e| bad(format!("not a ledger operation: {e}")))?;
     let named = |name: String| async move { account_named(node, &name).await.map(|id| id_of(&id)) };
@@ -266,10 +266,10 @@ pub(super) async fn op(
 }
 
 fn unhex(text: &str, what: &str) -> Result<Vec<u8>, Refusal> {
-    super::rpc::from_hex(text.trim()).ok_or_else(|| bad(format!("{what} is not hex")))
+    crate::rpc::from_hex(text.trim()).ok_or_else(|| bad(format!("{what} is not hex")))
 }
 
-pub(super) async fn submit(
+pub(crate) async fn submit(
     State(state): State<Arc<ApiState>>,
     body: Bytes,
 ) -> Result<Json<LedgerReceipt>, Refusal> {

@@ -16,10 +16,10 @@ use fogwire_identity::NodeId;
 use fogwire_market_proto::{Deal, Fill, PriceUnit, RUNTIME_DOCKER, RUNTIME_WASM, Resources};
 use fogwire_rpc_proto::Value;
 
-use super::jobs::query;
-use super::server::{ApiState, Refusal};
-use crate::Node;
-use crate::api::{
+use crate::NodeApi;
+use crate::jobs::query;
+use crate::server::{ApiState, Refusal};
+use fogwire_api::{
     MarketAskRequest, MarketBidRequest, MarketCancelRequest, MarketDeal, MarketEvent, MarketFill,
     MarketOrder, MarketPosted, MarketResources,
 };
@@ -36,12 +36,17 @@ fn name(party: &[u8; 32]) -> String {
 
 /// The hub named (an id or the start of one), else the first known
 /// (this node first if it is one), as the job endpoints choose.
-async fn hub_of(node: &Node, name: Option<&str>) -> Result<NodeId, Refusal> {
-    let named = super::jobs::hub_named(node, name).await?;
+async fn hub_of(node: &dyn NodeApi, name: Option<&str>) -> Result<NodeId, Refusal> {
+    let named = crate::jobs::hub_named(node, name).await?;
     Ok(fogwire_compute::client::choose_hub(node.fabric().as_ref(), named).await?)
 }
 
-async fn call(node: &Node, hub: NodeId, method: u64, args: Vec<Value>) -> Result<Value, Refusal> {
+async fn call(
+    node: &dyn NodeApi,
+    hub: NodeId,
+    method: u64,
+    args: Vec<Value>,
+) -> Result<Value, Refusal> {
     let fabric: Arc<dyn Fabric> = node.fabric();
     let chunks = fabric
         .call(hub, MARKET, method, args, TIMEOUT)
@@ -136,12 +141,12 @@ fn posted_json(hub: NodeId, posted: Posted) -> MarketPosted {
     }
 }
 
-pub(super) async fn asks(
+pub(crate) async fn asks(
     State(state): State<Arc<ApiState>>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Vec<MarketOrder>>, Refusal> {
-    let hub = hub_of(&state.node, query(&raw, "hub").as_deref()).await?;
-    let asks: Vec<AskView> = decode(call(&state.node, hub, method::ASKS, vec![]).await?)?;
+    let hub = hub_of(state.node.as_ref(), query(&raw, "hub").as_deref()).await?;
+    let asks: Vec<AskView> = decode(call(state.node.as_ref(), hub, method::ASKS, vec![]).await?)?;
     Ok(Json(
         asks.iter()
             .map(|view| MarketOrder {
@@ -160,12 +165,12 @@ pub(super) async fn asks(
     ))
 }
 
-pub(super) async fn bids(
+pub(crate) async fn bids(
     State(state): State<Arc<ApiState>>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Vec<MarketOrder>>, Refusal> {
-    let hub = hub_of(&state.node, query(&raw, "hub").as_deref()).await?;
-    let bids: Vec<BidView> = decode(call(&state.node, hub, method::BIDS, vec![]).await?)?;
+    let hub = hub_of(state.node.as_ref(), query(&raw, "hub").as_deref()).await?;
+    let bids: Vec<BidView> = decode(call(state.node.as_ref(), hub, method::BIDS, vec![]).await?)?;
     Ok(Json(
         bids.iter()
             .map(|view| MarketOrder {
@@ -184,29 +189,43 @@ pub(super) async fn bids(
     ))
 }
 
-pub(super) async fn deals(
+pub(crate) async fn deals(
     State(state): State<Arc<ApiState>>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Vec<MarketDeal>>, Refusal> {
-    let hub = hub_of(&state.node, query(&raw, "hub").as_deref()).await?;
+    let hub = hub_of(state.node.as_ref(), query(&raw, "hub").as_deref()).await?;
     let limit = query(&raw, "limit")
         .and_then(|l| l.parse::<u64>().ok())
         .unwrap_or(50);
-    let deals: Vec<Deal> =
-        decode(call(&state.node, hub, method::DEALS, vec![Value::from(limit)]).await?)?;
+    let deals: Vec<Deal> = decode(
+        call(
+            state.node.as_ref(),
+            hub,
+            method::DEALS,
+            vec![Value::from(limit)],
+        )
+        .await?,
+    )?;
     Ok(Json(deals.iter().map(|d| deal_json(hub, d)).collect()))
 }
 
-pub(super) async fn events(
+pub(crate) async fn events(
     State(state): State<Arc<ApiState>>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Vec<MarketEvent>>, Refusal> {
-    let hub = hub_of(&state.node, query(&raw, "hub").as_deref()).await?;
+    let hub = hub_of(state.node.as_ref(), query(&raw, "hub").as_deref()).await?;
     let limit = query(&raw, "limit")
         .and_then(|l| l.parse::<u64>().ok())
         .unwrap_or(50);
-    let events: Vec<(u64, fogwire_market_proto::Event)> =
-        decode(call(&state.node, hub, method::EVENTS, vec![Value::from(limit)]).await?)?;
+    let events: Vec<(u64, fogwire_market_proto::Event)> = decode(
+        call(
+            state.node.as_ref(),
+            hub,
+            method::EVENTS,
+            vec![Value::from(limit)],
+        )
+        .await?,
+    )?;
     let short = |party: &[u8; 32]| {
         NodeId::from_bytes(party)
             .map(|id| id.short())
@@ -259,13 +278,13 @@ fn encoded<T: serde::Serialize>(value: &T) -> Result<Value, Refusal> {
     to_value(value).map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
-pub(super) async fn ask(
+pub(crate) async fn ask(
     State(state): State<Arc<ApiState>>,
     body: Bytes,
 ) -> Result<Json<MarketPosted>, Refusal> {
     let request: MarketAskRequest =
         serde_json::from_slice(&body).map_err(|e| bad(format!("not an ask: {e}")))?;
-    let hub = hub_of(&state.node, request.hub.as_deref()).await?;
+    let hub = hub_of(state.node.as_ref(), request.hub.as_deref()).await?;
     let ask = AskRequest {
         offer: resources(&request.offer)?,
         slots: request.slots,
@@ -273,17 +292,18 @@ pub(super) async fn ask(
         ttl_ms: request.ttl_secs.saturating_mul(1000),
         unit: unit(&request.unit)?,
     };
-    let posted: Posted = decode(call(&state.node, hub, method::ASK, vec![encoded(&ask)?]).await?)?;
+    let posted: Posted =
+        decode(call(state.node.as_ref(), hub, method::ASK, vec![encoded(&ask)?]).await?)?;
     Ok(Json(posted_json(hub, posted)))
 }
 
-pub(super) async fn bid(
+pub(crate) async fn bid(
     State(state): State<Arc<ApiState>>,
     body: Bytes,
 ) -> Result<Json<MarketPosted>, Refusal> {
     let request: MarketBidRequest =
         serde_json::from_slice(&body).map_err(|e| bad(format!("not a bid: {e}")))?;
-    let hub = hub_of(&state.node, request.hub.as_deref()).await?;
+    let hub = hub_of(state.node.as_ref(), request.hub.as_deref()).await?;
     // A bid the buyer could not pay is refused here, before it rests in
     // a book: its whole price must be in the buyer's account.
     let total = request
@@ -311,19 +331,20 @@ pub(super) async fn bid(
         ttl_ms: request.ttl_secs.saturating_mul(1000),
         unit: unit(&request.unit)?,
     };
-    let posted: Posted = decode(call(&state.node, hub, method::BID, vec![encoded(&bid)?]).await?)?;
+    let posted: Posted =
+        decode(call(state.node.as_ref(), hub, method::BID, vec![encoded(&bid)?]).await?)?;
     Ok(Json(posted_json(hub, posted)))
 }
 
-pub(super) async fn cancel(
+pub(crate) async fn cancel(
     State(state): State<Arc<ApiState>>,
     body: Bytes,
 ) -> Result<Json<bool>, Refusal> {
     let request: MarketCancelRequest =
         serde_json::from_slice(&body).map_err(|e| bad(format!("not a cancellation: {e}")))?;
-    let hub = hub_of(&state.node, request.hub.as_deref()).await?;
+    let hub = hub_of(state.node.as_ref(), request.hub.as_deref()).await?;
     call(
-        &state.node,
+        state.node.as_ref(),
         hub,
         method::CANCEL,
         vec![Value::from(request.id)],
@@ -333,6 +354,6 @@ pub(super) async fn cancel(
 }
 
 /// `GET /v1/hubs`: the hubs this worker's agent knows and rates.
-pub(super) async fn hubs(State(state): State<Arc<ApiState>>) -> Json<Vec<crate::agent::HubView>> {
+pub(crate) async fn hubs(State(state): State<Arc<ApiState>>) -> Json<Vec<fogwire_api::HubView>> {
     Json(state.node.hubs())
 }

@@ -21,9 +21,9 @@ use fogwire_compute_proto::{Digest, ExitStatus, JobSpec, Limits, Replication, Ru
 use fogwire_identity::NodeId;
 use fogwire_rpc_proto::code;
 
-use super::server::{ApiState, Refusal};
-use crate::Node;
-use crate::api::{
+use crate::NodeApi;
+use crate::server::{ApiState, Refusal};
+use fogwire_api::{
     JobCancelled, JobFetchRequest, JobFetched, JobInfo, JobLogs, JobResultInfo, JobSubmitRequest,
     JobSubmitted, TaskOutcome, WorkerInfo,
 };
@@ -49,7 +49,7 @@ impl From<ClientError> for Refusal {
 }
 
 /// `key=value` pairs of a query (ids and numbers need no decoding).
-pub(super) fn query(raw: &Option<String>, key: &str) -> Option<String> {
+pub(crate) fn query(raw: &Option<String>, key: &str) -> Option<String> {
     raw.as_deref()?
         .split('&')
         .filter_map(|pair| pair.split_once('='))
@@ -57,16 +57,19 @@ pub(super) fn query(raw: &Option<String>, key: &str) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-pub(super) async fn hub_named(node: &Node, name: Option<&str>) -> Result<Option<NodeId>, Refusal> {
+pub(crate) async fn hub_named(
+    node: &dyn NodeApi,
+    name: Option<&str>,
+) -> Result<Option<NodeId>, Refusal> {
     let Some(name) = name.filter(|n| !n.is_empty()) else {
         return Ok(None);
     };
     let nodes = node.routing().nodes().await?;
-    super::routes::resolve(&nodes, name).map(Some)
+    crate::routes::resolve(&nodes, name).map(Some)
 }
 
 /// The hubs to ask about a job: the one named, else every known hub.
-async fn hubs(node: &Node, name: Option<&str>) -> Result<Vec<NodeId>, Refusal> {
+async fn hubs(node: &dyn NodeApi, name: Option<&str>) -> Result<Vec<NodeId>, Refusal> {
     if let Some(hub) = hub_named(node, name).await? {
         return Ok(vec![hub]);
     }
@@ -80,7 +83,7 @@ async fn hubs(node: &Node, name: Option<&str>) -> Result<Vec<NodeId>, Refusal> {
 /// The hub that knows `job` (the one named, else the first known hub
 /// that does), with the job's status.
 async fn find_job(
-    node: &Node,
+    node: &dyn NodeApi,
     name: Option<&str>,
     job: &str,
 ) -> Result<(NodeId, JobStatus), Refusal> {
@@ -150,7 +153,7 @@ fn absolute(path: &str) -> Result<PathBuf, Refusal> {
 }
 
 /// A program or input named by path or hash, in this node's store.
-async fn import(node: &Node, name: &str, what: &str) -> Result<Digest, Refusal> {
+async fn import(node: &dyn NodeApi, name: &str, what: &str) -> Result<Digest, Refusal> {
     if let Ok(digest) = name.parse::<Digest>() {
         return Ok(digest);
     }
@@ -219,7 +222,7 @@ fn spec_of(
     Ok(spec)
 }
 
-pub(super) async fn submit(
+pub(crate) async fn submit(
     State(state): State<Arc<ApiState>>,
     body: Bytes,
 ) -> Result<Json<JobSubmitted>, Refusal> {
@@ -228,7 +231,7 @@ pub(super) async fn submit(
             "expected {{\"program\": \"/path/to/module.wasm\", …}}: {e}"
         ))
     })?;
-    let node = &state.node;
+    let node = state.node.as_ref();
     let program = import(node, &request.program, "the program").await?;
     let mut inputs = Vec::new();
     for input in &request.inputs {
@@ -267,7 +270,7 @@ pub(super) async fn submit(
 /// returned to this node if the hub has not paid it out by the job's
 /// deadline (and ten minutes more).
 async fn hold_escrow(
-    node: &Node,
+    node: &dyn NodeApi,
     hub: NodeId,
     max_price: u64,
     deadline_ms: u64,
@@ -303,22 +306,22 @@ async fn hold_escrow(
     Ok(Digest(id))
 }
 
-pub(super) async fn status(
+pub(crate) async fn status(
     State(state): State<Arc<ApiState>>,
     Path(job): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<JobInfo>, Refusal> {
-    let (hub, status) = find_job(&state.node, query(&raw, "hub").as_deref(), &job).await?;
+    let (hub, status) = find_job(state.node.as_ref(), query(&raw, "hub").as_deref(), &job).await?;
     Ok(Json(job_info(hub, &status)))
 }
 
-pub(super) async fn list(
+pub(crate) async fn list(
     State(state): State<Arc<ApiState>>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Vec<JobInfo>>, Refusal> {
     let fabric = state.node.fabric();
     let mut out = Vec::new();
-    for hub in hubs(&state.node, query(&raw, "hub").as_deref()).await? {
+    for hub in hubs(state.node.as_ref(), query(&raw, "hub").as_deref()).await? {
         if let Ok(jobs) = client::jobs(fabric.as_ref(), hub).await {
             out.extend(jobs.iter().map(|status| job_info(hub, status)));
         }
@@ -327,7 +330,7 @@ pub(super) async fn list(
     Ok(Json(out))
 }
 
-pub(super) async fn logs(
+pub(crate) async fn logs(
     State(state): State<Arc<ApiState>>,
     Path(job): Path<String>,
     RawQuery(raw): RawQuery,
@@ -335,18 +338,18 @@ pub(super) async fn logs(
     let from = query(&raw, "from")
         .and_then(|f| f.parse().ok())
         .unwrap_or(0);
-    let (hub, status) = find_job(&state.node, query(&raw, "hub").as_deref(), &job).await?;
+    let (hub, status) = find_job(state.node.as_ref(), query(&raw, "hub").as_deref(), &job).await?;
     let fabric = state.node.fabric();
     let (lines, next) = client::logs(fabric.as_ref(), hub, &status.id.0.to_hex(), from).await?;
     Ok(Json(JobLogs { lines, next }))
 }
 
-pub(super) async fn result(
+pub(crate) async fn result(
     State(state): State<Arc<ApiState>>,
     Path(job): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<JobResultInfo>, Refusal> {
-    let (hub, status) = find_job(&state.node, query(&raw, "hub").as_deref(), &job).await?;
+    let (hub, status) = find_job(state.node.as_ref(), query(&raw, "hub").as_deref(), &job).await?;
     let fabric = state.node.fabric();
     let result = client::result(fabric.as_ref(), hub, &status.id.0.to_hex()).await?;
     let outcomes = result
@@ -374,12 +377,12 @@ pub(super) async fn result(
     }))
 }
 
-pub(super) async fn cancel(
+pub(crate) async fn cancel(
     State(state): State<Arc<ApiState>>,
     Path(job): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<JobCancelled>, Refusal> {
-    let (hub, status) = find_job(&state.node, query(&raw, "hub").as_deref(), &job).await?;
+    let (hub, status) = find_job(state.node.as_ref(), query(&raw, "hub").as_deref(), &job).await?;
     let fabric = state.node.fabric();
     let cancelled = client::cancel(fabric.as_ref(), hub, &status.id.0.to_hex()).await?;
     Ok(Json(JobCancelled {
@@ -388,7 +391,7 @@ pub(super) async fn cancel(
     }))
 }
 
-pub(super) async fn fetch(
+pub(crate) async fn fetch(
     State(state): State<Arc<ApiState>>,
     Path(job): Path<String>,
     body: Bytes,
@@ -396,7 +399,7 @@ pub(super) async fn fetch(
     let request: JobFetchRequest = serde_json::from_slice(&body)
         .map_err(|e| bad(format!("expected {{\"out\": \"/absolute/path\"}}: {e}")))?;
     let out = absolute(&request.out)?;
-    let node = &state.node;
+    let node = state.node.as_ref();
     let (hub, status) = find_job(node, request.hub.as_deref(), &job).await?;
     let fabric = node.fabric();
     let result = client::result(fabric.as_ref(), hub, &status.id.0.to_hex()).await?;
@@ -471,13 +474,13 @@ fn write_out(
     Ok((1, bytes))
 }
 
-pub(super) async fn workers(
+pub(crate) async fn workers(
     State(state): State<Arc<ApiState>>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Vec<WorkerInfo>>, Refusal> {
     let fabric = state.node.fabric();
     let mut answer = Err(Refusal::from(ClientError::NoHub));
-    for hub in hubs(&state.node, query(&raw, "hub").as_deref()).await? {
+    for hub in hubs(state.node.as_ref(), query(&raw, "hub").as_deref()).await? {
         answer = client::workers(fabric.as_ref(), hub)
             .await
             .map_err(Refusal::from);

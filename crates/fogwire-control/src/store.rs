@@ -14,11 +14,12 @@ use fogwire_store::{Entry, Hash, Location, Store, StoreError};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
-use super::ndjson;
-use super::server::{ApiState, Refusal, error};
+use crate::NodeApi;
+use crate::ndjson;
+use crate::server::{ApiState, Refusal, error};
 use fogwire_replicate::FetchProgress;
 
-use crate::api::{
+use fogwire_api::{
     BlobInfo, DirectoryInfo, FetchInfo, GcRequest, GcResult, PeerBytes, PinRequest,
     StoreAddRequest, StoreGetRequest, StoreLine, StorePeer, StoreRouteInfo, StoreStat, TagChange,
     UnpinRequest,
@@ -185,7 +186,7 @@ fn progress_into(
     });
 }
 
-pub(super) async fn add(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
+pub(crate) async fn add(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
     let request: StoreAddRequest = match parse(
         &body,
         "{\"path\": \"/absolute/path\", \"tag\"?, \"reference\"?}",
@@ -233,7 +234,7 @@ pub(super) async fn add(State(state): State<Arc<ApiState>>, body: Bytes) -> Resp
     })
 }
 
-pub(super) async fn get(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
+pub(crate) async fn get(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
     let request: StoreGetRequest = match parse(
         &body,
         "{\"hash\": \"<64 hex digits>\", \"path\": \"/absolute/path\"}",
@@ -253,7 +254,7 @@ pub(super) async fn get(State(state): State<Arc<ApiState>>, body: Bytes) -> Resp
                 Ok(nodes) => nodes,
                 Err(failure) => return error(StatusCode::SERVICE_UNAVAILABLE, failure.to_string()),
             };
-            match super::routes::resolve(&nodes, name) {
+            match crate::routes::resolve(&nodes, name) {
                 Ok(id) => Some(id),
                 Err(refusal) => return refusal.into_response(),
             }
@@ -264,7 +265,7 @@ pub(super) async fn get(State(state): State<Arc<ApiState>>, body: Bytes) -> Resp
     tokio::spawn(async move {
         let store_route = match from {
             None => None,
-            Some(id) => match node.store_route(id).await {
+            Some(id) => match node.replication().open_route(id).await {
                 Ok(Some(route)) => {
                     let info = StoreRouteInfo {
                         node: id.to_string(),
@@ -284,7 +285,7 @@ pub(super) async fn get(State(state): State<Arc<ApiState>>, body: Bytes) -> Resp
                 }
             },
         };
-        let fetched = fetch_for_get(&node, hash, &lines).await;
+        let fetched = fetch_for_get(node.as_ref(), hash, &lines).await;
         if let Some(route) = store_route {
             route.close().await;
         }
@@ -308,7 +309,7 @@ pub(super) async fn get(State(state): State<Arc<ApiState>>, body: Bytes) -> Resp
 /// Fetches from peers what the node lacks of `hash` (or of the tree
 /// below it), with progress lines; false (after an error line) if that
 /// failed. What is here is only checked.
-async fn fetch_for_get(node: &crate::Node, hash: Hash, lines: &ndjson::Lines) -> bool {
+async fn fetch_for_get(node: &dyn NodeApi, hash: Hash, lines: &ndjson::Lines) -> bool {
     {
         let progress_lines = lines.clone();
         let last_sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -358,7 +359,7 @@ async fn fetch_for_get(node: &crate::Node, hash: Hash, lines: &ndjson::Lines) ->
 }
 
 /// `GET /v1/store/peers`: bytes served to and fetched from each peer.
-pub(super) async fn peers(State(state): State<Arc<ApiState>>) -> Response {
+pub(crate) async fn peers(State(state): State<Arc<ApiState>>) -> Response {
     let list: Vec<StorePeer> = state
         .node
         .replication()
@@ -376,7 +377,7 @@ pub(super) async fn peers(State(state): State<Arc<ApiState>>) -> Response {
     axum::Json(list).into_response()
 }
 
-pub(super) async fn blobs(State(state): State<Arc<ApiState>>) -> Response {
+pub(crate) async fn blobs(State(state): State<Arc<ApiState>>) -> Response {
     match blocking(state.node.store(), |store| {
         let tags = tags_by_hash(store)?;
         let mut list: Vec<BlobInfo> = store
@@ -394,7 +395,7 @@ pub(super) async fn blobs(State(state): State<Arc<ApiState>>) -> Response {
     }
 }
 
-pub(super) async fn stat(State(state): State<Arc<ApiState>>) -> Response {
+pub(crate) async fn stat(State(state): State<Arc<ApiState>>) -> Response {
     match blocking(state.node.store(), |store| {
         let stat = store.stat()?;
         Ok(StoreStat {
@@ -414,7 +415,7 @@ pub(super) async fn stat(State(state): State<Arc<ApiState>>) -> Response {
     }
 }
 
-pub(super) async fn pin(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
+pub(crate) async fn pin(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
     let request: PinRequest = match parse(&body, "{\"hash\": \"<64 hex digits>\", \"tag\"?}") {
         Ok(request) => request,
         Err(refusal) => return refusal.into_response(),
@@ -438,7 +439,7 @@ pub(super) async fn pin(State(state): State<Arc<ApiState>>, body: Bytes) -> Resp
     }
 }
 
-pub(super) async fn unpin(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
+pub(crate) async fn unpin(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
     let request: UnpinRequest = match parse(&body, "{\"name\": \"<tag or hash>\"}") {
         Ok(request) => request,
         Err(refusal) => return refusal.into_response(),
@@ -479,7 +480,7 @@ pub(super) async fn unpin(State(state): State<Arc<ApiState>>, body: Bytes) -> Re
     }
 }
 
-pub(super) async fn gc(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
+pub(crate) async fn gc(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
     let request: GcRequest = if body.is_empty() {
         GcRequest::default()
     } else {
@@ -533,7 +534,7 @@ fn byte_range(headers: &HeaderMap, size: u64) -> Option<Result<(u64, u64), ()>> 
     Some(Ok(range))
 }
 
-pub(super) async fn gateway(
+pub(crate) async fn gateway(
     State(state): State<Arc<ApiState>>,
     Path(hash): Path<String>,
     headers: HeaderMap,

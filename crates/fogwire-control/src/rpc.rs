@@ -11,9 +11,9 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use fogwire_rpc_proto::Value;
 
-use super::ndjson;
-use super::server::{ApiState, error};
-use crate::api::{RpcCallRequest, RpcLine};
+use crate::ndjson;
+use crate::server::{ApiState, error};
+use fogwire_api::{RpcCallRequest, RpcLine};
 
 /// Longest time a call may be given from the API.
 const TIMEOUT_MAX: Duration = Duration::from_secs(3600);
@@ -85,7 +85,7 @@ fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-pub(super) fn from_hex(hex: &str) -> Option<Vec<u8>> {
+pub(crate) fn from_hex(hex: &str) -> Option<Vec<u8>> {
     if !hex.len().is_multiple_of(2) {
         return None;
     }
@@ -95,7 +95,7 @@ pub(super) fn from_hex(hex: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-pub(super) async fn call(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
+pub(crate) async fn call(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
     let request: RpcCallRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(parse_error) => {
@@ -111,7 +111,7 @@ pub(super) async fn call(State(state): State<Arc<ApiState>>, body: Bytes) -> Res
         Ok(nodes) => nodes,
         Err(failure) => return error(StatusCode::SERVICE_UNAVAILABLE, failure.to_string()),
     };
-    let peer = match super::routes::resolve(&nodes, &request.node) {
+    let peer = match crate::routes::resolve(&nodes, &request.node) {
         Ok(peer) => peer,
         Err(refusal) => return refusal.into_response(),
     };
@@ -126,7 +126,7 @@ pub(super) async fn call(State(state): State<Arc<ApiState>>, body: Bytes) -> Res
             let answer = rpc
                 .request(
                     peer,
-                    crate::locator::LOCATOR,
+                    fogwire_rpc::locator::LOCATOR,
                     0,
                     vec![Value::from(request.service.as_str())],
                     Some(Duration::from_secs(10)),

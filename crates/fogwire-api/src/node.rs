@@ -1,0 +1,76 @@
+//! The node itself: status, peers, links, and the error body.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// `GET /v1/status`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub node_id: String,
+    pub version: String,
+    /// Address peers dial.
+    pub link_listen: SocketAddr,
+    pub uptime_secs: u64,
+    /// Links up now.
+    pub links: usize,
+    /// Peers the node keeps linked (configured or connected by an operator).
+    pub peers_wanted: usize,
+    pub pending_handshakes: usize,
+    pub data_dir: Option<String>,
+}
+
+/// Where a wanted or linked peer stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerState {
+    /// A link is up.
+    Linked,
+    /// Dialing now.
+    Connecting,
+    /// The last attempt failed; the next is scheduled.
+    Waiting,
+}
+
+/// One entry of `GET /v1/peers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Peer {
+    pub node_id: String,
+    pub state: PeerState,
+    /// The remote socket address of the link, or the configured address.
+    pub address: Option<String>,
+    /// "outbound" (we dialed) or "inbound", when linked.
+    pub direction: Option<String>,
+    /// Whether the node redials this peer when the link drops.
+    pub wanted: bool,
+    pub linked_since_unix: Option<u64>,
+    pub rtt_ms: Option<f64>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub last_error: Option<String>,
+    pub retry_in_ms: Option<u64>,
+}
+
+/// `POST /v1/peers`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectRequest {
+    /// `<node id>@<host>:<port>`
+    pub peer: String,
+}
+
+/// `DELETE /v1/peers/{node_id}`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisconnectResponse {
+    pub node_id: String,
+    pub was_linked: bool,
+}
+
+/// Body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
