@@ -127,7 +127,7 @@ async fn start(options: &Options, paid: bool) -> Result<Network, BenchError> {
     .await
     .map_err(failed)?;
     if paid {
-        let wallet = hub.wallet().ok_or_else(|| failed("no wallet"))?;
+        let wallet = hub.ledger().wallet().clone();
         wallet
             .send(fogwire_ledger::proto::Op::WalletFund {
                 amount: 1000 * fogwire_ledger::proto::COIN,
@@ -200,7 +200,7 @@ async fn job(network: &Network, spec: &JobSpec) -> Result<Duration, BenchError> 
 async fn paid_job(network: &Network, spec: &JobSpec, n: u64) -> Result<Duration, BenchError> {
     let service = network.hub.hub().ok_or_else(|| failed("no hub"))?;
     let fabric = network.hub.fabric();
-    let wallet = network.hub.wallet().ok_or_else(|| failed("no wallet"))?;
+    let wallet = network.hub.ledger().wallet().clone();
     let started = Instant::now();
     let mut escrow = [0u8; 32];
     escrow[..8].copy_from_slice(&n.to_be_bytes());

@@ -258,10 +258,7 @@ pub fn run(options: &Options, progress: &mut dyn FnMut(Step)) -> Result<Report, 
             };
             let client = Node::start(client_options).await.map_err(failed)?;
             client.connect(ledger.peer_addr()).await.map_err(failed)?;
-            let ledger_client = client
-                .ledger()
-                .ok_or_else(|| failed("no ledger client"))?
-                .clone();
+            let ledger_client = client.ledger().client().clone();
             ledger_client.info().await.map_err(failed)?;
             let submitting = ledger_client.clone();
             let rate = stream(&work, move |signed| {
@@ -278,7 +275,7 @@ pub fn run(options: &Options, progress: &mut dyn FnMut(Step)) -> Result<Report, 
             progress(Step::Payments { round });
             // One payment at a time from the client node's wallet, beside
             // a read over the same link.
-            let wallet = client.wallet().ok_or_else(|| failed("no wallet"))?;
+            let wallet = client.ledger().wallet().clone();
             let to = Id(*ledger.node_id().as_bytes());
             let mut payment_times = Vec::new();
             let mut read_times = Vec::new();

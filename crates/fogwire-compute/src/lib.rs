@@ -21,6 +21,7 @@ pub mod guests;
 pub mod hub;
 pub mod market;
 pub mod resources;
+pub mod roles;
 pub mod runtime;
 pub mod worker;
 

@@ -165,8 +165,8 @@ async fn render(
     escrow[8..16].copy_from_slice(&buyer.id().as_bytes()[..8]);
     buyer
         .node
+        .ledger()
         .wallet()
-        .ok_or("no ledger")?
         .send(fogwire_ledger::proto::Op::Hold {
             id: fogwire_ledger::proto::Id(escrow),
             amount: MAX_PRICE,

@@ -46,7 +46,7 @@ pub fn ledger_options(ids: &[NodeId]) -> Vec<LedgerOptions> {
 pub async fn bond(network: &Network, hub: usize, narrate: Narrator<'_>) -> Result<(), String> {
     let nodes = network.nodes();
     let hub_node = &nodes[hub].node;
-    let wallet = hub_node.wallet().ok_or("no ledger")?;
+    let wallet = hub_node.ledger().wallet().clone();
     wallet
         .send(Op::WalletFund { amount: 10 * COIN })
         .await
@@ -61,7 +61,7 @@ pub async fn bond(network: &Network, hub: usize, narrate: Narrator<'_>) -> Resul
         if index == hub || worker.node.worker().is_none() {
             continue;
         }
-        let wallet = worker.node.wallet().ok_or("no ledger")?;
+        let wallet = worker.node.ledger().wallet().clone();
         wallet
             .send(Op::DepositPost {
                 hub: hub_id,
@@ -82,11 +82,11 @@ pub async fn bond(network: &Network, hub: usize, narrate: Narrator<'_>) -> Resul
 /// Each node's coins, and the supply check; whether it passed.
 pub async fn report(network: &Network, narrate: Narrator<'_>) -> Option<bool> {
     let nodes = network.nodes();
-    let client = nodes.first()?.node.ledger()?.clone();
+    let client = nodes.first()?.node.ledger().client().clone();
     // Receipts are redeemed every few seconds: let the last ones land.
     // Receipts are handed over and redeemed every few seconds: let the
     // last ones land (at most 15 s, once the first have).
-    tokio::time::sleep(fogwire_node::earn::EVERY + Duration::from_secs(1)).await;
+    tokio::time::sleep(fogwire_account::earn::EVERY + Duration::from_secs(1)).await;
     let waiting = std::time::Instant::now();
     loop {
         let mut any = false;

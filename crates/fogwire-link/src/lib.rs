@@ -25,3 +25,12 @@ pub use driver::{LinkCounters, LinkHandle, LinkSnapshot, spawn};
 pub use establish::{Direction, EstablishError, Established, connect, establish};
 pub use fogwire_link_proto as proto;
 pub use peer_addr::{ParsePeerAddrError, PeerAddr};
+
+/// A subsystem that runs over links (routing, replication, RPC): the link
+/// manager tells it of every link that comes up and goes down.
+pub trait LinkUser: Send + Sync {
+    /// A link came up; the user takes its channels.
+    fn link_up(&self, link: LinkHandle);
+    /// The link `link_id` (from [`LinkHandle::id`]) to `peer` is gone.
+    fn link_down(&self, peer: fogwire_identity::NodeId, link_id: u64);
+}

@@ -12,7 +12,7 @@ use fogwire_route::Routing;
 use fogwire_rpc::Rpc;
 use fogwire_store::Store;
 
-use crate::{Node, NodeError};
+use crate::{LinkError, Node, NodeError};
 
 impl NodeApi for Node {
     fn node_id(&self) -> NodeId {
@@ -31,7 +31,7 @@ impl NodeApi for Node {
         Box::pin(async move {
             match Node::connect(self, peer).await {
                 Ok(_) => Ok(()),
-                Err(NodeError::SelfConnect) => Err(ConnectError::SelfConnect),
+                Err(NodeError::Link(LinkError::SelfConnect)) => Err(ConnectError::SelfConnect),
                 Err(error) => Err(ConnectError::Failed(Box::new(error))),
             }
         })
@@ -69,18 +69,28 @@ impl NodeApi for Node {
     }
 
     fn ledger(&self) -> Option<&LedgerClient> {
-        Node::ledger(self)
+        Some(Node::ledger(self).client())
     }
 
     fn ledger_node(&self) -> BoxFuture<'_, Option<NodeId>> {
-        Box::pin(Node::ledger_node(self))
+        Box::pin(Node::ledger(self).node())
     }
 
     fn wallet(&self) -> Option<Arc<Wallet>> {
-        Node::wallet(self)
+        Some(Node::ledger(self).wallet().clone())
     }
 
     fn hubs(&self) -> Vec<fogwire_api::HubView> {
         Node::hubs(self)
+            .into_iter()
+            .map(|view| fogwire_api::HubView {
+                hub: view.hub.to_string(),
+                trust: fogwire_account::agent::trust_name(view.trust).to_owned(),
+                terms: view.terms,
+                payments_to_me: view.payments_to_me,
+                bids: view.bids,
+                taken: view.taken,
+            })
+            .collect()
     }
 }

@@ -1,29 +1,27 @@
-//! The fogwire daemon.
+//! The fogwire daemon: the composition root.
 //!
-//! Composes identity and links into a running node: reads the
-//! configuration, keeps the data directory, accepts and dials links
-//! (reconnecting to configured peers with backoff), serves the local control
-//! API and metrics, and shuts down cleanly. Later pillars (routes, store,
-//! compute) plug into the [`Node`] here.
+//! Reads the configuration ([`config`]), keeps the data directory
+//! ([`home`]), builds every subsystem in order and hands each what it
+//! needs ([`Node::start`]), manages the links it accepts and dials
+//! ([`Links`]: reconnecting to configured peers with backoff), and
+//! implements the control API's [`NodeApi`](fogwire_control::NodeApi).
 //!
-//! Architecture invariant: no protocol logic lives here. The node decides
-//! *which* links exist and *who* may use them; how bytes cross a link is
-//! `fogwire-link`'s business.
+//! Architecture invariant: no protocol logic lives here, and no subsystem
+//! holds the node: each owns its state and is handed what it needs when
+//! it is built. The node decides *which* links exist and *who* may use
+//! them; what crosses them is the subsystems' business.
 
-pub mod agent;
-mod backoff;
-pub mod compute;
 pub mod config;
 mod control_api;
-pub mod earn;
+mod fabric;
 pub mod home;
-pub mod ledger;
+mod links;
 mod metrics;
 mod node;
 
-pub use backoff::Backoff;
-pub use compute::ComputeOptions;
 pub use config::{Config, ConfigError};
+pub use fogwire_account::ledger::LedgerOptions;
+pub use fogwire_compute::roles::ComputeOptions;
 pub use fogwire_link::{ParsePeerAddrError, PeerAddr};
-pub use ledger::LedgerOptions;
-pub use node::{Node, NodeError, NodeEvent, NodeOptions};
+pub use links::{LinkError, Links, NodeEvent};
+pub use node::{Node, NodeError, NodeOptions};

@@ -16,7 +16,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::node::State;
+use crate::links::State;
 
 /// Peers whose closed-link totals are remembered for the metrics; beyond
 /// this, the oldest are forgotten so churn cannot grow memory without bound.

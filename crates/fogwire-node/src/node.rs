@@ -1,59 +1,30 @@
-//! A running node: the links it accepts and dials, and the peers it keeps.
+//! A running node: the composition root. [`Node::start`] builds every
+//! subsystem in order, hands each what it needs, and keeps handles on
+//! them; nothing here decides anything about a protocol.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use fogwire_account::agent::Agent;
+use fogwire_account::earn::Earner;
+use fogwire_account::ledger::Ledger;
+use fogwire_compute::roles::Roles;
 use fogwire_identity::{Keypair, NodeId};
-use fogwire_link::proto::{CloseCode, CloseReason, CloseSide, Config as LinkConfig, LinkIdentity};
-use fogwire_link::{Direction, EstablishError, LinkHandle};
+use fogwire_link::proto::{Config as LinkConfig, LinkIdentity};
+use fogwire_link::{LinkHandle, LinkUser, PeerAddr};
+use fogwire_replicate::Replication;
 use fogwire_route::Routing;
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, broadcast};
+use fogwire_rpc::Rpc;
+use fogwire_store::Store;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backoff::{Backoff, jitter};
 use crate::config::Config;
-use crate::metrics::{CLOSED_TOTALS_MAX, Metrics, Totals};
-use fogwire_link::PeerAddr;
-
-/// Events a node reports to whoever listens (the demo, later protocols).
-#[derive(Debug, Clone)]
-pub enum NodeEvent {
-    LinkUp { peer: NodeId, link: LinkHandle },
-    LinkDown { peer: NodeId, reason: CloseReason },
-}
-
-/// Bound of the event queue of each subscriber; one that falls further
-/// behind misses events (and is told so by `broadcast`).
-const EVENT_QUEUE_LEN: usize = 1024;
-/// A link that lived this long resets the reconnect backoff when it drops.
-const STABLE_LINK: Duration = Duration::from_secs(10);
-/// How long shutdown waits for links to say goodbye.
-const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
-/// Pause after a failed accept (for instance out of file descriptors), so
-/// the loop does not spin.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
-
-/// Connections the kernel may hold for the accept loop. A burst larger than
-/// this (a thousand peers redialing after an outage, or a SYN flood) would
-/// otherwise overflow the queue, and with SYN cookies the dialers would
-/// believe in connections the node never saw. The kernel caps it at
-/// `net.core.somaxconn`.
-const LISTEN_BACKLOG: u32 = 4096;
-
-fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = match addr {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-    };
-    // Restarting must not wait for the old connections' TIME_WAIT.
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
-}
+use crate::fabric::NodeFabric;
+use crate::links::{self, LinkError, Links, NodeEvent, SHUTDOWN_TIMEOUT};
 
 /// Everything a node needs to start.
 #[derive(Debug, Clone)]
@@ -67,24 +38,24 @@ pub struct NodeOptions {
     pub reconnect_max: Duration,
     pub peers: Vec<PeerAddr>,
     /// Where routing keeps the graph and receipts; none: in memory only.
-    pub routing_store: Option<std::path::PathBuf>,
+    pub routing_store: Option<PathBuf>,
     /// Addresses named in this node's adverts.
     pub advertise: Vec<String>,
     pub capacity_kbps: u32,
     /// Where the store lives; none: a temporary directory removed with the
     /// node (tests, the demo).
-    pub store_dir: Option<std::path::PathBuf>,
+    pub store_dir: Option<PathBuf>,
     pub store: fogwire_store::Config,
     pub replication: fogwire_replicate::Config,
     /// Compute roles (worker, hub) and where they keep their records.
-    pub compute: crate::compute::ComputeOptions,
-    pub compute_dir: Option<std::path::PathBuf>,
+    pub compute: fogwire_compute::roles::ComputeOptions,
+    pub compute_dir: Option<PathBuf>,
     /// The ledger this node uses or runs, and where it keeps its log if
     /// it runs it (none: a temporary directory removed with the node).
-    pub ledger: crate::LedgerOptions,
-    pub ledger_path: Option<std::path::PathBuf>,
+    pub ledger: fogwire_account::ledger::LedgerOptions,
+    pub ledger_path: Option<PathBuf>,
     /// The data directory the paths above are in, for reports.
-    pub data_dir: Option<std::path::PathBuf>,
+    pub data_dir: Option<PathBuf>,
 }
 
 impl NodeOptions {
@@ -138,7 +109,7 @@ impl NodeOptions {
     }
 }
 
-/// Why a node operation failed.
+/// Why a node could not start, or an operation on it failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NodeError {
@@ -152,26 +123,18 @@ pub enum NodeError {
     LinkConfig(#[from] fogwire_link::proto::ConfigError),
     #[error("cannot make the link key: {0}")]
     Identity(fogwire_link::proto::HandshakeError),
-    #[error("cannot resolve `{address}`: {detail}")]
-    Resolve { address: String, detail: String },
     #[error(transparent)]
-    Establish(#[from] EstablishError),
-    #[error("link to {peer} refused: {reason}")]
-    Refused { peer: NodeId, reason: String },
-    #[error("that is this node's own id")]
-    SelfConnect,
-    #[error("the node is shutting down")]
-    ShuttingDown,
+    Link(#[from] LinkError),
     #[error(transparent)]
     RoutingStore(#[from] fogwire_route::store::StoreError),
     #[error(transparent)]
     Store(#[from] fogwire_store::StoreError),
-    #[error("cannot make a temporary store directory: {0}")]
-    TempStore(std::io::Error),
+    #[error("cannot make a temporary directory: {0}")]
+    TempDir(std::io::Error),
     #[error("ledger: {0}")]
-    Ledger(String),
+    Ledger(#[from] fogwire_ledger::service::OpenError),
     #[error("compute: {0}")]
-    Compute(String),
+    Compute(#[from] fogwire_compute::roles::RolesError),
 }
 
 fn listen_hint(error: &std::io::Error) -> &'static str {
@@ -184,100 +147,82 @@ fn listen_hint(error: &std::io::Error) -> &'static str {
     }
 }
 
-#[derive(Debug, Clone)]
-enum DialStatus {
-    Connecting,
-    Waiting {
-        retry_at: Instant,
-        last_error: String,
-    },
-    Linked,
-}
-
-#[derive(Debug)]
-struct Wanted {
-    addr: PeerAddr,
-    status: DialStatus,
-    stop: CancellationToken,
-}
-
-/// The node's mutable state, behind one lock held only briefly.
-#[derive(Debug, Default)]
-pub(crate) struct State {
-    pub(crate) links: HashMap<NodeId, LinkHandle>,
-    wanted: HashMap<NodeId, Wanted>,
-    pub(crate) closed_totals: HashMap<NodeId, Totals>,
-    available_handshake_permits: Option<Arc<Semaphore>>,
-}
-
-impl State {
-    pub(crate) fn pending_handshakes(&self, max: usize) -> usize {
-        self.available_handshake_permits
-            .as_ref()
-            .map_or(0, |permits| max.saturating_sub(permits.available_permits()))
+/// `path`, or `name` in a new temporary directory (kept alive by the
+/// returned guard) when none is given: tests and the demo.
+fn path_or_temp(
+    path: &Option<PathBuf>,
+    prefix: &str,
+    name: &str,
+) -> Result<(PathBuf, Option<tempfile::TempDir>), NodeError> {
+    match path {
+        Some(path) => Ok((path.clone(), None)),
+        None => {
+            let dir = tempfile::Builder::new()
+                .prefix(prefix)
+                .tempdir()
+                .map_err(NodeError::TempDir)?;
+            Ok((dir.path().join(name), Some(dir)))
+        }
     }
 }
 
-pub(crate) struct Inner {
-    identity: Arc<LinkIdentity>,
-    link_config: Arc<LinkConfig>,
-    local_addr: SocketAddr,
-    started: Instant,
-    max_links: usize,
-    max_pending_handshakes: usize,
-    reconnect_initial: Duration,
-    reconnect_max: Duration,
-    state: Arc<Mutex<State>>,
-    handshake_permits: Arc<Semaphore>,
-    events: broadcast::Sender<NodeEvent>,
-    metrics: Metrics,
-    routing: Routing,
-    store: Arc<fogwire_store::Store>,
-    replication: fogwire_replicate::Replication,
-    rpc: fogwire_rpc::Rpc,
-    compute: std::sync::OnceLock<crate::compute::Roles>,
-    pub(crate) ledger: std::sync::OnceLock<crate::ledger::LedgerParts>,
-    pub(crate) agent: std::sync::OnceLock<Arc<crate::agent::Agent>>,
+/// The subsystems of a running node, each built before the node and
+/// handed what it needs; none holds the node.
+struct Subsystems {
     keypair: Arc<Keypair>,
-    data_dir: Option<std::path::PathBuf>,
+    links: Links,
+    routing: Routing,
+    store: Arc<Store>,
+    replication: Replication,
+    rpc: Rpc,
+    fabric: NodeFabric,
+    ledger: Ledger,
+    compute: Roles,
+    agent: Option<Arc<Agent>>,
+    started: Instant,
+    data_dir: Option<PathBuf>,
     /// Hold temporary store and ledger directories for as long as the
     /// node lives.
-    _store_dir: Option<tempfile::TempDir>,
-    _ledger_dir: Option<tempfile::TempDir>,
-    pub(crate) shutdown: CancellationToken,
-    pub(crate) tasks: TaskTracker,
+    _temp_dirs: Vec<tempfile::TempDir>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
 }
 
 /// A running node. Cheap to clone; every clone is the same node.
 #[derive(Clone)]
 pub struct Node {
-    pub(crate) inner: Arc<Inner>,
+    parts: Arc<Subsystems>,
 }
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Node")
             .field("node_id", &self.node_id())
-            .field("local_addr", &self.inner.local_addr)
+            .field("local_addr", &self.local_addr())
             .finish_non_exhaustive()
     }
 }
 
 impl Node {
-    /// Binds the link listener, starts accepting, and starts linking to the
-    /// configured peers.
+    /// Binds the link listener, builds every subsystem, starts accepting
+    /// links, and starts linking to the configured peers.
     pub async fn start(options: NodeOptions) -> Result<Self, NodeError> {
         options.link.validate()?;
+        let keypair = options.keypair.clone();
+        let me = keypair.node_id();
         let identity =
-            Arc::new(LinkIdentity::generate(options.keypair.clone()).map_err(NodeError::Identity)?);
-        let listener = bind_listener(options.link_listen).map_err(|source| NodeError::Listen {
+            Arc::new(LinkIdentity::generate(keypair.clone()).map_err(NodeError::Identity)?);
+        let listen_error = |source| NodeError::Listen {
             addr: options.link_listen,
             source,
-        })?;
-        let local_addr = listener.local_addr().map_err(|source| NodeError::Listen {
-            addr: options.link_listen,
-            source,
-        })?;
+        };
+        let listener = links::bind_listener(options.link_listen).map_err(listen_error)?;
+        let local_addr = listener.local_addr().map_err(listen_error)?;
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let mut temp_dirs = Vec::new();
+
+        // Routing first: the others use its routes and its graph.
         let mut routing_options = fogwire_route::Options::new(identity.clone());
         routing_options.store_path = options.routing_store.clone();
         routing_options.capacity_kbps = options.capacity_kbps;
@@ -291,755 +236,299 @@ impl Node {
         } else {
             options.advertise.clone()
         };
-        routing_options
-            .services
-            .push(fogwire_rpc::locator::advertised(
+        routing_options.services.extend(
+            [fogwire_rpc::locator::advertised(
                 fogwire_rpc::locator::LOCATOR,
-            ));
-        if options.compute.worker.is_some() {
-            routing_options
-                .services
-                .push(fogwire_rpc::locator::advertised(fogwire_compute::WORKER));
-            // What it has, for anyone reading the graph (`fogwire nodes`);
-            // hubs ask `describe` for the details.
-            routing_options
-                .services
-                .push(fogwire_compute::resources::advertised());
-        }
-        if options.compute.hub.is_some() {
-            routing_options
-                .services
-                .push(fogwire_rpc::locator::advertised(fogwire_compute::HUB));
-        }
-        if let Some(hub) = &options.compute.hub
-            && options.compute.charge
-            && let Some(terms) = crate::agent::terms_advert(&hub.terms)
-        {
-            // A charging hub's terms travel in its signed adverts.
-            routing_options.services.push(terms);
-        }
-        if options.ledger.serve.is_some() {
-            routing_options
-                .services
-                .push(fogwire_rpc::locator::advertised(fogwire_ledger::LEDGER));
-        }
-        let (ledger_path, ledger_dir) = match &options.ledger_path {
-            Some(path) => (path.clone(), None),
-            None => {
-                let dir = tempfile::Builder::new()
-                    .prefix("fogwire-ledger-")
-                    .tempdir()
-                    .map_err(NodeError::TempStore)?;
-                (dir.path().join("ledger.redb"), Some(dir))
-            }
-        };
-        let routing = Routing::start(routing_options)?;
-        let (store_path, store_dir) = match &options.store_dir {
-            Some(path) => (path.clone(), None),
-            None => {
-                let dir = tempfile::Builder::new()
-                    .prefix("fogwire-store-")
-                    .tempdir()
-                    .map_err(NodeError::TempStore)?;
-                (dir.path().to_owned(), Some(dir))
-            }
-        };
-        let store_config = options.store.clone();
-        let store = tokio::task::spawn_blocking(move || {
-            fogwire_store::Store::open(&store_path, store_config)
-        })
-        .await
-        .map_err(|e| NodeError::TempStore(std::io::Error::other(e.to_string())))??;
-        let store = Arc::new(store);
-        let replication = fogwire_replicate::Replication::start(
-            store.clone(),
-            options.replication.clone(),
-            routing.clone(),
+            )]
+            .into_iter()
+            .chain(options.compute.advertised())
+            .chain(options.ledger.advertised()),
         );
-        let handshake_permits = Arc::new(Semaphore::new(options.max_pending_handshakes));
-        let state = Arc::new(Mutex::new(State {
-            available_handshake_permits: Some(handshake_permits.clone()),
-            ..State::default()
-        }));
-        let (events, _) = broadcast::channel(EVENT_QUEUE_LEN);
-        let node = Node {
-            inner: Arc::new(Inner {
-                identity,
-                link_config: Arc::new(options.link),
-                local_addr,
-                started: Instant::now(),
+        let routing = Routing::start(routing_options)?;
+
+        let (store_path, temp) = path_or_temp(&options.store_dir, "fogwire-store-", "store")?;
+        temp_dirs.extend(temp);
+        let store_config = options.store.clone();
+        let store = tokio::task::spawn_blocking(move || Store::open(&store_path, store_config))
+            .await
+            .map_err(|e| NodeError::TempDir(std::io::Error::other(e.to_string())))??;
+        let store = Arc::new(store);
+        let replication =
+            Replication::start(store.clone(), options.replication.clone(), routing.clone());
+        let rpc = Rpc::builder().local(me).routing(routing.clone()).build();
+        let users: Vec<Arc<dyn LinkUser>> = vec![
+            Arc::new(routing.clone()),
+            Arc::new(replication.clone()),
+            Arc::new(rpc.clone()),
+        ];
+        let links = Links::start(
+            listener,
+            identity,
+            options.link,
+            links::Limits {
                 max_links: options.max_links,
                 max_pending_handshakes: options.max_pending_handshakes,
                 reconnect_initial: options.reconnect_initial,
                 reconnect_max: options.reconnect_max,
-                metrics: Metrics::new(state.clone(), options.max_pending_handshakes),
-                routing: routing.clone(),
-                store,
-                replication,
-                rpc: fogwire_rpc::Rpc::builder()
-                    .local(options.keypair.node_id())
-                    .routing(routing.clone())
-                    .build(),
-                compute: std::sync::OnceLock::new(),
-                ledger: std::sync::OnceLock::new(),
-                agent: std::sync::OnceLock::new(),
-                keypair: options.keypair.clone(),
-                data_dir: options.data_dir.clone(),
-                _store_dir: store_dir,
-                _ledger_dir: ledger_dir,
-                state,
-                handshake_permits,
-                events,
-                shutdown: CancellationToken::new(),
-                tasks: TaskTracker::new(),
-            }),
+            },
+            users,
+            shutdown.clone(),
+            tasks.clone(),
+        )
+        .map_err(listen_error)?;
+        tracing::info!(node_id = %me, listen = %local_addr, "node started");
+        let fabric = NodeFabric {
+            links: links.clone(),
+            routing: routing.clone(),
+            rpc: rpc.clone(),
+            replication: replication.clone(),
+            store: store.clone(),
+            id: me,
         };
-        tracing::info!(
-            node_id = %node.node_id(),
-            listen = %local_addr,
-            "node started"
-        );
-        node.inner.tasks.spawn(node.clone().accept_loop(listener));
-        // The ledger first: a paid hub settles through it.
-        match crate::ledger::start(&node, &options.ledger, &ledger_path) {
-            Ok(parts) => {
-                let _ = node.inner.ledger.set(parts);
-            }
+
+        // What a failed start leaves running is stopped before the error
+        // returns.
+        let stop_early = async |routing: &Routing, replication: &Replication, rpc: &Rpc| {
+            shutdown.cancel();
+            routing.shutdown().await;
+            replication.shutdown().await;
+            rpc.shutdown().await;
+            links.close_all().await;
+        };
+        // The ledger before compute: a paid hub settles through it.
+        let (ledger_path, temp) =
+            path_or_temp(&options.ledger_path, "fogwire-ledger-", "ledger.redb")?;
+        temp_dirs.extend(temp);
+        let ledger = match Ledger::start(
+            &options.ledger,
+            &ledger_path,
+            &rpc,
+            Arc::new(fabric.clone()),
+            keypair.clone(),
+        ) {
+            Ok(ledger) => ledger,
             Err(error) => {
-                node.shutdown().await;
-                return Err(error);
+                stop_early(&routing, &replication, &rpc).await;
+                return Err(error.into());
             }
-        }
-        let roles =
-            crate::compute::start(&node, &options.compute, options.compute_dir.as_deref()).await;
-        let roles = match roles {
+        };
+        let compute = match Roles::start(
+            &options.compute,
+            options.compute_dir.as_deref(),
+            Arc::new(fabric.clone()),
+            &rpc,
+            Some(ledger.payments()),
+        )
+        .await
+        {
             Ok(roles) => roles,
             Err(error) => {
-                node.shutdown().await;
-                return Err(error);
+                stop_early(&routing, &replication, &rpc).await;
+                return Err(error.into());
             }
         };
-        let _ = node.inner.compute.set(roles);
         // Earning for forwarding and serving: receipts taken, handed over
         // and redeemed.
-        let earnings = Arc::new(crate::earn::Earnings::default());
-        node.rpc().serve(
-            crate::earn::RECEIPTS,
-            Arc::new(crate::earn::ReceiptsService {
-                node: node.node_id(),
-                earnings: earnings.clone(),
-            }),
-        );
-        node.inner
-            .tasks
-            .spawn(crate::earn::run(Arc::downgrade(&node.inner), earnings));
-        if let (Some(policy), Some(_)) = (&options.compute.agent, node.worker()) {
-            let agent = Arc::new(crate::agent::Agent {
-                policy: policy.clone(),
-                hubs: Default::default(),
-            });
-            let _ = node.inner.agent.set(agent.clone());
-            node.inner
-                .tasks
-                .spawn(crate::agent::run(Arc::downgrade(&node.inner), agent));
-        }
+        let earner = Earner {
+            key: keypair.clone(),
+            routing: routing.clone(),
+            replication: replication.clone(),
+            fabric: Arc::new(fabric.clone()),
+            wallet: ledger.wallet().clone(),
+        };
+        tasks.spawn(earner.run(rpc.clone(), shutdown.clone()));
+        let agent = match (&options.compute.agent, &compute.worker) {
+            (Some(policy), Some(worker)) => {
+                let agent = Arc::new(Agent::new(
+                    policy.clone(),
+                    worker,
+                    Arc::new(fabric.clone()),
+                    routing.clone(),
+                    Some(ledger.client().clone()),
+                ));
+                tasks.spawn(agent.clone().run(shutdown.clone()));
+                Some(agent)
+            }
+            _ => None,
+        };
         for peer in options.peers {
-            node.want(peer);
+            links.want(peer);
         }
-        Ok(node)
+        Ok(Node {
+            parts: Arc::new(Subsystems {
+                keypair,
+                links,
+                routing,
+                store,
+                replication,
+                rpc,
+                fabric,
+                ledger,
+                compute,
+                agent,
+                started: Instant::now(),
+                data_dir: options.data_dir,
+                _temp_dirs: temp_dirs,
+                shutdown,
+                tasks,
+            }),
+        })
     }
 
     pub fn node_id(&self) -> NodeId {
-        self.inner.identity.node_id()
+        self.parts.keypair.node_id()
     }
 
     /// Where peers can dial this node.
     pub fn local_addr(&self) -> SocketAddr {
-        self.inner.local_addr
+        self.parts.links.local_addr()
     }
 
     /// This node as a peer address other nodes can be configured with.
     pub fn peer_addr(&self) -> PeerAddr {
         PeerAddr {
             node_id: self.node_id(),
-            address: self.inner.local_addr.to_string(),
+            address: self.local_addr().to_string(),
         }
     }
 
     /// This node's store. Blocking: call it from a blocking thread.
-    pub fn store(&self) -> &Arc<fogwire_store::Store> {
-        &self.inner.store
+    pub fn store(&self) -> &Arc<Store> {
+        &self.parts.store
     }
 
     /// This node's RPC: its services, and calls to its linked peers'.
-    pub fn rpc(&self) -> &fogwire_rpc::Rpc {
-        &self.inner.rpc
-    }
-
-    pub(crate) fn inner_keypair(&self) -> Arc<Keypair> {
-        self.inner.keypair.clone()
-    }
-
-    /// This node's hub, if it is one.
-    pub fn hub(&self) -> Option<&fogwire_compute::hub::Hub> {
-        self.inner
-            .compute
-            .get()
-            .and_then(|roles| roles.hub.as_ref())
-    }
-
-    /// This node's market, if it is a hub.
-    pub fn market(&self) -> Option<&fogwire_compute::market::Market> {
-        self.inner
-            .compute
-            .get()
-            .and_then(|roles| roles.market.as_ref())
-    }
-
-    /// This node's worker, if it is one.
-    pub fn worker(&self) -> Option<&fogwire_compute::worker::Worker> {
-        self.inner
-            .compute
-            .get()
-            .and_then(|roles| roles.worker.as_ref())
-    }
-
-    /// How compute reaches other nodes from this one.
-    pub fn fabric(&self) -> Arc<dyn fogwire_compute::Fabric> {
-        Arc::new(crate::compute::NodeFabric {
-            inner: Arc::downgrade(&self.inner),
-            id: self.node_id(),
-            store: self.inner.store.clone(),
-        })
+    pub fn rpc(&self) -> &Rpc {
+        &self.parts.rpc
     }
 
     /// This node's replication: fetching from peers, serving them, feeds.
-    pub fn replication(&self) -> &fogwire_replicate::Replication {
-        &self.inner.replication
+    pub fn replication(&self) -> &Replication {
+        &self.parts.replication
     }
 
     /// This node's routing: the graph, routes, streams.
     pub fn routing(&self) -> &Routing {
-        &self.inner.routing
-    }
-
-    pub fn uptime(&self) -> Duration {
-        self.inner.started.elapsed()
-    }
-
-    /// Link events from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
-        self.inner.events.subscribe()
-    }
-
-    /// The link to `peer`, if one is up.
-    pub fn link(&self, peer: &NodeId) -> Option<LinkHandle> {
-        self.lock().links.get(peer).cloned()
+        &self.parts.routing
     }
 
     /// Every link up now.
     pub fn links(&self) -> Vec<LinkHandle> {
-        self.lock().links.values().cloned().collect()
+        self.parts.links.all()
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock would be a bug; the state itself
-        // stays consistent (every update is a single map operation), so
-        // carry on with it rather than take the whole node down.
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// This node's hub, if it is one.
+    pub fn hub(&self) -> Option<&fogwire_compute::hub::Hub> {
+        self.parts.compute.hub.as_ref()
+    }
+
+    /// This node's market, if it is a hub.
+    pub fn market(&self) -> Option<&fogwire_compute::market::Market> {
+        self.parts.compute.market.as_ref()
+    }
+
+    /// This node's worker, if it is one.
+    pub fn worker(&self) -> Option<&fogwire_compute::worker::Worker> {
+        self.parts.compute.worker.as_ref()
+    }
+
+    /// How compute reaches other nodes from this one.
+    pub fn fabric(&self) -> Arc<dyn fogwire_compute::Fabric> {
+        Arc::new(self.parts.fabric.clone())
+    }
+
+    /// The ledger: the service if this node runs it, its client and this
+    /// node's wallet.
+    pub fn ledger(&self) -> &Ledger {
+        &self.parts.ledger
+    }
+
+    /// The hubs this worker's agent knows and how it rates them (empty
+    /// without an agent).
+    pub fn hubs(&self) -> Vec<fogwire_account::agent::HubView> {
+        self.parts
+            .agent
+            .as_ref()
+            .map(|agent| agent.hubs())
+            .unwrap_or_default()
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.parts.started.elapsed()
+    }
+
+    /// Link events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.parts.links.subscribe()
+    }
+
+    /// The link to `peer`, if one is up.
+    pub fn link(&self, peer: &NodeId) -> Option<LinkHandle> {
+        self.parts.links.link(peer)
     }
 
     /// Links to `addr` now and keeps the link up (redialing with backoff)
     /// until [`Node::disconnect`]. Fails, and keeps nothing, if the first
     /// attempt fails.
     pub async fn connect(&self, addr: PeerAddr) -> Result<LinkHandle, NodeError> {
-        if addr.node_id == self.node_id() {
-            return Err(NodeError::SelfConnect);
-        }
-        let link = match self.link(&addr.node_id) {
-            Some(link) => link,
-            None => self.dial(&addr).await?,
-        };
-        self.want(addr);
-        Ok(link)
+        Ok(self.parts.links.connect(addr).await?)
     }
 
     /// Stops keeping `peer` linked and closes its link. Returns whether
     /// there was a link or a wanted peer.
     pub async fn disconnect(&self, peer: &NodeId) -> bool {
-        let (wanted, link) = {
-            let mut state = self.lock();
-            (state.wanted.remove(peer), state.links.get(peer).cloned())
-        };
-        if let Some(wanted) = &wanted {
-            wanted.stop.cancel();
-        }
-        if let Some(link) = &link {
-            link.close(CloseCode::OPERATOR, "disconnected by the operator")
-                .await;
-        }
-        wanted.is_some() || link.is_some()
+        self.parts.links.disconnect(peer).await
     }
 
-    /// Adds `addr` to the peers kept linked, with a task that redials it.
-    fn want(&self, addr: PeerAddr) {
-        if addr.node_id == self.node_id() {
-            tracing::warn!(peer = %addr, "ignoring a configured peer with this node's own id");
-            return;
-        }
-        let stop = self.inner.shutdown.child_token();
-        {
-            let mut state = self.lock();
-            if let Some(existing) = state.wanted.get_mut(&addr.node_id) {
-                existing.addr = addr;
-                return;
-            }
-            let status = if state.links.contains_key(&addr.node_id) {
-                DialStatus::Linked
-            } else {
-                DialStatus::Connecting
-            };
-            state.wanted.insert(
-                addr.node_id,
-                Wanted {
-                    addr: addr.clone(),
-                    status,
-                    stop: stop.clone(),
-                },
-            );
-        }
-        self.inner
-            .tasks
-            .spawn(self.clone().keep_linked(addr.node_id, stop));
-    }
-
-    fn set_status(&self, peer: &NodeId, status: DialStatus) {
-        if let Some(wanted) = self.lock().wanted.get_mut(peer) {
-            wanted.status = status;
-        }
-    }
-
-    /// Keeps a link to `peer` up until `stop`: waits while linked, redials
-    /// with backoff when not.
-    async fn keep_linked(self, peer: NodeId, stop: CancellationToken) {
-        let mut backoff = Backoff::new(self.inner.reconnect_initial, self.inner.reconnect_max);
-        let pause = |delay: Duration| {
-            let stop = stop.clone();
-            async move {
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => true,
-                    () = stop.cancelled() => false,
-                }
-            }
-        };
-        while !stop.is_cancelled() {
-            if let Some(link) = self.link(&peer) {
-                self.set_status(&peer, DialStatus::Linked);
-                tokio::select! {
-                    _ = link.closed() => {}
-                    () = stop.cancelled() => return,
-                }
-                let lived = link.established_at().elapsed().unwrap_or_default();
-                if lived >= STABLE_LINK {
-                    // It worked for a while: redial at once, from the start.
-                    backoff.reset();
-                } else if !pause(backoff.next_delay(jitter())).await {
-                    // A link that dies young (refused, replaced, flapping)
-                    // must not make us hammer the peer.
-                    return;
-                }
-                continue;
-            }
-            let Some(addr) = self.lock().wanted.get(&peer).map(|w| w.addr.clone()) else {
-                return;
-            };
-            self.set_status(&peer, DialStatus::Connecting);
-            let attempt = tokio::select! {
-                result = self.dial(&addr) => result,
-                () = stop.cancelled() => return,
-            };
-            match attempt {
-                Ok(_) => {}
-                Err(NodeError::ShuttingDown) => return,
-                Err(error) => {
-                    let delay = backoff.next_delay(jitter());
-                    tracing::warn!(
-                        peer = %peer.short(),
-                        address = %addr.address,
-                        "cannot link to peer: {error}; retrying in {:.1} s",
-                        delay.as_secs_f64()
-                    );
-                    self.set_status(
-                        &peer,
-                        DialStatus::Waiting {
-                            retry_at: Instant::now() + delay,
-                            last_error: error.to_string(),
-                        },
-                    );
-                    if !pause(delay).await {
-                        return;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Dials `addr` once: resolves it, connects, handshakes, registers.
-    async fn dial(&self, addr: &PeerAddr) -> Result<LinkHandle, NodeError> {
-        if self.inner.shutdown.is_cancelled() {
-            return Err(NodeError::ShuttingDown);
-        }
-        let resolved: Vec<SocketAddr> = tokio::time::timeout(
-            self.inner.link_config.handshake_timeout,
-            tokio::net::lookup_host(addr.address.as_str()),
-        )
-        .await
-        .map_err(|_| NodeError::Resolve {
-            address: addr.address.clone(),
-            detail: "timed out".into(),
-        })?
-        .map_err(|error| NodeError::Resolve {
-            address: addr.address.clone(),
-            detail: error.to_string(),
-        })?
-        .collect();
-        let mut last_error = None;
-        for socket_addr in resolved {
-            match fogwire_link::connect(
-                socket_addr,
-                addr.node_id,
-                &self.inner.identity,
-                self.inner.link_config.clone(),
-            )
-            .await
-            {
-                Ok(established) => {
-                    self.inner.metrics.handshake("outbound", "ok");
-                    return self.register(fogwire_link::spawn(established));
-                }
-                Err(error) => {
-                    self.inner.metrics.handshake("outbound", error.reason());
-                    last_error = Some(error);
-                }
-            }
-        }
-        Err(match last_error {
-            Some(error) => error.into(),
-            None => NodeError::Resolve {
-                address: addr.address.clone(),
-                detail: "no addresses".into(),
-            },
-        })
-    }
-
-    async fn accept_loop(self, listener: TcpListener) {
-        loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                () = self.inner.shutdown.cancelled() => return,
-            };
-            let (stream, remote) = match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!("cannot accept a connection: {error}; pausing briefly");
-                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = self.inner.handshake_permits.clone().try_acquire_owned() else {
-                self.inner.metrics.handshake("inbound", "overloaded");
-                tracing::info!(
-                    remote = %remote,
-                    "refused connection: {} handshakes already in progress \
-                     (link.max_pending_handshakes)",
-                    self.inner.max_pending_handshakes
-                );
-                drop(stream);
-                continue;
-            };
-            let node = self.clone();
-            self.inner.tasks.spawn(async move {
-                let result = tokio::select! {
-                    result = fogwire_link::establish(
-                        stream,
-                        remote,
-                        &node.inner.identity,
-                        node.inner.link_config.clone(),
-                    ) => result,
-                    () = node.inner.shutdown.cancelled() => return,
-                };
-                drop(permit);
-                match result {
-                    Ok(established) => {
-                        node.inner.metrics.handshake("inbound", "ok");
-                        let _ = node.register(fogwire_link::spawn(established));
-                    }
-                    Err(error) => {
-                        node.inner.metrics.handshake("inbound", error.reason());
-                        tracing::info!(
-                            remote = %remote,
-                            reason = error.reason(),
-                            "inbound connection closed: {error}"
-                        );
-                    }
-                }
-            });
-        }
-    }
-
-    /// Adds a freshly established link, or closes it if a better link to
-    /// the same peer exists or the node is full. Returns the link that
-    /// serves the peer.
-    fn register(&self, link: LinkHandle) -> Result<LinkHandle, NodeError> {
-        let peer = link.peer();
-        let local = self.node_id();
-        let initiator = |link: &LinkHandle| match link.direction() {
-            Direction::Outbound => local,
-            Direction::Inbound => link.peer(),
-        };
-        let mut replaced = None;
-        {
-            let mut state = self.lock();
-            if self.inner.shutdown.is_cancelled() {
-                drop(state);
-                self.close_in_background(&link, CloseCode::SHUTDOWN, "node shutting down");
-                return Err(NodeError::ShuttingDown);
-            }
-            match state.links.get(&peer) {
-                Some(existing) if !existing.is_closed() => {
-                    // Both ends apply the same rule, so they keep the same
-                    // link: a redial in the same direction replaces the old
-                    // link (its owner evidently lost it); between opposite
-                    // directions, the link dialed by the smaller id wins.
-                    let keep_new = link.direction() == existing.direction()
-                        || initiator(&link) == local.min(peer);
-                    if !keep_new {
-                        let existing = existing.clone();
-                        drop(state);
-                        self.close_in_background(
-                            &link,
-                            CloseCode::DUPLICATE,
-                            "a link to this node already exists",
-                        );
-                        return Ok(existing);
-                    }
-                    replaced = Some(existing.clone());
-                }
-                Some(_) => {}
-                None if state.links.len() >= self.inner.max_links => {
-                    drop(state);
-                    self.close_in_background(
-                        &link,
-                        CloseCode::LIMIT,
-                        "the node has no room for another link",
-                    );
-                    return Err(NodeError::Refused {
-                        peer,
-                        reason: format!("link.max_links ({}) reached", self.inner.max_links),
-                    });
-                }
-                None => {}
-            }
-            state.links.insert(peer, link.clone());
-            if let Some(wanted) = state.wanted.get_mut(&peer) {
-                wanted.status = DialStatus::Linked;
-            }
-        }
-        if let Some(old) = replaced {
-            self.close_in_background(&old, CloseCode::DUPLICATE, "replaced by a newer link");
-        }
-        tracing::info!(
-            peer = %peer,
-            addr = %link.remote_addr(),
-            direction = link.direction().as_str(),
-            "link up"
-        );
-        self.inner.routing.link_up(link.clone());
-        self.inner.replication.link_up(link.clone());
-        self.inner.rpc.link_up(link.clone());
-        let _ = self.inner.events.send(NodeEvent::LinkUp {
-            peer,
-            link: link.clone(),
-        });
-        self.inner.tasks.spawn(self.clone().watch(link.clone()));
-        Ok(link)
-    }
-
-    fn close_in_background(&self, link: &LinkHandle, code: CloseCode, message: &'static str) {
-        let link = link.clone();
-        self.inner.tasks.spawn(async move {
-            link.close(code, message).await;
-        });
-    }
-
-    /// Waits for `link` to close, then forgets it and reports why.
-    async fn watch(self, link: LinkHandle) {
-        let reason = link.closed().await;
-        let peer = link.peer();
-        self.inner.routing.link_down(peer, link.id());
-        self.inner.replication.link_down(peer, link.id());
-        self.inner.rpc.link_down(peer, link.id());
-        {
-            let mut state = self.lock();
-            if state
-                .links
-                .get(&peer)
-                .is_some_and(|current| current.id() == link.id())
-            {
-                state.links.remove(&peer);
-            }
-            if state.closed_totals.len() >= CLOSED_TOTALS_MAX
-                && !state.closed_totals.contains_key(&peer)
-                && let Some(forget) = state.closed_totals.keys().next().copied()
-            {
-                state.closed_totals.remove(&forget);
-            }
-            state
-                .closed_totals
-                .entry(peer)
-                .or_default()
-                .add(&link.snapshot());
-        }
-        let side = match reason.side {
-            CloseSide::Local => "local",
-            CloseSide::Remote => "remote",
-            CloseSide::Transport => "transport",
-        };
-        self.inner.metrics.link_closed(side, reason.code.name());
-        let _ = self.inner.events.send(NodeEvent::LinkDown { peer, reason });
-    }
-
-    /// Closes every link with a reason, stops every task, and returns once
+    /// Stops every subsystem (routes first, while their links still carry
+    /// the teardowns), closes every link with a reason, and returns once
     /// the links have said goodbye (or a few seconds have passed).
     pub async fn shutdown(&self) {
-        self.inner.shutdown.cancel();
-        if let Some(roles) = self.inner.compute.get() {
-            roles.shutdown().await;
-        }
-        // Routes first, while their links still carry the teardowns.
-        if tokio::time::timeout(SHUTDOWN_TIMEOUT, self.inner.routing.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("routing did not stop in time");
-        }
-        if tokio::time::timeout(SHUTDOWN_TIMEOUT, self.inner.replication.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("replication did not stop in time");
-        }
-        if tokio::time::timeout(SHUTDOWN_TIMEOUT, self.inner.rpc.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("RPC did not stop in time");
-        }
-        let links = self.links();
-        tracing::info!(links = links.len(), "shutting down: closing links");
-        // Close them all at once: a peer that stopped reading must not hold
-        // up the goodbyes to the others.
-        let mut closing = tokio::task::JoinSet::new();
-        for link in links {
-            closing
-                .spawn(async move { link.close(CloseCode::SHUTDOWN, "node shutting down").await });
-        }
-        let all_closed = async { while closing.join_next().await.is_some() {} };
-        if tokio::time::timeout(SHUTDOWN_TIMEOUT, all_closed)
-            .await
-            .is_err()
-        {
-            tracing::warn!("some links did not close in time; dropping them");
-        }
-        self.inner.tasks.close();
-        let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, self.inner.tasks.wait()).await;
+        let parts = &self.parts;
+        parts.shutdown.cancel();
+        parts.compute.shutdown().await;
+        let bounded =
+            async |what: &str, work: std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>>| {
+                if tokio::time::timeout(SHUTDOWN_TIMEOUT, work).await.is_err() {
+                    tracing::warn!("{what} did not stop in time");
+                }
+            };
+        bounded("routing", Box::pin(parts.routing.shutdown())).await;
+        bounded("replication", Box::pin(parts.replication.shutdown())).await;
+        bounded("RPC", Box::pin(parts.rpc.shutdown())).await;
+        parts.links.close_all().await;
+        parts.tasks.close();
+        let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, parts.tasks.wait()).await;
     }
 
     // ----- reports -----
 
     pub fn status(&self) -> fogwire_api::Status {
-        let state = self.lock();
+        let (links, peers_wanted, pending_handshakes) = self.parts.links.counts();
         fogwire_api::Status {
             node_id: self.node_id().to_string(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            link_listen: self.inner.local_addr,
+            link_listen: self.local_addr(),
             uptime_secs: self.uptime().as_secs(),
-            links: state.links.len(),
-            peers_wanted: state.wanted.len(),
-            pending_handshakes: state.pending_handshakes(self.inner.max_pending_handshakes),
+            links,
+            peers_wanted,
+            pending_handshakes,
             data_dir: self
-                .inner
+                .parts
                 .data_dir
-                .as_ref()
-                .map(|dir| dir.display().to_string()),
+                .as_deref()
+                .map(Path::display)
+                .map(|dir| dir.to_string()),
         }
     }
 
     /// Every linked or wanted peer, sorted by id.
     pub fn peers(&self) -> Vec<fogwire_api::Peer> {
-        let state = self.lock();
-        let now = Instant::now();
-        let mut ids: Vec<NodeId> = state
-            .links
-            .keys()
-            .chain(state.wanted.keys())
-            .copied()
-            .collect();
-        ids.sort();
-        ids.dedup();
-        ids.into_iter()
-            .map(|id| {
-                let link = state.links.get(&id);
-                let wanted = state.wanted.get(&id);
-                let snapshot = link.map(LinkHandle::snapshot).unwrap_or_default();
-                let (state, last_error, retry_in_ms) = match (link, wanted.map(|w| &w.status)) {
-                    (Some(_), _) => (fogwire_api::PeerState::Linked, None, None),
-                    (
-                        None,
-                        Some(DialStatus::Waiting {
-                            retry_at,
-                            last_error,
-                        }),
-                    ) => (
-                        fogwire_api::PeerState::Waiting,
-                        Some(last_error.clone()),
-                        Some(retry_at.saturating_duration_since(now).as_millis() as u64),
-                    ),
-                    (None, _) => (fogwire_api::PeerState::Connecting, None, None),
-                };
-                fogwire_api::Peer {
-                    node_id: id.to_string(),
-                    state,
-                    address: link
-                        .map(|l| l.remote_addr().to_string())
-                        .or_else(|| wanted.map(|w| w.addr.address.clone())),
-                    direction: link.map(|l| l.direction().as_str().to_owned()),
-                    wanted: wanted.is_some(),
-                    linked_since_unix: link.and_then(|l| {
-                        l.established_at()
-                            .duration_since(UNIX_EPOCH)
-                            .ok()
-                            .map(|d| d.as_secs())
-                    }),
-                    rtt_ms: snapshot.rtt.map(|rtt| rtt.as_secs_f64() * 1000.0),
-                    bytes_in: snapshot.bytes_in,
-                    bytes_out: snapshot.bytes_out,
-                    frames_in: snapshot.records_in,
-                    frames_out: snapshot.records_out,
-                    messages_in: snapshot.messages_in,
-                    messages_out: snapshot.messages_out,
-                    last_error,
-                    retry_in_ms,
-                }
-            })
-            .collect()
+        self.parts.links.peers()
     }
 
     /// The node's metrics in the OpenMetrics text format.
     pub fn metrics_text(&self) -> String {
-        self.inner.metrics.encode()
+        self.parts.links.metrics_text()
     }
 }

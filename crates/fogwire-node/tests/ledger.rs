@@ -58,7 +58,7 @@ async fn nodes_pay_through_a_ledger_two_hops_away_and_a_restart_keeps_every_coin
     buyer.connect(middle.peer_addr()).await.unwrap();
     middle.connect(ledger.peer_addr()).await.unwrap();
     let started = Instant::now();
-    while buyer.find_ledger().await != Some(ledger.node_id()) {
+    while buyer.ledger().node().await != Some(ledger.node_id()) {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "the ledger was never advertised"
@@ -66,7 +66,7 @@ async fn nodes_pay_through_a_ledger_two_hops_away_and_a_restart_keeps_every_coin
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let wallet = buyer.wallet().unwrap();
+    let wallet = buyer.ledger().wallet();
     let receipt = wallet
         .send(Op::Transfer {
             to: id(&middle),
@@ -75,12 +75,12 @@ async fn nodes_pay_through_a_ledger_two_hops_away_and_a_restart_keeps_every_coin
         .await
         .unwrap();
     assert_eq!(receipt.index, 1);
-    let hub = middle.wallet().unwrap();
+    let hub = middle.ledger().wallet();
     hub.send(Op::WalletFund { amount: 3 * COIN }).await.unwrap();
     hub.send(Op::WalletRegister).await.unwrap();
     let view = middle
         .ledger()
-        .unwrap()
+        .client()
         .account(&id(&middle))
         .await
         .unwrap();
@@ -126,7 +126,7 @@ async fn nodes_pay_through_a_ledger_two_hops_away_and_a_restart_keeps_every_coin
             }
         }
     }
-    let client = buyer.ledger().unwrap();
+    let client = buyer.ledger().client();
     let info = client.info().await.unwrap();
     assert_eq!((info.log_len, info.supply_error.clone()), (4, None));
     assert_eq!(info.genesis, 50 * COIN);
@@ -270,7 +270,7 @@ mod paid_jobs {
             worker.connect(ledger.peer_addr()).await.unwrap();
         }
         // The hub registers its wallet; every worker bonds 1 coin with it.
-        let hub_wallet = hub.wallet().unwrap();
+        let hub_wallet = hub.ledger().wallet();
         hub_wallet
             .send(Op::WalletFund { amount: 5 * COIN })
             .await
@@ -278,8 +278,8 @@ mod paid_jobs {
         hub_wallet.send(Op::WalletRegister).await.unwrap();
         for worker in &workers {
             worker
+                .ledger()
                 .wallet()
-                .unwrap()
                 .send(Op::DepositPost {
                     hub: kid(&hub_key),
                     amount: COIN,
@@ -314,8 +314,8 @@ mod paid_jobs {
         assert!(refused.to_string().contains("--max-price"), "{refused}");
         // A bid the buyer cannot pay: the ledger refuses the escrow.
         let poor_hold = poor
+            .ledger()
             .wallet()
-            .unwrap()
             .send(Op::Hold {
                 id: Id([7; 32]),
                 amount: COIN,
@@ -328,8 +328,8 @@ mod paid_jobs {
 
         let escrow = Id([9; 32]);
         buyer
+            .ledger()
             .wallet()
-            .unwrap()
             .send(Op::Hold {
                 id: escrow,
                 amount: COIN,
@@ -380,7 +380,7 @@ mod paid_jobs {
         // 4 tasks × 3 honest workers × 10 000, plus 10 %.
         assert_eq!((payment.paid_workers, payment.fee), (120_000, 12_000));
         assert_eq!(payment.refunded, COIN - 132_000);
-        let client = buyer.ledger().unwrap();
+        let client = buyer.ledger().client();
         let view = |key: &Keypair| {
             let id = kid(key);
             async move { client.account(&id).await.unwrap() }
@@ -488,7 +488,7 @@ mod refused_payout {
             node.connect(ledger.peer_addr()).await.unwrap();
         }
         buyer.connect(hub.peer_addr()).await.unwrap();
-        let wallet = hub.wallet().unwrap();
+        let wallet = hub.ledger().wallet();
         wallet.send(Op::WalletFund { amount: COIN }).await.unwrap();
         wallet.send(Op::WalletRegister).await.unwrap();
         let service = hub.hub().unwrap();
@@ -506,8 +506,8 @@ mod refused_payout {
         spec.replication = Replication::Fixed(3);
         let escrow = Id([5; 32]);
         buyer
+            .ledger()
             .wallet()
-            .unwrap()
             .send(Op::Hold {
                 id: escrow,
                 amount: 10 * COIN,
@@ -537,7 +537,7 @@ mod refused_payout {
         let text = payment.settled.unwrap();
         assert!(text.contains("refused the payout"), "{text}");
         assert_eq!((payment.paid_workers, payment.refunded), (0, 10 * COIN));
-        let client = ledger.ledger().unwrap();
+        let client = ledger.ledger().client();
         assert_eq!(
             client
                 .account(&id(&buyer_key))
@@ -651,7 +651,7 @@ mod agent {
             worker.connect(hub.peer_addr()).await.unwrap();
             buyer.connect(hub.peer_addr()).await.unwrap();
         }
-        let wallet = bonded.wallet().unwrap();
+        let wallet = bonded.ledger().wallet();
         wallet
             .send(Op::WalletFund { amount: 5 * COIN })
             .await
@@ -681,13 +681,18 @@ mod agent {
         let rated = |hub: &Node| {
             views
                 .iter()
-                .find(|v| v.hub == hub.node_id().to_string())
-                .map(|v| v.trust.clone())
+                .find(|v| v.hub == hub.node_id())
+                .map(|v| v.trust)
         };
-        assert_eq!(rated(&bonded).as_deref(), Some("verified"));
-        assert_eq!(rated(&unbonded).as_deref(), Some("unverified"));
+        use fogwire_compute_proto::agent::Trust;
+        assert_eq!(rated(&bonded), Some(Trust::Verified));
+        assert_eq!(rated(&unbonded), Some(Trust::Unverified));
         assert_eq!(
-            views.iter().find(|v| v.trust == "verified").unwrap().terms,
+            views
+                .iter()
+                .find(|v| v.trust == Trust::Verified)
+                .unwrap()
+                .terms,
             Some((1000, 10_000, 10))
         );
 
@@ -700,7 +705,7 @@ mod agent {
             .await
             .unwrap();
         let started = Instant::now();
-        while worker.hubs().iter().all(|v| v.trust != "reliable") {
+        while worker.hubs().iter().all(|v| v.trust != Trust::Reliable) {
             assert!(
                 started.elapsed() < Duration::from_secs(60),
                 "never reliable"
@@ -792,7 +797,7 @@ async fn relays_and_servers_earn_from_their_receipts() {
     let hash = server.store().import_bytes(&blob, None).unwrap();
     fetcher.replication().fetch(hash, None, None).await.unwrap();
 
-    let client = ledger.ledger().unwrap();
+    let client = ledger.ledger().client();
     let started = Instant::now();
     let (relay_view, server_view) = loop {
         let relay_view = client

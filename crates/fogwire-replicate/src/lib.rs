@@ -560,3 +560,13 @@ impl Replication {
         self.inner.tasks.wait().await;
     }
 }
+
+impl fogwire_link::LinkUser for Replication {
+    fn link_up(&self, link: LinkHandle) {
+        Replication::link_up(self, link);
+    }
+
+    fn link_down(&self, peer: NodeId, link_id: u64) {
+        Replication::link_down(self, peer, link_id);
+    }
+}

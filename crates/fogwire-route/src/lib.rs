@@ -436,3 +436,13 @@ impl Routing {
         let _ = self.ask(Command::Shutdown).await;
     }
 }
+
+impl fogwire_link::LinkUser for Routing {
+    fn link_up(&self, link: LinkHandle) {
+        Routing::link_up(self, link);
+    }
+
+    fn link_down(&self, peer: NodeId, link_id: u64) {
+        Routing::link_down(self, peer, link_id);
+    }
+}

@@ -650,6 +650,15 @@ impl Rpc {
         self.inner.shutdown.cancel();
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
+        // Services often hold a way back to this RPC (to call other
+        // nodes); dropping them breaks that cycle, so a stopped node's
+        // files and sockets are released.
+        self.inner
+            .services
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
+        lock(&self.inner.connections).clear();
     }
 }
 
@@ -867,5 +876,15 @@ async fn dispatch(
                 token.cancel();
             }
         }
+    }
+}
+
+impl fogwire_link::LinkUser for Rpc {
+    fn link_up(&self, link: LinkHandle) {
+        Rpc::link_up(self, link);
+    }
+
+    fn link_down(&self, peer: NodeId, link_id: u64) {
+        Rpc::link_down(self, peer, link_id);
     }
 }

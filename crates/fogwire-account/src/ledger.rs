@@ -3,18 +3,18 @@
 //! that advertises `rpc:ledger` — with a [`Wallet`] signing with this
 //! node's key.
 
-use std::sync::{Arc, Weak};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use fogwire_identity::NodeId;
+use fogwire_compute::Fabric;
+use fogwire_identity::{Keypair, NodeId};
 use fogwire_ledger::client::{LedgerClient, Transport, Wallet};
 use fogwire_ledger::proto::Genesis;
+use fogwire_ledger::service::OpenError;
 use fogwire_ledger::{LEDGER, LedgerService};
-use fogwire_rpc::{BoxFuture, RpcError};
+use fogwire_rpc::{BoxFuture, Rpc, RpcError};
 use fogwire_rpc_proto::Value;
-
-use crate::Node;
-use crate::node::Inner;
 
 /// The ledger this node uses, or runs.
 #[derive(Debug, Clone, Default)]
@@ -26,131 +26,147 @@ pub struct LedgerOptions {
     pub node: Option<NodeId>,
 }
 
+impl LedgerOptions {
+    /// What the node's advert says of the ledger: that it serves it.
+    pub fn advertised(&self) -> Vec<String> {
+        self.serve
+            .iter()
+            .map(|_| fogwire_rpc::locator::advertised(LEDGER))
+            .collect()
+    }
+}
+
 /// How long a ledger call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Calls to the ledger from this node.
-struct NodeTransport {
-    inner: Weak<Inner>,
+/// The node that advertises the ledger, if any does.
+async fn find(fabric: &dyn Fabric) -> Option<NodeId> {
+    let mut found = fabric.locate(LEDGER).await;
+    found.sort();
+    found.into_iter().next()
+}
+
+/// Calls to the ledger from this node, through its fabric.
+struct FabricTransport {
+    fabric: Arc<dyn Fabric>,
     configured: Option<NodeId>,
 }
 
-impl Transport for NodeTransport {
+impl Transport for FabricTransport {
     fn call(&self, method: u64, args: Vec<Value>) -> BoxFuture<Result<Vec<Vec<Value>>, RpcError>> {
-        let node = self.inner.upgrade().map(|inner| Node { inner });
+        let fabric = self.fabric.clone();
         let configured = self.configured;
         Box::pin(async move {
-            let node = node.ok_or(RpcError::Stopped)?;
             let peer = match configured {
                 Some(peer) => peer,
-                None => node.find_ledger().await.ok_or_else(|| RpcError::Remote {
-                    code: fogwire_rpc_proto::code::UNKNOWN,
-                    message: "no node advertises the ledger yet: link to the network, or set \
-                              [ledger] node"
-                        .into(),
-                })?,
+                None => find(fabric.as_ref())
+                    .await
+                    .ok_or_else(|| RpcError::Remote {
+                        code: fogwire_rpc_proto::code::UNKNOWN,
+                        message: "no node advertises the ledger yet: link to the network, or set \
+                                  [ledger] node"
+                            .into(),
+                    })?,
             };
-            node.fabric()
-                .call(peer, LEDGER, method, args, CALL_TIMEOUT)
-                .await
+            fabric.call(peer, LEDGER, method, args, CALL_TIMEOUT).await
         })
     }
 }
 
-/// The node's ledger parts.
-pub(crate) struct LedgerParts {
-    pub(crate) service: Option<LedgerService>,
+/// The node's ledger: the service if it runs it, the client and wallet
+/// every node has.
+pub struct Ledger {
+    service: Option<LedgerService>,
     /// The ledger node named in the settings (or this one, if it serves).
-    pub(crate) configured: Option<NodeId>,
-    pub(crate) wallet: Arc<Wallet>,
-    pub(crate) client: LedgerClient,
+    configured: Option<NodeId>,
+    wallet: Arc<Wallet>,
+    client: LedgerClient,
+    fabric: Arc<dyn Fabric>,
 }
 
-impl std::fmt::Debug for LedgerParts {
+impl std::fmt::Debug for Ledger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LedgerParts")
+        f.debug_struct("Ledger")
             .field("serves", &self.service.is_some())
             .finish_non_exhaustive()
     }
 }
 
-/// Starts the ledger service if this node runs it, and the client.
-pub(crate) fn start(
-    node: &Node,
-    options: &LedgerOptions,
-    path: &std::path::Path,
-) -> Result<LedgerParts, crate::NodeError> {
-    let service = match &options.serve {
-        Some(genesis) => {
-            let service = LedgerService::open(path, genesis)
-                .map_err(|e| crate::NodeError::Ledger(e.to_string()))?;
-            node.rpc().serve(LEDGER, Arc::new(service.clone()));
-            Some(service)
-        }
-        None => None,
-    };
-    let configured = options
-        .node
-        .or_else(|| service.as_ref().map(|_| node.node_id()));
-    let client = match &service {
-        // The ledger's own node calls it directly.
-        Some(service) if configured == Some(node.node_id()) => {
-            LedgerClient::new(Arc::new(service.clone()))
-        }
-        _ => LedgerClient::new(Arc::new(NodeTransport {
-            inner: Arc::downgrade(&node.inner),
+impl Ledger {
+    /// Starts the ledger service on `rpc` if this node runs it (its log
+    /// at `path`), and the client every node has, signing with `key`.
+    pub fn start(
+        options: &LedgerOptions,
+        path: &Path,
+        rpc: &Rpc,
+        fabric: Arc<dyn Fabric>,
+        key: Arc<Keypair>,
+    ) -> Result<Ledger, OpenError> {
+        let me = key.node_id();
+        let service = match &options.serve {
+            Some(genesis) => {
+                let service = LedgerService::open(path, genesis)?;
+                rpc.serve(LEDGER, Arc::new(service.clone()));
+                Some(service)
+            }
+            None => None,
+        };
+        let configured = options.node.or_else(|| service.as_ref().map(|_| me));
+        let client = match &service {
+            // The ledger's own node calls it directly.
+            Some(service) if configured == Some(me) => LedgerClient::new(Arc::new(service.clone())),
+            _ => LedgerClient::new(Arc::new(FabricTransport {
+                fabric: fabric.clone(),
+                configured,
+            })),
+        };
+        let wallet = Arc::new(Wallet::new(client.clone(), key));
+        Ok(Ledger {
+            service,
             configured,
-        })),
-    };
-    let wallet = Arc::new(Wallet::new(client.clone(), node.inner_keypair()));
-    Ok(LedgerParts {
-        service,
-        configured,
-        wallet,
-        client,
-    })
-}
-
-impl Node {
-    /// The node that advertises the ledger, if any does.
-    pub async fn find_ledger(&self) -> Option<NodeId> {
-        let mut found = self.fabric().locate(LEDGER).await;
-        found.sort();
-        found.into_iter().next()
+            wallet,
+            client,
+            fabric,
+        })
     }
 
     /// The node that runs the ledger: the one configured, else the one
     /// that advertises it.
-    pub async fn ledger_node(&self) -> Option<NodeId> {
-        match self.inner.ledger.get().and_then(|parts| parts.configured) {
+    pub async fn node(&self) -> Option<NodeId> {
+        match self.configured {
             Some(node) => Some(node),
-            None => self.find_ledger().await,
+            None => find(self.fabric.as_ref()).await,
         }
     }
 
     /// The ledger service, if this node runs it.
-    pub fn ledger_service(&self) -> Option<&LedgerService> {
-        self.inner
-            .ledger
-            .get()
-            .and_then(|parts| parts.service.as_ref())
+    pub fn service(&self) -> Option<&LedgerService> {
+        self.service.as_ref()
     }
 
     /// Reads and raw submissions to the ledger, wherever it runs.
-    pub fn ledger(&self) -> Option<&LedgerClient> {
-        self.inner.ledger.get().map(|parts| &parts.client)
+    pub fn client(&self) -> &LedgerClient {
+        &self.client
     }
 
     /// Transactions signed with this node's key.
-    pub fn wallet(&self) -> Option<Arc<Wallet>> {
-        self.inner.ledger.get().map(|parts| parts.wallet.clone())
+    pub fn wallet(&self) -> &Arc<Wallet> {
+        &self.wallet
+    }
+
+    /// A hub's payments, signed with this node's key.
+    pub fn payments(&self) -> Arc<dyn fogwire_compute::Payments> {
+        Arc::new(NodePayments {
+            wallet: self.wallet.clone(),
+            client: self.client.clone(),
+        })
     }
 }
 
 /// A hub's payments, signed with this node's key.
-pub(crate) struct NodePayments {
-    pub(crate) wallet: Arc<Wallet>,
-    pub(crate) client: LedgerClient,
+struct NodePayments {
+    wallet: Arc<Wallet>,
+    client: LedgerClient,
 }
 
 fn pay_error(error: fogwire_ledger::client::ClientError) -> fogwire_compute::PayError {

@@ -1,0 +1,692 @@
+//! The link manager: the links a node accepts and dials, the peers it
+//! keeps linked (redialing with backoff), which link wins when two exist,
+//! and who is told when links come and go.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use fogwire_identity::NodeId;
+use fogwire_link::proto::{CloseCode, CloseReason, CloseSide, Config as LinkConfig, LinkIdentity};
+use fogwire_link::{Direction, EstablishError, LinkHandle, LinkUser, PeerAddr};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, broadcast};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::metrics::{CLOSED_TOTALS_MAX, Metrics, Totals};
+
+/// Events the link manager reports to whoever listens (the demo).
+#[derive(Debug, Clone)]
+pub enum NodeEvent {
+    LinkUp { peer: NodeId, link: LinkHandle },
+    LinkDown { peer: NodeId, reason: CloseReason },
+}
+
+/// Bound of the event queue of each subscriber; one that falls further
+/// behind misses events (and is told so by `broadcast`).
+const EVENT_QUEUE_LEN: usize = 1024;
+/// A link that lived this long resets the reconnect backoff when it drops.
+const STABLE_LINK: Duration = Duration::from_secs(10);
+/// How long shutdown waits for links to say goodbye.
+pub(crate) const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause after a failed accept (for instance out of file descriptors), so
+/// the loop does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Connections the kernel may hold for the accept loop. A burst larger than
+/// this (a thousand peers redialing after an outage, or a SYN flood) would
+/// otherwise overflow the queue, and with SYN cookies the dialers would
+/// believe in connections the node never saw. The kernel caps it at
+/// `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the link listener.
+pub(crate) fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // Restarting must not wait for the old connections' TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Why a link could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    #[error("cannot resolve `{address}`: {detail}")]
+    Resolve { address: String, detail: String },
+    #[error(transparent)]
+    Establish(#[from] EstablishError),
+    #[error("link to {peer} refused: {reason}")]
+    Refused { peer: NodeId, reason: String },
+    #[error("that is this node's own id")]
+    SelfConnect,
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
+
+/// How many links, and how fast to redial.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) max_links: usize,
+    pub(crate) max_pending_handshakes: usize,
+    pub(crate) reconnect_initial: Duration,
+    pub(crate) reconnect_max: Duration,
+}
+
+#[derive(Debug, Clone)]
+enum DialStatus {
+    Connecting,
+    Waiting {
+        retry_at: Instant,
+        last_error: String,
+    },
+    Linked,
+}
+
+#[derive(Debug)]
+struct Wanted {
+    addr: PeerAddr,
+    status: DialStatus,
+    stop: CancellationToken,
+}
+
+/// The links' mutable state, behind one lock held only briefly.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub(crate) links: HashMap<NodeId, LinkHandle>,
+    wanted: HashMap<NodeId, Wanted>,
+    pub(crate) closed_totals: HashMap<NodeId, Totals>,
+    available_handshake_permits: Option<Arc<Semaphore>>,
+}
+
+impl State {
+    pub(crate) fn pending_handshakes(&self, max: usize) -> usize {
+        self.available_handshake_permits
+            .as_ref()
+            .map_or(0, |permits| max.saturating_sub(permits.available_permits()))
+    }
+}
+
+struct Shared {
+    identity: Arc<LinkIdentity>,
+    config: Arc<LinkConfig>,
+    local_addr: SocketAddr,
+    limits: Limits,
+    state: Arc<Mutex<State>>,
+    handshake_permits: Arc<Semaphore>,
+    events: broadcast::Sender<NodeEvent>,
+    metrics: Metrics,
+    /// Told of every link that comes up and goes down.
+    users: Vec<Arc<dyn LinkUser>>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// A node's links. Cheap to clone; every clone is the same manager.
+#[derive(Clone)]
+pub struct Links {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Links {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Links")
+            .field("local_addr", &self.shared.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Links {
+    /// Starts accepting links on `listener`; every link that comes up is
+    /// handed to each of `users`.
+    pub(crate) fn start(
+        listener: TcpListener,
+        identity: Arc<LinkIdentity>,
+        config: LinkConfig,
+        limits: Limits,
+        users: Vec<Arc<dyn LinkUser>>,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> std::io::Result<Links> {
+        let local_addr = listener.local_addr()?;
+        let handshake_permits = Arc::new(Semaphore::new(limits.max_pending_handshakes));
+        let state = Arc::new(Mutex::new(State {
+            available_handshake_permits: Some(handshake_permits.clone()),
+            ..State::default()
+        }));
+        let links = Links {
+            shared: Arc::new(Shared {
+                identity,
+                config: Arc::new(config),
+                local_addr,
+                limits,
+                metrics: Metrics::new(state.clone(), limits.max_pending_handshakes),
+                state,
+                handshake_permits,
+                events: broadcast::channel(EVENT_QUEUE_LEN).0,
+                users,
+                shutdown,
+                tasks,
+            }),
+        };
+        links
+            .shared
+            .tasks
+            .spawn(links.clone().accept_loop(listener));
+        Ok(links)
+    }
+
+    fn node_id(&self) -> NodeId {
+        self.shared.identity.node_id()
+    }
+
+    /// Where peers can dial this node.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// Link events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// The link to `peer`, if one is up.
+    pub fn link(&self, peer: &NodeId) -> Option<LinkHandle> {
+        self.lock().links.get(peer).cloned()
+    }
+
+    /// Every link up now.
+    pub fn all(&self) -> Vec<LinkHandle> {
+        self.lock().links.values().cloned().collect()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock would be a bug; the state itself
+        // stays consistent (every update is a single map operation), so
+        // carry on with it rather than take the whole node down.
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Links to `addr` now and keeps the link up (redialing with backoff)
+    /// until [`Links::disconnect`]. Fails, and keeps nothing, if the first
+    /// attempt fails.
+    pub async fn connect(&self, addr: PeerAddr) -> Result<LinkHandle, LinkError> {
+        if addr.node_id == self.node_id() {
+            return Err(LinkError::SelfConnect);
+        }
+        let link = match self.link(&addr.node_id) {
+            Some(link) => link,
+            None => self.dial(&addr).await?,
+        };
+        self.want(addr);
+        Ok(link)
+    }
+
+    /// Stops keeping `peer` linked and closes its link. Returns whether
+    /// there was a link or a wanted peer.
+    pub async fn disconnect(&self, peer: &NodeId) -> bool {
+        let (wanted, link) = {
+            let mut state = self.lock();
+            (state.wanted.remove(peer), state.links.get(peer).cloned())
+        };
+        if let Some(wanted) = &wanted {
+            wanted.stop.cancel();
+        }
+        if let Some(link) = &link {
+            link.close(CloseCode::OPERATOR, "disconnected by the operator")
+                .await;
+        }
+        wanted.is_some() || link.is_some()
+    }
+
+    /// Adds `addr` to the peers kept linked, with a task that redials it.
+    pub(crate) fn want(&self, addr: PeerAddr) {
+        if addr.node_id == self.node_id() {
+            tracing::warn!(peer = %addr, "ignoring a configured peer with this node's own id");
+            return;
+        }
+        let stop = self.shared.shutdown.child_token();
+        {
+            let mut state = self.lock();
+            if let Some(existing) = state.wanted.get_mut(&addr.node_id) {
+                existing.addr = addr;
+                return;
+            }
+            let status = if state.links.contains_key(&addr.node_id) {
+                DialStatus::Linked
+            } else {
+                DialStatus::Connecting
+            };
+            state.wanted.insert(
+                addr.node_id,
+                Wanted {
+                    addr: addr.clone(),
+                    status,
+                    stop: stop.clone(),
+                },
+            );
+        }
+        self.shared
+            .tasks
+            .spawn(self.clone().keep_linked(addr.node_id, stop));
+    }
+
+    fn set_status(&self, peer: &NodeId, status: DialStatus) {
+        if let Some(wanted) = self.lock().wanted.get_mut(peer) {
+            wanted.status = status;
+        }
+    }
+
+    /// Delays between attempts to reach a peer: exponential, capped, with
+    /// jitter so that the boards of a box that lost their switch do not all
+    /// redial in the same instant.
+    fn backoff(&self) -> impl Iterator<Item = Duration> + use<> {
+        let limits = self.shared.limits;
+        ExponentialBuilder::default()
+            .with_min_delay(limits.reconnect_initial)
+            .with_max_delay(limits.reconnect_max.max(limits.reconnect_initial))
+            .with_jitter()
+            .without_max_times()
+            .build()
+            .map(move |delay| delay.min(limits.reconnect_max.max(limits.reconnect_initial)))
+    }
+
+    /// Keeps a link to `peer` up until `stop`: waits while linked, redials
+    /// with backoff when not.
+    async fn keep_linked(self, peer: NodeId, stop: CancellationToken) {
+        let mut backoff = self.backoff();
+        let pause = |delay: Duration| {
+            let stop = stop.clone();
+            async move {
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => true,
+                    () = stop.cancelled() => false,
+                }
+            }
+        };
+        let limits = self.shared.limits;
+        while !stop.is_cancelled() {
+            if let Some(link) = self.link(&peer) {
+                self.set_status(&peer, DialStatus::Linked);
+                tokio::select! {
+                    _ = link.closed() => {}
+                    () = stop.cancelled() => return,
+                }
+                let lived = link.established_at().elapsed().unwrap_or_default();
+                if lived >= STABLE_LINK {
+                    // It worked for a while: redial at once, from the start.
+                    backoff = self.backoff();
+                } else if !pause(backoff.next().unwrap_or(limits.reconnect_max)).await {
+                    // A link that dies young (refused, replaced, flapping)
+                    // must not make us hammer the peer.
+                    return;
+                }
+                continue;
+            }
+            let Some(addr) = self.lock().wanted.get(&peer).map(|w| w.addr.clone()) else {
+                return;
+            };
+            self.set_status(&peer, DialStatus::Connecting);
+            let attempt = tokio::select! {
+                result = self.dial(&addr) => result,
+                () = stop.cancelled() => return,
+            };
+            match attempt {
+                Ok(_) => {}
+                Err(LinkError::ShuttingDown) => return,
+                Err(error) => {
+                    let delay = backoff.next().unwrap_or(limits.reconnect_max);
+                    tracing::warn!(
+                        peer = %peer.short(),
+                        address = %addr.address,
+                        "cannot link to peer: {error}; retrying in {:.1} s",
+                        delay.as_secs_f64()
+                    );
+                    self.set_status(
+                        &peer,
+                        DialStatus::Waiting {
+                            retry_at: Instant::now() + delay,
+                            last_error: error.to_string(),
+                        },
+                    );
+                    if !pause(delay).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Dials `addr` once: resolves it, connects, handshakes, registers.
+    async fn dial(&self, addr: &PeerAddr) -> Result<LinkHandle, LinkError> {
+        if self.shared.shutdown.is_cancelled() {
+            return Err(LinkError::ShuttingDown);
+        }
+        let resolve_error = |detail: String| LinkError::Resolve {
+            address: addr.address.clone(),
+            detail,
+        };
+        let resolved: Vec<SocketAddr> = tokio::time::timeout(
+            self.shared.config.handshake_timeout,
+            tokio::net::lookup_host(addr.address.as_str()),
+        )
+        .await
+        .map_err(|_| resolve_error("timed out".into()))?
+        .map_err(|error| resolve_error(error.to_string()))?
+        .collect();
+        let mut last_error = None;
+        for socket_addr in resolved {
+            match fogwire_link::connect(
+                socket_addr,
+                addr.node_id,
+                &self.shared.identity,
+                self.shared.config.clone(),
+            )
+            .await
+            {
+                Ok(established) => {
+                    self.shared.metrics.handshake("outbound", "ok");
+                    return self.register(fogwire_link::spawn(established));
+                }
+                Err(error) => {
+                    self.shared.metrics.handshake("outbound", error.reason());
+                    last_error = Some(error);
+                }
+            }
+        }
+        Err(match last_error {
+            Some(error) => error.into(),
+            None => resolve_error("no addresses".into()),
+        })
+    }
+
+    async fn accept_loop(self, listener: TcpListener) {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = self.shared.shutdown.cancelled() => return,
+            };
+            let (stream, remote) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!("cannot accept a connection: {error}; pausing briefly");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = self.shared.handshake_permits.clone().try_acquire_owned() else {
+                self.shared.metrics.handshake("inbound", "overloaded");
+                tracing::info!(
+                    remote = %remote,
+                    "refused connection: {} handshakes already in progress \
+                     (link.max_pending_handshakes)",
+                    self.shared.limits.max_pending_handshakes
+                );
+                drop(stream);
+                continue;
+            };
+            let links = self.clone();
+            self.shared.tasks.spawn(async move {
+                let result = tokio::select! {
+                    result = fogwire_link::establish(
+                        stream,
+                        remote,
+                        &links.shared.identity,
+                        links.shared.config.clone(),
+                    ) => result,
+                    () = links.shared.shutdown.cancelled() => return,
+                };
+                drop(permit);
+                match result {
+                    Ok(established) => {
+                        links.shared.metrics.handshake("inbound", "ok");
+                        let _ = links.register(fogwire_link::spawn(established));
+                    }
+                    Err(error) => {
+                        links.shared.metrics.handshake("inbound", error.reason());
+                        tracing::info!(
+                            remote = %remote,
+                            reason = error.reason(),
+                            "inbound connection closed: {error}"
+                        );
+                    }
+                }
+            });
+        }
+    }
+
+    /// Adds a freshly established link, or closes it if a better link to
+    /// the same peer exists or the node is full. Returns the link that
+    /// serves the peer.
+    fn register(&self, link: LinkHandle) -> Result<LinkHandle, LinkError> {
+        let peer = link.peer();
+        let local = self.node_id();
+        let initiator = |link: &LinkHandle| match link.direction() {
+            Direction::Outbound => local,
+            Direction::Inbound => link.peer(),
+        };
+        let mut replaced = None;
+        {
+            let mut state = self.lock();
+            if self.shared.shutdown.is_cancelled() {
+                drop(state);
+                self.close_in_background(&link, CloseCode::SHUTDOWN, "node shutting down");
+                return Err(LinkError::ShuttingDown);
+            }
+            match state.links.get(&peer) {
+                Some(existing) if !existing.is_closed() => {
+                    // Both ends apply the same rule, so they keep the same
+                    // link: a redial in the same direction replaces the old
+                    // link (its owner evidently lost it); between opposite
+                    // directions, the link dialed by the smaller id wins.
+                    let keep_new = link.direction() == existing.direction()
+                        || initiator(&link) == local.min(peer);
+                    if !keep_new {
+                        let existing = existing.clone();
+                        drop(state);
+                        self.close_in_background(
+                            &link,
+                            CloseCode::DUPLICATE,
+                            "a link to this node already exists",
+                        );
+                        return Ok(existing);
+                    }
+                    replaced = Some(existing.clone());
+                }
+                Some(_) => {}
+                None if state.links.len() >= self.shared.limits.max_links => {
+                    drop(state);
+                    self.close_in_background(
+                        &link,
+                        CloseCode::LIMIT,
+                        "the node has no room for another link",
+                    );
+                    return Err(LinkError::Refused {
+                        peer,
+                        reason: format!(
+                            "link.max_links ({}) reached",
+                            self.shared.limits.max_links
+                        ),
+                    });
+                }
+                None => {}
+            }
+            state.links.insert(peer, link.clone());
+            if let Some(wanted) = state.wanted.get_mut(&peer) {
+                wanted.status = DialStatus::Linked;
+            }
+        }
+        if let Some(old) = replaced {
+            self.close_in_background(&old, CloseCode::DUPLICATE, "replaced by a newer link");
+        }
+        tracing::info!(
+            peer = %peer,
+            addr = %link.remote_addr(),
+            direction = link.direction().as_str(),
+            "link up"
+        );
+        for user in &self.shared.users {
+            user.link_up(link.clone());
+        }
+        let _ = self.shared.events.send(NodeEvent::LinkUp {
+            peer,
+            link: link.clone(),
+        });
+        self.shared.tasks.spawn(self.clone().watch(link.clone()));
+        Ok(link)
+    }
+
+    fn close_in_background(&self, link: &LinkHandle, code: CloseCode, message: &'static str) {
+        let link = link.clone();
+        self.shared.tasks.spawn(async move {
+            link.close(code, message).await;
+        });
+    }
+
+    /// Waits for `link` to close, then forgets it and reports why.
+    async fn watch(self, link: LinkHandle) {
+        let reason = link.closed().await;
+        let peer = link.peer();
+        for user in &self.shared.users {
+            user.link_down(peer, link.id());
+        }
+        {
+            let mut state = self.lock();
+            if state
+                .links
+                .get(&peer)
+                .is_some_and(|current| current.id() == link.id())
+            {
+                state.links.remove(&peer);
+            }
+            if state.closed_totals.len() >= CLOSED_TOTALS_MAX
+                && !state.closed_totals.contains_key(&peer)
+                && let Some(forget) = state.closed_totals.keys().next().copied()
+            {
+                state.closed_totals.remove(&forget);
+            }
+            state
+                .closed_totals
+                .entry(peer)
+                .or_default()
+                .add(&link.snapshot());
+        }
+        let side = match reason.side {
+            CloseSide::Local => "local",
+            CloseSide::Remote => "remote",
+            CloseSide::Transport => "transport",
+        };
+        self.shared.metrics.link_closed(side, reason.code.name());
+        let _ = self
+            .shared
+            .events
+            .send(NodeEvent::LinkDown { peer, reason });
+    }
+
+    /// Closes every link with a reason, at once (a peer that stopped
+    /// reading must not hold up the goodbyes to the others), waiting a few
+    /// seconds at most.
+    pub(crate) async fn close_all(&self) {
+        let links = self.all();
+        tracing::info!(links = links.len(), "shutting down: closing links");
+        let mut closing = tokio::task::JoinSet::new();
+        for link in links {
+            closing
+                .spawn(async move { link.close(CloseCode::SHUTDOWN, "node shutting down").await });
+        }
+        let all_closed = async { while closing.join_next().await.is_some() {} };
+        if tokio::time::timeout(SHUTDOWN_TIMEOUT, all_closed)
+            .await
+            .is_err()
+        {
+            tracing::warn!("some links did not close in time; dropping them");
+        }
+    }
+
+    // ----- reports -----
+
+    /// Links up, peers wanted, and handshakes in progress.
+    pub(crate) fn counts(&self) -> (usize, usize, usize) {
+        let state = self.lock();
+        (
+            state.links.len(),
+            state.wanted.len(),
+            state.pending_handshakes(self.shared.limits.max_pending_handshakes),
+        )
+    }
+
+    /// Every linked or wanted peer, sorted by id.
+    pub fn peers(&self) -> Vec<fogwire_api::Peer> {
+        let state = self.lock();
+        let now = Instant::now();
+        let mut ids: Vec<NodeId> = state
+            .links
+            .keys()
+            .chain(state.wanted.keys())
+            .copied()
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids.into_iter()
+            .map(|id| {
+                let link = state.links.get(&id);
+                let wanted = state.wanted.get(&id);
+                let snapshot = link.map(LinkHandle::snapshot).unwrap_or_default();
+                let (state, last_error, retry_in_ms) = match (link, wanted.map(|w| &w.status)) {
+                    (Some(_), _) => (fogwire_api::PeerState::Linked, None, None),
+                    (
+                        None,
+                        Some(DialStatus::Waiting {
+                            retry_at,
+                            last_error,
+                        }),
+                    ) => (
+                        fogwire_api::PeerState::Waiting,
+                        Some(last_error.clone()),
+                        Some(retry_at.saturating_duration_since(now).as_millis() as u64),
+                    ),
+                    (None, _) => (fogwire_api::PeerState::Connecting, None, None),
+                };
+                fogwire_api::Peer {
+                    node_id: id.to_string(),
+                    state,
+                    address: link
+                        .map(|l| l.remote_addr().to_string())
+                        .or_else(|| wanted.map(|w| w.addr.address.clone())),
+                    direction: link.map(|l| l.direction().as_str().to_owned()),
+                    wanted: wanted.is_some(),
+                    linked_since_unix: link.and_then(|l| {
+                        l.established_at()
+                            .duration_since(UNIX_EPOCH)
+                            .ok()
+                            .map(|d| d.as_secs())
+                    }),
+                    rtt_ms: snapshot.rtt.map(|rtt| rtt.as_secs_f64() * 1000.0),
+                    bytes_in: snapshot.bytes_in,
+                    bytes_out: snapshot.bytes_out,
+                    frames_in: snapshot.records_in,
+                    frames_out: snapshot.records_out,
+                    messages_in: snapshot.messages_in,
+                    messages_out: snapshot.messages_out,
+                    last_error,
+                    retry_in_ms,
+                }
+            })
+            .collect()
+    }
+
+    /// The links' metrics in the OpenMetrics text format.
+    pub fn metrics_text(&self) -> String {
+        self.shared.metrics.encode()
+    }
+}
