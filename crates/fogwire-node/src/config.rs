@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+use smart_default::SmartDefault;
+
+use fogwire_compute_proto::agent::Policy;
+use fogwire_compute_proto::pay::Terms;
 
 use crate::PeerAddr;
 
@@ -22,11 +26,12 @@ pub const DEFAULT_LINK_PORT: u16 = 7100;
 pub const DEFAULT_API_PORT: u16 = 7101;
 
 /// A node's configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Where the node keeps its key, API token and state. Relative to the
     /// configuration file's directory.
+    #[default(PathBuf::from("data"))]
     pub data_dir: PathBuf,
     /// Peers to keep a link to, reconnecting with backoff.
     pub peers: Vec<PeerAddr>,
@@ -39,24 +44,8 @@ pub struct Config {
     pub log: LogSection,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            data_dir: PathBuf::from("data"),
-            peers: Vec::new(),
-            link: LinkSection::default(),
-            route: RouteSection::default(),
-            store: StoreSection::default(),
-            compute: ComputeSection::default(),
-            ledger: LedgerSection::default(),
-            api: ApiSection::default(),
-            log: LogSection::default(),
-        }
-    }
-}
-
 /// `[route]`: how this node takes part in routing.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct RouteSection {
     /// Addresses (`host:port`) other nodes may dial this node at, named in
@@ -64,44 +53,27 @@ pub struct RouteSection {
     /// wildcard (0.0.0.0 or ::), which says nothing to others.
     pub advertise: Vec<String>,
     /// Capacity offered to others' traffic on each link, kbit/s.
+    #[default(1_000_000)]
     pub capacity_kbps: u32,
 }
 
-impl Default for RouteSection {
-    fn default() -> Self {
-        Self {
-            advertise: Vec::new(),
-            capacity_kbps: 1_000_000,
-        }
-    }
-}
-
 /// `[store]`: the content-addressed store.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSection {
     /// Bytes of unpinned blobs kept as a cache (least recently used go
     /// first beyond it).
+    #[default(fogwire_store::Config::default().cache_bytes_max)]
     pub cache_bytes_max: u64,
     /// Wait for a blob's bytes to reach the disk before an add completes.
+    #[default(fogwire_store::Config::default().sync_on_add)]
     pub sync_on_add: bool,
     /// Most bytes per second served to peers, all together (0: no cap).
     pub serve_bytes_per_sec_max: u64,
 }
 
-impl Default for StoreSection {
-    fn default() -> Self {
-        let defaults = fogwire_store::Config::default();
-        Self {
-            cache_bytes_max: defaults.cache_bytes_max,
-            sync_on_add: defaults.sync_on_add,
-            serve_bytes_per_sec_max: 0,
-        }
-    }
-}
-
 /// `[compute]`: the compute roles this node takes.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct ComputeSection {
     /// Run other nodes' tasks (sold through hubs).
@@ -111,6 +83,7 @@ pub struct ComputeSection {
     /// Tasks a worker runs at once; 0: one per core.
     pub slots: u32,
     /// Offer container tasks, if a Docker daemon is reachable.
+    #[default(true)]
     pub docker: bool,
     /// Let container tasks use the network when their job asks.
     pub allow_network: bool,
@@ -120,10 +93,14 @@ pub struct ComputeSection {
     /// The hub charges for jobs (buyers pay into escrow through the
     /// ledger), at these prices.
     pub charge: bool,
+    #[default(Coins(Terms::default().price_per_task))]
     pub price_per_task: Coins,
+    #[default(Coins(Terms::default().price_per_gfuel))]
     pub price_per_gfuel: Coins,
+    #[default(Terms::default().fee_percent)]
     pub fee_percent: u8,
     /// What a worker caught dissenting loses of its deposit here.
+    #[default(Coins(Terms::default().slash))]
     pub slash: Coins,
     /// A worker's agent: it takes bids from hubs' books that pay at least
     /// `min_price` per task, from hubs it can verify in the ledger (or
@@ -131,39 +108,14 @@ pub struct ComputeSection {
     /// giving no hub more than `hub_share_percent` of its cores when
     /// others have work.
     pub agent: bool,
+    #[default(Coins(Policy::default().min_price))]
     pub min_price: Coins,
     pub trust: Vec<ConfigNodeId>,
     pub avoid: Vec<ConfigNodeId>,
     pub unverified: bool,
+    #[default(Policy::default().hub_share_percent)]
     pub hub_share_percent: u8,
 }
-
-impl Default for ComputeSection {
-    fn default() -> Self {
-        Self {
-            worker: false,
-            hub: false,
-            slots: 0,
-            docker: true,
-            allow_network: false,
-            cheat: false,
-            charge: false,
-            agent: false,
-            min_price: Coins(Policy::default().min_price),
-            trust: Vec::new(),
-            avoid: Vec::new(),
-            unverified: false,
-            hub_share_percent: Policy::default().hub_share_percent,
-            price_per_task: Coins(Terms::default().price_per_task),
-            price_per_gfuel: Coins(Terms::default().price_per_gfuel),
-            fee_percent: Terms::default().fee_percent,
-            slash: Coins(Terms::default().slash),
-        }
-    }
-}
-
-use fogwire_compute_proto::agent::Policy;
-use fogwire_compute_proto::pay::Terms;
 
 impl ComputeSection {
     /// The node options these settings give.
@@ -204,7 +156,7 @@ impl ComputeSection {
 }
 
 /// `[ledger]`: the ledger this node uses, or runs.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct LedgerSection {
     /// Run the ledger on this node: it keeps the log in data_dir and
@@ -222,34 +174,26 @@ pub struct LedgerSection {
     /// freezes to register, its pay period, how long the DAO's suspicion
     /// lasts before a ban, how long a worker's deposit stays slashable
     /// after it asks for it back.
+    #[default(Coins(default_rules().hub_deposit))]
     pub hub_deposit: Coins,
+    #[default(default_rules().pay_period_ms)]
     pub pay_period_ms: u64,
+    #[default(default_rules().suspect_ms)]
     pub suspect_ms: u64,
+    #[default(default_rules().unbond_ms)]
     pub unbond_ms: u64,
     /// Published prices per GiB, also fixed at genesis: what a route's
     /// source pays its relays, and a fetcher the nodes it fetched from,
     /// when they redeem their receipts.
+    #[default(Coins(default_rules().price_per_gib_forwarded))]
     pub price_per_gib_forwarded: Coins,
+    #[default(Coins(default_rules().price_per_gib_served))]
     pub price_per_gib_served: Coins,
 }
 
-impl Default for LedgerSection {
-    fn default() -> Self {
-        let rules = fogwire_ledger::proto::Rules::new(Default::default(), Default::default());
-        Self {
-            serve: false,
-            node: None,
-            dao: None,
-            minter: None,
-            genesis: Vec::new(),
-            hub_deposit: Coins(rules.hub_deposit),
-            pay_period_ms: rules.pay_period_ms,
-            suspect_ms: rules.suspect_ms,
-            unbond_ms: rules.unbond_ms,
-            price_per_gib_forwarded: Coins(rules.price_per_gib_forwarded),
-            price_per_gib_served: Coins(rules.price_per_gib_served),
-        }
-    }
+/// The ledger's rules by default (the DAO and minter are set at start).
+fn default_rules() -> fogwire_ledger::proto::Rules {
+    fogwire_ledger::proto::Rules::new(Default::default(), Default::default())
 }
 
 impl LedgerSection {
@@ -338,36 +282,29 @@ impl<'de> Deserialize<'de> for Coins {
 }
 
 /// `[link]`: peer links.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct LinkSection {
     /// Address peers dial to reach this node (port 0: any free port).
+    #[default(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_LINK_PORT))]
     pub listen: SocketAddr,
+    #[default(10_000)]
     pub handshake_timeout_ms: u64,
+    #[default(15_000)]
     pub keepalive_interval_ms: u64,
+    #[default(45_000)]
     pub idle_timeout_ms: u64,
     /// Most links at once; more are refused.
+    #[default(256)]
     pub max_links: usize,
     /// Most inbound handshakes in progress at once; more connections are
     /// closed at once, which bounds what half-open connections can cost.
+    #[default(64)]
     pub max_pending_handshakes: usize,
+    #[default(500)]
     pub reconnect_initial_ms: u64,
+    #[default(60_000)]
     pub reconnect_max_ms: u64,
-}
-
-impl Default for LinkSection {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_LINK_PORT),
-            handshake_timeout_ms: 10_000,
-            keepalive_interval_ms: 15_000,
-            idle_timeout_ms: 45_000,
-            max_links: 256,
-            max_pending_handshakes: 64,
-            reconnect_initial_ms: 500,
-            reconnect_max_ms: 60_000,
-        }
-    }
 }
 
 impl LinkSection {
@@ -389,22 +326,12 @@ impl LinkSection {
 }
 
 /// `[api]`: the local control API.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiSection {
     /// Must be a loopback address: the API is for this machine only.
+    #[default(LoopbackAddr(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_API_PORT)))]
     pub listen: LoopbackAddr,
-}
-
-impl Default for ApiSection {
-    fn default() -> Self {
-        Self {
-            listen: LoopbackAddr(SocketAddr::new(
-                IpAddr::V4(Ipv4Addr::LOCALHOST),
-                DEFAULT_API_PORT,
-            )),
-        }
-    }
 }
 
 /// A socket address on the loopback interface.
@@ -432,20 +359,13 @@ impl<'de> Deserialize<'de> for LoopbackAddr {
 }
 
 /// `[log]`: what the daemon logs.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSection {
     /// A level (error, warn, info, debug, trace) or a tracing filter such as
     /// "info,fogwire_link=debug". The RUST_LOG variable overrides it.
+    #[default("info".into())]
     pub level: String,
-}
-
-impl Default for LogSection {
-    fn default() -> Self {
-        Self {
-            level: "info".into(),
-        }
-    }
 }
 
 /// A configuration that cannot be used, with where and why.
@@ -724,240 +644,10 @@ fn check_log_filter(filter: &str) -> Result<(), String> {
 }
 
 /// The commented configuration `fogwire init` writes, with the given
-/// listening addresses. Every other key is shown with its default.
+/// listening addresses. Every other key is shown with its default (a test
+/// checks that uncommenting them changes nothing).
 pub fn template(link_listen: SocketAddr, api_listen: SocketAddr) -> String {
-    let defaults = LinkSection::default();
-    format!(
-        r#"# fogwire node configuration.
-#
-# Every key is optional: a key left out (or commented out) takes the default
-# shown. After editing, restart the node (`fogwire node`); a mistake stops
-# start-up with the file, line and what would be valid.
-
-# Where the node keeps its key (node.key), its control API token and its
-# state. Relative paths are relative to this file.
-data_dir = "data"
-
-# Peers this node keeps linked, reconnecting with backoff when a link drops.
-# Each is <node id>@<host>:<port>; `fogwire status` on a node prints its id.
-# peers = ["fw1...@192.0.2.7:7100"]
-peers = []
-
-[link]
-# Address other nodes dial to reach this one. Port 0 picks a free port.
-listen = "{link_listen}"
-# A handshake not finished in this time is abandoned.
-# handshake_timeout_ms = {handshake}
-# A PING is sent this often on every link; its reply measures the RTT.
-# keepalive_interval_ms = {keepalive}
-# A link that has received nothing for this long is closed.
-# idle_timeout_ms = {idle}
-# Most links at once; further peers are refused.
-# max_links = {max_links}
-# Most inbound handshakes in progress at once; connections beyond it are
-# closed at once, so half-open connections cannot exhaust the node.
-# max_pending_handshakes = {max_pending}
-# Reconnect delays for configured peers: doubling from the first to the last.
-# reconnect_initial_ms = {reconnect_initial}
-# reconnect_max_ms = {reconnect_max}
-
-[route]
-# Addresses (host:port) other nodes may dial this node at, named in the
-# adverts it floods. Empty: the [link] listen address, unless it is a
-# wildcard such as 0.0.0.0, which tells others nothing.
-# advertise = ["203.0.113.7:7100"]
-# Capacity this node offers to others' traffic on each link, in kbit/s.
-# capacity_kbps = {capacity}
-
-[store]
-# Bytes of unpinned blobs kept as a cache; `fogwire store gc` and the
-# node evict the least recently used beyond it. Pinned blobs never go.
-# cache_bytes_max = {cache}
-# Wait for added bytes to reach the disk before `store add` returns. Off,
-# they are synced in the background (a killed node loses nothing; a power
-# loss is caught by verification on read).
-# sync_on_add = false
-# Most bytes per second this node serves to peers fetching from it, all
-# together; 0 is no cap.
-# serve_bytes_per_sec_max = 0
-
-[compute]
-# Run other nodes' tasks (WebAssembly, and containers if Docker is here).
-# worker = false
-# Take jobs (`fogwire job submit`) and schedule them onto workers.
-# hub = false
-# Tasks this worker runs at once; 0 is one per core.
-# slots = 0
-# Offer container tasks when a Docker daemon is reachable.
-# docker = true
-# Let a container task use the network when its job asks for it.
-# allow_network = false
-# A hub that charges: buyers hold their maximum price in escrow with the
-# ledger; when a job's result is accepted, each worker in the agreeing
-# majority earns the price of a task plus its fuel, the hub its fee on
-# top, and the rest goes back. A worker caught dissenting loses `slash`
-# of the deposit it bonded with this hub.
-# charge = false
-# price_per_task = "0.001"
-# price_per_gfuel = "0.01"
-# fee_percent = 10
-# slash = "1"
-# A worker's agent: it reads the bids resting at every hub, rates each
-# hub by its wallet and its payments to this worker in the ledger
-# (unverified, verified, reliable), and takes the bids that earn the most
-# within this machine's cores (a knapsack), spreading them across hubs.
-# agent = false
-# min_price = "0.000001"
-# trust = ["fw1…"]
-# avoid = ["fw1…"]
-# Take bids from hubs with no bonded wallet too.
-# unverified = false
-# hub_share_percent = 60
-
-[ledger]
-# Run the ledger on this node (one node of a network does): it keeps the
-# log of every transaction in data_dir and serves it to the others.
-# serve = false
-# The node that runs the ledger. Unset: the node that advertises it.
-# node = "fw1…"
-# When this node first creates its ledger (with serve on), the rules are
-# fixed for good: the DAO's key and the minting key (unset: this node),
-# the accounts that start with coins, and the hub wallet rules.
-# dao = "fw1…"
-# genesis = [{{ account = "fw1…", coins = "1000" }}]
-# hub_deposit = "1"
-# pay_period_ms = 2592000000
-# suspect_ms = 10368000000
-# unbond_ms = 86400000
-# What relays and serving nodes earn per GiB, paid by whoever signed their
-# receipts (a route's source, a fetcher).
-# price_per_gib_forwarded = "0.01"
-# price_per_gib_served = "0.01"
-
-[api]
-# The local control API (HTTP + JSON, used by the fogwire CLI). It must be a
-# loopback address, and every request needs the token in data_dir.
-listen = "{api_listen}"
-
-[log]
-# error, warn, info, debug, trace, or a filter such as
-# "info,fogwire_link=debug". The RUST_LOG environment variable overrides it.
-# level = "info"
-"#,
-        handshake = defaults.handshake_timeout_ms,
-        keepalive = defaults.keepalive_interval_ms,
-        idle = defaults.idle_timeout_ms,
-        max_links = defaults.max_links,
-        max_pending = defaults.max_pending_handshakes,
-        reconnect_initial = defaults.reconnect_initial_ms,
-        reconnect_max = defaults.reconnect_max_ms,
-        capacity = RouteSection::default().capacity_kbps,
-        cache = StoreSection::default().cache_bytes_max,
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(source: &str) -> Result<Config, ConfigError> {
-        Config::parse(Path::new("/etc/fogwire.toml"), source)
-    }
-
-    #[test]
-    fn the_template_parses_to_the_defaults() {
-        let defaults = Config::default();
-        let source = template(defaults.link.listen, defaults.api.listen.0);
-        assert_eq!(parse(&source).unwrap(), defaults);
-        // Uncommenting every default changes nothing.
-        let uncommented: String = source
-            .lines()
-            .map(|line| match line.strip_prefix("# ") {
-                Some(rest)
-                    if rest.contains(" = ")
-                        && !rest.contains("peers")
-                        && !rest.contains("advertise")
-                        && !rest.contains("fw1…") =>
-                {
-                    rest
-                }
-                _ => line,
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        assert_eq!(parse(&uncommented).unwrap(), defaults);
-    }
-
-    #[test]
-    fn an_empty_file_is_all_defaults() {
-        assert_eq!(parse("").unwrap(), Config::default());
-    }
-
-    #[test]
-    fn an_unknown_key_names_the_line_and_the_valid_keys() {
-        let error = parse("[link]\nlisten = \"0.0.0.0:1\"\nlistn = 5\n").unwrap_err();
-        assert_eq!(error.location, Some((3, 1)));
-        let text = error.to_string();
-        assert!(
-            text.starts_with("/etc/fogwire.toml:3:1: unknown field `listn`"),
-            "{text}"
-        );
-        assert!(text.contains("`listen`"), "{text}");
-        assert!(text.contains("3 | listn = 5"), "{text}");
-    }
-
-    #[test]
-    fn a_bad_value_names_the_line_and_what_is_valid() {
-        let error = parse("[link]\n\nhandshake_timeout_ms = \"soon\"\n").unwrap_err();
-        assert_eq!(error.location.map(|(line, _)| line), Some(3));
-        assert!(
-            error.message.contains("expected a whole number"),
-            "{}",
-            error.message
-        );
-
-        let error = parse("[api]\nlisten = \"0.0.0.0:7101\"\n").unwrap_err();
-        assert_eq!(error.location.map(|(line, _)| line), Some(2));
-        assert!(error.message.contains("loopback"), "{}", error.message);
-
-        let error = parse("peers = [\"127.0.0.1:7100\"]\n").unwrap_err();
-        assert_eq!(error.location.map(|(line, _)| line), Some(1));
-        assert!(
-            error.message.contains("<node id>@<host>:<port>"),
-            "{}",
-            error.message
-        );
-    }
-
-    #[test]
-    fn cross_field_errors_point_at_the_key() {
-        let error =
-            parse("[link]\nidle_timeout_ms = 1000\nkeepalive_interval_ms = 5000\n").unwrap_err();
-        assert_eq!(error.location, Some((3, 1)));
-        assert!(error.message.contains("must be below"), "{}", error.message);
-
-        let error = parse("[link]\nmax_links = 0\n").unwrap_err();
-        assert_eq!(error.location, Some((2, 1)));
-
-        let error = parse("[route]\nadvertise = [\"nowhere\"]\n").unwrap_err();
-        assert_eq!(error.location, Some((2, 1)));
-        assert!(error.message.contains("host:port"), "{}", error.message);
-
-        let error = parse("[log]\nlevel = \"loud\"\n").unwrap_err();
-        assert_eq!(error.location, Some((2, 1)));
-        assert!(
-            error.message.contains("error, warn, info"),
-            "{}",
-            error.message
-        );
-    }
-
-    #[test]
-    fn relative_data_dirs_follow_the_config_file() {
-        let config = Config::default();
-        assert_eq!(
-            config.data_dir_for(Path::new("/home/ada/.fogwire/fogwire.toml")),
-            PathBuf::from("/home/ada/.fogwire/data")
-        );
-    }
+    include_str!("fogwire.toml")
+        .replace("{link_listen}", &link_listen.to_string())
+        .replace("{api_listen}", &api_listen.to_string())
 }

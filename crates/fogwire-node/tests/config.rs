@@ -1,0 +1,107 @@
+//! The configuration file: parsing, the template `fogwire init` writes,
+//! and errors that name the file, the line and the fix.
+
+use std::path::{Path, PathBuf};
+
+use fogwire_node::config::{Config, ConfigError, template};
+
+fn parse(source: &str) -> Result<Config, ConfigError> {
+    Config::parse(Path::new("/etc/fogwire.toml"), source)
+}
+
+#[test]
+fn the_template_parses_to_the_defaults() {
+    let defaults = Config::default();
+    let source = template(defaults.link.listen, defaults.api.listen.0);
+    assert_eq!(parse(&source).unwrap(), defaults);
+    // Uncommenting every default changes nothing.
+    let uncommented: String = source
+        .lines()
+        .map(|line| match line.strip_prefix("# ") {
+            Some(rest)
+                if rest.contains(" = ")
+                    && !rest.contains("peers")
+                    && !rest.contains("advertise")
+                    && !rest.contains("fw1…") =>
+            {
+                rest
+            }
+            _ => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(parse(&uncommented).unwrap(), defaults);
+}
+
+#[test]
+fn an_empty_file_is_all_defaults() {
+    assert_eq!(parse("").unwrap(), Config::default());
+}
+
+#[test]
+fn an_unknown_key_names_the_line_and_the_valid_keys() {
+    let error = parse("[link]\nlisten = \"0.0.0.0:1\"\nlistn = 5\n").unwrap_err();
+    assert_eq!(error.location, Some((3, 1)));
+    let text = error.to_string();
+    assert!(
+        text.starts_with("/etc/fogwire.toml:3:1: unknown field `listn`"),
+        "{text}"
+    );
+    assert!(text.contains("`listen`"), "{text}");
+    assert!(text.contains("3 | listn = 5"), "{text}");
+}
+
+#[test]
+fn a_bad_value_names_the_line_and_what_is_valid() {
+    let error = parse("[link]\n\nhandshake_timeout_ms = \"soon\"\n").unwrap_err();
+    assert_eq!(error.location.map(|(line, _)| line), Some(3));
+    assert!(
+        error.message.contains("expected a whole number"),
+        "{}",
+        error.message
+    );
+
+    let error = parse("[api]\nlisten = \"0.0.0.0:7101\"\n").unwrap_err();
+    assert_eq!(error.location.map(|(line, _)| line), Some(2));
+    assert!(error.message.contains("loopback"), "{}", error.message);
+
+    let error = parse("peers = [\"127.0.0.1:7100\"]\n").unwrap_err();
+    assert_eq!(error.location.map(|(line, _)| line), Some(1));
+    assert!(
+        error.message.contains("<node id>@<host>:<port>"),
+        "{}",
+        error.message
+    );
+}
+
+#[test]
+fn cross_field_errors_point_at_the_key() {
+    let error =
+        parse("[link]\nidle_timeout_ms = 1000\nkeepalive_interval_ms = 5000\n").unwrap_err();
+    assert_eq!(error.location, Some((3, 1)));
+    assert!(error.message.contains("must be below"), "{}", error.message);
+
+    let error = parse("[link]\nmax_links = 0\n").unwrap_err();
+    assert_eq!(error.location, Some((2, 1)));
+
+    let error = parse("[route]\nadvertise = [\"nowhere\"]\n").unwrap_err();
+    assert_eq!(error.location, Some((2, 1)));
+    assert!(error.message.contains("host:port"), "{}", error.message);
+
+    let error = parse("[log]\nlevel = \"loud\"\n").unwrap_err();
+    assert_eq!(error.location, Some((2, 1)));
+    assert!(
+        error.message.contains("error, warn, info"),
+        "{}",
+        error.message
+    );
+}
+
+#[test]
+fn relative_data_dirs_follow_the_config_file() {
+    let config = Config::default();
+    assert_eq!(
+        config.data_dir_for(Path::new("/home/ada/.fogwire/fogwire.toml")),
+        PathBuf::from("/home/ada/.fogwire/data")
+    );
+}
