@@ -62,7 +62,7 @@ pub mod method {
 }
 
 /// What compute needs from the node it runs on.
-pub trait Fabric: Send + Sync + 'static {
+pub trait Fabric: std::fmt::Debug + Send + Sync + 'static {
     fn node_id(&self) -> NodeId;
     fn store(&self) -> Arc<fogwire_store::Store>;
     /// Calls `method` of `service` on `peer` (this node included), linking

@@ -77,6 +77,25 @@ impl fmt::Debug for NodeId {
     }
 }
 
+/// Written as its text form, `fw1…`; read back from it (configuration
+/// files name peers so).
+impl serde::Serialize for NodeId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for NodeId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(|error| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not a node id ({error}); `fogwire status` prints a node's id"
+            ))
+        })
+    }
+}
+
 impl FromStr for NodeId {
     type Err = ParseNodeIdError;
 

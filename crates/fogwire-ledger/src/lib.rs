@@ -46,6 +46,31 @@ pub mod code {
 /// Most entries one `history` call returns.
 pub const HISTORY_LIMIT_MAX: usize = 256;
 
+/// An amount of coins as people write it in files: a string (`"12.5"`)
+/// or a whole number of coins; held in units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Coins(pub proto::Amount);
+
+impl<'de> serde::Deserialize<'de> for Coins {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Whole(u64),
+            Text(String),
+        }
+        match Written::deserialize(deserializer)? {
+            Written::Whole(coins) => coins
+                .checked_mul(proto::COIN)
+                .map(Coins)
+                .ok_or_else(|| serde::de::Error::custom(format!("{coins} coins is too many"))),
+            Written::Text(text) => parse_coins(&text)
+                .map(Coins)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 /// Formats an amount of units as coins: `12.5`, `0.000001`.
 pub fn format_coins(units: proto::Amount) -> String {
     let whole = units / proto::COIN;

@@ -80,6 +80,19 @@ pub struct LinkSnapshot {
     pub rtt: Option<Duration>,
 }
 
+impl LinkSnapshot {
+    /// Adds `other`'s counters to these (totals over several links; the
+    /// RTT is left as it is).
+    pub fn add_counts(&mut self, other: &LinkSnapshot) {
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.records_in += other.records_in;
+        self.records_out += other.records_out;
+        self.messages_in += other.messages_in;
+        self.messages_out += other.messages_out;
+    }
+}
+
 enum Command {
     Close { code: CloseCode, message: String },
 }

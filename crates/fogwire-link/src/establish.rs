@@ -148,3 +148,22 @@ async fn run_handshake(
         direction,
     })
 }
+
+/// Connections the kernel may hold for the accept loop. A burst larger than
+/// this (a thousand peers redialing after an outage, or a SYN flood) would
+/// otherwise overflow the queue, and with SYN cookies the dialers would
+/// believe in connections the node never saw. The kernel caps it at
+/// `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener for links on `addr`, reusable at once after a restart.
+pub fn listen(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // Restarting must not wait for the old connections' TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}

@@ -8,13 +8,15 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 use smart_default::SmartDefault;
 
 use fogwire_compute_proto::agent::Policy;
 use fogwire_compute_proto::pay::Terms;
+
+use fogwire_identity::NodeId;
+use fogwire_ledger::Coins;
 
 use crate::PeerAddr;
 
@@ -110,8 +112,8 @@ pub struct ComputeSection {
     pub agent: bool,
     #[default(Coins(Policy::default().min_price))]
     pub min_price: Coins,
-    pub trust: Vec<ConfigNodeId>,
-    pub avoid: Vec<ConfigNodeId>,
+    pub trust: Vec<NodeId>,
+    pub avoid: Vec<NodeId>,
     pub unverified: bool,
     #[default(Policy::default().hub_share_percent)]
     pub hub_share_percent: u8,
@@ -146,8 +148,8 @@ impl ComputeSection {
             charge: self.charge,
             agent: self.agent.then(|| Policy {
                 min_price: self.min_price.0,
-                trust: self.trust.iter().map(|id| *id.0.as_bytes()).collect(),
-                avoid: self.avoid.iter().map(|id| *id.0.as_bytes()).collect(),
+                trust: self.trust.iter().map(|id| *id.as_bytes()).collect(),
+                avoid: self.avoid.iter().map(|id| *id.as_bytes()).collect(),
                 unverified: self.unverified,
                 hub_share_percent: self.hub_share_percent.clamp(1, 100),
             }),
@@ -163,12 +165,12 @@ pub struct LedgerSection {
     /// serves every other node.
     pub serve: bool,
     /// The node that runs the ledger; none: the one that advertises it.
-    pub node: Option<ConfigNodeId>,
+    pub node: Option<NodeId>,
     /// At genesis only (when this node first creates its ledger): the
     /// DAO's key and the minting key (none: this node's), and the
     /// accounts that start with coins.
-    pub dao: Option<ConfigNodeId>,
-    pub minter: Option<ConfigNodeId>,
+    pub dao: Option<NodeId>,
+    pub minter: Option<NodeId>,
     pub genesis: Vec<GenesisAccount>,
     /// The hub wallet rules, also fixed at genesis: the deposit a hub
     /// freezes to register, its pay period, how long the DAO's suspicion
@@ -198,12 +200,12 @@ fn default_rules() -> fogwire_ledger::proto::Rules {
 
 impl LedgerSection {
     /// The node options these settings give, for the node `me`.
-    pub fn options(&self, me: fogwire_identity::NodeId) -> crate::LedgerOptions {
+    pub fn options(&self, me: NodeId) -> crate::LedgerOptions {
         let me = fogwire_ledger::proto::Id(*me.as_bytes());
-        let id = |configured: &Option<ConfigNodeId>| {
+        let id = |configured: &Option<NodeId>| {
             configured
                 .as_ref()
-                .map(|id| fogwire_ledger::proto::Id(*id.0.as_bytes()))
+                .map(|id| fogwire_ledger::proto::Id(*id.as_bytes()))
                 .unwrap_or(me)
         };
         let genesis = self.serve.then(|| fogwire_ledger::proto::Genesis {
@@ -221,7 +223,7 @@ impl LedgerSection {
                 .iter()
                 .map(|account| {
                     (
-                        fogwire_ledger::proto::Id(*account.account.0.as_bytes()),
+                        fogwire_ledger::proto::Id(*account.account.as_bytes()),
                         account.coins.0,
                     )
                 })
@@ -229,7 +231,7 @@ impl LedgerSection {
         });
         crate::LedgerOptions {
             serve: genesis,
-            node: self.node.as_ref().map(|id| id.0),
+            node: self.node,
         }
     }
 }
@@ -238,47 +240,8 @@ impl LedgerSection {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GenesisAccount {
-    pub account: ConfigNodeId,
+    pub account: NodeId,
     pub coins: Coins,
-}
-
-/// A node id written `fw1…`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConfigNodeId(pub fogwire_identity::NodeId);
-
-impl<'de> Deserialize<'de> for ConfigNodeId {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map(ConfigNodeId).map_err(|error| {
-            serde::de::Error::custom(format!(
-                "`{text}` is not a node id ({error}); `fogwire status` prints a node's id"
-            ))
-        })
-    }
-}
-
-/// An amount of coins, written as a string (`"12.5"`) or a whole number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Coins(pub u64);
-
-impl<'de> Deserialize<'de> for Coins {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Written {
-            Whole(u64),
-            Text(String),
-        }
-        match Written::deserialize(deserializer)? {
-            Written::Whole(coins) => coins
-                .checked_mul(fogwire_ledger::proto::COIN)
-                .map(Coins)
-                .ok_or_else(|| serde::de::Error::custom(format!("{coins} coins is too many"))),
-            Written::Text(text) => fogwire_ledger::parse_coins(&text)
-                .map(Coins)
-                .map_err(serde::de::Error::custom),
-        }
-    }
 }
 
 /// `[link]`: peer links.
@@ -305,24 +268,6 @@ pub struct LinkSection {
     pub reconnect_initial_ms: u64,
     #[default(60_000)]
     pub reconnect_max_ms: u64,
-}
-
-impl LinkSection {
-    pub fn handshake_timeout(&self) -> Duration {
-        Duration::from_millis(self.handshake_timeout_ms)
-    }
-    pub fn keepalive_interval(&self) -> Duration {
-        Duration::from_millis(self.keepalive_interval_ms)
-    }
-    pub fn idle_timeout(&self) -> Duration {
-        Duration::from_millis(self.idle_timeout_ms)
-    }
-    pub fn reconnect_initial(&self) -> Duration {
-        Duration::from_millis(self.reconnect_initial_ms)
-    }
-    pub fn reconnect_max(&self) -> Duration {
-        Duration::from_millis(self.reconnect_max_ms)
-    }
 }
 
 /// `[api]`: the local control API.

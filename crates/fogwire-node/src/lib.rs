@@ -23,5 +23,5 @@ pub use config::{Config, ConfigError};
 pub use fogwire_account::ledger::LedgerOptions;
 pub use fogwire_compute::roles::ComputeOptions;
 pub use fogwire_link::{ParsePeerAddrError, PeerAddr};
-pub use links::{LinkError, Links, NodeEvent};
-pub use node::{Node, NodeError, NodeOptions};
+pub use links::{LinkError, LinkLimits, Links, NodeEvent};
+pub use node::{Node, NodeBuilder, NodeError, NodeOptions, Parts};

@@ -10,13 +10,13 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use fogwire_identity::NodeId;
 use fogwire_link::proto::{CloseCode, CloseReason, CloseSide, Config as LinkConfig, LinkIdentity};
-use fogwire_link::{Direction, EstablishError, LinkHandle, LinkUser, PeerAddr};
+use fogwire_link::{Direction, EstablishError, LinkHandle, LinkSnapshot, LinkUser, PeerAddr};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::metrics::{CLOSED_TOTALS_MAX, Metrics, Totals};
+use crate::metrics::{CLOSED_TOTALS_MAX, Metrics};
 
 /// Events the link manager reports to whoever listens (the demo).
 #[derive(Debug, Clone)]
@@ -36,25 +36,6 @@ pub(crate) const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
-/// Connections the kernel may hold for the accept loop. A burst larger than
-/// this (a thousand peers redialing after an outage, or a SYN flood) would
-/// otherwise overflow the queue, and with SYN cookies the dialers would
-/// believe in connections the node never saw. The kernel caps it at
-/// `net.core.somaxconn`.
-const LISTEN_BACKLOG: u32 = 4096;
-
-/// Binds the link listener.
-pub(crate) fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = match addr {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-    };
-    // Restarting must not wait for the old connections' TIME_WAIT.
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
-}
-
 /// Why a link could not be made.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -73,11 +54,14 @@ pub enum LinkError {
 
 /// How many links, and how fast to redial.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Limits {
-    pub(crate) max_links: usize,
-    pub(crate) max_pending_handshakes: usize,
-    pub(crate) reconnect_initial: Duration,
-    pub(crate) reconnect_max: Duration,
+pub struct LinkLimits {
+    /// Most links at once; more are refused.
+    pub max_links: usize,
+    /// Most inbound handshakes in progress at once.
+    pub max_pending_handshakes: usize,
+    /// Reconnect delays for kept peers: doubling from the first to the last.
+    pub reconnect_initial: Duration,
+    pub reconnect_max: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -102,7 +86,7 @@ struct Wanted {
 pub(crate) struct State {
     pub(crate) links: HashMap<NodeId, LinkHandle>,
     wanted: HashMap<NodeId, Wanted>,
-    pub(crate) closed_totals: HashMap<NodeId, Totals>,
+    pub(crate) closed_totals: HashMap<NodeId, LinkSnapshot>,
     available_handshake_permits: Option<Arc<Semaphore>>,
 }
 
@@ -118,7 +102,7 @@ struct Shared {
     identity: Arc<LinkIdentity>,
     config: Arc<LinkConfig>,
     local_addr: SocketAddr,
-    limits: Limits,
+    limits: LinkLimits,
     state: Arc<Mutex<State>>,
     handshake_permits: Arc<Semaphore>,
     events: broadcast::Sender<NodeEvent>,
@@ -150,7 +134,7 @@ impl Links {
         listener: TcpListener,
         identity: Arc<LinkIdentity>,
         config: LinkConfig,
-        limits: Limits,
+        limits: LinkLimits,
         users: Vec<Arc<dyn LinkUser>>,
         shutdown: CancellationToken,
         tasks: TaskTracker,
@@ -579,7 +563,7 @@ impl Links {
                 .closed_totals
                 .entry(peer)
                 .or_default()
-                .add(&link.snapshot());
+                .add_counts(&link.snapshot());
         }
         let side = match reason.side {
             CloseSide::Local => "local",

@@ -82,24 +82,6 @@ impl Metrics {
     }
 }
 
-/// Totals of the links to one peer that have closed.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Totals {
-    pub(crate) bytes_in: u64,
-    pub(crate) bytes_out: u64,
-    pub(crate) frames_in: u64,
-    pub(crate) frames_out: u64,
-}
-
-impl Totals {
-    pub(crate) fn add(&mut self, snapshot: &LinkSnapshot) {
-        self.bytes_in += snapshot.bytes_in;
-        self.bytes_out += snapshot.bytes_out;
-        self.frames_in += snapshot.records_in;
-        self.frames_out += snapshot.records_out;
-    }
-}
-
 #[derive(Debug)]
 struct LinkCollector {
     state: Arc<Mutex<State>>,
@@ -108,7 +90,12 @@ struct LinkCollector {
 
 impl Collector for LinkCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let (mut totals, rtts, links, pending): (HashMap<NodeId, Totals>, Vec<_>, usize, usize) = {
+        let (mut totals, rtts, links, pending): (
+            HashMap<NodeId, LinkSnapshot>,
+            Vec<_>,
+            usize,
+            usize,
+        ) = {
             let Ok(state) = self.state.lock() else {
                 return Ok(());
             };
@@ -116,7 +103,7 @@ impl Collector for LinkCollector {
             let mut rtts = Vec::new();
             for (peer, link) in &state.links {
                 let snapshot = link.snapshot();
-                totals.entry(*peer).or_default().add(&snapshot);
+                totals.entry(*peer).or_default().add_counts(&snapshot);
                 if let Some(rtt) = snapshot.rtt {
                     rtts.push((*peer, rtt));
                 }
@@ -143,9 +130,9 @@ impl Collector for LinkCollector {
             gauge.metric_type(),
         )?)?;
 
-        let mut peers: Vec<(NodeId, Totals)> = totals.drain().collect();
+        let mut peers: Vec<(NodeId, LinkSnapshot)> = totals.drain().collect();
         peers.sort_by_key(|(peer, _)| *peer);
-        type Field = fn(&Totals) -> u64;
+        type Field = fn(&LinkSnapshot) -> u64;
         let families: [(&str, &str, Field, Field); 2] = [
             (
                 "link_bytes",
@@ -156,8 +143,8 @@ impl Collector for LinkCollector {
             (
                 "link_frames",
                 "Frames on links to each peer",
-                |t| t.frames_in,
-                |t| t.frames_out,
+                |t| t.records_in,
+                |t| t.records_out,
             ),
         ];
         for (name, help, incoming, outgoing) in families {

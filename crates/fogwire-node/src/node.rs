@@ -15,7 +15,7 @@ use fogwire_identity::{Keypair, NodeId};
 use fogwire_link::proto::{Config as LinkConfig, LinkIdentity};
 use fogwire_link::{LinkHandle, LinkUser, PeerAddr};
 use fogwire_replicate::Replication;
-use fogwire_route::Routing;
+use fogwire_route::{Routing, Service, Spec};
 use fogwire_rpc::Rpc;
 use fogwire_store::Store;
 use tokio::sync::broadcast;
@@ -24,7 +24,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::fabric::NodeFabric;
-use crate::links::{self, LinkError, Links, NodeEvent, SHUTDOWN_TIMEOUT};
+use crate::links::{LinkError, LinkLimits, Links, NodeEvent, SHUTDOWN_TIMEOUT};
 
 /// Everything a node needs to start.
 #[derive(Debug, Clone)]
@@ -32,10 +32,7 @@ pub struct NodeOptions {
     pub keypair: Arc<Keypair>,
     pub link_listen: SocketAddr,
     pub link: LinkConfig,
-    pub max_links: usize,
-    pub max_pending_handshakes: usize,
-    pub reconnect_initial: Duration,
-    pub reconnect_max: Duration,
+    pub limits: LinkLimits,
     pub peers: Vec<PeerAddr>,
     /// Where routing keeps the graph and receipts; none: in memory only.
     pub routing_store: Option<PathBuf>,
@@ -66,9 +63,9 @@ impl NodeOptions {
             keypair: keypair.clone(),
             link_listen: link.listen,
             link: LinkConfig {
-                handshake_timeout: link.handshake_timeout(),
-                keepalive_interval: link.keepalive_interval(),
-                idle_timeout: link.idle_timeout(),
+                handshake_timeout: Duration::from_millis(link.handshake_timeout_ms),
+                keepalive_interval: Duration::from_millis(link.keepalive_interval_ms),
+                idle_timeout: Duration::from_millis(link.idle_timeout_ms),
                 channels: [
                     fogwire_route::link_channels(),
                     fogwire_replicate::link_channels(),
@@ -76,10 +73,12 @@ impl NodeOptions {
                 ]
                 .concat(),
             },
-            max_links: link.max_links,
-            max_pending_handshakes: link.max_pending_handshakes,
-            reconnect_initial: link.reconnect_initial(),
-            reconnect_max: link.reconnect_max(),
+            limits: LinkLimits {
+                max_links: link.max_links,
+                max_pending_handshakes: link.max_pending_handshakes,
+                reconnect_initial: Duration::from_millis(link.reconnect_initial_ms),
+                reconnect_max: Duration::from_millis(link.reconnect_max_ms),
+            },
             peers: config.peers.clone(),
             routing_store: None,
             advertise: config.route.advertise.clone(),
@@ -135,6 +134,8 @@ pub enum NodeError {
     Ledger(#[from] fogwire_ledger::service::OpenError),
     #[error("compute: {0}")]
     Compute(#[from] fogwire_compute::roles::RolesError),
+    #[error("cannot offer a service: {0}")]
+    Service(#[from] fogwire_route::ServiceError),
 }
 
 fn listen_hint(error: &std::io::Error) -> &'static str {
@@ -203,10 +204,70 @@ impl std::fmt::Debug for Node {
     }
 }
 
+/// What an app's service is built from: the node's subsystems.
+#[derive(Debug)]
+pub struct Parts<'a> {
+    pub node_id: NodeId,
+    pub routing: &'a Routing,
+    pub rpc: &'a Rpc,
+    pub store: &'a Arc<Store>,
+    pub replication: &'a Replication,
+    /// How to reach other nodes (RPC that links on demand, fetches).
+    pub fabric: Arc<dyn fogwire_compute::Fabric>,
+}
+
+type MakeService = Box<dyn FnOnce(&Parts<'_>) -> Arc<dyn Service> + Send>;
+
+/// Builds a node: its options, and the apps it offers over routes.
+pub struct NodeBuilder {
+    options: NodeOptions,
+    services: Vec<(Spec, MakeService)>,
+}
+
+impl std::fmt::Debug for NodeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeBuilder")
+            .field("services", &self.services.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeBuilder {
+    /// Offers an app's service over routes by `spec` (streams to its name,
+    /// datagrams to its port); `make` builds it from the node's parts
+    /// once they exist.
+    pub fn service(
+        mut self,
+        spec: Spec,
+        make: impl FnOnce(&Parts<'_>) -> Arc<dyn Service> + Send + 'static,
+    ) -> Self {
+        self.services.push((spec, Box::new(make)));
+        self
+    }
+
+    /// Starts the node; see [`Node::start`].
+    pub async fn start(self) -> Result<Node, NodeError> {
+        Node::start_built(self).await
+    }
+}
+
 impl Node {
+    /// A node to start with apps of its own ([`NodeBuilder::service`]).
+    pub fn builder(options: NodeOptions) -> NodeBuilder {
+        NodeBuilder {
+            options,
+            services: Vec::new(),
+        }
+    }
+
     /// Binds the link listener, builds every subsystem, starts accepting
     /// links, and starts linking to the configured peers.
     pub async fn start(options: NodeOptions) -> Result<Self, NodeError> {
+        Self::builder(options).start().await
+    }
+
+    async fn start_built(builder: NodeBuilder) -> Result<Self, NodeError> {
+        let NodeBuilder { options, services } = builder;
         options.link.validate()?;
         let keypair = options.keypair.clone();
         let me = keypair.node_id();
@@ -216,7 +277,7 @@ impl Node {
             addr: options.link_listen,
             source,
         };
-        let listener = links::bind_listener(options.link_listen).map_err(listen_error)?;
+        let listener = fogwire_link::listen(options.link_listen).map_err(listen_error)?;
         let local_addr = listener.local_addr().map_err(listen_error)?;
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -265,12 +326,7 @@ impl Node {
             listener,
             identity,
             options.link,
-            links::Limits {
-                max_links: options.max_links,
-                max_pending_handshakes: options.max_pending_handshakes,
-                reconnect_initial: options.reconnect_initial,
-                reconnect_max: options.reconnect_max,
-            },
+            options.limits,
             users,
             shutdown.clone(),
             tasks.clone(),
@@ -295,6 +351,20 @@ impl Node {
             rpc.shutdown().await;
             links.close_all().await;
         };
+        let parts = Parts {
+            node_id: me,
+            routing: &routing,
+            rpc: &rpc,
+            store: &store,
+            replication: &replication,
+            fabric: Arc::new(fabric.clone()),
+        };
+        for (spec, make) in services {
+            if let Err(error) = routing.accept(spec, make(&parts)) {
+                stop_early(&routing, &replication, &rpc).await;
+                return Err(error.into());
+            }
+        }
         // The ledger before compute: a paid hub settles through it.
         let (ledger_path, temp) =
             path_or_temp(&options.ledger_path, "fogwire-ledger-", "ledger.redb")?;

@@ -7,7 +7,6 @@ use std::os::unix::fs::PermissionsExt;
 
 use fogwire_node::home::DataDir;
 
-
 #[test]
 fn token_is_made_once_and_private() {
     let dir = tempfile::tempdir().unwrap();

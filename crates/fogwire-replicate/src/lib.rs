@@ -397,10 +397,14 @@ impl Replication {
         inner.tasks.spawn(feeds::periodic(inner.clone()));
         inner.tasks.spawn(persist::run(inner.clone()));
         let replication = Replication { inner };
-        replication
+        let service = Arc::new(route::StoreService(replication.clone()));
+        if let Err(error) = replication
             .inner
-            .tasks
-            .spawn(route::serve(replication.clone()));
+            .routing
+            .accept(fogwire_route::Spec::streams(STORE_SERVICE), service)
+        {
+            tracing::error!(%error, "cannot serve the store over routes");
+        }
         replication
     }
 

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use fogwire_identity::NodeId;
-use fogwire_route::{Constraints, Opened, RouteError, Routing};
+use fogwire_route::services::BoxFuture;
+use fogwire_route::{Constraints, Opened, RouteError, RouteStream, Routing, Service};
 
 use crate::{Inner, Replication, RoutePeer, RouteRefused, STORE_SERVICE};
 
@@ -40,21 +41,17 @@ impl StoreRoute {
     }
 }
 
-/// Serves nodes that reach this one over routes: each stream to the
-/// `store` service replicates like a link.
-pub(crate) async fn serve(replication: Replication) {
-    let inner = replication.inner.clone();
-    let mut incoming = inner.routing.serve(STORE_SERVICE);
-    loop {
-        let stream = tokio::select! {
-            stream = incoming.recv() => stream,
-            () = inner.shutdown.cancelled() => None,
-        };
-        let Some(stream) = stream else { break };
+/// The `store` route service: nodes that reach this one over routes
+/// replicate over each stream as over a link.
+pub(crate) struct StoreService(pub(crate) Replication);
+
+impl Service for StoreService {
+    fn accept(&self, stream: RouteStream) -> BoxFuture<()> {
         let peer = stream.peer();
-        if let Err(refused) = replication.route_up(stream) {
+        if let Err(refused) = self.0.route_up(stream) {
             tracing::debug!(%peer, %refused, "store stream over a route refused");
         }
+        Box::pin(std::future::ready(()))
     }
 }
 

@@ -85,7 +85,8 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<Duration, RouteError>>,
     },
     Datagram {
-        route: RouteId,
+        via: crate::Via,
+        port: u16,
         data: Bytes,
         reply: oneshot::Sender<Result<(), RouteError>>,
     },
@@ -158,7 +159,7 @@ pub(crate) struct Actor {
     pings: HashMap<(SessionId, u64), oneshot::Sender<Result<Duration, RouteError>>>,
     next_ping: u64,
     incoming: mpsc::Sender<RouteStream>,
-    datagrams: Option<mpsc::Sender<(NodeId, Bytes)>>,
+    services: crate::services::Services,
     store: Option<Arc<Store>>,
     /// Receipts received since the node last took them (to redeem).
     fresh_receipts: HashMap<[u8; 16], Vec<u8>>,
@@ -179,7 +180,7 @@ impl Actor {
         options: Options,
         inputs: mpsc::Sender<Input>,
         incoming: mpsc::Sender<RouteStream>,
-        datagrams: Option<mpsc::Sender<(NodeId, Bytes)>>,
+        services: crate::services::Services,
         store: Option<Arc<Store>>,
         saved_adverts: Vec<Vec<u8>>,
         saved_seq: u64,
@@ -214,7 +215,7 @@ impl Actor {
             pings: HashMap::new(),
             next_ping: 1,
             incoming,
-            datagrams,
+            services,
             store,
             fresh_receipts: HashMap::new(),
             batch: Batch::default(),
@@ -774,12 +775,22 @@ impl Actor {
             Event::SessionClosed { session, reason } => {
                 tracing::debug!(session, "session closed ({reason:?})");
             }
-            Event::Datagram { session, data } => {
-                if let (Some(peer), Some(datagrams)) =
-                    (self.router.session_peer(session), &self.datagrams)
-                {
-                    // Datagrams are unreliable: a slow reader loses some.
-                    let _ = datagrams.try_send((peer, data));
+            Event::Datagram {
+                session,
+                port,
+                data,
+            } => {
+                if let Some(from) = self.router.session_peer(session) {
+                    // Datagrams are unreliable: a slow service loses some.
+                    crate::services::deliver_datagram(
+                        &self.services,
+                        crate::services::Datagram {
+                            from,
+                            session,
+                            port,
+                            data,
+                        },
+                    );
                 }
             }
             Event::Pong { session, id, rtt } => {
@@ -922,10 +933,19 @@ impl Actor {
                     }
                 }
             }
-            Command::Datagram { route, data, reply } => {
-                let sent = self.route_session(route).and_then(|session| {
+            Command::Datagram {
+                via,
+                port,
+                data,
+                reply,
+            } => {
+                let session = match via {
+                    crate::Via::Route(route) => self.route_session(route),
+                    crate::Via::Session(session) => Ok(session),
+                };
+                let sent = session.and_then(|session| {
                     self.router
-                        .send_datagram(session, &data)
+                        .send_datagram(session, port, &data)
                         .map_err(RouteError::Send)
                 });
                 let _ = reply.send(sent);

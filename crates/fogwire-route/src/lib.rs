@@ -18,9 +18,8 @@ pub mod services;
 pub mod store;
 mod stream;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -30,13 +29,15 @@ use fogwire_link::proto::{ChannelConfig, ChannelId, LinkIdentity};
 use fogwire_route_proto::advert::Advert;
 use fogwire_route_proto::path::{HOPS_MAX, Path, PathError, Query};
 use fogwire_route_proto::router::{
-    self, Counters, OpenError, RouteEnd, RouteId, RouteInfo, RuleInfo, SendError, SetupError,
+    self, Counters, OpenError, RouteEnd, RouteId, RouteInfo, RuleInfo, SendError, SessionId,
+    SetupError,
 };
 use tokio::sync::{mpsc, oneshot};
 
 pub use actor::describe_path;
 use actor::{Actor, Command, INBOX_LEN, Input};
 pub use fogwire_route_proto as proto;
+pub use services::{Datagram, Limits, Service, ServiceError, Spec};
 pub use stream::{RouteStream, RouteStreamReader, RouteStreamWriter};
 
 /// Link channel of adverts (beside the router's control and data
@@ -60,8 +61,6 @@ pub fn link_channels() -> Vec<ChannelConfig> {
     ]
 }
 
-/// Datagrams received and not yet taken; more are dropped.
-const DATAGRAMS_QUEUED: usize = 1024;
 /// Incoming streams queued for the service dispatcher.
 const INCOMING_LEN: usize = 256;
 /// Services this node offers by default.
@@ -230,19 +229,21 @@ impl Listing {
     }
 }
 
-type Services = Arc<Mutex<HashMap<String, mpsc::Sender<RouteStream>>>>;
-
 /// A node's routing. Cheap to clone; every clone is the same task.
 #[derive(Clone)]
 pub struct Routing {
     node_id: NodeId,
     inputs: mpsc::Sender<Input>,
-    services: Services,
-    datagrams: Arc<Mutex<Option<DatagramReceiver>>>,
+    services: services::Services,
 }
 
-/// Datagrams arriving over routes, with their senders.
-pub type DatagramReceiver = mpsc::Receiver<(NodeId, Bytes)>;
+/// Where a datagram goes: over a route this node opened, or back on a
+/// session another node opened to this one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Route(RouteId),
+    Session(SessionId),
+}
 
 impl std::fmt::Debug for Routing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -267,12 +268,12 @@ impl Routing {
         let node_id = options.identity.node_id();
         let (inputs, inbox) = mpsc::channel(INBOX_LEN);
         let (incoming, incoming_queue) = mpsc::channel(INCOMING_LEN);
-        let (datagrams, datagram_queue) = mpsc::channel(DATAGRAMS_QUEUED);
+        let services = services::Services::default();
         let actor = Actor::new(
             options,
             inputs.clone(),
             incoming,
-            Some(datagrams),
+            services.clone(),
             store,
             loaded.adverts,
             loaded.seq,
@@ -282,11 +283,13 @@ impl Routing {
         let routing = Routing {
             node_id,
             inputs,
-            services: Arc::default(),
-            datagrams: Arc::new(Mutex::new(Some(datagram_queue))),
+            services,
         };
         tokio::spawn(services::dispatch(incoming_queue, routing.services.clone()));
-        services::start_builtin(&routing);
+        for (spec, service) in services::builtin() {
+            // Their names are valid and they take no datagrams.
+            let _ = routing.accept(spec, service);
+        }
         Ok(routing)
     }
 
@@ -392,19 +395,35 @@ impl Routing {
         }
     }
 
-    /// Sends a datagram over a route (unreliable, unordered).
-    pub async fn send_datagram(&self, route: RouteId, data: Bytes) -> Result<(), RouteError> {
-        self.ask(|reply| Command::Datagram { route, data, reply })
-            .await?
+    /// Sends a datagram over a route this node opened to the service on
+    /// `port` at its destination (unreliable, unordered).
+    pub async fn send_datagram(
+        &self,
+        route: RouteId,
+        port: u16,
+        data: Bytes,
+    ) -> Result<(), RouteError> {
+        self.datagram(Via::Route(route), port, data).await
     }
 
-    /// The datagrams that arrive over routes, with their senders (once:
-    /// later calls get `None`).
-    pub fn take_datagrams(&self) -> Option<DatagramReceiver> {
-        self.datagrams
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take()
+    /// Answers a datagram: sends one back on the session it came on.
+    pub async fn reply_datagram(
+        &self,
+        session: SessionId,
+        port: u16,
+        data: Bytes,
+    ) -> Result<(), RouteError> {
+        self.datagram(Via::Session(session), port, data).await
+    }
+
+    async fn datagram(&self, via: Via, port: u16, data: Bytes) -> Result<(), RouteError> {
+        self.ask(|reply| Command::Datagram {
+            via,
+            port,
+            data,
+            reply,
+        })
+        .await?
     }
 
     /// Opens a raw stream on a route.
@@ -420,20 +439,19 @@ impl Routing {
         Ok(stream)
     }
 
-    /// Streams opened to `service` on this node from now on (replacing
-    /// whoever served it before).
-    pub fn serve(&self, service: &str) -> mpsc::Receiver<RouteStream> {
-        let (sender, receiver) = mpsc::channel(services::QUEUE_LEN);
-        self.services
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(service.to_owned(), sender);
-        receiver
+    /// Offers `service` on this node by `spec`: streams opened to its
+    /// name, and datagrams to its port (replacing whoever served that
+    /// name).
+    pub fn accept(&self, spec: Spec, service: Arc<dyn Service>) -> Result<(), ServiceError> {
+        services::offer(&self.services, spec, service)
     }
 
     /// Closes this node's routes, writes the store, and stops the task.
     pub async fn shutdown(&self) {
         let _ = self.ask(Command::Shutdown).await;
+        // Services often hold a way back to routing; dropping them breaks
+        // that cycle, so a stopped node's files and sockets are released.
+        services::clear(&self.services);
     }
 }
 

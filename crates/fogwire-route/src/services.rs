@@ -1,10 +1,19 @@
-//! Services on route streams.
+//! Services on routes, and the way to plug one in.
 //!
-//! A stream opened to a node starts with a header naming the service it is
-//! for: `length u8 (1..=32) | name (printable ASCII)`. The dispatcher reads
-//! it and hands the stream to whoever [`crate::Routing::serve`]s that name;
-//! a stream for an unknown service, or whose header does not come within
-//! [`HEADER_TIMEOUT`], is reset.
+//! A service implements [`Service`] and is offered with
+//! [`crate::Routing::accept`] under its [`Spec`]: a name for streams and,
+//! if it takes datagrams, a port.
+//!
+//! - A stream opened to a node starts with a header naming the service it
+//!   is for: `length u8 (1..=32) | name (printable ASCII)`. The dispatcher
+//!   reads it and queues the stream for that service; a stream for an
+//!   unknown service, whose header does not come within
+//!   [`HEADER_TIMEOUT`], or that finds its service's queue full, is reset.
+//!   Each service runs at most [`Limits::streams_at_once`] of its streams.
+//! - A datagram carries the port of its service (`port u16 | data`, see
+//!   `docs/protocol/routing.md` §5); it is queued for the service on that
+//!   port, and dropped when nobody serves the port or its queue is full
+//!   (datagrams are unreliable).
 //!
 //! Built in:
 //! - `echo` writes back what it reads, then finishes;
@@ -13,37 +22,215 @@
 //! - `discard` reads to the end, then answers `bytes u64` and finishes: a
 //!   throughput measure that costs the receiver nothing but the reading.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use fogwire_identity::NodeId;
+use fogwire_route_proto::router::SessionId;
 use fogwire_route_proto::router::stream::StreamError;
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::{RouteError, RouteStream, Routing, Services};
+use crate::{RouteError, RouteStream};
 
 pub const ECHO: &str = "echo";
 pub const SINK: &str = "sink";
 pub const DISCARD: &str = "discard";
-/// Streams queued per service.
-pub const QUEUE_LEN: usize = 16;
 /// How long an incoming stream may take to name its service.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Incoming streams whose header is being read at once. With the service
 /// queues and concurrency below, this bounds the streams whose data a node
 /// buffers for services (each at most one stream window).
 const HEADERS_IN_PROGRESS_MAX: usize = 256;
-/// Streams each built-in service serves at once.
-const BUILTIN_CONCURRENCY: usize = 64;
 const SERVICE_LEN_MAX: usize = 32;
 const SINK_REPLY_LEN: usize = 8 + 32;
 
+/// A boxed future, for services.
+pub type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// A datagram that arrived for a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Datagram {
+    /// The node at the other end of the route.
+    pub from: NodeId,
+    /// The session it came on: answers go back on it
+    /// ([`crate::Routing::reply_datagram`]).
+    pub session: SessionId,
+    pub port: u16,
+    pub data: Bytes,
+}
+
+/// A service reachable over routes.
+pub trait Service: Send + Sync + 'static {
+    /// Serves one stream opened to this service (its header already
+    /// read). Runs as a task of its own, within the service's limits.
+    fn accept(&self, stream: RouteStream) -> BoxFuture<()>;
+
+    /// Takes one datagram sent to this service's port, in the order they
+    /// came, from the service's own queue. It must not block: a service
+    /// with slow work queues it itself.
+    fn datagram(&self, datagram: Datagram) {
+        let _ = datagram;
+    }
+}
+
+/// The bounds of one service's queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Streams waiting for the service; more are reset.
+    pub streams_queued: usize,
+    /// Streams the service serves at once; the queue waits beyond.
+    pub streams_at_once: usize,
+    /// Datagrams waiting for the service; more are dropped.
+    pub datagrams_queued: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            streams_queued: 16,
+            streams_at_once: 64,
+            datagrams_queued: 1024,
+        }
+    }
+}
+
+/// How a service is offered: its name, its datagram port, its bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spec {
+    pub name: &'static str,
+    pub datagram_port: Option<u16>,
+    pub limits: Limits,
+}
+
+impl Spec {
+    /// A service of streams named `name`, with the default bounds.
+    pub const fn streams(name: &'static str) -> Self {
+        Self {
+            name,
+            datagram_port: None,
+            limits: Limits {
+                streams_queued: 16,
+                streams_at_once: 64,
+                datagrams_queued: 1024,
+            },
+        }
+    }
+
+    /// Datagrams to `port` are this service's too.
+    pub const fn with_datagrams(mut self, port: u16) -> Self {
+        self.datagram_port = Some(port);
+        self
+    }
+
+    pub const fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+}
+
+/// Why a service could not be offered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    #[error("`{0}` is not a service name: 1 to 32 printable ASCII characters")]
+    BadName(String),
+    #[error("datagram port {port} is served by `{by}` already")]
+    PortTaken { port: u16, by: &'static str },
+}
+
+/// The queues of the services offered on a node, by name and by port.
+#[derive(Default)]
+pub(crate) struct Registry {
+    streams: HashMap<String, mpsc::Sender<RouteStream>>,
+    datagrams: HashMap<u16, (&'static str, mpsc::Sender<Datagram>)>,
+}
+
+pub(crate) type Services = Arc<Mutex<Registry>>;
+
+fn lock(services: &Services) -> MutexGuard<'_, Registry> {
+    services
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn valid_name(service: &str) -> bool {
+    !service.is_empty()
+        && service.len() <= SERVICE_LEN_MAX
+        && service.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Offers `service` by `spec` (replacing whoever served that name): its
+/// queues, and the tasks that feed it from them.
+pub(crate) fn offer(
+    services: &Services,
+    spec: Spec,
+    service: Arc<dyn Service>,
+) -> Result<(), ServiceError> {
+    if !valid_name(spec.name) {
+        return Err(ServiceError::BadName(spec.name.to_owned()));
+    }
+    let (streams, mut stream_queue) = mpsc::channel(spec.limits.streams_queued.max(1));
+    let mut datagram_queue = None;
+    {
+        let mut registry = lock(services);
+        if let Some(port) = spec.datagram_port {
+            if let Some((by, _)) = registry.datagrams.get(&port)
+                && *by != spec.name
+            {
+                return Err(ServiceError::PortTaken { port, by });
+            }
+            let (sender, receiver) = mpsc::channel(spec.limits.datagrams_queued.max(1));
+            registry.datagrams.insert(port, (spec.name, sender));
+            datagram_queue = Some(receiver);
+        }
+        registry.streams.insert(spec.name.to_owned(), streams);
+    }
+    let running = Arc::new(Semaphore::new(spec.limits.streams_at_once.max(1)));
+    let serving = service.clone();
+    tokio::spawn(async move {
+        while let Some(stream) = stream_queue.recv().await {
+            let Ok(permit) = running.clone().acquire_owned().await else {
+                return;
+            };
+            let served = serving.accept(stream);
+            tokio::spawn(async move {
+                served.await;
+                drop(permit);
+            });
+        }
+    });
+    if let Some(mut queue) = datagram_queue {
+        tokio::spawn(async move {
+            while let Some(datagram) = queue.recv().await {
+                service.datagram(datagram);
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Forgets every service (their tasks end with their queues).
+pub(crate) fn clear(services: &Services) {
+    let mut registry = lock(services);
+    registry.streams.clear();
+    registry.datagrams.clear();
+}
+
+/// Queues a datagram for the service on its port; false if nobody serves
+/// the port or its queue is full (it is dropped).
+pub(crate) fn deliver_datagram(services: &Services, datagram: Datagram) -> bool {
+    let sender = lock(services)
+        .datagrams
+        .get(&datagram.port)
+        .map(|(_, sender)| sender.clone());
+    sender.is_some_and(|sender| sender.try_send(datagram).is_ok())
+}
+
 /// The header that opens a stream to `service`.
 pub fn header(service: &str) -> Result<Bytes, StreamError> {
-    if service.is_empty()
-        || service.len() > SERVICE_LEN_MAX
-        || !service.bytes().all(|b| b.is_ascii_graphic())
-    {
+    if !valid_name(service) {
         return Err(StreamError::Violation);
     }
     let mut out = Vec::with_capacity(1 + service.len());
@@ -79,11 +266,7 @@ pub(crate) async fn dispatch(mut incoming: mpsc::Receiver<RouteStream>, services
                 _ => return,
             };
             drop(permit);
-            let sender = services
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .get(&name)
-                .cloned();
+            let sender = lock(&services).streams.get(&name).cloned();
             match sender {
                 Some(sender) => {
                     if sender.try_send(stream).is_err() {
@@ -98,32 +281,31 @@ pub(crate) async fn dispatch(mut incoming: mpsc::Receiver<RouteStream>, services
     }
 }
 
-pub(crate) fn start_builtin(routing: &Routing) {
-    serve_each(routing.serve(ECHO), echo);
-    serve_each(routing.serve(SINK), sink);
-    serve_each(routing.serve(DISCARD), discard);
-}
+/// A service served by one async function per stream.
+struct StreamFn<F>(F);
 
-fn serve_each<F, Fut>(mut streams: mpsc::Receiver<RouteStream>, handle: F)
+impl<F, Fut> Service for StreamFn<F>
 where
-    F: Fn(RouteStream) -> Fut + Send + 'static,
+    F: Fn(RouteStream) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), StreamError>> + Send + 'static,
 {
-    tokio::spawn(async move {
-        let running = Arc::new(Semaphore::new(BUILTIN_CONCURRENCY));
-        while let Some(stream) = streams.recv().await {
-            let Ok(permit) = running.clone().acquire_owned().await else {
-                return;
-            };
-            let served = handle(stream);
-            tokio::spawn(async move {
-                if let Err(error) = served.await {
-                    tracing::debug!("service stream ended: {error}");
-                }
-                drop(permit);
-            });
-        }
-    });
+    fn accept(&self, stream: RouteStream) -> BoxFuture<()> {
+        let served = (self.0)(stream);
+        Box::pin(async move {
+            if let Err(error) = served.await {
+                tracing::debug!("service stream ended: {error}");
+            }
+        })
+    }
+}
+
+/// The built-in services: `echo`, `sink` and `discard`.
+pub fn builtin() -> [(Spec, Arc<dyn Service>); 3] {
+    [
+        (Spec::streams(ECHO), Arc::new(StreamFn(echo))),
+        (Spec::streams(SINK), Arc::new(StreamFn(sink))),
+        (Spec::streams(DISCARD), Arc::new(StreamFn(discard))),
+    ]
 }
 
 async fn echo(mut stream: RouteStream) -> Result<(), StreamError> {

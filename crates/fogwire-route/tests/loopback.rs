@@ -11,7 +11,9 @@ use fogwire_identity::{Keypair, NodeId};
 use fogwire_link::proto::{CloseCode, Config, LinkIdentity};
 use fogwire_link::{LinkHandle, connect, establish, spawn};
 use fogwire_route::services::{SINK, send_to_sink};
-use fogwire_route::{Constraints, Options, Routing, link_channels};
+use fogwire_route::{
+    Constraints, Datagram, Options, Routing, Service, ServiceError, Spec, link_channels,
+};
 use tokio::net::TcpListener;
 
 struct Net {
@@ -147,17 +149,89 @@ async fn routes_of_one_to_three_hops_carry_pings_and_streams() {
     // Relays carried others' traffic and counted it.
     let relay = net.routings[1].routes().await.unwrap();
     assert!(relay.stats.adverts_accepted > 0);
-    // Datagrams, both ways of a 2-hop route.
-    let mut far_datagrams = net.routings[2].take_datagrams().unwrap();
-    assert!(net.routings[2].take_datagrams().is_none());
-    let opened = source.open(net.id(2), Constraints::hops(2)).await.unwrap();
+    // Datagrams, both ways of a 2-hop route, each to its service's port:
+    // the far end's service answers on the session the datagram came on.
+    let (far_sender, mut far_datagrams) = tokio::sync::mpsc::channel(8);
+    let far = &net.routings[2];
+    let answering = Arc::new(Datagrams {
+        seen: far_sender,
+        answer_with: Some(far.clone()),
+    });
+    far.accept(Spec::streams("answer").with_datagrams(5), answering)
+        .unwrap();
+    // A port serves one service.
+    let (other, _) = tokio::sync::mpsc::channel(1);
+    let taken = far.accept(
+        Spec::streams("other").with_datagrams(5),
+        Arc::new(Datagrams {
+            seen: other,
+            answer_with: None,
+        }),
+    );
+    assert!(matches!(
+        taken,
+        Err(ServiceError::PortTaken { port: 5, .. })
+    ));
+    let (near_sender, mut near_datagrams) = tokio::sync::mpsc::channel(8);
     source
-        .send_datagram(opened.route, bytes::Bytes::from_static(b"over two hops"))
+        .accept(
+            Spec::streams("answers").with_datagrams(5),
+            Arc::new(Datagrams {
+                seen: near_sender,
+                answer_with: None,
+            }),
+        )
+        .unwrap();
+    let opened = source.open(net.id(2), Constraints::hops(2)).await.unwrap();
+    // Nobody serves port 6 there: dropped.
+    source
+        .send_datagram(opened.route, 6, bytes::Bytes::from_static(b"to nobody"))
         .await
         .unwrap();
-    let (from, data) = far_datagrams.recv().await.unwrap();
-    assert_eq!(from, net.id(0));
-    assert_eq!(&data[..], b"over two hops");
+    source
+        .send_datagram(opened.route, 5, bytes::Bytes::from_static(b"over two hops"))
+        .await
+        .unwrap();
+    let there = far_datagrams.recv().await.unwrap();
+    assert_eq!(there.from, net.id(0));
+    assert_eq!(there.port, 5);
+    assert_eq!(&there.data[..], b"over two hops");
+    let back = near_datagrams.recv().await.unwrap();
+    assert_eq!(back.from, net.id(2));
+    assert_eq!(&back.data[..], b"answer: over two hops");
+    assert!(
+        far_datagrams.try_recv().is_err(),
+        "port 6 reached a service"
+    );
+}
+
+/// A datagram service that reports what it gets and may answer it.
+struct Datagrams {
+    seen: tokio::sync::mpsc::Sender<Datagram>,
+    answer_with: Option<Routing>,
+}
+
+impl Service for Datagrams {
+    fn accept(
+        &self,
+        _stream: fogwire_route::RouteStream,
+    ) -> fogwire_route::services::BoxFuture<()> {
+        Box::pin(std::future::ready(()))
+    }
+
+    fn datagram(&self, datagram: Datagram) {
+        if let Some(routing) = self.answer_with.clone() {
+            let mut answer = b"answer: ".to_vec();
+            answer.extend_from_slice(&datagram.data);
+            let session = datagram.session;
+            tokio::spawn(async move {
+                let _ = routing
+                    .reply_datagram(session, 5, bytes::Bytes::from(answer))
+                    .await;
+            });
+        }
+        let _ = self.seen.try_send(datagram);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -396,7 +396,10 @@ impl Builder {
             }),
         );
         if let Some(routing) = self.routing {
-            rpc.inner.tasks.spawn(rpc.clone().serve_routes(routing));
+            let service = Arc::new(routes::RpcService(rpc.clone()));
+            if let Err(error) = routing.accept(fogwire_route::Spec::streams(RPC_SERVICE), service) {
+                tracing::error!(%error, "cannot serve RPC over routes");
+            }
         }
         rpc
     }

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use fogwire_identity::NodeId;
-use fogwire_route::{Constraints, Opened, RouteError, RouteStream, Routing};
+use fogwire_route::{Constraints, Opened, RouteError, RouteStream, Service};
 use fogwire_rpc_proto::message::MESSAGE_LEN_MAX;
 use tokio::sync::mpsc;
 
@@ -14,6 +14,16 @@ use crate::{Role, Rpc};
 pub const RPC_SERVICE: &str = "rpc";
 /// Messages queued each way between a route stream and its connection.
 const PIPE_QUEUE: usize = 64;
+
+/// The `rpc` route service: RPC to nodes that reach this one over routes.
+pub(crate) struct RpcService(pub(crate) Rpc);
+
+impl Service for RpcService {
+    fn accept(&self, stream: RouteStream) -> fogwire_route::services::BoxFuture<()> {
+        self.0.over_stream(stream, Role::Acceptor);
+        Box::pin(std::future::ready(()))
+    }
+}
 
 impl Rpc {
     /// Carries RPC over `stream` (a route stream to or from `rpc`).
@@ -52,19 +62,6 @@ impl Rpc {
             let _ = writer.finish().await;
         });
         self.pipe_up(peer, role, incoming, outgoing);
-    }
-
-    /// Serves RPC to nodes that reach this one over routes.
-    pub(crate) async fn serve_routes(self, routing: Routing) {
-        let mut incoming = routing.serve(RPC_SERVICE);
-        loop {
-            let stream = tokio::select! {
-                stream = incoming.recv() => stream,
-                () = self.inner.shutdown.cancelled() => None,
-            };
-            let Some(stream) = stream else { break };
-            self.over_stream(stream, Role::Acceptor);
-        }
     }
 
     /// Opens a route to `peer` and carries RPC to it over a stream on it,

@@ -47,8 +47,11 @@ pub const CHANNEL_CONTROL: u16 = 0x0100;
 /// Link channel of route data packets.
 pub const CHANNEL_DATA: u16 = 0x0101;
 /// Largest datagram a session carries: a link message minus the data
-/// header and the session's overhead.
-pub const DATAGRAM_LEN_MAX: usize = 65_516 - DATA_HEADER_LEN - session::PACKET_OVERHEAD;
+/// header, the session's overhead and the datagram's port.
+pub const DATAGRAM_LEN_MAX: usize =
+    65_516 - DATA_HEADER_LEN - session::PACKET_OVERHEAD - DATAGRAM_PORT_LEN;
+/// A datagram starts with the port of the service it is for.
+const DATAGRAM_PORT_LEN: usize = 2;
 
 /// Fixed nonces of the two things a reply key seals at most once each.
 const FAIL_NONCE: [u8; 12] = [0xfa; 12];
@@ -224,10 +227,7 @@ pub enum Event {
         setup_time: Duration,
     },
     /// A route's first setup failed; the route is gone.
-    RouteFailed {
-        route: RouteId,
-        error: SetupError,
-    },
+    RouteFailed { route: RouteId, error: SetupError },
     /// A route that was up broke. Its session waits: answer with
     /// [`Router::repair_route`] or [`Router::abandon_route`].
     RouteBroken {
@@ -244,26 +244,20 @@ pub enum Event {
         setup_time: Duration,
     },
     /// A route this node opened is gone, with its session.
-    RouteDown {
-        route: RouteId,
-        reason: RouteEnd,
-    },
+    RouteDown { route: RouteId, reason: RouteEnd },
     /// A route to this node was set up by `peer`.
-    SessionOpened {
-        session: SessionId,
-        peer: NodeId,
-    },
+    SessionOpened { session: SessionId, peer: NodeId },
     /// The source of a session moved it to a new route.
-    SessionResumed {
-        session: SessionId,
-    },
+    SessionResumed { session: SessionId },
     /// A session this node was the destination of has ended.
     SessionClosed {
         session: SessionId,
         reason: TeardownReason,
     },
+    /// A datagram for the service on `port`.
     Datagram {
         session: SessionId,
+        port: u16,
         data: Bytes,
     },
     Pong {
@@ -300,10 +294,7 @@ pub enum Event {
         error: Option<StreamError>,
     },
     /// A relay received a valid receipt for a route through it.
-    Receipt {
-        receipt: Receipt,
-        encoded: Bytes,
-    },
+    Receipt { receipt: Receipt, encoded: Bytes },
 }
 
 /// A message for a neighbour.
@@ -1329,10 +1320,14 @@ impl Router {
             return;
         };
         match kind {
-            session::KIND_DATAGRAM => self.events.push_back(Event::Datagram {
-                session: session_id,
-                data: payload,
-            }),
+            session::KIND_DATAGRAM if payload.len() >= DATAGRAM_PORT_LEN => {
+                let port = u16::from_be_bytes([payload[0], payload[1]]);
+                self.events.push_back(Event::Datagram {
+                    session: session_id,
+                    port,
+                    data: payload.slice(DATAGRAM_PORT_LEN..),
+                });
+            }
             session::KIND_PING => {
                 let _ = self.send_packet(session_id, session::KIND_PONG, &payload);
             }
@@ -1380,12 +1375,21 @@ impl Router {
         )
     }
 
-    /// Sends a datagram on a session (unreliable: lost if the route breaks).
-    pub fn send_datagram(&mut self, session: SessionId, data: &[u8]) -> Result<(), SendError> {
+    /// Sends a datagram on a session to the service on `port` at the other
+    /// end (unreliable: lost if the route breaks).
+    pub fn send_datagram(
+        &mut self,
+        session: SessionId,
+        port: u16,
+        data: &[u8],
+    ) -> Result<(), SendError> {
         if data.len() > DATAGRAM_LEN_MAX {
             return Err(SendError::TooLong { len: data.len() });
         }
-        self.send_packet(session, session::KIND_DATAGRAM, data)
+        let mut body = Vec::with_capacity(DATAGRAM_PORT_LEN + data.len());
+        body.extend_from_slice(&port.to_be_bytes());
+        body.extend_from_slice(data);
+        self.send_packet(session, session::KIND_DATAGRAM, &body)
     }
 
     /// Sends an end-to-end ping; [`Event::Pong`] reports its round trip.

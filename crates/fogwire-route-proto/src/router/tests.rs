@@ -302,18 +302,20 @@ fn a_route_is_set_up_in_one_round_trip_and_carries_datagrams_both_ways() {
     let far_session = *far_session;
 
     net.routers[0]
-        .send_datagram(session, b"hello far end")
+        .send_datagram(session, 7, b"hello far end")
         .unwrap();
     net.routers[3]
-        .send_datagram(far_session, b"hello source")
+        .send_datagram(far_session, 9, b"hello source")
         .unwrap();
     net.run(Duration::from_millis(50));
     assert!(net.take_events(3).contains(&Event::Datagram {
         session: far_session,
+        port: 7,
         data: Bytes::from_static(b"hello far end")
     }));
     assert!(net.take_events(0).contains(&Event::Datagram {
         session,
+        port: 9,
         data: Bytes::from_static(b"hello source")
     }));
     // Relays counted the packets each way.
@@ -794,7 +796,9 @@ fn relays_get_receipts_signed_by_the_source_and_only_their_own() {
     let mut net = Net::line(4);
     let (route, session) = net.open_up(0, &[1, 2, 3]);
     net.take_events(3);
-    net.routers[0].send_datagram(session, &[0u8; 1000]).unwrap();
+    net.routers[0]
+        .send_datagram(session, 1, &[0u8; 1000])
+        .unwrap();
     net.run(Config::default().receipt_interval + Duration::from_secs(1));
     let counters = net.routers[0].route_counters(route).unwrap();
     for relay in [1, 2] {
@@ -826,7 +830,7 @@ fn relays_get_receipts_signed_by_the_source_and_only_their_own() {
     // No new traffic, no new receipts; closing sends the final ones.
     net.run(Config::default().receipt_interval * 2);
     assert!(net.take_events(1).is_empty());
-    net.routers[0].send_datagram(session, b"more").unwrap();
+    net.routers[0].send_datagram(session, 1, b"more").unwrap();
     let now = net.now();
     net.routers[0].close_route(route, now);
     net.run(Duration::from_millis(100));
