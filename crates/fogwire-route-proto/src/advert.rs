@@ -144,6 +144,16 @@ impl Advert {
         (self, bytes)
     }
 
+    /// The origin's key bytes and the sequence number an advert's wire
+    /// form claims, unverified: enough to recognise a copy of an advert
+    /// already held without checking a signature.
+    pub fn peek(bytes: &[u8]) -> Option<([u8; 32], u64)> {
+        let origin: [u8; 32] = bytes.get(..32)?.try_into().ok()?;
+        let body = bytes.get(SignedRecord::HEADER_LEN..)?;
+        let seq = body.get(1..9)?;
+        Some((origin, u64::from_be_bytes(seq.try_into().ok()?)))
+    }
+
     /// Decodes and verifies an advert's wire form. Does not check its times:
     /// see [`Advert::check_time`].
     pub fn decode(bytes: &[u8]) -> Result<Advert, AdvertError> {

@@ -6,13 +6,17 @@
 //! - [`path`]: constrained shortest paths computed at the source;
 //! - [`router`]: label-switched routes, their setup, forwarding, end-to-end
 //!   sessions and streams, repair and receipts;
-//! - [`repair`]: what a broken route's new path must avoid.
+//! - [`control_plane`]: the adverts a node holds, issues (rate-limited)
+//!   and floods;
+//! - [`repair`]: the routes a node opened, and how a broken one moves to a
+//!   path that avoids what broke.
 //!
 //! Architecture invariant: like `fogwire-link-proto`, no sockets, no tasks,
 //! no clock: time comes in as arguments (`now_ms`, Unix milliseconds, since
 //! adverts carry wall-clock times).
 
 pub mod advert;
+pub mod control_plane;
 pub mod graph;
 pub mod path;
 pub mod repair;

@@ -1,15 +1,22 @@
-//! What a source avoids when it moves a broken route to a new path.
+//! The routes a node opened, and how they are repaired.
 //!
-//! The router reports where a route broke as precisely as it knows
-//! ([`Broken`]); this turns that into nodes and links for the next path
-//! query to stay away from. Avoidance accumulates over the attempts of one
-//! repair, so a route never goes back to a path that just failed.
+//! [`Sources`] opens a route on the lowest-latency path the topology
+//! allows, and when the router reports it broken ([`Broken`], as precisely
+//! as it knows), turns that into nodes and links to avoid ([`Avoid`]) and
+//! moves the route to the best path that stays away from them. Avoidance
+//! accumulates over the attempts of one repair, so a route never goes back
+//! to a path that just failed; after [`ATTEMPTS_MAX`] failed paths, or when
+//! the destination itself refuses, the route is abandoned. A repair that
+//! succeeds starts the count again.
+
+use std::collections::BTreeMap;
 
 use fogwire_identity::NodeId;
 
-use crate::path::Query;
+use crate::path::{self, Path, PathError, Query};
 use crate::router::message::FailReason;
-use crate::router::{Broken, SetupError};
+use crate::router::{Broken, Hop, Now, OpenError, RouteId, Router, SessionId, SetupError};
+use crate::topology::Topology;
 
 /// Most paths tried for one repair before the route is abandoned.
 pub const ATTEMPTS_MAX: u32 = 4;
@@ -85,6 +92,185 @@ impl Avoid {
         query.avoid_links.extend(self.links.iter().copied());
         query
     }
+}
+
+/// Why a route could not be opened or moved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RouteOpenError {
+    #[error("{0}")]
+    NoPath(#[from] PathError),
+    #[error("{0} has not advertised itself (see `fogwire nodes`)")]
+    Unknown(NodeId),
+    #[error("cannot open the route: {0}")]
+    Open(#[from] OpenError),
+}
+
+/// A route this node opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub destination: NodeId,
+    /// What its paths must respect (before avoidance).
+    pub query: Query,
+    /// Its session, once it is up.
+    pub session: Option<SessionId>,
+    /// The advertised one-way latency of its current path.
+    pub latency_us: u64,
+    avoid: Avoid,
+    attempts: u32,
+}
+
+/// What became of a broken route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Repair {
+    /// It is being set up along this path.
+    Moving(Path),
+    /// It was abandoned (the router reports it down), and why.
+    Abandoned(String),
+}
+
+/// The routes this node opened.
+#[derive(Debug, Default)]
+pub struct Sources {
+    routes: BTreeMap<RouteId, Source>,
+}
+
+impl Sources {
+    /// Opens a route on the best path for `query`; the router reports it
+    /// up (or failed) later.
+    pub fn open(
+        &mut self,
+        router: &mut Router,
+        topology: &mut Topology,
+        query: Query,
+        now: Now,
+    ) -> Result<(RouteId, Path), RouteOpenError> {
+        let best = best_path(topology, query.clone())?;
+        let hops = hops(topology, &best.nodes[1..])?;
+        let route = router.open_route(&hops, now)?;
+        self.routes.insert(
+            route,
+            Source {
+                destination: query.destination,
+                query,
+                session: None,
+                latency_us: best.latency_us,
+                avoid: Avoid::default(),
+                attempts: 0,
+            },
+        );
+        Ok((route, best))
+    }
+
+    pub fn get(&self, route: RouteId) -> Option<&Source> {
+        self.routes.get(&route)
+    }
+
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// The route came up (or back up) with `session`.
+    pub fn up(&mut self, route: RouteId, session: SessionId) {
+        if let Some(source) = self.routes.get_mut(&route) {
+            source.session = Some(session);
+        }
+    }
+
+    /// The route moved to its new path: the next break starts afresh.
+    pub fn repaired(&mut self, route: RouteId) {
+        if let Some(source) = self.routes.get_mut(&route) {
+            source.attempts = 0;
+            source.avoid = Avoid::default();
+        }
+    }
+
+    /// The route is gone (down, failed or closed).
+    pub fn remove(&mut self, route: RouteId) -> Option<Source> {
+        self.routes.remove(&route)
+    }
+
+    /// The router reports `route` broken on `path` (the hops after this
+    /// node) because of `cause`: moves it to a new path that avoids what
+    /// broke, or abandons it.
+    pub fn broken(
+        &mut self,
+        router: &mut Router,
+        topology: &mut Topology,
+        route: RouteId,
+        path: &[NodeId],
+        cause: &Broken,
+        now: Now,
+    ) -> Repair {
+        let local = topology.local();
+        let Some(source) = self.routes.get_mut(&route) else {
+            let detail = "not a route this node tracks";
+            router.abandon_route(route, detail, now);
+            return Repair::Abandoned(detail.into());
+        };
+        source.attempts += 1;
+        let repairable = source.avoid.learn(local, path, cause);
+        if !repairable || source.attempts > ATTEMPTS_MAX {
+            let detail = if repairable {
+                format!("{ATTEMPTS_MAX} new paths failed")
+            } else {
+                format!("the destination cannot take the session back ({cause:?})")
+            };
+            router.abandon_route(route, detail.clone(), now);
+            return Repair::Abandoned(detail);
+        }
+        let query = source.avoid.apply(source.query.clone());
+        let moved = best_path(topology, query).and_then(|best| {
+            let hops = hops(topology, &best.nodes[1..])?;
+            router.repair_route(route, &hops, now)?;
+            Ok(best)
+        });
+        match moved {
+            Ok(best) => {
+                if let Some(source) = self.routes.get_mut(&route) {
+                    source.latency_us = best.latency_us;
+                }
+                Repair::Moving(best)
+            }
+            Err(error) => {
+                let detail = format!("no path remains: {error}");
+                router.abandon_route(route, detail.clone(), now);
+                Repair::Abandoned(detail)
+            }
+        }
+    }
+}
+
+/// The lowest-latency path for `query`.
+fn best_path(topology: &mut Topology, query: Query) -> Result<Path, RouteOpenError> {
+    let query = Query {
+        alternatives: 1,
+        ..query
+    };
+    path::find(topology.graph(), &query)?
+        .into_iter()
+        .next()
+        .ok_or(RouteOpenError::NoPath(PathError::NoPath))
+}
+
+/// The hops of a path: each node with the key its adverts name.
+pub fn hops(topology: &Topology, nodes: &[NodeId]) -> Result<Vec<Hop>, RouteOpenError> {
+    nodes
+        .iter()
+        .map(|node| {
+            topology
+                .get(node)
+                .map(|advert| Hop {
+                    node: *node,
+                    link_key: advert.link_key,
+                })
+                .ok_or(RouteOpenError::Unknown(*node))
+        })
+        .collect()
 }
 
 #[cfg(test)]

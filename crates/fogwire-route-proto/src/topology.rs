@@ -1,7 +1,7 @@
 //! Each node's copy of the network: the latest valid advert of every origin,
 //! and the graph built from them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use fogwire_identity::NodeId;
 
@@ -90,8 +90,12 @@ struct Bucket {
 pub struct Topology {
     local: NodeId,
     config: Config,
-    entries: HashMap<NodeId, Entry>,
-    buckets: HashMap<NodeId, Bucket>,
+    /// Ordered, so everything built from them (graphs, syncs) is the same
+    /// on every run: the simulation replays from its seed.
+    /// By the origin's key bytes, so a copy already held is recognised
+    /// before any cryptography is spent on it.
+    entries: BTreeMap<[u8; 32], Entry>,
+    buckets: BTreeMap<NodeId, Bucket>,
     bytes: usize,
     graph: Option<Graph>,
 }
@@ -101,8 +105,8 @@ impl Topology {
         Self {
             local,
             config,
-            entries: HashMap::new(),
-            buckets: HashMap::new(),
+            entries: BTreeMap::new(),
+            buckets: BTreeMap::new(),
             bytes: 0,
             graph: None,
         }
@@ -114,18 +118,39 @@ impl Topology {
 
     /// Takes in an advert received from a peer (or loaded from disk).
     pub fn handle_advert(&mut self, bytes: &[u8], now_ms: u64) -> Result<Accepted, Refused> {
+        // Floods bring each advert from every neighbour: a copy of one held
+        // (or an older one) is refused before its signature is checked. A
+        // forgery that claims a held sequence number is refused just the
+        // same, and changes nothing.
+        if let Some((origin, seq)) = Advert::peek(bytes)
+            && origin != *self.local.as_bytes()
+            && let Some(held) = self.entries.get(&origin)
+        {
+            if held.advert.seq == seq {
+                return Err(Refused::Duplicate);
+            }
+            if held.advert.seq > seq {
+                return Err(Refused::Old {
+                    have: held.advert.seq,
+                    got: seq,
+                });
+            }
+        }
         let advert = Advert::decode(bytes)?;
         advert.check_time(now_ms)?;
         let origin = advert.origin;
         if origin == self.local {
-            let own_seq = self.entries.get(&origin).map_or(0, |e| e.advert.seq);
+            let own_seq = self
+                .entries
+                .get(origin.as_bytes())
+                .map_or(0, |e| e.advert.seq);
             return Err(if advert.seq > own_seq {
                 Refused::OwnNewer { seq: advert.seq }
             } else {
                 Refused::Duplicate
             });
         }
-        match self.entries.get(&origin) {
+        match self.entries.get(origin.as_bytes()) {
             Some(held) if held.advert.seq == advert.seq => return Err(Refused::Duplicate),
             Some(held) if held.advert.seq > advert.seq => {
                 return Err(Refused::Old {
@@ -146,7 +171,10 @@ impl Topology {
         self.insert(advert, bytes.to_vec());
         Ok(Accepted {
             origin,
-            seq: self.entries.get(&origin).map_or(0, |e| e.advert.seq),
+            seq: self
+                .entries
+                .get(origin.as_bytes())
+                .map_or(0, |e| e.advert.seq),
         })
     }
 
@@ -180,7 +208,10 @@ impl Topology {
 
     fn insert(&mut self, advert: Advert, bytes: Vec<u8>) {
         self.bytes += bytes.len();
-        if let Some(old) = self.entries.insert(advert.origin, Entry { advert, bytes }) {
+        if let Some(old) = self
+            .entries
+            .insert(*advert.origin.as_bytes(), Entry { advert, bytes })
+        {
             self.bytes -= old.bytes.len();
         }
         self.graph = None;
@@ -195,7 +226,7 @@ impl Topology {
             .map(|entry| entry.advert.origin)
             .collect();
         for origin in &expired {
-            if let Some(entry) = self.entries.remove(origin) {
+            if let Some(entry) = self.entries.remove(origin.as_bytes()) {
                 self.bytes -= entry.bytes.len();
             }
             self.buckets.remove(origin);
@@ -207,7 +238,9 @@ impl Topology {
     }
 
     pub fn get(&self, origin: &NodeId) -> Option<&Advert> {
-        self.entries.get(origin).map(|entry| &entry.advert)
+        self.entries
+            .get(origin.as_bytes())
+            .map(|entry| &entry.advert)
     }
 
     /// Every advert held with its wire form (to persist, or to send to a
@@ -237,7 +270,7 @@ impl Topology {
     }
 
     fn build_graph(&self) -> Graph {
-        let mut ids: Vec<NodeId> = self.entries.keys().copied().collect();
+        let mut ids: Vec<NodeId> = self.entries.values().map(|e| e.advert.origin).collect();
         ids.sort();
         let position: HashMap<NodeId, u32> = ids
             .iter()
@@ -255,7 +288,7 @@ impl Topology {
                 }
                 let Some(back) = self
                     .entries
-                    .get(&link.neighbour)
+                    .get(link.neighbour.as_bytes())
                     .and_then(|other| other.advert.links.iter().find(|l| l.neighbour == from))
                 else {
                     continue;

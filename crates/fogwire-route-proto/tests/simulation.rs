@@ -1,11 +1,12 @@
 //! A deterministic simulation of a 100-node network on in-memory links.
 //!
-//! Every node runs a real [`Router`]; links delay messages by a per-link
-//! latency and lose some at random; a seeded schedule cuts links (some
-//! cleanly, some by silently swallowing everything for a while) and
-//! brings them back. Sources compute paths from signed adverts, open
-//! routes, stream data over them, and repair them when they break, as the
-//! node's router task does. At the end every byte that arrived must be
+//! Every node runs the real sans-IO code a node runs: a [`Router`], a
+//! [`ControlPlane`] that issues, rate-limits and floods its signed adverts
+//! over the links, and the [`Sources`] that open its routes on paths from
+//! its own graph and repair them when they break. Links delay messages by
+//! a per-link latency and lose some at random; a seeded schedule cuts
+//! links (some cleanly, some by silently swallowing everything for a
+//! while) and brings them back. At the end every byte that arrived must be
 //! exactly what was sent, in order, most transfers must have completed
 //! despite the failures, and once every route is closed no node may hold
 //! a rule or a session.
@@ -24,12 +25,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fogwire_identity::{Keypair, NodeId};
 use fogwire_link_proto::LinkIdentity;
-use fogwire_route_proto::Topology;
-use fogwire_route_proto::advert::{Advert, AdvertLink};
-use fogwire_route_proto::path::{self, Query};
-use fogwire_route_proto::repair::{ATTEMPTS_MAX, Avoid};
+use fogwire_route_proto::control_plane::{ControlPlane, PlaneEvent, Settings};
+use fogwire_route_proto::path::Query;
+use fogwire_route_proto::repair::{Repair, Sources};
 use fogwire_route_proto::router::{
-    Config, Event, Hop, Now, RouteId, Router, SessionId, StreamId, Transmit, stream,
+    Config, Event, Now, RouteId, Router, SessionId, StreamId, Transmit, stream,
 };
 
 const NODES: usize = 100;
@@ -88,8 +88,6 @@ struct Transfer {
     stream: Option<StreamId>,
     written: usize,
     finished_writing: bool,
-    avoid: Avoid,
-    attempts: u32,
     opens: u32,
     next_open: Duration,
     received: Vec<u8>,
@@ -105,25 +103,29 @@ impl Transfer {
     }
 }
 
+/// What crosses a link: a router's message, or an advert.
+enum Message {
+    Router(Transmit),
+    Advert(Bytes),
+}
+
 struct Sim {
     rng: Rng,
     start: Instant,
     now: Duration,
     ids: Vec<NodeId>,
-    keypairs: Vec<Arc<Keypair>>,
-    link_keys: Vec<[u8; 32]>,
     routers: Vec<Router>,
+    planes: Vec<ControlPlane>,
+    sources: Vec<Sources>,
     links: BTreeMap<(usize, usize), Link>,
-    in_flight: BTreeMap<(Duration, u64), (usize, usize, Transmit)>,
+    in_flight: BTreeMap<(Duration, u64), (usize, usize, Message)>,
     sequence: u64,
-    topology: Topology,
-    topology_due: Option<Duration>,
     transfers: Vec<Transfer>,
     /// (node, session, stream) → transfer receiving on it.
     receivers: BTreeMap<(usize, SessionId, StreamId), usize>,
     failures: u32,
     repairs: u32,
-    advert_seq: u64,
+    adverts_sent: u64,
 }
 
 fn key(a: usize, b: usize) -> (usize, usize) {
@@ -144,23 +146,34 @@ impl Sim {
             },
             ..Config::default()
         };
-        let mut keypairs = Vec::new();
+        let start = epoch();
+        let begin = Now {
+            instant: start,
+            unix_ms: UNIX_START_MS,
+        };
         let mut routers = Vec::new();
-        let mut link_keys = Vec::new();
+        let mut planes = Vec::new();
         for _ in 0..NODES {
             let mut seed_bytes = [0u8; 32];
             rng.fill(&mut seed_bytes);
             let keypair = Arc::new(Keypair::from_seed(&seed_bytes));
             let identity = Arc::new(LinkIdentity::generate(keypair.clone()).unwrap());
-            link_keys.push(identity.noise_static_key().try_into().unwrap());
+            let settings = Settings {
+                keypair,
+                link_key: identity.noise_static_key().try_into().unwrap(),
+                lifetime: Duration::from_secs(600),
+                addresses: Vec::new(),
+                services: Vec::new(),
+                capacity_kbps: 1_000_000,
+            };
+            planes.push(ControlPlane::new(settings, Vec::new(), 0, begin));
             let mut router_rng = Rng(rng.next());
             routers.push(
                 Router::new(identity, config.clone())
                     .with_random_source(Box::new(move |bytes| router_rng.fill(bytes))),
             );
-            keypairs.push(keypair);
         }
-        let ids: Vec<NodeId> = keypairs.iter().map(|k| k.node_id()).collect();
+        let ids: Vec<NodeId> = planes.iter().map(|p| p.topology().local()).collect();
         // A ring, so the network stays connected when a chord fails, and
         // random chords, so there are other paths.
         let mut links = BTreeMap::new();
@@ -184,30 +197,25 @@ impl Sim {
         }
         let mut sim = Sim {
             rng,
-            start: epoch(),
+            start,
             now: Duration::ZERO,
-            topology: Topology::new(ids[0], Default::default()),
             ids,
-            keypairs,
-            link_keys,
             routers,
+            planes,
+            sources: (0..NODES).map(|_| Sources::default()).collect(),
             links,
             in_flight: BTreeMap::new(),
             sequence: 0,
-            topology_due: None,
             transfers: Vec::new(),
             receivers: BTreeMap::new(),
             failures: 0,
             repairs: 0,
-            advert_seq: 0,
+            adverts_sent: 0,
         };
         let up: Vec<(usize, usize)> = sim.links.keys().copied().collect();
         for (a, b) in up {
-            let (ida, idb) = (sim.ids[a], sim.ids[b]);
-            sim.routers[a].link_up(idb);
-            sim.routers[b].link_up(ida);
+            sim.connect(a, b);
         }
-        sim.refresh_topology();
         for _ in 0..TRANSFERS {
             let source = sim.rng.below(NODES as u64) as usize;
             let mut destination = sim.rng.below(NODES as u64) as usize;
@@ -227,8 +235,6 @@ impl Sim {
                 stream: None,
                 written: 0,
                 finished_writing: false,
-                avoid: Avoid::default(),
-                attempts: 0,
                 opens: 0,
                 next_open,
                 received: Vec::new(),
@@ -243,81 +249,38 @@ impl Sim {
     fn time(&self) -> Now {
         Now {
             instant: self.start + self.now,
-            unix_ms: 1_800_000_000_000 + self.now.as_millis() as u64,
+            unix_ms: UNIX_START_MS + self.now.as_millis() as u64,
         }
     }
 
-    /// Every node's advert as the links are now, as flooding would have
-    /// spread them (one shared view: a converged control plane).
-    fn refresh_topology(&mut self) {
-        self.advert_seq += 1;
+    /// Both ends of a link learn it is up: routers and control planes.
+    fn connect(&mut self, a: usize, b: usize) {
         let now = self.time();
-        let mut topology = Topology::new(self.ids[0], Default::default());
-        for node in 0..NODES {
-            let links = self
-                .links
-                .iter()
-                .filter(|(k, link)| (k.0 == node || k.1 == node) && link.state != LinkState::Down)
-                .map(|(&(a, b), link)| AdvertLink {
-                    neighbour: self.ids[if a == node { b } else { a }],
-                    latency_us: link.delay.as_micros() as u32,
-                    capacity_kbps: 1_000_000,
-                })
-                .collect();
-            let advert = Advert {
-                origin: self.ids[node],
-                seq: self.advert_seq,
-                issued_at_ms: now.unix_ms,
-                lifetime_secs: 600,
-                link_key: self.link_keys[node],
-                addresses: Vec::new(),
-                links,
-                services: Vec::new(),
-            };
-            let (advert, bytes) = advert.sign(&self.keypairs[node]);
-            if node == 0 {
-                topology.set_local(advert, bytes);
-            } else {
-                topology.handle_advert(&bytes, now.unix_ms).unwrap();
-            }
+        let delay = self.links[&key(a, b)].delay;
+        for (this, other) in [(a, b), (b, a)] {
+            let peer = self.ids[other];
+            self.routers[this].link_up(peer);
+            self.planes[this].link_up(peer, now);
+            self.planes[this].set_rtt(peer, delay * 2);
         }
-        self.topology = topology;
-    }
-
-    fn hops(&self, nodes: &[NodeId]) -> Vec<Hop> {
-        nodes
-            .iter()
-            .map(|id| {
-                let index = self.ids.iter().position(|n| n == id).unwrap();
-                Hop {
-                    node: *id,
-                    link_key: self.link_keys[index],
-                }
-            })
-            .collect()
-    }
-
-    fn query(&self, transfer: usize) -> Query {
-        let t = &self.transfers[transfer];
-        let query = Query {
-            max_hops: 8,
-            ..Query::new(self.ids[t.source], self.ids[t.destination])
-        };
-        t.avoid.apply(query)
     }
 
     fn open(&mut self, index: usize) {
-        let query = self.query(index);
         let now = self.time();
         let t = &mut self.transfers[index];
         t.opens += 1;
         t.next_open = self.now + Duration::from_secs(2);
-        let Ok(paths) = path::find(self.topology.graph(), &query) else {
-            return;
+        let (source, destination) = (t.source, t.destination);
+        let query = Query {
+            max_hops: 8,
+            ..Query::new(self.ids[source], self.ids[destination])
         };
-        let hops = self.hops(&paths[0].nodes[1..]);
-        let source = self.transfers[index].source;
-        if let Ok(route) = self.routers[source].open_route(&hops, now) {
+        if let Ok((route, _)) = self.sources[source].open(
+            &mut self.routers[source],
+            self.planes[source].topology_mut(),
+            query,
+            now,
+        ) {
             self.transfers[index].route = Some(route);
         }
     }
@@ -332,6 +295,7 @@ impl Sim {
         let now = self.time();
         match event {
             Event::RouteUp { route, session, .. } => {
+                self.sources[node].up(route, session);
                 let Some(index) = self.transfer_of_route(node, route) else {
                     return;
                 };
@@ -341,44 +305,29 @@ impl Sim {
                 t.stream = Some(stream);
             }
             Event::RouteFailed { route, .. } => {
+                self.sources[node].remove(route);
                 if let Some(index) = self.transfer_of_route(node, route) {
                     self.transfers[index].route = None;
                 }
             }
             Event::RouteBroken { route, path, cause } => {
                 self.failures += 1;
-                let Some(index) = self.transfer_of_route(node, route) else {
-                    self.routers[node].abandon_route(route, "unknown", now);
-                    return;
-                };
-                let source = self.ids[node];
-                let t = &mut self.transfers[index];
-                t.attempts += 1;
-                if !t.avoid.learn(source, &path, &cause) || t.attempts > ATTEMPTS_MAX {
-                    self.routers[node].abandon_route(route, "gave up", now);
-                    return;
-                }
-                let query = self.query(index);
-                match path::find(self.topology.graph(), &query) {
-                    Ok(paths) => {
-                        let hops = self.hops(&paths[0].nodes[1..]);
-                        if self.routers[node].repair_route(route, &hops, now).is_err() {
-                            self.routers[node].abandon_route(route, "repair refused", now);
-                        }
-                    }
-                    Err(_) => {
-                        self.routers[node].abandon_route(route, "no path", now);
-                    }
-                }
+                // The node's own repair policy decides.
+                let _: Repair = self.sources[node].broken(
+                    &mut self.routers[node],
+                    self.planes[node].topology_mut(),
+                    route,
+                    &path,
+                    &cause,
+                    now,
+                );
             }
             Event::RouteRepaired { route, .. } => {
                 self.repairs += 1;
-                if let Some(index) = self.transfer_of_route(node, route) {
-                    self.transfers[index].attempts = 0;
-                    self.transfers[index].avoid = Avoid::default();
-                }
+                self.sources[node].repaired(route);
             }
             Event::RouteDown { route, .. } => {
+                self.sources[node].remove(route);
                 if let Some(index) = self.transfer_of_route(node, route) {
                     let t = &mut self.transfers[index];
                     if !t.done {
@@ -447,31 +396,60 @@ impl Sim {
         }
     }
 
+    /// Puts a message on the link from `from` to `to` (lost if the link is
+    /// not up, or at random).
+    fn send(&mut self, from: usize, to_id: NodeId, message: Message) {
+        let to = self.index(to_id);
+        let Some(link) = self.links.get(&key(from, to)) else {
+            return;
+        };
+        if link.state != LinkState::Up || self.rng.chance(2_000) {
+            return;
+        }
+        let jitter = Duration::from_micros(self.rng.below(500));
+        let at = self.now + link.delay + jitter;
+        self.sequence += 1;
+        self.in_flight
+            .insert((at, self.sequence), (from, to, message));
+    }
+
+    fn index(&self, id: NodeId) -> usize {
+        self.ids.iter().position(|n| *n == id).unwrap()
+    }
+
     fn collect(&mut self) {
         loop {
             let mut idle = true;
             for from in 0..NODES {
                 while let Some(transmit) = self.routers[from].poll_transmit() {
                     idle = false;
-                    let to_id = match &transmit {
+                    let to = match &transmit {
                         Transmit::Control { to, .. } | Transmit::Data { to, .. } => *to,
                     };
-                    let to = self.ids.iter().position(|id| *id == to_id).unwrap();
-                    let Some(link) = self.links.get(&key(from, to)) else {
-                        continue;
-                    };
-                    if link.state != LinkState::Up || self.rng.chance(2_000) {
-                        continue;
-                    }
-                    let jitter = Duration::from_micros(self.rng.below(500));
-                    let at = self.now + link.delay + jitter;
-                    self.sequence += 1;
-                    self.in_flight
-                        .insert((at, self.sequence), (from, to, transmit));
+                    self.send(from, to, Message::Router(transmit));
                 }
                 while let Some(event) = self.routers[from].poll_event() {
                     idle = false;
                     self.on_event(from, event);
+                }
+                while let Some((to, advert)) = self.planes[from].poll_transmit() {
+                    idle = false;
+                    self.adverts_sent += 1;
+                    self.send(from, to, Message::Advert(advert));
+                }
+                while let Some(event) = self.planes[from].poll_event() {
+                    idle = false;
+                    if let PlaneEvent::Sync(peer) = event {
+                        // The new neighbour gets every advert held.
+                        let known: Vec<Bytes> = self.planes[from]
+                            .topology()
+                            .adverts()
+                            .map(|(_, bytes)| Bytes::copy_from_slice(bytes))
+                            .collect();
+                        for advert in known {
+                            self.send(from, peer, Message::Advert(advert));
+                        }
+                    }
                 }
             }
             self.feed();
@@ -521,15 +499,12 @@ impl Sim {
                     .retain(|_, (from, to, _)| key(*from, *to) != (a, b));
                 self.routers[a].link_down(idb, now);
                 self.routers[b].link_down(ida, now);
+                self.planes[a].link_down(idb, now);
+                self.planes[b].link_down(ida, now);
             }
-            LinkState::Up if was == LinkState::Down => {
-                self.routers[a].link_up(idb);
-                self.routers[b].link_up(ida);
-            }
+            LinkState::Up if was == LinkState::Down => self.connect(a, b),
             _ => {}
         }
-        // Adverts reach everyone a little later.
-        self.topology_due = Some(self.now + Duration::from_millis(300));
     }
 
     fn run(&mut self) {
@@ -547,6 +522,7 @@ impl Sim {
                 .routers
                 .iter()
                 .filter_map(Router::poll_timeout)
+                .chain(self.planes.iter().filter_map(ControlPlane::poll_timeout))
                 .min()
                 .map(|at| at.saturating_duration_since(self.start));
             let scheduled = schedule.keys().next().copied();
@@ -557,19 +533,12 @@ impl Sim {
                 .map(|t| t.next_open)
                 .min();
             let failure = (!closed_all).then_some(next_failure);
-            let next = [
-                message,
-                timers,
-                scheduled,
-                opens,
-                self.topology_due,
-                failure,
-            ]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(self.now + Duration::from_secs(1))
-            .max(self.now);
+            let next = [message, timers, scheduled, opens, failure]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(self.now + Duration::from_secs(1))
+                .max(self.now);
             self.now = next;
             if self.now >= next_failure && !closed_all {
                 self.fail_link(&mut schedule);
@@ -582,10 +551,6 @@ impl Sim {
                 for (a, b, state) in entry.remove() {
                     self.set_link(a, b, state);
                 }
-            }
-            if self.topology_due.is_some_and(|due| due <= self.now) {
-                self.topology_due = None;
-                self.refresh_topology();
             }
             for index in 0..self.transfers.len() {
                 let t = &self.transfers[index];
@@ -601,20 +566,26 @@ impl Sim {
                 let now = self.time();
                 let from_id = self.ids[from];
                 match transmit {
-                    Transmit::Control { message, .. } => {
+                    Message::Router(Transmit::Control { message, .. }) => {
                         self.routers[to].handle_control(from_id, message, now)
                     }
-                    Transmit::Data { header, body, .. } => {
+                    Message::Router(Transmit::Data { header, body, .. }) => {
                         let mut packet = header.to_vec();
                         packet.extend_from_slice(&body);
                         self.routers[to].handle_data(from_id, Bytes::from(packet), now)
                     }
+                    Message::Advert(advert) => self.planes[to].handle_advert(from_id, advert, now),
                 }
             }
             let now = self.time();
             for router in &mut self.routers {
                 if router.poll_timeout().is_some_and(|at| at <= now.instant) {
                     router.handle_timeout(now);
+                }
+            }
+            for plane in &mut self.planes {
+                if plane.poll_timeout().is_some_and(|at| at <= now.instant) {
+                    plane.handle_timeout(now);
                 }
             }
             self.collect();
@@ -642,6 +613,9 @@ impl Sim {
         }
     }
 }
+
+/// The wall clock at the start of a run (adverts carry wall-clock times).
+const UNIX_START_MS: u64 = 1_800_000_000_000;
 
 #[allow(clippy::disallowed_methods)]
 fn epoch() -> Instant {
@@ -690,6 +664,7 @@ fn simulate(seed: u64) -> Outcome {
         "{context}: only {completed} of {TRANSFERS} transfers completed"
     );
     assert!(sim.failures > 0, "{context}: the schedule broke no route");
+    assert!(sim.adverts_sent > 0, "{context}: no advert was flooded");
     assert!(sim.repairs > 0, "{context}: no route was repaired");
     // Nothing leaks: every rule and session is gone once routes are closed
     // and the timers have run.

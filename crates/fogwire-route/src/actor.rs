@@ -13,14 +13,13 @@ use bytes::Bytes;
 use fogwire_identity::NodeId;
 use fogwire_link::proto::{ChannelId, Message};
 use fogwire_link::{ChannelReceiver, ChannelSender, LinkHandle};
-use fogwire_route_proto::advert::{Advert, AdvertLink};
+use fogwire_route_proto::control_plane::{ControlPlane, PlaneEvent, Settings};
 use fogwire_route_proto::path::{self, Path, Query};
-use fogwire_route_proto::repair::{ATTEMPTS_MAX, Avoid};
+use fogwire_route_proto::repair::{Repair, RouteOpenError, Sources};
 use fogwire_route_proto::router::stream::{RESET_CANCELLED, StreamError};
 use fogwire_route_proto::router::{
-    Broken, Event, Hop, Now, RouteEnd, RouteId, Router, SendError, SessionId, StreamId, Transmit,
+    Event, Now, RouteEnd, RouteId, Router, SendError, SessionId, StreamId, Transmit,
 };
-use fogwire_route_proto::{Refused, Topology};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -38,15 +37,6 @@ pub(crate) const INBOX_LEN: usize = 1024;
 const BATCH_LEN: usize = 256;
 /// Pings waiting for their pong.
 const PINGS_MAX: usize = 1024;
-/// How long after a link change the node re-advertises (changes in a
-/// burst, like start-up, make one advert).
-const ADVERT_SETTLE: Duration = Duration::from_millis(300);
-/// Locally issued adverts: a burst, then one per interval. Kept below what
-/// receivers accept (4, then one per 15 s), so none is refused.
-const ADVERT_BURST: u32 = 3;
-const ADVERT_INTERVAL: Duration = Duration::from_secs(15);
-/// A link's one-way latency before its RTT is measured.
-const LATENCY_UNKNOWN_US: u32 = 1_000;
 
 pub(crate) enum Input {
     Control { from: NodeId, message: Bytes },
@@ -123,15 +113,18 @@ struct Neighbour {
     advert: ChannelSender,
 }
 
-/// A route this node opened, as the task tracks it.
-struct OwnRoute {
-    destination: NodeId,
-    constraints: Constraints,
-    session: Option<SessionId>,
-    avoid: Avoid,
-    attempts: u32,
-    opening: Option<oneshot::Sender<Result<Opened, RouteError>>>,
-    latency_us: u64,
+/// Who waits for a route this node is opening.
+type Opening = oneshot::Sender<Result<Opened, RouteError>>;
+
+impl From<RouteOpenError> for RouteError {
+    fn from(error: RouteOpenError) -> Self {
+        match error {
+            RouteOpenError::NoPath(error) => RouteError::NoPath(error),
+            RouteOpenError::Unknown(node) => RouteError::Unknown(node),
+            RouteOpenError::Open(error) => RouteError::Open(error),
+            _ => RouteError::NoRoute,
+        }
+    }
 }
 
 fn now() -> Now {
@@ -148,13 +141,13 @@ fn unix_ms() -> u64 {
 }
 
 pub(crate) struct Actor {
-    options: Options,
     node_id: NodeId,
     router: Router,
-    topology: Topology,
+    plane: ControlPlane,
+    sources: Sources,
     neighbours: HashMap<NodeId, Neighbour>,
     inputs: mpsc::Sender<Input>,
-    own: HashMap<RouteId, OwnRoute>,
+    opening: HashMap<RouteId, Opening>,
     streams: HashMap<(SessionId, StreamId), Arc<Shared>>,
     pings: HashMap<(SessionId, u64), oneshot::Sender<Result<Duration, RouteError>>>,
     next_ping: u64,
@@ -165,11 +158,6 @@ pub(crate) struct Actor {
     fresh_receipts: HashMap<[u8; 16], Vec<u8>>,
     batch: Batch,
     writing: Option<JoinHandle<()>>,
-    local_seq: u64,
-    advert_due: Option<Instant>,
-    advert_tokens: u32,
-    advert_refilled: Instant,
-    last_flood: Instant,
     stats: RoutingStats,
     stopping: Option<oneshot::Sender<()>>,
 }
@@ -188,29 +176,35 @@ impl Actor {
     ) -> Self {
         let node_id = options.identity.node_id();
         let router = Router::new(options.identity.clone(), options.router.clone());
-        let mut topology = Topology::new(node_id, Default::default());
-        let now_ms = unix_ms();
-        let mut restored = 0;
-        for bytes in &saved_adverts {
-            if topology.handle_advert(bytes, now_ms).is_ok() {
-                restored += 1;
-            }
-        }
-        if restored > 0 {
+        let settings = Settings {
+            keypair: options.identity.keypair().clone(),
+            link_key: options
+                .identity
+                .noise_static_key()
+                .try_into()
+                .unwrap_or([0; 32]),
+            lifetime: options.advert_lifetime,
+            addresses: options.addresses.clone(),
+            services: options.services.clone(),
+            capacity_kbps: options.capacity_kbps,
+        };
+        let saved = saved_adverts.len();
+        let plane = ControlPlane::new(settings, saved_adverts, saved_seq, now());
+        let restored = plane.topology().len().saturating_sub(1);
+        if saved > 0 {
             tracing::info!(
                 adverts = restored,
                 "restored the network graph from disk ({restored} nodes)"
             );
         }
-        let started = Instant::now();
-        let mut actor = Self {
-            options,
+        Self {
             node_id,
             router,
-            topology,
+            plane,
+            sources: Sources::default(),
             neighbours: HashMap::new(),
             inputs,
-            own: HashMap::new(),
+            opening: HashMap::new(),
             streams: HashMap::new(),
             pings: HashMap::new(),
             next_ping: 1,
@@ -220,20 +214,12 @@ impl Actor {
             fresh_receipts: HashMap::new(),
             batch: Batch::default(),
             writing: None,
-            local_seq: saved_seq,
-            advert_due: None,
-            advert_tokens: ADVERT_BURST,
-            advert_refilled: started,
-            last_flood: started,
             stats: RoutingStats {
                 receipts_stored,
                 ..RoutingStats::default()
             },
             stopping: None,
-        };
-        // This node is in its own graph from the start.
-        actor.issue_advert(now_ms, false);
-        actor
+        }
     }
 
     pub(crate) async fn run(mut self, mut inbox: mpsc::Receiver<Input>) {
@@ -246,10 +232,7 @@ impl Actor {
             if self.stopping.is_some() {
                 break;
             }
-            let advert_due = self
-                .advert_due
-                .filter(|_| self.advert_tokens > 0 && self.neighbours_ready());
-            let deadline = [self.router.poll_timeout(), advert_due]
+            let deadline = [self.router.poll_timeout(), self.plane.poll_timeout()]
                 .into_iter()
                 .flatten()
                 .min();
@@ -274,8 +257,9 @@ impl Actor {
                     }
                 }
                 () = &mut sleep, if deadline.is_some() => {
-                    self.router.handle_timeout(now());
-                    self.advert_if_due();
+                    let now = now();
+                    self.router.handle_timeout(now);
+                    self.plane.handle_timeout(now);
                 }
                 _ = housekeeping.tick() => self.housekeeping(),
             }
@@ -285,7 +269,7 @@ impl Actor {
 
     /// Closes every route this node opened, and writes what is unsaved.
     async fn finish(&mut self) {
-        let routes: Vec<RouteId> = self.own.keys().copied().collect();
+        let routes: Vec<RouteId> = self.router.routes().map(|route| route.id).collect();
         let now = now();
         for route in routes {
             self.router.close_route(route, now);
@@ -314,7 +298,7 @@ impl Actor {
         match input {
             Input::Control { from, message } => self.router.handle_control(from, message, now()),
             Input::Data { from, packet } => self.router.handle_data(from, packet, now()),
-            Input::Advert { from, advert } => self.on_advert(from, advert),
+            Input::Advert { from, advert } => self.plane.handle_advert(from, advert, now()),
             Input::LinkUp(link) => self.link_up(link),
             Input::LinkDown { peer, link } => self.link_down(peer, link),
             Input::Command(command) => self.command(command),
@@ -333,6 +317,18 @@ impl Actor {
             while let Some(event) = self.router.poll_event() {
                 idle = false;
                 self.on_event(event);
+            }
+            while let Some((to, advert)) = self.plane.poll_transmit() {
+                idle = false;
+                if let Some(neighbour) = self.neighbours.get(&to)
+                    && neighbour.advert.try_send(advert).is_err()
+                {
+                    self.stats.adverts_dropped += 1;
+                }
+            }
+            while let Some(event) = self.plane.poll_event() {
+                idle = false;
+                self.on_plane_event(event);
             }
             if idle {
                 return;
@@ -401,21 +397,7 @@ impl Actor {
         spawn_reader(advert_in, self.inputs.clone(), move |advert| {
             Input::Advert { from: peer, advert }
         });
-        // The new neighbour gets every advert this node holds, at the pace
-        // its link's flow control allows.
-        let known: Vec<Bytes> = self
-            .topology
-            .adverts()
-            .map(|(_, bytes)| Bytes::copy_from_slice(bytes))
-            .collect();
-        let sync = advert.clone();
-        tokio::spawn(async move {
-            for bytes in known {
-                if sync.send(bytes).await.is_err() {
-                    break;
-                }
-            }
-        });
+        let rtt = link.snapshot().rtt;
         if let Some(previous) = self.neighbours.insert(
             peer,
             Neighbour {
@@ -431,7 +413,10 @@ impl Actor {
             self.router.link_down(peer, now());
         }
         self.router.link_up(peer);
-        self.links_changed();
+        self.plane.link_up(peer, now());
+        if let Some(rtt) = rtt {
+            self.plane.set_rtt(peer, rtt);
+        }
     }
 
     fn link_down(&mut self, peer: NodeId, link: u64) {
@@ -443,131 +428,53 @@ impl Actor {
             return;
         }
         self.neighbours.remove(&peer);
-        self.router.link_down(peer, now());
-        self.links_changed();
-    }
-
-    /// Updates this node's own advert at once (so that its own path
-    /// queries see the change), and floods one soon.
-    fn links_changed(&mut self) {
-        self.issue_advert(unix_ms(), false);
-        let at = Instant::now() + ADVERT_SETTLE;
-        self.advert_due = Some(self.advert_due.map_or(at, |due| due.min(at)));
+        let now = now();
+        self.router.link_down(peer, now);
+        self.plane.link_down(peer, now);
     }
 
     // ----- adverts -----
 
-    fn issue_advert(&mut self, now_ms: u64, flood: bool) {
-        let seq = (self.local_seq + 1).max(now_ms);
-        self.local_seq = seq;
-        self.batch.seq = Some(seq);
-        let links = self
-            .neighbours
-            .iter()
-            .map(|(peer, neighbour)| AdvertLink {
-                neighbour: *peer,
-                latency_us: neighbour
-                    .link
-                    .snapshot()
-                    .rtt
-                    .map_or(LATENCY_UNKNOWN_US, |rtt| {
-                        u32::try_from(rtt.as_micros() / 2)
-                            .unwrap_or(u32::MAX)
-                            .max(1)
-                    }),
-                capacity_kbps: self.options.capacity_kbps,
-            })
-            .collect();
-        let key: [u8; 32] = self
-            .options
-            .identity
-            .noise_static_key()
-            .try_into()
-            .unwrap_or([0; 32]);
-        let advert = Advert {
-            origin: self.node_id,
-            seq,
-            issued_at_ms: now_ms,
-            lifetime_secs: self.options.advert_lifetime.as_secs().clamp(60, 3600) as u32,
-            link_key: key,
-            addresses: self.options.addresses.clone(),
-            links,
-            services: self.options.services.clone(),
-        };
-        let (advert, bytes) = advert.sign(self.options.identity.keypair());
-        self.topology.set_local(advert, bytes.clone());
-        if flood {
-            self.last_flood = Instant::now();
-            self.stats.adverts_sent += 1;
-            let bytes = Bytes::from(bytes);
-            for neighbour in self.neighbours.values() {
-                if neighbour.advert.try_send(bytes.clone()).is_err() {
-                    self.stats.adverts_dropped += 1;
-                }
-            }
-        }
-    }
-
-    /// Whether a flooded advert would reach anyone.
-    fn neighbours_ready(&self) -> bool {
-        !self.neighbours.is_empty()
-    }
-
-    /// Floods this node's advert if one is due and the local rate allows.
-    fn advert_if_due(&mut self) {
-        let now_instant = Instant::now();
-        if self.advert_due.is_some_and(|due| due <= now_instant) && self.advert_tokens > 0 {
-            self.advert_tokens -= 1;
-            self.advert_due = None;
-            self.issue_advert(unix_ms(), true);
-        }
-    }
-
-    fn on_advert(&mut self, from: NodeId, bytes: Bytes) {
-        match self.topology.handle_advert(&bytes, unix_ms()) {
-            Ok(accepted) => {
-                self.stats.adverts_accepted += 1;
-                self.batch.put_advert(accepted.origin, &bytes);
-                for (peer, neighbour) in &self.neighbours {
-                    if *peer != from && neighbour.advert.try_send(bytes.clone()).is_err() {
-                        self.stats.adverts_dropped += 1;
+    fn on_plane_event(&mut self, event: PlaneEvent) {
+        match event {
+            PlaneEvent::Stored { origin, bytes } => self.batch.put_advert(origin, &bytes),
+            PlaneEvent::Expired(origin) => self.batch.remove_advert(origin),
+            PlaneEvent::Seq(seq) => self.batch.seq = Some(seq),
+            PlaneEvent::Sync(peer) => {
+                // The new neighbour gets every advert this node holds, at
+                // the pace its link's flow control allows.
+                let Some(neighbour) = self.neighbours.get(&peer) else {
+                    return;
+                };
+                let known: Vec<Bytes> = self
+                    .plane
+                    .topology()
+                    .adverts()
+                    .map(|(_, bytes)| Bytes::copy_from_slice(bytes))
+                    .collect();
+                let sync = neighbour.advert.clone();
+                tokio::spawn(async move {
+                    for bytes in known {
+                        if sync.send(bytes).await.is_err() {
+                            break;
+                        }
                     }
-                }
+                });
             }
-            Err(Refused::OwnNewer { seq }) => {
-                // An advert of this node's previous run still circulates:
-                // outrank it.
-                self.local_seq = self.local_seq.max(seq);
-                self.advert_due = Some(Instant::now());
-            }
-            Err(Refused::Duplicate | Refused::Old { .. }) => {}
-            Err(refused) => {
-                self.stats.adverts_refused += 1;
-                tracing::debug!(peer = %from.short(), "advert refused: {refused}");
+            PlaneEvent::Refused { from, reason } => {
+                tracing::debug!(peer = %from.short(), "advert refused: {reason}");
             }
         }
     }
 
     fn housekeeping(&mut self) {
-        let now_instant = Instant::now();
-        let now_ms = unix_ms();
-        for origin in self.topology.expire(now_ms) {
-            self.batch.remove_advert(origin);
+        // Link latencies, as the keepalives measure them, for the adverts.
+        for (peer, neighbour) in &self.neighbours {
+            if let Some(rtt) = neighbour.link.snapshot().rtt {
+                self.plane.set_rtt(*peer, rtt);
+            }
         }
-        // The local advert bucket.
-        let earned = (now_instant
-            .saturating_duration_since(self.advert_refilled)
-            .as_secs()
-            / ADVERT_INTERVAL.as_secs()) as u32;
-        if earned > 0 {
-            self.advert_tokens = (self.advert_tokens + earned).min(ADVERT_BURST);
-            self.advert_refilled = now_instant;
-        }
-        let refresh = self.options.advert_lifetime / 3;
-        if now_instant.saturating_duration_since(self.last_flood) >= refresh {
-            self.advert_due.get_or_insert(now_instant);
-        }
-        self.advert_if_due();
+        self.plane.handle_timeout(now());
         self.pings.retain(|_, reply| !reply.is_closed());
         self.persist();
     }
@@ -591,121 +498,30 @@ impl Actor {
 
     // ----- routes -----
 
-    fn hops(&self, nodes: &[NodeId]) -> Result<Vec<Hop>, RouteError> {
-        nodes
-            .iter()
-            .map(|node| {
-                self.topology
-                    .get(node)
-                    .map(|advert| Hop {
-                        node: *node,
-                        link_key: advert.link_key,
-                    })
-                    .ok_or(RouteError::Unknown(*node))
-            })
-            .collect()
-    }
-
     fn find(
         &mut self,
         destination: NodeId,
         constraints: &Constraints,
-        avoid: &Avoid,
         alternatives: usize,
     ) -> Result<Vec<Path>, RouteError> {
-        let query = avoid.apply(Query {
+        let query = Query {
             alternatives,
             ..constraints.query(self.node_id, destination)
-        });
-        Ok(path::find(self.topology.graph(), &query)?)
-    }
-
-    fn open(
-        &mut self,
-        destination: NodeId,
-        constraints: Constraints,
-        reply: oneshot::Sender<Result<Opened, RouteError>>,
-    ) {
-        let opened = self
-            .find(destination, &constraints, &Avoid::default(), 1)
-            .and_then(|paths| {
-                let best = paths.into_iter().next().ok_or(RouteError::NoRoute)?;
-                let hops = self.hops(&best.nodes[1..])?;
-                let route = self
-                    .router
-                    .open_route(&hops, now())
-                    .map_err(RouteError::Open)?;
-                Ok((route, best.latency_us))
-            });
-        match opened {
-            Ok((route, latency_us)) => {
-                self.own.insert(
-                    route,
-                    OwnRoute {
-                        destination,
-                        constraints,
-                        session: None,
-                        avoid: Avoid::default(),
-                        attempts: 0,
-                        opening: Some(reply),
-                        latency_us,
-                    },
-                );
-            }
-            Err(error) => {
-                let _ = reply.send(Err(error));
-            }
-        }
-    }
-
-    fn repair(&mut self, route: RouteId, path: Vec<NodeId>, cause: Broken) {
-        let node_id = self.node_id;
-        let Some(own) = self.own.get_mut(&route) else {
-            self.router.abandon_route(route, "not tracked", now());
-            return;
         };
-        own.attempts += 1;
-        let repairable = own.avoid.learn(node_id, &path, &cause);
-        if !repairable || own.attempts > ATTEMPTS_MAX {
-            let detail = if repairable {
-                format!("{ATTEMPTS_MAX} new paths failed")
-            } else {
-                format!("the destination cannot take the session back ({cause:?})")
-            };
-            self.router.abandon_route(route, detail, now());
-            return;
-        }
-        let (destination, constraints, avoid) =
-            (own.destination, own.constraints.clone(), own.avoid.clone());
-        let attempt = self
-            .find(destination, &constraints, &avoid, 1)
-            .and_then(|paths| {
-                let best = paths.into_iter().next().ok_or(RouteError::NoRoute)?;
-                let hops = self.hops(&best.nodes[1..])?;
-                self.router
-                    .repair_route(route, &hops, now())
-                    .map_err(RouteError::Open)?;
-                Ok(best)
-            });
-        match attempt {
-            Ok(best) => {
-                tracing::info!(
-                    route,
-                    hops = best.hops(),
-                    "route broke ({cause:?}); moving it to {}",
-                    describe_path(&best.nodes)
-                );
-                if let Some(own) = self.own.get_mut(&route) {
-                    own.latency_us = best.latency_us;
-                }
+        Ok(path::find(self.plane.topology_mut().graph(), &query)?)
+    }
+
+    fn open(&mut self, destination: NodeId, constraints: Constraints, reply: Opening) {
+        let query = constraints.query(self.node_id, destination);
+        match self
+            .sources
+            .open(&mut self.router, self.plane.topology_mut(), query, now())
+        {
+            Ok((route, _)) => {
+                self.opening.insert(route, reply);
             }
             Err(error) => {
-                tracing::warn!(
-                    route,
-                    "route broke ({cause:?}) and no path remains: {error}"
-                );
-                self.router
-                    .abandon_route(route, format!("no path remains: {error}"), now());
+                let _ = reply.send(Err(error.into()));
             }
         }
     }
@@ -718,35 +534,51 @@ impl Actor {
                 setup_time,
             } => {
                 let path = self.router.route_path(route).map(<[NodeId]>::to_vec);
-                if let Some(own) = self.own.get_mut(&route) {
-                    own.session = Some(session);
-                    if let Some(reply) = own.opening.take() {
-                        let _ = reply.send(Ok(Opened {
-                            route,
-                            path: path.unwrap_or_default(),
-                            setup_time,
-                            latency_us: own.latency_us,
-                        }));
-                    }
+                self.sources.up(route, session);
+                if let (Some(reply), Some(source)) =
+                    (self.opening.remove(&route), self.sources.get(route))
+                {
+                    let _ = reply.send(Ok(Opened {
+                        route,
+                        path: path.unwrap_or_default(),
+                        setup_time,
+                        latency_us: source.latency_us,
+                    }));
                 }
             }
             Event::RouteFailed { route, error } => {
-                if let Some(reply) = self.own.remove(&route).and_then(|own| own.opening) {
+                self.sources.remove(route);
+                if let Some(reply) = self.opening.remove(&route) {
                     let _ = reply.send(Err(RouteError::Setup(error)));
                 }
             }
             Event::RouteBroken { route, path, cause } => {
                 self.stats.routes_broken += 1;
-                self.repair(route, path, cause);
+                let now = now();
+                match self.sources.broken(
+                    &mut self.router,
+                    self.plane.topology_mut(),
+                    route,
+                    &path,
+                    &cause,
+                    now,
+                ) {
+                    Repair::Moving(best) => tracing::info!(
+                        route,
+                        hops = best.hops(),
+                        "route broke ({cause:?}); moving it to {}",
+                        describe_path(&best.nodes)
+                    ),
+                    Repair::Abandoned(why) => {
+                        tracing::warn!(route, "route broke ({cause:?}) and is given up: {why}")
+                    }
+                }
             }
             Event::RouteRepaired {
                 route, setup_time, ..
             } => {
                 self.stats.routes_repaired += 1;
-                if let Some(own) = self.own.get_mut(&route) {
-                    own.attempts = 0;
-                    own.avoid = Avoid::default();
-                }
+                self.sources.repaired(route);
                 tracing::info!(
                     route,
                     "route repaired in {:.1} ms",
@@ -754,13 +586,12 @@ impl Actor {
                 );
             }
             Event::RouteDown { route, reason } => {
-                if let Some(own) = self.own.remove(&route) {
-                    if let Some(reply) = own.opening {
-                        let _ = reply.send(Err(RouteError::Down(reason.clone())));
-                    }
-                    if let Some(session) = own.session {
-                        self.fail_pings(session, &reason);
-                    }
+                if let Some(reply) = self.opening.remove(&route) {
+                    let _ = reply.send(Err(RouteError::Down(reason.clone())));
+                }
+                if let Some(session) = self.sources.remove(route).and_then(|source| source.session)
+                {
+                    self.fail_pings(session, &reason);
                 }
                 if reason != RouteEnd::Closed {
                     tracing::info!(route, "route {reason}");
@@ -872,8 +703,8 @@ impl Actor {
     }
 
     fn route_session(&self, route: RouteId) -> Result<SessionId, RouteError> {
-        self.own
-            .get(&route)
+        self.sources
+            .get(route)
             .ok_or(RouteError::UnknownRoute)?
             .session
             .ok_or(RouteError::NotUp)
@@ -894,7 +725,7 @@ impl Actor {
                 alternatives,
                 reply,
             } => {
-                let found = self.find(destination, &constraints, &Avoid::default(), alternatives);
+                let found = self.find(destination, &constraints, alternatives);
                 let _ = reply.send(found);
             }
             Command::Open {
@@ -906,10 +737,16 @@ impl Actor {
                 let _ = reply.send(self.router.close_route(route, now()));
             }
             Command::Routes(reply) => {
+                let plane = self.plane.stats();
                 let _ = reply.send(Listing {
                     routes: self.router.routes().collect(),
                     transit: self.router.rules().filter(|rule| rule.relay).collect(),
-                    stats: self.stats.clone(),
+                    stats: RoutingStats {
+                        adverts_sent: plane.adverts_sent,
+                        adverts_accepted: plane.adverts_accepted,
+                        adverts_refused: plane.adverts_refused,
+                        ..self.stats.clone()
+                    },
                 });
             }
             Command::Ping { route, reply } => {
@@ -1003,7 +840,8 @@ impl Actor {
 
     fn nodes(&mut self) -> Vec<NodeInfo> {
         let mut nodes: Vec<NodeInfo> = self
-            .topology
+            .plane
+            .topology()
             .adverts()
             .map(|(advert, _)| NodeInfo {
                 advert: advert.clone(),

@@ -1,0 +1,410 @@
+//! The control plane of one node, sans-IO: the adverts it holds, the one
+//! it issues, and how adverts flood.
+//!
+//! - This node's advert is rebuilt whenever its links change (so its own
+//!   path queries see the change at once) and flooded once the changes
+//!   settle, at most [`ADVERT_BURST`] at once and then one per
+//!   [`ADVERT_INTERVAL`] — below what receivers accept from one origin
+//!   ([`crate::topology::Config`]), so none is refused — and refreshed at a
+//!   third of its lifetime.
+//! - An advert from a neighbour that the [`Topology`] accepts is passed on
+//!   to every other neighbour, once; a refused one goes no further.
+//! - A new neighbour is owed every advert this node holds
+//!   ([`PlaneEvent::Sync`]: the driver sends them at its link's pace).
+//!
+//! The driver feeds it links, adverts, link latencies and the time, and
+//! sends what [`ControlPlane::poll_transmit`] gives; what to persist comes
+//! out of [`ControlPlane::poll_event`].
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fogwire_identity::{Keypair, NodeId};
+
+use crate::advert::{Advert, AdvertLink, LIFETIME_MAX_SECS};
+use crate::router::Now;
+use crate::topology::{Refused, Topology};
+
+/// How long after a link change the node floods its advert (changes in a
+/// burst, like start-up, make one advert).
+pub const ADVERT_SETTLE: Duration = Duration::from_millis(300);
+/// Locally issued adverts: a burst, then one per interval.
+pub const ADVERT_BURST: u32 = 3;
+pub const ADVERT_INTERVAL: Duration = Duration::from_secs(15);
+/// A link's one-way latency before its RTT is measured.
+pub const LATENCY_UNKNOWN_US: u32 = 1_000;
+/// How often adverts are aged out and the advert budget refilled.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// Adverts waiting to be sent, at most; a flood beyond is dropped (the
+/// refresh brings it back).
+const OUTGOING_MAX: usize = 65_536;
+
+/// What this node says of itself in its adverts.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub keypair: Arc<Keypair>,
+    /// The static key of its end-to-end sessions.
+    pub link_key: [u8; 32],
+    /// How long its adverts stay valid; they are refreshed at a third of
+    /// it.
+    pub lifetime: Duration,
+    pub addresses: Vec<String>,
+    pub services: Vec<String>,
+    /// Capacity offered to others' traffic on each link.
+    pub capacity_kbps: u32,
+}
+
+/// What the driver should know of: to persist, and to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlaneEvent {
+    /// An advert was taken in (and passed on): keep it.
+    Stored { origin: NodeId, bytes: Bytes },
+    /// An advert aged out: forget it.
+    Expired(NodeId),
+    /// This node's advert sequence number moved: keep it, so a restart
+    /// outranks what still circulates.
+    Seq(u64),
+    /// `peer` is a new neighbour: send it every advert held now.
+    Sync(NodeId),
+    /// A neighbour's advert was refused.
+    Refused { from: NodeId, reason: Refused },
+}
+
+/// Counters of the control plane.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlaneStats {
+    pub adverts_sent: u64,
+    pub adverts_accepted: u64,
+    pub adverts_refused: u64,
+}
+
+/// The adverts of one node: held, issued and flooded.
+#[derive(Debug)]
+pub struct ControlPlane {
+    settings: Settings,
+    origin: NodeId,
+    topology: Topology,
+    /// Neighbours and the one-way latency of the link to each.
+    neighbours: BTreeMap<NodeId, u32>,
+    seq: u64,
+    tokens: u32,
+    refilled: Instant,
+    due: Option<Instant>,
+    last_flood: Instant,
+    next_housekeeping: Instant,
+    outgoing: VecDeque<(NodeId, Bytes)>,
+    events: VecDeque<PlaneEvent>,
+    stats: PlaneStats,
+}
+
+impl ControlPlane {
+    /// A control plane holding `saved` adverts (from disk) that issues its
+    /// own above `saved_seq`.
+    pub fn new(
+        settings: Settings,
+        saved: impl IntoIterator<Item = Vec<u8>>,
+        saved_seq: u64,
+        now: Now,
+    ) -> Self {
+        let origin = settings.keypair.node_id();
+        let mut topology = Topology::new(origin, Default::default());
+        for bytes in saved {
+            // Those that aged out or are refused now are simply not kept.
+            let _ = topology.handle_advert(&bytes, now.unix_ms);
+        }
+        let mut plane = Self {
+            settings,
+            origin,
+            topology,
+            neighbours: BTreeMap::new(),
+            seq: saved_seq,
+            tokens: ADVERT_BURST,
+            refilled: now.instant,
+            due: None,
+            last_flood: now.instant,
+            next_housekeeping: now.instant + HOUSEKEEPING,
+            outgoing: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: PlaneStats::default(),
+        };
+        // This node is in its own graph from the start.
+        plane.issue(now, false);
+        plane
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// The topology, for path queries (its graph is rebuilt on demand).
+    pub fn topology_mut(&mut self) -> &mut Topology {
+        &mut self.topology
+    }
+
+    pub fn neighbours(&self) -> impl Iterator<Item = &NodeId> {
+        self.neighbours.keys()
+    }
+
+    pub fn is_neighbour(&self, peer: &NodeId) -> bool {
+        self.neighbours.contains_key(peer)
+    }
+
+    pub fn stats(&self) -> PlaneStats {
+        self.stats
+    }
+
+    /// A link to `peer` came up: it is owed every advert, and this node's
+    /// advert changes.
+    pub fn link_up(&mut self, peer: NodeId, now: Now) {
+        self.neighbours.insert(peer, LATENCY_UNKNOWN_US);
+        self.events.push_back(PlaneEvent::Sync(peer));
+        self.links_changed(now);
+    }
+
+    /// The link to `peer` is gone.
+    pub fn link_down(&mut self, peer: NodeId, now: Now) {
+        if self.neighbours.remove(&peer).is_some() {
+            self.outgoing.retain(|(to, _)| *to != peer);
+            self.links_changed(now);
+        }
+    }
+
+    /// The measured round trip of the link to `peer`; it shows in the
+    /// next advert.
+    pub fn set_rtt(&mut self, peer: NodeId, rtt: Duration) {
+        if let Some(latency) = self.neighbours.get_mut(&peer) {
+            *latency = u32::try_from(rtt.as_micros() / 2)
+                .unwrap_or(u32::MAX)
+                .max(1);
+        }
+    }
+
+    /// Rebuilds this node's advert at once, and floods one soon.
+    fn links_changed(&mut self, now: Now) {
+        self.issue(now, false);
+        let at = now.instant + ADVERT_SETTLE;
+        self.due = Some(self.due.map_or(at, |due| due.min(at)));
+    }
+
+    /// An advert from neighbour `from`.
+    pub fn handle_advert(&mut self, from: NodeId, bytes: Bytes, now: Now) {
+        match self.topology.handle_advert(&bytes, now.unix_ms) {
+            Ok(accepted) => {
+                self.stats.adverts_accepted += 1;
+                self.flood(Some(from), &bytes);
+                self.events.push_back(PlaneEvent::Stored {
+                    origin: accepted.origin,
+                    bytes,
+                });
+            }
+            Err(Refused::OwnNewer { seq }) => {
+                // An advert of this node's previous run still circulates:
+                // outrank it.
+                self.seq = self.seq.max(seq);
+                self.due = Some(now.instant);
+            }
+            Err(Refused::Duplicate | Refused::Old { .. }) => {}
+            Err(reason) => {
+                self.stats.adverts_refused += 1;
+                self.events.push_back(PlaneEvent::Refused { from, reason });
+            }
+        }
+    }
+
+    /// When [`ControlPlane::handle_timeout`] wants to run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let flood = self
+            .due
+            .filter(|_| self.tokens > 0 && !self.neighbours.is_empty());
+        [Some(self.next_housekeeping), flood]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Ages adverts out, refills the advert budget, refreshes this node's
+    /// advert, and floods it if one is due.
+    pub fn handle_timeout(&mut self, now: Now) {
+        if now.instant >= self.next_housekeeping {
+            self.next_housekeeping = now.instant + HOUSEKEEPING;
+            for origin in self.topology.expire(now.unix_ms) {
+                self.events.push_back(PlaneEvent::Expired(origin));
+            }
+            let earned = (now
+                .instant
+                .saturating_duration_since(self.refilled)
+                .as_secs()
+                / ADVERT_INTERVAL.as_secs()) as u32;
+            if earned > 0 {
+                self.tokens = (self.tokens + earned).min(ADVERT_BURST);
+                self.refilled = now.instant;
+            }
+            if now.instant.saturating_duration_since(self.last_flood) >= self.settings.lifetime / 3
+            {
+                self.due.get_or_insert(now.instant);
+            }
+        }
+        if self.due.is_some_and(|due| due <= now.instant)
+            && self.tokens > 0
+            && !self.neighbours.is_empty()
+        {
+            self.tokens -= 1;
+            self.due = None;
+            self.issue(now, true);
+        }
+    }
+
+    /// An advert to send: to whom, and its bytes.
+    pub fn poll_transmit(&mut self) -> Option<(NodeId, Bytes)> {
+        self.outgoing.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<PlaneEvent> {
+        self.events.pop_front()
+    }
+
+    /// Signs this node's advert as its links are now; floods it if asked.
+    fn issue(&mut self, now: Now, flood: bool) {
+        let seq = (self.seq + 1).max(now.unix_ms);
+        self.seq = seq;
+        self.events.push_back(PlaneEvent::Seq(seq));
+        let links = self
+            .neighbours
+            .iter()
+            .map(|(peer, latency_us)| AdvertLink {
+                neighbour: *peer,
+                latency_us: *latency_us,
+                capacity_kbps: self.settings.capacity_kbps,
+            })
+            .collect();
+        let advert = Advert {
+            origin: self.origin,
+            seq,
+            issued_at_ms: now.unix_ms,
+            lifetime_secs: self
+                .settings
+                .lifetime
+                .as_secs()
+                .clamp(60, u64::from(LIFETIME_MAX_SECS)) as u32,
+            link_key: self.settings.link_key,
+            addresses: self.settings.addresses.clone(),
+            links,
+            services: self.settings.services.clone(),
+        };
+        let (advert, bytes) = advert.sign(&self.settings.keypair);
+        self.topology.set_local(advert, bytes.clone());
+        if flood {
+            self.last_flood = now.instant;
+            self.stats.adverts_sent += 1;
+            self.flood(None, &Bytes::from(bytes));
+        }
+    }
+
+    /// Queues `bytes` to every neighbour but `except`.
+    fn flood(&mut self, except: Option<NodeId>, bytes: &Bytes) {
+        for peer in self.neighbours.keys() {
+            if Some(*peer) != except && self.outgoing.len() < OUTGOING_MAX {
+                self.outgoing.push_back((*peer, bytes.clone()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(seed: u8) -> Settings {
+        Settings {
+            keypair: Arc::new(Keypair::from_seed(&[seed; 32])),
+            link_key: [seed; 32],
+            lifetime: Duration::from_secs(600),
+            addresses: Vec::new(),
+            services: Vec::new(),
+            capacity_kbps: 1000,
+        }
+    }
+
+    fn at(start: Instant, ms: u64) -> Now {
+        Now {
+            instant: start + Duration::from_millis(ms),
+            unix_ms: 1_800_000_000_000 + ms,
+        }
+    }
+
+    #[allow(clippy::disallowed_methods)]
+    fn epoch() -> Instant {
+        Instant::now()
+    }
+
+    #[test]
+    fn link_changes_settle_into_one_flood_then_the_budget_holds() {
+        let start = epoch();
+        let mut plane = ControlPlane::new(settings(1), Vec::new(), 0, at(start, 0));
+        let peers: Vec<NodeId> = (2..5)
+            .map(|seed| Keypair::from_seed(&[seed; 32]).node_id())
+            .collect();
+        for (i, peer) in peers.iter().enumerate() {
+            plane.link_up(*peer, at(start, i as u64 * 10));
+        }
+        // Nothing flooded before the changes settle; one advert after.
+        assert!(plane.poll_transmit().is_none());
+        let due = plane.poll_timeout().unwrap();
+        assert!(due <= start + ADVERT_SETTLE);
+        plane.handle_timeout(at(start, 300));
+        let sent: Vec<NodeId> = std::iter::from_fn(|| plane.poll_transmit())
+            .map(|(to, _)| to)
+            .collect();
+        assert_eq!(sent.len(), 3);
+        assert_eq!(plane.stats().adverts_sent, 1);
+        // Flapping a link spends the budget, then waits for the interval.
+        for round in 0..6u64 {
+            let t = 400 + round * 400;
+            plane.link_down(peers[0], at(start, t));
+            plane.link_up(peers[0], at(start, t + 10));
+            plane.handle_timeout(at(start, t + 350));
+            while plane.poll_transmit().is_some() {}
+        }
+        assert_eq!(plane.stats().adverts_sent, u64::from(ADVERT_BURST));
+        plane.handle_timeout(at(start, 15_400));
+        assert_eq!(plane.stats().adverts_sent, u64::from(ADVERT_BURST) + 1);
+    }
+
+    #[test]
+    fn accepted_adverts_pass_on_to_the_others_once_and_refused_ones_do_not() {
+        let start = epoch();
+        let now = at(start, 0);
+        let mut plane = ControlPlane::new(settings(1), Vec::new(), 0, now);
+        let (a, b) = (
+            Keypair::from_seed(&[2; 32]).node_id(),
+            Keypair::from_seed(&[3; 32]).node_id(),
+        );
+        plane.link_up(a, now);
+        plane.link_up(b, now);
+        while plane.poll_event().is_some() {}
+        let other = ControlPlane::new(settings(9), Vec::new(), 0, now);
+        let (_, bytes) = other.topology().adverts().next().unwrap();
+        let bytes = Bytes::copy_from_slice(bytes);
+        plane.handle_advert(a, bytes.clone(), now);
+        let sent: Vec<NodeId> = std::iter::from_fn(|| plane.poll_transmit())
+            .map(|(to, _)| to)
+            .collect();
+        assert_eq!(sent, vec![b]);
+        assert!(matches!(
+            plane.poll_event(),
+            Some(PlaneEvent::Stored { .. })
+        ));
+        // The same again: a duplicate, not passed on.
+        plane.handle_advert(b, bytes, now);
+        assert!(plane.poll_transmit().is_none());
+        // Garbage: refused, reported, not passed on.
+        plane.handle_advert(b, Bytes::from_static(b"junk"), now);
+        assert!(plane.poll_transmit().is_none());
+        assert!(matches!(
+            plane.poll_event(),
+            Some(PlaneEvent::Refused { from, .. }) if from == b
+        ));
+    }
+}
