@@ -25,10 +25,7 @@ impl Router {
                 reason,
                 note,
             } => {
-                let known = self.rules.get(&label).is_some_and(|rule| {
-                    rule.prev.is_some_and(|(node, _)| node == from)
-                        || rule.next.is_some_and(|(node, _)| node == from)
-                });
+                let known = self.rules.get(label).is_some_and(|rule| rule.touches(from));
                 if known {
                     self.remove_rule(
                         label,
@@ -55,12 +52,8 @@ impl Router {
 
     pub(super) fn on_setup(&mut self, from: NodeId, prev_label: u32, onion_bytes: &[u8], now: Now) {
         // A retransmission: say again what was said.
-        if let Some(label) = self.by_previous.get(&(from, prev_label)).copied() {
-            if let Some((to, message)) = self
-                .rules
-                .get(&label)
-                .and_then(|rule| rule.last_setup_message.clone())
-            {
+        if let Some(rule) = self.rules.for_previous(from, prev_label) {
+            if let Some((to, message)) = rule.last_setup_message.clone() {
                 self.transmits.push_back(Transmit::Control { to, message });
             }
             return;
@@ -88,14 +81,14 @@ impl Router {
         if layer.issued_at_ms.abs_diff(now.unix_ms) > skew {
             return self.fail_back(from, prev_label, sealed(FailReason::Expired));
         }
-        if self.replay.contains_key(&ephemeral) {
+        if self.rules.seen(&ephemeral) {
             return self.fail_back(from, prev_label, sealed(FailReason::Replayed));
         }
         if self.rules.len() >= self.config.rules_max {
             return self.fail_back(from, prev_label, sealed(FailReason::RulesFull));
         }
-        self.replay
-            .insert(ephemeral, now.instant + 2 * self.config.clock_skew_max);
+        self.rules
+            .remember(ephemeral, now.instant + 2 * self.config.clock_skew_max);
         let label = self.allocate_label();
         let mut rule = Rule {
             role: Role::Relay,
@@ -130,22 +123,14 @@ impl Router {
                 };
                 let token = response.hello.token;
                 let session = if response.hello.resume {
-                    let Some(session_id) = self.tokens.get(&token).copied().filter(|id| {
-                        self.sessions
-                            .get(id)
-                            .is_some_and(|s| s.peer == response.caller)
-                    }) else {
+                    let Some(session_id) = self.sessions.by_token(&token, response.caller) else {
                         return self.fail_back(
                             from,
                             prev_label,
                             sealed(FailReason::UnknownSession),
                         );
                     };
-                    let old_label = self.sessions.get_mut(&session_id).and_then(|session| {
-                        session.cipher = Some(SessionCipher::new(response.keys));
-                        session.detached = None;
-                        session.label.replace(label)
-                    });
+                    let old_label = self.sessions.moved(session_id, label, response.keys);
                     // The old path, if any of it still stands, is done with.
                     if let Some(old_label) = old_label {
                         self.remove_rule(
@@ -156,10 +141,10 @@ impl Router {
                     resumed = Some(session_id);
                     session_id
                 } else {
-                    if self.tokens.contains_key(&token) {
+                    if self.sessions.knows_token(&token) {
                         return self.fail_back(from, prev_label, sealed(FailReason::Refused));
                     }
-                    let session = self.new_session(
+                    let session = self.sessions.open(
                         response.caller,
                         End::Destination,
                         token,
@@ -184,13 +169,19 @@ impl Router {
                     .push_back(Transmit::Control { to: from, message });
             }
         }
-        self.by_previous.insert((from, prev_label), label);
         self.rules.insert(label, rule);
         self.arm_tick(now.instant);
         if let Some(session) = resumed {
             self.events.push_back(Event::SessionResumed { session });
             self.resume_streams(session, now.instant);
         }
+    }
+
+    /// A session's new route is up: every stream starts again from what
+    /// the other end acknowledged, and tells the other end what arrived.
+    fn resume_streams(&mut self, session: SessionId, now: Instant) {
+        let (sessions, mut out) = self.sessions_out();
+        sessions.resume_streams(session, now, &mut out);
     }
 
     /// Makes sure rule expiry is checked while there are rules.
@@ -208,7 +199,7 @@ impl Router {
         blob: Bytes,
         now: Now,
     ) {
-        let Some(rule) = self.rules.get_mut(&to_label) else {
+        let Some(rule) = self.rules.get_mut(to_label) else {
             return;
         };
         let Some((next, None)) = rule.next else {
@@ -240,7 +231,7 @@ impl Router {
     }
 
     pub(super) fn complete_route(&mut self, route: RouteId, label: u32, blob: &[u8], now: Now) {
-        let Some(entry) = self.routes.get_mut(&route) else {
+        let Some(entry) = self.routes.get_mut(route) else {
             return;
         };
         if entry.label != Some(label) {
@@ -272,8 +263,10 @@ impl Router {
             (entry.hops[entry.hops.len() - 1], entry.token, entry.session);
         match existing {
             None => {
-                let session = self.new_session(peer, End::Source(route), token, label, keys);
-                if let Some(entry) = self.routes.get_mut(&route) {
+                let session = self
+                    .sessions
+                    .open(peer, End::Source(route), token, label, keys);
+                if let Some(entry) = self.routes.get_mut(route) {
                     entry.session = Some(session);
                 }
                 self.events.push_back(Event::RouteUp {
@@ -284,10 +277,7 @@ impl Router {
             }
             Some(session_id) => {
                 entry.repairs += 1;
-                if let Some(session) = self.sessions.get_mut(&session_id) {
-                    session.label = Some(label);
-                    session.cipher = Some(SessionCipher::new(keys));
-                }
+                self.sessions.moved(session_id, label, keys);
                 self.events.push_back(Event::RouteRepaired {
                     route,
                     session: session_id,
@@ -298,31 +288,15 @@ impl Router {
         }
     }
 
-    /// A session's new route is up: every stream starts again from what
-    /// the other end acknowledged, and tells the other end what arrived.
-    pub(super) fn resume_streams(&mut self, session_id: SessionId, now: Instant) {
-        let Some(session) = self.sessions.get_mut(&session_id) else {
-            return;
-        };
-        let ids: Vec<StreamId> = session.streams.keys().copied().collect();
-        for stream in &mut session.streams.values_mut() {
-            stream.send.rewind(now);
-        }
-        for stream in ids {
-            self.send_ack(session_id, stream);
-            self.pump(session_id, stream, now);
-        }
-    }
-
     /// A setup in progress failed: a first setup ends the route, a repair
     /// leaves it broken for the application to try again.
     pub(super) fn setup_failed(&mut self, route: RouteId, error: SetupError, now: Instant) {
-        let Some(entry) = self.routes.get_mut(&route) else {
+        let Some(entry) = self.routes.get_mut(route) else {
             return;
         };
         let label = entry.label.take();
         if entry.session.is_none() {
-            self.routes.remove(&route);
+            self.routes.remove(route);
             self.events.push_back(Event::RouteFailed { route, error });
         } else {
             self.route_broke(route, Broken::Setup(error), now);
@@ -333,7 +307,7 @@ impl Router {
     }
 
     pub(super) fn on_fail(&mut self, from: NodeId, to_label: u32, report: FailReport, now: Now) {
-        let Some(rule) = self.rules.get(&to_label) else {
+        let Some(rule) = self.rules.get(to_label) else {
             return;
         };
         if rule.next.map(|(node, _)| node) != Some(from) {
@@ -352,14 +326,13 @@ impl Router {
                     sealed => sealed,
                 };
                 let prev = rule.prev;
-                self.rules.remove(&to_label);
+                self.rules.remove(to_label);
                 if let Some((prev, prev_label)) = prev {
-                    self.by_previous.remove(&(prev, prev_label));
                     self.fail_back(prev, prev_label, report);
                 }
             }
             Role::Source(route) => {
-                let Some(entry) = self.routes.get(&route) else {
+                let Some(entry) = self.routes.get(route) else {
                     return;
                 };
                 if entry.label != Some(to_label) {
@@ -394,8 +367,8 @@ impl Router {
                         .unwrap_or(SetupError::BadAnswer),
                 };
                 // The hops after the source have dropped their rules.
-                self.rules.remove(&to_label);
-                if let Some(entry) = self.routes.get_mut(&route) {
+                self.rules.remove(to_label);
+                if let Some(entry) = self.routes.get_mut(route) {
                     entry.label = None;
                 }
                 self.setup_failed(route, error, now.instant);
@@ -413,7 +386,7 @@ impl Router {
         now: Now,
     ) {
         let timeout = self.config.rule_timeout;
-        let Some(rule) = self.rules.get_mut(&label) else {
+        let Some(rule) = self.rules.get_mut(label) else {
             return;
         };
         let from_prev = rule.prev.is_some_and(|(node, _)| node == from);
@@ -433,7 +406,7 @@ impl Router {
                 if let Some(SourceRoute {
                     state: RouteState::Up { last_echo, .. },
                     ..
-                }) = self.routes.get_mut(&route)
+                }) = self.routes.get_mut(route)
                 {
                     *last_echo = now.instant;
                 }
@@ -455,7 +428,7 @@ impl Router {
 
     pub(super) fn on_receipt(&mut self, from: NodeId, label: u32, seq: u64, sealed: Bytes) {
         let local = self.node_id();
-        let Some(rule) = self.rules.get_mut(&label) else {
+        let Some(rule) = self.rules.get_mut(label) else {
             return;
         };
         if rule.role != Role::Relay || rule.prev.map(|(node, _)| node) != Some(from) {
@@ -495,11 +468,11 @@ impl Router {
     /// since the last ones (or `force`).
     pub(super) fn send_receipts(&mut self, route: RouteId, now: Now, force: bool) {
         let local = self.node_id();
-        let Some(entry) = self.routes.get_mut(&route) else {
+        let Some(entry) = self.routes.get_mut(route) else {
             return;
         };
         entry.receipt_at = now.instant + self.config.receipt_interval;
-        let Some(rule) = entry.label.and_then(|label| self.rules.get(&label)) else {
+        let Some(rule) = entry.label.and_then(|label| self.rules.get(label)) else {
             return;
         };
         let Some((next, next_label)) = rule.next_label() else {

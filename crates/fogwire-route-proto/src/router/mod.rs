@@ -1,7 +1,13 @@
 //! Routes: label-switched paths set up in one round trip, forwarded by
 //! every hop, with end-to-end sessions and streams at their ends.
 //!
-//! One [`Router`] per node holds the rule table and the node's route ends.
+//! One [`Router`] per node dispatches between three tables, each owning
+//! its state: the rule table (`rules`: every route through, from or to the
+//! node, the setups seen, the data plane's relabelling), the routes the
+//! node opened (`routes`: their state, paths, keys and timers), and the
+//! sessions at its route ends with their streams (`sessions`). Control
+//! messages are in `control`.
+//!
 //! Sans-IO: messages from neighbours and the time come in through
 //! `handle_*`, messages to neighbours come out of [`Router::poll_transmit`],
 //! and what the application should know comes out of
@@ -18,13 +24,15 @@ mod control;
 pub mod message;
 pub mod onion;
 pub mod receipt;
+mod routes;
+mod rules;
 pub mod session;
+mod sessions;
 pub mod stream;
-mod streams;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,13 +42,16 @@ use fogwire_link_proto::LinkIdentity;
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 
 use message::{
-    CONFIRM_BLOB_MAX, Control, DATA_HEADER_LEN, DATA_KIND_SESSION, DataHeader, FailReason,
-    FailReport, SEALED_REASON_LEN, TeardownReason,
+    CONFIRM_BLOB_MAX, Control, DATA_HEADER_LEN, DataHeader, FailReason, FailReport,
+    SEALED_REASON_LEN, TeardownReason,
 };
 use onion::LayerRole;
 use receipt::Receipt;
-use session::{Hello, Initiator, SessionCipher, TOKEN_LEN};
-use stream::{Frame, ReceiveHalf, SendHalf, StreamError};
+use routes::{RouteState, SourceRoute, SourceRoutes};
+use rules::{Forward, Role, Rule, RuleTable};
+use session::{Hello, Initiator};
+use sessions::{DATAGRAM_PORT_LEN, End, Output, Sessions};
+use stream::StreamError;
 
 /// Link channel of route control messages.
 pub const CHANNEL_CONTROL: u16 = 0x0100;
@@ -50,8 +61,6 @@ pub const CHANNEL_DATA: u16 = 0x0101;
 /// header, the session's overhead and the datagram's port.
 pub const DATAGRAM_LEN_MAX: usize =
     65_516 - DATA_HEADER_LEN - session::PACKET_OVERHEAD - DATAGRAM_PORT_LEN;
-/// A datagram starts with the port of the service it is for.
-const DATAGRAM_PORT_LEN: usize = 2;
 
 /// Fixed nonces of the two things a reply key seals at most once each.
 const FAIL_NONCE: [u8; 12] = [0xfa; 12];
@@ -379,123 +388,6 @@ pub struct RouteInfo {
     pub streams: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    Relay,
-    Source(RouteId),
-    Destination(SessionId),
-}
-
-#[derive(Debug)]
-struct Rule {
-    role: Role,
-    /// Towards the source: neighbour and its label for this route.
-    prev: Option<(NodeId, u32)>,
-    /// Towards the destination: neighbour, and its label once confirmed.
-    next: Option<(NodeId, Option<u32>)>,
-    expires_at: Instant,
-    reply_key: [u8; 32],
-    route_tag: [u8; 16],
-    counters: Counters,
-    /// What this hop last sent for the setup (the forwarded SETUP, or the
-    /// CONFIRM), to resend if the source retransmits.
-    last_setup_message: Option<(NodeId, Bytes)>,
-    /// Highest receipt seq accepted (relays).
-    receipt_seq: u64,
-}
-
-impl Rule {
-    fn next_label(&self) -> Option<(NodeId, u32)> {
-        self.next.and_then(|(node, label)| label.map(|l| (node, l)))
-    }
-}
-
-#[derive(Debug)]
-enum RouteState {
-    Setting {
-        setup: Bytes,
-        started_at: Instant,
-        retransmit_at: Instant,
-        retransmit_every: Duration,
-        initiator: Initiator,
-    },
-    Up {
-        keepalive_at: Instant,
-        last_echo: Instant,
-        keepalive_seq: u32,
-    },
-    Broken,
-}
-
-#[derive(Debug)]
-struct SourceRoute {
-    /// Hops after the source; the last is the destination.
-    hops: Vec<NodeId>,
-    /// The source's rule, while one exists.
-    label: Option<u32>,
-    reply_keys: Vec<[u8; 32]>,
-    route_tags: Vec<[u8; 16]>,
-    state: RouteState,
-    token: [u8; TOKEN_LEN],
-    session: Option<SessionId>,
-    /// Counters of the rules of earlier paths.
-    earlier: Counters,
-    repairs: u32,
-    setup_time: Option<Duration>,
-    broken_since: Option<Instant>,
-    receipt_seq: u64,
-    receipt_at: Instant,
-    /// Counters of the current rule when the last receipts were sent.
-    receipted: Counters,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum End {
-    Source(RouteId),
-    Destination,
-}
-
-#[derive(Debug)]
-struct Stream {
-    send: SendHalf,
-    receive: ReceiveHalf,
-    /// A write was cut short: report [`Event::StreamWritable`] on room.
-    writer_blocked: bool,
-    /// The entry of this stream in the router's timer set, if any.
-    timer: Option<Instant>,
-}
-
-#[derive(Debug)]
-struct Session {
-    peer: NodeId,
-    end: End,
-    token: [u8; TOKEN_LEN],
-    /// The rule of the route the session runs on, while it has one.
-    label: Option<u32>,
-    cipher: Option<SessionCipher>,
-    pings: VecDeque<(u64, Instant)>,
-    streams: BTreeMap<StreamId, Stream>,
-    next_stream: StreamId,
-    highest_peer_stream: StreamId,
-    /// A destination whose route broke: since when, and why.
-    detached: Option<(Instant, TeardownReason)>,
-}
-
-impl Session {
-    /// Whether `stream` is numbered like the streams the peer opens.
-    fn opened_by_peer(&self, stream: StreamId) -> bool {
-        // The source opens odd streams, the destination even ones.
-        let peer_parity = match self.end {
-            End::Source(_) => 0,
-            End::Destination => 1,
-        };
-        stream % 2 == peer_parity
-    }
-}
-
-/// Pings in flight per session whose send time is remembered.
-const PINGS_MAX: usize = 64;
-
 /// How a rule is being removed.
 #[derive(Debug, Clone, Copy)]
 struct Removal {
@@ -535,21 +427,9 @@ pub struct Router {
     identity: Arc<LinkIdentity>,
     config: Config,
     links: HashSet<NodeId>,
-    rules: BTreeMap<u32, Rule>,
-    /// (previous neighbour, its label) → our label, so a retransmitted
-    /// SETUP finds the rule it already made.
-    by_previous: HashMap<(NodeId, u32), u32>,
-    /// Ephemeral keys of layers seen, with when to forget them.
-    replay: HashMap<[u8; 32], Instant>,
-    routes: BTreeMap<RouteId, SourceRoute>,
-    sessions: BTreeMap<SessionId, Session>,
-    /// Session tokens of the sessions this node is the destination of.
-    tokens: HashMap<[u8; TOKEN_LEN], SessionId>,
-    /// Stream retransmission timers: (when, session, stream). Entries may
-    /// be stale; the stream's own `timer` says which one counts.
-    stream_timers: BTreeSet<(Instant, SessionId, StreamId)>,
-    next_route: RouteId,
-    next_session: SessionId,
+    rules: RuleTable,
+    routes: SourceRoutes,
+    sessions: Sessions,
     next_tick: Option<Instant>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -561,7 +441,7 @@ impl std::fmt::Debug for Router {
         f.debug_struct("Router")
             .field("node", &self.identity.node_id())
             .field("rules", &self.rules.len())
-            .field("routes", &self.routes.len())
+            .field("routes", &self.routes.ids().len())
             .field("sessions", &self.sessions.len())
             .finish_non_exhaustive()
     }
@@ -625,74 +505,15 @@ fn open_reason(
     FailReason::from_code(plain[0])
 }
 
-/// Seals a session packet and queues it on the session's route.
-fn transmit_sealed(
-    rules: &mut BTreeMap<u32, Rule>,
-    transmits: &mut VecDeque<Transmit>,
-    label: Option<u32>,
-    cipher: Option<&mut SessionCipher>,
-    kind: u8,
-    body_len: usize,
-    write_body: impl FnOnce(&mut Vec<u8>),
-) -> Result<(), SendError> {
-    let (Some(label), Some(cipher)) = (label, cipher) else {
-        return Err(SendError::NotUp);
-    };
-    let rule = rules.get_mut(&label).ok_or(SendError::NotUp)?;
-    let ((to, their_label), forward) = match rule.role {
-        Role::Source(_) => (rule.next_label().ok_or(SendError::NotUp)?, true),
-        Role::Destination(_) => (rule.prev.ok_or(SendError::NotUp)?, false),
-        Role::Relay => return Err(SendError::NotUp),
-    };
-    let packet = cipher
-        .seal_with(kind, body_len, write_body)
-        .map_err(|_| SendError::Exhausted)?;
-    // An end counts what it sends as travelling away from it.
-    rule.counters.count(forward, DATA_HEADER_LEN + packet.len());
-    let header = DataHeader {
-        label: their_label,
-        kind: DATA_KIND_SESSION,
-        len: packet.len() as u16,
-    };
-    transmits.push_back(Transmit::Data {
-        to,
-        header: header.encode(),
-        body: Bytes::from(packet),
-    });
-    Ok(())
-}
-
-/// Makes sure the timer set has an entry at or before the stream's
-/// retransmission time.
-fn arm_stream_timer(
-    timers: &mut BTreeSet<(Instant, SessionId, StreamId)>,
-    session: SessionId,
-    stream_id: StreamId,
-    stream: &mut Stream,
-) {
-    if let Some(at) = stream.send.rto_at
-        && stream.timer.is_none_or(|entry| entry > at)
-    {
-        timers.insert((at, session, stream_id));
-        stream.timer = Some(at);
-    }
-}
-
 impl Router {
     pub fn new(identity: Arc<LinkIdentity>, config: Config) -> Self {
         Self {
+            sessions: Sessions::new(config.stream.clone()),
             identity,
             config,
             links: HashSet::new(),
-            rules: BTreeMap::new(),
-            by_previous: HashMap::new(),
-            replay: HashMap::new(),
-            routes: BTreeMap::new(),
-            sessions: BTreeMap::new(),
-            tokens: HashMap::new(),
-            stream_timers: BTreeSet::new(),
-            next_route: 1,
-            next_session: 1,
+            rules: RuleTable::default(),
+            routes: SourceRoutes::new(),
             next_tick: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -710,6 +531,27 @@ impl Router {
         let mut bytes = [0u8; N];
         (self.random)(&mut bytes);
         bytes
+    }
+
+    fn allocate_label(&mut self) -> u32 {
+        let random = &mut self.random;
+        self.rules.allocate(|| {
+            let mut bytes = [0u8; 4];
+            random(&mut bytes);
+            bytes
+        })
+    }
+
+    /// The sessions, with what their operations may touch beside them.
+    fn sessions_out(&mut self) -> (&mut Sessions, Output<'_>) {
+        (
+            &mut self.sessions,
+            Output {
+                rules: &mut self.rules,
+                transmits: &mut self.transmits,
+                events: &mut self.events,
+            },
+        )
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -732,61 +574,33 @@ impl Router {
 
     /// Every rule: its label, neighbours, route tag and counters.
     pub fn rules(&self) -> impl Iterator<Item = RuleInfo> + '_ {
-        self.rules.iter().map(|(label, rule)| RuleInfo {
-            label: *label,
-            prev: rule.prev.map(|(node, _)| node),
-            next: rule.next.map(|(node, _)| node),
-            route_tag: rule.route_tag,
-            counters: rule.counters,
-            relay: rule.role == Role::Relay,
-        })
+        self.rules.info()
     }
 
     /// The hops of a route this node opened, if it still exists.
     pub fn route_path(&self, route: RouteId) -> Option<&[NodeId]> {
-        self.routes.get(&route).map(|r| r.hops.as_slice())
+        self.routes.get(route).map(|r| r.hops.as_slice())
     }
 
     /// What a route this node opened has carried, across repairs.
     pub fn route_counters(&self, route: RouteId) -> Option<Counters> {
-        let entry = self.routes.get(&route)?;
-        let mut counters = entry.earlier;
-        if let Some(rule) = entry.label.and_then(|label| self.rules.get(&label)) {
-            counters.add(&rule.counters);
-        }
-        Some(counters)
+        self.routes.counters(route, &self.rules)
     }
 
     /// Every route this node opened.
     pub fn routes(&self) -> impl Iterator<Item = RouteInfo> + '_ {
-        self.routes.iter().map(|(id, entry)| RouteInfo {
-            id: *id,
-            path: entry.hops.clone(),
-            status: match entry.state {
-                RouteState::Up { .. } => RouteStatus::Up,
-                _ if entry.session.is_some() => RouteStatus::Repairing,
-                _ => RouteStatus::SettingUp,
-            },
-            counters: self.route_counters(*id).unwrap_or_default(),
-            repairs: entry.repairs,
-            session: entry.session,
-            setup_time: entry.setup_time,
-            streams: entry
-                .session
-                .and_then(|s| self.sessions.get(&s))
-                .map_or(0, |s| s.streams.len()),
-        })
+        self.routes.info(&self.rules, &self.sessions)
     }
 
     /// The node at the other end of a session.
     pub fn session_peer(&self, session: SessionId) -> Option<NodeId> {
-        self.sessions.get(&session).map(|s| s.peer)
+        self.sessions.get(session).map(|s| s.peer)
     }
 
     /// Whether a session can send now (its route is up).
     pub fn session_is_up(&self, session: SessionId) -> bool {
         self.sessions
-            .get(&session)
+            .get(session)
             .is_some_and(|s| s.label.is_some())
     }
 
@@ -801,16 +615,7 @@ impl Router {
     /// learns, sealed, which hop lost which link.
     pub fn link_down(&mut self, neighbour: NodeId, now: Now) {
         self.links.remove(&neighbour);
-        let affected: Vec<u32> = self
-            .rules
-            .iter()
-            .filter(|(_, rule)| {
-                rule.prev.is_some_and(|(node, _)| node == neighbour)
-                    || rule.next.is_some_and(|(node, _)| node == neighbour)
-            })
-            .map(|(label, _)| *label)
-            .collect();
-        for label in affected {
+        for label in self.rules.over(neighbour) {
             self.remove_rule(
                 label,
                 Removal {
@@ -903,7 +708,7 @@ impl Router {
     /// the last the destination). [`Event::RouteUp`] or
     /// [`Event::RouteFailed`] follows.
     pub fn open_route(&mut self, hops: &[Hop], now: Now) -> Result<RouteId, OpenError> {
-        let route = self.next_route;
+        let route = self.routes.next_id();
         let token = self.random();
         let StartedSetup {
             label,
@@ -920,28 +725,23 @@ impl Router {
             },
             now,
         )?;
-        self.next_route += 1;
         let state = self.setting_state(setup, initiator, now.instant);
-        self.routes.insert(
-            route,
-            SourceRoute {
-                hops: hops.iter().map(|h| h.node).collect(),
-                label: Some(label),
-                reply_keys,
-                route_tags,
-                state,
-                token,
-                session: None,
-                earlier: Counters::default(),
-                repairs: 0,
-                setup_time: None,
-                broken_since: None,
-                receipt_seq: 0,
-                receipt_at: now.instant + self.config.receipt_interval,
-                receipted: Counters::default(),
-            },
-        );
-        Ok(route)
+        Ok(self.routes.insert(SourceRoute {
+            hops: hops.iter().map(|h| h.node).collect(),
+            label: Some(label),
+            reply_keys,
+            route_tags,
+            state,
+            token,
+            session: None,
+            earlier: Counters::default(),
+            repairs: 0,
+            setup_time: None,
+            broken_since: None,
+            receipt_seq: 0,
+            receipt_at: now.instant + self.config.receipt_interval,
+            receipted: Counters::default(),
+        }))
     }
 
     /// Moves a broken route onto `hops` (which must end at the same
@@ -953,7 +753,7 @@ impl Router {
         hops: &[Hop],
         now: Now,
     ) -> Result<(), OpenError> {
-        let entry = self.routes.get(&route).ok_or(OpenError::UnknownRoute)?;
+        let entry = self.routes.get(route).ok_or(OpenError::UnknownRoute)?;
         if !matches!(entry.state, RouteState::Broken) {
             return Err(OpenError::NotBroken);
         }
@@ -972,7 +772,7 @@ impl Router {
             route_tags,
         } = self.start_setup(route, hops, hello, now)?;
         let state = self.setting_state(setup, initiator, now.instant);
-        if let Some(entry) = self.routes.get_mut(&route) {
+        if let Some(entry) = self.routes.get_mut(route) {
             entry.hops = hops.iter().map(|h| h.node).collect();
             entry.label = Some(label);
             entry.reply_keys = reply_keys;
@@ -985,7 +785,7 @@ impl Router {
 
     /// Closes a route this node opened, telling every hop.
     pub fn close_route(&mut self, route: RouteId, now: Now) -> bool {
-        if !self.routes.contains_key(&route) {
+        if !self.routes.contains(route) {
             return false;
         }
         // What the relays carried since the last receipts is owed to them.
@@ -997,7 +797,7 @@ impl Router {
     /// Gives up on a broken route: its session and streams end with
     /// `detail`.
     pub fn abandon_route(&mut self, route: RouteId, detail: impl Into<String>, now: Now) -> bool {
-        if !self.routes.contains_key(&route) {
+        if !self.routes.contains(route) {
             return false;
         }
         self.end_route(route, RouteEnd::Abandoned(detail.into()), now.instant);
@@ -1005,7 +805,7 @@ impl Router {
     }
 
     fn end_route(&mut self, route: RouteId, reason: RouteEnd, now: Instant) {
-        let Some(entry) = self.routes.remove(&route) else {
+        let Some(entry) = self.routes.remove(route) else {
             return;
         };
         if let Some(label) = entry.label {
@@ -1017,14 +817,14 @@ impl Router {
                 RouteEnd::ClosedByPeer => StreamError::SessionClosed,
                 RouteEnd::Abandoned(detail) => StreamError::RouteLost(detail.clone()),
             };
-            self.end_session(session, error);
+            self.sessions.end(session, error, &mut self.events);
         }
         self.events.push_back(Event::RouteDown { route, reason });
     }
 
     /// Closes a session this node is the destination of.
     pub fn close_session(&mut self, session: SessionId, now: Now) -> bool {
-        let Some(entry) = self.sessions.get(&session) else {
+        let Some(entry) = self.sessions.get(session) else {
             return false;
         };
         match (entry.end, entry.label) {
@@ -1033,7 +833,8 @@ impl Router {
                 self.remove_rule(label, Removal::local(TeardownReason::Closed, now.instant));
             }
             (End::Destination, None) => {
-                self.end_session(session, StreamError::Cancelled);
+                self.sessions
+                    .end(session, StreamError::Cancelled, &mut self.events);
                 self.events.push_back(Event::SessionClosed {
                     session,
                     reason: TeardownReason::Closed,
@@ -1043,102 +844,41 @@ impl Router {
         true
     }
 
-    /// Removes a session and reports each of its streams closed.
-    fn end_session(&mut self, session_id: SessionId, error: StreamError) {
-        let Some(session) = self.sessions.remove(&session_id) else {
-            return;
-        };
-        if session.end == End::Destination {
-            self.tokens.remove(&session.token);
-        }
-        for stream in session.streams.keys() {
-            self.events.push_back(Event::StreamClosed {
-                session: session_id,
-                stream: *stream,
-                error: Some(error.clone()),
-            });
-        }
-    }
-
-    fn new_session(
-        &mut self,
-        peer: NodeId,
-        end: End,
-        token: [u8; TOKEN_LEN],
-        label: u32,
-        keys: session::SessionKeys,
-    ) -> SessionId {
-        let session = self.next_session;
-        self.next_session += 1;
-        self.sessions.insert(
-            session,
-            Session {
-                peer,
-                end,
-                token,
-                label: Some(label),
-                cipher: Some(SessionCipher::new(keys)),
-                pings: VecDeque::new(),
-                streams: BTreeMap::new(),
-                next_stream: match end {
-                    End::Source(_) => 1,
-                    End::Destination => 2,
-                },
-                highest_peer_stream: 0,
-                detached: None,
-            },
-        );
-        if end == End::Destination {
-            self.tokens.insert(token, session);
-        }
-        session
-    }
-
-    fn allocate_label(&mut self) -> u32 {
-        loop {
-            let label = u32::from_be_bytes(self.random());
-            if label != 0 && !self.rules.contains_key(&label) {
-                return label;
-            }
-        }
-    }
-
     /// Removes a rule, tells the neighbours on the other sides than the
     /// one the news came from, and updates the route end it belonged to.
     fn remove_rule(&mut self, label: u32, removal: Removal) {
-        let Some(rule) = self.rules.remove(&label) else {
+        let Some(rule) = self.rules.remove(label) else {
             return;
         };
         let next_node = rule.next.map(|(node, _)| node);
-        if let Some((node, their_label)) = rule.prev {
-            self.by_previous.remove(&(node, their_label));
-            if Some(node) != removal.from {
-                // Towards the source, say where the route broke if this
-                // hop knows: it lost its link to its next hop, or a hop
-                // further on did and said so.
-                let note = if rule.role == Role::Relay
-                    && removal.lost_link_to.is_some()
-                    && removal.lost_link_to == next_node
-                {
-                    Some(seal_reason(
-                        &rule.reply_key,
-                        NOTE_NONCE,
-                        FailReason::NextLinkDown,
-                    ))
-                } else if removal.from.is_some() && removal.from == next_node {
-                    removal.note
-                } else {
-                    None
-                };
-                self.send_control(
-                    node,
-                    Control::Teardown {
-                        label: their_label,
-                        reason: removal.reason,
-                        note,
-                    },
-                );
-            }
+        if let Some((node, their_label)) = rule.prev
+            && Some(node) != removal.from
+        {
+            // Towards the source, say where the route broke if this hop
+            // knows: it lost its link to its next hop, or a hop further on
+            // did and said so.
+            let note = if rule.role == Role::Relay
+                && removal.lost_link_to.is_some()
+                && removal.lost_link_to == next_node
+            {
+                Some(seal_reason(
+                    &rule.reply_key,
+                    NOTE_NONCE,
+                    FailReason::NextLinkDown,
+                ))
+            } else if removal.from.is_some() && removal.from == next_node {
+                removal.note
+            } else {
+                None
+            };
+            self.send_control(
+                node,
+                Control::Teardown {
+                    label: their_label,
+                    reason: removal.reason,
+                    note,
+                },
+            );
         }
         if let Some((node, Some(their_label))) = rule.next
             && Some(node) != removal.from
@@ -1161,7 +901,7 @@ impl Router {
 
     fn source_rule_gone(&mut self, route: RouteId, label: u32, rule: &Rule, removal: Removal) {
         let node_id = self.node_id();
-        let Some(entry) = self.routes.get_mut(&route) else {
+        let Some(entry) = self.routes.get_mut(route) else {
             return;
         };
         if entry.label != Some(label) {
@@ -1193,16 +933,15 @@ impl Router {
         let session = entry.session;
         match (&entry.state, session) {
             (RouteState::Setting { .. }, None) => {
-                self.routes.remove(&route);
+                self.routes.remove(route);
                 self.events.push_back(Event::RouteFailed {
                     route,
                     error: SetupError::TornDown(removal.reason),
                 });
             }
-            (RouteState::Up { .. }, Some(session))
+            (RouteState::Up { .. }, Some(_))
                 if removal.reason == TeardownReason::Closed && removal.from.is_some() =>
             {
-                let _ = session;
                 self.end_route(route, RouteEnd::ClosedByPeer, removal.now);
             }
             (RouteState::Broken, _) => {}
@@ -1220,36 +959,38 @@ impl Router {
 
     /// A route whose session lives on lost its path.
     fn route_broke(&mut self, route: RouteId, cause: Broken, now: Instant) {
-        let Some(entry) = self.routes.get_mut(&route) else {
+        let Some(entry) = self.routes.get_mut(route) else {
             return;
         };
         entry.state = RouteState::Broken;
         entry.broken_since.get_or_insert(now);
         let path = entry.hops.clone();
-        if let Some(session) = entry.session.and_then(|s| self.sessions.get_mut(&s)) {
-            session.label = None;
+        if let Some(session) = entry.session {
+            self.sessions.detach(session, None);
         }
         self.events
             .push_back(Event::RouteBroken { route, path, cause });
     }
 
     fn destination_rule_gone(&mut self, session_id: SessionId, label: u32, removal: Removal) {
-        let Some(session) = self.sessions.get_mut(&session_id) else {
+        let Some(session) = self.sessions.get(session_id) else {
             return;
         };
         if session.label != Some(label) {
             return;
         }
-        session.label = None;
         if removal.reason == TeardownReason::Closed {
-            self.end_session(session_id, StreamError::SessionClosed);
+            self.sessions.detach(session_id, None);
+            self.sessions
+                .end(session_id, StreamError::SessionClosed, &mut self.events);
             self.events.push_back(Event::SessionClosed {
                 session: session_id,
                 reason: removal.reason,
             });
         } else {
             // The source may resume it on another path.
-            session.detached = Some((removal.now, removal.reason));
+            self.sessions
+                .detach(session_id, Some((removal.now, removal.reason)));
             self.arm_tick(removal.now);
         }
     }
@@ -1268,111 +1009,22 @@ impl Router {
         let Ok(header) = DataHeader::decode(&packet) else {
             return;
         };
-        let Some(rule) = self.rules.get_mut(&header.label) else {
-            return;
-        };
-        let from_prev = rule.prev.is_some_and(|(node, _)| node == from);
-        let from_next = rule.next.is_some_and(|(node, _)| node == from);
-        if !(from_prev || from_next) {
-            return;
-        }
-        rule.counters.count(from_prev, packet.len());
-        let body = packet.slice(DATA_HEADER_LEN..);
-        match rule.role {
-            Role::Relay => {
-                let onward = if from_prev {
-                    rule.next_label()
-                } else {
-                    rule.prev
-                };
-                if let Some((to, label)) = onward {
-                    let header = DataHeader { label, ..header };
-                    self.transmits.push_back(Transmit::Data {
-                        to,
-                        header: header.encode(),
-                        body,
-                    });
-                }
-            }
-            Role::Source(route) => {
-                if let Some(session) = self.routes.get(&route).and_then(|r| r.session)
-                    && from_next
-                {
-                    self.deliver(session, header.label, &body, now);
-                }
-            }
-            Role::Destination(session) => {
-                if from_prev {
-                    self.deliver(session, header.label, &body, now);
-                }
-            }
-        }
-    }
-
-    fn deliver(&mut self, session_id: SessionId, label: u32, body: &[u8], now: Now) {
-        let Some(session) = self.sessions.get_mut(&session_id) else {
-            return;
-        };
-        if session.label != Some(label) {
-            return;
-        }
-        let Some(Ok((kind, payload))) = session.cipher.as_mut().map(|c| c.open(body)) else {
-            return;
-        };
-        match kind {
-            session::KIND_DATAGRAM if payload.len() >= DATAGRAM_PORT_LEN => {
-                let port = u16::from_be_bytes([payload[0], payload[1]]);
-                self.events.push_back(Event::Datagram {
-                    session: session_id,
-                    port,
-                    data: payload.slice(DATAGRAM_PORT_LEN..),
-                });
-            }
-            session::KIND_PING => {
-                let _ = self.send_packet(session_id, session::KIND_PONG, &payload);
-            }
-            session::KIND_PONG => {
-                let Ok(id) = <[u8; 8]>::try_from(&payload[..]).map(u64::from_be_bytes) else {
+        let session = match self
+            .rules
+            .forward(from, header, &packet, &mut self.transmits)
+        {
+            Forward::Relayed | Forward::Dropped => return,
+            Forward::Source(route) => {
+                let Some(session) = self.routes.get(route).and_then(|r| r.session) else {
                     return;
                 };
-                if let Some(position) = session.pings.iter().position(|(p, _)| *p == id)
-                    && let Some((_, sent)) = session.pings.remove(position)
-                {
-                    self.events.push_back(Event::Pong {
-                        session: session_id,
-                        id,
-                        rtt: now.instant.saturating_duration_since(sent),
-                    });
-                }
+                session
             }
-            session::KIND_STREAM_DATA | session::KIND_STREAM_ACK | session::KIND_STREAM_RESET => {
-                if let Ok(frame) = Frame::decode(kind, payload) {
-                    self.on_stream_frame(session_id, frame, now.instant);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn send_packet(
-        &mut self,
-        session_id: SessionId,
-        kind: u8,
-        body: &[u8],
-    ) -> Result<(), SendError> {
-        let session = self
-            .sessions
-            .get_mut(&session_id)
-            .ok_or(SendError::UnknownSession)?;
-        transmit_sealed(
-            &mut self.rules,
-            &mut self.transmits,
-            session.label,
-            session.cipher.as_mut(),
-            kind,
-            body.len(),
-            |out| out.extend_from_slice(body),
-        )
+            Forward::Destination(session) => session,
+        };
+        let body = packet.slice(DATA_HEADER_LEN..);
+        let (sessions, mut out) = self.sessions_out();
+        sessions.deliver(session, header.label, &body, now.instant, &mut out);
     }
 
     /// Sends a datagram on a session to the service on `port` at the other
@@ -1389,88 +1041,101 @@ impl Router {
         let mut body = Vec::with_capacity(DATAGRAM_PORT_LEN + data.len());
         body.extend_from_slice(&port.to_be_bytes());
         body.extend_from_slice(data);
-        self.send_packet(session, session::KIND_DATAGRAM, &body)
+        let (sessions, mut out) = self.sessions_out();
+        sessions.send_packet(session, session::KIND_DATAGRAM, &body, &mut out)
     }
 
     /// Sends an end-to-end ping; [`Event::Pong`] reports its round trip.
-    pub fn ping(&mut self, session_id: SessionId, id: u64, now: Now) -> Result<(), SendError> {
-        self.send_packet(session_id, session::KIND_PING, &id.to_be_bytes())?;
-        if let Some(session) = self.sessions.get_mut(&session_id) {
-            if session.pings.len() >= PINGS_MAX {
-                session.pings.pop_front();
-            }
-            session.pings.push_back((id, now.instant));
-        }
-        Ok(())
+    pub fn ping(&mut self, session: SessionId, id: u64, now: Now) -> Result<(), SendError> {
+        let (sessions, mut out) = self.sessions_out();
+        sessions.ping(session, id, now.instant, &mut out)
+    }
+
+    // ----- streams -----
+
+    /// Opens a stream on a session (even one whose route is being
+    /// repaired: its data waits).
+    pub fn open_stream(&mut self, session: SessionId, now: Now) -> Result<StreamId, SendError> {
+        self.sessions.open_stream(session, now.instant)
+    }
+
+    /// Queues as much of `data` as the stream has room for and sends what
+    /// the windows allow; returns how many bytes were taken. Fewer than
+    /// offered means full: [`Event::StreamWritable`] says when to go on.
+    pub fn stream_write(
+        &mut self,
+        session: SessionId,
+        stream: StreamId,
+        data: &Bytes,
+        now: Now,
+    ) -> Result<usize, SendError> {
+        let (sessions, mut out) = self.sessions_out();
+        sessions.write(session, stream, data, now.instant, &mut out)
+    }
+
+    /// Ends this side of a stream: a FIN follows the data written.
+    pub fn stream_finish(
+        &mut self,
+        session: SessionId,
+        stream: StreamId,
+        now: Now,
+    ) -> Result<(), SendError> {
+        let (sessions, mut out) = self.sessions_out();
+        sessions.finish(session, stream, now.instant, &mut out)
+    }
+
+    /// The application took `bytes` of a stream's data: the other end may
+    /// send that much more.
+    pub fn stream_consumed(&mut self, session: SessionId, stream: StreamId, bytes: u64) {
+        let (sessions, mut out) = self.sessions_out();
+        sessions.consumed(session, stream, bytes, &mut out);
+    }
+
+    /// Abandons a stream: the other end hears RESET with `code`.
+    pub fn stream_reset(&mut self, session: SessionId, stream: StreamId, code: u8) {
+        let (sessions, mut out) = self.sessions_out();
+        sessions.reset(session, stream, code, StreamError::Cancelled, &mut out);
     }
 
     // ----- time -----
 
     /// When [`Router::handle_timeout`] must next run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let repair_timeout = self.config.repair_timeout;
-        let routes = self.routes.values().filter_map(|route| {
-            let own = match &route.state {
-                RouteState::Setting {
-                    retransmit_at,
-                    started_at,
-                    ..
-                } => Some((*retransmit_at).min(*started_at + self.config.setup_timeout)),
-                RouteState::Up { keepalive_at, .. } => Some(*keepalive_at),
-                RouteState::Broken => None,
-            };
-            let give_up = route.broken_since.map(|since| since + repair_timeout);
-            own.into_iter().chain(give_up).min()
-        });
-        let streams = self.stream_timers.first().map(|(at, _, _)| *at);
-        routes.chain(streams).chain(self.next_tick).min()
+        [
+            self.routes.next_timeout(&self.config),
+            self.sessions.next_timer(),
+            self.next_tick,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Retransmits setups and stream data, sends keepalives and receipts,
     /// and expires rules, routes and sessions.
     pub fn handle_timeout(&mut self, now: Now) {
         let instant = now.instant;
-        let route_ids: Vec<RouteId> = self.routes.keys().copied().collect();
-        for route in route_ids {
+        for route in self.routes.ids() {
             self.route_timers(route, now);
         }
-        while let Some(&(at, session, stream)) = self.stream_timers.first() {
-            if at > instant {
-                break;
-            }
-            self.stream_timers.pop_first();
-            self.stream_timer_fired(at, session, stream, instant);
-        }
+        let (sessions, mut out) = self.sessions_out();
+        sessions.fire_timers(instant, &mut out);
         if self.next_tick.is_some_and(|tick| instant >= tick) {
             // Rule expiry needs no precision; a tick a fifth of the timeout
             // keeps it cheap with many rules. It stops when nothing is left
             // to expire.
-            let detached = self.sessions.values().any(|s| s.detached.is_some());
-            self.next_tick = (!self.rules.is_empty() || !self.replay.is_empty() || detached)
+            let detached = self.sessions.any_detached();
+            self.next_tick = (self.rules.has_expiries() || detached)
                 .then(|| instant + self.config.rule_timeout / 5);
-            let expired: Vec<u32> = self
-                .rules
-                .iter()
-                .filter(|(_, rule)| rule.expires_at <= instant)
-                .map(|(label, _)| *label)
-                .collect();
-            for label in expired {
+            for label in self.rules.expired(instant) {
                 self.remove_rule(label, Removal::local(TeardownReason::Expired, instant));
             }
-            self.replay.retain(|_, forget_at| *forget_at > instant);
             let grace = self.config.resume_grace;
-            let abandoned: Vec<(SessionId, TeardownReason)> = self
-                .sessions
-                .iter()
-                .filter_map(|(id, s)| match s.detached {
-                    Some((since, reason)) if since + grace <= instant => Some((*id, reason)),
-                    _ => None,
-                })
-                .collect();
-            for (session, reason) in abandoned {
-                self.end_session(
+            for (session, reason) in self.sessions.detached_too_long(instant, grace) {
+                self.sessions.end(
                     session,
                     StreamError::RouteLost("the source did not resume the session".into()),
+                    &mut self.events,
                 );
                 self.events
                     .push_back(Event::SessionClosed { session, reason });
@@ -1480,7 +1145,7 @@ impl Router {
 
     fn route_timers(&mut self, route: RouteId, now: Now) {
         let instant = now.instant;
-        let Some(entry) = self.routes.get_mut(&route) else {
+        let Some(entry) = self.routes.get_mut(route) else {
             return;
         };
         if let Some(since) = entry.broken_since
@@ -1529,7 +1194,7 @@ impl Router {
                     *keepalive_seq = keepalive_seq.wrapping_add(1);
                     let seq = *keepalive_seq;
                     let receipts_due = instant >= entry.receipt_at;
-                    let next = self.rules.get_mut(&label).and_then(|rule| {
+                    let next = self.rules.get_mut(label).and_then(|rule| {
                         rule.expires_at = instant + self.config.rule_timeout;
                         rule.next_label()
                     });

@@ -853,7 +853,7 @@ fn resuming_a_session_needs_its_token_and_its_caller() {
     net.run(Duration::from_millis(50));
     net.take_events(0);
     // The destination forgets the session meanwhile (closed by its app).
-    let far = net.routers[3].sessions.keys().next().copied().unwrap();
+    let far = net.routers[3].sessions.ids().next().unwrap();
     let now = net.now();
     net.routers[3].close_session(far, now);
     let hops = net.hops(&[2, 3]);
