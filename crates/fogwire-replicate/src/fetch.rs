@@ -21,7 +21,7 @@ use fogwire_identity::NodeId;
 use fogwire_store::bao::CHUNK_GROUP_BYTES;
 use fogwire_store::object::{self, EntryType, Node};
 use fogwire_store::{Hash, PartialWriter, StoreError};
-use fogwire_store_proto::download::{Action, BUSY_PAUSE, Download, Failure};
+use fogwire_store_proto::download::{Action, BUSY_PAUSE, Download, Failure, Stuck};
 use fogwire_store_proto::message::{
     ERROR_BUSY, GET_ITEMS_MAX, GetItem, Groups, HAS_MAX, HaveState, Message as StoreMessage,
     group_count, runs,
@@ -39,11 +39,6 @@ pub(crate) const DEPTH_MAX: usize = 64;
 const SMALL_MAX: u64 = 256 * 1024;
 /// Claimed bytes of small blobs in one GET.
 const BATCH_BYTES_MAX: u64 = 4 * 1024 * 1024;
-/// Failed requests after which a peer is left out of one download.
-const PEER_FAILURES_MAX: u32 = 3;
-/// How often a download asks again who has the blob (peers fetching it
-/// too hold more and more of it; new links come up).
-const REFRESH: Duration = Duration::from_secs(1);
 /// Verified-data messages between the download and its writer thread.
 const WRITER_QUEUE: usize = 64;
 /// Times a probe is asked again of a peer that answers busy (about the
@@ -896,8 +891,11 @@ async fn download(
     reporter: &Reporter,
 ) -> Result<PartialWriter, FetchError> {
     let (hash, size) = (writer.hash(), writer.size());
-    let mut download: Download<NodeId> =
-        Download::new(hash, size, writer.have(), inner.config.download.clone());
+    let config = fogwire_store_proto::download::Config {
+        stall_cutoff: 3 * inner.config.stall_timeout,
+        ..inner.config.download.clone()
+    };
+    let mut download: Download<NodeId> = Download::new(hash, size, writer.have(), config);
     let mut links: HashMap<NodeId, Arc<PeerLink>> = HashMap::new();
     for (link, groups) in peers {
         download.add_peer(link.peer, groups);
@@ -912,13 +910,9 @@ async fn download(
     });
     let (events_sender, mut events) = mpsc::channel(256);
     let mut forwarders: HashMap<u64, (NodeId, tokio::task::AbortHandle)> = HashMap::new();
-    let mut failures: HashMap<NodeId, u32> = HashMap::new();
-    let mut refresh = tokio::time::interval(REFRESH);
-    refresh.tick().await;
-    let mut last_progress = Instant::now();
-    // A HAS to every neighbour is out; its last answer found nobody.
-    let (mut asking, mut found_nobody) = (false, false);
     let mut last_why = String::from("no holder left");
+    // The download decides what to ask of whom, when to ask who holds the
+    // blob, and when to give up; this loop carries it out.
     let result = loop {
         let now = Instant::now();
         while let Some(action) = download.poll_action(now) {
@@ -961,32 +955,23 @@ async fn download(
                     }
                     lock(&controls).push(Control::Forget { key });
                 }
+                Action::AskHolders => spawn_ask(inner, hash, events_sender.clone()),
             }
         }
-        if download.is_complete() {
-            break Ok(());
-        }
-        if forwarders.is_empty() && download.usable_peers() == 0 && !asking {
-            // Nobody left: ask around once more before giving up.
-            if found_nobody {
-                break Err(last_why.clone());
+        match download.outcome(Instant::now()) {
+            Some(Ok(())) => break Ok(()),
+            Some(Err(Stuck::NoHolder)) => break Err(last_why.clone()),
+            Some(Err(Stuck::Silent(silent))) => {
+                break Err(format!("nothing arrived for {} s", silent.as_secs()));
             }
-            asking = true;
-            spawn_ask(inner, hash, events_sender.clone());
+            None => {}
         }
-        if last_progress.elapsed() > 3 * inner.config.stall_timeout {
-            break Err(format!(
-                "nothing arrived for {} s",
-                last_progress.elapsed().as_secs()
-            ));
-        }
-        let wake_at = download.wake_at();
+        let wake_at = download.poll_timeout();
         tokio::select! {
             output = from_writer.recv() => match output {
                 Some(FromWriter::Verified { key, groups }) => {
                     let new = groups_bytes(&(&groups - download.have()), size);
-                    download.on_verified(key, &groups);
-                    last_progress = Instant::now();
+                    download.on_verified(key, &groups, Instant::now());
                     if let Some((peer, _)) = forwarders.get(&key) {
                         let peer = *peer;
                         let delta = new;
@@ -1028,33 +1013,28 @@ async fn download(
                     download.on_failed(key, Failure::Gone, Instant::now());
                     tracing::debug!(blob = %hash, peer = %peer, why, "request failed");
                     last_why = format!("{} {why}", peer.short());
-                    let count = failures.entry(peer).or_default();
-                    *count += 1;
-                    if *count >= PEER_FAILURES_MAX || links.get(&peer).is_none_or(|l| l.is_closed()) {
+                    if links.get(&peer).is_none_or(|l| l.is_closed()) {
                         download.remove_peer(peer);
                         links.remove(&peer);
                     }
                 }
                 Some(Event::Holders(holders)) => {
-                    asking = false;
+                    let mut found = Vec::new();
                     for (link, state) in holders {
                         if claimed_size(&state) != Some(size) {
                             continue;
                         }
                         if let Some(groups) = available(&state) {
-                            download.add_peer(link.peer, groups);
+                            found.push((link.peer, groups));
                             links.insert(link.peer, link);
                         }
                     }
-                    found_nobody = download.usable_peers() == 0;
+                    download.on_holders(found);
                 }
                 None => break Err("the download's events stopped".into()),
             },
-            _ = refresh.tick(), if !asking => {
-                asking = true;
-                spawn_ask(inner, hash, events_sender.clone());
-            }
-            // A peer that answered busy may be asked again.
+            // A paused peer may be asked again, the holders are due, or
+            // the download gives up for silence.
             () = sleep_until_opt(wake_at) => {}
             _ = inner.shutdown.cancelled() => break Err("shutting down".into()),
         }

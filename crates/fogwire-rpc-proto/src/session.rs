@@ -428,6 +428,12 @@ mod tests {
         std::iter::from_fn(|| session.poll_event()).collect()
     }
 
+    /// Any instant will do: tests pass time in.
+    #[allow(clippy::disallowed_methods)]
+    fn epoch() -> Instant {
+        Instant::now()
+    }
+
     fn pair() -> (Session, Session) {
         (
             Session::new(Role::Dialer, Config::default()),
@@ -437,7 +443,7 @@ mod tests {
 
     #[test]
     fn a_call_streams_chunks_then_chokes() {
-        let now = Instant::now();
+        let now = epoch();
         let (mut client, mut server) = pair();
         let channel = client
             .call(3, vec![Value::from("hi")], vec![], None, now)
@@ -481,7 +487,7 @@ mod tests {
 
     #[test]
     fn both_ends_call_at_once_on_their_own_channels() {
-        let now = Instant::now();
+        let now = epoch();
         let (mut a, mut b) = pair();
         assert_eq!(a.call(0, vec![], vec![], None, now).unwrap(), 1);
         assert_eq!(b.call(0, vec![], vec![], None, now).unwrap(), 2);
@@ -493,7 +499,7 @@ mod tests {
 
     #[test]
     fn a_reused_channel_is_refused() {
-        let now = Instant::now();
+        let now = epoch();
         let mut server = Session::new(Role::Acceptor, Config::default());
         let invoke = |channel| Message::new(channel, 0, vec![]).encode().unwrap();
         server.receive(&invoke(5), now).unwrap();
@@ -512,7 +518,7 @@ mod tests {
 
     #[test]
     fn calls_beyond_the_bound_are_answered_busy() {
-        let now = Instant::now();
+        let now = epoch();
         let config = Config {
             served_max: 2,
             ..Config::default()
@@ -543,7 +549,7 @@ mod tests {
 
     #[test]
     fn a_cancelled_call_stops_the_service_and_late_replies_are_dropped() {
-        let now = Instant::now();
+        let now = epoch();
         let (mut client, mut server) = pair();
         let channel = client.call(0, vec![], vec![], None, now).unwrap();
         pump(&mut client, &mut server, now);
@@ -566,7 +572,7 @@ mod tests {
 
     #[test]
     fn deadlines_end_calls_on_both_sides() {
-        let now = Instant::now();
+        let now = epoch();
         let (mut client, mut server) = pair();
         let channel = client
             .call(0, vec![], vec![], Some(Duration::from_millis(100)), now)
@@ -603,7 +609,7 @@ mod tests {
 
     #[test]
     fn the_caller_streams_arguments_before_the_reply() {
-        let now = Instant::now();
+        let now = epoch();
         let (mut client, mut server) = pair();
         let channel = client.call(1, vec![], vec![], None, now).unwrap();
         client.send(channel, CHUNK, vec![Value::from("a")]).unwrap();

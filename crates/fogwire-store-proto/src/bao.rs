@@ -6,16 +6,17 @@
 //! blob can be checked chunk group by chunk group against the root hash,
 //! so data is verified before it is stored or served.
 //!
+//! Pure computation over readers, writers and buffers the caller gives:
+//! no files, no threads (the store hashes large files on two threads with
+//! [`subtree_streaming`]).
+//!
 //! Two loops here are bao-tree's traversals (`post_order_chunks_iter`,
 //! `ranges_pre_order_chunks_iter_ref`) driven over our own buffers:
 //! [`outboard_streaming`] hashes the data where it was read, so that adding
 //! a file reads it once and copies it once; [`read_verified`] hands out
 //! each verified chunk group instead of an encoded stream.
 
-use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use bao_tree::io::sync::{Outboard, ReadAt};
 use bao_tree::iter::BaoChunk;
@@ -52,7 +53,7 @@ pub(crate) fn hash_subtree(start_chunk: u64, data: &[u8], is_root: bool) -> blak
     blake3::Hash::from(value)
 }
 
-pub(crate) fn parent_cv(left: &blake3::Hash, right: &blake3::Hash, is_root: bool) -> blake3::Hash {
+pub fn parent_cv(left: &blake3::Hash, right: &blake3::Hash, is_root: bool) -> blake3::Hash {
     let (left, right): (ChainingValue, ChainingValue) = (*left.as_bytes(), *right.as_bytes());
     if is_root {
         merge_subtrees_root(&left, &right, Mode::Hash)
@@ -82,8 +83,9 @@ pub fn outboard_streaming(
 /// blob (where BLAKE3 puts a subtree boundary), writing its post-order
 /// outboard. Its shape is that of a blob of `len` bytes; its leaves are
 /// hashed at their true offset. Returns its chaining value, or the root
-/// hash when `is_root`.
-fn subtree_streaming(
+/// hash when `is_root`. (The store hashes a large file's two top subtrees
+/// on two threads with it.)
+pub fn subtree_streaming(
     mut reader: impl Read,
     offset: u64,
     len: u64,
@@ -145,107 +147,6 @@ fn subtree_streaming(
         (Some(top), true) => Ok(top),
         _ => Err(io::Error::other("outboard stack not reduced to a root")),
     }
-}
-
-/// Below this, hashing on one thread is as fast as starting a second.
-pub const PARALLEL_MIN: u64 = 8 * 1024 * 1024;
-
-/// Reads `start..end` of a file with positioned reads (threads can share
-/// the file).
-struct RangeReader<'a> {
-    file: &'a File,
-    position: u64,
-    end: u64,
-}
-
-impl Read for RangeReader<'_> {
-    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
-        let want = (self.end - self.position).min(buffer.len() as u64) as usize;
-        if want == 0 {
-            return Ok(0);
-        }
-        let read = FileExt::read_at(self.file, &mut buffer[..want], self.position)?;
-        self.position += read as u64;
-        Ok(read)
-    }
-}
-
-/// Writes at a position of a file, in blocks.
-struct PositionedWriter<'a> {
-    file: &'a File,
-    position: u64,
-    buffer: Vec<u8>,
-}
-
-impl Write for PositionedWriter<'_> {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.buffer.extend_from_slice(bytes);
-        if self.buffer.len() >= 64 * 1024 {
-            self.flush()?;
-        }
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.file.write_all_at(&self.buffer, self.position)?;
-        self.position += self.buffer.len() as u64;
-        self.buffer.clear();
-        Ok(())
-    }
-}
-
-/// Hashes the first `size` bytes of `data` into a post-order outboard
-/// written to `outboard`, using two threads for large files: BLAKE3's two
-/// top subtrees are independent, and their outboards are the two halves
-/// of the whole one, before the root pair. `progress` counts bytes hashed.
-pub fn outboard_file(
-    data: &File,
-    size: u64,
-    outboard: &File,
-    progress: &AtomicU64,
-) -> io::Result<Hash> {
-    let count = |bytes: &[u8]| {
-        progress.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        Ok(())
-    };
-    let reader = |start, end| RangeReader {
-        file: data,
-        position: start,
-        end,
-    };
-    let writer = |position| PositionedWriter {
-        file: outboard,
-        position,
-        buffer: Vec::with_capacity(64 * 1024),
-    };
-    if size < PARALLEL_MIN {
-        return subtree_streaming(reader(0, size), 0, size, true, writer(0), count).map(Hash::from);
-    }
-    let left_len = blake3::hazmat::left_subtree_len(size);
-    let left_outboard = tree(left_len).outboard_size();
-    let right_outboard = tree(size - left_len).outboard_size();
-    let (left, right) = std::thread::scope(|scope| {
-        let left = scope
-            .spawn(|| subtree_streaming(reader(0, left_len), 0, left_len, false, writer(0), count));
-        let right = subtree_streaming(
-            reader(left_len, size),
-            left_len,
-            size - left_len,
-            false,
-            writer(left_outboard),
-            count,
-        );
-        let left = left
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("hashing thread failed")));
-        (left, right)
-    });
-    let (left, right) = (left?, right?);
-    let mut root_pair = writer(left_outboard + right_outboard);
-    root_pair.write_all(left.as_bytes())?;
-    root_pair.write_all(right.as_bytes())?;
-    root_pair.flush()?;
-    Ok(Hash::from(parent_cv(&left, &right, true)))
 }
 
 /// Why a verified read failed.
@@ -422,34 +323,6 @@ mod tests {
             assert_eq!(hash, Hash::of(&data), "len {len}");
             let reference = PostOrderMemOutboard::create(&data[..], BLOCK_SIZE);
             assert_eq!(outboard, reference.data, "len {len}");
-        }
-    }
-
-    #[test]
-    fn two_threads_make_the_same_outboard_as_one() {
-        let dir = tempfile::tempdir().unwrap();
-        for len in [
-            PARALLEL_MIN,
-            PARALLEL_MIN + 1,
-            PARALLEL_MIN + 16 * 1024 + 3,
-            3 * PARALLEL_MIN + 777,
-        ] {
-            let data = data(len as usize);
-            let path = dir.path().join("data");
-            std::fs::write(&path, &data).unwrap();
-            let outboard_path = dir.path().join("outboard");
-            let outboard = File::create(&outboard_path).unwrap();
-            let progress = AtomicU64::new(0);
-            let hash =
-                outboard_file(&File::open(&path).unwrap(), len, &outboard, &progress).unwrap();
-            assert_eq!(hash, Hash::of(&data), "len {len}");
-            assert_eq!(progress.load(Ordering::Relaxed), len);
-            let (_, sequential) = outboard_of(&data);
-            assert_eq!(
-                std::fs::read(&outboard_path).unwrap(),
-                sequential,
-                "len {len}"
-            );
         }
     }
 

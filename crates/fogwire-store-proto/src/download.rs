@@ -8,13 +8,20 @@
 //! stealing); whichever delivers a group first wins, and a request all of
 //! whose groups arrived from elsewhere is cancelled. A peer that sends a
 //! chunk group that fails verification is dropped: its requests go back
-//! to the others.
+//! to the others; one whose requests fail [`Config::peer_failures_max`]
+//! times is dropped too.
+//!
+//! Who holds the blob is asked again every [`Config::ask_every`] (peers
+//! that fetch it meanwhile join), and at once when nobody is left to ask;
+//! a download gives up when an answer after that finds nobody either, or
+//! when nothing has arrived for [`Config::stall_cutoff`].
 //!
 //! Sans-IO: the driver reports what arrived and when; the scheduler says
-//! what to ask whom, through [`Download::poll_action`].
+//! what to ask whom, through [`Download::poll_action`], and whether it is
+//! over, through [`Download::outcome`].
 
 use std::collections::{BTreeMap, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::Hash;
 use crate::message::{Groups, group_count, runs};
@@ -29,6 +36,13 @@ pub struct Config {
     pub per_peer: usize,
     /// A request with fewer groups left than this is not worth stealing.
     pub steal_min_groups: u64,
+    /// Requests of one peer that may fail (it refused, or went quiet)
+    /// before it is left out of this download.
+    pub peer_failures_max: u32,
+    /// How often the holders are asked again.
+    pub ask_every: Duration,
+    /// Nothing verified for this long: the download gives up.
+    pub stall_cutoff: Duration,
 }
 
 impl Default for Config {
@@ -37,6 +51,9 @@ impl Default for Config {
             request_groups: 256,
             per_peer: 4,
             steal_min_groups: 8,
+            peer_failures_max: 3,
+            ask_every: Duration::from_secs(1),
+            stall_cutoff: Duration::from_secs(30),
         }
     }
 }
@@ -55,13 +72,31 @@ pub enum Failure {
 }
 
 /// How long a peer that answered busy gets no new request.
-pub const BUSY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+pub const BUSY_PAUSE: Duration = Duration::from_millis(50);
 
 /// What to do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action<P> {
-    Request { peer: P, key: u64, groups: Groups },
-    Cancel { peer: P, key: u64 },
+    Request {
+        peer: P,
+        key: u64,
+        groups: Groups,
+    },
+    Cancel {
+        peer: P,
+        key: u64,
+    },
+    /// Ask who holds the blob now; answer with [`Download::on_holders`].
+    AskHolders,
+}
+
+/// Why a download gave up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stuck {
+    /// Nobody left to ask, and asking around found nobody.
+    NoHolder,
+    /// Nothing arrived for this long.
+    Silent(Duration),
 }
 
 #[derive(Debug)]
@@ -115,6 +150,15 @@ pub struct Download<P: Ord + Copy> {
     /// Some request's tail was given to another peer: requests may now
     /// owe only groups someone else is fetching.
     stolen: bool,
+    /// Failed requests, by peer (kept when a peer is dropped and added
+    /// back).
+    failures: BTreeMap<P, u32>,
+    /// The holders were asked and have not answered yet.
+    asking: bool,
+    /// The last answer found no usable peer.
+    found_nobody: bool,
+    next_ask: Option<Instant>,
+    last_progress: Option<Instant>,
 }
 
 impl<P: Ord + Copy> Download<P> {
@@ -131,6 +175,11 @@ impl<P: Ord + Copy> Download<P> {
             next_key: 1,
             actions: VecDeque::new(),
             stolen: false,
+            failures: BTreeMap::new(),
+            asking: false,
+            found_nobody: false,
+            next_ask: None,
+            last_progress: None,
         }
     }
 
@@ -183,12 +232,39 @@ impl<P: Ord + Copy> Download<P> {
     pub fn remove_peer(&mut self, peer: P) {
         self.peers.remove(&peer);
         self.requests.retain(|_, request| request.peer != peer);
+        // Requests handed out but not yet taken by the driver go too.
+        self.actions
+            .retain(|action| !matches!(action, Action::Request { peer: p, .. } if *p == peer));
+    }
+
+    /// Who holds the blob now, as asked after [`Action::AskHolders`]: each
+    /// peer with what it has (`None`: all of it).
+    pub fn on_holders(&mut self, holders: impl IntoIterator<Item = (P, Option<Groups>)>) {
+        self.asking = false;
+        for (peer, available) in holders {
+            self.add_peer(peer, available);
+        }
+        self.found_nobody = self.usable_peers() == 0;
+    }
+
+    /// Whether the download is over: done, or given up.
+    pub fn outcome(&self, now: Instant) -> Option<Result<(), Stuck>> {
+        if self.is_complete() {
+            return Some(Ok(()));
+        }
+        if self.requests.is_empty() && self.usable_peers() == 0 && !self.asking && self.found_nobody
+        {
+            return Some(Err(Stuck::NoHolder));
+        }
+        let silent = now.saturating_duration_since(self.last_progress?);
+        (silent > self.config.stall_cutoff).then_some(Err(Stuck::Silent(silent)))
     }
 
     /// Chunk groups of request `key` arrived and were verified and stored.
     /// Data for a request already finished or cancelled still counts (it
     /// is real, verified data).
-    pub fn on_verified(&mut self, key: u64, groups: &Groups) {
+    pub fn on_verified(&mut self, key: u64, groups: &Groups, now: Instant) {
+        self.last_progress = Some(now);
         let bytes = group_count(&(groups - &self.have)) * 16 * 1024;
         self.have |= groups.clone();
         if let Some(request) = self.requests.get(&key)
@@ -253,18 +329,37 @@ impl<P: Ord + Copy> Download<P> {
         }
     }
 
-    /// When a paused peer may be asked again (the driver polls then).
+    /// When a paused peer may be asked again.
     pub fn wake_at(&self) -> Option<Instant> {
         self.peers.values().filter_map(|p| p.paused_until).min()
     }
 
+    /// When to poll again: a paused peer may be asked, the holders are
+    /// due to be asked, or the download gives up for silence.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let ask = self.next_ask.filter(|_| !self.asking);
+        let cutoff = self
+            .last_progress
+            .map(|last| last + self.config.stall_cutoff + Duration::from_millis(1));
+        [self.wake_at(), ask, cutoff].into_iter().flatten().min()
+    }
+
     /// Request `key` failed; on [`Failure::Corrupt`] its peer is dropped
-    /// and its other requests cancelled.
+    /// and its other requests cancelled; on [`Failure::Gone`] a peer that
+    /// failed [`Config::peer_failures_max`] times is dropped.
     pub fn on_failed(&mut self, key: u64, failure: Failure, now: Instant) {
         let Some(request) = self.requests.remove(&key) else {
             return;
         };
         self.release(request.peer);
+        if failure == Failure::Gone {
+            let count = self.failures.entry(request.peer).or_default();
+            *count += 1;
+            if *count >= self.config.peer_failures_max {
+                self.remove_peer(request.peer);
+                return;
+            }
+        }
         if let Failure::Busy = failure
             && let Some(state) = self.peers.get_mut(&request.peer)
         {
@@ -300,8 +395,22 @@ impl<P: Ord + Copy> Download<P> {
 
     /// The next thing to do, if any.
     pub fn poll_action(&mut self, now: Instant) -> Option<Action<P>> {
+        let last_progress = *self.last_progress.get_or_insert(now);
+        let next_ask = *self
+            .next_ask
+            .get_or_insert(last_progress + self.config.ask_every);
         if self.actions.is_empty() {
             self.schedule(now);
+        }
+        if self.actions.is_empty() && !self.asking && !self.is_complete() {
+            // Nobody left: ask around once more before giving up; and ask
+            // again now and then, for peers that fetched it meanwhile.
+            let starved = self.requests.is_empty() && self.usable_peers() == 0;
+            if (starved && !self.found_nobody) || now >= next_ask {
+                self.asking = true;
+                self.next_ask = Some(now + self.config.ask_every);
+                return Some(Action::AskHolders);
+            }
         }
         self.actions.pop_front()
     }
@@ -454,10 +563,16 @@ mod tests {
 
     const MIB: u64 = 1024 * 1024;
 
+    /// Any instant will do: tests pass time in.
+    #[allow(clippy::disallowed_methods)]
+    fn epoch() -> Instant {
+        Instant::now()
+    }
+
     /// Simulates peers delivering at `speeds` (groups per tick); returns
     /// groups delivered per peer.
     fn simulate(size: u64, speeds: &[u64], corrupt: Option<usize>) -> (Download<usize>, Vec<u64>) {
-        let start = Instant::now();
+        let start = epoch();
         let mut download =
             Download::new(Hash::of(b"blob"), size, Groups::empty(), Config::default());
         for peer in 0..speeds.len() {
@@ -476,6 +591,9 @@ mod tests {
                     }
                     Action::Cancel { key, .. } => {
                         open.remove(&key);
+                    }
+                    Action::AskHolders => {
+                        download.on_holders((0..speeds.len()).map(|peer| (peer, None)));
                     }
                 }
             }
@@ -505,7 +623,7 @@ mod tests {
                             break;
                         }
                         delivered[peer] += 1;
-                        download.on_verified(key, &Groups::from(group..group + 1));
+                        download.on_verified(key, &Groups::from(group..group + 1), now);
                     }
                     if open.get(&key).is_some_and(|(_, list)| list.is_empty()) {
                         open.remove(&key);
@@ -529,7 +647,7 @@ mod tests {
         let mut download =
             Download::new(Hash::of(b"x"), 64 * MIB, Groups::empty(), Config::default());
         download.add_peer(0usize, None);
-        let now = Instant::now();
+        let now = epoch();
         let mut keys = Vec::new();
         while let Some(action) = download.poll_action(now) {
             if let Action::Request { key, .. } = action {
@@ -563,7 +681,7 @@ mod tests {
             Download::new(Hash::of(b"x"), 12 * MIB, Groups::empty(), Config::default());
         download.add_peer(0usize, None);
         download.add_peer(1usize, None);
-        let now = Instant::now();
+        let now = epoch();
         let mut asked = [0u32; 2];
         while let Some(action) = download.poll_action(now) {
             if let Action::Request { peer, .. } = action {
@@ -607,11 +725,11 @@ mod tests {
         let have = Groups::from(0..300);
         let mut download = Download::new(Hash::of(b"x"), size, have, Config::default());
         download.add_peer(1u8, None);
-        let now = Instant::now();
+        let now = epoch();
         let mut asked = Groups::empty();
         while let Some(Action::Request { groups, key, .. }) = download.poll_action(now) {
             asked |= groups.clone();
-            download.on_verified(key, &groups);
+            download.on_verified(key, &groups, now);
             download.on_done(key);
         }
         assert_eq!(asked, Groups::from(300..512));
@@ -623,12 +741,82 @@ mod tests {
         let mut download =
             Download::new(Hash::of(b"x"), 4 * MIB, Groups::empty(), Config::default());
         download.add_peer(1u8, Some(Groups::from(0..100)));
-        let now = Instant::now();
+        let now = epoch();
         while let Some(Action::Request { groups, key, .. }) = download.poll_action(now) {
             assert!(groups.is_subset(&Groups::from(0..100)));
-            download.on_verified(key, &groups);
+            download.on_verified(key, &groups, now);
             download.on_done(key);
         }
         assert_eq!(download.missing(), Groups::from(100..256));
+    }
+
+    #[test]
+    fn a_peer_that_keeps_failing_is_left_out() {
+        let config = Config::default();
+        let mut download = Download::new(Hash::of(b"x"), 64 * MIB, Groups::empty(), config.clone());
+        download.add_peer(0usize, None);
+        download.add_peer(1usize, None);
+        let now = epoch();
+        let mut failed = 0;
+        while failed < config.peer_failures_max {
+            let Some(action) = download.poll_action(now) else {
+                break;
+            };
+            if let Action::Request { peer: 0, key, .. } = action {
+                download.on_failed(key, Failure::Gone, now);
+                failed += 1;
+            }
+        }
+        assert_eq!(failed, config.peer_failures_max);
+        assert_eq!(download.usable_peers(), 1);
+        // Its later requests go to the other peer only.
+        while let Some(action) = download.poll_action(now) {
+            if let Action::Request { peer, .. } = action {
+                assert_eq!(peer, 1);
+            }
+        }
+    }
+
+    #[test]
+    fn with_nobody_left_the_holders_are_asked_once_more_then_it_gives_up() {
+        let mut download: Download<usize> =
+            Download::new(Hash::of(b"x"), 4 * MIB, Groups::empty(), Config::default());
+        let now = epoch();
+        assert_eq!(download.poll_action(now), Some(Action::AskHolders));
+        assert_eq!(download.outcome(now), None);
+        // Nobody has it: over.
+        download.on_holders(Vec::new());
+        assert_eq!(download.poll_action(now), None);
+        assert_eq!(download.outcome(now), Some(Err(Stuck::NoHolder)));
+    }
+
+    #[test]
+    fn holders_are_asked_again_and_silence_ends_the_download() {
+        let config = Config::default();
+        let mut download = Download::new(Hash::of(b"x"), 4 * MIB, Groups::empty(), config.clone());
+        download.add_peer(0usize, None);
+        let start = epoch();
+        let mut keys = Vec::new();
+        while let Some(action) = download.poll_action(start) {
+            if let Action::Request { key, .. } = action {
+                keys.push(key);
+            }
+        }
+        assert!(!keys.is_empty());
+        // A second later the holders are asked again; a new one joins.
+        let later = start + config.ask_every;
+        assert!(download.poll_timeout().is_some_and(|at| at <= later));
+        assert_eq!(download.poll_action(later), Some(Action::AskHolders));
+        download.on_holders([(0usize, None), (1usize, None)]);
+        assert_eq!(download.usable_peers(), 2);
+        // Nothing ever arrives: it gives up after the cutoff, not before.
+        assert_eq!(download.outcome(start + config.stall_cutoff), None);
+        let silent = start + config.stall_cutoff + Duration::from_millis(1);
+        assert_eq!(
+            download.outcome(silent),
+            Some(Err(Stuck::Silent(
+                config.stall_cutoff + Duration::from_millis(1)
+            )))
+        );
     }
 }

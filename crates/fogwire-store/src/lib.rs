@@ -10,13 +10,12 @@
 //! Architecture invariant: blocking file and database I/O only; no
 //! network, no async runtime. The node calls it from blocking threads.
 
-pub mod feed;
-pub mod object;
+pub mod bao;
 pub mod partial;
 pub mod store;
 
-pub use feed::{ContentKind, FeedId, FeedRoot};
-pub use fogwire_store_proto::{Hash, ParseHashError, bao};
+pub use fogwire_store_proto::feed::{self, ContentKind, FeedId, FeedRoot};
+pub use fogwire_store_proto::{Hash, ParseHashError, object};
 pub use partial::{PartialInfo, PartialWriter, Source};
 pub use store::{
     Config, DirReport, Entry, GcReport, Location, Protection, Stat, Store, StoreError, feed_tag,
