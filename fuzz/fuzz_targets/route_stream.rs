@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use fogwire_env::NoiseResolver;
 use fogwire_identity::Keypair;
 use fogwire_link_proto::LinkIdentity;
 use fogwire_route_proto::router::message::{Control, DATA_KIND_SESSION, DataHeader};
@@ -23,9 +24,9 @@ fuzz_target!(|data: &[u8]| {
     let source = LinkIdentity::generate(Arc::new(Keypair::from_seed(&[1; 32]))).unwrap();
     let destination = Arc::new(LinkIdentity::generate(Arc::new(Keypair::from_seed(&[2; 32]))).unwrap());
     let key: [u8; 32] = destination.noise_static_key().try_into().unwrap();
-    let (initiator, first) = Initiator::start(&source, &key, Hello { resume: false, token: [3; 16] }).unwrap();
+    let (initiator, first) = Initiator::start(&source, &key, Hello { resume: false, token: [3; 16] }, NoiseResolver::os()).unwrap();
     let now = Now { instant: Instant::now(), unix_ms: 1_800_000_000_000 };
-    let onion = onion::build(&[(destination.node_id(), key)], &[(now.unix_ms, [4; 32], [5; 16])], &first).unwrap();
+    let onion = onion::build(&[(destination.node_id(), key)], &[(now.unix_ms, [4; 32], [5; 16])], &first, &mut fogwire_env::os_random()).unwrap();
     let mut router = Router::new(destination, Config::default());
     let neighbour = source.node_id();
     router.link_up(neighbour);

@@ -34,6 +34,8 @@ use fogwire_rpc::{BoxFuture, RpcError};
 use fogwire_rpc_proto::Value;
 
 pub use fogwire_compute_proto as proto;
+/// The wall clock now, in Unix milliseconds.
+pub use fogwire_env::unix_ms;
 
 /// The worker service's name, and its methods (index = method id).
 pub const WORKER: &str = "worker";
@@ -160,15 +162,6 @@ pub fn store_hash(digest: &Digest) -> fogwire_store::Hash {
 
 pub fn digest_of(hash: &fogwire_store::Hash) -> Digest {
     Digest(*hash.as_bytes())
-}
-
-/// Milliseconds since the Unix epoch: what the hub persists deadlines in,
-/// so that they survive a restart.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// The first argument of a call, decoded.

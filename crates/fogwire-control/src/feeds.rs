@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -14,12 +13,7 @@ use fogwire_store::{ContentKind, FeedId, FeedRoot, Store, StoreError};
 
 use crate::server::{ApiState, Refusal, error};
 use fogwire_api::{FeedInfo, FeedRootInfo, FollowRequest, PublishRequest};
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64)
-}
+use fogwire_env::unix_ms as now_ms;
 
 fn keys_dir(store: &Store) -> PathBuf {
     store.root().join("feeds")

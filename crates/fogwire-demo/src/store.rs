@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use fogwire_identity::Keypair;
 use fogwire_store::{ContentKind, FeedId, Hash, feed_tag};
@@ -14,6 +14,7 @@ use fogwire_store::{ContentKind, FeedId, Hash, feed_tag};
 use crate::network::Network;
 use crate::render::format_bytes;
 use crate::routes::Narrator;
+use fogwire_env::unix_ms as now_ms;
 
 /// What the store stage showed.
 #[derive(Debug, Clone, Default)]
@@ -36,12 +37,6 @@ impl StoreStage {
         narrator(&line);
         self.story.push(line);
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64)
 }
 
 /// Bytes that look like a file of that kind would (not compressible).

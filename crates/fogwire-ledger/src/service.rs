@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::log::{Append, Entry, Log, LogError};
+pub(crate) use fogwire_env::unix_ms;
 
 /// Most submissions waiting for the driver; then senders wait.
 pub const QUEUE_MAX: usize = 8192;
@@ -83,15 +84,6 @@ struct Inner {
     /// What the log holds, applied: what readers see.
     committed: RwLock<Ledger>,
     queue: mpsc::Sender<Pending>,
-}
-
-/// Milliseconds since the Unix epoch: the time the ledger node stamps on
-/// each entry (the only clock the ledger reads).
-pub(crate) fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl LedgerService {

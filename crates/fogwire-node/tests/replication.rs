@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use fogwire_env::unix_ms as now_ms;
 use fogwire_identity::{Keypair, NodeId};
 use fogwire_link::proto::{Config as LinkConfig, LinkIdentity};
 use fogwire_link::{ChannelReceiver, ChannelSender, LinkHandle};
@@ -594,13 +595,6 @@ async fn a_followed_feed_reaches_nodes_two_hops_away() {
     })
     .await;
     assert_eq!(store.feed_root(&feed).unwrap().unwrap().seq, 2);
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }
 
 /// Waits until `node` knows a path to `to` (adverts flooded).

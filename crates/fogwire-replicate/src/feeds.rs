@@ -19,7 +19,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use fogwire_identity::NodeId;
@@ -29,6 +29,7 @@ use tokio::task::JoinSet;
 
 use crate::peer::{PeerLink, Reply};
 use crate::{FetchError, Inner, lock};
+use fogwire_env::unix_ms as now_ms;
 
 /// (feed, sequence number) pairs remembered as seen, to flood each once.
 const SEEN_MAX: usize = 4096;
@@ -40,12 +41,6 @@ const RETRY_FIRST: Duration = Duration::from_millis(50);
 /// fetching it themselves) before a follower goes over a route to the
 /// holder the announcement names.
 const HOLDER_AFTER: Duration = Duration::from_secs(2);
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64)
-}
 
 /// A root's identity: its feed key and sequence number.
 type RootKey = ([u8; 32], u64);

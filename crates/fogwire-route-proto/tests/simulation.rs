@@ -126,6 +126,8 @@ struct Sim {
     failures: u32,
     repairs: u32,
     adverts_sent: u64,
+    /// Everything every node sent and reported, in order.
+    trace: blake3::Hasher,
 }
 
 fn key(a: usize, b: usize) -> (usize, usize) {
@@ -157,7 +159,9 @@ impl Sim {
             let mut seed_bytes = [0u8; 32];
             rng.fill(&mut seed_bytes);
             let keypair = Arc::new(Keypair::from_seed(&seed_bytes));
-            let identity = Arc::new(LinkIdentity::generate(keypair.clone()).unwrap());
+            let identity = Arc::new(
+                LinkIdentity::generate_from(keypair.clone(), &mut |bytes| rng.fill(bytes)).unwrap(),
+            );
             let settings = Settings {
                 keypair,
                 link_key: identity.noise_static_key().try_into().unwrap(),
@@ -211,6 +215,7 @@ impl Sim {
             failures: 0,
             repairs: 0,
             adverts_sent: 0,
+            trace: blake3::Hasher::new(),
         };
         let up: Vec<(usize, usize)> = sim.links.keys().copied().collect();
         for (a, b) in up {
@@ -400,6 +405,15 @@ impl Sim {
     /// not up, or at random).
     fn send(&mut self, from: usize, to_id: NodeId, message: Message) {
         let to = self.index(to_id);
+        self.trace.update(&(from as u64).to_be_bytes());
+        self.trace.update(&(to as u64).to_be_bytes());
+        match &message {
+            Message::Router(Transmit::Control { message, .. }) => self.trace.update(message),
+            Message::Router(Transmit::Data { header, body, .. }) => {
+                self.trace.update(header).update(body)
+            }
+            Message::Advert(advert) => self.trace.update(advert),
+        };
         let Some(link) = self.links.get(&key(from, to)) else {
             return;
         };
@@ -430,6 +444,7 @@ impl Sim {
                 }
                 while let Some(event) = self.routers[from].poll_event() {
                     idle = false;
+                    self.trace.update(format!("{from} {event:?}").as_bytes());
                     self.on_event(from, event);
                 }
                 while let Some((to, advert)) = self.planes[from].poll_transmit() {
@@ -439,6 +454,7 @@ impl Sim {
                 }
                 while let Some(event) = self.planes[from].poll_event() {
                     idle = false;
+                    self.trace.update(format!("{from} {event:?}").as_bytes());
                     if let PlaneEvent::Sync(peer) = event {
                         // The new neighbour gets every advert held.
                         let known: Vec<Bytes> = self.planes[from]
@@ -629,6 +645,9 @@ struct Outcome {
     repairs: u32,
     received: Vec<usize>,
     sent_packets: u64,
+    /// BLAKE3 of every message sent (its bytes) and every event reported,
+    /// by every node, in order: the event trace.
+    trace: [u8; 32],
 }
 
 fn simulate(seed: u64) -> Outcome {
@@ -686,6 +705,7 @@ fn simulate(seed: u64) -> Outcome {
         repairs: sim.repairs,
         received: sim.transfers.iter().map(|t| t.received.len()).collect(),
         sent_packets: sim.sequence,
+        trace: *sim.trace.finalize().as_bytes(),
     }
 }
 
@@ -700,7 +720,9 @@ fn a_hundred_nodes_with_failing_links_deliver_every_byte_and_leak_nothing() {
         }
         None => {
             let first = simulate(1);
-            // The same seed, the same run: a failure can be replayed.
+            // The same seed, the same run — every message's bytes (keys and
+            // all: they come from the seed too) and every event, in order —
+            // so a failure can be replayed.
             assert_eq!(simulate(1), first, "seed 1 did not replay identically");
             simulate(2);
         }

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use fogwire_identity::NodeId;
@@ -128,16 +128,7 @@ impl From<RouteOpenError> for RouteError {
 }
 
 fn now() -> Now {
-    Now {
-        instant: Instant::now(),
-        unix_ms: unix_ms(),
-    }
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64)
+    fogwire_env::now()
 }
 
 pub(crate) struct Actor {

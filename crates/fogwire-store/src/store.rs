@@ -31,7 +31,6 @@ use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bao_tree::io::outboard::PostOrderOutboard;
 use bao_tree::{ChunkNum, ChunkRanges};
@@ -41,6 +40,7 @@ use crate::Hash;
 use crate::bao::{self, CHUNK_GROUP_BYTES, VerifyError};
 use crate::feed::{ContentKind, FeedId, FeedRoot};
 use crate::object::{self, DirEntry, EntryType, Node};
+pub(crate) use fogwire_env::unix_ms as now_ms;
 
 /// Blobs up to this size live inside the database: a blob of one chunk
 /// group has no outboard, and a file per tiny blob would cost more than
@@ -260,12 +260,6 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64)
 }
 
 fn random_name() -> String {

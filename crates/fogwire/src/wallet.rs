@@ -11,6 +11,7 @@ use fogwire_ledger::{format_coins, parse_coins};
 
 use crate::control::{client, print_json};
 use crate::output::{format_duration, short};
+use fogwire_env::unix_ms as now_ms;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum WalletCommand {
@@ -197,12 +198,6 @@ fn print_receipt(receipt: &LedgerReceipt, json: bool) -> anyhow::Result<()> {
 async fn op(home: &Path, request: LedgerOpRequest, json: bool) -> anyhow::Result<()> {
     let receipt = client(home)?.ledger_op(&request).await?;
     print_receipt(&receipt, json)
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// `in 3d 2h` or `now` for a time in the ledger's clock.

@@ -45,10 +45,20 @@ impl std::fmt::Debug for LinkIdentity {
 }
 
 impl LinkIdentity {
-    /// Makes a fresh Noise static key and certifies it with `keypair`.
+    /// Makes a fresh Noise static key (from the operating system's
+    /// generator) and certifies it with `keypair`.
     pub fn generate(keypair: Arc<Keypair>) -> Result<Self, HandshakeError> {
-        let params = noise_params()?;
-        let static_keys = snow::Builder::new(params)
+        Self::generate_from(keypair, &mut fogwire_env::os_random())
+    }
+
+    /// Like [`LinkIdentity::generate`], the key drawn from `random` (a
+    /// simulation's seeded source makes it replay).
+    pub fn generate_from(
+        keypair: Arc<Keypair>,
+        random: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<Self, HandshakeError> {
+        let static_keys = fogwire_env::NoiseResolver::from_source(random)
+            .builder(noise_params()?)
             .generate_keypair()
             .map_err(noise_error)?;
         let certificate = keypair.sign(Domain::LINK_STATIC_KEY, &static_keys.public);
@@ -164,7 +174,8 @@ impl Handshake {
         role: Role,
         now: Instant,
     ) -> Result<Self, HandshakeError> {
-        let builder = snow::Builder::new(noise_params()?)
+        let builder = fogwire_env::NoiseResolver::os()
+            .builder(noise_params()?)
             .local_private_key(&identity.static_private)
             .map_err(noise_error)?
             .prologue(PROLOGUE)

@@ -118,7 +118,8 @@ impl Router {
                     .push_back(Transmit::Control { to: next, message });
             }
             LayerRole::Destination { end_to_end } => {
-                let Ok(response) = session::respond(&self.identity, &end_to_end) else {
+                let resolver = fogwire_env::NoiseResolver::from_source(&mut self.random);
+                let Ok(response) = session::respond(&self.identity, &end_to_end, resolver) else {
                     return self.fail_back(from, prev_label, sealed(FailReason::Refused));
                 };
                 let token = response.hello.token;

@@ -68,11 +68,7 @@ const NOTE_NONCE: [u8; 12] = [0xfb; 12];
 
 /// The time, twice: a monotonic instant for timers, and the wall clock in
 /// Unix milliseconds for what crosses the network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Now {
-    pub instant: Instant,
-    pub unix_ms: u64,
-}
+pub use fogwire_env::Now;
 
 /// Settings of a router.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -448,17 +444,10 @@ impl std::fmt::Debug for Router {
 }
 
 /// Where a router gets its random bytes (labels, reply keys, route tags,
-/// session tokens): the OS by default. A seeded source makes a simulation
-/// replay exactly; never use one outside tests.
-pub type RandomSource = Box<dyn FnMut(&mut [u8]) + Send>;
-
-fn os_random(bytes: &mut [u8]) {
-    // Without randomness keys would be predictable; the OS generator
-    // failing is not something to carry on through.
-    if getrandom::fill(bytes).is_err() {
-        std::process::abort();
-    }
-}
+/// session tokens, and the keys of its end-to-end handshakes): the OS by
+/// default. A seeded source makes a simulation replay exactly; never use
+/// one outside tests.
+pub use fogwire_env::RandomSource;
 
 fn reply_cipher(reply_key: &[u8; 32]) -> Option<LessSafeKey> {
     UnboundKey::new(&CHACHA20_POLY1305, reply_key)
@@ -517,7 +506,7 @@ impl Router {
             next_tick: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
-            random: Box::new(os_random),
+            random: fogwire_env::os_random(),
         }
     }
 
@@ -650,15 +639,16 @@ impl Router {
             return Err(OpenError::RulesFull);
         }
         let destination = hops[hops.len() - 1];
+        let resolver = fogwire_env::NoiseResolver::from_source(&mut self.random);
         let (initiator, first_message) =
-            Initiator::start(&self.identity, &destination.link_key, hello)
+            Initiator::start(&self.identity, &destination.link_key, hello, resolver)
                 .map_err(|error| OpenError::Build(error.to_string()))?;
         let headers: Vec<(u64, [u8; 32], [u8; 16])> = hops
             .iter()
             .map(|_| (now.unix_ms, self.random(), self.random()))
             .collect();
         let keyed: Vec<(NodeId, [u8; 32])> = hops.iter().map(|h| (h.node, h.link_key)).collect();
-        let onion = onion::build(&keyed, &headers, &first_message)
+        let onion = onion::build(&keyed, &headers, &first_message, &mut self.random)
             .map_err(|error| OpenError::Build(error.to_string()))?;
         let label = self.allocate_label();
         let setup = Control::Setup {

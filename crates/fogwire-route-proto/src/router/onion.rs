@@ -67,10 +67,16 @@ fn params() -> Result<snow::params::NoiseParams, OnionError> {
         .map_err(|error: snow::Error| OnionError::Noise(error.to_string()))
 }
 
-/// Encrypts `plaintext` to `link_key`.
-fn seal(link_key: &[u8; 32], plaintext: &[u8]) -> Result<Vec<u8>, OnionError> {
+/// Encrypts `plaintext` to `link_key`, the layer's ephemeral key drawn
+/// from `random`.
+fn seal(
+    link_key: &[u8; 32],
+    plaintext: &[u8],
+    random: &mut dyn FnMut(&mut [u8]),
+) -> Result<Vec<u8>, OnionError> {
     let noise_error = |error: snow::Error| OnionError::Noise(error.to_string());
-    let mut noise = snow::Builder::new(params()?)
+    let mut noise = fogwire_env::NoiseResolver::from_source(random)
+        .builder(params()?)
         .remote_public_key(link_key)
         .map_err(noise_error)?
         .prologue(PROLOGUE)
@@ -89,11 +95,13 @@ fn seal(link_key: &[u8; 32], plaintext: &[u8]) -> Result<Vec<u8>, OnionError> {
 
 /// Builds the onion for a path of hops after the source: `hops[i]` is a
 /// node and its link key, the last is the destination. `layers[i]` is the
-/// header for hop i; the destination's layer carries `end_to_end`.
+/// header for hop i; the destination's layer carries `end_to_end`. Each
+/// layer's ephemeral key is drawn from `random`.
 pub fn build(
     hops: &[(NodeId, [u8; 32])],
     headers: &[(u64, [u8; 32], [u8; 16])],
     end_to_end: &[u8],
+    random: &mut dyn FnMut(&mut [u8]),
 ) -> Result<Vec<u8>, OnionError> {
     let Some(((_, destination_key), relays)) = hops.split_last() else {
         return Err(OnionError::Malformed("no hops"));
@@ -113,13 +121,13 @@ pub fn build(
     };
     let mut plaintext = header(relays.len(), KIND_DESTINATION);
     plaintext.extend_from_slice(end_to_end);
-    let mut onion = seal(destination_key, &plaintext)?;
+    let mut onion = seal(destination_key, &plaintext, random)?;
     for (index, (_, key)) in relays.iter().enumerate().rev() {
         let next = hops[index + 1].0;
         let mut plaintext = header(index, KIND_RELAY);
         plaintext.extend_from_slice(next.as_bytes());
         plaintext.extend_from_slice(&onion);
-        onion = seal(key, &plaintext)?;
+        onion = seal(key, &plaintext, random)?;
     }
     Ok(onion)
 }
@@ -210,7 +218,13 @@ mod tests {
         let headers: Vec<_> = (0..4)
             .map(|i| (1000 + i as u64, [i as u8; 32], [i as u8; 16]))
             .collect();
-        let mut onion = build(&hops, &headers, b"hello destination").unwrap();
+        let mut onion = build(
+            &hops,
+            &headers,
+            b"hello destination",
+            &mut fogwire_env::os_random(),
+        )
+        .unwrap();
         for (index, (_, _, private)) in nodes.iter().enumerate() {
             // Nobody else can open this layer.
             for (other, (_, _, other_private)) in nodes.iter().enumerate() {

@@ -21,6 +21,7 @@
 //! reordered by a route change still get through.
 
 use bytes::Bytes;
+use fogwire_env::NoiseResolver;
 use fogwire_identity::{Domain, NodeId, Signature};
 use fogwire_link_proto::LinkIdentity;
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
@@ -102,8 +103,10 @@ impl Initiator {
         identity: &LinkIdentity,
         destination_key: &[u8; 32],
         hello: Hello,
+        resolver: NoiseResolver,
     ) -> Result<(Self, Vec<u8>), SessionError> {
-        let mut noise = snow::Builder::new(params()?)
+        let mut noise = resolver
+            .builder(params()?)
             .local_private_key(identity.noise_static_private_key())
             .map_err(noise_error)?
             .remote_public_key(destination_key)
@@ -152,8 +155,13 @@ pub struct Response {
 
 /// The destination's side: reads message 1, returns the caller's identity,
 /// its hello, message 2 and the keys.
-pub fn respond(identity: &LinkIdentity, message: &[u8]) -> Result<Response, SessionError> {
-    let mut noise = snow::Builder::new(params()?)
+pub fn respond(
+    identity: &LinkIdentity,
+    message: &[u8],
+    resolver: NoiseResolver,
+) -> Result<Response, SessionError> {
+    let mut noise = resolver
+        .builder(params()?)
         .local_private_key(identity.noise_static_private_key())
         .map_err(noise_error)?
         .prologue(PROLOGUE)
@@ -381,8 +389,9 @@ mod tests {
             resume: true,
             token: [7; TOKEN_LEN],
         };
-        let (initiator, first) = Initiator::start(&source, &key_of(&destination), hello).unwrap();
-        let response = respond(&destination, &first).unwrap();
+        let (initiator, first) =
+            Initiator::start(&source, &key_of(&destination), hello, NoiseResolver::os()).unwrap();
+        let response = respond(&destination, &first, NoiseResolver::os()).unwrap();
         assert_eq!(response.caller, source.node_id());
         assert_eq!(response.hello, hello);
         let source_keys = initiator.finish(&response.reply).unwrap();
@@ -415,8 +424,9 @@ mod tests {
             resume: false,
             token: [1; TOKEN_LEN],
         };
-        let (_, first) = Initiator::start(&source, &key_of(&destination), hello).unwrap();
-        assert!(respond(&impostor, &first).is_err());
+        let (_, first) =
+            Initiator::start(&source, &key_of(&destination), hello, NoiseResolver::os()).unwrap();
+        assert!(respond(&impostor, &first, NoiseResolver::os()).is_err());
     }
 
     #[test]
