@@ -175,7 +175,7 @@ fn pay_error(error: fogwire_ledger::client::ClientError) -> fogwire_compute::Pay
         fogwire_ledger::client::ClientError::Refused(why) => {
             fogwire_compute::PayError::Refused(why.clone())
         }
-        _ => fogwire_compute::PayError::Other(error.to_string()),
+        _ => fogwire_compute::PayError::Unreachable(error.to_string()),
     }
 }
 
@@ -183,13 +183,13 @@ impl fogwire_compute::Payments for NodePayments {
     fn escrow(
         &self,
         id: [u8; 32],
-    ) -> BoxFuture<Result<Option<fogwire_compute::EscrowView>, String>> {
+    ) -> BoxFuture<Result<Option<fogwire_compute::EscrowView>, fogwire_compute::PayError>> {
         let client = self.client.clone();
         Box::pin(async move {
             let escrow = client
                 .escrow(&fogwire_ledger::proto::Id(id))
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(pay_error)?;
             Ok(escrow.map(|e| fogwire_compute::EscrowView {
                 owner: e.owner.0,
                 arbiter: e.arbiter.0,
@@ -226,14 +226,18 @@ impl fogwire_compute::Payments for NodePayments {
         })
     }
 
-    fn slash(&self, worker: [u8; 32], amount: u64) -> BoxFuture<Result<(), String>> {
+    fn slash(
+        &self,
+        worker: [u8; 32],
+        amount: u64,
+    ) -> BoxFuture<Result<(), fogwire_compute::PayError>> {
         let wallet = self.wallet.clone();
         Box::pin(async move {
             let op = fogwire_ledger::proto::Op::DepositSlash {
                 worker: fogwire_ledger::proto::Id(worker),
                 amount,
             };
-            wallet.send(op).await.map(|_| ()).map_err(|e| e.to_string())
+            wallet.send(op).await.map(|_| ()).map_err(pay_error)
         })
     }
 }

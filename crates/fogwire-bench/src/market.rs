@@ -101,7 +101,10 @@ fn orders(count: usize) -> Vec<Result<Ask, Bid>> {
         .collect()
 }
 
-pub fn run(options: &Options, progress: &mut dyn FnMut(Step)) -> Result<Report, String> {
+pub fn run(
+    options: &Options,
+    progress: &mut dyn FnMut(Step),
+) -> Result<Report, fogwire_market_proto::OrderError> {
     let stream = orders(options.orders);
     let mut rates = Vec::new();
     let mut baselines = Vec::new();
@@ -114,10 +117,10 @@ pub fn run(options: &Options, progress: &mut dyn FnMut(Step)) -> Result<Report, 
         for (now, order) in stream.iter().enumerate() {
             match order {
                 Ok(ask) => {
-                    book.ask(*ask, now as u64).map_err(|e| e.to_string())?;
+                    book.ask(*ask, now as u64)?;
                 }
                 Err(bid) => {
-                    book.bid(*bid, now as u64).map_err(|e| e.to_string())?;
+                    book.bid(*bid, now as u64)?;
                 }
             }
             while let Some(event) = book.poll_event() {

@@ -2,8 +2,8 @@
 //! demo, the benchmarks and the tests run (and examples for users).
 
 /// Compiles WebAssembly text to a binary module.
-pub fn compile(text: &str) -> Result<Vec<u8>, String> {
-    wat::parse_str(text).map_err(|e| e.to_string())
+pub fn compile(text: &str) -> Result<Vec<u8>, wat::Error> {
+    wat::parse_str(text)
 }
 
 /// The Mandelbrot set as a PGM image, in bands of rows, one per task.

@@ -205,7 +205,7 @@ struct KnownWorker {
     misses: u32,
 }
 
-struct Inner {
+struct HubState {
     fabric: Arc<dyn Fabric>,
     config: HubConfig,
     scheduler: Mutex<Scheduler>,
@@ -230,7 +230,7 @@ struct Inner {
 /// A hub: serve it as [`crate::HUB`].
 #[derive(Clone)]
 pub struct Hub {
-    inner: Arc<Inner>,
+    inner: Arc<HubState>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -333,7 +333,7 @@ impl Hub {
                 None,
             ),
         };
-        let inner = Arc::new(Inner {
+        let inner = Arc::new(HubState {
             fabric,
             config,
             scheduler: Mutex::new(scheduler),
@@ -494,7 +494,7 @@ impl Hub {
         payment: Option<PaymentRecord>,
     ) -> Result<JobId, (u64, String)> {
         let inner = &self.inner;
-        let encoded = encode(&spec).map_err(|e| (code::FAILED, e))?;
+        let encoded = encode(&spec).map_err(|e| (code::FAILED, e.to_string()))?;
         let sequence = inner.sequence.fetch_add(1, Ordering::Relaxed);
         let id = JobId::derive(
             inner.fabric.node_id().as_bytes(),
@@ -656,7 +656,7 @@ impl Hub {
 }
 
 /// Looks for workers and asks each how it is.
-async fn discover(inner: &Arc<Inner>) {
+async fn discover(inner: &Arc<HubState>) {
     let found = inner.fabric.locate(WORKER).await;
     let mut asks = tokio::task::JoinSet::new();
     let known: Vec<NodeId> = lock(&inner.workers).keys().copied().collect();
@@ -717,7 +717,7 @@ async fn discover(inner: &Arc<Inner>) {
     inner.wake.notify_one();
 }
 
-async fn discover_loop(inner: Weak<Inner>, shutdown: CancellationToken) {
+async fn discover_loop(inner: Weak<HubState>, shutdown: CancellationToken) {
     loop {
         {
             let Some(inner) = inner.upgrade() else { return };
@@ -732,7 +732,7 @@ async fn discover_loop(inner: Weak<Inner>, shutdown: CancellationToken) {
     }
 }
 
-async fn flush_loop(inner: Weak<Inner>, shutdown: CancellationToken) {
+async fn flush_loop(inner: Weak<HubState>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(FLUSH_EVERY) => {}
@@ -744,7 +744,7 @@ async fn flush_loop(inner: Weak<Inner>, shutdown: CancellationToken) {
 }
 
 /// Writes changed jobs and reputations in one transaction.
-async fn flush(inner: &Arc<Inner>) {
+async fn flush(inner: &Arc<HubState>) {
     let Some(db) = inner.db.clone() else {
         return;
     };
@@ -833,7 +833,7 @@ async fn flush(inner: &Arc<Inner>) {
 }
 
 /// The driver: time and actions.
-async fn drive(weak: Weak<Inner>, shutdown: CancellationToken) {
+async fn drive(weak: Weak<HubState>, shutdown: CancellationToken) {
     // When the scheduler next has a timeout, as of the last pass: events
     // since then only add deadlines later than now, so it needs no fresh
     // scan of every replica on each wake.
@@ -869,7 +869,7 @@ async fn drive(weak: Weak<Inner>, shutdown: CancellationToken) {
 }
 
 /// Feeds an answer back and wakes the driver.
-fn with_scheduler(inner: &Inner, apply: impl FnOnce(&mut Scheduler, u64)) {
+fn with_scheduler(inner: &HubState, apply: impl FnOnce(&mut Scheduler, u64)) {
     apply(&mut lock(&inner.scheduler), unix_ms());
     inner.wake.notify_one();
 }
@@ -886,7 +886,7 @@ fn reason(error: &RpcError) -> (String, bool) {
     }
 }
 
-fn carry_out(inner: &Arc<Inner>, action: Action) {
+fn carry_out(inner: &Arc<HubState>, action: Action) {
     let inner = inner.clone();
     match action {
         Action::Run { worker, task } => {
@@ -953,7 +953,7 @@ fn carry_out(inner: &Arc<Inner>, action: Action) {
 }
 
 async fn run_on(
-    inner: &Inner,
+    inner: &HubState,
     worker: NodeId,
     task: &TaskSpec,
     timeout: Duration,
@@ -973,7 +973,7 @@ async fn run_on(
 }
 
 async fn reveal_from(
-    inner: &Inner,
+    inner: &HubState,
     worker: NodeId,
     job: &JobId,
     index: u32,
@@ -1007,7 +1007,7 @@ async fn reveal_from(
 }
 
 /// Takes every inline output held for tasks of `job` (`index`: one task).
-fn take_inline(inner: &Inner, job: &JobId, index: Option<u32>) -> HashMap<Digest, Bytes> {
+fn take_inline(inner: &HubState, job: &JobId, index: Option<u32>) -> HashMap<Digest, Bytes> {
     let mut cache = lock(&inner.inline);
     let (from, to) = match index {
         Some(index) => (
@@ -1027,7 +1027,7 @@ fn take_inline(inner: &Inner, job: &JobId, index: Option<u32>) -> HashMap<Digest
 
 /// Gets an accepted outcome's outputs into this node's store.
 async fn keep_output(
-    inner: &Inner,
+    inner: &HubState,
     job: &JobId,
     index: u32,
     outcome: &Outcome,
@@ -1066,7 +1066,7 @@ async fn keep_output(
 
 /// A job ended: its outputs become one directory, kept under a tag; its
 /// program and inputs are let go.
-async fn finish(inner: &Arc<Inner>, id: &JobId) -> Result<(), String> {
+async fn finish(inner: &Arc<HubState>, id: &JobId) -> Result<(), String> {
     let (outcomes, done, inputs) = {
         let scheduler = lock(&inner.scheduler);
         let Some(job) = scheduler.job(id) else {
@@ -1152,11 +1152,15 @@ fn coins(units: u64) -> String {
 }
 
 /// Writes a job's payment record.
-async fn save_payment(inner: &Arc<Inner>, id: JobId, record: &PaymentRecord) -> Result<(), String> {
+async fn save_payment(
+    inner: &Arc<HubState>,
+    id: JobId,
+    record: &PaymentRecord,
+) -> Result<(), String> {
     let Some(db) = inner.db.clone() else {
         return Ok(());
     };
-    let bytes = encode(record)?;
+    let bytes = encode(record).map_err(|e| e.to_string())?;
     tokio::task::spawn_blocking(move || -> Result<(), String> {
         let write = db.begin_write().map_err(|e| e.to_string())?;
         write
@@ -1175,7 +1179,7 @@ async fn save_payment(inner: &Arc<Inner>, id: JobId, record: &PaymentRecord) -> 
 /// refund if it did not finish; dissenters lose the terms' slash of their
 /// deposit. Recorded once done; a failure is retried later, and a
 /// release the ledger already has (a restart in between) counts as done.
-async fn settle_job(inner: &Arc<Inner>, id: JobId) {
+async fn settle_job(inner: &Arc<HubState>, id: JobId) {
     let Some(payments) = inner.config.payments.clone() else {
         return;
     };
@@ -1247,7 +1251,7 @@ async fn settle_job(inner: &Arc<Inner>, id: JobId) {
                 return;
             }
         },
-        Err(PayError::Other(error)) => {
+        Err(PayError::Unreachable(error)) => {
             tracing::warn!(job = %id, %error, "cannot settle the job's payment yet; will try again");
             lock(&inner.settling).remove(&id);
             return;
@@ -1300,7 +1304,7 @@ async fn settle_job(inner: &Arc<Inner>, id: JobId) {
 
 /// Settles ended jobs left unsettled (by a restart, or a ledger that was
 /// not reachable), now and then.
-async fn settle_loop(weak: Weak<Inner>, shutdown: CancellationToken) {
+async fn settle_loop(weak: Weak<HubState>, shutdown: CancellationToken) {
     loop {
         let Some(inner) = weak.upgrade() else { return };
         let unsettled: Vec<JobId> = {

@@ -79,9 +79,18 @@ pub trait Fabric: std::fmt::Debug + Send + Sync + 'static {
     ) -> BoxFuture<Result<Vec<Vec<Value>>, RpcError>>;
     /// Gets blob `hash` (verified) into this node's store from `holders`
     /// (linking to them if need be) or any neighbour that has it.
-    fn fetch(&self, hash: Digest, holders: Vec<NodeId>) -> BoxFuture<Result<(), String>>;
+    fn fetch(&self, hash: Digest, holders: Vec<NodeId>) -> BoxFuture<Result<(), FetchFailed>>;
     /// The nodes that advertise `service`, this one included if it does.
     fn locate(&self, service: &'static str) -> BoxFuture<Vec<NodeId>>;
+}
+
+/// Why a blob could not be fetched into this node's store.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot fetch {}: {source}", hash.to_hex())]
+pub struct FetchFailed {
+    pub hash: Digest,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
 }
 
 /// An escrow as the ledger holds it.
@@ -94,30 +103,31 @@ pub struct EscrowView {
 
 /// Why a payment did not go through.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PayError {
     /// The escrow is gone: it was paid out or refunded already.
     #[error("the escrow is closed (settled already)")]
     Closed,
     /// The ledger refused it (the hub's wallet cannot lock its share, say):
-    /// asking again would not help.
+    /// asking again would not help. Its words.
     #[error("the ledger refused: {0}")]
     Refused(String),
-    /// The ledger could not be asked: try again later.
-    #[error("{0}")]
-    Other(String),
+    /// The ledger could not be asked: try again later. What went wrong.
+    #[error("the ledger cannot be reached: {0}")]
+    Unreachable(String),
 }
 
 /// How a hub reaches the ledger: reads escrows, pays them out, refunds
 /// them, slashes deposits — each signed with the hub's key.
 pub trait Payments: Send + Sync + 'static {
-    fn escrow(&self, id: [u8; 32]) -> BoxFuture<Result<Option<EscrowView>, String>>;
+    fn escrow(&self, id: [u8; 32]) -> BoxFuture<Result<Option<EscrowView>, PayError>>;
     fn release(
         &self,
         id: [u8; 32],
         payouts: Vec<([u8; 32], u64)>,
     ) -> BoxFuture<Result<(), PayError>>;
     fn refund(&self, id: [u8; 32]) -> BoxFuture<Result<(), PayError>>;
-    fn slash(&self, worker: [u8; 32], amount: u64) -> BoxFuture<Result<(), String>>;
+    fn slash(&self, worker: [u8; 32], amount: u64) -> BoxFuture<Result<(), PayError>>;
 }
 
 /// Gets every blob of `digests` this node lacks into its store, from
@@ -186,16 +196,27 @@ pub(crate) fn task_key(job: &fogwire_compute_proto::JobId, index: u32) -> [u8; 3
     key
 }
 
+/// Why a record could not be written as, or read from, MessagePack.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    #[error(transparent)]
+    Value(#[from] fogwire_compute_proto::DecodeError),
+    #[error("cannot write MessagePack: {0}")]
+    Write(#[from] rmpv::encode::Error),
+    #[error("cannot read MessagePack: {0}")]
+    Read(#[from] rmpv::decode::Error),
+}
+
 /// MessagePack bytes of a serde value (what redb rows hold).
-pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, String> {
-    let value = fogwire_compute_proto::to_value(value).map_err(|e| e.to_string())?;
+pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    let value = fogwire_compute_proto::to_value(value)?;
     let mut out = Vec::new();
-    rmpv::encode::write_value(&mut out, &value).map_err(|e| e.to_string())?;
+    rmpv::encode::write_value(&mut out, &value)?;
     Ok(out)
 }
 
-pub(crate) fn decode<T: serde::de::DeserializeOwned>(mut bytes: &[u8]) -> Result<T, String> {
-    let value =
-        rmpv::decode::read_value_with_max_depth(&mut bytes, 64).map_err(|e| e.to_string())?;
-    fogwire_compute_proto::from_value(value).map_err(|e| e.to_string())
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(mut bytes: &[u8]) -> Result<T, CodecError> {
+    let value = rmpv::decode::read_value_with_max_depth(&mut bytes, 64)?;
+    Ok(fogwire_compute_proto::from_value(value)?)
 }

@@ -113,7 +113,7 @@ struct State {
     next_seq: u64,
 }
 
-struct Inner {
+struct MarketCore {
     state: Mutex<State>,
     /// Held from applying a command to logging it: commands reach the
     /// log in the order they were applied, each durable before the next.
@@ -125,7 +125,7 @@ struct Inner {
 /// A hub's market: serve it as [`MARKET`].
 #[derive(Clone)]
 pub struct Market {
-    inner: Arc<Inner>,
+    inner: Arc<MarketCore>,
 }
 
 impl std::fmt::Debug for Market {
@@ -140,13 +140,38 @@ fn lock(mutex: &Mutex<State>) -> MutexGuard<'_, State> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Why the market did not take a command.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MarketError {
+    /// The book refused the order (its words say why).
+    #[error(transparent)]
+    Refused(#[from] fogwire_market_proto::OrderError),
+    #[error("the market's log {}: {source}", path.display())]
+    Open {
+        path: std::path::PathBuf,
+        #[source]
+        source: redb::Error,
+    },
+    #[error("the market's log: {0}")]
+    Log(#[from] redb::Error),
+    #[error("cannot log a command: {0}")]
+    Codec(#[from] crate::CodecError),
+    #[error("the market is stopping")]
+    Stopped,
+}
+
 /// Runs `command` on the book at `time_ms`; the events it caused.
-fn run(book: &mut Book, command: &Command, time_ms: u64) -> Result<(OrderId, Vec<Event>), String> {
+fn run(
+    book: &mut Book,
+    command: &Command,
+    time_ms: u64,
+) -> Result<(OrderId, Vec<Event>), MarketError> {
     let id = match command {
-        Command::Ask(ask) => book.ask(*ask, time_ms).map_err(|e| e.to_string())?,
-        Command::Bid(bid) => book.bid(*bid, time_ms).map_err(|e| e.to_string())?.0,
+        Command::Ask(ask) => book.ask(*ask, time_ms)?,
+        Command::Bid(bid) => book.bid(*bid, time_ms)?.0,
         Command::Cancel { id, party } => {
-            book.cancel(*id, party).map_err(|e| e.to_string())?;
+            book.cancel(*id, party)?;
             *id
         }
         Command::Expire => {
@@ -178,7 +203,7 @@ fn keep(state: &mut State, events: &[Event], time_ms: u64) {
 
 impl Market {
     /// Opens the market, replaying `path`'s log if given.
-    pub fn start(path: Option<&Path>) -> Result<Market, String> {
+    pub fn start(path: Option<&Path>) -> Result<Market, MarketError> {
         let mut state = State {
             book: Book::new(),
             deals: VecDeque::new(),
@@ -187,15 +212,18 @@ impl Market {
         };
         let db = match path {
             Some(path) => {
-                let db =
-                    redb::Database::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-                let write = db.begin_write().map_err(|e| e.to_string())?;
-                write.open_table(COMMANDS).map_err(|e| e.to_string())?;
-                write.commit().map_err(|e| e.to_string())?;
-                let read = db.begin_read().map_err(|e| e.to_string())?;
-                let table = read.open_table(COMMANDS).map_err(|e| e.to_string())?;
-                for row in table.iter().map_err(|e| e.to_string())? {
-                    let (seq, bytes) = row.map_err(|e| e.to_string())?;
+                let open = |source: redb::Error| MarketError::Open {
+                    path: path.to_owned(),
+                    source,
+                };
+                let db = redb::Database::create(path).map_err(|e| open(e.into()))?;
+                let write = db.begin_write().map_err(|e| open(e.into()))?;
+                write.open_table(COMMANDS).map_err(|e| open(e.into()))?;
+                write.commit().map_err(|e| open(e.into()))?;
+                let read = db.begin_read().map_err(|e| open(e.into()))?;
+                let table = read.open_table(COMMANDS).map_err(|e| open(e.into()))?;
+                for row in table.iter().map_err(|e| open(e.into()))? {
+                    let (seq, bytes) = row.map_err(|e| open(e.into()))?;
                     let bytes = bytes.value();
                     if bytes.len() < 8 {
                         continue;
@@ -217,7 +245,7 @@ impl Market {
             None => None,
         };
         let market = Market {
-            inner: Arc::new(Inner {
+            inner: Arc::new(MarketCore {
                 state: Mutex::new(state),
                 writer: tokio::sync::Mutex::new(()),
                 db,
@@ -236,7 +264,7 @@ impl Market {
     }
 
     /// Logs and runs `command` now.
-    async fn command(&self, command: Command) -> Result<(OrderId, Vec<Event>), String> {
+    async fn command(&self, command: Command) -> Result<(OrderId, Vec<Event>), MarketError> {
         let _writer = self.inner.writer.lock().await;
         let time_ms = unix_ms();
         let (id, events, seq, bytes) = {
@@ -253,24 +281,21 @@ impl Market {
         // refused is not logged at all.
         if self.inner.db.is_some() {
             let inner = self.inner.clone();
-            tokio::task::spawn_blocking(move || -> Result<(), String> {
+            tokio::task::spawn_blocking(move || -> Result<(), redb::Error> {
                 let Some(db) = &inner.db else { return Ok(()) };
-                let write = db.begin_write().map_err(|e| e.to_string())?;
-                write
-                    .open_table(COMMANDS)
-                    .map_err(|e| e.to_string())?
-                    .insert(seq, bytes.as_slice())
-                    .map_err(|e| e.to_string())?;
-                write.commit().map_err(|e| e.to_string())
+                let write = db.begin_write()?;
+                write.open_table(COMMANDS)?.insert(seq, bytes.as_slice())?;
+                write.commit()?;
+                Ok(())
             })
             .await
-            .map_err(|e| e.to_string())??;
+            .map_err(|_| MarketError::Stopped)??;
         }
         Ok((id, events))
     }
 
     /// Posts `worker`'s ask.
-    pub async fn ask(&self, worker: NodeId, request: AskRequest) -> Result<Posted, String> {
+    pub async fn ask(&self, worker: NodeId, request: AskRequest) -> Result<Posted, MarketError> {
         let ask = Ask {
             worker: *worker.as_bytes(),
             offer: request.offer,
@@ -284,7 +309,7 @@ impl Market {
     }
 
     /// Posts `buyer`'s bid.
-    pub async fn bid(&self, buyer: NodeId, request: BidRequest) -> Result<Posted, String> {
+    pub async fn bid(&self, buyer: NodeId, request: BidRequest) -> Result<Posted, MarketError> {
         let bid = Bid {
             buyer: *buyer.as_bytes(),
             need: request.need,
@@ -298,7 +323,7 @@ impl Market {
     }
 
     /// Cancels `party`'s order `id`.
-    pub async fn cancel(&self, party: NodeId, id: OrderId) -> Result<(), String> {
+    pub async fn cancel(&self, party: NodeId, id: OrderId) -> Result<(), MarketError> {
         self.command(Command::Cancel {
             id,
             party: *party.as_bytes(),
@@ -363,7 +388,7 @@ fn posted(id: OrderId, events: Vec<Event>) -> Posted {
 }
 
 /// Expires orders as their time comes (logged, so replay agrees).
-async fn expire_loop(weak: std::sync::Weak<Inner>, shutdown: CancellationToken) {
+async fn expire_loop(weak: std::sync::Weak<MarketCore>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -412,23 +437,28 @@ impl Market {
         caller: NodeId,
     ) -> Result<Value, (u64, String)> {
         let bad = |e: String| (code::BAD_ARGS, e);
+        // The order's fault: bad arguments; the market's: it failed.
+        let refused = |e: MarketError| match e {
+            MarketError::Refused(_) => (code::BAD_ARGS, e.to_string()),
+            _ => (code::FAILED, e.to_string()),
+        };
         let encode = |value: Result<Value, fogwire_compute_proto::DecodeError>| {
             value.map_err(|e| (code::FAILED, e.to_string()))
         };
         match method {
             method::ASK => {
                 let request: AskRequest = arg(&args, 0, "the ask").map_err(bad)?;
-                let posted = self.ask(caller, request).await.map_err(bad)?;
+                let posted = self.ask(caller, request).await.map_err(refused)?;
                 encode(to_value(&posted))
             }
             method::BID => {
                 let request: BidRequest = arg(&args, 0, "the bid").map_err(bad)?;
-                let posted = self.bid(caller, request).await.map_err(bad)?;
+                let posted = self.bid(caller, request).await.map_err(refused)?;
                 encode(to_value(&posted))
             }
             method::CANCEL => {
                 let id: OrderId = arg(&args, 0, "the order's id").map_err(bad)?;
-                self.cancel(caller, id).await.map_err(bad)?;
+                self.cancel(caller, id).await.map_err(refused)?;
                 Ok(Value::Boolean(true))
             }
             method::ASKS => encode(to_value(&self.asks())),
@@ -447,6 +477,8 @@ impl Market {
 }
 
 /// Decodes a market answer.
-pub fn decode_answer<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, String> {
-    from_value(value).map_err(|e| e.to_string())
+pub fn decode_answer<T: serde::de::DeserializeOwned>(
+    value: Value,
+) -> Result<T, fogwire_compute_proto::DecodeError> {
+    from_value(value)
 }

@@ -87,7 +87,7 @@ pub enum RolesError {
     #[error("the hub: {0}")]
     Hub(#[source] crate::hub::HubError),
     #[error("the market: {0}")]
-    Market(String),
+    Market(#[source] crate::market::MarketError),
 }
 
 /// The roles running on a node.

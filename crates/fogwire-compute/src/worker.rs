@@ -138,7 +138,7 @@ impl Records {
     }
 }
 
-struct Inner {
+struct WorkerState {
     fabric: Arc<dyn Fabric>,
     runtimes: Runtimes,
     config: WorkerConfig,
@@ -151,7 +151,7 @@ struct Inner {
 /// A worker: serve it as [`crate::WORKER`].
 #[derive(Clone)]
 pub struct Worker {
-    inner: Arc<Inner>,
+    inner: Arc<WorkerState>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -197,7 +197,7 @@ impl Worker {
             }
             None => None,
         };
-        let inner = Arc::new(Inner {
+        let inner = Arc::new(WorkerState {
             fabric,
             runtimes,
             slots: Arc::new(Semaphore::new(config.slots.max(1) as usize)),
@@ -268,7 +268,7 @@ fn load(db: &redb::Database) -> Result<Vec<([u8; 36], TaskRecord)>, String> {
     Ok(out)
 }
 
-async fn flush_loop(inner: std::sync::Weak<Inner>, shutdown: CancellationToken) {
+async fn flush_loop(inner: std::sync::Weak<WorkerState>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(FLUSH_EVERY) => {}
@@ -282,7 +282,7 @@ async fn flush_loop(inner: std::sync::Weak<Inner>, shutdown: CancellationToken) 
 }
 
 /// Writes changed records in one transaction.
-async fn flush(inner: &Arc<Inner>) {
+async fn flush(inner: &Arc<WorkerState>) {
     let Some(db) = inner.db.clone() else {
         return;
     };

@@ -65,7 +65,7 @@ async fn call(
 }
 
 fn decode<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, Refusal> {
-    market::decode_answer(value).map_err(|e| Refusal(StatusCode::BAD_GATEWAY, e))
+    market::decode_answer(value).map_err(|e| Refusal(StatusCode::BAD_GATEWAY, e.to_string()))
 }
 
 fn unit(text: &Option<String>) -> Result<PriceUnit, Refusal> {

@@ -120,7 +120,7 @@ async fn render(
     // both).
     let buyer_index = network.nodes().len() - 1;
     let buyer = &network.nodes()[buyer_index];
-    let module = guests::compile(guests::MANDELBROT)?;
+    let module = guests::compile(guests::MANDELBROT).map_err(|e| e.to_string())?;
     let program = buyer
         .node
         .store()

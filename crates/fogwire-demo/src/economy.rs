@@ -43,7 +43,11 @@ pub fn ledger_options(ids: &[NodeId]) -> Vec<LedgerOptions> {
 }
 
 /// The hub registers a bonded wallet; every worker bonds a deposit with it.
-pub async fn bond(network: &Network, hub: usize, narrate: Narrator<'_>) -> Result<(), String> {
+pub(crate) async fn bond(
+    network: &Network,
+    hub: usize,
+    narrate: Narrator<'_>,
+) -> Result<(), String> {
     let nodes = network.nodes();
     let hub_node = &nodes[hub].node;
     let wallet = hub_node.ledger().wallet().clone();

@@ -45,7 +45,7 @@ fn names(network: &Network, source: usize, path: &[NodeId]) -> String {
 }
 
 /// Waits until `routing` knows every node of the network and every link.
-pub async fn converge(network: &Network, timeout: Duration) -> Result<Duration, String> {
+pub(crate) async fn converge(network: &Network, timeout: Duration) -> Result<Duration, String> {
     let started = Instant::now();
     let wanted_links = network.topology().len();
     loop {

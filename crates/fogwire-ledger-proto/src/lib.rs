@@ -28,7 +28,7 @@ mod tx;
 
 pub use id::Id;
 pub use rules::{COIN, GENESIS_ACCOUNTS_MAX, Genesis, Rules};
-pub use state::{Account, Applied, Deposit, Escrow, HubWallet, Ledger, WalletState};
+pub use state::{Account, Applied, Deposit, Escrow, HubWallet, Ledger, SupplyError, WalletState};
 pub use tx::{Op, SignedTransaction, TX_DOMAIN, Transaction, Verified};
 
 use serde::{Serialize, de::DeserializeOwned};

@@ -2,6 +2,14 @@
 
 use std::collections::BTreeMap;
 
+/// Coins held do not add up to genesis plus minted: a bug, never input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("accounts, escrows, wallets and deposits hold {held}, genesis plus minted is {expected}")]
+pub struct SupplyError {
+    pub held: u128,
+    pub expected: u128,
+}
+
 use serde::{Deserialize, Serialize};
 
 use crate::receipt::{self, ReceiptKind};
@@ -225,15 +233,13 @@ impl Ledger {
 
     /// Whether every coin is accounted for: what is held is exactly
     /// genesis plus minted.
-    pub fn check_supply(&self) -> Result<(), String> {
+    pub fn check_supply(&self) -> Result<(), SupplyError> {
         let held = self.held();
         let expected = u128::from(self.genesis) + u128::from(self.minted);
         if held == expected {
             Ok(())
         } else {
-            Err(format!(
-                "accounts, escrows, wallets and deposits hold {held}, genesis plus minted is {expected}"
-            ))
+            Err(SupplyError { held, expected })
         }
     }
 

@@ -84,7 +84,7 @@ impl LedgerClient {
             .next()
             .and_then(|chunk| chunk.into_iter().next())
             .ok_or_else(|| ClientError::BadAnswer("an empty answer".into()))?;
-        from_value(value).map_err(ClientError::BadAnswer)
+        from_value(value).map_err(|e| ClientError::BadAnswer(e.to_string()))
     }
 
     fn submit_args(signed: &SignedTransaction) -> Vec<Value> {
@@ -211,7 +211,8 @@ impl Wallet {
                         .next()
                         .and_then(|chunk| chunk.into_iter().next())
                         .ok_or_else(|| ClientError::BadAnswer("an empty answer".into()))?;
-                    let receipt: Receipt = from_value(value).map_err(ClientError::BadAnswer)?;
+                    let receipt: Receipt =
+                        from_value(value).map_err(|e| ClientError::BadAnswer(e.to_string()))?;
                     *next = Some(sequence + 1);
                     return Ok(receipt);
                 }

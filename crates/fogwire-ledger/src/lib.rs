@@ -83,18 +83,28 @@ pub fn format_coins(units: proto::Amount) -> String {
     }
 }
 
+/// Why a text is not an amount of coins.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseCoinsError {
+    #[error("{0:?} is not an amount of coins (like 12, 0.5 or 0.000001)")]
+    NotCoins(String),
+    #[error("{0:?}: at most 6 decimals (a coin is 1 000 000 units)")]
+    TooPrecise(String),
+    #[error("{0:?} is more coins than there can be")]
+    TooMany(String),
+}
+
 /// Parses coins (`12`, `0.5`, `0.000001`) into units.
-pub fn parse_coins(text: &str) -> Result<proto::Amount, String> {
+pub fn parse_coins(text: &str) -> Result<proto::Amount, ParseCoinsError> {
     let text = text.trim();
-    let bad = || format!("{text:?} is not an amount of coins (like 12, 0.5 or 0.000001)");
+    let bad = || ParseCoinsError::NotCoins(text.to_owned());
     let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
     if whole.is_empty() && fraction.is_empty() {
         return Err(bad());
     }
     if fraction.len() > 6 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
-            "{text:?}: at most 6 decimals (a coin is 1 000 000 units)"
-        ));
+        return Err(ParseCoinsError::TooPrecise(text.to_owned()));
     }
     let whole: u64 = if whole.is_empty() {
         0
@@ -109,7 +119,7 @@ pub fn parse_coins(text: &str) -> Result<proto::Amount, String> {
     whole
         .checked_mul(proto::COIN)
         .and_then(|units| units.checked_add(fraction))
-        .ok_or_else(|| format!("{text:?} is more coins than there can be"))
+        .ok_or_else(|| ParseCoinsError::TooMany(text.to_owned()))
 }
 
 /// An account as people read it: its node id (`fw1…`), else hex.

@@ -191,9 +191,9 @@ impl Log {
     }
 
     /// Every entry in order, for replay, handed to `each` one at a time.
-    pub fn replay(
+    pub fn replay<E: std::fmt::Display>(
         &self,
-        mut each: impl FnMut(Entry) -> Result<(), String>,
+        mut each: impl FnMut(Entry) -> Result<(), E>,
     ) -> Result<u64, LogError> {
         let read = self.db.begin_read().map_err(|e| self.error(e))?;
         let table = read.open_table(LOG).map_err(|e| self.error(e))?;

@@ -47,12 +47,12 @@ pub struct LedgerInfo {
 }
 
 /// Encodes a value as one RPC argument.
-pub fn to_value<T: Serialize>(value: &T) -> Result<Value, String> {
-    rmpv::ext::to_value(value).map_err(|e| e.to_string())
+pub fn to_value<T: Serialize>(value: &T) -> Result<Value, rmpv::ext::Error> {
+    rmpv::ext::to_value(value)
 }
 
-pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, String> {
-    rmpv::ext::from_value(value).map_err(|e| e.to_string())
+pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, rmpv::ext::Error> {
+    rmpv::ext::from_value(value)
 }
 
 fn arg<T: DeserializeOwned>(
@@ -110,7 +110,9 @@ impl Service for LedgerService {
 
 impl LedgerService {
     async fn answer(&self, method: u64, args: Vec<Value>) -> Result<Value, (u64, String)> {
-        let encode = |value: Result<Value, String>| value.map_err(|e| (rpc_code::FAILED, e));
+        let encode = |value: Result<Value, rmpv::ext::Error>| {
+            value.map_err(|e| (rpc_code::FAILED, e.to_string()))
+        };
         match method {
             method::SUBMIT => {
                 let body: Value = arg(&args, 0, "the transaction's body")?;
@@ -191,7 +193,7 @@ impl LedgerService {
             genesis: ledger.genesis(),
             minted: ledger.minted(),
             held: u64::try_from(ledger.held()).unwrap_or(u64::MAX),
-            supply_error: ledger.check_supply().err(),
+            supply_error: ledger.check_supply().err().map(|e| e.to_string()),
             accounts: ledger.accounts_len() as u64,
             log_len,
             time_ms: ledger.time_ms(),

@@ -54,6 +54,19 @@ pub enum OpenError {
     Genesis(LedgerError),
     #[error("replaying the log: {0}")]
     Replay(String),
+    #[error("the replayed log does not add up: {0}")]
+    Supply(#[from] fogwire_ledger_proto::SupplyError),
+}
+
+/// Why a logged entry does not replay.
+#[derive(Debug, thiserror::Error)]
+enum ReplayError {
+    #[error("a signature that is not 64 bytes")]
+    Signature,
+    #[error("undecodable: {0}")]
+    Decode(LedgerError),
+    #[error("does not apply again: {0}")]
+    Apply(LedgerError),
 }
 
 /// Where a submission's outcome goes.
@@ -68,7 +81,7 @@ struct Pending {
 /// A running ledger.
 #[derive(Clone)]
 pub struct LedgerService {
-    inner: Arc<Inner>,
+    inner: Arc<LedgerState>,
 }
 
 impl std::fmt::Debug for LedgerService {
@@ -77,7 +90,7 @@ impl std::fmt::Debug for LedgerService {
     }
 }
 
-struct Inner {
+struct LedgerState {
     log: Arc<Log>,
     /// What each account earned and spent, for `account`.
     flows: std::sync::Mutex<crate::flows::Flows>,
@@ -96,28 +109,25 @@ impl LedgerService {
         let mut flows = crate::flows::Flows::default();
         let count = log
             .replay(|entry| {
-                let signed = entry
-                    .signed
-                    .to_signed()
-                    .ok_or("a signature that is not 64 bytes")?;
+                let signed = entry.signed.to_signed().ok_or(ReplayError::Signature)?;
                 let tx = fogwire_ledger_proto::Transaction::decode(&signed.body)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(ReplayError::Decode)?;
                 let verified = Verified::trusted(tx);
                 let applied = ledger
                     .apply(&verified, entry.time_ms)
-                    .map_err(|e| format!("does not apply again: {e}"))?;
+                    .map_err(ReplayError::Apply)?;
                 flows.record(verified.transaction(), &applied);
-                Ok(())
+                Ok::<(), ReplayError>(())
             })
             .map_err(|e| OpenError::Replay(e.to_string()))?;
-        ledger.check_supply().map_err(OpenError::Replay)?;
+        ledger.check_supply()?;
         tracing::info!(
             entries = count,
             accounts = ledger.accounts_len(),
             "ledger replayed its log"
         );
         let (queue, inbox) = mpsc::channel(QUEUE_MAX);
-        let inner = Arc::new(Inner {
+        let inner = Arc::new(LedgerState {
             log: Arc::new(log),
             flows: std::sync::Mutex::new(flows),
             committed: RwLock::new(ledger.clone()),
@@ -198,7 +208,7 @@ impl LedgerService {
 
 /// The driver: batches in order, durable before answered.
 async fn drive(
-    inner: std::sync::Weak<Inner>,
+    inner: std::sync::Weak<LedgerState>,
     mut working: Ledger,
     mut inbox: mpsc::Receiver<Pending>,
 ) {

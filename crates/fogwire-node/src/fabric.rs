@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fogwire_compute::{Fabric, store_hash};
+use fogwire_compute::{Fabric, FetchFailed, store_hash};
 use fogwire_compute_proto::Digest;
 use fogwire_identity::NodeId;
 use fogwire_link::PeerAddr;
@@ -17,7 +17,25 @@ use fogwire_rpc::{BoxFuture, Rpc, RpcError};
 use fogwire_rpc_proto::Value;
 use fogwire_store::Store;
 
-use crate::links::Links;
+use crate::links::{LinkError, Links};
+
+/// Why a node could not be linked to on demand.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum LinkToError {
+    #[error(transparent)]
+    Routing(#[from] fogwire_route::RouteError),
+    #[error("{} is not linked, and no advert of it names an address", .0.short())]
+    NotAdvertised(NodeId),
+    #[error("{} advertises no address", .0.short())]
+    NoAddress(NodeId),
+    #[error("{address}: {source}")]
+    Dial {
+        address: String,
+        #[source]
+        source: LinkError,
+    },
+}
 
 /// The node as its services see it: handles on the subsystems, no more.
 #[derive(Debug, Clone)]
@@ -33,18 +51,15 @@ pub(crate) struct NodeFabric {
 impl NodeFabric {
     /// A link to `peer`: the one up, else a new one to an address its
     /// advert names.
-    pub(crate) async fn link_to(&self, peer: NodeId) -> Result<(), String> {
+    pub(crate) async fn link_to(&self, peer: NodeId) -> Result<(), LinkToError> {
         if peer == self.id || self.links.link(&peer).is_some() {
             return Ok(());
         }
-        let nodes = self.routing.nodes().await.map_err(|e| e.to_string())?;
+        let nodes = self.routing.nodes().await?;
         let Some(info) = nodes.into_iter().find(|info| info.advert.origin == peer) else {
-            return Err(format!(
-                "{} is not linked, and no advert of it names an address",
-                peer.short()
-            ));
+            return Err(LinkToError::NotAdvertised(peer));
         };
-        let mut last = format!("{} advertises no address", peer.short());
+        let mut last = LinkToError::NoAddress(peer);
         for address in &info.advert.addresses {
             let addr = PeerAddr {
                 node_id: peer,
@@ -52,7 +67,12 @@ impl NodeFabric {
             };
             match self.links.connect(addr).await {
                 Ok(_) => return Ok(()),
-                Err(error) => last = format!("{address}: {error}"),
+                Err(source) => {
+                    last = LinkToError::Dial {
+                        address: address.clone(),
+                        source,
+                    }
+                }
             }
         }
         Err(last)
@@ -94,7 +114,7 @@ impl Fabric for NodeFabric {
         })
     }
 
-    fn fetch(&self, hash: Digest, holders: Vec<NodeId>) -> BoxFuture<Result<(), String>> {
+    fn fetch(&self, hash: Digest, holders: Vec<NodeId>) -> BoxFuture<Result<(), FetchFailed>> {
         let this = self.clone();
         Box::pin(async move {
             for holder in &holders {
@@ -106,7 +126,10 @@ impl Fabric for NodeFabric {
                 .fetch(store_hash(&hash), None, None)
                 .await
                 .map(|_| ())
-                .map_err(|e| e.to_string())
+                .map_err(|source| FetchFailed {
+                    hash,
+                    source: Box::new(source),
+                })
         })
     }
 

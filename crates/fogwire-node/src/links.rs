@@ -98,7 +98,7 @@ impl State {
     }
 }
 
-struct Shared {
+struct Manager {
     identity: Arc<LinkIdentity>,
     config: Arc<LinkConfig>,
     local_addr: SocketAddr,
@@ -116,7 +116,7 @@ struct Shared {
 /// A node's links. Cheap to clone; every clone is the same manager.
 #[derive(Clone)]
 pub struct Links {
-    shared: Arc<Shared>,
+    shared: Arc<Manager>,
 }
 
 impl std::fmt::Debug for Links {
@@ -146,7 +146,7 @@ impl Links {
             ..State::default()
         }));
         let links = Links {
-            shared: Arc::new(Shared {
+            shared: Arc::new(Manager {
                 identity,
                 config: Arc::new(config),
                 local_addr,

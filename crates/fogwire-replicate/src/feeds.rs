@@ -28,7 +28,7 @@ use fogwire_store_proto::message::Message as StoreMessage;
 use tokio::task::JoinSet;
 
 use crate::peer::{PeerLink, Reply};
-use crate::{FetchError, Inner, lock};
+use crate::{FetchError, ReplicationState, lock};
 use fogwire_env::unix_ms as now_ms;
 
 /// (feed, sequence number) pairs remembered as seen, to flood each once.
@@ -76,7 +76,7 @@ impl FeedState {
 /// Announces a root taken in here (published on this node) to every
 /// neighbour but `except`.
 pub(crate) async fn announce(
-    inner: &Arc<Inner>,
+    inner: &Arc<ReplicationState>,
     root: Bytes,
     holder: Option<[u8; 32]>,
     except: Option<NodeId>,
@@ -88,7 +88,12 @@ pub(crate) async fn announce(
 }
 
 /// Sends a root to every neighbour but `except`.
-fn pass_on(inner: &Inner, root: Bytes, holder: Option<[u8; 32]>, except: Option<NodeId>) {
+fn pass_on(
+    inner: &ReplicationState,
+    root: Bytes,
+    holder: Option<[u8; 32]>,
+    except: Option<NodeId>,
+) {
     let message = StoreMessage::Announce { root, holder }.encode();
     for link in inner.all_links() {
         if Some(link.peer) == except || link.is_closed() {
@@ -100,7 +105,12 @@ fn pass_on(inner: &Inner, root: Bytes, holder: Option<[u8; 32]>, except: Option<
 }
 
 /// A neighbour announced a root.
-pub(crate) fn on_announce(inner: &Arc<Inner>, from: NodeId, root: Bytes, holder: Option<[u8; 32]>) {
+pub(crate) fn on_announce(
+    inner: &Arc<ReplicationState>,
+    from: NodeId,
+    root: Bytes,
+    holder: Option<[u8; 32]>,
+) {
     let inner2 = inner.clone();
     inner.tasks.spawn(async move {
         take_root(&inner2, Some(from), root, holder).await;
@@ -111,7 +121,7 @@ pub(crate) fn on_announce(inner: &Arc<Inner>, from: NodeId, root: Bytes, holder:
 /// fetches its content if followed and newer. Returns whether it was
 /// taken as the newest root of a followed feed.
 async fn take_root(
-    inner: &Arc<Inner>,
+    inner: &Arc<ReplicationState>,
     from: Option<NodeId>,
     root: Bytes,
     holder: Option<[u8; 32]>,
@@ -171,7 +181,7 @@ async fn take_root(
 
 /// Answers a neighbour's FEED_GET with the root held, if any.
 pub(crate) async fn answer_feed_get(
-    inner: Arc<Inner>,
+    inner: Arc<ReplicationState>,
     link: Arc<PeerLink>,
     id: u32,
     feed: [u8; 32],
@@ -192,7 +202,7 @@ pub(crate) async fn answer_feed_get(
 }
 
 /// Asks `link` for the root of `feed` and takes it in.
-async fn ask_root(inner: &Arc<Inner>, link: &Arc<PeerLink>, feed: FeedId) -> bool {
+async fn ask_root(inner: &Arc<ReplicationState>, link: &Arc<PeerLink>, feed: FeedId) -> bool {
     let request = tokio::time::timeout(inner.config.has_timeout, async {
         let mut pending = link
             .request(|id| StoreMessage::FeedGet {
@@ -213,7 +223,7 @@ async fn ask_root(inner: &Arc<Inner>, link: &Arc<PeerLink>, feed: FeedId) -> boo
 }
 
 /// A new neighbour: ask it for every feed followed here.
-pub(crate) async fn on_link_up(inner: Arc<Inner>, link: Arc<PeerLink>) {
+pub(crate) async fn on_link_up(inner: Arc<ReplicationState>, link: Arc<PeerLink>) {
     let Ok(feeds) = inner.blocking(|store| store.following()).await else {
         return;
     };
@@ -230,7 +240,7 @@ pub(crate) async fn on_link_up(inner: Arc<Inner>, link: Arc<PeerLink>) {
 }
 
 /// Checks `feed` with every neighbour now, then fetches its content.
-pub(crate) fn spawn_sync(inner: &Arc<Inner>, feed: FeedId) {
+pub(crate) fn spawn_sync(inner: &Arc<ReplicationState>, feed: FeedId) {
     let inner2 = inner.clone();
     inner.tasks.spawn(async move {
         let mut asks = JoinSet::new();
@@ -244,7 +254,7 @@ pub(crate) fn spawn_sync(inner: &Arc<Inner>, feed: FeedId) {
 }
 
 /// Every so often: every followed feed with every neighbour.
-pub(crate) async fn periodic(inner: Arc<Inner>) {
+pub(crate) async fn periodic(inner: Arc<ReplicationState>) {
     let mut tick = tokio::time::interval(inner.config.feed_sync_interval);
     tick.tick().await;
     loop {
@@ -264,7 +274,7 @@ pub(crate) async fn periodic(inner: Arc<Inner>) {
 /// Makes sure the content of the newest root of `feed` is here and
 /// pinned, retrying with backoff while peers do not have it yet; one task
 /// per feed.
-fn spawn_content_sync(inner: &Arc<Inner>, feed: FeedId) {
+fn spawn_content_sync(inner: &Arc<ReplicationState>, feed: FeedId) {
     if !lock(&inner.feeds.syncing).insert(feed) {
         return;
     }
@@ -295,7 +305,7 @@ fn spawn_content_sync(inner: &Arc<Inner>, feed: FeedId) {
 /// pinned yet), then pin it under the feed's tag. With `from_holder`, if
 /// the neighbours cannot provide it, from the announced holder.
 async fn sync_content(
-    inner: &Arc<Inner>,
+    inner: &Arc<ReplicationState>,
     feed: FeedId,
     from_holder: bool,
 ) -> Result<(), FetchError> {
@@ -343,7 +353,7 @@ async fn sync_content(
 /// route from the node its announcement named, if there is one, it is not
 /// a neighbour already, and the node can open routes.
 async fn fetch_from_holder(
-    inner: &Arc<Inner>,
+    inner: &Arc<ReplicationState>,
     feed: FeedId,
     content: fogwire_store::Hash,
 ) -> Option<crate::FetchReport> {

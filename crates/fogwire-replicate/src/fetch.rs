@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::peer::{PeerLink, Pending, Reply};
-use crate::{Counters, FetchError, FetchProgress, FetchReport, Inner, ProgressFn, lock};
+use crate::{Counters, FetchError, FetchProgress, FetchReport, ProgressFn, ReplicationState, lock};
 
 /// Object nodes nest at most this deep below a root.
 pub(crate) const DEPTH_MAX: usize = 64;
@@ -87,7 +87,7 @@ impl Reporter {
 
 /// Fetches `hash` and, if it is an object node, the graph below it.
 pub(crate) async fn fetch(
-    inner: &Arc<Inner>,
+    inner: &Arc<ReplicationState>,
     hash: Hash,
     tag: Option<String>,
     progress: Option<ProgressFn>,
@@ -185,7 +185,7 @@ pub(crate) async fn fetch(
 /// Asks `links` what they hold of `hashes` (at most [`HAS_MAX`]), all at
 /// once; peers that do not answer in time count as holding nothing.
 async fn ask_all(
-    inner: &Arc<Inner>,
+    inner: &Arc<ReplicationState>,
     links: &[Arc<PeerLink>],
     hashes: &[Hash],
 ) -> Vec<(Arc<PeerLink>, Vec<HaveState>)> {
@@ -254,7 +254,7 @@ fn available(state: &HaveState) -> Option<Option<Groups>> {
 /// Fetches the children of a node: small ones batched, large ones one by
 /// one, `fetch_parallel` at a time.
 async fn fetch_many(
-    inner: &Arc<Inner>,
+    inner: &Arc<ReplicationState>,
     hashes: Vec<Hash>,
     reporter: &Reporter,
 ) -> Result<(), FetchError> {
@@ -371,7 +371,7 @@ enum Job {
 /// Fetches small blobs whole in one GET from one peer; returns those it
 /// could not get (the peer failed, or lied and was penalised).
 async fn fetch_batch(
-    inner: &Arc<Inner>,
+    inner: &Arc<ReplicationState>,
     link: &Arc<PeerLink>,
     batch: Vec<(Hash, u64)>,
     reporter: &Reporter,
@@ -491,7 +491,7 @@ enum Owned {
 /// Fetches the last chunk group of `hash` assuming `size`: if it
 /// verifies, the size is proven.
 async fn probe(
-    inner: &Arc<Inner>,
+    inner: &Arc<ReplicationState>,
     link: &Arc<PeerLink>,
     hash: Hash,
     size: u64,
@@ -533,7 +533,7 @@ async fn probe(
 
 /// Fetches one blob (resuming what is held of it); returns its size.
 async fn fetch_blob(
-    inner: &Arc<Inner>,
+    inner: &Arc<ReplicationState>,
     hash: Hash,
     reporter: &Reporter,
 ) -> Result<u64, FetchError> {
@@ -747,7 +747,7 @@ enum Event {
 /// Asks every usable neighbour what it holds of `hash`, in a task of its
 /// own: answers come through the same links as the download's data, so
 /// the download must keep taking data while it waits for them.
-fn spawn_ask(inner: &Arc<Inner>, hash: Hash, events: mpsc::Sender<Event>) {
+fn spawn_ask(inner: &Arc<ReplicationState>, hash: Hash, events: mpsc::Sender<Event>) {
     let inner = inner.clone();
     tokio::spawn(async move {
         let candidates = inner.usable_links();
@@ -885,7 +885,7 @@ async fn forward(
 /// Runs the download scheduler over `peers` until every chunk group of the
 /// blob is written.
 async fn download(
-    inner: &Arc<Inner>,
+    inner: &Arc<ReplicationState>,
     writer: PartialWriter,
     peers: Vec<(Arc<PeerLink>, Option<Groups>)>,
     reporter: &Reporter,

@@ -251,7 +251,7 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-pub(crate) struct Inner {
+pub(crate) struct ReplicationState {
     pub(crate) store: Arc<Store>,
     pub(crate) config: Config,
     links: Mutex<HashMap<NodeId, Arc<PeerLink>>>,
@@ -267,7 +267,7 @@ pub(crate) struct Inner {
     pub(crate) tasks: TaskTracker,
 }
 
-impl Inner {
+impl ReplicationState {
     pub(crate) fn counters(&self, peer: NodeId) -> Arc<Counters> {
         let mut counters = lock(&self.counters);
         if !counters.contains_key(&peer) && counters.len() >= PEERS_REMEMBERED {
@@ -348,7 +348,7 @@ impl Inner {
 /// Replication of one node's store. Cheap to clone.
 #[derive(Clone)]
 pub struct Replication {
-    inner: Arc<Inner>,
+    inner: Arc<ReplicationState>,
 }
 
 impl std::fmt::Debug for Replication {
@@ -379,7 +379,7 @@ impl Replication {
                 }
             },
         };
-        let inner = Arc::new(Inner {
+        let inner = Arc::new(ReplicationState {
             counters_file,
             store,
             limiter: limit::Limiter::new(config.serve_bytes_per_sec_max),

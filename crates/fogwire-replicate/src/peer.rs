@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::transport::{Inbox, InboxEnd, Outbox};
-use crate::{Counters, Inner, feeds, lock, serve};
+use crate::{Counters, ReplicationState, feeds, lock, serve};
 
 /// Malformed messages a peer may send before its link is closed.
 const MALFORMED_MAX: u32 = 8;
@@ -166,7 +166,7 @@ impl Drop for Pending {
 }
 
 /// Reads the peer's messages until the link or stream goes.
-pub(crate) async fn run(inner: Arc<Inner>, link: Arc<PeerLink>, mut inbox: Inbox) {
+pub(crate) async fn run(inner: Arc<ReplicationState>, link: Arc<PeerLink>, mut inbox: Inbox) {
     let mut malformed = 0u32;
     loop {
         // Everything the link delivered is read, even after it closed:
@@ -259,7 +259,7 @@ async fn deliver(link: &PeerLink, id: u32, reply: Reply) {
 
 /// What this node holds of each hash, as a peer asked.
 async fn answer_has(
-    inner: Arc<Inner>,
+    inner: Arc<ReplicationState>,
     link: Arc<PeerLink>,
     id: u32,
     hashes: Vec<fogwire_store::Hash>,

@@ -16,7 +16,7 @@ use std::time::Duration;
 use fogwire_identity::NodeId;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::{Counters, Inner, lock};
+use crate::{Counters, ReplicationState, lock};
 
 const COUNTERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("peer_counters");
 /// How often changed counters are written.
@@ -132,7 +132,7 @@ impl CountersFile {
 }
 
 /// Fills the counters with what the file held.
-pub(crate) fn restore(inner: &Inner, loaded: Vec<(NodeId, Values)>) {
+pub(crate) fn restore(inner: &ReplicationState, loaded: Vec<(NodeId, Values)>) {
     let mut counters = lock(&inner.counters);
     for (peer, [served, requests, fetched, corrupt]) in loaded {
         let entry = counters.entry(peer).or_default();
@@ -144,7 +144,10 @@ pub(crate) fn restore(inner: &Inner, loaded: Vec<(NodeId, Values)>) {
 }
 
 /// Writes the counters that changed since the last save.
-pub(crate) async fn save_changed(inner: &Arc<Inner>, saved: &mut HashMap<NodeId, Values>) {
+pub(crate) async fn save_changed(
+    inner: &Arc<ReplicationState>,
+    saved: &mut HashMap<NodeId, Values>,
+) {
     let Some(file) = inner.counters_file.clone() else {
         return;
     };
@@ -169,7 +172,7 @@ pub(crate) async fn save_changed(inner: &Arc<Inner>, saved: &mut HashMap<NodeId,
 
 /// Saves changed counters every [`SAVE_INTERVAL`], and once more when
 /// replication shuts down.
-pub(crate) async fn run(inner: Arc<Inner>) {
+pub(crate) async fn run(inner: Arc<ReplicationState>) {
     let mut saved = HashMap::new();
     let mut tick = tokio::time::interval(SAVE_INTERVAL);
     loop {

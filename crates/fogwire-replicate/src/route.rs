@@ -8,7 +8,7 @@ use fogwire_identity::NodeId;
 use fogwire_route::services::BoxFuture;
 use fogwire_route::{Constraints, Opened, RouteError, RouteStream, Routing, Service};
 
-use crate::{Inner, Replication, RoutePeer, RouteRefused, STORE_SERVICE};
+use crate::{Replication, ReplicationState, RoutePeer, RouteRefused, STORE_SERVICE};
 
 /// Why a store route to a node could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +59,7 @@ impl Service for StoreService {
 /// to its `store` service. None when `node` is already a replicating
 /// neighbour (its link serves).
 pub(crate) async fn open(
-    inner: &Arc<Inner>,
+    inner: &Arc<ReplicationState>,
     node: NodeId,
 ) -> Result<Option<StoreRoute>, StoreRouteError> {
     let replication = Replication {

@@ -13,10 +13,15 @@ use fogwire_store_proto::message::{
 use fogwire_store_proto::stream::ItemEncoder;
 
 use crate::peer::PeerLink;
-use crate::{Counters, Inner, lock};
+use crate::{Counters, ReplicationState, lock};
 
 /// Starts serving request `id`, unless the peer has too many in progress.
-pub(crate) fn start(inner: &Arc<Inner>, link: &Arc<PeerLink>, id: u32, items: Vec<GetItem>) {
+pub(crate) fn start(
+    inner: &Arc<ReplicationState>,
+    link: &Arc<PeerLink>,
+    id: u32,
+    items: Vec<GetItem>,
+) {
     let cancel = Arc::new(AtomicBool::new(false));
     {
         let mut serving = lock(&link.serving);
@@ -48,7 +53,7 @@ pub(crate) fn start(inner: &Arc<Inner>, link: &Arc<PeerLink>, id: u32, items: Ve
 /// Streams the items' encodings; returns the message that ends the answer
 /// (none when cancelled or the link went).
 fn serve(
-    inner: &Inner,
+    inner: &ReplicationState,
     link: &PeerLink,
     id: u32,
     items: &[GetItem],

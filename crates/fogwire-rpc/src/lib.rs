@@ -276,7 +276,7 @@ struct Connection {
     commands: mpsc::Sender<Command>,
 }
 
-struct Inner {
+struct RpcState {
     /// This node: calls to it go straight to its services.
     local: Option<NodeId>,
     /// How far nodes are found (the locator) and reached (RPC over routes).
@@ -288,7 +288,7 @@ struct Inner {
     tasks: TaskTracker,
 }
 
-impl Inner {
+impl RpcState {
     /// The service served under `name`, if it has method `method`; else
     /// the error to answer (code and message).
     fn service(&self, name: &str, method: u64) -> Result<Arc<dyn Service>, (u64, String)> {
@@ -330,7 +330,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A node's RPC: its services, and its connections to linked peers.
 #[derive(Clone)]
 pub struct Rpc {
-    inner: Arc<Inner>,
+    inner: Arc<RpcState>,
 }
 
 impl std::fmt::Debug for Rpc {
@@ -378,7 +378,7 @@ impl Builder {
     /// routing).
     pub fn build(self) -> Rpc {
         let rpc = Rpc {
-            inner: Arc::new(Inner {
+            inner: Arc::new(RpcState {
                 local: self.local,
                 routing: self.routing.clone(),
                 services: RwLock::default(),
@@ -714,7 +714,7 @@ impl Wire {
 /// One connection's RPC: reads the peer's messages into the session,
 /// carries out local commands, sends what the session has to send.
 async fn run_connection(
-    inner: &Arc<Inner>,
+    inner: &Arc<RpcState>,
     peer: NodeId,
     mut wire: Wire,
     role: Role,
@@ -816,7 +816,7 @@ fn apply(
 }
 
 async fn dispatch(
-    inner: &Arc<Inner>,
+    inner: &Arc<RpcState>,
     session: &mut Session,
     calling: &mut HashMap<u64, mpsc::Sender<Reply>>,
     serving: &mut HashMap<u64, CancellationToken>,

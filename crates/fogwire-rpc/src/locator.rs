@@ -13,7 +13,7 @@ use fogwire_identity::NodeId;
 use fogwire_route::Routing;
 use fogwire_rpc_proto::{Value, code};
 
-use crate::{BoxFuture, Inner, Replier, Rpc, Service};
+use crate::{BoxFuture, Replier, Rpc, RpcState, Service};
 
 /// The locator's name.
 pub const LOCATOR: &str = "locator";
@@ -25,7 +25,7 @@ pub fn advertised(service: &str) -> String {
 
 /// The locator service. It holds its RPC weakly: the RPC holds it.
 pub(crate) struct Locator {
-    pub(crate) rpc: Weak<Inner>,
+    pub(crate) rpc: Weak<RpcState>,
     pub(crate) routing: Option<Routing>,
 }
 

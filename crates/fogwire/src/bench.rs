@@ -700,7 +700,7 @@ async fn market(args: MarketArgs) -> anyhow::Result<()> {
     };
     let measured = measure(
         args.json,
-        move |progress| fogwire_bench::market::run(&options, progress).map_err(anyhow::Error::msg),
+        move |progress| fogwire_bench::market::run(&options, progress),
         |step| match step {
             MarketStep::Round { round } => format!("round {}: matching", round + 1),
         },
