@@ -34,7 +34,7 @@ impl Digest {
     }
 
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(self.0)
     }
 
     /// The BLAKE3 hash of `data` (a blob's hash in the store).
@@ -45,7 +45,7 @@ impl Digest {
 
 impl std::fmt::Debug for Digest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", &self.to_hex()[..16])
+        f.write_str(&fogwire_identity::short_form(&self.to_hex()))
     }
 }
 
@@ -54,17 +54,9 @@ impl std::str::FromStr for Digest {
 
     fn from_str(text: &str) -> Result<Digest, DecodeError> {
         let text = text.trim();
-        if text.len() != 64 || !text.is_ascii() {
-            return Err(DecodeError(format!(
-                "a hash is 64 hex digits, not {:?}",
-                text
-            )));
-        }
         let mut out = [0u8; 32];
-        for (index, byte) in out.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&text[index * 2..index * 2 + 2], 16)
-                .map_err(|_| DecodeError(format!("not a hex hash: {text:?}")))?;
-        }
+        hex::decode_to_slice(text, &mut out)
+            .map_err(|_| DecodeError(format!("a hash is 64 hex digits, not {text:?}")))?;
         Ok(Digest(out))
     }
 }
@@ -114,7 +106,7 @@ mod tests {
     fn msgpack_hex<T: Serialize>(value: &T) -> String {
         let mut out = Vec::new();
         rmpv::encode::write_value(&mut out, &to_value(value).unwrap()).unwrap();
-        out.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(out)
     }
 
     /// The examples of docs/protocol/compute.md §2, byte for byte.

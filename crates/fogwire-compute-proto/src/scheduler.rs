@@ -301,8 +301,11 @@ const COOLING_MS: u64 = 1000;
 /// Worker ids kept decoded.
 const KNOWN_IDS_MAX: usize = 65_536;
 
+/// A worker as logs name it: its node id's short form.
 fn short(id: &Digest) -> String {
-    id.to_hex()[..8].to_owned()
+    NodeId::from_bytes(&id.0)
+        .map(|node| node.short())
+        .unwrap_or_else(|_| fogwire_identity::short_form(&id.to_hex()))
 }
 
 impl Scheduler {
@@ -403,7 +406,7 @@ impl Scheduler {
 
     /// Finds a job by the first hex digits of its id.
     pub fn find(&self, prefix: &str) -> Vec<JobId> {
-        let prefix = prefix.to_ascii_lowercase();
+        let prefix = fogwire_identity::prefix_of(prefix).to_ascii_lowercase();
         self.jobs
             .keys()
             .filter(|id| id.0.to_hex().starts_with(&prefix))

@@ -201,12 +201,10 @@ impl JobId {
 }
 
 impl std::fmt::Display for JobId {
-    /// The first 16 hex digits: what users type.
+    /// The short form ([`fogwire_identity::short_form`]): what users type,
+    /// a prefix of the id.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for byte in &self.0.0[..8] {
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
+        f.write_str(&fogwire_identity::short_form(&self.0.to_hex()))
     }
 }
 

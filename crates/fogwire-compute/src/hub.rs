@@ -1260,7 +1260,9 @@ async fn settle_job(inner: &Arc<HubState>, id: JobId) {
     let mut lines = vec![text.clone()];
     for worker in &settlement.slash {
         // As the scheduler's lines name workers: the first 8 hex digits.
-        let name = Digest(*worker).to_hex()[..8].to_owned();
+        let name = NodeId::from_bytes(worker)
+            .map(|node| node.short())
+            .unwrap_or_else(|_| fogwire_identity::short_form(&Digest(*worker).to_hex()));
         match payments.slash(*worker, inner.config.terms.slash).await {
             Ok(()) => lines.push(format!(
                 "payment: {name} caught dissenting: up to {} coins of its deposit slashed to the DAO",

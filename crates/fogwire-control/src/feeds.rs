@@ -69,11 +69,27 @@ fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
     Refusal(status, message.into())
 }
 
-fn parse_feed(text: &str) -> Result<FeedId, Refusal> {
-    text.parse()
-        .map_err(|e: fogwire_store::feed::ParseFeedIdError| {
-            refuse(StatusCode::BAD_REQUEST, e.to_string())
-        })
+/// A feed named by its id, or by a prefix of it (its short form, say)
+/// that only one feed this node knows has.
+fn parse_feed(store: &Store, text: &str) -> Result<FeedId, Refusal> {
+    let error = match text.trim().parse::<FeedId>() {
+        Ok(feed) => return Ok(feed),
+        Err(error) => error,
+    };
+    if !fogwire_identity::prefix_of(text).starts_with("fwfeed1") {
+        return Err(refuse(StatusCode::BAD_REQUEST, error.to_string()));
+    }
+    let mut known: Vec<FeedId> = owned(store);
+    known.extend(store.following()?);
+    known.extend(store.feeds()?.into_iter().map(|root| root.feed));
+    known.sort();
+    known.dedup();
+    crate::prefix::unique(
+        text,
+        known.into_iter().map(|feed| (feed.to_string(), feed)),
+        "feed",
+        "fogwire feed show",
+    )
 }
 
 async fn blocking<T: serde::Serialize + Send + 'static>(
@@ -128,7 +144,7 @@ pub(crate) async fn list(State(state): State<Arc<ApiState>>) -> Response {
 
 pub(crate) async fn show(State(state): State<Arc<ApiState>>, Path(feed): Path<String>) -> Response {
     blocking(state.node.store(), move |store| {
-        let feed = parse_feed(&feed)?;
+        let feed = parse_feed(store, &feed)?;
         let info = info(store, &feed)?;
         if !info.owned && !info.following && info.root.is_none() {
             return Err(refuse(
@@ -152,7 +168,7 @@ pub(crate) async fn publish(State(state): State<Arc<ApiState>>, body: Bytes) -> 
         }
     };
     let published = run_blocking(state.node.store(), move |store| {
-        let feed = parse_feed(&request.feed)?;
+        let feed = parse_feed(store, &request.feed)?;
         let key = Keypair::load(&key_path(store, &feed)).map_err(|_| {
             refuse(
                 StatusCode::FORBIDDEN,
@@ -226,7 +242,7 @@ pub(crate) async fn follow(State(state): State<Arc<ApiState>>, body: Bytes) -> R
     };
     let stop = request.stop;
     let followed = run_blocking(state.node.store(), move |store| {
-        let feed = parse_feed(&request.feed)?;
+        let feed = parse_feed(store, &request.feed)?;
         store.set_following(&feed, !request.stop)?;
         Ok((feed, info(store, &feed)?))
     })

@@ -63,6 +63,7 @@ mod jobs;
 mod ledger;
 mod market;
 mod ndjson;
+mod prefix;
 mod routes;
 pub mod rpc;
 mod server;

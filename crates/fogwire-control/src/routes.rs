@@ -68,28 +68,17 @@ fn parse_request(body: &Bytes) -> Result<RouteRequest, Refusal> {
 /// A node named by its full id or by a prefix of it that only one known
 /// node has.
 pub(crate) fn resolve(nodes: &[NodeInfo], name: &str) -> Result<NodeId, Refusal> {
-    if let Ok(id) = name.parse::<NodeId>() {
+    if let Ok(id) = name.trim().parse::<NodeId>() {
         return Ok(id);
     }
-    let matches: Vec<NodeId> = nodes
-        .iter()
-        .map(|node| node.advert.origin)
-        .filter(|id| id.to_string().starts_with(name))
-        .collect();
-    match matches.as_slice() {
-        [one] => Ok(*one),
-        [] => Err(Refusal(
-            StatusCode::NOT_FOUND,
-            format!("no known node is `{name}`; `fogwire nodes` lists them"),
-        )),
-        _ => Err(Refusal(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "`{name}` names {} nodes; give more of the id",
-                matches.len()
-            ),
-        )),
-    }
+    crate::prefix::unique(
+        name,
+        nodes
+            .iter()
+            .map(|node| (node.advert.origin.to_string(), node.advert.origin)),
+        "known node",
+        "fogwire nodes",
+    )
 }
 
 /// The destination and constraints a request names.
@@ -368,13 +357,9 @@ async fn transfer(
         secs: done.elapsed.as_secs_f64(),
         mbit_per_sec: done.bytes_per_second() * 8.0 / 1e6,
         intact: done.intact(),
-        sent_blake3: hex(&done.sent_hash),
-        received_blake3: hex(&done.received_hash),
+        sent_blake3: hex::encode(done.sent_hash),
+        received_blake3: hex::encode(done.received_hash),
         received_bytes: done.received_bytes,
         repairs: info.map_or(0, |r| r.repairs),
     })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

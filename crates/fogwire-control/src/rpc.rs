@@ -63,7 +63,7 @@ pub fn to_json(value: &Value) -> serde_json::Value {
         Value::F32(f) => serde_json::Value::from(f64::from(*f)),
         Value::F64(f) => serde_json::Value::from(*f),
         Value::String(s) => serde_json::Value::from(s.as_str().unwrap_or("")),
-        Value::Binary(bytes) => serde_json::json!({ "bin": to_hex(bytes) }),
+        Value::Binary(bytes) => serde_json::json!({ "bin": hex::encode(bytes) }),
         Value::Array(items) => serde_json::Value::Array(items.iter().map(to_json).collect()),
         Value::Map(entries) => serde_json::Value::Object(
             entries
@@ -77,22 +77,12 @@ pub fn to_json(value: &Value) -> serde_json::Value {
                 })
                 .collect(),
         ),
-        Value::Ext(kind, bytes) => serde_json::json!({ "ext": kind, "bin": to_hex(bytes) }),
+        Value::Ext(kind, bytes) => serde_json::json!({ "ext": kind, "bin": hex::encode(bytes) }),
     }
 }
 
-fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub(crate) fn from_hex(hex: &str) -> Option<Vec<u8>> {
-    if !hex.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect()
+pub(crate) fn from_hex(text: &str) -> Option<Vec<u8>> {
+    hex::decode(text).ok()
 }
 
 pub(crate) async fn call(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {

@@ -216,9 +216,19 @@ async fn connect(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
 }
 
 async fn disconnect(State(state): State<Arc<ApiState>>, Path(node_id): Path<String>) -> Response {
-    let peer: NodeId = match node_id.parse() {
+    // The full id, or the start of a linked or wanted peer's.
+    let peer: NodeId = match node_id.trim().parse() {
         Ok(peer) => peer,
-        Err(parse_error) => return error(StatusCode::BAD_REQUEST, parse_error.to_string()),
+        Err(_) => {
+            let peers = state.node.peers();
+            let known = peers
+                .iter()
+                .filter_map(|peer| Some((peer.node_id.clone(), peer.node_id.parse().ok()?)));
+            match crate::prefix::unique(&node_id, known, "peer", "fogwire peers") {
+                Ok(peer) => peer,
+                Err(refusal) => return refusal.into_response(),
+            }
+        }
     };
     match state.node.disconnect(peer).await {
         Some(was_linked) => axum::Json(DisconnectResponse {

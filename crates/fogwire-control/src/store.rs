@@ -53,9 +53,35 @@ fn parse<T: DeserializeOwned>(body: &Bytes, shape: &str) -> Result<T, Refusal> {
     })
 }
 
-fn parse_hash(text: &str) -> Result<Hash, Refusal> {
-    text.parse()
-        .map_err(|e: fogwire_store::ParseHashError| Refusal(StatusCode::BAD_REQUEST, e.to_string()))
+/// A blob named by its hash, or by a prefix of it (its short form, say)
+/// that only one blob here has.
+async fn resolve_hash(store: &Arc<Store>, text: &str) -> Result<Hash, Refusal> {
+    if let Ok(hash) = text.trim().parse::<Hash>() {
+        return Ok(hash);
+    }
+    let prefix = fogwire_identity::prefix_of(text).to_ascii_lowercase();
+    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Refusal(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "`{}` is neither a hash (64 hex digits, what `b3sum` prints) nor the start of one",
+                text.trim()
+            ),
+        ));
+    }
+    let text = text.to_owned();
+    blocking(store, move |store| {
+        let entries = store.entries()?;
+        Ok(crate::prefix::unique(
+            &text,
+            entries
+                .into_iter()
+                .map(|(hash, _)| (hash.to_string(), hash)),
+            "blob",
+            "fogwire store ls",
+        ))
+    })
+    .await?
 }
 
 fn absolute(path: &str) -> Result<PathBuf, Refusal> {
@@ -242,9 +268,13 @@ pub(crate) async fn get(State(state): State<Arc<ApiState>>, body: Bytes) -> Resp
         Ok(request) => request,
         Err(refusal) => return refusal.into_response(),
     };
-    let (hash, path) = match (parse_hash(&request.hash), absolute(&request.path)) {
-        (Ok(hash), Ok(path)) => (hash, path),
-        (Err(refusal), _) | (_, Err(refusal)) => return refusal.into_response(),
+    let path = match absolute(&request.path) {
+        Ok(path) => path,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let hash = match resolve_hash(state.node.store(), &request.hash).await {
+        Ok(hash) => hash,
+        Err(refusal) => return refusal.into_response(),
     };
     // A far node to fetch from over a route, named by (the start of) its id.
     let from = match &request.from {
@@ -420,7 +450,7 @@ pub(crate) async fn pin(State(state): State<Arc<ApiState>>, body: Bytes) -> Resp
         Ok(request) => request,
         Err(refusal) => return refusal.into_response(),
     };
-    let hash = match parse_hash(&request.hash) {
+    let hash = match resolve_hash(state.node.store(), &request.hash).await {
         Ok(hash) => hash,
         Err(refusal) => return refusal.into_response(),
     };
@@ -453,10 +483,17 @@ pub(crate) async fn unpin(State(state): State<Arc<ApiState>>, body: Bytes) -> Re
                 hash: hash.to_string(),
             });
         }
-        let hash: Hash = request
-            .name
-            .parse()
-            .map_err(|_| StoreError::NoTag(request.name.clone()))?;
+        // A hash, or the start of one, that tags name.
+        let prefix = fogwire_identity::prefix_of(&request.name).to_ascii_lowercase();
+        let tagged: Vec<Hash> = tags
+            .iter()
+            .map(|(_, hash)| *hash)
+            .filter(|hash| !prefix.is_empty() && hash.to_string().starts_with(&prefix))
+            .collect();
+        let hash = match tagged.first() {
+            Some(first) if tagged.iter().all(|hash| hash == first) => *first,
+            _ => return Err(StoreError::NoTag(request.name.clone())),
+        };
         let named: Vec<String> = tags
             .into_iter()
             .filter(|(_, tagged)| *tagged == hash)
@@ -539,7 +576,7 @@ pub(crate) async fn gateway(
     Path(hash): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let hash = match parse_hash(&hash) {
+    let hash = match resolve_hash(state.node.store(), &hash).await {
         Ok(hash) => hash,
         Err(refusal) => return refusal.into_response(),
     };

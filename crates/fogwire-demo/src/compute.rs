@@ -137,17 +137,7 @@ async fn render(
     let names: HashMap<String, String> = network
         .nodes()
         .iter()
-        .map(|n| {
-            (
-                n.id()
-                    .as_bytes()
-                    .iter()
-                    .take(4)
-                    .map(|b| format!("{b:02x}"))
-                    .collect(),
-                n.name.clone(),
-            )
-        })
+        .map(|n| (n.id().short(), n.name.clone()))
         .collect();
     let rename = |line: &str| {
         let mut line = line.to_owned();

@@ -187,7 +187,7 @@ pub async fn run(
             nodes[publisher].name,
             format_bytes(bytes),
             feed.short(),
-            &root.to_string()[..16]
+            &root.short()
         ),
     );
     let started = Instant::now();

@@ -8,6 +8,7 @@
 //!   (`fw1…`, Bech32m) that round-trips exactly and rejects typos;
 //! - [`Keypair`]: the secret half, and domain-separated signing of records;
 //! - [`SignedRecord`]: the wire envelope of a signed record;
+//! - [`short_form`]: the one short form of every printed id and hash;
 //! - [`secret_file`]: key and token files that are written atomically with
 //!   mode 0600 and refused when others can read them.
 //!
@@ -18,7 +19,9 @@ mod keypair;
 mod node_id;
 mod record;
 pub mod secret_file;
+mod short;
 
 pub use keypair::{KeyFileError, Keypair};
 pub use node_id::{NodeId, ParseNodeIdError};
 pub use record::{Domain, RecordError, Signature, SignedRecord};
+pub use short::{SHORT_CHARS, prefix_of, short_form};

@@ -55,11 +55,10 @@ impl NodeId {
         VerifyingKey::from_bytes(&self.0)
     }
 
-    /// A short form for tables and logs: the prefix and the first eight
-    /// data characters. Not unique; never parse it.
+    /// The short form for tables and logs ([`crate::short_form`]): not
+    /// unique, but accepted back as a prefix where ids are taken.
     pub fn short(&self) -> String {
-        let full = self.to_string();
-        format!("{}…", &full[..11])
+        crate::short_form(&self.to_string())
     }
 }
 

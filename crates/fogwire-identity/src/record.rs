@@ -80,11 +80,7 @@ pub struct Signature(pub [u8; 64]);
 
 impl fmt::Debug for Signature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Signature(")?;
-        for byte in &self.0[..8] {
-            write!(f, "{byte:02x}")?;
-        }
-        write!(f, "…)")
+        write!(f, "Signature({}…)", hex::encode(&self.0[..8]))
     }
 }
 

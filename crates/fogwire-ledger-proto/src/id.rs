@@ -9,24 +9,18 @@ pub struct Id(pub [u8; 32]);
 
 impl Id {
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(self.0)
     }
 
-    /// The first 8 bytes in hex: enough to tell ids apart in a message.
+    /// The short form ([`fogwire_identity::short_form`]) of its hex.
     pub fn short(&self) -> String {
-        self.0[..8].iter().map(|b| format!("{b:02x}")).collect()
+        fogwire_identity::short_form(&self.to_hex())
     }
 
     /// Parses 64 hex digits.
     pub fn from_hex(text: &str) -> Option<Id> {
-        let text = text.trim();
-        if text.len() != 64 || !text.is_ascii() {
-            return None;
-        }
         let mut out = [0u8; 32];
-        for (index, byte) in out.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&text[index * 2..index * 2 + 2], 16).ok()?;
-        }
+        hex::decode_to_slice(text.trim(), &mut out).ok()?;
         Some(Id(out))
     }
 }

@@ -57,8 +57,7 @@ impl FeedId {
     }
 
     pub fn short(&self) -> String {
-        let full = self.to_string();
-        format!("{}…", &full[..15])
+        fogwire_identity::short_form(&self.to_string())
     }
 }
 

@@ -28,11 +28,10 @@ impl Hash {
         Self(*blake3::hash(data).as_bytes())
     }
 
-    /// The first 12 hex digits, for tables and logs.
+    /// The short form for tables and logs ([`fogwire_identity::short_form`]):
+    /// accepted back as a prefix where hashes are taken.
     pub fn short(&self) -> String {
-        let mut text = self.to_string();
-        text.truncate(12);
-        text
+        fogwire_identity::short_form(&self.to_string())
     }
 }
 
@@ -50,16 +49,13 @@ impl From<Hash> for blake3::Hash {
 
 impl fmt::Display for Hash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for byte in self.0 {
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
+        f.write_str(&hex::encode(self.0))
     }
 }
 
 impl fmt::Debug for Hash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Hash({}…)", self.short())
+        write!(f, "Hash({})", self.short())
     }
 }
 
@@ -77,14 +73,8 @@ impl FromStr for Hash {
         let error = || ParseHashError {
             text: text.chars().take(80).collect(),
         };
-        let text = text.trim();
-        if text.len() != 64 || !text.is_ascii() {
-            return Err(error());
-        }
         let mut bytes = [0u8; 32];
-        for (index, byte) in bytes.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&text[index * 2..index * 2 + 2], 16).map_err(|_| error())?;
-        }
+        hex::decode_to_slice(text.trim(), &mut bytes).map_err(|_| error())?;
         Ok(Self(bytes))
     }
 }

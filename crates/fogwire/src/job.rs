@@ -209,7 +209,7 @@ async fn submit(home: &Path, args: SubmitArgs) -> anyhow::Result<()> {
     let job = &submitted.job;
     eprintln!(
         "job {} submitted to hub {} ({} task(s), {} replica(s) each, {})",
-        &job[..16],
+        short(job),
         short(&submitted.hub),
         args.split,
         args.replicas,
@@ -254,7 +254,7 @@ async fn submit(home: &Path, args: SubmitArgs) -> anyhow::Result<()> {
     if info.state != "done" {
         bail!(
             "job {} {}{}",
-            &job[..16],
+            short(job),
             info.state,
             info.error.map(|e| format!(": {e}")).unwrap_or_default()
         );
@@ -309,7 +309,7 @@ fn print_job(info: &JobInfo) {
     if let Some(output) = &info.output {
         println!(
             "output   {output}  (fogwire job result {} -o <dir>)",
-            &info.job[..16]
+            short(&info.job)
         );
     }
 }
@@ -386,8 +386,8 @@ async fn result(home: &Path, args: ResultArgs) -> anyhow::Result<()> {
                 "task {:>5}  {:<22} stdout {}  stderr {}  fuel {}",
                 outcome.index,
                 outcome.status,
-                &outcome.stdout[..16],
-                &outcome.stderr[..16],
+                short(&outcome.stdout),
+                short(&outcome.stderr),
                 outcome.fuel_used
             );
         }
@@ -407,9 +407,9 @@ async fn cancel(home: &Path, args: JobArgs) -> anyhow::Result<()> {
         return print_json(&cancelled);
     }
     if cancelled.cancelled {
-        println!("job {} cancelled", &cancelled.job[..16]);
+        println!("job {} cancelled", short(&cancelled.job));
     } else {
-        println!("job {} had already ended", &cancelled.job[..16]);
+        println!("job {} had already ended", short(&cancelled.job));
     }
     Ok(())
 }
@@ -430,7 +430,7 @@ async fn list(home: &Path, args: ListArgs) -> anyhow::Result<()> {
     for job in &jobs {
         println!(
             "{:<17} {:<10} {:>5} of {:<3} {:>8} {:>7}  {}",
-            &job.job[..16],
+            short(&job.job),
             job.state,
             job.tasks_done,
             job.tasks,

@@ -46,10 +46,7 @@ pub fn format_age_ms(since_unix_ms: u64) -> String {
 
 /// A node id cut to its first characters, as the tables show it.
 pub fn short(id: &str) -> String {
-    match id.get(..12) {
-        Some(start) if id.len() > 12 => format!("{start}…"),
-        _ => id.to_owned(),
-    }
+    fogwire_identity::short_form(id)
 }
 
 #[cfg(test)]

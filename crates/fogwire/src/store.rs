@@ -242,7 +242,7 @@ async fn add(home: &Path, args: AddArgs) -> anyhow::Result<()> {
         None => eprintln!(
             "{}, {how}; unpinned (cache): pin it with `fogwire store pin {}`",
             format_bytes(info.size),
-            &info.hash[..16]
+            fogwire_identity::prefix_of(&short(&info.hash))
         ),
     }
     Ok(())

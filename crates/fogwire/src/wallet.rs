@@ -412,7 +412,7 @@ pub async fn hub(home: &Path, command: HubCommand) -> anyhow::Result<()> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 pub async fn dao(home: &Path, command: DaoCommand) -> anyhow::Result<()> {

@@ -100,7 +100,7 @@ fn job_submit_runs_wasm_and_docker_jobs_on_workers_elsewhere() {
         b"00000013\n"
     );
     let list = stdout(&hub.cli(&["job", "list"]));
-    assert!(list.contains(&job[..16]), "{list}");
+    assert!(list.contains(&fogwire_identity::short_form(&job)), "{list}");
     let table = stdout(&hub.cli(&["workers"]));
     assert_eq!(table.lines().count(), 4, "{table}");
     assert!(table.contains("wasm"), "{table}");

@@ -255,6 +255,54 @@ fn check_store(node: &TestNode, scratch: &Path, completed: &[String]) {
 }
 
 #[test]
+fn short_forms_are_taken_back_where_hashes_and_ids_are() {
+    let node = TestNode::start("");
+    let other = TestNode::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let data = pattern(5000, 3);
+    let input = dir.path().join("input");
+    std::fs::write(&input, &data).unwrap();
+    let added = node.cli(&["store", "add", input.to_str().unwrap()]);
+    assert!(added.status.success(), "{}", stderr(&added));
+    // The command it suggests works as printed.
+    let suggestion = stderr(&added);
+    let command = suggestion
+        .split('`')
+        .nth(1)
+        .unwrap_or_else(|| panic!("no command suggested: {suggestion}"));
+    let words: Vec<&str> = command.split_whitespace().collect();
+    assert_eq!(&words[..3], ["fogwire", "store", "pin"], "{command}");
+    let pinned = node.cli(&words[1..]);
+    assert!(pinned.status.success(), "{command}: {}", stderr(&pinned));
+    // The short form as tables print it, `…` and all.
+    let short = fogwire_identity::short_form(&hash_of(&data));
+    let output = dir.path().join("output");
+    let got = node.cli(&["store", "get", &short, "-o", output.to_str().unwrap()]);
+    assert!(got.status.success(), "{}", stderr(&got));
+    assert_eq!(std::fs::read(&output).unwrap(), data);
+    let unpinned = node.cli(&["store", "unpin", &short]);
+    assert!(unpinned.status.success(), "{}", stderr(&unpinned));
+    // A prefix no blob has, and one that is not hex, say so.
+    let none = node.cli(&["store", "pin", "ffffffffffff"]);
+    assert!(!none.status.success());
+    assert!(
+        stderr(&none).contains("fogwire store ls"),
+        "{}",
+        stderr(&none)
+    );
+    let bad = node.cli(&["store", "pin", "xyz"]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("64 hex digits"), "{}", stderr(&bad));
+    // A peer, disconnected by the short form `fogwire peers` shows.
+    let linked = node.cli(&["connect", &other.peer_addr()]);
+    assert!(linked.status.success(), "{}", stderr(&linked));
+    let peer = fogwire_identity::short_form(&other.node_id().to_string());
+    let dropped = node.cli(&["disconnect", &peer]);
+    assert!(dropped.status.success(), "{}", stderr(&dropped));
+    assert!(node.peers().is_empty());
+}
+
+#[test]
 fn a_file_added_on_one_node_is_fetched_by_another_byte_for_byte() {
     let seed = TestNode::start("");
     let fetcher = TestNode::start("");
