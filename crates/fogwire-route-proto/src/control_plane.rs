@@ -80,6 +80,52 @@ pub struct PlaneStats {
     pub adverts_refused: u64,
 }
 
+/// This node's advert budget: governor's GCRA on a clock moved to the
+/// instants the control plane is handed.
+struct Budget {
+    limiter: governor::RateLimiter<
+        governor::state::NotKeyed,
+        governor::state::InMemoryState,
+        governor::clock::FakeRelativeClock,
+        governor::middleware::NoOpMiddleware<governor::nanos::Nanos>,
+    >,
+    clock: governor::clock::FakeRelativeClock,
+    at: Instant,
+}
+
+impl std::fmt::Debug for Budget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Budget").finish_non_exhaustive()
+    }
+}
+
+impl Budget {
+    fn new(now: Instant) -> Self {
+        let burst = std::num::NonZeroU32::new(ADVERT_BURST).unwrap_or(std::num::NonZeroU32::MIN);
+        let quota = governor::Quota::with_period(ADVERT_INTERVAL)
+            .unwrap_or_else(|| governor::Quota::per_second(std::num::NonZeroU32::MIN))
+            .allow_burst(burst);
+        let clock = governor::clock::FakeRelativeClock::default();
+        Self {
+            limiter: governor::RateLimiter::direct_with_clock(quota, clock.clone()),
+            clock,
+            at: now,
+        }
+    }
+
+    /// Spends one advert at `now`; if none is left, when the next is.
+    fn spend(&mut self, now: Instant) -> Result<(), Instant> {
+        if now > self.at {
+            self.clock.advance(now - self.at);
+            self.at = now;
+        }
+        self.limiter.check().map_err(|not_until| {
+            use governor::clock::Clock;
+            self.at + not_until.wait_time_from(self.clock.now())
+        })
+    }
+}
+
 /// The adverts of one node: held, issued and flooded.
 #[derive(Debug)]
 pub struct ControlPlane {
@@ -89,8 +135,10 @@ pub struct ControlPlane {
     /// Neighbours and the one-way latency of the link to each.
     neighbours: BTreeMap<NodeId, u32>,
     seq: u64,
-    tokens: u32,
-    refilled: Instant,
+    /// The advert budget: a burst, then one per interval (governor).
+    budget: Budget,
+    /// The budget ran out: no flood before this.
+    budget_waits_until: Option<Instant>,
     due: Option<Instant>,
     last_flood: Instant,
     next_housekeeping: Instant,
@@ -120,8 +168,8 @@ impl ControlPlane {
             topology,
             neighbours: BTreeMap::new(),
             seq: saved_seq,
-            tokens: ADVERT_BURST,
-            refilled: now.instant,
+            budget: Budget::new(now.instant),
+            budget_waits_until: None,
             due: None,
             last_flood: now.instant,
             next_housekeeping: now.instant + HOUSEKEEPING,
@@ -217,7 +265,8 @@ impl ControlPlane {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let flood = self
             .due
-            .filter(|_| self.tokens > 0 && !self.neighbours.is_empty());
+            .filter(|_| !self.neighbours.is_empty())
+            .map(|due| self.budget_waits_until.map_or(due, |until| due.max(until)));
         [Some(self.next_housekeeping), flood]
             .into_iter()
             .flatten()
@@ -232,27 +281,24 @@ impl ControlPlane {
             for origin in self.topology.expire(now.unix_ms) {
                 self.events.push_back(PlaneEvent::Expired(origin));
             }
-            let earned = (now
-                .instant
-                .saturating_duration_since(self.refilled)
-                .as_secs()
-                / ADVERT_INTERVAL.as_secs()) as u32;
-            if earned > 0 {
-                self.tokens = (self.tokens + earned).min(ADVERT_BURST);
-                self.refilled = now.instant;
-            }
             if now.instant.saturating_duration_since(self.last_flood) >= self.settings.lifetime / 3
             {
                 self.due.get_or_insert(now.instant);
             }
         }
-        if self.due.is_some_and(|due| due <= now.instant)
-            && self.tokens > 0
-            && !self.neighbours.is_empty()
+        let waiting = self
+            .budget_waits_until
+            .is_some_and(|until| until > now.instant);
+        if self.due.is_some_and(|due| due <= now.instant) && !waiting && !self.neighbours.is_empty()
         {
-            self.tokens -= 1;
-            self.due = None;
-            self.issue(now, true);
+            match self.budget.spend(now.instant) {
+                Ok(()) => {
+                    self.budget_waits_until = None;
+                    self.due = None;
+                    self.issue(now, true);
+                }
+                Err(until) => self.budget_waits_until = Some(until),
+            }
         }
     }
 

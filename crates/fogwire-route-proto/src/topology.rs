@@ -79,10 +79,65 @@ struct Entry {
     bytes: Vec<u8>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: u32,
-    refilled_at_ms: u64,
+/// How fast each origin's adverts are taken in: governor's GCRA, keyed by
+/// origin, on a clock the topology moves to the time it is handed.
+type Limiter = governor::RateLimiter<
+    NodeId,
+    governor::state::keyed::HashMapStateStore<NodeId>,
+    governor::clock::FakeRelativeClock,
+    governor::middleware::NoOpMiddleware<governor::nanos::Nanos>,
+>;
+
+/// The per-origin limiter and the clock it reads.
+struct OriginRates {
+    limiter: Limiter,
+    clock: governor::clock::FakeRelativeClock,
+    /// The latest time handed in (the clock never goes back).
+    at_ms: Option<u64>,
+}
+
+impl std::fmt::Debug for OriginRates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OriginRates").finish_non_exhaustive()
+    }
+}
+
+impl OriginRates {
+    fn new(config: &Config) -> Self {
+        let burst = std::num::NonZeroU32::new(config.rate_burst.max(1))
+            .unwrap_or(std::num::NonZeroU32::MIN);
+        let period = std::time::Duration::from_millis(config.rate_interval_ms.max(1));
+        // A period above zero always makes a quota.
+        let quota = governor::Quota::with_period(period)
+            .unwrap_or_else(|| governor::Quota::per_second(std::num::NonZeroU32::MIN))
+            .allow_burst(burst);
+        let clock = governor::clock::FakeRelativeClock::default();
+        Self {
+            limiter: governor::RateLimiter::new(quota, Default::default(), clock.clone()),
+            clock,
+            at_ms: None,
+        }
+    }
+
+    /// Moves the clock to `now_ms` (never back).
+    fn advance_to(&mut self, now_ms: u64) {
+        let last = *self.at_ms.get_or_insert(now_ms);
+        if now_ms > last {
+            self.clock
+                .advance(std::time::Duration::from_millis(now_ms - last));
+            self.at_ms = Some(now_ms);
+        }
+    }
+
+    fn check(&mut self, origin: NodeId, now_ms: u64) -> bool {
+        self.advance_to(now_ms);
+        self.limiter.check_key(&origin).is_ok()
+    }
+
+    /// Forgets origins back to a full burst (indistinguishable from new).
+    fn forget_idle(&self) {
+        self.limiter.retain_recent();
+    }
 }
 
 /// The adverts a node holds, and the graph they make.
@@ -95,7 +150,7 @@ pub struct Topology {
     /// By the origin's key bytes, so a copy already held is recognised
     /// before any cryptography is spent on it.
     entries: BTreeMap<[u8; 32], Entry>,
-    buckets: BTreeMap<NodeId, Bucket>,
+    rates: OriginRates,
     bytes: usize,
     graph: Option<Graph>,
 }
@@ -103,10 +158,10 @@ pub struct Topology {
 impl Topology {
     pub fn new(local: NodeId, config: Config) -> Self {
         Self {
+            rates: OriginRates::new(&config),
             local,
             config,
             entries: BTreeMap::new(),
-            buckets: BTreeMap::new(),
             bytes: 0,
             graph: None,
         }
@@ -179,24 +234,11 @@ impl Topology {
     }
 
     fn take_token(&mut self, origin: NodeId, now_ms: u64) -> Result<(), Refused> {
-        let (burst, interval) = (
-            self.config.rate_burst.max(1),
-            self.config.rate_interval_ms.max(1),
-        );
-        let bucket = self.buckets.entry(origin).or_insert(Bucket {
-            tokens: burst,
-            refilled_at_ms: now_ms,
-        });
-        let earned = now_ms.saturating_sub(bucket.refilled_at_ms) / interval;
-        if earned > 0 {
-            bucket.tokens = (u64::from(bucket.tokens) + earned).min(u64::from(burst)) as u32;
-            bucket.refilled_at_ms += earned * interval;
+        if self.rates.check(origin, now_ms) {
+            Ok(())
+        } else {
+            Err(Refused::RateLimited)
         }
-        if bucket.tokens == 0 {
-            return Err(Refused::RateLimited);
-        }
-        bucket.tokens -= 1;
-        Ok(())
     }
 
     /// Sets this node's own advert (already signed by it).
@@ -229,11 +271,12 @@ impl Topology {
             if let Some(entry) = self.entries.remove(origin.as_bytes()) {
                 self.bytes -= entry.bytes.len();
             }
-            self.buckets.remove(origin);
         }
         if !expired.is_empty() {
             self.graph = None;
         }
+        self.rates.advance_to(now_ms);
+        self.rates.forget_idle();
         expired
     }
 

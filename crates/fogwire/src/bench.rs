@@ -119,13 +119,13 @@ pub struct RpcArgs {
 #[derive(Debug, clap::Args)]
 pub struct TransferArgs {
     /// Size of the blob fetched from one peer (K, M, G: binary).
-    #[arg(long, default_value = "1G", value_parser = crate::route::parse_size)]
+    #[arg(long, default_value = "1G", value_parser = crate::output::parse_size)]
     size: u64,
     /// Size of the blob fetched from capped peers.
-    #[arg(long, default_value = "256M", value_parser = crate::route::parse_size)]
+    #[arg(long, default_value = "256M", value_parser = crate::output::parse_size)]
     capped_size: u64,
     /// Each capped peer's cap, per second.
-    #[arg(long, default_value = "64M", value_parser = crate::route::parse_size)]
+    #[arg(long, default_value = "64M", value_parser = crate::output::parse_size)]
     cap: u64,
     /// Rounds of every measurement; medians are reported.
     #[arg(long, default_value_t = 3)]
@@ -141,7 +141,7 @@ pub struct TransferArgs {
 #[derive(Debug, clap::Args)]
 pub struct StoreArgs {
     /// Size of the test file (K, M, G: binary).
-    #[arg(long, default_value = "1G", value_parser = crate::route::parse_size)]
+    #[arg(long, default_value = "1G", value_parser = crate::output::parse_size)]
     size: u64,
     /// Rounds, interleaved; medians are reported.
     #[arg(long, default_value_t = 3)]

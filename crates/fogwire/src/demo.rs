@@ -14,7 +14,7 @@ pub struct Args {
     rate: u64,
     /// Bytes streamed over the 3-hop route while one of its relays is
     /// killed (K, M, G suffixes: binary).
-    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = crate::route::parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = crate::output::parse_size)]
     stream: u64,
     /// Skip the routing stage (routes, pings, the stream, the relay killed).
     #[arg(long)]

@@ -1,25 +1,55 @@
-//! Formatting shared by the commands' human-readable output.
+//! Formatting and parsing shared by the commands: sizes (bytesize),
+//! durations (humantime), ids' short forms, progress bars.
 
-pub use fogwire_demo::format_bytes;
+use std::time::Duration;
 
-/// `3725` → `1h 2m 5s`.
-pub fn format_duration(secs: u64) -> String {
-    let (days, hours, minutes, seconds) =
-        (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
-    match (days, hours, minutes) {
-        (0, 0, 0) => format!("{seconds}s"),
-        (0, 0, _) => format!("{minutes}m {seconds}s"),
-        (0, _, _) => format!("{hours}h {minutes}m {seconds}s"),
-        _ => format!("{days}d {hours}h {minutes}m"),
+use bytesize::ByteSize;
+
+/// `1536` → `1.5 KiB`.
+pub fn format_bytes(bytes: u64) -> String {
+    ByteSize(bytes).display().iec().to_string()
+}
+
+/// Why a text is not a size.
+#[derive(Debug, thiserror::Error)]
+pub enum SizeError {
+    #[error("`{0}` is not a size such as 4096, 512K, 64M, 1.5G or 2GiB")]
+    Bad(String),
+    #[error("`{0}` is too large")]
+    TooLarge(String),
+}
+
+/// `64M` → 64 MiB, `1.5G`, `2GiB`, `500kB`; plain digits are bytes. A
+/// bare K, M, G or T counts in powers of 1024, as dd and iperf read them;
+/// `kB`, `MB`, `GB` in powers of 1000.
+pub fn parse_size(text: &str) -> Result<u64, SizeError> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let unit = unit.trim();
+    let unit = match unit {
+        "K" | "k" | "M" | "m" | "G" | "g" | "T" | "t" => format!("{unit}i"),
+        _ => unit.to_owned(),
+    };
+    let size: ByteSize = format!("{number}{unit}")
+        .parse()
+        .map_err(|_| SizeError::Bad(text.to_owned()))?;
+    if size.0 == u64::MAX {
+        return Err(SizeError::TooLarge(text.to_owned()));
     }
+    Ok(size.0)
+}
+
+/// `3725` seconds → `1h 2m 5s`.
+pub fn format_duration(secs: u64) -> String {
+    humantime::format_duration(Duration::from_secs(secs)).to_string()
 }
 
 /// How long ago a Unix time was, as a duration.
 pub fn format_age(since_unix: u64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    format_duration(now.saturating_sub(since_unix))
+    format_duration((fogwire_env::unix_ms() / 1000).saturating_sub(since_unix))
 }
 
 /// A progress bar for bytes on standard error (hidden for --json).
@@ -58,6 +88,22 @@ mod tests {
         assert_eq!(format_duration(5), "5s");
         assert_eq!(format_duration(65), "1m 5s");
         assert_eq!(format_duration(3725), "1h 2m 5s");
-        assert_eq!(format_duration(90_061), "1d 1h 1m");
+        assert_eq!(format_duration(90_061), "1day 1h 1m 1s");
+    }
+
+    #[test]
+    fn sizes_read_and_print_as_people_write_them() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("512K").unwrap(), 512 * 1024);
+        assert_eq!(parse_size("64M").unwrap(), 64 << 20);
+        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
+        assert_eq!(parse_size("500kB").unwrap(), 500_000);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5X").is_err());
+        assert!(parse_size("99999999999T").is_err());
+        assert_eq!(format_bytes(1536), "1.5 KiB");
+        assert_eq!(format_bytes(1000), "1000 B");
+        assert_eq!(format_bytes(3 << 30), "3.0 GiB");
     }
 }

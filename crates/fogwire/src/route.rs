@@ -98,7 +98,7 @@ pub struct SendArgs {
     #[command(flatten)]
     path: PathArgs,
     /// How much to send: bytes, or with K, M, G (binary: 64M = 64 MiB).
-    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = crate::output::parse_size)]
     bytes: u64,
     #[arg(long)]
     json: bool,
@@ -118,29 +118,6 @@ pub struct PingArgs {
     interval: u64,
     #[arg(long)]
     json: bool,
-}
-
-/// `64M` → 64 MiB; plain digits are bytes.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size such as 4096, 512K, 64M or 2G"))?;
-    let shift = match unit.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 0,
-        "K" | "KB" | "KIB" => 10,
-        "M" | "MB" | "MIB" => 20,
-        "G" | "GB" | "GIB" => 30,
-        "T" | "TB" | "TIB" => 40,
-        _ => return Err(format!("`{unit}` is not a unit: use K, M, G or T")),
-    };
-    number
-        .checked_mul(1 << shift)
-        .ok_or_else(|| format!("`{text}` is too large"))
 }
 
 fn path_text(nodes: &[String]) -> String {
@@ -413,20 +390,4 @@ pub async fn ping(home: &Path, args: PingArgs) -> anyhow::Result<()> {
         answered.len()
     );
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_read_with_binary_units() {
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("512K"), Ok(512 * 1024));
-        assert_eq!(parse_size("64M"), Ok(64 << 20));
-        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("5X").is_err());
-        assert!(parse_size("99999999999T").is_err());
-    }
 }
