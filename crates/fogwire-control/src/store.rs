@@ -152,24 +152,13 @@ fn directory_info(report: &fogwire_store::DirReport) -> StoreLine {
 
 /// Bytes of the regular files below `path`, for a progress total.
 fn tree_bytes(path: &std::path::Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![path.to_owned()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            if kind.is_dir() {
-                stack.push(entry.path());
-            } else if kind.is_file() {
-                total += entry.metadata().map_or(0, |m| m.len());
-            }
-        }
-    }
-    total
+    walkdir::WalkDir::new(path)
+        .into_iter()
+        .flatten()
+        .filter(|entry| entry.file_type().is_file())
+        .filter_map(|entry| entry.metadata().ok())
+        .map(|metadata| metadata.len())
+        .sum()
 }
 
 /// Runs a long store operation in a blocking thread, streaming progress
@@ -543,32 +532,26 @@ pub(crate) async fn gc(State(state): State<Arc<ApiState>>, body: Bytes) -> Respo
 }
 
 /// A single byte range from a `Range` header, as `start..end`; `Err` when
-/// it cannot be satisfied. Several ranges are answered with the whole
-/// blob (allowed by RFC 9110).
+/// it cannot be satisfied. A malformed header, or several ranges, are
+/// answered with the whole blob (allowed by RFC 9110). Parsed by
+/// `http-range-header`.
 fn byte_range(headers: &HeaderMap, size: u64) -> Option<Result<(u64, u64), ()>> {
+    use http_range_header::RangeUnsatisfiableError;
     let value = headers.get(header::RANGE)?.to_str().ok()?;
-    let spec = value.trim().strip_prefix("bytes=")?;
-    if spec.contains(',') {
+    let parsed = http_range_header::parse_range_header(value).ok()?;
+    if parsed.len() != 1 {
         return None;
     }
-    let (first, last) = spec.split_once('-')?;
-    let (first, last) = (first.trim(), last.trim());
-    let range = match (first.parse::<u64>(), last.parse::<u64>()) {
-        // bytes=-N: the last N bytes.
-        (Err(_), Ok(suffix)) if first.is_empty() => {
-            if suffix == 0 || size == 0 {
-                return Some(Err(()));
-            }
-            (size.saturating_sub(suffix), size)
-        }
-        (Ok(start), Err(_)) if last.is_empty() => (start, size),
-        (Ok(start), Ok(end)) if end >= start => (start, (end + 1).min(size)),
-        _ => return None,
-    };
-    if range.0 >= size {
-        return Some(Err(()));
+    match parsed.validate(size) {
+        Ok(ranges) => Some(
+            ranges
+                .first()
+                .map(|range| (*range.start(), *range.end() + 1))
+                .ok_or(()),
+        ),
+        Err(RangeUnsatisfiableError::Unsatisfiable) => Some(Err(())),
+        Err(_) => None,
     }
-    Some(Ok(range))
 }
 
 pub(crate) async fn gateway(
@@ -679,5 +662,11 @@ mod tests {
         assert_eq!(range("bytes=0-1,5-6", 100), None);
         assert_eq!(range("items=0-1", 100), None);
         assert_eq!(byte_range(&HeaderMap::new(), 100), None);
+        // An end past u64's range is the end of the blob, not an overflow.
+        assert_eq!(
+            range("bytes=0-18446744073709551615", 100),
+            Some(Ok((0, 100)))
+        );
+        assert_eq!(range("bytes=0-0", 0), Some(Err(())));
     }
 }

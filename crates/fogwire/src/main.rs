@@ -148,9 +148,9 @@ enum Command {
 }
 
 fn default_home() -> anyhow::Result<PathBuf> {
-    let home = std::env::var_os("HOME")
-        .context("no --home given, FOGWIRE_HOME unset, and HOME unset: pass --home <DIR>")?;
-    Ok(PathBuf::from(home).join(".fogwire"))
+    let home = home::home_dir()
+        .context("no --home given, FOGWIRE_HOME unset, and no home directory: pass --home <DIR>")?;
+    Ok(home.join(".fogwire"))
 }
 
 fn main() -> ExitCode {
