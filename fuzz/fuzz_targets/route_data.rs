@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use fogwire_env::NoiseResolver;
 use fogwire_identity::Keypair;
 use fogwire_link_proto::LinkIdentity;
 use fogwire_route_proto::router::message::DataHeader;
@@ -23,10 +24,10 @@ fuzz_target!(|data: &[u8]| {
         resume: false,
         token: [9; 16],
     };
-    let (initiator, first) = Initiator::start(&source, &key, hello).unwrap();
+    let (initiator, first) = Initiator::start(&source, &key, hello, NoiseResolver::os()).unwrap();
     // Message 1 as the fuzzer alters it, then a session fed its packets.
-    let _ = respond(&destination, data);
-    let response = respond(&destination, &first).unwrap();
+    let _ = respond(&destination, data, NoiseResolver::os());
+    let response = respond(&destination, &first, NoiseResolver::os()).unwrap();
     let _ = initiator.finish(&response.reply).unwrap();
     let mut cipher = SessionCipher::new(response.keys);
     let _ = cipher.open(data);

@@ -1290,16 +1290,17 @@ async fn settle_job(inner: &Arc<HubState>, id: JobId) {
             ..record
         }
     };
-    lock(&inner.payments).insert(id, record.clone());
-    if let Err(error) = save_payment(inner, id, &record).await {
-        tracing::error!(job = %id, %error, "cannot record the job's payment");
-    }
+    // The log first: whoever sees the job settled finds why in its log.
     {
         let mut scheduler = lock(&inner.scheduler);
         for line in lines {
             tracing::info!(job = %id, "{line}");
             scheduler.note(id, line);
         }
+    }
+    lock(&inner.payments).insert(id, record.clone());
+    if let Err(error) = save_payment(inner, id, &record).await {
+        tracing::error!(job = %id, %error, "cannot record the job's payment");
     }
     lock(&inner.settling).remove(&id);
 }

@@ -23,7 +23,7 @@ pub(crate) fn line(value: &impl serde::Serialize) -> Bytes {
 }
 
 /// A channel for lines, and the response that streams them.
-pub(crate) fn channel() -> (Lines, Response) {
+pub(crate) fn streamed() -> (Lines, Response) {
     let (lines, mut receiver) = mpsc::channel(QUEUE);
     let stream = futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx));
     let response = Response::builder()

@@ -314,7 +314,7 @@ pub(crate) async fn send(State(state): State<Arc<ApiState>>, body: Bytes) -> Res
         Ok(route) => route,
         Err(failure) => return route_error(failure),
     };
-    let (lines, response) = ndjson::channel();
+    let (lines, response) = ndjson::streamed();
     let _ = lines.try_send(Ok(ndjson::line(&SendLine::Route(opened(&route)))));
     tokio::spawn(async move {
         // A client that hangs up stops the transfer.

@@ -151,7 +151,7 @@ pub(crate) async fn call(State(state): State<Arc<ApiState>>, body: Bytes) -> Res
         }
     };
     let args: Vec<Value> = request.args.iter().map(to_value).collect();
-    let (lines, response) = ndjson::channel();
+    let (lines, response) = ndjson::streamed();
     tokio::spawn(async move {
         let mut call = match rpc
             .call(peer, &request.service, method, args, timeout)

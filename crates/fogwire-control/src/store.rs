@@ -169,7 +169,7 @@ fn with_progress(
     + Send
     + 'static,
 ) -> Response {
-    let (lines, response) = ndjson::channel();
+    let (lines, response) = ndjson::streamed();
     progress_into(lines, store, work);
     response
 }
@@ -279,7 +279,7 @@ pub(crate) async fn get(State(state): State<Arc<ApiState>>, body: Bytes) -> Resp
             }
         }
     };
-    let (lines, response) = ndjson::channel();
+    let (lines, response) = ndjson::streamed();
     let node = state.node.clone();
     tokio::spawn(async move {
         let store_route = match from {

@@ -6,16 +6,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fogwire_identity::Keypair;
+use fogwire_testkit::time::{Endpoint, epoch};
 use proptest::prelude::*;
 
 use crate::*;
-
-/// The origin of the tests' virtual time. Only this one reading of the
-/// clock happens; every later instant is computed from it, never read.
-#[allow(clippy::disallowed_methods)]
-fn epoch() -> Instant {
-    Instant::now()
-}
 
 const CONTROL: ChannelId = ChannelId(1);
 const BULK: ChannelId = ChannelId(2);
@@ -40,44 +34,30 @@ fn handshake_pair(now: Instant) -> (Link, Link) {
     handshake_in_memory(initiator, responder, now).unwrap()
 }
 
-/// Two links joined by in-memory pipes.
-struct Pair {
-    now: Instant,
-    a: Link,
-    b: Link,
-    buffer: Vec<u8>,
+/// Two links joined by in-memory pipes, on virtual time.
+type Pair = fogwire_testkit::time::Pair<Link, Link>;
+
+impl Endpoint for Link {
+    fn receive(&mut self, bytes: &[u8], now: Instant) {
+        self.handle_input(now, bytes);
+    }
+
+    fn transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
+        let mut buffer = vec![0u8; 4 * (RECORD_LEN_MAX + 2)];
+        let sent = self.poll_transmit(now, &mut buffer);
+        buffer.truncate(sent);
+        (sent > 0).then_some(buffer)
+    }
+
+    fn timeout(&mut self, now: Instant) {
+        self.handle_timeout(now);
+    }
 }
 
-impl Pair {
-    fn new() -> Self {
-        let now = epoch();
-        let (a, b) = handshake_pair(now);
-        Self {
-            now,
-            a,
-            b,
-            buffer: vec![0u8; 4 * (RECORD_LEN_MAX + 2)],
-        }
-    }
-
-    /// Moves one batch of bytes each way; returns bytes moved.
-    fn step(&mut self) -> usize {
-        let sent = self.a.poll_transmit(self.now, &mut self.buffer);
-        self.b.handle_input(self.now, &self.buffer[..sent]);
-        let returned = self.b.poll_transmit(self.now, &mut self.buffer);
-        self.a.handle_input(self.now, &self.buffer[..returned]);
-        sent + returned
-    }
-
-    fn run(&mut self) {
-        while self.step() > 0 {}
-    }
-
-    fn advance(&mut self, by: Duration) {
-        self.now += by;
-        self.a.handle_timeout(self.now);
-        self.b.handle_timeout(self.now);
-    }
+fn pair() -> Pair {
+    let now = epoch();
+    let (a, b) = handshake_pair(now);
+    Pair::at(now, a, b)
 }
 
 fn events(link: &mut Link) -> Vec<Event> {
@@ -267,14 +247,14 @@ proptest! {
 
 #[test]
 fn messages_arrive_in_order_on_each_channel() {
-    let mut pair = Pair::new();
+    let mut pair = pair();
     for index in 0..100u32 {
         pair.a
             .send(CONTROL, Bytes::from(index.to_be_bytes().to_vec()))
             .unwrap();
     }
     pair.a.send(BULK, Bytes::from_static(b"bulk")).unwrap();
-    pair.run();
+    pair.pump();
     let all = events(&mut pair.b);
     let control: Vec<u32> = all
         .iter()
@@ -297,7 +277,7 @@ fn messages_arrive_in_order_on_each_channel() {
 
 #[test]
 fn empty_and_largest_messages_are_carried_and_larger_ones_refused() {
-    let mut pair = Pair::new();
+    let mut pair = pair();
     pair.a.send(CONTROL, Bytes::new()).unwrap();
     pair.a
         .send(CONTROL, Bytes::from(vec![0xab; MESSAGE_LEN_MAX]))
@@ -309,7 +289,7 @@ fn empty_and_largest_messages_are_carried_and_larger_ones_refused() {
             len: MESSAGE_LEN_MAX + 1
         })
     );
-    pair.run();
+    pair.pump();
     let received = messages(&mut pair.b, CONTROL);
     assert_eq!(received.len(), 2);
     assert!(received[0].is_empty());
@@ -318,7 +298,7 @@ fn empty_and_largest_messages_are_carried_and_larger_ones_refused() {
 
 #[test]
 fn a_sender_stops_at_the_window_and_resumes_when_the_receiver_consumes() {
-    let mut pair = Pair::new();
+    let mut pair = pair();
     let message = Bytes::from(vec![1u8; 16 * 1024]);
     let mut queued = 0;
     // Queue far more than the window; keep the queue topped up.
@@ -327,7 +307,7 @@ fn a_sender_stops_at_the_window_and_resumes_when_the_receiver_consumes() {
         while pair.a.send(BULK, message.clone()).is_ok() {
             queued += 1;
         }
-        pair.run();
+        pair.pump();
         delivered.extend(messages(&mut pair.b, BULK));
     }
     // Nothing consumed: at most one window's worth arrived.
@@ -337,14 +317,14 @@ fn a_sender_stops_at_the_window_and_resumes_when_the_receiver_consumes() {
     // Consuming returns credit and the flow resumes.
     pair.b
         .consumed(BULK, message_cost(message.len()) * delivered.len() as u32);
-    pair.run();
+    pair.pump();
     let more = messages(&mut pair.b, BULK);
     assert_eq!(more.len(), window_messages);
 }
 
 #[test]
 fn a_bulk_channel_cannot_starve_another_channel() {
-    let mut pair = Pair::new();
+    let mut pair = pair();
     let chunk = Bytes::from(vec![0u8; MESSAGE_LEN_MAX]);
     // Bulk traffic consumed as fast as it arrives, so it never stops.
     for round in 0..20 {
@@ -372,8 +352,9 @@ fn a_bulk_channel_cannot_starve_another_channel() {
                 })
                 .sum();
             pair.b.consumed(BULK, bulk_bytes);
-            let returned = pair.b.poll_transmit(pair.now, &mut pair.buffer);
-            pair.a.handle_input(pair.now, &pair.buffer[..returned]);
+            if let Some(returned) = pair.b.transmit(pair.now) {
+                pair.a.handle_input(pair.now, &returned);
+            }
             if got
                 .iter()
                 .any(|event| matches!(event, Event::Message { channel, .. } if *channel == CONTROL))
@@ -392,7 +373,7 @@ fn a_bulk_channel_cannot_starve_another_channel() {
 
 #[test]
 fn queues_are_bounded() {
-    let mut pair = Pair::new();
+    let mut pair = pair();
     let limit = ChannelConfig::SEND_QUEUE_BYTES_MAX_DEFAULT;
     let message = Bytes::from(vec![0u8; 1000]);
     let mut accepted = 0;
@@ -409,7 +390,7 @@ fn queues_are_bounded() {
 
 #[test]
 fn sending_on_a_channel_the_peer_does_not_serve_is_refused_locally() {
-    let mut pair = Pair::new();
+    let mut pair = pair();
     assert_eq!(
         pair.a.send(ChannelId(99), Bytes::new()),
         Err(SendError::UnknownChannel {
@@ -422,13 +403,13 @@ fn sending_on_a_channel_the_peer_does_not_serve_is_refused_locally() {
 
 #[test]
 fn a_frame_on_an_unknown_channel_closes_the_link_with_the_reason() {
-    let mut pair = Pair::new();
+    let mut pair = pair();
     // Make A believe B serves channel 99, as a buggy or hostile peer would.
     link::tests_support::add_send_channel(&mut pair.a, ChannelId(99));
     pair.a
         .send(ChannelId(99), Bytes::from_static(b"?"))
         .unwrap();
-    pair.run();
+    pair.pump();
     let reason = closed_reason(&mut pair.b);
     assert_eq!(reason.side, CloseSide::Local);
     assert_eq!(reason.code, CloseCode::PROTOCOL_ERROR);
@@ -442,12 +423,12 @@ fn a_frame_on_an_unknown_channel_closes_the_link_with_the_reason() {
 
 #[test]
 fn overrunning_the_window_closes_the_link() {
-    let mut pair = Pair::new();
+    let mut pair = pair();
     link::tests_support::grant_credit(&mut pair.a, BULK, WINDOW_MAX);
     let chunk = Bytes::from(vec![0u8; MESSAGE_LEN_MAX]);
     for _ in 0..3 {
         while pair.a.send(BULK, chunk.clone()).is_ok() {}
-        pair.run();
+        pair.pump();
     }
     let reason = closed_reason(&mut pair.b);
     assert_eq!(reason.code, CloseCode::PROTOCOL_ERROR);
@@ -460,11 +441,10 @@ fn overrunning_the_window_closes_the_link() {
 
 #[test]
 fn a_corrupted_record_closes_the_link() {
-    let mut pair = Pair::new();
+    let mut pair = pair();
     pair.a.send(CONTROL, Bytes::from_static(b"hello")).unwrap();
-    let len = pair.a.poll_transmit(pair.now, &mut pair.buffer);
-    pair.buffer[len - 1] ^= 0x01;
-    let record = pair.buffer[..len].to_vec();
+    let mut record = pair.a.transmit(pair.now).unwrap();
+    *record.last_mut().unwrap() ^= 0x01;
     pair.b.handle_input(pair.now, &record);
     let reason = closed_reason(&mut pair.b);
     assert_eq!(reason.message, "record failed to decrypt");
@@ -473,9 +453,9 @@ fn a_corrupted_record_closes_the_link() {
 
 #[test]
 fn input_after_close_is_discarded() {
-    let mut pair = Pair::new();
+    let mut pair = pair();
     pair.b.close(CloseCode::OPERATOR, "bye");
-    pair.run();
+    pair.pump();
     pair.b.handle_input(pair.now, &[0u8; 10_000]);
     assert_eq!(pair.b.input_buffer().len(), 0);
 }
@@ -484,32 +464,30 @@ fn input_after_close_is_discarded() {
 
 #[test]
 fn keepalives_measure_round_trip_time() {
-    let mut pair = Pair::new();
+    let mut pair = pair();
     assert_eq!(pair.a.rtt(), None);
     pair.advance(Duration::from_secs(15));
-    let sent = pair.a.poll_transmit(pair.now, &mut pair.buffer);
-    let ping = pair.buffer[..sent].to_vec();
+    let ping = pair.a.transmit(pair.now).unwrap();
     pair.now += Duration::from_millis(30);
     pair.b.handle_input(pair.now, &ping);
-    let returned = pair.b.poll_transmit(pair.now, &mut pair.buffer);
-    let pong = pair.buffer[..returned].to_vec();
+    let pong = pair.b.transmit(pair.now).unwrap();
     pair.a.handle_input(pair.now, &pong);
     assert_eq!(pair.a.rtt(), Some(Duration::from_millis(30)));
 }
 
 #[test]
 fn a_silent_peer_is_dropped_after_the_idle_timeout() {
-    let mut pair = Pair::new();
+    let mut pair = pair();
     // B keeps answering while time passes in keepalive steps: no timeout.
     for _ in 0..10 {
         pair.advance(Duration::from_secs(15));
-        pair.run();
+        pair.pump();
     }
     assert!(events(&mut pair.a).is_empty());
     // Now B goes silent: A's pings go unanswered.
     for _ in 0..3 {
         pair.advance(Duration::from_secs(15));
-        let _ = pair.a.poll_transmit(pair.now, &mut pair.buffer);
+        let _ = pair.a.transmit(pair.now);
     }
     let reason = closed_reason(&mut pair.a);
     assert_eq!(reason.code, CloseCode::IDLE_TIMEOUT);
@@ -518,11 +496,11 @@ fn a_silent_peer_is_dropped_after_the_idle_timeout() {
 
 #[test]
 fn close_is_sent_with_its_reason_and_drops_queued_data() {
-    let mut pair = Pair::new();
+    let mut pair = pair();
     pair.a.send(CONTROL, Bytes::from_static(b"late")).unwrap();
     pair.a.close(CloseCode::SHUTDOWN, "node shutting down");
     assert_eq!(pair.a.send(CONTROL, Bytes::new()), Err(SendError::Closed));
-    pair.run();
+    pair.pump();
     assert!(pair.a.is_closed());
     let all = events(&mut pair.b);
     assert_eq!(
@@ -538,7 +516,7 @@ fn close_is_sent_with_its_reason_and_drops_queued_data() {
 
 #[test]
 fn eof_without_close_is_a_transport_close() {
-    let mut pair = Pair::new();
+    let mut pair = pair();
     pair.b.handle_eof();
     let reason = closed_reason(&mut pair.b);
     assert_eq!(reason.side, CloseSide::Transport);
@@ -550,9 +528,9 @@ proptest! {
     fn random_records_after_the_handshake_never_panic(
         bytes in proptest::collection::vec(any::<u8>(), 0..2000)
     ) {
-        let mut pair = Pair::new();
+        let mut pair = pair();
         pair.b.handle_input(pair.now, &bytes);
         let _ = events(&mut pair.b);
-        let _ = pair.b.poll_transmit(pair.now, &mut pair.buffer);
+        let _ = pair.b.transmit(pair.now);
     }
 }

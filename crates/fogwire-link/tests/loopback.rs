@@ -162,10 +162,9 @@ async fn a_dropped_receiver_does_not_stall_the_peer() {
         sender.send(Bytes::from(vec![0u8; 60_000])).await.unwrap();
     }
     // All 100 (6 MB, far above the window) went through and were discarded.
-    let mut waited = 0;
-    while b.snapshot().messages_in < 100 && waited < 500 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        waited += 1;
-    }
+    fogwire_testkit::wait::until("all 100 messages in at B", || {
+        b.snapshot().messages_in >= 100
+    })
+    .await;
     assert_eq!(b.snapshot().messages_in, 100);
 }

@@ -5,13 +5,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use fogwire_identity::Keypair;
-use fogwire_node::{Node, NodeOptions};
+use fogwire_node::Node;
 use fogwire_route::services::BoxFuture;
 use fogwire_route::{Constraints, Datagram, RouteStream, Routing, Service, Spec};
+use fogwire_testkit::{nodes, wait};
 
 /// The app: reverses each stream's bytes, and echoes datagrams reversed
 /// on the session they came on.
@@ -66,7 +66,7 @@ impl Service for Inbox {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_is_one_line_in_the_builder_and_answers_over_routes() {
-    let options = || NodeOptions::local(Arc::new(Keypair::generate().unwrap()));
+    let options = nodes::options;
     // The one line: the app's spec and how to build it from the node.
     let server = Node::builder(options())
         .service(REVERSE, |parts| {
@@ -86,23 +86,14 @@ async fn an_app_is_one_line_in_the_builder_and_answers_over_routes() {
         .await
         .unwrap();
     client.connect(server.peer_addr()).await.unwrap();
-    let started = Instant::now();
-    let opened = loop {
-        match client
+    let opened = wait::until_async("a route to the server", || async {
+        client
             .routing()
             .open(server.node_id(), Constraints::default())
             .await
-        {
-            Ok(opened) => break opened,
-            Err(error) => {
-                assert!(
-                    started.elapsed() < Duration::from_secs(30),
-                    "no route: {error}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
+            .ok()
+    })
+    .await;
     let mut stream = client
         .routing()
         .connect(opened.route, "reverse")

@@ -5,7 +5,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fogwire_compute::hub::HubConfig;
@@ -13,14 +12,14 @@ use fogwire_compute::worker::WorkerConfig;
 use fogwire_compute::{client, guests};
 use fogwire_compute_proto::scheduler::JobState;
 use fogwire_compute_proto::{Digest, JobSpec, Replication};
-use fogwire_identity::Keypair;
-use fogwire_node::{ComputeOptions, Node, NodeOptions};
+use fogwire_node::{ComputeOptions, Node};
+use fogwire_testkit::nodes;
 
 async fn node(compute: ComputeOptions, dir: Option<&std::path::Path>) -> Node {
-    let mut options = NodeOptions::local(Arc::new(Keypair::generate().unwrap()));
+    let mut options = nodes::options();
     options.compute = compute;
     options.compute_dir = dir.map(|d| d.to_owned());
-    Node::start(options).await.unwrap()
+    nodes::start(options).await
 }
 
 fn worker(cheat: bool) -> ComputeOptions {
@@ -44,22 +43,6 @@ fn hub() -> ComputeOptions {
         docker: false,
         charge: false,
         agent: None,
-    }
-}
-
-/// Waits until `node` sees `count` workers advertised.
-async fn until_workers(node: &Node, count: usize) {
-    let started = Instant::now();
-    loop {
-        let (found, _) = node.rpc().locate(fogwire_compute::WORKER).await;
-        if found.len() >= count {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "workers never advertised"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -98,7 +81,7 @@ async fn a_replicated_split_job_catches_the_cheat_and_returns_the_true_image() {
     honest[0].connect(honest[1].peer_addr()).await.unwrap();
     honest[1].connect(honest[2].peer_addr()).await.unwrap();
     honest[2].connect(cheat.peer_addr()).await.unwrap();
-    until_workers(&hub, 4).await;
+    nodes::until_located(&hub, fogwire_compute::WORKER, 4).await;
 
     let module = guests::compile(guests::MANDELBROT).unwrap();
     let program = buyer.store().import_bytes(&module, None).unwrap();

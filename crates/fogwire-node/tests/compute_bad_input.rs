@@ -16,6 +16,7 @@ use fogwire_compute_proto::{Digest, ExitStatus, JobSpec, Replication};
 use fogwire_identity::Keypair;
 use fogwire_node::{ComputeOptions, Node, NodeOptions};
 use fogwire_rpc_proto::{Value, code};
+use fogwire_testkit::{nodes, wait};
 
 struct Net {
     hub: Node,
@@ -37,7 +38,7 @@ fn hub_options(keypair: Arc<Keypair>, dir: &std::path::Path) -> NodeOptions {
 }
 
 async fn worker() -> Node {
-    let mut options = NodeOptions::local(Arc::new(Keypair::generate().unwrap()));
+    let mut options = nodes::options();
     options.compute = ComputeOptions {
         worker: Some(WorkerConfig {
             slots: 2,
@@ -48,12 +49,12 @@ async fn worker() -> Node {
         charge: false,
         agent: None,
     };
-    Node::start(options).await.unwrap()
+    nodes::start(options).await
 }
 
 /// A hub and `count` workers, each worker keeping a link to the hub.
 async fn net(count: usize, dir: &std::path::Path) -> Net {
-    net_with(count, dir, Arc::new(Keypair::generate().unwrap())).await
+    net_with(count, dir, nodes::keypair()).await
 }
 
 async fn net_with(count: usize, dir: &std::path::Path, hub_key: Arc<Keypair>) -> Net {
@@ -69,14 +70,10 @@ async fn net_with(count: usize, dir: &std::path::Path, hub_key: Arc<Keypair>) ->
 }
 
 async fn until_workers(hub: &Node, count: usize) {
-    let started = Instant::now();
-    while hub.hub().unwrap().workers().len() < count {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "workers not found"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait::until(&format!("{count} workers at the hub"), || {
+        hub.hub().unwrap().workers().len() >= count
+    })
+    .await;
 }
 
 fn module(body: &str) -> Vec<u8> {
@@ -269,15 +266,11 @@ async fn a_worker_that_vanishes_mid_task_is_replaced() {
     let job = submit(&net.hub, &slow_module(), |_| {}).await;
     // Once replicas run, one of their workers goes away.
     let hub = net.hub.hub().unwrap().clone();
-    let started = Instant::now();
-    let victim = loop {
+    let victim = wait::until_some("a worker running a replica", || {
         let busy = hub.workers().into_iter().find(|w| w.running > 0);
-        if let Some(busy) = busy {
-            break busy.id;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30));
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+        busy.map(|busy| busy.id)
+    })
+    .await;
     let index = net
         .workers
         .iter()
@@ -299,7 +292,7 @@ async fn a_worker_that_vanishes_mid_task_is_replaced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_that_restarts_mid_job_resumes_it() {
     let dir = tempfile::tempdir().unwrap();
-    let key = Arc::new(Keypair::generate().unwrap());
+    let key = nodes::keypair();
     let net = net_with(3, dir.path(), key.clone()).await;
     let job = submit(&net.hub, &slow_module(), |spec| {
         spec.split = 2;
@@ -332,14 +325,11 @@ async fn a_hub_that_restarts_mid_job_resumes_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_worker_reports_what_it_was_doing() {
     let dir = tempfile::tempdir().unwrap();
-    let hub = Node::start(hub_options(
-        Arc::new(Keypair::generate().unwrap()),
-        dir.path(),
-    ))
-    .await
-    .unwrap();
+    let hub = Node::start(hub_options(nodes::keypair(), dir.path()))
+        .await
+        .unwrap();
     let worker_dir = dir.path().join("worker");
-    let key = Arc::new(Keypair::generate().unwrap());
+    let key = nodes::keypair();
     let start_worker = |key: Arc<Keypair>| {
         let mut options = NodeOptions::local(key);
         options.compute = ComputeOptions {
@@ -366,11 +356,10 @@ async fn a_restarted_worker_reports_what_it_was_doing() {
         spec.replication = Replication::Trust;
     })
     .await;
-    let started = Instant::now();
-    while worker.worker().unwrap().tasks().len() < 2 {
-        assert!(started.elapsed() < Duration::from_secs(30));
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait::until("the worker to hold both tasks", || {
+        worker.worker().unwrap().tasks().len() >= 2
+    })
+    .await;
     worker.shutdown().await;
     drop(worker);
     let worker = start_worker(key).await.unwrap();
@@ -396,11 +385,10 @@ async fn a_restarted_worker_reports_what_it_was_doing() {
     // once the worker is back.
     let fabric = hub.fabric();
     worker.connect(hub.peer_addr()).await.unwrap();
-    let started = Instant::now();
-    while hub.link(&worker.node_id()).is_none() {
-        assert!(started.elapsed() < Duration::from_secs(30));
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait::until("the hub linked to the worker again", || {
+        hub.link(&worker.node_id()).is_some()
+    })
+    .await;
     let listed = fabric
         .call(
             worker.node_id(),

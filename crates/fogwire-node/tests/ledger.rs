@@ -12,6 +12,7 @@ use fogwire_identity::Keypair;
 use fogwire_ledger::client::ClientError;
 use fogwire_ledger::proto::{COIN, Genesis, Id, Op, Rules, WalletState};
 use fogwire_node::{LedgerOptions, Node, NodeOptions};
+use fogwire_testkit::{nodes, wait};
 
 fn id(node: &Node) -> Id {
     Id(*node.node_id().as_bytes())
@@ -32,8 +33,8 @@ async fn node(
 async fn nodes_pay_through_a_ledger_two_hops_away_and_a_restart_keeps_every_coin() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.redb");
-    let ledger_key = Arc::new(Keypair::generate().unwrap());
-    let buyer_key = Arc::new(Keypair::generate().unwrap());
+    let ledger_key = nodes::keypair();
+    let buyer_key = nodes::keypair();
     let buyer_id = Id(*buyer_key.node_id().as_bytes());
     let genesis = Genesis {
         rules: Rules::new(
@@ -47,24 +48,15 @@ async fn nodes_pay_through_a_ledger_two_hops_away_and_a_restart_keeps_every_coin
         node: None,
     };
     let ledger = node(ledger_key.clone(), serve.clone(), Some(&path)).await;
-    let middle = node(
-        Arc::new(Keypair::generate().unwrap()),
-        LedgerOptions::default(),
-        None,
-    )
-    .await;
+    let middle = node(nodes::keypair(), LedgerOptions::default(), None).await;
     let buyer = node(buyer_key.clone(), LedgerOptions::default(), None).await;
     // A line: buyer – middle – ledger.
     buyer.connect(middle.peer_addr()).await.unwrap();
     middle.connect(ledger.peer_addr()).await.unwrap();
-    let started = Instant::now();
-    while buyer.ledger().node().await != Some(ledger.node_id()) {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the ledger was never advertised"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait::until_async("the ledger advertised", || async {
+        (buyer.ledger().node().await == Some(ledger.node_id())).then_some(())
+    })
+    .await;
 
     let wallet = buyer.ledger().wallet();
     let receipt = wallet
@@ -104,28 +96,14 @@ async fn nodes_pay_through_a_ledger_two_hops_away_and_a_restart_keeps_every_coin
     drop(ledger);
     let ledger = node(ledger_key, serve, Some(&path)).await;
     middle.connect(ledger.peer_addr()).await.unwrap();
-    let started = Instant::now();
-    loop {
-        match wallet
-            .send(Op::Transfer {
-                to: id(&middle),
-                amount: COIN,
-            })
-            .await
-        {
-            Ok(receipt) => {
-                assert_eq!(receipt.index, 4);
-                break;
-            }
-            Err(error) => {
-                assert!(
-                    started.elapsed() < Duration::from_secs(60),
-                    "the ledger never came back: {error}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    let receipt = wait::until_ok("the ledger back", || {
+        wallet.send(Op::Transfer {
+            to: id(&middle),
+            amount: COIN,
+        })
+    })
+    .await;
+    assert_eq!(receipt.index, 4);
     let client = buyer.ledger().client();
     let info = client.info().await.unwrap();
     assert_eq!((info.log_len, info.supply_error.clone()), (4, None));
@@ -164,7 +142,7 @@ mod paid_jobs {
     }
 
     fn key() -> Arc<Keypair> {
-        Arc::new(Keypair::generate().unwrap())
+        nodes::keypair()
     }
 
     fn kid(key: &Keypair) -> Id {
@@ -288,14 +266,7 @@ mod paid_jobs {
                 .unwrap();
         }
         let service = hub.hub().unwrap();
-        let started = Instant::now();
-        while service.workers().len() < 4 {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "workers never found"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait::until("4 workers found", || service.workers().len() >= 4).await;
 
         let module = guests::compile(guests::HELLO).unwrap();
         let mut specs = Vec::new();
@@ -367,16 +338,11 @@ mod paid_jobs {
         let ledger = start(ledger_key, ComputeOptions::default(), serve, Some(&path)).await;
         hub.connect(ledger.peer_addr()).await.unwrap();
         buyer.connect(ledger.peer_addr()).await.unwrap();
-        let started = Instant::now();
-        let payment = loop {
-            if let Some(payment) = service.status(&job).unwrap().payment
-                && payment.settled.is_some()
-            {
-                break payment;
-            }
-            assert!(started.elapsed() < Duration::from_secs(60), "never settled");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let payment = wait::until_some("the payment settled", || {
+            let payment = service.status(&job).unwrap().payment?;
+            payment.settled.is_some().then_some(payment)
+        })
+        .await;
         // 4 tasks × 3 honest workers × 10 000, plus 10 %.
         assert_eq!((payment.paid_workers, payment.fee), (120_000, 12_000));
         assert_eq!(payment.refunded, COIN - 132_000);
@@ -426,7 +392,7 @@ mod refused_payout {
     /// that cannot succeed.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_payout_the_hub_cannot_back_returns_the_escrow() {
-        let key = || Arc::new(Keypair::generate().unwrap());
+        let key = || nodes::keypair();
         let (ledger_key, hub_key, buyer_key) = (key(), key(), key());
         let id = |k: &Keypair| Id(*k.node_id().as_bytes());
         let genesis = Genesis {
@@ -492,14 +458,7 @@ mod refused_payout {
         wallet.send(Op::WalletFund { amount: COIN }).await.unwrap();
         wallet.send(Op::WalletRegister).await.unwrap();
         let service = hub.hub().unwrap();
-        let started = Instant::now();
-        while service.workers().len() < 3 {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "workers never found"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait::until("3 workers found", || service.workers().len() >= 3).await;
         let module = guests::compile(guests::HELLO).unwrap();
         let program = buyer.store().import_bytes(&module, None).unwrap();
         let mut spec = JobSpec::wasm(Digest(*program.as_bytes()));
@@ -524,16 +483,11 @@ mod refused_payout {
         )
         .await
         .unwrap();
-        let started = Instant::now();
-        let payment = loop {
-            if let Some(payment) = service.status(&job).and_then(|s| s.payment)
-                && payment.settled.is_some()
-            {
-                break payment;
-            }
-            assert!(started.elapsed() < Duration::from_secs(60), "never settled");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let payment = wait::until_some("the payment settled", || {
+            let payment = service.status(&job)?.payment?;
+            payment.settled.is_some().then_some(payment)
+        })
+        .await;
         let text = payment.settled.unwrap();
         assert!(text.contains("refused the payout"), "{text}");
         assert_eq!((payment.paid_workers, payment.refunded), (0, 10 * COIN));
@@ -562,7 +516,7 @@ mod agent {
     use fogwire_node::ComputeOptions;
 
     fn key() -> Arc<Keypair> {
-        Arc::new(Keypair::generate().unwrap())
+        nodes::keypair()
     }
 
     async fn start(key: Arc<Keypair>, compute: ComputeOptions, ledger: LedgerOptions) -> Node {
@@ -661,18 +615,11 @@ mod agent {
         assert!(bid(&buyer, &bonded, 5000).await.deals.is_empty());
         assert!(bid(&buyer, &unbonded, 9000).await.deals.is_empty());
 
-        let started = Instant::now();
-        let deals = loop {
+        let deals = wait::until_some("the agent to take a bid", || {
             let deals = bonded.market().unwrap().deals(10);
-            if !deals.is_empty() {
-                break deals;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "the agent took nothing"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+            (!deals.is_empty()).then_some(deals)
+        })
+        .await;
         assert_eq!(deals[0].fills[0].worker, *worker.node_id().as_bytes());
         assert_eq!(deals[0].fills[0].price, 5000);
         // The unbonded hub's better-paying bid is left alone.
@@ -704,14 +651,10 @@ mod agent {
             })
             .await
             .unwrap();
-        let started = Instant::now();
-        while worker.hubs().iter().all(|v| v.trust != Trust::Reliable) {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "never reliable"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait::until("a hub rated reliable", || {
+            worker.hubs().iter().any(|v| v.trust == Trust::Reliable)
+        })
+        .await;
     }
 }
 
@@ -721,7 +664,7 @@ mod agent {
 /// the ledger's published prices; every coin is accounted for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relays_and_servers_earn_from_their_receipts() {
-    let key = || Arc::new(Keypair::generate().unwrap());
+    let key = || nodes::keypair();
     let (ledger_key, source_key, fetcher_key) = (key(), key(), key());
     let id = |k: &Keypair| Id(*k.node_id().as_bytes());
     let genesis = Genesis {
@@ -764,25 +707,16 @@ async fn relays_and_servers_earn_from_their_receipts() {
     source.connect(ledger.peer_addr()).await.unwrap();
 
     // 4 MiB through the relay.
-    let started = Instant::now();
-    let opened = loop {
-        // Through the relay, not the ledger's node (the source links to it
-        // too): two hops, the ledger avoided.
-        let constraints = fogwire_route::Constraints {
-            avoid: vec![ledger.node_id()],
-            ..fogwire_route::Constraints::hops(2)
-        };
-        match source.routing().open(sink.node_id(), constraints).await {
-            Ok(opened) => break opened,
-            Err(error) => {
-                assert!(
-                    started.elapsed() < Duration::from_secs(60),
-                    "no route: {error}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
+    // Through the relay, not the ledger's node (the source links to it
+    // too): two hops, the ledger avoided.
+    let constraints = fogwire_route::Constraints {
+        avoid: vec![ledger.node_id()],
+        ..fogwire_route::Constraints::hops(2)
     };
+    let opened = wait::until_ok("a route through the relay", || {
+        source.routing().open(sink.node_id(), constraints.clone())
+    })
+    .await;
     assert_eq!(opened.path, vec![relay.node_id(), sink.node_id()]);
     let stream = source
         .routing()

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use fogwire_env::unix_ms as now_ms;
@@ -22,42 +22,9 @@ use fogwire_store_proto::message::{
     DATA_LEN_MAX, ERROR_BUSY, GetItem, Groups, HaveEntry, HaveState, Message, data_header,
 };
 use fogwire_store_proto::stream::{ItemEncoder, all_groups};
-
-/// Generous bound for what normally takes milliseconds; not a timing
-/// assertion.
-const PATIENCE: Duration = Duration::from_secs(60);
-
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
-
-async fn node() -> Node {
-    if std::env::var_os("TEST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_test_writer()
-            .try_init();
-    }
-    Node::start(NodeOptions::local(Arc::new(Keypair::generate().unwrap())))
-        .await
-        .unwrap()
-}
-
-async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(started.elapsed() < PATIENCE, "gave up waiting: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use fogwire_testkit::data::pattern;
+use fogwire_testkit::nodes::{node, until_routable};
+use fogwire_testkit::wait::{self, PATIENCE};
 
 fn replicating_with(node: &Node, peer: NodeId) -> bool {
     node.replication()
@@ -70,7 +37,7 @@ fn replicating_with(node: &Node, peer: NodeId) -> bool {
 async fn link(a: &Node, b: &Node) {
     a.connect(b.peer_addr()).await.unwrap();
     let (a_id, b_id) = (a.node_id(), b.node_id());
-    wait_until("replication over the new link", || {
+    wait::until("replication over the new link", || {
         replicating_with(a, b_id) && replicating_with(b, a_id)
     })
     .await;
@@ -274,7 +241,7 @@ impl FakePeer {
         tokio::spawn(async move {
             fake_serve(handle, receiver, sender, store, serves, lie).await;
         });
-        wait_until("the node replicates with the fake", || {
+        wait::until("the node replicates with the fake", || {
             replicating_with(node, id)
         })
         .await;
@@ -559,7 +526,7 @@ async fn a_followed_feed_reaches_nodes_two_hops_away() {
     for follower in [&relay, &far] {
         let store = follower.store().clone();
         let tag = tag.clone();
-        wait_until("the follower pins the feed's content", || {
+        wait::until("the follower pins the feed's content", || {
             store.tags().unwrap().iter().any(|(name, _)| *name == tag)
         })
         .await;
@@ -586,7 +553,7 @@ async fn a_followed_feed_reaches_nodes_two_hops_away() {
         .announce(root2, Some(publisher.node_id()))
         .await;
     let store = far.store().clone();
-    wait_until("the newer root reaches far, and its content", || {
+    wait::until("the newer root reaches far, and its content", || {
         store
             .tags()
             .unwrap()
@@ -595,20 +562,6 @@ async fn a_followed_feed_reaches_nodes_two_hops_away() {
     })
     .await;
     assert_eq!(store.feed_root(&feed).unwrap().unwrap().seq, 2);
-}
-
-/// Waits until `node` knows a path to `to` (adverts flooded).
-async fn knows_the_way(node: &Node, to: NodeId) {
-    let started = Instant::now();
-    loop {
-        let nodes = node.routing().nodes().await.unwrap();
-        let edges: usize = nodes.iter().map(|n| n.advert.links.len()).sum();
-        if nodes.iter().any(|n| n.advert.origin == to) && edges >= 4 {
-            return;
-        }
-        assert!(started.elapsed() < PATIENCE, "the graph did not converge");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -624,7 +577,7 @@ async fn a_node_two_hops_away_is_fetched_from_over_a_route() {
         a.replication().fetch(hash, None, None).await,
         Err(FetchError::NotFound { .. })
     ));
-    knows_the_way(&a, c.node_id()).await;
+    until_routable(&a, &c).await;
     let route = a
         .replication()
         .open_route(c.node_id())
@@ -644,7 +597,7 @@ async fn a_node_two_hops_away_is_fetched_from_over_a_route() {
     assert_eq!(stats(&b, a.node_id()).served_bytes, 0);
     assert!(stats(&c, a.node_id()).served_bytes >= data.len() as u64);
     route.close().await;
-    wait_until("the store stream to end at both ends", || {
+    wait::until("the store stream to end at both ends", || {
         !a.replication().is_peer(c.node_id()) && !c.replication().is_peer(a.node_id())
     })
     .await;
@@ -667,7 +620,7 @@ async fn a_badly_framed_store_stream_over_a_route_is_reset_and_the_node_serves_o
     link(&a, &b).await;
     link(&b, &c).await;
     let hash = add(&c, pattern(100_000, 9)).await;
-    knows_the_way(&a, c.node_id()).await;
+    until_routable(&a, &c).await;
     let opened = a
         .routing()
         .open(c.node_id(), fogwire_route::Constraints::default())
@@ -746,7 +699,7 @@ async fn a_follower_behind_a_node_that_does_not_follow_fetches_from_the_named_ho
     let (publisher, relay, far) = (node().await, node().await, node().await);
     link(&relay, &publisher).await;
     link(&far, &relay).await;
-    knows_the_way(&far, publisher.node_id()).await;
+    until_routable(&far, &publisher).await;
     let key = Arc::new(Keypair::generate().unwrap());
     let feed = fogwire_store::FeedId::from_key(key.node_id());
     let store = far.store().clone();
@@ -772,7 +725,7 @@ async fn a_follower_behind_a_node_that_does_not_follow_fetches_from_the_named_ho
         .await;
     let tag = fogwire_store::feed_tag(&feed);
     let store = far.store().clone();
-    wait_until("far pins the feed's content", || {
+    wait::until("far pins the feed's content", || {
         store.tags().unwrap().iter().any(|(name, _)| *name == tag)
     })
     .await;
@@ -782,7 +735,7 @@ async fn a_follower_behind_a_node_that_does_not_follow_fetches_from_the_named_ho
     assert!(stats(&publisher, far.node_id()).served_bytes >= 2_000_000);
     assert_eq!(stats(&relay, far.node_id()).served_bytes, 0);
     // The route is closed once the content is in.
-    wait_until("the store stream to end", || {
+    wait::until("the store stream to end", || {
         !far.replication().is_peer(publisher.node_id())
     })
     .await;

@@ -3,26 +3,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use fogwire_identity::Keypair;
-use fogwire_node::{Node, NodeOptions};
 use fogwire_rpc_proto::{Value, code};
-
-async fn node() -> Node {
-    Node::start(NodeOptions::local(Arc::new(Keypair::generate().unwrap())))
-        .await
-        .unwrap()
-}
+use fogwire_testkit::nodes::{self, node};
+use fogwire_testkit::wait;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_locator_names_the_nodes_that_offer_a_service() {
     let (a, b) = (node().await, node().await);
     a.connect(b.peer_addr()).await.unwrap();
     // Once both adverts are in, b's locator knows both nodes serve it.
-    let started = Instant::now();
-    let answer = loop {
+    let answer = wait::until_async("b's locator to name both nodes", || async {
         let call = a
             .rpc()
             .call(
@@ -32,17 +24,13 @@ async fn the_locator_names_the_nodes_that_offer_a_service() {
                 vec![Value::from("locator")],
                 None,
             )
-            .await;
-        if let Ok(call) = call {
-            let chunks = call.collect().await.unwrap();
-            let endpoints = chunks[0][0].as_array().unwrap().len();
-            if endpoints == 2 {
-                break chunks;
-            }
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "no answer");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+            .await
+            .ok()?;
+        let chunks = call.collect().await.unwrap();
+        let endpoints = chunks[0][0].as_array().unwrap().len();
+        (endpoints == 2).then_some(chunks)
+    })
+    .await;
     let [endpoints, version, methods] = &answer[0][..] else {
         panic!("three values: {answer:?}");
     };
@@ -101,24 +89,7 @@ async fn rpc_runs_over_a_route_to_a_node_that_is_no_neighbour() {
     a.connect(b.peer_addr()).await.unwrap();
     b.connect(c.peer_addr()).await.unwrap();
     // a learns of c from the adverts b passes on.
-    let started = Instant::now();
-    loop {
-        let nodes = a.routing().nodes().await.unwrap();
-        if nodes.iter().any(|n| n.advert.origin == c.node_id()) {
-            let found = a
-                .routing()
-                .find(c.node_id(), fogwire_route::Constraints::default(), 1)
-                .await;
-            if found.is_ok_and(|paths| !paths.is_empty()) {
-                break;
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "a never learnt of c"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    nodes::until_routable(&a, &c).await;
     // A frame too long for RPC: c drops that stream and serves on.
     let route = a
         .routing()

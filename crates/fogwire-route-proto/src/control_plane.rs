@@ -380,10 +380,7 @@ mod tests {
         }
     }
 
-    #[allow(clippy::disallowed_methods)]
-    fn epoch() -> Instant {
-        Instant::now()
-    }
+    use fogwire_testkit::time::epoch;
 
     #[test]
     fn link_changes_settle_into_one_flood_then_the_budget_holds() {

@@ -633,10 +633,7 @@ impl Sim {
 /// The wall clock at the start of a run (adverts carry wall-clock times).
 const UNIX_START_MS: u64 = 1_800_000_000_000;
 
-#[allow(clippy::disallowed_methods)]
-fn epoch() -> Instant {
-    Instant::now()
-}
+use fogwire_testkit::time::epoch;
 
 /// What a run did, to compare two runs of one seed.
 #[derive(Debug, PartialEq, Eq)]

@@ -92,21 +92,17 @@ impl Net {
     /// Waits until every node knows the whole graph.
     async fn converge(&self) {
         let count = self.routings.len();
-        for _ in 0..200 {
-            let mut done = true;
+        fogwire_testkit::wait::until_async("every node to know the whole graph", || async {
             for routing in &self.routings {
                 let nodes = routing.nodes().await.unwrap();
                 let edges: usize = nodes.iter().map(|n| n.advert.links.len()).sum();
                 if nodes.len() < count || edges < 2 * self.links.len() {
-                    done = false;
+                    return None;
                 }
             }
-            if done {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the graph did not converge");
+            Some(())
+        })
+        .await;
     }
 }
 

@@ -405,33 +405,20 @@ fn reply_event(message: Message) -> Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fogwire_testkit::time::{Endpoint, epoch, pump};
 
-    /// Moves everything each side sends to the other until both are quiet.
-    fn pump(a: &mut Session, b: &mut Session, now: Instant) {
-        loop {
-            let mut moved = false;
-            while let Some(bytes) = a.poll_transmit() {
-                b.receive(&bytes, now).unwrap();
-                moved = true;
-            }
-            while let Some(bytes) = b.poll_transmit() {
-                a.receive(&bytes, now).unwrap();
-                moved = true;
-            }
-            if !moved {
-                return;
-            }
+    impl Endpoint for Session {
+        fn receive(&mut self, bytes: &[u8], now: Instant) {
+            Session::receive(self, bytes, now).unwrap();
+        }
+
+        fn transmit(&mut self, _now: Instant) -> Option<Vec<u8>> {
+            self.poll_transmit().map(|bytes| bytes.to_vec())
         }
     }
 
     fn events(session: &mut Session) -> Vec<Event> {
         std::iter::from_fn(|| session.poll_event()).collect()
-    }
-
-    /// Any instant will do: tests pass time in.
-    #[allow(clippy::disallowed_methods)]
-    fn epoch() -> Instant {
-        Instant::now()
     }
 
     fn pair() -> (Session, Session) {

@@ -13,6 +13,7 @@ use fogwire_link::proto::{Config, LinkIdentity};
 use fogwire_link::{LinkHandle, connect, establish, spawn};
 use fogwire_rpc::{BoxFuture, Replier, Rpc, RpcError, Service};
 use fogwire_rpc_proto::{Value, code};
+use fogwire_testkit::wait;
 use tokio::net::TcpListener;
 
 /// A test service: `echo` answers its arguments; `count(n)` streams n
@@ -156,7 +157,10 @@ async fn a_deadline_ends_the_call_and_stops_the_service() {
         .await
         .unwrap_err();
     assert_eq!(error.code(), Some(code::DEADLINE), "{error}");
-    wait_for(|| cancelled.load(Ordering::SeqCst) == 1).await;
+    wait::until("the call cancelled at the service", || {
+        cancelled.load(Ordering::SeqCst) == 1
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,7 +171,10 @@ async fn dropping_a_call_cancels_it_at_the_peer() {
         .await
         .unwrap();
     drop(call);
-    wait_for(|| cancelled.load(Ordering::SeqCst) == 1).await;
+    wait::until("the call cancelled at the service", || {
+        cancelled.load(Ordering::SeqCst) == 1
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,16 +199,6 @@ async fn both_ends_call_each_other_at_once() {
     for (index, call) in calls.into_iter().enumerate() {
         assert_eq!(call.collect().await.unwrap().len(), index / 2);
     }
-}
-
-async fn wait_for(mut condition: impl FnMut() -> bool) {
-    for _ in 0..1000 {
-        if condition() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("gave up waiting");
 }
 
 #[tokio::test]
@@ -241,11 +238,8 @@ async fn calls_to_this_node_reach_its_own_services_without_a_link() {
     // Dropping a call cancels it at the service.
     let call = rpc.call(me, "test", 2, vec![], None).await.unwrap();
     drop(call);
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while cancelled.load(Ordering::SeqCst) < 2 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+    wait::until("the dropped call cancelled at the service", || {
+        cancelled.load(Ordering::SeqCst) >= 2
     })
-    .await
-    .unwrap();
+    .await;
 }

@@ -563,11 +563,7 @@ mod tests {
 
     const MIB: u64 = 1024 * 1024;
 
-    /// Any instant will do: tests pass time in.
-    #[allow(clippy::disallowed_methods)]
-    fn epoch() -> Instant {
-        Instant::now()
-    }
+    use fogwire_testkit::time::epoch;
 
     /// Simulates peers delivering at `speeds` (groups per tick); returns
     /// groups delivered per peer.

@@ -11,12 +11,7 @@ use bytes::BytesMut;
 use fogwire_store::{Config, Hash, Store, StoreError};
 use fogwire_store_proto::message::{Groups, HaveState};
 use fogwire_store_proto::stream::{ItemDecoder, ItemEncoder, all_groups};
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 13) as u8)
-        .collect()
-}
+use fogwire_testkit::data::pattern;
 
 fn store(dir: &Path, name: &str) -> Store {
     Store::open(&dir.join(name), Config::default()).unwrap()

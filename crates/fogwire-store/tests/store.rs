@@ -8,13 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use fogwire_store::{Config, Hash, Store, StoreError};
+use fogwire_testkit::data::pattern;
 use proptest::prelude::*;
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(13).wrapping_add(seed) ^ (i >> 11) as u8)
-        .collect()
-}
 
 fn write_file(dir: &Path, name: &str, data: &[u8]) -> std::path::PathBuf {
     let path = dir.join(name);
@@ -44,7 +39,7 @@ fn a_file_added_reads_back_exported_with_the_b3sum_hash() {
         .into_iter()
         .enumerate()
     {
-        let data = pattern(len, index as u8);
+        let data = pattern(len, index as u64);
         let path = write_file(dir.path(), &format!("in{index}"), &data);
         let mut last = 0;
         let hash = store
@@ -257,19 +252,24 @@ fn adding_tagging_and_collecting_at_once_never_loses_a_tagged_blob() {
             std::thread::spawn(move || {
                 let mut tagged = Vec::new();
                 for round in 0..40u8 {
-                    let data = pattern(20_000 + round as usize * 1000, writer * 100 + round);
+                    let data = pattern(
+                        20_000 + round as usize * 1000,
+                        u64::from(writer) * 100 + u64::from(round),
+                    );
                     let tag = format!("w{writer}-{round}");
                     // Added and tagged in one step: never unprotected.
                     let hash = store.import_bytes(&data, Some(&tag)).unwrap();
                     tagged.push((tag, hash, data));
                     // Tagging separately: either it lands (blob kept) or
                     // it fails because the collector took the blob first.
-                    let loose = store.import_bytes(&pattern(30_000, round), None).unwrap();
+                    let loose = store
+                        .import_bytes(&pattern(30_000, u64::from(round)), None)
+                        .unwrap();
                     match store.set_tag(&format!("loose{writer}-{round}"), &loose) {
                         Ok(_) => tagged.push((
                             format!("loose{writer}-{round}"),
                             loose,
-                            pattern(30_000, round),
+                            pattern(30_000, u64::from(round)),
                         )),
                         Err(StoreError::NotFound(_)) => {}
                         Err(other) => panic!("{other}"),

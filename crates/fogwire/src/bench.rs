@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use fogwire_bench::link::{Options, Step};
 
-use crate::output::format_bytes;
+use crate::output::{Table, format_bytes};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -436,36 +436,33 @@ async fn streams(args: StreamArgs) -> anyhow::Result<()> {
         gbit(report.direct_link_bytes_per_sec),
         report.rounds
     );
-    println!(
-        "{:>5}  {:>13}  {:>11}  {:>12}",
-        "HOPS", "STREAM", "Gbit/s", "×DIRECT LINK"
-    );
+    let mut table = Table::new(&["hops", "stream", "gbit/s", "×direct link"], &[0, 1, 2, 3]);
     for stream in &report.streams {
-        println!(
-            "{:>5}  {:>13}  {:>11.2}  {:>12.2}",
-            stream.hops,
+        table.row([
+            stream.hops.to_string(),
             rate(stream.bytes_per_sec),
-            gbit(stream.bytes_per_sec),
-            stream.to_direct_link
-        );
+            format!("{:.2}", gbit(stream.bytes_per_sec)),
+            format!("{:.2}", stream.to_direct_link),
+        ]);
     }
+    table.print();
     println!(
         "\nroute setup (one round trip), beside the path's RTT measured by pings over the same route"
     );
-    println!(
-        "{:>5}  {:>13}  {:>10}  {:>13}  {:>13}",
-        "HOPS", "SETUP (MED)", "MAX", "PATH RTT", "SETUP − RTT"
+    let mut table = Table::new(
+        &["hops", "setup (med)", "max", "path rtt", "setup − rtt"],
+        &[0, 1, 2, 3, 4],
     );
     for setup in &report.setups {
-        println!(
-            "{:>5}  {:>10.3} ms  {:>7.2} ms  {:>10.3} ms  {:>10.3} ms",
-            setup.hops,
-            setup.setup_median_ms,
-            setup.setup_max_ms,
-            setup.path_rtt_median_ms,
-            setup.beyond_rtt_median_ms
-        );
+        table.row([
+            setup.hops.to_string(),
+            format!("{:.3} ms", setup.setup_median_ms),
+            format!("{:.2} ms", setup.setup_max_ms),
+            format!("{:.3} ms", setup.path_rtt_median_ms),
+            format!("{:.3} ms", setup.beyond_rtt_median_ms),
+        ]);
     }
+    table.print();
     let row = &report.in_a_row;
     println!(
         "\n{} {}-hop setups in a row in {:.1} s: {} failed; median {:.3} ms, p99 {:.3} ms, max {:.2} ms",
@@ -498,22 +495,29 @@ async fn paths(args: RouteArgs) -> anyhow::Result<()> {
     eprint!("\r\x1b[K");
     println!("path computation on generated graphs (mean degree 8, latencies 1–50 ms); medians");
     println!("baseline: one breadth-first traversal of the whole graph, same run\n");
-    println!(
-        "{:>8} {:>8} {:>11} {:>16} {:>18} {:>18}",
-        "NODES", "EDGES", "BFS", "SHORTEST (×BFS)", "3–6 HOPS (×BFS)", "3 DISJOINT (×BFS)"
+    let mut table = Table::new(
+        &[
+            "nodes",
+            "edges",
+            "bfs",
+            "shortest (×bfs)",
+            "3–6 hops (×bfs)",
+            "3 disjoint (×bfs)",
+        ],
+        &[0, 1, 2, 3, 4, 5],
     );
     let cell = |us: f64, bfs: f64| format!("{:.0} µs ({:.2})", us, us / bfs.max(0.001));
     for result in results {
-        println!(
-            "{:>8} {:>8} {:>8.0} µs {:>16} {:>18} {:>18}",
-            result.nodes,
-            result.edges,
-            result.bfs_us,
+        table.row([
+            result.nodes.to_string(),
+            result.edges.to_string(),
+            format!("{:.0} µs", result.bfs_us),
             cell(result.shortest_us, result.bfs_us),
             cell(result.min_hops_3_us, result.bfs_us),
             cell(result.disjoint_3_us, result.bfs_us),
-        );
+        ]);
     }
+    table.print();
     Ok(())
 }
 
@@ -558,24 +562,31 @@ async fn link(args: LinkArgs) -> anyhow::Result<()> {
         report.rounds
     );
     println!();
-    println!(
-        "{:>9}  {:>13}  {:>13}  {:>10}  {:>11}  {:>10}",
-        "MESSAGE", "LINK", "CIPHER", "LINK/CIPH", "(RANGE)", "LINK/TCP"
+    let mut table = Table::new(
+        &[
+            "message",
+            "link",
+            "cipher",
+            "link/ciph",
+            "(range)",
+            "link/tcp",
+        ],
+        &[0, 1, 2, 3, 4, 5],
     );
     for size in &report.sizes {
-        println!(
-            "{:>9}  {:>13}  {:>13}  {:>10.2}  {:>11}  {:>10.2}",
+        table.row([
             format_bytes(size.message_size as u64),
             rate(size.link_bytes_per_sec),
             rate(size.cipher_bytes_per_sec),
-            size.link_to_cipher,
+            format!("{:.2}", size.link_to_cipher),
             format!(
                 "{:.2}–{:.2}",
                 size.link_to_cipher_range.0, size.link_to_cipher_range.1
             ),
-            size.link_to_raw_tcp
-        );
+            format!("{:.2}", size.link_to_raw_tcp),
+        ]);
     }
+    table.print();
     println!();
     println!(
         "the two ends are two nodes on this machine, each on its own single-threaded runtime; \

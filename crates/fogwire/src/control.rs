@@ -7,7 +7,7 @@ use fogwire_client::Client;
 use fogwire_node::config::{CONFIG_FILE_NAME, Config};
 use fogwire_node::home::DataDir;
 
-use crate::output::{format_age, format_bytes, format_duration};
+use crate::output::{Table, format_age, format_bytes, format_duration};
 
 #[derive(Debug, clap::Args)]
 pub struct ReadArgs {
@@ -94,25 +94,34 @@ fn state_text(peer: &Peer) -> String {
 }
 
 fn print_peer_table(peers: &[Peer]) {
-    println!(
-        "{:<61}  {:<13} {:<9} {:<22} {:>9} {:>10} {:>10} {:>8}",
-        "PEER", "STATE", "DIRECTION", "ADDRESS", "RTT", "IN", "OUT", "SINCE"
+    let mut table = Table::new(
+        &[
+            "peer",
+            "state",
+            "direction",
+            "address",
+            "rtt",
+            "in",
+            "out",
+            "since",
+        ],
+        &[4, 5, 6, 7],
     );
     for peer in peers {
-        println!(
-            "{:<61}  {:<13} {:<9} {:<22} {:>9} {:>10} {:>10} {:>8}",
-            peer.node_id,
+        table.row([
+            peer.node_id.clone(),
             state_text(peer),
-            peer.direction.as_deref().unwrap_or("-"),
-            peer.address.as_deref().unwrap_or("-"),
+            peer.direction.clone().unwrap_or_else(|| "-".into()),
+            peer.address.clone().unwrap_or_else(|| "-".into()),
             peer.rtt_ms
                 .map_or_else(|| "-".into(), |ms| format!("{ms:.2} ms")),
             format_bytes(peer.bytes_in),
             format_bytes(peer.bytes_out),
             peer.linked_since_unix
                 .map_or_else(|| "-".into(), format_age),
-        );
+        ]);
     }
+    table.print();
     for peer in peers.iter().filter(|p| p.last_error.is_some()) {
         if let Some(error) = &peer.last_error {
             println!("\n{}: last attempt failed: {error}", peer.node_id);

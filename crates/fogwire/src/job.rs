@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use fogwire_api::{JobFetchRequest, JobInfo, JobSubmitRequest};
 
 use crate::control::{client, print_json};
-use crate::output::{format_bytes, format_duration, short};
+use crate::output::{Table, format_bytes, format_duration, short};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -381,15 +381,19 @@ async fn result(home: &Path, args: ResultArgs) -> anyhow::Result<()> {
         print_json(&result)?;
     } else {
         print_job(&result.job);
+        let mut table = Table::new(&["task", "status", "stdout", "stderr", "fuel"], &[0, 4]);
         for outcome in &result.outcomes {
-            println!(
-                "task {:>5}  {:<22} stdout {}  stderr {}  fuel {}",
-                outcome.index,
-                outcome.status,
+            table.row([
+                outcome.index.to_string(),
+                outcome.status.to_string(),
                 short(&outcome.stdout),
                 short(&outcome.stderr),
-                outcome.fuel_used
-            );
+                outcome.fuel_used.to_string(),
+            ]);
+        }
+        if !result.outcomes.is_empty() {
+            println!();
+            table.print();
         }
     }
     if let Some(out) = &args.out {
@@ -423,22 +427,21 @@ async fn list(home: &Path, args: ListArgs) -> anyhow::Result<()> {
         println!("no jobs");
         return Ok(());
     }
-    println!(
-        "{:<17} {:<10} {:>11} {:>8} {:>7}  hub",
-        "job", "state", "tasks", "caught", "runtime"
+    let mut table = Table::new(
+        &["job", "state", "tasks", "caught", "runtime", "hub"],
+        &[2, 3],
     );
     for job in &jobs {
-        println!(
-            "{:<17} {:<10} {:>5} of {:<3} {:>8} {:>7}  {}",
+        table.row([
             short(&job.job),
-            job.state,
-            job.tasks_done,
-            job.tasks,
-            job.dissents,
-            job.runtime,
-            short(&job.hub)
-        );
+            job.state.to_string(),
+            format!("{} of {}", job.tasks_done, job.tasks),
+            job.dissents.to_string(),
+            job.runtime.to_string(),
+            short(&job.hub),
+        ]);
     }
+    table.print();
     Ok(())
 }
 
@@ -461,34 +464,37 @@ pub async fn workers(home: &Path, args: WorkersArgs) -> anyhow::Result<()> {
         println!("no workers known to the hub");
         return Ok(());
     }
-    println!(
-        "{:<14} {:>5} {:>9} {:>9} {:>5} {:>6} {:>7} {:>9} {:>6} {:>6}  runtimes",
-        "worker",
-        "cores",
-        "memory",
-        "disk free",
-        "gpus",
-        "slots",
-        "running",
-        "agreed",
-        "wrong",
-        "silent"
+    let mut table = Table::new(
+        &[
+            "worker",
+            "cores",
+            "memory",
+            "disk free",
+            "gpus",
+            "slots",
+            "running",
+            "agreed",
+            "wrong",
+            "silent",
+            "runtimes",
+        ],
+        &[1, 2, 3, 4, 5, 6, 7, 8, 9],
     );
     for worker in &workers {
-        println!(
-            "{:<14} {:>5} {:>9} {:>9} {:>5} {:>6} {:>7} {:>9} {:>6} {:>6}  {}",
+        table.row([
             short(&worker.node_id),
-            worker.cores,
+            worker.cores.to_string(),
             format_bytes(worker.memory_bytes),
             format_bytes(worker.disk_free_bytes),
-            worker.gpus,
-            worker.slots,
-            worker.running,
-            worker.agreed,
-            worker.dissented,
-            worker.silent,
-            worker.runtimes.join(",")
-        );
+            worker.gpus.to_string(),
+            worker.slots.to_string(),
+            worker.running.to_string(),
+            worker.agreed.to_string(),
+            worker.dissented.to_string(),
+            worker.silent.to_string(),
+            worker.runtimes.join(","),
+        ]);
     }
+    table.print();
     Ok(())
 }

@@ -10,7 +10,7 @@ use fogwire_api::{
 use fogwire_ledger::{format_coins, parse_coins};
 
 use crate::control::{client, print_json};
-use crate::output::short;
+use crate::output::{Table, short};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -147,9 +147,11 @@ fn print_orders(orders: &[MarketOrder], json: bool) -> anyhow::Result<()> {
         println!("none");
         return Ok(());
     }
-    println!(
-        "{:>6} {:<4} {:<14} {:>12} {:<10} {:>5} {:>9} {:>4}  {:<12} {:>9}",
-        "id", "side", "party", "price", "per", "cores", "memory", "gpus", "runtimes", "size"
+    let mut table = Table::new(
+        &[
+            "id", "side", "party", "price", "per", "cores", "memory", "gpus", "runtimes", "size",
+        ],
+        &[0, 3, 5, 6, 7, 9],
     );
     for order in orders {
         let size = if order.side == "ask" {
@@ -157,20 +159,20 @@ fn print_orders(orders: &[MarketOrder], json: bool) -> anyhow::Result<()> {
         } else {
             format!("{}/{} filled", order.filled_or_left, order.size)
         };
-        println!(
-            "{:>6} {:<4} {:<14} {:>12} {:<10} {:>5} {:>6} MiB {:>4}  {:<12} {:>9}",
-            order.id,
-            order.side,
+        table.row([
+            order.id.to_string(),
+            order.side.clone(),
             short(&order.party),
             format_coins(order.price),
-            order.unit,
-            order.resources.cores,
-            order.resources.memory_mib,
-            order.resources.gpus,
+            order.unit.to_string(),
+            order.resources.cores.to_string(),
+            format!("{} MiB", order.resources.memory_mib),
+            order.resources.gpus.to_string(),
             order.resources.runtimes.join(","),
-            size
-        );
+            size,
+        ]);
     }
+    table.print();
     Ok(())
 }
 
@@ -292,9 +294,16 @@ pub async fn hubs(home: &Path, json: bool) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    println!(
-        "{:<14} {:<11} {:>26} {:>9} {:>5} {:>6}",
-        "hub", "trust", "terms (task, gfuel, fee)", "paid me", "bids", "taken"
+    let mut table = Table::new(
+        &[
+            "hub",
+            "trust",
+            "terms (task, gfuel, fee)",
+            "paid me",
+            "bids",
+            "taken",
+        ],
+        &[2, 3, 4, 5],
     );
     for hub in &hubs {
         let terms = hub
@@ -303,15 +312,15 @@ pub async fn hubs(home: &Path, json: bool) -> anyhow::Result<()> {
                 format!("{}, {}, {fee} %", format_coins(task), format_coins(gfuel))
             })
             .unwrap_or_else(|| "free".into());
-        println!(
-            "{:<14} {:<11} {:>26} {:>9} {:>5} {:>6}",
+        table.row([
             short(&hub.hub),
-            hub.trust,
+            hub.trust.to_string(),
             terms,
-            hub.payments_to_me,
-            hub.bids,
-            hub.taken
-        );
+            hub.payments_to_me.to_string(),
+            hub.bids.to_string(),
+            hub.taken.to_string(),
+        ]);
     }
+    table.print();
     Ok(())
 }

@@ -74,6 +74,64 @@ pub fn format_age_ms(since_unix_ms: u64) -> String {
     format_age(since_unix_ms / 1000)
 }
 
+/// A table in the commands' one style (comfy-table): headers in capitals,
+/// no borders, two spaces between columns, each column as wide as its
+/// widest cell; the columns listed in `right` (numbers, sizes) align right.
+pub struct Table {
+    inner: comfy_table::Table,
+}
+
+impl Table {
+    pub fn new(headers: &[&str], right: &[usize]) -> Self {
+        let mut inner = comfy_table::Table::new();
+        inner
+            .load_preset(comfy_table::presets::NOTHING)
+            .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
+            .set_header(headers.iter().map(|header| header.to_uppercase()));
+        // The preset draws its borders as spaces; without the left border
+        // and the column lines, the padding alone separates the columns.
+        use comfy_table::TableComponent::*;
+        for component in [
+            LeftBorder,
+            LeftBorderIntersections,
+            LeftHeaderIntersection,
+            TopLeftCorner,
+            BottomLeftCorner,
+            VerticalLines,
+            MiddleIntersections,
+            MiddleHeaderIntersections,
+            TopBorderIntersections,
+            BottomBorderIntersections,
+        ] {
+            inner.remove_style(component);
+        }
+        for (index, column) in inner.column_iter_mut().enumerate() {
+            column.set_padding((0, 2));
+            if right.contains(&index) {
+                column.set_cell_alignment(comfy_table::CellAlignment::Right);
+            }
+        }
+        Self { inner }
+    }
+
+    pub fn row<I>(&mut self, cells: I)
+    where
+        I: IntoIterator,
+        I::Item: Into<comfy_table::Cell>,
+    {
+        self.inner.add_row(cells);
+    }
+
+    /// The table's lines, without trailing spaces.
+    pub fn render(&self) -> String {
+        self.inner.trim_fmt()
+    }
+
+    pub fn print(&self) {
+        println!("{}", self.render());
+    }
+}
+
 /// A node id cut to its first characters, as the tables show it.
 pub fn short(id: &str) -> String {
     fogwire_identity::short_form(id)
@@ -105,5 +163,16 @@ mod tests {
         assert_eq!(format_bytes(1536), "1.5 KiB");
         assert_eq!(format_bytes(1000), "1000 B");
         assert_eq!(format_bytes(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn tables_align_and_size_columns_to_their_content() {
+        let mut table = Table::new(&["node", "bytes"], &[1]);
+        table.row(["fw1abc…", "1.5 KiB"]);
+        table.row(["fw1a…", "12 B"]);
+        assert_eq!(
+            table.render(),
+            "NODE       BYTES\nfw1abc…  1.5 KiB\nfw1a…       12 B"
+        );
     }
 }

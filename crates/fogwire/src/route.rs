@@ -6,7 +6,7 @@ use anyhow::bail;
 use fogwire_api::{RouteRequest, RouteStatus, SendLine};
 
 use crate::control::{ReadArgs, client, print_json};
-use crate::output::{format_age_ms, format_bytes, progress_bar, short};
+use crate::output::{Table, format_age_ms, format_bytes, progress_bar, short};
 
 /// Where a route may go: hop bounds, nodes to avoid, a required exit.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -143,9 +143,9 @@ pub async fn nodes(home: &Path, args: ReadArgs) -> anyhow::Result<()> {
     if args.json {
         return print_json(&nodes);
     }
-    println!(
-        "{:<61}  {:<10} {:>5}  {:<22} {:>8}  {:<9}",
-        "NODE", "ROLE", "LINKS", "ADDRESS", "ADVERT", "SERVICES"
+    let mut table = Table::new(
+        &["node", "role", "links", "address", "advert", "services"],
+        &[2, 4],
     );
     for node in &nodes {
         let role = if node.this_node {
@@ -155,16 +155,19 @@ pub async fn nodes(home: &Path, args: ReadArgs) -> anyhow::Result<()> {
         } else {
             "-"
         };
-        println!(
-            "{:<61}  {:<10} {:>5}  {:<22} {:>8}  {}",
-            node.node_id,
-            role,
-            node.links.len(),
-            node.addresses.first().map_or("-", String::as_str),
+        table.row([
+            node.node_id.clone(),
+            role.to_string(),
+            node.links.len().to_string(),
+            node.addresses
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "-".into()),
             format_age_ms(node.issued_at_unix_ms),
             node.services.join(","),
-        );
+        ]);
     }
+    table.print();
     let links: usize = nodes.iter().map(|n| n.links.len()).sum();
     println!(
         "\n{} nodes and {} links known (each link as both ends advertise it)",
@@ -201,9 +204,11 @@ async fn list(home: &Path, args: ReadArgs) -> anyhow::Result<()> {
     if routes.routes.is_empty() {
         println!("no routes opened by this node; open one with `fogwire route open <node>`");
     } else {
-        println!(
-            "{:>5}  {:<9} {:>4}  {:<46} {:>10} {:>10} {:>7} {:>9}",
-            "ROUTE", "STATUS", "HOPS", "PATH", "SENT", "RECEIVED", "REPAIRS", "SETUP"
+        let mut table = Table::new(
+            &[
+                "route", "status", "hops", "path", "sent", "received", "repairs", "setup",
+            ],
+            &[0, 2, 4, 5, 6, 7],
         );
         for route in &routes.routes {
             let status = match route.status {
@@ -211,44 +216,37 @@ async fn list(home: &Path, args: ReadArgs) -> anyhow::Result<()> {
                 RouteStatus::Up => "up",
                 RouteStatus::Repairing => "repairing",
             };
-            println!(
-                "{:>5}  {:<9} {:>4}  {:<46} {:>10} {:>10} {:>7} {:>9}",
-                route.id,
-                status,
-                route.path.len(),
+            table.row([
+                route.id.to_string(),
+                status.to_string(),
+                route.path.len().to_string(),
                 path_text(&route.path),
                 format_bytes(route.counters.bytes_forward),
                 format_bytes(route.counters.bytes_backward),
-                route.repairs,
+                route.repairs.to_string(),
                 route
                     .setup_ms
                     .map_or_else(|| "-".into(), |ms| format!("{ms:.1} ms")),
-            );
+            ]);
         }
+        table.print();
     }
     println!();
     if routes.transit.is_empty() {
         println!("relaying no routes for others");
     } else {
-        println!(
-            "relaying {} routes for others:\n{:>10}  {:<16} {:<16} {:>10} {:>10}",
-            routes.transit.len(),
-            "LABEL",
-            "FROM",
-            "TO",
-            "FORWARD",
-            "BACKWARD"
-        );
+        println!("relaying {} routes for others:", routes.transit.len());
+        let mut table = Table::new(&["label", "from", "to", "forward", "backward"], &[0, 3, 4]);
         for rule in &routes.transit {
-            println!(
-                "{:>10}  {:<16} {:<16} {:>10} {:>10}",
-                rule.label,
+            table.row([
+                rule.label.to_string(),
                 rule.prev.as_deref().map_or_else(|| "-".into(), short),
                 rule.next.as_deref().map_or_else(|| "-".into(), short),
                 format_bytes(rule.counters.bytes_forward),
                 format_bytes(rule.counters.bytes_backward),
-            );
+            ]);
         }
+        table.print();
     }
     let stats = &routes.stats;
     println!(

@@ -9,7 +9,7 @@ use fogwire_api::{
 };
 
 use crate::control::{ReadArgs, client, print_json};
-use crate::output::{format_age_ms, format_bytes, progress_bar, short};
+use crate::output::{Table, format_age_ms, format_bytes, progress_bar, short};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -323,24 +323,21 @@ async fn list(home: &Path, args: ReadArgs) -> anyhow::Result<()> {
         println!("the store is empty; add a file with `fogwire store add <path>`");
         return Ok(());
     }
-    println!(
-        "{:<64}  {:>10}  {:<9}  {:>8}  TAGS",
-        "HASH", "SIZE", "WHERE", "USED"
-    );
+    let mut table = Table::new(&["hash", "size", "where", "used", "tags"], &[1, 3]);
     for blob in &blobs {
-        println!(
-            "{:<64}  {:>10}  {:<9}  {:>8}  {}",
-            blob.hash,
+        table.row([
+            blob.hash.clone(),
             format_bytes(blob.size),
-            blob.location,
+            blob.location.to_string(),
             format_age_ms(blob.last_used_unix_ms),
             if blob.tags.is_empty() {
                 "(cache)".to_owned()
             } else {
                 blob.tags.join(", ")
-            }
-        );
+            },
+        ]);
     }
+    table.print();
     Ok(())
 }
 
@@ -418,20 +415,20 @@ async fn peers(home: &Path, args: ReadArgs) -> anyhow::Result<()> {
         println!("no peer has exchanged blobs with this node yet");
         return Ok(());
     }
-    println!(
-        "{:<20}  {:>6}  {:>10}  {:>8}  {:>10}  {:>7}",
-        "PEER", "LINKED", "SERVED", "REQUESTS", "FETCHED", "CORRUPT"
+    let mut table = Table::new(
+        &["peer", "linked", "served", "requests", "fetched", "corrupt"],
+        &[2, 3, 4, 5],
     );
     for peer in &peers {
-        println!(
-            "{:<20}  {:>6}  {:>10}  {:>8}  {:>10}  {:>7}",
+        table.row([
             short(&peer.peer),
-            if peer.linked { "yes" } else { "no" },
+            if peer.linked { "yes" } else { "no" }.to_owned(),
             format_bytes(peer.served_bytes),
-            peer.served_requests,
+            peer.served_requests.to_string(),
             format_bytes(peer.fetched_bytes),
-            peer.corrupt
-        );
+            peer.corrupt.to_string(),
+        ]);
     }
+    table.print();
     Ok(())
 }

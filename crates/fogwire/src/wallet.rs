@@ -288,14 +288,18 @@ pub async fn wallet(home: &Path, command: WalletCommand) -> anyhow::Result<()> {
             if lines.is_empty() {
                 println!("no transactions");
             }
+            let mut table =
+                crate::output::Table::new(&["#", "age", "from", "transaction"], &[0, 1]);
             for line in &lines {
-                println!(
-                    "#{:<7} {:>10} ago  {:<14} {}",
-                    line.index,
-                    crate::output::format_age_ms(line.time_ms),
+                table.row([
+                    line.index.to_string(),
+                    format!("{} ago", crate::output::format_age_ms(line.time_ms)),
                     short(&line.from),
-                    line.text
-                );
+                    line.text.clone(),
+                ]);
+            }
+            if !lines.is_empty() {
+                table.print();
             }
             Ok(())
         }

@@ -603,10 +603,7 @@ mod tests {
         }
     }
 
-    #[allow(clippy::disallowed_methods)]
-    fn epoch() -> Instant {
-        Instant::now()
-    }
+    use fogwire_testkit::time::epoch;
 
     #[test]
     fn frames_round_trip_and_reject_garbage() {

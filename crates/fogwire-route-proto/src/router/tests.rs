@@ -15,11 +15,7 @@ use super::*;
 
 const LINK_DELAY: Duration = Duration::from_millis(5);
 
-/// The origin of virtual time: read once, everything after is computed.
-#[allow(clippy::disallowed_methods)]
-fn epoch() -> Instant {
-    Instant::now()
-}
+use fogwire_testkit::time::epoch;
 
 /// Decides whether a message (from, to, what) is lost.
 type DropFilter = Box<dyn FnMut(usize, usize, &Transmit) -> bool>;

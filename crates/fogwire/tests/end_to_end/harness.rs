@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fogwire_api::{Peer, Status};
 use fogwire_identity::{Keypair, NodeId};
@@ -14,9 +14,8 @@ use fogwire_link::proto::{Config, LinkIdentity};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_fogwire");
 
-/// Generous bound for things that normally take milliseconds; only hit when
-/// something is broken, so it is not a timing assertion.
-pub const PATIENCE: Duration = Duration::from_secs(30);
+pub use fogwire_testkit::wait::PATIENCE;
+pub use fogwire_testkit::wait::blocking::{until as wait_until, until_some as wait_for};
 
 /// Runs `fogwire --home <home> <args>`.
 pub fn fogwire(home: &Path, args: &[&str]) -> Output {
@@ -47,15 +46,6 @@ pub fn init_home(listen: &str) -> tempfile::TempDir {
     );
     assert!(init.status.success(), "init failed: {}", stderr(&init));
     home
-}
-
-/// Waits for `condition`, polling; panics with `what` if it never holds.
-pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(started.elapsed() < PATIENCE, "gave up waiting: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// A `fogwire node` process in a temporary home.
@@ -188,17 +178,9 @@ impl TestNode {
     /// Sends `signal` (TERM, INT, KILL) and waits for the process to exit.
     pub fn stop(&mut self, signal: &str) -> std::process::ExitStatus {
         self.signal(signal);
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                started.elapsed() < PATIENCE,
-                "node did not exit after SIG{signal}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for(&format!("the node to exit after SIG{signal}"), || {
+            self.child.try_wait().unwrap()
+        })
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -239,19 +221,15 @@ impl WatchPeer {
     /// Asserts the link is up and the node answered several more pings.
     pub async fn assert_still_served(&self) {
         let before = self.link.snapshot().records_in;
-        let started = Instant::now();
-        while self.link.snapshot().records_in < before + 3 {
+        fogwire_testkit::wait::until("the node to answer three more pings", || {
             assert!(
                 !self.link.is_closed(),
                 "the node dropped its other link: {:?}",
                 self.link.close_reason()
             );
-            assert!(
-                started.elapsed() < PATIENCE,
-                "the node stopped answering pings"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            self.link.snapshot().records_in >= before + 3
+        })
+        .await;
         assert!(!self.link.is_closed());
     }
 }

@@ -3,11 +3,10 @@
 //! pairs, one of which is really cut in the middle of a stream.
 
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use fogwire_api::{GraphNode, PingReport, Routes, SendReport};
 
-use crate::harness::{BINARY, PATIENCE, TestNode, init_home, stderr, stdout, wait_until};
+use crate::harness::{BINARY, TestNode, init_home, stderr, stdout, wait_for, wait_until};
 
 fn json<T: serde::de::DeserializeOwned>(output: &Output) -> T {
     assert!(
@@ -163,13 +162,7 @@ fn namespaces_available(tag: &str) -> bool {
     let probe = format!("fwprobe{tag}");
     let available = ip(&["netns", "add", &probe]).is_ok();
     let _ = ip(&["netns", "del", &probe]);
-    if !available && std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true but network namespaces cannot be made here (needs root and iproute2)");
-    }
-    if !available {
-        eprintln!("SKIPPED: cannot make network namespaces here (needs root and iproute2)");
-    }
-    available
+    fogwire_testkit::prerequisite(available, "network namespaces (needs root and iproute2)")
 }
 
 /// Joins namespaces `a` and `b` with a veth pair on a /30 of their own.
@@ -195,17 +188,6 @@ fn veth(a: &NsNode, b: &NsNode, name: &str, subnet: u8) -> Result<(), String> {
         ip(&["-n", namespace, "link", "set", end, "up"])?;
     }
     Ok(())
-}
-
-fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(value) = probe() {
-            return value;
-        }
-        assert!(started.elapsed() < PATIENCE, "gave up waiting: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

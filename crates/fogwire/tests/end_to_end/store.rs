@@ -10,18 +10,7 @@ use std::time::Duration;
 use fogwire_api::{BlobInfo, StoreStat};
 
 use crate::harness::{TestNode, stderr, stdout, wait_until};
-
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
+use fogwire_testkit::data::pattern;
 
 fn json<T: serde::de::DeserializeOwned>(output: &std::process::Output) -> T {
     assert!(
