@@ -15,6 +15,7 @@
 //! Architecture invariant: no protocol logic here. If a behaviour can be
 //! decided without a socket or a clock, it belongs in the core.
 
+pub mod admission;
 mod channel;
 mod driver;
 mod establish;

@@ -9,10 +9,11 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use fogwire_identity::NodeId;
+use fogwire_link::admission::{Admission, PER_ADDRESS_DEFAULT};
 use fogwire_link::proto::{CloseCode, CloseReason, CloseSide, Config as LinkConfig, LinkIdentity};
 use fogwire_link::{Direction, EstablishError, LinkHandle, LinkSnapshot, LinkUser, PeerAddr};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, broadcast};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -87,14 +88,12 @@ pub(crate) struct State {
     pub(crate) links: HashMap<NodeId, LinkHandle>,
     wanted: HashMap<NodeId, Wanted>,
     pub(crate) closed_totals: HashMap<NodeId, LinkSnapshot>,
-    available_handshake_permits: Option<Arc<Semaphore>>,
+    admission: Option<Admission>,
 }
 
 impl State {
-    pub(crate) fn pending_handshakes(&self, max: usize) -> usize {
-        self.available_handshake_permits
-            .as_ref()
-            .map_or(0, |permits| max.saturating_sub(permits.available_permits()))
+    pub(crate) fn pending_handshakes(&self) -> usize {
+        self.admission.as_ref().map_or(0, Admission::in_progress)
     }
 }
 
@@ -104,7 +103,7 @@ struct Manager {
     local_addr: SocketAddr,
     limits: LinkLimits,
     state: Arc<Mutex<State>>,
-    handshake_permits: Arc<Semaphore>,
+    admission: Admission,
     events: broadcast::Sender<NodeEvent>,
     metrics: Metrics,
     /// Told of every link that comes up and goes down.
@@ -140,9 +139,9 @@ impl Links {
         tasks: TaskTracker,
     ) -> std::io::Result<Links> {
         let local_addr = listener.local_addr()?;
-        let handshake_permits = Arc::new(Semaphore::new(limits.max_pending_handshakes));
+        let admission = Admission::new(limits.max_pending_handshakes, PER_ADDRESS_DEFAULT);
         let state = Arc::new(Mutex::new(State {
-            available_handshake_permits: Some(handshake_permits.clone()),
+            admission: Some(admission.clone()),
             ..State::default()
         }));
         let links = Links {
@@ -151,9 +150,9 @@ impl Links {
                 config: Arc::new(config),
                 local_addr,
                 limits,
-                metrics: Metrics::new(state.clone(), limits.max_pending_handshakes),
+                metrics: Metrics::new(state.clone()),
                 state,
-                handshake_permits,
+                admission,
                 events: broadcast::channel(EVENT_QUEUE_LEN).0,
                 users,
                 shutdown,
@@ -408,16 +407,14 @@ impl Links {
                     continue;
                 }
             };
-            let Ok(permit) = self.shared.handshake_permits.clone().try_acquire_owned() else {
-                self.shared.metrics.handshake("inbound", "overloaded");
-                tracing::info!(
-                    remote = %remote,
-                    "refused connection: {} handshakes already in progress \
-                     (link.max_pending_handshakes)",
-                    self.shared.limits.max_pending_handshakes
-                );
-                drop(stream);
-                continue;
+            let permit = match self.shared.admission.try_admit(remote.ip()) {
+                Ok(permit) => permit,
+                Err(refused) => {
+                    self.shared.metrics.handshake("inbound", refused.reason());
+                    tracing::info!(remote = %remote, "refused connection: {refused}");
+                    drop(stream);
+                    continue;
+                }
             };
             let links = self.clone();
             self.shared.tasks.spawn(async move {
@@ -605,7 +602,7 @@ impl Links {
         (
             state.links.len(),
             state.wanted.len(),
-            state.pending_handshakes(self.shared.limits.max_pending_handshakes),
+            state.pending_handshakes(),
         )
     }
 

@@ -37,7 +37,7 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    pub(crate) fn new(state: Arc<Mutex<State>>, max_pending: usize) -> Self {
+    pub(crate) fn new(state: Arc<Mutex<State>>) -> Self {
         let mut registry = Registry::with_prefix("fogwire");
         let handshakes = Family::<Labels, Counter>::default();
         registry.register(
@@ -51,7 +51,7 @@ impl Metrics {
             "Links closed, by who closed them and the close code",
             closes.clone(),
         );
-        registry.register_collector(Box::new(LinkCollector { state, max_pending }));
+        registry.register_collector(Box::new(LinkCollector { state }));
         Self {
             registry,
             handshakes,
@@ -85,7 +85,6 @@ impl Metrics {
 #[derive(Debug)]
 struct LinkCollector {
     state: Arc<Mutex<State>>,
-    max_pending: usize,
 }
 
 impl Collector for LinkCollector {
@@ -108,12 +107,7 @@ impl Collector for LinkCollector {
                     rtts.push((*peer, rtt));
                 }
             }
-            (
-                totals,
-                rtts,
-                state.links.len(),
-                state.pending_handshakes(self.max_pending),
-            )
+            (totals, rtts, state.links.len(), state.pending_handshakes())
         };
         let gauge = ConstGauge::new(links as i64);
         gauge.encode(encoder.encode_descriptor(

@@ -25,6 +25,7 @@ use crate::cipher::TransportCipher;
 use crate::link::Link;
 use crate::record::{LEN_PREFIX, RecordReader, write_len_prefix};
 use crate::{Config, HANDSHAKE_RECORD_LEN_MAX, HandshakeError, NOISE_PARAMS, PROLOGUE, VERSION};
+use fogwire_env::NoiseResolver;
 use payload::HandshakePayload;
 
 /// A node's identity as used on links: its Ed25519 key pair plus the Noise
@@ -57,7 +58,7 @@ impl LinkIdentity {
         keypair: Arc<Keypair>,
         random: &mut dyn FnMut(&mut [u8]),
     ) -> Result<Self, HandshakeError> {
-        let static_keys = fogwire_env::NoiseResolver::from_source(random)
+        let static_keys = NoiseResolver::from_source(random)
             .builder(noise_params()?)
             .generate_keypair()
             .map_err(noise_error)?;
@@ -153,7 +154,20 @@ impl Handshake {
         expected_peer: NodeId,
         now: Instant,
     ) -> Result<Self, HandshakeError> {
-        let mut handshake = Self::new(identity, config, Role::Initiator, now)?;
+        Self::initiator_with(identity, config, expected_peer, now, NoiseResolver::os())
+    }
+
+    /// Like [`Handshake::initiator`], the ephemeral key drawn through
+    /// `resolver` (a seeded one makes the handshake replay byte for byte:
+    /// simulations and the test vectors of `docs/protocol/link.md`).
+    pub fn initiator_with(
+        identity: &LinkIdentity,
+        config: Arc<Config>,
+        expected_peer: NodeId,
+        now: Instant,
+        resolver: NoiseResolver,
+    ) -> Result<Self, HandshakeError> {
+        let mut handshake = Self::new(identity, config, Role::Initiator, now, resolver)?;
         handshake.expected_peer = Some(expected_peer);
         handshake.write_message(&[VERSION])?;
         Ok(handshake)
@@ -165,7 +179,18 @@ impl Handshake {
         config: Arc<Config>,
         now: Instant,
     ) -> Result<Self, HandshakeError> {
-        Self::new(identity, config, Role::Responder, now)
+        Self::responder_with(identity, config, now, NoiseResolver::os())
+    }
+
+    /// Like [`Handshake::responder`], the ephemeral key drawn through
+    /// `resolver`.
+    pub fn responder_with(
+        identity: &LinkIdentity,
+        config: Arc<Config>,
+        now: Instant,
+        resolver: NoiseResolver,
+    ) -> Result<Self, HandshakeError> {
+        Self::new(identity, config, Role::Responder, now, resolver)
     }
 
     fn new(
@@ -173,8 +198,9 @@ impl Handshake {
         config: Arc<Config>,
         role: Role,
         now: Instant,
+        resolver: NoiseResolver,
     ) -> Result<Self, HandshakeError> {
-        let builder = fogwire_env::NoiseResolver::os()
+        let builder = resolver
             .builder(noise_params()?)
             .local_private_key(&identity.static_private)
             .map_err(noise_error)?
