@@ -12,10 +12,11 @@
 //!      2     8  issued at, Unix ms (the source's clock)
 //!     10    32  reply key: seals what this hop sends back to the source
 //!     42    16  route tag: names the route in this hop's receipts
-//!     58    32  (relay) next hop NodeId        | (destination) nothing
-//!     90     …  (relay) the next hop's layer   | (destination) the
-//!                                                 end-to-end message
 //! ```
+//!
+//! then a relay's layer has the next hop's NodeId at 58 (32 bytes) and the
+//! next hop's layer from 90; a destination's has no next hop, and its
+//! end-to-end message starts at 58.
 
 use fogwire_identity::NodeId;
 
@@ -249,6 +250,40 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The offsets of routing.md §3, read from a layer's plaintext as an
+    /// outside implementation would: the destination's end-to-end message
+    /// at 58, a relay's next hop at 58 and inner layer at 90.
+    #[test]
+    fn layers_have_the_documented_offsets() {
+        let nodes: Vec<_> = (1..=2).map(node).collect();
+        let hops: Vec<(NodeId, [u8; 32])> = nodes.iter().map(|(id, key, _)| (*id, *key)).collect();
+        let headers = [(7u64, [1u8; 32], [2u8; 16]), (7u64, [3u8; 32], [4u8; 16])];
+        let onion = build(&hops, &headers, b"e2e", &mut fogwire_env::os_random()).unwrap();
+        let open = |private: &[u8], layer: &[u8]| {
+            let mut noise = snow::Builder::new(params().unwrap())
+                .local_private_key(private)
+                .unwrap()
+                .prologue(PROLOGUE)
+                .unwrap()
+                .build_responder()
+                .unwrap();
+            let mut plaintext = vec![0u8; layer.len()];
+            let len = noise.read_message(layer, &mut plaintext).unwrap();
+            plaintext.truncate(len);
+            plaintext
+        };
+        let relay = open(&nodes[0].2, &onion);
+        assert_eq!(&relay[..2], &[1, KIND_RELAY]);
+        assert_eq!(&relay[2..10], &7u64.to_be_bytes());
+        assert_eq!(&relay[10..42], &[1u8; 32]);
+        assert_eq!(&relay[42..58], &[2u8; 16]);
+        assert_eq!(&relay[58..90], nodes[1].0.as_bytes());
+        let destination = open(&nodes[1].2, &relay[90..]);
+        assert_eq!(&destination[..2], &[1, KIND_DESTINATION]);
+        assert_eq!(&destination[42..58], &[4u8; 16]);
+        assert_eq!(&destination[58..], b"e2e");
     }
 
     #[test]
