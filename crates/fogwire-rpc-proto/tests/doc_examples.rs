@@ -2,7 +2,9 @@
 //! examples are what the code encodes and decodes, and the channel rules
 //! of its §2 and §3 are what a session does.
 
-use std::time::Instant;
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use fogwire_testkit::time::epoch;
 
 use fogwire_rpc_proto::message::{HEADER_DEADLINE_MS, HEADER_SERVICE};
 use fogwire_rpc_proto::{CHOKE, CHUNK, Config, ERROR, Event, Message, Role, Session, Value, code};
@@ -56,7 +58,7 @@ fn the_documented_call_with_a_deadline_is_what_the_code_encodes() {
 
     // A session takes it as a call with its service and deadline.
     let mut callee = Session::new(Role::Acceptor, Config::default());
-    let now = Instant::now();
+    let now = epoch();
     callee.receive(&documented, now).unwrap();
     match callee.poll_event() {
         Some(Event::Invoked {
@@ -77,7 +79,7 @@ fn the_documented_call_with_a_deadline_is_what_the_code_encodes() {
 fn callee_serving_channel_1() -> Session {
     let mut callee = Session::new(Role::Acceptor, Config::default());
     callee
-        .receive(&resolve_echo().encode().unwrap(), Instant::now())
+        .receive(&resolve_echo().encode().unwrap(), epoch())
         .unwrap();
     assert!(matches!(
         callee.poll_event(),
@@ -98,7 +100,7 @@ fn an_even_channel_from_the_dialer_is_dropped_without_a_reply() {
     let mut message = Message::new(2, 0, vec![]);
     message.headers = vec![(HEADER_SERVICE.into(), Value::from("locator"))];
     acceptor
-        .receive(&message.encode().unwrap(), Instant::now())
+        .receive(&message.encode().unwrap(), epoch())
         .unwrap();
     assert_eq!(acceptor.poll_event(), None);
     assert!(answers(&mut acceptor).is_empty());
@@ -112,9 +114,7 @@ fn a_late_chunk_on_a_finished_call_is_answered_with_error_6() {
     assert_eq!(answers(&mut callee).len(), 1);
 
     let late = Message::new(1, CHUNK, vec![Value::from("more")]);
-    callee
-        .receive(&late.encode().unwrap(), Instant::now())
-        .unwrap();
+    callee.receive(&late.encode().unwrap(), epoch()).unwrap();
     let sent = answers(&mut callee);
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].message, ERROR);
@@ -127,23 +127,19 @@ fn a_late_chunk_on_a_finished_call_is_answered_with_error_6() {
         ERROR,
         vec![Value::from(code::CANCELLED), Value::from("cancelled")],
     );
-    callee
-        .receive(&cancel.encode().unwrap(), Instant::now())
-        .unwrap();
+    callee.receive(&cancel.encode().unwrap(), epoch()).unwrap();
     assert!(answers(&mut callee).is_empty());
 }
 
 #[test]
 fn a_late_reply_to_a_finished_call_is_dropped() {
     let mut caller = Session::new(Role::Dialer, Config::default());
-    let channel = caller
-        .call(0, vec![], vec![], None, Instant::now())
-        .unwrap();
+    let channel = caller.call(0, vec![], vec![], None, epoch()).unwrap();
     answers(&mut caller);
     let choke = Message::new(channel, CHOKE, vec![]).encode().unwrap();
-    caller.receive(&choke, Instant::now()).unwrap();
+    caller.receive(&choke, epoch()).unwrap();
     assert_eq!(caller.poll_event(), Some(Event::Choke { channel }));
-    caller.receive(&choke, Instant::now()).unwrap();
+    caller.receive(&choke, epoch()).unwrap();
     assert_eq!(caller.poll_event(), None);
     assert!(answers(&mut caller).is_empty());
 }
@@ -152,7 +148,7 @@ fn a_late_reply_to_a_finished_call_is_dropped() {
 fn a_malformed_message_gets_no_reply() {
     let mut callee = callee_serving_channel_1();
     // An array of 2: malformed.
-    assert!(callee.receive(&[0x92, 0x01, 0x00], Instant::now()).is_err());
+    assert!(callee.receive(&[0x92, 0x01, 0x00], epoch()).is_err());
     assert!(answers(&mut callee).is_empty());
     assert_eq!(callee.poll_event(), None);
     assert_eq!(callee.open_calls(), (0, 1), "the open call goes on");

@@ -118,11 +118,28 @@ const NOT_IN_A_CORE: &[&str] = &[
     "fs-err",
 ];
 
-/// `cargo metadata` for the workspace, offline (the lock file decides).
+/// The platform this builds for, as `rustc -vV` names it.
+fn host_triple() -> String {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let output = std::process::Command::new(rustc)
+        .arg("-vV")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix("host: "))
+        .expect("rustc -vV names the host")
+        .to_owned()
+}
+
+/// `cargo metadata` for the workspace, offline (the lock file decides),
+/// for this platform: the packages of other platforms (Windows, Android…)
+/// are never downloaded by a build here, so offline they cannot be read.
 fn metadata() -> serde_json::Value {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let output = std::process::Command::new(cargo)
         .args(["metadata", "--format-version", "1", "--offline"])
+        .args(["--filter-platform", &host_triple()])
         .current_dir(root())
         .output()
         .unwrap();
