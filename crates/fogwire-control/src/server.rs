@@ -1,5 +1,8 @@
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
@@ -20,6 +23,16 @@ use crate::{ApiToken, ConnectError, NodeApi};
 const REQUEST_BODY_MAX: usize = 16 * 1024;
 /// Requests served at once; more wait. The API is for one operator's CLI.
 const CONCURRENT_REQUESTS_MAX: usize = 32;
+/// Connections held at once. Each costs a file descriptor; past this bound
+/// the oldest connection that never sent a request is closed to make room,
+/// so idle sockets cannot lock the operator out.
+pub const CONNECTIONS_MAX: usize = 256;
+/// A connection must send a request's whole header within this.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long open requests may run on at shutdown before they are cut.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// At most one log line per this about refused or evicted connections.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Why the control API could not start.
 #[derive(Debug, thiserror::Error)]
@@ -122,9 +135,162 @@ pub async fn serve(
             CONCURRENT_REQUESTS_MAX,
         ))
         .with_state(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    serve_connections(listener, app, shutdown).await;
+    Ok(())
+}
+
+/// A connection being served: whether it ever sent a request, and how to
+/// close it.
+struct Held {
+    started: Arc<AtomicBool>,
+    close: CancellationToken,
+}
+
+/// Connections in the order they came (ids count up).
+type HeldConnections = Arc<Mutex<BTreeMap<u64, Held>>>;
+
+fn lock_held(held: &HeldConnections) -> std::sync::MutexGuard<'_, BTreeMap<u64, Held>> {
+    held.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Makes room for one more connection: closes the oldest that never sent a
+/// request. False if every held connection is in use.
+fn make_room(held: &HeldConnections) -> bool {
+    let mut held = lock_held(held);
+    if held.len() < CONNECTIONS_MAX {
+        return true;
+    }
+    let idle = held
+        .iter()
+        .find(|(_, connection)| !connection.started.load(Ordering::Relaxed))
+        .map(|(id, _)| *id);
+    match idle.and_then(|id| held.remove(&id)) {
+        Some(evicted) => {
+            evicted.close.cancel();
+            true
+        }
+        None => false,
+    }
+}
+
+/// Counts refused and evicted connections and says so at most once per
+/// [`REFUSAL_LOG_EVERY`].
+struct RefusalLog {
+    since: Instant,
+    evicted: u64,
+    refused: u64,
+}
+
+impl RefusalLog {
+    fn count(&mut self, evicted: bool) {
+        if evicted {
+            self.evicted += 1;
+        } else {
+            self.refused += 1;
+        }
+        if self.since.elapsed() >= REFUSAL_LOG_EVERY {
+            tracing::warn!(
+                evicted = self.evicted,
+                refused = self.refused,
+                "control API at its {CONNECTIONS_MAX} connections: closed {} that never sent a \
+                 request and refused {} in the last {} s",
+                self.evicted,
+                self.refused,
+                self.since.elapsed().as_secs()
+            );
+            *self = RefusalLog {
+                since: Instant::now(),
+                evicted: 0,
+                refused: 0,
+            };
+        }
+    }
+}
+
+/// Accepts connections until `shutdown` and serves each with `app`
+/// (HTTP/1.1), within [`CONNECTIONS_MAX`] and [`HEADER_READ_TIMEOUT`]; at
+/// shutdown, open requests get [`SHUTDOWN_GRACE`] to finish.
+async fn serve_connections(listener: TcpListener, app: Router, shutdown: CancellationToken) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let held: HeldConnections = Arc::default();
+    let mut refusals = RefusalLog {
+        since: Instant::now(),
+        evicted: 0,
+        refused: 0,
+    };
+    let mut next_id = 0u64;
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(accept_error) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tracing::warn!(%accept_error, "control API cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let full = lock_held(&held).len() >= CONNECTIONS_MAX;
+        if full {
+            let evicted = make_room(&held);
+            refusals.count(evicted);
+            if !evicted {
+                drop(stream);
+                continue;
+            }
+        }
+        next_id += 1;
+        let id = next_id;
+        let started = Arc::new(AtomicBool::new(false));
+        let close = CancellationToken::new();
+        lock_held(&held).insert(
+            id,
+            Held {
+                started: started.clone(),
+                close: close.clone(),
+            },
+        );
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |request| {
+            started.store(true, Ordering::Relaxed);
+            tower::Service::call(&mut app.clone(), request)
+        });
+        let connection =
+            graceful.watch(builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
+        let held = held.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = connection => {}
+                () = close.cancelled() => {}
+            }
+            lock_held(&held).remove(&id);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await
+        .is_err()
+    {
+        tracing::warn!(
+            "control API: requests still open {} s after shutdown began were cut",
+            SHUTDOWN_GRACE.as_secs()
+        );
+    }
+}
+
+/// The token of an `Authorization` header's value: the scheme `Bearer` in
+/// any case (RFC 9110 §11.1), then the token.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(char::is_whitespace)?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 /// A request that cannot be served: its status and why.
@@ -155,9 +321,9 @@ async fn authenticate(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
+        .and_then(bearer_token);
     match presented {
-        Some(token) if state.token.matches(token.trim()) => next.run(request).await,
+        Some(token) if state.token.matches(token) => next.run(request).await,
         _ => {
             let mut response = error(
                 StatusCode::UNAUTHORIZED,

@@ -12,11 +12,26 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+/// Raises this process's open-files limit to its hard limit: every link,
+/// API connection and store file holds a descriptor, and the usual soft
+/// limit of 1,024 is a bound a few idle sockets could reach.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open-files limit"),
+        Err(error) => tracing::warn!(
+            %error,
+            "cannot raise the open-files limit; links and API connections may run out of file \
+             descriptors (raise it with `ulimit -n` or LimitNOFILE= in the service unit)"
+        ),
+    }
+}
+
 /// Runs the daemon until SIGINT or SIGTERM, then shuts down cleanly.
 pub async fn run(home: &Path) -> anyhow::Result<()> {
     let config_path = home.join(CONFIG_FILE_NAME);
     let config = Config::load(&config_path)?;
     init_logging(&config.log.level);
+    raise_open_files_limit();
 
     let data_dir = DataDir::new(config.data_dir_for(&config_path));
     data_dir.create()?;

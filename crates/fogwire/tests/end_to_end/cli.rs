@@ -213,6 +213,95 @@ fn the_control_api_requires_the_token_and_listens_on_loopback_only() {
     assert!(ok.contains(&node.node_id().to_string()));
 }
 
+/// One HTTP/1.1 request to the control API at `addr`; the whole response.
+fn api_request(addr: std::net::SocketAddr, head: &str, body: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(format!("{head}Host: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    // The node may answer before it reads a body it refuses.
+    let _ = stream.write_all(body);
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+fn api_addr(node: &TestNode) -> std::net::SocketAddr {
+    let addr = std::fs::read_to_string(node.home().join("data/api.addr")).unwrap();
+    addr.trim().parse().unwrap()
+}
+
+#[test]
+fn the_control_api_takes_the_auth_scheme_in_any_case_and_refuses_big_bodies_with_413() {
+    let node = TestNode::start("");
+    let addr = api_addr(&node);
+    let token = std::fs::read_to_string(node.home().join("data/api.token")).unwrap();
+    let token = token.trim();
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let response = api_request(
+            addr,
+            &format!("GET /v1/status HTTP/1.1\r\nauthorization: {scheme} {token}\r\n"),
+            b"",
+        );
+        assert!(response.starts_with("HTTP/1.1 200"), "{scheme}: {response}");
+    }
+    // A body over the API's 16 KiB limit: 413, whatever the endpoint.
+    let body = vec![b'x'; 64 * 1024];
+    let response = api_request(
+        addr,
+        &format!(
+            "POST /v1/store/add HTTP/1.1\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ),
+        &body,
+    );
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+}
+
+/// Bound: the control API holds at most 256 connections; past that, the
+/// oldest that never sent a request is closed, so idle sockets cannot lock
+/// the operator out; and a connection that sends no request is closed
+/// after the 10 s header timeout.
+#[test]
+fn idle_api_connections_are_capped_and_timed_out_and_the_cli_still_answers() {
+    let node = TestNode::start("");
+    let addr = api_addr(&node);
+    let idle: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(addr).unwrap())
+        .collect();
+    // The CLI still gets its answer...
+    let status = node.cli(&["status"]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    // ...because the oldest idle connections made room (closed: EOF).
+    let closed = |mut stream: &TcpStream| {
+        stream
+            .set_read_timeout(Some(fogwire_testkit::wait::PATIENCE))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        match stream.read(&mut byte) {
+            Ok(0) => true,
+            Err(error) => error.kind() == std::io::ErrorKind::ConnectionReset,
+            // hyper may say 408 before it closes; then the EOF follows.
+            Ok(_) => {
+                let mut rest = Vec::new();
+                stream.read_to_end(&mut rest).is_ok()
+            }
+        }
+    };
+    assert!(
+        closed(&idle[0]),
+        "the oldest idle connection was not closed"
+    );
+    // The newest were not evicted; the header timeout closes them.
+    assert!(
+        closed(&idle[299]),
+        "an idle connection outlived the header timeout"
+    );
+    let status = node.cli(&["status"]);
+    assert!(status.status.success(), "{}", stderr(&status));
+}
+
 #[test]
 fn the_demo_runs_eight_linked_nodes_routes_repairs_and_exits_cleanly() {
     let scratch = tempfile::tempdir().unwrap();
