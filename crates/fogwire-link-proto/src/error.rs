@@ -108,6 +108,11 @@ pub enum HandshakeError {
     #[error("handshake message of {len} bytes exceeds the {max}-byte limit")]
     RecordTooLong { len: usize, max: usize },
     #[error(
+        "the other end speaks {protocol}, not the fogwire link protocol (is this the node's link \
+         port, not its control API or another server?)"
+    )]
+    OtherProtocol { protocol: &'static str },
+    #[error(
         "peer speaks link protocol version {version}, this node speaks {}",
         crate::VERSION
     )]
@@ -133,6 +138,7 @@ impl HandshakeError {
             Self::Timeout { .. } => "timeout",
             Self::Closed { .. } => "closed",
             Self::RecordTooLong { .. } => "too_long",
+            Self::OtherProtocol { .. } => "other_protocol",
             Self::UnsupportedVersion { .. } => "version",
             Self::Noise { .. } => "noise",
             Self::MalformedPayload { .. } => "malformed",

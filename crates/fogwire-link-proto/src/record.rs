@@ -62,6 +62,11 @@ impl RecordReader {
         self.buffer.split()
     }
 
+    /// The bytes buffered so far, not yet taken as records.
+    pub fn peek(&self) -> &[u8] {
+        &self.buffer
+    }
+
     /// The next complete record body, `None` if more bytes are needed.
     pub fn next_record(&mut self) -> Result<Option<BytesMut>, RecordTooLong> {
         if self.buffer.len() < LEN_PREFIX {

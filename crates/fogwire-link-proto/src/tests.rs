@@ -191,6 +191,24 @@ fn truncated_first_message_waits_then_reports_the_close() {
 }
 
 #[test]
+fn another_protocol_is_named_instead_of_an_overlong_record() {
+    for (first_bytes, protocol) in [
+        (&b"HTTP/1.1 400 Bad Request\r\n"[..], "HTTP"),
+        (b"GET / HTTP/1.1\r\n", "HTTP"),
+        (b"SSH-2.0-OpenSSH_9.6\r\n", "SSH"),
+        (&[0x16, 0x03, 0x01, 0x02, 0x00], "TLS"),
+    ] {
+        let mut initiator =
+            Handshake::initiator(&identity(1), config(), identity(2).node_id(), epoch()).unwrap();
+        assert_eq!(
+            initiator.handle_input(first_bytes),
+            Err(HandshakeError::OtherProtocol { protocol }),
+            "{protocol}"
+        );
+    }
+}
+
+#[test]
 fn an_overlong_handshake_record_is_refused_from_its_length() {
     let mut responder = Handshake::responder(&identity(2), config(), epoch()).unwrap();
     assert_eq!(

@@ -209,10 +209,50 @@ impl Links {
         }
         let link = match self.link(&addr.node_id) {
             Some(link) => link,
-            None => self.dial(&addr).await?,
+            None => {
+                let link = self.dial(&addr).await?;
+                self.answered(link).await?
+            }
         };
         self.want(addr);
         Ok(link)
+    }
+
+    /// Waits for the peer's first answer on a link this node just opened:
+    /// the PONG to the ping every link starts with (the peer kept the link)
+    /// or its CLOSE (it refused it, at its link limit say). A handshake
+    /// alone does not tell: the peer decides after it learns who dialed.
+    async fn answered(&self, link: LinkHandle) -> Result<LinkHandle, LinkError> {
+        let peer = link.peer();
+        let answer = tokio::time::timeout(self.shared.config.handshake_timeout, async {
+            loop {
+                if link.snapshot().rtt.is_some() {
+                    return None;
+                }
+                tokio::select! {
+                    reason = link.closed() => return Some(reason),
+                    // The driver records the PONG in the link's counters.
+                    () = tokio::time::sleep(Duration::from_millis(5)) => {}
+                }
+            }
+        })
+        .await;
+        let reason = match answer {
+            Ok(None) => return Ok(link),
+            Ok(Some(reason)) => reason.to_string(),
+            Err(_) => {
+                let timeout_ms = self.shared.config.handshake_timeout.as_millis();
+                link.close(CloseCode::NORMAL, "no answer after the handshake")
+                    .await;
+                format!("no answer within {timeout_ms} ms after the handshake")
+            }
+        };
+        // Both ends dialed at once and the other link was kept: linked all
+        // the same.
+        if let Some(kept) = self.link(&peer).filter(|kept| kept.id() != link.id()) {
+            return Ok(kept);
+        }
+        Err(LinkError::Refused { peer, reason })
     }
 
     /// Stops keeping `peer` linked and closes its link. Returns whether

@@ -257,6 +257,12 @@ impl Handshake {
                 Ok(Some(record)) => record,
                 Ok(None) => return Ok(()),
                 Err(too_long) => {
+                    // A length this large is often another protocol's
+                    // first bytes: say which, so the user finds the
+                    // mistaken port.
+                    if let Some(protocol) = other_protocol(self.reader.peek()) {
+                        return Err(HandshakeError::OtherProtocol { protocol });
+                    }
                     return Err(HandshakeError::RecordTooLong {
                         len: too_long.len,
                         max: too_long.max,
@@ -447,4 +453,22 @@ pub fn handshake_in_memory(
     initiator.take_transmit(&mut wire);
     responder.handle_input(&wire)?;
     Ok((initiator.into_link(now)?, responder.into_link(now)?))
+}
+
+/// The protocol whose first bytes `start` are, if a well-known one: what an
+/// HTTP server or client, an SSH server or a TLS peer sends first.
+fn other_protocol(start: &[u8]) -> Option<&'static str> {
+    const SIGNATURES: &[(&[u8], &str)] = &[
+        (b"HTTP/", "HTTP"),
+        (b"GET ", "HTTP"),
+        (b"POST ", "HTTP"),
+        (b"HEAD ", "HTTP"),
+        (b"PUT ", "HTTP"),
+        (b"SSH-", "SSH"),
+        (&[0x16, 0x03], "TLS"),
+    ];
+    SIGNATURES
+        .iter()
+        .find(|(signature, _)| start.starts_with(signature))
+        .map(|(_, protocol)| *protocol)
 }

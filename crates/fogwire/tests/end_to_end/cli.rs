@@ -303,6 +303,46 @@ fn idle_api_connections_are_capped_and_timed_out_and_the_cli_still_answers() {
 }
 
 #[test]
+fn connect_fails_truthfully_where_no_fogwire_link_answers() {
+    let node = TestNode::start("");
+    let other = TestNode::start("");
+    let other_id = other.node_id();
+    // The control API's port: HTTP, not a link.
+    let http = node.cli(&["connect", &format!("{other_id}@{}", api_addr(&other))]);
+    assert!(!http.status.success());
+    assert!(stderr(&http).contains("speaks HTTP"), "{}", stderr(&http));
+    // A port nothing listens on.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let nothing = node.cli(&["connect", &format!("{other_id}@{closed}")]);
+    assert!(!nothing.status.success());
+    assert!(
+        stderr(&nothing).contains("could not connect"),
+        "{}",
+        stderr(&nothing)
+    );
+    // Neither is kept as a wanted peer.
+    assert!(node.peers().is_empty());
+}
+
+#[test]
+fn connect_to_a_full_node_says_it_was_refused_and_keeps_nothing() {
+    let full = TestNode::start("max_links = 1");
+    let first = TestNode::start("");
+    let linked = first.cli(&["connect", &full.peer_addr()]);
+    assert!(linked.status.success(), "{}", stderr(&linked));
+    let late = TestNode::start("");
+    let refused = late.cli(&["connect", &full.peer_addr()]);
+    assert!(!refused.status.success(), "{}", stdout(&refused));
+    assert!(stderr(&refused).contains("refused"), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("no room"), "{}", stderr(&refused));
+    assert!(late.peers().is_empty(), "a refused peer is not kept");
+    assert_eq!(full.status().links, 1);
+}
+
+#[test]
 fn the_demo_runs_eight_linked_nodes_routes_repairs_and_exits_cleanly() {
     let scratch = tempfile::tempdir().unwrap();
     let image = scratch.path().join("mandelbrot.png");
