@@ -541,6 +541,19 @@ impl Config {
                 );
             }
         }
+        if self.ledger.serve && self.ledger.genesis.is_empty() {
+            return Err(ConfigError::at(
+                path,
+                source,
+                span_of_key(source, Some("ledger"), "serve"),
+                "ledger.serve = true with no genesis accounts would create a ledger in which \
+                 nobody has a coin, and its genesis is fixed for good once created: name the \
+                 accounts that start with coins, e.g. \
+                 genesis = [{ account = \"fw1…\", coins = \"1000\" }] (`fogwire id` prints \
+                 this node's id)"
+                    .into(),
+            ));
+        }
         if let Err(error) = check_log_filter(&self.log.level) {
             return Err(ConfigError::at(
                 path,

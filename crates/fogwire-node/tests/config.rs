@@ -105,3 +105,20 @@ fn relative_data_dirs_follow_the_config_file() {
         PathBuf::from("/home/ada/.fogwire/data")
     );
 }
+
+#[test]
+fn a_ledger_served_without_genesis_accounts_is_an_error_that_names_the_fix() {
+    let error = parse("[ledger]\nserve = true\n").unwrap_err();
+    assert_eq!(error.location.map(|(line, _)| line), Some(2));
+    assert!(
+        error.message.contains("genesis = [{ account"),
+        "{}",
+        error.message
+    );
+    let account = fogwire_identity::Keypair::from_seed(&[1; 32]).node_id();
+    let config = parse(&format!(
+        "[ledger]\nserve = true\ngenesis = [{{ account = \"{account}\", coins = \"10\" }}]\n"
+    ))
+    .unwrap();
+    assert!(config.ledger.serve);
+}
