@@ -24,6 +24,10 @@ pub struct StoreGetRequest {
     /// or the start of one that names a single known node).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
+    /// Overwrite `path` if it exists (otherwise an existing path is
+    /// refused with 409).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }
 
 /// A line of the answers of `POST /v1/store/add` and `POST /v1/store/get`,

@@ -261,6 +261,10 @@ pub(crate) async fn get(State(state): State<Arc<ApiState>>, body: Bytes) -> Resp
         Ok(path) => path,
         Err(refusal) => return refusal.into_response(),
     };
+    let data_dir = state.node.status().data_dir.map(PathBuf::from);
+    if let Err(refusal) = writable(&path, data_dir.as_deref(), request.force) {
+        return refusal.into_response();
+    }
     let hash = match resolve_hash(state.node.store(), &request.hash).await {
         Ok(hash) => hash,
         Err(refusal) => return refusal.into_response(),
@@ -669,4 +673,57 @@ mod tests {
         );
         assert_eq!(range("bytes=0-0", 0), Some(Err(())));
     }
+}
+
+/// `path` as the file system resolves it: its nearest existing ancestor
+/// with links followed, then the rest.
+fn resolved(path: &std::path::Path) -> PathBuf {
+    let mut existing = path;
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            return rest.iter().rev().fold(real, |path, part| path.join(part));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            _ => return path.to_owned(),
+        }
+    }
+}
+
+/// Whether an export may write `path`: never inside the node's data
+/// directory (its key, token and databases), and over an existing file or
+/// directory only when forced.
+fn writable(
+    path: &std::path::Path,
+    data_dir: Option<&std::path::Path>,
+    force: bool,
+) -> Result<(), Refusal> {
+    if let Some(data_dir) = data_dir {
+        let data_dir = resolved(data_dir);
+        if resolved(path).starts_with(&data_dir) {
+            return Err(Refusal(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "refusing to write {} inside the node's data directory {}: choose a path \
+                     outside it",
+                    path.display(),
+                    data_dir.display()
+                ),
+            ));
+        }
+    }
+    if !force && path.symlink_metadata().is_ok() {
+        return Err(Refusal(
+            StatusCode::CONFLICT,
+            format!(
+                "{} exists: add --force to overwrite it, or choose another path with -o",
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
 }

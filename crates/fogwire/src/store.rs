@@ -68,6 +68,10 @@ pub struct GetArgs {
     /// (its id, or the start of one; `fogwire nodes` lists them).
     #[arg(long, value_name = "NODE")]
     from: Option<String>,
+    /// Overwrite the output if it exists (never inside the node's data
+    /// directory).
+    #[arg(long)]
+    force: bool,
     #[arg(long)]
     json: bool,
 }
@@ -280,6 +284,7 @@ async fn get(home: &Path, args: GetArgs) -> anyhow::Result<()> {
         hash: args.hash.clone(),
         path: output.display().to_string(),
         from: args.from.clone(),
+        force: args.force,
     };
     let client = client(home)?;
     let outcome = follow(args.json, "reading", async |on_line| {

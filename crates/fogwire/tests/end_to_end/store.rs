@@ -87,6 +87,63 @@ fn files_added_come_back_byte_for_byte_with_the_b3sum_hash() {
 }
 
 #[test]
+fn store_get_never_overwrites_without_force_and_never_writes_into_the_data_directory() {
+    let node = TestNode::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let data = pattern(5000, 3);
+    let input = dir.path().join("input");
+    std::fs::write(&input, &data).unwrap();
+    let added = node.cli(&["store", "add", input.to_str().unwrap()]);
+    assert!(added.status.success(), "{}", stderr(&added));
+    let hash = hash_of(&data);
+
+    let existing = dir.path().join("existing");
+    std::fs::write(&existing, b"keep me").unwrap();
+    let refused = node.cli(&["store", "get", &hash, "-o", existing.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("--force"), "{}", stderr(&refused));
+    assert_eq!(std::fs::read(&existing).unwrap(), b"keep me");
+    let forced = node.cli(&[
+        "store",
+        "get",
+        &hash,
+        "-o",
+        existing.to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(forced.status.success(), "{}", stderr(&forced));
+    assert_eq!(std::fs::read(&existing).unwrap(), data);
+
+    // The node's own files, even forced, and even through a symlink.
+    let token_path = node.home().join("data/api.token");
+    let token = std::fs::read(&token_path).unwrap();
+    let link = dir.path().join("link-to-data");
+    std::os::unix::fs::symlink(node.home().join("data"), &link).unwrap();
+    for target in [
+        token_path.clone(),
+        link.join("api.token"),
+        link.join("new-file"),
+    ] {
+        let refused = node.cli(&[
+            "store",
+            "get",
+            &hash,
+            "-o",
+            target.to_str().unwrap(),
+            "--force",
+        ]);
+        assert!(!refused.status.success(), "{}", target.display());
+        assert!(
+            stderr(&refused).contains("data directory"),
+            "{}",
+            stderr(&refused)
+        );
+    }
+    assert_eq!(std::fs::read(&token_path).unwrap(), token);
+    assert!(!node.home().join("data/new-file").exists());
+}
+
+#[test]
 fn a_directory_added_is_restored_exactly_from_its_root() {
     let node = TestNode::start("");
     let dir = tempfile::tempdir().unwrap();
@@ -237,7 +294,15 @@ fn check_store(node: &TestNode, scratch: &Path, completed: &[String]) {
     }
     for blob in &blobs {
         let out = scratch.join("check.out");
-        let got = node.cli(&["store", "get", &blob.hash, "-o", out.to_str().unwrap()]);
+        // One scratch file for every check, overwritten each time.
+        let got = node.cli(&[
+            "store",
+            "get",
+            &blob.hash,
+            "-o",
+            out.to_str().unwrap(),
+            "--force",
+        ]);
         assert!(got.status.success(), "{}: {}", blob.hash, stderr(&got));
         assert_eq!(hash_of(&std::fs::read(&out).unwrap()), blob.hash);
     }
@@ -447,7 +512,14 @@ fn killing_a_node_in_the_middle_of_downloads_never_damages_its_store() {
     });
     for data in &files {
         let out = dir.path().join("final");
-        let got = fetcher.cli(&["store", "get", &hash_of(data), "-o", out.to_str().unwrap()]);
+        let got = fetcher.cli(&[
+            "store",
+            "get",
+            &hash_of(data),
+            "-o",
+            out.to_str().unwrap(),
+            "--force",
+        ]);
         assert!(got.status.success(), "{}", stderr(&got));
         assert_eq!(&std::fs::read(&out).unwrap(), data);
     }
