@@ -642,39 +642,6 @@ pub(crate) async fn gateway(
         })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::http::HeaderValue;
-
-    fn range(value: &str, size: u64) -> Option<Result<(u64, u64), ()>> {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::RANGE, HeaderValue::from_str(value).unwrap());
-        byte_range(&headers, size)
-    }
-
-    #[test]
-    fn ranges_read_as_rfc_9110_says() {
-        assert_eq!(range("bytes=0-9", 100), Some(Ok((0, 10))));
-        assert_eq!(range("bytes=90-", 100), Some(Ok((90, 100))));
-        assert_eq!(range("bytes=-10", 100), Some(Ok((90, 100))));
-        assert_eq!(range("bytes=-1000", 100), Some(Ok((0, 100))));
-        assert_eq!(range("bytes=50-5000", 100), Some(Ok((50, 100))));
-        assert_eq!(range("bytes=100-", 100), Some(Err(())));
-        assert_eq!(range("bytes=-0", 100), Some(Err(())));
-        assert_eq!(range("bytes=9-3", 100), None);
-        assert_eq!(range("bytes=0-1,5-6", 100), None);
-        assert_eq!(range("items=0-1", 100), None);
-        assert_eq!(byte_range(&HeaderMap::new(), 100), None);
-        // An end past u64's range is the end of the blob, not an overflow.
-        assert_eq!(
-            range("bytes=0-18446744073709551615", 100),
-            Some(Ok((0, 100)))
-        );
-        assert_eq!(range("bytes=0-0", 0), Some(Err(())));
-    }
-}
-
 /// `path` as the file system resolves it: its nearest existing ancestor
 /// with links followed, then the rest.
 fn resolved(path: &std::path::Path) -> PathBuf {
@@ -726,4 +693,37 @@ fn writable(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn range(value: &str, size: u64) -> Option<Result<(u64, u64), ()>> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::RANGE, HeaderValue::from_str(value).unwrap());
+        byte_range(&headers, size)
+    }
+
+    #[test]
+    fn ranges_read_as_rfc_9110_says() {
+        assert_eq!(range("bytes=0-9", 100), Some(Ok((0, 10))));
+        assert_eq!(range("bytes=90-", 100), Some(Ok((90, 100))));
+        assert_eq!(range("bytes=-10", 100), Some(Ok((90, 100))));
+        assert_eq!(range("bytes=-1000", 100), Some(Ok((0, 100))));
+        assert_eq!(range("bytes=50-5000", 100), Some(Ok((50, 100))));
+        assert_eq!(range("bytes=100-", 100), Some(Err(())));
+        assert_eq!(range("bytes=-0", 100), Some(Err(())));
+        assert_eq!(range("bytes=9-3", 100), None);
+        assert_eq!(range("bytes=0-1,5-6", 100), None);
+        assert_eq!(range("items=0-1", 100), None);
+        assert_eq!(byte_range(&HeaderMap::new(), 100), None);
+        // An end past u64's range is the end of the blob, not an overflow.
+        assert_eq!(
+            range("bytes=0-18446744073709551615", 100),
+            Some(Ok((0, 100)))
+        );
+        assert_eq!(range("bytes=0-0", 0), Some(Err(())));
+    }
 }
