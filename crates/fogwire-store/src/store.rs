@@ -59,6 +59,10 @@ const EXTERNAL: TableDefinition<&[u8], &[u8]> = TableDefinition::new("external")
 const FEEDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("feeds");
 /// Feed key → 1, for the feeds this node follows.
 const FOLLOWING: TableDefinition<&[u8], u8> = TableDefinition::new("following");
+/// Temporary file of an export in progress (its path's bytes) → 1. An
+/// export writes beside its target, anywhere on disk; a process killed in
+/// the middle leaves the file there, and only this record finds it again.
+const EXPORTS: TableDefinition<&[u8], u8> = TableDefinition::new("exports");
 
 const ENTRY_VERSION: u8 = 1;
 const ENTRY_LEN: usize = 1 + 8 + 1 + 8;
@@ -329,6 +333,7 @@ impl Store {
         write.open_table(EXTERNAL).map_err(|e| self.db_error(e))?;
         write.open_table(FEEDS).map_err(|e| self.db_error(e))?;
         write.open_table(FOLLOWING).map_err(|e| self.db_error(e))?;
+        write.open_table(EXPORTS).map_err(|e| self.db_error(e))?;
         write
             .open_table(crate::partial::PARTIAL)
             .map_err(|e| self.db_error(e))?;
@@ -375,6 +380,7 @@ impl Store {
         for entry in fs::read_dir(&tmp).map_err(StoreError::io(&tmp))?.flatten() {
             let _ = fs::remove_file(entry.path());
         }
+        self.remove_interrupted_exports()?;
         let entries = self.entries()?;
         let mut lost = Vec::new();
         for (hash, entry) in &entries {
@@ -1078,8 +1084,53 @@ impl Store {
         let _ = write.commit();
     }
 
+    /// Records (or with `done`, forgets) an export's temporary file.
+    fn journal_export(&self, tmp_path: &Path, done: bool) -> Result<(), StoreError> {
+        let key = tmp_path.as_os_str().as_bytes();
+        let write = self.db.begin_write().map_err(|e| self.db_error(e))?;
+        {
+            let mut exports = write.open_table(EXPORTS).map_err(|e| self.db_error(e))?;
+            if done {
+                exports.remove(key).map_err(|e| self.db_error(e))?;
+            } else {
+                exports.insert(key, 1).map_err(|e| self.db_error(e))?;
+            }
+        }
+        write.commit().map_err(|e| self.db_error(e))
+    }
+
+    /// Removes the temporary files of exports a killed process left.
+    fn remove_interrupted_exports(&self) -> Result<(), StoreError> {
+        let read = self.db.begin_read().map_err(|e| self.db_error(e))?;
+        let exports = read.open_table(EXPORTS).map_err(|e| self.db_error(e))?;
+        let mut left: Vec<PathBuf> = Vec::new();
+        for row in exports.iter().map_err(|e| self.db_error(e))? {
+            let (key, _) = row.map_err(|e| self.db_error(e))?;
+            left.push(PathBuf::from(std::ffi::OsStr::from_bytes(key.value())));
+        }
+        drop(exports);
+        drop(read);
+        for path in left {
+            match fs::remove_file(&path) {
+                Ok(()) => tracing::info!(
+                    path = %path.display(),
+                    "removed the temporary file of an export that was interrupted"
+                ),
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => tracing::warn!(
+                    path = %path.display(),
+                    %error,
+                    "cannot remove the temporary file of an interrupted export; remove it by hand"
+                ),
+            }
+            self.journal_export(&path, true)?;
+        }
+        Ok(())
+    }
+
     /// Writes a whole blob to `path`, verified, atomically (a temporary
-    /// file beside it, renamed when complete).
+    /// file beside it, renamed when complete; recorded while it exists, so
+    /// that a restart after a kill removes it).
     pub fn export(
         &self,
         hash: &Hash,
@@ -1097,7 +1148,11 @@ impl Store {
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
             random_name()
         ));
-        let cleanup = TempFiles(vec![tmp_path.clone()]);
+        self.journal_export(&tmp_path, false)?;
+        let cleanup = ExportFile {
+            store: self,
+            path: tmp_path.clone(),
+        };
         let file = File::create(&tmp_path).map_err(StoreError::io(&tmp_path))?;
         let mut writer = BufWriter::with_capacity(bao::READ_BYTES, &file);
         let mut done = 0u64;
@@ -1786,6 +1841,23 @@ impl Read for Follow<'_> {
 
 /// Files deleted on drop unless they were moved away.
 struct TempFiles(Vec<PathBuf>);
+
+/// An export's temporary file: removed, and its record forgotten, when
+/// the export ends either way (renamed away on success, so nothing to
+/// remove then).
+struct ExportFile<'a> {
+    store: &'a Store,
+    path: PathBuf,
+}
+
+impl Drop for ExportFile<'_> {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+        if let Err(error) = self.store.journal_export(&self.path, true) {
+            tracing::warn!(%error, "cannot forget an export's temporary file; the next start removes it");
+        }
+    }
+}
 
 impl Drop for TempFiles {
     fn drop(&mut self) {

@@ -143,6 +143,59 @@ fn store_get_never_overwrites_without_force_and_never_writes_into_the_data_direc
     assert!(!node.home().join("data/new-file").exists());
 }
 
+/// The temporary file of an export the node was killed in the middle of
+/// is removed when the node starts again.
+#[test]
+fn an_export_interrupted_by_a_kill_leaves_no_temporary_file_after_a_restart() {
+    let mut node = TestNode::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("big");
+    std::fs::write(&input, pattern(256 << 20, 11)).unwrap();
+    let added = node.cli(&["store", "add", input.to_str().unwrap()]);
+    assert!(added.status.success(), "{}", stderr(&added));
+    let hash = hash_of(&std::fs::read(&input).unwrap());
+    std::fs::remove_file(&input).unwrap();
+
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let out = out_dir.join("copy");
+    let getting = std::process::Command::new(crate::harness::BINARY)
+        .arg("--home")
+        .arg(node.home())
+        .args(["store", "get", &hash, "-o", out.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let temporary = || {
+        std::fs::read_dir(&out_dir)
+            .unwrap()
+            .flatten()
+            .map(|entry| entry.path())
+            .find(|path| {
+                path.file_name()
+                    .is_some_and(|name| name.to_string_lossy().starts_with(".copy.fogwire-"))
+            })
+    };
+    // Kill while the export is writing its temporary file.
+    let left =
+        fogwire_testkit::wait::blocking::until_some("the export to start writing", temporary);
+    node.stop("KILL");
+    let _ = getting.wait_with_output();
+    assert!(left.exists(), "the kill came after the export ended");
+    assert!(!out.exists(), "the kill came after the export ended");
+
+    let home = std::mem::replace(&mut node.home, tempfile::tempdir().unwrap());
+    let _ = std::fs::remove_file(home.path().join("data/api.addr"));
+    let node = TestNode::start_in(home);
+    node.wait_for_log(
+        "removed the temporary file of an export that was interrupted",
+        1,
+    );
+    assert!(!left.exists());
+    assert!(temporary().is_none());
+}
+
 #[test]
 fn a_directory_added_is_restored_exactly_from_its_root() {
     let node = TestNode::start("");
