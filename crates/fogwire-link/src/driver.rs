@@ -214,9 +214,48 @@ impl LinkHandle {
         self.shared.closed.borrow().clone()
     }
 
+    /// Waits for the peer's first answer on a link this side opened: the
+    /// PONG to the ping every link starts with (the peer kept the link), or
+    /// its CLOSE (it refused the link, at its link limit say: a handshake
+    /// alone does not tell, the peer decides once it knows who dialed).
+    /// Closes the link if nothing comes `within`.
+    pub async fn answered(&self, within: Duration) -> Result<(), NoAnswer> {
+        let answer = tokio::time::timeout(within, async {
+            loop {
+                if self.snapshot().rtt.is_some() {
+                    return Ok(());
+                }
+                tokio::select! {
+                    reason = self.closed() => return Err(NoAnswer::Closed(reason)),
+                    // The driver records the PONG in the link's counters.
+                    () = tokio::time::sleep(Duration::from_millis(5)) => {}
+                }
+            }
+        })
+        .await;
+        match answer {
+            Ok(answered) => answered,
+            Err(_) => {
+                self.close(CloseCode::NORMAL, "no answer after the handshake")
+                    .await;
+                Err(NoAnswer::Timeout { within })
+            }
+        }
+    }
+
     pub fn is_closed(&self) -> bool {
         self.shared.closed.borrow().is_some()
     }
+}
+
+/// Why a new link was not kept by its peer.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum NoAnswer {
+    #[error("{0}")]
+    Closed(CloseReason),
+    #[error("no answer within {} ms after the handshake", within.as_millis())]
+    Timeout { within: Duration },
 }
 
 /// Starts the task that drives an established link.

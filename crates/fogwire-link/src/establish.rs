@@ -8,6 +8,8 @@ use fogwire_link_proto::{Config, Handshake, HandshakeError, Link, LinkIdentity};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::PeerAddr;
+
 /// Who opened the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
@@ -49,6 +51,8 @@ pub enum EstablishError {
     Handshake(#[from] HandshakeError),
     #[error("connection failed during the handshake: {0}")]
     Io(#[source] io::Error),
+    #[error("cannot resolve `{address}`: {detail}")]
+    Resolve { address: String, detail: String },
 }
 
 impl EstablishError {
@@ -58,6 +62,7 @@ impl EstablishError {
             EstablishError::Connect { .. } => "connect",
             EstablishError::Handshake(error) => error.reason(),
             EstablishError::Io(_) => "io",
+            EstablishError::Resolve { .. } => "resolve",
         }
     }
 }
@@ -85,6 +90,37 @@ pub async fn connect(
         }
     };
     run_handshake(stream, handshake, addr, Direction::Outbound).await
+}
+
+/// Dials `addr`: resolves its host (names are resolved at each dial, so a
+/// peer whose address changes is still found) and tries each address in
+/// turn, as [`connect`] does, until one links. The last failure if none
+/// does.
+pub async fn dial(
+    addr: &PeerAddr,
+    identity: &LinkIdentity,
+    config: Arc<Config>,
+) -> Result<Established, EstablishError> {
+    let resolve_error = |detail: String| EstablishError::Resolve {
+        address: addr.address.clone(),
+        detail,
+    };
+    let resolved: Vec<SocketAddr> = tokio::time::timeout(
+        config.handshake_timeout,
+        tokio::net::lookup_host(addr.address.as_str()),
+    )
+    .await
+    .map_err(|_| resolve_error("timed out".into()))?
+    .map_err(|error| resolve_error(error.to_string()))?
+    .collect();
+    let mut last_error = resolve_error("no addresses".into());
+    for socket_addr in resolved {
+        match connect(socket_addr, addr.node_id, identity, config.clone()).await {
+            Ok(established) => return Ok(established),
+            Err(error) => last_error = error,
+        }
+    }
+    Err(last_error)
 }
 
 /// Runs the listener side of the handshake on an accepted connection.

@@ -22,8 +22,8 @@ mod establish;
 mod peer_addr;
 
 pub use channel::{ChannelReceiver, ChannelSendError, ChannelSender};
-pub use driver::{LinkCounters, LinkHandle, LinkSnapshot, spawn};
-pub use establish::{Direction, EstablishError, Established, connect, establish, listen};
+pub use driver::{LinkCounters, LinkHandle, LinkSnapshot, NoAnswer, spawn};
+pub use establish::{Direction, EstablishError, Established, connect, dial, establish, listen};
 pub use fogwire_link_proto as proto;
 pub use peer_addr::{ParsePeerAddrError, PeerAddr};
 

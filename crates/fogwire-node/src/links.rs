@@ -41,8 +41,6 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LinkError {
-    #[error("cannot resolve `{address}`: {detail}")]
-    Resolve { address: String, detail: String },
     #[error(transparent)]
     Establish(#[from] EstablishError),
     #[error("link to {peer} refused: {reason}")]
@@ -211,48 +209,23 @@ impl Links {
             Some(link) => link,
             None => {
                 let link = self.dial(&addr).await?;
-                self.answered(link).await?
+                match link.answered(self.shared.config.handshake_timeout).await {
+                    Ok(()) => link,
+                    // Both ends dialed at once and the other link was kept.
+                    Err(no_answer) => match self.link(&addr.node_id) {
+                        Some(kept) if kept.id() != link.id() => kept,
+                        _ => {
+                            return Err(LinkError::Refused {
+                                peer: addr.node_id,
+                                reason: no_answer.to_string(),
+                            });
+                        }
+                    },
+                }
             }
         };
         self.want(addr);
         Ok(link)
-    }
-
-    /// Waits for the peer's first answer on a link this node just opened:
-    /// the PONG to the ping every link starts with (the peer kept the link)
-    /// or its CLOSE (it refused it, at its link limit say). A handshake
-    /// alone does not tell: the peer decides after it learns who dialed.
-    async fn answered(&self, link: LinkHandle) -> Result<LinkHandle, LinkError> {
-        let peer = link.peer();
-        let answer = tokio::time::timeout(self.shared.config.handshake_timeout, async {
-            loop {
-                if link.snapshot().rtt.is_some() {
-                    return None;
-                }
-                tokio::select! {
-                    reason = link.closed() => return Some(reason),
-                    // The driver records the PONG in the link's counters.
-                    () = tokio::time::sleep(Duration::from_millis(5)) => {}
-                }
-            }
-        })
-        .await;
-        let reason = match answer {
-            Ok(None) => return Ok(link),
-            Ok(Some(reason)) => reason.to_string(),
-            Err(_) => {
-                let timeout_ms = self.shared.config.handshake_timeout.as_millis();
-                link.close(CloseCode::NORMAL, "no answer after the handshake")
-                    .await;
-                format!("no answer within {timeout_ms} ms after the handshake")
-            }
-        };
-        // Both ends dialed at once and the other link was kept: linked all
-        // the same.
-        if let Some(kept) = self.link(&peer).filter(|kept| kept.id() != link.id()) {
-            return Ok(kept);
-        }
-        Err(LinkError::Refused { peer, reason })
     }
 
     /// Stops keeping `peer` linked and closes its link. Returns whether
@@ -395,42 +368,16 @@ impl Links {
         if self.shared.shutdown.is_cancelled() {
             return Err(LinkError::ShuttingDown);
         }
-        let resolve_error = |detail: String| LinkError::Resolve {
-            address: addr.address.clone(),
-            detail,
-        };
-        let resolved: Vec<SocketAddr> = tokio::time::timeout(
-            self.shared.config.handshake_timeout,
-            tokio::net::lookup_host(addr.address.as_str()),
-        )
-        .await
-        .map_err(|_| resolve_error("timed out".into()))?
-        .map_err(|error| resolve_error(error.to_string()))?
-        .collect();
-        let mut last_error = None;
-        for socket_addr in resolved {
-            match fogwire_link::connect(
-                socket_addr,
-                addr.node_id,
-                &self.shared.identity,
-                self.shared.config.clone(),
-            )
-            .await
-            {
-                Ok(established) => {
-                    self.shared.metrics.handshake("outbound", "ok");
-                    return self.register(fogwire_link::spawn(established));
-                }
-                Err(error) => {
-                    self.shared.metrics.handshake("outbound", error.reason());
-                    last_error = Some(error);
-                }
+        match fogwire_link::dial(addr, &self.shared.identity, self.shared.config.clone()).await {
+            Ok(established) => {
+                self.shared.metrics.handshake("outbound", "ok");
+                self.register(fogwire_link::spawn(established))
+            }
+            Err(error) => {
+                self.shared.metrics.handshake("outbound", error.reason());
+                Err(error.into())
             }
         }
-        Err(match last_error {
-            Some(error) => error.into(),
-            None => resolve_error("no addresses".into()),
-        })
     }
 
     async fn accept_loop(self, listener: TcpListener) {

@@ -449,3 +449,17 @@ fn the_checks_find_what_they_look_for() {
         vec!["unbounded_channel", "std::sync::mpsc::channel::<u8>()"]
     );
 }
+
+/// The node is the composition root and stays small: what grows belongs
+/// in the crate that owns it (ARCHITECTURE.md).
+#[test]
+fn the_node_crate_stays_under_2500_lines() {
+    let lines: usize = rust_files(&root().join("crates/fogwire-node/src"))
+        .iter()
+        .map(|path| std::fs::read_to_string(path).unwrap().lines().count())
+        .sum();
+    assert!(
+        lines < 2_500,
+        "crates/fogwire-node/src has {lines} lines: move what is not composition into the crate that owns it"
+    );
+}

@@ -32,6 +32,11 @@ pub async fn run(home: &Path) -> anyhow::Result<()> {
     let config = Config::load(&config_path)?;
     init_logging(&config.log.level);
     raise_open_files_limit();
+    // Watched from the start: a signal that came before the handlers were
+    // installed would kill the process without a clean stop (a script that
+    // stops the node as soon as api.addr appears would see a failure).
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
 
     let data_dir = DataDir::new(config.data_dir_for(&config_path));
     data_dir.create()?;
@@ -62,8 +67,6 @@ pub async fn run(home: &Path) -> anyhow::Result<()> {
         stop.clone(),
     ));
 
-    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let signal_name = tokio::select! {
         _ = terminate.recv() => "SIGTERM",
         _ = interrupt.recv() => "SIGINT",
