@@ -20,6 +20,7 @@ mod channel;
 mod driver;
 mod establish;
 mod peer_addr;
+pub mod refusals;
 
 pub use channel::{ChannelReceiver, ChannelSendError, ChannelSender};
 pub use driver::{LinkCounters, LinkHandle, LinkSnapshot, NoAnswer, spawn};

@@ -11,6 +11,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use fogwire_identity::NodeId;
 use fogwire_link::admission::{Admission, PER_ADDRESS_DEFAULT};
 use fogwire_link::proto::{CloseCode, CloseReason, CloseSide, Config as LinkConfig, LinkIdentity};
+use fogwire_link::refusals::{self, RefusalLog};
 use fogwire_link::{Direction, EstablishError, LinkHandle, LinkSnapshot, LinkUser, PeerAddr};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
@@ -102,6 +103,7 @@ struct Manager {
     limits: LinkLimits,
     state: Arc<Mutex<State>>,
     admission: Admission,
+    refusals: RefusalLog,
     events: broadcast::Sender<NodeEvent>,
     metrics: Metrics,
     /// Told of every link that comes up and goes down.
@@ -151,6 +153,7 @@ impl Links {
                 metrics: Metrics::new(state.clone()),
                 state,
                 admission,
+                refusals: RefusalLog::default(),
                 events: broadcast::channel(EVENT_QUEUE_LEN).0,
                 users,
                 shutdown,
@@ -384,6 +387,10 @@ impl Links {
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
+                () = tokio::time::sleep(refusals::WINDOW) => {
+                    self.shared.refusals.flush();
+                    continue;
+                }
                 () = self.shared.shutdown.cancelled() => return,
             };
             let (stream, remote) = match accepted {
@@ -398,7 +405,8 @@ impl Links {
                 Ok(permit) => permit,
                 Err(refused) => {
                     self.shared.metrics.handshake("inbound", refused.reason());
-                    tracing::info!(remote = %remote, "refused connection: {refused}");
+                    let why = format_args!("refused connection: {refused}");
+                    self.shared.refusals.refused(remote, refused.reason(), why);
                     drop(stream);
                     continue;
                 }
@@ -422,11 +430,8 @@ impl Links {
                     }
                     Err(error) => {
                         links.shared.metrics.handshake("inbound", error.reason());
-                        tracing::info!(
-                            remote = %remote,
-                            reason = error.reason(),
-                            "inbound connection closed: {error}"
-                        );
+                        let why = format_args!("inbound connection closed: {error}");
+                        links.shared.refusals.refused(remote, error.reason(), why);
                     }
                 }
             });
