@@ -9,6 +9,7 @@
 //! second; three misses in a row and it is gone), and writes changed jobs
 //! and reputations to redb, so that a restarted hub resumes.
 
+use fogwire_ledger_proto::format_coins as coins;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -442,8 +443,10 @@ impl Hub {
                 return Err((
                     code::BAD_ARGS,
                     format!(
-                        "this hub charges {} units per task run and {} per 10⁹ fuel, plus {} %: submit with a maximum price (--max-price)",
-                        terms.price_per_task, terms.price_per_gfuel, terms.fee_percent
+                        "this hub charges {} coins per task run and {} per 10⁹ fuel, plus {} %: submit with a maximum price (--max-price)",
+                        coins(terms.price_per_task),
+                        coins(terms.price_per_gfuel),
+                        terms.fee_percent
                     ),
                 ));
             }
@@ -472,8 +475,9 @@ impl Hub {
             return Err((
                 code::BAD_ARGS,
                 format!(
-                    "the escrow holds {} units; this job costs at least {minimum} here",
-                    held.amount
+                    "the escrow holds {} coins; this job costs at least {} coins here",
+                    coins(held.amount),
+                    coins(minimum)
                 ),
             ));
         }
@@ -1139,16 +1143,6 @@ async fn finish(inner: &Arc<HubState>, id: &JobId) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// Ledger units as coins (a coin is 1 000 000 units): `0.0077`.
-fn coins(units: u64) -> String {
-    let (whole, fraction) = (units / 1_000_000, units % 1_000_000);
-    if fraction == 0 {
-        whole.to_string()
-    } else {
-        format!("{whole}.{}", format!("{fraction:06}").trim_end_matches('0'))
-    }
 }
 
 /// Writes a job's payment record.

@@ -242,22 +242,22 @@ pub(crate) async fn events(
                         "filled",
                         fill.bid,
                         format!(
-                            "bid {} filled by ask {} of {} at {} units",
+                            "bid {} filled by ask {} of {} at {} coins",
                             fill.bid,
                             fill.ask,
                             short(&fill.worker),
-                            fill.price
+                            fogwire_ledger::format_coins(fill.price)
                         ),
                     ),
                     Event::Dealt(deal) => (
                         "dealt",
                         deal.bid,
                         format!(
-                            "bid {} of {} dealt: {} worker(s), {} units per task",
+                            "bid {} of {} dealt: {} worker(s), {} coins per task",
                             deal.bid,
                             short(&deal.buyer),
                             deal.fills.len(),
-                            deal.price()
+                            fogwire_ledger::format_coins(deal.price())
                         ),
                     ),
                     Event::Cancelled { id } => ("cancelled", id, format!("order {id} cancelled")),

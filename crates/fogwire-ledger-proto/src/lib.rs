@@ -36,6 +36,19 @@ use serde::{Serialize, de::DeserializeOwned};
 /// Coins, in the smallest unit ([`COIN`] of them make one coin).
 pub type Amount = u64;
 
+/// Formats an amount as coins, the way every output shows amounts:
+/// `12.5`, `0.000001`.
+pub fn format_coins(units: Amount) -> String {
+    let whole = units / COIN;
+    let fraction = units % COIN;
+    if fraction == 0 {
+        whole.to_string()
+    } else {
+        let digits = format!("{fraction:06}");
+        format!("{whole}.{}", digits.trim_end_matches('0'))
+    }
+}
+
 /// Longest reason a mint may give; most payouts one release may make.
 pub const REASON_LEN_MAX: usize = 256;
 pub const PAYOUTS_MAX: usize = 256;
@@ -50,7 +63,7 @@ pub enum LedgerError {
     BadSignature,
     #[error("sequence {got} is not the spender's next ({expected}): a replay, or out of order")]
     Sequence { expected: u64, got: u64 },
-    #[error("{needed} units needed, {available} available")]
+    #[error("{} coins needed, {} available", format_coins(*needed), format_coins(*available))]
     Insufficient { needed: Amount, available: Amount },
     #[error("only the minting key may mint")]
     NotMinter,
@@ -62,7 +75,7 @@ pub enum LedgerError {
     EscrowExists(String),
     #[error("only the escrow's arbiter (or, once it expires, its owner) may do that")]
     NotArbiter,
-    #[error("payouts of {paid} exceed the escrow's {held}")]
+    #[error("payouts of {} coins exceed the escrow's {}", format_coins(*paid), format_coins(*held))]
     Overpaid { paid: Amount, held: Amount },
     #[error("hub {0} has no wallet")]
     NoWallet(String),
@@ -72,7 +85,9 @@ pub enum LedgerError {
         needs: &'static str,
     },
     #[error(
-        "the payout needs {needed} units of the wallet's unlocked funds (itself and the share it locks until payday), and {unlocked} are unlocked"
+        "the payout needs {} coins of the wallet's unlocked funds (itself and the share it locks until payday), and {} are unlocked",
+        format_coins(*needed),
+        format_coins(*unlocked)
     )]
     Locked { needed: Amount, unlocked: Amount },
     #[error("not before {at_ms} ms (the ledger's time); it is {now_ms} ms")]

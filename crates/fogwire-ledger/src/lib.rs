@@ -71,17 +71,7 @@ impl<'de> serde::Deserialize<'de> for Coins {
     }
 }
 
-/// Formats an amount of units as coins: `12.5`, `0.000001`.
-pub fn format_coins(units: proto::Amount) -> String {
-    let whole = units / proto::COIN;
-    let fraction = units % proto::COIN;
-    if fraction == 0 {
-        whole.to_string()
-    } else {
-        let digits = format!("{fraction:06}");
-        format!("{whole}.{}", digits.trim_end_matches('0'))
-    }
-}
+pub use proto::format_coins;
 
 /// Why a text is not an amount of coins.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -349,6 +349,9 @@ fn a_paid_job_from_the_command_line() {
 
     let error = refused(&buyer, &job);
     assert!(error.contains("--max-price"), "{error}");
+    // Amounts in coins, never raw ledger units.
+    assert!(error.contains(" coins per task run"), "{error}");
+    assert!(!error.contains("units"), "{error}");
     let mut poor_job = job.to_vec();
     poor_job.extend(["--max-price", "0.5"]);
     let error = refused(&poor, &poor_job);
