@@ -203,3 +203,15 @@ pub fn listen(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }
+
+/// What to do about a [`listen`] error, for its message: empty if nothing
+/// useful can be said.
+pub fn listen_hint(error: &io::Error) -> &'static str {
+    match error.kind() {
+        io::ErrorKind::AddrInUse => {
+            " (another process, maybe another node, uses this port: set [link] listen to another)"
+        }
+        io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges)",
+        _ => "",
+    }
+}

@@ -16,6 +16,7 @@
 //! decided without a socket or a clock, it belongs in the core.
 
 pub mod admission;
+pub mod book;
 mod channel;
 mod driver;
 mod establish;
@@ -24,7 +25,9 @@ pub mod refusals;
 
 pub use channel::{ChannelReceiver, ChannelSendError, ChannelSender};
 pub use driver::{LinkCounters, LinkHandle, LinkSnapshot, NoAnswer, spawn};
-pub use establish::{Direction, EstablishError, Established, connect, dial, establish, listen};
+pub use establish::{
+    Direction, EstablishError, Established, connect, dial, establish, listen, listen_hint,
+};
 pub use fogwire_link_proto as proto;
 pub use peer_addr::{ParsePeerAddrError, PeerAddr};
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use fogwire_identity::NodeId;
 use fogwire_link::admission::{Admission, PER_ADDRESS_DEFAULT};
+use fogwire_link::book::PeerBook;
 use fogwire_link::proto::{CloseCode, CloseReason, CloseSide, Config as LinkConfig, LinkIdentity};
 use fogwire_link::refusals::{self, RefusalLog};
 use fogwire_link::{Direction, EstablishError, LinkHandle, LinkSnapshot, LinkUser, PeerAddr};
@@ -104,6 +105,8 @@ struct Manager {
     state: Arc<Mutex<State>>,
     admission: Admission,
     refusals: RefusalLog,
+    /// Peers linked with `connect` (kept across restarts) and cut off.
+    book: PeerBook,
     events: broadcast::Sender<NodeEvent>,
     metrics: Metrics,
     /// Told of every link that comes up and goes down.
@@ -131,7 +134,7 @@ impl Links {
     /// handed to each of `users`.
     pub(crate) fn start(
         listener: TcpListener,
-        identity: Arc<LinkIdentity>,
+        (identity, book): (Arc<LinkIdentity>, PeerBook),
         config: LinkConfig,
         limits: LinkLimits,
         users: Vec<Arc<dyn LinkUser>>,
@@ -154,6 +157,7 @@ impl Links {
                 state,
                 admission,
                 refusals: RefusalLog::default(),
+                book,
                 events: broadcast::channel(EVENT_QUEUE_LEN).0,
                 users,
                 shutdown,
@@ -227,6 +231,7 @@ impl Links {
                 }
             }
         };
+        self.shared.book.keep(&addr);
         self.want(addr);
         Ok(link)
     }
@@ -234,6 +239,7 @@ impl Links {
     /// Stops keeping `peer` linked and closes its link. Returns whether
     /// there was a link or a wanted peer.
     pub async fn disconnect(&self, peer: &NodeId) -> bool {
+        self.shared.book.forget(peer, Instant::now());
         let (wanted, link) = {
             let mut state = self.lock();
             (state.wanted.remove(peer), state.links.get(peer).cloned())
@@ -455,6 +461,14 @@ impl Links {
                 drop(state);
                 self.close_in_background(&link, CloseCode::SHUTDOWN, "node shutting down");
                 return Err(LinkError::ShuttingDown);
+            }
+            // Only the peer's own dialing: this node's dials are the operator's.
+            let blocked = self.shared.book.blocked(&peer, Instant::now());
+            if let Some(why) = blocked.filter(|_| link.direction() == Direction::Inbound) {
+                drop(state);
+                self.close_in_background(&link, CloseCode::OPERATOR, why);
+                let reason = why.to_owned();
+                return Err(LinkError::Refused { peer, reason });
             }
             match state.links.get(&peer) {
                 Some(existing) if !existing.is_closed() => {

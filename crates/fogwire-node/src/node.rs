@@ -112,7 +112,7 @@ impl NodeOptions {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NodeError {
-    #[error("cannot listen for links on {addr}: {source}{hint}", hint = listen_hint(source))]
+    #[error("cannot listen for links on {addr}: {source}{hint}", hint = fogwire_link::listen_hint(source))]
     Listen {
         addr: SocketAddr,
         #[source]
@@ -136,16 +136,8 @@ pub enum NodeError {
     Compute(#[from] fogwire_compute::roles::RolesError),
     #[error("cannot offer a service: {0}")]
     Service(#[from] fogwire_route::ServiceError),
-}
-
-fn listen_hint(error: &std::io::Error) -> &'static str {
-    match error.kind() {
-        std::io::ErrorKind::AddrInUse => {
-            " (another process, maybe another node, uses this port: set [link] listen to another)"
-        }
-        std::io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges)",
-        _ => "",
-    }
+    #[error(transparent)]
+    PeerBook(#[from] fogwire_link::book::BookError),
 }
 
 /// `path`, or `name` in a new temporary directory (kept alive by the
@@ -322,9 +314,11 @@ impl Node {
             Arc::new(replication.clone()),
             Arc::new(rpc.clone()),
         ];
+        let book_path = options.data_dir.as_ref().map(|dir| dir.join("peers"));
+        let (book, kept) = fogwire_link::book::PeerBook::open(book_path)?;
         let links = Links::start(
             listener,
-            identity,
+            (identity, book),
             options.link,
             options.limits,
             users,
@@ -421,7 +415,7 @@ impl Node {
             }
             _ => None,
         };
-        for peer in options.peers {
+        for peer in options.peers.into_iter().chain(kept) {
             links.want(peer);
         }
         Ok(Node {

@@ -54,6 +54,54 @@ fn two_nodes_started_by_hand_link_and_show_each_other() {
 }
 
 #[test]
+fn a_peer_linked_with_connect_is_linked_again_after_a_restart() {
+    let mut a = TestNode::start("");
+    let b = TestNode::start("");
+    let connect = a.cli(&["connect", &b.peer_addr()]);
+    assert!(connect.status.success(), "{}", stderr(&connect));
+    let book = std::fs::read_to_string(a.home().join("data/peers")).unwrap();
+    assert!(book.contains(&b.peer_addr()), "{book}");
+
+    assert!(a.stop("TERM").success());
+    let home = std::mem::replace(&mut a.home, tempfile::tempdir().unwrap());
+    let a = TestNode::start_in(home);
+    // No command: the node links to B by itself.
+    wait_until("A to link to B again after its restart", || {
+        a.peers()
+            .iter()
+            .any(|peer| peer.node_id == b.node_id().to_string() && peer.state == PeerState::Linked)
+    });
+}
+
+/// Bound: a disconnected peer's links are refused for 10 minutes, so its
+/// own redialing cannot undo the operator's `disconnect`.
+#[test]
+fn disconnect_is_respected_by_the_peer_that_keeps_redialing() {
+    let a = TestNode::start("");
+    let b = TestNode::start("reconnect_initial_ms = 50\nreconnect_max_ms = 100");
+    // B wants A: it redials whenever the link drops.
+    let connect = b.cli(&["connect", &a.peer_addr()]);
+    assert!(connect.status.success(), "{}", stderr(&connect));
+    wait_until("A to see B", || !a.peers().is_empty());
+
+    let disconnect = a.cli(&["disconnect", &b.node_id().to_string()]);
+    assert!(disconnect.status.success(), "{}", stderr(&disconnect));
+    // B redials, and A refuses every time.
+    wait_until("B to be refused three times", || {
+        a.log_lines("disconnected by the operator (links refused for 10 min)") >= 3
+    });
+    assert_eq!(a.status().links, 0);
+    assert!(a.peers().is_empty());
+    let b_view = b.peers();
+    assert_ne!(b_view[0].state, PeerState::Linked);
+
+    // Connecting from A lifts the block.
+    let again = a.cli(&["connect", &b.peer_addr()]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(a.status().links, 1);
+}
+
+#[test]
 fn sigterm_closes_links_with_a_reason_and_leaves_no_trace() {
     let a = TestNode::start("");
     let b = TestNode::start("");
