@@ -68,6 +68,8 @@ mod routes;
 pub mod rpc;
 mod server;
 mod store;
+
+pub use store::parse_byte_range;
 mod token;
 
 pub use server::{ControlError, bind, serve};

@@ -540,8 +540,14 @@ pub(crate) async fn gc(State(state): State<Arc<ApiState>>, body: Bytes) -> Respo
 /// answered with the whole blob (allowed by RFC 9110). Parsed by
 /// `http-range-header`.
 fn byte_range(headers: &HeaderMap, size: u64) -> Option<Result<(u64, u64), ()>> {
+    parse_byte_range(headers.get(header::RANGE)?.to_str().ok()?, size)
+}
+
+/// [`byte_range`] of a `Range` header's value, for a blob of `size`
+/// bytes: `start..end` with `start < end <= size` (fuzzed: no value
+/// overflows it).
+pub fn parse_byte_range(value: &str, size: u64) -> Option<Result<(u64, u64), ()>> {
     use http_range_header::RangeUnsatisfiableError;
-    let value = headers.get(header::RANGE)?.to_str().ok()?;
     let parsed = http_range_header::parse_range_header(value).ok()?;
     if parsed.len() != 1 {
         return None;

@@ -87,6 +87,9 @@ fn a_restarted_node_knows_the_graph_before_any_link_is_up() {
         // Keep the home; the node goes.
         std::mem::replace(&mut a.home, tempfile::tempdir().unwrap())
     };
+    // Without the peers it linked with `connect` (which it would link again
+    // at once), so that the graph can only come from its routing store.
+    std::fs::remove_file(home.path().join("data/peers")).unwrap();
     let restarted = TestNode::start_in(home);
     let graph: Vec<GraphNode> = json(&restarted.cli(&["nodes", "--json"]));
     assert_eq!(graph.len(), 4, "{graph:?}");
