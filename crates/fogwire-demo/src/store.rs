@@ -39,19 +39,6 @@ impl StoreStage {
     }
 }
 
-/// Bytes that look like a file of that kind would (not compressible).
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
-
 /// A small website with a video: a few large files, many small ones.
 fn write_site(root: &Path) -> std::io::Result<u64> {
     let mut total = 0u64;
@@ -67,11 +54,14 @@ fn write_site(root: &Path) -> std::io::Result<u64> {
         b"<h1>Published with fogwire</h1>\n<p>Every byte of this site is verified against one root hash.</p>\n"
             .to_vec(),
     )?;
-    put(root.join("video/launch.mp4"), noise(12 << 20, 1))?;
+    put(
+        root.join("video/launch.mp4"),
+        fogwire_env::pattern(12 << 20, 1),
+    )?;
     for index in 0..24 {
         put(
             root.join(format!("photos/photo-{index:02}.jpg")),
-            noise(150_000 + index * 1000, 100 + index as u64),
+            fogwire_env::pattern(150_000 + index * 1000, 100 + index as u64),
         )?;
     }
     for index in 0..120 {

@@ -151,6 +151,21 @@ pub fn seeded(seed: u64) -> RandomSource {
     Box::new(move |bytes: &mut [u8]| rng.fill_bytes(bytes))
 }
 
+/// `len` bytes from `seed` (xorshift64): reproducible data for tests, the
+/// demo and benchmarks, incompressible enough that no layer can shortcut
+/// it, and the same for the same seed on every run. Not randomness.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
 /// A snow resolver whose randomness is a ChaCha20 generator seeded with 32
 /// bytes from a [`RandomSource`]: keys made in a Noise handshake then come
 /// from that source (the operating system's in a node, a seeded one in a

@@ -27,6 +27,16 @@ fn hash_of(data: &[u8]) -> String {
 }
 
 /// A raw HTTP GET of the node's API, returning the head and the body.
+/// Writes `data` to `dir/input`, adds that file to `node`'s store, and
+/// returns its hash.
+fn add_file(node: &TestNode, dir: &Path, data: &[u8]) -> String {
+    let input = dir.join("input");
+    std::fs::write(&input, data).unwrap();
+    let added = node.cli(&["store", "add", input.to_str().unwrap()]);
+    assert!(added.status.success(), "{}", stderr(&added));
+    hash_of(data)
+}
+
 fn http_get(node: &TestNode, path: &str, extra: &str) -> (String, Vec<u8>) {
     let addr = std::fs::read_to_string(node.home().join("data/api.addr")).unwrap();
     let token = std::fs::read_to_string(node.home().join("data/api.token")).unwrap();
@@ -91,11 +101,7 @@ fn store_get_never_overwrites_without_force_and_never_writes_into_the_data_direc
     let node = TestNode::start("");
     let dir = tempfile::tempdir().unwrap();
     let data = pattern(5000, 3);
-    let input = dir.path().join("input");
-    std::fs::write(&input, &data).unwrap();
-    let added = node.cli(&["store", "add", input.to_str().unwrap()]);
-    assert!(added.status.success(), "{}", stderr(&added));
-    let hash = hash_of(&data);
+    let hash = add_file(&node, dir.path(), &data);
 
     let existing = dir.path().join("existing");
     std::fs::write(&existing, b"keep me").unwrap();
@@ -149,12 +155,8 @@ fn store_get_never_overwrites_without_force_and_never_writes_into_the_data_direc
 fn an_export_interrupted_by_a_kill_leaves_no_temporary_file_after_a_restart() {
     let mut node = TestNode::start("");
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("big");
-    std::fs::write(&input, pattern(256 << 20, 11)).unwrap();
-    let added = node.cli(&["store", "add", input.to_str().unwrap()]);
-    assert!(added.status.success(), "{}", stderr(&added));
-    let hash = hash_of(&std::fs::read(&input).unwrap());
-    std::fs::remove_file(&input).unwrap();
+    let hash = add_file(&node, dir.path(), &pattern(256 << 20, 11));
+    std::fs::remove_file(dir.path().join("input")).unwrap();
 
     let out_dir = dir.path().join("out");
     std::fs::create_dir(&out_dir).unwrap();
@@ -415,11 +417,7 @@ fn a_file_added_on_one_node_is_fetched_by_another_byte_for_byte() {
     let fetcher = TestNode::start("");
     let dir = tempfile::tempdir().unwrap();
     let data = pattern(20_000_000, 77);
-    let input = dir.path().join("input");
-    std::fs::write(&input, &data).unwrap();
-    let added = seed.cli(&["store", "add", input.to_str().unwrap()]);
-    assert!(added.status.success(), "{}", stderr(&added));
-    let hash = hash_of(&data);
+    let hash = add_file(&seed, dir.path(), &data);
     // Not linked yet: a clear error that says what to do.
     let output = dir.path().join("output");
     let lonely = fetcher.cli(&["store", "get", &hash, "-o", output.to_str().unwrap()]);
@@ -455,11 +453,7 @@ fn a_node_two_hops_away_is_fetched_from_over_a_route_with_store_get_from() {
     }
     let dir = tempfile::tempdir().unwrap();
     let data = pattern(6_000_000, 78);
-    let input = dir.path().join("input");
-    std::fs::write(&input, &data).unwrap();
-    let added = seed.cli(&["store", "add", input.to_str().unwrap()]);
-    assert!(added.status.success(), "{}", stderr(&added));
-    let hash = hash_of(&data);
+    let hash = add_file(&seed, dir.path(), &data);
     let seed_id = seed.node_id().to_string();
     wait_until("the fetcher learns a path to the seed from adverts", || {
         fetcher.cli(&["route", "find", &seed_id]).status.success()
