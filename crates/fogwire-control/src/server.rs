@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
@@ -31,8 +31,6 @@ pub const CONNECTIONS_MAX: usize = 256;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long open requests may run on at shutdown before they are cut.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// At most one log line per this about refused or evicted connections.
-const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Why the control API could not start.
 #[derive(Debug, thiserror::Error)]
@@ -153,12 +151,21 @@ fn lock_held(held: &HeldConnections) -> std::sync::MutexGuard<'_, BTreeMap<u64, 
     held.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Whether a new connection may be served.
+enum Room {
+    Free,
+    /// The oldest connection that never sent a request was closed for it.
+    Evicted,
+    /// Every held connection is in use.
+    Full,
+}
+
 /// Makes room for one more connection: closes the oldest that never sent a
-/// request. False if every held connection is in use.
-fn make_room(held: &HeldConnections) -> bool {
+/// request if the API holds [`CONNECTIONS_MAX`] already.
+fn make_room(held: &HeldConnections) -> Room {
     let mut held = lock_held(held);
     if held.len() < CONNECTIONS_MAX {
-        return true;
+        return Room::Free;
     }
     let idle = held
         .iter()
@@ -167,43 +174,9 @@ fn make_room(held: &HeldConnections) -> bool {
     match idle.and_then(|id| held.remove(&id)) {
         Some(evicted) => {
             evicted.close.cancel();
-            true
+            Room::Evicted
         }
-        None => false,
-    }
-}
-
-/// Counts refused and evicted connections and says so at most once per
-/// [`REFUSAL_LOG_EVERY`].
-struct RefusalLog {
-    since: Instant,
-    evicted: u64,
-    refused: u64,
-}
-
-impl RefusalLog {
-    fn count(&mut self, evicted: bool) {
-        if evicted {
-            self.evicted += 1;
-        } else {
-            self.refused += 1;
-        }
-        if self.since.elapsed() >= REFUSAL_LOG_EVERY {
-            tracing::warn!(
-                evicted = self.evicted,
-                refused = self.refused,
-                "control API at its {CONNECTIONS_MAX} connections: closed {} that never sent a \
-                 request and refused {} in the last {} s",
-                self.evicted,
-                self.refused,
-                self.since.elapsed().as_secs()
-            );
-            *self = RefusalLog {
-                since: Instant::now(),
-                evicted: 0,
-                refused: 0,
-            };
-        }
+        None => Room::Full,
     }
 }
 
@@ -217,16 +190,14 @@ async fn serve_connections(listener: TcpListener, app: Router, shutdown: Cancell
         .header_read_timeout(HEADER_READ_TIMEOUT);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let held: HeldConnections = Arc::default();
-    let mut refusals = RefusalLog {
-        since: Instant::now(),
-        evicted: 0,
-        refused: 0,
-    };
+    // Closings are logged like the link listener's refusals: the first of
+    // a window one by one, the rest summarised.
+    let refusals = fogwire_link::refusals::RefusalLog::default();
     let mut next_id = 0u64;
     loop {
-        let stream = tokio::select! {
+        let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(accept_error) => {
                     // Out of file descriptors, say: wait rather than spin.
                     tracing::warn!(%accept_error, "control API cannot accept a connection");
@@ -236,11 +207,24 @@ async fn serve_connections(listener: TcpListener, app: Router, shutdown: Cancell
             },
             () = shutdown.cancelled() => break,
         };
-        let full = lock_held(&held).len() >= CONNECTIONS_MAX;
-        if full {
-            let evicted = make_room(&held);
-            refusals.count(evicted);
-            if !evicted {
+        match make_room(&held) {
+            Room::Free => {}
+            Room::Evicted => refusals.refused(
+                remote,
+                "api_evicted",
+                format_args!(
+                    "control API at its {CONNECTIONS_MAX} connections: closed the oldest that \
+                     never sent a request"
+                ),
+            ),
+            Room::Full => {
+                refusals.refused(
+                    remote,
+                    "api_full",
+                    format_args!(
+                        "control API at its {CONNECTIONS_MAX} connections, all in use: refused one"
+                    ),
+                );
                 drop(stream);
                 continue;
             }

@@ -1087,7 +1087,14 @@ impl Store {
     /// Records (or with `done`, forgets) an export's temporary file.
     fn journal_export(&self, tmp_path: &Path, done: bool) -> Result<(), StoreError> {
         let key = tmp_path.as_os_str().as_bytes();
-        let write = self.db.begin_write().map_err(|e| self.db_error(e))?;
+        let mut write = self.db.begin_write().map_err(|e| self.db_error(e))?;
+        if done {
+            // Only the record must survive a crash: a lost removal costs a
+            // remove_file of a path already gone at the next start.
+            write
+                .set_durability(redb::Durability::None)
+                .map_err(|e| self.db_error(e))?;
+        }
         {
             let mut exports = write.open_table(EXPORTS).map_err(|e| self.db_error(e))?;
             if done {
