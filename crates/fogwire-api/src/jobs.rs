@@ -25,7 +25,9 @@ pub struct JobSubmitRequest {
     /// Workers per task.
     #[serde(default = "default_replicas")]
     pub replicas: u8,
-    /// `adaptive` (default), `fixed`, `trust` (one worker) or `full`.
+    /// `fixed` (default: exactly `replicas` workers), `adaptive` (a worker
+    /// with a verified record may run a task alone, with spot checks),
+    /// `trust` (one worker) or `full`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication: Option<String>,
     #[serde(default = "default_split")]
@@ -84,7 +86,9 @@ pub struct JobInfo {
     pub submitted_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_ms: Option<u64>,
-    /// The directory of outputs (`task-<index>.out`, `.err`), once done.
+    /// The directory of the accepted tasks' outputs (`task-<index>.out`,
+    /// `.err`), once the job ended (a failed job's too, so the failing
+    /// task's stderr can be read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
     pub replicas_run: u32,
@@ -98,6 +102,11 @@ pub struct JobInfo {
     /// Paid jobs, once settled: what was paid and refunded, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment: Option<String>,
+    /// Tasks that ran on fewer workers than asked: `adaptive`
+    /// replication let a worker with a verified record run them alone
+    /// (the job's log says which and why). Always 0 for `fixed`.
+    #[serde(default)]
+    pub fewer_replicas: u32,
 }
 
 /// One task's accepted outcome.

@@ -2,15 +2,24 @@
 //! to the job's record. Each replica in a task's accepted majority earns
 //! the worker the price of a task plus its fuel; the hub earns its fee on
 //! top; the buyer's escrow caps the whole (shares scaled down evenly if
-//! it would be more), and what is left returns to the buyer. A job that
-//! did not finish pays nobody. Workers caught dissenting are named for
+//! it would be more), and what is left returns to the buyer.
+//!
+//! The rule for failures: a task pays when a quorum accepted its outcome,
+//! whatever that outcome is. Workers that agree the program trapped, ran
+//! out of fuel, memory or time, or exited non-zero did the work the buyer
+//! asked for and proved it by agreeing: the failure is the program's, so
+//! they are paid, and the job still ends `failed`. A task with no
+//! accepted outcome (no quorum, no worker, output lost, cut short by the
+//! deadline or a cancel) pays nobody. So a job that failed or was
+//! cancelled pays for the tasks accepted before it ended, and a job with
+//! none is refunded whole. Workers caught dissenting are named for
 //! slashing either way.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::scheduler::{Job, JobState, ReplicaState, TaskState};
+use crate::scheduler::{Job, ReplicaState, TaskState};
 
 /// Most payees of one settlement (the ledger's limit, less the hub).
 pub const PAYEES_MAX: usize = 255;
@@ -88,7 +97,7 @@ pub fn settle(job: &Job, held: u64, terms: &Terms, hub: [u8; 32]) -> Settlement 
         .map(|replica| replica.worker.0)
         .collect();
     let slash: Vec<[u8; 32]> = slash.into_iter().collect();
-    if job.state != JobState::Done {
+    if !job.state.is_ended() {
         return Settlement {
             refund: held,
             slash,
@@ -147,7 +156,7 @@ pub fn settle(job: &Job, held: u64, terms: &Terms, hub: [u8; 32]) -> Settlement 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduler::{Replica, Task};
+    use crate::scheduler::{JobState, Replica, Task};
     use crate::{Digest, ExitStatus, JobId, JobSpec, Outcome};
 
     fn job(state: JobState, tasks: Vec<(Vec<u8>, Vec<u8>, u64)>) -> Job {
@@ -221,7 +230,7 @@ mod tests {
     }
 
     #[test]
-    fn the_escrow_caps_the_bill_and_a_failed_job_pays_nobody() {
+    fn the_escrow_caps_the_bill() {
         let done = job(JobState::Done, vec![(vec![1, 2], vec![], 0)]);
         // 200 to workers + 20 fee = 220 > 110: everything halves.
         let settlement = settle(&done, 110, &TERMS, [9; 32]);
@@ -231,10 +240,41 @@ mod tests {
             vec![([1; 32], 50), ([2; 32], 50), ([9; 32], 10)]
         );
         assert_eq!(settlement.refund, 0);
-        let failed = job(JobState::Failed("x".into()), vec![(vec![1], vec![4], 0)]);
-        let settlement = settle(&failed, 110, &TERMS, [9; 32]);
-        assert!(settlement.payouts.is_empty());
-        assert_eq!((settlement.refund, settlement.slash), (110, vec![[4; 32]]));
         assert_eq!(TERMS.minimum(4, 3), 1320);
+    }
+
+    #[test]
+    fn a_failed_job_pays_its_accepted_tasks_whatever_their_exit_and_nothing_else() {
+        // Task 0 exited 0, task 1 trapped (both workers agree), task 2 had
+        // no quorum when the job failed.
+        let mut failed = job(
+            JobState::Failed("task 1: its program trapped".into()),
+            vec![
+                (vec![1, 2], vec![], 0),
+                (vec![1, 2], vec![4], 0),
+                (vec![], vec![], 0),
+            ],
+        );
+        if let TaskState::Accepted { outcome, .. } = &mut failed.tasks[1].state {
+            outcome.status = ExitStatus::Trapped("unreachable".into());
+        }
+        failed.tasks[2].state = TaskState::Failed("no quorum".into());
+        let settlement = settle(&failed, 10_000, &TERMS, [9; 32]);
+        // Two accepted tasks × 100 for each of workers 1 and 2, 10 % fee.
+        assert_eq!(
+            settlement.payouts,
+            vec![([1; 32], 200), ([2; 32], 200), ([9; 32], 40)]
+        );
+        assert_eq!(settlement.refund, 10_000 - 440);
+        assert_eq!(settlement.slash, vec![[4; 32]]);
+        // A job that ended with no accepted task is refunded whole, and one
+        // still running settles nothing.
+        for state in [JobState::Cancelled, JobState::Running] {
+            let mut none = job(state, vec![(vec![], vec![4], 0)]);
+            none.tasks[0].state = TaskState::Failed("cut short".into());
+            let settlement = settle(&none, 110, &TERMS, [9; 32]);
+            assert!(settlement.payouts.is_empty());
+            assert_eq!((settlement.refund, settlement.slash), (110, vec![[4; 32]]));
+        }
     }
 }

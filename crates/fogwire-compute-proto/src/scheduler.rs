@@ -194,6 +194,15 @@ pub struct Job {
 }
 
 impl Job {
+    /// Tasks that ran on fewer workers than the job asked for: adaptive
+    /// replication let a worker with a verified record run them alone.
+    pub fn tasks_on_fewer_replicas(&self) -> u32 {
+        let Replication::Adaptive(asked) = self.spec.replication else {
+            return 0;
+        };
+        self.tasks.iter().filter(|task| task.needed < asked).count() as u32
+    }
+
     /// Tasks accepted (and stored), of all.
     pub fn progress(&self) -> (usize, usize) {
         let done = self
@@ -704,10 +713,31 @@ impl Scheduler {
         let Some(task) = self.task_mut(&job, index) else {
             return;
         };
-        if let TaskState::Accepted { stored, .. } = &mut task.state {
+        let mut failure = None;
+        if let TaskState::Accepted {
+            stored,
+            outcome,
+            agreed,
+        } = &mut task.state
+        {
             *stored = true;
+            if !outcome.status.succeeded() {
+                failure = Some(format!(
+                    "task {index}: its program {} ({} of {} replica(s) agree: the program failed, not the workers)",
+                    outcome.status,
+                    agreed.len(),
+                    task.replicas.len()
+                ));
+            }
         }
         self.dirty_jobs.insert(job);
+        // The program failed (the quorum agrees): the job fails, with
+        // the task's output kept, and its other tasks stop.
+        if let Some(reason) = failure {
+            let line = format!("failed: {reason}");
+            self.end(job, JobState::Failed(reason), line, now_ms);
+            return;
+        }
         self.check_done(job, now_ms);
     }
 
@@ -1040,7 +1070,11 @@ impl Scheduler {
                 stored: false,
             };
         }
-        for worker in &agreed {
+        // Only an outcome another worker confirmed builds a record: a
+        // worker that ran a task alone proved nothing, so it cannot earn
+        // the trust to run alone again by running alone.
+        let verified = agreed.len() >= 2;
+        for worker in agreed.iter().filter(|_| verified) {
             let record = self.reputation.entry(*worker).or_default();
             record.agreed += 1;
             record.streak = record.streak.saturating_add(1);
@@ -1221,6 +1255,7 @@ impl Scheduler {
         });
         let first_placement = task.replicas.is_empty();
         let mut needed = task.needed;
+        let mut reduced = None;
         if first_placement
             && let Replication::Adaptive(n) = job.spec.replication
             && n > 1
@@ -1235,10 +1270,14 @@ impl Scheduler {
             {
                 needed = 1;
                 missing = 1;
+                reduced = Some(format!(
+                    "task {index}: adaptive replication: runs on {} alone, not {n} workers (its last {} results were each confirmed by other workers, and this task was not drawn for a spot check)",
+                    short(&candidates[0].0),
+                    best.streak
+                ));
             }
         }
         let spec = task_spec(&job_id, &job.spec, index);
-        let trust = job.spec.replication == Replication::Trust;
         let deadline = now_ms + job.spec.limits.wall_time_ms + self.config.commit_grace_ms;
         let chosen: Vec<Digest> = candidates.iter().take(missing).map(|c| c.0).collect();
         let short_of = missing - chosen.len();
@@ -1263,15 +1302,13 @@ impl Scheduler {
             });
         }
         let names: Vec<String> = chosen.iter().map(short).collect();
-        let alone = if needed == 1 && first_placement && !trust {
-            " (a trusted worker, alone)"
-        } else {
-            ""
-        };
         self.log(
             job_id,
-            format!("task {index}: placed on {}{alone}", names.join(", ")),
+            format!("task {index}: placed on {}", names.join(", ")),
         );
+        if let Some(line) = reduced {
+            self.log(job_id, line);
+        }
         if short_of > 0 {
             Placement::NoWorkerForThisTask
         } else {

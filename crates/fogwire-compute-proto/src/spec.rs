@@ -133,8 +133,8 @@ pub enum SpecError {
 }
 
 impl JobSpec {
-    /// A WebAssembly job with default limits, 3 adaptive replicas, one
-    /// task and a 10-minute deadline.
+    /// A WebAssembly job with default limits, 3 replicas, one task and a
+    /// 10-minute deadline.
     pub fn wasm(program: Digest) -> JobSpec {
         JobSpec {
             runtime: Runtime::Wasm,
@@ -142,7 +142,7 @@ impl JobSpec {
             inputs: Vec::new(),
             args: Vec::new(),
             limits: Limits::default(),
-            replication: Replication::Adaptive(3),
+            replication: Replication::Fixed(3),
             split: 1,
             deadline_ms: 600_000,
             network: false,
@@ -253,6 +253,14 @@ pub enum ExitStatus {
     OutOfMemory,
     OutputTooLarge,
     Trapped(String),
+}
+
+impl ExitStatus {
+    /// The program ran to its end and said it succeeded (exit code 0):
+    /// anything else fails its job.
+    pub fn succeeded(&self) -> bool {
+        *self == ExitStatus::Exited(0)
+    }
 }
 
 impl std::fmt::Display for ExitStatus {

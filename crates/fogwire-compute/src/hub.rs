@@ -127,7 +127,8 @@ pub struct JobStatus {
     pub tasks_done: u32,
     pub submitted_ms: u64,
     pub ended_ms: Option<u64>,
-    /// The directory of outputs (`task-<index>.out`, `.err`), once done.
+    /// The directory of the accepted tasks' outputs (`task-<index>.out`,
+    /// `.err`), once the job ended.
     pub output: Option<Digest>,
     /// Log lines so far (the first `log_dropped` are no longer kept).
     pub log_lines: u64,
@@ -140,6 +141,10 @@ pub struct JobStatus {
     pub fuel_used: u64,
     /// How the job is paid for, if it is.
     pub payment: Option<PaymentRecord>,
+    /// Tasks that ran on fewer workers than asked (adaptive replication;
+    /// the job's log says which and why).
+    #[serde(default)]
+    pub fewer_replicas: u32,
 }
 
 /// A job's outcomes as `result` reports them.
@@ -198,6 +203,7 @@ fn status_of(job: &Job, output: Option<Digest>, payment: Option<PaymentRecord>) 
         silences,
         fuel_used,
         payment,
+        fewer_replicas: job.tasks_on_fewer_replicas(),
     }
 }
 
@@ -1068,10 +1074,12 @@ async fn keep_output(
     Ok(())
 }
 
-/// A job ended: its outputs become one directory, kept under a tag; its
-/// program and inputs are let go.
+/// A job ended: the outputs of its accepted tasks (every task of a done
+/// job; those accepted before a failed or cancelled one ended, so the
+/// stderr of a failed program can be read) become one directory, kept
+/// under a tag; its program and inputs are let go.
 async fn finish(inner: &Arc<HubState>, id: &JobId) -> Result<(), String> {
-    let (outcomes, done, inputs) = {
+    let (outcomes, inputs) = {
         let scheduler = lock(&inner.scheduler);
         let Some(job) = scheduler.job(id) else {
             return Ok(());
@@ -1080,15 +1088,15 @@ async fn finish(inner: &Arc<HubState>, id: &JobId) -> Result<(), String> {
             .tasks
             .iter()
             .filter_map(|task| match &task.state {
-                TaskState::Accepted { outcome, .. } => Some((task.index, outcome.clone())),
+                TaskState::Accepted {
+                    outcome,
+                    stored: true,
+                    ..
+                } => Some((task.index, outcome.clone())),
                 _ => None,
             })
             .collect();
-        (
-            outcomes,
-            job.state == JobState::Done,
-            1 + job.spec.inputs.len(),
-        )
+        (outcomes, 1 + job.spec.inputs.len())
     };
     let store = inner.fabric.store();
     let tag = format!("job/{}", id.0.to_hex());
@@ -1096,7 +1104,7 @@ async fn finish(inner: &Arc<HubState>, id: &JobId) -> Result<(), String> {
         for n in 0..inputs {
             let _ = store.remove_tag(&format!("{tag}/{n}"));
         }
-        if !done {
+        if outcomes.is_empty() {
             return Ok(None);
         }
         let mut entries = Vec::new();

@@ -625,7 +625,18 @@ impl Worker {
                 stdout.push(b'?');
             }
         }
-        let blobs = vec![stdout, output.stderr.to_vec()];
+        let mut stderr = output.stderr.to_vec();
+        let mut fuel_used = output.fuel_used;
+        if output.status == ExitStatus::TimedOut {
+            // How far a program got before its wall time ran out differs
+            // between workers: what it wrote and the fuel it burned would
+            // make honest replicas disagree. A timed-out outcome carries
+            // neither (compute.md §6).
+            stdout.clear();
+            stderr.clear();
+            fuel_used = 0;
+        }
+        let blobs = vec![stdout, stderr];
         // Outputs can be made again: no sync per task (a crash loses them,
         // and the hub then asks another worker).
         let hashes = tokio::task::spawn_blocking(move || store.import_batch_unsynced(&blobs))
@@ -636,7 +647,7 @@ impl Worker {
             status: output.status,
             stdout: digest_of(&hashes[0]),
             stderr: digest_of(&hashes[1]),
-            fuel_used: output.fuel_used,
+            fuel_used,
         };
         let mut nonce = [0u8; 32];
         getrandom::fill(&mut nonce).map_err(|e| (code::FAILED, e.to_string()))?;

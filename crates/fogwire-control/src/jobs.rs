@@ -137,6 +137,7 @@ pub(crate) fn job_info(hub: NodeId, status: &JobStatus) -> JobInfo {
         log_lines: status.log_lines,
         escrow_held: status.payment.as_ref().map(|p| p.held),
         payment: status.payment.as_ref().and_then(|p| p.settled.clone()),
+        fewer_replicas: status.fewer_replicas,
     }
 }
 
@@ -190,7 +191,7 @@ fn spec_of(
         None => Runtime::Wasm,
     };
     let n = request.replicas;
-    let replication = match request.replication.as_deref().unwrap_or("adaptive") {
+    let replication = match request.replication.as_deref().unwrap_or("fixed") {
         "adaptive" => Replication::Adaptive(n),
         "fixed" => Replication::Fixed(n),
         "trust" => Replication::Trust,

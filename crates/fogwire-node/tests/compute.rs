@@ -1,6 +1,6 @@
 //! Jobs across real nodes over real links: a buyer submits through a hub
-//! that is not every worker's neighbour, three workers (one a cheat) run
-//! each task, the cheat is caught, and the accepted output is exactly
+//! that is not every worker's neighbour, four workers (one a cheat) run
+//! each task, the cheat is caught on every task, and the accepted output is exactly
 //! what running the module directly gives.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -88,7 +88,9 @@ async fn a_replicated_split_job_catches_the_cheat_and_returns_the_true_image() {
     let mut spec = JobSpec::wasm(Digest(*program.as_bytes()));
     spec.args = vec!["96".into(), "64".into(), "60".into()];
     spec.split = 4;
-    spec.replication = Replication::Fixed(3);
+    // Every task on all four workers: the cheat runs each one, and the
+    // three honest replicas outvote it.
+    spec.replication = Replication::Fixed(4);
     let fabric = buyer.fabric();
     let hub_id = client::choose_hub(fabric.as_ref(), None).await.unwrap();
     assert_eq!(hub_id, hub.node_id());
@@ -141,7 +143,8 @@ async fn a_replicated_split_job_catches_the_cheat_and_returns_the_true_image() {
     assert_eq!(image.len(), b"P5\n96 64\n255\n".len() + 96 * 64);
     assert_eq!(image, expected);
 
-    // If the cheat ran any replica, it was caught and lost reputation.
+    // The cheat ran a replica of every task and was caught each time.
+    assert_eq!(status.dissents, 4, "{status:?}");
     let workers = client::workers(fabric.as_ref(), hub_id).await.unwrap();
     assert_eq!(workers.len(), 4);
     let cheat_record = workers
@@ -149,16 +152,18 @@ async fn a_replicated_split_job_catches_the_cheat_and_returns_the_true_image() {
         .find(|w| w.id == Digest(*cheat.node_id().as_bytes()))
         .unwrap();
     assert_eq!(cheat_record.reputation.agreed, 0);
-    assert_eq!(cheat_record.reputation.dissented as u32, status.dissents);
+    assert_eq!(cheat_record.reputation.dissented, 4);
+    for worker in workers.iter().filter(|w| w.id != cheat_record.id) {
+        assert_eq!(worker.reputation.dissented, 0);
+    }
     assert!(cheat_record.resources.as_ref().unwrap().cores >= 1);
     let (lines, _) = client::logs(fabric.as_ref(), hub_id, &job.to_string(), 0)
         .await
         .unwrap();
     eprintln!("{status:?}\n{}", lines.join("\n"));
     assert!(lines.iter().any(|l| l.starts_with("done")), "{lines:?}");
-    if status.dissents > 0 {
-        assert!(lines.iter().any(|l| l.contains("caught")), "{lines:?}");
-    }
+    let caught = lines.iter().filter(|l| l.contains("caught")).count();
+    assert_eq!(caught, 4, "{lines:?}");
 
     for node in [&buyer, &hub, &cheat] {
         node.shutdown().await;

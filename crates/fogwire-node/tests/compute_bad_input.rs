@@ -131,6 +131,12 @@ async fn hostile_modules_end_in_clear_statuses_and_workers_carry_on() {
             ExitStatus::OutOfFuel,
         ),
         (
+            // Fuel for a long while, wall time for 300 ms.
+            "runs past its wall time",
+            "(loop $forever (br $forever))".into(),
+            ExitStatus::TimedOut,
+        ),
+        (
             "allocates without bound",
             "(loop $more (if (i32.eq (memory.grow (i32.const 16)) (i32.const -1)) (then unreachable)) (br $more))"
                 .into(),
@@ -155,11 +161,25 @@ async fn hostile_modules_end_in_clear_statuses_and_workers_carry_on() {
         let job = submit(&net.hub, &module(&body), |spec| {
             spec.limits.fuel = 50_000_000;
             spec.limits.memory_bytes = 8 * 1024 * 1024;
+            if expected == ExitStatus::TimedOut {
+                spec.limits.fuel = 1_000_000_000_000;
+                spec.limits.wall_time_ms = 300;
+            }
         })
         .await;
         let status = finished(&net.hub, job).await;
-        // Every replica ended the same way, so the outcome is agreed on.
-        assert_eq!(status.state, JobState::Done, "{what}: {status:?}");
+        // Every replica ended the same way, so the outcome is agreed on;
+        // the program failed, so the job did too, saying how.
+        let JobState::Failed(why) = &status.state else {
+            panic!("{what}: a failed program must fail its job: {status:?}");
+        };
+        let how = match &expected {
+            ExitStatus::Trapped(_) => "its program trapped".to_owned(),
+            other => format!("its program {other}"),
+        };
+        assert!(why.contains(&how), "{what}: {why}");
+        assert!(why.contains("3 of 3 replica(s) agree"), "{what}: {why}");
+        assert_eq!(status.tasks_done, 1, "{what}: the outcome is kept");
         let got = outcome_status(&net.hub, job);
         match (&expected, &got) {
             (ExitStatus::Trapped(_), ExitStatus::Trapped(why)) => {

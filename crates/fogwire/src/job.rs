@@ -1,7 +1,11 @@
 //! `fogwire job …` and `fogwire workers`: buy computing through a hub.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long `submit` waits, after a job failed, for the hub to gather the
+/// outputs of its accepted tasks (the failing one's stderr among them).
+const FAILED_OUTPUT_WAIT: Duration = Duration::from_secs(5);
 
 use anyhow::{Context, bail};
 use fogwire_api::{JobFetchRequest, JobInfo, JobSubmitRequest};
@@ -50,9 +54,11 @@ pub struct SubmitArgs {
     /// Workers per task.
     #[arg(long, default_value_t = 3)]
     replicas: u8,
-    /// adaptive (trusted workers may run alone, with spot checks), fixed,
-    /// trust (one worker, no check) or full (every worker).
-    #[arg(long, default_value = "adaptive")]
+    /// fixed (exactly --replicas workers per task), adaptive (a worker
+    /// whose last results were each confirmed by others may run a task
+    /// alone, with spot checks; the output says when), trust (one
+    /// worker, no check) or full (every worker).
+    #[arg(long, default_value = "fixed")]
     replication: String,
     /// Split into this many tasks.
     #[arg(long, default_value_t = 1)]
@@ -227,6 +233,7 @@ async fn submit(home: &Path, args: SubmitArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
+    let mut ended_at: Option<Instant> = None;
     let info = loop {
         let info = client.job(job, hub).await?;
         bar.set_position(u64::from(info.tasks_done));
@@ -238,10 +245,18 @@ async fn submit(home: &Path, args: SubmitArgs) -> anyhow::Result<()> {
             message.push_str(&format!(", {} worker(s) went silent", info.silences));
         }
         bar.set_message(message);
-        // A paid job is over once its payment is settled too.
-        let settled = info.escrow_held.is_none() || info.payment.is_some();
-        if info.state != "running" && (info.state != "done" || info.output.is_some()) && settled {
-            break info;
+        // A paid job is over once its payment is settled too, and one
+        // with accepted tasks once the hub has gathered their outputs (a
+        // failed job's for a little while only: they are a courtesy).
+        if info.state != "running" {
+            let settled = info.escrow_held.is_none() || info.payment.is_some();
+            let waited = ended_at.get_or_insert_with(Instant::now).elapsed();
+            let gathered = info.output.is_some()
+                || info.tasks_done == 0
+                || (info.state != "done" && waited > FAILED_OUTPUT_WAIT);
+            if gathered && settled {
+                break info;
+            }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
@@ -250,6 +265,14 @@ async fn submit(home: &Path, args: SubmitArgs) -> anyhow::Result<()> {
         print_json(&info)?;
     } else {
         print_job(&info);
+    }
+    if info.fewer_replicas > 0 {
+        eprintln!(
+            "note: {} task(s) ran on one worker, not {} (adaptive replication trusted workers whose last results others confirmed; `fogwire job logs {}` says which)",
+            info.fewer_replicas,
+            args.replicas,
+            short(job)
+        );
     }
     if info.state != "done" {
         bail!(
@@ -290,6 +313,12 @@ fn print_job(info: &JobInfo) {
         "checks   {} wrong result(s) caught, {} worker(s) silent",
         info.dissents, info.silences
     );
+    if info.fewer_replicas > 0 {
+        println!(
+            "replicas {} task(s) ran on one trusted worker alone (adaptive; see job logs)",
+            info.fewer_replicas
+        );
+    }
     if info.fuel_used > 0 {
         println!("fuel     {}", info.fuel_used);
     }

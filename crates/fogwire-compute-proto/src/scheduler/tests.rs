@@ -27,6 +27,10 @@ struct Sim {
     stored: Vec<(u32, Outcome)>,
     ended: Vec<JobId>,
     cancels: usize,
+    /// The task whose program traps (on every worker).
+    trapping: Option<u32>,
+    /// Replicas run when each job ended.
+    ran_when_ended: Vec<usize>,
 }
 
 fn true_outcome(task: &TaskSpec) -> Outcome {
@@ -50,6 +54,8 @@ impl Sim {
             stored: Vec::new(),
             ended: Vec::new(),
             cancels: 0,
+            trapping: None,
+            ran_when_ended: Vec::new(),
         };
         for (i, behaviour) in behaviours.iter().enumerate() {
             let id = Keypair::from_seed(&[i as u8 + 1; 32]).node_id();
@@ -78,6 +84,9 @@ impl Sim {
                         continue;
                     }
                     let mut outcome = true_outcome(&task);
+                    if self.trapping == Some(task.index) {
+                        outcome.status = ExitStatus::Trapped("unreachable".into());
+                    }
                     if behaviour == Behaviour::Cheat {
                         outcome.stdout = Digest::of(b"made up");
                     }
@@ -112,7 +121,10 @@ impl Sim {
                     self.stored.push((index, outcome));
                     self.scheduler.output_stored(job, index, self.now);
                 }
-                Action::Ended { job } => self.ended.push(job),
+                Action::Ended { job } => {
+                    self.ended.push(job);
+                    self.ran_when_ended.push(self.ran.len());
+                }
             }
         }
     }
@@ -343,6 +355,80 @@ fn a_trusted_worker_runs_adaptive_tasks_alone_apart_from_spot_checks() {
         "adaptive replication saved nothing: {runs} runs"
     );
     assert!(runs > 64, "no spot checks: {runs} runs");
+    // Every task run on fewer replicas is counted and explained.
+    let job = sim.scheduler.job(&job).unwrap();
+    let alone = job.tasks_on_fewer_replicas() as usize;
+    assert_eq!(runs, alone + (64 - alone) * 3);
+    let explained = job
+        .log
+        .iter()
+        .filter(|line| line.contains("alone, not 3 workers"))
+        .count();
+    assert_eq!(explained, alone);
+}
+
+#[test]
+fn running_alone_builds_no_record_so_adaptive_trusts_only_verified_workers() {
+    let mut sim = Sim::new(&[Behaviour::Honest; 3]);
+    // Many tasks run on one worker each: none is confirmed by another.
+    for replication in [Replication::Trust, Replication::Fixed(1)] {
+        let job = sim.submit(spec(replication, 40));
+        sim.drive();
+        assert_eq!(sim.state(&job), JobState::Done);
+        sim.now += 1;
+    }
+    for worker in 0..3 {
+        assert_eq!(sim.reputation(worker), Reputation::default());
+    }
+    // So adaptive replication runs every task on all it asked for (9
+    // tasks: fewer than the 10 confirmed results that earn trust).
+    sim.ran.clear();
+    let job = sim.submit(spec(Replication::Adaptive(3), 9));
+    sim.drive();
+    assert_eq!(sim.state(&job), JobState::Done);
+    assert_eq!(sim.ran.len(), 27);
+    assert_eq!(
+        sim.scheduler.job(&job).unwrap().tasks_on_fewer_replicas(),
+        0
+    );
+    // Those confirmed results do count.
+    assert_eq!(sim.reputation(0).streak, 9);
+}
+
+#[test]
+fn a_program_that_fails_fails_its_job_keeps_its_output_and_stops_the_rest() {
+    let mut sim = Sim::new(&[Behaviour::Honest; 3]);
+    sim.trapping = Some(1);
+    // 3 workers × 4 slots hold 4 tasks of 3 replicas at a time: tasks
+    // 4..10 are placed only as earlier ones finish.
+    let job = sim.submit(spec(Replication::Fixed(3), 10));
+    sim.drive();
+    let JobState::Failed(why) = sim.state(&job) else {
+        panic!("{:?}", sim.state(&job));
+    };
+    assert_eq!(
+        why,
+        "task 1: its program trapped: unreachable (3 of 3 replica(s) agree: the program failed, not the workers)"
+    );
+    assert_eq!(sim.ended, vec![job]);
+    // The failing task's outcome is accepted and stored (its stderr can
+    // be read), the honest workers are not blamed, nothing is placed
+    // after the end and nothing is left running.
+    let record = sim.scheduler.job(&job).unwrap();
+    assert!(matches!(
+        &record.tasks[1].state,
+        TaskState::Accepted { stored: true, outcome, .. } if !outcome.status.succeeded()
+    ));
+    assert_eq!(sim.ran.len(), sim.ran_when_ended[0], "placed after the end");
+    assert!(record.tasks.iter().all(|task| {
+        task.replicas
+            .iter()
+            .all(|replica| replica.state != ReplicaState::Running)
+    }));
+    for worker in 0..3 {
+        assert_eq!(sim.reputation(worker).dissented, 0);
+        assert_eq!(sim.reputation(worker).silent, 0);
+    }
 }
 
 #[test]

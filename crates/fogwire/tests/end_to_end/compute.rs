@@ -105,6 +105,50 @@ fn job_submit_runs_wasm_and_docker_jobs_on_workers_elsewhere() {
     assert_eq!(table.lines().count(), 4, "{table}");
     assert!(table.contains("wasm"), "{table}");
 
+    // A program that fails: `job submit` says how and exits non-zero, the
+    // job reads `failed`, and the failing task's stderr can be read.
+    let failing = write(
+        scratch.path(),
+        "fails.wat",
+        br#"(module
+  (import "wasi_snapshot_preview1" "fd_write"
+    (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "bad input\n")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 10))
+    (drop (call $fd_write (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (call $proc_exit (i32.const 2))))"#,
+    );
+    let submitted = hub.cli(&["job", "submit", &failing, "--replicas", "2"]);
+    assert!(!submitted.status.success(), "{}", stdout(&submitted));
+    let said = stderr(&submitted);
+    assert!(
+        said.contains("failed: task 0: its program exited with 2 (2 of 2 replica(s) agree"),
+        "{said}"
+    );
+    let text = stdout(&submitted);
+    assert!(text.contains("state    failed"), "{text}");
+    let job = text
+        .lines()
+        .find_map(|line| line.strip_prefix("job      "))
+        .unwrap()
+        .to_owned();
+    let status = hub.cli(&["job", "status", &job[..12], "--json"]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    let status: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();
+    assert_eq!(status["state"], "failed");
+    assert_eq!(status["fewer_replicas"], 0);
+    let dir = scratch.path().join("failed");
+    let fetched = hub.cli(&["job", "result", &job[..12], "-o", dir.to_str().unwrap()]);
+    assert!(fetched.status.success(), "{}", stderr(&fetched));
+    assert_eq!(
+        std::fs::read(dir.join("task-00000.err")).unwrap(),
+        b"bad input\n"
+    );
+
     // Docker: an image made of busybox, loaded from the store on each
     // worker, run with no network; every container removed after.
     if !fogwire_testkit::prerequisite(
