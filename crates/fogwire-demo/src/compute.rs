@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use fogwire_compute::hub::HubConfig;
-use fogwire_compute::worker::WorkerConfig;
+use fogwire_compute::worker::{TaskRecordState, WorkerConfig};
 use fogwire_compute::{client, guests, store_hash};
 use fogwire_compute_proto::scheduler::JobState;
 use fogwire_compute_proto::{Digest, JobSpec, Replication};
@@ -67,8 +67,11 @@ pub struct ComputeStage {
     pub elapsed: Duration,
     /// Running every band directly, one after another, on this machine.
     pub direct: Duration,
-    /// Wrong results caught, and the node that sent them.
+    /// Wrong results caught by the hub's quorum.
     pub caught: u32,
+    /// Wrong results the cheat sent, by its own records (every result it
+    /// committed to is wrong), and its name.
+    pub sent: u32,
     pub cheat: Option<String>,
     /// The gathered image equals the one made directly.
     pub correct: Option<bool>,
@@ -262,10 +265,19 @@ async fn render(
     .map_err(|e| e.to_string())??;
     stage.direct = direct_started.elapsed();
     stage.correct = Some(image == expected);
-    for (id, _, _, record) in hub_workers(node) {
-        if record.dissented > 0 {
-            stage.cheat = Some(network.name_of(&id));
-        }
+    // The cheat's own count of what it sent, against the hub's count of
+    // what it caught: two independent tallies.
+    if let Some(index) = cheat_index(network.nodes().len()) {
+        let cheat = &network.nodes()[index];
+        stage.cheat = Some(cheat.name.clone());
+        stage.sent = cheat.node.worker().map_or(0, |worker| {
+            worker
+                .tasks()
+                .iter()
+                .filter(|task| task.job == job)
+                .filter(|task| matches!(task.state, TaskRecordState::Done { .. }))
+                .count() as u32
+        });
     }
     match write_png(&image, image_path) {
         Ok(()) => stage.image = Some(image_path.to_owned()),
@@ -279,9 +291,13 @@ async fn render(
         stage.direct.as_millis()
     );
     match &stage.cheat {
-        Some(cheat) => line.push_str(&format!(
+        Some(cheat) if stage.sent > 0 && stage.caught == stage.sent => line.push_str(&format!(
             "{cheat} sent {} wrong result(s), every one caught and outvoted",
-            stage.caught
+            stage.sent
+        )),
+        Some(cheat) => line.push_str(&format!(
+            "{cheat} sent {} wrong result(s) and {} were caught",
+            stage.sent, stage.caught
         )),
         None => line.push_str("no wrong result was sent"),
     }
@@ -300,27 +316,6 @@ async fn render(
             .unwrap_or_default()
     ));
     Ok(())
-}
-
-fn hub_workers(
-    node: &fogwire_node::Node,
-) -> Vec<(
-    fogwire_identity::NodeId,
-    u32,
-    u32,
-    fogwire_compute_proto::scheduler::Reputation,
-)> {
-    node.hub()
-        .map(|hub| {
-            hub.workers()
-                .into_iter()
-                .filter_map(|w| {
-                    let id = fogwire_identity::NodeId::from_bytes(w.id.as_bytes()).ok()?;
-                    Some((id, w.slots, w.running, w.reputation))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// A binary PGM (`P5`, 8-bit) as a greyscale PNG.

@@ -231,6 +231,8 @@ enum Lie {
 struct FakePeer {
     /// Its id, as the node knows it.
     id: NodeId,
+    /// Every hash the node asked it about ("who has it"), in order.
+    asked: Arc<std::sync::Mutex<Vec<Hash>>>,
     _link: LinkHandle,
 }
 
@@ -238,14 +240,24 @@ impl FakePeer {
     async fn start(node: &Node, store: Arc<Store>, serves: (Hash, Hash), lie: Lie) -> FakePeer {
         let (id, link, receiver, sender) = raw_link(node).await;
         let handle = link.clone();
+        let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = asked.clone();
         tokio::spawn(async move {
-            fake_serve(handle, receiver, sender, store, serves, lie).await;
+            fake_serve(handle, receiver, sender, store, serves, lie, record).await;
         });
         wait::until("the node replicates with the fake", || {
             replicating_with(node, id)
         })
         .await;
-        FakePeer { id, _link: link }
+        FakePeer {
+            id,
+            asked,
+            _link: link,
+        }
+    }
+
+    fn was_asked_for(&self, hash: Hash) -> bool {
+        self.asked.lock().unwrap().contains(&hash)
     }
 }
 
@@ -273,6 +285,7 @@ async fn fake_serve(
     store: Arc<Store>,
     (claimed, real): (Hash, Hash),
     lie: Lie,
+    asked: Arc<std::sync::Mutex<Vec<Hash>>>,
 ) {
     let size = store.entry(&real).unwrap().unwrap().size;
     let mut sent = 0u64;
@@ -282,6 +295,7 @@ async fn fake_serve(
         };
         match message {
             Message::Has { id, hashes } => {
+                asked.lock().unwrap().extend(hashes.iter().copied());
                 let entries = hashes
                     .into_iter()
                     .map(|hash| HaveEntry {
@@ -369,6 +383,8 @@ async fn lying_peer_is_caught(lie: Lie) {
     let fake_key = fake.id;
     link(&b, &honest).await;
     let report = b.replication().fetch(hash, None, None).await.unwrap();
+    // Every linked peer is asked who has a blob: the fake was.
+    assert!(fake.was_asked_for(hash), "{lie:?}");
     assert_eq!(read(&b, hash).await, data, "{lie:?}");
     let fake_stats = stats(&b, fake_key);
     assert!(fake_stats.corrupt >= 1, "{lie:?}: {fake_stats:?}");
@@ -379,9 +395,18 @@ async fn lying_peer_is_caught(lie: Lie) {
             .any(|(peer, _)| *peer == honest.node_id()),
         "{lie:?}: {report:?}"
     );
-    // Left out of the next download.
+    // Left out of the next download: not even asked who has it, although
+    // it is still linked (an unpenalised peer always is, as above).
     let other = add(&honest, pattern(200_000, 7)).await;
     let report = b.replication().fetch(other, None, None).await.unwrap();
+    assert!(
+        replicating_with(&b, fake_key),
+        "{lie:?}: the fake's link is gone"
+    );
+    assert!(
+        !fake.was_asked_for(other),
+        "{lie:?}: the fake was asked again"
+    );
     assert!(report.from.iter().all(|(peer, _)| *peer != fake_key));
 }
 
