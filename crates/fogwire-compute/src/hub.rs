@@ -1248,14 +1248,12 @@ async fn settle_job(inner: &Arc<HubState>, id: JobId) {
                 )
             }
             Err(error) => {
-                tracing::warn!(job = %id, %error, "cannot settle the job's payment yet; will try again");
-                lock(&inner.settling).remove(&id);
+                payment_waits(inner, id, &error.to_string());
                 return;
             }
         },
         Err(PayError::Unreachable(error)) => {
-            tracing::warn!(job = %id, %error, "cannot settle the job's payment yet; will try again");
-            lock(&inner.settling).remove(&id);
+            payment_waits(inner, id, &error);
             return;
         }
     };
@@ -1306,6 +1304,31 @@ async fn settle_job(inner: &Arc<HubState>, id: JobId) {
     }
     lock(&inner.settling).remove(&id);
 }
+
+/// A settlement could not reach the ledger: it is tried again later. The
+/// job's log says so once (not at every retry), so `job logs` tells why
+/// its payment is pending.
+fn payment_waits(inner: &HubState, id: JobId, error: &str) {
+    tracing::warn!(job = %id, %error, "cannot settle the job's payment yet; will try again");
+    let mut scheduler = lock(&inner.scheduler);
+    let said = scheduler
+        .job(&id)
+        .is_some_and(|job| job.log.iter().any(|line| line.starts_with(PAYMENT_WAITS)));
+    if !said {
+        scheduler.note(
+            id,
+            format!(
+                "{PAYMENT_WAITS} ({error}); trying again every {} s",
+                SETTLE_RETRY.as_secs()
+            ),
+        );
+    }
+    drop(scheduler);
+    lock(&inner.settling).remove(&id);
+}
+
+/// How the job log's line about a pending payment begins.
+const PAYMENT_WAITS: &str = "payment: waiting for the ledger";
 
 /// Settles ended jobs left unsettled (by a restart, or a ledger that was
 /// not reachable), now and then.

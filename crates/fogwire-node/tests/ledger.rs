@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fogwire_identity::Keypair;
 use fogwire_ledger::client::ClientError;
@@ -332,7 +332,14 @@ mod paid_jobs {
         drop(ledger);
         let status = service.wait(&job, Duration::from_secs(120)).await.unwrap();
         assert_eq!(status.state, JobState::Done);
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The hub tried to settle, could not, and says it will try again.
+        wait::until("the hub to find the ledger gone", || {
+            let (lines, _) = service.logs(&job, 0).unwrap();
+            lines
+                .iter()
+                .any(|line| line.starts_with("payment: waiting for the ledger"))
+        })
+        .await;
         assert_eq!(service.status(&job).unwrap().payment.unwrap().settled, None);
         // Back, at the same place: the hub settles on its next try.
         let ledger = start(ledger_key, ComputeOptions::default(), serve, Some(&path)).await;
@@ -732,8 +739,9 @@ async fn relays_and_servers_earn_from_their_receipts() {
     fetcher.replication().fetch(hash, None, None).await.unwrap();
 
     let client = ledger.ledger().client();
-    let started = Instant::now();
-    let (relay_view, server_view) = loop {
+    // At least the 4 MiB each (the relay also carried the control
+    // traffic; the server the encoding's hash pairs).
+    let (relay_view, server_view) = wait::until_async("the relay and server paid", || async {
         let relay_view = client
             .account(&Id(*relay.node_id().as_bytes()))
             .await
@@ -742,19 +750,10 @@ async fn relays_and_servers_earn_from_their_receipts() {
             .account(&Id(*server.node_id().as_bytes()))
             .await
             .unwrap();
-        // At least the 4 MiB each (the relay also carried the control
-        // traffic; the server the encoding's hash pairs).
-        if relay_view.account.balance >= 4 * COIN && server_view.account.balance >= 4 * COIN {
-            break (relay_view, server_view);
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "not paid: relay {}, server {}",
-            relay_view.account.balance,
-            server_view.account.balance
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+        (relay_view.account.balance >= 4 * COIN && server_view.account.balance >= 4 * COIN)
+            .then_some((relay_view, server_view))
+    })
+    .await;
     let source_view = client
         .account(&Id(*source.node_id().as_bytes()))
         .await

@@ -207,24 +207,21 @@ fn bad_modules_are_refused_with_a_reason() {
 }
 
 #[test]
-fn a_cancelled_task_stops_within_a_tick() {
+fn a_cancelled_task_stops_long_before_its_wall_time() {
     let runtime = WasmRuntime::new().unwrap();
     let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut looping = task();
+    // Nothing but the cancel can end it: endless fuel, a day of wall time.
     looping.limits.fuel = u64::MAX / 2;
-    looping.limits.wall_time = Duration::from_secs(60);
+    looping.limits.wall_time = Duration::from_secs(24 * 3600);
     looping.cancel = Some(cancel.clone());
+    // Cancelled whenever the other thread gets to it, before the run or
+    // during it: either way the run ends, as timed out.
     let stopper = {
         let cancel = cancel.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(100));
-            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
-        })
+        std::thread::spawn(move || cancel.store(true, std::sync::atomic::Ordering::Relaxed))
     };
-    let started = std::time::Instant::now();
     let outcome = run(&runtime, "(loop $forever (br $forever))", &looping);
     stopper.join().unwrap();
     assert_eq!(outcome.status, Status::TimedOut);
-    // Well before its 60 s of wall time.
-    assert!(started.elapsed() < Duration::from_secs(30));
 }

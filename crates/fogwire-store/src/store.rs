@@ -286,6 +286,10 @@ pub struct Store {
     config: Config,
     protected: Arc<Mutex<HashMap<Hash, usize>>>,
     pub(crate) live: crate::partial::Live,
+    /// The last "last used" stamp given out: stamps never repeat, so the
+    /// cache's least-recently-used order is the order of use even within
+    /// one millisecond.
+    last_stamp: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -311,6 +315,7 @@ impl Store {
             config,
             protected: Arc::default(),
             live: Arc::default(),
+            last_stamp: std::sync::atomic::AtomicU64::new(0),
         };
         store.init_tables()?;
         store.recover()?;
@@ -672,7 +677,7 @@ impl Store {
             let entry = Entry {
                 size,
                 location: Location::External,
-                last_used_ms: now_ms(),
+                last_used_ms: self.use_stamp(),
             };
             let mut blobs = write.open_table(BLOBS).map_err(|e| self.db_error(e))?;
             blobs
@@ -928,7 +933,7 @@ impl Store {
             } else {
                 Location::File
             },
-            last_used_ms: now_ms(),
+            last_used_ms: self.use_stamp(),
         };
         let mut blobs = write.open_table(BLOBS).map_err(|e| self.db_error(e))?;
         blobs
@@ -1065,6 +1070,20 @@ impl Store {
         Ok(())
     }
 
+    /// A "last used" stamp for now: the wall clock in ms, or one past the
+    /// previous stamp if that is later.
+    fn use_stamp(&self) -> u64 {
+        use std::sync::atomic::Ordering;
+        let now = now_ms();
+        let previous = self
+            .last_stamp
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+                Some(now.max(last + 1))
+            })
+            .unwrap_or(now);
+        now.max(previous + 1)
+    }
+
     /// Marks a blob used now (best effort: a failure only ages it).
     pub(crate) fn touch(&self, hash: &Hash) {
         let Ok(write) = self.db.begin_write() else {
@@ -1077,7 +1096,7 @@ impl Store {
                 .flatten()
                 .and_then(|value| Entry::decode(value.value()));
             if let Some(mut entry) = current {
-                entry.last_used_ms = now_ms();
+                entry.last_used_ms = self.use_stamp();
                 let _ = blobs.insert(hash.as_bytes().as_slice(), entry.encode().as_slice());
             }
         }

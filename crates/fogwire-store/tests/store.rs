@@ -151,8 +151,8 @@ fn collection_keeps_pins_and_the_newest_cache() {
     let pinned = store
         .import_bytes(&pattern(100_000, 1), Some("pinned"))
         .unwrap();
+    // Added one after the other, within the same millisecond or not.
     let old = store.import_bytes(&pattern(100_000, 2), None).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(5));
     let new = store.import_bytes(&pattern(100_000, 3), None).unwrap();
     let small = store.import_bytes(b"tiny", None).unwrap();
     // A cache of 150 000 bytes keeps the newest unpinned blob (and the
