@@ -28,6 +28,13 @@ pub struct StoreGetRequest {
     /// refused with 409).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force: bool,
+    /// A directory: the most files and directories it may write (each
+    /// counted every time the tree names it); default 100 000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_files: Option<u64>,
+    /// A directory: the most file bytes it may write; default 16 GiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
 }
 
 /// A line of the answers of `POST /v1/store/add` and `POST /v1/store/get`,

@@ -62,6 +62,9 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ControlError> {
 pub(crate) struct ApiState {
     pub(crate) node: Arc<dyn NodeApi>,
     token: ApiToken,
+    /// Cancelled when the node shuts down: long work a request started
+    /// (an export) stops with it.
+    pub(crate) shutdown: CancellationToken,
 }
 
 /// Serves the control API on `listener` until `shutdown`.
@@ -71,7 +74,11 @@ pub async fn serve(
     token: ApiToken,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let state = Arc::new(ApiState { node, token });
+    let state = Arc::new(ApiState {
+        node,
+        token,
+        shutdown: shutdown.clone(),
+    });
     let app = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/peers", get(peers).post(connect))

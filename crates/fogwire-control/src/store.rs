@@ -10,9 +10,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use fogwire_store::{Entry, Hash, Location, Store, StoreError};
+use fogwire_store::{Entry, Hash, Location, RestoreLimits, Store, StoreError};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::NodeApi;
 use crate::ndjson;
@@ -183,8 +184,32 @@ fn progress_into(
     + Send
     + 'static,
 ) {
+    progress_into_stoppable(lines, store, None, move |store, report, _| {
+        work(store, report)
+    });
+}
+
+/// [`progress_into`] for work that can stop: it is handed a check that
+/// says to stop once the client has gone (the answer's reader dropped) or
+/// `shutdown` is cancelled.
+fn progress_into_stoppable(
+    lines: ndjson::Lines,
+    store: &Arc<Store>,
+    shutdown: Option<CancellationToken>,
+    work: impl FnOnce(
+        &Store,
+        &mut dyn FnMut(u64, u64),
+        &dyn Fn() -> bool,
+    ) -> Result<StoreLine, StoreError>
+    + Send
+    + 'static,
+) {
     let store = store.clone();
     tokio::task::spawn_blocking(move || {
+        let stop = {
+            let lines = lines.clone();
+            move || lines.is_closed() || shutdown.as_ref().is_some_and(|s| s.is_cancelled())
+        };
         let mut last_sent = 0u64;
         let mut report = |done: u64, total: u64| {
             // A line per 1 % or so; dropped if the reader is slow.
@@ -193,7 +218,7 @@ fn progress_into(
                 let _ = lines.try_send(Ok(ndjson::line(&StoreLine::Progress { done, total })));
             }
         };
-        let last = match work(&store, &mut report) {
+        let last = match work(&store, &mut report, &stop) {
             Ok(line) => line,
             Err(failure) => StoreLine::Error(failure.to_string()),
         };
@@ -285,6 +310,8 @@ pub(crate) async fn get(State(state): State<Arc<ApiState>>, body: Bytes) -> Resp
     };
     let (lines, response) = ndjson::streamed();
     let node = state.node.clone();
+    let shutdown = state.shutdown.clone();
+    let limits = restore_limits(&request);
     tokio::spawn(async move {
         let store_route = match from {
             None => None,
@@ -308,31 +335,59 @@ pub(crate) async fn get(State(state): State<Arc<ApiState>>, body: Bytes) -> Resp
                 }
             },
         };
-        let fetched = fetch_for_get(node.as_ref(), hash, &lines).await;
+        // The fetch stops with its client, and with the node.
+        let fetched = tokio::select! {
+            fetched = fetch_for_get(node.as_ref(), hash, &limits, &lines) => fetched,
+            () = lines.closed() => false,
+            () = shutdown.cancelled() => false,
+        };
         if let Some(route) = store_route {
             route.close().await;
         }
         if !fetched {
             return;
         }
-        progress_into(lines, node.store(), move |store, report| {
-            let entry = store.entry(&hash)?.ok_or(StoreError::NotFound(hash))?;
-            if store.object(&hash)?.is_some() {
-                let total: u64 = store.directory(&hash)?.iter().map(|e| e.size).sum();
-                let done = store.export_dir(&hash, &path, &mut |done| report(done, total))?;
-                return Ok(directory_info(&done));
-            }
-            store.export(&hash, &path, &mut |done| report(done, entry.size))?;
-            Ok(StoreLine::Done(info(hash, &entry, &tags_by_hash(store)?)))
-        });
+        progress_into_stoppable(
+            lines,
+            node.store(),
+            Some(shutdown),
+            move |store, report, stop| {
+                let entry = store.entry(&hash)?.ok_or(StoreError::NotFound(hash))?;
+                if store.object(&hash)?.is_some() {
+                    // Counted (and bounded) before anything is written.
+                    let total = store.tree_totals(&hash, &limits)?.bytes;
+                    let done =
+                        store.export_dir_bounded(&hash, &path, &limits, stop, &mut |done| {
+                            report(done, total)
+                        })?;
+                    return Ok(directory_info(&done));
+                }
+                store.export_stoppable(&hash, &path, stop, &mut |done| report(done, entry.size))?;
+                Ok(StoreLine::Done(info(hash, &entry, &tags_by_hash(store)?)))
+            },
+        );
     });
     response
+}
+
+/// What a `store get` of a directory may write.
+fn restore_limits(request: &StoreGetRequest) -> RestoreLimits {
+    let defaults = RestoreLimits::default();
+    RestoreLimits {
+        entries_max: request.max_files.unwrap_or(defaults.entries_max),
+        bytes_max: request.max_bytes.unwrap_or(defaults.bytes_max),
+    }
 }
 
 /// Fetches from peers what the node lacks of `hash` (or of the tree
 /// below it), with progress lines; false (after an error line) if that
 /// failed. What is here is only checked.
-async fn fetch_for_get(node: &dyn NodeApi, hash: Hash, lines: &ndjson::Lines) -> bool {
+async fn fetch_for_get(
+    node: &dyn NodeApi,
+    hash: Hash,
+    limits: &RestoreLimits,
+    lines: &ndjson::Lines,
+) -> bool {
     {
         let progress_lines = lines.clone();
         let last_sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -348,7 +403,11 @@ async fn fetch_for_get(node: &dyn NodeApi, hash: Hash, lines: &ndjson::Lines) ->
                 })));
             }
         });
-        match node.replication().fetch(hash, None, Some(progress)).await {
+        match node
+            .replication()
+            .fetch_bounded(hash, None, Some(progress), limits)
+            .await
+        {
             Ok(report) if report.fetched_blobs > 0 => {
                 let info = FetchInfo {
                     hash: hash.to_string(),

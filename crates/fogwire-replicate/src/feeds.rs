@@ -327,16 +327,23 @@ async fn sync_content(
             })
             .await?;
         let Some(root) = state else { return Ok(()) };
-        let report =
-            match crate::fetch::fetch(inner, root.content, Some(feed_tag(&feed)), None).await {
-                Ok(report) => report,
-                Err(error @ FetchError::Stopped) => return Err(error),
-                Err(error) if !from_holder => return Err(error),
-                Err(error) => match fetch_from_holder(inner, feed, root.content).await {
-                    Some(report) => report,
-                    None => return Err(error),
-                },
-            };
+        let report = match crate::fetch::fetch(
+            inner,
+            root.content,
+            Some(feed_tag(&feed)),
+            None,
+            &crate::fetch::unbounded(),
+        )
+        .await
+        {
+            Ok(report) => report,
+            Err(error @ FetchError::Stopped) => return Err(error),
+            Err(error) if !from_holder => return Err(error),
+            Err(error) => match fetch_from_holder(inner, feed, root.content).await {
+                Some(report) => report,
+                None => return Err(error),
+            },
+        };
         tracing::info!(
             feed = %feed,
             seq = root.seq,
@@ -370,7 +377,14 @@ async fn fetch_from_holder(
         }
     };
     tracing::info!(feed = %feed, holder = %holder, "fetching a feed's content over a route from the node its announcement names");
-    let fetched = crate::fetch::fetch(inner, content, Some(feed_tag(&feed)), None).await;
+    let fetched = crate::fetch::fetch(
+        inner,
+        content,
+        Some(feed_tag(&feed)),
+        None,
+        &crate::fetch::unbounded(),
+    )
+    .await;
     route.close().await;
     match fetched {
         Ok(report) => Some(report),

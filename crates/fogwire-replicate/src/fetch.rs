@@ -20,7 +20,7 @@ use bytes::Bytes;
 use fogwire_identity::NodeId;
 use fogwire_store::bao::CHUNK_GROUP_BYTES;
 use fogwire_store::object::{self, EntryType, Node};
-use fogwire_store::{Hash, PartialWriter, StoreError};
+use fogwire_store::{Hash, PartialWriter, RestoreLimits, StoreError};
 use fogwire_store_proto::download::{Action, BUSY_PAUSE, Download, Failure, Stuck};
 use fogwire_store_proto::message::{
     ERROR_BUSY, GET_ITEMS_MAX, GetItem, Groups, HAS_MAX, HaveState, Message as StoreMessage,
@@ -85,12 +85,25 @@ impl Reporter {
     }
 }
 
-/// Fetches `hash` and, if it is an object node, the graph below it.
+/// The limits of a fetch nobody bounded: as many distinct entries as a
+/// directory may list, any size.
+pub(crate) fn unbounded() -> RestoreLimits {
+    RestoreLimits {
+        entries_max: fogwire_store::store::DIRECTORY_ENTRIES_MAX as u64,
+        bytes_max: u64::MAX,
+    }
+}
+
+/// Fetches `hash` and, if it is an object node, the graph below it: each
+/// distinct node once, however often the graph names it, and refused
+/// before any file is fetched if its distinct files and directories, or
+/// their bytes, are over `limits`.
 pub(crate) async fn fetch(
     inner: &Arc<ReplicationState>,
     hash: Hash,
     tag: Option<String>,
     progress: Option<ProgressFn>,
+    limits: &RestoreLimits,
 ) -> Result<FetchReport, FetchError> {
     if let Some(tag) = &tag
         && (tag.is_empty() || tag.len() > fogwire_store::store::TAG_LEN_MAX)
@@ -114,6 +127,9 @@ pub(crate) async fn fetch(
         // ones travel many to a message and large ones side by side.
         let mut level = vec![hash];
         let mut files = Vec::new();
+        // Every distinct hash named below the root, once.
+        let mut seen: HashSet<Hash> = HashSet::from([hash]);
+        let mut entries = 0u64;
         let mut depth = 0usize;
         while !level.is_empty() {
             if depth > DEPTH_MAX {
@@ -133,14 +149,18 @@ pub(crate) async fn fetch(
             for node in nodes.into_iter().flatten() {
                 directory = true;
                 match node {
-                    Node::Directory(entries) => {
-                        for entry in entries {
+                    Node::Directory(listed) => {
+                        for entry in listed {
+                            if !seen.insert(entry.hash) {
+                                continue;
+                            }
                             protections.push(inner.store.protect(entry.hash));
                             blobs += 1;
+                            entries += 1;
                             match entry.kind {
                                 EntryType::Directory => level.push(entry.hash),
                                 EntryType::File => {
-                                    bytes += entry.size;
+                                    bytes = bytes.saturating_add(entry.size);
                                     files.push(entry.hash);
                                 }
                             }
@@ -148,11 +168,23 @@ pub(crate) async fn fetch(
                     }
                     Node::Index(children) => {
                         for child in children {
+                            if !seen.insert(child.hash) {
+                                continue;
+                            }
                             protections.push(inner.store.protect(child.hash));
                             blobs += 1;
                             level.push(child.hash);
                         }
                     }
+                }
+                if entries > limits.entries_max || bytes > limits.bytes_max {
+                    return Err(FetchError::TooLarge {
+                        hash,
+                        would: format!(
+                            "at least {entries} distinct files and directories and {bytes} bytes"
+                        ),
+                        limits: *limits,
+                    });
                 }
             }
             fetch_many(inner, level.clone(), &reporter).await?;

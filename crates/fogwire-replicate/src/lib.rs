@@ -47,7 +47,7 @@ use fogwire_identity::NodeId;
 use fogwire_link::LinkHandle;
 use fogwire_link::proto::{ChannelConfig, ChannelId};
 use fogwire_route::RouteStream;
-use fogwire_store::{FeedId, Hash, Store, StoreError};
+use fogwire_store::{FeedId, Hash, RestoreLimits, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -175,6 +175,16 @@ pub enum FetchError {
     },
     #[error("object graph under {0} is deeper than {depth} levels", depth = fetch::DEPTH_MAX)]
     TooDeep(Hash),
+    #[error(
+        "the tree {hash} holds {would}, over the limits of {} files and directories and {} bytes; nothing of its files was fetched (raise the limits to fetch it)",
+        limits.entries_max,
+        limits.bytes_max
+    )]
+    TooLarge {
+        hash: Hash,
+        would: String,
+        limits: RestoreLimits,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("replication is shutting down")]
@@ -519,7 +529,20 @@ impl Replication {
         tag: Option<String>,
         progress: Option<ProgressFn>,
     ) -> Result<FetchReport, FetchError> {
-        fetch::fetch(&self.inner, hash, tag, progress).await
+        fetch::fetch(&self.inner, hash, tag, progress, &fetch::unbounded()).await
+    }
+
+    /// [`Replication::fetch`] of a tree within `limits` — distinct files
+    /// and directories, and the bytes of distinct files — checked once
+    /// its directories are here, before any file is fetched.
+    pub async fn fetch_bounded(
+        &self,
+        hash: Hash,
+        tag: Option<String>,
+        progress: Option<ProgressFn>,
+        limits: &RestoreLimits,
+    ) -> Result<FetchReport, FetchError> {
+        fetch::fetch(&self.inner, hash, tag, progress, limits).await
     }
 
     /// Tells every neighbour about a root this node just published;

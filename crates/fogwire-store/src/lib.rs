@@ -12,11 +12,13 @@
 
 pub mod bao;
 pub mod partial;
+pub mod restore;
 pub mod store;
 
 pub use fogwire_store_proto::feed::{self, ContentKind, FeedId, FeedRoot};
 pub use fogwire_store_proto::{Hash, ParseHashError, object};
 pub use partial::{PartialInfo, PartialWriter, Source};
+pub use restore::{RestoreLimits, TreeTotals};
 pub use store::{
     Config, DirReport, Entry, GcReport, Location, Protection, Stat, Store, StoreError, feed_tag,
 };

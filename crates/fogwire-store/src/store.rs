@@ -162,6 +162,20 @@ pub enum StoreError {
     BadName(PathBuf),
     #[error("{} exists and is not empty: restore into a new or empty directory", .0.display())]
     TargetNotEmpty(PathBuf),
+    #[error("directory {hash} is not a tree that can be restored: {problem}")]
+    BadDirectory { hash: Hash, problem: String },
+    #[error(
+        "restoring {hash} would write {would}, over the limits of {} files and directories and {} bytes; nothing was written (raise the limits to restore it)",
+        limits.entries_max,
+        limits.bytes_max
+    )]
+    TooLarge {
+        hash: Hash,
+        would: String,
+        limits: crate::restore::RestoreLimits,
+    },
+    #[error("stopped before the export was done ({0})")]
+    Stopped(&'static str),
     #[error(
         "blob {hash} was added by reference from {}, which {problem}: add the file again",
         path.display()
@@ -181,6 +195,9 @@ impl StoreError {
         }
     }
 }
+
+/// Most entries one directory may list (through its index nodes).
+pub const DIRECTORY_ENTRIES_MAX: usize = 1 << 20;
 
 /// Settings of a store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,7 +283,7 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn random_name() -> String {
+pub(crate) fn random_name() -> String {
     let mut bytes = [0u8; 16];
     let _ = getrandom::fill(&mut bytes);
     hex::encode(bytes)
@@ -1104,7 +1121,7 @@ impl Store {
     }
 
     /// Records (or with `done`, forgets) an export's temporary file.
-    fn journal_export(&self, tmp_path: &Path, done: bool) -> Result<(), StoreError> {
+    pub(crate) fn journal_export(&self, tmp_path: &Path, done: bool) -> Result<(), StoreError> {
         let key = tmp_path.as_os_str().as_bytes();
         let mut write = self.db.begin_write().map_err(|e| self.db_error(e))?;
         if done {
@@ -1152,48 +1169,6 @@ impl Store {
             self.journal_export(&path, true)?;
         }
         Ok(())
-    }
-
-    /// Writes a whole blob to `path`, verified, atomically (a temporary
-    /// file beside it, renamed when complete; recorded while it exists, so
-    /// that a restart after a kill removes it).
-    pub fn export(
-        &self,
-        hash: &Hash,
-        path: &Path,
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<u64, StoreError> {
-        let entry = self.entry(hash)?.ok_or(StoreError::NotFound(*hash))?;
-        let parent = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or_else(|| Path::new("."));
-        let tmp_path = parent.join(format!(
-            ".{}.fogwire-{}",
-            path.file_name()
-                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
-            random_name()
-        ));
-        self.journal_export(&tmp_path, false)?;
-        let cleanup = ExportFile {
-            store: self,
-            path: tmp_path.clone(),
-        };
-        let file = File::create(&tmp_path).map_err(StoreError::io(&tmp_path))?;
-        let mut writer = BufWriter::with_capacity(bao::READ_BYTES, &file);
-        let mut done = 0u64;
-        self.read_range(hash, 0, entry.size, &mut |bytes| {
-            writer.write_all(bytes)?;
-            done += bytes.len() as u64;
-            progress(done);
-            Ok(())
-        })?;
-        writer.flush().map_err(StoreError::io(&tmp_path))?;
-        drop(writer);
-        file.sync_all().map_err(StoreError::io(&tmp_path))?;
-        fs::rename(&tmp_path, path).map_err(StoreError::io(path))?;
-        drop(cleanup);
-        Ok(entry.size)
     }
 
     /// Checks a whole blob against its hash.
@@ -1436,7 +1411,17 @@ impl Store {
             return Err(StoreError::NotAnObject(*hash));
         }
         match self.object(hash)? {
-            Some(Node::Directory(entries)) => out.extend(entries),
+            Some(Node::Directory(entries)) => {
+                // Index nodes naming the same child many times would
+                // otherwise list it without end.
+                if out.len() + entries.len() > DIRECTORY_ENTRIES_MAX {
+                    return Err(StoreError::BadDirectory {
+                        hash: *hash,
+                        problem: format!("it lists more than {DIRECTORY_ENTRIES_MAX} entries"),
+                    });
+                }
+                out.extend(entries)
+            }
             Some(Node::Index(children)) => {
                 for child in children {
                     self.directory_into(&child.hash, out, depth + 1)?;
@@ -1553,73 +1538,6 @@ impl Store {
         }
         root.map(|root| (root, size))
             .ok_or_else(|| StoreError::BadName(path.to_owned()))
-    }
-
-    /// Restores the directory whose root is `hash` into `target`, which
-    /// must not exist or be empty: names, contents and executable bits,
-    /// every file verified.
-    pub fn export_dir(
-        &self,
-        hash: &Hash,
-        target: &Path,
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<DirReport, StoreError> {
-        if target.exists()
-            && fs::read_dir(target)
-                .map_err(StoreError::io(target))?
-                .next()
-                .is_some()
-        {
-            return Err(StoreError::TargetNotEmpty(target.to_owned()));
-        }
-        fs::create_dir_all(target).map_err(StoreError::io(target))?;
-        let mut report = DirReport {
-            root: Some(*hash),
-            ..DirReport::default()
-        };
-        let mut done = 0u64;
-        self.restore_dir(hash, target, &mut report, &mut done, progress, 0)?;
-        report.bytes = done;
-        Ok(report)
-    }
-
-    fn restore_dir(
-        &self,
-        hash: &Hash,
-        target: &Path,
-        report: &mut DirReport,
-        done: &mut u64,
-        progress: &mut dyn FnMut(u64),
-        depth: usize,
-    ) -> Result<(), StoreError> {
-        if depth > 1024 {
-            return Err(StoreError::NotAnObject(*hash));
-        }
-        for entry in self.directory(hash)? {
-            let path = target.join(&entry.name);
-            match entry.kind {
-                EntryType::Directory => {
-                    fs::create_dir(&path).map_err(StoreError::io(&path))?;
-                    report.directories += 1;
-                    self.restore_dir(&entry.hash, &path, report, done, progress, depth + 1)?;
-                }
-                EntryType::File => {
-                    let base = *done;
-                    self.export(&entry.hash, &path, &mut |bytes| progress(base + bytes))?;
-                    if entry.executable {
-                        use std::os::unix::fs::PermissionsExt;
-                        let mut permissions = fs::metadata(&path)
-                            .map_err(StoreError::io(&path))?
-                            .permissions();
-                        permissions.set_mode(permissions.mode() | 0o111);
-                        fs::set_permissions(&path, permissions).map_err(StoreError::io(&path))?;
-                    }
-                    *done += entry.size;
-                    report.files += 1;
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Evicts unpinned blobs, least recently used first, until what is
@@ -1867,23 +1785,6 @@ impl Read for Follow<'_> {
 
 /// Files deleted on drop unless they were moved away.
 struct TempFiles(Vec<PathBuf>);
-
-/// An export's temporary file: removed, and its record forgotten, when
-/// the export ends either way (renamed away on success, so nothing to
-/// remove then).
-struct ExportFile<'a> {
-    store: &'a Store,
-    path: PathBuf,
-}
-
-impl Drop for ExportFile<'_> {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-        if let Err(error) = self.store.journal_export(&self.path, true) {
-            tracing::warn!(%error, "cannot forget an export's temporary file; the next start removes it");
-        }
-    }
-}
 
 impl Drop for TempFiles {
     fn drop(&mut self) {

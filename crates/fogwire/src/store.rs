@@ -72,6 +72,14 @@ pub struct GetArgs {
     /// directory).
     #[arg(long)]
     force: bool,
+    /// A directory: the most files and directories to write, each
+    /// counted every time the tree names it (checked before anything is
+    /// fetched or written).
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    max_files: u64,
+    /// A directory: the most file bytes to write (K, M, G, T: binary).
+    #[arg(long, value_name = "SIZE", default_value = "16G", value_parser = crate::output::parse_size)]
+    max_bytes: u64,
     #[arg(long)]
     json: bool,
 }
@@ -285,6 +293,8 @@ async fn get(home: &Path, args: GetArgs) -> anyhow::Result<()> {
         path: output.display().to_string(),
         from: args.from.clone(),
         force: args.force,
+        max_files: Some(args.max_files),
+        max_bytes: Some(args.max_bytes),
     };
     let client = client(home)?;
     let outcome = follow(args.json, "reading", async |on_line| {
