@@ -220,6 +220,13 @@ fn progress_into_stoppable(
         };
         let last = match work(&store, &mut report, &stop) {
             Ok(line) => line,
+            Err(failure @ StoreError::Stopped(_)) => {
+                tracing::info!(
+                    client_left = lines.is_closed(),
+                    "an export stopped before it was done: its client left, or the node is shutting down (files it finished stay; the one being written was removed)"
+                );
+                StoreLine::Error(failure.to_string())
+            }
             Err(failure) => StoreLine::Error(failure.to_string()),
         };
         let _ = lines.blocking_send(Ok(ndjson::line(&last)));

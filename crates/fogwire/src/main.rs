@@ -165,7 +165,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let outcome = runtime.block_on(run(cli));
+    // Blocking work still running (an export told to stop finishes its
+    // chunk group) gets a bounded time, not forever: the store survives
+    // being cut at any moment.
+    runtime.shutdown_timeout(BLOCKING_WORK_GRACE);
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -173,6 +178,9 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// How long blocking work may run on once the command is done.
+const BLOCKING_WORK_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let home = match cli.home {

@@ -9,6 +9,7 @@ mod cli;
 mod compute;
 mod harness;
 mod ledger;
+mod restore;
 mod routing;
 mod rpc;
 mod store;
