@@ -65,6 +65,8 @@ pub(crate) struct ApiState {
     /// Cancelled when the node shuts down: long work a request started
     /// (an export) stops with it.
     pub(crate) shutdown: CancellationToken,
+    /// Gateway windows being read at once, over all readers.
+    pub(crate) gateway_reads: Arc<tokio::sync::Semaphore>,
 }
 
 /// Serves the control API on `listener` until `shutdown`.
@@ -78,6 +80,9 @@ pub async fn serve(
         node,
         token,
         shutdown: shutdown.clone(),
+        gateway_reads: Arc::new(tokio::sync::Semaphore::new(
+            crate::store::GATEWAY_READS_AT_ONCE,
+        )),
     });
     let app = Router::new()
         .route("/v1/status", get(status))

@@ -28,6 +28,14 @@ use fogwire_api::{
 
 /// Chunks of a blob queued to a slow HTTP reader.
 const GATEWAY_QUEUE: usize = 8;
+/// Bytes of a blob the gateway reads (and verifies) at a time, for one
+/// reader: what it holds for that reader beyond the queue.
+const GATEWAY_WINDOW: u64 = 256 * 1024;
+/// Gateway windows read at once, over all readers: the blocking threads
+/// the gateway may hold.
+pub(crate) const GATEWAY_READS_AT_ONCE: usize = 16;
+/// A gateway reader that takes nothing for this long is cut off.
+const GATEWAY_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn status_of(store_error: &StoreError) -> StatusCode {
     match store_error {
@@ -665,17 +673,8 @@ pub(crate) async fn gateway(
     // The first chunk group is verified before any header goes out, so a
     // corrupt start is an error status rather than a cut body.
     let (chunks, mut receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(GATEWAY_QUEUE);
-    tokio::task::spawn_blocking(move || {
-        let outcome = store.read_range(&hash, start, end, &mut |bytes| {
-            chunks
-                .blocking_send(Ok(Bytes::copy_from_slice(bytes)))
-                .map_err(|_| std::io::Error::other("the client went away"))
-        });
-        if let Err(failure) = outcome {
-            tracing::warn!("serving blob {hash}: {failure}");
-            let _ = chunks.blocking_send(Err(std::io::Error::other(failure.to_string())));
-        }
-    });
+    let reads = state.gateway_reads.clone();
+    tokio::spawn(serve_range(store, reads, hash, start, end, chunks));
     let first = if start < end {
         match receiver.recv().await {
             Some(Ok(first)) => Some(first),
@@ -712,6 +711,71 @@ pub(crate) async fn gateway(
                 "cannot build the response",
             )
         })
+}
+
+/// Reads `start..end` of a blob into `chunks`, one window at a time: a
+/// blocking thread only while a window is read and verified (at most
+/// [`GATEWAY_READS_AT_ONCE`] over all readers), never while the client is
+/// slow to take it, so stalled readers cannot hold the blocking pool (and
+/// with it `store add` and `store stat`). A reader that
+/// takes nothing for [`GATEWAY_STALL`] is cut off.
+async fn serve_range(
+    store: Arc<Store>,
+    reads: Arc<tokio::sync::Semaphore>,
+    hash: Hash,
+    start: u64,
+    end: u64,
+    chunks: mpsc::Sender<Result<Bytes, std::io::Error>>,
+) {
+    // Kept from collection between windows.
+    let _held = store.protect(hash);
+    let mut at = start;
+    while at < end {
+        // Windows end on multiples of the window, so after the first each
+        // starts on a chunk-group boundary and is verified once.
+        let to = end.min((at / GATEWAY_WINDOW + 1) * GATEWAY_WINDOW);
+        let Ok(permit) = reads.clone().acquire_owned().await else {
+            return;
+        };
+        let reading = store.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let mut window = Vec::new();
+            reading
+                .read_range(&hash, at, to, &mut |bytes| {
+                    window.push(Bytes::copy_from_slice(bytes));
+                    Ok(())
+                })
+                .map(|()| window)
+        })
+        .await;
+        let window = match read {
+            Ok(Ok(window)) => window,
+            Ok(Err(failure)) => {
+                tracing::warn!("serving blob {hash}: {failure}");
+                let _ = chunks
+                    .send(Err(std::io::Error::other(failure.to_string())))
+                    .await;
+                return;
+            }
+            Err(_) => return,
+        };
+        for chunk in window {
+            match tokio::time::timeout(GATEWAY_STALL, chunks.send(Ok(chunk))).await {
+                Ok(Ok(())) => {}
+                // The client went away.
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::debug!(
+                        "a reader of blob {hash} took nothing for {} s: cut off",
+                        GATEWAY_STALL.as_secs()
+                    );
+                    return;
+                }
+            }
+        }
+        at = to;
+    }
 }
 
 /// `path` as the file system resolves it: its nearest existing ancestor

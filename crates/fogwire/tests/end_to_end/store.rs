@@ -234,6 +234,64 @@ fn a_directory_added_is_restored_exactly_from_its_root() {
     assert!(got.status.success(), "{}", stderr(&got));
 }
 
+/// Threads of a process, from /proc.
+fn threads_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn stalled_gateway_readers_hold_no_threads_and_the_store_still_answers() {
+    let node = TestNode::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let hash = add_file(&node, dir.path(), &pattern(64 << 20, 21));
+    let addr = std::fs::read_to_string(node.home().join("data/api.addr")).unwrap();
+    let token = std::fs::read_to_string(node.home().join("data/api.token")).unwrap();
+    // 200 readers, each stalled once its answer has begun: they read the
+    // headers and then nothing, while the node has 64 MiB to send each.
+    let mut stalled = Vec::new();
+    for _ in 0..200 {
+        let mut stream = TcpStream::connect(addr.trim()).unwrap();
+        write!(
+            stream,
+            "GET /blobs/{hash} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+            token.trim()
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        stalled.push(stream);
+    }
+    // The store answers while they stall, and the node holds a bounded
+    // number of threads for them (the gateway reads 16 windows at once;
+    // it used to hold one blocking thread per stalled reader).
+    let stat = node.cli(&["store", "stat"]);
+    assert!(stat.status.success(), "{}", stderr(&stat));
+    let added = add_file(&node, dir.path(), &pattern(1 << 20, 22));
+    assert_eq!(added, hash_of(&pattern(1 << 20, 22)));
+    let threads = threads_of(node.pid());
+    assert!(threads < 100, "{threads} threads for 200 stalled readers");
+    // A reader that comes back gets every byte.
+    let mut reader = stalled.pop().unwrap();
+    let mut body = vec![0u8; 64 << 20];
+    reader.read_exact(&mut body).unwrap();
+    assert!(body == pattern(64 << 20, 21));
+    drop(stalled);
+}
+
 #[test]
 fn the_gateway_serves_blobs_with_ranges_and_correct_lengths() {
     let node = TestNode::start("");
