@@ -150,6 +150,18 @@ impl LinkHandle {
         self.shared.established_at
     }
 
+    /// This link as the slot policy sees it; `kept`: the operator's.
+    pub fn occupant(&self, kept: bool) -> crate::slots::Occupant {
+        crate::slots::Occupant {
+            peer: self.peer(),
+            address: self.remote_addr().ip(),
+            inbound: self.direction() == Direction::Inbound,
+            kept,
+            messages_in: self.shared.counters.messages_in.load(Ordering::Relaxed),
+            age: self.established_at().elapsed().unwrap_or_default(),
+        }
+    }
+
     pub fn snapshot(&self) -> LinkSnapshot {
         let counters = &self.shared.counters;
         let rtt_micros = counters.rtt_micros.load(Ordering::Relaxed);

@@ -22,6 +22,7 @@ mod driver;
 mod establish;
 mod peer_addr;
 pub mod refusals;
+pub mod slots;
 
 pub use channel::{ChannelReceiver, ChannelSendError, ChannelSender};
 pub use driver::{LinkCounters, LinkHandle, LinkSnapshot, NoAnswer, spawn};

@@ -13,6 +13,7 @@ use fogwire_link::admission::{Admission, PER_ADDRESS_DEFAULT};
 use fogwire_link::book::PeerBook;
 use fogwire_link::proto::{CloseCode, CloseReason, CloseSide, Config as LinkConfig, LinkIdentity};
 use fogwire_link::refusals::{self, RefusalLog};
+use fogwire_link::slots::{Decision, SlotPolicy};
 use fogwire_link::{Direction, EstablishError, LinkHandle, LinkSnapshot, LinkUser, PeerAddr};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
@@ -56,10 +57,10 @@ pub enum LinkError {
 /// How many links, and how fast to redial.
 #[derive(Debug, Clone, Copy)]
 pub struct LinkLimits {
-    /// Most links at once; more are refused.
-    pub max_links: usize,
     /// Most inbound handshakes in progress at once.
     pub max_pending_handshakes: usize,
+    /// Who gets a link slot: most links, per address, eviction.
+    pub slots: SlotPolicy,
     /// Reconnect delays for kept peers: doubling from the first to the last.
     pub reconnect_initial: Duration,
     pub reconnect_max: Duration,
@@ -454,7 +455,7 @@ impl Links {
             Direction::Outbound => local,
             Direction::Inbound => link.peer(),
         };
-        let mut replaced = None;
+        let (mut replaced, mut evicted) = (None, None);
         {
             let mut state = self.lock();
             if self.shared.shutdown.is_cancelled() {
@@ -491,27 +492,29 @@ impl Links {
                     replaced = Some(existing.clone());
                 }
                 Some(_) => {}
-                None if state.links.len() >= self.shared.limits.max_links => {
-                    drop(state);
-                    self.close_in_background(
-                        &link,
-                        CloseCode::LIMIT,
-                        "the node has no room for another link",
-                    );
-                    return Err(LinkError::Refused {
-                        peer,
-                        reason: format!(
-                            "link.max_links ({}) reached",
-                            self.shared.limits.max_links
-                        ),
-                    });
+                None => {
+                    let slots = &self.shared.limits.slots;
+                    let kept = |peer: &NodeId| state.wanted.contains_key(peer);
+                    match slots.place(&link, state.links.values(), kept) {
+                        Decision::Admit => {}
+                        Decision::Evict(victim) => evicted = state.links.remove(&victim),
+                        Decision::Refuse(why) => {
+                            drop(state);
+                            self.close_in_background(&link, CloseCode::LIMIT, "no room for a link");
+                            let (log, reason) = (&self.shared.refusals, why.to_string());
+                            log.refused(link.remote_addr(), why.reason(), format_args!("{why}"));
+                            return Err(LinkError::Refused { peer, reason });
+                        }
+                    }
                 }
-                None => {}
             }
             state.links.insert(peer, link.clone());
             if let Some(wanted) = state.wanted.get_mut(&peer) {
                 wanted.status = DialStatus::Linked;
             }
+        }
+        if let Some(idle) = evicted {
+            self.close_in_background(&idle, CloseCode::LIMIT, "evicted: the least used link");
         }
         if let Some(old) = replaced {
             self.close_in_background(&old, CloseCode::DUPLICATE, "replaced by a newer link");

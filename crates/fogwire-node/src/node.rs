@@ -13,6 +13,7 @@ use fogwire_account::ledger::Ledger;
 use fogwire_compute::roles::Roles;
 use fogwire_identity::{Keypair, NodeId};
 use fogwire_link::proto::{Config as LinkConfig, LinkIdentity};
+use fogwire_link::slots::SlotPolicy;
 use fogwire_link::{LinkHandle, LinkUser, PeerAddr};
 use fogwire_replicate::Replication;
 use fogwire_route::{Routing, Service, Spec};
@@ -74,7 +75,7 @@ impl NodeOptions {
                 .concat(),
             },
             limits: LinkLimits {
-                max_links: link.max_links,
+                slots: SlotPolicy::new(link.max_links),
                 max_pending_handshakes: link.max_pending_handshakes,
                 reconnect_initial: Duration::from_millis(link.reconnect_initial_ms),
                 reconnect_max: Duration::from_millis(link.reconnect_max_ms),

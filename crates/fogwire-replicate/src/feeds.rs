@@ -332,7 +332,7 @@ async fn sync_content(
             root.content,
             Some(feed_tag(&feed)),
             None,
-            &crate::fetch::unbounded(),
+            &crate::fetch::whole_graph(),
         )
         .await
         {
@@ -382,7 +382,7 @@ async fn fetch_from_holder(
         content,
         Some(feed_tag(&feed)),
         None,
-        &crate::fetch::unbounded(),
+        &crate::fetch::whole_graph(),
     )
     .await;
     route.close().await;

@@ -87,7 +87,7 @@ impl Reporter {
 
 /// The limits of a fetch nobody bounded: as many distinct entries as a
 /// directory may list, any size.
-pub(crate) fn unbounded() -> RestoreLimits {
+pub(crate) fn whole_graph() -> RestoreLimits {
     RestoreLimits {
         entries_max: fogwire_store::store::DIRECTORY_ENTRIES_MAX as u64,
         bytes_max: u64::MAX,

@@ -529,7 +529,7 @@ impl Replication {
         tag: Option<String>,
         progress: Option<ProgressFn>,
     ) -> Result<FetchReport, FetchError> {
-        fetch::fetch(&self.inner, hash, tag, progress, &fetch::unbounded()).await
+        fetch::fetch(&self.inner, hash, tag, progress, &fetch::whole_graph()).await
     }
 
     /// [`Replication::fetch`] of a tree within `limits` — distinct files

@@ -1,0 +1,108 @@
+//! Link slots under attack, over real sockets: self-made identities from
+//! one address get no more than their share, silent links give way to
+//! newcomers, and a peer the node dials itself always gets a slot.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fogwire_identity::Keypair;
+use fogwire_link::LinkHandle;
+use fogwire_link::proto::{CloseCode, Config as LinkConfig, LinkIdentity};
+use fogwire_link::slots::SlotPolicy;
+use fogwire_node::Node;
+use fogwire_testkit::{nodes, wait};
+
+/// A node with these slot rules.
+async fn node_with(slots: SlotPolicy) -> Node {
+    let mut options = nodes::options();
+    options.limits.slots = slots;
+    nodes::start(options).await
+}
+
+/// A link from a fresh, self-made identity that never sends a message.
+async fn stranger(node: &Node) -> LinkHandle {
+    let identity = LinkIdentity::generate(Arc::new(Keypair::generate().unwrap())).unwrap();
+    let established = fogwire_link::connect(
+        node.local_addr(),
+        node.node_id(),
+        &identity,
+        Arc::new(LinkConfig::default()),
+    )
+    .await
+    .unwrap();
+    fogwire_link::spawn(established)
+}
+
+async fn closed_for_lack_of_room(link: &LinkHandle) -> bool {
+    let reason = tokio::time::timeout(Duration::from_secs(30), link.closed())
+        .await
+        .expect("the link was neither kept nor closed");
+    reason.code == CloseCode::LIMIT
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_gets_its_share_of_links_and_no_more() {
+    let node = node_with(SlotPolicy {
+        max_links: 64,
+        per_address: 4,
+        grace: Duration::from_secs(3600),
+    })
+    .await;
+    let mut kept = Vec::new();
+    for _ in 0..4 {
+        kept.push(stranger(&node).await);
+    }
+    wait::until("four strangers linked", || node.links().len() == 4).await;
+    // The fifth and sixth from the same address are closed at once.
+    for _ in 0..2 {
+        let refused = stranger(&node).await;
+        assert!(closed_for_lack_of_room(&refused).await);
+    }
+    assert_eq!(node.links().len(), 4);
+    assert!(kept.iter().all(|link| !link.is_closed()));
+    // A peer the node dials itself is the operator's: it gets a slot, from
+    // the same address.
+    let friend = nodes::node().await;
+    node.connect(friend.peer_addr()).await.unwrap();
+    assert_eq!(node.links().len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_links_give_way_and_the_operators_peers_always_get_a_slot() {
+    // No grace: a link that has sent nothing may lose its slot at once.
+    let node = node_with(SlotPolicy {
+        max_links: 3,
+        per_address: 16,
+        grace: Duration::ZERO,
+    })
+    .await;
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(stranger(&node).await);
+    }
+    wait::until("three strangers linked", || node.links().len() == 3).await;
+    // The node is full: a newcomer takes the slot of a silent link.
+    let newcomer = stranger(&node).await;
+    let evicted = wait::until_some("a silent link evicted", || {
+        silent.iter().position(LinkHandle::is_closed)
+    })
+    .await;
+    assert!(closed_for_lack_of_room(&silent[evicted]).await);
+    assert!(!newcomer.is_closed());
+    assert_eq!(node.links().len(), 3);
+    // A peer the node dials gets a slot too, and keeps it: strangers
+    // cannot take it back.
+    let friend = nodes::node().await;
+    node.connect(friend.peer_addr()).await.unwrap();
+    assert_eq!(node.links().len(), 3);
+    for _ in 0..4 {
+        let _ = stranger(&node).await;
+    }
+    wait::until("the strangers to churn", || {
+        node.links().len() == 3 && node.link(&friend.node_id()).is_some()
+    })
+    .await;
+    assert!(node.link(&friend.node_id()).is_some_and(|l| !l.is_closed()));
+}
