@@ -262,9 +262,20 @@ proptest! {
                     }
                     if let Ok((id, deal)) = book.bid(b, now) {
                         bids.insert(id, b);
-                        if let Some(deal) = deal {
-                            let taken: Vec<OrderId> = deal.fills.iter().map(|f| f.ask).collect();
-                            prop_assert_eq!(taken, expected);
+                        match deal {
+                            Some(deal) => {
+                                let taken: Vec<OrderId> =
+                                    deal.fills.iter().map(|f| f.ask).collect();
+                                prop_assert_eq!(taken, expected);
+                            }
+                            // No deal only when the book cannot fill it:
+                            // a missed match fails here.
+                            None => prop_assert!(
+                                expected.len() < usize::from(b.replicas),
+                                "a bid for {} replicas rests unmatched beside {} asks that meet it",
+                                b.replicas,
+                                expected.len()
+                            ),
                         }
                     }
                 }
