@@ -89,7 +89,9 @@ pub struct Append {
     pub touched: Vec<Id>,
 }
 
-fn encode_entry(time_ms: u64, signed: &SignedTransaction) -> Vec<u8> {
+/// A log entry as the database keeps it: `time ms u64 (big-endian) |
+/// signature (64) | the transaction's body`.
+pub fn encode_entry(time_ms: u64, signed: &SignedTransaction) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + 64 + signed.body.len());
     out.extend_from_slice(&time_ms.to_be_bytes());
     out.extend_from_slice(&signed.signature.0);
@@ -97,7 +99,9 @@ fn encode_entry(time_ms: u64, signed: &SignedTransaction) -> Vec<u8> {
     out
 }
 
-fn decode_entry(index: u64, bytes: &[u8]) -> Option<Entry> {
+/// The record [`encode_entry`] writes, as entry `index`; `None` if too
+/// short.
+pub fn decode_entry(index: u64, bytes: &[u8]) -> Option<Entry> {
     if bytes.len() < 72 {
         return None;
     }

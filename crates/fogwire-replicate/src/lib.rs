@@ -29,7 +29,7 @@ mod feeds;
 mod fetch;
 mod limit;
 mod peer;
-mod persist;
+pub mod persist;
 mod route;
 mod serve;
 mod transport;

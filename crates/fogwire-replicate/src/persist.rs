@@ -35,7 +35,7 @@ pub(crate) struct CountersFile {
     path: PathBuf,
 }
 
-type Values = [u64; 4];
+pub type Values = [u64; 4];
 
 fn values(counters: &Counters) -> Values {
     [
@@ -46,7 +46,9 @@ fn values(counters: &Counters) -> Values {
     ]
 }
 
-fn encode(values: &Values) -> [u8; 32] {
+/// A peer's counters as the counters file keeps them: four u64, big-endian
+/// (served bytes, served requests, fetched bytes, corrupt).
+pub fn encode(values: &Values) -> [u8; 32] {
     let mut out = [0u8; 32];
     for (slot, value) in out.chunks_exact_mut(8).zip(values) {
         slot.copy_from_slice(&value.to_be_bytes());
@@ -54,7 +56,8 @@ fn encode(values: &Values) -> [u8; 32] {
     out
 }
 
-fn decode(bytes: &[u8]) -> Option<Values> {
+/// The record [`encode`] writes; `None` for anything else.
+pub fn decode(bytes: &[u8]) -> Option<Values> {
     if bytes.len() != 32 {
         return None;
     }

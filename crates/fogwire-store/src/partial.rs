@@ -42,14 +42,17 @@ pub(crate) const PARTIAL: TableDefinition<&[u8], &[u8]> = TableDefinition::new("
 /// Groups held by each partial blob being written now.
 pub(crate) type Live = Arc<Mutex<HashMap<Hash, Arc<Mutex<Groups>>>>>;
 
-fn encode_partial(size: u64, started_ms: u64) -> [u8; 16] {
+/// A partial download's record: `size u64 | started ms u64`, big-endian.
+pub fn encode_partial(size: u64, started_ms: u64) -> [u8; 16] {
     let mut out = [0u8; 16];
     out[..8].copy_from_slice(&size.to_be_bytes());
     out[8..].copy_from_slice(&started_ms.to_be_bytes());
     out
 }
 
-fn decode_partial(bytes: &[u8]) -> Option<(u64, u64)> {
+/// The record [`encode_partial`] writes (size, started ms); `None` if too
+/// short.
+pub fn decode_partial(bytes: &[u8]) -> Option<(u64, u64)> {
     let size = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
     let started = u64::from_be_bytes(bytes.get(8..16)?.try_into().ok()?);
     Some((size, started))

@@ -90,7 +90,7 @@ pub struct Entry {
 
 impl Entry {
     /// `version u8 | size u64 | location u8 | last used ms u64`, big-endian.
-    fn encode(&self) -> [u8; ENTRY_LEN] {
+    pub fn encode(&self) -> [u8; ENTRY_LEN] {
         let mut out = [0u8; ENTRY_LEN];
         out[0] = ENTRY_VERSION;
         out[1..9].copy_from_slice(&self.size.to_be_bytes());
@@ -103,7 +103,9 @@ impl Entry {
         out
     }
 
-    fn decode(bytes: &[u8]) -> Option<Entry> {
+    /// The record [`Entry::encode`] writes, or `None` for anything else
+    /// (a damaged or foreign database).
+    pub fn decode(bytes: &[u8]) -> Option<Entry> {
         if bytes.len() != ENTRY_LEN || bytes[0] != ENTRY_VERSION {
             return None;
         }
