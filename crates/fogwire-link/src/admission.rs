@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -47,6 +48,28 @@ pub struct Admitted {
     _permit: OwnedSemaphorePermit,
     address: IpAddr,
     per_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    /// Handshakes in progress once this one was admitted, of how many.
+    load: (usize, usize),
+}
+
+impl Admitted {
+    /// How long this handshake may take, given `base` (the configured
+    /// timeout): all of it while at most half the slots are in use; less
+    /// as they fill, down to a tenth of it (never under 500 ms) for the
+    /// last slot. Under a flood of connections that never finish, slots
+    /// come back sooner, while an honest handshake (a few round trips)
+    /// still fits.
+    pub fn handshake_timeout(&self, base: Duration) -> Duration {
+        let (in_progress, total) = self.load;
+        let half = total.div_ceil(2).max(1);
+        if in_progress <= half {
+            return base;
+        }
+        let free = total.saturating_sub(in_progress);
+        let floor = (base / 10).max(Duration::from_millis(500)).min(base);
+        let scaled = base.mul_f64(free as f64 / (total - half).max(1) as f64);
+        scaled.max(floor)
+    }
 }
 
 fn lock(map: &Mutex<HashMap<IpAddr, usize>>) -> MutexGuard<'_, HashMap<IpAddr, usize>> {
@@ -78,10 +101,14 @@ impl Admission {
             .try_acquire_owned()
             .map_err(|_| Refused::Busy(self.total_max))?;
         counts.insert(address, count + 1);
+        let in_progress = self
+            .total_max
+            .saturating_sub(self.total.available_permits());
         Ok(Admitted {
             _permit: permit,
             address,
             per_address: self.per_address.clone(),
+            load: (in_progress, self.total_max),
         })
     }
 
@@ -110,6 +137,37 @@ mod tests {
 
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
     const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 2));
+
+    #[test]
+    fn handshakes_get_less_time_as_the_slots_fill() {
+        let admission = Admission::new(8, 8);
+        let base = Duration::from_secs(10);
+        let mut held = Vec::new();
+        let mut timeouts = Vec::new();
+        for _ in 0..8 {
+            let admitted = admission.try_admit(A).unwrap();
+            timeouts.push(admitted.handshake_timeout(base));
+            held.push(admitted);
+        }
+        let secs: Vec<f64> = timeouts.iter().map(Duration::as_secs_f64).collect();
+        // Half the slots: the whole timeout; then less, to a tenth.
+        assert_eq!(secs, vec![10.0, 10.0, 10.0, 10.0, 7.5, 5.0, 2.5, 1.0]);
+        // Slots freed: the whole timeout again.
+        held.clear();
+        let admitted = admission.try_admit(A).unwrap();
+        assert_eq!(admitted.handshake_timeout(base), base);
+        // Never under 500 ms, nor over the base.
+        let mut last = admission.try_admit(B).unwrap();
+        last.load = (8, 8);
+        assert_eq!(
+            last.handshake_timeout(Duration::from_secs(2)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            last.handshake_timeout(Duration::from_millis(300)),
+            Duration::from_millis(300)
+        );
+    }
 
     #[test]
     fn one_address_cannot_take_every_slot_and_slots_come_back() {

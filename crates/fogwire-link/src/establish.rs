@@ -1,7 +1,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fogwire_identity::NodeId;
 use fogwire_link_proto::{Config, Handshake, HandshakeError, Link, LinkIdentity};
@@ -132,6 +132,23 @@ pub async fn establish(
 ) -> Result<Established, EstablishError> {
     let handshake = Handshake::responder(identity, config, Instant::now())?;
     run_handshake(stream, handshake, remote_addr, Direction::Inbound).await
+}
+
+/// [`establish`] that gives up after `within` if that is sooner than the
+/// configured handshake timeout (an admission under load shortens it:
+/// [`crate::admission::Admitted::handshake_timeout`]).
+pub async fn establish_within(
+    stream: TcpStream,
+    remote_addr: SocketAddr,
+    identity: &LinkIdentity,
+    config: Arc<Config>,
+    within: Duration,
+) -> Result<Established, EstablishError> {
+    tokio::time::timeout(within, establish(stream, remote_addr, identity, config))
+        .await
+        .unwrap_or(Err(EstablishError::Handshake(HandshakeError::Timeout {
+            timeout_ms: within.as_millis(),
+        })))
 }
 
 async fn run_handshake(

@@ -420,13 +420,13 @@ impl Links {
             };
             let links = self.clone();
             self.shared.tasks.spawn(async move {
+                let config = links.shared.config.clone();
+                let within = permit.handshake_timeout(config.handshake_timeout);
+                let identity = &links.shared.identity;
+                let handshake =
+                    fogwire_link::establish_within(stream, remote, identity, config, within);
                 let result = tokio::select! {
-                    result = fogwire_link::establish(
-                        stream,
-                        remote,
-                        &links.shared.identity,
-                        links.shared.config.clone(),
-                    ) => result,
+                    result = handshake => result,
                     () = links.shared.shutdown.cancelled() => return,
                 };
                 drop(permit);

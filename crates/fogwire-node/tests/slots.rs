@@ -106,3 +106,43 @@ async fn silent_links_give_way_and_the_operators_peers_always_get_a_slot() {
     .await;
     assert!(node.link(&friend.node_id()).is_some_and(|l| !l.is_closed()));
 }
+
+/// Whether the node has closed `stream` (end of stream or reset), without
+/// waiting.
+fn closed_by_node(stream: &std::net::TcpStream) -> bool {
+    use std::io::Read;
+    stream.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    match (&*stream).read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(error) => error.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_that_never_finish_get_less_time_as_slots_fill() {
+    let mut options = nodes::options();
+    options.limits.max_pending_handshakes = 4;
+    let node = nodes::start(options).await;
+    // Four connections that never send a byte: the first two get the whole
+    // handshake timeout (10 s), the third half of it, the last a tenth.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(std::net::TcpStream::connect(node.local_addr()).unwrap());
+        wait::until("the connection admitted", || {
+            node.status().pending_handshakes == idle.len()
+        })
+        .await;
+    }
+    wait::until("the last idle connection closed", || {
+        closed_by_node(&idle[3])
+    })
+    .await;
+    // The first ones, with the whole timeout, are still waiting.
+    assert!(!closed_by_node(&idle[0]));
+    assert!(!closed_by_node(&idle[1]));
+    // And an honest peer still links.
+    let friend = nodes::node().await;
+    friend.connect(node.peer_addr()).await.unwrap();
+}
