@@ -34,7 +34,8 @@ const GATEWAY_WINDOW: u64 = 256 * 1024;
 /// Gateway windows read at once, over all readers: the blocking threads
 /// the gateway may hold.
 pub(crate) const GATEWAY_READS_AT_ONCE: usize = 16;
-/// A gateway reader that takes nothing for this long is cut off.
+/// A gateway reader, or a client of a streamed answer, that takes nothing
+/// for this long is cut off.
 const GATEWAY_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn status_of(store_error: &StoreError) -> StatusCode {
@@ -213,7 +214,8 @@ fn progress_into_stoppable(
     + 'static,
 ) {
     let store = store.clone();
-    tokio::task::spawn_blocking(move || {
+    let answer = lines.clone();
+    let working = tokio::task::spawn_blocking(move || {
         let stop = {
             let lines = lines.clone();
             move || lines.is_closed() || shutdown.as_ref().is_some_and(|s| s.is_cancelled())
@@ -237,7 +239,17 @@ fn progress_into_stoppable(
             }
             Err(failure) => StoreLine::Error(failure.to_string()),
         };
-        let _ = lines.blocking_send(Ok(ndjson::line(&last)));
+        ndjson::line(&last)
+    });
+    // The last line waits for a slow client in a task, not on a blocking
+    // thread, and not for ever.
+    tokio::spawn(async move {
+        if let Ok(last) = working.await {
+            let sent = tokio::time::timeout(GATEWAY_STALL, answer.send(Ok(last))).await;
+            if sent.is_err() {
+                tracing::debug!("a client took no answer for {} s", GATEWAY_STALL.as_secs());
+            }
+        }
     });
 }
 
