@@ -224,6 +224,8 @@ enum Lie {
     WrongBlob,
     /// Honest, but its link dies after this many bytes.
     CutAfter(u64),
+    /// Never answers "who has it".
+    Mute,
 }
 
 /// A peer on a real link that answers from a real store of its own, and
@@ -296,6 +298,9 @@ async fn fake_serve(
         match message {
             Message::Has { id, hashes } => {
                 asked.lock().unwrap().extend(hashes.iter().copied());
+                if lie == Lie::Mute {
+                    continue;
+                }
                 let entries = hashes
                     .into_iter()
                     .map(|hash| HaveEntry {
@@ -408,6 +413,31 @@ async fn lying_peer_is_caught(lie: Lie) {
         "{lie:?}: the fake was asked again"
     );
     assert!(report.from.iter().all(|(peer, _)| *peer != fake_key));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_answers_who_has_it_is_waited_on_once_not_by_every_fetch() {
+    let (honest, b) = (node().await, node().await);
+    let data = pattern(300_000, 8);
+    let hash = add(&honest, data.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, real) = fake_store(dir.path(), &data);
+    let mute = FakePeer::start(&b, store, (hash, real), Lie::Mute).await;
+    link(&b, &honest).await;
+    // The first fetch asks it, gets no answer, and completes from the
+    // honest peer once its wait is over.
+    b.replication().fetch(hash, None, None).await.unwrap();
+    assert_eq!(read(&b, hash).await, data);
+    assert!(mute.was_asked_for(hash));
+    // The next fetch does not ask it again (nor wait for it), although
+    // its link is still up.
+    let other = add(&honest, pattern(200_000, 9)).await;
+    b.replication().fetch(other, None, None).await.unwrap();
+    assert!(
+        replicating_with(&b, mute.id),
+        "the mute peer's link is gone"
+    );
+    assert!(!mute.was_asked_for(other), "the mute peer was asked again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -215,7 +215,8 @@ pub(crate) async fn fetch(
 }
 
 /// Asks `links` what they hold of `hashes` (at most [`HAS_MAX`]), all at
-/// once; peers that do not answer in time count as holding nothing.
+/// once; peers that do not answer in time count as holding nothing, and
+/// are left out of downloads for a minute.
 async fn ask_all(
     inner: &Arc<ReplicationState>,
     links: &[Arc<PeerLink>],
@@ -226,6 +227,7 @@ async fn ask_all(
         let link = link.clone();
         let hashes = hashes.to_vec();
         let timeout = inner.config.has_timeout;
+        let state = inner.clone();
         asks.spawn(async move {
             let count = hashes.len();
             let answer = tokio::time::timeout(timeout, async {
@@ -240,9 +242,12 @@ async fn ask_all(
                     _ => None,
                 }
             })
-            .await
-            .ok()
-            .flatten();
+            .await;
+            // A peer that stays silent is not waited on by the next fetch.
+            if answer.is_err() {
+                state.sideline(link.peer, timeout);
+            }
+            let answer = answer.ok().flatten();
             // Entries are matched by hash: a peer answering about other
             // hashes only fails to help.
             let states = match answer {

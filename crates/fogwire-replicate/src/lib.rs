@@ -71,6 +71,8 @@ pub fn link_channels() -> Vec<ChannelConfig> {
 const PEERS_REMEMBERED: usize = 4096;
 /// How long a peer caught sending bad data is left out of downloads.
 const PENALTY: Duration = Duration::from_secs(600);
+/// How long a peer that did not answer "who has it" is left out.
+const SILENCE_PAUSE: Duration = Duration::from_secs(60);
 /// Peers replicating over route streams at once (beyond neighbours).
 pub const ROUTE_PEERS_MAX: usize = 64;
 /// Route streams get ids from here on (link ids count from 1).
@@ -332,6 +334,24 @@ impl ReplicationState {
             "peer sent data that fails verification: left out of downloads for {} minutes",
             PENALTY.as_secs() / 60
         );
+    }
+
+    /// Leaves `peer` out of downloads for [`SILENCE_PAUSE`]: it did not
+    /// answer "who has it" in time, so the next fetches do not wait on it
+    /// again (a longer penalty already running is kept).
+    pub(crate) fn sideline(&self, peer: NodeId, waited: Duration) {
+        let counters = self.counters(peer);
+        let mut until = lock(&counters.penalised_until);
+        let end = Instant::now() + SILENCE_PAUSE;
+        if until.is_none_or(|current| current < end) {
+            *until = Some(end);
+            tracing::info!(
+                peer = %peer,
+                "peer did not answer 'who has it' within {} ms: left out of downloads for {} s",
+                waited.as_millis(),
+                SILENCE_PAUSE.as_secs()
+            );
+        }
     }
 
     /// One fetch per blob at a time: the second waits and then finds it.
