@@ -382,11 +382,7 @@ pub(crate) async fn get(State(state): State<Arc<ApiState>>, body: Bytes) -> Resp
                 let entry = store.entry(&hash)?.ok_or(StoreError::NotFound(hash))?;
                 if store.object(&hash)?.is_some() {
                     // Counted (and bounded) before anything is written.
-                    let total = store.tree_totals(&hash, &limits)?.bytes;
-                    let done =
-                        store.export_dir_bounded(&hash, &path, &limits, stop, &mut |done| {
-                            report(done, total)
-                        })?;
+                    let done = store.export_dir_bounded(&hash, &path, &limits, stop, report)?;
                     return Ok(directory_info(&done));
                 }
                 store.export_stoppable(&hash, &path, stop, &mut |done| report(done, entry.size))?;

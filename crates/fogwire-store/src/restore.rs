@@ -255,25 +255,28 @@ impl Store {
         target: &Path,
         progress: &mut dyn FnMut(u64),
     ) -> Result<DirReport, StoreError> {
-        self.export_dir_bounded(hash, target, &RestoreLimits::default(), &never, progress)
+        let limits = RestoreLimits::default();
+        self.export_dir_bounded(hash, target, &limits, &never, &mut |done, _| progress(done))
     }
 
     /// [`Store::export_dir`] within `limits` (checked before anything is
     /// written), ending as [`StoreError::Stopped`] once `stop` says so:
     /// what was restored by then stays, the file being written does not.
-    /// `progress` counts file bytes written, of [`TreeTotals::bytes`].
+    /// `progress` is told the file bytes written, and of how many (the
+    /// count made before writing, so the tree is walked once for both).
     pub fn export_dir_bounded(
         &self,
         hash: &Hash,
         target: &Path,
         limits: &RestoreLimits,
         stop: &dyn Fn() -> bool,
-        progress: &mut dyn FnMut(u64),
+        progress: &mut dyn FnMut(u64, u64),
     ) -> Result<DirReport, StoreError> {
         if self.object(hash)?.is_none() {
             return Err(StoreError::NotAnObject(*hash));
         }
-        self.tree_totals(hash, limits)?;
+        let total = self.tree_totals(hash, limits)?.bytes;
+        let mut progress = |done| progress(done, total);
         if target.exists()
             && fs::read_dir(target)
                 .map_err(StoreError::io(target))?
@@ -292,7 +295,7 @@ impl Store {
             report: &mut report,
             done: &mut done,
             stop,
-            progress,
+            progress: &mut progress,
         };
         self.restore_dir(hash, target, &mut restore, 0)?;
         report.bytes = done;

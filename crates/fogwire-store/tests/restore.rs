@@ -105,7 +105,7 @@ fn a_small_graph_of_a_million_files_is_refused_before_anything_is_written() {
             &target,
             &RestoreLimits::default(),
             &|| false,
-            &mut |done| written.store(done, Ordering::Relaxed),
+            &mut |done, _| written.store(done, Ordering::Relaxed),
         )
         .unwrap_err();
     assert!(
@@ -135,7 +135,7 @@ fn a_small_graph_of_a_million_files_is_refused_before_anything_is_written() {
         bytes_max: 64_000 * 1024,
     };
     store
-        .export_dir_bounded(&wide, &target, &raised, &|| false, &mut |_| {})
+        .export_dir_bounded(&wide, &target, &raised, &|| false, &mut |_, _| {})
         .unwrap();
     assert_eq!(std::fs::read_dir(&target).unwrap().count(), 1000);
 }
@@ -208,7 +208,7 @@ fn a_restore_told_to_stop_stops_and_leaves_no_temporary_file() {
             &target,
             &RestoreLimits::default(),
             &|| stop.load(Ordering::Relaxed),
-            &mut |done| {
+            &mut |done, _| {
                 if done >= (8 << 20) + (4 << 20) {
                     stop.store(true, Ordering::Relaxed);
                 }

@@ -28,6 +28,14 @@ fn network() -> (TestNode, Vec<TestNode>) {
     (hub, workers)
 }
 
+/// The job id `job submit` printed.
+fn job_in(text: &str) -> String {
+    text.lines()
+        .find_map(|line| line.strip_prefix("job      "))
+        .unwrap()
+        .to_owned()
+}
+
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
     let path = dir.join(name);
     std::fs::write(&path, bytes).unwrap();
@@ -71,11 +79,7 @@ fn job_submit_runs_wasm_and_docker_jobs_on_workers_elsewhere() {
         std::fs::read(&out).unwrap(),
         b"HELLO, FOG COMPUTE\nHELLO, FOG COMPUTE\n"
     );
-    let job = text
-        .lines()
-        .find_map(|line| line.strip_prefix("job      "))
-        .unwrap()
-        .to_owned();
+    let job = job_in(&text);
 
     // The other commands report it.
     let status = hub.cli(&["job", "status", &job[..12], "--json"]);
@@ -131,11 +135,7 @@ fn job_submit_runs_wasm_and_docker_jobs_on_workers_elsewhere() {
     );
     let text = stdout(&submitted);
     assert!(text.contains("state    failed"), "{text}");
-    let job = text
-        .lines()
-        .find_map(|line| line.strip_prefix("job      "))
-        .unwrap()
-        .to_owned();
+    let job = job_in(&text);
     let status = hub.cli(&["job", "status", &job[..12], "--json"]);
     assert!(status.status.success(), "{}", stderr(&status));
     let status: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();

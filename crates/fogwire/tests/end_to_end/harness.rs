@@ -107,6 +107,28 @@ impl TestNode {
         fogwire(self.home(), args)
     }
 
+    /// Runs a CLI command in the background, its output discarded: a
+    /// client that may be killed, or go away, before it ends.
+    pub fn cli_in_background(&self, args: &[&str]) -> Child {
+        Command::new(BINARY)
+            .arg("--home")
+            .arg(self.home())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Starts the node again in its home, after it was stopped or killed.
+    pub fn start_again(mut self) -> TestNode {
+        let home = std::mem::replace(&mut self.home, tempfile::tempdir().unwrap());
+        // A killed node leaves its api.addr behind; the next start writes
+        // it again, and the harness waits for that.
+        let _ = std::fs::remove_file(home.path().join("data/api.addr"));
+        TestNode::start_in(home)
+    }
+
     pub fn status(&self) -> Status {
         let output = self.cli(&["status", "--json"]);
         assert!(output.status.success(), "status: {}", stderr(&output));

@@ -44,8 +44,7 @@ fn id_of(home: &std::path::Path) -> String {
 /// Stops a node (SIGTERM) and starts it again in the same home.
 fn restart(mut node: TestNode) -> TestNode {
     assert!(node.stop("TERM").success());
-    let home = std::mem::replace(&mut node.home, tempfile::tempdir().unwrap());
-    TestNode::start_in(home)
+    node.start_again()
 }
 
 fn state(node: &TestNode) -> String {

@@ -4,13 +4,12 @@
 //! when the node is stopped, leaving no temporary file.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
 use fogwire_store::Hash;
 use fogwire_store::object::{self, DirEntry, EntryType};
 use fogwire_testkit::data::pattern;
 
-use crate::harness::{BINARY, TestNode, stderr, wait_until};
+use crate::harness::{TestNode, stderr, wait_until};
 
 fn entry(name: String, kind: EntryType, hash: Hash, size: u64) -> DirEntry {
     DirEntry {
@@ -50,21 +49,14 @@ fn add_directory(
 }
 
 /// `store get` in the background, as a user who may go away.
-fn spawn_get(node: &TestNode, hash: &Hash, out: &Path) -> Child {
-    Command::new(BINARY)
-        .arg("--home")
-        .arg(node.home())
-        .args([
-            "store",
-            "get",
-            &hash.to_string(),
-            "-o",
-            out.to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+fn get_in_background(node: &TestNode, hash: &Hash, out: &Path) -> std::process::Child {
+    node.cli_in_background(&[
+        "store",
+        "get",
+        &hash.to_string(),
+        "-o",
+        out.to_str().unwrap(),
+    ])
 }
 
 fn names_in(dir: &Path) -> Vec<String> {
@@ -168,7 +160,7 @@ fn a_restore_stops_when_its_client_leaves_and_when_the_node_stops() {
     );
     // The client goes away once the restore is writing.
     let out = dir.path().join("left");
-    let mut client = spawn_get(&node, &root, &out);
+    let mut client = get_in_background(&node, &root, &out);
     wait_until("the restore to write", || !names_in(&out).is_empty());
     client.kill().unwrap();
     let _ = client.wait();
@@ -187,7 +179,7 @@ fn a_restore_stops_when_its_client_leaves_and_when_the_node_stops() {
     // The node is stopped in the middle of another: it exits, cleanly,
     // and leaves no temporary file once started again.
     let out = dir.path().join("stopped");
-    let mut client = spawn_get(&node, &root, &out);
+    let mut client = get_in_background(&node, &root, &out);
     wait_until("the restore to write", || !names_in(&out).is_empty());
     let status = node.stop("TERM");
     assert!(status.success(), "{status:?}");
@@ -197,9 +189,7 @@ fn a_restore_stops_when_its_client_leaves_and_when_the_node_stops() {
         .filter(|name| !name.contains(".fogwire-"))
         .count();
     assert!(count < 200, "the restore ran to its end");
-    let home = std::mem::replace(&mut node.home, tempfile::tempdir().unwrap());
-    let _ = std::fs::remove_file(home.path().join("data/api.addr"));
-    let node = TestNode::start_in(home);
+    let node = node.start_again();
     assert!(node.cli(&["status"]).status.success());
     let names = names_in(&out);
     assert!(

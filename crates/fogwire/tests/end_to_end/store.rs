@@ -161,14 +161,7 @@ fn an_export_interrupted_by_a_kill_leaves_no_temporary_file_after_a_restart() {
     let out_dir = dir.path().join("out");
     std::fs::create_dir(&out_dir).unwrap();
     let out = out_dir.join("copy");
-    let getting = std::process::Command::new(crate::harness::BINARY)
-        .arg("--home")
-        .arg(node.home())
-        .args(["store", "get", &hash, "-o", out.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let getting = node.cli_in_background(&["store", "get", &hash, "-o", out.to_str().unwrap()]);
     let temporary = || {
         std::fs::read_dir(&out_dir)
             .unwrap()
@@ -187,9 +180,7 @@ fn an_export_interrupted_by_a_kill_leaves_no_temporary_file_after_a_restart() {
     assert!(left.exists(), "the kill came after the export ended");
     assert!(!out.exists(), "the kill came after the export ended");
 
-    let home = std::mem::replace(&mut node.home, tempfile::tempdir().unwrap());
-    let _ = std::fs::remove_file(home.path().join("data/api.addr"));
-    let node = TestNode::start_in(home);
+    let node = node.start_again();
     node.wait_for_log(
         "removed the temporary file of an export that was interrupted",
         1,
@@ -380,11 +371,7 @@ fn killing_the_node_in_the_middle_of_adds_never_damages_the_store() {
         if output.status.success() {
             completed.push(hash_of(data));
         }
-        let home = std::mem::replace(&mut node.home, tempfile::tempdir().unwrap());
-        // A killed node leaves its api.addr behind; the next start writes
-        // it again, and the harness waits for that.
-        let _ = std::fs::remove_file(home.path().join("data/api.addr"));
-        node = TestNode::start_in(home);
+        node = node.start_again();
         check_store(&node, dir.path(), &completed);
     }
     // The kills landed both before and after adds completed.
@@ -588,14 +575,8 @@ fn killing_a_node_in_the_middle_of_downloads_never_damages_its_store() {
         let out = dir
             .path()
             .join(format!("out{}", interrupted + completed.len()));
-        let mut getting = std::process::Command::new(crate::harness::BINARY)
-            .arg("--home")
-            .arg(fetcher.home())
-            .args(["store", "get", &hash, "-o", out.to_str().unwrap()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut getting =
+            fetcher.cli_in_background(&["store", "get", &hash, "-o", out.to_str().unwrap()]);
         random ^= random << 13;
         random ^= random >> 7;
         random ^= random << 17;
@@ -622,9 +603,7 @@ fn killing_a_node_in_the_middle_of_downloads_never_damages_its_store() {
         } else {
             interrupted += 1;
         }
-        let home = std::mem::replace(&mut fetcher.home, tempfile::tempdir().unwrap());
-        let _ = std::fs::remove_file(home.path().join("data/api.addr"));
-        fetcher = TestNode::start_in(home);
+        fetcher = fetcher.start_again();
         // Opens cleanly, holds every completed blob intact, serves nothing
         // damaged.
         check_store(&fetcher, dir.path(), &completed);
