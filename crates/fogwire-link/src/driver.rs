@@ -36,6 +36,10 @@ const OUTBOUND_QUEUE_MESSAGES_MAX: usize = 1024;
 const COMMAND_QUEUE_LEN: usize = 4;
 /// How long a closing link may take to write out its CLOSE frame.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// After a link's last frame, how long, and how many bytes, it reads from
+/// the peer until the peer closes too.
+const LINGER: Duration = Duration::from_millis(500);
+const LINGER_BYTES_MAX: usize = 64 * 1024;
 
 static NEXT_LINK_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -477,6 +481,22 @@ impl Driver {
             .counters
             .store(self.link.stats(), self.link.rtt());
         let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, writer.shutdown()).await;
+        // A lingering close: read (and drop) what the peer still sends
+        // until it closes too, briefly. Closing with its bytes unread would
+        // make the kernel answer with a reset, which can destroy our CLOSE
+        // frame in the peer's receive buffer before it reads it — a dialer
+        // refused for a limit would then learn only "broken pipe".
+        let mut scratch = [0u8; 4096];
+        let mut drained = 0;
+        let _ = tokio::time::timeout(LINGER, async {
+            while drained < LINGER_BYTES_MAX {
+                match reader.read(&mut scratch).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(count) => drained += count,
+                }
+            }
+        })
+        .await;
         let reason = self
             .close_reason
             .take()
