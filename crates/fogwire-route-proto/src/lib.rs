@@ -19,6 +19,7 @@ pub mod advert;
 pub mod control_plane;
 pub mod graph;
 pub mod path;
+mod rates;
 pub mod repair;
 pub mod router;
 pub mod topology;

@@ -7,6 +7,7 @@ use fogwire_identity::NodeId;
 
 use crate::advert::{Advert, AdvertError};
 use crate::graph::Graph;
+use crate::rates::KeyedRate;
 
 /// Limits of a topology.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,67 +80,6 @@ struct Entry {
     bytes: Vec<u8>,
 }
 
-/// How fast each origin's adverts are taken in: governor's GCRA, keyed by
-/// origin, on a clock the topology moves to the time it is handed.
-type Limiter = governor::RateLimiter<
-    NodeId,
-    governor::state::keyed::HashMapStateStore<NodeId>,
-    governor::clock::FakeRelativeClock,
-    governor::middleware::NoOpMiddleware<governor::nanos::Nanos>,
->;
-
-/// The per-origin limiter and the clock it reads.
-struct OriginRates {
-    limiter: Limiter,
-    clock: governor::clock::FakeRelativeClock,
-    /// The latest time handed in (the clock never goes back).
-    at_ms: Option<u64>,
-}
-
-impl std::fmt::Debug for OriginRates {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OriginRates").finish_non_exhaustive()
-    }
-}
-
-impl OriginRates {
-    fn new(config: &Config) -> Self {
-        let burst = std::num::NonZeroU32::new(config.rate_burst.max(1))
-            .unwrap_or(std::num::NonZeroU32::MIN);
-        let period = std::time::Duration::from_millis(config.rate_interval_ms.max(1));
-        // A period above zero always makes a quota.
-        let quota = governor::Quota::with_period(period)
-            .unwrap_or_else(|| governor::Quota::per_second(std::num::NonZeroU32::MIN))
-            .allow_burst(burst);
-        let clock = governor::clock::FakeRelativeClock::default();
-        Self {
-            limiter: governor::RateLimiter::new(quota, Default::default(), clock.clone()),
-            clock,
-            at_ms: None,
-        }
-    }
-
-    /// Moves the clock to `now_ms` (never back).
-    fn advance_to(&mut self, now_ms: u64) {
-        let last = *self.at_ms.get_or_insert(now_ms);
-        if now_ms > last {
-            self.clock
-                .advance(std::time::Duration::from_millis(now_ms - last));
-            self.at_ms = Some(now_ms);
-        }
-    }
-
-    fn check(&mut self, origin: NodeId, now_ms: u64) -> bool {
-        self.advance_to(now_ms);
-        self.limiter.check_key(&origin).is_ok()
-    }
-
-    /// Forgets origins back to a full burst (indistinguishable from new).
-    fn forget_idle(&self) {
-        self.limiter.retain_recent();
-    }
-}
-
 /// The adverts a node holds, and the graph they make.
 #[derive(Debug)]
 pub struct Topology {
@@ -150,7 +90,8 @@ pub struct Topology {
     /// By the origin's key bytes, so a copy already held is recognised
     /// before any cryptography is spent on it.
     entries: BTreeMap<[u8; 32], Entry>,
-    rates: OriginRates,
+    /// How fast each origin's adverts are taken in.
+    rates: KeyedRate<NodeId>,
     bytes: usize,
     graph: Option<Graph>,
 }
@@ -158,7 +99,10 @@ pub struct Topology {
 impl Topology {
     pub fn new(local: NodeId, config: Config) -> Self {
         Self {
-            rates: OriginRates::new(&config),
+            rates: KeyedRate::new(
+                config.rate_burst,
+                std::time::Duration::from_millis(config.rate_interval_ms),
+            ),
             local,
             config,
             entries: BTreeMap::new(),
@@ -234,7 +178,7 @@ impl Topology {
     }
 
     fn take_token(&mut self, origin: NodeId, now_ms: u64) -> Result<(), Refused> {
-        if self.rates.check(origin, now_ms) {
+        if self.rates.check(&origin, now_ms) {
             Ok(())
         } else {
             Err(Refused::RateLimited)

@@ -58,6 +58,11 @@ impl Router {
             }
             return;
         }
+        // Before any cryptography: is this neighbour within its rate and
+        // its shares? A flood costs this node a lookup per SETUP.
+        if !self.admit_setup(from, now.instant) {
+            return self.fail_back(from, prev_label, FailReport::Clear(FailReason::Busy));
+        }
         let (layer, ephemeral) =
             match onion::peel(self.identity.noise_static_private_key(), onion_bytes) {
                 Ok(opened) => opened,
@@ -87,8 +92,14 @@ impl Router {
         if self.rules.len() >= self.config.rules_max {
             return self.fail_back(from, prev_label, sealed(FailReason::RulesFull));
         }
-        self.rules
-            .remember(ephemeral, now.instant + 2 * self.config.clock_skew_max);
+        // A layer passes the clock check until `skew` after its issue
+        // time: remembered that long, it can never be replayed.
+        let valid_for_ms = (layer.issued_at_ms + skew).saturating_sub(now.unix_ms);
+        self.rules.remember(
+            ephemeral,
+            from,
+            now.instant + Duration::from_millis(valid_for_ms.min(2 * skew)),
+        );
         let label = self.allocate_label();
         let mut rule = Rule {
             role: Role::Relay,
@@ -317,12 +328,17 @@ impl Router {
         match rule.role {
             Role::Relay => {
                 let report = match report {
-                    // Our next hop could not read its layer: say so, sealed,
-                    // so the source knows which hop it was.
-                    FailReport::Clear(_) => FailReport::Sealed(seal_reason(
+                    // Our next hop answered in clear (it could not read its
+                    // layer, or it is busy): say so, sealed, so the source
+                    // knows which hop it was.
+                    FailReport::Clear(reason) => FailReport::Sealed(seal_reason(
                         &rule.reply_key,
                         FAIL_NONCE,
-                        FailReason::NextUndecryptable,
+                        if reason == FailReason::Busy {
+                            FailReason::NextBusy
+                        } else {
+                            FailReason::NextUndecryptable
+                        },
                     )),
                     sealed => sealed,
                 };
@@ -351,11 +367,14 @@ impl Router {
                         .enumerate()
                         .find_map(|(index, key)| {
                             open_reason(key, FAIL_NONCE, &sealed).map(|reason| {
-                                // "My next hop could not decrypt" names the next hop.
-                                let (index, reason) = if reason == FailReason::NextUndecryptable {
-                                    (index + 1, FailReason::Undecryptable)
-                                } else {
-                                    (index, reason)
+                                // "My next hop could not decrypt" (or "is
+                                // busy") names the next hop.
+                                let (index, reason) = match reason {
+                                    FailReason::NextUndecryptable => {
+                                        (index + 1, FailReason::Undecryptable)
+                                    }
+                                    FailReason::NextBusy => (index + 1, FailReason::Busy),
+                                    reason => (index, reason),
                                 };
                                 let index = index.min(entry.hops.len() - 1);
                                 SetupError::Hop {

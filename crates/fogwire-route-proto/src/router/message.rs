@@ -58,6 +58,13 @@ pub enum FailReason {
     /// The destination does not know the session the source asked to
     /// resume (it has closed it).
     UnknownSession,
+    /// The hop takes no more setups from its previous hop for now: that
+    /// neighbour is over its rate or its share of the hop's rules or replay
+    /// memory (sent in clear: it is decided before the layer is opened).
+    Busy,
+    /// The next hop answered `Busy` (a relay re-seals it, naming the next
+    /// hop).
+    NextBusy,
 }
 
 impl FailReason {
@@ -73,6 +80,8 @@ impl FailReason {
             FailReason::Malformed => 8,
             FailReason::NextLinkDown => 9,
             FailReason::UnknownSession => 10,
+            FailReason::Busy => 11,
+            FailReason::NextBusy => 12,
         }
     }
 
@@ -88,6 +97,8 @@ impl FailReason {
             8 => FailReason::Malformed,
             9 => FailReason::NextLinkDown,
             10 => FailReason::UnknownSession,
+            11 => FailReason::Busy,
+            12 => FailReason::NextBusy,
             _ => return None,
         })
     }
@@ -104,6 +115,8 @@ impl FailReason {
             FailReason::Malformed => "could not parse its layer",
             FailReason::NextLinkDown => "lost its link to the next hop",
             FailReason::UnknownSession => "no longer knows the session to resume",
+            FailReason::Busy => "takes no more setups from its previous hop for now (its quota)",
+            FailReason::NextBusy => "says the next hop takes no more setups from it for now",
         }
     }
 }

@@ -41,6 +41,7 @@ use fogwire_identity::NodeId;
 use fogwire_link_proto::LinkIdentity;
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 
+use crate::rates::KeyedRate;
 use message::{
     CONFIRM_BLOB_MAX, Control, DATA_HEADER_LEN, DataHeader, FailReason, FailReport,
     SEALED_REASON_LEN, TeardownReason,
@@ -97,6 +98,18 @@ pub struct Config {
     /// The source signs a receipt for each relay this often (when there is
     /// traffic to account for).
     pub receipt_interval: Duration,
+    /// SETUPs a neighbour may send in a burst…
+    pub setups_per_neighbour_burst: u32,
+    /// …then one per this interval; beyond, they are refused (`Busy`)
+    /// before any cryptography is spent on them.
+    pub setups_per_neighbour_interval: Duration,
+    /// Most rules one neighbour may hold as their previous hop (its share
+    /// of `rules_max`).
+    pub rules_per_neighbour_max: usize,
+    /// Most setup layers remembered against replay (20 minutes at most
+    /// each), and most of them brought by one neighbour.
+    pub remembered_max: usize,
+    pub remembered_per_neighbour_max: usize,
     pub stream: stream::Config,
 }
 
@@ -113,6 +126,11 @@ impl Default for Config {
             resume_grace: Duration::from_secs(15),
             repair_timeout: Duration::from_secs(12),
             receipt_interval: Duration::from_secs(5),
+            setups_per_neighbour_burst: 256,
+            setups_per_neighbour_interval: Duration::from_millis(10),
+            rules_per_neighbour_max: 4096,
+            remembered_max: 262_144,
+            remembered_per_neighbour_max: 16_384,
             stream: stream::Config::default(),
         }
     }
@@ -430,6 +448,9 @@ pub struct Router {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     random: RandomSource,
+    /// SETUPs per neighbour (governor, on milliseconds since `started`).
+    setup_rates: KeyedRate<NodeId>,
+    started: Option<Instant>,
 }
 
 impl std::fmt::Debug for Router {
@@ -499,7 +520,6 @@ impl Router {
         Self {
             sessions: Sessions::new(config.stream.clone()),
             identity,
-            config,
             links: HashSet::new(),
             rules: RuleTable::default(),
             routes: SourceRoutes::new(),
@@ -507,7 +527,38 @@ impl Router {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             random: fogwire_env::os_random(),
+            setup_rates: KeyedRate::new(
+                config.setups_per_neighbour_burst,
+                config.setups_per_neighbour_interval,
+            ),
+            started: None,
+            config,
         }
+    }
+
+    /// Whether a SETUP from `from` may be opened at all: the neighbour is
+    /// within its rate, its share of the rule table, and its share of the
+    /// replay memory (and that memory is not full). Cheap, so a flood is
+    /// refused before any Diffie–Hellman.
+    pub(super) fn admit_setup(&mut self, from: NodeId, now: Instant) -> bool {
+        let share = self.rules.share(from);
+        if share.rules >= self.config.rules_per_neighbour_max
+            || share.remembered >= self.config.remembered_per_neighbour_max
+            || self.rules.remembered() >= self.config.remembered_max
+        {
+            return false;
+        }
+        let started = *self.started.get_or_insert(now);
+        let now_ms = now.saturating_duration_since(started).as_millis() as u64;
+        self.setup_rates.check(&from, now_ms)
+    }
+
+    /// What neighbour `neighbour` holds of this node's routing state: the
+    /// rules it is the previous hop of, and the setup layers it brought
+    /// that are still remembered.
+    pub fn neighbour_share(&self, neighbour: NodeId) -> (usize, usize) {
+        let share = self.rules.share(neighbour);
+        (share.rules, share.remembered)
     }
 
     /// Replaces the source of random bytes (for replayable simulations).
@@ -1120,6 +1171,7 @@ impl Router {
             for label in self.rules.expired(instant) {
                 self.remove_rule(label, Removal::local(TeardownReason::Expired, instant));
             }
+            self.setup_rates.forget_idle();
             let grace = self.config.resume_grace;
             for (session, reason) in self.sessions.detached_too_long(instant, grace) {
                 self.sessions.end(

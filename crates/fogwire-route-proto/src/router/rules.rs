@@ -71,8 +71,20 @@ pub(super) struct RuleTable {
     /// (previous neighbour, its label) → our label, so a retransmitted
     /// SETUP finds the rule it already made.
     by_previous: HashMap<(NodeId, u32), u32>,
-    /// Ephemeral keys of layers seen, with when to forget them.
-    replay: HashMap<[u8; 32], Instant>,
+    /// Ephemeral keys of layers seen, with when to forget them and the
+    /// neighbour that brought them.
+    replay: HashMap<[u8; 32], (Instant, NodeId)>,
+    /// Per neighbour: the rules it asked for (it is their previous hop),
+    /// and the layers it brought that are still remembered — its share of
+    /// the table and of the replay memory.
+    shares: HashMap<NodeId, Share>,
+}
+
+/// What one neighbour holds of this node's routing state.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Share {
+    pub(super) rules: usize,
+    pub(super) remembered: usize,
 }
 
 impl RuleTable {
@@ -107,8 +119,37 @@ impl RuleTable {
     pub(super) fn insert(&mut self, label: u32, rule: Rule) {
         if let Some(prev) = rule.prev {
             self.by_previous.insert(prev, label);
+            self.shares.entry(prev.0).or_default().rules += 1;
         }
-        self.rules.insert(label, rule);
+        if let Some(old) = self.rules.insert(label, rule) {
+            self.release(&old);
+        }
+    }
+
+    /// Gives back the share a removed rule held.
+    fn release(&mut self, rule: &Rule) {
+        if let Some((prev, _)) = rule.prev {
+            self.shrink(prev, |share| share.rules = share.rules.saturating_sub(1));
+        }
+    }
+
+    fn shrink(&mut self, neighbour: NodeId, change: impl FnOnce(&mut Share)) {
+        if let Some(share) = self.shares.get_mut(&neighbour) {
+            change(share);
+            if *share == Share::default() {
+                self.shares.remove(&neighbour);
+            }
+        }
+    }
+
+    /// What `neighbour` holds now.
+    pub(super) fn share(&self, neighbour: NodeId) -> Share {
+        self.shares.get(&neighbour).copied().unwrap_or_default()
+    }
+
+    /// Layers remembered now (all neighbours).
+    pub(super) fn remembered(&self) -> usize {
+        self.replay.len()
     }
 
     /// Removes a rule (and what pointed at it).
@@ -117,6 +158,7 @@ impl RuleTable {
         if let Some(prev) = rule.prev {
             self.by_previous.remove(&prev);
         }
+        self.release(&rule);
         Some(rule)
     }
 
@@ -132,15 +174,30 @@ impl RuleTable {
         self.replay.contains_key(ephemeral)
     }
 
-    /// Remembers a setup layer's ephemeral key until `forget_at`.
-    pub(super) fn remember(&mut self, ephemeral: [u8; 32], forget_at: Instant) {
-        self.replay.insert(ephemeral, forget_at);
+    /// Remembers a setup layer's ephemeral key, brought by `from`, until
+    /// `forget_at`.
+    pub(super) fn remember(&mut self, ephemeral: [u8; 32], from: NodeId, forget_at: Instant) {
+        if self.replay.insert(ephemeral, (forget_at, from)).is_none() {
+            self.shares.entry(from).or_default().remembered += 1;
+        }
     }
 
     /// Forgets the setups remembered long enough, and returns the rules
     /// that expired by `now`.
     pub(super) fn expired(&mut self, now: Instant) -> Vec<u32> {
-        self.replay.retain(|_, forget_at| *forget_at > now);
+        let mut forgotten: HashMap<NodeId, usize> = HashMap::new();
+        self.replay.retain(|_, (forget_at, from)| {
+            let keep = *forget_at > now;
+            if !keep {
+                *forgotten.entry(*from).or_default() += 1;
+            }
+            keep
+        });
+        for (neighbour, count) in forgotten {
+            self.shrink(neighbour, |share| {
+                share.remembered = share.remembered.saturating_sub(count)
+            });
+        }
         self.rules
             .iter()
             .filter(|(_, rule)| rule.expires_at <= now)

@@ -870,3 +870,149 @@ fn resuming_a_session_needs_its_token_and_its_caller() {
         "{events:?}"
     );
 }
+
+/// The routes `node` saw come up, and the hop failures it was told of.
+fn outcomes(net: &mut Net, node: usize) -> (usize, Vec<(usize, FailReason)>) {
+    let mut up = 0;
+    let mut failed = Vec::new();
+    for event in net.take_events(node) {
+        match event {
+            Event::RouteUp { .. } => up += 1,
+            Event::RouteFailed {
+                error: SetupError::Hop { index, reason, .. },
+                ..
+            } => failed.push((index, reason)),
+            _ => {}
+        }
+    }
+    (up, failed)
+}
+
+fn with_config(net: &mut Net, node: usize, config: Config) {
+    net.routers[node] = Router::new(net.identities[node].clone(), config);
+}
+
+#[test]
+fn a_neighbour_flooding_setups_holds_at_most_its_share_of_rules() {
+    // Bound proven: one neighbour holds at most `rules_per_neighbour_max`
+    // rules of a hop; setups beyond are refused `Busy` before the layer is
+    // opened; another neighbour's setup still succeeds.
+    let mut net = Net::new(4);
+    let share = 8;
+    with_config(
+        &mut net,
+        1,
+        Config {
+            rules_per_neighbour_max: share,
+            setups_per_neighbour_burst: 10_000,
+            ..Config::default()
+        },
+    );
+    net.link(0, 1);
+    net.link(1, 2);
+    net.link(3, 1);
+    for _ in 0..20 {
+        net.open(0, &[1, 2]);
+    }
+    net.run(Duration::from_millis(300));
+    let (up, failed) = outcomes(&mut net, 0);
+    assert_eq!(up, share);
+    assert_eq!(failed, vec![(0, FailReason::Busy); 20 - share]);
+    assert_eq!(net.routers[1].neighbour_share(net.id(0)).0, share);
+    // Node 3, another neighbour of the relay, is not held back.
+    net.open(3, &[1, 2]);
+    net.run(Duration::from_millis(300));
+    assert_eq!(outcomes(&mut net, 3), (1, Vec::new()));
+}
+
+#[test]
+fn setups_beyond_a_neighbours_rate_are_refused_until_it_refills() {
+    // Bound proven: a neighbour gets `setups_per_neighbour_burst` setups
+    // opened at once, then one per interval.
+    let mut net = Net::new(3);
+    with_config(
+        &mut net,
+        1,
+        Config {
+            setups_per_neighbour_burst: 5,
+            setups_per_neighbour_interval: Duration::from_secs(1),
+            ..Config::default()
+        },
+    );
+    net.link(0, 1);
+    net.link(1, 2);
+    for _ in 0..10 {
+        net.open(0, &[1, 2]);
+    }
+    net.run(Duration::from_millis(300));
+    let (up, failed) = outcomes(&mut net, 0);
+    assert_eq!(up, 5);
+    assert_eq!(failed, vec![(0, FailReason::Busy); 5]);
+    net.run(Duration::from_secs(1));
+    net.open(0, &[1, 2]);
+    net.run(Duration::from_millis(300));
+    assert_eq!(outcomes(&mut net, 0), (1, Vec::new()));
+}
+
+#[test]
+fn a_busy_hop_further_on_is_named_to_the_source() {
+    let mut net = Net::new(3);
+    with_config(
+        &mut net,
+        2,
+        Config {
+            rules_per_neighbour_max: 2,
+            ..Config::default()
+        },
+    );
+    net.link(0, 1);
+    net.link(1, 2);
+    for _ in 0..3 {
+        net.open(0, &[1, 2]);
+    }
+    net.run(Duration::from_millis(300));
+    // The relay re-seals the destination's clear `Busy`: the source learns
+    // it was hop 1, and the relay dropped its rule.
+    assert_eq!(outcomes(&mut net, 0), (2, vec![(1, FailReason::Busy)]));
+    assert_eq!(net.routers[1].rule_count(), 2);
+}
+
+#[test]
+fn replay_memory_is_shared_out_per_neighbour_and_forgotten_after_the_clock_window() {
+    // Bound proven: a neighbour's setups are remembered (against replay)
+    // at most `remembered_per_neighbour_max` at a time, and each for no
+    // longer than its layer could pass the clock check.
+    let mut net = Net::new(3);
+    let skew = Duration::from_secs(30);
+    with_config(
+        &mut net,
+        1,
+        Config {
+            remembered_per_neighbour_max: 4,
+            clock_skew_max: skew,
+            ..Config::default()
+        },
+    );
+    net.link(0, 1);
+    net.link(1, 2);
+    for _ in 0..4 {
+        let route = net.open(0, &[1, 2]);
+        net.run(Duration::from_millis(200));
+        let now = net.now();
+        net.routers[0].close_route(route, now);
+        net.run(Duration::from_millis(200));
+    }
+    assert_eq!(net.routers[1].rule_count(), 0);
+    assert_eq!(net.routers[1].neighbour_share(net.id(0)), (0, 4));
+    assert_eq!(outcomes(&mut net, 0).0, 4);
+    net.open(0, &[1, 2]);
+    net.run(Duration::from_millis(300));
+    assert_eq!(outcomes(&mut net, 0), (0, vec![(0, FailReason::Busy)]));
+    // Layers issued now pass the clock check for `skew` more: then they
+    // are forgotten, and the neighbour's share is free again.
+    net.run(skew + Duration::from_secs(2));
+    assert_eq!(net.routers[1].neighbour_share(net.id(0)), (0, 0));
+    net.open(0, &[1, 2]);
+    net.run(Duration::from_millis(300));
+    assert_eq!(outcomes(&mut net, 0).0, 1);
+}
