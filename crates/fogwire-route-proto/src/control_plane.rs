@@ -16,7 +16,7 @@
 //! sends what [`ControlPlane::poll_transmit`] gives; what to persist comes
 //! out of [`ControlPlane::poll_event`].
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,7 @@ use bytes::Bytes;
 use fogwire_identity::{Keypair, NodeId};
 
 use crate::advert::{Advert, AdvertLink, LIFETIME_MAX_SECS};
+use crate::rates::KeyedRate;
 use crate::router::Now;
 use crate::topology::{Refused, Topology};
 
@@ -40,6 +41,40 @@ const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// Adverts waiting to be sent, at most; a flood beyond is dropped (the
 /// refresh brings it back).
 const OUTGOING_MAX: usize = 65_536;
+/// Adverts a neighbour may have checked (any that is not a copy or an
+/// older one of an advert held) in a burst, then one per interval: what
+/// one neighbour can make this node verify. A new neighbour's sync is
+/// paced below it ([`SYNC_BURST`], [`SYNC_INTERVAL`]).
+pub const NEIGHBOUR_ADVERT_BURST: u32 = 2048;
+pub const NEIGHBOUR_ADVERT_INTERVAL: Duration = Duration::from_millis(10);
+/// A sync sends this many adverts at once, then one per interval: below
+/// what the receiver takes from one neighbour, with room left for floods.
+pub const SYNC_BURST: usize = 1024;
+pub const SYNC_INTERVAL: Duration = Duration::from_millis(15);
+/// Most origins held that one neighbour introduced (sent first): its share
+/// of the topology, a quarter of [`crate::topology::Config::origins_max`].
+pub const ORIGINS_PER_NEIGHBOUR_MAX: usize = 50_000;
+
+/// What one neighbour may make this node take in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeighbourLimits {
+    /// Adverts checked in a burst…
+    pub advert_burst: u32,
+    /// …then one per this interval.
+    pub advert_interval: Duration,
+    /// Most origins held that the neighbour introduced.
+    pub origins_max: usize,
+}
+
+impl Default for NeighbourLimits {
+    fn default() -> Self {
+        Self {
+            advert_burst: NEIGHBOUR_ADVERT_BURST,
+            advert_interval: NEIGHBOUR_ADVERT_INTERVAL,
+            origins_max: ORIGINS_PER_NEIGHBOUR_MAX,
+        }
+    }
+}
 
 /// What this node says of itself in its adverts.
 #[derive(Debug, Clone)]
@@ -145,6 +180,14 @@ pub struct ControlPlane {
     outgoing: VecDeque<(NodeId, Bytes)>,
     events: VecDeque<PlaneEvent>,
     stats: PlaneStats,
+    /// Adverts checked per neighbour (governor, on ms since `started`).
+    neighbour_rates: KeyedRate<NodeId>,
+    neighbour_limits: NeighbourLimits,
+    started: Instant,
+    /// Which neighbour introduced each origin held, and how many each
+    /// introduced: its share of the topology.
+    introduced_by: HashMap<[u8; 32], NodeId>,
+    introduced: HashMap<NodeId, usize>,
 }
 
 impl ControlPlane {
@@ -176,10 +219,22 @@ impl ControlPlane {
             outgoing: VecDeque::new(),
             events: VecDeque::new(),
             stats: PlaneStats::default(),
+            neighbour_rates: KeyedRate::new(NEIGHBOUR_ADVERT_BURST, NEIGHBOUR_ADVERT_INTERVAL),
+            neighbour_limits: NeighbourLimits::default(),
+            started: now.instant,
+            introduced_by: HashMap::new(),
+            introduced: HashMap::new(),
         };
         // This node is in its own graph from the start.
         plane.issue(now, false);
         plane
+    }
+
+    /// Other limits per neighbour than the defaults (tests, simulations).
+    pub fn with_neighbour_limits(mut self, limits: NeighbourLimits) -> Self {
+        self.neighbour_rates = KeyedRate::new(limits.advert_burst, limits.advert_interval);
+        self.neighbour_limits = limits;
+        self
     }
 
     pub fn topology(&self) -> &Topology {
@@ -236,11 +291,52 @@ impl ControlPlane {
         self.due = Some(self.due.map_or(at, |due| due.min(at)));
     }
 
+    /// How many origins held `neighbour` introduced (its share).
+    pub fn introduced_by(&self, neighbour: &NodeId) -> usize {
+        self.introduced.get(neighbour).copied().unwrap_or(0)
+    }
+
+    /// Whether `from` may have this advert checked: a copy (or an older
+    /// one) of an advert held costs nothing and is let through to be
+    /// recognised; anything else spends one of the neighbour's tokens, and
+    /// a new origin needs room in its share. No cryptography is spent on
+    /// what is refused here.
+    fn admit(&mut self, from: NodeId, bytes: &[u8], now: Now) -> Result<(), Refused> {
+        let peeked = Advert::peek(bytes);
+        let held = peeked.and_then(|(origin, _)| self.topology.held_seq(&origin));
+        if let (Some((_, seq)), Some(held)) = (peeked, held)
+            && seq <= held
+        {
+            return Ok(());
+        }
+        if held.is_none() && self.introduced_by(&from) >= self.neighbour_limits.origins_max {
+            return Err(Refused::NeighbourShareFull);
+        }
+        let now_ms = now
+            .instant
+            .saturating_duration_since(self.started)
+            .as_millis() as u64;
+        if self.neighbour_rates.check(&from, now_ms) {
+            Ok(())
+        } else {
+            Err(Refused::NeighbourRateLimited)
+        }
+    }
+
     /// An advert from neighbour `from`.
     pub fn handle_advert(&mut self, from: NodeId, bytes: Bytes, now: Now) {
-        match self.topology.handle_advert(&bytes, now.unix_ms) {
+        let result = self
+            .admit(from, &bytes, now)
+            .and_then(|()| self.topology.handle_advert(&bytes, now.unix_ms));
+        match result {
             Ok(accepted) => {
                 self.stats.adverts_accepted += 1;
+                if let std::collections::hash_map::Entry::Vacant(entry) =
+                    self.introduced_by.entry(*accepted.origin.as_bytes())
+                {
+                    entry.insert(from);
+                    *self.introduced.entry(from).or_default() += 1;
+                }
                 self.flood(Some(from), &bytes);
                 self.events.push_back(PlaneEvent::Stored {
                     origin: accepted.origin,
@@ -279,8 +375,10 @@ impl ControlPlane {
         if now.instant >= self.next_housekeeping {
             self.next_housekeeping = now.instant + HOUSEKEEPING;
             for origin in self.topology.expire(now.unix_ms) {
+                self.forget_introducer(&origin);
                 self.events.push_back(PlaneEvent::Expired(origin));
             }
+            self.neighbour_rates.forget_idle();
             if now.instant.saturating_duration_since(self.last_flood) >= self.settings.lifetime / 3
             {
                 self.due.get_or_insert(now.instant);
@@ -298,6 +396,19 @@ impl ControlPlane {
                     self.issue(now, true);
                 }
                 Err(until) => self.budget_waits_until = Some(until),
+            }
+        }
+    }
+
+    /// An origin is gone: its introducer's share has room again.
+    fn forget_introducer(&mut self, origin: &NodeId) {
+        if let Some(neighbour) = self.introduced_by.remove(origin.as_bytes())
+            && let std::collections::hash_map::Entry::Occupied(mut count) =
+                self.introduced.entry(neighbour)
+        {
+            *count.get_mut() -= 1;
+            if *count.get() == 0 {
+                count.remove();
             }
         }
     }
@@ -449,5 +560,128 @@ mod tests {
             plane.poll_event(),
             Some(PlaneEvent::Refused { from, .. }) if from == b
         ));
+    }
+
+    /// A fresh origin's advert, issued at `now`, from a key of `seed`.
+    fn fresh_advert(seed: u32, now: Now) -> Bytes {
+        let mut key = [0u8; 32];
+        key[..4].copy_from_slice(&seed.to_be_bytes());
+        key[31] = 0xad;
+        let keypair = Keypair::from_seed(&key);
+        let advert = Advert {
+            origin: keypair.node_id(),
+            seq: 1,
+            issued_at_ms: now.unix_ms,
+            lifetime_secs: 60,
+            link_key: key,
+            addresses: Vec::new(),
+            links: Vec::new(),
+            services: Vec::new(),
+        };
+        Bytes::from(advert.sign(&keypair).1)
+    }
+
+    fn plane_with(limits: NeighbourLimits, now: Now) -> (ControlPlane, NodeId, NodeId) {
+        let mut plane =
+            ControlPlane::new(settings(1), Vec::new(), 0, now).with_neighbour_limits(limits);
+        let (hostile, honest) = (
+            Keypair::from_seed(&[2; 32]).node_id(),
+            Keypair::from_seed(&[3; 32]).node_id(),
+        );
+        plane.link_up(hostile, now);
+        plane.link_up(honest, now);
+        (plane, hostile, honest)
+    }
+
+    fn refusals(plane: &mut ControlPlane) -> Vec<(NodeId, Refused)> {
+        std::iter::from_fn(|| plane.poll_event())
+            .filter_map(|event| match event {
+                PlaneEvent::Refused { from, reason } => Some((from, reason)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_neighbour_flooding_new_origins_is_held_to_its_rate_and_passes_on_no_more() {
+        // Bound proven: a neighbour gets `advert_burst` adverts checked at
+        // once, then one per interval; what is refused is not passed on,
+        // and another neighbour is not held back.
+        let start = epoch();
+        let limits = NeighbourLimits {
+            advert_burst: 50,
+            advert_interval: Duration::from_millis(100),
+            origins_max: 10_000,
+        };
+        let (mut plane, hostile, honest) = plane_with(limits, at(start, 0));
+        while plane.poll_transmit().is_some() {}
+        for seed in 0..200 {
+            plane.handle_advert(hostile, fresh_advert(seed, at(start, 0)), at(start, 0));
+        }
+        assert_eq!(plane.stats().adverts_accepted, 50);
+        assert_eq!(plane.introduced_by(&hostile), 50);
+        let refused = refusals(&mut plane);
+        assert_eq!(refused.len(), 150);
+        assert!(
+            refused
+                .iter()
+                .all(|(from, reason)| *from == hostile && *reason == Refused::NeighbourRateLimited)
+        );
+        // Passed on to the other neighbour: only what was taken in.
+        assert_eq!(std::iter::from_fn(|| plane.poll_transmit()).count(), 50);
+        // One more per interval.
+        plane.handle_advert(hostile, fresh_advert(1000, at(start, 100)), at(start, 100));
+        plane.handle_advert(hostile, fresh_advert(1001, at(start, 100)), at(start, 100));
+        assert_eq!(plane.stats().adverts_accepted, 51);
+        assert_eq!(
+            refusals(&mut plane),
+            vec![(hostile, Refused::NeighbourRateLimited)]
+        );
+        // The honest neighbour's adverts are taken in meanwhile; copies of
+        // held adverts cost no tokens and are not refusals.
+        plane.handle_advert(honest, fresh_advert(5000, at(start, 100)), at(start, 100));
+        assert_eq!(plane.stats().adverts_accepted, 52);
+        for seed in 0..50 {
+            plane.handle_advert(hostile, fresh_advert(seed, at(start, 0)), at(start, 100));
+        }
+        assert_eq!(refusals(&mut plane), Vec::new());
+        assert_eq!(plane.stats().adverts_accepted, 52);
+    }
+
+    #[test]
+    fn a_neighbour_introduces_at_most_its_share_of_origins_until_they_expire() {
+        // Bound proven: the origins one neighbour introduced and the node
+        // still holds number at most `origins_max`; when they age out, the
+        // share is free again.
+        let start = epoch();
+        let limits = NeighbourLimits {
+            advert_burst: 10_000,
+            advert_interval: Duration::from_millis(1),
+            origins_max: 20,
+        };
+        let (mut plane, hostile, honest) = plane_with(limits, at(start, 0));
+        for seed in 0..30 {
+            plane.handle_advert(hostile, fresh_advert(seed, at(start, 0)), at(start, 0));
+        }
+        assert_eq!(plane.introduced_by(&hostile), 20);
+        let refused = refusals(&mut plane);
+        assert_eq!(refused.len(), 10);
+        assert!(
+            refused
+                .iter()
+                .all(|(_, reason)| *reason == Refused::NeighbourShareFull)
+        );
+        // Another neighbour has its own share.
+        plane.handle_advert(honest, fresh_advert(100, at(start, 0)), at(start, 0));
+        assert_eq!(plane.introduced_by(&honest), 1);
+        // The hostile adverts live 60 s: after they expire, room again.
+        plane.handle_timeout(at(start, 61_000));
+        assert_eq!(plane.introduced_by(&hostile), 0);
+        plane.handle_advert(
+            hostile,
+            fresh_advert(200, at(start, 61_000)),
+            at(start, 61_000),
+        );
+        assert_eq!(plane.introduced_by(&hostile), 1);
     }
 }

@@ -58,6 +58,10 @@ pub enum Refused {
     Full,
     #[error("an advert of this node with seq {seq}, newer than its own: re-advertise above it")]
     OwnNewer { seq: u64 },
+    #[error("the neighbour sends adverts faster than allowed")]
+    NeighbourRateLimited,
+    #[error("the neighbour introduced as many origins as one neighbour may")]
+    NeighbourShareFull,
 }
 
 impl Refused {
@@ -70,6 +74,8 @@ impl Refused {
             Refused::RateLimited => "rate_limited",
             Refused::Full => "full",
             Refused::OwnNewer { .. } => "own_newer",
+            Refused::NeighbourRateLimited => "neighbour_rate_limited",
+            Refused::NeighbourShareFull => "neighbour_share_full",
         }
     }
 }
@@ -222,6 +228,11 @@ impl Topology {
         self.rates.advance_to(now_ms);
         self.rates.forget_idle();
         expired
+    }
+
+    /// The sequence number held for an origin (by its key bytes), if any.
+    pub fn held_seq(&self, origin: &[u8; 32]) -> Option<u64> {
+        self.entries.get(origin).map(|entry| entry.advert.seq)
     }
 
     pub fn get(&self, origin: &NodeId) -> Option<&Advert> {

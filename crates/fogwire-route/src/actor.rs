@@ -13,7 +13,7 @@ use bytes::Bytes;
 use fogwire_identity::NodeId;
 use fogwire_link::proto::{ChannelId, Message};
 use fogwire_link::{ChannelReceiver, ChannelSender, LinkHandle};
-use fogwire_route_proto::control_plane::{ControlPlane, PlaneEvent, Settings};
+use fogwire_route_proto::control_plane::{self, ControlPlane, PlaneEvent, Settings};
 use fogwire_route_proto::path::{self, Path, Query};
 use fogwire_route_proto::repair::{Repair, RouteOpenError, Sources};
 use fogwire_route_proto::router::stream::{RESET_CANCELLED, StreamError};
@@ -445,7 +445,14 @@ impl Actor {
                     .collect();
                 let sync = neighbour.advert.clone();
                 tokio::spawn(async move {
-                    for bytes in known {
+                    // Paced below what a receiver takes from one neighbour
+                    // (a burst, then a rate), so a big graph arrives whole.
+                    let mut pace = tokio::time::interval(control_plane::SYNC_INTERVAL);
+                    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    for (sent, bytes) in known.into_iter().enumerate() {
+                        if sent >= control_plane::SYNC_BURST {
+                            pace.tick().await;
+                        }
                         if sync.send(bytes).await.is_err() {
                             break;
                         }
