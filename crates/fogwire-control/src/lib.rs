@@ -67,6 +67,7 @@ mod prefix;
 mod routes;
 pub mod rpc;
 mod server;
+mod stall;
 mod store;
 
 pub use store::parse_byte_range;

@@ -17,6 +17,7 @@ use fogwire_link::PeerAddr;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::stall::{Watched, WriteWatch};
 use crate::{ApiToken, ConnectError, NodeApi};
 
 /// Largest request body the API reads.
@@ -29,6 +30,9 @@ const CONCURRENT_REQUESTS_MAX: usize = 32;
 pub const CONNECTIONS_MAX: usize = 256;
 /// A connection must send a request's whole header within this.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection whose answer the client stops reading is closed after its
+/// writes made no progress for this long.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long open requests may run on at shutdown before they are cut.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -257,13 +261,25 @@ async fn serve_connections(listener: TcpListener, app: Router, shutdown: Cancell
             started.store(true, Ordering::Relaxed);
             tower::Service::call(&mut app.clone(), request)
         });
+        let watch = WriteWatch::new();
+        let stream = Watched::new(stream, watch.clone());
         let connection =
             graceful.watch(builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
         let held = held.clone();
+        let refusals = refusals.clone();
         tokio::spawn(async move {
             tokio::select! {
                 _ = connection => {}
                 () = close.cancelled() => {}
+                () = watch.stalled(WRITE_STALL_TIMEOUT) => refusals.refused(
+                    remote,
+                    "api_write_stalled",
+                    format_args!(
+                        "control API: a client read none of its answer for {} s: closed its \
+                         connection",
+                        WRITE_STALL_TIMEOUT.as_secs()
+                    ),
+                ),
             }
             lock_held(&held).remove(&id);
         });

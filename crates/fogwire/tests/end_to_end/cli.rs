@@ -346,6 +346,30 @@ fn idle_api_connections_are_capped_and_timed_out_and_the_cli_still_answers() {
         closed(&idle[299]),
         "an idle connection outlived the header timeout"
     );
+    // A kept-alive connection that asked once and then idles is closed by
+    // the same timeout (hyper starts it again after each answer).
+    let token = std::fs::read_to_string(node.home().join("data/api.token")).unwrap();
+    let mut kept_alive = TcpStream::connect(addr).unwrap();
+    kept_alive
+        .write_all(
+            format!(
+                "GET /v1/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+                token.trim()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let mut head = [0u8; 12];
+    kept_alive.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    let mut answer = Vec::new();
+    kept_alive
+        .set_read_timeout(Some(fogwire_testkit::wait::PATIENCE))
+        .unwrap();
+    assert!(
+        kept_alive.read_to_end(&mut answer).is_ok(),
+        "a kept-alive idle connection was never closed"
+    );
     let status = node.cli(&["status"]);
     assert!(status.status.success(), "{}", stderr(&status));
 }
