@@ -39,6 +39,11 @@ pub enum Command {
     /// The market's matching engine: orders per second through one order
     /// book, beside the ordered map it keeps orders in.
     Market(MarketArgs),
+    /// Real `fogwire node` processes (a hub and workers) storing,
+    /// fetching, routing and running jobs while one is killed and
+    /// restarted every minute; prints each node's memory, open files and
+    /// threads over time and fails if the nodes never restarted grow.
+    Soak(crate::soak::SoakArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -219,6 +224,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Ledger(args) => ledger(args).await,
         Command::Market(args) => market(args).await,
         Command::Transfer(args) => transfer(args).await,
+        Command::Soak(args) => tokio::task::spawn_blocking(|| crate::soak::run(args)).await?,
     }
 }
 

@@ -19,6 +19,7 @@ mod node;
 mod output;
 mod route;
 mod rpc;
+mod soak;
 mod store;
 mod wallet;
 
