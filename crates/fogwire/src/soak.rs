@@ -279,26 +279,32 @@ fn work_round(exe: &Path, nodes: &[SoakNode], scratch: &Path, round: u64, work: 
     let _ = std::fs::remove_file(&file);
     let hash = blake3::hash(&data).to_hex().to_string();
     let fetched = scratch.join(format!("fetched-{round}"));
-    let got = succeeded(&added)
-        && succeeded(&cli(
+    // Fetched from its holder, over a route when they are not neighbours.
+    let got = if succeeded(&added) {
+        cli(
             exe,
             &nodes[b].home,
             &[
                 "store",
                 "get",
                 &hash,
+                "--from",
+                &nodes[a].id,
                 "-o",
                 &fetched.to_string_lossy(),
                 "--force",
             ],
-        ))
-        && std::fs::read(&fetched).is_ok_and(|bytes| bytes == data);
+        )
+    } else {
+        added
+    };
+    let verified = std::fs::read(&fetched).is_ok_and(|bytes| bytes == data);
     let _ = std::fs::remove_file(&fetched);
-    if got {
+    if succeeded(&got) && verified {
         work.stores_ok += 1;
     } else {
         work.stores_failed += 1;
-        say_failure("store", &added);
+        say_failure("store", &got);
     }
     let sent = cli(
         exe,
