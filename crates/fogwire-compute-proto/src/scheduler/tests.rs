@@ -15,6 +15,9 @@ enum Behaviour {
     Silent,
     /// Reveals an outcome other than the one it committed to.
     Liar,
+    /// Runs and commits, then never reveals (it learns nothing from the
+    /// others' commitments, and holds the task up if it can).
+    NeverReveals,
 }
 
 struct Sim {
@@ -107,6 +110,9 @@ impl Sim {
                         .committed(worker, task.job, task.index, commitment, self.now);
                 }
                 Action::Reveal { worker, job, index } => {
+                    if self.workers[&worker] == Behaviour::NeverReveals {
+                        continue;
+                    }
                     let reveal = self.runs[&(worker, job, index)].clone();
                     self.scheduler
                         .revealed(worker, job, index, reveal, self.now);
@@ -257,15 +263,49 @@ fn a_silent_worker_is_replaced_after_its_deadline() {
     ]);
     let job = sim.submit(spec(Replication::Fixed(3), 2));
     sim.drive();
-    let silent_ran = sim.ran.iter().any(|(w, _)| *w == sim.order[0]);
-    if silent_ran {
-        assert_eq!(sim.state(&job), JobState::Running);
-        let deadline = sim.scheduler.poll_timeout().unwrap();
-        sim.advance_to(deadline);
-        assert!(sim.cancels > 0);
-        assert!(sim.reputation(0).silent > 0);
-    }
+    // The silent worker got a replica (the simulation is deterministic:
+    // this is not left to chance).
+    assert!(sim.ran.iter().any(|(w, _)| *w == sim.order[0]));
+    assert_eq!(sim.state(&job), JobState::Running);
+    let deadline = sim.scheduler.poll_timeout().unwrap();
+    sim.advance_to(deadline);
+    assert!(sim.cancels > 0);
+    assert!(sim.reputation(0).silent > 0);
     assert_eq!(sim.state(&job), JobState::Done);
+}
+
+#[test]
+fn a_worker_that_commits_and_never_reveals_is_replaced_and_earns_nothing() {
+    // Bound proven: a committed replica that does not reveal holds its task
+    // for at most `reveal_timeout_ms`; it is then counted silent, never in
+    // the agreeing set (so never paid), and the task is accepted without
+    // it.
+    let mut sim = Sim::new(&[
+        Behaviour::NeverReveals,
+        Behaviour::Honest,
+        Behaviour::Honest,
+        Behaviour::Honest,
+        Behaviour::Honest,
+    ]);
+    let job = sim.submit(spec(Replication::Fixed(4), 1));
+    sim.drive();
+    assert!(sim.ran.iter().any(|(w, _)| *w == sim.order[0]));
+    // Everyone committed; the others revealed; the task waits for one.
+    assert_eq!(sim.state(&job), JobState::Running);
+    let deadline = sim.scheduler.poll_timeout().unwrap();
+    assert!(deadline <= sim.now + Config::default().reveal_timeout_ms);
+    sim.advance_to(deadline);
+    // Replaced by the fifth worker, whose reveal completes the quorum.
+    assert_eq!(sim.state(&job), JobState::Done);
+    let withholder = sim.reputation(0);
+    assert!(withholder.silent > 0, "{withholder:?}");
+    assert_eq!(withholder.agreed, 0);
+    assert_eq!(
+        (1..5)
+            .filter(|&worker| sim.reputation(worker).agreed == 1)
+            .count(),
+        4
+    );
 }
 
 #[test]
