@@ -1,17 +1,30 @@
 //! Which inbound connections get a handshake: a bound on handshakes in
 //! progress, node-wide and per IP address, checked before a byte of the
 //! connection is read. One address cannot hold every handshake slot (each
-//! lasts up to the handshake timeout) and lock other peers out.
+//! lasts up to the handshake timeout) and lock other peers out; and when
+//! every slot is taken, a newcomer takes the slot of the oldest handshake
+//! that has had [`EVICT_AFTER`] to finish (a connection that sends nothing,
+//! or too slowly), so sockets held open by many addresses cannot keep every
+//! peer out either.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::establish::{EstablishError, Established};
+use crate::proto::{Config, LinkIdentity};
 
 /// Inbound handshakes from one IP address at once, by default.
 pub const PER_ADDRESS_DEFAULT: usize = 8;
+/// A handshake this old may lose its slot to a newcomer when all are
+/// taken: an honest one on loopback or a LAN is done long before; one over
+/// a slow path (1.5 round trips above 250 ms) may lose its slot under such
+/// an attack, and is dialed again.
+pub const EVICT_AFTER: Duration = Duration::from_millis(250);
 
 /// Why a connection was refused a handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -33,21 +46,46 @@ impl Refused {
     }
 }
 
+/// Handshakes in progress: by admission order, and per address.
+#[derive(Debug, Default)]
+struct Slots {
+    next: u64,
+    pending: BTreeMap<u64, (IpAddr, Instant, CancellationToken)>,
+    per_address: HashMap<IpAddr, usize>,
+    evicted: u64,
+}
+
+impl Slots {
+    /// Frees slot `seq` (if it is still held); true if it was.
+    fn free(&mut self, seq: u64) -> bool {
+        let Some((address, _, _)) = self.pending.remove(&seq) else {
+            return false;
+        };
+        if let Some(count) = self.per_address.get_mut(&address) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_address.remove(&address);
+            }
+        }
+        true
+    }
+}
+
 /// The handshake slots of a listener. Cheap to clone; clones share slots.
 #[derive(Debug, Clone)]
 pub struct Admission {
-    total: Arc<Semaphore>,
+    slots: Arc<Mutex<Slots>>,
     total_max: usize,
-    per_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
     per_address_max: usize,
 }
 
 /// A slot held for one handshake; dropping it frees the slot.
 #[derive(Debug)]
 pub struct Admitted {
-    _permit: OwnedSemaphorePermit,
-    address: IpAddr,
-    per_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    seq: u64,
+    slots: Arc<Mutex<Slots>>,
+    /// Cancelled when a newcomer takes this slot.
+    evicted: CancellationToken,
     /// Handshakes in progress once this one was admitted, of how many.
     load: (usize, usize),
 }
@@ -70,10 +108,29 @@ impl Admitted {
         let scaled = base.mul_f64(free as f64 / (total - half).max(1) as f64);
         scaled.max(floor)
     }
+
+    /// Runs the listener side of the handshake in this slot: within
+    /// [`Admitted::handshake_timeout`], and given up if a newcomer takes
+    /// the slot. The slot is freed when it returns.
+    pub async fn establish(
+        self,
+        stream: TcpStream,
+        remote_addr: SocketAddr,
+        identity: &LinkIdentity,
+        config: Arc<Config>,
+    ) -> Result<Established, EstablishError> {
+        let within = self.handshake_timeout(config.handshake_timeout);
+        tokio::select! {
+            result = crate::establish_within(stream, remote_addr, identity, config, within) => result,
+            () = self.evicted.cancelled() => Err(EstablishError::Evicted),
+        }
+    }
 }
 
-fn lock(map: &Mutex<HashMap<IpAddr, usize>>) -> MutexGuard<'_, HashMap<IpAddr, usize>> {
-    map.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+fn lock(slots: &Mutex<Slots>) -> MutexGuard<'_, Slots> {
+    slots
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Admission {
@@ -81,53 +138,66 @@ impl Admission {
     /// IP address.
     pub fn new(total: usize, per_address: usize) -> Self {
         Self {
-            total: Arc::new(Semaphore::new(total)),
-            total_max: total,
-            per_address: Arc::new(Mutex::new(HashMap::new())),
+            slots: Arc::default(),
+            total_max: total.max(1),
             per_address_max: per_address.max(1),
         }
     }
 
     /// A slot for a connection from `address`, or why there is none.
     pub fn try_admit(&self, address: IpAddr) -> Result<Admitted, Refused> {
-        let mut counts = lock(&self.per_address);
-        let count = counts.get(&address).copied().unwrap_or(0);
+        self.try_admit_at(address, Instant::now())
+    }
+
+    /// [`Admission::try_admit`] at `now`.
+    pub fn try_admit_at(&self, address: IpAddr, now: Instant) -> Result<Admitted, Refused> {
+        let mut slots = lock(&self.slots);
+        let count = slots.per_address.get(&address).copied().unwrap_or(0);
         if count >= self.per_address_max {
             return Err(Refused::AddressBusy(count));
         }
-        let permit = self
-            .total
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| Refused::Busy(self.total_max))?;
-        counts.insert(address, count + 1);
-        let in_progress = self
-            .total_max
-            .saturating_sub(self.total.available_permits());
+        if slots.pending.len() >= self.total_max {
+            // The oldest handshake, if it has had its time, gives way.
+            let oldest = slots
+                .pending
+                .iter()
+                .next()
+                .filter(|(_, (_, since, _))| now.saturating_duration_since(*since) >= EVICT_AFTER)
+                .map(|(seq, (_, _, token))| (*seq, token.clone()));
+            let Some((seq, token)) = oldest else {
+                return Err(Refused::Busy(self.total_max));
+            };
+            token.cancel();
+            slots.free(seq);
+            slots.evicted += 1;
+        }
+        let seq = slots.next;
+        slots.next += 1;
+        let evicted = CancellationToken::new();
+        slots.pending.insert(seq, (address, now, evicted.clone()));
+        *slots.per_address.entry(address).or_default() += 1;
         Ok(Admitted {
-            _permit: permit,
-            address,
-            per_address: self.per_address.clone(),
-            load: (in_progress, self.total_max),
+            seq,
+            slots: self.slots.clone(),
+            evicted,
+            load: (slots.pending.len(), self.total_max),
         })
     }
 
     /// Handshakes in progress.
     pub fn in_progress(&self) -> usize {
-        self.total_max
-            .saturating_sub(self.total.available_permits())
+        lock(&self.slots).pending.len()
+    }
+
+    /// Handshakes that gave their slot to a newcomer, since the start.
+    pub fn evicted(&self) -> u64 {
+        lock(&self.slots).evicted
     }
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        let mut counts = lock(&self.per_address);
-        if let Some(count) = counts.get_mut(&self.address) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.address);
-            }
-        }
+        lock(&self.slots).free(self.seq);
     }
 }
 
@@ -177,7 +247,7 @@ mod tests {
         assert_eq!(admission.try_admit(A).unwrap_err(), Refused::AddressBusy(2));
         let _other = admission.try_admit(B).unwrap();
         assert_eq!(admission.in_progress(), 3);
-        // The node is full: anyone is refused, B too.
+        // The node is full, and every handshake is young: B is refused.
         assert_eq!(admission.try_admit(B).unwrap_err(), Refused::Busy(3));
         drop(first);
         assert_eq!(admission.in_progress(), 2);
@@ -188,6 +258,33 @@ mod tests {
     fn an_address_with_no_handshake_left_is_forgotten() {
         let admission = Admission::new(4, 4);
         drop(admission.try_admit(A).unwrap());
-        assert!(lock(&admission.per_address).is_empty());
+        assert!(lock(&admission.slots).per_address.is_empty());
+    }
+
+    #[test]
+    fn when_full_a_newcomer_takes_the_slot_of_the_oldest_handshake_past_its_grace() {
+        // Bound: with every slot held by connections that send nothing, a
+        // newcomer still gets a handshake once the oldest is EVICT_AFTER
+        // old; the evicted handshake is told, and its slot counted once.
+        let admission = Admission::new(2, 8);
+        let start = fogwire_testkit::time::epoch();
+        let oldest = admission.try_admit_at(A, start).unwrap();
+        let _younger = admission.try_admit_at(A, start + EVICT_AFTER / 2).unwrap();
+        assert_eq!(
+            admission
+                .try_admit_at(B, start + EVICT_AFTER / 2)
+                .unwrap_err(),
+            Refused::Busy(2)
+        );
+        let newcomer = admission.try_admit_at(B, start + EVICT_AFTER).unwrap();
+        assert!(oldest.evicted.is_cancelled());
+        assert_eq!(admission.in_progress(), 2);
+        assert_eq!(admission.evicted(), 1);
+        // The evicted handshake ending frees nothing more.
+        drop(oldest);
+        assert_eq!(admission.in_progress(), 2);
+        drop(newcomer);
+        assert_eq!(admission.in_progress(), 1);
+        assert_eq!(lock(&admission.slots).per_address.get(&A), Some(&1));
     }
 }

@@ -53,6 +53,8 @@ pub enum EstablishError {
     Io(#[source] io::Error),
     #[error("cannot resolve `{address}`: {detail}")]
     Resolve { address: String, detail: String },
+    #[error("gave its handshake slot to a newer connection (every slot was taken)")]
+    Evicted,
 }
 
 impl EstablishError {
@@ -63,6 +65,7 @@ impl EstablishError {
             EstablishError::Handshake(error) => error.reason(),
             EstablishError::Io(_) => "io",
             EstablishError::Resolve { .. } => "resolve",
+            EstablishError::Evicted => "evicted",
         }
     }
 }
@@ -89,6 +92,20 @@ pub async fn connect(
             });
         }
     };
+    run_handshake(stream, handshake, addr, Direction::Outbound).await
+}
+
+/// Runs the dialer side of the handshake on a stream already connected to
+/// `addr` (one bound to a chosen local address, say), expecting the peer
+/// to be `expected_peer`, within the configured handshake timeout.
+pub async fn connect_stream(
+    stream: TcpStream,
+    addr: SocketAddr,
+    expected_peer: NodeId,
+    identity: &LinkIdentity,
+    config: Arc<Config>,
+) -> Result<Established, EstablishError> {
+    let handshake = Handshake::initiator(identity, config, expected_peer, Instant::now())?;
     run_handshake(stream, handshake, addr, Direction::Outbound).await
 }
 

@@ -421,15 +421,13 @@ impl Links {
             let links = self.clone();
             self.shared.tasks.spawn(async move {
                 let config = links.shared.config.clone();
-                let within = permit.handshake_timeout(config.handshake_timeout);
                 let identity = &links.shared.identity;
-                let handshake =
-                    fogwire_link::establish_within(stream, remote, identity, config, within);
+                // Shrinking timeout; given up if a newcomer takes the slot.
+                let handshake = permit.establish(stream, remote, identity, config);
                 let result = tokio::select! {
                     result = handshake => result,
                     () = links.shared.shutdown.cancelled() => return,
                 };
-                drop(permit);
                 match result {
                     Ok(established) => {
                         links.shared.metrics.handshake("inbound", "ok");

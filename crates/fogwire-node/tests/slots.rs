@@ -146,3 +146,28 @@ async fn handshakes_that_never_finish_get_less_time_as_slots_fill() {
     let friend = nodes::node().await;
     friend.connect(node.peer_addr()).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_handshake_slot_is_held_by_silent_sockets_a_peer_still_links() {
+    // Bound proven: sockets that send nothing hold a handshake slot for at
+    // most EVICT_AFTER once every slot is taken; a newcomer takes the
+    // oldest's slot instead of being refused.
+    let mut options = nodes::options();
+    options.limits.max_pending_handshakes = 4;
+    let node = nodes::start(options).await;
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(std::net::TcpStream::connect(node.local_addr()).unwrap());
+    }
+    wait::until("every slot held", || node.status().pending_handshakes == 4).await;
+    tokio::time::sleep(fogwire_link::admission::EVICT_AFTER).await;
+    let friend = nodes::node().await;
+    friend
+        .connect(node.peer_addr())
+        .await
+        .expect("a peer links although silent sockets held every slot");
+    assert!(
+        closed_by_node(&idle[0]),
+        "the oldest silent socket kept its slot"
+    );
+}

@@ -44,6 +44,12 @@ pub enum Command {
     /// restarted every minute; prints each node's memory, open files and
     /// threads over time and fails if the nodes never restarted grow.
     Soak(crate::soak::SoakArgs),
+    /// One node process under a combined attack from this process (idle
+    /// sockets, self-made identities, a handshake flood, idle API
+    /// connections, stalled blob readers), beside the same figures with no
+    /// attack: a peer's link time, status and store add, CPU per 1,000
+    /// handshakes/s, memory, open files, log bytes/s.
+    Attack(crate::attack::AttackArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -224,6 +230,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Ledger(args) => ledger(args).await,
         Command::Market(args) => market(args).await,
         Command::Transfer(args) => transfer(args).await,
+        Command::Attack(args) => crate::attack::run(args).await,
         Command::Soak(args) => tokio::task::spawn_blocking(|| crate::soak::run(args)).await?,
     }
 }

@@ -1,6 +1,7 @@
 //! The `fogwire` command. Glue only: parsing arguments, printing results,
 //! and calling into the library crates that do the work.
 
+mod attack;
 mod bench;
 
 /// A node moves bulk data through buffers that live a while (link queues,

@@ -50,10 +50,10 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// One node's figures at one time.
 #[derive(Debug, Clone, Copy, Serialize)]
-struct Figures {
-    rss_kib: u64,
-    fds: u64,
-    threads: u64,
+pub(crate) struct Figures {
+    pub(crate) rss_kib: u64,
+    pub(crate) fds: u64,
+    pub(crate) threads: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -93,15 +93,17 @@ struct Report {
     samples: Vec<Sample>,
 }
 
-struct SoakNode {
-    home: PathBuf,
+/// A `fogwire node` process in its own home.
+pub(crate) struct SoakNode {
+    pub(crate) home: PathBuf,
     child: Option<Child>,
     /// `<node id>@127.0.0.1:<port>`, the same across restarts.
-    addr: String,
-    id: String,
+    pub(crate) addr: String,
+    pub(crate) id: String,
 }
 
-fn cli(exe: &Path, home: &Path, args: &[&str]) -> anyhow::Result<Output> {
+/// Runs `fogwire --home <home> <args>` (killed after [`COMMAND_TIMEOUT`]).
+pub(crate) fn cli(exe: &Path, home: &Path, args: &[&str]) -> anyhow::Result<Output> {
     let mut child = Command::new(exe)
         .arg("--home")
         .arg(home)
@@ -148,7 +150,7 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 impl SoakNode {
-    fn init(exe: &Path, home: PathBuf, compute: &str) -> anyhow::Result<SoakNode> {
+    pub(crate) fn init(exe: &Path, home: PathBuf, compute: &str) -> anyhow::Result<SoakNode> {
         let port = free_port()?;
         let listen = format!("127.0.0.1:{port}");
         let init = cli(
@@ -175,7 +177,12 @@ impl SoakNode {
         })
     }
 
-    fn start(&mut self, exe: &Path) -> anyhow::Result<()> {
+    pub(crate) fn start(&mut self, exe: &Path) -> anyhow::Result<()> {
+        self.start_with_log(exe, "warn")
+    }
+
+    /// Starts the node, logging at `level` to `node.log` in its home.
+    pub(crate) fn start_with_log(&mut self, exe: &Path, level: &str) -> anyhow::Result<()> {
         let api_addr = self.home.join("data/api.addr");
         let _ = std::fs::remove_file(&api_addr);
         let log = std::fs::OpenOptions::new()
@@ -187,7 +194,7 @@ impl SoakNode {
                 .arg("--home")
                 .arg(&self.home)
                 .arg("node")
-                .env("RUST_LOG", "warn")
+                .env("RUST_LOG", level)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -210,8 +217,12 @@ impl SoakNode {
         }
     }
 
-    fn figures(&self) -> Option<Figures> {
-        let pid = self.child.as_ref()?.id();
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub(crate) fn figures(&self) -> Option<Figures> {
+        let pid = self.pid()?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         let field = |name: &str| {
             status
