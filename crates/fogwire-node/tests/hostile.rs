@@ -19,8 +19,8 @@ use fogwire_route::proto::router::{self, Hop, Router, Transmit};
 use fogwire_testkit::{nodes, wait};
 
 /// A peer that links to a node with a self-made identity, announces the
-/// routing channels (so the node routes with it), and then sends whatever
-/// it likes on them.
+/// routing and store channels (so the node routes and replicates with
+/// it), and then sends whatever it likes on them.
 struct Hostile {
     identity: Arc<LinkIdentity>,
     link: LinkHandle,
@@ -35,7 +35,10 @@ impl Hostile {
             node.node_id(),
             &identity,
             Arc::new(LinkConfig {
-                channels: fogwire_route::link_channels(),
+                channels: fogwire_route::link_channels()
+                    .into_iter()
+                    .chain(fogwire_replicate::link_channels())
+                    .collect(),
                 ..LinkConfig::default()
             }),
         )
@@ -223,4 +226,75 @@ async fn a_neighbour_flooding_route_setups_holds_few_rules_and_honest_routes_sti
         .await
         .expect("an honest route opens through the flooded relay");
     assert_eq!(opened.path.last(), Some(&destination.node_id()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_neighbour_flooding_gets_is_served_eight_at_once_and_told_busy_for_the_rest() {
+    // Bound proven: a node serves at most 8 GETs per peer at once (each
+    // held open by a reader that takes nothing); every GET beyond is
+    // answered ERROR busy at once, and another peer's fetch is served
+    // meanwhile.
+    use fogwire_store_proto::message::{ERROR_BUSY, GetItem, Groups, Message};
+    let victim = nodes::node().await;
+    let data = fogwire_env::pattern(16 * 1024 * 1024, 7);
+    let store = victim.store().clone();
+    let hash = tokio::task::spawn_blocking(move || store.import_bytes(&data, Some("t")).unwrap())
+        .await
+        .unwrap();
+    let hostile = Hostile::link_to(&victim).await;
+    let mut answers = hostile
+        .link
+        .take_receiver(fogwire_replicate::CHANNEL_STORE)
+        .unwrap();
+    let flood: u32 = 50;
+    let gets = (0..flood)
+        .map(|id| {
+            Message::Get {
+                id,
+                items: vec![GetItem {
+                    hash,
+                    groups: Groups::from(0..1024u64),
+                }],
+            }
+            .encode()
+        })
+        .collect();
+    hostile.send_all(0x0200, gets).await;
+    // Read nothing for a while: the eight served GETs fill the link's
+    // window and stay in progress.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut busy = std::collections::BTreeSet::new();
+    let mut served = std::collections::BTreeSet::new();
+    while let Ok(Some(bytes)) =
+        tokio::time::timeout(Duration::from_millis(500), answers.recv()).await
+    {
+        match Message::decode(&bytes).unwrap() {
+            Message::Error { id, code } if code == ERROR_BUSY => {
+                busy.insert(id);
+            }
+            Message::Data { id, .. } | Message::Done { id } => {
+                served.insert(id);
+            }
+            _ => {}
+        }
+        if busy.len() as u32 + 8 >= flood && served.len() >= 8 {
+            break;
+        }
+    }
+    println!(
+        "{flood} GETs at once: {} served, {} busy",
+        served.len(),
+        busy.len()
+    );
+    assert!(served.len() <= 8, "{} GETs served at once", served.len());
+    assert_eq!(busy.len() as u32, flood - served.len() as u32);
+    assert!(busy.is_disjoint(&served));
+    // An honest peer fetches the same blob meanwhile.
+    let honest = nodes::node().await;
+    nodes::link(&honest, &victim).await;
+    honest
+        .replication()
+        .fetch(hash, None, None)
+        .await
+        .expect("another peer is served while one floods");
 }
