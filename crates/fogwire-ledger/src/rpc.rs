@@ -85,6 +85,7 @@ pub fn submit_error_code(error: &SubmitError) -> u64 {
         SubmitError::Refused(LedgerError::NoEscrow(_)) => code::NO_ESCROW,
         SubmitError::Refused(LedgerError::Malformed(_)) => rpc_code::BAD_ARGS,
         SubmitError::Refused(_) => code::REFUSED,
+        SubmitError::SenderBusy => rpc_code::BUSY,
         SubmitError::Storage(_) | SubmitError::Stopped => rpc_code::FAILED,
     }
 }

@@ -21,6 +21,12 @@ pub(crate) use fogwire_env::unix_ms;
 pub const QUEUE_MAX: usize = 8192;
 /// Most transactions appended in one redb transaction.
 pub const BATCH_MAX: usize = 2048;
+/// Transactions one sender may submit in a burst…
+pub const SENDER_BURST: u32 = 1000;
+/// …then this many a second. Beyond, a submission is refused (busy) before
+/// it is queued: what one account can make the log grow by (there are no
+/// fees to price it) and how much of the queue it can hold.
+pub const SENDER_PER_SEC: u32 = 200;
 
 /// Where a transaction landed in the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +48,11 @@ pub enum SubmitError {
     Storage(String),
     #[error("the ledger is stopping")]
     Stopped,
+    #[error(
+        "this account submits faster than the ledger takes from one sender ({SENDER_BURST} at \
+         once, then {SENDER_PER_SEC} a second): wait and send it again"
+    )]
+    SenderBusy,
 }
 
 /// Why the service could not start.
@@ -97,6 +108,8 @@ struct LedgerState {
     /// What the log holds, applied: what readers see.
     committed: RwLock<Ledger>,
     queue: mpsc::Sender<Pending>,
+    /// Submissions per sender (governor, keyed by account).
+    senders: governor::DefaultKeyedRateLimiter<fogwire_ledger_proto::Id>,
 }
 
 impl LedgerService {
@@ -132,6 +145,14 @@ impl LedgerService {
             flows: std::sync::Mutex::new(flows),
             committed: RwLock::new(ledger.clone()),
             queue,
+            senders: governor::RateLimiter::keyed(
+                governor::Quota::per_second(
+                    std::num::NonZeroU32::new(SENDER_PER_SEC).unwrap_or(std::num::NonZeroU32::MIN),
+                )
+                .allow_burst(
+                    std::num::NonZeroU32::new(SENDER_BURST).unwrap_or(std::num::NonZeroU32::MIN),
+                ),
+            ),
         });
         tokio::spawn(drive(Arc::downgrade(&inner), ledger, inbox));
         Ok(LedgerService { inner })
@@ -165,6 +186,9 @@ impl LedgerService {
     pub async fn submit(&self, signed: SignedTransaction) -> Result<Receipt, SubmitError> {
         let tx = signed.verify()?;
         let (from, sequence) = (tx.transaction().from, tx.transaction().sequence);
+        if self.inner.senders.check_key(&from).is_err() {
+            return Err(SubmitError::SenderBusy);
+        }
         let (reply, answer) = oneshot::channel();
         self.inner
             .queue
@@ -220,6 +244,9 @@ async fn drive(
         let Some(inner) = inner.upgrade() else {
             return;
         };
+        // Senders back to a full burst are forgotten: the table holds only
+        // those that submitted in the last few seconds.
+        inner.senders.retain_recent();
         let now = unix_ms();
         let mut applied: Vec<(Append, Verified, Answer)> = Vec::with_capacity(batch.len());
         // Refusals are answered after the batch is durable too, so that a

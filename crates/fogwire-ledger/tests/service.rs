@@ -287,3 +287,41 @@ fn a_ledger_killed_mid_stream_loses_nothing_and_pays_nothing_twice() {
         assert_eq!(log.len().unwrap(), 4 * PER_SENDER);
     });
 }
+
+#[tokio::test]
+async fn one_account_flooding_transactions_grows_the_log_by_its_rate_and_no_more() {
+    // Bound proven: one sender gets SENDER_BURST transactions taken at
+    // once, then SENDER_PER_SEC a second; the rest are refused busy before
+    // they are queued, and another sender is served meanwhile.
+    use fogwire_ledger::service::{SENDER_BURST, SENDER_PER_SEC};
+    let dir = tempfile::tempdir().unwrap();
+    let service = LedgerService::open(&dir.path().join("l.redb"), &genesis()).unwrap();
+    let flood = u64::from(SENDER_BURST) * 3;
+    let signed: Vec<SignedTransaction> = (1..=flood).map(|seq| transfer(1, seq, 2, 1)).collect();
+    let started = tokio::time::Instant::now();
+    let mut busy = 0u64;
+    let mut applied = 0u64;
+    for tx in signed {
+        match service.submit(tx).await {
+            Ok(_) => applied += 1,
+            Err(SubmitError::SenderBusy) => busy += 1,
+            // Sequence gaps after a busy refusal.
+            Err(SubmitError::Refused(_)) => {}
+            Err(other) => panic!("{other}"),
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let bound = u64::from(SENDER_BURST) + (elapsed * f64::from(SENDER_PER_SEC)) as u64 + 1;
+    println!(
+        "{flood} transfers from one account in {elapsed:.2} s: {applied} applied, {busy} busy (bound {bound})"
+    );
+    assert!(
+        applied >= u64::from(SENDER_BURST) / 2,
+        "the flood did not reach the ledger"
+    );
+    assert!(applied <= bound, "{applied} applied, bound {bound}");
+    assert!(busy > 0);
+    assert_eq!(service.log().len().unwrap(), applied);
+    // Another account is not held back.
+    service.submit(transfer(3, 1, 4, COIN)).await.unwrap();
+}
