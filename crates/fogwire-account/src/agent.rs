@@ -35,6 +35,8 @@ pub struct HubView {
     /// The terms it advertises: price per task, per 10⁹ fuel, fee %.
     pub terms: Option<(u64, u64, u8)>,
     pub payments_to_me: u32,
+    /// Tasks done for it, past the grace, that it has not paid for.
+    pub unpaid_tasks: u32,
     /// Bids resting there this worker could serve, and how many it took
     /// on its last look.
     pub bids: usize,
@@ -46,6 +48,8 @@ pub struct Agent {
     policy: Policy,
     me: NodeId,
     offer: Resources,
+    /// Its tasks, to count the work each hub owes for.
+    worker: Worker,
     fabric: Arc<dyn Fabric>,
     routing: Routing,
     ledger: Option<LedgerClient>,
@@ -72,6 +76,7 @@ impl Agent {
             policy,
             me: fabric.node_id(),
             offer: offer_of(worker),
+            worker: worker.clone(),
             fabric,
             routing,
             ledger,
@@ -99,6 +104,29 @@ impl Agent {
             }
         }
     }
+}
+
+/// The tasks this worker finished for `hub` that started after the hub's
+/// last payment to it (`last_paid_ms`) and more than the grace ago.
+fn unpaid_tasks(
+    tasks: &[fogwire_compute::worker::TaskRecord],
+    hub: &[u8; 32],
+    last_paid_ms: u64,
+) -> u32 {
+    let due_before =
+        fogwire_compute::unix_ms().saturating_sub(fogwire_compute_proto::agent::UNPAID_GRACE_MS);
+    tasks
+        .iter()
+        .filter(|task| {
+            task.hub.0 == *hub
+                && matches!(
+                    task.state,
+                    fogwire_compute::worker::TaskRecordState::Done { .. }
+                )
+                && task.started_ms > last_paid_ms
+                && task.started_ms < due_before
+        })
+        .count() as u32
 }
 
 /// A trust level as the API writes it.
@@ -138,8 +166,10 @@ impl Agent {
         let mut hubs = fabric.locate(HUB).await;
         hubs.retain(|hub| *hub != self.me);
         let adverts = self.routing.nodes().await?;
-        // Payments to this worker, by payer, from its ledger history.
-        let mut paid_by: Vec<([u8; 32], u32)> = Vec::new();
+        let tasks = self.worker.tasks();
+        // Payments to this worker, by payer (how many, and the last one's
+        // time), from its ledger history.
+        let mut paid_by: Vec<([u8; 32], u32, u64)> = Vec::new();
         if let Some(client) = &self.ledger
             && let Ok(history) = client.history(&Id(me), 0, 256).await
         {
@@ -147,9 +177,12 @@ impl Agent {
                 if let Ok(tx) = Transaction::decode(&entry.signed.body)
                     && matches!(tx.op, Op::Release { .. } | Op::WalletPay { .. })
                 {
-                    match paid_by.iter_mut().find(|(payer, _)| *payer == tx.from.0) {
-                        Some((_, count)) => *count += 1,
-                        None => paid_by.push((tx.from.0, 1)),
+                    match paid_by.iter_mut().find(|(payer, _, _)| *payer == tx.from.0) {
+                        Some((_, count, last)) => {
+                            *count += 1;
+                            *last = (*last).max(entry.time_ms);
+                        }
+                        None => paid_by.push((tx.from.0, 1, entry.time_ms)),
                     }
                 }
             }
@@ -159,11 +192,13 @@ impl Agent {
         let mut views = Vec::new();
         for hub in &hubs {
             let bytes = *hub.as_bytes();
+            let (payments_to_me, last_paid_ms) = paid_by
+                .iter()
+                .find(|(payer, _, _)| *payer == bytes)
+                .map_or((0, 0), |(_, n, last)| (*n, *last));
             let mut record = HubRecord {
-                payments_to_me: paid_by
-                    .iter()
-                    .find(|(payer, _)| *payer == bytes)
-                    .map_or(0, |(_, n)| *n),
+                payments_to_me,
+                unpaid_tasks: unpaid_tasks(&tasks, &bytes, last_paid_ms),
                 ..HubRecord::default()
             };
             if let Some(client) = &self.ledger
@@ -212,6 +247,7 @@ impl Agent {
                 trust,
                 terms,
                 payments_to_me: record.payments_to_me,
+                unpaid_tasks: record.unpaid_tasks,
                 bids: count,
                 taken: 0,
             });
@@ -246,5 +282,58 @@ impl Agent {
             *hubs = views;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fogwire_compute::worker::{TaskRecord, TaskRecordState};
+    use fogwire_compute_proto::agent::UNPAID_GRACE_MS;
+    use fogwire_compute_proto::{Commitment, Digest, ExitStatus, JobId, Outcome, Reveal};
+
+    use super::unpaid_tasks;
+
+    fn task(hub: u8, started_ms: u64, done: bool) -> TaskRecord {
+        let outcome = Outcome {
+            status: ExitStatus::Exited(0),
+            stdout: Digest::of(b""),
+            stderr: Digest::of(b""),
+            fuel_used: 1,
+        };
+        let job = JobId(Digest::of(&started_ms.to_le_bytes()));
+        let nonce = Digest::of(b"nonce");
+        TaskRecord {
+            job,
+            index: 0,
+            hub: Digest([hub; 32]),
+            started_ms,
+            state: if done {
+                TaskRecordState::Done {
+                    commitment: Commitment::new(&[1; 32], &job, 0, &outcome.digest(), &nonce),
+                    reveal: Reveal { outcome, nonce },
+                    wall_time_ms: 1,
+                }
+            } else {
+                TaskRecordState::Cancelled
+            },
+        }
+    }
+
+    #[test]
+    fn unpaid_work_is_what_was_done_after_the_last_payment_and_past_the_grace() {
+        let now = fogwire_compute::unix_ms();
+        let overdue = now - UNPAID_GRACE_MS - 60_000;
+        let tasks = [
+            task(7, overdue, true),
+            task(7, overdue + 1, true),
+            // Not done, another hub's, or still within the grace.
+            task(7, overdue + 2, false),
+            task(8, overdue, true),
+            task(7, now - 1_000, true),
+        ];
+        assert_eq!(unpaid_tasks(&tasks, &[7; 32], 0), 2);
+        // A payment after the first task covers it.
+        assert_eq!(unpaid_tasks(&tasks, &[7; 32], overdue), 1);
+        assert_eq!(unpaid_tasks(&tasks, &[9; 32], 0), 0);
     }
 }

@@ -128,6 +128,10 @@ pub struct HubView {
     /// The terms it advertises: price per task, per 10⁹ fuel, fee %.
     pub terms: Option<(u64, u64, u8)>,
     pub payments_to_me: u32,
+    /// Tasks done for it (past a 30-minute grace) that it has not paid
+    /// for; at 20 it is avoided until it pays.
+    #[serde(default)]
+    pub unpaid_tasks: u32,
     /// Bids resting there this worker could serve, and how many it took
     /// on its last look.
     pub bids: usize,

@@ -41,7 +41,18 @@ pub struct HubRecord {
     pub flagged: bool,
     /// Payments this worker has had from it.
     pub payments_to_me: u32,
+    /// Tasks this worker finished for it that started more than
+    /// [`UNPAID_GRACE_MS`] ago and after its last payment to this worker:
+    /// work it should have paid for by now.
+    pub unpaid_tasks: u32,
 }
+
+/// How long a hub has to pay for a task (its paydays come within this).
+pub const UNPAID_GRACE_MS: u64 = 30 * 60 * 1000;
+/// A hub that owes for this many tasks past the grace is avoided until it
+/// pays: a hub that never pays gets at most this much work (plus what a
+/// worker does for it within the grace).
+pub const UNPAID_TASKS_MAX: u32 = 20;
 
 /// The worker's policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,7 +83,7 @@ impl Default for Policy {
 
 /// How far to trust `hub`, by the policy and its record.
 pub fn classify(hub: &[u8; 32], record: &HubRecord, policy: &Policy) -> Trust {
-    if policy.avoid.contains(hub) || record.flagged {
+    if policy.avoid.contains(hub) || record.flagged || record.unpaid_tasks >= UNPAID_TASKS_MAX {
         Trust::Avoided
     } else if policy.trust.contains(hub) || (record.registered && record.payments_to_me > 0) {
         Trust::Reliable
@@ -239,6 +250,7 @@ mod tests {
             registered,
             flagged,
             payments_to_me,
+            unpaid_tasks: 0,
         };
         assert_eq!(
             classify(&[1; 32], &record(false, false, 0), &policy),
@@ -263,6 +275,20 @@ mod tests {
         assert_eq!(
             classify(&[8; 32], &record(false, false, 0), &policy),
             Trust::Reliable
+        );
+        // A hub that paid once and then stopped paying: once it owes for
+        // UNPAID_TASKS_MAX tasks past the grace, it is avoided.
+        let owing = |unpaid_tasks| HubRecord {
+            unpaid_tasks,
+            ..record(true, false, 3)
+        };
+        assert_eq!(
+            classify(&[1; 32], &owing(UNPAID_TASKS_MAX - 1), &policy),
+            Trust::Reliable
+        );
+        assert_eq!(
+            classify(&[1; 32], &owing(UNPAID_TASKS_MAX), &policy),
+            Trust::Avoided
         );
     }
 

@@ -88,6 +88,7 @@ impl NodeApi for Node {
                 trust: fogwire_account::agent::trust_name(view.trust).to_owned(),
                 terms: view.terms,
                 payments_to_me: view.payments_to_me,
+                unpaid_tasks: view.unpaid_tasks,
                 bids: view.bids,
                 taken: view.taken,
             })

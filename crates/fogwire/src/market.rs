@@ -300,10 +300,11 @@ pub async fn hubs(home: &Path, json: bool) -> anyhow::Result<()> {
             "trust",
             "terms (task, gfuel, fee)",
             "paid me",
+            "unpaid",
             "bids",
             "taken",
         ],
-        &[2, 3, 4, 5],
+        &[2, 3, 4, 5, 6],
     );
     for hub in &hubs {
         let terms = hub
@@ -317,6 +318,7 @@ pub async fn hubs(home: &Path, json: bool) -> anyhow::Result<()> {
             hub.trust.to_string(),
             terms,
             hub.payments_to_me.to_string(),
+            hub.unpaid_tasks.to_string(),
             hub.bids.to_string(),
             hub.taken.to_string(),
         ]);
