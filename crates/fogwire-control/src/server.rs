@@ -158,7 +158,13 @@ pub async fn serve(
 struct Held {
     started: Arc<AtomicBool>,
     close: CancellationToken,
+    /// Whether its client is reading its answer.
+    watch: WriteWatch,
 }
+
+/// A connection whose answer has waited this long for its client to read
+/// may be closed to make room when every connection is in use.
+const STALLED_EVICTABLE: Duration = Duration::from_secs(1);
 
 /// Connections in the order they came (ids count up).
 type HeldConnections = Arc<Mutex<BTreeMap<u64, Held>>>;
@@ -176,8 +182,10 @@ enum Room {
     Full,
 }
 
-/// Makes room for one more connection: closes the oldest that never sent a
-/// request if the API holds [`CONNECTIONS_MAX`] already.
+/// Makes room for one more connection if the API holds [`CONNECTIONS_MAX`]
+/// already: closes the oldest that never sent a request, or else the one
+/// whose client has left its answer unread the longest (at least
+/// [`STALLED_EVICTABLE`]).
 fn make_room(held: &HeldConnections) -> Room {
     let mut held = lock_held(held);
     if held.len() < CONNECTIONS_MAX {
@@ -187,7 +195,15 @@ fn make_room(held: &HeldConnections) -> Room {
         .iter()
         .find(|(_, connection)| !connection.started.load(Ordering::Relaxed))
         .map(|(id, _)| *id);
-    match idle.and_then(|id| held.remove(&id)) {
+    let stalled = || {
+        held.iter()
+            .filter_map(|(id, connection)| Some((connection.watch.stalled_for()?, *id)))
+            .filter(|(stalled, _)| *stalled >= STALLED_EVICTABLE)
+            .max()
+            .map(|(_, id)| id)
+    };
+    let victim = idle.or_else(stalled);
+    match victim.and_then(|id| held.remove(&id)) {
         Some(evicted) => {
             evicted.close.cancel();
             Room::Evicted
@@ -229,8 +245,8 @@ async fn serve_connections(listener: TcpListener, app: Router, shutdown: Cancell
                 remote,
                 "api_evicted",
                 format_args!(
-                    "control API at its {CONNECTIONS_MAX} connections: closed the oldest that \
-                     never sent a request"
+                    "control API at its {CONNECTIONS_MAX} connections: closed one that never \
+                     sent a request, or whose client stopped reading"
                 ),
             ),
             Room::Full => {
@@ -249,11 +265,13 @@ async fn serve_connections(listener: TcpListener, app: Router, shutdown: Cancell
         let id = next_id;
         let started = Arc::new(AtomicBool::new(false));
         let close = CancellationToken::new();
+        let watch = WriteWatch::new();
         lock_held(&held).insert(
             id,
             Held {
                 started: started.clone(),
                 close: close.clone(),
+                watch: watch.clone(),
             },
         );
         let app = app.clone();
@@ -261,7 +279,6 @@ async fn serve_connections(listener: TcpListener, app: Router, shutdown: Cancell
             started.store(true, Ordering::Relaxed);
             tower::Service::call(&mut app.clone(), request)
         });
-        let watch = WriteWatch::new();
         let stream = Watched::new(stream, watch.clone());
         let connection =
             graceful.watch(builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
@@ -437,4 +454,53 @@ async fn not_found() -> Response {
         StatusCode::NOT_FOUND,
         "no such endpoint; see docs/control-api.md",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(started: bool, watch: WriteWatch) -> Held {
+        Held {
+            started: Arc::new(AtomicBool::new(started)),
+            close: CancellationToken::new(),
+            watch,
+        }
+    }
+
+    #[test]
+    fn a_full_api_closes_an_unused_connection_then_the_longest_stalled_reader() {
+        let connections: HeldConnections = Arc::default();
+        {
+            let mut map = lock_held(&connections);
+            for id in 0..CONNECTIONS_MAX as u64 {
+                map.insert(id, held(true, WriteWatch::new()));
+            }
+        }
+        // Every connection busy and reading: no room.
+        assert!(matches!(make_room(&connections), Room::Full));
+        // One whose client left its answer unread for 5 s, one for 2 s, and
+        // one only just now: the longest stalled goes.
+        let (long, short, fresh) = (
+            held(true, WriteWatch::stalled_since(Duration::from_secs(5))),
+            held(true, WriteWatch::stalled_since(Duration::from_secs(2))),
+            held(true, WriteWatch::stalled_since(Duration::ZERO)),
+        );
+        let (long_close, short_close) = (long.close.clone(), short.close.clone());
+        {
+            let mut map = lock_held(&connections);
+            map.insert(10, long);
+            map.insert(11, short);
+            map.insert(12, fresh);
+        }
+        assert!(matches!(make_room(&connections), Room::Evicted));
+        assert!(long_close.is_cancelled() && !short_close.is_cancelled());
+        // Full again; a connection that never sent a request goes before
+        // any stalled reader.
+        let unused = held(false, WriteWatch::new());
+        let unused_close = unused.close.clone();
+        lock_held(&connections).insert(1000, unused);
+        assert!(matches!(make_room(&connections), Room::Evicted));
+        assert!(unused_close.is_cancelled() && !short_close.is_cancelled());
+    }
 }

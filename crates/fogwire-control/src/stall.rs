@@ -30,6 +30,18 @@ impl WriteWatch {
         }
     }
 
+    /// A watch whose write has been pending for `for_` already (tests).
+    #[cfg(test)]
+    pub(crate) fn stalled_since(for_: Duration) -> Self {
+        let base = Instant::now()
+            .checked_sub(for_)
+            .unwrap_or_else(Instant::now);
+        Self {
+            base,
+            pending_since: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
     fn note<T>(&self, poll: &Poll<T>) {
         if poll.is_pending() {
             let now = self.base.elapsed().as_millis() as u64 + 1;
@@ -41,20 +53,26 @@ impl WriteWatch {
         }
     }
 
+    /// How long the pending write has waited, if one is pending.
+    pub(crate) fn stalled_for(&self) -> Option<Duration> {
+        let since = self.pending_since.load(Ordering::Relaxed);
+        (since > 0).then(|| {
+            self.base
+                .elapsed()
+                .saturating_sub(Duration::from_millis(since - 1))
+        })
+    }
+
     /// Resolves once a write has been pending for `limit` without moving.
     pub(crate) async fn stalled(&self, limit: Duration) {
         let check = (limit / 4).max(Duration::from_millis(10));
         loop {
             tokio::time::sleep(check).await;
-            let since = self.pending_since.load(Ordering::Relaxed);
-            if since > 0 {
-                let pending_for = self
-                    .base
-                    .elapsed()
-                    .saturating_sub(Duration::from_millis(since - 1));
-                if pending_for >= limit {
-                    return;
-                }
+            if self
+                .stalled_for()
+                .is_some_and(|pending_for| pending_for >= limit)
+            {
+                return;
             }
         }
     }
