@@ -1,5 +1,5 @@
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -156,6 +156,8 @@ pub async fn serve(
 /// A connection being served: whether it ever sent a request, and how to
 /// close it.
 struct Held {
+    /// Where it comes from.
+    address: IpAddr,
     started: Arc<AtomicBool>,
     close: CancellationToken,
     /// Whether its client is reading its answer.
@@ -182,23 +184,39 @@ enum Room {
     Full,
 }
 
-/// Makes room for one more connection if the API holds [`CONNECTIONS_MAX`]
-/// already: closes the oldest that never sent a request, or else the one
+/// Makes room for one more connection, from `newcomer`, if the API holds
+/// [`CONNECTIONS_MAX`] already: closes, from the address holding the most
+/// connections (never one holding fewer than the newcomer's, unless it is
+/// the newcomer's), the oldest that never sent a request, or else the one
 /// whose client has left its answer unread the longest (at least
 /// [`STALLED_EVICTABLE`]).
-fn make_room(held: &HeldConnections) -> Room {
+fn make_room(held: &HeldConnections, newcomer: IpAddr) -> Room {
     let mut held = lock_held(held);
     if held.len() < CONNECTIONS_MAX {
         return Room::Free;
     }
+    // Connections per address: the address holding the most gives way
+    // first, and never to a newcomer from an address that would hold more.
+    let mut per_address: HashMap<IpAddr, usize> = HashMap::new();
+    for connection in held.values() {
+        *per_address.entry(connection.address).or_default() += 1;
+    }
+    let newcomer_holds = per_address.get(&newcomer).copied().unwrap_or(0);
+    let weight = |connection: &Held| per_address.get(&connection.address).copied().unwrap_or(0);
+    let may_go =
+        |connection: &Held| connection.address == newcomer || weight(connection) > newcomer_holds;
     let idle = held
         .iter()
-        .find(|(_, connection)| !connection.started.load(Ordering::Relaxed))
+        .filter(|(_, connection)| !connection.started.load(Ordering::Relaxed) && may_go(connection))
+        .max_by_key(|(id, connection)| (weight(connection), std::cmp::Reverse(**id)))
         .map(|(id, _)| *id);
     let stalled = || {
         held.iter()
-            .filter_map(|(id, connection)| Some((connection.watch.stalled_for()?, *id)))
-            .filter(|(stalled, _)| *stalled >= STALLED_EVICTABLE)
+            .filter(|(_, connection)| may_go(connection))
+            .filter_map(|(id, connection)| {
+                let stalled = connection.watch.stalled_for()?;
+                (stalled >= STALLED_EVICTABLE).then_some(((weight(connection), stalled), *id))
+            })
             .max()
             .map(|(_, id)| id)
     };
@@ -239,7 +257,7 @@ async fn serve_connections(listener: TcpListener, app: Router, shutdown: Cancell
             },
             () = shutdown.cancelled() => break,
         };
-        match make_room(&held) {
+        match make_room(&held, remote.ip()) {
             Room::Free => {}
             Room::Evicted => refusals.refused(
                 remote,
@@ -269,6 +287,7 @@ async fn serve_connections(listener: TcpListener, app: Router, shutdown: Cancell
         lock_held(&held).insert(
             id,
             Held {
+                address: remote.ip(),
                 started: started.clone(),
                 close: close.clone(),
                 watch: watch.clone(),
@@ -460,8 +479,11 @@ async fn not_found() -> Response {
 mod tests {
     use super::*;
 
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     fn held(started: bool, watch: WriteWatch) -> Held {
         Held {
+            address: LOCAL,
             started: Arc::new(AtomicBool::new(started)),
             close: CancellationToken::new(),
             watch,
@@ -478,7 +500,7 @@ mod tests {
             }
         }
         // Every connection busy and reading: no room.
-        assert!(matches!(make_room(&connections), Room::Full));
+        assert!(matches!(make_room(&connections, LOCAL), Room::Full));
         // One whose client left its answer unread for 5 s, one for 2 s, and
         // one only just now: the longest stalled goes.
         let (long, short, fresh) = (
@@ -493,14 +515,51 @@ mod tests {
             map.insert(11, short);
             map.insert(12, fresh);
         }
-        assert!(matches!(make_room(&connections), Room::Evicted));
+        assert!(matches!(make_room(&connections, LOCAL), Room::Evicted));
         assert!(long_close.is_cancelled() && !short_close.is_cancelled());
         // Full again; a connection that never sent a request goes before
         // any stalled reader.
         let unused = held(false, WriteWatch::new());
         let unused_close = unused.close.clone();
         lock_held(&connections).insert(1000, unused);
-        assert!(matches!(make_room(&connections), Room::Evicted));
+        assert!(matches!(make_room(&connections, LOCAL), Room::Evicted));
         assert!(unused_close.is_cancelled() && !short_close.is_cancelled());
+    }
+
+    #[test]
+    fn connections_from_one_address_cannot_push_out_another_holding_fewer() {
+        let connections: HeldConnections = Arc::default();
+        let attacker = IpAddr::V4(std::net::Ipv4Addr::new(127, 4, 0, 2));
+        let operator = held(false, WriteWatch::new());
+        let operator_close = operator.close.clone();
+        {
+            let mut map = lock_held(&connections);
+            map.insert(0, operator);
+            for id in 1..CONNECTIONS_MAX as u64 {
+                map.insert(
+                    id,
+                    Held {
+                        address: attacker,
+                        ..held(false, WriteWatch::new())
+                    },
+                );
+            }
+        }
+        // The attacker's next connection takes one of its own, never the
+        // operator's (though that one is the oldest unused).
+        assert!(matches!(make_room(&connections, attacker), Room::Evicted));
+        assert!(!operator_close.is_cancelled());
+        assert!(lock_held(&connections).contains_key(&0));
+        lock_held(&connections).insert(
+            1000,
+            Held {
+                address: attacker,
+                ..held(false, WriteWatch::new())
+            },
+        );
+        // The operator's next connection takes one of the attacker's.
+        assert!(matches!(make_room(&connections, LOCAL), Room::Evicted));
+        assert!(!operator_close.is_cancelled());
+        assert_eq!(lock_held(&connections).len(), CONNECTIONS_MAX - 1);
     }
 }

@@ -2,10 +2,10 @@
 //! progress, node-wide and per IP address, checked before a byte of the
 //! connection is read. One address cannot hold every handshake slot (each
 //! lasts up to the handshake timeout) and lock other peers out; and when
-//! every slot is taken, a newcomer takes the slot of the oldest handshake
-//! that has had [`EVICT_AFTER`] to finish (a connection that sends nothing,
-//! or too slowly), so sockets held open by many addresses cannot keep every
-//! peer out either.
+//! every slot is taken, a newcomer takes the slot of the oldest connection
+//! that has sent nothing yet, or else of the oldest handshake that has had
+//! [`EVICT_AFTER`] to finish, so sockets held open by many addresses
+//! cannot keep every peer out either.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -46,11 +46,21 @@ impl Refused {
     }
 }
 
+/// One handshake in progress.
+#[derive(Debug)]
+struct Pending {
+    address: IpAddr,
+    since: Instant,
+    evicted: CancellationToken,
+    /// Its first bytes have arrived (a silent socket has sent nothing).
+    spoke: bool,
+}
+
 /// Handshakes in progress: by admission order, and per address.
 #[derive(Debug, Default)]
 struct Slots {
     next: u64,
-    pending: BTreeMap<u64, (IpAddr, Instant, CancellationToken)>,
+    pending: BTreeMap<u64, Pending>,
     per_address: HashMap<IpAddr, usize>,
     evicted: u64,
 }
@@ -58,7 +68,7 @@ struct Slots {
 impl Slots {
     /// Frees slot `seq` (if it is still held); true if it was.
     fn free(&mut self, seq: u64) -> bool {
-        let Some((address, _, _)) = self.pending.remove(&seq) else {
+        let Some(Pending { address, .. }) = self.pending.remove(&seq) else {
             return false;
         };
         if let Some(count) = self.per_address.get_mut(&address) {
@@ -120,6 +130,28 @@ impl Admitted {
         config: Arc<Config>,
     ) -> Result<Established, EstablishError> {
         let within = self.handshake_timeout(config.handshake_timeout);
+        let started = tokio::time::Instant::now();
+        // Until its first bytes arrive, any newcomer may take this slot
+        // when all are taken; after, only once it is EVICT_AFTER old.
+        // (A peek waits for a byte: readiness alone may be announced
+        // before any arrives.)
+        let mut first = [0u8; 1];
+        tokio::select! {
+            peeked = tokio::time::timeout(within, stream.peek(&mut first)) => match peeked {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => return Err(EstablishError::Io(error)),
+                Err(_) => {
+                    return Err(EstablishError::Handshake(
+                        crate::proto::HandshakeError::Timeout { timeout_ms: within.as_millis() },
+                    ));
+                }
+            },
+            () = self.evicted.cancelled() => return Err(EstablishError::Evicted),
+        }
+        if let Some(pending) = lock(&self.slots).pending.get_mut(&self.seq) {
+            pending.spoke = true;
+        }
+        let within = within.saturating_sub(started.elapsed());
         tokio::select! {
             result = crate::establish_within(stream, remote_addr, identity, config, within) => result,
             () = self.evicted.cancelled() => Err(EstablishError::Evicted),
@@ -157,13 +189,27 @@ impl Admission {
             return Err(Refused::AddressBusy(count));
         }
         if slots.pending.len() >= self.total_max {
-            // The oldest handshake, if it has had its time, gives way.
-            let oldest = slots
-                .pending
-                .iter()
-                .next()
-                .filter(|(_, (_, since, _))| now.saturating_duration_since(*since) >= EVICT_AFTER)
-                .map(|(seq, (_, _, token))| (*seq, token.clone()));
+            // The oldest connection that has sent nothing gives way, or
+            // else the oldest handshake that has had its time.
+            // The address holding the most slots gives way first (and a
+            // newcomer never takes a slot from another address holding
+            // fewer than it would): its oldest connection that has sent
+            // nothing, or else its oldest handshake that has had its time.
+            let held = |pending: &Pending| slots.per_address.get(&pending.address).copied();
+            let pick = |evictable: &dyn Fn(&Pending) -> bool| {
+                slots
+                    .pending
+                    .iter()
+                    .filter(|(_, pending)| evictable(pending))
+                    .filter(|(_, pending)| {
+                        pending.address == address || held(pending).unwrap_or(0) > count
+                    })
+                    .max_by_key(|(seq, pending)| (held(pending), std::cmp::Reverse(**seq)))
+                    .map(|(seq, pending)| (*seq, pending.evicted.clone()))
+            };
+            let oldest = pick(&|pending| !pending.spoke).or_else(|| {
+                pick(&|pending| now.saturating_duration_since(pending.since) >= EVICT_AFTER)
+            });
             let Some((seq, token)) = oldest else {
                 return Err(Refused::Busy(self.total_max));
             };
@@ -174,7 +220,15 @@ impl Admission {
         let seq = slots.next;
         slots.next += 1;
         let evicted = CancellationToken::new();
-        slots.pending.insert(seq, (address, now, evicted.clone()));
+        slots.pending.insert(
+            seq,
+            Pending {
+                address,
+                since: now,
+                evicted: evicted.clone(),
+                spoke: false,
+            },
+        );
         *slots.per_address.entry(address).or_default() += 1;
         Ok(Admitted {
             seq,
@@ -243,15 +297,25 @@ mod tests {
     fn one_address_cannot_take_every_slot_and_slots_come_back() {
         let admission = Admission::new(3, 2);
         let first = admission.try_admit(A).unwrap();
-        let _second = admission.try_admit(A).unwrap();
+        let second = admission.try_admit(A).unwrap();
         assert_eq!(admission.try_admit(A).unwrap_err(), Refused::AddressBusy(2));
-        let _other = admission.try_admit(B).unwrap();
+        let other = admission.try_admit(B).unwrap();
         assert_eq!(admission.in_progress(), 3);
-        // The node is full, and every handshake is young: B is refused.
+        // The node is full, every handshake has spoken and is young: B is
+        // refused.
+        for admitted in [&first, &second, &other] {
+            spoke(&admission, admitted);
+        }
         assert_eq!(admission.try_admit(B).unwrap_err(), Refused::Busy(3));
         drop(first);
         assert_eq!(admission.in_progress(), 2);
         let _again = admission.try_admit(A).unwrap();
+    }
+
+    fn spoke(admission: &Admission, admitted: &Admitted) {
+        if let Some(pending) = lock(&admission.slots).pending.get_mut(&admitted.seq) {
+            pending.spoke = true;
+        }
     }
 
     #[test]
@@ -263,13 +327,15 @@ mod tests {
 
     #[test]
     fn when_full_a_newcomer_takes_the_slot_of_the_oldest_handshake_past_its_grace() {
-        // Bound: with every slot held by connections that send nothing, a
-        // newcomer still gets a handshake once the oldest is EVICT_AFTER
+        // Bound: with every slot held by handshakes that have spoken but not
+        // finished, a newcomer still gets one once the oldest is EVICT_AFTER
         // old; the evicted handshake is told, and its slot counted once.
         let admission = Admission::new(2, 8);
         let start = fogwire_testkit::time::epoch();
         let oldest = admission.try_admit_at(A, start).unwrap();
-        let _younger = admission.try_admit_at(A, start + EVICT_AFTER / 2).unwrap();
+        let younger = admission.try_admit_at(A, start + EVICT_AFTER / 2).unwrap();
+        spoke(&admission, &oldest);
+        spoke(&admission, &younger);
         assert_eq!(
             admission
                 .try_admit_at(B, start + EVICT_AFTER / 2)
@@ -286,5 +352,45 @@ mod tests {
         drop(newcomer);
         assert_eq!(admission.in_progress(), 1);
         assert_eq!(lock(&admission.slots).per_address.get(&A), Some(&1));
+        drop(younger);
+    }
+
+    #[test]
+    fn a_connection_that_has_sent_nothing_gives_way_at_once_when_all_slots_are_taken() {
+        // Bound: silent sockets hold no slot a newcomer needs, whatever
+        // their age; a handshake whose bytes arrived keeps its slot.
+        let admission = Admission::new(2, 8);
+        let start = fogwire_testkit::time::epoch();
+        let talking = admission.try_admit_at(A, start).unwrap();
+        spoke(&admission, &talking);
+        let silent = admission.try_admit_at(A, start).unwrap();
+        let newcomer = admission.try_admit_at(B, start).unwrap();
+        assert!(silent.evicted.is_cancelled());
+        assert!(!talking.evicted.is_cancelled());
+        drop(newcomer);
+    }
+
+    #[test]
+    fn the_address_holding_most_slots_gives_way_and_never_takes_from_a_lighter_one() {
+        // Bound: sockets from many connections per address cannot push out
+        // an address that holds fewer; a newcomer from a light address
+        // takes a heavy address's slot.
+        let admission = Admission::new(4, 8);
+        let start = fogwire_testkit::time::epoch();
+        let light = admission.try_admit_at(A, start).unwrap();
+        let heavy: Vec<Admitted> = (0..3)
+            .map(|_| admission.try_admit_at(B, start).unwrap())
+            .collect();
+        // B (3 held) cannot take A's only slot, silent as it is; it takes
+        // its own oldest silent one.
+        let c = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 3));
+        let again = admission.try_admit_at(B, start).unwrap();
+        assert!(heavy[0].evicted.is_cancelled());
+        assert!(!light.evicted.is_cancelled());
+        // A newcomer from a third address takes B's next oldest.
+        let newcomer = admission.try_admit_at(c, start).unwrap();
+        assert!(heavy[1].evicted.is_cancelled());
+        assert!(!light.evicted.is_cancelled());
+        drop((again, newcomer));
     }
 }
