@@ -151,9 +151,16 @@ impl Admitted {
         if let Some(pending) = lock(&self.slots).pending.get_mut(&self.seq) {
             pending.spoke = true;
         }
-        let within = within.saturating_sub(started.elapsed());
+        // The rest of the same deadline; a timeout names the whole budget.
+        let rest = within.saturating_sub(started.elapsed());
+        let handshake = tokio::time::timeout(
+            rest,
+            crate::establish(stream, remote_addr, identity, config),
+        );
         tokio::select! {
-            result = crate::establish_within(stream, remote_addr, identity, config, within) => result,
+            result = handshake => result.unwrap_or(Err(EstablishError::Handshake(
+                crate::proto::HandshakeError::Timeout { timeout_ms: within.as_millis() },
+            ))),
             () = self.evicted.cancelled() => Err(EstablishError::Evicted),
         }
     }
