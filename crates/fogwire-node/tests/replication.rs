@@ -240,7 +240,20 @@ struct FakePeer {
 
 impl FakePeer {
     async fn start(node: &Node, store: Arc<Store>, serves: (Hash, Hash), lie: Lie) -> FakePeer {
-        let (id, link, receiver, sender) = raw_link(node).await;
+        let keypair = Arc::new(Keypair::generate().unwrap());
+        Self::start_as(node, keypair, store, serves, lie).await
+    }
+
+    /// [`FakePeer::start`] under a given identity (to link again as the
+    /// same peer).
+    async fn start_as(
+        node: &Node,
+        keypair: Arc<Keypair>,
+        store: Arc<Store>,
+        serves: (Hash, Hash),
+        lie: Lie,
+    ) -> FakePeer {
+        let (id, link, receiver, sender) = raw_link(node, keypair).await;
         let handle = link.clone();
         let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
         let record = asked.clone();
@@ -263,8 +276,10 @@ impl FakePeer {
     }
 }
 
-async fn raw_link(node: &Node) -> (NodeId, LinkHandle, ChannelReceiver, ChannelSender) {
-    let keypair = Arc::new(Keypair::generate().unwrap());
+async fn raw_link(
+    node: &Node,
+    keypair: Arc<Keypair>,
+) -> (NodeId, LinkHandle, ChannelReceiver, ChannelSender) {
     let id = keypair.node_id();
     let identity = LinkIdentity::generate(keypair).unwrap();
     let config = Arc::new(LinkConfig {
@@ -441,6 +456,33 @@ async fn a_peer_that_never_answers_who_has_it_is_waited_on_once_not_by_every_fet
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_left_out_for_silence_is_asked_again_once_it_links_again() {
+    // A peer restarting looks silent; its next link ends the pause.
+    let (honest, b) = (node().await, node().await);
+    let data = pattern(300_000, 10);
+    let hash = add(&honest, data.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, real) = fake_store(dir.path(), &data);
+    let keypair = Arc::new(Keypair::generate().unwrap());
+    let mute =
+        FakePeer::start_as(&b, keypair.clone(), store.clone(), (hash, real), Lie::Mute).await;
+    link(&b, &honest).await;
+    b.replication().fetch(hash, None, None).await.unwrap();
+    assert!(mute.was_asked_for(hash));
+    // The same peer, linked again (its old link closed).
+    mute._link
+        .close(fogwire_link::proto::CloseCode::NORMAL, "restarting")
+        .await;
+    let back = FakePeer::start_as(&b, keypair, store, (hash, real), Lie::Mute).await;
+    let other = add(&honest, pattern(200_000, 11)).await;
+    b.replication().fetch(other, None, None).await.unwrap();
+    assert!(
+        back.was_asked_for(other),
+        "the peer linked again was left out"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flipped_bit_is_caught_and_the_download_completes_from_others() {
     lying_peer_is_caught(Lie::FlipBit).await;
 }
@@ -487,7 +529,8 @@ async fn floods_of_bad_or_oversized_requests_are_bounded() {
     let b = node().await;
     let data = pattern(40 * 1024 * 1024, 9);
     let hash = add(&b, data).await;
-    let (_, link, mut receiver, sender) = raw_link(&b).await;
+    let (_, link, mut receiver, sender) =
+        raw_link(&b, Arc::new(Keypair::generate().unwrap())).await;
     // Many GETs at once: beyond the per-peer bound they are refused BUSY.
     for id in 1..=20u32 {
         let message = Message::Get {

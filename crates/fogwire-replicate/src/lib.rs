@@ -245,6 +245,9 @@ pub(crate) struct Counters {
     pub(crate) fetched_bytes: AtomicU64,
     pub(crate) corrupt: AtomicU64,
     penalised_until: Mutex<Option<Instant>>,
+    /// Left out for silence: until its next link comes up (a restarted
+    /// peer is asked again), or for SILENCE_PAUSE.
+    silent_until: Mutex<Option<Instant>>,
 }
 
 impl Counters {
@@ -254,6 +257,7 @@ impl Counters {
 
     fn penalised(&self, now: Instant) -> bool {
         lock(&self.penalised_until).is_some_and(|until| until > now)
+            || lock(&self.silent_until).is_some_and(|until| until > now)
     }
 }
 
@@ -336,12 +340,12 @@ impl ReplicationState {
         );
     }
 
-    /// Leaves `peer` out of downloads for [`SILENCE_PAUSE`]: it did not
-    /// answer "who has it" in time, so the next fetches do not wait on it
-    /// again (a longer penalty already running is kept).
+    /// Leaves `peer` out of downloads for [`SILENCE_PAUSE`], or until its
+    /// next link comes up: it did not answer "who has it" in time, so the
+    /// next fetches do not wait on it again.
     pub(crate) fn sideline(&self, peer: NodeId, waited: Duration) {
         let counters = self.counters(peer);
-        let mut until = lock(&counters.penalised_until);
+        let mut until = lock(&counters.silent_until);
         let end = Instant::now() + SILENCE_PAUSE;
         if until.is_none_or(|current| current < end) {
             *until = Some(end);
@@ -453,6 +457,8 @@ impl Replication {
         };
         let peer = link.peer();
         let counters = self.inner.counters(peer);
+        // A new link: a peer silent before (restarting, say) is asked again.
+        *lock(&counters.silent_until) = None;
         let peer_link = Arc::new(PeerLink::new(
             peer,
             link.id(),
