@@ -120,11 +120,16 @@ fn closed_by_node(stream: &std::net::TcpStream) -> bool {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn handshakes_that_never_finish_get_less_time_as_slots_fill() {
+/// A node with four handshake slots, to fill them cheaply.
+async fn node_with_four_handshake_slots() -> Node {
     let mut options = nodes::options();
     options.limits.max_pending_handshakes = 4;
-    let node = nodes::start(options).await;
+    nodes::start(options).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_that_never_finish_get_less_time_as_slots_fill() {
+    let node = node_with_four_handshake_slots().await;
     // Four connections that never send a byte: the first two get the whole
     // handshake timeout (10 s), the third half of it, the last a tenth.
     let mut idle = Vec::new();
@@ -152,9 +157,7 @@ async fn when_every_handshake_slot_is_held_by_silent_sockets_a_peer_still_links(
     // Bound proven: once every slot is taken, sockets that have sent
     // nothing hold none a newcomer needs: it takes the oldest one's slot
     // instead of being refused.
-    let mut options = nodes::options();
-    options.limits.max_pending_handshakes = 4;
-    let node = nodes::start(options).await;
+    let node = node_with_four_handshake_slots().await;
     let mut idle = Vec::new();
     for _ in 0..4 {
         idle.push(std::net::TcpStream::connect(node.local_addr()).unwrap());

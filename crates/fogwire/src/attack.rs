@@ -26,6 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::output::Table;
 use crate::soak::{Figures, SoakNode, cli};
 
 #[derive(Debug, clap::Args)]
@@ -436,21 +437,16 @@ pub async fn run(args: AttackArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        let row = |name: &str, base: String, under: String, goal: &str| {
-            println!("{name:<34} {base:>12} {under:>14}   {goal}");
-        };
-        row("", "no attack".into(), "under attack".into(), "goal");
         let ms = |values: &[f64]| format!("{:.0}/{:.0} ms", median(values), max(values));
-        println!("(times: median/max)");
-        row(
-            "a configured peer links",
-            ms(&baseline.link_ms),
-            ms(&attack.link_ms),
-            "≤ 2000 ms",
-        );
-        for failure in baseline.link_failures.iter().chain(&attack.link_failures) {
-            println!("  a configured peer could not link: {failure}");
-        }
+        // Under attack beside no attack, for the figures measured in both.
+        let ratio = |base: f64, under: f64| {
+            if base > 0.0 && under.is_finite() {
+                format!("{:.2}×", under / base)
+            } else {
+                String::new()
+            }
+        };
+        let times = |base: &[f64], under: &[f64]| ratio(median(base), median(under));
         let linked = |phase: &Phase| {
             format!(
                 "{} of {}",
@@ -458,67 +454,94 @@ pub async fn run(args: AttackArgs) -> anyhow::Result<()> {
                 phase.newcomer_ms.len() + phase.newcomer_failures.len()
             )
         };
-        row(
-            "a new peer dialing it links",
-            linked(&baseline),
-            linked(&attack),
-            "(reported)",
+        let (b, a) = (&baseline, &attack);
+        let rows: [[String; 5]; 10] = [
+            [
+                "a configured peer links".into(),
+                ms(&b.link_ms),
+                ms(&a.link_ms),
+                times(&b.link_ms, &a.link_ms),
+                "≤ 2000 ms".into(),
+            ],
+            [
+                "a new peer dialing it links".into(),
+                linked(b),
+                linked(a),
+                String::new(),
+                "(reported)".into(),
+            ],
+            [
+                "fogwire status".into(),
+                ms(&b.status_ms),
+                ms(&a.status_ms),
+                times(&b.status_ms, &a.status_ms),
+                "≤ 1000 ms".into(),
+            ],
+            [
+                "fogwire store add".into(),
+                ms(&b.store_add_ms),
+                ms(&a.store_add_ms),
+                times(&b.store_add_ms, &a.store_add_ms),
+                "≤ 1000 ms".into(),
+            ],
+            [
+                "handshake attempts/s".into(),
+                format!("{:.0}", b.handshakes_per_sec),
+                format!("{:.0}", a.handshakes_per_sec),
+                String::new(),
+                String::new(),
+            ],
+            [
+                "node CPU (cores)".into(),
+                format!("{:.2}", b.cpu_cores),
+                format!("{:.2}", a.cpu_cores),
+                String::new(),
+                String::new(),
+            ],
+            [
+                "node CPU per 1,000 handshakes/s".into(),
+                String::new(),
+                format!("{per_thousand:.1}% core"),
+                String::new(),
+                String::new(),
+            ],
+            [
+                "node RSS".into(),
+                format!("{:.0} MiB", b.rss_mib),
+                format!("{:.0} MiB", a.rss_mib),
+                ratio(b.rss_mib, a.rss_mib),
+                String::new(),
+            ],
+            [
+                "node open files".into(),
+                b.open_files.to_string(),
+                a.open_files.to_string(),
+                ratio(b.open_files as f64, a.open_files as f64),
+                String::new(),
+            ],
+            [
+                "node log bytes/s".into(),
+                format!("{:.0}", b.log_bytes_per_sec),
+                format!("{:.0}", a.log_bytes_per_sec),
+                ratio(b.log_bytes_per_sec, a.log_bytes_per_sec),
+                String::new(),
+            ],
+        ];
+        let mut table = Table::new(
+            &["", "no attack", "under attack", "ratio", "goal"],
+            &[1, 2, 3],
         );
-        for failure in baseline
-            .newcomer_failures
-            .iter()
-            .chain(&attack.newcomer_failures)
-        {
+        for row in rows {
+            table.row(row);
+        }
+        println!("(times: median/max; ratio: under attack ÷ no attack)");
+        table.print();
+        for failure in b.link_failures.iter().chain(&a.link_failures) {
+            println!("  a configured peer could not link: {failure}");
+        }
+        for failure in b.newcomer_failures.iter().chain(&a.newcomer_failures) {
             println!("  a new peer could not link: {failure}");
         }
-        row(
-            "fogwire status",
-            ms(&baseline.status_ms),
-            ms(&attack.status_ms),
-            "≤ 1000 ms",
-        );
-        row(
-            "fogwire store add",
-            ms(&baseline.store_add_ms),
-            ms(&attack.store_add_ms),
-            "≤ 1000 ms",
-        );
-        row(
-            "handshake attempts/s",
-            format!("{:.0}", baseline.handshakes_per_sec),
-            format!("{:.0}", attack.handshakes_per_sec),
-            "",
-        );
-        row(
-            "node CPU (cores)",
-            format!("{:.2}", baseline.cpu_cores),
-            format!("{:.2}", attack.cpu_cores),
-            "",
-        );
-        row(
-            "node CPU per 1,000 handshakes/s",
-            String::new(),
-            format!("{per_thousand:.1}% core"),
-            "",
-        );
-        row(
-            "node RSS",
-            format!("{:.0} MiB", baseline.rss_mib),
-            format!("{:.0} MiB", attack.rss_mib),
-            "",
-        );
-        row(
-            "node open files",
-            baseline.open_files.to_string(),
-            attack.open_files.to_string(),
-            "",
-        );
-        row(
-            "node log bytes/s",
-            format!("{:.0}", baseline.log_bytes_per_sec),
-            format!("{:.0}", attack.log_bytes_per_sec),
-            "",
-        );
     }
     drop(victim);
     drop(peers);
