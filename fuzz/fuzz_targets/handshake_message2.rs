@@ -1,5 +1,6 @@
 //! The dialer's side of the handshake, after its first message, fed an
-//! arbitrary second message. The input's first byte picks whether it is
+//! arbitrary second message (or RETRY, whose puzzle it then solves and
+//! answers if it is small). The input's first byte picks whether it is
 //! prefixed with a genuine record length.
 #![no_main]
 
@@ -27,5 +28,10 @@ fuzz_target!(|data: &[u8]| {
         body.to_vec()
     };
     let _ = initiator.handle_input(&input);
+    if let Some(puzzle) = initiator.puzzle().filter(|puzzle| puzzle.bits <= 8) {
+        let nonce = puzzle.solve().unwrap();
+        let resolver = fogwire_env::NoiseResolver::os();
+        let _ = initiator.answer_puzzle(nonce, resolver);
+    }
     assert!(!initiator.is_finished());
 });

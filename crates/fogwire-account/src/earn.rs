@@ -101,6 +101,8 @@ pub struct Earner {
     pub replication: Replication,
     pub fabric: Arc<dyn Fabric>,
     pub wallet: Arc<Wallet>,
+    /// Told who paid: a payer's link keeps its slot before others'.
+    pub payers: fogwire_link::slots::Payers,
 }
 
 impl std::fmt::Debug for Earner {
@@ -198,11 +200,16 @@ impl Earner {
                 receipt: bytes.clone(),
             };
             match wallet.send(op.clone()).await {
-                Ok(receipt) => tracing::info!(
-                    index = receipt.index,
-                    "ledger: {}",
-                    fogwire_ledger::describe(&op)
-                ),
+                Ok(receipt) => {
+                    tracing::info!(
+                        index = receipt.index,
+                        "ledger: {}",
+                        fogwire_ledger::describe(&op)
+                    );
+                    if let Ok(payer) = NodeId::from_bytes(&key.1) {
+                        self.payers.paid(payer, std::time::Instant::now());
+                    }
+                }
                 Err(ClientError::Refused(why)) => {
                     tracing::debug!(%why, "a receipt was not redeemed");
                 }

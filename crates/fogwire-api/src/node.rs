@@ -43,6 +43,10 @@ pub struct Peer {
     pub direction: Option<String>,
     /// Whether the node redials this peer when the link drops.
     pub wanted: bool,
+    /// Whether the peer paid this node within the last hour (a receipt of
+    /// its redeemed): its link keeps its slot before others'.
+    #[serde(default)]
+    pub pays: bool,
     pub linked_since_unix: Option<u64>,
     pub rtt_ms: Option<f64>,
     pub bytes_in: u64,

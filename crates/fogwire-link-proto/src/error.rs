@@ -129,6 +129,12 @@ pub enum HandshakeError {
     SelfConnection,
     #[error("unexpected data before the handshake finished")]
     UnexpectedData,
+    #[error(
+        "the peer is under load and asks for a puzzle of {bits} bits, above the {max} this node solves; try again later"
+    )]
+    PuzzleTooHard { bits: u8, max: u8 },
+    #[error("the first message does not solve the puzzle this node asked for (it is under load)")]
+    PuzzleUnsolved,
 }
 
 impl HandshakeError {
@@ -146,6 +152,8 @@ impl HandshakeError {
             Self::PeerIdentityMismatch { .. } => "identity_mismatch",
             Self::SelfConnection => "self",
             Self::UnexpectedData => "unexpected_data",
+            Self::PuzzleTooHard { .. } => "puzzle_too_hard",
+            Self::PuzzleUnsolved => "puzzle_unsolved",
         }
     }
 }

@@ -16,6 +16,7 @@
 //! - [`Link`]: framing, multiplexing, flow control, keepalive, close.
 //! - [`frame`]: the plaintext frame codec.
 //! - [`record`]: the length-prefixed records both phases are carried in.
+//! - [`puzzle`]: the work a listener under load asks before any X25519.
 //!
 //! The byte layout of everything here is specified in `docs/protocol/link.md`.
 
@@ -26,6 +27,7 @@ pub mod frame;
 mod handshake;
 mod link;
 mod message;
+pub mod puzzle;
 pub mod record;
 #[cfg(test)]
 mod tests;

@@ -243,6 +243,161 @@ fn another_protocol_version_is_refused() {
     );
 }
 
+// ----- the puzzle a listener under load asks -----
+
+fn demanding(bits: u8, now: Instant) -> (Handshake, Handshake, puzzle::Puzzle) {
+    let (alice, bob) = (identity(1), identity(2));
+    let initiator = Handshake::initiator(&alice, config(), bob.node_id(), now).unwrap();
+    let mut responder = Handshake::responder(&bob, config(), now).unwrap();
+    let puzzle = puzzle::Puzzle {
+        challenge: [9; puzzle::CHALLENGE_LEN],
+        bits,
+    };
+    responder.demand_puzzle(puzzle);
+    (initiator, responder, puzzle)
+}
+
+/// Passes what `from` has to send to `to`.
+fn pass(from: &mut Handshake, to: &mut Handshake) -> Result<Vec<u8>, HandshakeError> {
+    let mut wire = Vec::new();
+    from.take_transmit(&mut wire);
+    to.handle_input(&wire)?;
+    Ok(wire)
+}
+
+#[test]
+fn a_listener_under_load_answers_a_retry_and_links_once_the_puzzle_is_solved() {
+    let now = epoch();
+    let (mut initiator, mut responder, puzzle) = demanding(10, now);
+    pass(&mut initiator, &mut responder).unwrap();
+    // The answer is the RETRY record, nothing else: 2 + 21 bytes.
+    let retry = pass(&mut responder, &mut initiator).unwrap();
+    assert_eq!(retry.len(), 2 + puzzle::RETRY_LEN);
+    assert_eq!(&retry[2..6], puzzle::RETRY_MAGIC);
+    assert_eq!(initiator.puzzle(), Some(puzzle));
+    assert!(
+        !initiator.has_transmit(),
+        "nothing is sent before the puzzle is solved"
+    );
+    let nonce = puzzle.solve().unwrap();
+    initiator
+        .answer_puzzle(nonce, fogwire_env::NoiseResolver::os())
+        .unwrap();
+    // The new first message carries the solution: 32 + 25 bytes.
+    let first = pass(&mut initiator, &mut responder).unwrap();
+    assert_eq!(first.len(), 2 + 32 + puzzle::SOLUTION_PAYLOAD_LEN);
+    pass(&mut responder, &mut initiator).unwrap();
+    pass(&mut initiator, &mut responder).unwrap();
+    assert!(initiator.is_finished() && responder.is_finished());
+    let (a, b) = (
+        initiator.into_link(now).unwrap(),
+        responder.into_link(now).unwrap(),
+    );
+    assert_eq!(a.peer(), identity(2).node_id());
+    let mut pair = Pair::at(now, a, b);
+    pair.a
+        .send(CONTROL, Bytes::from_static(b"after the puzzle"))
+        .unwrap();
+    pair.pump();
+    assert_eq!(
+        messages(&mut pair.b, CONTROL),
+        vec![Bytes::from_static(b"after the puzzle")]
+    );
+}
+
+#[test]
+fn a_first_message_after_the_retry_that_does_not_solve_the_puzzle_is_refused() {
+    let now = epoch();
+    // Unsolved again: the dialer ignored the RETRY.
+    let (mut initiator, mut responder, _) = demanding(10, now);
+    let first = pass(&mut initiator, &mut responder).unwrap();
+    assert!(responder.has_transmit());
+    assert_eq!(
+        responder.handle_input(&first),
+        Err(HandshakeError::PuzzleUnsolved)
+    );
+    // A wrong nonce.
+    let (mut initiator, mut responder, puzzle) = demanding(10, now);
+    pass(&mut initiator, &mut responder).unwrap();
+    pass(&mut responder, &mut initiator).unwrap();
+    let wrong = (0..).find(|nonce| !puzzle.check(*nonce)).unwrap();
+    initiator
+        .answer_puzzle(wrong, fogwire_env::NoiseResolver::os())
+        .unwrap();
+    assert_eq!(
+        pass(&mut initiator, &mut responder),
+        Err(HandshakeError::PuzzleUnsolved)
+    );
+    // Another connection's challenge.
+    let (mut initiator, mut responder, puzzle) = demanding(10, now);
+    pass(&mut initiator, &mut responder).unwrap();
+    pass(&mut responder, &mut initiator).unwrap();
+    let elsewhere = puzzle::Puzzle {
+        challenge: [1; puzzle::CHALLENGE_LEN],
+        ..puzzle
+    };
+    let mut stale = initiator.puzzle().unwrap();
+    stale.challenge = elsewhere.challenge;
+    let nonce = elsewhere.solve().unwrap();
+    initiator
+        .answer_puzzle(nonce, fogwire_env::NoiseResolver::os())
+        .unwrap();
+    let mut wire = Vec::new();
+    initiator.take_transmit(&mut wire);
+    // Replace the echoed challenge with the other connection's.
+    let at = 2 + 32 + 1;
+    wire[at..at + puzzle::CHALLENGE_LEN].copy_from_slice(&stale.challenge);
+    assert_eq!(
+        responder.handle_input(&wire),
+        Err(HandshakeError::PuzzleUnsolved)
+    );
+}
+
+#[test]
+fn a_dialer_refuses_a_puzzle_too_hard_or_a_second_retry() {
+    let now = epoch();
+    let (mut initiator, mut responder, _) = demanding(puzzle::BITS_ACCEPTED_MAX + 1, now);
+    pass(&mut initiator, &mut responder).unwrap();
+    assert_eq!(
+        pass(&mut responder, &mut initiator),
+        Err(HandshakeError::PuzzleTooHard {
+            bits: puzzle::BITS_ACCEPTED_MAX + 1,
+            max: puzzle::BITS_ACCEPTED_MAX,
+        })
+    );
+    let (mut initiator, mut responder, puzzle) = demanding(4, now);
+    pass(&mut initiator, &mut responder).unwrap();
+    let retry = pass(&mut responder, &mut initiator).unwrap();
+    initiator
+        .answer_puzzle(puzzle.solve().unwrap(), fogwire_env::NoiseResolver::os())
+        .unwrap();
+    assert_eq!(
+        initiator.handle_input(&retry),
+        Err(HandshakeError::MalformedPayload {
+            detail: "a second RETRY"
+        })
+    );
+}
+
+#[test]
+fn a_solution_nobody_asked_for_is_refused() {
+    let now = epoch();
+    let (mut initiator, mut demanding_responder, _) = demanding(4, now);
+    pass(&mut initiator, &mut demanding_responder).unwrap();
+    pass(&mut demanding_responder, &mut initiator).unwrap();
+    let nonce = initiator.puzzle().unwrap().solve().unwrap();
+    initiator
+        .answer_puzzle(nonce, fogwire_env::NoiseResolver::os())
+        .unwrap();
+    let mut relaxed = Handshake::responder(&identity(2), config(), now).unwrap();
+    assert_eq!(
+        pass(&mut initiator, &mut relaxed),
+        Err(HandshakeError::MalformedPayload {
+            detail: "a puzzle's solution, but no puzzle was asked"
+        })
+    );
+}
+
 proptest! {
     #[test]
     fn random_bytes_never_complete_a_handshake_or_panic(

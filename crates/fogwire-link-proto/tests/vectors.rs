@@ -270,3 +270,36 @@ fn the_documents_recipe_makes_the_same_bytes() {
         "listener's record"
     );
 }
+
+/// The puzzle vector of `docs/protocol/link.md` §10.
+const PUZZLE_CHALLENGE: &str = "000102030405060708090a0b0c0d0e0f";
+const PUZZLE_BITS: u8 = 12;
+const PUZZLE_NONCE: u64 = 5518;
+const PUZZLE_RETRY_RECORD: &str = "0015525452590c000102030405060708090a0b0c0d0e0f";
+
+#[test]
+fn the_puzzle_vector_holds_for_the_code_and_for_the_recipe() {
+    use fogwire_link_proto::puzzle::Puzzle;
+    let challenge: [u8; 16] = hex::decode(PUZZLE_CHALLENGE).unwrap().try_into().unwrap();
+    let puzzle = Puzzle {
+        challenge,
+        bits: PUZZLE_BITS,
+    };
+    let solved = puzzle.solve().unwrap();
+    assert_eq!(solved, PUZZLE_NONCE);
+    assert_eq!(
+        hex::encode(record(&puzzle.encode_retry())),
+        PUZZLE_RETRY_RECORD
+    );
+    // The recipe, with blake3 directly: the smallest nonce whose hash
+    // starts with 12 zero bits.
+    let hash = |nonce: u64| {
+        let mut input = b"fogwire/link/puzzle/v1".to_vec();
+        input.extend_from_slice(&challenge);
+        input.extend_from_slice(&nonce.to_be_bytes());
+        *blake3::hash(&input).as_bytes()
+    };
+    let zero_bits = |h: [u8; 32]| h[0] == 0 && h[1] >> 4 == 0;
+    assert!(zero_bits(hash(PUZZLE_NONCE)));
+    assert!((0..PUZZLE_NONCE).all(|nonce| !zero_bits(hash(nonce))));
+}

@@ -6,6 +6,11 @@
 //! that has sent nothing yet, or else of the oldest handshake that has had
 //! [`EVICT_AFTER`] to finish, so sockets held open by many addresses
 //! cannot keep every peer out either.
+//!
+//! Past [`PUZZLE_FREE_PER_SEC`] handshakes a second, a newcomer must
+//! solve a puzzle before the node spends any X25519 on it
+//! ([`crate::proto::puzzle`]): harder as the rate climbs, so a flood of
+//! first messages costs its sender more CPU than the node.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -25,6 +30,16 @@ pub const PER_ADDRESS_DEFAULT: usize = 8;
 /// a slow path (1.5 round trips above 250 ms) may lose its slot under such
 /// an attack, and is dialed again.
 pub const EVICT_AFTER: Duration = Duration::from_millis(250);
+/// Handshakes a second the node starts without asking for work: an
+/// honest crowd (every peer redialing after an outage) rarely comes
+/// faster, and a handshake costs the node about 0.2 ms of a core.
+pub const PUZZLE_FREE_PER_SEC: u32 = 200;
+/// The work asked once past that: 2^16 hashes, a few milliseconds of a
+/// core — tens of times what the node spends on the handshake.
+pub const PUZZLE_BITS_MIN: u8 = 16;
+/// One more bit each time the rate doubles, up to this: 2^20 hashes,
+/// about a tenth of a second on a PC and a second on a small ARM board.
+pub const PUZZLE_BITS_MAX: u8 = 20;
 
 /// Why a connection was refused a handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -63,6 +78,53 @@ struct Slots {
     pending: BTreeMap<u64, Pending>,
     per_address: HashMap<IpAddr, usize>,
     evicted: u64,
+    rate: Rate,
+    puzzles: u64,
+}
+
+/// Handshakes admitted per second, over a sliding second.
+#[derive(Debug, Default)]
+struct Rate {
+    window_start: Option<Instant>,
+    current: u32,
+    previous: u32,
+}
+
+impl Rate {
+    /// Counts one at `now`; the rate over the second before it.
+    fn count(&mut self, now: Instant) -> f64 {
+        const WINDOW: Duration = Duration::from_secs(1);
+        let start = *self.window_start.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= WINDOW {
+            self.previous = if elapsed >= 2 * WINDOW {
+                0
+            } else {
+                self.current
+            };
+            self.current = 0;
+            self.window_start = Some(start + WINDOW * (elapsed.as_secs() as u32));
+        }
+        self.current = self.current.saturating_add(1);
+        let into = now
+            .saturating_duration_since(self.window_start.unwrap_or(now))
+            .as_secs_f64();
+        f64::from(self.previous) * (1.0 - into).max(0.0) + f64::from(self.current)
+    }
+}
+
+/// The puzzle bits a handshake admitted at `rate` per second must solve,
+/// if any.
+fn puzzle_bits(rate: f64) -> Option<u8> {
+    let over = rate / f64::from(PUZZLE_FREE_PER_SEC);
+    if over <= 1.0 {
+        return None;
+    }
+    let extra = over
+        .log2()
+        .floor()
+        .min(f64::from(PUZZLE_BITS_MAX - PUZZLE_BITS_MIN));
+    Some(PUZZLE_BITS_MIN + extra as u8)
 }
 
 impl Slots {
@@ -98,6 +160,9 @@ pub struct Admitted {
     evicted: CancellationToken,
     /// Handshakes in progress once this one was admitted, of how many.
     load: (usize, usize),
+    /// The puzzle bits its dialer must solve first, if the node is under
+    /// load.
+    puzzle_bits: Option<u8>,
 }
 
 impl Admitted {
@@ -153,9 +218,14 @@ impl Admitted {
         }
         // The rest of the same deadline; a timeout names the whole budget.
         let rest = within.saturating_sub(started.elapsed());
+        let puzzle = self.puzzle_bits.map(|bits| {
+            let mut challenge = [0u8; crate::proto::puzzle::CHALLENGE_LEN];
+            fogwire_env::os_random()(&mut challenge);
+            crate::proto::puzzle::Puzzle { challenge, bits }
+        });
         let handshake = tokio::time::timeout(
             rest,
-            crate::establish(stream, remote_addr, identity, config),
+            crate::establish::establish_asking(stream, remote_addr, identity, config, puzzle),
         );
         tokio::select! {
             result = handshake => result.unwrap_or(Err(EstablishError::Handshake(
@@ -237,11 +307,14 @@ impl Admission {
             },
         );
         *slots.per_address.entry(address).or_default() += 1;
+        let puzzle_bits = puzzle_bits(slots.rate.count(now));
+        slots.puzzles += u64::from(puzzle_bits.is_some());
         Ok(Admitted {
             seq,
             slots: self.slots.clone(),
             evicted,
             load: (slots.pending.len(), self.total_max),
+            puzzle_bits,
         })
     }
 
@@ -253,6 +326,11 @@ impl Admission {
     /// Handshakes that gave their slot to a newcomer, since the start.
     pub fn evicted(&self) -> u64 {
         lock(&self.slots).evicted
+    }
+
+    /// Handshakes asked to solve a puzzle first, since the start.
+    pub fn puzzles(&self) -> u64 {
+        lock(&self.slots).puzzles
     }
 }
 
@@ -323,6 +401,40 @@ mod tests {
         if let Some(pending) = lock(&admission.slots).pending.get_mut(&admitted.seq) {
             pending.spoke = true;
         }
+    }
+
+    #[test]
+    fn past_the_free_rate_handshakes_must_solve_a_puzzle_harder_as_the_rate_climbs() {
+        // Bound: at most PUZZLE_FREE_PER_SEC handshakes a second get the
+        // node's X25519 for free; above, each costs its sender 2^16 hashes
+        // or more, one bit more per doubling, never above the maximum.
+        let admission = Admission::new(1_000_000, 1_000_000);
+        let start = fogwire_testkit::time::epoch();
+        let free = PUZZLE_FREE_PER_SEC as usize;
+        let bits_at = |at: Instant| admission.try_admit_at(A, at).unwrap().puzzle_bits;
+        let first: Vec<Option<u8>> = (0..free).map(|_| bits_at(start)).collect();
+        assert!(first.iter().all(Option::is_none));
+        assert_eq!(bits_at(start), Some(PUZZLE_BITS_MIN));
+        // Twice the free rate: one bit more.
+        for _ in free + 1..2 * free {
+            bits_at(start);
+        }
+        assert_eq!(bits_at(start), Some(PUZZLE_BITS_MIN + 1));
+        // A flood: never above the maximum.
+        for _ in 0..100 * free {
+            bits_at(start);
+        }
+        assert_eq!(bits_at(start), Some(PUZZLE_BITS_MAX));
+        assert!(admission.puzzles() > 100 * free as u64);
+        // Two quiet seconds later the rate is forgotten.
+        assert_eq!(bits_at(start + Duration::from_secs(2)), None);
+        // Half a second into the next window, half the last one counts.
+        let later = start + Duration::from_secs(5);
+        for _ in 0..2 * free {
+            bits_at(later);
+        }
+        let half_past = later + Duration::from_millis(1500);
+        assert_eq!(bits_at(half_past), Some(PUZZLE_BITS_MIN));
     }
 
     #[test]

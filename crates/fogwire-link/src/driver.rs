@@ -154,13 +154,15 @@ impl LinkHandle {
         self.shared.established_at
     }
 
-    /// This link as the slot policy sees it; `kept`: the operator's.
-    pub fn occupant(&self, kept: bool) -> crate::slots::Occupant {
+    /// This link as the slot policy sees it; `kept`: the operator's;
+    /// `paying`: its peer paid this node lately.
+    pub fn occupant(&self, kept: bool, paying: bool) -> crate::slots::Occupant {
         crate::slots::Occupant {
             peer: self.peer(),
             address: self.remote_addr().ip(),
             inbound: self.direction() == Direction::Inbound,
             kept,
+            paying,
             messages_in: self.shared.counters.messages_in.load(Ordering::Relaxed),
             age: self.established_at().elapsed().unwrap_or_default(),
         }
@@ -281,6 +283,7 @@ pub fn spawn(established: Established) -> LinkHandle {
         link,
         remote_addr,
         direction,
+        ..
     } = established;
     let config_channels = receive_channels(&link);
     let windows: Vec<u32> = config_channels.iter().map(|(_, window)| *window).collect();

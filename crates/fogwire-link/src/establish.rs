@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fogwire_identity::NodeId;
+use fogwire_link_proto::puzzle::Puzzle;
 use fogwire_link_proto::{Config, Handshake, HandshakeError, Link, LinkIdentity};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -35,6 +36,20 @@ pub struct Established {
     pub link: Link,
     pub remote_addr: SocketAddr,
     pub direction: Direction,
+    /// The bits of the puzzle solved on the way (the listener was under
+    /// load), if any.
+    pub puzzle_bits: Option<u8>,
+}
+
+impl Established {
+    /// How the handshake went, for metric labels: `ok`, or
+    /// `ok_after_puzzle` when a puzzle had to be solved first.
+    pub fn outcome(&self) -> &'static str {
+        match self.puzzle_bits {
+            Some(_) => "ok_after_puzzle",
+            None => "ok",
+        }
+    }
 }
 
 /// Why a link could not be established.
@@ -147,7 +162,22 @@ pub async fn establish(
     identity: &LinkIdentity,
     config: Arc<Config>,
 ) -> Result<Established, EstablishError> {
-    let handshake = Handshake::responder(identity, config, Instant::now())?;
+    establish_asking(stream, remote_addr, identity, config, None).await
+}
+
+/// [`establish`], asking the dialer to solve `puzzle` first, if any (the
+/// node is under load: [`crate::admission`]).
+pub async fn establish_asking(
+    stream: TcpStream,
+    remote_addr: SocketAddr,
+    identity: &LinkIdentity,
+    config: Arc<Config>,
+    puzzle: Option<Puzzle>,
+) -> Result<Established, EstablishError> {
+    let mut handshake = Handshake::responder(identity, config, Instant::now())?;
+    if let Some(puzzle) = puzzle {
+        handshake.demand_puzzle(puzzle);
+    }
     run_handshake(stream, handshake, remote_addr, Direction::Inbound).await
 }
 
@@ -198,6 +228,19 @@ async fn run_handshake(
                 return Err(handshake.handle_eof().into());
             }
             handshake.handle_input(&buffer[..read])?;
+            if let Some(puzzle) = handshake.puzzle() {
+                // The listener is under load: work before it does. Off
+                // the event loop (up to 2^24 hashes; the deadline holds).
+                let solved = tokio::task::spawn_blocking(move || puzzle.solve())
+                    .await
+                    .ok()
+                    .flatten()
+                    .ok_or(HandshakeError::PuzzleTooHard {
+                        bits: puzzle.bits,
+                        max: fogwire_link_proto::puzzle::BITS_ACCEPTED_MAX,
+                    })?;
+                handshake.answer_puzzle(solved, fogwire_env::NoiseResolver::os())?;
+            }
         }
     };
     match tokio::time::timeout_at(deadline, exchange).await {
@@ -210,12 +253,14 @@ async fn run_handshake(
             .into());
         }
     }
+    let puzzle_bits = handshake.puzzle_solved();
     let link = handshake.into_link(Instant::now())?;
     Ok(Established {
         stream,
         link,
         remote_addr,
         direction,
+        puzzle_bits,
     })
 }
 

@@ -20,6 +20,7 @@ pub mod book;
 mod channel;
 mod driver;
 mod establish;
+pub mod metrics;
 mod peer_addr;
 pub mod refusals;
 pub mod slots;
@@ -28,7 +29,7 @@ pub use channel::{ChannelReceiver, ChannelSendError, ChannelSender};
 pub use driver::{LinkCounters, LinkHandle, LinkSnapshot, NoAnswer, spawn};
 pub use establish::{
     Direction, EstablishError, Established, connect, connect_stream, dial, establish,
-    establish_within, listen, listen_hint,
+    establish_asking, establish_within, listen, listen_hint,
 };
 pub use fogwire_link_proto as proto;
 pub use peer_addr::{ParsePeerAddrError, PeerAddr};

@@ -9,17 +9,24 @@
 //!   the peer book) and inbound links from peers it keeps — are never
 //!   evicted and are admitted even when the node is full, by evicting the
 //!   least useful other link.
+//! - **Paying** peers — whose receipts this node redeemed in the last
+//!   [`PAID_WITHIN`] ([`Payers`]) — give way only to kept newcomers, and
+//!   only once no other link can.
 //! - **Per address**, at most `per_address` other inbound links.
 //! - **When full**, a newcomer may take the slot of an other inbound link
-//!   that has sent no channel message since it came up at least `grace`
-//!   ago (a link that did nothing); a kept newcomer takes the slot of the
-//!   least useful other link: fewest messages per second of its life,
-//!   then the oldest. A newcomer with no slot to take is refused.
+//!   that pays nothing and has sent no channel message since it came up at
+//!   least `grace` ago (a link that did nothing); a paying newcomer takes
+//!   the slot of the least useful link that pays nothing; a kept newcomer
+//!   that of the least useful other link, non-paying ones first. Least
+//!   useful: fewest messages per second of its life, then the oldest. A
+//!   newcomer with no slot to take is refused.
 //!
 //! Nothing here reads a clock: ages are handed in.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use fogwire_identity::NodeId;
 
@@ -28,6 +35,40 @@ pub const PER_ADDRESS_DEFAULT: usize = 16;
 
 /// How long a new link may stay silent before it can lose its slot.
 pub const GRACE: Duration = Duration::from_secs(30);
+/// A peer counts as paying for this long after a receipt of its was
+/// redeemed.
+pub const PAID_WITHIN: Duration = Duration::from_secs(3600);
+/// Payers remembered; the one that paid longest ago is forgotten first.
+pub const PAYERS_MAX: usize = 4096;
+
+/// The peers that paid this node lately: the earner marks a payer when
+/// the ledger redeems its receipt; the link manager asks when it must
+/// pick a link to close. Cheap to clone; clones share the set.
+#[derive(Debug, Clone, Default)]
+pub struct Payers {
+    paid: Arc<Mutex<HashMap<NodeId, Instant>>>,
+}
+
+impl Payers {
+    /// `peer` paid at `now`.
+    pub fn paid(&self, peer: NodeId, now: Instant) {
+        let mut paid = self.paid.lock().unwrap_or_else(|p| p.into_inner());
+        if paid.len() >= PAYERS_MAX
+            && !paid.contains_key(&peer)
+            && let Some(oldest) = paid.iter().min_by_key(|(_, at)| **at).map(|(id, _)| *id)
+        {
+            paid.remove(&oldest);
+        }
+        paid.insert(peer, now);
+    }
+
+    /// Whether `peer` paid within [`PAID_WITHIN`] before `now`.
+    pub fn pays(&self, peer: &NodeId, now: Instant) -> bool {
+        let paid = self.paid.lock().unwrap_or_else(|p| p.into_inner());
+        paid.get(peer)
+            .is_some_and(|at| now.saturating_duration_since(*at) < PAID_WITHIN)
+    }
+}
 
 /// A link that holds a slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +78,8 @@ pub struct Occupant {
     pub inbound: bool,
     /// The operator's: never evicted.
     pub kept: bool,
+    /// Paid this node lately ([`Payers`]).
+    pub paying: bool,
     /// Channel messages it has sent this node.
     pub messages_in: u64,
     /// Time since it came up.
@@ -50,6 +93,7 @@ impl Occupant {
             address: self.address,
             inbound: self.inbound,
             kept: self.kept || !self.inbound,
+            paying: self.paying,
         }
     }
 
@@ -69,6 +113,7 @@ pub struct Newcomer {
     pub address: IpAddr,
     pub inbound: bool,
     pub kept: bool,
+    pub paying: bool,
 }
 
 /// What to do with a newcomer.
@@ -119,17 +164,21 @@ impl SlotPolicy {
     }
 
     /// Where `link` stands among the links that hold slots; `kept` says
-    /// which peers the operator keeps.
+    /// which peers the operator keeps, `payers` which paid lately.
     pub fn place<'a>(
         &self,
         link: &crate::LinkHandle,
         holders: impl Iterator<Item = &'a crate::LinkHandle>,
         kept: impl Fn(&NodeId) -> bool,
+        payers: &Payers,
     ) -> Decision {
-        let occupants: Vec<Occupant> = holders
-            .map(|holder| holder.occupant(kept(&holder.peer())))
-            .collect();
-        self.decide(&link.occupant(kept(&link.peer())).newcomer(), &occupants)
+        let now = Instant::now();
+        let occupant = |link: &crate::LinkHandle| {
+            let peer = link.peer();
+            link.occupant(kept(&peer), payers.pays(&peer, now))
+        };
+        let occupants: Vec<Occupant> = holders.map(occupant).collect();
+        self.decide(&occupant(link).newcomer(), &occupants)
     }
 
     /// Where `newcomer` stands, given the links that hold slots.
@@ -149,10 +198,15 @@ impl SlotPolicy {
         let victim = occupants
             .iter()
             .filter(|o| o.evictable())
-            .filter(|o| newcomer.kept || (o.messages_in == 0 && o.age >= self.grace))
+            .filter(|o| {
+                newcomer.kept
+                    || (!o.paying
+                        && (newcomer.paying || (o.messages_in == 0 && o.age >= self.grace)))
+            })
             .min_by(|a, b| {
-                a.usefulness()
-                    .total_cmp(&b.usefulness())
+                a.paying
+                    .cmp(&b.paying)
+                    .then(a.usefulness().total_cmp(&b.usefulness()))
                     .then(b.age.cmp(&a.age))
             });
         match victim {
@@ -180,6 +234,7 @@ mod tests {
             address: address(n),
             inbound,
             kept,
+            paying: false,
             messages_in,
             age: Duration::from_secs(age_secs),
         }
@@ -196,6 +251,7 @@ mod tests {
             address: address(n),
             inbound: true,
             kept: false,
+            paying: false,
         }
     }
 
@@ -256,6 +312,7 @@ mod tests {
             address: address(9),
             inbound: false,
             kept: true,
+            paying: false,
         };
         assert_eq!(POLICY.decide(&kept, &occupants), Decision::Evict(id(2)));
         // With nothing evictable, even a kept newcomer waits.
@@ -269,5 +326,82 @@ mod tests {
             POLICY.decide(&kept, &untouchable),
             Decision::Refuse(NoSlot::Full(4))
         );
+    }
+
+    #[test]
+    fn paying_peers_give_way_only_to_kept_newcomers_and_after_every_other_link() {
+        let paying = |n: u8, messages_in: u64, age_secs: u64| Occupant {
+            paying: true,
+            ..occupant(n, true, false, messages_in, age_secs)
+        };
+        // A silent paying link past its grace keeps its slot from a
+        // stranger; a silent non-paying one does not.
+        let full = vec![
+            paying(1, 0, 600),
+            occupant(2, true, false, 50, 60),
+            occupant(3, true, false, 0, 600),
+            occupant(4, true, true, 0, 600),
+        ];
+        assert_eq!(POLICY.decide(&stranger(9), &full), Decision::Evict(id(3)));
+        let mut no_idle = full.clone();
+        no_idle[2] = paying(3, 0, 600);
+        assert_eq!(
+            POLICY.decide(&stranger(9), &no_idle),
+            Decision::Refuse(NoSlot::Full(4))
+        );
+        // A paying newcomer takes the least useful link that pays nothing,
+        // idle or not, never a paying one.
+        let payer = Newcomer {
+            paying: true,
+            ..stranger(9)
+        };
+        assert_eq!(POLICY.decide(&payer, &no_idle), Decision::Evict(id(2)));
+        let all_paying = vec![
+            paying(1, 0, 600),
+            paying(2, 50, 60),
+            paying(3, 0, 600),
+            occupant(4, true, true, 0, 600),
+        ];
+        assert_eq!(
+            POLICY.decide(&payer, &all_paying),
+            Decision::Refuse(NoSlot::Full(4))
+        );
+        // A kept newcomer: non-paying links first, however busy; then the
+        // least useful paying one.
+        let kept = Newcomer {
+            kept: true,
+            ..stranger(9)
+        };
+        let mixed = vec![
+            paying(1, 0, 600),
+            occupant(2, true, false, 5_000, 60),
+            paying(3, 10, 600),
+            occupant(4, true, true, 0, 600),
+        ];
+        assert_eq!(POLICY.decide(&kept, &mixed), Decision::Evict(id(2)));
+        assert_eq!(POLICY.decide(&kept, &all_paying), Decision::Evict(id(1)));
+    }
+
+    #[test]
+    fn payers_count_for_an_hour_and_are_bounded() {
+        let payers = Payers::default();
+        let start = fogwire_testkit::time::epoch();
+        payers.paid(id(1), start);
+        assert!(payers.pays(&id(1), start + PAID_WITHIN / 2));
+        assert!(!payers.pays(&id(1), start + PAID_WITHIN));
+        assert!(!payers.pays(&id(2), start));
+        for n in 0..PAYERS_MAX as u32 + 10 {
+            let peer = fogwire_identity::Keypair::from_seed(
+                &[&n.to_be_bytes()[..], &[7; 28]]
+                    .concat()
+                    .try_into()
+                    .unwrap(),
+            )
+            .node_id();
+            payers.paid(peer, start + Duration::from_millis(u64::from(n) + 1));
+        }
+        assert_eq!(payers.paid.lock().unwrap().len(), PAYERS_MAX);
+        // The oldest payer went first.
+        assert!(!payers.pays(&id(1), start + Duration::from_secs(1)));
     }
 }

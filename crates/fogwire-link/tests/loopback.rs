@@ -168,3 +168,69 @@ async fn a_dropped_receiver_does_not_stall_the_peer() {
     .await;
     assert_eq!(b.snapshot().messages_in, 100);
 }
+
+#[tokio::test]
+async fn a_dialer_solves_the_puzzle_a_listener_under_load_asks_and_links() {
+    use fogwire_link::establish_asking;
+    use fogwire_link::proto::puzzle::{Puzzle, RETRY_LEN};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener_identity = identity(2);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let puzzle = Puzzle {
+        challenge: [5; 16],
+        bits: 12,
+    };
+    let accept = tokio::spawn({
+        let listener_identity = listener_identity.clone();
+        async move {
+            let mut results = Vec::new();
+            for _ in 0..2 {
+                let (stream, remote) = listener.accept().await.unwrap();
+                let asked = Some(puzzle);
+                results.push(
+                    establish_asking(stream, remote, &listener_identity, config(), asked).await,
+                );
+            }
+            results
+        }
+    });
+    // A fogwire dialer solves it without being told and links.
+    let outbound = connect(addr, listener_identity.node_id(), &identity(1), config())
+        .await
+        .unwrap();
+    // A flooder replaying a first message gets the RETRY and nothing more:
+    // the listener spent no X25519 on it.
+    let mut flooder = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut handshake = fogwire_link::proto::Handshake::initiator(
+        &identity(3),
+        config(),
+        listener_identity.node_id(),
+        std::time::Instant::now(),
+    )
+    .unwrap();
+    let mut first = Vec::new();
+    handshake.take_transmit(&mut first);
+    flooder.write_all(&first).await.unwrap();
+    let mut retry = vec![0u8; 2 + RETRY_LEN];
+    flooder.read_exact(&mut retry).await.unwrap();
+    assert_eq!(Puzzle::decode_retry(&retry[2..]), Some(Ok(puzzle)));
+    // Sending the same first message again is refused, and the connection closed.
+    flooder.write_all(&first).await.unwrap();
+    let mut rest = Vec::new();
+    flooder.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "no message 2 for an unsolved puzzle");
+    let inbound = accept.await.unwrap();
+    assert!(inbound[0].is_ok(), "{:?}", inbound[0].as_ref().err());
+    assert!(
+        matches!(
+            inbound[1],
+            Err(EstablishError::Handshake(HandshakeError::PuzzleUnsolved))
+        ),
+        "{:?}",
+        inbound[1].as_ref().err()
+    );
+    let link = spawn(outbound);
+    assert_eq!(link.peer(), listener_identity.node_id());
+}

@@ -264,6 +264,17 @@ pub struct LinkSection {
     /// closed at once, which bounds what half-open connections can cost.
     #[default(64)]
     pub max_pending_handshakes: usize,
+    /// Most of them from one IP address.
+    #[default(fogwire_link::admission::PER_ADDRESS_DEFAULT)]
+    pub max_handshakes_per_address: usize,
+    /// Most inbound links from one IP address (peers this node keeps
+    /// aside), so self-made identities from one machine cannot fill it.
+    #[default(fogwire_link::slots::PER_ADDRESS_DEFAULT)]
+    pub max_links_per_address: usize,
+    /// When the node is full, an inbound link that has sent nothing this
+    /// long since it came up gives its slot to a newcomer.
+    #[default(fogwire_link::slots::GRACE.as_millis() as u64)]
+    pub silent_link_grace_ms: u64,
     #[default(500)]
     pub reconnect_initial_ms: u64,
     #[default(60_000)]
@@ -439,7 +450,7 @@ impl Config {
             ))
         };
         let link = &self.link;
-        let ranges: [(&str, u64, Range<u64>); 5] = [
+        let ranges: [(&str, u64, Range<u64>); 6] = [
             (
                 "handshake_timeout_ms",
                 link.handshake_timeout_ms,
@@ -457,6 +468,11 @@ impl Config {
                 10..600_001,
             ),
             ("reconnect_max_ms", link.reconnect_max_ms, 10..86_400_001),
+            (
+                "silent_link_grace_ms",
+                link.silent_link_grace_ms,
+                1_000..86_400_001,
+            ),
         ];
         for (key, value, range) in ranges {
             if !range.contains(&value) {
@@ -489,20 +505,19 @@ impl Config {
                 ),
             );
         }
-        if !(1..=65_536).contains(&link.max_links) {
-            return fail(
-                "max_links",
-                format!("link.max_links = {} must be 1 to 65536", link.max_links),
-            );
-        }
-        if !(1..=65_536).contains(&link.max_pending_handshakes) {
-            return fail(
-                "max_pending_handshakes",
-                format!(
-                    "link.max_pending_handshakes = {} must be 1 to 65536",
-                    link.max_pending_handshakes
-                ),
-            );
+        let counts = [
+            ("max_links", link.max_links),
+            ("max_pending_handshakes", link.max_pending_handshakes),
+            (
+                "max_handshakes_per_address",
+                link.max_handshakes_per_address,
+            ),
+            ("max_links_per_address", link.max_links_per_address),
+        ];
+        for (key, value) in counts {
+            if !(1..=65_536).contains(&value) {
+                return fail(key, format!("link.{key} = {value} must be 1 to 65536"));
+            }
         }
         let route_fail = |key: &str, message: String| {
             Err(ConfigError::at(

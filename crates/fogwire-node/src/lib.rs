@@ -16,7 +16,6 @@ mod control_api;
 mod fabric;
 pub mod home;
 mod links;
-mod metrics;
 mod node;
 
 pub use config::{Config, ConfigError};

@@ -9,18 +9,18 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use fogwire_identity::NodeId;
-use fogwire_link::admission::{Admission, PER_ADDRESS_DEFAULT};
+use fogwire_link::admission::Admission;
 use fogwire_link::book::PeerBook;
 use fogwire_link::proto::{CloseCode, CloseReason, CloseSide, Config as LinkConfig, LinkIdentity};
 use fogwire_link::refusals::{self, RefusalLog};
-use fogwire_link::slots::{Decision, SlotPolicy};
+use fogwire_link::slots::{Decision, Payers, SlotPolicy};
 use fogwire_link::{Direction, EstablishError, LinkHandle, LinkSnapshot, LinkUser, PeerAddr};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::metrics::{CLOSED_TOTALS_MAX, Metrics};
+use fogwire_link::metrics::{CLOSED_TOTALS_MAX, LinkReport, LinkTally, Metrics};
 
 /// Events the link manager reports to whoever listens (the demo).
 #[derive(Debug, Clone)]
@@ -57,8 +57,9 @@ pub enum LinkError {
 /// How many links, and how fast to redial.
 #[derive(Debug, Clone, Copy)]
 pub struct LinkLimits {
-    /// Most inbound handshakes in progress at once.
+    /// Most inbound handshakes in progress at once, and from one address.
     pub max_pending_handshakes: usize,
+    pub handshakes_per_address: usize,
     /// Who gets a link slot: most links, per address, eviction.
     pub slots: SlotPolicy,
     /// Reconnect delays for kept peers: doubling from the first to the last.
@@ -85,16 +86,38 @@ struct Wanted {
 
 /// The links' mutable state, behind one lock held only briefly.
 #[derive(Debug, Default)]
-pub(crate) struct State {
-    pub(crate) links: HashMap<NodeId, LinkHandle>,
+struct State {
+    links: HashMap<NodeId, LinkHandle>,
     wanted: HashMap<NodeId, Wanted>,
-    pub(crate) closed_totals: HashMap<NodeId, LinkSnapshot>,
+    closed_totals: HashMap<NodeId, LinkSnapshot>,
     admission: Option<Admission>,
 }
 
 impl State {
-    pub(crate) fn pending_handshakes(&self) -> usize {
+    fn pending_handshakes(&self) -> usize {
         self.admission.as_ref().map_or(0, Admission::in_progress)
+    }
+}
+
+/// What the metrics read at a scrape.
+#[derive(Debug)]
+struct Report(Arc<Mutex<State>>);
+
+impl LinkReport for Report {
+    fn tally(&self) -> Option<LinkTally> {
+        let state = self.0.lock().ok()?;
+        let mut tally = LinkTally {
+            totals: state.closed_totals.clone(),
+            links: state.links.len(),
+            pending_handshakes: state.pending_handshakes(),
+            ..LinkTally::default()
+        };
+        for (peer, link) in &state.links {
+            let snapshot = link.snapshot();
+            tally.totals.entry(*peer).or_default().add_counts(&snapshot);
+            tally.rtts.extend(snapshot.rtt.map(|rtt| (*peer, rtt)));
+        }
+        Some(tally)
     }
 }
 
@@ -108,6 +131,7 @@ struct Manager {
     refusals: RefusalLog,
     /// Peers linked with `connect` (kept across restarts) and cut off.
     book: PeerBook,
+    payers: Payers,
     events: broadcast::Sender<NodeEvent>,
     metrics: Metrics,
     /// Told of every link that comes up and goes down.
@@ -135,7 +159,7 @@ impl Links {
     /// handed to each of `users`.
     pub(crate) fn start(
         listener: TcpListener,
-        (identity, book): (Arc<LinkIdentity>, PeerBook),
+        (identity, book, payers): (Arc<LinkIdentity>, PeerBook, Payers),
         config: LinkConfig,
         limits: LinkLimits,
         users: Vec<Arc<dyn LinkUser>>,
@@ -143,7 +167,8 @@ impl Links {
         tasks: TaskTracker,
     ) -> std::io::Result<Links> {
         let local_addr = listener.local_addr()?;
-        let admission = Admission::new(limits.max_pending_handshakes, PER_ADDRESS_DEFAULT);
+        let admission =
+            Admission::new(limits.max_pending_handshakes, limits.handshakes_per_address);
         let state = Arc::new(Mutex::new(State {
             admission: Some(admission.clone()),
             ..State::default()
@@ -154,11 +179,12 @@ impl Links {
                 config: Arc::new(config),
                 local_addr,
                 limits,
-                metrics: Metrics::new(state.clone()),
+                metrics: Metrics::new(Box::new(Report(state.clone()))),
                 state,
                 admission,
                 refusals: RefusalLog::default(),
                 book,
+                payers,
                 events: broadcast::channel(EVENT_QUEUE_LEN).0,
                 users,
                 shutdown,
@@ -380,7 +406,9 @@ impl Links {
         }
         match fogwire_link::dial(addr, &self.shared.identity, self.shared.config.clone()).await {
             Ok(established) => {
-                self.shared.metrics.handshake("outbound", "ok");
+                self.shared
+                    .metrics
+                    .handshake("outbound", established.outcome());
                 self.register(fogwire_link::spawn(established))
             }
             Err(error) => {
@@ -430,7 +458,10 @@ impl Links {
                 };
                 match result {
                     Ok(established) => {
-                        links.shared.metrics.handshake("inbound", "ok");
+                        links
+                            .shared
+                            .metrics
+                            .handshake("inbound", established.outcome());
                         let _ = links.register(fogwire_link::spawn(established));
                     }
                     Err(error) => {
@@ -493,7 +524,8 @@ impl Links {
                 None => {
                     let slots = &self.shared.limits.slots;
                     let kept = |peer: &NodeId| state.wanted.contains_key(peer);
-                    match slots.place(&link, state.links.values(), kept) {
+                    let payers = &self.shared.payers;
+                    match slots.place(&link, state.links.values(), kept, payers) {
                         Decision::Admit => {}
                         Decision::Evict(victim) => evicted = state.links.remove(&victim),
                         Decision::Refuse(why) => {
@@ -653,6 +685,7 @@ impl Links {
                         .or_else(|| wanted.map(|w| w.addr.address.clone())),
                     direction: link.map(|l| l.direction().as_str().to_owned()),
                     wanted: wanted.is_some(),
+                    pays: self.shared.payers.pays(&id, now),
                     linked_since_unix: link.and_then(|l| {
                         l.established_at()
                             .duration_since(UNIX_EPOCH)

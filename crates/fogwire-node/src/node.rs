@@ -75,8 +75,13 @@ impl NodeOptions {
                 .concat(),
             },
             limits: LinkLimits {
-                slots: SlotPolicy::new(link.max_links),
+                slots: SlotPolicy {
+                    max_links: link.max_links,
+                    per_address: link.max_links_per_address,
+                    grace: Duration::from_millis(link.silent_link_grace_ms),
+                },
                 max_pending_handshakes: link.max_pending_handshakes,
+                handshakes_per_address: link.max_handshakes_per_address,
                 reconnect_initial: Duration::from_millis(link.reconnect_initial_ms),
                 reconnect_max: Duration::from_millis(link.reconnect_max_ms),
             },
@@ -317,9 +322,10 @@ impl Node {
         ];
         let book_path = options.data_dir.as_ref().map(|dir| dir.join("peers"));
         let (book, kept) = fogwire_link::book::PeerBook::open(book_path)?;
+        let payers = fogwire_link::slots::Payers::default();
         let links = Links::start(
             listener,
-            (identity, book),
+            (identity, book, payers.clone()),
             options.link,
             options.limits,
             users,
@@ -400,6 +406,7 @@ impl Node {
             replication: replication.clone(),
             fabric: Arc::new(fabric.clone()),
             wallet: ledger.wallet().clone(),
+            payers,
         };
         tasks.spawn(earner.run(rpc.clone(), shutdown.clone()));
         let agent = match (&options.compute.agent, &compute.worker) {

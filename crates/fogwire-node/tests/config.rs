@@ -122,3 +122,29 @@ fn a_ledger_served_without_genesis_accounts_is_an_error_that_names_the_fix() {
     .unwrap();
     assert!(config.ledger.serve);
 }
+
+#[test]
+fn the_admission_shares_and_grace_are_set_from_the_file_and_checked() {
+    let config = parse(
+        "[link]\nmax_links_per_address = 4\nmax_handshakes_per_address = 2\nsilent_link_grace_ms = 5000\n",
+    )
+    .unwrap();
+    let keypair = std::sync::Arc::new(fogwire_identity::Keypair::from_seed(&[1; 32]));
+    let options = fogwire_node::NodeOptions::from_config(&config, keypair);
+    assert_eq!(options.limits.slots.per_address, 4);
+    assert_eq!(
+        options.limits.slots.grace,
+        std::time::Duration::from_secs(5)
+    );
+    assert_eq!(options.limits.handshakes_per_address, 2);
+    for bad in [
+        "max_links_per_address = 0",
+        "max_handshakes_per_address = 0",
+        "silent_link_grace_ms = 10",
+    ] {
+        let error = parse(&format!("[link]\n{bad}\n")).unwrap_err();
+        assert_eq!(error.location, Some((2, 1)), "{bad}");
+        let key = bad.split(' ').next().unwrap();
+        assert!(error.message.contains(key), "{bad}: {}", error.message);
+    }
+}

@@ -774,4 +774,21 @@ async fn relays_and_servers_earn_from_their_receipts() {
     assert!(relay_view.flow.earned_per_hour > 0);
     assert_eq!(source_view.flow.spent_total, relay_view.account.balance);
     assert_eq!(client.info().await.unwrap().supply_error, None);
+    // Who paid is told apart: a payer's link keeps its slot before others'
+    // (fogwire_link::slots), and `fogwire peers` shows it.
+    let pays = |node: &Node, peer: &Node| {
+        let id = peer.node_id().to_string();
+        node.peers().into_iter().any(|p| p.node_id == id && p.pays)
+    };
+    // (Marked once each earner has heard back from the ledger.)
+    wait::until(
+        "the server's fetcher and the relay's source count as paying",
+        || pays(&server, &fetcher) && pays(&relay, &source),
+    )
+    .await;
+    assert!(
+        !pays(&fetcher, &server),
+        "the fetcher was never paid by the server"
+    );
+    assert!(!pays(&relay, &sink), "the sink paid nothing");
 }

@@ -173,3 +173,96 @@ async fn when_every_handshake_slot_is_held_by_silent_sockets_a_peer_still_links(
         "the oldest silent socket kept its slot"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_first_messages_gets_puzzles_and_a_peer_still_links() {
+    // Bound proven: past PUZZLE_FREE_PER_SEC handshakes a second, a first
+    // message is answered with a RETRY (a 23-byte record, no X25519)
+    // rather than message 2; a fogwire peer dialing meanwhile solves the
+    // puzzle and links.
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    use fogwire_link::admission::PUZZLE_FREE_PER_SEC;
+    use fogwire_link::proto::Handshake;
+    use fogwire_link::proto::puzzle::RETRY_LEN;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let node = nodes::node().await;
+    let addr = node.local_addr();
+    let flooder = LinkIdentity::generate(Arc::new(Keypair::generate().unwrap())).unwrap();
+    let mut first = Vec::new();
+    Handshake::initiator(
+        &flooder,
+        Arc::new(LinkConfig::default()),
+        node.node_id(),
+        std::time::Instant::now(),
+    )
+    .unwrap()
+    .take_transmit(&mut first);
+    let first = Arc::new(first);
+    let (retries, seconds, stop) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let started = std::time::Instant::now();
+    let mut flood = Vec::new();
+    for source in 2..10u8 {
+        let (first, retries, seconds, stop) = (
+            first.clone(),
+            retries.clone(),
+            seconds.clone(),
+            stop.clone(),
+        );
+        flood.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind(([127, 0, 0, source], 0).into()).unwrap();
+                let Ok(mut stream) = socket.connect(addr).await else {
+                    continue;
+                };
+                if stream.write_all(&first).await.is_err() {
+                    continue;
+                }
+                let mut length = [0u8; 2];
+                if stream.read_exact(&mut length).await.is_err() {
+                    continue;
+                }
+                let counter = match usize::from(u16::from_be_bytes(length)) {
+                    RETRY_LEN => &retries,
+                    _ => &seconds,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    wait::until("the node asks for puzzles", || {
+        retries.load(Ordering::Relaxed) >= 500
+    })
+    .await;
+    let friend = nodes::node().await;
+    friend
+        .connect(node.peer_addr())
+        .await
+        .expect("a peer links during a flood of first messages");
+    stop.store(true, Ordering::Relaxed);
+    for task in flood {
+        task.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    // The friend solved a puzzle on its way in: no flooder solves any.
+    assert!(
+        node.metrics_text().contains(
+            r#"fogwire_handshakes_total{direction="inbound",result="ok_after_puzzle"} 1"#
+        ),
+        "{}",
+        node.metrics_text()
+    );
+    // Message 2 (X25519 spent) went to at most the free rate.
+    let free_bound = u64::from(PUZZLE_FREE_PER_SEC) * (elapsed.as_secs() + 2);
+    let answered = seconds.load(Ordering::Relaxed);
+    assert!(
+        answered <= free_bound,
+        "{answered} first messages got message 2 in {elapsed:?} (bound {free_bound})"
+    );
+}

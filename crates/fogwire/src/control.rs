@@ -98,6 +98,7 @@ fn print_peer_table(peers: &[Peer]) {
         &[
             "peer",
             "state",
+            "pays",
             "direction",
             "address",
             "rtt",
@@ -105,12 +106,13 @@ fn print_peer_table(peers: &[Peer]) {
             "out",
             "since",
         ],
-        &[4, 5, 6, 7],
+        &[5, 6, 7, 8],
     );
     for peer in peers {
         table.row([
             peer.node_id.clone(),
             state_text(peer),
+            if peer.pays { "yes" } else { "-" }.into(),
             peer.direction.clone().unwrap_or_else(|| "-".into()),
             peer.address.clone().unwrap_or_else(|| "-".into()),
             peer.rtt_ms

@@ -13,6 +13,12 @@
 //! binds that key to a NodeId. The dialer names the NodeId it expects and
 //! aborts after message 2 — before revealing its own identity — if the
 //! responder is anyone else. There is no unauthenticated or plaintext mode.
+//!
+//! A responder under load may answer message 1 with a RETRY that asks for
+//! a [`Puzzle`] to be solved first; the initiator then starts over on the
+//! same connection, its new message 1 carrying the solution. The
+//! responder builds no Noise state (and runs no X25519) until a message 1
+//! it accepts has arrived.
 
 pub mod payload;
 
@@ -23,6 +29,7 @@ use fogwire_identity::{Domain, Keypair, NodeId, Signature};
 
 use crate::cipher::TransportCipher;
 use crate::link::Link;
+use crate::puzzle::{self, Puzzle};
 use crate::record::{LEN_PREFIX, RecordReader, write_len_prefix};
 use crate::{Config, HANDSHAKE_RECORD_LEN_MAX, HandshakeError, NOISE_PARAMS, PROLOGUE, VERSION};
 use fogwire_env::NoiseResolver;
@@ -97,6 +104,25 @@ impl LinkIdentity {
     }
 }
 
+fn build_noise(
+    resolver: NoiseResolver,
+    static_private: &[u8],
+    role: Role,
+) -> Result<Box<snow::HandshakeState>, HandshakeError> {
+    let builder = resolver
+        .builder(noise_params()?)
+        .local_private_key(static_private)
+        .map_err(noise_error)?
+        .prologue(PROLOGUE)
+        .map_err(noise_error)?;
+    let noise = match role {
+        Role::Initiator => builder.build_initiator(),
+        Role::Responder => builder.build_responder(),
+    }
+    .map_err(noise_error)?;
+    Ok(Box::new(noise))
+}
+
 fn noise_params() -> Result<snow::params::NoiseParams, HandshakeError> {
     NOISE_PARAMS.parse().map_err(noise_error)
 }
@@ -120,8 +146,21 @@ enum Role {
 /// at [`Handshake::deadline`], and once [`Handshake::is_finished`] turn it
 /// into a [`Link`] with [`Handshake::into_link`].
 pub struct Handshake {
-    noise: Box<snow::HandshakeState>,
+    /// Built at once by an initiator; by a responder only once it accepts
+    /// message 1, so a first message it refuses costs no X25519.
+    noise: Option<Box<snow::HandshakeState>>,
+    /// What the responder builds its Noise state with.
+    unbuilt: Option<NoiseResolver>,
+    static_private: zeroize::Zeroizing<Vec<u8>>,
     role: Role,
+    /// Responder: the puzzle message 1 must solve (asked by a RETRY).
+    demanded: Option<Puzzle>,
+    /// Initiator: the puzzle a RETRY asked for, until it is answered.
+    to_solve: Option<Puzzle>,
+    /// A RETRY was sent (responder) or received (initiator): only one.
+    retried: bool,
+    /// The bits of the puzzle solved on the way, once solved.
+    solved_bits: Option<u8>,
     local_node: NodeId,
     pub(crate) local_payload: Vec<u8>,
     expected_peer: Option<NodeId>,
@@ -200,17 +239,11 @@ impl Handshake {
         now: Instant,
         resolver: NoiseResolver,
     ) -> Result<Self, HandshakeError> {
-        let builder = resolver
-            .builder(noise_params()?)
-            .local_private_key(&identity.static_private)
-            .map_err(noise_error)?
-            .prologue(PROLOGUE)
-            .map_err(noise_error)?;
-        let noise = match role {
-            Role::Initiator => builder.build_initiator(),
-            Role::Responder => builder.build_responder(),
-        }
-        .map_err(noise_error)?;
+        let static_private = identity.static_private.clone();
+        let (noise, unbuilt) = match role {
+            Role::Initiator => (Some(build_noise(resolver, &static_private, role)?), None),
+            Role::Responder => (None, Some(resolver)),
+        };
         let local_payload = HandshakePayload {
             identity: identity.node_id(),
             certificate: identity.certificate,
@@ -222,8 +255,14 @@ impl Handshake {
         }
         .encode();
         Ok(Self {
-            noise: Box::new(noise),
+            noise,
+            unbuilt,
+            static_private,
             role,
+            demanded: None,
+            to_solve: None,
+            retried: false,
+            solved_bits: None,
             local_node: identity.node_id(),
             local_payload,
             expected_peer: None,
@@ -252,7 +291,7 @@ impl Handshake {
     }
 
     fn process_records(&mut self) -> Result<(), HandshakeError> {
-        while !self.is_finished() {
+        while !self.is_finished() && self.to_solve.is_none() {
             let record = match self.reader.next_record() {
                 Ok(Some(record)) => record,
                 Ok(None) => return Ok(()),
@@ -269,26 +308,26 @@ impl Handshake {
                     });
                 }
             };
+            match (self.role, self.messages) {
+                (Role::Responder, 0) if !self.admit_first(&record)? => continue,
+                (Role::Initiator, 1) => {
+                    if let Some(retry) = Puzzle::decode_retry(&record) {
+                        self.take_retry(retry)?;
+                        continue;
+                    }
+                }
+                _ => {}
+            }
             let mut payload = [0u8; HANDSHAKE_RECORD_LEN_MAX];
             let payload_len = self
-                .noise
+                .noise()?
                 .read_message(&record, &mut payload)
                 .map_err(noise_error)?;
             let payload = &payload[..payload_len];
             self.messages += 1;
             match (self.role, self.messages) {
                 (Role::Responder, 1) => {
-                    match payload {
-                        [VERSION] => {}
-                        [version] => {
-                            return Err(HandshakeError::UnsupportedVersion { version: *version });
-                        }
-                        _ => {
-                            return Err(HandshakeError::MalformedPayload {
-                                detail: "first message must carry exactly a version byte",
-                            });
-                        }
-                    }
+                    // Its payload was checked before Noise was built.
                     let local_payload = std::mem::take(&mut self.local_payload);
                     self.write_message(&local_payload)?;
                 }
@@ -316,14 +355,134 @@ impl Handshake {
         Ok(())
     }
 
+    /// Responder, message 1, before any Noise state exists: checks its
+    /// payload (a version, or a version and a puzzle's solution); answers
+    /// a RETRY instead if a puzzle is demanded and this is the first
+    /// attempt (false: wait for the next message 1); builds Noise once the
+    /// message is accepted (true).
+    fn admit_first(&mut self, record: &[u8]) -> Result<bool, HandshakeError> {
+        const EPHEMERAL_LEN: usize = 32;
+        let Some((&version, solution)) = record.get(EPHEMERAL_LEN..).and_then(<[u8]>::split_first)
+        else {
+            return Err(HandshakeError::MalformedPayload {
+                detail: "first message shorter than an ephemeral key and a version",
+            });
+        };
+        let solved = match solution.len() {
+            0 => false,
+            len if len == puzzle::SOLUTION_PAYLOAD_LEN - 1 => true,
+            _ => {
+                return Err(HandshakeError::MalformedPayload {
+                    detail: "first message must carry a version byte, and after a RETRY a solution",
+                });
+            }
+        };
+        if version != VERSION {
+            return Err(HandshakeError::UnsupportedVersion { version });
+        }
+        match self.demanded {
+            Some(puzzle) if !self.retried => {
+                // Unsolved or not, a first attempt is answered with a
+                // challenge: the RETRY costs one record, no X25519.
+                self.retried = true;
+                self.write_record(&puzzle.encode_retry());
+                return Ok(false);
+            }
+            Some(puzzle) if !(solved && puzzle.accepts(solution)) => {
+                return Err(HandshakeError::PuzzleUnsolved);
+            }
+            Some(puzzle) => self.solved_bits = Some(puzzle.bits),
+            None if solved => {
+                return Err(HandshakeError::MalformedPayload {
+                    detail: "a puzzle's solution, but no puzzle was asked",
+                });
+            }
+            _ => {}
+        }
+        let resolver = self.unbuilt.take().ok_or(HandshakeError::UnexpectedData)?;
+        self.noise = Some(build_noise(resolver, &self.static_private, self.role)?);
+        Ok(true)
+    }
+
+    /// Initiator: a RETRY arrived instead of message 2.
+    fn take_retry(&mut self, retry: Result<Puzzle, u8>) -> Result<(), HandshakeError> {
+        let puzzle = retry.map_err(|_| HandshakeError::MalformedPayload {
+            detail: "RETRY asks for 0 or more than 32 bits",
+        })?;
+        if self.retried {
+            return Err(HandshakeError::MalformedPayload {
+                detail: "a second RETRY",
+            });
+        }
+        if puzzle.bits > puzzle::BITS_ACCEPTED_MAX {
+            return Err(HandshakeError::PuzzleTooHard {
+                bits: puzzle.bits,
+                max: puzzle::BITS_ACCEPTED_MAX,
+            });
+        }
+        self.retried = true;
+        self.to_solve = Some(puzzle);
+        Ok(())
+    }
+
+    /// Responder: asks the dialer to solve `puzzle` before this node does
+    /// any Diffie–Hellman for it (the node is under load). Its first
+    /// message is answered with a RETRY carrying the puzzle. Call before
+    /// any input.
+    pub fn demand_puzzle(&mut self, puzzle: Puzzle) {
+        if self.role == Role::Responder && self.messages == 0 {
+            self.demanded = Some(puzzle);
+        }
+    }
+
+    /// Initiator: the puzzle the listener asked for, if one waits to be
+    /// solved. Solve it ([`Puzzle::solve`], CPU-bound: off the event loop)
+    /// and hand the nonce to [`Handshake::answer_puzzle`].
+    pub fn puzzle(&self) -> Option<Puzzle> {
+        self.to_solve
+    }
+
+    /// Initiator: starts the handshake over on the same connection with a
+    /// fresh ephemeral key (drawn through `resolver`), its message 1
+    /// carrying `nonce` as the solution of [`Handshake::puzzle`].
+    pub fn answer_puzzle(
+        &mut self,
+        nonce: u64,
+        resolver: NoiseResolver,
+    ) -> Result<(), HandshakeError> {
+        let puzzle = self.to_solve.take().ok_or(HandshakeError::UnexpectedData)?;
+        self.noise = Some(build_noise(resolver, &self.static_private, self.role)?);
+        self.solved_bits = Some(puzzle.bits);
+        self.messages = 0;
+        self.write_message(&puzzle.solution_payload(VERSION, nonce))?;
+        let result = self.process_records();
+        if result.is_err() {
+            self.failed = true;
+        }
+        result
+    }
+
+    /// The bits of the puzzle this handshake solved (initiator) or had
+    /// solved (responder) on its way, if it needed one.
+    pub fn puzzle_solved(&self) -> Option<u8> {
+        self.solved_bits
+    }
+
+    fn noise(&mut self) -> Result<&mut snow::HandshakeState, HandshakeError> {
+        self.noise
+            .as_deref_mut()
+            .ok_or(HandshakeError::UnexpectedData)
+    }
+
     fn authenticate_peer(&self, payload: &[u8]) -> Result<HandshakePayload, HandshakeError> {
         let peer = HandshakePayload::decode(payload)?;
-        let static_key =
-            self.noise
-                .get_remote_static()
-                .ok_or(HandshakeError::MalformedPayload {
-                    detail: "no static key before the identity payload",
-                })?;
+        let static_key = self
+            .noise
+            .as_deref()
+            .and_then(snow::HandshakeState::get_remote_static)
+            .ok_or(HandshakeError::MalformedPayload {
+                detail: "no static key before the identity payload",
+            })?;
         peer.verify(static_key)?;
         if peer.identity == self.local_node {
             return Err(HandshakeError::SelfConnection);
@@ -334,15 +493,19 @@ impl Handshake {
     fn write_message(&mut self, payload: &[u8]) -> Result<(), HandshakeError> {
         let mut message = [0u8; HANDSHAKE_RECORD_LEN_MAX];
         let len = self
-            .noise
+            .noise()?
             .write_message(payload, &mut message)
             .map_err(noise_error)?;
-        let start = self.transmit.len();
-        self.transmit.resize(start + LEN_PREFIX, 0);
-        write_len_prefix(&mut self.transmit[start..], len);
-        self.transmit.extend_from_slice(&message[..len]);
+        self.write_record(&message[..len]);
         self.messages += 1;
         Ok(())
+    }
+
+    fn write_record(&mut self, body: &[u8]) {
+        let start = self.transmit.len();
+        self.transmit.resize(start + LEN_PREFIX, 0);
+        write_len_prefix(&mut self.transmit[start..], body.len());
+        self.transmit.extend_from_slice(body);
     }
 
     /// Bytes to send to the peer, if any. Appends them to `out`.
@@ -407,7 +570,7 @@ impl Handshake {
         };
         let leftover = self.reader.take_buffered();
         let (initiator_to_responder, responder_to_initiator) = {
-            let (first, second) = self.noise.dangerously_get_raw_split();
+            let (first, second) = self.noise()?.dangerously_get_raw_split();
             (
                 zeroize::Zeroizing::new(first),
                 zeroize::Zeroizing::new(second),

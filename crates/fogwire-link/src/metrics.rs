@@ -1,14 +1,14 @@
-//! Prometheus metrics of a node, in the OpenMetrics text format.
+//! Prometheus metrics of a node's links, in the OpenMetrics text format.
 //!
 //! Per-peer link counters are read from the live links at scrape time (and
-//! from the totals of links that closed), so the forwarding path only ever
-//! touches the link's own atomics.
+//! from the totals of links that closed), through a [`LinkReport`] the link
+//! manager implements, so the forwarding path only ever touches the link's
+//! own atomics.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use fogwire_identity::NodeId;
-use fogwire_link::LinkSnapshot;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -16,15 +16,32 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::links::State;
+use crate::LinkSnapshot;
 
 /// Peers whose closed-link totals are remembered for the metrics; beyond
 /// this, the oldest are forgotten so churn cannot grow memory without bound.
-pub(crate) const CLOSED_TOTALS_MAX: usize = 4096;
+pub const CLOSED_TOTALS_MAX: usize = 4096;
 
 type Labels = Vec<(&'static str, String)>;
 
-pub(crate) struct Metrics {
+/// What the links add up to at a scrape.
+#[derive(Debug, Default)]
+pub struct LinkTally {
+    /// Counters of each peer: its closed links' totals plus its live link.
+    pub totals: HashMap<NodeId, LinkSnapshot>,
+    /// Latest round-trip time of each live link that measured one.
+    pub rtts: Vec<(NodeId, Duration)>,
+    pub links: usize,
+    pub pending_handshakes: usize,
+}
+
+/// Where the metrics read the links from at each scrape.
+pub trait LinkReport: Send + Sync + std::fmt::Debug + 'static {
+    /// The tally now; `None` if it cannot be read (nothing is reported).
+    fn tally(&self) -> Option<LinkTally>;
+}
+
+pub struct Metrics {
     registry: Registry,
     handshakes: Family<Labels, Counter>,
     closes: Family<Labels, Counter>,
@@ -37,7 +54,7 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    pub(crate) fn new(state: Arc<Mutex<State>>) -> Self {
+    pub fn new(report: Box<dyn LinkReport>) -> Self {
         let mut registry = Registry::with_prefix("fogwire");
         let handshakes = Family::<Labels, Counter>::default();
         registry.register(
@@ -51,7 +68,7 @@ impl Metrics {
             "Links closed, by who closed them and the close code",
             closes.clone(),
         );
-        registry.register_collector(Box::new(LinkCollector { state }));
+        registry.register_collector(Box::new(LinkCollector { report }));
         Self {
             registry,
             handshakes,
@@ -59,7 +76,8 @@ impl Metrics {
         }
     }
 
-    pub(crate) fn handshake(&self, direction: &'static str, result: &str) {
+    /// Counts a handshake of `direction` that ended with `result`.
+    pub fn handshake(&self, direction: &'static str, result: &str) {
         self.handshakes
             .get_or_create(&vec![
                 ("direction", direction.to_owned()),
@@ -68,13 +86,15 @@ impl Metrics {
             .inc();
     }
 
-    pub(crate) fn link_closed(&self, side: &'static str, code: &'static str) {
+    /// Counts a link closed by `side` with `code`.
+    pub fn link_closed(&self, side: &'static str, code: &'static str) {
         self.closes
             .get_or_create(&vec![("side", side.to_owned()), ("code", code.to_owned())])
             .inc();
     }
 
-    pub(crate) fn encode(&self) -> String {
+    /// Every metric, in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
@@ -84,30 +104,19 @@ impl Metrics {
 
 #[derive(Debug)]
 struct LinkCollector {
-    state: Arc<Mutex<State>>,
+    report: Box<dyn LinkReport>,
 }
 
 impl Collector for LinkCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let (mut totals, rtts, links, pending): (
-            HashMap<NodeId, LinkSnapshot>,
-            Vec<_>,
-            usize,
-            usize,
-        ) = {
-            let Ok(state) = self.state.lock() else {
-                return Ok(());
-            };
-            let mut totals = state.closed_totals.clone();
-            let mut rtts = Vec::new();
-            for (peer, link) in &state.links {
-                let snapshot = link.snapshot();
-                totals.entry(*peer).or_default().add_counts(&snapshot);
-                if let Some(rtt) = snapshot.rtt {
-                    rtts.push((*peer, rtt));
-                }
-            }
-            (totals, rtts, state.links.len(), state.pending_handshakes())
+        let Some(LinkTally {
+            mut totals,
+            rtts,
+            links,
+            pending_handshakes: pending,
+        }) = self.report.tally()
+        else {
+            return Ok(());
         };
         let gauge = ConstGauge::new(links as i64);
         gauge.encode(encoder.encode_descriptor(
