@@ -19,10 +19,16 @@ use crate::channel::{ChannelReceiver, ChannelSender, CreditReturn};
 use crate::{Direction, Established};
 
 /// Bytes of encrypted records the driver gathers before writing; a few
-/// largest records, so each write system call moves a good amount.
+/// largest records, so each write system call moves a good amount. The
+/// buffer grows a largest record at a time, only while the link has that
+/// much to send at once: a quiet link holds one record's worth.
 const TRANSMIT_BUFFER_LEN: usize = 8 * (RECORD_LEN_MAX + 2);
-/// Bytes the driver asks the socket for per read.
+/// Most bytes the driver asks the socket for per read…
 const READ_CHUNK_LEN: usize = 256 * 1024;
+/// …starting from this, doubled each time a read fills what it asked: a
+/// quiet link (or 300 self-made identities holding links) does not keep
+/// 256 KiB of read buffer each.
+const READ_CHUNK_FIRST: usize = 16 * 1024;
 /// Messages an application may have queued per channel before `send` waits
 /// (or `try_send` fails): at least this many…
 const OUTBOUND_QUEUE_MESSAGES: usize = 32;
@@ -364,8 +370,9 @@ struct Driver {
 
 impl Driver {
     async fn run(mut self) -> CloseReason {
-        let mut transmit = vec![0u8; TRANSMIT_BUFFER_LEN].into_boxed_slice();
+        let mut transmit: Vec<u8> = Vec::new();
         let (mut transmit_start, mut transmit_end) = (0, 0);
+        let mut read_chunk = READ_CHUNK_FIRST;
         let mut outbound_turn = 0;
         let sleep = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(sleep);
@@ -386,8 +393,16 @@ impl Driver {
             }
             // Top the buffer up whenever a largest record still fits, so each
             // write hands the kernel as much as is ready.
-            if transmit.len() - transmit_end >= RECORD_LEN_MAX + 2 && self.link.wants_transmit() {
-                transmit_end += self.link.poll_transmit(now, &mut transmit[transmit_end..]);
+            if self.link.wants_transmit() {
+                if transmit.len() - transmit_end < RECORD_LEN_MAX + 2
+                    && transmit.len() < TRANSMIT_BUFFER_LEN
+                {
+                    let grown = (transmit.len() + RECORD_LEN_MAX + 2).min(TRANSMIT_BUFFER_LEN);
+                    transmit.resize(grown, 0);
+                }
+                if transmit.len() - transmit_end >= RECORD_LEN_MAX + 2 {
+                    transmit_end += self.link.poll_transmit(now, &mut transmit[transmit_end..]);
+                }
             }
             self.shared
                 .counters
@@ -424,12 +439,18 @@ impl Driver {
                 })
                 .fold(0, |mask, (index, _)| mask | (1 << index));
             let input = self.link.input_buffer();
-            input.reserve(READ_CHUNK_LEN);
+            input.reserve(read_chunk);
+            let asked = input.capacity() - input.len();
             let outbound = &mut self.outbound;
             tokio::select! {
                 read = reader.read_buf(input) => match read {
                     Ok(0) => self.link.handle_eof(),
-                    Ok(_) => self.link.process_input(Instant::now()),
+                    Ok(read) => {
+                        if read >= asked {
+                            read_chunk = (read_chunk * 2).min(READ_CHUNK_LEN);
+                        }
+                        self.link.process_input(Instant::now());
+                    }
                     Err(error) => self.link.handle_transport_error(error.to_string()),
                 },
                 written = writer.write(&transmit[transmit_start..transmit_end]),

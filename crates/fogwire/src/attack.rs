@@ -7,7 +7,8 @@
 //! same run: how long a peer takes to link, `fogwire status` and
 //! `fogwire store add` as a user runs them, the node's CPU per 1,000
 //! handshake attempts a second, its memory and open files, and its log
-//! bytes a second.
+//! bytes a second; and what the node's puzzle (a RETRY under load) costs
+//! an attacker who solves it, beside what a first message costs the node.
 //!
 //! The attackers come from other loopback addresses (127.0.0.2 and up) than
 //! the honest peers (127.0.0.1), as they would from other hosts.
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use fogwire_identity::{Keypair, NodeId};
+use fogwire_link::proto::puzzle::Puzzle;
 use fogwire_link::proto::{Config as LinkConfig, Handshake, LinkIdentity};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -69,8 +71,13 @@ struct Phase {
     /// The node's CPU over the measuring window, in cores.
     cpu_cores: f64,
     handshakes_per_sec: f64,
+    /// Of the flooders' first messages, the share answered with a RETRY
+    /// (a puzzle) rather than message 2.
+    puzzle_share: f64,
     rss_mib: f64,
     open_files: u64,
+    /// Links the node holds at the end of the window (`fogwire status`).
+    links: u64,
     log_bytes_per_sec: f64,
 }
 
@@ -78,9 +85,18 @@ struct Phase {
 struct Report {
     baseline: Phase,
     attack: Phase,
+    /// The handshake flood alone (its CPU per attempt, its puzzles).
+    flood: Phase,
     /// The node's CPU (in % of a core) per 1,000 handshake attempts a
-    /// second, beyond its CPU with no attack.
+    /// second in the flood alone, beyond its CPU with no attack.
     cpu_percent_per_1000_handshakes: f64,
+    /// The most bits a RETRY asked of the flooders.
+    puzzle_bits: u8,
+    /// One core's time to solve a puzzle of those bits on this machine
+    /// (median of several), what a flooder pays per message 2 it gets.
+    solve_ms: f64,
+    /// The node's CPU time per flooder first message under attack.
+    node_ms_per_attempt: f64,
     goals_met: bool,
 }
 
@@ -184,13 +200,24 @@ async fn hold_identity(source: Ipv4Addr, to: SocketAddr, node: NodeId, stop: Can
     }
 }
 
+/// What the flooders counted.
+#[derive(Debug, Default)]
+struct FloodCounts {
+    attempts: AtomicU64,
+    /// Answered with a RETRY.
+    puzzles: AtomicU64,
+    /// The most bits a RETRY asked.
+    bits: AtomicU64,
+}
+
 /// Opens handshakes as fast as the node answers: the captured first
-/// message, then whatever the node answers, then close.
+/// message, then whatever the node answers (a RETRY is counted, never
+/// solved), then close.
 async fn flood(
     sources: Vec<Ipv4Addr>,
     to: SocketAddr,
     message1: Arc<Vec<u8>>,
-    attempts: Arc<AtomicU64>,
+    counts: Arc<FloodCounts>,
     stop: CancellationToken,
 ) {
     let mut next = 0;
@@ -201,11 +228,39 @@ async fn flood(
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        attempts.fetch_add(1, Ordering::Relaxed);
+        counts.attempts.fetch_add(1, Ordering::Relaxed);
         if stream.write_all(&message1).await.is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut reply)).await;
+            let read = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut reply)).await;
+            if let Ok(Ok(read)) = read
+                && let Some(Ok(puzzle)) = reply[..read].get(2..).and_then(Puzzle::decode_retry)
+            {
+                counts.puzzles.fetch_add(1, Ordering::Relaxed);
+                counts
+                    .bits
+                    .fetch_max(u64::from(puzzle.bits), Ordering::Relaxed);
+            }
         }
     }
+}
+
+/// One core's time to solve a puzzle of `bits` on average, in
+/// milliseconds: 2^bits tries at the rate this machine checks them (one
+/// puzzle's time varies too much to be the figure: tries are a geometric
+/// draw).
+fn solve_ms(bits: u8) -> f64 {
+    const TRIES: u64 = 1 << 20;
+    let mut challenge = [0u8; 16];
+    (fogwire_env::os_random())(&mut challenge);
+    // 32 bits: no nonce below TRIES is likely to pass, so all are tried.
+    let puzzle = Puzzle {
+        challenge,
+        bits: 32,
+    };
+    let started = Instant::now();
+    let passed = (0..TRIES).filter(|nonce| puzzle.check(*nonce)).count();
+    let per_try = started.elapsed().as_secs_f64() / TRIES as f64;
+    std::hint::black_box(passed);
+    per_try * 2f64.powi(i32::from(bits)) * 1000.0
 }
 
 /// Times `fogwire <args>` against `home`; fails on a failed command.
@@ -229,9 +284,11 @@ fn measure(
     victim: &SoakNode,
     peers: &[SoakNode],
     scratch: &Path,
-    attempts: &AtomicU64,
+    counts: &FloodCounts,
     window: Duration,
 ) -> anyhow::Result<Phase> {
+    let attempts = &counts.attempts;
+    let puzzles_before = counts.puzzles.load(Ordering::Relaxed);
     let pid = victim.pid().context("the node is not running")?;
     let log = victim.home.join("node.log");
     let log_size = || std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
@@ -270,18 +327,203 @@ fn measure(
     std::thread::sleep(window.saturating_sub(started.elapsed()));
     let elapsed = started.elapsed().as_secs_f64();
     phase.cpu_cores = (cpu_seconds(pid) - cpu_before) / elapsed;
-    phase.handshakes_per_sec =
-        (attempts.load(Ordering::Relaxed) - attempts_before) as f64 / elapsed;
+    let attempted = attempts.load(Ordering::Relaxed) - attempts_before;
+    phase.handshakes_per_sec = attempted as f64 / elapsed;
+    if attempted > 0 {
+        let puzzles = counts.puzzles.load(Ordering::Relaxed) - puzzles_before;
+        phase.puzzle_share = puzzles as f64 / attempted as f64;
+    }
     phase.log_bytes_per_sec = (log_size() - log_before) as f64 / elapsed;
     let figures: Figures = victim.figures().context("cannot read the node's figures")?;
     phase.rss_mib = figures.rss_kib as f64 / 1024.0;
     phase.open_files = figures.fds;
+    let status = cli(exe, &victim.home, &["status", "--json"])?;
+    if !status.status.success() {
+        bail!(
+            "fogwire status failed: {}",
+            String::from_utf8_lossy(&status.stderr).trim()
+        );
+    }
+    let status: serde_json::Value =
+        serde_json::from_slice(&status.stdout).context("cannot read `fogwire status --json`")?;
+    phase.links = status["links"].as_u64().unwrap_or_default();
     Ok(phase)
+}
+
+/// Where the attack goes.
+#[derive(Debug, Clone)]
+struct Plan {
+    link_addr: SocketAddr,
+    api_addr: SocketAddr,
+    node_id: NodeId,
+    /// A request for a blob, with the API token, for the stalled readers.
+    blob_request: String,
+}
+
+/// The CPU the attacker is pinned to; the node, its peers and the
+/// commands timed get the others. On one machine the attacker's CPU (its
+/// puzzle solving above all) would otherwise starve the node it attacks,
+/// and the figures would measure the attacker, not the node.
+const ATTACKER_CPU: usize = 1;
+
+/// Runs the attack until `stop`: `sizes` are the idle sockets,
+/// identities, flooders, idle API connections and stalled readers.
+async fn attack(
+    plan: Plan,
+    [
+        idle_sockets,
+        identities,
+        flooders,
+        api_idle,
+        stalled_readers,
+    ]: [usize; 5],
+    counts: Arc<FloodCounts>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    let Plan {
+        link_addr,
+        api_addr,
+        node_id,
+        blob_request,
+    } = plan;
+    for n in 0..idle_sockets {
+        tasks.spawn(hold_open(attacker(1, n, 50), link_addr, b"", stop.clone()));
+    }
+    for n in 0..identities {
+        tasks.spawn(hold_identity(
+            attacker(2, n, 16),
+            link_addr,
+            node_id,
+            stop.clone(),
+        ));
+    }
+    let message1 = {
+        let identity = LinkIdentity::generate(Arc::new(Keypair::generate()?))?;
+        let mut handshake = Handshake::initiator(
+            &identity,
+            Arc::new(LinkConfig::default()),
+            node_id,
+            Instant::now(),
+        )?;
+        let mut bytes = Vec::new();
+        handshake.take_transmit(&mut bytes);
+        Arc::new(bytes)
+    };
+    for f in 0..flooders {
+        let sources = (0..16).map(|i| attacker(3, f * 16 + i, 1)).collect();
+        tasks.spawn(flood(
+            sources,
+            link_addr,
+            message1.clone(),
+            counts.clone(),
+            stop.clone(),
+        ));
+    }
+    for n in 0..api_idle {
+        tasks.spawn(hold_open(attacker(4, n, 100), api_addr, b"", stop.clone()));
+    }
+    let request: &'static [u8] = Box::leak(blob_request.into_bytes().into_boxed_slice());
+    for n in 0..stalled_readers {
+        tasks.spawn(hold_open(
+            attacker(5, n, 100),
+            api_addr,
+            request,
+            stop.clone(),
+        ));
+    }
+    stop.cancelled().await;
+    tasks.abort_all();
+    Ok(())
+}
+
+/// Starts the attack (`sizes` as [`attack`] takes them) on a thread of
+/// its own, pinned to [`ATTACKER_CPU`] if `pinned`, until `stop`.
+fn start_attacker(
+    plan: Plan,
+    sizes: [usize; 5],
+    counts: Arc<FloodCounts>,
+    stop: CancellationToken,
+    pinned: bool,
+) -> std::thread::JoinHandle<anyhow::Result<()>> {
+    std::thread::spawn(move || -> anyhow::Result<()> {
+        if pinned {
+            pin(Task::Thread(self_thread()?), ATTACKER_CPU)?;
+        }
+        // The attacker's own runtime: its tasks, and the threads that
+        // solve the node's puzzles, run where it was pinned.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        runtime.block_on(attack(plan, sizes, counts, stop))
+    })
+}
+
+fn join(attacker: std::thread::JoinHandle<anyhow::Result<()>>) -> anyhow::Result<()> {
+    attacker
+        .join()
+        .map_err(|_| anyhow::anyhow!("the attacker's thread panicked"))?
+}
+
+/// What [`pin`] pins.
+enum Task {
+    Whole(u32),
+    Thread(String),
+}
+
+/// The calling thread's id (`/proc/thread-self` names it).
+fn self_thread() -> anyhow::Result<String> {
+    let link = std::fs::read_link("/proc/thread-self").context("cannot read /proc/thread-self")?;
+    link.file_name()
+        .map(|tid| tid.to_string_lossy().into_owned())
+        .context("no thread id in /proc/thread-self")
+}
+
+/// Pins `task` — a process with every thread it has (`Whole`), or one
+/// thread — to CPUs `cpus` with `taskset`; threads it starts later
+/// inherit that.
+fn pin(task: Task, cpus: impl std::fmt::Display) -> anyhow::Result<()> {
+    let cpus = cpus.to_string();
+    let mut command = std::process::Command::new("taskset");
+    let task = match task {
+        Task::Whole(pid) => {
+            command.arg("--all-tasks");
+            pid.to_string()
+        }
+        Task::Thread(tid) => tid,
+    };
+    let output = command
+        .args(["--cpu-list", "--pid", &cpus, &task])
+        .output()
+        .context("cannot run taskset (util-linux) to pin the attacker apart")?;
+    if !output.status.success() {
+        bail!(
+            "taskset could not pin {task} to CPU {cpus}: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 pub async fn run(args: AttackArgs) -> anyhow::Result<()> {
     // Thousands of sockets: this process needs the files for them.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
+    // The node, its peers and the timed commands (children of this
+    // process, which inherit its CPUs) on every CPU but the attacker's.
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let pinned = cpus > ATTACKER_CPU;
+    if pinned {
+        let others = (0..cpus).filter(|cpu| *cpu != ATTACKER_CPU);
+        let others: Vec<String> = others.map(|cpu| cpu.to_string()).collect();
+        pin(Task::Whole(std::process::id()), others.join(","))?;
+        eprintln!(
+            "the attacker runs on CPU {ATTACKER_CPU}; the node, its peers and the commands timed on CPU {}",
+            others.join(",")
+        );
+    } else {
+        eprintln!("one CPU: the attacker shares it with the node it attacks");
+    }
     let exe = std::env::current_exe().context("cannot find this program to start nodes")?;
     let dir = tempfile::tempdir()?;
     let scratch = dir.path().join("scratch");
@@ -325,17 +567,17 @@ pub async fn run(args: AttackArgs) -> anyhow::Result<()> {
         .parse()?;
     let token = std::fs::read_to_string(victim.home.join("data/api.token"))?;
     let node_id: NodeId = victim.id.parse().context("the node's id")?;
-    let attempts = Arc::new(AtomicU64::new(0));
+    let counts = Arc::new(FloodCounts::default());
     let window = Duration::from_secs(15);
 
     eprintln!("measuring with no attack…");
     let baseline = {
-        let (exe, scratch, attempts) = (exe.clone(), scratch.clone(), attempts.clone());
+        let (exe, scratch, counts) = (exe.clone(), scratch.clone(), counts.clone());
         let victim = Arc::new(victim);
         let peers = Arc::new(peers);
         let (v, p) = (victim.clone(), peers.clone());
         let phase = tokio::task::spawn_blocking(move || {
-            measure(&exe, &v, &p[..4], &scratch, &attempts, window)
+            measure(&exe, &v, &p[..4], &scratch, &counts, window)
         })
         .await??;
         (phase, victim, peers)
@@ -348,75 +590,71 @@ pub async fn run(args: AttackArgs) -> anyhow::Result<()> {
         args.idle_sockets, args.identities, args.flooders, args.api_idle, args.stalled_readers
     );
     let stop = CancellationToken::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    for n in 0..args.idle_sockets {
-        tasks.spawn(hold_open(attacker(1, n, 50), link_addr, b"", stop.clone()));
-    }
-    for n in 0..args.identities {
-        tasks.spawn(hold_identity(
-            attacker(2, n, 16),
-            link_addr,
-            node_id,
-            stop.clone(),
-        ));
-    }
-    let message1 = {
-        let identity = LinkIdentity::generate(Arc::new(Keypair::generate()?))?;
-        let mut handshake = Handshake::initiator(
-            &identity,
-            Arc::new(LinkConfig::default()),
-            node_id,
-            Instant::now(),
-        )?;
-        let mut bytes = Vec::new();
-        handshake.take_transmit(&mut bytes);
-        Arc::new(bytes)
-    };
-    for f in 0..args.flooders {
-        let sources = (0..16).map(|i| attacker(3, f * 16 + i, 1)).collect();
-        tasks.spawn(flood(
-            sources,
-            link_addr,
-            message1.clone(),
-            attempts.clone(),
-            stop.clone(),
-        ));
-    }
-    for n in 0..args.api_idle {
-        tasks.spawn(hold_open(attacker(4, n, 100), api_addr, b"", stop.clone()));
-    }
-    let request: &'static [u8] = Box::leak(
-        format!(
+    let plan = Plan {
+        link_addr,
+        api_addr,
+        node_id,
+        blob_request: format!(
             "GET /blobs/{blob} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
             token.trim()
-        )
-        .into_bytes()
-        .into_boxed_slice(),
-    );
-    for n in 0..args.stalled_readers {
-        tasks.spawn(hold_open(
-            attacker(5, n, 100),
-            api_addr,
-            request,
-            stop.clone(),
-        ));
-    }
+        ),
+    };
+    let sizes = [
+        args.idle_sockets,
+        args.identities,
+        args.flooders,
+        args.api_idle,
+        args.stalled_readers,
+    ];
+    let attacker = start_attacker(plan.clone(), sizes, counts.clone(), stop.clone(), pinned);
     // Let the attack reach its full strength.
     tokio::time::sleep(Duration::from_secs(10)).await;
     eprintln!("measuring under attack…");
     let attack = {
-        let (exe, scratch, attempts) = (exe.clone(), scratch.clone(), attempts.clone());
+        let (exe, scratch, counts) = (exe.clone(), scratch.clone(), counts.clone());
         let (v, p) = (victim.clone(), peers.clone());
-        tokio::task::spawn_blocking(move || measure(&exe, &v, &p[4..], &scratch, &attempts, window))
+        tokio::task::spawn_blocking(move || measure(&exe, &v, &p[4..], &scratch, &counts, window))
             .await?
     };
     stop.cancel();
-    tasks.abort_all();
+    join(attacker)?;
     let attack = attack?;
 
-    let extra_cpu = (attack.cpu_cores - baseline.cpu_cores).max(0.0);
-    let per_thousand = if attack.handshakes_per_sec > 0.0 {
-        extra_cpu * 100.0 / (attack.handshakes_per_sec / 1000.0)
+    // The flood alone, for what it costs the node per first message: in
+    // the combined attack the identities' puzzle solving takes the
+    // attacker's CPU from its flooders.
+    eprintln!("measuring a handshake flood alone…");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stop = CancellationToken::new();
+    let flood_sizes = [0, 0, args.flooders, 0, 0];
+    let attacker = start_attacker(plan, flood_sizes, counts.clone(), stop.clone(), pinned);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let flood = {
+        let (exe, scratch, counts) = (exe.clone(), scratch.clone(), counts.clone());
+        let v = victim.clone();
+        tokio::task::spawn_blocking(move || measure(&exe, &v, &[], &scratch, &counts, window))
+            .await?
+    };
+    stop.cancel();
+    join(attacker)?;
+    let flood = flood?;
+
+    let extra_cpu = (flood.cpu_cores - baseline.cpu_cores).max(0.0);
+    let per_thousand = if flood.handshakes_per_sec > 0.0 {
+        extra_cpu * 100.0 / (flood.handshakes_per_sec / 1000.0)
+    } else {
+        f64::NAN
+    };
+    // What a flooder that solved the puzzles would pay per message 2,
+    // measured now, with the attack stopped.
+    let puzzle_bits = counts.bits.load(Ordering::Relaxed).min(32) as u8;
+    let solve_ms = if puzzle_bits > 0 {
+        tokio::task::spawn_blocking(move || solve_ms(puzzle_bits)).await?
+    } else {
+        f64::NAN
+    };
+    let node_ms_per_attempt = if flood.handshakes_per_sec > 0.0 {
+        extra_cpu * 1000.0 / flood.handshakes_per_sec
     } else {
         f64::NAN
     };
@@ -431,7 +669,11 @@ pub async fn run(args: AttackArgs) -> anyhow::Result<()> {
     let report = Report {
         baseline: baseline.clone(),
         attack: attack.clone(),
+        flood: flood.clone(),
         cpu_percent_per_1000_handshakes: per_thousand,
+        puzzle_bits,
+        solve_ms,
+        node_ms_per_attempt,
         goals_met,
     };
     if args.json {
@@ -454,8 +696,8 @@ pub async fn run(args: AttackArgs) -> anyhow::Result<()> {
                 phase.newcomer_ms.len() + phase.newcomer_failures.len()
             )
         };
-        let (b, a) = (&baseline, &attack);
-        let rows: [[String; 5]; 10] = [
+        let (b, a, f) = (&baseline, &attack, &flood);
+        let rows: [[String; 5]; 14] = [
             [
                 "a configured peer links".into(),
                 ms(&b.link_ms),
@@ -485,23 +727,55 @@ pub async fn run(args: AttackArgs) -> anyhow::Result<()> {
                 "≤ 1000 ms".into(),
             ],
             [
-                "handshake attempts/s".into(),
+                "handshake attempts/s (combined; flood alone)".into(),
                 format!("{:.0}", b.handshakes_per_sec),
-                format!("{:.0}", a.handshakes_per_sec),
+                format!("{:.0}; {:.0}", a.handshakes_per_sec, f.handshakes_per_sec),
                 String::new(),
                 String::new(),
             ],
             [
-                "node CPU (cores)".into(),
+                "first messages answered with a puzzle".into(),
+                format!("{:.0}%", b.puzzle_share * 100.0),
+                format!(
+                    "{:.0}%; {:.0}%",
+                    a.puzzle_share * 100.0,
+                    f.puzzle_share * 100.0
+                ),
+                String::new(),
+                String::new(),
+            ],
+            [
+                format!("a flooder solving ({puzzle_bits} bits), per message 2 on average"),
+                String::new(),
+                format!("{solve_ms:.2} ms"),
+                ratio(node_ms_per_attempt, solve_ms),
+                "÷ node per attempt".into(),
+            ],
+            [
+                "node CPU per first message (flood alone)".into(),
+                String::new(),
+                format!("{node_ms_per_attempt:.3} ms"),
+                String::new(),
+                String::new(),
+            ],
+            [
+                "node CPU, cores (combined; flood alone)".into(),
                 format!("{:.2}", b.cpu_cores),
-                format!("{:.2}", a.cpu_cores),
+                format!("{:.2}; {:.2}", a.cpu_cores, f.cpu_cores),
                 String::new(),
                 String::new(),
             ],
             [
-                "node CPU per 1,000 handshakes/s".into(),
+                "node CPU per 1,000 handshakes/s (flood alone)".into(),
                 String::new(),
                 format!("{per_thousand:.1}% core"),
+                String::new(),
+                String::new(),
+            ],
+            [
+                "links the node holds".into(),
+                b.links.to_string(),
+                a.links.to_string(),
                 String::new(),
                 String::new(),
             ],
