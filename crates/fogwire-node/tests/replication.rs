@@ -8,7 +8,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use fogwire_env::unix_ms as now_ms;
@@ -226,6 +226,8 @@ enum Lie {
     CutAfter(u64),
     /// Never answers "who has it".
     Mute,
+    /// Honest, but serves one message every 250 ms.
+    Drip,
 }
 
 /// A peer on a real link that answers from a real store of its own, and
@@ -371,6 +373,9 @@ async fn fake_serve(
                     if sender.send(message).await.is_err() {
                         return;
                     }
+                    if lie == Lie::Drip {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
                 }
                 let _ = sender.send(Message::Done { id }.encode()).await;
             }
@@ -428,6 +433,42 @@ async fn lying_peer_is_caught(lie: Lie) {
         "{lie:?}: the fake was asked again"
     );
     assert!(report.from.iter().all(|(peer, _)| *peer != fake_key));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_serving_in_a_slow_drip_keeps_no_share_of_the_download() {
+    // Bound proven: a peer that serves honest bytes at a trickle holds up
+    // only what it delivers; what it has not delivered moves to a faster
+    // peer (halved away, the last groups taken whole), and the blob
+    // arrives whole. The fetching node waits an hour before it gives up
+    // on a request that sends nothing, so only that can end the download
+    // (without the end game it hung on the drip's last groups).
+    let mut options = fogwire_testkit::nodes::options();
+    options.replication.stall_timeout = Duration::from_secs(3600);
+    let (honest, b) = (node().await, fogwire_testkit::nodes::start(options).await);
+    let data = pattern(12 * 1024 * 1024, 8);
+    let hash = add(&honest, data.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, real) = fake_store(dir.path(), &data);
+    let fake = FakePeer::start(&b, store, (hash, real), Lie::Drip).await;
+    link(&b, &honest).await;
+    let fetch = b.replication().fetch(hash, None, None);
+    let report = tokio::time::timeout(Duration::from_secs(300), fetch)
+        .await
+        .expect("the download waited on the drip")
+        .unwrap();
+    assert_eq!(read(&b, hash).await, data);
+    let from = |peer: NodeId| {
+        let bytes = report.from.iter().filter(|(p, _)| *p == peer);
+        bytes.map(|(_, bytes)| *bytes).sum::<u64>()
+    };
+    // The drip was given work and served some of it…
+    assert!(from(fake.id) > 0, "the drip served nothing: {report:?}");
+    // …but the faster peer delivered nearly all.
+    assert!(
+        from(fake.id) < data.len() as u64 / 4,
+        "the drip kept its share: {report:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

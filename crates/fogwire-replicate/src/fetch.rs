@@ -30,7 +30,7 @@ use fogwire_store_proto::stream::{ItemDecoder, Verified, all_groups};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::peer::{PeerLink, Pending, Reply};
+use crate::peer::{PeerLink, Reply};
 use crate::{Counters, FetchError, FetchProgress, FetchReport, ProgressFn, ReplicationState, lock};
 
 /// Object nodes nest at most this deep below a root.
@@ -877,36 +877,48 @@ fn write_loop(
     writer
 }
 
-/// Passes one request's answers to the writer; reports a request that
-/// fails or stalls.
+/// Asks `link` for `item` and passes the answers to the writer; reports a
+/// request that cannot be sent (no room in the peer's queue for the stall
+/// timeout counts as stalling), fails or stalls.
 async fn forward(
     key: u64,
-    mut pending: Pending,
+    (link, item): (Arc<PeerLink>, GetItem),
     to_writer: mpsc::Sender<ToWriter>,
     events: mpsc::Sender<Event>,
     stall: Duration,
 ) {
-    let peer = pending.peer();
+    let peer = link.peer;
+    let get = |id| StoreMessage::Get {
+        id,
+        items: vec![item],
+    };
     let mut busy = false;
-    let why = loop {
-        match tokio::time::timeout(stall, pending.next()).await {
-            Err(_) => break format!("sent nothing for {} s", stall.as_secs()),
-            Ok(None) => break "its link closed".to_string(),
-            Ok(Some(Reply::Data { item: 0, bytes })) => {
-                Counters::add(&pending.counters().fetched_bytes, bytes.len() as u64);
-                if to_writer.send(ToWriter::Data { key, bytes }).await.is_err() {
+    let why = 'failed: {
+        let mut pending = match tokio::time::timeout(stall, link.request(get)).await {
+            Ok(Some(pending)) => pending,
+            Ok(None) => break 'failed "its link closed".to_string(),
+            Err(_) => break 'failed format!("took no request for {} s", stall.as_secs()),
+        };
+        loop {
+            match tokio::time::timeout(stall, pending.next()).await {
+                Err(_) => break format!("sent nothing for {} s", stall.as_secs()),
+                Ok(None) => break "its link closed".to_string(),
+                Ok(Some(Reply::Data { item: 0, bytes })) => {
+                    Counters::add(&pending.counters().fetched_bytes, bytes.len() as u64);
+                    if to_writer.send(ToWriter::Data { key, bytes }).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Some(Reply::Done)) => {
+                    let _ = to_writer.send(ToWriter::Done { key }).await;
                     return;
                 }
+                Ok(Some(Reply::Error(code))) => {
+                    busy = code == ERROR_BUSY;
+                    break format!("refused: {}", error_name(code));
+                }
+                Ok(Some(_)) => break "answered out of turn".to_string(),
             }
-            Ok(Some(Reply::Done)) => {
-                let _ = to_writer.send(ToWriter::Done { key }).await;
-                return;
-            }
-            Ok(Some(Reply::Error(code))) => {
-                busy = code == ERROR_BUSY;
-                break format!("refused: {}", error_name(code));
-            }
-            Ok(Some(_)) => break "answered out of turn".to_string(),
         }
     };
     let _ = events
@@ -963,28 +975,17 @@ async fn download(
                         key,
                         groups: groups.clone(),
                     });
-                    let request = link
-                        .request(|id| StoreMessage::Get {
-                            id,
-                            items: vec![GetItem { hash, groups }],
-                        })
-                        .await;
-                    match request {
-                        Some(pending) => {
-                            let task = tokio::spawn(forward(
-                                key,
-                                pending,
-                                to_writer.clone(),
-                                events_sender.clone(),
-                                inner.config.stall_timeout,
-                            ));
-                            forwarders.insert(key, (peer, task.abort_handle()));
-                        }
-                        None => {
-                            download.on_failed(key, Failure::Gone, Instant::now());
-                            download.remove_peer(peer);
-                        }
-                    }
+                    // Sent from the request's own task: a peer that stops
+                    // reading fills its queue, and waiting for room here
+                    // would hold up every other peer's data.
+                    let task = tokio::spawn(forward(
+                        key,
+                        (link, GetItem { hash, groups }),
+                        to_writer.clone(),
+                        events_sender.clone(),
+                        inner.config.stall_timeout,
+                    ));
+                    forwarders.insert(key, (peer, task.abort_handle()));
                 }
                 Action::Cancel { key, .. } => {
                     if let Some((_, task)) = forwarders.remove(&key) {

@@ -125,10 +125,6 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
-    pub(crate) fn peer(&self) -> NodeId {
-        self.link.peer
-    }
-
     pub(crate) fn counters(&self) -> &Arc<Counters> {
         &self.link.counters
     }

@@ -243,3 +243,49 @@ async fn calls_to_this_node_reach_its_own_services_without_a_link() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_holding_every_call_slot_is_told_busy_at_once_and_slots_come_back() {
+    // Bound proven: one connection has at most 256 calls served at once
+    // (served_max); each call beyond is answered BUSY rather than queued,
+    // and a slot comes back when its call ends. The caller asks for no
+    // deadline at all (the longest): the node cuts it to 24 h.
+    let (client, _server, cancelled, links) = pair().await;
+    let server_id = links[0].peer();
+    let (busy, other) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut waiting = tokio::task::JoinSet::new();
+    for _ in 0..300 {
+        let mut call = client
+            .call(server_id, "test", 2, vec![], Some(Duration::MAX))
+            .await
+            .unwrap();
+        let (busy, other) = (busy.clone(), other.clone());
+        waiting.spawn(async move {
+            match call.next().await {
+                Some(Err(error)) if error.code() == Some(code::BUSY) => {
+                    busy.fetch_add(1, Ordering::SeqCst)
+                }
+                _ => other.fetch_add(1, Ordering::SeqCst),
+            };
+            // A served call waits here until it is dropped.
+            std::future::pending::<()>().await;
+        });
+    }
+    wait::until("the calls past 256 told busy", || {
+        busy.load(Ordering::SeqCst) == 44
+    })
+    .await;
+    // Nothing else answered: the other 256 are being served.
+    assert_eq!(other.load(Ordering::SeqCst), 0);
+    // Ending the held calls gives the slots back.
+    waiting.abort_all();
+    wait::until("every held call cancelled at the service", || {
+        cancelled.load(Ordering::SeqCst) == 256
+    })
+    .await;
+    let echoed = client
+        .request(server_id, "test", 0, vec![Value::from("again")], None)
+        .await
+        .unwrap();
+    assert_eq!(echoed, vec![vec![Value::from("again")]]);
+}

@@ -5,8 +5,11 @@
 //! per peer, so all peers work at once and a fast peer simply gets through
 //! more runs. When nothing is left to hand out, an idle peer takes over
 //! the second half of what a slower peer still has to deliver (work
-//! stealing); whichever delivers a group first wins, and a request all of
-//! whose groups arrived from elsewhere is cancelled. A peer that sends a
+//! stealing), and the whole of it once that is fewer than
+//! [`Config::steal_min_groups`] (the end game: a peer that sends nothing
+//! cannot hold the last groups hostage); whichever delivers a group first
+//! wins, and a request all of whose groups arrived from elsewhere is
+//! cancelled. A peer that sends a
 //! chunk group that fails verification is dropped: its requests go back
 //! to the others; one whose requests fail [`Config::peer_failures_max`]
 //! times is dropped too.
@@ -34,7 +37,8 @@ pub struct Config {
     pub request_groups: u64,
     /// Requests in flight per peer.
     pub per_peer: usize,
-    /// A request with fewer groups left than this is not worth stealing.
+    /// A request with fewer groups left than this is stolen whole rather
+    /// than halved (at most this many groups are fetched twice).
     pub steal_min_groups: u64,
     /// Requests of one peer that may fail (it refused, or went quiet)
     /// before it is left out of this download.
@@ -497,7 +501,8 @@ impl<P: Ord + Copy> Download<P> {
         true
     }
 
-    /// The second half of what a slower peer still owes, if worth taking.
+    /// The second half of what a slower peer still owes (all of it, if
+    /// little is left), the most it can take.
     fn steal(&self, thief: P, thief_rate: f64, available: &Groups, now: Instant) -> Option<Groups> {
         let mut best: Option<Groups> = None;
         let mut best_count = 0u64;
@@ -513,7 +518,7 @@ impl<P: Ord + Copy> Download<P> {
             }
             let owed = &(&request.groups - &self.have) & available;
             let count = group_count(&owed);
-            if count < self.config.steal_min_groups || count <= best_count {
+            if count == 0 || count <= best_count {
                 continue;
             }
             // Already stolen: another request covers this tail.
@@ -522,7 +527,11 @@ impl<P: Ord + Copy> Download<P> {
                 .values()
                 .filter(|r| r.peer != request.peer)
                 .fold(Groups::empty(), |acc, r| acc | &r.groups);
-            let tail = second_half(&owed);
+            let tail = if count < self.config.steal_min_groups {
+                owed
+            } else {
+                second_half(&owed)
+            };
             if !(&tail & &others).is_empty() {
                 continue;
             }
@@ -705,6 +714,18 @@ mod tests {
         // everything else; stealing keeps the end from waiting on it.
         let (_, delivered) = simulate(16 * MIB, &[100, 1], None);
         assert!(delivered[1] < 256, "{delivered:?}");
+    }
+
+    #[test]
+    fn a_peer_that_sends_nothing_holds_no_group_hostage() {
+        // Bound proven: a peer that takes requests and answers none (or a
+        // trickle) delays a download by nothing once another peer is
+        // idle: its requests are halved away, the last few groups taken
+        // whole (the end game), and at most steal_min_groups groups per
+        // request are fetched twice.
+        let (download, delivered) = simulate(12 * MIB, &[100, 0], None);
+        assert!(download.is_complete());
+        assert_eq!(delivered, vec![768, 0]);
     }
 
     #[test]
