@@ -132,6 +132,12 @@ impl PeerBook {
         }
     }
 
+    /// Lifts the refusal of `peer`'s links (the operator links to it
+    /// again), without keeping it yet.
+    pub fn unblock(&self, peer: &NodeId) {
+        self.lock().blocked.remove(peer);
+    }
+
     /// Why `peer`'s links are refused, if the operator cut it off less than
     /// [`BLOCK_FOR`] before `now`.
     pub fn blocked(&self, peer: &NodeId, now: Instant) -> Option<&'static str> {

@@ -14,7 +14,9 @@ use fogwire_link::book::PeerBook;
 use fogwire_link::proto::{CloseCode, CloseReason, CloseSide, Config as LinkConfig, LinkIdentity};
 use fogwire_link::refusals::{self, RefusalLog};
 use fogwire_link::slots::{Decision, Payers, SlotPolicy};
-use fogwire_link::{Direction, EstablishError, LinkHandle, LinkSnapshot, LinkUser, PeerAddr};
+use fogwire_link::{
+    Direction, EstablishError, LinkHandle, LinkSnapshot, LinkUser, NoAnswer, PeerAddr,
+};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -239,22 +241,41 @@ impl Links {
         if addr.node_id == self.node_id() {
             return Err(LinkError::SelfConnect);
         }
+        // The operator wants this peer again: its own dialing, which may
+        // race ours and win the duplicate rule, is welcome from now on.
+        self.shared.book.unblock(&addr.node_id);
         let link = match self.link(&addr.node_id) {
             Some(link) => link,
             None => {
+                let mut events = self.subscribe();
                 let link = self.dial(&addr).await?;
-                match link.answered(self.shared.config.handshake_timeout).await {
+                let within = self.shared.config.handshake_timeout;
+                match link.answered(within).await {
                     Ok(()) => link,
-                    // Both ends dialed at once and the other link was kept.
-                    Err(no_answer) => match self.link(&addr.node_id) {
-                        Some(kept) if kept.id() != link.id() => kept,
-                        _ => {
-                            return Err(LinkError::Refused {
-                                peer: addr.node_id,
-                                reason: no_answer.to_string(),
-                            });
-                        }
-                    },
+                    // Both ends dialed at once and the other link was kept
+                    // (it may still be finishing its handshake here).
+                    Err(no_answer) => {
+                        let duplicate = matches!(&no_answer,
+                            NoAnswer::Closed(reason) if reason.code == CloseCode::DUPLICATE);
+                        let theirs = async {
+                            loop {
+                                if let Some(kept) = self.link(&addr.node_id)
+                                    && kept.id() != link.id()
+                                {
+                                    return Some(kept);
+                                }
+                                let closed = broadcast::error::RecvError::Closed;
+                                if !duplicate || events.recv().await.err() == Some(closed) {
+                                    return None;
+                                }
+                            }
+                        };
+                        let theirs = tokio::time::timeout(within, theirs).await.ok().flatten();
+                        theirs.ok_or_else(|| LinkError::Refused {
+                            peer: addr.node_id,
+                            reason: no_answer.to_string(),
+                        })?
+                    }
                 }
             }
         };
