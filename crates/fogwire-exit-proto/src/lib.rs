@@ -1,0 +1,13 @@
+//! The sans-IO core of fogwire exits: nodes that forward their clients'
+//! traffic from routes to the networks they can reach.
+//!
+//! - [`policy`]: which destinations an exit forwards to — refusing by
+//!   default every address that is not public unicast, and the exit
+//!   host's own networks — and the short summary it advertises.
+//!
+//! No sockets, no clock, no file system: the exit's driver resolves names,
+//! opens connections and hands the addresses to [`policy::Policy::check`].
+
+pub mod policy;
+
+pub use policy::{Policy, PortRange, Refusal};
