@@ -4,10 +4,13 @@
 //! - [`policy`]: which destinations an exit forwards to — refusing by
 //!   default every address that is not public unicast, and the exit
 //!   host's own networks — and the short summary it advertises.
+//! - [`wire`]: the request that opens a stream to an exit (an address, or
+//!   a hostname the exit resolves) and the exit's reply.
 //!
 //! No sockets, no clock, no file system: the exit's driver resolves names,
 //! opens connections and hands the addresses to [`policy::Policy::check`].
 
 pub mod policy;
+pub mod wire;
 
 pub use policy::{Policy, PortRange, Refusal};
