@@ -172,13 +172,48 @@ impl SlotPolicy {
         kept: impl Fn(&NodeId) -> bool,
         payers: &Payers,
     ) -> Decision {
-        let now = Instant::now();
-        let occupant = |link: &crate::LinkHandle| {
-            let peer = link.peer();
-            link.occupant(kept(&peer), payers.pays(&peer, now))
+        let peer = link.peer();
+        let newcomer = link
+            .occupant(kept(&peer), payers.pays(&peer, Instant::now()))
+            .newcomer();
+        self.place_newcomer(newcomer, holders, kept, payers)
+    }
+
+    /// Where a link not yet started stands (decided before its first
+    /// frame, so a refused peer hears CLOSE(LIMIT) first, never a PONG).
+    pub fn place_established<'a>(
+        &self,
+        established: &crate::Established,
+        holders: impl Iterator<Item = &'a crate::LinkHandle>,
+        kept: impl Fn(&NodeId) -> bool,
+        payers: &Payers,
+    ) -> Decision {
+        let peer = established.link.peer();
+        let outbound = established.direction == crate::Direction::Outbound;
+        let newcomer = Newcomer {
+            address: established.remote_addr.ip(),
+            inbound: !outbound,
+            kept: kept(&peer) || outbound,
+            paying: payers.pays(&peer, Instant::now()),
         };
-        let occupants: Vec<Occupant> = holders.map(occupant).collect();
-        self.decide(&occupant(link).newcomer(), &occupants)
+        self.place_newcomer(newcomer, holders, kept, payers)
+    }
+
+    fn place_newcomer<'a>(
+        &self,
+        newcomer: Newcomer,
+        holders: impl Iterator<Item = &'a crate::LinkHandle>,
+        kept: impl Fn(&NodeId) -> bool,
+        payers: &Payers,
+    ) -> Decision {
+        let now = Instant::now();
+        let occupants: Vec<Occupant> = holders
+            .map(|link| {
+                let peer = link.peer();
+                link.occupant(kept(&peer), payers.pays(&peer, now))
+            })
+            .collect();
+        self.decide(&newcomer, &occupants)
     }
 
     /// Where `newcomer` stands, given the links that hold slots.

@@ -13,7 +13,7 @@ use fogwire_link::admission::Admission;
 use fogwire_link::book::PeerBook;
 use fogwire_link::proto::{CloseCode, CloseReason, CloseSide, Config as LinkConfig, LinkIdentity};
 use fogwire_link::refusals::{self, RefusalLog};
-use fogwire_link::slots::{Decision, Payers, SlotPolicy};
+use fogwire_link::slots::{Decision, NoSlot, Payers, SlotPolicy};
 use fogwire_link::{
     Direction, EstablishError, LinkHandle, LinkSnapshot, LinkUser, NoAnswer, PeerAddr,
 };
@@ -247,41 +247,50 @@ impl Links {
         let link = match self.link(&addr.node_id) {
             Some(link) => link,
             None => {
-                let mut events = self.subscribe();
+                let events = self.subscribe();
                 let link = self.dial(&addr).await?;
                 let within = self.shared.config.handshake_timeout;
                 match link.answered(within).await {
                     Ok(()) => link,
-                    // Both ends dialed at once and the other link was kept
-                    // (it may still be finishing its handshake here).
-                    Err(no_answer) => {
-                        let duplicate = matches!(&no_answer,
-                            NoAnswer::Closed(reason) if reason.code == CloseCode::DUPLICATE);
-                        let theirs = async {
-                            loop {
-                                if let Some(kept) = self.link(&addr.node_id)
-                                    && kept.id() != link.id()
-                                {
-                                    return Some(kept);
-                                }
-                                let closed = broadcast::error::RecvError::Closed;
-                                if !duplicate || events.recv().await.err() == Some(closed) {
-                                    return None;
-                                }
-                            }
-                        };
-                        let theirs = tokio::time::timeout(within, theirs).await.ok().flatten();
-                        theirs.ok_or_else(|| LinkError::Refused {
-                            peer: addr.node_id,
-                            reason: no_answer.to_string(),
-                        })?
-                    }
+                    Err(no_answer) => self.theirs_instead(&link, no_answer, events).await?,
                 }
             }
         };
         self.shared.book.keep(&addr);
         self.want(addr);
         Ok(link)
+    }
+
+    /// The link the peer dialed, when `ours` got `no_answer` because both
+    /// ends dialed at once and the peer's link was kept (it may still be
+    /// finishing its handshake here: a DUPLICATE close waits for it, up to
+    /// the handshake timeout); otherwise the refusal.
+    async fn theirs_instead(
+        &self,
+        ours: &LinkHandle,
+        no_answer: NoAnswer,
+        mut events: broadcast::Receiver<NodeEvent>,
+    ) -> Result<LinkHandle, LinkError> {
+        let peer = ours.peer();
+        let duplicate =
+            matches!(&no_answer, NoAnswer::Closed(reason) if reason.code == CloseCode::DUPLICATE);
+        let theirs = async {
+            loop {
+                if let Some(kept) = self.link(&peer).filter(|kept| kept.id() != ours.id()) {
+                    return Some(kept);
+                }
+                let closed = broadcast::error::RecvError::Closed;
+                if !duplicate || events.recv().await.err() == Some(closed) {
+                    return None;
+                }
+            }
+        };
+        let within = self.shared.config.handshake_timeout;
+        let theirs = tokio::time::timeout(within, theirs).await.ok().flatten();
+        theirs.ok_or_else(|| LinkError::Refused {
+            peer,
+            reason: no_answer.to_string(),
+        })
     }
 
     /// Stops keeping `peer` linked and closes its link. Returns whether
@@ -478,11 +487,20 @@ impl Links {
                     () = links.shared.shutdown.cancelled() => return,
                 };
                 match result {
-                    Ok(established) => {
-                        links
-                            .shared
-                            .metrics
-                            .handshake("inbound", established.outcome());
+                    Ok(mut established) => {
+                        let metrics = &links.shared.metrics;
+                        metrics.handshake("inbound", established.outcome());
+                        if let Some(why) = links.no_room(&established) {
+                            // Its first frame is the CLOSE: it never sees a
+                            // PONG that `connect` would take for a welcome.
+                            established
+                                .link
+                                .close(CloseCode::LIMIT, "no room for a link");
+                            drop(fogwire_link::spawn(established));
+                            let log = &links.shared.refusals;
+                            log.refused(remote, why.reason(), format_args!("{why}"));
+                            return;
+                        }
                         let _ = links.register(fogwire_link::spawn(established));
                     }
                     Err(error) => {
@@ -492,6 +510,24 @@ impl Links {
                     }
                 }
             });
+        }
+    }
+
+    /// Why an inbound link just established gets no slot, if it gets none
+    /// (no link to its peer exists, and the slot rules refuse it). Decided
+    /// again, with evictions, in [`Links::register`].
+    fn no_room(&self, established: &fogwire_link::Established) -> Option<NoSlot> {
+        let state = self.lock();
+        let peer = established.link.peer();
+        if state.links.get(&peer).is_some_and(|link| !link.is_closed()) {
+            return None;
+        }
+        let kept = |peer: &NodeId| state.wanted.contains_key(peer);
+        let slots = &self.shared.limits.slots;
+        let payers = &self.shared.payers;
+        match slots.place_established(established, state.links.values(), kept, payers) {
+            Decision::Refuse(why) => Some(why),
+            Decision::Admit | Decision::Evict(_) => None,
         }
     }
 
