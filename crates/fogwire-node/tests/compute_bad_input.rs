@@ -418,16 +418,18 @@ async fn a_restarted_worker_reports_what_it_was_doing() {
         hub.link(&worker.node_id()).is_some()
     })
     .await;
-    let listed = fabric
-        .call(
+    // The link is in the hub's table a moment before its RPC is handed
+    // it: until then a call says NotLinked.
+    let listed = wait::until_ok("the worker to answer `tasks` over RPC", || {
+        fabric.call(
             worker.node_id(),
             WORKER,
             method::TASKS,
             Vec::new(),
             Duration::from_secs(10),
         )
-        .await
-        .unwrap();
+    })
+    .await;
     assert_eq!(listed[0][0].as_array().unwrap().len(), 2);
     let status = finished(&hub, slow).await;
     assert_eq!(status.state, JobState::Done, "{status:?}");
