@@ -6,11 +6,13 @@
 //!   host's own networks — and the short summary it advertises.
 //! - [`wire`]: the request that opens a stream to an exit (an address, or
 //!   a hostname the exit resolves) and the exit's reply.
+//! - [`socks`]: the server's side of SOCKS 5, for the node's proxy.
 //!
 //! No sockets, no clock, no file system: the exit's driver resolves names,
 //! opens connections and hands the addresses to [`policy::Policy::check`].
 
 pub mod policy;
+pub mod socks;
 pub mod wire;
 
 pub use policy::{Policy, PortRange, Refusal};

@@ -210,7 +210,7 @@ impl Reply {
 /// `name` as a DNS hostname, lowercased: 1 to 253 bytes of dot-separated
 /// labels of 1 to 63 letters, digits, hyphens or underscores, no label
 /// starting or ending with a hyphen. `None` if it is not one.
-fn valid_hostname(name: &[u8]) -> Option<String> {
+pub(crate) fn valid_hostname(name: &[u8]) -> Option<String> {
     if name.is_empty() || name.len() > HOSTNAME_LEN_MAX {
         return None;
     }

@@ -42,6 +42,8 @@ pub struct Config {
     pub store: StoreSection,
     pub compute: ComputeSection,
     pub ledger: LedgerSection,
+    pub exit: fogwire_exit::config::ExitSection,
+    pub socks: fogwire_exit::config::SocksSection,
     pub api: ApiSection,
     pub log: LogSection,
 }

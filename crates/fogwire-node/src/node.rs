@@ -54,6 +54,9 @@ pub struct NodeOptions {
     pub ledger_path: Option<PathBuf>,
     /// The data directory the paths above are in, for reports.
     pub data_dir: Option<PathBuf>,
+    /// Serve as an exit; offer a SOCKS proxy through one.
+    pub exit: Option<fogwire_exit::ExitConfig>,
+    pub socks: Option<fogwire_exit::ProxyConfig>,
 }
 
 impl NodeOptions {
@@ -103,6 +106,8 @@ impl NodeOptions {
             ledger: config.ledger.options(keypair.node_id()),
             ledger_path: None,
             data_dir: None,
+            exit: config.exit.config(),
+            socks: config.socks.config(),
         }
     }
 
@@ -144,6 +149,8 @@ pub enum NodeError {
     Service(#[from] fogwire_route::ServiceError),
     #[error(transparent)]
     PeerBook(#[from] fogwire_link::book::BookError),
+    #[error(transparent)]
+    Socks(#[from] fogwire_exit::ProxyError),
 }
 
 /// `path`, or `name` in a new temporary directory (kept alive by the
@@ -178,6 +185,8 @@ struct Subsystems {
     ledger: Ledger,
     compute: Roles,
     agent: Option<Arc<Agent>>,
+    exit: Option<fogwire_exit::Exit>,
+    proxy: Option<fogwire_exit::Proxy>,
     started: Instant,
     data_dir: Option<PathBuf>,
     /// Hold temporary store and ledger directories for as long as the
@@ -303,7 +312,17 @@ impl Node {
             .chain(options.compute.advertised())
             .chain(options.ledger.advertised()),
         );
+        let exit = options.exit.clone().map(fogwire_exit::Exit::new);
+        if let Some(exit) = &exit {
+            routing_options
+                .services
+                .push(fogwire_exit::SERVICE.to_owned());
+            routing_options.offers.push(exit.offer());
+        }
         let routing = Routing::start(routing_options)?;
+        if let Some(exit) = &exit {
+            routing.accept(exit.spec(), Arc::new(exit.clone()))?;
+        }
 
         let (store_path, temp) = path_or_temp(&options.store_dir, "fogwire-store-", "store")?;
         temp_dirs.extend(temp);
@@ -423,6 +442,16 @@ impl Node {
             }
             _ => None,
         };
+        let proxy = match options.socks {
+            Some(socks) => match fogwire_exit::Proxy::start(socks, routing.clone()).await {
+                Ok(proxy) => Some(proxy),
+                Err(error) => {
+                    stop_early(&routing, &replication, &rpc).await;
+                    return Err(error.into());
+                }
+            },
+            None => None,
+        };
         for peer in options.peers.into_iter().chain(kept) {
             links.want(peer);
         }
@@ -438,6 +467,8 @@ impl Node {
                 ledger,
                 compute,
                 agent,
+                exit,
+                proxy,
                 started: Instant::now(),
                 data_dir: options.data_dir,
                 _temp_dirs: temp_dirs,
@@ -487,6 +518,16 @@ impl Node {
     /// Every link up now.
     pub fn links(&self) -> Vec<LinkHandle> {
         self.parts.links.all()
+    }
+
+    /// This node's exit, if it serves as one.
+    pub fn exit(&self) -> Option<&fogwire_exit::Exit> {
+        self.parts.exit.as_ref()
+    }
+
+    /// This node's SOCKS proxy, if it runs one.
+    pub fn proxy(&self) -> Option<&fogwire_exit::Proxy> {
+        self.parts.proxy.as_ref()
     }
 
     /// This node's hub, if it is one.
@@ -558,6 +599,9 @@ impl Node {
     pub async fn shutdown(&self) {
         let parts = &self.parts;
         parts.shutdown.cancel();
+        if let Some(proxy) = &parts.proxy {
+            proxy.stop();
+        }
         parts.compute.shutdown().await;
         let bounded =
             async |what: &str, work: std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>>| {

@@ -81,6 +81,7 @@ fn fresh_advert() -> Bytes {
         addresses: Vec::new(),
         links: Vec::new(),
         services: Vec::new(),
+        offers: Vec::new(),
     };
     Bytes::from(advert.sign(&keypair).1)
 }

@@ -17,6 +17,11 @@
 //!                 neighbour NodeId (32), latency µs u32, capacity kbit/s u32
 //!      …     1  s: number of services (0..=32), then s entries:
 //!                 length u8 (1..=32), ASCII name
+//!      …     1  o: number of offers (0..=8), then o entries — optional:
+//!               an advert with no offers may end after the services
+//!                 length u8 (1..=32), ASCII name of the service offered
+//!                 price per GiB u64, in the ledger's smallest unit
+//!                 length u8 (0..=96), UTF-8 terms (an exit's policy)
 //! ```
 //!
 //! Nothing may follow the last field.
@@ -31,6 +36,8 @@ pub const LINKS_MAX: usize = 1024;
 pub const SERVICES_MAX: usize = 32;
 pub const SERVICE_LEN_MAX: usize = 32;
 pub const LIFETIME_MAX_SECS: u32 = 3600;
+pub const OFFERS_MAX: usize = 8;
+pub const TERMS_LEN_MAX: usize = 96;
 /// How far in the future an advert's issue time may be, for clocks that
 /// disagree.
 pub const CLOCK_SKEW_MAX_MS: u64 = 5 * 60 * 1000;
@@ -48,6 +55,18 @@ pub struct AdvertLink {
     pub capacity_kbps: u32,
 }
 
+/// A paid service the origin offers to the network, such as an exit:
+/// what it charges and on what terms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Offer {
+    /// The service's name (as in `services`).
+    pub service: String,
+    /// Its price per GiB carried, in the ledger's smallest unit.
+    pub price_per_gib: u64,
+    /// What it takes, in a line (an exit's policy summary).
+    pub terms: String,
+}
+
 /// A decoded, signature-checked advert.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Advert {
@@ -60,6 +79,7 @@ pub struct Advert {
     pub addresses: Vec<String>,
     pub links: Vec<AdvertLink>,
     pub services: Vec<String>,
+    pub offers: Vec<Offer>,
 }
 
 /// Why an advert was refused.
@@ -131,6 +151,22 @@ impl Advert {
         for service in services {
             out.push(service.len() as u8);
             out.extend_from_slice(service.as_bytes());
+        }
+        let offers: Vec<&Offer> = self
+            .offers
+            .iter()
+            .filter(|o| valid_service(&o.service) && o.terms.len() <= TERMS_LEN_MAX)
+            .take(OFFERS_MAX)
+            .collect();
+        if !offers.is_empty() {
+            out.push(offers.len() as u8);
+            for offer in offers {
+                out.push(offer.service.len() as u8);
+                out.extend_from_slice(offer.service.as_bytes());
+                out.extend_from_slice(&offer.price_per_gib.to_be_bytes());
+                out.push(offer.terms.len() as u8);
+                out.extend_from_slice(offer.terms.as_bytes());
+            }
         }
         out
     }
@@ -219,6 +255,35 @@ impl Advert {
             }
             services.push(name.to_owned());
         }
+        let mut offers = Vec::new();
+        if !reader.is_empty() {
+            let offer_count = usize::from(reader.u8()?);
+            if offer_count == 0 || offer_count > OFFERS_MAX {
+                return Err(malformed("offers present but not 1..=8"));
+            }
+            for _ in 0..offer_count {
+                let len = usize::from(reader.u8()?);
+                let service = std::str::from_utf8(reader.bytes(len)?)
+                    .map_err(|_| malformed("offered service name is not ASCII"))?;
+                if !valid_service(service) {
+                    return Err(malformed(
+                        "offered service name is not 1..=32 printable ASCII",
+                    ));
+                }
+                let price_per_gib = reader.u64()?;
+                let len = usize::from(reader.u8()?);
+                if len > TERMS_LEN_MAX {
+                    return Err(malformed("offer terms longer than 96 bytes"));
+                }
+                let terms = std::str::from_utf8(reader.bytes(len)?)
+                    .map_err(|_| malformed("offer terms are not UTF-8"))?;
+                offers.push(Offer {
+                    service: service.to_owned(),
+                    price_per_gib,
+                    terms: terms.to_owned(),
+                });
+            }
+        }
         if !reader.is_empty() {
             return Err(malformed("trailing bytes"));
         }
@@ -231,7 +296,13 @@ impl Advert {
             addresses,
             links,
             services,
+            offers,
         })
+    }
+
+    /// The offer of `service`, if the origin makes one.
+    pub fn offer(&self, service: &str) -> Option<&Offer> {
+        self.offers.iter().find(|offer| offer.service == service)
     }
 
     /// Refuses an advert that has expired or claims to come from the future.
@@ -280,7 +351,12 @@ mod tests {
                     capacity_kbps: 100_000,
                 })
                 .collect(),
-            services: vec!["relay".into(), "socks-exit".into()],
+            services: vec!["relay".into(), "exit".into()],
+            offers: vec![Offer {
+                service: "exit".into(),
+                price_per_gib: 10_000,
+                terms: "public; ports !25".into(),
+            }],
         }
     }
 
@@ -288,6 +364,50 @@ mod tests {
     fn round_trips_through_its_signed_wire_form() {
         let (advert, bytes) = sample(1, &[2, 3]).sign(&keypair(1));
         assert_eq!(Advert::decode(&bytes).unwrap(), advert);
+    }
+
+    #[test]
+    fn offers_are_optional_and_bounded() {
+        // An advert without offers ends after its services, as before
+        // offers existed: both forms decode.
+        let mut plain = sample(1, &[2]);
+        plain.offers.clear();
+        let (plain, bytes) = plain.sign(&keypair(1));
+        assert_eq!(Advert::decode(&bytes).unwrap(), plain);
+        let (with, bytes) = sample(1, &[2]).sign(&keypair(1));
+        assert_eq!(
+            Advert::decode(&bytes).unwrap().offer("exit"),
+            with.offer("exit")
+        );
+        // Entries beyond the limits are left out when signing.
+        let mut many = sample(1, &[]);
+        many.offers = (0..12)
+            .map(|i| Offer {
+                service: format!("s{i}"),
+                price_per_gib: i,
+                terms: "x".repeat(if i == 0 { TERMS_LEN_MAX + 1 } else { 3 }),
+            })
+            .collect();
+        let (_, bytes) = many.sign(&keypair(1));
+        let decoded = Advert::decode(&bytes).unwrap();
+        assert_eq!(decoded.offers.len(), OFFERS_MAX);
+        assert_eq!(decoded.offers[0].service, "s1");
+        // A count of zero is not the way to say "no offers".
+        let mut body = SignedRecord::decode(&bytes).unwrap().body;
+        let offers_at = body.len()
+            - decoded
+                .offers
+                .iter()
+                .map(|o| 1 + o.service.len() + 8 + 1 + o.terms.len())
+                .sum::<usize>()
+            - 1;
+        body.truncate(offers_at);
+        body.push(0);
+        let record = SignedRecord::sign(&keypair(1), Domain::ROUTE_ADVERT, body);
+        assert!(matches!(
+            Advert::decode(&record.encode()),
+            Err(AdvertError::Malformed { .. })
+        ));
     }
 
     #[test]

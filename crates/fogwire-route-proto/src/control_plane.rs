@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fogwire_identity::{Keypair, NodeId};
 
-use crate::advert::{Advert, AdvertLink, LIFETIME_MAX_SECS};
+use crate::advert::{Advert, AdvertLink, LIFETIME_MAX_SECS, Offer};
 use crate::rates::KeyedRate;
 use crate::router::Now;
 use crate::topology::{Refused, Topology};
@@ -87,6 +87,8 @@ pub struct Settings {
     pub lifetime: Duration,
     pub addresses: Vec<String>,
     pub services: Vec<String>,
+    /// Paid services offered, with their prices and terms.
+    pub offers: Vec<Offer>,
     /// Capacity offered to others' traffic on each link.
     pub capacity_kbps: u32,
 }
@@ -449,6 +451,7 @@ impl ControlPlane {
             addresses: self.settings.addresses.clone(),
             links,
             services: self.settings.services.clone(),
+            offers: self.settings.offers.clone(),
         };
         let (advert, bytes) = advert.sign(&self.settings.keypair);
         self.topology.set_local(advert, bytes.clone());
@@ -480,6 +483,7 @@ mod tests {
             lifetime: Duration::from_secs(600),
             addresses: Vec::new(),
             services: Vec::new(),
+            offers: Vec::new(),
             capacity_kbps: 1000,
         }
     }
@@ -577,6 +581,7 @@ mod tests {
             addresses: Vec::new(),
             links: Vec::new(),
             services: Vec::new(),
+            offers: Vec::new(),
         };
         Bytes::from(advert.sign(&keypair).1)
     }

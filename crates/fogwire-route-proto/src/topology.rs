@@ -329,6 +329,7 @@ mod tests {
                 })
                 .collect(),
             services: vec![],
+            offers: vec![],
         };
         advert.sign(&keypair(seed)).1
     }

@@ -170,6 +170,7 @@ impl Sim {
                 lifetime: Duration::from_secs(600),
                 addresses: Vec::new(),
                 services: Vec::new(),
+                offers: Vec::new(),
                 capacity_kbps: 1_000_000,
             };
             planes.push(ControlPlane::new(settings, Vec::new(), 0, begin));

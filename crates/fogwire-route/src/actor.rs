@@ -177,6 +177,7 @@ impl Actor {
             lifetime: options.advert_lifetime,
             addresses: options.addresses.clone(),
             services: options.services.clone(),
+            offers: options.offers.clone(),
             capacity_kbps: options.capacity_kbps,
         };
         let saved = saved_adverts.len();

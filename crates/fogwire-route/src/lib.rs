@@ -76,6 +76,8 @@ pub struct Options {
     pub addresses: Vec<String>,
     /// Services named in this node's advert.
     pub services: Vec<String>,
+    /// Paid services offered in this node's advert (an exit, say).
+    pub offers: Vec<fogwire_route_proto::advert::Offer>,
     /// Capacity offered to others' traffic on each link.
     pub capacity_kbps: u32,
     /// How long this node's adverts stay valid; they are refreshed at a
@@ -91,6 +93,7 @@ impl Options {
             store_path: None,
             addresses: Vec::new(),
             services: BUILTIN_SERVICES.iter().map(|s| (*s).to_owned()).collect(),
+            offers: Vec::new(),
             capacity_kbps: 1_000_000,
             advert_lifetime: Duration::from_secs(600),
             router: router::Config::default(),

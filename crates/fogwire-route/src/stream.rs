@@ -237,6 +237,12 @@ impl RouteStream {
         self.reader.read_exact(len).await
     }
 
+    /// Puts `bytes` back: the next read returns them first (for a parser
+    /// that read past the end of a header).
+    pub fn unread(&mut self, bytes: Bytes) {
+        self.reader.unread(bytes);
+    }
+
     /// Reads everything up to the other end's finish (at most `limit`
     /// bytes).
     pub async fn read_to_end(&mut self, limit: usize) -> Result<Bytes, StreamError> {
@@ -295,6 +301,22 @@ impl RouteStreamReader {
     /// The node at the other end.
     pub fn peer(&self) -> NodeId {
         self.handle.peer
+    }
+
+    /// Puts `bytes` back in front of whatever is still unread.
+    pub fn unread(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.unread = Some(match self.unread.take() {
+            None => bytes,
+            Some(rest) => {
+                let mut joined = BytesMut::with_capacity(bytes.len() + rest.len());
+                joined.extend_from_slice(&bytes);
+                joined.extend_from_slice(&rest);
+                joined.freeze()
+            }
+        });
     }
 
     /// The next bytes of the stream; `None` once the other end finished

@@ -1,0 +1,119 @@
+//! What an exit holds per client: how many of its streams are open, and
+//! the token bucket its bytes are paced by.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+
+use fogwire_identity::NodeId;
+use governor::{DefaultDirectRateLimiter, Quota};
+
+/// Bytes a bucket cell stands for.
+const CELL_BYTES: u32 = 1024;
+/// The largest piece a paced copy asks the bucket for at once, in bytes.
+pub(crate) const PACED_PIECE: usize = 16 * 1024;
+
+pub(crate) struct Client {
+    /// Paces the client's bytes, both ways, over all its streams.
+    pub(crate) limiter: Option<DefaultDirectRateLimiter>,
+}
+
+impl Client {
+    /// Waits until `bytes` (at most [`PACED_PIECE`]) may pass.
+    pub(crate) async fn pace(&self, bytes: usize) {
+        let Some(limiter) = &self.limiter else {
+            return;
+        };
+        let cells = (bytes as u32).div_ceil(CELL_BYTES).max(1);
+        if let Some(cells) = NonZeroU32::new(cells) {
+            // The burst holds a whole piece, so this never refuses.
+            let _ = limiter.until_n_ready(cells).await;
+        }
+    }
+}
+
+/// The clients with a stream open, each with its count.
+pub(crate) struct Clients {
+    open: Mutex<HashMap<NodeId, (Arc<Client>, usize)>>,
+    streams_per_client: usize,
+    kbps: u32,
+}
+
+/// One open stream of a client; dropping it frees the slot.
+pub(crate) struct Slot {
+    clients: Arc<Clients>,
+    peer: NodeId,
+    pub(crate) client: Arc<Client>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.clients.lock();
+        if let Some((_, count)) = open.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.peer);
+            }
+        }
+    }
+}
+
+impl Clients {
+    pub(crate) fn new(streams_per_client: usize, kbps: u32) -> Arc<Self> {
+        Arc::new(Self {
+            open: Mutex::new(HashMap::new()),
+            streams_per_client: streams_per_client.max(1),
+            kbps,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, (Arc<Client>, usize)>> {
+        self.open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn limiter(&self) -> Option<DefaultDirectRateLimiter> {
+        if self.kbps == 0 {
+            return None;
+        }
+        let bytes_per_second = u64::from(self.kbps) * 1000 / 8;
+        let cells = u32::try_from(bytes_per_second / u64::from(CELL_BYTES)).unwrap_or(u32::MAX);
+        let rate = NonZeroU32::new(cells.max(1))?;
+        // A quarter second of traffic, and at least one piece.
+        let piece_cells = (PACED_PIECE as u32).div_ceil(CELL_BYTES);
+        let burst = NonZeroU32::new((cells / 4).max(piece_cells))?;
+        Some(DefaultDirectRateLimiter::direct(
+            Quota::per_second(rate).allow_burst(burst),
+        ))
+    }
+
+    /// A slot for one more stream of `peer`, or `None` if it has its
+    /// share open already.
+    pub(crate) fn enter(self: &Arc<Self>, peer: NodeId) -> Option<Slot> {
+        let mut open = self.lock();
+        let entry = open.entry(peer).or_insert_with(|| {
+            (
+                Arc::new(Client {
+                    limiter: self.limiter(),
+                }),
+                0,
+            )
+        });
+        if entry.1 >= self.streams_per_client {
+            return None;
+        }
+        entry.1 += 1;
+        let client = entry.0.clone();
+        drop(open);
+        Some(Slot {
+            clients: self.clone(),
+            peer,
+            client,
+        })
+    }
+
+    pub(crate) fn count(&self) -> usize {
+        self.lock().len()
+    }
+}

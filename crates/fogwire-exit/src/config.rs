@@ -1,0 +1,127 @@
+//! The `[exit]` and `[socks]` sections of a node's configuration file.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use fogwire_exit_proto::policy::{DENY_PORTS_DEFAULT, parse_network};
+use fogwire_exit_proto::{Policy, PortRange};
+use fogwire_identity::NodeId;
+use fogwire_ledger::Coins;
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer};
+use smart_default::SmartDefault;
+
+use crate::{ExitConfig, ProxyConfig};
+
+/// Port of the SOCKS proxy by default.
+pub const DEFAULT_SOCKS_PORT: u16 = 1080;
+
+/// `[exit]`: serving as an exit to the networks this host reaches.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, SmartDefault)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExitSection {
+    /// Offer the `exit` service, and advertise it.
+    pub serve: bool,
+    /// Only these networks (empty: the public internet). A network inside
+    /// a range refused by default (private, loopback…) opens it.
+    pub allow: Vec<Network>,
+    /// Never these networks.
+    pub deny: Vec<Network>,
+    /// Only these ports, or ranges such as "6000-6100" (empty: any).
+    pub allow_ports: Vec<Ports>,
+    /// Never these ports (SMTP by default, so the exit relays no spam).
+    #[default(DENY_PORTS_DEFAULT.iter().map(|port| Ports(PortRange(*port..=*port))).collect())]
+    pub deny_ports: Vec<Ports>,
+    /// Each client's share of bandwidth, kbit/s both ways (0: no cap).
+    pub client_kbps: u32,
+    /// Streams one client may have open at once.
+    #[default(ExitConfig::default().streams_per_client)]
+    pub streams_per_client: usize,
+    /// The price per GiB advertised.
+    #[default(Coins(0))]
+    pub price_per_gib: Coins,
+}
+
+impl ExitSection {
+    /// The exit these settings describe, if the node serves one.
+    pub fn config(&self) -> Option<ExitConfig> {
+        self.serve.then(|| ExitConfig {
+            policy: Policy {
+                deny: self.deny.iter().map(|n| n.0).collect(),
+                allow: self.allow.iter().map(|n| n.0).collect(),
+                deny_ports: self.deny_ports.iter().map(|p| p.0.clone()).collect(),
+                allow_ports: self.allow_ports.iter().map(|p| p.0.clone()).collect(),
+                local_networks: Vec::new(),
+            },
+            client_kbps: self.client_kbps,
+            streams_per_client: self.streams_per_client.max(1),
+            price_per_gib: self.price_per_gib.0,
+            ..ExitConfig::default()
+        })
+    }
+}
+
+/// `[socks]`: a SOCKS 5 proxy that sends connections through an exit.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, SmartDefault)]
+#[serde(deny_unknown_fields, default)]
+pub struct SocksSection {
+    /// Where to serve SOCKS, e.g. "127.0.0.1:1080"; none: no proxy.
+    pub listen: Option<SocketAddr>,
+    /// The exit to use when the SOCKS username names none; none: the
+    /// cheapest, nearest one.
+    pub exit: Option<NodeId>,
+    /// Links on each route to the exit, at least.
+    #[default(1)]
+    pub min_hops: usize,
+}
+
+impl SocksSection {
+    /// The proxy these settings describe, if any.
+    pub fn config(&self) -> Option<ProxyConfig> {
+        self.listen.map(|listen| ProxyConfig {
+            exit: self.exit,
+            min_hops: self.min_hops.max(1),
+            ..ProxyConfig::new(listen)
+        })
+    }
+
+    /// The usual address, for help texts.
+    pub fn default_listen() -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_SOCKS_PORT)
+    }
+}
+
+/// A network in a policy, written "10.1.0.0/16", "2001:db8::/32" or as
+/// one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network(pub IpNet);
+
+impl<'de> Deserialize<'de> for Network {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse_network(&text)
+            .map(Network)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A port or a range of ports, written 443 or "6000-6100".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ports(pub PortRange);
+
+impl<'de> Deserialize<'de> for Ports {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Port(u64),
+            Text(String),
+        }
+        let text = match Written::deserialize(deserializer)? {
+            Written::Port(port) => port.to_string(),
+            Written::Text(text) => text,
+        };
+        text.parse::<PortRange>()
+            .map(Ports)
+            .map_err(serde::de::Error::custom)
+    }
+}

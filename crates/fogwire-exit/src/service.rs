@@ -1,0 +1,382 @@
+//! The `exit` service: forwards route streams to the networks this
+//! node's host reaches.
+
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use fogwire_exit_proto::Policy;
+use fogwire_exit_proto::wire::{DecodeError, Destination, Reply, Request, Status};
+use fogwire_route::proto::advert::Offer;
+use fogwire_route::services::BoxFuture;
+use fogwire_route::{Limits, RouteStream, Service, Spec};
+use ipnet::IpNet;
+use tokio::net::TcpStream;
+
+use crate::clients::Clients;
+use crate::splice::{Moved, splice};
+
+/// The service's name on routes and in adverts.
+pub const SERVICE: &str = "exit";
+/// How long a client has to send its whole request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a hostname may take to resolve.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long connecting to a destination may take, over all its addresses.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a refused client's stream is kept for its reply to arrive.
+const ANSWER_LINGER: Duration = Duration::from_secs(2);
+/// Addresses of a name tried, at most.
+const ADDRESSES_TRIED_MAX: usize = 4;
+/// How often the host's own networks are read again (they change with
+/// DHCP, VPNs, interfaces coming and going).
+const LOCAL_NETWORKS_REFRESH: Duration = Duration::from_secs(30);
+
+/// How an exit serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitConfig {
+    /// What it forwards to; its `local_networks` are filled in from the
+    /// host's interfaces, and kept current.
+    pub policy: Policy,
+    /// Each client's bytes per second, both ways together, in kbit/s;
+    /// 0 for no cap.
+    pub client_kbps: u32,
+    /// Streams one client may have open at once.
+    pub streams_per_client: usize,
+    /// Streams open at once, all clients together.
+    pub streams_max: usize,
+    /// The price per GiB it advertises.
+    pub price_per_gib: u64,
+}
+
+impl Default for ExitConfig {
+    fn default() -> Self {
+        Self {
+            policy: Policy::default(),
+            client_kbps: 0,
+            streams_per_client: 256,
+            streams_max: 4096,
+            price_per_gib: 0,
+        }
+    }
+}
+
+/// Counters of an exit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExitStats {
+    pub streams: u64,
+    pub connected: u64,
+    pub refused: u64,
+    pub failed: u64,
+    pub busy: u64,
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    pub clients_now: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    streams: AtomicU64,
+    connected: AtomicU64,
+    refused: AtomicU64,
+    failed: AtomicU64,
+    busy: AtomicU64,
+    moved: Moved,
+}
+
+struct Inner {
+    config: ExitConfig,
+    policy: RwLock<(Policy, Instant)>,
+    clients: Arc<Clients>,
+    counters: Counters,
+}
+
+/// The exit service. Cheap to clone.
+#[derive(Clone)]
+pub struct Exit {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exit")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The networks of this host's interfaces, by address and mask.
+pub fn local_networks() -> Vec<IpNet> {
+    let Ok(interfaces) = if_addrs::get_if_addrs() else {
+        return Vec::new();
+    };
+    interfaces
+        .iter()
+        .filter_map(|interface| {
+            let prefix = match &interface.addr {
+                if_addrs::IfAddr::V4(v4) => v4.prefixlen,
+                if_addrs::IfAddr::V6(v6) => v6.prefixlen,
+            };
+            IpNet::new(interface.ip(), prefix)
+                .ok()
+                .map(|net| net.trunc())
+        })
+        .collect()
+}
+
+/// Why a request was not connected: the status and reason the client is
+/// told.
+struct Failure(Status, String);
+
+impl Exit {
+    pub fn new(config: ExitConfig) -> Self {
+        let mut policy = config.policy.clone();
+        policy.local_networks = local_networks();
+        let clients = Clients::new(config.streams_per_client, config.client_kbps);
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                policy: RwLock::new((policy, Instant::now())),
+                clients,
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    /// How the service is offered on routes.
+    pub fn spec(&self) -> Spec {
+        Spec::streams(SERVICE).with_limits(Limits {
+            streams_queued: 64,
+            streams_at_once: self.inner.config.streams_max.max(1),
+            datagrams_queued: 1024,
+        })
+    }
+
+    /// What the exit says of itself in adverts.
+    pub fn offer(&self) -> Offer {
+        Offer {
+            service: SERVICE.to_owned(),
+            price_per_gib: self.inner.config.price_per_gib,
+            terms: self.inner.config.policy.summary(),
+        }
+    }
+
+    pub fn stats(&self) -> ExitStats {
+        let counters = &self.inner.counters;
+        ExitStats {
+            streams: counters.streams.load(Ordering::Relaxed),
+            connected: counters.connected.load(Ordering::Relaxed),
+            refused: counters.refused.load(Ordering::Relaxed),
+            failed: counters.failed.load(Ordering::Relaxed),
+            busy: counters.busy.load(Ordering::Relaxed),
+            bytes_out: counters.moved.to_socket.load(Ordering::Relaxed),
+            bytes_in: counters.moved.to_stream.load(Ordering::Relaxed),
+            clients_now: self.inner.clients.count() as u64,
+        }
+    }
+
+    /// The policy, with the host's networks as they are now.
+    fn policy(&self) -> Policy {
+        {
+            let current = self.inner.policy.read().unwrap_or_else(|p| p.into_inner());
+            if current.1.elapsed() < LOCAL_NETWORKS_REFRESH {
+                return current.0.clone();
+            }
+        }
+        let mut fresh = self.inner.config.policy.clone();
+        fresh.local_networks = local_networks();
+        let mut current = self.inner.policy.write().unwrap_or_else(|p| p.into_inner());
+        *current = (fresh.clone(), Instant::now());
+        fresh
+    }
+
+    async fn serve(self, mut stream: RouteStream) {
+        let counters = &self.inner.counters;
+        counters.streams.fetch_add(1, Ordering::Relaxed);
+        let peer = stream.peer();
+        let request = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut stream)).await {
+            Ok(Ok(request)) => request,
+            Ok(Err(Some(error))) => {
+                counters.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(client = %peer.short(), %error, "exit: bad request");
+                answer(
+                    &mut stream,
+                    Status::Failed,
+                    &format!("bad request: {error}"),
+                )
+                .await;
+                return;
+            }
+            // The stream ended, or the request did not come in time.
+            _ => return,
+        };
+        let Some(slot) = self.inner.clients.enter(peer) else {
+            counters.busy.fetch_add(1, Ordering::Relaxed);
+            answer(
+                &mut stream,
+                Status::Busy,
+                "too many streams open through this exit at once",
+            )
+            .await;
+            return;
+        };
+        let socket = match self.connect(&request).await {
+            Ok(socket) => socket,
+            Err(Failure(status, reason)) => {
+                let counter = if status == Status::Refused {
+                    &counters.refused
+                } else {
+                    &counters.failed
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(client = %peer.short(), ?status, %reason, "exit: not connected");
+                answer(&mut stream, status, &reason).await;
+                return;
+            }
+        };
+        counters.connected.fetch_add(1, Ordering::Relaxed);
+        if stream
+            .write_all(Bytes::from(
+                Reply {
+                    status: Status::Connected,
+                    reason: String::new(),
+                }
+                .encode(),
+            ))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        if let Err(error) = splice(socket, stream, Some(slot.client.clone()), &counters.moved).await
+        {
+            tracing::debug!(client = %peer.short(), %error, "exit: connection ended early");
+        }
+        drop(slot);
+    }
+
+    /// Resolves (if a name), checks, and connects.
+    async fn connect(&self, request: &Request) -> Result<TcpStream, Failure> {
+        let port = request.port;
+        let candidates: Vec<SocketAddr> = match &request.destination {
+            Destination::Address(address) => vec![SocketAddr::new(*address, port)],
+            Destination::Host(name) => {
+                match tokio::time::timeout(
+                    RESOLVE_TIMEOUT,
+                    tokio::net::lookup_host((name.as_str(), port)),
+                )
+                .await
+                {
+                    Ok(Ok(addresses)) => addresses.collect(),
+                    Ok(Err(error)) => {
+                        return Err(Failure(
+                            Status::NoSuchHost,
+                            format!("{name} does not resolve at the exit: {error}"),
+                        ));
+                    }
+                    Err(_) => {
+                        return Err(Failure(
+                            Status::NoSuchHost,
+                            format!("{name} did not resolve within {RESOLVE_TIMEOUT:?}"),
+                        ));
+                    }
+                }
+            }
+        };
+        let policy = self.policy();
+        let mut refusal = None;
+        let allowed: Vec<SocketAddr> = candidates
+            .into_iter()
+            .filter(|address| match policy.check(*address) {
+                Ok(()) => true,
+                Err(why) => {
+                    refusal.get_or_insert(why);
+                    false
+                }
+            })
+            .take(ADDRESSES_TRIED_MAX)
+            .collect();
+        if allowed.is_empty() {
+            return Err(match refusal {
+                Some(why) => Failure(Status::Refused, why.to_string()),
+                None => Failure(Status::NoSuchHost, "the name has no addresses".to_owned()),
+            });
+        }
+        let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+        let mut last = Failure(Status::Unreachable, "no address answered".to_owned());
+        for (index, address) in allowed.iter().enumerate() {
+            // Each address gets an equal share of what time is left.
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let share = left / u32::try_from(allowed.len() - index).unwrap_or(1);
+            match tokio::time::timeout(share, TcpStream::connect(address)).await {
+                Ok(Ok(socket)) => {
+                    let _ = socket.set_nodelay(true);
+                    return Ok(socket);
+                }
+                Ok(Err(error)) if error.kind() == ErrorKind::ConnectionRefused => {
+                    last = Failure(
+                        Status::ConnectionRefused,
+                        format!("{address} refused the connection"),
+                    );
+                }
+                Ok(Err(error)) => {
+                    last = Failure(Status::Unreachable, format!("{address}: {error}"));
+                }
+                Err(_) => {
+                    last = Failure(
+                        Status::Unreachable,
+                        format!("{address} did not answer within {share:?}"),
+                    );
+                }
+            }
+        }
+        Err(last)
+    }
+}
+
+/// Reads a request from the stream's first bytes, putting back whatever
+/// followed it. `Err(None)` when the stream ended first.
+async fn read_request(stream: &mut RouteStream) -> Result<Request, Option<DecodeError>> {
+    let mut buffer = BytesMut::new();
+    loop {
+        match Request::decode(&buffer) {
+            Ok((request, len)) => {
+                let rest = buffer.split_off(len).freeze();
+                stream.unread(rest);
+                return Ok(request);
+            }
+            Err(DecodeError::Incomplete(_)) => {}
+            Err(error) => return Err(Some(error)),
+        }
+        match stream.read().await {
+            Some(Ok(chunk)) => buffer.extend_from_slice(&chunk),
+            _ => return Err(None),
+        }
+    }
+}
+
+/// Tells the client why, and ends the stream.
+async fn answer(stream: &mut RouteStream, status: Status, reason: &str) {
+    let reply = Reply {
+        status,
+        reason: reason.to_owned(),
+    };
+    if stream.write_all(Bytes::from(reply.encode())).await.is_ok() && stream.finish().await.is_ok()
+    {
+        // Dropping a stream still open for reading resets it, which could
+        // overtake the reply: wait (briefly) for the client to end it.
+        let _ = tokio::time::timeout(ANSWER_LINGER, async {
+            while let Some(Ok(_)) = stream.read().await {}
+        })
+        .await;
+    }
+}
+
+impl Service for Exit {
+    fn accept(&self, stream: RouteStream) -> BoxFuture<()> {
+        Box::pin(self.clone().serve(stream))
+    }
+}

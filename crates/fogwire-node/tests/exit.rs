@@ -1,0 +1,243 @@
+//! Exits and the SOCKS proxy, end to end over real nodes: a SOCKS client
+//! on one node's proxy reaches a TCP server that only the exit's side may
+//! be allowed to reach, over routes of one and three hops.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+
+use fogwire_exit::{ExitConfig, ProxyConfig};
+use fogwire_exit_proto::Policy;
+use fogwire_exit_proto::policy::parse_network;
+use fogwire_node::Node;
+use fogwire_testkit::{data, nodes, wait};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const BODY_LEN: usize = 3 * 1024 * 1024 + 17;
+
+/// A server on loopback: for each connection, reads one line and answers
+/// with `BODY_LEN` bytes of a pattern seeded by the line's length, then
+/// closes.
+async fn origin() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut line = Vec::new();
+                let mut byte = [0u8; 1];
+                while socket.read_exact(&mut byte).await.is_ok() && byte[0] != b'\n' {
+                    line.push(byte[0]);
+                }
+                let body = data::pattern(BODY_LEN, line.len() as u64);
+                let _ = socket.write_all(&body).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    address
+}
+
+fn exit_allowing_loopback() -> ExitConfig {
+    ExitConfig {
+        policy: Policy {
+            allow: vec![parse_network("127.0.0.0/8").unwrap()],
+            ..Policy::default()
+        },
+        ..ExitConfig::default()
+    }
+}
+
+/// A SOCKS CONNECT by hand, byte for byte as RFC 1928 has it: the reply
+/// code, and the socket if it succeeded.
+async fn socks_connect(
+    proxy: SocketAddr,
+    username: Option<&str>,
+    destination: &[u8],
+) -> (u8, TcpStream) {
+    let mut socket = TcpStream::connect(proxy).await.unwrap();
+    match username {
+        None => socket.write_all(&[5, 1, 0]).await.unwrap(),
+        Some(_) => socket.write_all(&[5, 2, 0, 2]).await.unwrap(),
+    }
+    let mut method = [0u8; 2];
+    socket.read_exact(&mut method).await.unwrap();
+    if let Some(user) = username {
+        assert_eq!(method, [5, 2]);
+        let mut auth = vec![1, user.len() as u8];
+        auth.extend_from_slice(user.as_bytes());
+        auth.extend_from_slice(&[1, b'x']);
+        socket.write_all(&auth).await.unwrap();
+        let mut accepted = [0u8; 2];
+        socket.read_exact(&mut accepted).await.unwrap();
+        assert_eq!(accepted, [1, 0]);
+    } else {
+        assert_eq!(method, [5, 0]);
+    }
+    let mut request = vec![5, 1, 0];
+    request.extend_from_slice(destination);
+    socket.write_all(&request).await.unwrap();
+    let mut reply = [0u8; 10];
+    socket.read_exact(&mut reply).await.unwrap();
+    assert_eq!((reply[0], reply[3]), (5, 1), "a reply with an IPv4 address");
+    (reply[1], socket)
+}
+
+fn by_name(name: &str, port: u16) -> Vec<u8> {
+    let mut destination = vec![3, name.len() as u8];
+    destination.extend_from_slice(name.as_bytes());
+    destination.extend_from_slice(&port.to_be_bytes());
+    destination
+}
+
+fn by_address(address: SocketAddr) -> Vec<u8> {
+    let SocketAddr::V4(v4) = address else {
+        panic!("an IPv4 address")
+    };
+    let mut destination = vec![1];
+    destination.extend_from_slice(&v4.ip().octets());
+    destination.extend_from_slice(&v4.port().to_be_bytes());
+    destination
+}
+
+/// Sends a line and reads the body to the end.
+async fn fetch(mut socket: TcpStream, line: &[u8]) -> Vec<u8> {
+    socket.write_all(line).await.unwrap();
+    let mut body = Vec::new();
+    socket.read_to_end(&mut body).await.unwrap();
+    body
+}
+
+async fn until_exit_known(client: &Node, exit: &Node) {
+    let routing = client.routing().clone();
+    let exit_id = exit.node_id();
+    wait::until_async("the exit known and reachable", || {
+        let routing = routing.clone();
+        async move {
+            let exits = fogwire_exit::exits(&routing).await.ok()?;
+            exits
+                .iter()
+                .any(|e| e.node == exit_id && e.latency_us.is_some())
+                .then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socks_connection_by_name_leaves_by_the_exit_over_three_hops() {
+    let origin = origin().await;
+    let mut client_options = nodes::options();
+    client_options.socks = Some(ProxyConfig {
+        min_hops: 3,
+        ..ProxyConfig::new("127.0.0.1:0".parse().unwrap())
+    });
+    let client = nodes::start(client_options).await;
+    let relay_1 = nodes::node().await;
+    let relay_2 = nodes::node().await;
+    let mut exit_options = nodes::options();
+    exit_options.exit = Some(exit_allowing_loopback());
+    let exit = nodes::start(exit_options).await;
+    nodes::link(&client, &relay_1).await;
+    nodes::link(&relay_1, &relay_2).await;
+    nodes::link(&relay_2, &exit).await;
+    until_exit_known(&client, &exit).await;
+    let proxy = client.proxy().unwrap().local_addr();
+
+    // By name: `localhost` is looked up at the exit; its IPv6 address is
+    // not in the allow list, its IPv4 one is.
+    let (code, socket) = socks_connect(proxy, None, &by_name("localhost", origin.port())).await;
+    assert_eq!(code, 0, "SOCKS reply");
+    let body = fetch(socket, b"GET one\n").await;
+    assert_eq!(body.len(), BODY_LEN);
+    assert!(
+        body == data::pattern(BODY_LEN, 7),
+        "the body, byte for byte"
+    );
+
+    // By address, under a username: a route of its own.
+    let (code, socket) = socks_connect(proxy, Some("alice"), &by_address(origin)).await;
+    assert_eq!(code, 0);
+    assert!(fetch(socket, b"GET\n").await == data::pattern(BODY_LEN, 3));
+
+    let routes = client.proxy().unwrap().routes();
+    assert_eq!(routes.len(), 2, "one route per group: {routes:?}");
+    assert_ne!(routes[0].3, routes[1].3);
+    assert!(routes.iter().all(|route| route.2 == exit.node_id()));
+    let listing = client.routing().routes().await.unwrap();
+    for (_, _, _, route) in &routes {
+        let info = listing.routes.iter().find(|r| r.id == *route).unwrap();
+        assert_eq!(info.path.len(), 3, "three hops: {info:?}");
+    }
+    let stats = exit.exit().unwrap().stats();
+    assert_eq!((stats.connected, stats.refused), (2, 0));
+    // Out to the destination: the two lines; in from it: the two bodies.
+    assert_eq!(
+        stats.bytes_out,
+        (b"GET one\n".len() + b"GET\n".len()) as u64
+    );
+    assert_eq!(stats.bytes_in, 2 * BODY_LEN as u64);
+    let proxy_stats = client.proxy().unwrap().stats();
+    assert_eq!(proxy_stats.bytes_down, 2 * BODY_LEN as u64);
+    for node in [&client, &relay_1, &relay_2, &exit] {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exit_refuses_its_own_host_and_bad_socks_gets_its_reply_code() {
+    let origin = origin().await;
+    let mut client_options = nodes::options();
+    client_options.socks = Some(ProxyConfig::new("127.0.0.1:0".parse().unwrap()));
+    let client = nodes::start(client_options).await;
+    let mut exit_options = nodes::options();
+    exit_options.exit = Some(ExitConfig::default());
+    let exit = nodes::start(exit_options).await;
+    nodes::link(&client, &exit).await;
+    until_exit_known(&client, &exit).await;
+    let proxy = client.proxy().unwrap().local_addr();
+
+    // Loopback, by address and by name: not allowed by ruleset.
+    let (code, _) = socks_connect(proxy, None, &by_address(origin)).await;
+    assert_eq!(code, 0x02);
+    let (code, _) = socks_connect(proxy, None, &by_name("localhost", origin.port())).await;
+    assert_eq!(code, 0x02);
+    let stats = exit.exit().unwrap().stats();
+    assert_eq!((stats.refused, stats.connected), (2, 0));
+
+    // Not SOCKS 5: closed without a word.
+    let mut socket = TcpStream::connect(proxy).await.unwrap();
+    socket
+        .write_all(&[4, 1, 0, 80, 127, 0, 0, 1, 0])
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    socket.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty());
+    // No acceptable method: 0xff, then closed.
+    let mut socket = TcpStream::connect(proxy).await.unwrap();
+    socket.write_all(&[5, 1, 0x80]).await.unwrap();
+    let mut rest = Vec::new();
+    socket.read_to_end(&mut rest).await.unwrap();
+    assert_eq!(rest, [5, 0xff]);
+    // BIND: command not supported; an unknown address type: 0x08.
+    for (request, code) in [
+        (vec![5, 2, 0, 1, 127, 0, 0, 1, 0, 80], 0x07),
+        (vec![5, 1, 0, 9, 127, 0, 0, 1, 0, 80], 0x08),
+        (b"\x05\x01\x00\x03\x04a b.\x00\x50".to_vec(), 0x04),
+    ] {
+        let mut socket = TcpStream::connect(proxy).await.unwrap();
+        socket.write_all(&[5, 1, 0]).await.unwrap();
+        socket.write_all(&request).await.unwrap();
+        let mut answer = Vec::new();
+        socket.read_to_end(&mut answer).await.unwrap();
+        assert_eq!(answer[..2], [5, 0], "method reply");
+        assert_eq!(answer[2..4], [5, code], "reply to {request:?}");
+    }
+    // A username naming an exit nobody has: network unreachable.
+    let (code, _) = socks_connect(proxy, Some("bob@fw1nobody"), &by_address(origin)).await;
+    assert_eq!(code, 0x03);
+    for node in [&client, &exit] {
+        node.shutdown().await;
+    }
+}
