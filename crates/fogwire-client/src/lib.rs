@@ -9,14 +9,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use fogwire_api::{
-    BlobInfo, ClosedRoute, ConnectRequest, DisconnectResponse, ErrorBody, FeedInfo, FollowRequest,
-    FoundPath, GcRequest, GcResult, GraphNode, HubView, JobCancelled, JobFetchRequest, JobFetched,
-    JobInfo, JobLogs, JobResultInfo, JobSubmitRequest, JobSubmitted, LedgerAccount,
-    LedgerHistoryLine, LedgerInfo, LedgerOpRequest, LedgerReceipt, LedgerSubmitRequest,
-    MarketAskRequest, MarketBidRequest, MarketCancelRequest, MarketDeal, MarketEvent, MarketOrder,
-    MarketPosted, OpenedRoute, Peer, PinRequest, PingReport, PublishRequest, RouteRequest, Routes,
-    RpcCallRequest, RpcLine, SendLine, Status, StoreAddRequest, StoreGetRequest, StoreLine,
-    StorePeer, StoreStat, TagChange, UnpinRequest, WorkerInfo,
+    BlobInfo, ClosedRoute, ConnectRequest, DisconnectResponse, ErrorBody, ExitsReport, FeedInfo,
+    FollowRequest, FoundPath, GcRequest, GcResult, GraphNode, HubView, JobCancelled,
+    JobFetchRequest, JobFetched, JobInfo, JobLogs, JobResultInfo, JobSubmitRequest, JobSubmitted,
+    LedgerAccount, LedgerHistoryLine, LedgerInfo, LedgerOpRequest, LedgerReceipt,
+    LedgerSubmitRequest, MarketAskRequest, MarketBidRequest, MarketCancelRequest, MarketDeal,
+    MarketEvent, MarketOrder, MarketPosted, OpenedRoute, Peer, PinRequest, PingReport, ProxyLine,
+    ProxyRequest, PublishRequest, RouteRequest, Routes, RpcCallRequest, RpcLine, SendLine, Status,
+    StoreAddRequest, StoreGetRequest, StoreLine, StorePeer, StoreStat, TagChange, UnpinRequest,
+    WorkerInfo,
 };
 use reqwest::{Method, StatusCode, header};
 use serde::Serialize;
@@ -145,6 +146,21 @@ impl Client {
         on_line: impl FnMut(SendLine),
     ) -> Result<(), ClientError> {
         self.lines("/v1/routes/send", request, on_line).await
+    }
+
+    /// The exits the network advertises, and this node's exit and proxy.
+    pub async fn exits(&self) -> Result<ExitsReport, ClientError> {
+        self.get("/v1/exits", &[]).await
+    }
+
+    /// Runs a SOCKS proxy on the node for as long as this call lasts;
+    /// `on_line` gets its status every second.
+    pub async fn proxy(
+        &self,
+        request: &ProxyRequest,
+        on_line: impl FnMut(ProxyLine),
+    ) -> Result<(), ClientError> {
+        self.lines("/v1/proxy", request, on_line).await
     }
 
     /// Adds a file on the node's machine to its store, calling `on_line`

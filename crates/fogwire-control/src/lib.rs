@@ -18,6 +18,8 @@
 //! | DELETE | /v1/routes/{id}          | [`fogwire_api::ClosedRoute`]            |
 //! | POST   | /v1/ping                 | RouteRequest → [`fogwire_api::PingReport`] |
 //! | POST   | /v1/routes/send          | RouteRequest → NDJSON [`fogwire_api::SendLine`]s |
+//! | GET    | /v1/exits                | [`fogwire_api::ExitsReport`]            |
+//! | POST   | /v1/proxy                | [`fogwire_api::ProxyRequest`] → NDJSON [`fogwire_api::ProxyLine`]s while read |
 //! | POST   | /v1/store/add            | [`fogwire_api::StoreAddRequest`] → NDJSON [`fogwire_api::StoreLine`]s |
 //! | POST   | /v1/store/get            | [`fogwire_api::StoreGetRequest`] → NDJSON [`fogwire_api::StoreLine`]s |
 //! | GET    | /v1/store/blobs          | list of [`fogwire_api::BlobInfo`]       |
@@ -58,6 +60,7 @@
 //! Requests carry `Authorization: Bearer <token>`. Errors answer with a
 //! status code and [`fogwire_api::ErrorBody`].
 
+mod exits;
 mod feeds;
 mod jobs;
 mod ledger;
@@ -132,4 +135,7 @@ pub trait NodeApi: Send + Sync + 'static {
     fn wallet(&self) -> Option<Arc<Wallet>>;
     /// What a worker's agent knows of hubs.
     fn hubs(&self) -> Vec<fogwire_api::HubView>;
+    /// This node's exit and its configured SOCKS proxy, if any.
+    fn exit(&self) -> Option<&fogwire_exit::Exit>;
+    fn proxy(&self) -> Option<&fogwire_exit::Proxy>;
 }

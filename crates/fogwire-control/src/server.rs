@@ -104,6 +104,8 @@ pub async fn serve(
         )
         .route("/v1/routes/send", post(crate::routes::send))
         .route("/v1/ping", post(crate::routes::ping))
+        .route("/v1/exits", get(crate::exits::list))
+        .route("/v1/proxy", post(crate::exits::proxy))
         .route("/v1/store/add", post(crate::store::add))
         .route("/v1/store/get", post(crate::store::get))
         .route("/v1/store/blobs", get(crate::store::blobs))

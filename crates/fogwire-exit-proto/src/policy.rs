@@ -137,7 +137,10 @@ impl Policy {
         parts.push(if self.allow.is_empty() {
             "public internet".to_owned()
         } else {
-            format!("{} networks", self.allow.len())
+            match self.allow.len() {
+                1 => "1 network".to_owned(),
+                count => format!("{count} networks"),
+            }
         });
         if !self.deny.is_empty() {
             parts.push(format!("{} denied", self.deny.len()));
@@ -424,7 +427,7 @@ mod tests {
         );
         assert_eq!(
             policy.summary(),
-            "1 networks; 1 denied; ports 80,8000-8100; not 25"
+            "1 network; 1 denied; ports 80,8000-8100; not 25"
         );
     }
 

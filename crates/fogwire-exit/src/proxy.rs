@@ -207,6 +207,10 @@ impl Proxy {
         self.local_addr
     }
 
+    pub fn config(&self) -> &ProxyConfig {
+        &self.shared.config
+    }
+
     /// Stops taking connections (those open end with their routes).
     pub fn stop(&self) {
         self.task.abort();

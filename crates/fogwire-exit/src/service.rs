@@ -164,6 +164,10 @@ impl Exit {
         }
     }
 
+    pub fn config(&self) -> &ExitConfig {
+        &self.inner.config
+    }
+
     pub fn stats(&self) -> ExitStats {
         let counters = &self.inner.counters;
         ExitStats {

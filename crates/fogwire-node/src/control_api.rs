@@ -80,6 +80,14 @@ impl NodeApi for Node {
         Some(Node::ledger(self).wallet().clone())
     }
 
+    fn exit(&self) -> Option<&fogwire_exit::Exit> {
+        Node::exit(self)
+    }
+
+    fn proxy(&self) -> Option<&fogwire_exit::Proxy> {
+        Node::proxy(self)
+    }
+
     fn hubs(&self) -> Vec<fogwire_api::HubView> {
         Node::hubs(self)
             .into_iter()

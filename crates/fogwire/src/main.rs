@@ -12,6 +12,7 @@ mod bench;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod control;
 mod demo;
+mod exit;
 mod feed;
 mod init;
 mod job;
@@ -136,6 +137,15 @@ enum Command {
     Dao(wallet::DaoCommand),
     /// The ledger: where it runs, its rules, and its supply check.
     Ledger(wallet::JsonArgs),
+    /// List the exits the network advertises: price, latency, policy;
+    /// and this node's own exit and SOCKS proxy.
+    Exits(control::ReadArgs),
+    /// Serve SOCKS 5 on this machine until Ctrl-C: every connection goes
+    /// through an exit over a route, hostnames resolved at the exit.
+    ///
+    /// A SOCKS username is an isolation group (different usernames get
+    /// different routes); `name@<exit>` also picks the exit.
+    Proxy(exit::ProxyArgs),
     /// Measure the round trip to a node through a route set up for it.
     ///
     /// `fogwire ping <node> --hops 3` goes through two relays.
@@ -198,6 +208,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Disconnect(args) => control::disconnect(&home, args).await,
         Command::Metrics => control::metrics(&home).await,
         Command::Nodes(args) => route::nodes(&home, args).await,
+        Command::Exits(args) => exit::exits(&home, args).await,
+        Command::Proxy(args) => exit::proxy(&home, args).await,
         Command::Route(command) => route::run(&home, command).await,
         Command::Ping(args) => route::ping(&home, args).await,
         Command::Store(command) => store::run(&home, command).await,

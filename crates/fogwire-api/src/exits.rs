@@ -1,0 +1,95 @@
+//! Exits and the SOCKS proxy: `GET /v1/exits`, `POST /v1/proxy`.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// One exit the network advertises.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExitEntry {
+    pub node_id: String,
+    /// Price per GiB carried, in units (a coin is 1 000 000).
+    pub price_per_gib: u64,
+    /// Its policy summary, from its advert.
+    pub policy: String,
+    /// The best path's advertised one-way latency; none: no path.
+    pub latency_ms: Option<f64>,
+    pub hops: Option<usize>,
+}
+
+/// This node as an exit: its terms and counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExitServing {
+    pub policy: String,
+    pub price_per_gib: u64,
+    pub client_kbps: u32,
+    pub streams: u64,
+    pub connected: u64,
+    pub refused: u64,
+    pub failed: u64,
+    pub busy: u64,
+    /// Bytes sent to destinations, and received from them.
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    pub clients_now: u64,
+}
+
+/// A SOCKS proxy of this node: where, through what, and its counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProxyStatus {
+    pub listen: SocketAddr,
+    /// The exit it uses when a username names none; none: it picks.
+    pub exit: Option<String>,
+    pub min_hops: usize,
+    pub connections: u64,
+    pub connected: u64,
+    pub failed: u64,
+    pub turned_away: u64,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub routes: Vec<ProxyRoute>,
+}
+
+/// A route a proxy keeps for an isolation group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyRoute {
+    /// The SOCKS username's group ("" without a username).
+    pub group: String,
+    /// The exit the username named, as written.
+    pub named_exit: Option<String>,
+    pub exit: String,
+    pub route: u64,
+}
+
+/// `GET /v1/exits`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExitsReport {
+    /// Other nodes' exits, cheapest first, then nearest.
+    pub exits: Vec<ExitEntry>,
+    /// This node, if it serves as an exit.
+    pub serving: Option<ExitServing>,
+    /// This node's configured proxy (`[socks]`), if any.
+    pub proxy: Option<ProxyStatus>,
+}
+
+/// The body of `POST /v1/proxy`: a proxy that lives as long as the
+/// request's answer is read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyRequest {
+    /// Must be a loopback address unless `public` is set.
+    pub listen: SocketAddr,
+    /// An exit's node id, or a prefix of one; none: the cheapest, nearest.
+    #[serde(default)]
+    pub exit: Option<String>,
+    #[serde(default)]
+    pub min_hops: Option<usize>,
+}
+
+/// A line of `POST /v1/proxy`: the proxy's status, at start and then
+/// every second.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProxyLine {
+    Status(ProxyStatus),
+    Error(String),
+}

@@ -1,0 +1,140 @@
+//! Exits and the SOCKS proxy: `fogwire exits`, `fogwire proxy`.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use fogwire_api::{ProxyLine, ProxyRequest, ProxyStatus};
+use fogwire_ledger::format_coins;
+
+use crate::control::{ReadArgs, client, print_json};
+use crate::output::{Table, format_bytes, short};
+
+/// `fogwire proxy`: a SOCKS 5 proxy for as long as the command runs.
+#[derive(Debug, clap::Args)]
+pub struct ProxyArgs {
+    /// Where to serve SOCKS 5 (loopback only; `[socks] listen` in
+    /// fogwire.toml serves for good).
+    #[arg(long, default_value = "127.0.0.1:1080", value_name = "ADDR")]
+    listen: SocketAddr,
+    /// The exit to leave by: a node id or a prefix of one (see `fogwire
+    /// exits`). Default: the cheapest, nearest exit.
+    #[arg(long, value_name = "NODE")]
+    exit: Option<String>,
+    /// Links on each route to the exit, at least: more hide you better
+    /// from the exit and cost more.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    min_hops: usize,
+}
+
+pub async fn exits(home: &Path, args: ReadArgs) -> anyhow::Result<()> {
+    let report = client(home)?.exits().await?;
+    if args.json {
+        return print_json(&report);
+    }
+    if report.exits.is_empty() {
+        println!(
+            "No exit is known in the network yet (a node serves as one with [exit] serve = true)."
+        );
+    } else {
+        let mut table = Table::new(
+            &["exit", "price/GiB", "latency", "hops", "policy"],
+            &[1, 2, 3],
+        );
+        for exit in &report.exits {
+            table.row([
+                exit.node_id.clone(),
+                format_coins(exit.price_per_gib),
+                exit.latency_ms
+                    .map_or_else(|| "no path".into(), |ms| format!("{ms:.2} ms")),
+                exit.hops
+                    .map_or_else(|| "-".into(), |hops| hops.to_string()),
+                exit.policy.clone(),
+            ]);
+        }
+        table.print();
+        println!("\nThe first reachable exit is the one `fogwire proxy` picks without --exit.");
+    }
+    if let Some(serving) = &report.serving {
+        println!(
+            "\nThis node serves as an exit ({}; {}/GiB): {} connected, {} refused, {} failed, \
+             {} out, {} in, {} clients now",
+            serving.policy,
+            format_coins(serving.price_per_gib),
+            serving.connected,
+            serving.refused,
+            serving.failed,
+            format_bytes(serving.bytes_out),
+            format_bytes(serving.bytes_in),
+            serving.clients_now,
+        );
+    }
+    if let Some(proxy) = &report.proxy {
+        println!("\n{}", proxy_line(proxy));
+    }
+    Ok(())
+}
+
+fn proxy_line(proxy: &ProxyStatus) -> String {
+    let exits: Vec<String> = proxy
+        .routes
+        .iter()
+        .map(|route| short(&route.exit))
+        .collect();
+    format!(
+        "SOCKS 5 on {} via {}: {} connections ({} failed), {} up, {} down",
+        proxy.listen,
+        if exits.is_empty() {
+            "no route yet".to_owned()
+        } else {
+            format!("exit {}", exits.join(", "))
+        },
+        proxy.connections,
+        proxy.failed,
+        format_bytes(proxy.bytes_up),
+        format_bytes(proxy.bytes_down),
+    )
+}
+
+pub async fn proxy(home: &Path, args: ProxyArgs) -> anyhow::Result<()> {
+    let request = ProxyRequest {
+        listen: args.listen,
+        exit: args.exit,
+        min_hops: Some(args.min_hops),
+    };
+    let interactive = std::io::stderr().is_terminal();
+    let spinner = if interactive {
+        indicatif::ProgressBar::new_spinner()
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let mut first = true;
+    let mut failure = None;
+    let outcome = client(home)?
+        .proxy(&request, |line| match line {
+            ProxyLine::Status(status) => {
+                if first {
+                    first = false;
+                    println!(
+                        "SOCKS 5 proxy on {listen}, leaving by {exit}; Ctrl-C stops it. Try:\n  \
+                         curl --socks5-hostname {listen} https://example.com/",
+                        listen = status.listen,
+                        exit = status.exit.as_deref().map_or_else(
+                            || "the cheapest, nearest exit".to_owned(),
+                            |exit| format!("exit {}", short(exit))
+                        ),
+                    );
+                }
+                spinner.set_message(proxy_line(&status));
+                spinner.tick();
+            }
+            ProxyLine::Error(error) => failure = Some(error),
+        })
+        .await;
+    spinner.finish_and_clear();
+    outcome?;
+    match failure {
+        Some(error) => anyhow::bail!("the proxy stopped: {error}"),
+        None => anyhow::bail!("the node closed the proxy"),
+    }
+}
