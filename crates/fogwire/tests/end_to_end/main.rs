@@ -7,8 +7,10 @@
 mod bad_input;
 mod cli;
 mod compute;
+mod exit;
 mod harness;
 mod ledger;
+mod netns;
 mod restore;
 mod routing;
 mod rpc;

@@ -2,11 +2,12 @@
 //! loopback, and nodes in separate network namespaces joined by veth
 //! pairs, one of which is really cut in the middle of a stream.
 
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use fogwire_api::{GraphNode, PingReport, Routes, SendReport};
 
-use crate::harness::{BINARY, TestNode, init_home, stderr, stdout, wait_for, wait_until};
+use crate::harness::{BINARY, TestNode, stderr, stdout, wait_for, wait_until};
+use crate::netns::{NsNode, ip, namespaces_available, veth};
 
 fn json<T: serde::de::DeserializeOwned>(output: &Output) -> T {
     assert!(
@@ -98,101 +99,6 @@ fn a_restarted_node_knows_the_graph_before_any_link_is_up() {
 
 // ----- network namespaces -----
 
-/// A namespace with a `fogwire node` in it; both removed on drop.
-struct NsNode {
-    namespace: String,
-    home: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let output = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run ip: {e}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!("ip {}: {}", args.join(" "), stderr(&output)))
-    }
-}
-
-impl NsNode {
-    fn cli(&self, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.namespace, BINARY, "--home"])
-            .arg(self.home.path())
-            .args(args)
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap()
-    }
-
-    fn start(&mut self) {
-        let log = std::fs::File::create(self.home.path().join("node.log")).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.namespace, BINARY, "--home"])
-            .arg(self.home.path())
-            .arg("node")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let api = self.home.path().join("data/api.addr");
-        wait_until("the namespaced node's API", || api.exists());
-    }
-
-    fn id(&self) -> String {
-        let output = self.cli(&["id"]);
-        stdout(&output).trim().to_owned()
-    }
-}
-
-impl Drop for NsNode {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = ip(&["netns", "del", &self.namespace]);
-    }
-}
-
-/// Can this machine make network namespaces? Under CI it must.
-fn namespaces_available(tag: &str) -> bool {
-    let probe = format!("fwprobe{tag}");
-    let available = ip(&["netns", "add", &probe]).is_ok();
-    let _ = ip(&["netns", "del", &probe]);
-    fogwire_testkit::prerequisite(available, "network namespaces (needs root and iproute2)")
-}
-
-/// Joins namespaces `a` and `b` with a veth pair on a /30 of their own.
-fn veth(a: &NsNode, b: &NsNode, name: &str, subnet: u8) -> Result<(), String> {
-    let (end_a, end_b) = (format!("{name}a"), format!("{name}b"));
-    ip(&[
-        "link",
-        "add",
-        &end_a,
-        "netns",
-        &a.namespace,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &end_b,
-        "netns",
-        &b.namespace,
-    ])?;
-    for (namespace, end, host) in [(&a.namespace, &end_a, 1), (&b.namespace, &end_b, 2)] {
-        let address = format!("10.77.{subnet}.{host}/30");
-        ip(&["-n", namespace, "addr", "add", &address, "dev", end])?;
-        ip(&["-n", namespace, "link", "set", end, "up"])?;
-    }
-    Ok(())
-}
-
 #[test]
 fn a_stream_survives_a_link_really_cut_between_namespaces() {
     let tag = std::process::id().to_string();
@@ -202,28 +108,13 @@ fn a_stream_survives_a_link_really_cut_between_namespaces() {
     // A diamond: A–B–D and A–C–D, each node in its own namespace.
     let mut nodes: Vec<NsNode> = ["a", "b", "c", "d"]
         .iter()
-        .map(|name| {
-            let namespace = format!("fw{name}{tag}");
-            ip(&["netns", "add", &namespace]).unwrap();
-            ip(&["-n", &namespace, "link", "set", "lo", "up"]).unwrap();
-            NsNode {
-                namespace,
-                home: init_home("0.0.0.0:7100"),
-                child: None,
-            }
-        })
+        .map(|name| NsNode::new(&format!("fw{name}{tag}")))
         .collect();
     let edges = [(0, 1, 1), (1, 3, 2), (0, 2, 3), (2, 3, 4)];
     for (x, y, subnet) in edges {
         veth(&nodes[x], &nodes[y], &format!("v{x}{y}{tag}"), subnet).unwrap();
     }
-    // The API at a fixed port is fine: each namespace has its own loopback.
     for node in &mut nodes {
-        let config = node.home.path().join("fogwire.toml");
-        let text = std::fs::read_to_string(&config)
-            .unwrap()
-            .replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:7101\"");
-        std::fs::write(&config, text).unwrap();
         node.start();
     }
     let ids: Vec<String> = nodes.iter().map(NsNode::id).collect();
