@@ -14,6 +14,7 @@
 
 pub mod compute;
 pub mod economy;
+pub mod exit;
 mod network;
 mod render;
 pub mod routes;
@@ -44,6 +45,9 @@ pub struct Options {
     pub store: bool,
     /// Run the routing stage (routes, pings, a stream, a relay killed).
     pub routes: bool,
+    /// Run the exit stage (a page fetched through a SOCKS proxy and an
+    /// exit over a 3-hop route).
+    pub exit: bool,
     /// Bytes streamed over the 3-hop route while its relay dies.
     pub stream_bytes: u64,
     /// Run the compute stage (a replicated job with a cheat among the
@@ -61,6 +65,7 @@ impl Default for Options {
             redraw: true,
             store: true,
             routes: true,
+            exit: true,
             stream_bytes: 256 * 1024 * 1024,
             compute: Some(std::path::PathBuf::from("fogwire-mandelbrot.png")),
         }
@@ -92,6 +97,9 @@ pub struct Summary {
     pub job_paid: Option<bool>,
     /// Whether the ledger's supply check passed at the end.
     pub supply_ok: Option<bool>,
+    /// Whether the page fetched through the exit arrived intact (none if
+    /// that stage did not run).
+    pub proxied_intact: Option<bool>,
 }
 
 /// Why the demo stopped early.
@@ -174,6 +182,21 @@ pub async fn run(
             () = &mut interrupted => { interrupted_by_user = true; }
         }
     }
+    let mut exit_stage = None;
+    if options.exit && options.nodes >= 4 && !interrupted_by_user {
+        writeln!(
+            out,
+            "exit: {} serves as an exit; {} fetches a page from a web server on this machine through its SOCKS proxy, over at least 3 hops…",
+            network.nodes()[exit::exit_index(options.nodes)].name,
+            network.nodes()[0].name
+        )?;
+        out.flush()?;
+        let mut narrate = narrator(out);
+        tokio::select! {
+            done = exit::run(&network, &mut narrate) => { exit_stage = Some(done); }
+            () = &mut interrupted => { interrupted_by_user = true; }
+        }
+    }
     let mut stage = None;
     if options.routes && options.nodes >= 3 && !interrupted_by_user {
         writeln!(
@@ -252,6 +275,7 @@ pub async fn run(
         computed_correctly: compute_stage.as_ref().and_then(|stage| stage.correct),
         job_paid: compute_stage.as_ref().map(|stage| stage.paid),
         supply_ok,
+        proxied_intact: exit_stage.as_ref().and_then(|stage| stage.intact),
     };
     writeln!(
         out,

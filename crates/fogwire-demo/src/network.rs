@@ -112,6 +112,7 @@ impl Network {
             options.compute_dir = Some(data_dir.join("compute"));
             options.ledger = ledger[index].clone();
             options.ledger_path = Some(data_dir.join("ledger.redb"));
+            crate::exit::roles(index, count, &mut options);
             let node = Node::start(options)
                 .await
                 .map_err(|source| NetworkError::Node {

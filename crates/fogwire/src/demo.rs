@@ -23,6 +23,10 @@ pub struct Args {
     /// replicated by every other node).
     #[arg(long)]
     no_store: bool,
+    /// Skip the exit stage (a page fetched through a SOCKS proxy and an
+    /// exit over a 3-hop route).
+    #[arg(long)]
+    no_exit: bool,
     /// Skip the compute stage (a Mandelbrot image rendered in bands on the
     /// workers, three per band, with one cheating worker caught).
     #[arg(long)]
@@ -45,6 +49,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         redraw: stdout_is_terminal,
         store: !args.no_store,
         routes: !args.no_routes,
+        exit: !args.no_exit,
         stream_bytes: args.stream,
         compute: (!args.no_compute).then(|| args.image.clone()),
     };
@@ -62,6 +67,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     if summary.computed_correctly == Some(false) {
         anyhow::bail!("the computed image differs from a direct run of the module");
+    }
+    if summary.proxied_intact == Some(false) {
+        anyhow::bail!("the page fetched through the exit did not arrive intact");
     }
     if summary.job_paid == Some(false) {
         anyhow::bail!("the job's payment was not settled");

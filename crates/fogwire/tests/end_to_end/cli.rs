@@ -440,6 +440,9 @@ fn the_demo_runs_eight_linked_nodes_routes_repairs_and_exits_cleanly() {
     }
     assert!(text.contains("killed n"), "{text}");
     assert!(text.contains("moved the route to"), "{text}");
+    // A page fetched through the SOCKS proxy and the exit.
+    assert!(text.contains("through exit n4 over"), "{text}");
+    assert!(text.contains("the page, intact"), "{text}");
     assert!(text.contains("got every byte, in order, once"), "{text}");
     assert!(text.contains("ROUTE  PATH"), "{text}");
     // The store stage: a directory published through a feed on n0 reaches
