@@ -32,6 +32,12 @@ pub struct ExitServing {
     pub bytes_out: u64,
     pub bytes_in: u64,
     pub clients_now: u64,
+    /// UDP datagrams sent for clients and answers passed back; refused by
+    /// the policy; dropped (malformed, over a limit, unsolicited).
+    pub udp_sent: u64,
+    pub udp_received: u64,
+    pub udp_refused: u64,
+    pub udp_dropped: u64,
 }
 
 /// A SOCKS proxy of this node: where, through what, and its counters.
@@ -47,6 +53,12 @@ pub struct ProxyStatus {
     pub turned_away: u64,
     pub bytes_up: u64,
     pub bytes_down: u64,
+    /// UDP datagrams relayed to exits and answers passed back; dropped;
+    /// too large for a route.
+    pub udp_sent: u64,
+    pub udp_received: u64,
+    pub udp_dropped: u64,
+    pub udp_oversized: u64,
     pub routes: Vec<ProxyRoute>,
 }
 

@@ -34,6 +34,10 @@ fn proxy_status(proxy: &Proxy) -> ProxyStatus {
         turned_away: stats.turned_away,
         bytes_up: stats.bytes_up,
         bytes_down: stats.bytes_down,
+        udp_sent: stats.udp_sent,
+        udp_received: stats.udp_received,
+        udp_dropped: stats.udp_dropped,
+        udp_oversized: stats.udp_oversized,
         routes: proxy
             .routes()
             .into_iter()
@@ -67,6 +71,10 @@ pub(crate) async fn list(State(state): State<Arc<ApiState>>) -> Response {
             bytes_out: stats.bytes_out,
             bytes_in: stats.bytes_in,
             clients_now: stats.clients_now,
+            udp_sent: stats.udp_sent,
+            udp_received: stats.udp_received,
+            udp_refused: stats.udp_refused,
+            udp_dropped: stats.udp_dropped,
         }
     });
     axum::Json(ExitsReport {

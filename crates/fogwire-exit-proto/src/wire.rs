@@ -228,10 +228,72 @@ pub(crate) fn valid_hostname(name: &[u8]) -> Option<String> {
     std::str::from_utf8(name).ok().map(str::to_ascii_lowercase)
 }
 
+/// A UDP datagram between a client and an exit, carried in a route
+/// datagram to the exit's datagram port (client → exit) or back to the
+/// client's (exit → client): `association u32 | destination and port as
+/// in a request | payload`. The association names one UDP socket at the
+/// exit (one SOCKS UDP ASSOCIATE); from the exit, the address is the
+/// datagram's source and is never a hostname.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Datagram<'a> {
+    pub association: u32,
+    pub peer: Request,
+    pub payload: &'a [u8],
+}
+
+impl<'a> Datagram<'a> {
+    /// The datagram's bytes.
+    pub fn encode(&self) -> Result<Vec<u8>, DecodeError> {
+        let head = self.peer.encode()?;
+        let mut out = Vec::with_capacity(4 + head.len() + self.payload.len());
+        out.extend_from_slice(&self.association.to_be_bytes());
+        out.extend_from_slice(&head);
+        out.extend_from_slice(self.payload);
+        Ok(out)
+    }
+
+    /// A datagram from its bytes (it must be whole: datagrams are not cut).
+    pub fn decode(bytes: &'a [u8]) -> Result<Datagram<'a>, DecodeError> {
+        if bytes.len() < 4 {
+            return Err(DecodeError::Incomplete(4 - bytes.len()));
+        }
+        let association = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        let (peer, len) = Request::decode(&bytes[4..])?;
+        Ok(Datagram {
+            association,
+            peer,
+            payload: &bytes[4 + len..],
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn datagrams_carry_an_association_a_peer_and_the_payload() {
+        let datagram = Datagram {
+            association: 7,
+            peer: Request {
+                destination: Destination::Host("dns.test".into()),
+                port: 53,
+            },
+            payload: b"query",
+        };
+        let bytes = datagram.encode().unwrap();
+        assert_eq!(bytes[..6], [0, 0, 0, 7, 1, 3]);
+        assert_eq!(Datagram::decode(&bytes).unwrap(), datagram);
+        assert_eq!(
+            Datagram::decode(&bytes[..2]),
+            Err(DecodeError::Incomplete(2))
+        );
+        assert!(matches!(
+            Datagram::decode(&bytes[..8]),
+            Err(DecodeError::Incomplete(_))
+        ));
+    }
 
     #[test]
     fn requests_have_the_documented_bytes() {

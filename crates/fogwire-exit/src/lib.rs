@@ -18,8 +18,10 @@ pub mod choose;
 mod clients;
 pub mod config;
 pub mod proxy;
+mod proxy_udp;
 pub mod service;
 mod splice;
+pub mod udp;
 
 pub use choose::{ExitInfo, exits, pick};
 pub use proxy::{Proxy, ProxyConfig, ProxyError, ProxyStats};

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use fogwire_exit_proto::socks::{
-    self, Command, Credentials, Greeting, METHOD_PASSWORD, METHOD_REFUSED, SocksError,
+    self, Command, Credentials, Greeting, METHOD_PASSWORD, METHOD_REFUSED, SocksError, UdpHeader,
 };
 use fogwire_exit_proto::wire::{self, DecodeError, Reply, Status};
 use fogwire_identity::{NodeId, prefix_of};
@@ -28,11 +28,12 @@ use fogwire_route::proto::path::HOPS_MAX;
 use fogwire_route::proto::router::RouteId;
 use fogwire_route::{Constraints, RouteError, RouteStream, Routing, services};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::choose::{exits, pick};
+use crate::proxy_udp::{Association, Replies, UdpCounters};
 use crate::service::SERVICE;
 use crate::splice::{Moved, splice};
 
@@ -43,6 +44,11 @@ pub const ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long the exit may take to answer a request (it resolves and
 /// connects within its own 15 s).
 pub const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The largest UDP payload a SOCKS client may send through an exit: a
+/// route datagram, less the exit's header with the longest hostname.
+pub const UDP_PAYLOAD_MAX: usize =
+    fogwire_route::proto::router::DATAGRAM_LEN_MAX - 4 - wire::REQUEST_LEN_MAX;
 
 /// How the proxy serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,10 +101,18 @@ pub struct ProxyStats {
     pub bytes_up: u64,
     pub bytes_down: u64,
     pub routes_opened: u64,
+    /// UDP datagrams relayed to exits and answers passed back; datagrams
+    /// dropped (from another address, malformed, a route error) and too
+    /// large for a route.
+    pub udp_sent: u64,
+    pub udp_received: u64,
+    pub udp_dropped: u64,
+    pub udp_oversized: u64,
 }
 
 #[derive(Default)]
 struct Counters {
+    udp: Arc<UdpCounters>,
     connections: AtomicU64,
     connected: AtomicU64,
     failed: AtomicU64,
@@ -239,6 +253,10 @@ impl Proxy {
             bytes_up: counters.moved.to_stream.load(Ordering::Relaxed),
             bytes_down: counters.moved.to_socket.load(Ordering::Relaxed),
             routes_opened: counters.routes_opened.load(Ordering::Relaxed),
+            udp_sent: counters.udp.sent.load(Ordering::Relaxed),
+            udp_received: counters.udp.received.load(Ordering::Relaxed),
+            udp_dropped: counters.udp.dropped.load(Ordering::Relaxed),
+            udp_oversized: counters.udp.oversized.load(Ordering::Relaxed),
         }
     }
 }
@@ -359,15 +377,10 @@ impl Shared {
             Ok(Err(refused)) => return Err(refused),
             Err(_) => return Err(Refused(None, "the client's handshake took too long".into())),
         };
-        if request.command != Command::Connect {
-            let code = socks::reply::COMMAND_NOT_SUPPORTED;
-            let _ = write(&mut socket, &socks::request_reply(code, unspecified())).await;
-            return Err(Refused(
-                Some(code),
-                "UDP ASSOCIATE is not served yet".into(),
-            ));
-        }
         let (group, named_exit) = parse_username(&username);
+        if request.command == Command::UdpAssociate {
+            return self.associate(socket, group, named_exit, &request).await;
+        }
         let exit_request = wire::Request {
             destination: request.destination,
             port: request.port,
@@ -399,6 +412,129 @@ impl Shared {
                 Err(Refused(Some(code), why))
             }
         }
+    }
+
+    /// Serves a UDP ASSOCIATE: a UDP socket beside the control
+    /// connection, relayed to the group's exit until the control
+    /// connection closes.
+    async fn associate(
+        &self,
+        mut control: TcpStream,
+        group: String,
+        named_exit: Option<String>,
+        request: &socks::Request,
+    ) -> Result<(), Refused> {
+        let failed = |error: std::io::Error| Refused(None, format!("UDP ASSOCIATE: {error}"));
+        let local = control.local_addr().map_err(failed)?;
+        let client_ip = control.peer_addr().map_err(failed)?.ip();
+        // A client that names its UDP port is held to it.
+        let client_port = request.port;
+        let key = GroupKey {
+            group,
+            exit: named_exit.map(|exit| prefix_of(&exit).to_owned()),
+        };
+        let prepared = async {
+            let held = self.route_for(&key).await?;
+            let replies =
+                Replies::of(&self.routing).map_err(|error| Refused(None, error.to_string()))?;
+            let socket = UdpSocket::bind(SocketAddr::new(local.ip(), 0))
+                .await
+                .map_err(failed)?;
+            Ok::<_, Refused>((held, replies, Arc::new(socket)))
+        };
+        let (held, replies, socket) = match prepared.await {
+            Ok(prepared) => prepared,
+            Err(Refused(code, why)) => {
+                let code = code.unwrap_or(socks::reply::GENERAL_FAILURE);
+                let _ = write(&mut control, &socks::request_reply(code, unspecified())).await;
+                return Err(Refused(Some(code), why));
+            }
+        };
+        let (answers, mut answers_queue) = mpsc::channel(crate::proxy_udp::ANSWERS_QUEUED);
+        let association = Arc::new(Association {
+            answers,
+            exit: held.exit,
+            counters: self.counters.udp.clone(),
+        });
+        let Some(id) = replies.register(association.clone()) else {
+            let code = socks::reply::GENERAL_FAILURE;
+            let _ = write(&mut control, &socks::request_reply(code, unspecified())).await;
+            return Err(Refused(
+                Some(code),
+                "too many UDP associations at once".into(),
+            ));
+        };
+        let bound = socket.local_addr().map_err(failed)?;
+        let outcome = async {
+            write(&mut control, &socks::request_reply(socks::reply::SUCCEEDED, bound)).await?;
+            self.counters.connected.fetch_add(1, Ordering::Relaxed);
+                        let mut buffer = vec![0u8; 65_536];
+            let mut ignored = [0u8; 256];
+            // The SOCKS client's UDP address, once it has sent.
+            let mut client = None;
+            loop {
+                tokio::select! {
+                    read = control.read(&mut ignored) => match read {
+                        Ok(0) | Err(_) => return Ok(()),
+                        Ok(_) => {}
+                    },
+                    received = socket.recv_from(&mut buffer) => {
+                        let Ok((len, from)) = received else { return Ok(()) };
+                        if from.ip() != client_ip || (client_port != 0 && from.port() != client_port) {
+                            self.counters.udp.dropped.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        client = Some(from);
+                        self.relay_datagram(&buffer[..len], id, held).await;
+                    }
+                    Some(answer) = answers_queue.recv() => {
+                        let sent = match client {
+                            Some(client) => socket.send_to(&answer, client).await.is_ok(),
+                            None => false,
+                        };
+                        let counter = if sent { &self.counters.udp.received } else { &self.counters.udp.dropped };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        .await;
+        replies.remove(id);
+        outcome
+    }
+
+    /// One datagram from the SOCKS client to the exit.
+    async fn relay_datagram(&self, datagram: &[u8], id: u32, held: Held) {
+        let counters = &self.counters.udp;
+        let Ok((header, at)) = UdpHeader::decode(datagram) else {
+            counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let payload = &datagram[at..];
+        if payload.len() > UDP_PAYLOAD_MAX {
+            counters.oversized.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let Ok(bytes) = (wire::Datagram {
+            association: id,
+            peer: wire::Request {
+                destination: header.destination,
+                port: header.port,
+            },
+            payload,
+        })
+        .encode() else {
+            counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        match self
+            .routing
+            .send_datagram(held.route, crate::udp::DATAGRAM_PORT, Bytes::from(bytes))
+            .await
+        {
+            Ok(()) => counters.sent.fetch_add(1, Ordering::Relaxed),
+            Err(_) => counters.dropped.fetch_add(1, Ordering::Relaxed),
+        };
     }
 
     /// A stream to the exit, its request sent (with whatever the client

@@ -75,6 +75,13 @@ pub struct ExitStats {
     pub bytes_out: u64,
     pub bytes_in: u64,
     pub clients_now: u64,
+    /// UDP datagrams sent for clients, answers passed back, datagrams
+    /// refused by the policy, and dropped (malformed, over a limit, a
+    /// full queue, an answer from an address not sent to).
+    pub udp_sent: u64,
+    pub udp_received: u64,
+    pub udp_refused: u64,
+    pub udp_dropped: u64,
 }
 
 #[derive(Default)]
@@ -89,6 +96,7 @@ struct Counters {
 
 struct Inner {
     config: ExitConfig,
+    udp: Arc<crate::udp::ExitUdp>,
     policy: RwLock<(Policy, Instant)>,
     clients: Arc<Clients>,
     counters: Counters,
@@ -139,6 +147,7 @@ impl Exit {
         Self {
             inner: Arc::new(Inner {
                 config,
+                udp: Arc::new(crate::udp::ExitUdp::new()),
                 policy: RwLock::new((policy, Instant::now())),
                 clients,
                 counters: Counters::default(),
@@ -146,13 +155,22 @@ impl Exit {
         }
     }
 
-    /// How the service is offered on routes.
+    /// Lets the exit answer UDP datagrams over `routing` (the routing
+    /// it is offered on).
+    pub fn attach(&self, routing: fogwire_route::Routing) {
+        self.inner.udp.attach(routing);
+    }
+
+    /// How the service is offered on routes: streams to `exit`, UDP
+    /// datagrams to [`crate::udp::DATAGRAM_PORT`].
     pub fn spec(&self) -> Spec {
-        Spec::streams(SERVICE).with_limits(Limits {
-            streams_queued: 64,
-            streams_at_once: self.inner.config.streams_max.max(1),
-            datagrams_queued: 1024,
-        })
+        Spec::streams(SERVICE)
+            .with_datagrams(crate::udp::DATAGRAM_PORT)
+            .with_limits(Limits {
+                streams_queued: 64,
+                streams_at_once: self.inner.config.streams_max.max(1),
+                datagrams_queued: 1024,
+            })
     }
 
     /// What the exit says of itself in adverts.
@@ -179,6 +197,10 @@ impl Exit {
             bytes_out: counters.moved.to_socket.load(Ordering::Relaxed),
             bytes_in: counters.moved.to_stream.load(Ordering::Relaxed),
             clients_now: self.inner.clients.count() as u64,
+            udp_sent: self.inner.udp.counters.sent.load(Ordering::Relaxed),
+            udp_received: self.inner.udp.counters.received.load(Ordering::Relaxed),
+            udp_refused: self.inner.udp.counters.refused.load(Ordering::Relaxed),
+            udp_dropped: self.inner.udp.counters.dropped.load(Ordering::Relaxed),
         }
     }
 
@@ -382,5 +404,9 @@ async fn answer(stream: &mut RouteStream, status: Status, reason: &str) {
 impl Service for Exit {
     fn accept(&self, stream: RouteStream) -> BoxFuture<()> {
         Box::pin(self.clone().serve(stream))
+    }
+
+    fn datagram(&self, datagram: fogwire_route::Datagram) {
+        self.inner.udp.datagram(datagram, || self.policy());
     }
 }

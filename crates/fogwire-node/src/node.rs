@@ -321,6 +321,7 @@ impl Node {
         }
         let routing = Routing::start(routing_options)?;
         if let Some(exit) = &exit {
+            exit.attach(routing.clone());
             routing.accept(exit.spec(), Arc::new(exit.clone()))?;
         }
 

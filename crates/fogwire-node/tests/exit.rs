@@ -241,3 +241,114 @@ async fn the_exit_refuses_its_own_host_and_bad_socks_gets_its_reply_code() {
         node.shutdown().await;
     }
 }
+
+/// A UDP server on loopback that answers each datagram with "echo:" and
+/// the datagram.
+async fn udp_echo() -> SocketAddr {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let address = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buffer = vec![0u8; 65_536];
+        while let Ok((len, from)) = socket.recv_from(&mut buffer).await {
+            let mut answer = b"echo:".to_vec();
+            answer.extend_from_slice(&buffer[..len]);
+            let _ = socket.send_to(&answer, from).await;
+        }
+    });
+    address
+}
+
+/// A SOCKS UDP datagram: the header for `destination`, then `payload`.
+fn socks_udp(destination: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut datagram = vec![0, 0, 0];
+    datagram.extend_from_slice(destination);
+    datagram.extend_from_slice(payload);
+    datagram
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_associate_carries_datagrams_through_the_exit_and_back() {
+    let echo = udp_echo().await;
+    let mut client_options = nodes::options();
+    client_options.socks = Some(ProxyConfig::new("127.0.0.1:0".parse().unwrap()));
+    let client = nodes::start(client_options).await;
+    let relay = nodes::node().await;
+    let mut exit_options = nodes::options();
+    exit_options.exit = Some(exit_allowing_loopback());
+    let exit = nodes::start(exit_options).await;
+    nodes::link(&client, &relay).await;
+    nodes::link(&relay, &exit).await;
+    until_exit_known(&client, &exit).await;
+    let proxy = client.proxy().unwrap().local_addr();
+
+    // UDP ASSOCIATE; the reply names the UDP port to send to.
+    let mut control = TcpStream::connect(proxy).await.unwrap();
+    control
+        .write_all(&[5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0])
+        .await
+        .unwrap();
+    let mut reply = [0u8; 12];
+    control.read_exact(&mut reply).await.unwrap();
+    assert_eq!(reply[..4], [5, 0, 5, 0], "method, then success");
+    let relay_at = SocketAddr::from((
+        [reply[6], reply[7], reply[8], reply[9]],
+        u16::from_be_bytes([reply[10], reply[11]]),
+    ));
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+
+    // By address, then by a name the exit resolves.
+    for (destination, payload) in [
+        (by_address(echo), &b"by address"[..]),
+        (by_name("localhost", echo.port()), &b"by name"[..]),
+    ] {
+        udp.send_to(&socks_udp(&destination, payload), relay_at)
+            .await
+            .unwrap();
+        let mut buffer = vec![0u8; 2048];
+        let Ok(received) = tokio::time::timeout(wait::PATIENCE, udp.recv_from(&mut buffer)).await
+        else {
+            panic!(
+                "no answer through the exit: proxy {:?}, exit {:?}",
+                client.proxy().unwrap().stats(),
+                exit.exit().unwrap().stats()
+            );
+        };
+        let (len, _) = received.unwrap();
+        // The header names the answer's source: the echo server.
+        assert_eq!(buffer[..4], [0, 0, 0, 1]);
+        assert_eq!(buffer[4..8], [127, 0, 0, 1]);
+        assert_eq!(u16::from_be_bytes([buffer[8], buffer[9]]), echo.port());
+        let mut expected = b"echo:".to_vec();
+        expected.extend_from_slice(payload);
+        assert_eq!(&buffer[10..len], &expected[..]);
+    }
+    // Too large for a route datagram: dropped and counted. From another
+    // address than the client's: dropped.
+    let big = vec![7u8; fogwire_exit::proxy::UDP_PAYLOAD_MAX + 1];
+    udp.send_to(&socks_udp(&by_address(echo), &big), relay_at)
+        .await
+        .unwrap();
+    let stranger = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    stranger
+        .send_to(&socks_udp(&by_address(echo), b"x"), relay_at)
+        .await
+        .unwrap();
+    let proxy_handle = client.proxy().unwrap();
+    wait::until("the oversized and the stranger's datagrams counted", || {
+        let stats = proxy_handle.stats();
+        stats.udp_oversized == 1 && stats.udp_dropped >= 1
+    })
+    .await;
+    let stats = proxy_handle.stats();
+    assert_eq!((stats.udp_sent, stats.udp_received), (2, 2), "{stats:?}");
+    let exit_stats = exit.exit().unwrap().stats();
+    assert_eq!(
+        (exit_stats.udp_sent, exit_stats.udp_received),
+        (2, 2),
+        "{exit_stats:?}"
+    );
+    drop(control);
+    for node in [&client, &relay, &exit] {
+        node.shutdown().await;
+    }
+}

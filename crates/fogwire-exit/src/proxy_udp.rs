@@ -1,0 +1,154 @@
+//! The client's side of UDP through an exit: what a SOCKS UDP ASSOCIATE
+//! sets up at the proxy.
+//!
+//! The proxy binds a UDP socket for each association and relays what its
+//! SOCKS client sends there to the exit as route datagrams; the exit's
+//! answers come back to this node's [`REPLY_PORT`], where one [`Replies`]
+//! per node hands each to its association's socket, which sends it on to
+//! the SOCKS client with a SOCKS UDP header naming the answer's source.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use fogwire_exit_proto::socks::UdpHeader;
+use fogwire_exit_proto::wire::{Datagram, Destination};
+use fogwire_identity::NodeId;
+use fogwire_route::services::BoxFuture;
+use fogwire_route::{Limits, RouteStream, Routing, Service, ServiceError, Spec};
+use tokio::sync::mpsc;
+
+use crate::udp::REPLY_PORT;
+
+/// Associations one node's proxies hold at once.
+pub(crate) const ASSOCIATIONS_MAX: usize = 1024;
+
+/// UDP counters of a proxy.
+#[derive(Debug, Default)]
+pub(crate) struct UdpCounters {
+    pub(crate) sent: AtomicU64,
+    pub(crate) received: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) oversized: AtomicU64,
+}
+
+/// Answers waiting to be sent to one association's SOCKS client; more
+/// are dropped.
+pub(crate) const ANSWERS_QUEUED: usize = 64;
+
+/// One association at the proxy.
+pub(crate) struct Association {
+    /// Answers for the SOCKS client, with their SOCKS UDP header.
+    pub(crate) answers: mpsc::Sender<Vec<u8>>,
+    /// The exit whose answers it takes.
+    pub(crate) exit: NodeId,
+    pub(crate) counters: Arc<UdpCounters>,
+}
+
+/// The associations of one node's proxies, by id; the service on the
+/// node's [`REPLY_PORT`].
+#[derive(Default)]
+pub(crate) struct Replies {
+    associations: Mutex<HashMap<u32, Arc<Association>>>,
+    next: AtomicU32,
+}
+
+/// The one [`Replies`] of each node in this process, by node id: a node's
+/// proxies share its reply port.
+static BY_NODE: Mutex<Vec<(NodeId, Weak<Replies>)>> = Mutex::new(Vec::new());
+
+impl Replies {
+    /// The node's replies service, offered on its routing if not yet.
+    pub(crate) fn of(routing: &Routing) -> Result<Arc<Replies>, ServiceError> {
+        let node = routing.node_id();
+        let mut by_node = BY_NODE.lock().unwrap_or_else(|p| p.into_inner());
+        by_node.retain(|(_, weak)| weak.strong_count() > 0);
+        if let Some(replies) = by_node
+            .iter()
+            .find(|(id, _)| *id == node)
+            .and_then(|(_, weak)| weak.upgrade())
+        {
+            return Ok(replies);
+        }
+        let replies = Arc::new(Replies::default());
+        let spec = Spec::streams("socks-udp")
+            .with_datagrams(REPLY_PORT)
+            .with_limits(Limits {
+                streams_queued: 1,
+                streams_at_once: 1,
+                datagrams_queued: 1024,
+            });
+        routing.accept(spec, Arc::new(Handle(Arc::downgrade(&replies))))?;
+        by_node.push((node, Arc::downgrade(&replies)));
+        Ok(replies)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Arc<Association>>> {
+        self.associations
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers an association; its id, or `None` if the node holds as
+    /// many as it may.
+    pub(crate) fn register(&self, association: Arc<Association>) -> Option<u32> {
+        let mut associations = self.lock();
+        if associations.len() >= ASSOCIATIONS_MAX {
+            return None;
+        }
+        loop {
+            let id = self.next.fetch_add(1, Ordering::Relaxed);
+            if let std::collections::hash_map::Entry::Vacant(entry) = associations.entry(id) {
+                entry.insert(association);
+                return Some(id);
+            }
+        }
+    }
+
+    pub(crate) fn remove(&self, id: u32) {
+        self.lock().remove(&id);
+    }
+
+    fn answer(&self, datagram: &fogwire_route::Datagram) {
+        let Ok(parsed) = Datagram::decode(&datagram.data) else {
+            return;
+        };
+        let Some(association) = self.lock().get(&parsed.association).cloned() else {
+            return;
+        };
+        let counters = &association.counters;
+        let Destination::Address(source) = parsed.peer.destination else {
+            counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        // Only the association's exit answers it.
+        if datagram.from != association.exit {
+            counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let mut out = UdpHeader::encode_from(SocketAddr::new(source, parsed.peer.port));
+        out.extend_from_slice(parsed.payload);
+        if association.answers.try_send(out).is_err() {
+            counters.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The service registered for a node's [`Replies`]; it does not keep them
+/// alive (the proxies do).
+struct Handle(Weak<Replies>);
+
+impl Service for Handle {
+    fn accept(&self, stream: RouteStream) -> BoxFuture<()> {
+        // Nothing is served on streams: dropping one resets it.
+        drop(stream);
+        Box::pin(async {})
+    }
+
+    fn datagram(&self, datagram: fogwire_route::Datagram) {
+        if let Some(replies) = self.0.upgrade() {
+            replies.answer(&datagram);
+        }
+    }
+}
