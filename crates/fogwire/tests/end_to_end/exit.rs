@@ -1,6 +1,8 @@
 //! Exits and the SOCKS proxy between real `fogwire node` processes, each
 //! in a network namespace of its own: a client, three relays, an exit,
-//! and an "internet" host that only the exit can reach.
+//! and an "internet" host that only the exit can reach, serving HTTP and
+//! DNS: curl through `fogwire proxy`, a relay killed mid-download, a DNS
+//! query over UDP ASSOCIATE, and the exit's policy.
 
 use std::path::Path;
 use std::process::{Child, Output, Stdio};
@@ -11,6 +13,45 @@ use crate::harness::{BINARY, stderr, stdout, wait_for, wait_until};
 use crate::netns::{NsNode, namespaces_available, veth};
 
 const BIG_LEN: usize = 48 * 1024 * 1024;
+
+/// A DNS server for one name: answers every A query with 10.77.99.2.
+const DNS_SERVER: &str = r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("10.77.99.2", 53))
+while True:
+    q, peer = s.recvfrom(512)
+    end = 12
+    while q[end] != 0:
+        end += q[end] + 1
+    question = q[12:end + 5]
+    answer = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + bytes([10, 77, 99, 2])
+    s.sendto(q[:2] + b"\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00" + question + answer, peer)
+"#;
+
+/// A SOCKS 5 client that asks, over UDP ASSOCIATE, the DNS server at
+/// 10.77.99.2 for origin.test and prints the address it gets.
+const DNS_THROUGH_SOCKS: &str = r#"
+import socket, struct
+c = socket.create_connection(("127.0.0.1", 1080))
+c.sendall(b"\x05\x01\x00")
+assert c.recv(2) == b"\x05\x00"
+c.sendall(b"\x05\x03\x00\x01\x00\x00\x00\x00\x00\x00")
+r = b""
+while len(r) < 10:
+    r += c.recv(10 - len(r))
+assert r[1] == 0, r
+relay = (socket.inet_ntoa(r[4:8]), struct.unpack(">H", r[8:10])[0])
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.settimeout(30)
+query = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x06origin\x04test\x00\x00\x01\x00\x01"
+u.sendto(b"\x00\x00\x00\x01" + bytes([10, 77, 99, 2]) + b"\x00\x35" + query, relay)
+data, _ = u.recvfrom(2048)
+assert data[:10] == b"\x00\x00\x00\x01" + bytes([10, 77, 99, 2]) + b"\x00\x35", data[:10]
+answer = data[10:]
+assert answer[:2] == b"\x12\x34"
+print(socket.inet_ntoa(answer[-4:]))
+"#;
 
 fn json<T: serde::de::DeserializeOwned>(output: &Output) -> Option<T> {
     output
@@ -136,6 +177,15 @@ fn curl_through_a_three_hop_route_survives_a_relay_killed_and_the_exit_keeps_its
             .spawn()
             .unwrap(),
     );
+    let _dns = Killed(
+        nodes[internet]
+            .run("python3")
+            .args(["-c", DNS_SERVER])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     for node in nodes.iter_mut().take(5) {
         node.start();
     }
@@ -230,8 +280,22 @@ fn curl_through_a_three_hop_route_survives_a_relay_killed_and_the_exit_keeps_its
         let output = curl(&nodes[client], url, &["-v"]).output().unwrap();
         assert_eq!(output.status.code(), Some(97), "{url}: {}", stderr(&output));
     }
+    // A DNS query over UDP ASSOCIATE, to a resolver only the exit reaches.
+    let answer = nodes[client]
+        .run("python3")
+        .args(["-c", DNS_THROUGH_SOCKS])
+        .output()
+        .unwrap();
+    assert!(answer.status.success(), "{}", stderr(&answer));
+    assert_eq!(stdout(&answer).trim(), "10.77.99.2");
+
     let report: ExitsReport = json(&nodes[exit].cli(&["exits", "--json"])).unwrap();
     let serving = report.serving.expect("the exit reports itself");
+    assert_eq!(
+        (serving.udp_sent, serving.udp_received),
+        (1, 1),
+        "{serving:?}"
+    );
     assert_eq!(serving.refused, 2, "{serving:?}");
     assert!(serving.connected >= 2, "{serving:?}");
     drop(proxy);
