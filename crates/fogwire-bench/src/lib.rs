@@ -14,5 +14,7 @@ pub mod market;
 pub mod route;
 pub mod routing;
 pub mod rpc;
+pub mod socks;
+
 pub mod store;
 pub mod transfer;

@@ -102,9 +102,10 @@ pub enum Step {
     InARow { done: usize },
 }
 
-struct Line {
-    runtimes: Vec<Runtime>,
-    routings: Vec<Routing>,
+/// Nodes in a line, each on its own one-thread runtime.
+pub(crate) struct Line {
+    pub(crate) runtimes: Vec<Runtime>,
+    pub(crate) routings: Vec<Routing>,
     links: Vec<LinkHandle>,
 }
 
@@ -115,12 +116,21 @@ fn link_config() -> Arc<Config> {
     })
 }
 
-fn bench_error(error: impl std::fmt::Display) -> BenchError {
+pub(crate) fn bench_error(error: impl std::fmt::Display) -> BenchError {
     BenchError::Link(error.to_string())
 }
 
 impl Line {
     fn start(count: usize) -> Result<Self, BenchError> {
+        Self::start_with(count, |_, _| {})
+    }
+
+    /// `count` nodes, node `i`'s routing options set by `customize(i, …)`
+    /// (its services and offers, say).
+    pub(crate) fn start_with(
+        count: usize,
+        customize: impl Fn(usize, &mut RoutingOptions),
+    ) -> Result<Self, BenchError> {
         let mut runtimes = Vec::with_capacity(count);
         let mut identities = Vec::with_capacity(count);
         let mut routings = Vec::with_capacity(count);
@@ -130,7 +140,8 @@ impl Line {
                 LinkIdentity::generate(Arc::new(Keypair::from_seed(&[index as u8 + 10; 32])))
                     .map_err(bench_error)?,
             );
-            let options = RoutingOptions::new(identity.clone());
+            let mut options = RoutingOptions::new(identity.clone());
+            customize(index, &mut options);
             let routing =
                 on(&runtime, async move { Routing::start(options) })?.map_err(bench_error)?;
             runtimes.push(runtime);
@@ -194,7 +205,7 @@ impl Line {
     }
 
     /// Waits until N0 knows every node.
-    fn converge(&self) -> Result<(), BenchError> {
+    pub(crate) fn converge(&self) -> Result<(), BenchError> {
         let routing = self.routings[0].clone();
         let count = self.routings.len();
         on(&self.runtimes[0], async move {
@@ -236,7 +247,7 @@ impl Line {
         })?
     }
 
-    fn shutdown(self) {
+    pub(crate) fn shutdown(self) {
         for (routing, runtime) in self.routings.iter().zip(&self.runtimes) {
             let routing = routing.clone();
             let _ = on(runtime, async move { routing.shutdown().await });

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use fogwire_exit::{ExitConfig, ProxyConfig};
 use fogwire_exit_proto::Policy;
 use fogwire_exit_proto::policy::parse_network;
+use fogwire_exit_proto::wire::Destination;
 use fogwire_node::NodeOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::network::Network;
 use crate::routes::Narrator;
@@ -78,19 +79,8 @@ async fn web_server() -> std::io::Result<SocketAddr> {
 /// A SOCKS 5 CONNECT to `localhost:port` and an HTTP GET, as a browser
 /// behind the proxy would: the response.
 async fn fetch_through(proxy: SocketAddr, port: u16) -> std::io::Result<Vec<u8>> {
-    let mut socket = TcpStream::connect(proxy).await?;
-    let mut request = vec![5, 1, 0, 5, 1, 0, 3, 9];
-    request.extend_from_slice(b"localhost");
-    request.extend_from_slice(&port.to_be_bytes());
-    socket.write_all(&request).await?;
-    let mut replies = [0u8; 2 + 10];
-    socket.read_exact(&mut replies).await?;
-    if replies[..2] != [5, 0] || replies[3] != 0 {
-        return Err(std::io::Error::other(format!(
-            "the proxy answered SOCKS reply {}",
-            replies[3]
-        )));
-    }
+    let localhost = Destination::Host("localhost".into());
+    let mut socket = fogwire_exit::client::connect(proxy, &localhost, port).await?;
     socket
         .write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
         .await?;

@@ -278,6 +278,26 @@ pub fn reply_for(status: crate::wire::Status) -> u8 {
     }
 }
 
+/// A client's request, for fogwire's own tools (the demo, benchmarks):
+/// the command, and the destination as an address or a name.
+pub fn encode_request(command: Command, destination: &Destination, port: u16) -> Vec<u8> {
+    let code = match command {
+        Command::Connect => 0x01,
+        Command::UdpAssociate => 0x03,
+    };
+    let mut out = vec![VERSION, code, 0];
+    match destination {
+        Destination::Address(address) => encode_address(&mut out, SocketAddr::new(*address, port)),
+        Destination::Host(name) => {
+            out.push(ATYP_NAME);
+            out.push(name.len().min(255) as u8);
+            out.extend_from_slice(&name.as_bytes()[..name.len().min(255)]);
+            out.extend_from_slice(&port.to_be_bytes());
+        }
+    }
+    out
+}
+
 /// The server's reply to a request: a code, and the address it bound
 /// (the relay's address for UDP ASSOCIATE; any for CONNECT).
 pub fn request_reply(code: u8, bound: SocketAddr) -> Vec<u8> {
@@ -421,6 +441,19 @@ mod tests {
             request_reply(reply::SUCCEEDED, "10.0.0.1:1080".parse().unwrap()),
             [5, 0, 0, 1, 10, 0, 0, 1, 0x04, 0x38]
         );
+    }
+
+    #[test]
+    fn a_client_request_decodes_as_sent() {
+        for (destination, port) in [
+            (Destination::Host("example.com".into()), 443),
+            (Destination::Address("2001:db8::7".parse().unwrap()), 53),
+        ] {
+            let bytes = encode_request(Command::Connect, &destination, port);
+            let (request, len) = Request::decode(&bytes).unwrap();
+            assert_eq!(len, bytes.len());
+            assert_eq!((request.destination, request.port), (destination, port));
+        }
     }
 
     #[test]

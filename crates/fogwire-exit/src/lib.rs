@@ -15,6 +15,8 @@
 //! resolves names, opens sockets, keeps routes and moves bytes.
 
 pub mod choose;
+pub mod client;
+
 mod clients;
 pub mod config;
 pub mod proxy;

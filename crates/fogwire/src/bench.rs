@@ -16,6 +16,10 @@ pub enum Command {
     /// Path computation time on generated graphs, beside a breadth-first
     /// traversal of the same graph.
     Paths(RouteArgs),
+    /// The SOCKS proxy and exits on loopback: a download through 1 and 3
+    /// hops beside a direct TCP download, and a new connection's time to
+    /// its first byte beside a direct one's plus the route's round trip.
+    Socks(SocksArgs),
     /// Adding a file to the store, and reading it back verified, each
     /// beside BLAKE3 hashing the same file on as many threads (b3sum
     /// --num-threads N, or the blake3 crate).
@@ -187,6 +191,22 @@ pub struct StreamArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct SocksArgs {
+    /// Seconds each download is timed for.
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Rounds of every measurement, interleaved; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// New connections timed to their first byte, per path and round.
+    #[arg(long, default_value_t = 50)]
+    connects: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct RouteArgs {
     /// Graph sizes in nodes, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [1000usize, 10_000, 100_000])]
@@ -223,6 +243,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Link(args) => link(args).await,
         Command::Route(args) => streams(args).await,
+        Command::Socks(args) => socks(args).await,
         Command::Paths(args) => paths(args).await,
         Command::Store(args) => store(args).await,
         Command::Rpc(args) => rpc(args).await,
@@ -422,6 +443,88 @@ fn debug_warning(command: &str) {
              Use `cargo run --release -- bench {command}`."
         );
     }
+}
+
+async fn socks(args: SocksArgs) -> anyhow::Result<()> {
+    use fogwire_bench::socks::{Options, Step};
+    debug_warning("socks");
+    let options = Options {
+        duration: Duration::from_secs_f64(args.seconds.clamp(0.1, 600.0)),
+        rounds: args.rounds.clamp(1, 100),
+        connects: args.connects.clamp(1, 10_000),
+    };
+    let measured = measure(
+        args.json,
+        move |progress| fogwire_bench::socks::run(&options, progress),
+        |step| match step {
+            Step::Setup => "four nodes in a line, exits at N1 and N3, two proxies at N0".to_owned(),
+            Step::Download { round, hops } => {
+                format!("round {}: download, {hops} hop(s)", round + 1)
+            }
+            Step::FirstBytes { round, hops: 0 } => {
+                format!("round {}: first bytes, direct", round + 1)
+            }
+            Step::FirstBytes { round, hops } => {
+                format!("round {}: first bytes, {hops} hop(s)", round + 1)
+            }
+        },
+    )
+    .await?;
+    let Some(report) = measured else {
+        return Ok(());
+    };
+    println!(
+        "a download from a TCP server on loopback through fogwire's SOCKS proxy and an exit (4 nodes \
+         in a line, each on its own one-thread runtime)"
+    );
+    println!(
+        "baseline: the same download over a bare TCP connection, same run; medians of {} \
+         interleaved rounds\n",
+        report.rounds
+    );
+    let mut table = Table::new(
+        &[
+            "path",
+            "download",
+            "gbit/s",
+            "×direct",
+            "first byte",
+            "route rtt",
+            "goal",
+        ],
+        &[1, 2, 3, 4, 5, 6],
+    );
+    let mut missed = Vec::new();
+    for path in &report.paths {
+        let goal = path.first_byte_goal_ms.map_or_else(
+            || "-".to_owned(),
+            |goal| {
+                if path.first_byte_ms > goal {
+                    missed.push(path.path.clone());
+                }
+                format!("≤ {goal:.3} ms")
+            },
+        );
+        table.row([
+            path.path.clone(),
+            rate(path.bytes_per_sec),
+            format!("{:.2}", path.bytes_per_sec * 8.0 / 1e9),
+            format!("{:.2}", path.to_direct),
+            format!("{:.3} ms", path.first_byte_ms),
+            path.route_rtt_ms
+                .map_or_else(|| "-".to_owned(), |rtt| format!("{rtt:.3} ms")),
+            goal,
+        ]);
+    }
+    table.print();
+    println!(
+        "
+goal for the first byte: a direct connection's first byte + the route's round trip + 2 ms"
+    );
+    if !missed.is_empty() {
+        println!("missed the first-byte goal: {}", missed.join(", "));
+    }
+    Ok(())
 }
 
 async fn streams(args: StreamArgs) -> anyhow::Result<()> {

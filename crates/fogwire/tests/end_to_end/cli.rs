@@ -663,3 +663,31 @@ fn bench_rpc_reports_a_call_beside_a_bare_round_trip() {
         assert!(report[key].as_f64().unwrap() > 0.0, "{key} in {report}");
     }
 }
+
+#[test]
+fn bench_socks_reports_each_path_beside_a_direct_download() {
+    let output = std::process::Command::new(crate::harness::BINARY)
+        .args([
+            "bench",
+            "socks",
+            "--seconds",
+            "0.2",
+            "--rounds",
+            "1",
+            "--connects",
+            "3",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let paths = report["paths"].as_array().unwrap();
+    let hops: Vec<u64> = paths.iter().map(|p| p["hops"].as_u64().unwrap()).collect();
+    assert_eq!(hops, [0, 1, 3]);
+    for path in paths {
+        assert!(path["bytes_per_sec"].as_f64().unwrap() > 0.0, "{path}");
+        assert!(path["first_byte_ms"].as_f64().unwrap() > 0.0, "{path}");
+    }
+    assert!(paths[2]["route_rtt_ms"].as_f64().unwrap() > 0.0);
+}
