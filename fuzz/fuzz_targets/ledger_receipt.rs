@@ -1,5 +1,5 @@
 //! Receipts redeemed in the ledger, from arbitrary bytes: reading and
-//! verifying either kind fails with an error or yields a claim, and a
+//! verifying any kind fails with an error or yields a claim, and a
 //! redemption of it never breaks the ledger's supply.
 #![no_main]
 
@@ -8,7 +8,7 @@ use fogwire_ledger_proto::{Genesis, Ledger, Op, Rules, Transaction, Verified};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: &[u8]| {
-    for kind in [ReceiptKind::Forwarding, ReceiptKind::Serving] {
+    for kind in [ReceiptKind::Forwarding, ReceiptKind::Serving, ReceiptKind::Exit] {
         let _ = receipt::verify(kind, input);
         let Ok(claim) = receipt::read(kind, input) else {
             continue;

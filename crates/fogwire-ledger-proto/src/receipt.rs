@@ -18,7 +18,15 @@ pub enum ReceiptKind {
     Forwarding,
     /// A server's receipt: bytes of the store a fetcher took from it.
     Serving,
+    /// An exit's receipt: bytes a client sent and received through it,
+    /// at the exit's own price, which the client signed.
+    Exit,
 }
+
+/// The signing domain of exit receipts.
+pub const EXIT_RECEIPT: Domain = Domain::new("fogwire/exit/receipt/v1");
+const EXIT_VERSION: u8 = 1;
+const EXIT_BODY_LEN: usize = 1 + 32 + 8 + 8 + 8 + 8;
 
 /// The signing domain of serving receipts.
 pub const SERVE_RECEIPT: Domain = Domain::new("fogwire/store/serve-receipt/v1");
@@ -39,6 +47,9 @@ pub struct Claim {
     pub seq: u64,
     /// Bytes, cumulative.
     pub bytes: u64,
+    /// The price per GiB the payer agreed to (exit receipts); none: the
+    /// rules' published price.
+    pub price_per_gib: Option<u64>,
 }
 
 fn be64(bytes: &[u8]) -> u64 {
@@ -69,6 +80,7 @@ pub fn read(kind: ReceiptKind, bytes: &[u8]) -> Result<Claim, LedgerError> {
                 channel,
                 seq: be64(&body[49..]),
                 bytes: be64(&body[65..]).saturating_add(be64(&body[73..])),
+                price_per_gib: None,
             })
         }
         ReceiptKind::Serving => {
@@ -83,6 +95,22 @@ pub fn read(kind: ReceiptKind, bytes: &[u8]) -> Result<Claim, LedgerError> {
                 channel: [0; 16],
                 seq: be64(&body[33..]),
                 bytes: be64(&body[41..]),
+                price_per_gib: None,
+            })
+        }
+        ReceiptKind::Exit => {
+            if body.len() != EXIT_BODY_LEN || body[0] != EXIT_VERSION {
+                return Err(malformed());
+            }
+            let mut payee = [0u8; 32];
+            payee.copy_from_slice(&body[1..33]);
+            Ok(Claim {
+                payer,
+                payee: Id(payee),
+                channel: [0; 16],
+                seq: be64(&body[33..]),
+                bytes: be64(&body[41..]),
+                price_per_gib: Some(be64(&body[49..])),
             })
         }
     }
@@ -95,6 +123,7 @@ pub fn verify(kind: ReceiptKind, bytes: &[u8]) -> Result<Claim, LedgerError> {
     let domain = match kind {
         ReceiptKind::Forwarding => Domain::RELAY_RECEIPT,
         ReceiptKind::Serving => SERVE_RECEIPT,
+        ReceiptKind::Exit => EXIT_RECEIPT,
     };
     record
         .verify(domain)
@@ -122,6 +151,32 @@ impl ServeReceipt {
         body.extend_from_slice(&self.bytes.to_be_bytes());
         body.extend_from_slice(&self.issued_at_ms.to_be_bytes());
         SignedRecord::sign(fetcher, SERVE_RECEIPT, body).encode()
+    }
+}
+
+/// A client's receipt to an exit: `bytes` carried through it so far, both
+/// ways, at `price_per_gib`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitReceipt {
+    pub exit: NodeId,
+    /// Grows with every receipt to this exit (a time, say).
+    pub seq: u64,
+    pub bytes: u64,
+    pub price_per_gib: u64,
+    pub issued_at_ms: u64,
+}
+
+impl ExitReceipt {
+    /// Signed by the client: its wire form.
+    pub fn sign(&self, client: &Keypair) -> Vec<u8> {
+        let mut body = Vec::with_capacity(EXIT_BODY_LEN);
+        body.push(EXIT_VERSION);
+        body.extend_from_slice(self.exit.as_bytes());
+        body.extend_from_slice(&self.seq.to_be_bytes());
+        body.extend_from_slice(&self.bytes.to_be_bytes());
+        body.extend_from_slice(&self.price_per_gib.to_be_bytes());
+        body.extend_from_slice(&self.issued_at_ms.to_be_bytes());
+        SignedRecord::sign(client, EXIT_RECEIPT, body).encode()
     }
 }
 

@@ -493,7 +493,7 @@ fn a_release_is_refused_when_the_hub_cannot_lock_its_share() {
 
 mod receipts {
     use super::*;
-    use crate::receipt::{self, ReceiptKind, ServeReceipt};
+    use crate::receipt::{self, ExitReceipt, ReceiptKind, ServeReceipt};
     use fogwire_identity::Keypair;
     use fogwire_route_proto::router::Counters;
     use fogwire_route_proto::router::receipt::Receipt;
@@ -651,5 +651,54 @@ mod receipts {
         )
         .unwrap();
         assert_eq!(w.balance(WORKER), 1000 + 4 * price + price / 2);
+    }
+
+    #[test]
+    fn an_exit_is_paid_at_the_price_its_client_signed() {
+        let mut w = World::new();
+        let client = Keypair::from_seed(&[1; 32]);
+        let exit = Keypair::from_seed(&[WORKER; 32]).node_id();
+        let receipt = |seq, bytes, price_per_gib| {
+            ExitReceipt {
+                exit,
+                seq,
+                bytes,
+                price_per_gib,
+                issued_at_ms: seq,
+            }
+            .sign(&client)
+        };
+        receipt::verify(ReceiptKind::Exit, &receipt(1, GIB, 40)).unwrap();
+        assert!(receipt::verify(ReceiptKind::Serving, &receipt(1, GIB, 40)).is_err());
+        // 2 GiB at 40 per GiB, whatever the rules' prices.
+        w.call(
+            WORKER,
+            redeem(ReceiptKind::Exit, receipt(5, 2 * GIB, 40)),
+            1,
+        )
+        .unwrap();
+        assert_eq!(w.balance(WORKER), 1000 + 80);
+        assert_eq!(w.balance(1), 1000 - 80);
+        // Only what a later receipt adds, once.
+        w.call(
+            WORKER,
+            redeem(ReceiptKind::Exit, receipt(6, 3 * GIB, 40)),
+            2,
+        )
+        .unwrap();
+        assert_eq!(w.balance(WORKER), 1000 + 120);
+        assert!(matches!(
+            w.call(
+                WORKER,
+                redeem(ReceiptKind::Exit, receipt(6, 3 * GIB, 40)),
+                3
+            ),
+            Err(LedgerError::Redeemed { .. })
+        ));
+        // Another node cannot redeem the exit's receipt.
+        assert_eq!(
+            w.call(OTHER, redeem(ReceiptKind::Exit, receipt(9, 9 * GIB, 40)), 1),
+            Err(LedgerError::NotPayee)
+        );
     }
 }

@@ -187,6 +187,7 @@ pub fn describe(op: &proto::Op) -> String {
                 match kind {
                     proto::receipt::ReceiptKind::Forwarding => "forwarding",
                     proto::receipt::ReceiptKind::Serving => "serving",
+                    proto::receipt::ReceiptKind::Exit => "exit",
                 },
                 short_name(&claim.payer),
                 claim.bytes >> 20
