@@ -103,6 +103,8 @@ pub struct Earner {
     pub wallet: Arc<Wallet>,
     /// Told who paid: a payer's link keeps its slot before others'.
     pub payers: fogwire_link::slots::Payers,
+    /// This node's exit, whose clients' receipts it redeems.
+    pub exit: Option<fogwire_exit::Exit>,
 }
 
 impl std::fmt::Debug for Earner {
@@ -137,6 +139,12 @@ impl Earner {
         if let Ok(receipts) = self.routing.take_receipts().await {
             for bytes in receipts {
                 let _ = earnings.keep(ReceiptKind::Forwarding, bytes);
+            }
+        }
+        // Exit receipts its clients sent it (checked as they came).
+        if let Some(exit) = &self.exit {
+            for bytes in exit.take_receipts() {
+                let _ = earnings.keep(ReceiptKind::Exit, bytes);
             }
         }
         self.hand_over(earnings).await;

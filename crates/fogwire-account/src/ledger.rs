@@ -154,11 +154,34 @@ impl Ledger {
         &self.wallet
     }
 
+    /// Balances for a charging exit, read from the ledger.
+    pub fn funds(&self) -> Arc<dyn fogwire_exit::Funds> {
+        Arc::new(LedgerFunds(self.client.clone()))
+    }
+
     /// A hub's payments, signed with this node's key.
     pub fn payments(&self) -> Arc<dyn fogwire_compute::Payments> {
         Arc::new(NodePayments {
             wallet: self.wallet.clone(),
             client: self.client.clone(),
+        })
+    }
+}
+
+/// Clients' balances, for a charging exit.
+struct LedgerFunds(LedgerClient);
+
+impl fogwire_exit::Funds for LedgerFunds {
+    fn balance(&self, account: NodeId) -> fogwire_route::services::BoxFuture<Result<u64, String>> {
+        let client = self.0.clone();
+        Box::pin(async move {
+            match client
+                .account(&fogwire_ledger::proto::Id(*account.as_bytes()))
+                .await
+            {
+                Ok(view) => Ok(view.account.balance),
+                Err(error) => Err(error.to_string()),
+            }
         })
     }
 }

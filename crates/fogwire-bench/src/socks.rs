@@ -15,10 +15,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fogwire_exit::{Exit, ExitConfig, Proxy, ProxyConfig};
+use fogwire_exit::{Exit, ExitConfig, Outbound, Proxy, ProxyConfig};
 use fogwire_exit_proto::Policy;
 use fogwire_exit_proto::policy::parse_network;
 use fogwire_exit_proto::wire::Destination;
+use fogwire_identity::Keypair;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -174,8 +175,7 @@ pub fn run(options: &Options, mut progress: impl FnMut(Step)) -> Result<Report, 
         if let Some(exit) = exit.clone() {
             let routing = line.routings[index].clone();
             on(&line.runtimes[index], async move {
-                exit.attach(routing.clone());
-                routing.accept(exit.spec(), Arc::new(exit))
+                exit.serve_on(&routing, None)
             })?
             .map_err(bench_error)?;
         }
@@ -185,6 +185,12 @@ pub fn run(options: &Options, mut progress: impl FnMut(Step)) -> Result<Report, 
     let origin = on(&origin_runtime, origin())??;
     let client = node_runtime("bench-client")?;
     // The proxies, and their routes opened (by a first connection each).
+    // N0's key is the line's (seeded by index).
+    let routing = line.routings[0].clone();
+    let outbound = on(&line.runtimes[0], async move {
+        Outbound::start(Arc::new(Keypair::from_seed(&[10; 32])), routing)
+    })?
+    .map_err(bench_error)?;
     let mut proxies = Vec::new();
     for hops in [1usize, 3] {
         let config = ProxyConfig {
@@ -192,9 +198,9 @@ pub fn run(options: &Options, mut progress: impl FnMut(Step)) -> Result<Report, 
             min_hops: hops,
             ..ProxyConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)))
         };
-        let routing = line.routings[0].clone();
+        let outbound = outbound.clone();
         let proxy = on(&line.runtimes[0], async move {
-            Proxy::start(config, routing).await
+            Proxy::start(config, outbound).await
         })?
         .map_err(bench_error)?;
         let address = proxy.local_addr();

@@ -132,7 +132,7 @@ pub(crate) async fn proxy(State(state): State<Arc<ApiState>>, body: Bytes) -> Re
         min_hops: request.min_hops.unwrap_or(1).max(1),
         ..ProxyConfig::new(request.listen)
     };
-    let proxy = match Proxy::start(config, routing).await {
+    let proxy = match Proxy::start(config, state.node.outbound().clone()).await {
         Ok(proxy) => proxy,
         Err(failure) => return error(StatusCode::CONFLICT, failure.to_string()),
     };

@@ -138,4 +138,6 @@ pub trait NodeApi: Send + Sync + 'static {
     /// This node's exit and its configured SOCKS proxy, if any.
     fn exit(&self) -> Option<&fogwire_exit::Exit>;
     fn proxy(&self) -> Option<&fogwire_exit::Proxy>;
+    /// What the node's proxies share (a proxy started here joins it).
+    fn outbound(&self) -> &Arc<fogwire_exit::Outbound>;
 }

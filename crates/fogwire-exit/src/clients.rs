@@ -8,27 +8,45 @@ use std::sync::{Arc, Mutex};
 use fogwire_identity::NodeId;
 use governor::{DefaultDirectRateLimiter, Quota};
 
+use crate::pay::Payments;
+use crate::splice::SpliceError;
+
 /// Bytes a bucket cell stands for.
 const CELL_BYTES: u32 = 1024;
 /// The largest piece a paced copy asks the bucket for at once, in bytes.
 pub(crate) const PACED_PIECE: usize = 16 * 1024;
 
 pub(crate) struct Client {
+    peer: NodeId,
     /// Paces the client's bytes, both ways, over all its streams.
     pub(crate) limiter: Option<DefaultDirectRateLimiter>,
+    /// What a charging exit counts its bytes against.
+    payments: Option<Arc<Payments>>,
 }
 
 impl Client {
-    /// Waits until `bytes` (at most [`PACED_PIECE`]) may pass.
-    pub(crate) async fn pace(&self, bytes: usize) {
-        let Some(limiter) = &self.limiter else {
-            return;
-        };
-        let cells = (bytes as u32).div_ceil(CELL_BYTES).max(1);
-        if let Some(cells) = NonZeroU32::new(cells) {
-            // The burst holds a whole piece, so this never refuses.
-            let _ = limiter.until_n_ready(cells).await;
+    /// Whether its bytes need pacing or counting at all.
+    pub(crate) fn paced(&self) -> bool {
+        self.limiter.is_some() || self.payments.is_some()
+    }
+
+    /// Waits until `bytes` (at most [`PACED_PIECE`]) may pass: the
+    /// client's rate, and its credit at a charging exit.
+    pub(crate) async fn pace(&self, bytes: usize) -> Result<(), SpliceError> {
+        if let Some(limiter) = &self.limiter {
+            let cells = (bytes as u32).div_ceil(CELL_BYTES).max(1);
+            if let Some(cells) = NonZeroU32::new(cells) {
+                // The burst holds a whole piece, so this never refuses.
+                let _ = limiter.until_n_ready(cells).await;
+            }
         }
+        if let Some(payments) = &self.payments {
+            payments
+                .carried(self.peer, bytes as u64)
+                .await
+                .map_err(|()| SpliceError::Unpaid)?;
+        }
+        Ok(())
     }
 }
 
@@ -37,6 +55,7 @@ pub(crate) struct Clients {
     open: Mutex<HashMap<NodeId, (Arc<Client>, usize)>>,
     streams_per_client: usize,
     kbps: u32,
+    payments: Option<Arc<Payments>>,
 }
 
 /// One open stream of a client; dropping it frees the slot.
@@ -59,11 +78,16 @@ impl Drop for Slot {
 }
 
 impl Clients {
-    pub(crate) fn new(streams_per_client: usize, kbps: u32) -> Arc<Self> {
+    pub(crate) fn new(
+        streams_per_client: usize,
+        kbps: u32,
+        payments: Option<Arc<Payments>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             open: Mutex::new(HashMap::new()),
             streams_per_client: streams_per_client.max(1),
             kbps,
+            payments,
         })
     }
 
@@ -95,6 +119,8 @@ impl Clients {
         let entry = open.entry(peer).or_insert_with(|| {
             (
                 Arc::new(Client {
+                    peer,
+                    payments: self.payments.clone(),
                     limiter: self.limiter(),
                 }),
                 0,

@@ -19,6 +19,9 @@ pub mod client;
 
 mod clients;
 pub mod config;
+mod outbound;
+pub mod pay;
+
 pub mod proxy;
 mod proxy_udp;
 pub mod service;
@@ -26,5 +29,7 @@ mod splice;
 pub mod udp;
 
 pub use choose::{ExitInfo, exits, pick};
+pub use outbound::{ExitUsage, Outbound};
+pub use pay::Funds;
 pub use proxy::{Proxy, ProxyConfig, ProxyError, ProxyStats};
 pub use service::{Exit, ExitConfig, ExitStats, SERVICE};

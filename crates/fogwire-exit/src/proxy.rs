@@ -33,7 +33,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::choose::{exits, pick};
-use crate::proxy_udp::{Association, Replies, UdpCounters};
+use crate::outbound::Outbound;
+use crate::proxy_udp::{Association, UdpCounters};
 use crate::service::SERVICE;
 use crate::splice::{Moved, splice};
 
@@ -49,6 +50,9 @@ pub const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 /// route datagram, less the exit's header with the longest hostname.
 pub const UDP_PAYLOAD_MAX: usize =
     fogwire_route::proto::router::DATAGRAM_LEN_MAX - 4 - wire::REQUEST_LEN_MAX;
+
+/// Warnings about one cause are logged at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// How the proxy serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +130,7 @@ struct Counters {
 struct Held {
     route: RouteId,
     exit: NodeId,
+    price_per_gib: u64,
 }
 
 /// A group's name, and the exit its username names (a node id or a
@@ -143,8 +148,10 @@ struct Group {
 }
 
 struct Shared {
+    last_warning_ms: AtomicU64,
     config: ProxyConfig,
     routing: Routing,
+    outbound: Arc<Outbound>,
     groups: Mutex<HashMap<GroupKey, Arc<Group>>>,
     counters: Counters,
 }
@@ -184,7 +191,8 @@ impl Proxy {
     /// Listens on `config.listen` and serves until dropped. The default
     /// group's route is opened at once, so the first connection need not
     /// wait for it.
-    pub async fn start(config: ProxyConfig, routing: Routing) -> Result<Proxy, ProxyError> {
+    pub async fn start(config: ProxyConfig, outbound: Arc<Outbound>) -> Result<Proxy, ProxyError> {
+        let routing = outbound.routing().clone();
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -197,8 +205,10 @@ impl Proxy {
             source,
         })?;
         let shared = Arc::new(Shared {
+            last_warning_ms: AtomicU64::new(0),
             config,
             routing,
+            outbound,
             groups: Mutex::new(HashMap::new()),
             counters: Counters::default(),
         });
@@ -394,7 +404,10 @@ impl Shared {
             )
             .await
         {
-            Ok(stream) => {
+            Ok((stream, held)) => {
+                let meter = self
+                    .outbound
+                    .meter(held.exit, held.price_per_gib, held.route);
                 let bound = socket.local_addr().unwrap_or_else(|_| unspecified());
                 write(
                     &mut socket,
@@ -402,7 +415,7 @@ impl Shared {
                 )
                 .await?;
                 self.counters.connected.fetch_add(1, Ordering::Relaxed);
-                splice(socket, stream, None, &self.counters.moved)
+                splice(socket, stream, None, &[&self.counters.moved, &meter.moved])
                     .await
                     .map_err(|error| Refused(None, error.to_string()))
             }
@@ -435,8 +448,7 @@ impl Shared {
         };
         let prepared = async {
             let held = self.route_for(&key).await?;
-            let replies =
-                Replies::of(&self.routing).map_err(|error| Refused(None, error.to_string()))?;
+            let replies = self.outbound.replies.clone();
             let socket = UdpSocket::bind(SocketAddr::new(local.ip(), 0))
                 .await
                 .map_err(failed)?;
@@ -465,6 +477,9 @@ impl Shared {
             ));
         };
         let bound = socket.local_addr().map_err(failed)?;
+        let meter = self
+            .outbound
+            .meter(held.exit, held.price_per_gib, held.route);
         let outcome = async {
             write(&mut control, &socks::request_reply(socks::reply::SUCCEEDED, bound)).await?;
             self.counters.connected.fetch_add(1, Ordering::Relaxed);
@@ -484,14 +499,17 @@ impl Shared {
                             self.counters.udp.dropped.fetch_add(1, Ordering::Relaxed);
                             continue;
                         }
-                        client = Some(from);
-                        self.relay_datagram(&buffer[..len], id, held).await;
+                                                client = Some(from);
+                        if let Some(sent) = self.relay_datagram(&buffer[..len], id, held).await {
+                            meter.moved.to_stream.fetch_add(sent as u64, Ordering::Relaxed);
+                        }
                     }
                     Some(answer) = answers_queue.recv() => {
-                        let sent = match client {
+                                                let sent = match client {
                             Some(client) => socket.send_to(&answer, client).await.is_ok(),
                             None => false,
                         };
+                        meter.moved.to_socket.fetch_add(answer.len() as u64, Ordering::Relaxed);
                         let counter = if sent { &self.counters.udp.received } else { &self.counters.udp.dropped };
                         counter.fetch_add(1, Ordering::Relaxed);
                     }
@@ -504,16 +522,17 @@ impl Shared {
     }
 
     /// One datagram from the SOCKS client to the exit.
-    async fn relay_datagram(&self, datagram: &[u8], id: u32, held: Held) {
+    /// Returns the payload's length if it was sent.
+    async fn relay_datagram(&self, datagram: &[u8], id: u32, held: Held) -> Option<usize> {
         let counters = &self.counters.udp;
         let Ok((header, at)) = UdpHeader::decode(datagram) else {
             counters.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
+            return None;
         };
         let payload = &datagram[at..];
         if payload.len() > UDP_PAYLOAD_MAX {
             counters.oversized.fetch_add(1, Ordering::Relaxed);
-            return;
+            return None;
         }
         let Ok(bytes) = (wire::Datagram {
             association: id,
@@ -525,16 +544,23 @@ impl Shared {
         })
         .encode() else {
             counters.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
+            return None;
         };
+        let len = payload.len();
         match self
             .routing
             .send_datagram(held.route, crate::udp::DATAGRAM_PORT, Bytes::from(bytes))
             .await
         {
-            Ok(()) => counters.sent.fetch_add(1, Ordering::Relaxed),
-            Err(_) => counters.dropped.fetch_add(1, Ordering::Relaxed),
-        };
+            Ok(()) => {
+                counters.sent.fetch_add(1, Ordering::Relaxed);
+                Some(len)
+            }
+            Err(_) => {
+                counters.dropped.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
     }
 
     /// A stream to the exit, its request sent (with whatever the client
@@ -545,7 +571,7 @@ impl Shared {
         named_exit: Option<&str>,
         request: &wire::Request,
         early: Bytes,
-    ) -> Result<RouteStream, Refused> {
+    ) -> Result<(RouteStream, Held), Refused> {
         let key = GroupKey {
             group: group.to_owned(),
             exit: named_exit.map(|exit| prefix_of(exit).to_owned()),
@@ -568,7 +594,7 @@ impl Shared {
             match self.routing.open_stream(held.route).await {
                 Ok(mut opened) => match opened.write_all(first.clone()).await {
                     Ok(()) => {
-                        stream = Some(opened);
+                        stream = Some((opened, held));
                         break;
                     }
                     Err(error) if attempt == 1 => return Err(Refused(None, error.to_string())),
@@ -580,7 +606,7 @@ impl Shared {
                 Err(_) => self.forget(&key, held).await,
             }
         }
-        let Some(mut stream) = stream else {
+        let Some((mut stream, held)) = stream else {
             return Err(Refused(None, "no stream to the exit".into()));
         };
         let reply = tokio::time::timeout(EXIT_TIMEOUT, read_reply(&mut stream))
@@ -592,15 +618,33 @@ impl Shared {
                 )
             })??;
         if reply.status != Status::Connected {
-            if reply.status == Status::PaymentRequired {
-                tracing::warn!(reason = %reply.reason, "socks: the exit wants payment");
+            if reply.status == Status::PaymentRequired && self.may_warn() {
+                tracing::warn!(
+                    exit = %held.exit.short(),
+                    reason = %reply.reason,
+                    "socks: the exit refused a connection for want of payment; fund this node's \
+                     account (fogwire wallet balance) or pick a cheaper exit (fogwire exits)"
+                );
             }
             return Err(Refused(
                 Some(socks::reply_for(reply.status)),
                 format!("the exit answered {:?}: {}", reply.status, reply.reason),
             ));
         }
-        Ok(stream)
+        Ok((stream, held))
+    }
+
+    /// Whether a warning may be logged now: at most one per
+    /// [`WARN_EVERY`], so a browser's hundred refused connections make one
+    /// line.
+    fn may_warn(&self) -> bool {
+        let now = fogwire_env::unix_ms();
+        let last = self.last_warning_ms.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= WARN_EVERY.as_millis() as u64
+            && self
+                .last_warning_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// The route of a group, opened if it has none.
@@ -689,6 +733,7 @@ impl Shared {
         let fresh = Held {
             route: opened.route,
             exit: exit.node,
+            price_per_gib: exit.price_per_gib,
         };
         *held = Some(fresh);
         Ok(fresh)

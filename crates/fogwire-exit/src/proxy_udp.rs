@@ -47,31 +47,16 @@ pub(crate) struct Association {
 }
 
 /// The associations of one node's proxies, by id; the service on the
-/// node's [`REPLY_PORT`].
+/// node's [`REPLY_PORT`] (held by the node's [`crate::Outbound`]).
 #[derive(Default)]
 pub(crate) struct Replies {
     associations: Mutex<HashMap<u32, Arc<Association>>>,
     next: AtomicU32,
 }
 
-/// The one [`Replies`] of each node in this process, by node id: a node's
-/// proxies share its reply port.
-static BY_NODE: Mutex<Vec<(NodeId, Weak<Replies>)>> = Mutex::new(Vec::new());
-
 impl Replies {
-    /// The node's replies service, offered on its routing if not yet.
-    pub(crate) fn of(routing: &Routing) -> Result<Arc<Replies>, ServiceError> {
-        let node = routing.node_id();
-        let mut by_node = BY_NODE.lock().unwrap_or_else(|p| p.into_inner());
-        by_node.retain(|(_, weak)| weak.strong_count() > 0);
-        if let Some(replies) = by_node
-            .iter()
-            .find(|(id, _)| *id == node)
-            .and_then(|(_, weak)| weak.upgrade())
-        {
-            return Ok(replies);
-        }
-        let replies = Arc::new(Replies::default());
+    /// Offers the replies service on `routing`'s reply port.
+    pub(crate) fn offer(self: &Arc<Self>, routing: &Routing) -> Result<(), ServiceError> {
         let spec = Spec::streams("socks-udp")
             .with_datagrams(REPLY_PORT)
             .with_limits(Limits {
@@ -79,9 +64,7 @@ impl Replies {
                 streams_at_once: 1,
                 datagrams_queued: 1024,
             });
-        routing.accept(spec, Arc::new(Handle(Arc::downgrade(&replies))))?;
-        by_node.push((node, Arc::downgrade(&replies)));
-        Ok(replies)
+        routing.accept(spec, Arc::new(Handle(Arc::downgrade(self))))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Arc<Association>>> {

@@ -17,6 +17,7 @@ use ipnet::IpNet;
 use tokio::net::TcpStream;
 
 use crate::clients::Clients;
+use crate::pay::{Funds, Payments, Receipts};
 use crate::splice::{Moved, splice};
 
 /// The service's name on routes and in adverts.
@@ -82,6 +83,11 @@ pub struct ExitStats {
     pub udp_received: u64,
     pub udp_refused: u64,
     pub udp_dropped: u64,
+    /// Receipts taken from paying clients, refused (forged, for another
+    /// exit, below the price), and clients refused for want of funds.
+    pub receipts: u64,
+    pub receipts_refused: u64,
+    pub refused_unpaid: u64,
 }
 
 #[derive(Default)]
@@ -97,6 +103,7 @@ struct Counters {
 struct Inner {
     config: ExitConfig,
     udp: Arc<crate::udp::ExitUdp>,
+    payments: Arc<Payments>,
     policy: RwLock<(Policy, Instant)>,
     clients: Arc<Clients>,
     counters: Counters,
@@ -143,11 +150,17 @@ impl Exit {
     pub fn new(config: ExitConfig) -> Self {
         let mut policy = config.policy.clone();
         policy.local_networks = local_networks();
-        let clients = Clients::new(config.streams_per_client, config.client_kbps);
+        let payments = Arc::new(Payments::new(config.price_per_gib));
+        let clients = Clients::new(
+            config.streams_per_client,
+            config.client_kbps,
+            payments.charging().then(|| payments.clone()),
+        );
         Self {
             inner: Arc::new(Inner {
                 config,
-                udp: Arc::new(crate::udp::ExitUdp::new()),
+                udp: Arc::new(crate::udp::ExitUdp::new(payments.clone())),
+                payments,
                 policy: RwLock::new((policy, Instant::now())),
                 clients,
                 counters: Counters::default(),
@@ -155,15 +168,38 @@ impl Exit {
         }
     }
 
-    /// Lets the exit answer UDP datagrams over `routing` (the routing
-    /// it is offered on).
-    pub fn attach(&self, routing: fogwire_route::Routing) {
-        self.inner.udp.attach(routing);
+    /// Offers the exit on `routing`: streams to `exit`, UDP datagrams to
+    /// [`crate::udp::DATAGRAM_PORT`], and, if it charges, receipts to
+    /// [`crate::pay::PAY_PORT`], with `funds` to read clients' balances
+    /// (none: a charging exit refuses everyone, saying why).
+    pub fn serve_on(
+        &self,
+        routing: &fogwire_route::Routing,
+        funds: Option<Arc<dyn Funds>>,
+    ) -> Result<(), fogwire_route::ServiceError> {
+        self.inner.udp.attach(routing.clone());
+        self.inner.payments.attach(routing.node_id(), funds);
+        routing.accept(self.spec(), Arc::new(self.clone()))?;
+        if self.inner.payments.charging() {
+            let spec = Spec::streams("exit-pay")
+                .with_datagrams(crate::pay::PAY_PORT)
+                .with_limits(Limits {
+                    streams_queued: 1,
+                    streams_at_once: 1,
+                    datagrams_queued: 1024,
+                });
+            routing.accept(spec, Arc::new(Receipts(self.inner.payments.clone())))?;
+        }
+        Ok(())
     }
 
-    /// How the service is offered on routes: streams to `exit`, UDP
-    /// datagrams to [`crate::udp::DATAGRAM_PORT`].
-    pub fn spec(&self) -> Spec {
+    /// The latest receipt of each paying client since the last call, for
+    /// the node to redeem in the ledger.
+    pub fn take_receipts(&self) -> Vec<Vec<u8>> {
+        self.inner.payments.take_receipts()
+    }
+
+    fn spec(&self) -> Spec {
         Spec::streams(SERVICE)
             .with_datagrams(crate::udp::DATAGRAM_PORT)
             .with_limits(Limits {
@@ -188,6 +224,7 @@ impl Exit {
 
     pub fn stats(&self) -> ExitStats {
         let counters = &self.inner.counters;
+        let pay = &self.inner.payments.counters;
         ExitStats {
             streams: counters.streams.load(Ordering::Relaxed),
             connected: counters.connected.load(Ordering::Relaxed),
@@ -201,6 +238,9 @@ impl Exit {
             udp_received: self.inner.udp.counters.received.load(Ordering::Relaxed),
             udp_refused: self.inner.udp.counters.refused.load(Ordering::Relaxed),
             udp_dropped: self.inner.udp.counters.dropped.load(Ordering::Relaxed),
+            receipts: pay.receipts.load(Ordering::Relaxed),
+            receipts_refused: pay.receipts_refused.load(Ordering::Relaxed),
+            refused_unpaid: pay.refused_unpaid.load(Ordering::Relaxed),
         }
     }
 
@@ -239,6 +279,12 @@ impl Exit {
             // The stream ended, or the request did not come in time.
             _ => return,
         };
+        if let Err(why) = self.inner.payments.admit(peer).await {
+            counters.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(client = %peer.short(), %why, "exit: not paid for");
+            answer(&mut stream, Status::PaymentRequired, &why).await;
+            return;
+        }
         let Some(slot) = self.inner.clients.enter(peer) else {
             counters.busy.fetch_add(1, Ordering::Relaxed);
             answer(
@@ -277,7 +323,13 @@ impl Exit {
         {
             return;
         }
-        if let Err(error) = splice(socket, stream, Some(slot.client.clone()), &counters.moved).await
+        if let Err(error) = splice(
+            socket,
+            stream,
+            Some(slot.client.clone()).filter(|client| client.paced()),
+            &[&counters.moved],
+        )
+        .await
         {
             tracing::debug!(client = %peer.short(), %error, "exit: connection ended early");
         }

@@ -23,6 +23,8 @@ pub(crate) enum SpliceError {
     Socket(#[from] std::io::Error),
     #[error("route stream: {0}")]
     Stream(#[from] StreamError),
+    #[error("no receipt came for what the exit carried")]
+    Unpaid,
 }
 
 /// Bytes moved each way.
@@ -41,7 +43,7 @@ pub(crate) async fn splice(
     socket: TcpStream,
     stream: RouteStream,
     pace: Option<Arc<Client>>,
-    moved: &Moved,
+    moved: &[&Moved],
 ) -> Result<(), SpliceError> {
     let (mut from_socket, mut to_socket) = socket.into_split();
     let (mut from_stream, mut to_stream) = stream.into_split();
@@ -51,12 +53,14 @@ pub(crate) async fn splice(
             let chunk = chunk?;
             for piece in chunk.chunks(PACED_PIECE) {
                 if let Some(client) = pace_ref {
-                    client.pace(piece.len()).await;
+                    client.pace(piece.len()).await?;
                 }
                 to_socket.write_all(piece).await?;
-                moved
-                    .to_socket
-                    .fetch_add(piece.len() as u64, Ordering::Relaxed);
+                for moved in moved {
+                    moved
+                        .to_socket
+                        .fetch_add(piece.len() as u64, Ordering::Relaxed);
+                }
             }
         }
         to_socket.shutdown().await?;
@@ -79,10 +83,12 @@ pub(crate) async fn splice(
                 break;
             }
             if let Some(client) = pace_ref {
-                client.pace(read).await;
+                client.pace(read).await?;
             }
             to_stream.write_all(buffer.split().freeze()).await?;
-            moved.to_stream.fetch_add(read as u64, Ordering::Relaxed);
+            for moved in moved {
+                moved.to_stream.fetch_add(read as u64, Ordering::Relaxed);
+            }
         }
         to_stream.finish().await?;
         Ok::<_, SpliceError>(())

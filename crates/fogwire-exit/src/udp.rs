@@ -24,6 +24,7 @@ use fogwire_route::{Datagram as RouteDatagram, Routing};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use crate::pay::Payments;
 use crate::service::RESOLVE_TIMEOUT;
 
 /// The exit's datagram port: client → exit.
@@ -63,6 +64,7 @@ type Key = (NodeId, u32);
 /// The exit's associations.
 pub(crate) struct ExitUdp {
     routing: OnceLock<Routing>,
+    payments: Arc<Payments>,
     associations: Mutex<HashMap<Key, Association>>,
     pub(crate) counters: UdpCounters,
 }
@@ -77,9 +79,10 @@ struct Shared {
 }
 
 impl ExitUdp {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(payments: Arc<Payments>) -> Self {
         Self {
             routing: OnceLock::new(),
+            payments,
             associations: Mutex::new(HashMap::new()),
             counters: UdpCounters::default(),
         }
@@ -209,6 +212,12 @@ impl ExitUdp {
                 self.counters.refused.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
+            if let Err(why) = self.payments.admit(shared.key.0).await {
+                tracing::debug!(client = %shared.key.0.short(), %why, "exit: UDP not paid for");
+                self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            self.payments.count(shared.key.0, payload.len() as u64);
             {
                 let mut peers = shared.peers.lock().unwrap_or_else(|p| p.into_inner());
                 if !peers.contains(&address) {
@@ -264,6 +273,7 @@ impl ExitUdp {
             let Ok(bytes) = reply.encode() else {
                 continue;
             };
+            self.payments.count(shared.key.0, len as u64);
             let session = *shared.session.lock().unwrap_or_else(|p| p.into_inner());
             match routing
                 .reply_datagram(session, REPLY_PORT, Bytes::from(bytes))

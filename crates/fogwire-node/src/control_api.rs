@@ -88,6 +88,10 @@ impl NodeApi for Node {
         Node::proxy(self)
     }
 
+    fn outbound(&self) -> &Arc<fogwire_exit::Outbound> {
+        Node::outbound(self)
+    }
+
     fn hubs(&self) -> Vec<fogwire_api::HubView> {
         Node::hubs(self)
             .into_iter()

@@ -187,6 +187,7 @@ struct Subsystems {
     agent: Option<Arc<Agent>>,
     exit: Option<fogwire_exit::Exit>,
     proxy: Option<fogwire_exit::Proxy>,
+    outbound: Arc<fogwire_exit::Outbound>,
     started: Instant,
     data_dir: Option<PathBuf>,
     /// Hold temporary store and ledger directories for as long as the
@@ -320,10 +321,7 @@ impl Node {
             routing_options.offers.push(exit.offer());
         }
         let routing = Routing::start(routing_options)?;
-        if let Some(exit) = &exit {
-            exit.attach(routing.clone());
-            routing.accept(exit.spec(), Arc::new(exit.clone()))?;
-        }
+        let outbound = fogwire_exit::Outbound::start(keypair.clone(), routing.clone())?;
 
         let (store_path, temp) = path_or_temp(&options.store_dir, "fogwire-store-", "store")?;
         temp_dirs.extend(temp);
@@ -418,8 +416,14 @@ impl Node {
                 return Err(error.into());
             }
         };
-        // Earning for forwarding and serving: receipts taken, handed over
-        // and redeemed.
+        if let Some(exit) = &exit
+            && let Err(error) = exit.serve_on(&routing, Some(ledger.funds()))
+        {
+            stop_early(&routing, &replication, &rpc).await;
+            return Err(error.into());
+        }
+        // Earning for forwarding, serving and exits: receipts taken,
+        // handed over and redeemed.
         let earner = Earner {
             key: keypair.clone(),
             routing: routing.clone(),
@@ -427,6 +431,7 @@ impl Node {
             fabric: Arc::new(fabric.clone()),
             wallet: ledger.wallet().clone(),
             payers,
+            exit: exit.clone(),
         };
         tasks.spawn(earner.run(rpc.clone(), shutdown.clone()));
         let agent = match (&options.compute.agent, &compute.worker) {
@@ -444,7 +449,7 @@ impl Node {
             _ => None,
         };
         let proxy = match options.socks {
-            Some(socks) => match fogwire_exit::Proxy::start(socks, routing.clone()).await {
+            Some(socks) => match fogwire_exit::Proxy::start(socks, outbound.clone()).await {
                 Ok(proxy) => Some(proxy),
                 Err(error) => {
                     stop_early(&routing, &replication, &rpc).await;
@@ -470,6 +475,7 @@ impl Node {
                 agent,
                 exit,
                 proxy,
+                outbound,
                 started: Instant::now(),
                 data_dir: options.data_dir,
                 _temp_dirs: temp_dirs,
@@ -529,6 +535,12 @@ impl Node {
     /// This node's SOCKS proxy, if it runs one.
     pub fn proxy(&self) -> Option<&fogwire_exit::Proxy> {
         self.parts.proxy.as_ref()
+    }
+
+    /// What this node's proxies share: exits' UDP answers, and what each
+    /// exit carried for this node (metered and paid by receipts).
+    pub fn outbound(&self) -> &Arc<fogwire_exit::Outbound> {
+        &self.parts.outbound
     }
 
     /// This node's hub, if it is one.

@@ -19,6 +19,11 @@ const BODY_LEN: usize = 3 * 1024 * 1024 + 17;
 /// with `BODY_LEN` bytes of a pattern seeded by the line's length, then
 /// closes.
 async fn origin() -> SocketAddr {
+    origin_of(BODY_LEN).await
+}
+
+/// As [`origin`], answering `body_len` bytes.
+async fn origin_of(body_len: usize) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -29,7 +34,7 @@ async fn origin() -> SocketAddr {
                 while socket.read_exact(&mut byte).await.is_ok() && byte[0] != b'\n' {
                     line.push(byte[0]);
                 }
-                let body = data::pattern(BODY_LEN, line.len() as u64);
+                let body = data::pattern(body_len, line.len() as u64);
                 let _ = socket.write_all(&body).await;
                 let _ = socket.shutdown().await;
             });
@@ -349,6 +354,103 @@ async fn udp_associate_carries_datagrams_through_the_exit_and_back() {
     );
     drop(control);
     for node in [&client, &relay, &exit] {
+        node.shutdown().await;
+    }
+}
+
+fn account(node: &Node) -> fogwire_ledger::proto::Id {
+    fogwire_ledger::proto::Id(*node.node_id().as_bytes())
+}
+
+async fn balance(of: &Node, at: &Node) -> u64 {
+    at.ledger()
+        .client()
+        .account(&account(of))
+        .await
+        .map(|view| view.account.balance)
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charging_exit_refuses_a_client_without_coins_and_is_paid_by_one_with_them() {
+    use fogwire_ledger::proto::{COIN, Genesis, Rules};
+    const DOWNLOAD: usize = 100 * 1024 * 1024;
+    const PRICE: u64 = COIN / 2;
+    let origin = origin_of(DOWNLOAD).await;
+    let (ledger_key, payer_key) = (nodes::keypair(), nodes::keypair());
+    let ledger_id = fogwire_ledger::proto::Id(*ledger_key.node_id().as_bytes());
+    let mut ledger_options = fogwire_node::NodeOptions::local(ledger_key);
+    ledger_options.ledger.serve = Some(Genesis {
+        rules: Rules::new(ledger_id, ledger_id),
+        accounts: vec![(
+            fogwire_ledger::proto::Id(*payer_key.node_id().as_bytes()),
+            10 * COIN,
+        )],
+    });
+    let ledger = nodes::start(ledger_options).await;
+    let socks = || Some(ProxyConfig::new("127.0.0.1:0".parse().unwrap()));
+    let mut payer_options = fogwire_node::NodeOptions::local(payer_key);
+    payer_options.socks = socks();
+    let payer = nodes::start(payer_options).await;
+    let mut pauper_options = nodes::options();
+    pauper_options.socks = socks();
+    let pauper = nodes::start(pauper_options).await;
+    let relay = nodes::node().await;
+    let mut exit_options = nodes::options();
+    exit_options.exit = Some(ExitConfig {
+        price_per_gib: PRICE,
+        ..exit_allowing_loopback()
+    });
+    let exit = nodes::start(exit_options).await;
+    for node in [&payer, &pauper, &exit, &ledger] {
+        nodes::link(node, &relay).await;
+    }
+    until_exit_known(&payer, &exit).await;
+    until_exit_known(&pauper, &exit).await;
+    wait::until_async("the ledger known to the exit", || async {
+        (exit.ledger().node().await == Some(ledger.node_id())).then_some(())
+    })
+    .await;
+
+    // No coins: refused, not allowed by ruleset.
+    let proxy = pauper.proxy().unwrap().local_addr();
+    let (code, _) = socks_connect(proxy, None, &by_address(origin)).await;
+    assert_eq!(code, 0x02);
+    assert_eq!(exit.exit().unwrap().stats().refused_unpaid, 1);
+
+    // Coins: 100 MiB, beyond the exit's 64 MiB credit, so it goes on only
+    // as receipts come.
+    let proxy = payer.proxy().unwrap().local_addr();
+    let (code, socket) = socks_connect(proxy, None, &by_address(origin)).await;
+    assert_eq!(code, 0);
+    let body = fetch(socket, b"GET\n").await;
+    assert_eq!(body.len(), DOWNLOAD);
+    assert!(body == data::pattern(DOWNLOAD, 3));
+    let stats = exit.exit().unwrap().stats();
+    assert!(stats.receipts >= 1, "{stats:?}");
+
+    // The exit is paid for nearly every byte at its own price, the relay
+    // for forwarding at the ledger's; the payer paid both.
+    let carried = fogwire_ledger::proto::receipt::cost(DOWNLOAD as u64, PRICE);
+    wait::until_async("the exit and the relay paid", || async {
+        let (exit_has, relay_has) = (
+            balance(&exit, &ledger).await,
+            balance(&relay, &ledger).await,
+        );
+        (exit_has * 10 >= carried * 9 && relay_has > 0).then_some(())
+    })
+    .await;
+    let paid = 10 * COIN - balance(&payer, &ledger).await;
+    let earned = balance(&exit, &ledger).await + balance(&relay, &ledger).await;
+    assert_eq!(
+        paid, earned,
+        "every coin the payer lost, the exit and relay got"
+    );
+    assert!(
+        balance(&exit, &ledger).await
+            <= fogwire_ledger::proto::receipt::cost(DOWNLOAD as u64 + (1 << 20), PRICE)
+    );
+    for node in [&payer, &pauper, &relay, &exit, &ledger] {
         node.shutdown().await;
     }
 }
