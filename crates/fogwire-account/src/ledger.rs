@@ -9,12 +9,15 @@ use std::time::Duration;
 
 use fogwire_compute::Fabric;
 use fogwire_identity::{Keypair, NodeId};
+use fogwire_ledger::Coins;
 use fogwire_ledger::client::{LedgerClient, Transport, Wallet};
 use fogwire_ledger::proto::Genesis;
 use fogwire_ledger::service::OpenError;
 use fogwire_ledger::{LEDGER, LedgerService};
 use fogwire_rpc::{BoxFuture, Rpc, RpcError};
 use fogwire_rpc_proto::Value;
+use serde::Deserialize;
+use smart_default::SmartDefault;
 
 /// The ledger this node uses, or runs.
 #[derive(Debug, Clone, Default)]
@@ -263,4 +266,93 @@ impl fogwire_compute::Payments for NodePayments {
             wallet.send(op).await.map(|_| ()).map_err(pay_error)
         })
     }
+}
+
+// ----- the `[ledger]` section of a node's configuration file -----
+
+/// `[ledger]`: the ledger this node uses, or runs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, SmartDefault)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerSection {
+    /// Run the ledger on this node: it keeps the log in data_dir and
+    /// serves every other node.
+    pub serve: bool,
+    /// The node that runs the ledger; none: the one that advertises it.
+    pub node: Option<NodeId>,
+    /// At genesis only (when this node first creates its ledger): the
+    /// DAO's key and the minting key (none: this node's), and the
+    /// accounts that start with coins.
+    pub dao: Option<NodeId>,
+    pub minter: Option<NodeId>,
+    pub genesis: Vec<GenesisAccount>,
+    /// The hub wallet rules, also fixed at genesis: the deposit a hub
+    /// freezes to register, its pay period, how long the DAO's suspicion
+    /// lasts before a ban, how long a worker's deposit stays slashable
+    /// after it asks for it back.
+    #[default(Coins(default_rules().hub_deposit))]
+    pub hub_deposit: Coins,
+    #[default(default_rules().pay_period_ms)]
+    pub pay_period_ms: u64,
+    #[default(default_rules().suspect_ms)]
+    pub suspect_ms: u64,
+    #[default(default_rules().unbond_ms)]
+    pub unbond_ms: u64,
+    /// Published prices per GiB, also fixed at genesis: what a route's
+    /// source pays its relays, and a fetcher the nodes it fetched from,
+    /// when they redeem their receipts.
+    #[default(Coins(default_rules().price_per_gib_forwarded))]
+    pub price_per_gib_forwarded: Coins,
+    #[default(Coins(default_rules().price_per_gib_served))]
+    pub price_per_gib_served: Coins,
+}
+
+/// The ledger's rules by default (the DAO and minter are set at start).
+fn default_rules() -> fogwire_ledger::proto::Rules {
+    fogwire_ledger::proto::Rules::new(Default::default(), Default::default())
+}
+
+impl LedgerSection {
+    /// The node options these settings give, for the node `me`.
+    pub fn options(&self, me: NodeId) -> LedgerOptions {
+        let me = fogwire_ledger::proto::Id(*me.as_bytes());
+        let id = |configured: &Option<NodeId>| {
+            configured
+                .as_ref()
+                .map(|id| fogwire_ledger::proto::Id(*id.as_bytes()))
+                .unwrap_or(me)
+        };
+        let genesis = self.serve.then(|| Genesis {
+            rules: fogwire_ledger::proto::Rules {
+                hub_deposit: self.hub_deposit.0,
+                pay_period_ms: self.pay_period_ms,
+                suspect_ms: self.suspect_ms,
+                unbond_ms: self.unbond_ms,
+                price_per_gib_forwarded: self.price_per_gib_forwarded.0,
+                price_per_gib_served: self.price_per_gib_served.0,
+                ..fogwire_ledger::proto::Rules::new(id(&self.minter), id(&self.dao))
+            },
+            accounts: self
+                .genesis
+                .iter()
+                .map(|account| {
+                    (
+                        fogwire_ledger::proto::Id(*account.account.as_bytes()),
+                        account.coins.0,
+                    )
+                })
+                .collect(),
+        });
+        LedgerOptions {
+            serve: genesis,
+            node: self.node,
+        }
+    }
+}
+
+/// One account of the ledger's genesis.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisAccount {
+    pub account: NodeId,
+    pub coins: Coins,
 }
