@@ -129,6 +129,9 @@ pub struct RoutingStats {
     pub routes_repaired: u64,
     pub receipts_received: u64,
     pub receipts_stored: u64,
+    /// Datagrams for a port no service holds, or a full service queue.
+    #[serde(default)]
+    pub datagrams_dropped: u64,
 }
 
 /// `GET /v1/routes`

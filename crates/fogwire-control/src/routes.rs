@@ -252,6 +252,7 @@ pub(crate) async fn list(State(state): State<Arc<ApiState>>) -> Response {
             routes_repaired: stats.routes_repaired,
             receipts_received: stats.receipts_received,
             receipts_stored: stats.receipts_stored,
+            datagrams_dropped: stats.datagrams_dropped,
         },
     })
     .into_response()

@@ -263,6 +263,7 @@ impl Exit {
         let counters = &self.inner.counters;
         counters.streams.fetch_add(1, Ordering::Relaxed);
         let peer = stream.peer();
+
         let request = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut stream)).await {
             Ok(Ok(request)) => request,
             Ok(Err(Some(error))) => {

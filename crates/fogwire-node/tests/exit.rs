@@ -346,6 +346,19 @@ async fn udp_associate_carries_datagrams_through_the_exit_and_back() {
     .await;
     let stats = proxy_handle.stats();
     assert_eq!((stats.udp_sent, stats.udp_received), (2, 2), "{stats:?}");
+    // A route datagram to a port nobody serves at the exit: dropped, and
+    // counted there.
+    let route = proxy_handle.routes()[0].3;
+    client
+        .routing()
+        .send_datagram(route, 4242, bytes::Bytes::from_static(b"anyone?"))
+        .await
+        .unwrap();
+    wait::until_async("the datagram for no service counted", || async {
+        let listing = exit.routing().routes().await.ok()?;
+        (listing.stats.datagrams_dropped >= 1).then_some(())
+    })
+    .await;
     let exit_stats = exit.exit().unwrap().stats();
     assert_eq!(
         (exit_stats.udp_sent, exit_stats.udp_received),
@@ -451,6 +464,53 @@ async fn a_charging_exit_refuses_a_client_without_coins_and_is_paid_by_one_with_
             <= fogwire_ledger::proto::receipt::cost(DOWNLOAD as u64 + (1 << 20), PRICE)
     );
     for node in [&payer, &pauper, &relay, &exit, &ledger] {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_is_held_to_its_bandwidth_cap_at_the_exit() {
+    const KBPS: u32 = 8_000;
+    let origin = origin().await;
+    let mut client_options = nodes::options();
+    client_options.socks = Some(ProxyConfig::new("127.0.0.1:0".parse().unwrap()));
+    let client = nodes::start(client_options).await;
+    let mut exit_options = nodes::options();
+    exit_options.exit = Some(ExitConfig {
+        client_kbps: KBPS,
+        ..exit_allowing_loopback()
+    });
+    let exit = nodes::start(exit_options).await;
+    nodes::link(&client, &exit).await;
+    until_exit_known(&client, &exit).await;
+    let proxy = client.proxy().unwrap().local_addr();
+
+    // Two connections at once, on a route just opened (their streams'
+    // first packets may reach the exit in either order), share one cap.
+    let started = std::time::Instant::now();
+    let (one, two) = tokio::join!(
+        async {
+            let (code, socket) = socks_connect(proxy, None, &by_address(origin)).await;
+            assert_eq!(code, 0);
+            fetch(socket, b"GET\n").await
+        },
+        async {
+            let (code, socket) = socks_connect(proxy, None, &by_address(origin)).await;
+            assert_eq!(code, 0);
+            fetch(socket, b"GET\n").await
+        },
+    );
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!((one.len(), two.len()), (BODY_LEN, BODY_LEN));
+    // However fast the machine, the cap is a floor on the time: all the
+    // bytes, less one burst (a quarter second), at the capped rate.
+    let rate = f64::from(KBPS) * 1000.0 / 8.0;
+    let floor = (2.0 * BODY_LEN as f64 - rate / 4.0 - 32.0 * 1024.0) / rate;
+    assert!(
+        elapsed >= floor,
+        "{elapsed:.2} s for 2 × {BODY_LEN} bytes at {KBPS} kbit/s, under {floor:.2} s"
+    );
+    for node in [&client, &exit] {
         node.shutdown().await;
     }
 }

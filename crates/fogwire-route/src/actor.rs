@@ -612,7 +612,7 @@ impl Actor {
             } => {
                 if let Some(from) = self.router.session_peer(session) {
                     // Datagrams are unreliable: a slow service loses some.
-                    crate::services::deliver_datagram(
+                    let delivered = crate::services::deliver_datagram(
                         &self.services,
                         crate::services::Datagram {
                             from,
@@ -621,6 +621,9 @@ impl Actor {
                             data,
                         },
                     );
+                    if !delivered {
+                        self.stats.datagrams_dropped += 1;
+                    }
                 }
             }
             Event::Pong { session, id, rtt } => {

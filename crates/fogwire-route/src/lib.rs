@@ -208,6 +208,9 @@ pub struct RoutingStats {
     pub routes_repaired: u64,
     pub receipts_received: u64,
     pub receipts_stored: u64,
+    /// Datagrams that came for a port no service holds, or whose
+    /// service's queue was full.
+    pub datagrams_dropped: u64,
 }
 
 /// Routes this node opened, routes it relays, and counters.

@@ -7,6 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
+
 use fogwire_identity::{Keypair, NodeId};
 use fogwire_link::proto::{CloseCode, Config, LinkIdentity};
 use fogwire_link::{LinkHandle, connect, establish, spawn};
@@ -302,4 +304,38 @@ async fn a_stream_survives_its_relay_dying() {
         .unwrap();
     assert_eq!(route.repairs, 1);
     assert_ne!(route.path[0], net.id(relay));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_opened_at_once_on_a_new_route_all_get_through() {
+    let mut net = Net::new(2);
+    net.link(0, 1).await;
+    net.converge().await;
+    let source = &net.routings[0];
+    let opened = source
+        .open(net.id(1), Constraints::default())
+        .await
+        .unwrap();
+    // Opened together (ids 1, 3, 5, 7) but written last first, as
+    // tasks racing each other would: the far end sees the higher ids
+    // before the lower ones, and opens every one.
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        streams.push(source.open_stream(opened.route).await.unwrap());
+    }
+    for (index, stream) in streams.iter_mut().enumerate().rev() {
+        let mut first = BytesMut::new();
+        first.extend_from_slice(&fogwire_route::services::header("echo").unwrap());
+        first.extend_from_slice(&[index as u8; 100]);
+        stream.write_all(first.freeze()).await.unwrap();
+        stream.finish().await.unwrap();
+    }
+    for (index, mut stream) in streams.into_iter().enumerate() {
+        let answer =
+            tokio::time::timeout(fogwire_testkit::wait::PATIENCE, stream.read_to_end(1024))
+                .await
+                .expect("an answer")
+                .unwrap();
+        assert_eq!(answer, vec![index as u8; 100]);
+    }
 }

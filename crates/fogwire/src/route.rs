@@ -251,12 +251,13 @@ async fn list(home: &Path, args: ReadArgs) -> anyhow::Result<()> {
     let stats = &routes.stats;
     println!(
         "\nreceipts: {} received from sources, {} kept on disk; routes broken {}, repaired {}; \
-         packets dropped at full links {}",
+         packets dropped at full links {}; datagrams for no service {}",
         stats.receipts_received,
         stats.receipts_stored,
         stats.routes_broken,
         stats.routes_repaired,
-        stats.data_dropped
+        stats.data_dropped,
+        stats.datagrams_dropped
     );
     Ok(())
 }

@@ -39,6 +39,9 @@ struct Stream {
     timer: Option<Instant>,
 }
 
+/// Peer stream ids skipped over that a session still lets open.
+const SKIPPED_MAX: usize = 256;
+
 #[derive(Debug)]
 pub(super) struct Session {
     pub(super) peer: NodeId,
@@ -51,6 +54,12 @@ pub(super) struct Session {
     streams: BTreeMap<StreamId, Stream>,
     next_stream: StreamId,
     highest_peer_stream: StreamId,
+    /// The peer's stream ids below the highest seen whose first DATA has
+    /// not come yet: streams opened at about the same time may arrive out
+    /// of order (one sender task overtaking another, a lost packet
+    /// resent). The last [`SKIPPED_MAX`] are remembered; older ones count
+    /// as streams that have ended.
+    skipped_peer_streams: BTreeSet<StreamId>,
     /// A destination whose route broke: since when, and why.
     detached: Option<(Instant, TeardownReason)>,
 }
@@ -176,6 +185,7 @@ impl Sessions {
                     End::Destination => 2,
                 },
                 highest_peer_stream: 0,
+                skipped_peer_streams: BTreeSet::new(),
                 detached: None,
             },
         );
@@ -597,7 +607,8 @@ impl Sessions {
             } => {
                 if !session.streams.contains_key(&stream_id) {
                     let opens = session.opened_by_peer(stream_id)
-                        && stream_id > session.highest_peer_stream;
+                        && (stream_id > session.highest_peer_stream
+                            || session.skipped_peer_streams.remove(&stream_id));
                     if !opens {
                         // A stream that has ended: its sender may have missed
                         // the last acknowledgement. Acknowledge the segment.
@@ -613,7 +624,28 @@ impl Sessions {
                         }
                         return;
                     }
-                    session.highest_peer_stream = stream_id;
+                    if stream_id > session.highest_peer_stream {
+                        // The ids skipped over may still open (the peer
+                        // numbers its streams by twos).
+                        let next = match session.highest_peer_stream {
+                            // None yet: the peer's first id, by its parity.
+                            0 => 2 - stream_id % 2,
+                            highest => highest.saturating_add(2),
+                        };
+                        let lowest = next.max(stream_id.saturating_sub(2 * SKIPPED_MAX as u32));
+                        let mut skipped = lowest;
+                        while skipped < stream_id {
+                            session.skipped_peer_streams.insert(skipped);
+                            let Some(after) = skipped.checked_add(2) else {
+                                break;
+                            };
+                            skipped = after;
+                        }
+                        while session.skipped_peer_streams.len() > SKIPPED_MAX {
+                            session.skipped_peer_streams.pop_first();
+                        }
+                        session.highest_peer_stream = stream_id;
+                    }
                     if session.streams.len() >= streams_max {
                         let body = stream::encode_reset(stream_id, stream::RESET_REFUSED);
                         session.send_bytes(out, session::KIND_STREAM_RESET, &body);
