@@ -7,11 +7,14 @@
 //! - [`wire`]: the request that opens a stream to an exit (an address, or
 //!   a hostname the exit resolves) and the exit's reply.
 //! - [`socks`]: the server's side of SOCKS 5, for the node's proxy.
+//! - [`address`]: every node's IPv6 address, derived from its id.
 //!
 //! No sockets, no clock, no file system: the exit's driver resolves names,
 //! opens connections and hands the addresses to [`policy::Policy::check`].
 
+pub mod address;
 pub mod policy;
+
 pub mod socks;
 pub mod wire;
 

@@ -138,3 +138,51 @@ pub async fn proxy(home: &Path, args: ProxyArgs) -> anyhow::Result<()> {
         None => anyhow::bail!("the node closed the proxy"),
     }
 }
+
+/// `fogwire ip`: a node's IPv6 address, derived from its id.
+#[derive(Debug, clap::Args)]
+pub struct IpArgs {
+    /// The node: an id, or the start of one the running node knows
+    /// (`fogwire nodes`). Default: this node (from its key file).
+    node: Option<String>,
+    /// Print {"node_id", "address"} as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn ip(home: &Path, args: IpArgs) -> anyhow::Result<()> {
+    let node: fogwire_identity::NodeId = match &args.node {
+        None => crate::init::node_id(home)?,
+        Some(name) => match name.trim().parse() {
+            Ok(id) => id,
+            Err(_) => {
+                let prefix = fogwire_identity::prefix_of(name);
+                let known = client(home)?.nodes().await?;
+                let matching: Vec<&str> = known
+                    .iter()
+                    .map(|node| node.node_id.as_str())
+                    .filter(|id| id.starts_with(prefix))
+                    .collect();
+                match matching.as_slice() {
+                    [one] => one.parse()?,
+                    [] => anyhow::bail!(
+                        "no known node's id starts with {prefix} (see `fogwire nodes`)"
+                    ),
+                    _ => anyhow::bail!(
+                        "{} known nodes' ids start with {prefix}: give more of it",
+                        matching.len()
+                    ),
+                }
+            }
+        },
+    };
+    let address = fogwire_exit_proto::address::address_of(node.as_bytes());
+    if args.json {
+        return print_json(&serde_json::json!({
+            "node_id": node.to_string(),
+            "address": address.to_string(),
+        }));
+    }
+    println!("{address}");
+    Ok(())
+}

@@ -64,10 +64,14 @@ pub fn run(home: &Path, args: Args) -> anyhow::Result<()> {
 }
 
 pub fn print_id(home: &Path) -> anyhow::Result<()> {
+    println!("{}", node_id(home)?);
+    Ok(())
+}
+
+/// This node's id, from its key file (the node need not run).
+pub fn node_id(home: &Path) -> anyhow::Result<fogwire_identity::NodeId> {
     let config_path = home.join(CONFIG_FILE_NAME);
     let config = Config::load(&config_path)?;
     let data_dir = DataDir::new(config.data_dir_for(&config_path));
-    let keypair = Keypair::load(&data_dir.key_path())?;
-    println!("{}", keypair.node_id());
-    Ok(())
+    Ok(Keypair::load(&data_dir.key_path())?.node_id())
 }

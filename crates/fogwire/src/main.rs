@@ -152,6 +152,9 @@ enum Command {
     Ping(route::PingArgs),
     /// Print this node's id (from its key file; the node need not run).
     Id,
+    /// Print a node's IPv6 address (this node's by default): derived from
+    /// its id in fd77:6972::/32, so nothing is handed out.
+    Ip(exit::IpArgs),
     /// Start a network of nodes on this machine and show it live.
     Demo(demo::Args),
     /// Measure performance, each figure beside a baseline from the same run.
@@ -224,6 +227,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Hubs(args) => market::hubs(&home, args.json).await,
         Command::Ledger(args) => wallet::ledger(&home, args).await,
         Command::Id => init::print_id(&home),
+        Command::Ip(args) => exit::ip(&home, args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(command) => bench::run(command).await,
     }
