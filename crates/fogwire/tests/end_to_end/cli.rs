@@ -694,13 +694,13 @@ fn bench_socks_reports_each_path_beside_a_direct_download() {
 
 #[test]
 fn ip_prints_the_address_derived_from_a_node_id() {
-    let home = crate::harness::init_home("127.0.0.1:0");
-    let own = crate::harness::fogwire(home.path(), &["ip"]);
+    let home = init_home("127.0.0.1:0");
+    let own = fogwire(home.path(), &["ip"]);
     assert!(own.status.success(), "{}", stderr(&own));
     let address: std::net::Ipv6Addr = stdout(&own).trim().parse().unwrap();
     assert_eq!(address.segments()[..2], [0xfd77, 0x6972]);
-    let id = stdout(&crate::harness::fogwire(home.path(), &["id"]));
-    let by_id = crate::harness::fogwire(home.path(), &["ip", id.trim(), "--json"]);
+    let id = stdout(&fogwire(home.path(), &["id"]));
+    let by_id = fogwire(home.path(), &["ip", id.trim(), "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&by_id.stdout).unwrap();
     assert_eq!(json["address"], address.to_string());
     assert_eq!(json["node_id"], id.trim());
