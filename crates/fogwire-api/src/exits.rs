@@ -82,6 +82,21 @@ pub struct ExitsReport {
     pub serving: Option<ExitServing>,
     /// This node's configured proxy (`[socks]`), if any.
     pub proxy: Option<ProxyStatus>,
+    /// What exits carried for this node's proxies, and what it sent them
+    /// receipts for (charging exits).
+    #[serde(default)]
+    pub usage: Vec<ExitUsage>,
+}
+
+/// What one exit carried for this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitUsage {
+    pub exit: String,
+    /// Bytes both ways since this node started.
+    pub bytes: u64,
+    pub price_per_gib: u64,
+    /// Bytes covered by the receipts sent (0 for a free exit).
+    pub receipted: u64,
 }
 
 /// The body of `POST /v1/proxy`: a proxy that lives as long as the

@@ -90,6 +90,18 @@ pub(crate) async fn list(State(state): State<Arc<ApiState>>) -> Response {
             .collect(),
         serving,
         proxy: state.node.proxy().map(proxy_status),
+        usage: state
+            .node
+            .outbound()
+            .usage()
+            .into_iter()
+            .map(|usage| fogwire_api::ExitUsage {
+                exit: usage.exit.to_string(),
+                bytes: usage.bytes,
+                price_per_gib: usage.price_per_gib,
+                receipted: usage.receipted,
+            })
+            .collect(),
     })
     .into_response()
 }

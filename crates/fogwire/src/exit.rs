@@ -72,6 +72,17 @@ pub async fn exits(home: &Path, args: ReadArgs) -> anyhow::Result<()> {
     if let Some(proxy) = &report.proxy {
         println!("\n{}", proxy_line(proxy));
     }
+    for usage in &report.usage {
+        let owed = fogwire_ledger::proto::receipt::cost(usage.receipted, usage.price_per_gib);
+        println!(
+            "\nexit {} carried {} for this node; receipts sent for {} ({} at {}/GiB)",
+            short(&usage.exit),
+            format_bytes(usage.bytes),
+            format_bytes(usage.receipted),
+            format_coins(owed),
+            format_coins(usage.price_per_gib),
+        );
+    }
     Ok(())
 }
 
