@@ -8,8 +8,9 @@
 //! (as in `routing`); N1 and N3 serve as exits allowed to reach this
 //! machine's loopback; N0 runs two proxies, one through N1 (1 hop) and
 //! one through N3 (3 hops). The origin, on a runtime of its own, writes a
-//! byte at once on each connection and then as fast as it can until the
-//! reader leaves; the client, on another, is what curl would be.
+//! byte at once on each connection (the first byte timed) and, when asked,
+//! as fast as it can until the reader leaves (the download); the client,
+//! on another, is what curl would be.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +27,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::link::{BenchError, median, node_runtime, on};
 use crate::routing::{Line, bench_error};
+
+/// A pause after each download, for what is still in flight to arrive.
+const DRAIN: Duration = Duration::from_millis(500);
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -80,7 +84,10 @@ pub enum Step {
     FirstBytes { round: usize, hops: usize },
 }
 
-/// The origin: a byte at once, then 64 KiB writes until the reader goes.
+/// The origin: a byte at once (a banner, as SSH or SMTP servers send);
+/// then, if the client asks for a download (`D`), 64 KiB writes until the
+/// reader goes. A connection timed to its first byte asks for nothing, so
+/// it leaves no tail in the relays' queues to slow the next one.
 async fn origin() -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
@@ -91,6 +98,10 @@ async fn origin() -> std::io::Result<SocketAddr> {
             tokio::spawn(async move {
                 let _ = socket.set_nodelay(true);
                 if socket.write_all(&block[..1]).await.is_err() {
+                    return;
+                }
+                let mut ask = [0u8; 1];
+                if socket.read_exact(&mut ask).await.is_err() || ask[0] != b'D' {
                     return;
                 }
                 while socket.write_all(&block).await.is_ok() {}
@@ -133,6 +144,7 @@ async fn download(
     let mut socket = open(origin, proxy).await?;
     let mut buffer = vec![0u8; 256 * 1024];
     socket.read_exact(&mut buffer[..1]).await?;
+    socket.write_all(b"D").await?;
     let started = Instant::now();
     let mut bytes = 0u64;
     while started.elapsed() < duration {
@@ -222,14 +234,19 @@ pub fn run(options: &Options, mut progress: impl FnMut(Step)) -> Result<Report, 
     let mut rtts: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
     for round in 0..rounds {
         for (index, (hops, proxy)) in paths.iter().copied().enumerate() {
-            progress(Step::Download { round, hops });
-            let duration = options.duration;
-            rates[index].push(on(&client, download(origin, proxy, duration))??);
+            // First bytes before the download: a download's tail, still
+            // draining from the relays' queues after its reader left,
+            // would delay them.
             progress(Step::FirstBytes { round, hops });
             for _ in 0..options.connects.max(1) {
                 let took = on(&client, first_byte(origin, proxy))??;
                 firsts[index].push(took.as_secs_f64() * 1e3);
             }
+            progress(Step::Download { round, hops });
+            let duration = options.duration;
+            rates[index].push(on(&client, download(origin, proxy, duration))??);
+            // Let the tail drain before the next path is measured.
+            std::thread::sleep(DRAIN);
             if let Some((_, proxy)) = proxies.iter().find(|(h, _)| *h == hops) {
                 let route = proxy
                     .routes()
