@@ -16,8 +16,14 @@ use tokio::net::TcpListener;
 use crate::network::Network;
 use crate::routes::Narrator;
 
-/// Links on the proxy's route to the exit, at least.
+/// Links on the proxy's route to the exit, at least (fewer in a network
+/// too small for a path that long: a ring of 4 has none over 2 hops).
 const MIN_HOPS: usize = 3;
+
+/// The hops the demo asks for in a network of `count`.
+pub fn min_hops(count: usize) -> usize {
+    MIN_HOPS.min(count / 2).max(1)
+}
 /// How long the stage may take in all.
 const STAGE_TIMEOUT: Duration = Duration::from_secs(30);
 const PAGE: &str = "<h1>fetched through a fogwire exit</h1>\n";
@@ -33,7 +39,7 @@ pub fn exit_index(count: usize) -> usize {
 pub fn roles(index: usize, count: usize, options: &mut NodeOptions) {
     if index == 0 {
         options.socks = Some(ProxyConfig {
-            min_hops: MIN_HOPS,
+            min_hops: min_hops(count),
             ..ProxyConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)))
         });
     }

@@ -186,9 +186,10 @@ pub async fn run(
     if options.exit && options.nodes >= 4 && !interrupted_by_user {
         writeln!(
             out,
-            "exit: {} serves as an exit; {} fetches a page from a web server on this machine through its SOCKS proxy, over at least 3 hops…",
+            "exit: {} serves as an exit; {} fetches a page from a web server on this machine through its SOCKS proxy, over at least {} hops…",
             network.nodes()[exit::exit_index(options.nodes)].name,
-            network.nodes()[0].name
+            network.nodes()[0].name,
+            exit::min_hops(options.nodes)
         )?;
         out.flush()?;
         let mut narrate = narrator(out);
