@@ -64,8 +64,9 @@ impl ExitSection {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct SocksSection {
-    /// Where to serve SOCKS, e.g. "127.0.0.1:1080"; none: no proxy.
-    pub listen: Option<SocketAddr>,
+    /// Where to serve SOCKS, e.g. "127.0.0.1:1080", or an address on a
+    /// private network to serve the machines of a home; none: no proxy.
+    pub listen: Option<SocksListen>,
     /// The exit to use when the SOCKS username names none; none: the
     /// cheapest, nearest one.
     pub exit: Option<NodeId>,
@@ -80,13 +81,47 @@ impl SocksSection {
         self.listen.map(|listen| ProxyConfig {
             exit: self.exit,
             min_hops: self.min_hops.max(1),
-            ..ProxyConfig::new(listen)
+            ..ProxyConfig::new(listen.0)
         })
     }
 
     /// The usual address, for help texts.
     pub fn default_listen() -> SocketAddr {
         SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_SOCKS_PORT)
+    }
+}
+
+/// Where a SOCKS proxy may listen: loopback, or an address of a private
+/// network (RFC 1918, unique local IPv6, link-local). A SOCKS proxy needs
+/// no password here, so on a public address, or on all addresses, it
+/// would be an open proxy for anyone: refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocksListen(pub SocketAddr);
+
+impl<'de> Deserialize<'de> for SocksListen {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let address: SocketAddr = text.parse().map_err(|_| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not an address:port such as \"127.0.0.1:{DEFAULT_SOCKS_PORT}\""
+            ))
+        })?;
+        let private = match address.ip() {
+            IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+            IpAddr::V6(v6) => {
+                v6.is_loopback() || v6.is_unique_local() || v6.is_unicast_link_local()
+            }
+        };
+        if !private {
+            return Err(serde::de::Error::custom(format!(
+                "SOCKS on {} would be an open proxy for anyone who reaches it: listen on \
+                 127.0.0.1:{port}, or on this machine's address in a private network \
+                 (192.168.x.x, 10.x.x.x, fd…) to serve the machines there",
+                address.ip(),
+                port = address.port()
+            )));
+        }
+        Ok(SocksListen(address))
     }
 }
 

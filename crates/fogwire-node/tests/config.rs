@@ -148,3 +148,26 @@ fn the_admission_shares_and_grace_are_set_from_the_file_and_checked() {
         assert!(error.message.contains(key), "{bad}: {}", error.message);
     }
 }
+
+#[test]
+fn socks_listens_on_loopback_or_a_private_network_and_an_exit_reads_its_lists() {
+    let config = parse("[socks]\nlisten = \"192.168.7.2:1080\"\n").unwrap();
+    assert_eq!(
+        config.socks.config().unwrap().listen,
+        "192.168.7.2:1080".parse().unwrap()
+    );
+    for open in ["0.0.0.0:1080", "203.0.113.9:1080", "[::]:1080"] {
+        let error = parse(&format!("[socks]\nlisten = \"{open}\"\n")).unwrap_err();
+        assert_eq!(error.location.map(|(line, _)| line), Some(2), "{error}");
+        assert!(error.message.contains("open proxy"), "{error}");
+    }
+    let config = parse(
+        "[exit]\nserve = true\nallow = [\"10.1.0.0/16\", \"192.168.7.9\"]\nallow_ports = [443, \"6000-6100\"]\n",
+    )
+    .unwrap();
+    let exit = config.exit.config().unwrap();
+    assert_eq!(exit.policy.allow.len(), 2);
+    assert_eq!(exit.policy.allow_ports.len(), 2);
+    let error = parse("[exit]\nallow = [\"10.1.0.0/99\"]\n").unwrap_err();
+    assert!(error.message.contains("is not a network"), "{error}");
+}

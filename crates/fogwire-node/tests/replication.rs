@@ -462,8 +462,9 @@ async fn a_peer_serving_in_a_slow_drip_keeps_no_share_of_the_download() {
         let bytes = report.from.iter().filter(|(p, _)| *p == peer);
         bytes.map(|(_, bytes)| *bytes).sum::<u64>()
     };
-    // The drip was given work and served some of it…
-    assert!(from(fake.id) > 0, "the drip served nothing: {report:?}");
+    // The drip was asked (and, unless the honest peer's end game took its
+    // every group first, served some: how much is timing)…
+    assert!(fake.was_asked_for(hash), "the drip was never asked");
     // …but the faster peer delivered nearly all.
     assert!(
         from(fake.id) < data.len() as u64 / 4,
