@@ -120,3 +120,31 @@ pub enum ProxyLine {
     Status(ProxyStatus),
     Error(String),
 }
+
+/// `GET /v1/vpn`, and the answer of `POST /v1/vpn/up`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VpnStatus {
+    pub up: bool,
+    pub device: Option<String>,
+    /// This node's address (whether the VPN is up or not).
+    pub address: String,
+    pub mtu: Option<u16>,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub dropped_out: u64,
+    pub dropped_in: u64,
+    /// Datagrams whose source address was not their sender's own.
+    pub spoofed: u64,
+    pub routes: u64,
+}
+
+/// The body of `POST /v1/vpn/up`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VpnUpRequest {
+    /// Carry IPv4 and IPv6 default routes through this exit (not built
+    /// yet: refused).
+    #[serde(default)]
+    pub exit: Option<String>,
+}

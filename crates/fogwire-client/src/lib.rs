@@ -17,7 +17,7 @@ use fogwire_api::{
     MarketEvent, MarketOrder, MarketPosted, OpenedRoute, Peer, PinRequest, PingReport, ProxyLine,
     ProxyRequest, PublishRequest, RouteRequest, Routes, RpcCallRequest, RpcLine, SendLine, Status,
     StoreAddRequest, StoreGetRequest, StoreLine, StorePeer, StoreStat, TagChange, UnpinRequest,
-    WorkerInfo,
+    VpnStatus, VpnUpRequest, WorkerInfo,
 };
 use reqwest::{Method, StatusCode, header};
 use serde::Serialize;
@@ -146,6 +146,18 @@ impl Client {
         on_line: impl FnMut(SendLine),
     ) -> Result<(), ClientError> {
         self.lines("/v1/routes/send", request, on_line).await
+    }
+
+    pub async fn vpn_status(&self) -> Result<VpnStatus, ClientError> {
+        self.get("/v1/vpn", &[]).await
+    }
+
+    pub async fn vpn_up(&self, request: &VpnUpRequest) -> Result<VpnStatus, ClientError> {
+        self.post("/v1/vpn/up", request).await
+    }
+
+    pub async fn vpn_down(&self) -> Result<VpnStatus, ClientError> {
+        self.post("/v1/vpn/down", &()).await
     }
 
     /// The exits the network advertises, and this node's exit and proxy.

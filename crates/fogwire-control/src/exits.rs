@@ -171,3 +171,65 @@ pub(crate) async fn proxy(State(state): State<Arc<ApiState>>, body: Bytes) -> Re
     });
     response
 }
+
+fn vpn_report(state: &ApiState) -> fogwire_api::VpnStatus {
+    let address = fogwire_exit_proto::address::address_of(state.node.node_id().as_bytes());
+    let status = state.node.vpn().status();
+    let stats = status.as_ref().map(|s| s.stats.clone()).unwrap_or_default();
+    fogwire_api::VpnStatus {
+        up: status.is_some(),
+        device: status.as_ref().map(|s| s.device.clone()),
+        address: address.to_string(),
+        mtu: status.as_ref().map(|s| s.mtu),
+        packets_out: stats.packets_out,
+        bytes_out: stats.bytes_out,
+        packets_in: stats.packets_in,
+        bytes_in: stats.bytes_in,
+        dropped_out: stats.dropped_out,
+        dropped_in: stats.dropped_in,
+        spoofed: stats.spoofed,
+        routes: stats.routes,
+    }
+}
+
+pub(crate) async fn vpn_status(State(state): State<Arc<ApiState>>) -> Response {
+    axum::Json(vpn_report(&state)).into_response()
+}
+
+pub(crate) async fn vpn_up(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
+    let request: fogwire_api::VpnUpRequest = if body.is_empty() {
+        fogwire_api::VpnUpRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(request) => request,
+            Err(parse_error) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("expected {{\"exit\"?: \"<node>\"}}: {parse_error}"),
+                );
+            }
+        }
+    };
+    if request.exit.is_some() {
+        return error(
+            StatusCode::NOT_IMPLEMENTED,
+            "vpn up --exit is not built yet: the VPN carries node-to-node traffic only \
+             (use fogwire proxy for traffic through an exit)",
+        );
+    }
+    match state.node.vpn().up(state.node.routing()) {
+        Ok(_) => axum::Json(vpn_report(&state)).into_response(),
+        Err(fogwire_vpn::VpnError::AlreadyUp) => error(
+            StatusCode::CONFLICT,
+            "the VPN is up already (fogwire vpn status)",
+        ),
+        Err(failure) => error(StatusCode::INTERNAL_SERVER_ERROR, failure.to_string()),
+    }
+}
+
+pub(crate) async fn vpn_down(State(state): State<Arc<ApiState>>) -> Response {
+    match state.node.vpn().down() {
+        Ok(()) => axum::Json(vpn_report(&state)).into_response(),
+        Err(failure) => error(StatusCode::CONFLICT, failure.to_string()),
+    }
+}

@@ -19,6 +19,8 @@
 //! | POST   | /v1/ping                 | RouteRequest → [`fogwire_api::PingReport`] |
 //! | POST   | /v1/routes/send          | RouteRequest → NDJSON [`fogwire_api::SendLine`]s |
 //! | GET    | /v1/exits                | [`fogwire_api::ExitsReport`]            |
+//! | GET    | /v1/vpn                  | [`fogwire_api::VpnStatus`]              |
+//! | POST   | /v1/vpn/up, /v1/vpn/down | [`fogwire_api::VpnUpRequest`] → VpnStatus |
 //! | POST   | /v1/proxy                | [`fogwire_api::ProxyRequest`] → NDJSON [`fogwire_api::ProxyLine`]s while read |
 //! | POST   | /v1/store/add            | [`fogwire_api::StoreAddRequest`] → NDJSON [`fogwire_api::StoreLine`]s |
 //! | POST   | /v1/store/get            | [`fogwire_api::StoreGetRequest`] → NDJSON [`fogwire_api::StoreLine`]s |
@@ -140,4 +142,6 @@ pub trait NodeApi: Send + Sync + 'static {
     fn proxy(&self) -> Option<&fogwire_exit::Proxy>;
     /// What the node's proxies share (a proxy started here joins it).
     fn outbound(&self) -> &Arc<fogwire_exit::Outbound>;
+    /// The node's VPN, up or down.
+    fn vpn(&self) -> &fogwire_vpn::Switch;
 }

@@ -92,6 +92,10 @@ impl NodeApi for Node {
         Node::outbound(self)
     }
 
+    fn vpn(&self) -> &fogwire_vpn::Switch {
+        Node::vpn(self)
+    }
+
     fn hubs(&self) -> Vec<fogwire_api::HubView> {
         Node::hubs(self)
             .into_iter()

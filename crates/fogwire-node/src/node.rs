@@ -188,6 +188,7 @@ struct Subsystems {
     exit: Option<fogwire_exit::Exit>,
     proxy: Option<fogwire_exit::Proxy>,
     outbound: Arc<fogwire_exit::Outbound>,
+    vpn: fogwire_vpn::Switch,
     started: Instant,
     data_dir: Option<PathBuf>,
     /// Hold temporary store and ledger directories for as long as the
@@ -476,6 +477,7 @@ impl Node {
                 exit,
                 proxy,
                 outbound,
+                vpn: fogwire_vpn::Switch::default(),
                 started: Instant::now(),
                 data_dir: options.data_dir,
                 _temp_dirs: temp_dirs,
@@ -535,6 +537,11 @@ impl Node {
     /// This node's SOCKS proxy, if it runs one.
     pub fn proxy(&self) -> Option<&fogwire_exit::Proxy> {
         self.parts.proxy.as_ref()
+    }
+
+    /// This node's VPN (`fogwire vpn up`).
+    pub fn vpn(&self) -> &fogwire_vpn::Switch {
+        &self.parts.vpn
     }
 
     /// What this node's proxies share: exits' UDP answers, and what each
@@ -615,6 +622,7 @@ impl Node {
         if let Some(proxy) = &parts.proxy {
             proxy.stop();
         }
+        let _ = parts.vpn.down();
         parts.compute.shutdown().await;
         let bounded =
             async |what: &str, work: std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>>| {

@@ -197,3 +197,63 @@ pub async fn ip(home: &Path, args: IpArgs) -> anyhow::Result<()> {
     println!("{address}");
     Ok(())
 }
+
+/// `fogwire vpn`: this node's VPN.
+#[derive(Debug, clap::Subcommand)]
+pub enum VpnCommand {
+    /// Create the TUN device (fogwire0) with this node's address and carry
+    /// IPv6 to other nodes' addresses over routes. Needs the node to run
+    /// as root (or with CAP_NET_ADMIN).
+    Up {
+        /// Also carry default routes through this exit (not built yet).
+        #[arg(long, value_name = "NODE")]
+        exit: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take the device down.
+    Down {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Whether it is up, its address, and its counters.
+    Status(ReadArgs),
+}
+
+fn print_vpn(status: &fogwire_api::VpnStatus) {
+    if !status.up {
+        println!("VPN down; this node's address would be {}", status.address);
+        return;
+    }
+    println!(
+        "VPN up on {} with {} (MTU {}): {} packets ({}) out, {} ({}) in; dropped {} out, {} in ({} spoofed); {} routes",
+        status.device.as_deref().unwrap_or("?"),
+        status.address,
+        status.mtu.unwrap_or(0),
+        status.packets_out,
+        format_bytes(status.bytes_out),
+        status.packets_in,
+        format_bytes(status.bytes_in),
+        status.dropped_out,
+        status.dropped_in,
+        status.spoofed,
+        status.routes,
+    );
+}
+
+pub async fn vpn(home: &Path, command: VpnCommand) -> anyhow::Result<()> {
+    let client = client(home)?;
+    let (status, json) = match command {
+        VpnCommand::Up { exit, json } => (
+            client.vpn_up(&fogwire_api::VpnUpRequest { exit }).await?,
+            json,
+        ),
+        VpnCommand::Down { json } => (client.vpn_down().await?, json),
+        VpnCommand::Status(args) => (client.vpn_status().await?, args.json),
+    };
+    if json {
+        return print_json(&status);
+    }
+    print_vpn(&status);
+    Ok(())
+}

@@ -155,6 +155,10 @@ enum Command {
     /// Print a node's IPv6 address (this node's by default): derived from
     /// its id in fd77:6972::/32, so nothing is handed out.
     Ip(exit::IpArgs),
+    /// The VPN: a TUN device with this node's address, carrying IPv6 to
+    /// other nodes' addresses over routes (`fogwire vpn up|down|status`).
+    #[command(subcommand)]
+    Vpn(exit::VpnCommand),
     /// Start a network of nodes on this machine and show it live.
     Demo(demo::Args),
     /// Measure performance, each figure beside a baseline from the same run.
@@ -228,6 +232,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ledger(args) => wallet::ledger(&home, args).await,
         Command::Id => init::print_id(&home),
         Command::Ip(args) => exit::ip(&home, args).await,
+        Command::Vpn(command) => exit::vpn(&home, command).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(command) => bench::run(command).await,
     }
