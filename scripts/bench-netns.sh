@@ -6,9 +6,9 @@
 #   - userspace WireGuard (Debian's wireguard-go) over one hop (iperf3);
 #   - Yggdrasil (Debian's package) over 1 and 3 hops (iperf3 over its TUN);
 #   - fogwire: one route stream over 1 and 3 hops (`fogwire route send`),
-#     and a download through fogwire's SOCKS proxy and an exit over 1 and
-#     3 hops (curl --socks5-hostname from a server on the exit's host).
-# fogwire's VPN (iperf3 over its TUN) is not built yet.
+#     a download through fogwire's SOCKS proxy and an exit over 1 and 3
+#     hops (curl --socks5-hostname from a server on the exit's host), and
+#     iperf3 over fogwire's VPN (node to node) over 1 and 3 hops.
 #
 # Needs root, iproute2, iperf3, curl, python3, yggdrasil, wireguard-go and
 # wireguard-tools:
@@ -158,6 +158,15 @@ for n in 1 3; do
     RESULT[route$n]=$(fw 0 route send "${!id}" --hops "$n" --bytes 4G --json \
         | python3 -c "import json,sys; print(json.load(sys.stdin)['mbit_per_sec'] * 1e6)")
 done
+# iperf3 over the VPN, node to node, by the nodes' derived addresses.
+for i in 0 1 3; do fw "$i" vpn up >/dev/null; done
+for n in 1 3; do
+    addr=$(fw "$n" ip)
+    for _ in $(seq 1 50); do inns 0 ping -6 -c 1 -W 1 "$addr" >/dev/null 2>&1 && break; sleep 0.2; done
+    inns "$n" iperf3 -s -D -1 >/dev/null
+    sleep 0.5
+    RESULT[vpn$n]=$(inns 0 iperf3 -c "$addr" -t "$SECS" -J | iperf_bps)
+done
 # A server on each exit's host, on its loopback (which the exits allow).
 head -c $((2 << 30)) /dev/zero > "$WORK/big"
 for n in 1 3; do
@@ -192,6 +201,10 @@ row "Yggdrasil, 1 hop (iperf3)" "${RESULT[ygg1]}" "${RESULT[ygg1]}"
 row "Yggdrasil, 3 hops (iperf3)" "${RESULT[ygg3]}" "${RESULT[ygg3]}"
 row "fogwire route stream, 1 hop" "${RESULT[route1]}" "${RESULT[ygg1]}"
 row "fogwire route stream, 3 hops" "${RESULT[route3]}" "${RESULT[ygg3]}"
+row "fogwire VPN, 1 hop (iperf3)" "${RESULT[vpn1]}" "${RESULT[ygg1]}"
+row "fogwire VPN, 3 hops (iperf3)" "${RESULT[vpn3]}" "${RESULT[ygg3]}"
 row "fogwire SOCKS download, 1 hop" "${RESULT[socks1]}" "${RESULT[ygg1]}"
 row "fogwire SOCKS download, 3 hops" "${RESULT[socks3]}" "${RESULT[ygg3]}"
 row "(the HTTP server alone, loopback)" "${RESULT[server]}"
+printf '\nfogwire VPN over 1 hop: %s × wireguard-go over the same hop\n' \
+    "$(python3 -c "print(f'{${RESULT[vpn1]} / ${RESULT[wg1]}:.2f}')")"
