@@ -7,8 +7,9 @@
 //! - Out: a packet read from the device must come from this node's
 //!   address and go to a node address; the destination is looked up among
 //!   the nodes this node has adverts from, and sent on a route kept per
-//!   destination (opened on the first packet, which is dropped meanwhile,
-//!   as a host drops packets while it resolves a neighbour).
+//!   destination (opened on the first packet; the first 16 wait for it,
+//!   as a host holds packets while it resolves a neighbour, and more are
+//!   dropped).
 //! - In: a datagram on [`PORT`] is written to the device only if its
 //!   source address is the sending node's own and its destination is this
 //!   node's: nobody can spoof another node's address.
@@ -42,6 +43,8 @@ pub const DEVICE: &str = "fogwire0";
 const ROUTES_MAX: usize = 1024;
 /// How long an address table stays fresh before a miss reloads it.
 const TABLE_FRESH: Duration = Duration::from_secs(2);
+/// Packets held for a destination while its route opens; more are dropped.
+const HELD_MAX: usize = 16;
 /// How long a route may take to open before the next packet tries again.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -92,7 +95,8 @@ struct Counters {
 }
 
 enum RouteState {
-    Opening(Instant),
+    /// Since when, and the first packets, held until the route is up.
+    Opening(Instant, Vec<Bytes>),
     Up(RouteId),
 }
 
@@ -201,16 +205,29 @@ impl Inner {
         let Some(node) = self.node_at(destination).await else {
             return self.dropped_out();
         };
+        let data = Bytes::copy_from_slice(packet);
         let route = {
             let mut table = self.lock();
-            match table.routes.get(&node) {
+            let full = table.routes.len() >= ROUTES_MAX && !table.routes.contains_key(&node);
+            match table.routes.get_mut(&node) {
                 Some(RouteState::Up(route)) => Some(*route),
-                Some(RouteState::Opening(since)) if since.elapsed() < OPEN_TIMEOUT => None,
-                _ if table.routes.len() >= ROUTES_MAX && !table.routes.contains_key(&node) => None,
+                Some(RouteState::Opening(since, held)) if since.elapsed() < OPEN_TIMEOUT => {
+                    if held.len() < HELD_MAX {
+                        held.push(data.clone());
+                    } else {
+                        self.dropped_out();
+                    }
+                    None
+                }
+                _ if full => {
+                    self.dropped_out();
+                    None
+                }
                 _ => {
-                    table
-                        .routes
-                        .insert(node, RouteState::Opening(Instant::now()));
+                    table.routes.insert(
+                        node,
+                        RouteState::Opening(Instant::now(), vec![data.clone()]),
+                    );
                     let inner = Arc::downgrade(self);
                     tokio::spawn(open_route(inner, node));
                     None
@@ -218,15 +235,18 @@ impl Inner {
             }
         };
         let Some(route) = route else {
-            return self.dropped_out();
+            return;
         };
-        let data = Bytes::copy_from_slice(packet);
+        self.forward(node, route, data).await;
+    }
+
+    /// Sends one packet on a destination's route.
+    async fn forward(&self, node: NodeId, route: RouteId, data: Bytes) {
+        let len = data.len() as u64;
         match self.routing.send_datagram(route, PORT, data).await {
             Ok(()) => {
                 self.counters.packets_out.fetch_add(1, Ordering::Relaxed);
-                self.counters
-                    .bytes_out
-                    .fetch_add(packet.len() as u64, Ordering::Relaxed);
+                self.counters.bytes_out.fetch_add(len, Ordering::Relaxed);
             }
             Err(error) => {
                 tracing::debug!(%error, node = %node.short(), "vpn: the route is gone; the next packet opens another");
@@ -268,14 +288,29 @@ async fn open_route(inner: Weak<Inner>, node: NodeId) {
     let Some(inner) = inner.upgrade() else {
         return;
     };
-    let mut table = inner.lock();
-    match opened {
-        Ok(Ok(opened)) => {
-            tracing::debug!(node = %node.short(), "vpn: route up");
-            table.routes.insert(node, RouteState::Up(opened.route));
+    let held = {
+        let mut table = inner.lock();
+        let held = match table.routes.remove(&node) {
+            Some(RouteState::Opening(_, held)) => held,
+            _ => Vec::new(),
+        };
+        match &opened {
+            Ok(Ok(opened)) => {
+                tracing::debug!(node = %node.short(), "vpn: route up");
+                table.routes.insert(node, RouteState::Up(opened.route));
+                held
+            }
+            _ => {
+                for _ in &held {
+                    inner.dropped_out();
+                }
+                Vec::new()
+            }
         }
-        _ => {
-            table.routes.remove(&node);
+    };
+    if let Ok(Ok(opened)) = opened {
+        for packet in held {
+            inner.forward(node, opened.route, packet).await;
         }
     }
 }
@@ -398,7 +433,7 @@ impl Switch {
             .values()
             .filter_map(|state| match state {
                 RouteState::Up(route) => Some(*route),
-                RouteState::Opening(_) => None,
+                RouteState::Opening(..) => None,
             })
             .collect();
         let routing = stopped.inner.routing.clone();
