@@ -83,8 +83,14 @@ pub fn read(kind: ReceiptKind, bytes: &[u8]) -> Result<Claim, LedgerError> {
                 price_per_gib: None,
             })
         }
-        ReceiptKind::Serving => {
-            if body.len() != SERVE_BODY_LEN || body[0] != SERVE_VERSION {
+        // Both: version | payee 32 | seq u64 | bytes u64 | …; an exit's
+        // then carries its price.
+        ReceiptKind::Serving | ReceiptKind::Exit => {
+            let (len, version) = match kind {
+                ReceiptKind::Exit => (EXIT_BODY_LEN, EXIT_VERSION),
+                _ => (SERVE_BODY_LEN, SERVE_VERSION),
+            };
+            if body.len() != len || body[0] != version {
                 return Err(malformed());
             }
             let mut payee = [0u8; 32];
@@ -95,22 +101,7 @@ pub fn read(kind: ReceiptKind, bytes: &[u8]) -> Result<Claim, LedgerError> {
                 channel: [0; 16],
                 seq: be64(&body[33..]),
                 bytes: be64(&body[41..]),
-                price_per_gib: None,
-            })
-        }
-        ReceiptKind::Exit => {
-            if body.len() != EXIT_BODY_LEN || body[0] != EXIT_VERSION {
-                return Err(malformed());
-            }
-            let mut payee = [0u8; 32];
-            payee.copy_from_slice(&body[1..33]);
-            Ok(Claim {
-                payer,
-                payee: Id(payee),
-                channel: [0; 16],
-                seq: be64(&body[33..]),
-                bytes: be64(&body[41..]),
-                price_per_gib: Some(be64(&body[49..])),
+                price_per_gib: (kind == ReceiptKind::Exit).then(|| be64(&body[49..])),
             })
         }
     }
@@ -144,13 +135,14 @@ pub struct ServeReceipt {
 impl ServeReceipt {
     /// Signed by the fetcher: its wire form.
     pub fn sign(&self, fetcher: &Keypair) -> Vec<u8> {
-        let mut body = Vec::with_capacity(SERVE_BODY_LEN);
-        body.push(SERVE_VERSION);
-        body.extend_from_slice(self.server.as_bytes());
-        body.extend_from_slice(&self.seq.to_be_bytes());
-        body.extend_from_slice(&self.bytes.to_be_bytes());
-        body.extend_from_slice(&self.issued_at_ms.to_be_bytes());
-        SignedRecord::sign(fetcher, SERVE_RECEIPT, body).encode()
+        let numbers = [self.seq, self.bytes, self.issued_at_ms];
+        sign_to_payee(
+            fetcher,
+            SERVE_RECEIPT,
+            SERVE_VERSION,
+            &self.server,
+            &numbers,
+        )
     }
 }
 
@@ -169,15 +161,27 @@ pub struct ExitReceipt {
 impl ExitReceipt {
     /// Signed by the client: its wire form.
     pub fn sign(&self, client: &Keypair) -> Vec<u8> {
-        let mut body = Vec::with_capacity(EXIT_BODY_LEN);
-        body.push(EXIT_VERSION);
-        body.extend_from_slice(self.exit.as_bytes());
-        body.extend_from_slice(&self.seq.to_be_bytes());
-        body.extend_from_slice(&self.bytes.to_be_bytes());
-        body.extend_from_slice(&self.price_per_gib.to_be_bytes());
-        body.extend_from_slice(&self.issued_at_ms.to_be_bytes());
-        SignedRecord::sign(client, EXIT_RECEIPT, body).encode()
+        let numbers = [self.seq, self.bytes, self.price_per_gib, self.issued_at_ms];
+        sign_to_payee(client, EXIT_RECEIPT, EXIT_VERSION, &self.exit, &numbers)
     }
+}
+
+/// A receipt body `version | payee 32 | numbers (u64 each, big-endian)`,
+/// signed by the payer: its wire form.
+fn sign_to_payee(
+    payer: &Keypair,
+    domain: Domain,
+    version: u8,
+    payee: &NodeId,
+    numbers: &[u64],
+) -> Vec<u8> {
+    let mut body = Vec::with_capacity(1 + 32 + 8 * numbers.len());
+    body.push(version);
+    body.extend_from_slice(payee.as_bytes());
+    for number in numbers {
+        body.extend_from_slice(&number.to_be_bytes());
+    }
+    SignedRecord::sign(payer, domain, body).encode()
 }
 
 /// What `bytes` cost at `price_per_gib`, rounded down: cumulative, so
