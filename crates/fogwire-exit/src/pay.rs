@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use fogwire_identity::NodeId;
 use fogwire_ledger::proto::receipt::{self, ReceiptKind};
 use fogwire_route::services::BoxFuture;
-use fogwire_route::{Datagram, RouteStream, Service};
 use tokio::sync::Notify;
 
 /// The exit's receipts port: client → exit.
@@ -69,10 +68,6 @@ pub(crate) struct Payments {
     pub(crate) counters: PayCounters,
 }
 
-fn cost(bytes: u64, price_per_gib: u64) -> u64 {
-    receipt::cost(bytes, price_per_gib)
-}
-
 impl Payments {
     pub(crate) fn new(price_per_gib: u64) -> Self {
         Self {
@@ -120,7 +115,7 @@ impl Payments {
             return Ok(());
         }
         let price = fogwire_ledger::format_coins(self.price_per_gib);
-        let need = cost(CREDIT, self.price_per_gib).max(1);
+        let need = receipt::cost(CREDIT, self.price_per_gib).max(1);
         let known = {
             let mut accounts = self.lock();
             let account = Self::account(&mut accounts, client);
@@ -196,7 +191,7 @@ impl Payments {
     }
 
     /// Takes a receipt a client sent.
-    fn receipt(&self, from: NodeId, bytes: &[u8]) {
+    pub(crate) fn receipt(&self, from: NodeId, bytes: &[u8]) {
         let refused = || {
             self.counters
                 .receipts_refused
@@ -237,19 +232,5 @@ impl Payments {
             .values_mut()
             .filter_map(|account| account.receipt.take())
             .collect()
-    }
-}
-
-/// The service on [`PAY_PORT`].
-pub(crate) struct Receipts(pub(crate) Arc<Payments>);
-
-impl Service for Receipts {
-    fn accept(&self, stream: RouteStream) -> BoxFuture<()> {
-        drop(stream);
-        Box::pin(async {})
-    }
-
-    fn datagram(&self, datagram: Datagram) {
-        self.0.receipt(datagram.from, &datagram.data);
     }
 }

@@ -22,7 +22,7 @@ use bytes::{Bytes, BytesMut};
 use fogwire_exit_proto::socks::{
     self, Command, Credentials, Greeting, METHOD_PASSWORD, METHOD_REFUSED, SocksError, UdpHeader,
 };
-use fogwire_exit_proto::wire::{self, DecodeError, Reply, Status};
+use fogwire_exit_proto::wire::{self, Reply, Status};
 use fogwire_identity::{NodeId, prefix_of};
 use fogwire_route::proto::path::HOPS_MAX;
 use fogwire_route::proto::router::RouteId;
@@ -36,7 +36,7 @@ use crate::choose::{exits, pick};
 use crate::outbound::Outbound;
 use crate::proxy_udp::{Association, UdpCounters};
 use crate::service::SERVICE;
-use crate::splice::{Moved, splice};
+use crate::splice::{HeadError, Moved, read_head, splice};
 
 /// How long a client has for its greeting, credentials and request.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -760,27 +760,13 @@ impl Shared {
 
 /// The exit's reply, and whatever followed it put back on the stream.
 async fn read_reply(stream: &mut RouteStream) -> Result<Reply, Refused> {
-    let mut buffer = BytesMut::new();
-    loop {
-        match Reply::decode(&buffer) {
-            Ok((reply, len)) => {
-                stream.unread(buffer.split_off(len).freeze());
-                return Ok(reply);
-            }
-            Err(DecodeError::Incomplete(_)) => {}
-            Err(error) => return Err(Refused(None, format!("the exit's reply: {error}"))),
-        }
-        match stream.read().await {
-            Some(Ok(chunk)) => buffer.extend_from_slice(&chunk),
-            Some(Err(error)) => return Err(Refused(None, format!("the exit's stream: {error}"))),
-            None => {
-                return Err(Refused(
-                    None,
-                    "the exit closed the stream without a reply".into(),
-                ));
-            }
-        }
-    }
+    read_head(stream, Reply::decode)
+        .await
+        .map_err(|error| match error {
+            HeadError::Malformed(error) => Refused(None, format!("the exit's reply: {error}")),
+            HeadError::Stream(error) => Refused(None, format!("the exit's stream: {error}")),
+            HeadError::Ended => Refused(None, "the exit closed the stream without a reply".into()),
+        })
 }
 
 async fn write(socket: &mut TcpStream, bytes: &[u8]) -> Result<(), Refused> {

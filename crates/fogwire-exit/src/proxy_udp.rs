@@ -10,13 +10,12 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
 use fogwire_exit_proto::socks::UdpHeader;
 use fogwire_exit_proto::wire::{Datagram, Destination};
 use fogwire_identity::NodeId;
-use fogwire_route::services::BoxFuture;
-use fogwire_route::{Limits, RouteStream, Routing, Service, ServiceError, Spec};
+use fogwire_route::{Datagrams, Routing, ServiceError, Spec};
 use tokio::sync::mpsc;
 
 use crate::udp::REPLY_PORT;
@@ -55,16 +54,17 @@ pub(crate) struct Replies {
 }
 
 impl Replies {
-    /// Offers the replies service on `routing`'s reply port.
+    /// Offers the replies service on `routing`'s reply port; it does not
+    /// keep them alive (the node's `Outbound` does).
     pub(crate) fn offer(self: &Arc<Self>, routing: &Routing) -> Result<(), ServiceError> {
-        let spec = Spec::streams("socks-udp")
-            .with_datagrams(REPLY_PORT)
-            .with_limits(Limits {
-                streams_queued: 1,
-                streams_at_once: 1,
-                datagrams_queued: 1024,
-            });
-        routing.accept(spec, Arc::new(Handle(Arc::downgrade(self))))
+        let replies = Arc::downgrade(self);
+        let answer = move |datagram: fogwire_route::Datagram| {
+            if let Some(replies) = replies.upgrade() {
+                replies.answer(&datagram);
+            }
+        };
+        let spec = Spec::datagrams("socks-udp", REPLY_PORT, 1024);
+        routing.accept(spec, Arc::new(Datagrams(answer)))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Arc<Association>>> {
@@ -114,24 +114,6 @@ impl Replies {
         out.extend_from_slice(parsed.payload);
         if association.answers.try_send(out).is_err() {
             counters.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-/// The service registered for a node's [`Replies`]; it does not keep them
-/// alive (the proxies do).
-struct Handle(Weak<Replies>);
-
-impl Service for Handle {
-    fn accept(&self, stream: RouteStream) -> BoxFuture<()> {
-        // Nothing is served on streams: dropping one resets it.
-        drop(stream);
-        Box::pin(async {})
-    }
-
-    fn datagram(&self, datagram: fogwire_route::Datagram) {
-        if let Some(replies) = self.0.upgrade() {
-            replies.answer(&datagram);
         }
     }
 }

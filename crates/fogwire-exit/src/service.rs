@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use fogwire_exit_proto::Policy;
 use fogwire_exit_proto::wire::{DecodeError, Destination, Reply, Request, Status};
 use fogwire_route::proto::advert::Offer;
@@ -17,8 +17,8 @@ use ipnet::IpNet;
 use tokio::net::TcpStream;
 
 use crate::clients::Clients;
-use crate::pay::{Funds, Payments, Receipts};
-use crate::splice::{Moved, splice};
+use crate::pay::{Funds, Payments};
+use crate::splice::{HeadError, Moved, read_head, splice};
 
 /// The service's name on routes and in adverts.
 pub const SERVICE: &str = "exit";
@@ -181,14 +181,12 @@ impl Exit {
         self.inner.payments.attach(routing.node_id(), funds);
         routing.accept(self.spec(), Arc::new(self.clone()))?;
         if self.inner.payments.charging() {
-            let spec = Spec::streams("exit-pay")
-                .with_datagrams(crate::pay::PAY_PORT)
-                .with_limits(Limits {
-                    streams_queued: 1,
-                    streams_at_once: 1,
-                    datagrams_queued: 1024,
-                });
-            routing.accept(spec, Arc::new(Receipts(self.inner.payments.clone())))?;
+            let payments = self.inner.payments.clone();
+            let take = move |datagram: fogwire_route::Datagram| {
+                payments.receipt(datagram.from, &datagram.data);
+            };
+            let spec = Spec::datagrams("exit-pay", crate::pay::PAY_PORT, 1024);
+            routing.accept(spec, Arc::new(fogwire_route::Datagrams(take)))?;
         }
         Ok(())
     }
@@ -417,24 +415,14 @@ impl Exit {
 }
 
 /// Reads a request from the stream's first bytes, putting back whatever
-/// followed it. `Err(None)` when the stream ended first.
+/// followed it. `Err(None)` when the stream ended or failed first.
 async fn read_request(stream: &mut RouteStream) -> Result<Request, Option<DecodeError>> {
-    let mut buffer = BytesMut::new();
-    loop {
-        match Request::decode(&buffer) {
-            Ok((request, len)) => {
-                let rest = buffer.split_off(len).freeze();
-                stream.unread(rest);
-                return Ok(request);
-            }
-            Err(DecodeError::Incomplete(_)) => {}
-            Err(error) => return Err(Some(error)),
-        }
-        match stream.read().await {
-            Some(Ok(chunk)) => buffer.extend_from_slice(&chunk),
-            _ => return Err(None),
-        }
-    }
+    read_head(stream, Request::decode)
+        .await
+        .map_err(|error| match error {
+            HeadError::Malformed(error) => Some(error),
+            HeadError::Stream(_) | HeadError::Ended => None,
+        })
 }
 
 /// Tells the client why, and ends the stream.

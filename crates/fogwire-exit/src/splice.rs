@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::BytesMut;
+use fogwire_exit_proto::wire::DecodeError;
 use fogwire_route::RouteStream;
 use fogwire_route::proto::router::stream::StreamError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -94,4 +95,37 @@ pub(crate) async fn splice(
         Ok::<_, SpliceError>(())
     };
     tokio::try_join!(down, up).map(|_| ())
+}
+
+/// Why the message at the start of a stream could not be read.
+pub(crate) enum HeadError {
+    Malformed(DecodeError),
+    Stream(StreamError),
+    /// The stream ended first.
+    Ended,
+}
+
+/// Reads the message `decode` takes from the start of `stream` (a request
+/// or a reply, each bounded by its format), putting back whatever followed
+/// it for the connection's bytes.
+pub(crate) async fn read_head<T>(
+    stream: &mut RouteStream,
+    decode: impl Fn(&[u8]) -> Result<(T, usize), DecodeError>,
+) -> Result<T, HeadError> {
+    let mut buffer = BytesMut::new();
+    loop {
+        match decode(&buffer) {
+            Ok((message, len)) => {
+                stream.unread(buffer.split_off(len).freeze());
+                return Ok(message);
+            }
+            Err(DecodeError::Incomplete(_)) => {}
+            Err(error) => return Err(HeadError::Malformed(error)),
+        }
+        match stream.read().await {
+            Some(Ok(chunk)) => buffer.extend_from_slice(&chunk),
+            Some(Err(error)) => return Err(HeadError::Stream(error)),
+            None => return Err(HeadError::Ended),
+        }
+    }
 }

@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use actor::describe_path;
 use actor::{Actor, Command, INBOX_LEN, Input};
 pub use fogwire_route_proto as proto;
-pub use services::{Datagram, Limits, Service, ServiceError, Spec};
+pub use services::{Datagram, Datagrams, Limits, Service, ServiceError, Spec};
 pub use stream::{RouteStream, RouteStreamReader, RouteStreamWriter};
 
 /// Link channel of adverts (beside the router's control and data

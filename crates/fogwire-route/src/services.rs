@@ -75,6 +75,27 @@ pub trait Service: Send + Sync + 'static {
     }
 }
 
+/// A service that takes datagrams only, each handed to the function it
+/// holds; a stream opened to it is reset.
+pub struct Datagrams<F>(pub F);
+
+impl<F> std::fmt::Debug for Datagrams<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Datagrams").finish_non_exhaustive()
+    }
+}
+
+impl<F: Fn(Datagram) + Send + Sync + 'static> Service for Datagrams<F> {
+    fn accept(&self, stream: RouteStream) -> BoxFuture<()> {
+        drop(stream);
+        Box::pin(async {})
+    }
+
+    fn datagram(&self, datagram: Datagram) {
+        (self.0)(datagram);
+    }
+}
+
 /// The bounds of one service's queues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -116,6 +137,18 @@ impl Spec {
                 datagrams_queued: 1024,
             },
         }
+    }
+
+    /// A service of datagrams to `port` only (streams to `name` are
+    /// reset), at most `queued` waiting: see [`Datagrams`].
+    pub const fn datagrams(name: &'static str, port: u16, queued: usize) -> Self {
+        Self::streams(name)
+            .with_datagrams(port)
+            .with_limits(Limits {
+                streams_queued: 1,
+                streams_at_once: 1,
+                datagrams_queued: queued,
+            })
     }
 
     /// Datagrams to `port` are this service's too.

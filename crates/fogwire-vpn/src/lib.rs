@@ -27,8 +27,7 @@ use bytes::Bytes;
 use fogwire_exit_proto::address::{PREFIX, address_of};
 use fogwire_identity::NodeId;
 use fogwire_route::proto::router::RouteId;
-use fogwire_route::services::BoxFuture;
-use fogwire_route::{Constraints, Datagram, Limits, RouteStream, Routing, Service, Spec};
+use fogwire_route::{Constraints, Datagram, Datagrams, Routing, Spec};
 use tokio::task::JoinHandle;
 use tun_rs::{AsyncDevice, DeviceBuilder};
 
@@ -315,22 +314,6 @@ async fn open_route(inner: Weak<Inner>, node: NodeId) {
     }
 }
 
-/// The service on [`PORT`]: hands datagrams to the VPN while it is up.
-struct Port(Weak<Inner>);
-
-impl Service for Port {
-    fn accept(&self, stream: RouteStream) -> BoxFuture<()> {
-        drop(stream);
-        Box::pin(async {})
-    }
-
-    fn datagram(&self, datagram: Datagram) {
-        if let Some(inner) = self.0.upgrade() {
-            inner.receive(&datagram);
-        }
-    }
-}
-
 impl Vpn {
     /// Creates the TUN device with this node's address and starts
     /// carrying packets over `routing`.
@@ -349,14 +332,17 @@ impl Vpn {
             table: Mutex::new(Table::default()),
             counters: Counters::default(),
         });
-        let spec = Spec::streams("vpn")
-            .with_datagrams(PORT)
-            .with_limits(Limits {
-                streams_queued: 1,
-                streams_at_once: 1,
-                datagrams_queued: 4096,
-            });
-        routing.accept(spec, Arc::new(Port(Arc::downgrade(&inner))))?;
+        // The service does not keep the VPN alive: down is down.
+        let receiving = Arc::downgrade(&inner);
+        let receive = move |datagram: Datagram| {
+            if let Some(inner) = receiving.upgrade() {
+                inner.receive(&datagram);
+            }
+        };
+        routing.accept(
+            Spec::datagrams("vpn", PORT, 4096),
+            Arc::new(Datagrams(receive)),
+        )?;
         let reading = inner.clone();
         let reader = tokio::spawn(async move {
             let mut buffer = vec![0u8; usize::from(MTU) + 64];
