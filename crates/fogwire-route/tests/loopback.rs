@@ -241,16 +241,22 @@ impl Service for Datagrams {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn echo_answers_and_unknown_services_are_refused() {
+/// Two linked nodes, and a route from the first to the second.
+async fn two_nodes_and_a_route() -> (Net, fogwire_route::Opened) {
     let mut net = Net::new(2);
     net.link(0, 1).await;
     net.converge().await;
-    let source = &net.routings[0];
-    let opened = source
+    let opened = net.routings[0]
         .open(net.id(1), Constraints::default())
         .await
         .unwrap();
+    (net, opened)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_answers_and_unknown_services_are_refused() {
+    let (net, opened) = two_nodes_and_a_route().await;
+    let source = &net.routings[0];
     let mut echo = source.connect(opened.route, "echo").await.unwrap();
     echo.write_all(bytes::Bytes::from_static(b"hello echo"))
         .await
@@ -308,14 +314,8 @@ async fn a_stream_survives_its_relay_dying() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_opened_at_once_on_a_new_route_all_get_through() {
-    let mut net = Net::new(2);
-    net.link(0, 1).await;
-    net.converge().await;
+    let (net, opened) = two_nodes_and_a_route().await;
     let source = &net.routings[0];
-    let opened = source
-        .open(net.id(1), Constraints::default())
-        .await
-        .unwrap();
     // Opened together (ids 1, 3, 5, 7) but written last first, as
     // tasks racing each other would: the far end sees the higher ids
     // before the lower ones, and opens every one.
