@@ -69,6 +69,10 @@ pub struct Outbound {
     pub(crate) replies: Arc<Replies>,
     meters: Mutex<HashMap<NodeId, Arc<Meter>>>,
     pub(crate) receipts_sent: AtomicU64,
+    /// The receipt loop starts with the first charging exit used, so a
+    /// node that never pays one never wakes for it.
+    receipts_started: std::sync::Once,
+    me: Weak<Outbound>,
 }
 
 impl std::fmt::Debug for Outbound {
@@ -78,20 +82,20 @@ impl std::fmt::Debug for Outbound {
 }
 
 impl Outbound {
-    /// Offers the UDP answers port on `routing` and starts signing
-    /// receipts with `key` for the exits this node uses.
+    /// Offers the UDP answers port on `routing`; receipts for the exits
+    /// this node uses are signed with `key`.
     pub fn start(key: Arc<Keypair>, routing: Routing) -> Result<Arc<Outbound>, ServiceError> {
         let replies = Arc::new(Replies::default());
         replies.offer(&routing)?;
-        let outbound = Arc::new(Outbound {
+        Ok(Arc::new_cyclic(|me| Outbound {
             key,
             routing,
             replies,
             meters: Mutex::new(HashMap::new()),
             receipts_sent: AtomicU64::new(0),
-        });
-        tokio::spawn(receipt_loop(Arc::downgrade(&outbound)));
-        Ok(outbound)
+            receipts_started: std::sync::Once::new(),
+            me: me.clone(),
+        }))
     }
 
     pub(crate) fn routing(&self) -> &Routing {
@@ -128,6 +132,11 @@ impl Outbound {
             sent: Mutex::new((0, now, 0, RECEIPT_REPEATS)),
         });
         meters.insert(exit, meter.clone());
+        if price_per_gib > 0 {
+            let me = self.me.clone();
+            self.receipts_started
+                .call_once(|| drop(tokio::spawn(receipt_loop(me))));
+        }
         meter
     }
 
