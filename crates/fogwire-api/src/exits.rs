@@ -15,6 +15,9 @@ pub struct ExitEntry {
     /// The best path's advertised one-way latency; none: no path.
     pub latency_ms: Option<f64>,
     pub hops: Option<usize>,
+    /// Whether it forwards VPN packets too (`fogwire vpn up --exit`).
+    #[serde(default)]
+    pub vpn: bool,
 }
 
 /// This node as an exit: its terms and counters.
@@ -138,13 +141,39 @@ pub struct VpnStatus {
     /// Datagrams whose source address was not their sender's own.
     pub spoofed: u64,
     pub routes: u64,
+    /// This node's IPv4 address on the device, through an exit or as one.
+    #[serde(default)]
+    pub ipv4: Option<String>,
+    /// The exit the default routes go through.
+    #[serde(default)]
+    pub exit: Option<String>,
+    /// Whether the lease on that exit holds now.
+    #[serde(default)]
+    pub exit_leased: bool,
+    /// This node as a VPN exit.
+    #[serde(default)]
+    pub gateway: Option<VpnGateway>,
+}
+
+/// A node's VPN gateway, as an exit: its leased clients and packets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VpnGateway {
+    pub clients: u64,
+    pub forwarded: u64,
+    pub answered: u64,
+    pub refused: u64,
+    pub dropped: u64,
+    pub spoofed: u64,
 }
 
 /// The body of `POST /v1/vpn/up`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VpnUpRequest {
-    /// Carry IPv4 and IPv6 default routes through this exit (not built
-    /// yet: refused).
+    /// Carry IPv4 and IPv6 default routes through this exit (a node id
+    /// or name).
     #[serde(default)]
     pub exit: Option<String>,
+    /// Links on the route to the exit, at least (default 1).
+    #[serde(default)]
+    pub min_hops: Option<usize>,
 }

@@ -86,6 +86,7 @@ pub(crate) async fn list(State(state): State<Arc<ApiState>>) -> Response {
                 policy: exit.policy,
                 latency_ms: exit.latency_us.map(|us| us as f64 / 1e3),
                 hops: exit.hops,
+                vpn: exit.vpn,
             })
             .collect(),
         serving,
@@ -189,6 +190,28 @@ fn vpn_report(state: &ApiState) -> fogwire_api::VpnStatus {
         dropped_in: stats.dropped_in,
         spoofed: stats.spoofed,
         routes: stats.routes,
+        ipv4: status
+            .as_ref()
+            .and_then(|s| s.ipv4)
+            .map(|ipv4| ipv4.to_string()),
+        exit: status
+            .as_ref()
+            .and_then(|s| s.exit)
+            .map(|(exit, _)| exit.to_string()),
+        exit_leased: status
+            .as_ref()
+            .and_then(|s| s.exit)
+            .is_some_and(|(_, leased)| leased),
+        gateway: status
+            .and_then(|s| s.gateway)
+            .map(|gateway| fogwire_api::VpnGateway {
+                clients: gateway.clients,
+                forwarded: gateway.forwarded,
+                answered: gateway.answered,
+                refused: gateway.refused,
+                dropped: gateway.dropped,
+                spoofed: gateway.spoofed,
+            }),
     }
 }
 
@@ -210,25 +233,62 @@ pub(crate) async fn vpn_up(State(state): State<Arc<ApiState>>, body: Bytes) -> R
             }
         }
     };
-    if request.exit.is_some() {
-        return error(
-            StatusCode::NOT_IMPLEMENTED,
-            "vpn up --exit is not built yet: the VPN carries node-to-node traffic only \
-             (use fogwire proxy for traffic through an exit)",
-        );
-    }
-    match state.node.vpn().up(state.node.routing()) {
+    let routing = state.node.routing();
+    let mode = match &request.exit {
+        None => fogwire_vpn::Mode::Direct,
+        Some(name) => {
+            let exit = match routing.nodes().await {
+                Ok(nodes) => match resolve(&nodes, name) {
+                    Ok(exit) => exit,
+                    Err(refusal) => return refusal.into_response(),
+                },
+                Err(failure) => return Refusal::from(failure).into_response(),
+            };
+            let exits = match fogwire_exit::exits(routing).await {
+                Ok(exits) => exits,
+                Err(failure) => return Refusal::from(failure).into_response(),
+            };
+            let Some(info) = exits.iter().find(|info| info.node == exit) else {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    format!("{name} advertises no exit (fogwire exits lists those that do)"),
+                );
+            };
+            if !info.vpn {
+                return error(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "exit {name} does not forward VPN packets (its [exit] vpn is off); \
+                         fogwire exits shows which do, or use fogwire proxy through it"
+                    ),
+                );
+            }
+            fogwire_vpn::Mode::Through(fogwire_vpn::Through {
+                exit,
+                price_per_gib: info.price_per_gib,
+                outbound: state.node.outbound().clone(),
+                constraints: fogwire_route::Constraints {
+                    min_hops: request.min_hops.unwrap_or(1).max(1),
+                    ..fogwire_route::Constraints::default()
+                },
+            })
+        }
+    };
+    match state.node.vpn().up(routing, mode).await {
         Ok(_) => axum::Json(vpn_report(&state)).into_response(),
         Err(fogwire_vpn::VpnError::AlreadyUp) => error(
             StatusCode::CONFLICT,
             "the VPN is up already (fogwire vpn status)",
         ),
+        Err(failure @ fogwire_vpn::VpnError::Exit { .. }) => {
+            error(StatusCode::BAD_GATEWAY, failure.to_string())
+        }
         Err(failure) => error(StatusCode::INTERNAL_SERVER_ERROR, failure.to_string()),
     }
 }
 
 pub(crate) async fn vpn_down(State(state): State<Arc<ApiState>>) -> Response {
-    match state.node.vpn().down() {
+    match state.node.vpn().down().await {
         Ok(()) => axum::Json(vpn_report(&state)).into_response(),
         Err(failure) => error(StatusCode::CONFLICT, failure.to_string()),
     }

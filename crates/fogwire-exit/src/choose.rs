@@ -3,7 +3,7 @@
 use fogwire_identity::NodeId;
 use fogwire_route::{Constraints, RouteError, Routing};
 
-use crate::service::SERVICE;
+use crate::service::{SERVICE, VPN_SERVICE};
 
 /// Exits looked at, at most (each costs a path search).
 const EXITS_LISTED_MAX: usize = 256;
@@ -20,6 +20,8 @@ pub struct ExitInfo {
     pub latency_us: Option<u64>,
     /// Links on that path.
     pub hops: Option<usize>,
+    /// Whether it forwards VPN packets too (`fogwire vpn up --exit`).
+    pub vpn: bool,
 }
 
 /// Every exit this node knows of other than itself, cheapest first, then
@@ -39,6 +41,7 @@ pub async fn exits(routing: &Routing) -> Result<Vec<ExitInfo>, RouteError> {
             policy: offer.terms.clone(),
             latency_us: None,
             hops: None,
+            vpn: node.advert.offer(VPN_SERVICE).is_some(),
         });
         if found.len() == EXITS_LISTED_MAX {
             break;
@@ -94,6 +97,7 @@ mod tests {
             policy: "public internet".into(),
             latency_us,
             hops: latency_us.map(|_| 2),
+            vpn: false,
         }
     }
 

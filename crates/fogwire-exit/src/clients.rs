@@ -50,6 +50,42 @@ impl Client {
     }
 }
 
+/// A VPN client's admission to an exit ([`crate::Exit::lease`]): one of
+/// its stream slots, held while its lease stream is open.
+pub struct Lease {
+    pub(crate) slot: Slot,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("client", &self.slot.peer.short())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Lease {
+    /// Whether a packet of `bytes` may pass now, either way: within the
+    /// client's bandwidth cap and, at a charging exit, its credit. A
+    /// packet that may not is dropped, never delayed (IP has its own
+    /// congestion control), and is not counted.
+    pub fn pass(&self, bytes: usize) -> bool {
+        let client = &self.slot.client;
+        if let Some(limiter) = &client.limiter {
+            let cells = (bytes as u32).div_ceil(CELL_BYTES).max(1);
+            let allowed = NonZeroU32::new(cells)
+                .is_some_and(|cells| matches!(limiter.check_n(cells), Ok(Ok(()))));
+            if !allowed {
+                return false;
+            }
+        }
+        match &client.payments {
+            Some(payments) => payments.carry(client.peer, bytes as u64),
+            None => true,
+        }
+    }
+}
+
 /// The clients with a stream open, each with its count.
 pub(crate) struct Clients {
     open: Mutex<HashMap<NodeId, (Arc<Client>, usize)>>,

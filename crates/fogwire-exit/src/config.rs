@@ -39,6 +39,11 @@ pub struct ExitSection {
     /// The price per GiB advertised.
     #[default(Coins(0))]
     pub price_per_gib: Coins,
+    /// Also forward VPN clients' IP packets (`fogwire vpn up --exit`):
+    /// the node brings its TUN device up at start, turns on IP forwarding
+    /// and NATs the clients to this host's upstream with nftables. Needs
+    /// root (or CAP_NET_ADMIN) and the `nft` program.
+    pub vpn: bool,
 }
 
 impl ExitSection {
@@ -55,6 +60,7 @@ impl ExitSection {
             client_kbps: self.client_kbps,
             streams_per_client: self.streams_per_client.max(1),
             price_per_gib: self.price_per_gib.0,
+            vpn: self.vpn,
             ..ExitConfig::default()
         })
     }

@@ -29,7 +29,8 @@ mod splice;
 pub mod udp;
 
 pub use choose::{ExitInfo, exits, pick};
-pub use outbound::{ExitUsage, Outbound};
+pub use clients::Lease;
+pub use outbound::{ExitUsage, Meter, Outbound};
 pub use pay::Funds;
 pub use proxy::{Proxy, ProxyConfig, ProxyError, ProxyStats};
-pub use service::{Exit, ExitConfig, ExitStats, SERVICE};
+pub use service::{Exit, ExitConfig, ExitStats, SERVICE, VPN_SERVICE};

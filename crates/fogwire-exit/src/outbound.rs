@@ -35,7 +35,7 @@ const RECEIPT_REPEATS: u32 = 3;
 const METERS_MAX: usize = 1024;
 
 /// What one exit carried for this node.
-pub(crate) struct Meter {
+pub struct Meter {
     pub(crate) moved: Moved,
     price_per_gib: u64,
     /// A route to the exit, for receipts.
@@ -46,7 +46,20 @@ pub(crate) struct Meter {
     sent: Mutex<(u64, Instant, u64, u32)>,
 }
 
+impl std::fmt::Debug for Meter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Meter")
+            .field("bytes", &self.bytes())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Meter {
+    /// Counts `bytes` the exit carried (packets of the VPN, either way).
+    pub fn carried(&self, bytes: u64) {
+        self.moved.to_socket.fetch_add(bytes, Ordering::Relaxed);
+    }
+
     fn bytes(&self) -> u64 {
         self.moved.to_socket.load(Ordering::Relaxed) + self.moved.to_stream.load(Ordering::Relaxed)
     }
@@ -106,8 +119,9 @@ impl Outbound {
         self.meters.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The meter of `exit`, reached over `route` at `price_per_gib`.
-    pub(crate) fn meter(&self, exit: NodeId, price_per_gib: u64, route: RouteId) -> Arc<Meter> {
+    /// The meter of `exit`, reached over `route` at `price_per_gib`: what
+    /// it counts is receipted to the exit if it charges.
+    pub fn meter(&self, exit: NodeId, price_per_gib: u64, route: RouteId) -> Arc<Meter> {
         let mut meters = self.lock();
         if let Some(meter) = meters.get(&exit) {
             *meter.route.lock().unwrap_or_else(|p| p.into_inner()) = route;

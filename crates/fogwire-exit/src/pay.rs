@@ -166,6 +166,21 @@ impl Payments {
         }
     }
 
+    /// Counts `bytes` carried for `client` if it is within its credit
+    /// (a packet); false, and nothing counted, if it is over.
+    pub(crate) fn carry(&self, client: NodeId, bytes: u64) -> bool {
+        if !self.charging() {
+            return true;
+        }
+        let mut accounts = self.lock();
+        let account = Self::account(&mut accounts, client);
+        if account.owed > CREDIT {
+            return false;
+        }
+        account.owed = account.owed.saturating_add(bytes);
+        true
+    }
+
     /// Counts `bytes` carried for `client`; waits while it is over its
     /// credit, and fails if no receipt comes in time.
     pub(crate) async fn carried(&self, client: NodeId, bytes: u64) -> Result<(), ()> {

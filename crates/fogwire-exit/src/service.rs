@@ -22,6 +22,9 @@ use crate::splice::{HeadError, Moved, read_head, splice};
 
 /// The service's name on routes and in adverts.
 pub const SERVICE: &str = "exit";
+/// The name an exit that forwards VPN packets offers its leases under
+/// (the node's VPN gateway serves it).
+pub const VPN_SERVICE: &str = "vpn-exit";
 /// How long a client has to send its whole request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a hostname may take to resolve.
@@ -51,6 +54,9 @@ pub struct ExitConfig {
     pub streams_max: usize,
     /// The price per GiB it advertises.
     pub price_per_gib: u64,
+    /// Whether it forwards VPN clients' packets too (the node's VPN
+    /// gateway does, with [`Exit::lease`] and [`Exit::check`]).
+    pub vpn: bool,
 }
 
 impl Default for ExitConfig {
@@ -61,6 +67,7 @@ impl Default for ExitConfig {
             streams_per_client: 256,
             streams_max: 4096,
             price_per_gib: 0,
+            vpn: false,
         }
     }
 }
@@ -240,6 +247,41 @@ impl Exit {
             receipts_refused: pay.receipts_refused.load(Ordering::Relaxed),
             refused_unpaid: pay.refused_unpaid.load(Ordering::Relaxed),
         }
+    }
+
+    /// Whether the policy forwards to `destination` now (per packet of
+    /// the VPN: nothing is copied).
+    pub fn check(&self, destination: SocketAddr) -> Result<(), fogwire_exit_proto::Refusal> {
+        {
+            let current = self.inner.policy.read().unwrap_or_else(|p| p.into_inner());
+            if current.1.elapsed() < LOCAL_NETWORKS_REFRESH {
+                return current.0.check(destination);
+            }
+        }
+        self.policy().check(destination)
+    }
+
+    /// Admits `client` to send packets through this exit (its VPN): a
+    /// charging exit checks it can pay, and the lease takes one of the
+    /// client's stream slots while it lasts, sharing the client's
+    /// bandwidth cap and credit with its streams.
+    pub async fn lease(&self, client: fogwire_identity::NodeId) -> Result<crate::Lease, Reply> {
+        let refuse = |status: Status, reason: String| Reply {
+            status,
+            reason,
+        };
+        if let Err(why) = self.inner.payments.admit(client).await {
+            tracing::info!(client = %client.short(), %why, "exit: a VPN client that has not paid, refused");
+            return Err(refuse(Status::PaymentRequired, why));
+        }
+        let Some(slot) = self.inner.clients.enter(client) else {
+            self.inner.counters.busy.fetch_add(1, Ordering::Relaxed);
+            return Err(refuse(
+                Status::Busy,
+                "too many streams open through this exit at once".to_owned(),
+            ));
+        };
+        Ok(crate::Lease { slot })
     }
 
     /// The policy, with the host's networks as they are now.

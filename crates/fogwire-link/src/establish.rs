@@ -97,7 +97,7 @@ pub async fn connect(
     let started = Instant::now();
     let handshake = Handshake::initiator(identity, config, expected_peer, started)?;
     let deadline = tokio::time::Instant::from_std(handshake.deadline());
-    let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+    let stream = match tokio::time::timeout_at(deadline, dial_marked(addr)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(source)) => return Err(EstablishError::Connect { addr, source }),
         Err(_) => {
@@ -279,8 +279,38 @@ pub fn listen(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
     };
     // Restarting must not wait for the old connections' TIME_WAIT.
     socket.set_reuseaddr(true)?;
+    // Connections accepted inherit the listener's mark.
+    mark(&socket);
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
+}
+
+/// The firewall mark of every link socket (`SO_MARK`, Linux). A VPN that
+/// carries the host's default routes through an exit (`fogwire vpn up
+/// --exit`) sends everything *not* so marked into its device; links keep
+/// the routes they had, or they would loop into the tunnel they carry.
+pub const SOCKET_MARK: u32 = 0x6677;
+
+/// Marks `socket` with [`SOCKET_MARK`]. Setting a mark needs
+/// CAP_NET_ADMIN, as the VPN does: without it nothing is marked, and no
+/// VPN can take the default routes either.
+pub fn mark(socket: &impl std::os::fd::AsFd) {
+    #[cfg(target_os = "linux")]
+    {
+        let _ = socket2::SockRef::from(socket).set_mark(SOCKET_MARK);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = socket;
+}
+
+/// Connects to `addr` from a marked socket.
+async fn dial_marked(addr: SocketAddr) -> io::Result<TcpStream> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    mark(&socket);
+    socket.connect(addr).await
 }
 
 /// What to do about a [`listen`] error, for its message: empty if nothing

@@ -28,8 +28,8 @@ pub mod slots;
 pub use channel::{ChannelReceiver, ChannelSendError, ChannelSender};
 pub use driver::{LinkCounters, LinkHandle, LinkSnapshot, NoAnswer, spawn};
 pub use establish::{
-    Direction, EstablishError, Established, connect, connect_stream, dial, establish,
-    establish_asking, establish_within, listen, listen_hint,
+    Direction, EstablishError, Established, SOCKET_MARK, connect, connect_stream, dial, establish,
+    establish_asking, establish_within, listen, listen_hint, mark,
 };
 pub use fogwire_link_proto as proto;
 pub use peer_addr::{ParsePeerAddrError, PeerAddr};

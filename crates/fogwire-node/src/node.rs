@@ -151,6 +151,8 @@ pub enum NodeError {
     PeerBook(#[from] fogwire_link::book::BookError),
     #[error(transparent)]
     Socks(#[from] fogwire_exit::ProxyError),
+    #[error("[exit] vpn: {0}")]
+    Vpn(#[from] fogwire_vpn::VpnError),
 }
 
 /// `path`, or `name` in a new temporary directory (kept alive by the
@@ -320,6 +322,16 @@ impl Node {
                 .services
                 .push(fogwire_exit::SERVICE.to_owned());
             routing_options.offers.push(exit.offer());
+            if exit.config().vpn {
+                let service = fogwire_vpn::LEASE_SERVICE.to_owned();
+                routing_options.services.push(service.clone());
+                routing_options
+                    .offers
+                    .push(fogwire_route::proto::advert::Offer {
+                        service,
+                        ..exit.offer()
+                    });
+            }
         }
         let routing = Routing::start(routing_options)?;
         let outbound = fogwire_exit::Outbound::start(keypair.clone(), routing.clone())?;
@@ -459,6 +471,14 @@ impl Node {
             },
             None => None,
         };
+        let vpn = fogwire_vpn::Switch::default();
+        if let Some(exit) = exit.as_ref().filter(|exit| exit.config().vpn) {
+            let gateway = fogwire_vpn::Mode::Gateway(exit.clone());
+            if let Err(error) = vpn.up(&routing, gateway).await {
+                stop_early(&routing, &replication, &rpc).await;
+                return Err(error.into());
+            }
+        }
         for peer in options.peers.into_iter().chain(kept) {
             links.want(peer);
         }
@@ -477,7 +497,7 @@ impl Node {
                 exit,
                 proxy,
                 outbound,
-                vpn: fogwire_vpn::Switch::default(),
+                vpn,
                 started: Instant::now(),
                 data_dir: options.data_dir,
                 _temp_dirs: temp_dirs,
@@ -622,7 +642,7 @@ impl Node {
         if let Some(proxy) = &parts.proxy {
             proxy.stop();
         }
-        let _ = parts.vpn.down();
+        let _ = parts.vpn.down().await;
         parts.compute.shutdown().await;
         let bounded =
             async |what: &str, work: std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>>| {

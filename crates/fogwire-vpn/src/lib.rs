@@ -1,40 +1,50 @@
-//! fogwire's VPN, node to node: a TUN device holding this node's address
-//! (`fogwire_exit_proto::address`, in `fd77:6972::/32`), whose IPv6
-//! packets to another node's address ride a route to that node as
-//! datagrams to port [`PORT`] — never a stream, so no TCP runs over TCP,
-//! and a full queue drops a packet rather than delaying the rest.
+//! fogwire's VPN: a TUN device holding this node's address
+//! (`fogwire_exit_proto::address`, in `fd77:6972::/32`), whose packets
+//! ride routes as datagrams to port [`PORT`] — never a stream, so no TCP
+//! runs over TCP, and a full queue drops a packet rather than delaying
+//! the rest.
 //!
-//! - Out: a packet read from the device must come from this node's
-//!   address and go to a node address; the destination is looked up among
+//! - Node to node: a packet to another node's address is looked up among
 //!   the nodes this node has adverts from, and sent on a route kept per
 //!   destination (opened on the first packet; the first 16 wait for it,
 //!   as a host holds packets while it resolves a neighbour, and more are
-//!   dropped).
-//! - In: a datagram on [`PORT`] is written to the device only if its
-//!   source address is the sending node's own and its destination is this
-//!   node's: nobody can spoof another node's address.
-//!
-//! Exits (IPv4 and IPv6 default routes through an exit, NAT there) are
-//! not built yet.
+//!   dropped). A datagram is written to the device only if its source
+//!   address is the sending node's own: nobody can spoof another node.
+//! - Through an exit (`fogwire vpn up --exit`): the node leases the
+//!   exit's VPN gateway ([`gateway`]), takes an IPv4 address derived from
+//!   its id too, and sends the host's IPv4 and IPv6 default routes into
+//!   the device ([`system`]); every packet not for a node address goes
+//!   to the exit, and what the exit sends back is written to the device.
+//! - As an exit (`[exit] vpn = true`): the node forwards its leased
+//!   clients' packets to its host's networks, NATed by nftables.
 
 use std::collections::HashMap;
-use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fogwire_exit_proto::address::{PREFIX, address_of};
+use fogwire_exit::{Exit, Meter, Outbound};
+use fogwire_exit_proto::address::{PREFIX, PREFIX_V4, address_of, ipv4_of};
 use fogwire_identity::NodeId;
 use fogwire_route::proto::router::RouteId;
-use fogwire_route::{Constraints, Datagram, Datagrams, Routing, Spec};
+use fogwire_route::{Constraints, Datagram, Datagrams, RouteStream, Routing, Spec};
 use tokio::task::JoinHandle;
 use tun_rs::{AsyncDevice, DeviceBuilder};
+
+pub mod gateway;
+pub mod packet;
+pub mod system;
+
+pub use gateway::{GatewayStats, LEASE_SERVICE};
 
 /// The VPN's datagram port.
 pub const PORT: u16 = 1084;
 /// The device's MTU: a route datagram carries 65 482 bytes, so a packet
-/// this size always fits one, and TCP over the VPN sends large segments.
+/// this size always fits one, and TCP between nodes sends large segments.
+/// Default routes through an exit have a smaller MTU of their own
+/// ([`system::EXIT_ROUTE_MTU`]).
 pub const MTU: u16 = 60_000;
 /// The device's name.
 pub const DEVICE: &str = "fogwire0";
@@ -46,6 +56,9 @@ const TABLE_FRESH: Duration = Duration::from_secs(2);
 const HELD_MAX: usize = 16;
 /// How long a route may take to open before the next packet tries again.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest wait between tries to lease an exit again after a lease
+/// ended.
+const RELEASE_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Why the VPN could not start.
 #[derive(Debug, thiserror::Error)]
@@ -55,12 +68,16 @@ pub enum VpnError {
         "cannot create the TUN device {DEVICE}: {0} (the node needs root or CAP_NET_ADMIN, and /dev/net/tun)"
     )]
     Device(std::io::Error),
-    #[error("the VPN is up already")]
+    #[error("the VPN is up already (fogwire vpn down first)")]
     AlreadyUp,
     #[error("the VPN is not up")]
     NotUp,
     #[error("cannot offer the VPN's port: {0}")]
     Service(#[from] fogwire_route::ServiceError),
+    #[error("exit {exit}: {reason}")]
+    Exit { exit: String, reason: String },
+    #[error("cannot set up the host's routes for the VPN: {0}")]
+    System(#[from] system::SystemError),
 }
 
 /// Counters of the VPN.
@@ -70,9 +87,9 @@ pub struct VpnStats {
     pub bytes_out: u64,
     pub packets_in: u64,
     pub bytes_in: u64,
-    /// Packets from the device this node could not send: not IPv6, not
+    /// Packets from the device this node could not send: not IP, not
     /// from this node's address, to no node it knows, while its route
-    /// opened, or the route's queue full.
+    /// opened, without an exit lease, or the route's queue full.
     pub dropped_out: u64,
     /// Datagrams not written to the device: malformed, a source address
     /// not the sender's own, not for this node, or the device full.
@@ -106,18 +123,52 @@ struct Table {
     routes: HashMap<NodeId, RouteState>,
 }
 
+/// The exit a client's default routes go through.
+struct ExitLink {
+    node: NodeId,
+    /// The route its lease holds; none while the lease is being renewed.
+    route: Mutex<Option<RouteId>>,
+    /// What it carried, receipted if it charges.
+    meter: Arc<Meter>,
+}
+
+/// What the VPN carries besides node-to-node packets.
+#[derive(Debug)]
+pub enum Mode {
+    /// Node to node only.
+    Direct,
+    /// Also the host's default routes, through this exit.
+    Through(Through),
+    /// Also leased clients' packets, as this exit.
+    Gateway(Exit),
+}
+
+/// An exit to send the default routes through.
+#[derive(Debug)]
+pub struct Through {
+    pub exit: NodeId,
+    /// Its advertised price, which receipts are signed at.
+    pub price_per_gib: u64,
+    pub outbound: Arc<Outbound>,
+    pub constraints: Constraints,
+}
+
 struct Inner {
     routing: Routing,
     address: Ipv6Addr,
+    /// The node's IPv4 address, through an exit or as one.
+    ipv4: Option<Ipv4Addr>,
     device: AsyncDevice,
     table: Mutex<Table>,
     counters: Counters,
+    exit: Option<ExitLink>,
+    gateway: Option<Arc<gateway::Gateway>>,
 }
 
 /// The VPN, up. Dropping it takes the device down.
 pub struct Vpn {
     inner: Arc<Inner>,
-    reader: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Vpn {
@@ -130,7 +181,9 @@ impl std::fmt::Debug for Vpn {
 
 impl Drop for Vpn {
     fn drop(&mut self) {
-        self.reader.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
@@ -139,20 +192,14 @@ impl Drop for Vpn {
 pub struct VpnStatus {
     pub device: String,
     pub address: Ipv6Addr,
+    pub ipv4: Option<Ipv4Addr>,
     pub mtu: u16,
+    /// The exit the default routes go through, and whether its lease
+    /// holds now.
+    pub exit: Option<(NodeId, bool)>,
     pub stats: VpnStats,
-}
-
-/// Fields of an IPv6 header.
-fn ipv6_ends(packet: &[u8]) -> Option<(Ipv6Addr, Ipv6Addr)> {
-    if packet.len() < 40 || packet[0] >> 4 != 6 {
-        return None;
-    }
-    let mut source = [0u8; 16];
-    source.copy_from_slice(&packet[8..24]);
-    let mut destination = [0u8; 16];
-    destination.copy_from_slice(&packet[24..40]);
-    Some((Ipv6Addr::from(source), Ipv6Addr::from(destination)))
+    /// This node's gateway, if it serves as a VPN exit.
+    pub gateway: Option<GatewayStats>,
 }
 
 impl Inner {
@@ -162,6 +209,20 @@ impl Inner {
 
     fn dropped_out(&self) {
         self.counters.dropped_out.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn sent(&self, len: usize) {
+        self.counters.packets_out.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_out
+            .fetch_add(len as u64, Ordering::Relaxed);
+    }
+
+    fn mine(&self, address: IpAddr) -> bool {
+        match address {
+            IpAddr::V6(address) => address == self.address,
+            IpAddr::V4(address) => Some(address) == self.ipv4,
+        }
     }
 
     /// The node at `address`, reloading the table from the adverts if it
@@ -195,12 +256,47 @@ impl Inner {
 
     /// Sends a packet read from the device.
     async fn send(self: &Arc<Self>, packet: &[u8]) {
-        let Some((source, destination)) = ipv6_ends(packet) else {
+        let Some(ends) = packet::ends(packet) else {
             return self.dropped_out();
         };
-        if source != self.address || !PREFIX.contains(&destination) {
-            return self.dropped_out();
+        // An exit's answer to one of its clients.
+        if let Some(gateway) = &self.gateway
+            && gateway.answer(ends.destination, packet).await
+        {
+            return;
         }
+        match ends.destination {
+            IpAddr::V6(destination) if PREFIX.contains(&destination) => {
+                if ends.source != IpAddr::V6(self.address) {
+                    return self.dropped_out();
+                }
+                self.to_node(destination, packet).await;
+            }
+            _ => self.to_exit(&ends, packet).await,
+        }
+    }
+
+    /// Sends a packet beyond the node addresses through the exit.
+    async fn to_exit(&self, ends: &packet::Ends, packet: &[u8]) {
+        let Some(exit) = &self.exit else {
+            return self.dropped_out();
+        };
+        let route = *exit.route.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(route) = route.filter(|_| self.mine(ends.source)) else {
+            return self.dropped_out();
+        };
+        let data = Bytes::copy_from_slice(packet);
+        match self.routing.send_datagram(route, PORT, data).await {
+            Ok(()) => {
+                exit.meter.carried(packet.len() as u64);
+                self.sent(packet.len());
+            }
+            Err(_) => self.dropped_out(),
+        }
+    }
+
+    /// Sends a packet to another node's address.
+    async fn to_node(self: &Arc<Self>, destination: Ipv6Addr, packet: &[u8]) {
         let Some(node) = self.node_at(destination).await else {
             return self.dropped_out();
         };
@@ -241,12 +337,9 @@ impl Inner {
 
     /// Sends one packet on a destination's route.
     async fn forward(&self, node: NodeId, route: RouteId, data: Bytes) {
-        let len = data.len() as u64;
+        let len = data.len();
         match self.routing.send_datagram(route, PORT, data).await {
-            Ok(()) => {
-                self.counters.packets_out.fetch_add(1, Ordering::Relaxed);
-                self.counters.bytes_out.fetch_add(len, Ordering::Relaxed);
-            }
+            Ok(()) => self.sent(len),
             Err(error) => {
                 tracing::debug!(%error, node = %node.short(), "vpn: the route is gone; the next packet opens another");
                 self.lock().routes.remove(&node);
@@ -258,18 +351,40 @@ impl Inner {
     /// Takes a datagram from another node's VPN.
     fn receive(&self, datagram: &Datagram) {
         let counters = &self.counters;
-        let Some((source, destination)) = ipv6_ends(&datagram.data) else {
+        let dropped = || {
             counters.dropped_in.fetch_add(1, Ordering::Relaxed);
-            return;
         };
-        if source != address_of(datagram.from.as_bytes()) {
-            counters.spoofed.fetch_add(1, Ordering::Relaxed);
-            counters.dropped_in.fetch_add(1, Ordering::Relaxed);
-            return;
+        let Some(ends) = packet::ends(&datagram.data) else {
+            return dropped();
+        };
+        if !self.mine(ends.destination) {
+            // A client's packet for the world, if this node is its exit.
+            if let Some(gateway) = &self.gateway
+                && gateway.forward(
+                    datagram.from,
+                    datagram.session,
+                    &ends,
+                    &datagram.data,
+                    &self.device,
+                )
+            {
+                return;
+            }
+            return dropped();
         }
-        if destination != self.address || self.device.try_send(&datagram.data).is_err() {
-            counters.dropped_in.fetch_add(1, Ordering::Relaxed);
-            return;
+        match &self.exit {
+            // What this node's exit sends comes from anywhere.
+            Some(exit) if exit.node == datagram.from => {
+                exit.meter.carried(datagram.data.len() as u64);
+            }
+            _ if ends.source != IpAddr::V6(address_of(datagram.from.as_bytes())) => {
+                counters.spoofed.fetch_add(1, Ordering::Relaxed);
+                return dropped();
+            }
+            _ => {}
+        }
+        if self.device.try_send(&datagram.data).is_err() {
+            return dropped();
         }
         counters.packets_in.fetch_add(1, Ordering::Relaxed);
         counters
@@ -314,24 +429,126 @@ async fn open_route(inner: Weak<Inner>, node: NodeId) {
     }
 }
 
+/// Opens a route to `exit` and leases its VPN gateway.
+async fn lease_exit(
+    routing: &Routing,
+    exit: NodeId,
+    constraints: &Constraints,
+) -> Result<(RouteId, RouteStream), String> {
+    let opened = tokio::time::timeout(OPEN_TIMEOUT, routing.open(exit, constraints.clone()))
+        .await
+        .map_err(|_| "no route to it opened within 10 s".to_owned())?
+        .map_err(|e| format!("no route to it: {e}"))?;
+    let stream = gateway::lease(routing, opened.route).await?;
+    Ok((opened.route, stream))
+}
+
+/// Holds a client's lease on its exit, and leases again when it ends.
+async fn hold_lease(inner: Weak<Inner>, through: Constraints, mut stream: RouteStream) {
+    loop {
+        while let Some(Ok(_)) = stream.read().await {}
+        let (routing, exit) = {
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            let Some(exit) = &inner.exit else {
+                return;
+            };
+            *exit.route.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            (inner.routing.clone(), exit.node)
+        };
+        tracing::warn!(exit = %exit.short(), "vpn: the lease on the exit ended; packets beyond the node addresses are dropped until it is renewed");
+        let mut wait = Duration::from_secs(1);
+        stream = loop {
+            tokio::time::sleep(wait).await;
+            if inner.strong_count() == 0 {
+                return;
+            }
+            match lease_exit(&routing, exit, &through).await {
+                Ok((route, stream)) => {
+                    if let Some(inner) = inner.upgrade()
+                        && let Some(link) = &inner.exit
+                    {
+                        *link.route.lock().unwrap_or_else(|p| p.into_inner()) = Some(route);
+                    }
+                    tracing::info!(exit = %exit.short(), "vpn: the lease on the exit is renewed");
+                    break stream;
+                }
+                Err(why) => {
+                    tracing::warn!(exit = %exit.short(), %why, retry_in = ?wait * 2, "vpn: cannot lease the exit again");
+                    wait = (wait * 2).min(RELEASE_BACKOFF_MAX);
+                }
+            }
+        };
+    }
+}
+
 impl Vpn {
     /// Creates the TUN device with this node's address and starts
-    /// carrying packets over `routing`.
-    pub fn start(routing: Routing) -> Result<Vpn, VpnError> {
-        let address = address_of(routing.node_id().as_bytes());
-        let device = DeviceBuilder::new()
+    /// carrying packets over `routing`, and through or as an exit as
+    /// `mode` says. Through an exit, the exit is leased before anything
+    /// on the host changes, so a refusal leaves it as it was.
+    pub async fn start(routing: Routing, mode: Mode) -> Result<Vpn, VpnError> {
+        let me = routing.node_id();
+        let address = address_of(me.as_bytes());
+        let mut builder = DeviceBuilder::new()
             .name(DEVICE)
             .ipv6(address, PREFIX.prefix_len())
-            .mtu(MTU)
-            .build_async()
-            .map_err(VpnError::Device)?;
+            .mtu(MTU);
+        let (mut exit, mut gateway, mut lease, ipv4) = (None, None, None, ipv4_of(me.as_bytes()));
+        let mut ipv4_used = None;
+        match mode {
+            Mode::Direct => {}
+            Mode::Through(through) => {
+                let (route, stream) = lease_exit(&routing, through.exit, &through.constraints)
+                    .await
+                    .map_err(|reason| VpnError::Exit {
+                        exit: through.exit.to_string(),
+                        reason,
+                    })?;
+                let meter = through
+                    .outbound
+                    .meter(through.exit, through.price_per_gib, route);
+                exit = Some(ExitLink {
+                    node: through.exit,
+                    route: Mutex::new(Some(route)),
+                    meter,
+                });
+                lease = Some((through.constraints, stream));
+                builder = builder.ipv4(ipv4, 32u8, None);
+                ipv4_used = Some(ipv4);
+            }
+            Mode::Gateway(served) => {
+                let forwarding = system::start_forwarding(DEVICE)?;
+                gateway = Some(Arc::new(gateway::Gateway::new(
+                    served,
+                    routing.clone(),
+                    forwarding,
+                )));
+                // The whole range is on the device, so the kernel routes
+                // every client's IPv4 address into it.
+                builder = builder.ipv4(ipv4, PREFIX_V4.prefix_len(), None);
+                ipv4_used = Some(ipv4);
+            }
+        }
+        let device = builder.build_async().map_err(VpnError::Device)?;
+        if exit.is_some() {
+            let index = device.if_index().map_err(VpnError::Device)?;
+            system::take_default_routes(index, ipv4, address).await?;
+        }
         let inner = Arc::new(Inner {
             routing: routing.clone(),
             address,
+            ipv4: ipv4_used,
             device,
             table: Mutex::new(Table::default()),
             counters: Counters::default(),
+            exit,
+            gateway,
         });
+        if let Some(gateway) = &inner.gateway {
+            gateway.offer(&routing)?;
+        }
         // The service does not keep the VPN alive: down is down.
         let receiving = Arc::downgrade(&inner);
         let receive = move |datagram: Datagram| {
@@ -344,7 +561,7 @@ impl Vpn {
             Arc::new(Datagrams(receive)),
         )?;
         let reading = inner.clone();
-        let reader = tokio::spawn(async move {
+        let mut tasks = vec![tokio::spawn(async move {
             let mut buffer = vec![0u8; usize::from(MTU) + 64];
             loop {
                 match reading.device.recv(&mut buffer).await {
@@ -355,9 +572,16 @@ impl Vpn {
                     }
                 }
             }
-        });
-        tracing::info!(%address, device = DEVICE, "vpn: up");
-        Ok(Vpn { inner, reader })
+        })];
+        if let Some((constraints, stream)) = lease {
+            tasks.push(tokio::spawn(hold_lease(
+                Arc::downgrade(&inner),
+                constraints,
+                stream,
+            )));
+        }
+        tracing::info!(%address, ipv4 = ?ipv4_used, device = DEVICE, "vpn: up");
+        Ok(Vpn { inner, tasks })
     }
 
     pub fn status(&self) -> VpnStatus {
@@ -366,7 +590,16 @@ impl Vpn {
         VpnStatus {
             device: DEVICE.to_owned(),
             address: self.inner.address,
+            ipv4: self.inner.ipv4,
             mtu: MTU,
+            exit: self.inner.exit.as_ref().map(|exit| {
+                let leased = exit
+                    .route
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_some();
+                (exit.node, leased)
+            }),
             stats: VpnStats {
                 packets_out: load(&counters.packets_out),
                 bytes_out: load(&counters.bytes_out),
@@ -377,6 +610,7 @@ impl Vpn {
                 spoofed: load(&counters.spoofed),
                 routes: self.inner.lock().routes.len() as u64,
             },
+            gateway: self.inner.gateway.as_ref().map(|gateway| gateway.stats()),
         }
     }
 }
@@ -385,6 +619,8 @@ impl Vpn {
 #[derive(Default)]
 pub struct Switch {
     vpn: Mutex<Option<Vpn>>,
+    /// Held while the VPN goes up or down, so two never overlap.
+    changing: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Switch {
@@ -398,20 +634,23 @@ impl Switch {
         self.vpn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn up(&self, routing: &Routing) -> Result<VpnStatus, VpnError> {
-        let mut vpn = self.lock();
-        if vpn.is_some() {
+    pub async fn up(&self, routing: &Routing, mode: Mode) -> Result<VpnStatus, VpnError> {
+        let _changing = self.changing.lock().await;
+        if self.lock().is_some() {
             return Err(VpnError::AlreadyUp);
         }
-        let started = Vpn::start(routing.clone())?;
+        let started = Vpn::start(routing.clone(), mode).await?;
         let status = started.status();
-        *vpn = Some(started);
+        *self.lock() = Some(started);
         Ok(status)
     }
 
-    /// Takes the device down; its routes close as they idle out.
-    pub fn down(&self) -> Result<(), VpnError> {
+    /// Takes the device down, gives back the default routes if it had
+    /// them, and closes its routes.
+    pub async fn down(&self) -> Result<(), VpnError> {
+        let _changing = self.changing.lock().await;
         let stopped = self.lock().take().ok_or(VpnError::NotUp)?;
+        let through_exit = stopped.inner.exit.is_some();
         let routes: Vec<RouteId> = stopped
             .inner
             .lock()
@@ -421,38 +660,29 @@ impl Switch {
                 RouteState::Up(route) => Some(*route),
                 RouteState::Opening(..) => None,
             })
+            .chain(
+                stopped
+                    .inner
+                    .exit
+                    .as_ref()
+                    .and_then(|exit| *exit.route.lock().unwrap_or_else(|p| p.into_inner())),
+            )
             .collect();
         let routing = stopped.inner.routing.clone();
         drop(stopped);
-        tokio::spawn(async move {
-            for route in routes {
-                let _ = routing.close(route).await;
-            }
-        });
+        let given_back = if through_exit {
+            system::give_back_default_routes().await
+        } else {
+            Ok(())
+        };
+        for route in routes {
+            let _ = routing.close(route).await;
+        }
         tracing::info!("vpn: down");
-        Ok(())
+        given_back.map_err(VpnError::System)
     }
 
     pub fn status(&self) -> Option<VpnStatus> {
         self.lock().as_ref().map(Vpn::status)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_ipv6_headers_are_read() {
-        let mut packet = vec![0u8; 40];
-        packet[0] = 0x60;
-        packet[8..24].copy_from_slice(&"fd77:6972::1".parse::<Ipv6Addr>().unwrap().octets());
-        packet[24..40].copy_from_slice(&"fd77:6972::2".parse::<Ipv6Addr>().unwrap().octets());
-        let (source, destination) = ipv6_ends(&packet).unwrap();
-        assert_eq!(source, "fd77:6972::1".parse::<Ipv6Addr>().unwrap());
-        assert_eq!(destination, "fd77:6972::2".parse::<Ipv6Addr>().unwrap());
-        packet[0] = 0x45;
-        assert!(ipv6_ends(&packet).is_none());
-        assert!(ipv6_ends(&packet[..39]).is_none());
     }
 }

@@ -49,7 +49,11 @@ pub async fn exits(home: &Path, args: ReadArgs) -> anyhow::Result<()> {
                     .map_or_else(|| "no path".into(), |ms| format!("{ms:.2} ms")),
                 exit.hops
                     .map_or_else(|| "-".into(), |hops| hops.to_string()),
-                exit.policy.clone(),
+                if exit.vpn {
+                    format!("{}; vpn", exit.policy)
+                } else {
+                    exit.policy.clone()
+                },
             ]);
         }
         table.print();
@@ -204,10 +208,18 @@ pub enum VpnCommand {
     /// Create the TUN device (fogwire0) with this node's address and carry
     /// IPv6 to other nodes' addresses over routes. Needs the node to run
     /// as root (or with CAP_NET_ADMIN).
+    ///
+    /// With --exit, also send this host's IPv4 and IPv6 default routes
+    /// through that exit (one whose `fogwire exits` line says "vpn"): the
+    /// exit is leased first, then the routes change; fogwire's own links
+    /// keep their old routes. `fogwire vpn down` gives the routes back.
     Up {
-        /// Also carry default routes through this exit (not built yet).
+        /// Carry the default routes through this exit (a node id or name).
         #[arg(long, value_name = "NODE")]
         exit: Option<String>,
+        /// Links on the route to the exit, at least.
+        #[arg(long, value_name = "N", requires = "exit")]
+        min_hops: Option<usize>,
         #[arg(long)]
         json: bool,
     },
@@ -239,13 +251,41 @@ fn print_vpn(status: &fogwire_api::VpnStatus) {
         status.spoofed,
         status.routes,
     );
+    if let Some(ipv4) = &status.ipv4 {
+        println!("IPv4 address {ipv4}");
+    }
+    if let Some(exit) = &status.exit {
+        let state = if status.exit_leased {
+            "leased"
+        } else {
+            "lease lost, renewing"
+        };
+        println!("default routes through exit {exit} ({state})");
+    }
+    if let Some(gateway) = &status.gateway {
+        println!(
+            "exit gateway: {} clients; {} packets forwarded, {} answered; {} refused by policy, {} dropped, {} spoofed",
+            gateway.clients,
+            gateway.forwarded,
+            gateway.answered,
+            gateway.refused,
+            gateway.dropped,
+            gateway.spoofed
+        );
+    }
 }
 
 pub async fn vpn(home: &Path, command: VpnCommand) -> anyhow::Result<()> {
     let client = client(home)?;
     let (status, json) = match command {
-        VpnCommand::Up { exit, json } => (
-            client.vpn_up(&fogwire_api::VpnUpRequest { exit }).await?,
+        VpnCommand::Up {
+            exit,
+            min_hops,
+            json,
+        } => (
+            client
+                .vpn_up(&fogwire_api::VpnUpRequest { exit, min_hops })
+                .await?,
             json,
         ),
         VpnCommand::Down { json } => (client.vpn_down().await?, json),

@@ -15,3 +15,4 @@ mod restore;
 mod routing;
 mod rpc;
 mod store;
+mod vpn;
