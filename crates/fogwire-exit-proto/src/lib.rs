@@ -7,12 +7,16 @@
 //! - [`wire`]: the request that opens a stream to an exit (an address, or
 //!   a hostname the exit resolves) and the exit's reply.
 //! - [`socks`]: the server's side of SOCKS 5, for the node's proxy.
-//! - [`address`]: every node's IPv6 address, derived from its id.
+//! - [`address`]: every node's IPv6 address (and IPv4 address, for traffic
+//!   through an exit), derived from its id.
+//! - [`packet`]: what the VPN reads of an IP packet (its addresses, and a
+//!   TCP or UDP destination port for an exit's policy).
 //!
 //! No sockets, no clock, no file system: the exit's driver resolves names,
 //! opens connections and hands the addresses to [`policy::Policy::check`].
 
 pub mod address;
+pub mod packet;
 pub mod policy;
 
 pub mod socks;

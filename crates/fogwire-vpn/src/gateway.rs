@@ -31,7 +31,7 @@ use fogwire_route::proto::router::SessionId;
 use fogwire_route::services::BoxFuture;
 use fogwire_route::{Limits, RouteStream, Routing, Service, Spec};
 
-use crate::packet::Ends;
+use fogwire_exit_proto::packet::Ends;
 
 /// The service clients lease an exit's VPN from.
 pub const LEASE_SERVICE: &str = fogwire_exit::VPN_SERVICE;

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fogwire_exit::{Exit, Meter, Outbound};
 use fogwire_exit_proto::address::{PREFIX, PREFIX_V4, address_of, ipv4_of};
+use fogwire_exit_proto::packet;
 use fogwire_identity::NodeId;
 use fogwire_route::proto::router::RouteId;
 use fogwire_route::{Constraints, Datagram, Datagrams, RouteStream, Routing, Spec};
@@ -34,7 +35,6 @@ use tokio::task::JoinHandle;
 use tun_rs::{AsyncDevice, DeviceBuilder};
 
 pub mod gateway;
-pub mod packet;
 pub mod system;
 
 pub use gateway::{GatewayStats, LEASE_SERVICE};
