@@ -59,6 +59,8 @@ pub fn roles(index: usize, count: usize, options: &mut NodeOptions) {
 pub struct ExitStage {
     /// The page arrived whole.
     pub intact: Option<bool>,
+    /// A ping crossed the VPN (none: not run, as when not root).
+    pub vpn_pinged: Option<bool>,
     pub story: Vec<String>,
 }
 
@@ -174,5 +176,11 @@ pub async fn run(network: &Network, narrator: Narrator<'_>) -> ExitStage {
             stage.intact = Some(false);
         }
     }
+    let mut lines = Vec::new();
+    let pinged = crate::vpn::ping_across(client, exit, &mut |line| lines.push(line)).await;
+    for line in lines {
+        say(line, &mut stage);
+    }
+    stage.vpn_pinged = pinged;
     stage
 }

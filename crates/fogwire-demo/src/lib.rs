@@ -20,6 +20,7 @@ mod render;
 pub mod routes;
 pub mod store;
 mod traffic;
+mod vpn;
 
 pub use network::{Network, NetworkError};
 pub use render::{RouteView, format_bytes, render_table};
@@ -100,6 +101,9 @@ pub struct Summary {
     /// Whether the page fetched through the exit arrived intact (none if
     /// that stage did not run).
     pub proxied_intact: Option<bool>,
+    /// Whether a ping crossed the VPN between two nodes (none if it did
+    /// not run: the demo was not root, or the exit stage did not run).
+    pub vpn_pinged: Option<bool>,
 }
 
 /// Why the demo stopped early.
@@ -277,6 +281,7 @@ pub async fn run(
         job_paid: compute_stage.as_ref().map(|stage| stage.paid),
         supply_ok,
         proxied_intact: exit_stage.as_ref().and_then(|stage| stage.intact),
+        vpn_pinged: exit_stage.as_ref().and_then(|stage| stage.vpn_pinged),
     };
     writeln!(
         out,

@@ -266,10 +266,7 @@ impl Exit {
     /// client's stream slots while it lasts, sharing the client's
     /// bandwidth cap and credit with its streams.
     pub async fn lease(&self, client: fogwire_identity::NodeId) -> Result<crate::Lease, Reply> {
-        let refuse = |status: Status, reason: String| Reply {
-            status,
-            reason,
-        };
+        let refuse = |status: Status, reason: String| Reply { status, reason };
         if let Err(why) = self.inner.payments.admit(client).await {
             tracing::info!(client = %client.short(), %why, "exit: a VPN client that has not paid, refused");
             return Err(refuse(Status::PaymentRequired, why));

@@ -429,6 +429,24 @@ async fn open_route(inner: Weak<Inner>, node: NodeId) {
     }
 }
 
+/// Makes the device in the network namespace at `namespace`: on a thread
+/// of its own that enters the namespace (a device stays in the namespace
+/// it was made in, and its file works from anywhere).
+fn build_in(builder: DeviceBuilder, namespace: &std::path::Path) -> std::io::Result<AsyncDevice> {
+    let namespace = std::fs::File::open(namespace)?;
+    let device = std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                nix::sched::setns(&namespace, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(std::io::Error::from)?;
+                builder.build_sync()
+            })
+            .join()
+    })
+    .map_err(|_| std::io::Error::other("the thread making the device failed"))??;
+    AsyncDevice::new(device)
+}
+
 /// Opens a route to `exit` and leases its VPN gateway.
 async fn lease_exit(
     routing: &Routing,
@@ -489,6 +507,24 @@ impl Vpn {
     /// `mode` says. Through an exit, the exit is leased before anything
     /// on the host changes, so a refusal leaves it as it was.
     pub async fn start(routing: Routing, mode: Mode) -> Result<Vpn, VpnError> {
+        Self::start_in(routing, mode, None).await
+    }
+
+    /// As [`Vpn::start`], with the device made in the network namespace
+    /// at `namespace` (`/run/netns/<name>`) rather than the process's own:
+    /// for several nodes in one process, each its own host (the demo).
+    pub async fn start_in_namespace(
+        routing: Routing,
+        namespace: &std::path::Path,
+    ) -> Result<Vpn, VpnError> {
+        Self::start_in(routing, Mode::Direct, Some(namespace)).await
+    }
+
+    async fn start_in(
+        routing: Routing,
+        mode: Mode,
+        namespace: Option<&std::path::Path>,
+    ) -> Result<Vpn, VpnError> {
         let me = routing.node_id();
         let address = address_of(me.as_bytes());
         let mut builder = DeviceBuilder::new()
@@ -531,7 +567,11 @@ impl Vpn {
                 ipv4_used = Some(ipv4);
             }
         }
-        let device = builder.build_async().map_err(VpnError::Device)?;
+        let device = match namespace {
+            None => builder.build_async(),
+            Some(namespace) => build_in(builder, namespace),
+        }
+        .map_err(VpnError::Device)?;
         if exit.is_some() {
             let index = device.if_index().map_err(VpnError::Device)?;
             system::take_default_routes(index, ipv4, address).await?;

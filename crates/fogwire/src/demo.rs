@@ -71,6 +71,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if summary.proxied_intact == Some(false) {
         anyhow::bail!("the page fetched through the exit did not arrive intact");
     }
+    if summary.vpn_pinged == Some(false) {
+        anyhow::bail!("no ping crossed the VPN between the two nodes");
+    }
     if summary.job_paid == Some(false) {
         anyhow::bail!("the job's payment was not settled");
     }

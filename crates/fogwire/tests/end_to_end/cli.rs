@@ -443,6 +443,14 @@ fn the_demo_runs_eight_linked_nodes_routes_repairs_and_exits_cleanly() {
     // A page fetched through the SOCKS proxy and the exit.
     assert!(text.contains("through exit n4 over"), "{text}");
     assert!(text.contains("the page, intact"), "{text}");
+    // As root, the VPN between two nodes, each in a namespace of its own.
+    if crate::netns::namespaces_available("demo") {
+        let ping = text
+            .lines()
+            .find(|line| line.contains("ping over the VPN:"))
+            .unwrap_or_else(|| panic!("no ping over the VPN:\n{text}"));
+        assert!(ping.contains(" received"), "{ping}");
+    }
     assert!(text.contains("got every byte, in order, once"), "{text}");
     assert!(text.contains("ROUTE  PATH"), "{text}");
     // The store stage: a directory published through a feed on n0 reaches
