@@ -10,7 +10,7 @@ use std::process::{Child, Output, Stdio};
 use fogwire_api::{ExitsReport, Routes};
 
 use crate::harness::{BINARY, stderr, stdout, wait_for, wait_until};
-use crate::netns::{NsNode, namespaces_available, veth};
+use crate::netns::{NsNode, hosts, namespaces_available};
 
 const BIG_LEN: usize = 48 * 1024 * 1024;
 
@@ -127,10 +127,6 @@ fn curl_through_a_three_hop_route_survives_a_relay_killed_and_the_exit_keeps_its
     // c: client; r1, r3: relays side by side; r2: the relay before the
     // exit; e: the exit; i: the internet, reachable from e only.
     let names = ["c", "r1", "r3", "r2", "e", "i"];
-    let mut nodes: Vec<NsNode> = names
-        .iter()
-        .map(|name| NsNode::new(&format!("fx{name}{tag}")))
-        .collect();
     let edges = [
         (0, 1, 11),
         (0, 2, 12),
@@ -139,9 +135,7 @@ fn curl_through_a_three_hop_route_survives_a_relay_killed_and_the_exit_keeps_its
         (3, 4, 15),
         (4, 5, 99),
     ];
-    for (x, y, subnet) in edges {
-        veth(&nodes[x], &nodes[y], &format!("x{x}{y}{tag}"), subnet).unwrap();
-    }
+    let mut nodes = hosts(&names, "fx", &tag, &edges);
     let (client, exit, internet) = (0, 4, 5);
     nodes[exit].edit_config(|text| {
         text.replacen(

@@ -130,3 +130,23 @@ pub fn veth(a: &NsNode, b: &NsNode, name: &str, subnet: u8) -> Result<(), String
     }
     Ok(())
 }
+
+/// Hosts named `names` (namespaces `<prefix><name><tag>`), joined by veth
+/// pairs: `(a, b, subnet)` joins hosts `a` and `b` on `10.77.<subnet>.0/30`,
+/// `a` at `.1` and `b` at `.2`.
+pub fn hosts(names: &[&str], prefix: &str, tag: &str, edges: &[(usize, usize, u8)]) -> Vec<NsNode> {
+    let nodes: Vec<NsNode> = names
+        .iter()
+        .map(|name| NsNode::new(&format!("{prefix}{name}{tag}")))
+        .collect();
+    for (x, y, subnet) in edges {
+        veth(
+            &nodes[*x],
+            &nodes[*y],
+            &format!("{prefix}{x}{y}{tag}"),
+            *subnet,
+        )
+        .unwrap();
+    }
+    nodes
+}
