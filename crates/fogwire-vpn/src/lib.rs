@@ -130,6 +130,10 @@ struct ExitLink {
     route: Mutex<Option<RouteId>>,
     /// What it carried, receipted if it charges.
     meter: Arc<Meter>,
+    /// Where the meter lives, told the route of each renewed lease so
+    /// that receipts follow it.
+    outbound: Arc<Outbound>,
+    price_per_gib: u64,
 }
 
 /// What the VPN carries besides node-to-node packets.
@@ -488,6 +492,7 @@ async fn hold_lease(inner: Weak<Inner>, through: Constraints, mut stream: RouteS
                         && let Some(link) = &inner.exit
                     {
                         *link.route.lock().unwrap_or_else(|p| p.into_inner()) = Some(route);
+                        link.outbound.meter(exit, link.price_per_gib, route);
                     }
                     tracing::info!(exit = %exit.short(), "vpn: the lease on the exit is renewed");
                     break stream;
@@ -549,6 +554,8 @@ impl Vpn {
                     node: through.exit,
                     route: Mutex::new(Some(route)),
                     meter,
+                    outbound: through.outbound,
+                    price_per_gib: through.price_per_gib,
                 });
                 lease = Some((through.constraints, stream));
                 builder = builder.ipv4(ipv4, 32u8, None);
