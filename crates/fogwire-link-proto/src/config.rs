@@ -36,6 +36,10 @@ pub struct ChannelConfig {
     /// Most bytes queued locally for sending on this channel before `send`
     /// reports that the queue is full.
     pub send_queue_bytes_max: usize,
+    /// Whether the peer may send messages whose body is already sealed end
+    /// to end (SEALED_DATA) on this channel: only for a protocol that
+    /// authenticates every body itself, since the link does not.
+    pub sealed_bodies: bool,
 }
 
 impl ChannelConfig {
@@ -47,6 +51,7 @@ impl ChannelConfig {
             id,
             receive_window: Self::RECEIVE_WINDOW_DEFAULT,
             send_queue_bytes_max: Self::SEND_QUEUE_BYTES_MAX_DEFAULT,
+            sealed_bodies: false,
         }
     }
 
@@ -57,6 +62,12 @@ impl ChannelConfig {
 
     pub fn with_send_queue_bytes_max(mut self, bytes: usize) -> Self {
         self.send_queue_bytes_max = bytes;
+        self
+    }
+
+    /// Accepts SEALED_DATA on this channel (see [`ChannelConfig::sealed_bodies`]).
+    pub fn with_sealed_bodies(mut self) -> Self {
+        self.sealed_bodies = true;
         self
     }
 }

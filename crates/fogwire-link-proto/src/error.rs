@@ -185,6 +185,12 @@ pub enum ProtocolError {
         crate::WINDOW_MAX
     )]
     WindowOverflow { channel: ChannelId },
+    #[error("record carries a clear body of {len} bytes, above one largest message")]
+    ClearBodyTooLong { len: usize },
+    #[error("record carries a clear body after a frame other than SEALED_DATA")]
+    ClearBodyWithoutSealedData,
+    #[error("SEALED_DATA on channel {channel}, which this node did not open to sealed bodies")]
+    SealedBodyRefused { channel: ChannelId },
 }
 
 /// Why a message was not queued for sending.

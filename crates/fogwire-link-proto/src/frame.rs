@@ -7,7 +7,13 @@
 //! PING           0x02 | nonce u64
 //! PONG           0x03 | nonce u64
 //! CLOSE          0x04 | code u16 | reason (UTF-8, 0..=256 bytes)
+//! SEALED_DATA    0x05 | channel u16 | body length u16 | prefix (0..=16 bytes)
 //! ```
+//!
+//! A SEALED_DATA frame is one message whose body is already sealed (AEAD)
+//! for its final reader: the body follows the record's encrypted part in
+//! the clear, and the message is the prefix followed by that body. See
+//! [`crate::record`] and `docs/protocol/link.md` §4.
 //!
 //! All integers are big-endian. Each frame's length is fixed or implied by
 //! the record, so there are no inner length fields to disagree with it.
@@ -15,15 +21,17 @@
 use bytes::Bytes;
 
 use crate::error::ProtocolError;
-use crate::{ChannelId, MESSAGE_LEN_MAX};
+use crate::{ChannelId, MESSAGE_LEN_MAX, PREFIX_LEN_MAX};
 
 pub const TYPE_DATA: u8 = 0x00;
 pub const TYPE_WINDOW_UPDATE: u8 = 0x01;
 pub const TYPE_PING: u8 = 0x02;
 pub const TYPE_PONG: u8 = 0x03;
 pub const TYPE_CLOSE: u8 = 0x04;
+pub const TYPE_SEALED_DATA: u8 = 0x05;
 
 pub const DATA_HEADER_LEN: usize = 3;
+pub const SEALED_DATA_HEADER_LEN: usize = 5;
 const WINDOW_UPDATE_LEN: usize = 7;
 const PING_LEN: usize = 9;
 const CLOSE_HEADER_LEN: usize = 3;
@@ -34,11 +42,31 @@ pub const CLOSE_REASON_LEN_MAX: usize = 256;
 /// One decoded frame.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Frame {
-    Data { channel: ChannelId, payload: Bytes },
-    WindowUpdate { channel: ChannelId, increment: u32 },
-    Ping { nonce: u64 },
-    Pong { nonce: u64 },
-    Close { code: u16, reason: String },
+    Data {
+        channel: ChannelId,
+        payload: Bytes,
+    },
+    WindowUpdate {
+        channel: ChannelId,
+        increment: u32,
+    },
+    Ping {
+        nonce: u64,
+    },
+    Pong {
+        nonce: u64,
+    },
+    Close {
+        code: u16,
+        reason: String,
+    },
+    /// The encrypted part of a message whose body travels in the clear
+    /// after it: the channel, the body's length and the message's prefix.
+    SealedData {
+        channel: ChannelId,
+        body_len: u16,
+        prefix: Bytes,
+    },
 }
 
 fn malformed(frame: &'static str, detail: &'static str) -> ProtocolError {
@@ -119,6 +147,25 @@ impl Frame {
                     reason: reason.to_owned(),
                 })
             }
+            TYPE_SEALED_DATA => {
+                if plaintext.len() < SEALED_DATA_HEADER_LEN {
+                    return Err(malformed("SEALED_DATA", "shorter than its header"));
+                }
+                if plaintext.len() - SEALED_DATA_HEADER_LEN > PREFIX_LEN_MAX {
+                    return Err(malformed("SEALED_DATA", "prefix above 16 bytes"));
+                }
+                let body_len = u16_at(&plaintext, 3);
+                if plaintext.len() - SEALED_DATA_HEADER_LEN + usize::from(body_len)
+                    > MESSAGE_LEN_MAX
+                {
+                    return Err(malformed("SEALED_DATA", "message above the message limit"));
+                }
+                Ok(Frame::SealedData {
+                    channel: ChannelId(u16_at(&plaintext, 1)),
+                    body_len,
+                    prefix: plaintext.slice(SEALED_DATA_HEADER_LEN..),
+                })
+            }
             frame_type => Err(ProtocolError::UnknownFrameType { frame_type }),
         }
     }
@@ -130,6 +177,7 @@ impl Frame {
             Frame::WindowUpdate { .. } => WINDOW_UPDATE_LEN,
             Frame::Ping { .. } | Frame::Pong { .. } => PING_LEN,
             Frame::Close { reason, .. } => CLOSE_HEADER_LEN + truncated_reason(reason).len(),
+            Frame::SealedData { prefix, .. } => SEALED_DATA_HEADER_LEN + prefix.len(),
         }
     }
 
@@ -164,6 +212,16 @@ impl Frame {
                 out[3..3 + reason.len()].copy_from_slice(reason.as_bytes());
                 CLOSE_HEADER_LEN + reason.len()
             }
+            Frame::SealedData {
+                channel,
+                body_len,
+                prefix,
+            } => {
+                encode_sealed_data_header(*channel, *body_len, out);
+                let end = SEALED_DATA_HEADER_LEN + prefix.len();
+                out[SEALED_DATA_HEADER_LEN..end].copy_from_slice(prefix);
+                end
+            }
         }
     }
 }
@@ -172,6 +230,13 @@ impl Frame {
 pub fn encode_data_header(channel: ChannelId, out: &mut [u8]) {
     out[0] = TYPE_DATA;
     out[1..3].copy_from_slice(&channel.0.to_be_bytes());
+}
+
+/// Writes a SEALED_DATA header into `out[..5]`.
+pub fn encode_sealed_data_header(channel: ChannelId, body_len: u16, out: &mut [u8]) {
+    out[0] = TYPE_SEALED_DATA;
+    out[1..3].copy_from_slice(&channel.0.to_be_bytes());
+    out[3..5].copy_from_slice(&body_len.to_be_bytes());
 }
 
 fn truncated_reason(reason: &str) -> &str {
@@ -216,6 +281,16 @@ mod tests {
             code: 3,
             reason: "bad frame".into(),
         });
+        round_trip(Frame::SealedData {
+            channel: ChannelId(0x0101),
+            body_len: 1400,
+            prefix: Bytes::from_static(&[1, 2, 3, 4, 5, 6, 7]),
+        });
+        round_trip(Frame::SealedData {
+            channel: ChannelId(1),
+            body_len: 0,
+            prefix: Bytes::new(),
+        });
     }
 
     #[test]
@@ -242,6 +317,35 @@ mod tests {
             (&[TYPE_PING, 0, 0], "PING"),
             (&[TYPE_PONG; 10], "PONG"),
             (&[TYPE_CLOSE, 0, 0, 0xff], "CLOSE"),
+            (&[TYPE_SEALED_DATA, 0, 1, 0], "SEALED_DATA"),
+            (
+                &[
+                    TYPE_SEALED_DATA,
+                    0,
+                    1,
+                    0,
+                    0,
+                    1,
+                    2,
+                    3,
+                    4,
+                    5,
+                    6,
+                    7,
+                    8,
+                    9,
+                    10,
+                    11,
+                    12,
+                    13,
+                    14,
+                    15,
+                    16,
+                    17,
+                ],
+                "SEALED_DATA",
+            ),
+            (&[TYPE_SEALED_DATA, 0, 1, 0xff, 0xf0, 1], "SEALED_DATA"),
         ];
         for (bytes, name) in cases {
             match Frame::decode(Bytes::copy_from_slice(bytes)) {

@@ -34,7 +34,10 @@ mod tests;
 
 pub use config::{ChannelConfig, ChannelId, Config, ConfigError};
 pub use error::{CloseCode, CloseReason, CloseSide, HandshakeError, ProtocolError, SendError};
-pub use handshake::{Handshake, LinkIdentity, handshake_in_memory, payload::HandshakePayload};
+pub use handshake::{
+    Handshake, LinkIdentity, handshake_in_memory,
+    payload::{AnnouncedChannel, HandshakePayload},
+};
 pub use link::{Event, Link, LinkStats};
 pub use message::{Message, PREFIX_LEN_MAX};
 
@@ -44,7 +47,7 @@ pub const NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_SHA256";
 /// that happens to use the same Noise pattern fails.
 pub const PROLOGUE: &[u8] = b"fogwire-link";
 /// The link protocol version carried in the first handshake message.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 
 /// Length of the AEAD tag on every encrypted Noise message.
 pub const TAG_LEN: usize = 16;
@@ -52,6 +55,12 @@ pub const TAG_LEN: usize = 16;
 pub const RECORD_LEN_MAX: usize = 65_535;
 /// Largest handshake record body; handshake messages are a few hundred bytes.
 pub const HANDSHAKE_RECORD_LEN_MAX: usize = 1_024;
+/// Largest clear body after a SEALED_DATA frame: one largest message.
+pub const CLEAR_BODY_LEN_MAX: usize = MESSAGE_LEN_MAX;
+/// Largest transport record on the wire, header included: a SEALED_DATA
+/// frame and tag around a largest message (a DATA record is 2 bytes less).
+pub const TRANSPORT_RECORD_LEN_MAX: usize =
+    record::TRANSPORT_HEADER_LEN + frame::SEALED_DATA_HEADER_LEN + TAG_LEN + MESSAGE_LEN_MAX;
 /// Largest plaintext frame: a record minus its tag.
 pub const FRAME_LEN_MAX: usize = RECORD_LEN_MAX - TAG_LEN;
 /// Largest message on a channel: a frame minus the 3-byte DATA header.

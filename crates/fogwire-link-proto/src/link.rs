@@ -11,11 +11,12 @@ use fogwire_identity::NodeId;
 use crate::cipher::TransportCipher;
 use crate::error::{CloseCode, CloseReason, CloseSide, ProtocolError, SendError};
 use crate::frame::{self, Frame};
+use crate::handshake::payload::AnnouncedChannel;
 use crate::message::Message;
-use crate::record::{LEN_PREFIX, RecordReader, write_len_prefix};
+use crate::record::{RecordReader, TRANSPORT_HEADER_LEN, write_transport_header};
 use crate::{
-    ChannelConfig, ChannelId, Config, FRAME_LEN_MAX, MESSAGE_LEN_MAX, RECORD_LEN_MAX, TAG_LEN,
-    WINDOW_MAX, message_cost,
+    CLEAR_BODY_LEN_MAX, ChannelConfig, ChannelId, Config, FRAME_LEN_MAX, MESSAGE_LEN_MAX,
+    RECORD_LEN_MAX, TAG_LEN, WINDOW_MAX, message_cost,
 };
 
 /// What a link reports to its driver.
@@ -58,12 +59,23 @@ struct SendChannel {
     queue: VecDeque<Message>,
     queued_bytes: usize,
     queued_bytes_max: usize,
+    /// The peer accepts SEALED_DATA here.
+    sealed_bodies: bool,
+}
+
+impl SendChannel {
+    /// Whether `message` goes out as SEALED_DATA, its body in the clear.
+    fn sends_sealed(&self, message: &Message) -> bool {
+        self.sealed_bodies && message.has_sealed_body()
+    }
 }
 
 #[derive(Debug)]
 struct ReceiveChannel {
     id: ChannelId,
     window: u32,
+    /// This node accepts SEALED_DATA here.
+    sealed_bodies: bool,
     /// Credit used by messages received and not yet consumed.
     outstanding: u32,
     /// Credit consumed and not yet returned to the peer.
@@ -112,24 +124,31 @@ impl Link {
     pub(crate) fn new(
         cipher: TransportCipher,
         peer: NodeId,
-        peer_channels: Vec<(ChannelId, u32)>,
+        peer_channels: Vec<AnnouncedChannel>,
         config: Arc<Config>,
         leftover: BytesMut,
         now: Instant,
     ) -> Self {
         let send = peer_channels
             .into_iter()
-            .map(|(id, window)| SendChannel {
-                id,
-                credit: window,
-                queue: VecDeque::new(),
-                queued_bytes: 0,
-                queued_bytes_max: config
-                    .channel(id)
-                    .map_or(ChannelConfig::SEND_QUEUE_BYTES_MAX_DEFAULT, |channel| {
-                        channel.send_queue_bytes_max
-                    }),
-            })
+            .map(
+                |AnnouncedChannel {
+                     id,
+                     window,
+                     sealed_bodies,
+                 }| SendChannel {
+                    id,
+                    credit: window,
+                    sealed_bodies,
+                    queue: VecDeque::new(),
+                    queued_bytes: 0,
+                    queued_bytes_max: config
+                        .channel(id)
+                        .map_or(ChannelConfig::SEND_QUEUE_BYTES_MAX_DEFAULT, |channel| {
+                            channel.send_queue_bytes_max
+                        }),
+                },
+            )
             .collect();
         let receive = config
             .channels
@@ -137,6 +156,7 @@ impl Link {
             .map(|channel| ReceiveChannel {
                 id: channel.id,
                 window: channel.receive_window,
+                sealed_bodies: channel.sealed_bodies,
                 outstanding: 0,
                 update_due: 0,
             })
@@ -220,16 +240,20 @@ impl Link {
     /// Processes bytes placed in [`Link::input_buffer`].
     pub fn process_input(&mut self, now: Instant) {
         while self.state != State::Closed {
-            let record = match self.reader.next_record() {
+            let (record, sealed_len) = match self.reader.next_transport_record(CLEAR_BODY_LEN_MAX) {
                 Ok(Some(record)) => record,
                 Ok(None) => break,
-                // Impossible: the limit is the largest length a prefix can hold.
-                Err(_) => break,
+                Err(too_long) => {
+                    // Only a clear body can be too long: the sealed part's
+                    // limit is the largest length its field can hold.
+                    self.fail(ProtocolError::ClearBodyTooLong { len: too_long.len });
+                    break;
+                }
             };
             self.last_receive = now;
             self.stats.records_in += 1;
-            self.stats.bytes_in += (LEN_PREFIX + record.len()) as u64;
-            if let Err(error) = self.process_record(now, record) {
+            self.stats.bytes_in += (TRANSPORT_HEADER_LEN + record.len()) as u64;
+            if let Err(error) = self.process_record(now, record, sealed_len) {
                 self.fail(error);
             }
         }
@@ -239,40 +263,57 @@ impl Link {
         }
     }
 
-    fn process_record(&mut self, now: Instant, mut record: BytesMut) -> Result<(), ProtocolError> {
-        if record.len() < TAG_LEN {
-            return Err(ProtocolError::RecordTooShort { len: record.len() });
+    /// One transport record: `record` holds the sealed part (its first
+    /// `sealed_len` bytes) and the clear body after it.
+    fn process_record(
+        &mut self,
+        now: Instant,
+        mut record: BytesMut,
+        sealed_len: usize,
+    ) -> Result<(), ProtocolError> {
+        if sealed_len < TAG_LEN {
+            return Err(ProtocolError::RecordTooShort { len: sealed_len });
         }
         // Decrypted where it lies: DATA payloads handed to the application
         // are slices of the received record, never copies.
         let plaintext_len = self
             .cipher
             .receive
-            .open_in_place(&mut record)
+            .open_in_place(&mut record[..sealed_len])
             .map_err(|_| ProtocolError::Decrypt)?;
+        let clear_len = record.len() - sealed_len;
+        if record[..plaintext_len].first() == Some(&frame::TYPE_SEALED_DATA) {
+            // The frame is at most 21 bytes: decode a copy, then move the
+            // prefix up against the body, so the message is one slice.
+            let frame = Frame::decode(Bytes::copy_from_slice(&record[..plaintext_len]))?;
+            let Frame::SealedData {
+                channel,
+                body_len,
+                prefix,
+            } = frame
+            else {
+                return Err(ProtocolError::ClearBodyWithoutSealedData);
+            };
+            if usize::from(body_len) != clear_len {
+                return Err(ProtocolError::MalformedFrame {
+                    frame: "SEALED_DATA",
+                    detail: "body length differs from the record's clear body",
+                });
+            }
+            let start = sealed_len - prefix.len();
+            record[start..sealed_len].copy_from_slice(&prefix);
+            let payload = record.freeze().slice(start..);
+            return self.accept_message(channel, payload, true);
+        }
+        if clear_len != 0 {
+            return Err(ProtocolError::ClearBodyWithoutSealedData);
+        }
         record.truncate(plaintext_len);
         let plaintext = record.freeze();
         match Frame::decode(plaintext)? {
-            Frame::Data { channel, payload } => {
-                let Some(receive) = self.receive.iter_mut().find(|c| c.id == channel) else {
-                    return Err(ProtocolError::UnknownChannel { channel });
-                };
-                let cost = message_cost(payload.len());
-                if cost > receive.window - receive.outstanding {
-                    return Err(ProtocolError::FlowControl {
-                        channel,
-                        window: receive.window,
-                    });
-                }
-                receive.outstanding += cost;
-                self.stats.messages_in += 1;
-                if self.state == State::Open {
-                    self.events.push_back(Event::Message {
-                        channel,
-                        data: payload,
-                    });
-                }
-            }
+            Frame::Data { channel, payload } => self.accept_message(channel, payload, false)?,
+            // Its type byte was checked above.
+            Frame::SealedData { .. } => return Err(ProtocolError::ClearBodyWithoutSealedData),
             Frame::WindowUpdate { channel, increment } => {
                 let Some(send) = self.send.iter_mut().find(|c| c.id == channel) else {
                     return Err(ProtocolError::UnknownSendChannel { channel });
@@ -300,6 +341,38 @@ impl Link {
                 };
                 self.finish(reason);
             }
+        }
+        Ok(())
+    }
+
+    /// A message received on `channel`; `sealed_body`: its body came in
+    /// the clear, after a SEALED_DATA frame.
+    fn accept_message(
+        &mut self,
+        channel: ChannelId,
+        payload: Bytes,
+        sealed_body: bool,
+    ) -> Result<(), ProtocolError> {
+        let Some(receive) = self.receive.iter_mut().find(|c| c.id == channel) else {
+            return Err(ProtocolError::UnknownChannel { channel });
+        };
+        if sealed_body && !receive.sealed_bodies {
+            return Err(ProtocolError::SealedBodyRefused { channel });
+        }
+        let cost = message_cost(payload.len());
+        if cost > receive.window - receive.outstanding {
+            return Err(ProtocolError::FlowControl {
+                channel,
+                window: receive.window,
+            });
+        }
+        receive.outstanding += cost;
+        self.stats.messages_in += 1;
+        if self.state == State::Open {
+            self.events.push_back(Event::Message {
+                channel,
+                data: payload,
+            });
         }
         Ok(())
     }
@@ -437,22 +510,22 @@ impl Link {
     /// Encrypts pending frames as records into `out` and returns how many
     /// bytes it wrote. Control frames go first; then channels take turns, one
     /// frame each, so that a busy channel cannot starve the others. `out`
-    /// should hold at least one largest record ([`RECORD_LEN_MAX`] + 2 bytes).
+    /// should hold at least one largest record ([`crate::TRANSPORT_RECORD_LEN_MAX`]).
     pub fn poll_transmit(&mut self, now: Instant, out: &mut [u8]) -> usize {
         let mut written = 0;
         while let Some(next) = self.next_frame() {
-            let record_len = LEN_PREFIX + self.frame_len(next) + TAG_LEN;
+            let (frame_len, clear_len) = self.frame_len(next);
+            let sealed_len = frame_len + TAG_LEN;
+            let record_len = TRANSPORT_HEADER_LEN + sealed_len + clear_len;
             if written + record_len > out.len() {
                 break;
             }
             let record = &mut out[written..written + record_len];
-            let frame_len = self.stage(next, now, &mut record[LEN_PREFIX..]);
-            match self
-                .cipher
-                .send
-                .seal_in_place(&mut record[LEN_PREFIX..], frame_len)
-            {
-                Ok(len) => write_len_prefix(record, len),
+            let (header, rest) = record.split_at_mut(TRANSPORT_HEADER_LEN);
+            let (sealed, clear) = rest.split_at_mut(sealed_len);
+            let frame_len = self.stage(next, now, sealed, clear);
+            match self.cipher.send.seal_in_place(sealed, frame_len) {
+                Ok(len) => write_transport_header(header, len, clear_len),
                 Err(_) => {
                     // 2^64 − 1 records under one key: unreachable in practice,
                     // and never wrapped around.
@@ -497,14 +570,23 @@ impl Link {
             .map(NextFrame::Data)
     }
 
-    fn frame_len(&self, next: NextFrame) -> usize {
+    /// The length of the frame `next` and of the clear body after it.
+    fn frame_len(&self, next: NextFrame) -> (usize, usize) {
         match next {
             NextFrame::Data(index) => {
-                frame::DATA_HEADER_LEN + self.send[index].queue.front().map_or(0, Message::len)
+                let send = &self.send[index];
+                match send.queue.front() {
+                    Some(message) if send.sends_sealed(message) => (
+                        frame::SEALED_DATA_HEADER_LEN + message.prefix().len(),
+                        message.body().len(),
+                    ),
+                    Some(message) => (frame::DATA_HEADER_LEN + message.len(), 0),
+                    None => (frame::DATA_HEADER_LEN, 0),
+                }
             }
-            NextFrame::Close => self.close_frame().encoded_len(),
-            NextFrame::Pong(_) | NextFrame::Ping => 9,
-            NextFrame::WindowUpdate(_) => 7,
+            NextFrame::Close => (self.close_frame().encoded_len(), 0),
+            NextFrame::Pong(_) | NextFrame::Ping => (9, 0),
+            NextFrame::WindowUpdate(_) => (7, 0),
         }
     }
 
@@ -519,9 +601,10 @@ impl Link {
         }
     }
 
-    /// Writes the frame `next` at the start of `out`, updates the state as if
-    /// it were sent, and returns its length.
-    fn stage(&mut self, next: NextFrame, now: Instant, out: &mut [u8]) -> usize {
+    /// Writes the frame `next` at the start of `out` (and a SEALED_DATA
+    /// frame's body into `clear`, which [`Link::frame_len`] sized), updates
+    /// the state as if it were sent, and returns the frame's length.
+    fn stage(&mut self, next: NextFrame, now: Instant, out: &mut [u8], clear: &mut [u8]) -> usize {
         let frame = match next {
             NextFrame::Data(index) => {
                 self.round_robin = (index + 1) % self.send.len();
@@ -532,6 +615,17 @@ impl Link {
                 send.queued_bytes -= payload.len();
                 send.credit -= message_cost(payload.len());
                 self.stats.messages_out += 1;
+                if send.sends_sealed(&payload) {
+                    let body = payload.body();
+                    // At most MESSAGE_LEN_MAX, which fits.
+                    let body_len = u16::try_from(body.len()).unwrap_or(u16::MAX);
+                    frame::encode_sealed_data_header(send.id, body_len, out);
+                    let prefix = payload.prefix();
+                    let end = frame::SEALED_DATA_HEADER_LEN + prefix.len();
+                    out[frame::SEALED_DATA_HEADER_LEN..end].copy_from_slice(prefix);
+                    clear.copy_from_slice(body);
+                    return end;
+                }
                 // Written here rather than through Frame::encode so the
                 // payload is copied once, straight into the record.
                 frame::encode_data_header(send.id, out);
@@ -627,7 +721,15 @@ pub(crate) mod tests_support {
             queue: VecDeque::new(),
             queued_bytes: 0,
             queued_bytes_max: ChannelConfig::SEND_QUEUE_BYTES_MAX_DEFAULT,
+            sealed_bodies: false,
         });
+    }
+
+    /// Acts as if the peer had opened `channel` to sealed bodies.
+    pub(crate) fn open_to_sealed_bodies(link: &mut Link, channel: ChannelId) {
+        if let Some(send) = link.send.iter_mut().find(|c| c.id == channel) {
+            send.sealed_bodies = true;
+        }
     }
 
     pub(crate) fn grant_credit(link: &mut Link, channel: ChannelId, credit: u32) {

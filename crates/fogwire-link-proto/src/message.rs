@@ -15,6 +15,8 @@ pub const PREFIX_LEN_MAX: usize = 16;
 pub struct Message {
     prefix: [u8; PREFIX_LEN_MAX],
     prefix_len: u8,
+    /// The body is already sealed (AEAD) for whoever finally reads it.
+    sealed_body: bool,
     body: Bytes,
 }
 
@@ -29,8 +31,28 @@ impl Message {
         Self {
             prefix: stored,
             prefix_len: prefix_len as u8,
+            sealed_body: false,
             body,
         }
+    }
+
+    /// Like [`Message::with_prefix`], for a body that its writer already
+    /// sealed with an AEAD for its final reader (a route's end-to-end
+    /// session packet). A link whose peer accepts sealed bodies on the
+    /// channel encrypts only the prefix and carries the body as it is
+    /// (`docs/protocol/link.md` §4), which spares the body a second
+    /// encryption on every hop; to any other peer it is sent like any
+    /// message. Only mark a body that is sealed: the link then no longer
+    /// vouches for it.
+    pub fn with_sealed_body(prefix: &[u8], body: Bytes) -> Self {
+        Self {
+            sealed_body: true,
+            ..Self::with_prefix(prefix, body)
+        }
+    }
+
+    pub fn has_sealed_body(&self) -> bool {
+        self.sealed_body
     }
 
     pub fn prefix(&self) -> &[u8] {
@@ -74,6 +96,7 @@ impl From<Bytes> for Message {
         Self {
             prefix: [0; PREFIX_LEN_MAX],
             prefix_len: 0,
+            sealed_body: false,
             body,
         }
     }
@@ -96,6 +119,7 @@ impl std::fmt::Debug for Message {
         f.debug_struct("Message")
             .field("prefix", &self.prefix())
             .field("body_len", &self.body.len())
+            .field("sealed_body", &self.sealed_body)
             .finish()
     }
 }

@@ -13,6 +13,8 @@ use crate::*;
 
 const CONTROL: ChannelId = ChannelId(1);
 const BULK: ChannelId = ChannelId(2);
+/// A channel open to sealed bodies, like routing data.
+const SEALED: ChannelId = ChannelId(3);
 
 fn identity(seed: u8) -> LinkIdentity {
     LinkIdentity::generate(Arc::new(Keypair::from_seed(&[seed; 32]))).unwrap()
@@ -22,7 +24,8 @@ fn config() -> Arc<Config> {
     Arc::new(
         Config::default()
             .with_channel(ChannelConfig::new(CONTROL))
-            .with_channel(ChannelConfig::new(BULK).with_receive_window(WINDOW_MIN)),
+            .with_channel(ChannelConfig::new(BULK).with_receive_window(WINDOW_MIN))
+            .with_channel(ChannelConfig::new(SEALED).with_sealed_bodies()),
     )
 }
 
@@ -43,7 +46,7 @@ impl Endpoint for Link {
     }
 
     fn transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
-        let mut buffer = vec![0u8; 4 * (RECORD_LEN_MAX + 2)];
+        let mut buffer = vec![0u8; 4 * (TRANSPORT_RECORD_LEN_MAX)];
         let sent = self.poll_transmit(now, &mut buffer);
         buffer.truncate(sent);
         (sent > 0).then_some(buffer)
@@ -91,7 +94,10 @@ fn handshake_authenticates_both_sides_and_exchanges_channels() {
     let (a, b) = handshake_pair(epoch());
     assert_eq!(a.peer(), Keypair::from_seed(&[2; 32]).node_id());
     assert_eq!(b.peer(), Keypair::from_seed(&[1; 32]).node_id());
-    assert_eq!(a.peer_channels().collect::<Vec<_>>(), vec![CONTROL, BULK]);
+    assert_eq!(
+        a.peer_channels().collect::<Vec<_>>(),
+        vec![CONTROL, BULK, SEALED]
+    );
 }
 
 #[test]
@@ -225,7 +231,8 @@ fn another_protocol_version_is_refused() {
     let now = epoch();
     let bob = identity(2);
     let mut responder = Handshake::responder(&bob, config(), now).unwrap();
-    // A first message from a future version: e followed by version byte 2.
+    // A first message from a future version: e followed by version byte 3.
+    // (Version 1, whose records had no clear bodies, is refused the same way.)
     let mut noise = snow::Builder::new(NOISE_PARAMS.parse().unwrap())
         .prologue(PROLOGUE)
         .unwrap()
@@ -234,12 +241,12 @@ fn another_protocol_version_is_refused() {
         .build_initiator()
         .unwrap();
     let mut message = [0u8; 64];
-    let len = noise.write_message(&[2], &mut message).unwrap();
+    let len = noise.write_message(&[3], &mut message).unwrap();
     let mut wire = (len as u16).to_be_bytes().to_vec();
     wire.extend_from_slice(&message[..len]);
     assert_eq!(
         responder.handle_input(&wire),
-        Err(HandshakeError::UnsupportedVersion { version: 2 })
+        Err(HandshakeError::UnsupportedVersion { version: 3 })
     );
 }
 
@@ -506,7 +513,7 @@ fn a_bulk_channel_cannot_starve_another_channel() {
             pair.a.send(CONTROL, Bytes::from_static(b"urgent")).unwrap();
         }
         // One record at a time, to count how many frames pass first.
-        let mut one_record = vec![0u8; RECORD_LEN_MAX + 2];
+        let mut one_record = vec![0u8; TRANSPORT_RECORD_LEN_MAX];
         let mut frames_before_control = 0;
         loop {
             let sent = pair.a.poll_transmit(pair.now, &mut one_record);
@@ -706,4 +713,113 @@ proptest! {
         let _ = events(&mut pair.b);
         let _ = pair.b.transmit(pair.now);
     }
+}
+
+// ----- sealed bodies -----
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+/// `a` sends `message` on `channel`; returns the bytes it put on the wire.
+fn wire_of(a: &mut Link, channel: ChannelId, message: Message) -> Vec<u8> {
+    a.send(channel, message).unwrap();
+    let mut wire = vec![0u8; 4 * TRANSPORT_RECORD_LEN_MAX];
+    let len = a.poll_transmit(epoch(), &mut wire);
+    wire.truncate(len);
+    wire
+}
+
+/// Asserts that `link` delivered nothing and closed; returns why.
+fn refused(link: &mut Link) -> CloseReason {
+    let events = events(link);
+    assert!(
+        !events
+            .iter()
+            .any(|event| matches!(event, Event::Message { .. })),
+        "{events:?}"
+    );
+    events
+        .into_iter()
+        .find_map(|event| match event {
+            Event::Closed(reason) => Some(reason),
+            Event::Message { .. } => None,
+        })
+        .expect("link reported no close")
+}
+
+fn sealed_message() -> (Message, Bytes) {
+    let body = Bytes::from(b"end-to-end ciphertext ".repeat(64));
+    let whole = Bytes::from([b"hdr".as_slice(), &body].concat());
+    (Message::with_sealed_body(b"hdr", body), whole)
+}
+
+#[test]
+fn a_sealed_body_crosses_in_the_clear_only_where_the_peer_opened_the_channel() {
+    let (mut a, mut b) = handshake_pair(epoch());
+    let (message, whole) = sealed_message();
+    let wire = wire_of(&mut a, SEALED, message.clone());
+    // The body is on the wire as it was given; the prefix is not.
+    assert!(contains(&wire, &message.body()[..]));
+    assert!(!contains(&wire, b"hdrend-to-end"));
+    b.handle_input(epoch(), &wire);
+    assert_eq!(messages(&mut b, SEALED), vec![whole.clone()]);
+    // BULK is not open to sealed bodies: the link seals the body itself.
+    let wire = wire_of(&mut a, BULK, message.clone());
+    assert!(!contains(&wire, b"end-to-end"));
+    b.handle_input(epoch(), &wire);
+    assert_eq!(messages(&mut b, BULK), vec![whole]);
+    assert!(!b.is_closed());
+}
+
+#[test]
+fn the_link_vouches_for_a_sealed_message_s_prefix_and_lengths_not_its_body() {
+    let (message, whole) = sealed_message();
+    // An altered body byte is delivered: the end-to-end seal must catch it
+    // (routing's session AEAD does).
+    let (mut a, mut b) = handshake_pair(epoch());
+    let mut wire = wire_of(&mut a, SEALED, message.clone());
+    let last = wire.len() - 1;
+    wire[last] ^= 1;
+    b.handle_input(epoch(), &wire);
+    let delivered = messages(&mut b, SEALED);
+    assert_eq!(delivered.len(), 1);
+    assert_ne!(delivered[0], whole);
+    assert_eq!(delivered[0].len(), whole.len());
+    // An altered clear length, or an altered prefix, ends the link.
+    let (mut a, mut b) = handshake_pair(epoch());
+    let mut wire = wire_of(&mut a, SEALED, message.clone());
+    wire[2] ^= 1; // 256 bytes shorter
+    b.handle_input(epoch(), &wire);
+    assert!(refused(&mut b).message.contains("body length"));
+    let (mut a, mut b) = handshake_pair(epoch());
+    let mut wire = wire_of(&mut a, SEALED, message);
+    wire[record::TRANSPORT_HEADER_LEN + frame::SEALED_DATA_HEADER_LEN] ^= 1;
+    b.handle_input(epoch(), &wire);
+    assert!(refused(&mut b).message.contains("decrypt"));
+}
+
+#[test]
+fn a_clear_body_is_refused_where_it_was_not_allowed() {
+    // SEALED_DATA on a channel this node did not open to sealed bodies.
+    let (mut a, mut b) = handshake_pair(epoch());
+    link::tests_support::open_to_sealed_bodies(&mut a, BULK);
+    let wire = wire_of(&mut a, BULK, sealed_message().0);
+    b.handle_input(epoch(), &wire);
+    assert_eq!(
+        refused(&mut b).message,
+        ProtocolError::SealedBodyRefused { channel: BULK }.to_string()
+    );
+    // Clear bytes after a DATA frame.
+    let (mut a, mut b) = handshake_pair(epoch());
+    let mut wire = wire_of(&mut a, CONTROL, Message::from(b"plain".to_vec()));
+    wire[3] = 1;
+    wire.push(0);
+    b.handle_input(epoch(), &wire);
+    assert_eq!(
+        refused(&mut b).message,
+        ProtocolError::ClearBodyWithoutSealedData.to_string()
+    );
 }

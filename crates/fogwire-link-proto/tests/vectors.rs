@@ -19,7 +19,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use fogwire_env::{NoiseResolver, seeded};
 use fogwire_identity::Keypair;
-use fogwire_link_proto::{ChannelConfig, ChannelId, Config, Handshake, LinkIdentity};
+use fogwire_link_proto::{ChannelConfig, ChannelId, Config, Handshake, LinkIdentity, Message};
 use fogwire_testkit::time::epoch;
 
 const DEMO: ChannelId = ChannelId(0x7f00);
@@ -31,7 +31,8 @@ fn path() -> PathBuf {
 /// The vectors as the code makes them, in the file's order.
 fn from_the_code() -> Vec<(&'static str, String)> {
     let now = epoch();
-    let config = Arc::new(Config::default().with_channel(ChannelConfig::new(DEMO)));
+    let config =
+        Arc::new(Config::default().with_channel(ChannelConfig::new(DEMO).with_sealed_bodies()));
     let dialer_seed = [0x01u8; 32];
     let listener_seed = [0x02u8; 32];
     let dialer =
@@ -83,6 +84,12 @@ fn from_the_code() -> Vec<(&'static str, String)> {
     dialer_link
         .send(DEMO, Bytes::from_static(b"fogwire"))
         .unwrap();
+    dialer_link
+        .send(
+            DEMO,
+            Message::with_sealed_body(b"hd", Bytes::from_static(b"sealed-body")),
+        )
+        .unwrap();
     let mut buffer = vec![0u8; 1 << 17];
     let sent = dialer_link.poll_transmit(now, &mut buffer);
     let dialer_records = buffer[..sent].to_vec();
@@ -128,12 +135,15 @@ fn from_the_code() -> Vec<(&'static str, String)> {
 }
 
 const HEADER: &str = "\
-# fogwire link protocol v1: handshake test vectors (docs/protocol/link.md §10).
+# fogwire link protocol v2: handshake test vectors (docs/protocol/link.md §10).
 # Every value is hex. Both sides announce one channel, 0x7f00, with a
-# receive window of 262 144 bytes. Records include their 2-byte length.
+# receive window of 262 144 bytes, open to sealed bodies. Handshake records
+# include their 2-byte length, transport records their 4-byte header.
 # dialer_first_records: after the handshake the dialer queues DATA
-# \"fogwire\" on 0x7f00; it sends PING (nonce 1), then that DATA, as two
-# records under k1. listener_first_records: its PING (nonce 1) under k2.
+# \"fogwire\" on 0x7f00, then a message with prefix \"hd\" and the sealed
+# body \"sealed-body\"; it sends PING (nonce 1), that DATA, then that
+# SEALED_DATA with its clear body, as three records under k1.
+# listener_first_records: its PING (nonce 1) under k2.
 # Checked against the code by crates/fogwire-link-proto/tests/vectors.rs.
 ";
 
@@ -180,7 +190,16 @@ fn identity_payload(node_id: &[u8], certificate: &[u8]) -> Vec<u8> {
     payload.push(1); // one channel
     payload.extend_from_slice(&0x7f00u16.to_be_bytes());
     payload.extend_from_slice(&262_144u32.to_be_bytes());
+    payload.push(0x01); // flags: open to sealed bodies
     payload
+}
+
+fn transport_record(sealed: &[u8], clear: &[u8]) -> Vec<u8> {
+    let mut record = u16::try_from(sealed.len()).unwrap().to_be_bytes().to_vec();
+    record.extend_from_slice(&u16::try_from(clear.len()).unwrap().to_be_bytes());
+    record.extend_from_slice(sealed);
+    record.extend_from_slice(clear);
+    record
 }
 
 fn record(body: &[u8]) -> Vec<u8> {
@@ -238,7 +257,7 @@ fn the_documents_recipe_makes_the_same_bytes() {
         .unwrap();
     let mut body = vec![0u8; 1024];
     let mut scratch = vec![0u8; 1024];
-    let n = initiator.write_message(&[0x01], &mut body).unwrap();
+    let n = initiator.write_message(&[0x02], &mut body).unwrap();
     assert_eq!(record(&body[..n]), v["message_1"], "message 1");
     responder.read_message(&body[..n], &mut scratch).unwrap();
     let payload = identity_payload(&v["listener_node_id"], &v["listener_certificate"]);
@@ -249,23 +268,37 @@ fn the_documents_recipe_makes_the_same_bytes() {
     let n = initiator.write_message(&payload, &mut body).unwrap();
     assert_eq!(record(&body[..n]), v["message_3"], "message 3");
     responder.read_message(&body[..n], &mut scratch).unwrap();
-    // §4–§7: transport records, k1 dialer → listener, k2 back; PING is
-    // 0x02 | nonce u64, DATA is 0x00 | channel u16 | payload.
+    // §2, §4–§7: transport records, k1 dialer → listener, k2 back; PING is
+    // 0x02 | nonce u64, DATA is 0x00 | channel u16 | payload, SEALED_DATA
+    // is 0x05 | channel u16 | body length u16 | prefix, with the body in
+    // the clear after the sealed part.
     let mut dialer = initiator.into_transport_mode().unwrap();
     let mut listener = responder.into_transport_mode().unwrap();
-    let mut seal = |state: &mut snow::TransportState, frame: &[u8]| {
+    let mut seal = |state: &mut snow::TransportState, frame: &[u8], clear: &[u8]| {
         let n = state.write_message(frame, &mut body).unwrap();
-        record(&body[..n])
+        transport_record(&body[..n], clear)
     };
     let ping = [[0x02].as_slice(), &1u64.to_be_bytes()].concat();
     let data = [[0x00].as_slice(), &0x7f00u16.to_be_bytes(), b"fogwire"].concat();
-    let dialer_records = [seal(&mut dialer, &ping), seal(&mut dialer, &data)].concat();
+    let sealed_data = [
+        [0x05].as_slice(),
+        &0x7f00u16.to_be_bytes(),
+        &11u16.to_be_bytes(),
+        b"hd",
+    ]
+    .concat();
+    let dialer_records = [
+        seal(&mut dialer, &ping, b""),
+        seal(&mut dialer, &data, b""),
+        seal(&mut dialer, &sealed_data, b"sealed-body"),
+    ]
+    .concat();
     assert_eq!(
         dialer_records, v["dialer_first_records"],
         "dialer's records"
     );
     assert_eq!(
-        seal(&mut listener, &ping),
+        seal(&mut listener, &ping, b""),
         v["listener_first_records"],
         "listener's record"
     );

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use fogwire_identity::NodeId;
 use fogwire_link_proto::{
     ChannelId, CloseCode, CloseReason, Event, Link, LinkStats, MESSAGE_CREDIT_OVERHEAD, Message,
-    RECORD_LEN_MAX, message_cost,
+    TRANSPORT_RECORD_LEN_MAX, message_cost,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -22,7 +22,7 @@ use crate::{Direction, Established};
 /// largest records, so each write system call moves a good amount. The
 /// buffer grows a largest record at a time, only while the link has that
 /// much to send at once: a quiet link holds one record's worth.
-const TRANSMIT_BUFFER_LEN: usize = 8 * (RECORD_LEN_MAX + 2);
+const TRANSMIT_BUFFER_LEN: usize = 8 * (TRANSPORT_RECORD_LEN_MAX);
 /// Most bytes the driver asks the socket for per read…
 const READ_CHUNK_LEN: usize = 256 * 1024;
 /// …starting from this, doubled each time a read fills what it asked: a
@@ -394,13 +394,14 @@ impl Driver {
             // Top the buffer up whenever a largest record still fits, so each
             // write hands the kernel as much as is ready.
             if self.link.wants_transmit() {
-                if transmit.len() - transmit_end < RECORD_LEN_MAX + 2
+                if transmit.len() - transmit_end < TRANSPORT_RECORD_LEN_MAX
                     && transmit.len() < TRANSMIT_BUFFER_LEN
                 {
-                    let grown = (transmit.len() + RECORD_LEN_MAX + 2).min(TRANSMIT_BUFFER_LEN);
+                    let grown =
+                        (transmit.len() + TRANSPORT_RECORD_LEN_MAX).min(TRANSMIT_BUFFER_LEN);
                     transmit.resize(grown, 0);
                 }
-                if transmit.len() - transmit_end >= RECORD_LEN_MAX + 2 {
+                if transmit.len() - transmit_end >= TRANSPORT_RECORD_LEN_MAX {
                     transmit_end += self.link.poll_transmit(now, &mut transmit[transmit_end..]);
                 }
             }

@@ -250,7 +250,11 @@ impl Handshake {
             channels: config
                 .channels
                 .iter()
-                .map(|channel| (channel.id, channel.receive_window))
+                .map(|channel| payload::AnnouncedChannel {
+                    id: channel.id,
+                    window: channel.receive_window,
+                    sealed_bodies: channel.sealed_bodies,
+                })
                 .collect(),
         }
         .encode();

@@ -8,7 +8,9 @@
 //!               sender's Noise static public key (domain
 //!               "fogwire/link/static-key/v1", see fogwire-identity)
 //!     96     1  n: number of channels the sender serves (0..=64)
-//!     97    6n  n entries: channel id u16, receive window u32 (big-endian)
+//!     97    7n  n entries: channel id u16, receive window u32 (big-endian),
+//!               flags u8 (bit 0: the sender accepts SEALED_DATA on the
+//!               channel; the other bits are zero)
 //! ```
 
 use fogwire_identity::{Domain, NodeId, Signature};
@@ -16,7 +18,18 @@ use fogwire_identity::{Domain, NodeId, Signature};
 use crate::{CHANNELS_MAX, ChannelId, HandshakeError, WINDOW_MAX, WINDOW_MIN};
 
 const FIXED_LEN: usize = 32 + 64 + 1;
-const CHANNEL_ENTRY_LEN: usize = 6;
+const CHANNEL_ENTRY_LEN: usize = 7;
+const FLAG_SEALED_BODIES: u8 = 0x01;
+
+/// A channel as its receiver announces it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct AnnouncedChannel {
+    pub id: ChannelId,
+    /// Credit the receiver grants on it.
+    pub window: u32,
+    /// It accepts messages whose body is sealed end to end (SEALED_DATA).
+    pub sealed_bodies: bool,
+}
 
 /// What a node tells its peer about itself during the handshake.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -24,7 +37,7 @@ pub struct HandshakePayload {
     pub identity: NodeId,
     pub certificate: Signature,
     /// Channels the sender serves, with the receive window it grants on each.
-    pub channels: Vec<(ChannelId, u32)>,
+    pub channels: Vec<AnnouncedChannel>,
 }
 
 fn malformed(detail: &'static str) -> HandshakeError {
@@ -38,9 +51,14 @@ impl HandshakePayload {
         out.extend_from_slice(&self.certificate.0);
         // Config::validate bounds the channel count to 64.
         out.push(self.channels.len().min(CHANNELS_MAX) as u8);
-        for (channel, window) in self.channels.iter().take(CHANNELS_MAX) {
-            out.extend_from_slice(&channel.0.to_be_bytes());
-            out.extend_from_slice(&window.to_be_bytes());
+        for channel in self.channels.iter().take(CHANNELS_MAX) {
+            out.extend_from_slice(&channel.id.0.to_be_bytes());
+            out.extend_from_slice(&channel.window.to_be_bytes());
+            out.push(if channel.sealed_bodies {
+                FLAG_SEALED_BODIES
+            } else {
+                0
+            });
         }
         out
     }
@@ -60,17 +78,24 @@ impl HandshakePayload {
         if bytes.len() != FIXED_LEN + CHANNEL_ENTRY_LEN * count {
             return Err(malformed("length does not match the channel count"));
         }
-        let mut channels: Vec<(ChannelId, u32)> = Vec::with_capacity(count);
+        let mut channels: Vec<AnnouncedChannel> = Vec::with_capacity(count);
         for entry in bytes[FIXED_LEN..].chunks_exact(CHANNEL_ENTRY_LEN) {
             let channel = ChannelId(u16::from_be_bytes([entry[0], entry[1]]));
             let window = u32::from_be_bytes([entry[2], entry[3], entry[4], entry[5]]);
             if !(WINDOW_MIN..=WINDOW_MAX).contains(&window) {
                 return Err(malformed("channel window out of range"));
             }
-            if channels.iter().any(|(seen, _)| *seen == channel) {
+            if entry[6] & !FLAG_SEALED_BODIES != 0 {
+                return Err(malformed("unknown channel flags"));
+            }
+            if channels.iter().any(|seen| seen.id == channel) {
                 return Err(malformed("channel announced twice"));
             }
-            channels.push((channel, window));
+            channels.push(AnnouncedChannel {
+                id: channel,
+                window,
+                sealed_bodies: entry[6] & FLAG_SEALED_BODIES != 0,
+            });
         }
         Ok(Self {
             identity,
@@ -99,7 +124,18 @@ mod tests {
         HandshakePayload {
             identity: keypair.node_id(),
             certificate: keypair.sign(Domain::LINK_STATIC_KEY, &[9; 32]),
-            channels: vec![(ChannelId(1), WINDOW_MIN), (ChannelId(2), WINDOW_MAX)],
+            channels: vec![
+                AnnouncedChannel {
+                    id: ChannelId(1),
+                    window: WINDOW_MIN,
+                    sealed_bodies: false,
+                },
+                AnnouncedChannel {
+                    id: ChannelId(2),
+                    window: WINDOW_MAX,
+                    sealed_bodies: true,
+                },
+            ],
         }
     }
 
@@ -120,11 +156,15 @@ mod tests {
         let bytes = sample().encode();
         assert!(HandshakePayload::decode(&bytes[..bytes.len() - 1]).is_err());
         let mut duplicate = sample();
-        duplicate.channels[1].0 = ChannelId(1);
+        duplicate.channels[1].id = ChannelId(1);
         assert!(HandshakePayload::decode(&duplicate.encode()).is_err());
         let mut tiny_window = sample();
-        tiny_window.channels[0].1 = 10;
+        tiny_window.channels[0].window = 10;
         assert!(HandshakePayload::decode(&tiny_window.encode()).is_err());
+        let mut unknown_flag = sample().encode();
+        let last = unknown_flag.len() - 1;
+        unknown_flag[last] = 0x03;
+        assert!(HandshakePayload::decode(&unknown_flag).is_err());
     }
 
     proptest! {

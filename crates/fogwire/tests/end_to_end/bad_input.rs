@@ -34,6 +34,14 @@ fn record(body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A transport record (link.md §2) with no clear body.
+fn transport_record(sealed: &[u8]) -> Vec<u8> {
+    let mut out = (sealed.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(sealed);
+    out
+}
+
 /// A peer written from docs/protocol/link.md with snow directly (not with
 /// fogwire-link), so that it can then break the rules on purpose.
 struct RawPeer {
@@ -102,7 +110,7 @@ impl RawPeer {
             .write_message(plaintext, &mut ciphertext)
             .unwrap();
         self.stream
-            .write_all(&record(&ciphertext[..len]))
+            .write_all(&transport_record(&ciphertext[..len]))
             .await
             .unwrap();
     }
@@ -113,10 +121,11 @@ impl RawPeer {
         let bytes = read_until_closed(&mut self.stream).await;
         let mut rest = &bytes[..];
         let mut reason = None;
-        while rest.len() >= 2 {
+        while rest.len() >= 4 {
             let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
-            let body = &rest[2..2 + len];
-            rest = &rest[2 + len..];
+            let clear = usize::from(u16::from_be_bytes([rest[2], rest[3]]));
+            let body = &rest[4..4 + len];
+            rest = &rest[4 + len + clear..];
             let mut plaintext = vec![0u8; len];
             let plain_len = self.transport.read_message(body, &mut plaintext).unwrap();
             if plaintext[0] == frame::TYPE_CLOSE {
