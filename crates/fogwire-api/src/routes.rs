@@ -132,6 +132,10 @@ pub struct RoutingStats {
     /// Datagrams for a port no service holds, or a full service queue.
     #[serde(default)]
     pub datagrams_dropped: u64,
+    /// Session packets that failed to open at this end (altered on the
+    /// way, or replayed) and were dropped.
+    #[serde(default)]
+    pub session_packets_rejected: u64,
 }
 
 /// `GET /v1/routes`

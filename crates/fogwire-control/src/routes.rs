@@ -253,6 +253,7 @@ pub(crate) async fn list(State(state): State<Arc<ApiState>>) -> Response {
             receipts_received: stats.receipts_received,
             receipts_stored: stats.receipts_stored,
             datagrams_dropped: stats.datagrams_dropped,
+            session_packets_rejected: stats.session_packets_rejected,
         },
     })
     .into_response()

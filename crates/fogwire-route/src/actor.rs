@@ -341,7 +341,9 @@ impl Actor {
                 if let Some(neighbour) = self.neighbours.get(&to)
                     && neighbour
                         .data
-                        .try_send(Message::with_prefix(&header, body))
+                        // Every data packet's body is a session packet,
+                        // sealed end to end: links need not seal it again.
+                        .try_send(Message::with_sealed_body(&header, body))
                         .is_err()
                 {
                     self.stats.data_dropped += 1;
@@ -747,6 +749,7 @@ impl Actor {
                         adverts_sent: plane.adverts_sent,
                         adverts_accepted: plane.adverts_accepted,
                         adverts_refused: plane.adverts_refused,
+                        session_packets_rejected: self.router.session_packets_rejected(),
                         ..self.stats.clone()
                     },
                 });

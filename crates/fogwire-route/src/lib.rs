@@ -52,9 +52,12 @@ pub fn link_channels() -> Vec<ChannelConfig> {
             .with_send_queue_bytes_max(4 * 1024 * 1024),
         // Data gets deep queues: a stream's whole window may be in flight
         // on one link, and a full queue drops packets.
+        // Its packets' bodies are session packets, sealed and checked end
+        // to end, so they cross links as sealed bodies (link.md §4).
         ChannelConfig::new(ChannelId(router::CHANNEL_DATA))
             .with_receive_window(8 * 1024 * 1024)
-            .with_send_queue_bytes_max(8 * 1024 * 1024),
+            .with_send_queue_bytes_max(8 * 1024 * 1024)
+            .with_sealed_bodies(),
         ChannelConfig::new(ChannelId(CHANNEL_ADVERT))
             .with_receive_window(1024 * 1024)
             .with_send_queue_bytes_max(4 * 1024 * 1024),
@@ -211,6 +214,9 @@ pub struct RoutingStats {
     /// Datagrams that came for a port no service holds, or whose
     /// service's queue was full.
     pub datagrams_dropped: u64,
+    /// Session packets that failed to open at this end (altered on the
+    /// way, or replayed) and were dropped.
+    pub session_packets_rejected: u64,
 }
 
 /// Routes this node opened, routes it relays, and counters.

@@ -582,6 +582,12 @@ impl Router {
         })
     }
 
+    /// Session packets this node was an end for that failed to open
+    /// (altered on the way, replayed, or too early), and were dropped.
+    pub fn session_packets_rejected(&self) -> u64 {
+        self.sessions.rejected
+    }
+
     /// The sessions, with what their operations may touch beside them.
     fn sessions_out(&mut self) -> (&mut Sessions, Output<'_>) {
         (

@@ -120,6 +120,9 @@ pub(super) struct Sessions {
     timers: BTreeSet<(Instant, SessionId, StreamId)>,
     next: SessionId,
     config: stream::Config,
+    /// Session packets that failed to open (altered, replayed, or for a
+    /// session without keys) and were dropped.
+    pub(super) rejected: u64,
 }
 
 impl Sessions {
@@ -130,6 +133,7 @@ impl Sessions {
             timers: BTreeSet::new(),
             next: 1,
             config,
+            rejected: 0,
         }
     }
 
@@ -280,6 +284,10 @@ impl Sessions {
             return;
         }
         let Some(Ok((kind, payload))) = session.cipher.as_mut().map(|c| c.open(body)) else {
+            // Links carry session packets as sealed bodies, which they do
+            // not authenticate (link.md §4): this is where an altered one
+            // ends.
+            self.rejected += 1;
             return;
         };
         match kind {

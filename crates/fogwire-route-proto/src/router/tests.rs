@@ -1016,3 +1016,54 @@ fn replay_memory_is_shared_out_per_neighbour_and_forgotten_after_the_clock_windo
     net.run(Duration::from_millis(300));
     assert_eq!(outcomes(&mut net, 0).0, 1);
 }
+
+#[test]
+fn a_session_packet_altered_on_the_way_is_dropped_and_counted_at_its_end() {
+    let mut net = Net::line(3);
+    net.open(0, &[1, 2]);
+    net.run(Duration::from_millis(200));
+    let session = net
+        .take_events(0)
+        .into_iter()
+        .find_map(|event| match event {
+            Event::RouteUp { session, .. } => Some(session),
+            _ => None,
+        })
+        .expect("route not up");
+    net.take_events(2);
+    net.routers[0]
+        .send_datagram(session, 7, b"payload")
+        .unwrap();
+    let Some(Transmit::Data { to, header, body }) = net.routers[0].poll_transmit() else {
+        panic!("no data packet");
+    };
+    // Links carry a session packet as a sealed body, which they do not
+    // authenticate (link.md §4): an on-path attacker can flip its bits.
+    let mut altered = body.to_vec();
+    let last = altered.len() - 1;
+    altered[last] ^= 1;
+    net.sequence += 1;
+    let altered = Transmit::Data {
+        to,
+        header,
+        body: Bytes::from(altered),
+    };
+    net.in_flight
+        .insert((net.now + LINK_DELAY, net.sequence), (0, 1, altered));
+    net.run(Duration::from_millis(50));
+    let datagrams = |events: Vec<Event>| {
+        events
+            .into_iter()
+            .filter(|event| matches!(event, Event::Datagram { .. }))
+            .count()
+    };
+    assert_eq!(datagrams(net.take_events(2)), 0);
+    assert_eq!(net.routers[2].session_packets_rejected(), 1);
+    // The relay forwarded it (it cannot tell); the session carries on.
+    net.routers[0]
+        .send_datagram(session, 7, b"payload")
+        .unwrap();
+    net.run(Duration::from_millis(50));
+    assert_eq!(datagrams(net.take_events(2)), 1);
+    assert_eq!(net.routers[2].session_packets_rejected(), 1);
+}
