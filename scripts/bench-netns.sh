@@ -29,8 +29,14 @@ FOGWIRE=$(readlink -f "$FOGWIRE")
 ns() { echo "${TAG}n$1"; }
 inns() { local n=$1; shift; ip netns exec "$(ns "$n")" "$@"; }
 PIDS=()
+# Starts a program in the background in namespace $1, remembering its PID
+# (`ip netns exec` execs it, so this is the program's own PID; a function
+# run with & would leave only a subshell's PID, and the program running).
+spawn() { local n=$1 log=$2; shift 2; ip netns exec "$(ns "$n")" "$@" >"$log" 2>&1 & PIDS+=($!); }
 cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    # Anything else still running from this run (iperf3 daemons, say).
+    pkill -f "$WORK" 2>/dev/null || true
     sleep 0.5
     for i in 0 1 2 3; do ip netns del "$(ns "$i")" 2>/dev/null || true; done
     rm -rf "$WORK"
@@ -72,8 +78,7 @@ done
 # Each namespace's interface has a name of its own: wireguard-go's control
 # socket (/var/run/wireguard/<name>.sock) is not in the namespace.
 for i in 0 1; do
-    inns "$i" env WG_PROCESS_FOREGROUND=1 wireguard-go "${TAG}w$i" >"$WORK/wg$i.log" 2>&1 &
-    PIDS+=($!)
+    spawn "$i" "$WORK/wg$i.log" env WG_PROCESS_FOREGROUND=1 wireguard-go "${TAG}w$i"
 done
 for i in 0 1; do
     for _ in $(seq 1 50); do inns "$i" ip link show "${TAG}w$i" >/dev/null 2>&1 && break; sleep 0.1; done
@@ -103,8 +108,7 @@ conf.update({"Peers": json.loads(sys.argv[3]), "Listen": ["tcp://0.0.0.0:7200"],
              "AdminListen": "none", "MulticastInterfaces": [], "IfName": sys.argv[4]})
 json.dump(conf, open(sys.argv[2], "w"))
 PY
-    inns "$i" yggdrasil -useconffile "$WORK/ygg$i.conf" >"$WORK/ygg$i.log" 2>&1 &
-    PIDS+=($!)
+    spawn "$i" "$WORK/ygg$i.log" yggdrasil -useconffile "$WORK/ygg$i.conf"
 done
 YGG1=$(yggdrasil -useconffile "$WORK/ygg1.conf" -address)
 YGG3=$(yggdrasil -useconffile "$WORK/ygg3.conf" -address)
@@ -135,8 +139,7 @@ text = open(path).read().replace("[exit]\n", "[exit]\nserve = true\nallow = [\"1
 open(path, "w").write(text)
 PY
     fi
-    inns "$i" "$FOGWIRE" --home "$home" node >"$WORK/fw$i.log" 2>&1 &
-    PIDS+=($!)
+    spawn "$i" "$WORK/fw$i.log" "$FOGWIRE" --home "$home" node
 done
 for i in 0 1 2 3; do
     for _ in $(seq 1 100); do [ -e "$WORK/fw$i/data/api.addr" ] && break; sleep 0.1; done
@@ -170,10 +173,9 @@ done
 # A server on each exit's host, on its loopback (which the exits allow).
 head -c $((2 << 30)) /dev/zero > "$WORK/big"
 for n in 1 3; do
-    inns "$n" python3 -m http.server 8080 --bind 127.0.0.1 --directory "$WORK" >/dev/null 2>&1 &
-    PIDS+=($!)
-    fw 0 proxy --listen "127.0.0.1:108$n" --exit "$(eval echo \$ID$n)" --min-hops "$n" >/dev/null 2>&1 &
-    PIDS+=($!)
+    spawn "$n" /dev/null python3 -m http.server 8080 --bind 127.0.0.1 --directory "$WORK"
+    spawn 0 /dev/null "$FOGWIRE" --home "$WORK/fw0" proxy --listen "127.0.0.1:108$n" \
+        --exit "$(eval echo \$ID$n)" --min-hops "$n"
 done
 sleep 2
 for n in 1 3; do
