@@ -2,7 +2,9 @@
 //! in a network namespace of its own: a client, three relays, an exit,
 //! and an "internet" host that only the exit can reach, serving HTTP and
 //! DNS: curl through `fogwire proxy`, a relay killed mid-download, a DNS
-//! query over UDP ASSOCIATE, and the exit's policy.
+//! query over UDP ASSOCIATE, and the exit's policy; and a charging exit
+//! with a ledger, which refuses a client with no coins and is paid, with
+//! its relay, for a download.
 
 use std::path::Path;
 use std::process::{Child, Output, Stdio};
@@ -293,4 +295,158 @@ fn curl_through_a_three_hop_route_survives_a_relay_killed_and_the_exit_keeps_its
     assert_eq!(serving.refused, 2, "{serving:?}");
     assert!(serving.connected >= 2, "{serving:?}");
     drop(proxy);
+}
+
+/// A charging exit, with a ledger, all from the command line, each node in
+/// a namespace of its own: `p`, whose account holds nothing, is refused
+/// with a SOCKS error and told why in its log; `c`, funded at
+/// genesis, downloads through the relay `r` and the exit `e` (more than the
+/// exit's credit, so it goes on only as receipts come), and `c`'s coins go
+/// to the exit and the relay, every one of them.
+#[test]
+fn a_charging_exit_refuses_a_client_without_coins_and_it_and_its_relay_are_paid() {
+    const DOWNLOAD: usize = 80 * 1024 * 1024;
+    let tag = std::process::id().to_string();
+    if !namespaces_available(&format!("y{tag}"))
+        || !fogwire_testkit::prerequisite(
+            std::process::Command::new("curl")
+                .arg("--version")
+                .output()
+                .is_ok(),
+            "curl",
+        )
+    {
+        return;
+    }
+    // c: paying client; p: client with no coins; r: relay; e: exit;
+    // i: the internet, reachable from e only; l: the ledger.
+    let names = ["c", "p", "r", "e", "i", "l"];
+    let edges = [(0, 2, 41), (1, 2, 42), (2, 3, 43), (3, 4, 99), (2, 5, 44)];
+    let mut nodes = hosts(&names, "fp", &tag, &edges);
+    let (payer, pauper, relay, exit, internet, ledger) = (0, 1, 2, 3, 4, 5);
+    let ids: Vec<String> = nodes.iter().map(NsNode::id).collect();
+    nodes[ledger].edit_config(|text| {
+        text.replacen(
+            "[ledger]\n",
+            &format!(
+                "[ledger]\nserve = true\ngenesis = [{{ account = \"{}\", coins = \"10\" }}]\n",
+                ids[payer]
+            ),
+            1,
+        )
+    });
+    nodes[exit].edit_config(|text| {
+        text.replacen(
+            "[exit]\n",
+            "[exit]\nserve = true\nallow = [\"10.77.99.2/32\"]\nprice_per_gib = \"0.5\"\n",
+            1,
+        )
+    });
+    let site = tempfile::tempdir().unwrap();
+    let big = fogwire_testkit::data::pattern(DOWNLOAD, 16);
+    std::fs::write(site.path().join("big.bin"), &big).unwrap();
+    let _origin = Killed(
+        nodes[internet]
+            .run("python3")
+            .args([
+                "-m",
+                "http.server",
+                "8080",
+                "--bind",
+                "10.77.99.2",
+                "--directory",
+            ])
+            .arg(site.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for index in [payer, pauper, relay, exit, ledger] {
+        nodes[index].start();
+    }
+    for (x, y, subnet) in edges.iter().filter(|(_, y, _)| *y != internet) {
+        let peer = format!("{}@10.77.{subnet}.2:7100", ids[*y]);
+        let linked = nodes[*x].cli(&["connect", &peer]);
+        assert!(linked.status.success(), "{}", stderr(&linked));
+    }
+    let balance = |id: &str| -> u64 {
+        let output = nodes[ledger].cli(&["wallet", "balance", id, "--json"]);
+        json::<fogwire_api::LedgerAccount>(&output).map_or(0, |account| account.balance)
+    };
+    let mut proxies = Vec::new();
+    for client in [payer, pauper] {
+        wait_until("the client to know the charging exit", || {
+            json::<ExitsReport>(&nodes[client].cli(&["exits", "--json"])).is_some_and(|report| {
+                report
+                    .exits
+                    .iter()
+                    .any(|e| e.node_id == ids[exit] && e.hops == Some(2))
+            })
+        });
+        let log = std::fs::File::create(nodes[client].home.path().join("proxy.log")).unwrap();
+        proxies.push(Killed(
+            nodes[client]
+                .run(BINARY)
+                .arg("--home")
+                .arg(nodes[client].home.path())
+                .args(["proxy", "--listen", "127.0.0.1:1080", "--exit", &ids[exit]])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        ));
+    }
+
+    // No coins: refused (SOCKS reply 2, curl's exit code 97), and the
+    // proxy's log says why.
+    let refused = wait_for("the exit to answer the client with no coins", || {
+        let output = curl(
+            &nodes[pauper],
+            "http://10.77.99.2:8080/big.bin",
+            &["-o", "/dev/null"],
+        )
+        .output()
+        .unwrap();
+        (output.status.code() == Some(97)).then_some(output)
+    });
+    assert!(!refused.status.success());
+    // The proxy runs in the node (`fogwire proxy` asks it for one).
+    let node_log = nodes[pauper].home.path().join("node.log");
+    wait_until("the proxy to log the refusal", || {
+        std::fs::read_to_string(&node_log).is_ok_and(|log| log.contains("want of payment"))
+    });
+    let log = std::fs::read_to_string(&node_log).unwrap();
+    assert!(log.contains("your account holds 0"), "{log}");
+
+    // Coins: the download completes, byte for byte.
+    let out = site.path().join("downloaded.bin");
+    let download = curl(
+        &nodes[payer],
+        "http://10.77.99.2:8080/big.bin",
+        &["-o", out.to_str().unwrap()],
+    )
+    .output()
+    .unwrap();
+    assert!(download.status.success(), "curl: {}", stderr(&download));
+    assert!(
+        std::fs::read(&out).unwrap() == big,
+        "the download, byte for byte"
+    );
+
+    // The exit is paid for nearly every byte at its price, the relay for
+    // forwarding; the payer paid exactly what they earned.
+    use fogwire_ledger::proto::{COIN, receipt::cost};
+    let carried = cost(DOWNLOAD as u64, COIN / 2);
+    wait_until("the exit and the relay paid", || {
+        balance(&ids[exit]) * 10 >= carried * 9 && balance(&ids[relay]) > 0
+    });
+    let paid = 10 * COIN - balance(&ids[payer]);
+    let earned = balance(&ids[exit]) + balance(&ids[relay]);
+    assert_eq!(
+        paid, earned,
+        "every coin the payer lost, the exit and relay got"
+    );
+    assert_eq!(balance(&ids[pauper]), 0);
+    drop(proxies);
 }
