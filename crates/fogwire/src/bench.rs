@@ -597,6 +597,10 @@ async fn streams(args: StreamArgs) -> anyhow::Result<()> {
         "\n{} {}-hop setups in a row in {:.1} s: {} failed; median {:.3} ms, p99 {:.3} ms, max {:.2} ms",
         row.attempted, row.hops, row.total_secs, row.failed, row.median_ms, row.p99_ms, row.max_ms
     );
+    println!(
+        "(the relays admit {} setups per neighbour at once here; a node's default is 256, then 100/s)",
+        fogwire_bench::routing::SETUPS_BURST_IN_BENCH
+    );
     if row.failed > 0 {
         anyhow::bail!("{} of {} setups failed", row.failed, row.attempted);
     }
