@@ -91,6 +91,64 @@ impl Drop for Killed {
     }
 }
 
+/// An HTTP server at 10.77.99.2:8080 in `node`'s namespace, serving
+/// `directory`.
+fn origin_server(node: &NsNode, directory: &Path) -> Killed {
+    Killed(
+        node.run("python3")
+            .args([
+                "-m",
+                "http.server",
+                "8080",
+                "--bind",
+                "10.77.99.2",
+                "--directory",
+            ])
+            .arg(directory)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Links each `(x, y, subnet)` of `edges`: `x` dials `y` at
+/// `10.77.<subnet>.2`.
+fn link_edges(nodes: &[NsNode], ids: &[String], edges: &[(usize, usize, u8)]) {
+    for (x, y, subnet) in edges {
+        let peer = format!("{}@10.77.{subnet}.2:7100", ids[*y]);
+        let linked = nodes[*x].cli(&["connect", &peer]);
+        assert!(linked.status.success(), "{}", stderr(&linked));
+    }
+}
+
+/// Waits until `client` knows the exit `exit` at `hops` hops.
+fn until_exit_known(client: &NsNode, exit: &str, hops: usize) {
+    wait_until("the client to know the exit", || {
+        json::<ExitsReport>(&client.cli(&["exits", "--json"])).is_some_and(|report| {
+            report
+                .exits
+                .iter()
+                .any(|e| e.node_id == exit && e.hops == Some(hops))
+        })
+    });
+}
+
+/// `fogwire proxy --listen 127.0.0.1:1080 <args>` in `node`'s namespace.
+fn proxy(node: &NsNode, args: &[&str]) -> Killed {
+    Killed(
+        node.run(BINARY)
+            .arg("--home")
+            .arg(node.home.path())
+            .args(["proxy", "--listen", "127.0.0.1:1080"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 /// `curl --socks5-hostname` in `node`'s namespace through its proxy on
 /// port 1080.
 fn curl(node: &NsNode, url: &str, extra: &[&str]) -> std::process::Command {
@@ -156,23 +214,7 @@ fn curl_through_a_three_hop_route_survives_a_relay_killed_and_the_exit_keeps_its
     let big = fogwire_testkit::data::pattern(BIG_LEN, 15);
     std::fs::write(site.path().join("big.bin"), &big).unwrap();
     std::fs::write(site.path().join("hello.txt"), "hello from the internet\n").unwrap();
-    let _origin = Killed(
-        nodes[internet]
-            .run("python3")
-            .args([
-                "-m",
-                "http.server",
-                "8080",
-                "--bind",
-                "10.77.99.2",
-                "--directory",
-            ])
-            .arg(site.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _origin = origin_server(&nodes[internet], site.path());
     let _dns = Killed(
         nodes[internet]
             .run("python3")
@@ -186,30 +228,9 @@ fn curl_through_a_three_hop_route_survives_a_relay_killed_and_the_exit_keeps_its
         node.start();
     }
     let ids: Vec<String> = nodes.iter().take(5).map(NsNode::id).collect();
-    for (x, y, subnet) in edges.iter().take(5) {
-        let peer = format!("{}@10.77.{subnet}.2:7100", ids[*y]);
-        let linked = nodes[*x].cli(&["connect", &peer]);
-        assert!(linked.status.success(), "{}", stderr(&linked));
-    }
-    wait_until("the client to know the exit, 3 hops away", || {
-        json::<ExitsReport>(&nodes[client].cli(&["exits", "--json"])).is_some_and(|report| {
-            report
-                .exits
-                .iter()
-                .any(|exit| exit.node_id == ids[4] && exit.hops == Some(3))
-        })
-    });
-    let proxy = Killed(
-        nodes[client]
-            .run(BINARY)
-            .arg("--home")
-            .arg(nodes[client].home.path())
-            .args(["proxy", "--listen", "127.0.0.1:1080", "--min-hops", "3"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    link_edges(&nodes, &ids, &edges[..5]);
+    until_exit_known(&nodes[client], &ids[4], 3);
+    let proxy = proxy(&nodes[client], &["--min-hops", "3"]);
     // A page by name, resolved at the exit.
     let page = wait_for("a page through the proxy", || {
         let output = curl(&nodes[client], "http://origin.test:8080/hello.txt", &[])
@@ -345,57 +366,23 @@ fn a_charging_exit_refuses_a_client_without_coins_and_it_and_its_relay_are_paid(
     let site = tempfile::tempdir().unwrap();
     let big = fogwire_testkit::data::pattern(DOWNLOAD, 16);
     std::fs::write(site.path().join("big.bin"), &big).unwrap();
-    let _origin = Killed(
-        nodes[internet]
-            .run("python3")
-            .args([
-                "-m",
-                "http.server",
-                "8080",
-                "--bind",
-                "10.77.99.2",
-                "--directory",
-            ])
-            .arg(site.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _origin = origin_server(&nodes[internet], site.path());
     for index in [payer, pauper, relay, exit, ledger] {
         nodes[index].start();
     }
-    for (x, y, subnet) in edges.iter().filter(|(_, y, _)| *y != internet) {
-        let peer = format!("{}@10.77.{subnet}.2:7100", ids[*y]);
-        let linked = nodes[*x].cli(&["connect", &peer]);
-        assert!(linked.status.success(), "{}", stderr(&linked));
-    }
+    let linked: Vec<_> = edges
+        .into_iter()
+        .filter(|(_, y, _)| *y != internet)
+        .collect();
+    link_edges(&nodes, &ids, &linked);
     let balance = |id: &str| -> u64 {
         let output = nodes[ledger].cli(&["wallet", "balance", id, "--json"]);
         json::<fogwire_api::LedgerAccount>(&output).map_or(0, |account| account.balance)
     };
     let mut proxies = Vec::new();
     for client in [payer, pauper] {
-        wait_until("the client to know the charging exit", || {
-            json::<ExitsReport>(&nodes[client].cli(&["exits", "--json"])).is_some_and(|report| {
-                report
-                    .exits
-                    .iter()
-                    .any(|e| e.node_id == ids[exit] && e.hops == Some(2))
-            })
-        });
-        let log = std::fs::File::create(nodes[client].home.path().join("proxy.log")).unwrap();
-        proxies.push(Killed(
-            nodes[client]
-                .run(BINARY)
-                .arg("--home")
-                .arg(nodes[client].home.path())
-                .args(["proxy", "--listen", "127.0.0.1:1080", "--exit", &ids[exit]])
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        ));
+        until_exit_known(&nodes[client], &ids[exit], 2);
+        proxies.push(proxy(&nodes[client], &["--exit", &ids[exit]]));
     }
 
     // No coins: refused (SOCKS reply 2, curl's exit code 97), and the
