@@ -100,6 +100,12 @@ fn warn_refused(destination: SocketAddr, why: &fogwire_exit_proto::Refusal) {
     }
 }
 
+/// Whether a packet a client with addresses `v4` and `v6` sent has one of
+/// them for its source: nobody sends through the exit as somebody else.
+fn sent_as_itself(v4: Ipv4Addr, v6: Ipv6Addr, ends: &Ends) -> bool {
+    ends.source == IpAddr::V4(v4) || ends.source == IpAddr::V6(v6)
+}
+
 impl Gateway {
     pub(crate) fn new(exit: Exit, routing: Routing, forwarding: crate::system::Forwarding) -> Self {
         Self {
@@ -142,7 +148,7 @@ impl Gateway {
             counters.dropped.fetch_add(1, Ordering::Relaxed);
             return false;
         };
-        if ends.source != IpAddr::V4(leased.v4) && ends.source != IpAddr::V6(leased.v6) {
+        if !sent_as_itself(leased.v4, leased.v6, ends) {
             counters.spoofed.fetch_add(1, Ordering::Relaxed);
             return false;
         }
@@ -353,4 +359,47 @@ pub(crate) async fn lease(
         return Err(format!("it refused: {}", reply.reason));
     }
     Ok(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fogwire_exit_proto::packet::ends;
+
+    fn udp_v4(source: Ipv4Addr) -> Vec<u8> {
+        let mut packet = vec![0u8; 28];
+        packet[0] = 0x45;
+        packet[9] = 17;
+        packet[12..16].copy_from_slice(&source.octets());
+        packet[16..20].copy_from_slice(&[192, 0, 2, 7]);
+        packet[22..24].copy_from_slice(&53u16.to_be_bytes());
+        packet
+    }
+
+    fn udp_v6(source: Ipv6Addr) -> Vec<u8> {
+        let mut packet = vec![0u8; 48];
+        packet[0] = 0x60;
+        packet[6] = 17;
+        packet[8..24].copy_from_slice(&source.octets());
+        packet[24..40].copy_from_slice(&"2001:db8::2".parse::<Ipv6Addr>().unwrap().octets());
+        packet[42..44].copy_from_slice(&53u16.to_be_bytes());
+        packet
+    }
+
+    #[test]
+    fn a_client_s_packets_leave_only_from_its_own_addresses() {
+        let client = fogwire_identity::Keypair::from_seed(&[7; 32]).node_id();
+        let other = fogwire_identity::Keypair::from_seed(&[8; 32]).node_id();
+        let (v4, v6) = (ipv4_of(client.as_bytes()), address_of(client.as_bytes()));
+        let sent = |packet: Vec<u8>| sent_as_itself(v4, v6, &ends(&packet).unwrap());
+        assert!(sent(udp_v4(v4)));
+        assert!(sent(udp_v6(v6)));
+        // Another client's addresses, the exit's LAN, anything else.
+        assert!(!sent(udp_v4(ipv4_of(other.as_bytes()))));
+        assert!(!sent(udp_v6(address_of(other.as_bytes()))));
+        assert!(!sent(udp_v4(Ipv4Addr::new(192, 168, 1, 10))));
+        assert!(!sent(udp_v6("2001:db8::1".parse().unwrap())));
+        // The v4 address is no good as an IPv4-mapped v6 source either.
+        assert!(!sent(udp_v6(v4.to_ipv6_mapped())));
+    }
 }
