@@ -7,6 +7,7 @@
 //! Architecture invariant: benchmarks drive the real crates through their
 //! public APIs, over real sockets; nothing here is a model of them.
 
+pub mod cluster;
 pub mod compute;
 pub mod ledger;
 pub mod link;

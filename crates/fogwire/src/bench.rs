@@ -43,6 +43,10 @@ pub enum Command {
     /// The market's matching engine: orders per second through one order
     /// book, beside the ordered map it keeps orders in.
     Market(MarketArgs),
+    /// Cluster placement: the time to place 100 services on 1,000 members,
+    /// beside sorting as many scored pairs, and the instances one board's
+    /// failure moves on a box of 32.
+    Cluster(ClusterArgs),
     /// Real `fogwire node` processes (a hub and workers) storing,
     /// fetching, routing and running jobs while one is killed and
     /// restarted every minute; prints each node's memory, open files and
@@ -54,6 +58,22 @@ pub enum Command {
     /// attack: a peer's link time, status and store add, CPU per 1,000
     /// handshakes/s, memory, open files, log bytes/s.
     Attack(crate::attack::AttackArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ClusterArgs {
+    /// Live members to place on.
+    #[arg(long, default_value_t = 1_000)]
+    members: usize,
+    /// Services (one instance each) to place.
+    #[arg(long, default_value_t = 100)]
+    services: usize,
+    /// Rounds; medians are reported.
+    #[arg(long, default_value_t = 21)]
+    rounds: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -250,6 +270,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Compute(args) => compute(args).await,
         Command::Ledger(args) => ledger(args).await,
         Command::Market(args) => market(args).await,
+        Command::Cluster(args) => cluster(args).await,
         Command::Transfer(args) => transfer(args).await,
         Command::Attack(args) => crate::attack::run(args).await,
         Command::Soak(args) => tokio::task::spawn_blocking(|| crate::soak::run(args)).await?,
@@ -831,6 +852,52 @@ async fn compute(args: ComputeArgs) -> anyhow::Result<()> {
     );
     println!(
         "\nRPC calls per second on one link: `fogwire bench rpc`. All nodes share this machine's cores."
+    );
+    Ok(())
+}
+
+/// The goal of issue 16 for placing 100 services on 1,000 members.
+const PLACEMENT_GOAL_MS: f64 = 10.0;
+
+async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
+    use fogwire_bench::cluster::{Options as ClusterOptions, Step as ClusterStep};
+    debug_warning("cluster");
+    let options = ClusterOptions {
+        members: args.members.clamp(1, 100_000),
+        services: args.services.clamp(1, 4_096),
+        rounds: args.rounds.clamp(1, 1_000),
+    };
+    let measured = measure(
+        args.json,
+        move |progress| Ok::<_, anyhow::Error>(fogwire_bench::cluster::run(&options, progress)),
+        |step| match step {
+            ClusterStep::Members => "making the members".to_owned(),
+            ClusterStep::Round { round } => format!("round {}: placing", round + 1),
+            ClusterStep::Failures => "a box of 32: each board failing".to_owned(),
+        },
+    )
+    .await?;
+    let Some(report) = measured else {
+        return Ok(());
+    };
+    println!(
+        "placing {} services on {} members, on one thread; medians of {} rounds",
+        report.services, report.members, report.rounds
+    );
+    println!(
+        "baseline, same run: sorting {} scored pairs, as placement does: {:.2} ms\n",
+        report.members * report.services,
+        report.sort_ms
+    );
+    println!(
+        "placement: {:.2} ms (max {:.2})   ×{:.2} of the baseline   goal ≤ {PLACEMENT_GOAL_MS} ms",
+        report.place_ms,
+        report.place_max_ms,
+        report.place_ms / report.sort_ms.max(f64::MIN_POSITIVE)
+    );
+    println!(
+        "a box of 32 running 24 services: one board's failure moves {:.2} instances on average (its own: 0.75), at most {}",
+        report.box_moved_mean, report.box_moved_max
     );
     Ok(())
 }
