@@ -73,16 +73,13 @@ fn make_members(count: usize) -> Vec<Member> {
 
 fn make_services(count: usize) -> Vec<ServiceSpec> {
     (0..count)
-        .map(|index| ServiceSpec {
-            name: format!("service-{index}"),
-            count: 1,
-            needs: Resources {
+        .map(|index| {
+            let needs = Resources {
                 cores: 1,
                 memory_mib: 256,
                 disk_mib: 1024,
-            },
-            pinned: None,
-            shares_board: false,
+            };
+            ServiceSpec::new(format!("service-{index}"), 1, needs)
         })
         .collect()
 }

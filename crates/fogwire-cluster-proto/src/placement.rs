@@ -76,6 +76,20 @@ pub struct ServiceSpec {
     pub shares_board: bool,
 }
 
+impl ServiceSpec {
+    /// `count` instances of `name`, each needing `needs`, on boards of
+    /// their own, anywhere.
+    pub fn new(name: impl Into<String>, count: u32, needs: Resources) -> Self {
+        Self {
+            name: name.into(),
+            count,
+            needs,
+            pinned: None,
+            shares_board: false,
+        }
+    }
+}
+
 /// One instance of a service.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Instance {

@@ -19,17 +19,12 @@ fn board(index: u8, cores: u32, memory_mib: u64) -> Member {
 }
 
 fn service(name: &str, count: u32) -> ServiceSpec {
-    ServiceSpec {
-        name: name.to_owned(),
-        count,
-        needs: Resources {
-            cores: 1,
-            memory_mib: 256,
-            disk_mib: 1024,
-        },
-        pinned: None,
-        shares_board: false,
-    }
+    let needs = Resources {
+        cores: 1,
+        memory_mib: 256,
+        disk_mib: 1024,
+    };
+    ServiceSpec::new(name, count, needs)
 }
 
 /// Every constraint of the module's rules holds in `placement`.
