@@ -68,42 +68,36 @@ pub async fn take_default_routes(
     let handle = connect()?;
     // Rules a crashed node left behind go first.
     remove_rules(&handle).await?;
-    let mtu = RouteAttribute::Metrics(vec![RouteMetric::Mtu(EXIT_ROUTE_MTU)]);
-    let mut route = RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
-        .output_interface(index)
-        .pref_source(v4)
-        .table_id(TABLE)
-        .build();
-    route.attributes.push(mtu.clone());
-    handle
-        .route()
-        .add(route)
-        .replace()
-        .execute()
-        .await
-        .map_err(netlink)?;
-    let mut route = RouteMessageBuilder::<Ipv6Addr>::new()
-        .destination_prefix(Ipv6Addr::UNSPECIFIED, 0)
-        .output_interface(index)
-        .pref_source(v6)
-        .table_id(TABLE)
-        .build();
-    route.attributes.push(mtu);
-    handle
-        .route()
-        .add(route)
-        .replace()
-        .execute()
-        .await
-        .map_err(netlink)?;
+    let defaults = [
+        RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
+            .output_interface(index)
+            .pref_source(v4)
+            .table_id(TABLE)
+            .build(),
+        RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(Ipv6Addr::UNSPECIFIED, 0)
+            .output_interface(index)
+            .pref_source(v6)
+            .table_id(TABLE)
+            .build(),
+    ];
+    for mut route in defaults {
+        route
+            .attributes
+            .push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(
+                EXIT_ROUTE_MTU,
+            )]));
+        handle
+            .route()
+            .add(route)
+            .replace()
+            .execute()
+            .await
+            .map_err(netlink)?;
+    }
     for v6 in [false, true] {
-        let rule = handle.rule().add();
-        let mut main_first = if v6 {
-            rule.v6().message_mut().clone()
-        } else {
-            rule.v4().message_mut().clone()
-        };
+        let mut main_first = rule_message(&handle, v6);
         main_first.header.action = RuleAction::ToTable;
         main_first.header.table = 254;
         main_first.attributes.extend([
@@ -111,12 +105,7 @@ pub async fn take_default_routes(
             RuleAttribute::SuppressPrefixLen(0),
         ]);
         add_rule(&handle, main_first).await?;
-        let rule = handle.rule().add();
-        let mut to_vpn = if v6 {
-            rule.v6().message_mut().clone()
-        } else {
-            rule.v4().message_mut().clone()
-        };
+        let mut to_vpn = rule_message(&handle, v6);
         to_vpn.header.action = RuleAction::ToTable;
         to_vpn.header.flags = RuleFlags::Invert;
         to_vpn.header.table = 0;
@@ -129,6 +118,16 @@ pub async fn take_default_routes(
         add_rule(&handle, to_vpn).await?;
     }
     Ok(())
+}
+
+/// An empty rule of the IPv6 family if `v6`, else of IPv4.
+fn rule_message(handle: &Handle, v6: bool) -> RuleMessage {
+    let rule = handle.rule().add();
+    if v6 {
+        rule.v6().message_mut().clone()
+    } else {
+        rule.v4().message_mut().clone()
+    }
 }
 
 async fn add_rule(handle: &Handle, message: RuleMessage) -> Result<(), SystemError> {
