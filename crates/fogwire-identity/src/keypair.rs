@@ -45,6 +45,16 @@ impl Keypair {
         Signature(self.signing.sign(&signing_input(domain, body)).to_bytes())
     }
 
+    /// A 32-byte secret derived from this key for `context` (BLAKE3's key
+    /// derivation over the seed): the same key always gives the same
+    /// secret, and the secret tells nothing about the key. For secrets an
+    /// owner must be able to recover from the key file alone (a cluster's
+    /// join secret).
+    pub fn derive_secret(&self, context: &str) -> [u8; 32] {
+        let seed = Zeroizing::new(self.signing.to_bytes());
+        blake3::derive_key(context, seed.as_ref())
+    }
+
     /// Loads the key at `path`, or creates one there if no file exists.
     /// Returns the key and whether it was created.
     pub fn load_or_create(path: &Path) -> Result<(Self, bool), KeyFileError> {
