@@ -7,6 +7,7 @@
 //! a number or a structure of them, so that the API stays stable when the
 //! crates behind it change.
 
+pub mod cluster;
 pub mod exits;
 pub mod feeds;
 pub mod jobs;
@@ -17,6 +18,7 @@ pub mod routes;
 pub mod rpc;
 pub mod store;
 
+pub use cluster::*;
 pub use exits::*;
 pub use feeds::*;
 pub use jobs::*;

@@ -160,6 +160,32 @@ impl Client {
         self.post("/v1/vpn/down", &()).await
     }
 
+    /// This board's view of its cluster.
+    pub async fn cluster(&self) -> Result<fogwire_api::ClusterStatus, ClientError> {
+        self.get("/v1/cluster", &[]).await
+    }
+
+    /// Makes a cluster with this board in it.
+    pub async fn cluster_init(&self) -> Result<fogwire_api::ClusterCreated, ClientError> {
+        self.post("/v1/cluster/init", &()).await
+    }
+
+    /// The join code of this board's cluster.
+    pub async fn cluster_join_code(&self) -> Result<fogwire_api::ClusterCreated, ClientError> {
+        self.get("/v1/cluster/join-code", &[]).await
+    }
+
+    /// Joins the cluster of a join code.
+    pub async fn cluster_join(
+        &self,
+        code: &str,
+    ) -> Result<fogwire_api::ClusterStatus, ClientError> {
+        let request = fogwire_api::ClusterJoin {
+            code: code.to_owned(),
+        };
+        self.post("/v1/cluster/join", &request).await
+    }
+
     /// The exits the network advertises, and this node's exit and proxy.
     pub async fn exits(&self) -> Result<ExitsReport, ClientError> {
         self.get("/v1/exits", &[]).await

@@ -48,12 +48,7 @@ impl ClusterId {
 
     /// The short form for tables and logs.
     pub fn short(&self) -> String {
-        let full = self.to_string();
-        let end = "fwcluster1".len() + fogwire_identity::SHORT_CHARS;
-        match full.char_indices().nth(end) {
-            Some((at, _)) => format!("{}…", &full[..at]),
-            None => full,
-        }
+        fogwire_identity::short_form(&self.to_string())
     }
 }
 
@@ -79,8 +74,9 @@ pub enum ParseClusterError {
     )]
     Id { text: String },
     #[error(
-        "`{text}` is not a join code: expected fwjoin1… (`fogwire cluster init` prints it on the \
-         board that made the cluster, and `fogwire cluster join-code` prints it again there)"
+        "`{text}` is not a join code: expected fwjoin1… (`fogwire cluster init` printed it on \
+         the board that made the cluster; `fogwire cluster join-code` on any board of the \
+         cluster prints it again)"
     )]
     JoinCode { text: String },
 }
@@ -211,6 +207,15 @@ impl FromStr for JoinCode {
             cluster: ClusterId(cluster),
             secret: JoinSecret(secret),
         })
+    }
+}
+
+/// Written as its text form; read back from it (the `[cluster] join`
+/// line of a configuration file).
+impl<'de> serde::Deserialize<'de> for JoinCode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 

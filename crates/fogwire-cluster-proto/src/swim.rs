@@ -264,7 +264,9 @@ pub struct Membership {
     gossip: BTreeMap<(NodeId, NodeId), Pending>,
     order: Vec<NodeId>,
     order_index: usize,
-    probe: Option<Probe>,
+    /// Probes in progress by seq: the period's, and those started at once
+    /// for members whose link went down.
+    probes: BTreeMap<u32, Probe>,
     next_probe: Instant,
     next_gossip: Instant,
     next_rejoin: Instant,
@@ -307,7 +309,7 @@ impl Membership {
             gossip: BTreeMap::new(),
             order: Vec::new(),
             order_index: 0,
-            probe: None,
+            probes: BTreeMap::new(),
             next_probe: now,
             next_gossip: now,
             next_rejoin: now,
@@ -380,10 +382,11 @@ impl Membership {
     /// When [`Membership::tick`] must next be called.
     pub fn next_deadline(&self) -> Instant {
         let mut next = self.next_probe.min(self.next_gossip).min(self.next_rejoin);
-        if let Some(probe) = &self.probe
-            && !probe.indirect_sent
-        {
-            next = next.min(probe.started + self.probe_timeout());
+        for probe in self.probes.values() {
+            next = next.min(probe.started + self.probe_interval());
+            if !probe.indirect_sent {
+                next = next.min(probe.started + self.probe_timeout());
+            }
         }
         if let Some(relay) = self.relays.values().map(|relay| relay.deadline).min() {
             next = next.min(relay);
@@ -412,8 +415,19 @@ impl Membership {
             .members
             .get(&peer)
             .is_some_and(|entry| entry.state != State::Dead);
-        if live && self.probe.as_ref().is_none_or(|probe| probe.target != peer) {
-            self.start_probe(peer, now);
+        if !live {
+            return;
+        }
+        let current = self
+            .probes
+            .iter()
+            .find(|(_, probe)| probe.target == peer)
+            .map(|(seq, probe)| (*seq, probe.indirect_sent || probe.acked));
+        match current {
+            // Its Ping went down with the link: ask others now.
+            Some((seq, false)) => self.send_indirect(seq),
+            Some((_, true)) => {}
+            None => self.start_probe(peer, now),
         }
     }
 
@@ -447,14 +461,12 @@ impl Membership {
             Message::Ack { seq, .. } => self.ack(seq, now),
             Message::PingReq { seq, target, .. } => self.relay(from, seq, target, now),
             Message::Nack { seq } => {
-                if let Some(probe) = &mut self.probe
-                    && probe.seq == seq
-                {
+                if let Some(probe) = self.probes.get_mut(&seq) {
                     probe.nacks += 1;
                     // Every relay tried and failed, and the direct ping
                     // went unanswered: no need to wait out the period.
                     if !probe.acked && probe.nacks >= probe.nacks_expected {
-                        self.finish_probe(now);
+                        self.finish_probe(seq, now);
                     }
                 }
             }
@@ -841,34 +853,46 @@ impl Membership {
 
     /// Lifeguard's suspicion timeout after `confirmations` suspecters.
     pub fn suspicion_timeout(&self, confirmations: usize) -> Duration {
-        let n = (self.members.len() + 1) as f64;
+        let live = self
+            .members
+            .values()
+            .filter(|entry| entry.state != State::Dead)
+            .count()
+            + 1;
         let min = self.config.probe_interval.as_secs_f64()
             * self.config.suspicion_alpha
-            * n.log10().max(1.0);
+            * (live as f64).log10().max(1.0);
+        // As memberlist does: only members other than the suspect and the
+        // first suspecter can confirm, so a small cluster expects fewer
+        // confirmations (none with three members: the minimum at once).
+        let expected = CONFIRMATIONS_EXPECTED.min(live.saturating_sub(3));
+        if expected == 0 {
+            return Duration::from_secs_f64(min);
+        }
         let max = min * self.config.suspicion_beta;
         let independent = confirmations.saturating_sub(1) as f64;
-        let fraction = (independent + 1.0).ln() / ((CONFIRMATIONS_EXPECTED + 1) as f64).ln();
+        let fraction = (independent + 1.0).ln() / ((expected + 1) as f64).ln();
         Duration::from_secs_f64((max - (max - min) * fraction).max(min))
     }
 
     fn next_target(&mut self) -> Option<NodeId> {
+        let busy: Vec<NodeId> = self.probes.values().map(|probe| probe.target).collect();
         // A member someone else suspects is probed first, to confirm or
         // clear it.
-        if let Some((id, _)) = self
-            .members
-            .iter()
-            .find(|(_, entry)| entry.probe_soon && entry.state == State::Suspect)
-        {
+        if let Some((id, _)) = self.members.iter().find(|(id, entry)| {
+            entry.probe_soon && entry.state == State::Suspect && !busy.contains(id)
+        }) {
             return Some(*id);
         }
         for _ in 0..2 {
             while self.order_index < self.order.len() {
                 let id = self.order[self.order_index];
                 self.order_index += 1;
-                if self
-                    .members
-                    .get(&id)
-                    .is_some_and(|entry| entry.state != State::Dead)
+                if !busy.contains(&id)
+                    && self
+                        .members
+                        .get(&id)
+                        .is_some_and(|entry| entry.state != State::Dead)
                 {
                     return Some(id);
                 }
@@ -890,29 +914,30 @@ impl Membership {
     }
 
     fn start_probe(&mut self, target: NodeId, now: Instant) {
-        self.finish_probe(now);
         self.counters.probes += 1;
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1).max(1);
         if let Some(entry) = self.members.get_mut(&target) {
             entry.probe_soon = false;
         }
-        self.probe = Some(Probe {
-            target,
+        self.probes.insert(
             seq,
-            started: now,
-            indirect_sent: false,
-            nacks_expected: 0,
-            nacks: 0,
-            acked: false,
-        });
-        self.next_probe = now + self.probe_interval();
+            Probe {
+                target,
+                seq,
+                started: now,
+                indirect_sent: false,
+                nacks_expected: 0,
+                nacks: 0,
+                acked: false,
+            },
+        );
         if self.admitted.contains(&target) {
             let updates = self.piggyback(Some(target));
             self.send(target, &Message::Ping { seq, updates });
         } else {
             // No link: go indirect at once, and ask for a link.
-            self.send_indirect(now);
+            self.send_indirect(seq);
             if let Some(entry) = self.members.get(&target) {
                 let addrs = entry.record.addrs.clone();
                 self.outputs.push_back(Output::Dial {
@@ -923,9 +948,10 @@ impl Membership {
         }
     }
 
-    fn send_indirect(&mut self, _now: Instant) {
-        let Some(probe) = &self.probe else { return };
-        let (target, seq) = (probe.target, probe.seq);
+    fn send_indirect(&mut self, seq: u32) {
+        let Some(target) = self.probes.get(&seq).map(|probe| probe.target) else {
+            return;
+        };
         let relays = self.random_members(self.config.indirect_probes, &[target]);
         for relay in &relays {
             let updates = self.piggyback(Some(*relay));
@@ -938,7 +964,7 @@ impl Membership {
                 },
             );
         }
-        if let Some(probe) = &mut self.probe {
+        if let Some(probe) = self.probes.get_mut(&seq) {
             probe.indirect_sent = true;
             probe.nacks_expected = relays.len();
         }
@@ -956,12 +982,10 @@ impl Membership {
             );
             return;
         }
-        let Some(probe) = &mut self.probe else { return };
-        if probe.seq != seq || probe.acked {
-            return;
+        if let Some(probe) = self.probes.get_mut(&seq) {
+            probe.acked = true;
+            self.finish_probe(seq, now);
         }
-        probe.acked = true;
-        let _ = now;
     }
 
     fn relay(&mut self, requester: NodeId, their_seq: u32, target: [u8; 32], now: Instant) {
@@ -1011,27 +1035,36 @@ impl Membership {
     }
 
     fn probe_timers(&mut self, now: Instant) {
-        let timeout = self.probe_timeout();
-        let go_indirect = self.probe.as_ref().is_some_and(|probe| {
-            !probe.acked && !probe.indirect_sent && now >= probe.started + timeout
-        });
-        if go_indirect {
-            self.send_indirect(now);
+        let (timeout, interval) = (self.probe_timeout(), self.probe_interval());
+        let indirect: Vec<u32> = self
+            .probes
+            .values()
+            .filter(|probe| !probe.acked && !probe.indirect_sent && now >= probe.started + timeout)
+            .map(|probe| probe.seq)
+            .collect();
+        for seq in indirect {
+            self.send_indirect(seq);
+        }
+        let over: Vec<u32> = self
+            .probes
+            .values()
+            .filter(|probe| now >= probe.started + interval)
+            .map(|probe| probe.seq)
+            .collect();
+        for seq in over {
+            self.finish_probe(seq, now);
         }
         if now >= self.next_probe {
-            match self.next_target() {
-                Some(target) => self.start_probe(target, now),
-                None => {
-                    self.finish_probe(now);
-                    self.next_probe = now + self.probe_interval();
-                }
+            self.next_probe = now + self.probe_interval();
+            if let Some(target) = self.next_target() {
+                self.start_probe(target, now);
             }
         }
     }
 
-    /// Ends the probe in progress: success heals, failure suspects.
-    fn finish_probe(&mut self, now: Instant) {
-        let Some(probe) = self.probe.take() else {
+    /// Ends probe `seq`: success heals, failure suspects.
+    fn finish_probe(&mut self, seq: u32, now: Instant) {
+        let Some(probe) = self.probes.remove(&seq) else {
             return;
         };
         if probe.acked {
@@ -1044,8 +1077,7 @@ impl Membership {
         let missing_nacks = probe.nacks_expected.saturating_sub(probe.nacks) as u32;
         self.health = (self.health + 1 + missing_nacks).min(HEALTH_MAX);
         let version = match self.members.get(&probe.target) {
-            Some(entry) if entry.state == State::Alive => entry.version,
-            Some(entry) if entry.state == State::Suspect => entry.version,
+            Some(entry) if entry.state != State::Dead => entry.version,
             _ => return,
         };
         let me = self.me;

@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeSet, BinaryHeap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -338,26 +338,38 @@ fn eight_boards_linked_to_one_learn_of_each_other_and_converge() {
 
 #[test]
 fn a_killed_board_is_declared_failed_everywhere_within_five_seconds() {
-    let mut sim = Sim::new(8, 20);
-    sim.link_all();
-    sim.run(Duration::from_secs(3));
-    assert!(sim.converged(&all(8)));
-    let killed_at = sim.now;
-    sim.kill(5);
-    let rest: BTreeSet<usize> = all(8).into_iter().filter(|index| *index != 5).collect();
-    let took = sim.run_until(Duration::from_secs(10), |sim| {
-        rest.iter()
-            .all(|index| sim.state(*index, 5) == Some(State::Dead))
-    });
-    assert!(
-        took <= Duration::from_secs(5),
-        "declared dead after {took:?}"
-    );
-    assert!(
-        sim.now - killed_at >= Duration::from_secs(2),
-        "suspicion too short"
-    );
-    assert!(sim.converged(&rest));
+    for seed in [20, 21, 22, 23] {
+        let mut sim = Sim::new(8, seed);
+        sim.link_all();
+        sim.run(Duration::from_secs(3));
+        assert!(sim.converged(&all(8)));
+        let killed = usize::from(seed) % 8;
+        let killed_at = sim.now;
+        sim.kill(killed);
+        let rest: BTreeSet<usize> = all(8)
+            .into_iter()
+            .filter(|index| *index != killed)
+            .collect();
+        let took = sim.run_until(Duration::from_secs(10), |sim| {
+            rest.iter()
+                .all(|index| sim.state(*index, killed) == Some(State::Dead))
+        });
+        assert!(
+            took <= Duration::from_secs(5),
+            "declared dead after {took:?}"
+        );
+        assert!(
+            sim.now - killed_at >= Duration::from_secs(2),
+            "suspicion too short"
+        );
+        assert!(sim.converged(&rest));
+        // Nobody else was suspected on the way.
+        let killed_id = sim.id(killed);
+        let others_suspected = sim.events.iter().any(|(_, _, event)| {
+            matches!(event, Event::Suspected(id) | Event::Failed(id) if *id != killed_id)
+        });
+        assert!(!others_suspected, "{:?}", sim.events);
+    }
 }
 
 #[test]
@@ -503,12 +515,18 @@ fn the_member_list_is_bounded() {
 
 #[test]
 fn suspicion_shrinks_as_confirmations_come() {
-    let sim = Sim::new(8, 120);
-    let mut members = BTreeMap::new();
-    members.insert(0, ());
+    let mut sim = Sim::new(8, 120);
+    sim.link_all();
+    sim.run(Duration::from_secs(2));
     let membership = sim.boards[0].membership.as_ref().unwrap();
     let one = membership.suspicion_timeout(1);
     let four = membership.suspicion_timeout(4);
     assert!(one > four, "{one:?} {four:?}");
     assert_eq!(four, membership.suspicion_timeout(9));
+    // Three boards: nobody else could confirm, so the minimum at once.
+    let mut small = Sim::new(3, 130);
+    small.link_all();
+    small.run(Duration::from_secs(2));
+    let membership = small.boards[0].membership.as_ref().unwrap();
+    assert_eq!(membership.suspicion_timeout(1), four);
 }

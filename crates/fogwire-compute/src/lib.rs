@@ -16,6 +16,7 @@
 //! that offer a service).
 
 pub mod client;
+pub mod config;
 pub mod docker;
 pub mod guests;
 pub mod hub;

@@ -62,6 +62,7 @@
 //! Requests carry `Authorization: Bearer <token>`. Errors answer with a
 //! status code and [`fogwire_api::ErrorBody`].
 
+mod cluster;
 mod exits;
 mod feeds;
 mod jobs;
@@ -144,4 +145,6 @@ pub trait NodeApi: Send + Sync + 'static {
     fn outbound(&self) -> &Arc<fogwire_exit::Outbound>;
     /// The node's VPN, up or down.
     fn vpn(&self) -> &fogwire_vpn::Switch;
+    /// The board's cluster.
+    fn cluster(&self) -> &fogwire_cluster::Cluster;
 }

@@ -1,5 +1,5 @@
 //! The one short form of every id and hash fogwire prints (node ids
-//! `fw1…`, feed ids `fwfeed1…`, blob hashes, job ids, ledger accounts):
+//! `fw1…`, feed ids `fwfeed1…`, cluster ids `fwcluster1…`, blob hashes, job ids, ledger accounts):
 //! its prefix, then [`SHORT_CHARS`] characters, then `…`.
 //!
 //! A short form is not unique, but it is accepted back as a prefix
@@ -10,7 +10,7 @@
 pub const SHORT_CHARS: usize = 12;
 
 /// The prefixes of fogwire's printed ids (longest first).
-const PREFIXES: [&str; 2] = ["fwfeed1", "fw1"];
+const PREFIXES: [&str; 3] = ["fwcluster1", "fwfeed1", "fw1"];
 
 /// The short form of an id or hash printed as `full`.
 pub fn short_form(full: &str) -> String {

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use fogwire_identity::NodeId;
 use fogwire_link_proto::{
-    ChannelId, CloseCode, CloseReason, Event, Link, LinkStats, MESSAGE_CREDIT_OVERHEAD, Message,
-    TRANSPORT_RECORD_LEN_MAX, message_cost,
+    ChannelId, CloseCode, CloseReason, CloseSide, Event, Link, LinkStats, MESSAGE_CREDIT_OVERHEAD,
+    Message, TRANSPORT_RECORD_LEN_MAX, message_cost,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -411,6 +411,14 @@ impl Driver {
             if self.link.is_closed() && transmit_start == transmit_end {
                 break;
             }
+            if self
+                .close_reason
+                .as_ref()
+                .is_some_and(|reason| reason.side == CloseSide::Transport)
+            {
+                // The connection ended: nothing written now would arrive.
+                break;
+            }
             if self.link.is_closed() || self.close_reason.is_some() {
                 // Only the CLOSE frame is left to write; bound how long that
                 // may take if the peer stops reading.
@@ -505,6 +513,17 @@ impl Driver {
         self.shared
             .counters
             .store(self.link.stats(), self.link.rtt());
+        // A connection that already ended (EOF, reset: the peer's process
+        // died, say) has nobody left to flush to or linger for; the link's
+        // users hear of it at once, so a cluster notices a dead board in
+        // milliseconds rather than after these timeouts.
+        let ended = self
+            .close_reason
+            .as_ref()
+            .is_some_and(|reason| reason.side == CloseSide::Transport);
+        if ended {
+            return self.finish();
+        }
         let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, writer.shutdown()).await;
         // A lingering close: read (and drop) what the peer still sends
         // until it closes too, briefly. Closing with its bytes unread would
@@ -522,6 +541,11 @@ impl Driver {
             }
         })
         .await;
+        self.finish()
+    }
+
+    /// Logs why the link ended, and returns it.
+    fn finish(&mut self) -> CloseReason {
         let reason = self
             .close_reason
             .take()

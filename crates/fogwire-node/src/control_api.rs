@@ -48,6 +48,10 @@ impl NodeApi for Node {
         Node::metrics_text(self)
     }
 
+    fn cluster(&self) -> &fogwire_cluster::Cluster {
+        Node::cluster(self)
+    }
+
     fn routing(&self) -> &Routing {
         Node::routing(self)
     }

@@ -57,6 +57,7 @@ pub struct NodeOptions {
     /// Serve as an exit; offer a SOCKS proxy through one.
     pub exit: Option<fogwire_exit::ExitConfig>,
     pub socks: Option<fogwire_exit::ProxyConfig>,
+    pub cluster: fogwire_cluster::config::ClusterSection,
 }
 
 impl NodeOptions {
@@ -74,6 +75,7 @@ impl NodeOptions {
                     fogwire_route::link_channels(),
                     fogwire_replicate::link_channels(),
                     fogwire_rpc::link_channels(),
+                    fogwire_cluster::link_channels(),
                 ]
                 .concat(),
             },
@@ -108,6 +110,7 @@ impl NodeOptions {
             data_dir: None,
             exit: config.exit.config(),
             socks: config.socks.config(),
+            cluster: config.cluster.clone(),
         }
     }
 
@@ -153,6 +156,8 @@ pub enum NodeError {
     Socks(#[from] fogwire_exit::ProxyError),
     #[error("[exit] vpn: {0}")]
     Vpn(#[from] fogwire_vpn::VpnError),
+    #[error("cluster: {0}")]
+    Cluster(#[from] fogwire_cluster::ClusterError),
 }
 
 /// `path`, or `name` in a new temporary directory (kept alive by the
@@ -191,6 +196,7 @@ struct Subsystems {
     proxy: Option<fogwire_exit::Proxy>,
     outbound: Arc<fogwire_exit::Outbound>,
     vpn: fogwire_vpn::Switch,
+    cluster: fogwire_cluster::Cluster,
     started: Instant,
     data_dir: Option<PathBuf>,
     /// Hold temporary store and ledger directories for as long as the
@@ -346,10 +352,26 @@ impl Node {
         let replication =
             Replication::start(store.clone(), options.replication.clone(), routing.clone());
         let rpc = Rpc::builder().local(me).routing(routing.clone()).build();
+        let dialer = Arc::new(crate::links::ClusterDialer::default());
+        let cluster = fogwire_cluster::Cluster::start(
+            fogwire_cluster::Options {
+                key: keypair.clone(),
+                dir: options.data_dir.clone(),
+                mdns: options.cluster.mdns,
+                link_listen: local_addr,
+                advertise: Vec::new(),
+                resources: crate::home::resources(options.data_dir.as_deref()),
+                swim: options.cluster.swim(),
+            },
+            dialer.clone(),
+            shutdown.clone(),
+            tasks.clone(),
+        );
         let users: Vec<Arc<dyn LinkUser>> = vec![
             Arc::new(routing.clone()),
             Arc::new(replication.clone()),
             Arc::new(rpc.clone()),
+            Arc::new(cluster.clone()),
         ];
         let book_path = options.data_dir.as_ref().map(|dir| dir.join("peers"));
         let (book, kept) = fogwire_link::book::PeerBook::open(book_path)?;
@@ -364,6 +386,7 @@ impl Node {
             tasks.clone(),
         )
         .map_err(listen_error)?;
+        dialer.set(links.clone());
         tracing::info!(node_id = %me, listen = %local_addr, "node started");
         let fabric = NodeFabric {
             links: links.clone(),
@@ -482,6 +505,10 @@ impl Node {
         for peer in options.peers.into_iter().chain(kept) {
             links.want(peer);
         }
+        if let Err(error) = cluster.resume(options.cluster.join.clone()).await {
+            stop_early(&routing, &replication, &rpc).await;
+            return Err(error.into());
+        }
         Ok(Node {
             parts: Arc::new(Subsystems {
                 keypair,
@@ -498,6 +525,7 @@ impl Node {
                 proxy,
                 outbound,
                 vpn,
+                cluster,
                 started: Instant::now(),
                 data_dir: options.data_dir,
                 _temp_dirs: temp_dirs,
@@ -682,6 +710,11 @@ impl Node {
     /// Every linked or wanted peer, sorted by id.
     pub fn peers(&self) -> Vec<fogwire_api::Peer> {
         self.parts.links.peers()
+    }
+
+    /// The board's cluster (`fogwire cluster …`).
+    pub fn cluster(&self) -> &fogwire_cluster::Cluster {
+        &self.parts.cluster
     }
 
     /// The node's metrics in the OpenMetrics text format.

@@ -22,7 +22,8 @@ fn the_template_parses_to_the_defaults() {
                 if rest.contains(" = ")
                     && !rest.contains("peers")
                     && !rest.contains("advertise")
-                    && !rest.contains("fw1…") =>
+                    && !rest.contains("fw1…")
+                    && !rest.contains("fwjoin1…") =>
             {
                 rest
             }

@@ -10,6 +10,7 @@ mod bench;
 /// mimalloc reuses it, which makes transfers measurably cheaper.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+mod cluster;
 mod control;
 mod demo;
 mod exit;
@@ -98,6 +99,14 @@ enum Command {
     /// roots.
     #[command(subcommand)]
     Feed(feed::Command),
+    /// Clusters: boards on one network that find each other, agree on who
+    /// is alive, and run the services of one signed manifest.
+    ///
+    /// One board makes the cluster (`init`) and prints a join code; every
+    /// other board joins with it (`join`, or `[cluster] join` in
+    /// fogwire.toml) and finds the rest by mDNS.
+    #[command(subcommand)]
+    Cluster(cluster::Command),
     /// Services of other nodes, called over the link to them
     /// (MessagePack RPC, docs/protocol/rpc.md).
     #[command(subcommand)]
@@ -221,6 +230,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ping(args) => route::ping(&home, args).await,
         Command::Store(command) => store::run(&home, command).await,
         Command::Feed(command) => feed::run(&home, command).await,
+        Command::Cluster(command) => cluster::run(&home, command).await,
         Command::Rpc(command) => rpc::run(&home, command).await,
         Command::Job(command) => job::run(&home, command).await,
         Command::Workers(args) => job::workers(&home, args).await,
