@@ -6,6 +6,7 @@
 
 mod bad_input;
 mod cli;
+mod cluster;
 mod compute;
 mod exit;
 mod harness;
