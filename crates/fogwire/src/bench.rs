@@ -43,9 +43,11 @@ pub enum Command {
     /// The market's matching engine: orders per second through one order
     /// book, beside the ordered map it keeps orders in.
     Market(MarketArgs),
-    /// Cluster placement: the time to place 100 services on 1,000 members,
-    /// beside sorting as many scored pairs, and the instances one board's
-    /// failure moves on a box of 32.
+    /// Clusters: placement (100 services on 1,000 members, beside sorting
+    /// as many scored pairs; the instances one board's failure moves on a
+    /// box of 32), and membership on real `fogwire node` processes given
+    /// only a join code (convergence after start, a `kill -9` known
+    /// everywhere), beside the protocol period they kept.
     Cluster(ClusterArgs),
     /// Real `fogwire node` processes (a hub and workers) storing,
     /// fetching, routing and running jobs while one is killed and
@@ -71,6 +73,13 @@ pub struct ClusterArgs {
     /// Rounds; medians are reported.
     #[arg(long, default_value_t = 21)]
     rounds: usize,
+    /// Cluster sizes to run membership on, as real node processes on
+    /// this machine (0: skip).
+    #[arg(long, value_delimiter = ',', default_values_t = [8, 32])]
+    boards: Vec<usize>,
+    /// Rounds of each membership run.
+    #[arg(long, default_value_t = 3)]
+    board_rounds: usize,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -867,8 +876,21 @@ async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
         services: args.services.clamp(1, 4_096),
         rounds: args.rounds.clamp(1, 1_000),
     };
+    let sizes: Vec<usize> = args.boards.into_iter().filter(|size| *size >= 2).collect();
+    let rounds = args.board_rounds.clamp(1, 100);
+    if args.json {
+        // One document with both halves.
+        let (placement, membership) = tokio::task::spawn_blocking(move || {
+            let placement = fogwire_bench::cluster::run(&options, &mut |_| {});
+            crate::boards::run(&sizes, rounds, &mut |_| {}).map(|boards| (placement, boards))
+        })
+        .await??;
+        let report = serde_json::json!({ "placement": placement, "membership": membership });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
     let measured = measure(
-        args.json,
+        false,
         move |progress| Ok::<_, anyhow::Error>(fogwire_bench::cluster::run(&options, progress)),
         |step| match step {
             ClusterStep::Members => "making the members".to_owned(),
@@ -898,6 +920,65 @@ async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
     println!(
         "a box of 32 running 24 services: one board's failure moves {:.2} instances on average (its own: 0.75), at most {}",
         report.box_moved_mean, report.box_moved_max
+    );
+    if sizes.is_empty() {
+        return Ok(());
+    }
+    let sizes_run = sizes.clone();
+    let reports = measure(
+        false,
+        move |progress| crate::boards::run(&sizes_run, rounds, progress),
+        |step: String| step,
+    )
+    .await?
+    .unwrap_or_default();
+    let Some(first) = reports.first() else {
+        return Ok(());
+    };
+    println!(
+        "\nmembership: real `fogwire node` processes on this machine, each given only the join code, \
+         finding each other by mDNS; medians of {rounds} rounds"
+    );
+    println!(
+        "baseline, same run: the protocol period the boards kept, {:.0} ms per probe (configured {:.0} ms); \
+         minimum suspicion {:.0} ms\n",
+        first.measured_period_ms, first.probe_interval_ms, first.suspicion_min_ms
+    );
+    let mut table = Table::new(
+        &[
+            "boards",
+            "processes up",
+            "converged",
+            "after up",
+            "×period",
+            "kill -9 known everywhere",
+            "×period",
+            "goals",
+        ],
+        &[0, 1, 2, 3, 4, 5, 6],
+    );
+    for report in &reports {
+        let period = report.measured_period_ms.max(f64::MIN_POSITIVE);
+        table.row([
+            report.boards.to_string(),
+            format!("{:.0} ms", report.processes_up_ms),
+            format!("{:.0} ms", report.converged_ms),
+            format!("{:.0} ms", report.converged_after_up_ms),
+            format!("{:.2}", report.converged_ms / period),
+            format!("{:.0} ms", report.failure_known_ms),
+            format!("{:.2}", report.failure_known_ms / period),
+            if report.boards == 8 {
+                "converged ≤ 2 s; known ≤ 5 s".to_owned()
+            } else {
+                "known ≤ 5 s".to_owned()
+            },
+        ]);
+    }
+    table.print();
+    println!(
+        "(converged: from spawning the first process; after up: from every API answering; \
+         figures resolve to {} ms)",
+        crate::boards::POLL.as_millis()
     );
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod attack;
 mod bench;
+mod boards;
 
 /// A node moves bulk data through buffers that live a while (link queues,
 /// chunk groups on their way to disk); glibc's allocator then keeps
