@@ -21,6 +21,71 @@ pub struct ClusterStatus {
     /// Every member this board knows, itself first.
     pub members: Vec<ClusterMember>,
     pub counters: ClusterCounters,
+    /// The manifest version this board runs by; none: none yet.
+    #[serde(default)]
+    pub manifest: Option<ClusterManifest>,
+    /// Why the newest version was refused, if it was (the board keeps the
+    /// one it had).
+    #[serde(default)]
+    pub manifest_refused: Option<String>,
+    /// Where each instance runs, as this board computes it.
+    #[serde(default)]
+    pub placement: Vec<PlacedInstance>,
+    /// Instances no live member can take.
+    #[serde(default)]
+    pub unplaced: Vec<String>,
+    /// The services placed on this board, and how each is doing.
+    #[serde(default)]
+    pub services: Vec<ClusterServiceState>,
+}
+
+/// A manifest version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterManifest {
+    pub seq: u64,
+    /// The blob holding its text.
+    pub content: String,
+    pub published_at_unix_ms: u64,
+    pub services: Vec<ClusterServiceSpec>,
+}
+
+/// One service of the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterServiceSpec {
+    pub name: String,
+    pub kind: String,
+    pub count: u32,
+    pub cores: u32,
+    pub memory_mib: u64,
+    pub disk_mib: u64,
+    pub pin: Option<String>,
+    pub shares_board: bool,
+    pub blobs: Vec<String>,
+}
+
+/// One instance and the board it runs on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacedInstance {
+    pub service: String,
+    pub replica: u32,
+    pub board: String,
+}
+
+/// A service on this board.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterServiceState {
+    pub name: String,
+    pub kind: String,
+    /// `starting`, `running` or `failed` (tried again).
+    pub state: String,
+    pub error: Option<String>,
+    pub since_secs: f64,
+}
+
+/// `POST /v1/cluster/apply`: a manifest's text, to publish.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterApply {
+    pub manifest: String,
 }
 
 /// One member of the cluster.

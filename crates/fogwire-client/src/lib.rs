@@ -170,6 +170,15 @@ impl Client {
         self.post("/v1/cluster/init", &()).await
     }
 
+    /// Publishes a manifest's text as the cluster's next version.
+    pub async fn cluster_apply(
+        &self,
+        manifest: String,
+    ) -> Result<fogwire_api::ClusterStatus, ClientError> {
+        let request = fogwire_api::ClusterApply { manifest };
+        self.post("/v1/cluster/apply", &request).await
+    }
+
     /// The join code of this board's cluster.
     pub async fn cluster_join_code(&self) -> Result<fogwire_api::ClusterCreated, ClientError> {
         self.get("/v1/cluster/join-code", &[]).await

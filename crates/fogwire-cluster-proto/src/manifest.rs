@@ -55,11 +55,31 @@ pub enum Kind {
     Gateway,
 }
 
+impl Kind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Kind::Relay => "relay",
+            Kind::Seeder => "seeder",
+            Kind::Worker => "worker",
+            Kind::Hub => "hub",
+            Kind::Ledger => "ledger",
+            Kind::Exit => "exit",
+            Kind::Gateway => "gateway",
+        }
+    }
+}
+
+/// Most blobs one service names.
+pub const BLOBS_MAX: usize = 16;
+
 /// One service of a manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Service {
     pub kind: Kind,
     pub spec: ServiceSpec,
+    /// The blobs it needs (programs, configurations), by BLAKE3 hash: a
+    /// board fetches them from the cluster before it starts the service.
+    pub blobs: Vec<[u8; 32]>,
 }
 
 /// A decoded, valid manifest.
@@ -94,6 +114,17 @@ pub enum ManifestError {
         "service {name:?}: a pinned service runs on one board, so its count must be 1, not {count}"
     )]
     PinnedCount { name: String, count: u32 },
+    #[error(
+        "service {name:?}: a ledger keeps its log on one board's disk, so it must be pinned \
+         (pin = \"fw1…\", the board that holds the log) until ledgers are replicated"
+    )]
+    LedgerUnpinned { name: String },
+    #[error(
+        "service {name:?}: blob {blob:?} is not a BLAKE3 hash (64 hex digits, as `fogwire store add` prints)"
+    )]
+    BadBlob { name: String, blob: String },
+    #[error("service {name:?} names {count} blobs; at most {BLOBS_MAX}")]
+    TooManyBlobs { name: String, count: usize },
 }
 
 #[derive(Deserialize)]
@@ -120,6 +151,8 @@ struct ServiceText {
     pin: Option<String>,
     #[serde(default)]
     shares_board: bool,
+    #[serde(default)]
+    blobs: Vec<String>,
 }
 
 fn one() -> u32 {
@@ -188,7 +221,28 @@ impl Manifest {
                     count: service.count,
                 });
             }
+            if service.kind == Kind::Ledger && pinned.is_none() {
+                return Err(ManifestError::LedgerUnpinned { name: service.name });
+            }
+            if service.blobs.len() > BLOBS_MAX {
+                return Err(ManifestError::TooManyBlobs {
+                    name: service.name,
+                    count: service.blobs.len(),
+                });
+            }
+            let mut blobs = Vec::with_capacity(service.blobs.len());
+            for blob in &service.blobs {
+                let mut hash = [0u8; 32];
+                if blob.len() != 64 || hex::decode_to_slice(blob, &mut hash).is_err() {
+                    return Err(ManifestError::BadBlob {
+                        name: service.name,
+                        blob: blob.chars().take(80).collect(),
+                    });
+                }
+                blobs.push(hash);
+            }
             services.push(Service {
+                blobs,
                 kind: service.kind,
                 spec: ServiceSpec {
                     name: service.name,
@@ -235,19 +289,26 @@ memory_mib = 256
 name = "ledger"
 kind = "ledger"
 disk_mib = 1024
+pin = "fw1syuhwr4g05t4744r23nvxnr7en9cmz53knhr0gja7c84hr7fkw2qax2t9q"
+
+[[service]]
+name = "proxy"
+kind = "gateway"
+blobs = ["af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"]
 "#;
 
     #[test]
     fn a_manifest_decodes_with_defaults() {
         let manifest = Manifest::from_toml(EXAMPLE).unwrap();
-        assert_eq!(manifest.services.len(), 2);
+        assert_eq!(manifest.services.len(), 3);
         assert_eq!(manifest.services[0].kind, Kind::Relay);
         assert_eq!(manifest.services[0].spec.count, 3);
         assert_eq!(manifest.services[0].spec.needs.memory_mib, 256);
         let ledger = &manifest.services[1].spec;
         assert_eq!((ledger.count, ledger.needs.disk_mib), (1, 1024));
-        assert!(!ledger.shares_board && ledger.pinned.is_none());
-        assert_eq!(manifest.specs().len(), 2);
+        assert!(!ledger.shares_board && ledger.pinned.is_some());
+        assert_eq!(manifest.services[2].blobs, [*blake3::hash(b"").as_bytes()]);
+        assert_eq!(manifest.specs().len(), 3);
     }
 
     #[test]
@@ -270,6 +331,11 @@ disk_mib = 1024
         assert!(
             refused("[[service]]\nname = \"a\"\nkind = \"relay\"\npin = \"nobody\"\n")
                 .contains("fogwire id")
+        );
+        assert!(refused("[[service]]\nname = \"l\"\nkind = \"ledger\"\n").contains("pinned"));
+        assert!(
+            refused("[[service]]\nname = \"a\"\nkind = \"relay\"\nblobs = [\"beef\"]\n")
+                .contains("BLAKE3")
         );
         let pin = fogwire_identity::Keypair::from_seed(&[1; 32]).node_id();
         assert!(

@@ -460,6 +460,13 @@ impl Joined {
                 refutations: counters.refutations,
                 discovered: self.discovered,
             },
+            // Filled in by `Cluster::status` from the manifest's and the
+            // supervisor's own reports.
+            manifest: None,
+            manifest_refused: None,
+            placement: Vec::new(),
+            unplaced: Vec::new(),
+            services: Vec::new(),
         }
     }
 }

@@ -20,6 +20,10 @@ pub mod config;
 pub mod discovery;
 mod driver;
 pub mod files;
+pub mod manifest;
+mod report;
+pub mod runners;
+pub mod supervise;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -126,6 +130,16 @@ struct Shared {
     owner_key: Mutex<Option<Arc<Keypair>>>,
     /// The join code this board is in the cluster by.
     code: Mutex<Option<JoinCode>>,
+    store: Arc<fogwire_store::Store>,
+    replication: fogwire_replicate::Replication,
+    /// What runs the services placed here (set by the node once its
+    /// subsystems exist).
+    runner: std::sync::OnceLock<Arc<dyn supervise::Runner>>,
+    applied: watch::Sender<Option<Arc<manifest::Applied>>>,
+    refused: watch::Sender<Option<String>>,
+    supervision: watch::Sender<supervise::Supervision>,
+    /// Whether the manifest follower and the supervisor run.
+    following: std::sync::atomic::AtomicBool,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -157,6 +171,7 @@ impl Cluster {
     pub fn start(
         options: Options,
         dialer: Arc<dyn Dialer>,
+        stores: (Arc<fogwire_store::Store>, fogwire_replicate::Replication),
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Self {
@@ -173,6 +188,11 @@ impl Cluster {
             mdns: false,
             members: Vec::new(),
             counters: fogwire_api::ClusterCounters::default(),
+            manifest: None,
+            manifest_refused: None,
+            placement: Vec::new(),
+            unplaced: Vec::new(),
+            services: Vec::new(),
         };
         let shared = Arc::new(Shared {
             options,
@@ -184,6 +204,13 @@ impl Cluster {
             cluster: watch::Sender::new(None),
             owner_key: Mutex::new(None),
             code: Mutex::new(None),
+            store: stores.0,
+            replication: stores.1,
+            runner: std::sync::OnceLock::new(),
+            applied: watch::Sender::new(None),
+            refused: watch::Sender::new(None),
+            supervision: watch::Sender::new(supervise::Supervision::default()),
+            following: std::sync::atomic::AtomicBool::new(false),
             tasks: tasks.clone(),
             shutdown,
         });
@@ -264,8 +291,73 @@ impl Cluster {
             .await
             .map_err(|_| ClusterError::Stopped)?;
         answer.await.map_err(|_| ClusterError::Stopped)??;
+        let cluster = code_kept.cluster;
         *lock(&self.shared.code) = Some(code_kept);
+        self.follow(cluster);
         Ok(())
+    }
+
+    /// Sets what runs the services placed on this board (once).
+    pub fn set_runner(&self, runner: Arc<dyn supervise::Runner>) {
+        let _ = self.shared.runner.set(runner);
+    }
+
+    /// Starts following the cluster's manifest and running its placement
+    /// (once).
+    fn follow(&self, cluster: ClusterId) {
+        use std::sync::atomic::Ordering;
+        if self.shared.following.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let shared = &self.shared;
+        shared.tasks.spawn(manifest::follow(
+            shared.store.clone(),
+            shared.replication.clone(),
+            manifest::feed_of(&cluster),
+            shared.applied.clone(),
+            shared.refused.clone(),
+            shared.shutdown.child_token(),
+        ));
+        let Some(runner) = shared.runner.get().cloned() else {
+            tracing::warn!(
+                "cluster: nothing runs services on this node; placement is only computed"
+            );
+            return;
+        };
+        let supervisor = supervise::Supervisor {
+            me: shared.options.key.node_id(),
+            runner,
+            replication: shared.replication.clone(),
+            applied: shared.applied.subscribe(),
+            live: shared.live.subscribe(),
+            report: shared.supervision.clone(),
+            stop: shared.shutdown.child_token(),
+        };
+        shared.tasks.spawn(supervisor.run());
+    }
+
+    /// Publishes `text` as the cluster's next manifest version (on the
+    /// board that made the cluster).
+    pub async fn apply(
+        &self,
+        text: Vec<u8>,
+    ) -> Result<Arc<manifest::Applied>, manifest::ApplyError> {
+        if self.cluster().is_none() {
+            return Err(manifest::ApplyError::NoCluster);
+        }
+        let key = self.owner_key().ok_or(manifest::ApplyError::NotOwner)?;
+        let applied =
+            manifest::publish(&self.shared.store, &self.shared.replication, key, text).await?;
+        let applied = Arc::new(applied);
+        // This board runs by it at once; the others as it reaches them.
+        self.shared.applied.send_if_modified(|held| {
+            if held.as_ref().is_some_and(|held| held.seq >= applied.seq) {
+                return false;
+            }
+            *held = Some(applied.clone());
+            true
+        });
+        Ok(applied)
     }
 
     /// The cluster this board is in.
@@ -275,7 +367,20 @@ impl Cluster {
 
     /// This board's view of the cluster.
     pub fn status(&self) -> fogwire_api::ClusterStatus {
-        lock(&self.shared.status).clone()
+        let mut status = lock(&self.shared.status).clone();
+        status.manifest = self
+            .shared
+            .applied
+            .borrow()
+            .as_deref()
+            .map(report::manifest);
+        status.manifest_refused = self.shared.refused.borrow().clone();
+        let supervision = self.shared.supervision.borrow();
+        if let Some(placement) = &supervision.placement {
+            (status.placement, status.unplaced) = report::placement(placement);
+        }
+        status.services = supervision.services.iter().map(report::service).collect();
+        status
     }
 
     /// The members that hold services (alive or suspected, this board

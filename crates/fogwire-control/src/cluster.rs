@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use fogwire_api::{ClusterCreated, ClusterJoin};
+use fogwire_api::{ClusterApply, ClusterCreated, ClusterJoin};
 use fogwire_cluster::ClusterError;
 use fogwire_cluster::proto::JoinCode;
 
@@ -49,6 +49,32 @@ pub(crate) async fn join_code(State(state): State<Arc<ApiState>>) -> Response {
             StatusCode::NOT_FOUND,
             "this board is in no cluster: `fogwire cluster init` makes one",
         ),
+    }
+}
+
+/// `POST /v1/cluster/apply`: publishes a manifest version (on the board
+/// that made the cluster).
+pub(crate) async fn apply(
+    State(state): State<Arc<ApiState>>,
+    axum::Json(request): axum::Json<ClusterApply>,
+) -> Response {
+    use fogwire_cluster::manifest::ApplyError;
+    match state
+        .node
+        .cluster()
+        .apply(request.manifest.into_bytes())
+        .await
+    {
+        Ok(_) => axum::Json(state.node.cluster().status()).into_response(),
+        Err(failure) => {
+            let status = match failure {
+                ApplyError::Invalid(_) | ApplyError::NotText => StatusCode::BAD_REQUEST,
+                ApplyError::NotOwner => StatusCode::FORBIDDEN,
+                ApplyError::NoCluster => StatusCode::CONFLICT,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            error(status, failure.to_string())
+        }
     }
 }
 

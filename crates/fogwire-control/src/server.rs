@@ -107,6 +107,11 @@ pub async fn serve(
         .route("/v1/cluster", get(crate::cluster::status))
         .route("/v1/cluster/init", post(crate::cluster::init))
         .route("/v1/cluster/join", post(crate::cluster::join))
+        .route(
+            "/v1/cluster/apply",
+            // A manifest may be 256 KiB, more once escaped in JSON.
+            post(crate::cluster::apply).layer(DefaultBodyLimit::max(640 * 1024)),
+        )
         .route("/v1/cluster/join-code", get(crate::cluster::join_code))
         .route("/v1/exits", get(crate::exits::list))
         .route("/v1/proxy", post(crate::exits::proxy))

@@ -364,6 +364,7 @@ impl Node {
                 swim: options.cluster.swim(),
             },
             dialer.clone(),
+            (store.clone(), replication.clone()),
             shutdown.clone(),
             tasks.clone(),
         );
@@ -505,6 +506,21 @@ impl Node {
         for peer in options.peers.into_iter().chain(kept) {
             links.want(peer);
         }
+        cluster.set_runner(Arc::new(fogwire_cluster::runners::NodeRunner::new(
+            fogwire_cluster::runners::RunnerParts {
+                routing: routing.clone(),
+                rpc: rpc.clone(),
+                outbound: outbound.clone(),
+                store: store.clone(),
+                replication: replication.clone(),
+                fabric: Arc::new(fabric.clone()),
+                funds: Some(ledger.funds()),
+                payments: Some(ledger.payments()),
+                link_listen: local_addr,
+                compute_dir: options.compute_dir.as_ref().map(|dir| dir.join("cluster")),
+                exit_configured: exit.is_some(),
+            },
+        )));
         if let Err(error) = cluster.resume(options.cluster.join.clone()).await {
             stop_early(&routing, &replication, &rpc).await;
             return Err(error.into());

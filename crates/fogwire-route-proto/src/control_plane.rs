@@ -286,6 +286,17 @@ impl ControlPlane {
         }
     }
 
+    /// Changes the services and offers this node's advert names (an app
+    /// started or stopped at run time); the new advert floods soon.
+    pub fn set_services(&mut self, services: Vec<String>, offers: Vec<Offer>, now: Now) {
+        if self.settings.services == services && self.settings.offers == offers {
+            return;
+        }
+        self.settings.services = services;
+        self.settings.offers = offers;
+        self.links_changed(now);
+    }
+
     /// Rebuilds this node's advert at once, and floods one soon.
     fn links_changed(&mut self, now: Now) {
         self.issue(now, false);

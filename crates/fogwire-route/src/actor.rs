@@ -52,6 +52,14 @@ const FRESH_RECEIPTS_MAX: usize = 65_536;
 
 pub(crate) enum Command {
     Nodes(oneshot::Sender<Vec<NodeInfo>>),
+    /// What `owner` (a service started at run time) adds to this node's
+    /// advert; empty lists take its part out.
+    Advertise {
+        owner: String,
+        services: Vec<String>,
+        offers: Vec<fogwire_route_proto::advert::Offer>,
+        reply: oneshot::Sender<()>,
+    },
     /// Takes the receipts received since the last take.
     TakeReceipts(oneshot::Sender<Vec<Vec<u8>>>),
     Find {
@@ -144,6 +152,11 @@ pub(crate) struct Actor {
     next_ping: u64,
     incoming: mpsc::Sender<RouteStream>,
     services: crate::services::Services,
+    /// The services and offers named at start, and those added at run
+    /// time by each owner.
+    base_advert: (Vec<String>, Vec<fogwire_route_proto::advert::Offer>),
+    advertised:
+        std::collections::BTreeMap<String, (Vec<String>, Vec<fogwire_route_proto::advert::Offer>)>,
     store: Option<Arc<Store>>,
     /// Receipts received since the node last took them (to redeem).
     fresh_receipts: HashMap<[u8; 16], Vec<u8>>,
@@ -167,6 +180,7 @@ impl Actor {
     ) -> Self {
         let node_id = options.identity.node_id();
         let router = Router::new(options.identity.clone(), options.router.clone());
+        let base_advert = (options.services.clone(), options.offers.clone());
         let settings = Settings {
             keypair: options.identity.keypair().clone(),
             link_key: options
@@ -202,6 +216,8 @@ impl Actor {
             next_ping: 1,
             incoming,
             services,
+            base_advert,
+            advertised: std::collections::BTreeMap::new(),
             store,
             fresh_receipts: HashMap::new(),
             batch: Batch::default(),
@@ -718,6 +734,26 @@ impl Actor {
         match command {
             Command::Nodes(reply) => {
                 let _ = reply.send(self.nodes());
+            }
+            Command::Advertise {
+                owner,
+                services,
+                offers,
+                reply,
+            } => {
+                if services.is_empty() && offers.is_empty() {
+                    self.advertised.remove(&owner);
+                } else {
+                    self.advertised.insert(owner, (services, offers));
+                }
+                let (mut services, mut offers) = self.base_advert.clone();
+                for (extra, extra_offers) in self.advertised.values() {
+                    services.extend(extra.iter().cloned());
+                    offers.extend(extra_offers.iter().cloned());
+                }
+                services.dedup();
+                self.plane.set_services(services, offers, now());
+                let _ = reply.send(());
             }
             Command::TakeReceipts(reply) => {
                 let fresh = std::mem::take(&mut self.fresh_receipts);

@@ -458,6 +458,30 @@ impl Routing {
         services::offer(&self.services, spec, service)
     }
 
+    /// Stops offering the service `name`; whether it was offered.
+    pub fn withdraw(&self, name: &str) -> bool {
+        services::withdraw(&self.services, name)
+    }
+
+    /// Sets what `owner` (a service started at run time) adds to this
+    /// node's advert — services and offers — and floods the new advert
+    /// soon; empty lists take its part out again.
+    pub async fn advertise(
+        &self,
+        owner: &str,
+        services: Vec<String>,
+        offers: Vec<fogwire_route_proto::advert::Offer>,
+    ) -> Result<(), RouteError> {
+        let owner = owner.to_owned();
+        self.ask(|reply| Command::Advertise {
+            owner,
+            services,
+            offers,
+            reply,
+        })
+        .await
+    }
+
     /// Closes this node's routes, writes the store, and stops the task.
     pub async fn shutdown(&self) {
         let _ = self.ask(Command::Shutdown).await;

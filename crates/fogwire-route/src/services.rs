@@ -244,6 +244,14 @@ pub(crate) fn offer(
     Ok(())
 }
 
+/// Stops offering the service `name` (its tasks end with its queues);
+/// whether it was offered.
+pub(crate) fn withdraw(services: &Services, name: &str) -> bool {
+    let mut registry = lock(services);
+    registry.datagrams.retain(|_, (by, _)| *by != name);
+    registry.streams.remove(name).is_some()
+}
+
 /// Forgets every service (their tasks end with their queues).
 pub(crate) fn clear(services: &Services) {
     let mut registry = lock(services);

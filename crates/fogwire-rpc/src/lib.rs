@@ -426,6 +426,16 @@ impl Rpc {
             .insert(name.to_owned(), service);
     }
 
+    /// Stops serving `name`; whether it was served.
+    pub fn unserve(&self, name: &str) -> bool {
+        self.inner
+            .services
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(name)
+            .is_some()
+    }
+
     /// The method table of the service served here under `name`.
     pub fn methods_of(&self, name: &str) -> Option<Vec<&'static str>> {
         self.inner

@@ -32,6 +32,27 @@ pub enum Command {
     /// Every member this board knows, with its state (alive, suspect,
     /// dead), addresses and resources.
     Members(ReadArgs),
+    /// Publish a manifest (TOML: the services the cluster runs, see
+    /// docs/protocol/cluster.md §2) as the cluster's next version; every
+    /// board takes it and runs what the placement gives it.
+    ///
+    /// Only the board that made the cluster can: the manifest is signed
+    /// with the cluster key. An invalid manifest is refused here, naming
+    /// the line or service and what to fix.
+    Apply(ApplyArgs),
+    /// The manifest version this board runs by.
+    Manifest(ReadArgs),
+    /// Where each service instance runs (every board computes the same),
+    /// and how this board's own services are doing.
+    Placement(ReadArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    /// The manifest file (TOML).
+    file: std::path::PathBuf,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -83,6 +104,45 @@ pub async fn run(home: &Path, command: Command) -> anyhow::Result<()> {
                 return print_json(&code);
             }
             println!("{}", code.join_code);
+            Ok(())
+        }
+        Command::Apply(args) => {
+            let text = std::fs::read_to_string(&args.file)
+                .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", args.file.display()))?;
+            let status = client
+                .cluster_apply(text)
+                .await
+                .map_err(|error| anyhow::anyhow!("{}: {error}", args.file.display()))?;
+            if args.json {
+                return print_json(&status);
+            }
+            let seq = status.manifest.as_ref().map_or(0, |manifest| manifest.seq);
+            println!(
+                "Published manifest version {seq} of cluster {}; every board takes it as it reaches them.",
+                status.cluster.as_deref().map(short).unwrap_or_default()
+            );
+            println!("`fogwire cluster placement` shows where each service runs.");
+            Ok(())
+        }
+        Command::Manifest(args) => {
+            let status = client.cluster().await?;
+            if args.json {
+                return print_json(&status.manifest);
+            }
+            print_manifest(&status);
+            Ok(())
+        }
+        Command::Placement(args) => {
+            let status = client.cluster().await?;
+            if args.json {
+                let report = serde_json::json!({
+                    "placement": status.placement,
+                    "unplaced": status.unplaced,
+                    "services": status.services,
+                });
+                return print_json(&report);
+            }
+            print_placement(&status);
             Ok(())
         }
         Command::Status(args) => {
@@ -138,6 +198,104 @@ pub async fn run(home: &Path, command: Command) -> anyhow::Result<()> {
     }
 }
 
+fn print_manifest(status: &ClusterStatus) {
+    if status.cluster.is_none() {
+        println!("{NOT_IN_A_CLUSTER}");
+        return;
+    }
+    let Some(manifest) = &status.manifest else {
+        println!(
+            "No manifest yet: `fogwire cluster apply <manifest.toml>` on the board that made the cluster publishes one."
+        );
+        if let Some(why) = &status.manifest_refused {
+            println!("{why}");
+        }
+        return;
+    };
+    println!(
+        "manifest version {} (blob {}), published {} ago",
+        manifest.seq,
+        short(&manifest.content),
+        crate::output::format_age_ms(manifest.published_at_unix_ms)
+    );
+    let mut table = Table::new(
+        &[
+            "service", "kind", "count", "cores", "memory", "disk", "pin", "shares", "blobs",
+        ],
+        &[2, 3, 4, 5, 8],
+    );
+    for service in &manifest.services {
+        table.row([
+            service.name.clone(),
+            service.kind.clone(),
+            service.count.to_string(),
+            service.cores.to_string(),
+            format!("{} MiB", service.memory_mib),
+            format!("{} MiB", service.disk_mib),
+            service
+                .pin
+                .as_deref()
+                .map(short)
+                .unwrap_or_else(|| "-".into()),
+            if service.shares_board { "yes" } else { "no" }.to_owned(),
+            service.blobs.len().to_string(),
+        ]);
+    }
+    table.print();
+    if let Some(why) = &status.manifest_refused {
+        println!(
+            "\nA newer version was refused (this board keeps version {}): {why}",
+            manifest.seq
+        );
+    }
+}
+
+fn print_placement(status: &ClusterStatus) {
+    if status.cluster.is_none() {
+        println!("{NOT_IN_A_CLUSTER}");
+        return;
+    }
+    if status.manifest.is_none() {
+        println!(
+            "No manifest yet, so nothing is placed: `fogwire cluster apply <manifest.toml>` on the board that made the cluster."
+        );
+        return;
+    }
+    let mut table = Table::new(&["service", "replica", "board"], &[1]);
+    for placed in &status.placement {
+        let board = if placed.board == status.node_id {
+            format!("{} (this board)", short(&placed.board))
+        } else {
+            short(&placed.board)
+        };
+        table.row([placed.service.clone(), placed.replica.to_string(), board]);
+    }
+    table.print();
+    if !status.unplaced.is_empty() {
+        println!(
+            "\nNo live member can take: {} (too few boards, or not enough cores, memory or disk)",
+            status.unplaced.join(", ")
+        );
+    }
+    if status.services.is_empty() {
+        println!("\nNothing is placed on this board.");
+        return;
+    }
+    println!("\nOn this board:");
+    for service in &status.services {
+        match &service.error {
+            Some(error) => println!(
+                "  {} ({}): {} — {error}",
+                service.name, service.kind, service.state
+            ),
+            None => println!(
+                "  {} ({}): {} for {:.0}s",
+                service.name, service.kind, service.state, service.since_secs
+            ),
+        }
+    }
+}
+
 const NOT_IN_A_CLUSTER: &str = "This board is in no cluster. `fogwire cluster init` makes one; \
      `fogwire cluster join <code>` joins one.";
 
@@ -179,6 +337,26 @@ fn print_status(status: &ClusterStatus) {
             "off"
         }
     );
+    match &status.manifest {
+        Some(manifest) => println!(
+            "manifest  version {}, {} services; on this board: {}",
+            manifest.seq,
+            manifest.services.len(),
+            if status.services.is_empty() {
+                "none".to_owned()
+            } else {
+                status
+                    .services
+                    .iter()
+                    .map(|service| format!("{} ({})", service.name, service.state))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        ),
+        None => println!(
+            "manifest  none yet (`fogwire cluster apply` on the board that made the cluster)"
+        ),
+    }
     let counters = &status.counters;
     println!(
         "counters  {} messages, {} refused, {} probes ({} failed), {} refutations, {} boards heard",
