@@ -112,6 +112,33 @@ fn sees(boards: &[NsNode], group: &[usize], alive: &[&str], dead: &[&str]) -> bo
     })
 }
 
+/// The board that runs the gateway, once every board that answers places
+/// it on the same board and that board reports it running.
+fn gateway_board(boards: &[NsNode], ids: &[String]) -> Option<usize> {
+    let mut placed: Option<String> = None;
+    for board in boards {
+        // A killed board answers nothing: skip it.
+        let Some(status) = status(board) else {
+            continue;
+        };
+        let on = status
+            .placement
+            .iter()
+            .find(|placed| placed.service == "socks")?
+            .board
+            .clone();
+        if *placed.get_or_insert_with(|| on.clone()) != on {
+            return None;
+        }
+    }
+    let index = ids.iter().position(|id| Some(id) == placed.as_ref())?;
+    let running = status(&boards[index])?
+        .services
+        .iter()
+        .any(|service| service.name == "socks" && service.state == "running");
+    running.then_some(index)
+}
+
 /// Polls a namespace's CLI no more than five times a second.
 fn slowly<T>(probe: impl FnOnce() -> T) -> T {
     std::thread::sleep(Duration::from_millis(200));
@@ -171,8 +198,31 @@ fn eight_boards_on_a_bridge_form_a_cluster_from_the_join_code_alone() {
     // The stranger heard the same announcements and stayed alone.
     assert!(sees(&boards, &[8], &[ids[8].as_str()], &[]));
 
+    // The manifest: one SOCKS gateway for the box. Only the owner can
+    // publish it; every board takes it and one runs the gateway.
+    let manifest = boards[0].home.path().join("manifest.toml");
+    std::fs::write(
+        &manifest,
+        "[[service]]\nname = \"socks\"\nkind = \"gateway\"\n",
+    )
+    .unwrap();
+    let manifest = manifest.display().to_string();
+    let refused = boards[1].cli(&["cluster", "apply", &manifest]);
+    assert!(!refused.status.success());
+    assert!(crate::harness::stderr(&refused).contains("only the board that made the cluster"));
+    let applied = boards[0].cli(&["cluster", "apply", &manifest]);
+    assert!(
+        applied.status.success(),
+        "{}",
+        crate::harness::stderr(&applied)
+    );
+    let gateway = crate::harness::wait_for(
+        "every board to place the gateway, and one to run it",
+        || slowly(|| gateway_board(&boards[..8], &ids)),
+    );
+
     // `kill -STOP` for 2 s: suspected perhaps, never declared failed.
-    let paused = 6;
+    let paused = (gateway + 1) % 8;
     let node_pid = boards[paused].child.as_ref().unwrap().id().to_string();
     let signal = |name: &str| {
         let status = std::process::Command::new("kill")
@@ -196,8 +246,9 @@ fn eight_boards_on_a_bridge_form_a_cluster_from_the_join_code_alone() {
     }
     assert!(sees(&boards, &box_of_eight, &all, &[]));
 
-    // `kill -9` (`ip netns exec` execs the node: the child is the node).
-    let killed = 5;
+    // `kill -9` of the board running the gateway (`ip netns exec` execs
+    // the node: the child is the node).
+    let killed = gateway;
     if let Some(mut child) = boards[killed].child.take() {
         child.kill().unwrap();
         child.wait().unwrap();
@@ -207,23 +258,38 @@ fn eight_boards_on_a_bridge_form_a_cluster_from_the_join_code_alone() {
     wait_until("the killed board to be declared failed everywhere", || {
         slowly(|| sees(&boards, &survivors, &alive, &[ids[killed].as_str()]))
     });
+    // Its gateway runs on another board, and serves SOCKS there.
+    let moved = crate::harness::wait_for("the gateway to run on another board", || {
+        slowly(|| gateway_board(&boards[..8], &ids).filter(|board| *board != killed))
+    });
+    let connects = boards[survivors[0]]
+        .run("python3")
+        .args([
+            "-c",
+            &format!(
+                "import socket; socket.create_connection(('10.88.0.{}', 1080), 5).close()",
+                moved + 1
+            ),
+        ])
+        .status()
+        .unwrap();
+    assert!(connects.success(), "the moved gateway does not answer");
 
-    // Split the switch: boards 0–3 on one bridge, 4, 6, 7 on the other.
-    // Both halves go on, each seeing the other as failed.
-    let left = [0, 1, 2, 3];
-    let right = [4, 6, 7];
-    for index in right {
+    // Split the switch in two halves of the survivors. Both go on, each
+    // seeing the other as failed.
+    let (left, right) = survivors.split_at(4);
+    for index in right.iter() {
         switch.move_port(&format!("fwp{index}x{tag}"), "br1");
     }
     let left_ids: Vec<&str> = left.iter().map(|index| ids[*index].as_str()).collect();
     let right_ids: Vec<&str> = right.iter().map(|index| ids[*index].as_str()).collect();
     wait_until("both halves of the partition to settle", || {
         slowly(|| {
-            sees(&boards, &left, &left_ids, &right_ids)
-                && sees(&boards, &right, &right_ids, &left_ids)
+            sees(&boards, left, &left_ids, &right_ids)
+                && sees(&boards, right, &right_ids, &left_ids)
         })
     });
-    for index in right {
+    for index in right.iter() {
         switch.move_port(&format!("fwp{index}x{tag}"), "br0");
     }
     wait_until("the healed box to converge", || {
