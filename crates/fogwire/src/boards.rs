@@ -36,6 +36,8 @@ pub struct BoardsReport {
     pub converged_after_up_ms: f64,
     /// From the kill until every other board declared it dead.
     pub failure_known_ms: f64,
+    /// From the kill until its service ran on another board.
+    pub service_moved_ms: f64,
     /// The protocol period the boards kept (mean of seconds per probe).
     pub measured_period_ms: f64,
     /// The configured protocol period and minimum suspicion time.
@@ -183,21 +185,62 @@ async fn probes(boards: &[Board]) -> Vec<u64> {
     counts
 }
 
+/// The board running service `name` (every board that answers agreeing
+/// on it, and it reporting the service running).
+async fn running_on(boards: &[Board], name: &str) -> Option<usize> {
+    let mut on: Option<String> = None;
+    for board in boards {
+        let Some(client) = &board.client else {
+            continue;
+        };
+        let Ok(status) = client.cluster().await else {
+            continue;
+        };
+        let here = status
+            .placement
+            .iter()
+            .find(|placed| placed.service == name)?
+            .board
+            .clone();
+        if *on.get_or_insert_with(|| here.clone()) != here {
+            return None;
+        }
+    }
+    let index = boards
+        .iter()
+        .position(|board| Some(&board.id) == on.as_ref())?;
+    let status = boards[index].client.as_ref()?.cluster().await.ok()?;
+    status
+        .services
+        .iter()
+        .any(|service| service.name == name && service.state == "running")
+        .then_some(index)
+}
+
+/// The manifest every round applies: one exit, which holds no port, so
+/// several boards of one machine can take it in turn.
+const MANIFEST: &str = "[[service]]\nname = \"exit\"\nkind = \"exit\"\n";
+
 /// One round on `count` boards: (processes up, converged, converged
-/// after up, failure known, measured period), all in ms.
+/// after up, failure known, service moved, measured period), all in ms.
 fn round(
     exe: &Path,
     runtime: &tokio::runtime::Handle,
     count: usize,
     scratch: &Path,
-) -> anyhow::Result<[f64; 5]> {
-    let join = fogwire_cluster::proto::JoinCode::of(
-        &fogwire_identity::Keypair::generate().context("cannot make a cluster key")?,
-    )
-    .to_string();
+) -> anyhow::Result<[f64; 6]> {
+    let key = fogwire_identity::Keypair::generate().context("cannot make a cluster key")?;
+    let join = fogwire_cluster::proto::JoinCode::of(&key).to_string();
     let mut boards: Vec<Board> = (0..count)
         .map(|index| make_board(exe, scratch.join(format!("board{index}")), &join))
         .collect::<anyhow::Result<_>>()?;
+    // The first board holds the cluster key: it publishes the manifest.
+    key.save(
+        &boards[0]
+            .home
+            .join("data")
+            .join(fogwire_cluster::files::KEY_FILE),
+    )?;
     let mut ids: Vec<String> = boards.iter().map(|board| board.id.clone()).collect();
     ids.sort_unstable();
     let all: Vec<&str> = ids.iter().map(String::as_str).collect();
@@ -234,25 +277,59 @@ fn round(
         .map(|(b, a)| steady / (a - b) as f64)
         .collect();
     let period = periods.iter().sum::<f64>() / periods.len().max(1) as f64;
-    let victim = count / 2;
+    if let Some(owner) = &boards[0].client {
+        runtime
+            .block_on(owner.cluster_apply(MANIFEST.to_owned()))
+            .context("cluster apply")?;
+    }
+    let mut victim = 0;
+    until(
+        runtime,
+        "the exit to run on a board",
+        async || match running_on(&boards, "exit").await {
+            Some(board) => {
+                victim = board;
+                true
+            }
+            None => false,
+        },
+    )?;
     let victim_id = boards[victim].id.clone();
     let survivors: Vec<&str> = all.iter().copied().filter(|id| *id != victim_id).collect();
     if let Some(mut child) = boards[victim].child.take() {
         child.kill()?;
         child.wait()?;
     }
-    let known = until(
+    let killed_at = Instant::now();
+    boards[victim].client = None;
+    let mut known = None;
+    let mut moved = None;
+    until(
         runtime,
-        "every board to declare the killed one dead",
-        async || all_see(&boards, Some(victim), &survivors, Some(&victim_id)).await,
+        "the failure known everywhere and its exit moved",
+        async || {
+            if known.is_none() && all_see(&boards, Some(victim), &survivors, Some(&victim_id)).await
+            {
+                known = Some(killed_at.elapsed());
+            }
+            if moved.is_none()
+                && running_on(&boards, "exit")
+                    .await
+                    .is_some_and(|on| on != victim)
+            {
+                moved = Some(killed_at.elapsed());
+            }
+            known.is_some() && moved.is_some()
+        },
     )?;
     drop(boards);
-    let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
+    let ms = |duration: Option<Duration>| duration.unwrap_or_default().as_secs_f64() * 1000.0;
     Ok([
-        ms(up),
-        ms(converged),
-        ms(after_up),
+        ms(Some(up)),
+        ms(Some(converged)),
+        ms(Some(after_up)),
         ms(known),
+        ms(moved),
         period * 1000.0,
     ])
 }
@@ -273,7 +350,7 @@ pub fn run(
     let swim = fogwire_cluster::config::ClusterSection::default().swim();
     let mut reports = Vec::new();
     for &count in sizes {
-        let mut figures: Vec<[f64; 5]> = Vec::new();
+        let mut figures: Vec<[f64; 6]> = Vec::new();
         for index in 0..rounds {
             progress(format!("{count} boards, round {}", index + 1));
             let scratch = tempfile::Builder::new()
@@ -290,7 +367,8 @@ pub fn run(
             converged_ms: column(1),
             converged_after_up_ms: column(2),
             failure_known_ms: column(3),
-            measured_period_ms: column(4),
+            service_moved_ms: column(4),
+            measured_period_ms: column(5),
             probe_interval_ms: swim.probe_interval.as_secs_f64() * 1000.0,
             suspicion_min_ms: swim.probe_interval.as_secs_f64()
                 * swim.suspicion_alpha
