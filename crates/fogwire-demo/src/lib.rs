@@ -12,6 +12,7 @@
 //! traffic on every link, then routes: see [`routes`]); later pillars
 //! (store, compute) add stages to [`run`] rather than new demos.
 
+pub mod cluster;
 pub mod compute;
 pub mod economy;
 pub mod exit;
@@ -54,6 +55,9 @@ pub struct Options {
     /// Run the compute stage (a replicated job with a cheat among the
     /// workers), writing its image here.
     pub compute: Option<std::path::PathBuf>,
+    /// Run the cluster stage (the nodes form a cluster, run a manifest,
+    /// and a board switched off has its service moved).
+    pub cluster: bool,
 }
 
 impl Default for Options {
@@ -69,6 +73,7 @@ impl Default for Options {
             exit: true,
             stream_bytes: 256 * 1024 * 1024,
             compute: Some(std::path::PathBuf::from("fogwire-mandelbrot.png")),
+            cluster: true,
         }
     }
 }
@@ -104,6 +109,9 @@ pub struct Summary {
     /// Whether a ping crossed the VPN between two nodes (none if it did
     /// not run: the demo was not root, or the exit stage did not run).
     pub vpn_pinged: Option<bool>,
+    /// Whether a switched-off board's service ran elsewhere (none if the
+    /// cluster stage did not run).
+    pub cluster_service_moved: Option<bool>,
 }
 
 /// Why the demo stopped early.
@@ -217,6 +225,20 @@ pub async fn run(
             () = &mut interrupted => { interrupted_by_user = true; }
         }
     }
+    let mut cluster_stage = None;
+    if options.cluster && options.nodes >= 4 && !interrupted_by_user {
+        writeln!(
+            out,
+            "cluster: the nodes become one box: {} makes a cluster, the others join, and it publishes a manifest…",
+            network.nodes()[0].name
+        )?;
+        out.flush()?;
+        let mut narrate = narrator(out);
+        tokio::select! {
+            done = cluster::run(&mut network, 0, &mut narrate) => { cluster_stage = Some(done); }
+            () = &mut interrupted => { interrupted_by_user = true; }
+        }
+    }
     let mut ticker = tokio::time::interval(options.refresh);
     loop {
         if interrupted_by_user {
@@ -282,6 +304,9 @@ pub async fn run(
         supply_ok,
         proxied_intact: exit_stage.as_ref().and_then(|stage| stage.intact),
         vpn_pinged: exit_stage.as_ref().and_then(|stage| stage.vpn_pinged),
+        cluster_service_moved: cluster_stage
+            .as_ref()
+            .map(|stage| stage.service_moved.is_some()),
     };
     writeln!(
         out,

@@ -113,6 +113,9 @@ impl Network {
             options.ledger = ledger[index].clone();
             options.ledger_path = Some(data_dir.join("ledger.redb"));
             crate::exit::roles(index, count, &mut options);
+            // The demo's boards are on loopback: they find each other by
+            // their links, and announce nothing on this machine's network.
+            options.cluster.mdns = false;
             let node = Node::start(options)
                 .await
                 .map_err(|source| NetworkError::Node {

@@ -31,6 +31,10 @@ pub struct Args {
     /// workers, three per band, with one cheating worker caught).
     #[arg(long)]
     no_compute: bool,
+    /// Skip the cluster stage (the nodes form a cluster from one manifest,
+    /// and a board switched off has its service moved).
+    #[arg(long)]
+    no_cluster: bool,
     /// Where the compute stage writes its image.
     #[arg(long, value_name = "PATH", default_value = "fogwire-mandelbrot.png")]
     image: std::path::PathBuf,
@@ -52,6 +56,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         exit: !args.no_exit,
         stream_bytes: args.stream,
         compute: (!args.no_compute).then(|| args.image.clone()),
+        cluster: !args.no_cluster,
     };
     let interrupted = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -79,6 +84,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     if summary.supply_ok == Some(false) {
         anyhow::bail!("the ledger's supply check failed");
+    }
+    if summary.cluster_service_moved == Some(false) {
+        anyhow::bail!("the switched-off board's service did not run on another board");
     }
     if summary.stream_intact == Some(false) {
         anyhow::bail!("the stream over the repaired route did not arrive intact");
