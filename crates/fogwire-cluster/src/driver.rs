@@ -365,6 +365,14 @@ impl Joined {
     }
 
     fn log_refusal(&mut self, peer: NodeId, reason: &fogwire_cluster_proto::swim::Refusal) {
+        use fogwire_cluster_proto::member::RecordError;
+        use fogwire_cluster_proto::swim::Refusal;
+        // A board of another cluster linked for routing says hello too:
+        // nothing is wrong, it is just not ours.
+        if matches!(reason, Refusal::Record(RecordError::OtherCluster)) {
+            tracing::debug!(peer = %peer.short(), "cluster: a linked board is in another cluster");
+            return;
+        }
         let now = Instant::now();
         if now.duration_since(self.refusals.0) >= REFUSAL_WINDOW {
             if self.refusals.1 > REFUSALS_LOGGED {

@@ -14,8 +14,6 @@ use anyhow::{Context, bail};
 use fogwire_client::Client;
 use serde::Serialize;
 
-use crate::soak::cli;
-
 /// How often the boards' APIs are asked; the resolution of the figures.
 pub const POLL: Duration = Duration::from_millis(50);
 /// How long a round may take to converge or detect before it is a failure.
@@ -71,22 +69,9 @@ fn make_board(exe: &Path, home: PathBuf, join: &str) -> anyhow::Result<Board> {
     // A wildcard listener: the board announces every address of this
     // machine by mDNS, as a board of a box would its one interface.
     let listen = format!("0.0.0.0:{}", free_port()?);
-    let init = cli(
-        exe,
-        &home,
-        &["init", "--listen", &listen, "--api", "127.0.0.1:0"],
-    )?;
-    if !init.status.success() {
-        bail!("fogwire init: {}", String::from_utf8_lossy(&init.stderr));
-    }
-    let config = home.join("fogwire.toml");
-    let text = std::fs::read_to_string(&config)?;
-    std::fs::write(
-        &config,
-        text.replacen("# join = \"fwjoin1…\"", &format!("join = \"{join}\""), 1),
-    )?;
-    let id = cli(exe, &home, &["id"])?;
-    let id = String::from_utf8_lossy(&id.stdout).trim().to_owned();
+    let id = crate::soak::init_home(exe, &home, &listen, |text| {
+        text.replacen("# join = \"fwjoin1…\"", &format!("join = \"{join}\""), 1)
+    })?;
     Ok(Board {
         home,
         child: None,

@@ -149,26 +149,37 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// Makes a node's home listening for links on `listen` (its API on a
+/// free loopback port), with its configuration rewritten by `edit`;
+/// returns the node's id.
+pub(crate) fn init_home(
+    exe: &Path,
+    home: &Path,
+    listen: &str,
+    edit: impl FnOnce(String) -> String,
+) -> anyhow::Result<String> {
+    let init = cli(
+        exe,
+        home,
+        &["init", "--listen", listen, "--api", "127.0.0.1:0"],
+    )?;
+    if !init.status.success() {
+        bail!("fogwire init: {}", String::from_utf8_lossy(&init.stderr));
+    }
+    let config = home.join("fogwire.toml");
+    let text = std::fs::read_to_string(&config)?;
+    std::fs::write(&config, edit(text))?;
+    let id = cli(exe, home, &["id"])?;
+    Ok(String::from_utf8_lossy(&id.stdout).trim().to_owned())
+}
+
 impl SoakNode {
     pub(crate) fn init(exe: &Path, home: PathBuf, compute: &str) -> anyhow::Result<SoakNode> {
         let port = free_port()?;
         let listen = format!("127.0.0.1:{port}");
-        let init = cli(
-            exe,
-            &home,
-            &["init", "--listen", &listen, "--api", "127.0.0.1:0"],
-        )?;
-        if !init.status.success() {
-            bail!("fogwire init: {}", String::from_utf8_lossy(&init.stderr));
-        }
-        let config = home.join("fogwire.toml");
-        let text = std::fs::read_to_string(&config)?;
-        std::fs::write(
-            &config,
-            text.replacen("[compute]\n", &format!("[compute]\n{compute}\n"), 1),
-        )?;
-        let id = cli(exe, &home, &["id"])?;
-        let id = String::from_utf8_lossy(&id.stdout).trim().to_owned();
+        let id = init_home(exe, &home, &listen, |text| {
+            text.replacen("[compute]\n", &format!("[compute]\n{compute}\n"), 1)
+        })?;
         Ok(SoakNode {
             addr: format!("{id}@{listen}"),
             id,
