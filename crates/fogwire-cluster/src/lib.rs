@@ -133,8 +133,9 @@ struct Shared {
     store: Arc<fogwire_store::Store>,
     replication: fogwire_replicate::Replication,
     /// What runs the services placed here (set by the node once its
-    /// subsystems exist).
-    runner: std::sync::OnceLock<Arc<dyn supervise::Runner>>,
+    /// subsystems exist; taken out at shutdown, since it holds the node's
+    /// subsystems and they hold this cluster).
+    runner: Mutex<Option<Arc<dyn supervise::Runner>>>,
     applied: watch::Sender<Option<Arc<manifest::Applied>>>,
     refused: watch::Sender<Option<String>>,
     supervision: watch::Sender<supervise::Supervision>,
@@ -206,7 +207,7 @@ impl Cluster {
             code: Mutex::new(None),
             store: stores.0,
             replication: stores.1,
-            runner: std::sync::OnceLock::new(),
+            runner: Mutex::new(None),
             applied: watch::Sender::new(None),
             refused: watch::Sender::new(None),
             supervision: watch::Sender::new(supervise::Supervision::default()),
@@ -297,9 +298,15 @@ impl Cluster {
         Ok(())
     }
 
-    /// Sets what runs the services placed on this board (once).
+    /// Sets what runs the services placed on this board.
     pub fn set_runner(&self, runner: Arc<dyn supervise::Runner>) {
-        let _ = self.shared.runner.set(runner);
+        *lock(&self.shared.runner) = Some(runner);
+    }
+
+    /// Lets go of the runner (and through it the node's subsystems); the
+    /// tasks end with the node's shutdown token.
+    pub fn shutdown(&self) {
+        lock(&self.shared.runner).take();
     }
 
     /// Starts following the cluster's manifest and running its placement
@@ -318,7 +325,7 @@ impl Cluster {
             shared.refused.clone(),
             shared.shutdown.child_token(),
         ));
-        let Some(runner) = shared.runner.get().cloned() else {
+        let Some(runner) = lock(&shared.runner).clone() else {
             tracing::warn!(
                 "cluster: nothing runs services on this node; placement is only computed"
             );

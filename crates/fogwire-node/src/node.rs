@@ -683,6 +683,7 @@ impl Node {
     pub async fn shutdown(&self) {
         let parts = &self.parts;
         parts.shutdown.cancel();
+        parts.cluster.shutdown();
         if let Some(proxy) = &parts.proxy {
             proxy.stop();
         }
