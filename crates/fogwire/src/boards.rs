@@ -59,17 +59,11 @@ impl Drop for Board {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("0.0.0.0:0")?
-        .local_addr()?
-        .port())
-}
-
 fn make_board(exe: &Path, home: PathBuf, join: &str) -> anyhow::Result<Board> {
-    // A wildcard listener: the board announces every address of this
+    // A wildcard listener on a port of its own choosing (no race for a
+    // port picked here): the board announces every address of this
     // machine by mDNS, as a board of a box would its one interface.
-    let listen = format!("0.0.0.0:{}", free_port()?);
-    let id = crate::soak::init_home(exe, &home, &listen, |text| {
+    let id = crate::soak::init_home(exe, &home, "0.0.0.0:0", |text| {
         text.replacen("# join = \"fwjoin1…\"", &format!("join = \"{join}\""), 1)
     })?;
     Ok(Board {
@@ -236,8 +230,22 @@ fn round(
     for board in &mut boards {
         let api = board.home.join("data/api.addr");
         while !api.exists() {
-            if started.elapsed() > PATIENCE {
-                bail!("a board did not start within {PATIENCE:?}");
+            let exited = match board.child.as_mut() {
+                Some(child) => child.try_wait()?.is_some(),
+                None => true,
+            };
+            if exited || started.elapsed() > PATIENCE {
+                let log = std::fs::read_to_string(board.home.join("node.log")).unwrap_or_default();
+                let last: Vec<&str> = log.lines().rev().take(5).collect();
+                bail!(
+                    "a board did not start ({}): {}",
+                    if exited {
+                        "it exited"
+                    } else {
+                        "not within the patience"
+                    },
+                    last.into_iter().rev().collect::<Vec<_>>().join(" / ")
+                );
             }
             std::thread::sleep(Duration::from_millis(5));
         }
