@@ -17,6 +17,8 @@ use crate::routes::Narrator;
 /// How long the stage may wait for any one step.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(20);
+/// Boards the cache runs on.
+const SEEDERS: usize = 3;
 
 /// What the cluster stage showed.
 #[derive(Debug, Clone, Default)]
@@ -27,6 +29,9 @@ pub struct ClusterStage {
     /// to its seeder running elsewhere.
     pub failure_known: Option<Duration>,
     pub service_moved: Option<Duration>,
+    /// Whether a board was switched off (not when every seeder was on a
+    /// board the demo needs for more).
+    pub switched_off: bool,
 }
 
 fn live(network: &Network) -> Vec<usize> {
@@ -85,8 +90,15 @@ async fn until(mut done: impl FnMut() -> bool) -> Option<Duration> {
     Some(started.elapsed())
 }
 
-/// Runs the stage; node `owner` makes the cluster.
-pub async fn run(network: &mut Network, owner: usize, narrate: Narrator<'_>) -> ClusterStage {
+/// Runs the stage; node `owner` makes the cluster. The boards in `keep`
+/// have other roles in the demo (the ledger, the exit): the board
+/// switched off is a seeder that is none of them.
+pub async fn run(
+    network: &mut Network,
+    owner: usize,
+    keep: &[usize],
+    narrate: Narrator<'_>,
+) -> ClusterStage {
     let mut stage = ClusterStage::default();
     let nodes = network.nodes();
     let code = match nodes[owner].node.cluster().init().await {
@@ -137,7 +149,7 @@ pub async fn run(network: &mut Network, owner: usize, narrate: Narrator<'_>) -> 
         return stage;
     };
     let manifest = format!(
-        "[[service]]\nname = \"cache\"\nkind = \"seeder\"\ncount = 2\nshares_board = true\nblobs = [\"{blob}\"]\n"
+        "[[service]]\nname = \"cache\"\nkind = \"seeder\"\ncount = {SEEDERS}\nshares_board = true\nblobs = [\"{blob}\"]\n"
     );
     if let Err(error) = nodes[owner]
         .node
@@ -149,15 +161,15 @@ pub async fn run(network: &mut Network, owner: usize, narrate: Narrator<'_>) -> 
         return stage;
     }
     narrate(&format!(
-        "  {} published the manifest (signed with the cluster key): a cache of 2 seeders holding blob {}",
+        "  {} published the manifest (signed with the cluster key): a cache of {SEEDERS} seeders holding blob {}",
         nodes[owner].name,
         blob.short()
     ));
-    if until(|| running(network, "cache").len() == 2)
+    if until(|| running(network, "cache").len() == SEEDERS)
         .await
         .is_none()
     {
-        narrate("  the cache did not start on two boards in time");
+        narrate("  the cache did not start on its boards in time");
         return stage;
     }
     let seeders = running(network, "cache");
@@ -167,14 +179,19 @@ pub async fn run(network: &mut Network, owner: usize, narrate: Narrator<'_>) -> 
         .collect();
     narrate(&format!(
         "  every board computed the same placement: the cache runs on {}",
-        names.join(" and ")
+        names.join(", ")
     ));
-    // Switch off a seeder that is not the owner.
-    let Some(&victim) = seeders.iter().find(|index| **index != owner) else {
+    // Switch off a seeder the other stages do not need.
+    let Some(&victim) = seeders
+        .iter()
+        .find(|index| **index != owner && !keep.contains(index))
+    else {
+        narrate("  every seeder is on a board the demo needs for more; none is switched off");
         return stage;
     };
     let victim_name = network.nodes()[victim].name.clone();
     narrate(&format!("  switching {victim_name} off…"));
+    stage.switched_off = true;
     let killed_at = Instant::now();
     network.kill(victim).await;
     let victim_id = network.nodes()[victim].id().to_string();
@@ -188,7 +205,7 @@ pub async fn run(network: &mut Network, owner: usize, narrate: Narrator<'_>) -> 
     })
     .await
     .map(|_| killed_at.elapsed());
-    stage.service_moved = until(|| running(network, "cache").len() == 2)
+    stage.service_moved = until(|| running(network, "cache").len() == SEEDERS)
         .await
         .map(|_| killed_at.elapsed());
     match (stage.failure_known, stage.service_moved) {
@@ -200,7 +217,7 @@ pub async fn run(network: &mut Network, owner: usize, narrate: Narrator<'_>) -> 
             narrate(&format!(
                 "  every board declared {victim_name} failed after {} ms; its seeder runs on {} after {} ms, the blob fetched from the cluster",
                 known.as_millis(),
-                now_on.join(" and "),
+                now_on.join(", "),
                 moved.as_millis()
             ));
         }

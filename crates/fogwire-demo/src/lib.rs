@@ -234,8 +234,10 @@ pub async fn run(
         )?;
         out.flush()?;
         let mut narrate = narrator(out);
+        // The ledger's board and the exit's have more to do in the demo.
+        let keep = [economy::LEDGER_NODE, exit::exit_index(options.nodes)];
         tokio::select! {
-            done = cluster::run(&mut network, 0, &mut narrate) => { cluster_stage = Some(done); }
+            done = cluster::run(&mut network, 0, &keep, &mut narrate) => { cluster_stage = Some(done); }
             () = &mut interrupted => { interrupted_by_user = true; }
         }
     }
@@ -306,6 +308,7 @@ pub async fn run(
         vpn_pinged: exit_stage.as_ref().and_then(|stage| stage.vpn_pinged),
         cluster_service_moved: cluster_stage
             .as_ref()
+            .filter(|stage| stage.switched_off)
             .map(|stage| stage.service_moved.is_some()),
     };
     writeln!(

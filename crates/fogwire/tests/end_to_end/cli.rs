@@ -475,6 +475,17 @@ fn the_demo_runs_eight_linked_nodes_routes_repairs_and_exits_cleanly() {
         "{text}"
     );
     assert!(text.contains("coins/hour"), "{text}");
+    // The cluster stage: the eight become one box, run a manifest, and a
+    // seeder's board switched off has its seeder moved.
+    assert!(text.contains("boards see each other alive after"), "{text}");
+    assert!(
+        text.contains("every board computed the same placement"),
+        "{text}"
+    );
+    assert!(
+        text.contains("its seeder runs on") || text.contains("none is switched off"),
+        "{text}"
+    );
     // Relays and seeders earn: their receipts are redeemed.
     let redeemed = text
         .lines()
