@@ -164,3 +164,89 @@ fn newest(store: &Store, feed: &FeedId, held: u64) -> Option<Result<Applied, (u6
             .map_err(|error| (root.seq, error.to_string())),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use fogwire_store::{Config, FeedRoot};
+
+    use super::*;
+
+    const ONE: &str = "[[service]]\nname = \"socks\"\nkind = \"gateway\"\n";
+    const TWO: &str = "[[service]]\nname = \"exit\"\nkind = \"exit\"\n";
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store"), Config::default()).unwrap();
+        (dir, store)
+    }
+
+    /// Publishes `text` on `key`'s feed in `store`, as the owner would.
+    fn publish(store: &Store, key: &Keypair, text: &str) -> Vec<u8> {
+        let content = store.import_bytes(text.as_bytes(), None).unwrap();
+        store
+            .publish(key, content, ContentKind::Blob, 1_000)
+            .unwrap()
+            .1
+    }
+
+    #[test]
+    fn a_board_takes_only_newer_valid_versions_signed_by_the_cluster_key() {
+        let (_dir, owner) = store();
+        let (_dir2, board) = store();
+        let key = Keypair::from_seed(&[1; 32]);
+        let feed = FeedId::from_key(key.node_id());
+        let first = publish(&owner, &key, ONE);
+        // The board receives the root (replication does this) and the blob.
+        board.accept_feed_root(&first, 1_000).unwrap();
+        board.import_bytes(ONE.as_bytes(), None).unwrap();
+        let taken = newest(&board, &feed, 0).unwrap().unwrap();
+        assert_eq!((taken.seq, taken.manifest.services.len()), (1, 1));
+        // Nothing newer: nothing to take.
+        assert!(newest(&board, &feed, taken.seq).is_none());
+
+        // Forged: a feed is named by its key, so a root signed by another
+        // key is a root of that key's own feed, never of the cluster's; and
+        // a genuine root altered in transit fails its signature.
+        let stranger = Keypair::from_seed(&[2; 32]);
+        let content = board.import_bytes(TWO.as_bytes(), None).unwrap();
+        let held = board.feed_root(&feed).unwrap().unwrap();
+        let forged: FeedRoot = held.next(content, ContentKind::Blob, TWO.len() as u64, 2_000);
+        let forged = board
+            .accept_feed_root(&forged.sign(&stranger), 2_000)
+            .unwrap();
+        assert_ne!(forged.feed, feed);
+        assert!(newest(&board, &feed, taken.seq).is_none());
+        let mut altered = publish(&owner, &key, TWO);
+        let last = altered.len() - 1;
+        altered[last] ^= 1;
+        assert!(board.accept_feed_root(&altered, 2_000).is_err());
+        assert!(newest(&board, &feed, taken.seq).is_none());
+
+        // A newer valid version is taken; then the older one, replayed, is
+        // refused.
+        let second = owner.feed_root_bytes(&feed).unwrap().unwrap();
+        board.accept_feed_root(&second, 2_000).unwrap();
+        let taken = newest(&board, &feed, taken.seq).unwrap().unwrap();
+        assert_eq!(taken.seq, 2);
+        assert_eq!(taken.manifest.services[0].spec.name, "exit");
+        assert!(board.accept_feed_root(&first, 3_000).is_err());
+
+        // Signed by the cluster key but not a valid manifest: refused with
+        // the reason, and the board keeps version 2.
+        let bad = publish(
+            &owner,
+            &key,
+            "[[service]]\nname = \"x\"\nkind = \"miner\"\n",
+        );
+        board.accept_feed_root(&bad, 3_000).unwrap();
+        board
+            .import_bytes(b"[[service]]\nname = \"x\"\nkind = \"miner\"\n", None)
+            .unwrap();
+        let (seq, why) = newest(&board, &feed, 2).unwrap().unwrap_err();
+        assert_eq!(seq, 3);
+        // (The follower logs it once and keeps running by version 2.)
+        assert!(why.contains("miner"), "{why}");
+    }
+}
