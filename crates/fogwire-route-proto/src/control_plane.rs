@@ -542,6 +542,24 @@ mod tests {
     }
 
     #[test]
+    fn services_changed_at_run_time_are_flooded_once_they_settle() {
+        let start = epoch();
+        let mut plane = ControlPlane::new(settings(1), Vec::new(), 0, at(start, 0));
+        let peer = Keypair::from_seed(&[2; 32]).node_id();
+        plane.link_up(peer, at(start, 0));
+        plane.handle_timeout(at(start, 300));
+        while plane.poll_transmit().is_some() {}
+        assert_eq!(plane.stats().adverts_sent, 1);
+        plane.set_services(vec!["exit".into()], Vec::new(), at(start, 1_000));
+        let due = plane.poll_timeout().unwrap();
+        assert!(due <= start + Duration::from_millis(1_300), "{due:?}");
+        plane.handle_timeout(at(start, 1_300));
+        let (to, bytes) = plane.poll_transmit().expect("the new advert");
+        assert_eq!(to, peer);
+        assert_eq!(Advert::decode(&bytes).unwrap().services, ["exit"]);
+    }
+
+    #[test]
     fn accepted_adverts_pass_on_to_the_others_once_and_refused_ones_do_not() {
         let start = epoch();
         let now = at(start, 0);
