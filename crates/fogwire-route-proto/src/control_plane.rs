@@ -38,6 +38,11 @@ pub const ADVERT_INTERVAL: Duration = Duration::from_secs(15);
 pub const LATENCY_UNKNOWN_US: u32 = 1_000;
 /// How often adverts are aged out and the advert budget refilled.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// Adverts refused only because their origin was over its rate, kept to
+/// be taken once it is not: at most this many origins…
+const DEFERRED_MAX: usize = 1024;
+/// …and bytes.
+const DEFERRED_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Adverts waiting to be sent, at most; a flood beyond is dropped (the
 /// refresh brings it back).
 const OUTGOING_MAX: usize = 65_536;
@@ -181,6 +186,12 @@ pub struct ControlPlane {
     next_housekeeping: Instant,
     outgoing: VecDeque<(NodeId, Bytes)>,
     events: VecDeque<PlaneEvent>,
+    /// The newest advert of each origin refused only for the origin's
+    /// rate, with the neighbour it came from: an origin floods only when
+    /// it changes, so without a second try the news (a service started at
+    /// run time, say) would wait for its next change or refresh.
+    deferred: BTreeMap<[u8; 32], (NodeId, Bytes)>,
+    deferred_bytes: usize,
     stats: PlaneStats,
     /// Adverts checked per neighbour (governor, on ms since `started`).
     neighbour_rates: KeyedRate<NodeId>,
@@ -220,6 +231,8 @@ impl ControlPlane {
             next_housekeeping: now.instant + HOUSEKEEPING,
             outgoing: VecDeque::new(),
             events: VecDeque::new(),
+            deferred: BTreeMap::new(),
+            deferred_bytes: 0,
             stats: PlaneStats::default(),
             neighbour_rates: KeyedRate::new(NEIGHBOUR_ADVERT_BURST, NEIGHBOUR_ADVERT_INTERVAL),
             neighbour_limits: NeighbourLimits::default(),
@@ -342,19 +355,14 @@ impl ControlPlane {
             .admit(from, &bytes, now)
             .and_then(|()| self.topology.handle_advert(&bytes, now.unix_ms));
         match result {
-            Ok(accepted) => {
-                self.stats.adverts_accepted += 1;
-                if let std::collections::hash_map::Entry::Vacant(entry) =
-                    self.introduced_by.entry(*accepted.origin.as_bytes())
-                {
-                    entry.insert(from);
-                    *self.introduced.entry(from).or_default() += 1;
-                }
-                self.flood(Some(from), &bytes);
-                self.events.push_back(PlaneEvent::Stored {
-                    origin: accepted.origin,
-                    bytes,
+            Ok(accepted) => self.take(from, accepted.origin, bytes),
+            Err(Refused::RateLimited) => {
+                self.stats.adverts_refused += 1;
+                self.events.push_back(PlaneEvent::Refused {
+                    from,
+                    reason: Refused::RateLimited,
                 });
+                self.defer(from, bytes);
             }
             Err(Refused::OwnNewer { seq }) => {
                 // An advert of this node's previous run still circulates:
@@ -392,6 +400,9 @@ impl ControlPlane {
                 self.events.push_back(PlaneEvent::Expired(origin));
             }
             self.neighbour_rates.forget_idle();
+            if !self.deferred.is_empty() {
+                self.retry_deferred(now);
+            }
             if now.instant.saturating_duration_since(self.last_flood) >= self.settings.lifetime / 3
             {
                 self.due.get_or_insert(now.instant);
@@ -409,6 +420,59 @@ impl ControlPlane {
                     self.issue(now, true);
                 }
                 Err(until) => self.budget_waits_until = Some(until),
+            }
+        }
+    }
+
+    /// Takes in an accepted advert: passes it on, and reports it.
+    fn take(&mut self, from: NodeId, origin: NodeId, bytes: Bytes) {
+        self.stats.adverts_accepted += 1;
+        if let std::collections::hash_map::Entry::Vacant(entry) =
+            self.introduced_by.entry(*origin.as_bytes())
+        {
+            entry.insert(from);
+            *self.introduced.entry(from).or_default() += 1;
+        }
+        self.flood(Some(from), &bytes);
+        self.events.push_back(PlaneEvent::Stored { origin, bytes });
+    }
+
+    /// Keeps an advert refused for its origin's rate, replacing an older
+    /// one of the same origin, within the bounds.
+    fn defer(&mut self, from: NodeId, bytes: Bytes) {
+        let Some((origin, seq)) = Advert::peek(&bytes) else {
+            return;
+        };
+        if let Some((_, held)) = self.deferred.get(&origin) {
+            if Advert::peek(held).is_some_and(|(_, held_seq)| held_seq >= seq) {
+                return;
+            }
+            self.deferred_bytes -= held.len();
+        } else if self.deferred.len() >= DEFERRED_MAX {
+            return;
+        }
+        if self.deferred_bytes + bytes.len() > DEFERRED_BYTES_MAX {
+            if let Some((_, held)) = self.deferred.remove(&origin) {
+                self.deferred_bytes -= held.len();
+            }
+            return;
+        }
+        self.deferred_bytes += bytes.len();
+        self.deferred.insert(origin, (from, bytes));
+    }
+
+    /// Tries the deferred adverts again (their neighbours' shares were
+    /// spent when they first came); those still over their origin's rate
+    /// wait for the next round.
+    fn retry_deferred(&mut self, now: Now) {
+        let deferred = std::mem::take(&mut self.deferred);
+        self.deferred_bytes = 0;
+        for (_, (from, bytes)) in deferred {
+            match self.topology.handle_advert(&bytes, now.unix_ms) {
+                Ok(accepted) => self.take(from, accepted.origin, bytes),
+                Err(Refused::RateLimited) => self.defer(from, bytes),
+                // Superseded, expired or now invalid: nothing to keep.
+                Err(_) => {}
             }
         }
     }
@@ -539,6 +603,63 @@ mod tests {
         assert_eq!(plane.stats().adverts_sent, u64::from(ADVERT_BURST));
         plane.handle_timeout(at(start, 15_400));
         assert_eq!(plane.stats().adverts_sent, u64::from(ADVERT_BURST) + 1);
+    }
+
+    #[test]
+    fn an_advert_refused_for_its_origins_rate_is_taken_once_the_rate_allows() {
+        let start = epoch();
+        let mut plane = ControlPlane::new(settings(1), Vec::new(), 0, at(start, 0));
+        let (a, b) = (
+            Keypair::from_seed(&[2; 32]).node_id(),
+            Keypair::from_seed(&[3; 32]).node_id(),
+        );
+        plane.link_up(a, at(start, 0));
+        plane.link_up(b, at(start, 0));
+        plane.handle_timeout(at(start, 300));
+        while plane.poll_transmit().is_some() {}
+        while plane.poll_event().is_some() {}
+        // A far origin changes often (links coming up): its adverts come
+        // in faster than its rate, and the newest is the one that counts.
+        let far = Keypair::from_seed(&[9; 32]);
+        let advert = |seq: u64, services: Vec<String>| {
+            let advert = Advert {
+                origin: far.node_id(),
+                seq,
+                issued_at_ms: 1_800_000_000_000,
+                lifetime_secs: 600,
+                link_key: [9; 32],
+                addresses: Vec::new(),
+                links: Vec::new(),
+                services,
+                offers: Vec::new(),
+            };
+            Bytes::from(advert.sign(&far).1)
+        };
+        let burst = crate::topology::Config::default().rate_burst as u64;
+        for seq in 1..=burst {
+            plane.handle_advert(a, advert(seq, Vec::new()), at(start, 400 + seq));
+        }
+        let last = advert(burst + 1, vec!["exit".into()]);
+        plane.handle_advert(a, last, at(start, 500));
+        let held = |plane: &ControlPlane| plane.topology().get(&far.node_id()).unwrap().seq;
+        assert_eq!(held(&plane), burst);
+        while plane.poll_transmit().is_some() {}
+        // Taken, and passed on to the other neighbour, once the origin's
+        // rate allows another.
+        let mut t = 1_000;
+        while held(&plane) == burst && t < 60_000 {
+            plane.handle_timeout(at(start, t));
+            t += 1_000;
+        }
+        assert_eq!(held(&plane), burst + 1);
+        assert_eq!(
+            plane.topology().get(&far.node_id()).unwrap().services,
+            ["exit"]
+        );
+        let passed: Vec<NodeId> = std::iter::from_fn(|| plane.poll_transmit())
+            .map(|(to, _)| to)
+            .collect();
+        assert!(passed.contains(&b), "{passed:?}");
     }
 
     #[test]
