@@ -8,9 +8,10 @@
 //! - `worker` and `hub`: the compute roles on the node's RPC, advertised;
 //! - `seeder`: every blob the manifest names, fetched and pinned, so the
 //!   cluster's cache holds everything it runs (and serves it);
-//! - `relay` and `ledger`: refused with the reason (every node relays
-//!   routes already, and a ledger cannot move its log yet), so their state
-//!   never reads "running" for something not done.
+//! - `relay`: when the manifest names relays, the boards without one
+//!   advertise `transit:off` and paths no longer pass through them;
+//! - `ledger`: refused with the reason (a ledger cannot move its log yet),
+//!   so its state never reads "running" for something not done.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -58,6 +59,7 @@ pub struct NodeRunner {
 }
 
 enum Handle {
+    Relay,
     Exit,
     Gateway(Proxy),
     Compute(Roles, Vec<&'static str>),
@@ -180,11 +182,10 @@ impl NodeRunner {
                 }
                 Ok(Handle::Seeder(tags))
             }
-            Kind::Relay => Err(
-                "relays are not yet chosen by the cluster: every fogwire node relays routes \
-                 already"
-                    .into(),
-            ),
+            // Carrying others' routes is the node's default; what makes a
+            // relay of the manifest is that the boards without one stop
+            // (`relaying`).
+            Kind::Relay => Ok(Handle::Relay),
             Kind::Ledger => Err(
                 "a ledger cannot be started by the cluster yet: it runs where [ledger] serve = \
                  true is set"
@@ -195,6 +196,20 @@ impl NodeRunner {
 }
 
 impl Runner for NodeRunner {
+    fn relaying(&self, on: bool) -> BoxFuture<()> {
+        let routing = self.parts.routing.clone();
+        Box::pin(async move {
+            let services = if on {
+                Vec::new()
+            } else {
+                vec![fogwire_route::proto::advert::NO_TRANSIT.to_owned()]
+            };
+            let _ = routing
+                .advertise("cluster-transit", services, Vec::new())
+                .await;
+        })
+    }
+
     fn start(&self, service: &Service, manifest: &Manifest) -> BoxFuture<Result<(), String>> {
         let service = service.clone();
         let manifest = manifest.clone();
@@ -220,6 +235,7 @@ impl Runner for NodeRunner {
                     let _ = parts.routing.advertise(name, Vec::new(), Vec::new()).await;
                 }
                 Some(Handle::Gateway(proxy)) => proxy.stop(),
+                Some(Handle::Relay) => {}
                 Some(Handle::Compute(roles, served)) => {
                     for rpc_name in served {
                         parts.rpc.unserve(rpc_name);

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fogwire_cluster_proto::manifest::{Manifest, Service};
+use fogwire_cluster_proto::manifest::{Kind, Manifest, Service};
 use fogwire_cluster_proto::placement::{Member, Placement, place};
 use fogwire_identity::NodeId;
 use fogwire_replicate::Replication;
@@ -32,6 +32,9 @@ pub trait Runner: Send + Sync + 'static {
     fn start(&self, service: &Service, manifest: &Manifest) -> BoxFuture<Result<(), String>>;
     /// Stops `service`.
     fn stop(&self, service: &Service) -> BoxFuture<()>;
+    /// Whether this board carries routes for others: off when the
+    /// manifest names relays and none is placed here.
+    fn relaying(&self, on: bool) -> BoxFuture<()>;
 }
 
 /// A service placed on this board, and how it is doing.
@@ -83,6 +86,7 @@ pub(crate) struct Supervisor {
 impl Supervisor {
     pub(crate) async fn run(mut self) {
         let mut running: BTreeMap<String, Running> = BTreeMap::new();
+        let mut relaying = true;
         loop {
             let applied = self.applied.borrow_and_update().clone();
             let live = self.live.borrow_and_update().clone();
@@ -103,6 +107,29 @@ impl Supervisor {
                     .collect(),
                 _ => BTreeMap::new(),
             };
+            // A manifest that names relays makes only their boards carry
+            // others' routes; one that names none leaves every board to.
+            let relays_named = applied.as_ref().is_some_and(|applied| {
+                applied
+                    .manifest
+                    .services
+                    .iter()
+                    .any(|service| service.kind == Kind::Relay)
+            });
+            let relay_here = wanted.values().any(|service| service.kind == Kind::Relay);
+            let relay_now = !relays_named || relay_here;
+            if relay_now != relaying {
+                relaying = relay_now;
+                tracing::info!(
+                    "cluster: this board {} routes for others",
+                    if relaying {
+                        "carries"
+                    } else {
+                        "no longer carries"
+                    }
+                );
+                self.runner.relaying(relaying).await;
+            }
             // Stop what this board no longer holds, or holds changed.
             let stale: Vec<String> = running
                 .iter()

@@ -38,6 +38,10 @@ pub const SERVICE_LEN_MAX: usize = 32;
 pub const LIFETIME_MAX_SECS: u32 = 3600;
 pub const OFFERS_MAX: usize = 8;
 pub const TERMS_LEN_MAX: usize = 96;
+/// The service a node names in its advert when it carries no routes for
+/// others (a board its cluster did not make a relay): paths may end at it,
+/// never pass through it.
+pub const NO_TRANSIT: &str = "transit:off";
 /// How far in the future an advert's issue time may be, for clocks that
 /// disagree.
 pub const CLOCK_SKEW_MAX_MS: u64 = 5 * 60 * 1000;

@@ -17,6 +17,9 @@ pub struct Graph {
     offsets: Vec<u32>,
     targets: Vec<u32>,
     latencies_us: Vec<u32>,
+    /// Nodes that carry no routes for others (their adverts name
+    /// [`crate::advert::NO_TRANSIT`]): a path may end there, never pass.
+    endpoint_only: Vec<bool>,
 }
 
 impl Graph {
@@ -51,12 +54,32 @@ impl Graph {
             .map(|(position, id)| (*id, position as u32))
             .collect();
         Self {
+            endpoint_only: vec![false; ids.len()],
             ids,
             index,
             offsets,
             targets,
             latencies_us,
         }
+    }
+
+    /// This graph with the nodes at `indices` marked as carrying no routes
+    /// for others.
+    pub fn with_endpoints_only(mut self, indices: impl IntoIterator<Item = u32>) -> Self {
+        for index in indices {
+            if let Some(flag) = self.endpoint_only.get_mut(index as usize) {
+                *flag = true;
+            }
+        }
+        self
+    }
+
+    /// Whether node `index` carries no routes for others.
+    pub fn is_endpoint_only(&self, index: u32) -> bool {
+        self.endpoint_only
+            .get(index as usize)
+            .copied()
+            .unwrap_or(false)
     }
 
     pub fn node_count(&self) -> usize {
@@ -103,7 +126,8 @@ impl Graph {
                 .filter(move |&(to, _)| from < to && !cut.contains(&(from, to)))
                 .map(move |(to, latency)| (from, to, latency))
         });
-        Graph::new(self.ids.clone(), edges)
+        let endpoints_only = (0..self.node_count() as u32).filter(|n| self.is_endpoint_only(*n));
+        Graph::new(self.ids.clone(), edges).with_endpoints_only(endpoints_only)
     }
 
     /// The latency of the edge between `a` and `b`, if there is one.

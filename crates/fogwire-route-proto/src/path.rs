@@ -123,6 +123,17 @@ pub fn find(graph: &Graph, query: &Query) -> Result<Vec<Path>, PathError> {
     if blocked[source as usize] || blocked[destination as usize] {
         return Err(PathError::NoPath);
     }
+    // Nodes that carry no routes for others: only as an end (or as the
+    // last hop the caller named, which is then its destination's way in).
+    for node in 0..graph.node_count() as u32 {
+        if graph.is_endpoint_only(node)
+            && node != source
+            && node != destination
+            && Some(node) != last_hop
+        {
+            blocked[node as usize] = true;
+        }
+    }
     let mut paths = Vec::new();
     for _ in 0..query.alternatives.max(1) {
         let found = match last_hop {
@@ -580,6 +591,25 @@ mod tests {
         let paths = find(&graph, &query(&graph, 1, 5)).unwrap();
         assert_eq!(indices(&graph, &paths[0]), vec![1, 2, 3, 4, 5]);
         assert_eq!(paths[0].latency_us, 400);
+    }
+
+    #[test]
+    fn a_node_that_carries_no_routes_for_others_only_ends_paths() {
+        // Node 4 is no relay: 0→4 still reaches it (the chord), 1→5 no
+        // longer passes it (four ring hops did), and with 4 and 6 both
+        // endpoints only, 3→5 has no way around.
+        let graph = demo_graph().with_endpoints_only([4]);
+        assert_eq!(
+            indices(&graph, &find(&graph, &query(&graph, 0, 4)).unwrap()[0]),
+            vec![0, 4]
+        );
+        let path = indices(&graph, &find(&graph, &query(&graph, 1, 5)).unwrap()[0]);
+        assert!(!path.contains(&4), "{path:?}");
+        let graph = demo_graph().with_endpoints_only([4, 6]);
+        assert_eq!(find(&graph, &query(&graph, 3, 5)), Err(PathError::NoPath));
+        // Cutting links keeps the marks.
+        let cut = graph.without_links(&[(graph.id_of(0), graph.id_of(1))]);
+        assert!(cut.is_endpoint_only(4) && cut.is_endpoint_only(6) && !cut.is_endpoint_only(0));
     }
 
     #[test]

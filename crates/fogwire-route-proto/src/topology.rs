@@ -296,7 +296,21 @@ impl Topology {
                 edges.push((position[&from], position[&link.neighbour], latency));
             }
         }
-        Graph::new(ids, edges)
+        // Nodes that carry no routes for others may end a path, never
+        // lie on one.
+        let endpoints_only: Vec<u32> = self
+            .entries
+            .values()
+            .filter(|entry| {
+                entry
+                    .advert
+                    .services
+                    .iter()
+                    .any(|service| service == crate::advert::NO_TRANSIT)
+            })
+            .map(|entry| position[&entry.advert.origin])
+            .collect();
+        Graph::new(ids, edges).with_endpoints_only(endpoints_only)
     }
 }
 
@@ -336,6 +350,21 @@ mod tests {
 
     fn topology() -> Topology {
         Topology::new(keypair(0).node_id(), Config::default())
+    }
+
+    #[test]
+    fn a_node_advertising_no_transit_only_ends_paths_in_the_graph() {
+        let mut topology = topology();
+        topology.handle_advert(&advert(1, 5, &[2]), NOW).unwrap();
+        let mut quiet = Advert::decode(&advert(2, 5, &[1])).unwrap();
+        quiet.services = vec![crate::advert::NO_TRANSIT.to_owned()];
+        topology
+            .handle_advert(&quiet.sign(&keypair(2)).1, NOW)
+            .unwrap();
+        let graph = topology.graph();
+        let index = |seed: u8| graph.index_of(&keypair(seed).node_id()).unwrap();
+        assert!(graph.is_endpoint_only(index(2)));
+        assert!(!graph.is_endpoint_only(index(1)));
     }
 
     #[test]

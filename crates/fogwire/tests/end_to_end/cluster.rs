@@ -203,7 +203,8 @@ fn eight_boards_on_a_bridge_form_a_cluster_from_the_join_code_alone() {
     let manifest = boards[0].home.path().join("manifest.toml");
     std::fs::write(
         &manifest,
-        "[[service]]\nname = \"socks\"\nkind = \"gateway\"\n",
+        "[[service]]\nname = \"socks\"\nkind = \"gateway\"\n\n\
+         [[service]]\nname = \"relays\"\nkind = \"relay\"\ncount = 2\n",
     )
     .unwrap();
     let manifest = manifest.display().to_string();
@@ -220,6 +221,32 @@ fn eight_boards_on_a_bridge_form_a_cluster_from_the_join_code_alone() {
         "every board to place the gateway, and one to run it",
         || slowly(|| gateway_board(&boards[..8], &ids)),
     );
+    // Only the two relays' boards carry others' routes now: a 2-link path
+    // between two other boards passes through a relay.
+    let relays: Vec<String> = status(&boards[0])
+        .unwrap()
+        .placement
+        .iter()
+        .filter(|placed| placed.service == "relays")
+        .map(|placed| placed.board.clone())
+        .collect();
+    assert_eq!(relays.len(), 2);
+    let others: Vec<usize> = (0..8)
+        .filter(|index| !relays.contains(&ids[*index]))
+        .collect();
+    let (from, to) = (others[0], others[1]);
+    wait_until("a 2-link path to pass through a relay", || {
+        slowly(|| {
+            let found: Option<serde_json::Value> =
+                json(&boards[from].cli(&["route", "find", &ids[to], "--hops", "2", "--json"]));
+            found
+                .and_then(|found| {
+                    let middle = found.pointer("/0/nodes/1")?.as_str()?.to_owned();
+                    Some(relays.contains(&middle))
+                })
+                .unwrap_or(false)
+        })
+    });
 
     // `kill -STOP` for 2 s: suspected perhaps, never declared failed.
     let paused = (gateway + 1) % 8;
