@@ -199,7 +199,8 @@ struct Entry {
     version: Version,
     state: State,
     since: Instant,
-    /// Suspicion: who confirmed it, and when it was first heard.
+    /// Suspicion: who confirmed it (at most K + 1; `since` is when it
+    /// was first heard).
     confirmations: BTreeSet<NodeId>,
     /// Suspected by someone else and not yet probed by this board.
     probe_soon: bool,
@@ -208,7 +209,6 @@ struct Entry {
 #[derive(Debug)]
 struct Probe {
     target: NodeId,
-    seq: u32,
     started: Instant,
     indirect_sent: bool,
     nacks_expected: usize,
@@ -220,7 +220,6 @@ struct Probe {
 struct Relay {
     requester: NodeId,
     their_seq: u32,
-    target: NodeId,
     deadline: Instant,
 }
 
@@ -596,6 +595,10 @@ impl Membership {
     fn apply_all(&mut self, updates: Vec<Update>, now: Instant) {
         for update in updates.into_iter().take(UPDATES_MAX) {
             match update {
+                // Gossip repeats records: one already held (the same bytes,
+                // verified when they came first) changes nothing, so its
+                // signature is not checked again.
+                Update::Alive { record } if self.holds(&record) => {}
                 Update::Alive { record } => match MemberRecord::verify(&record, &self.join) {
                     Ok(record) => self.apply_alive(record, now),
                     Err(_) => self.counters.refused += 1,
@@ -614,6 +617,19 @@ impl Membership {
                 }
             }
         }
+    }
+
+    /// Whether `record` is, byte for byte, one held already (this board's
+    /// own or a member's).
+    fn holds(&self, record: &[u8]) -> bool {
+        if record == self.record.encoded.as_slice() {
+            return true;
+        }
+        record
+            .get(..32)
+            .and_then(|signer| NodeId::from_slice(signer).ok())
+            .and_then(|signer| self.members.get(&signer))
+            .is_some_and(|entry| entry.record.encoded == record)
     }
 
     fn apply_alive(&mut self, record: MemberRecord, now: Instant) {
@@ -924,7 +940,6 @@ impl Membership {
             seq,
             Probe {
                 target,
-                seq,
                 started: now,
                 indirect_sent: false,
                 nacks_expected: 0,
@@ -1006,7 +1021,6 @@ impl Membership {
             Relay {
                 requester,
                 their_seq,
-                target,
                 deadline,
             },
         );
@@ -1023,7 +1037,6 @@ impl Membership {
             .collect();
         for seq in expired {
             if let Some(relay) = self.relays.remove(&seq) {
-                let _ = relay.target;
                 self.send(
                     relay.requester,
                     &Message::Nack {
@@ -1038,18 +1051,20 @@ impl Membership {
         let (timeout, interval) = (self.probe_timeout(), self.probe_interval());
         let indirect: Vec<u32> = self
             .probes
-            .values()
-            .filter(|probe| !probe.acked && !probe.indirect_sent && now >= probe.started + timeout)
-            .map(|probe| probe.seq)
+            .iter()
+            .filter(|(_, probe)| {
+                !probe.acked && !probe.indirect_sent && now >= probe.started + timeout
+            })
+            .map(|(seq, _)| *seq)
             .collect();
         for seq in indirect {
             self.send_indirect(seq);
         }
         let over: Vec<u32> = self
             .probes
-            .values()
-            .filter(|probe| now >= probe.started + interval)
-            .map(|probe| probe.seq)
+            .iter()
+            .filter(|(_, probe)| now >= probe.started + interval)
+            .map(|(seq, _)| *seq)
             .collect();
         for seq in over {
             self.finish_probe(seq, now);

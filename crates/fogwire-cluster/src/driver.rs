@@ -225,8 +225,10 @@ fn record_addrs(listen: SocketAddr, advertise: &[SocketAddr]) -> Vec<SocketAddr>
         .into_iter()
         .filter(|interface| !interface.is_loopback())
         .map(|interface| interface.ip())
+        // IPv4 always (a dual-stack wildcard takes it too); IPv6 only on
+        // an IPv6 wildcard, and never link-local (it needs a scope).
         .filter(|ip| match ip {
-            IpAddr::V4(_) => listen.is_ipv4() || listen.is_ipv6(),
+            IpAddr::V4(_) => true,
             IpAddr::V6(v6) => listen.is_ipv6() && (v6.segments()[0] & 0xffc0) != 0xfe80,
         })
         .collect();
