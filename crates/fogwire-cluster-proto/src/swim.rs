@@ -515,10 +515,13 @@ impl Membership {
         if !self.members.contains_key(&from) && !self.has_room() {
             return self.refuse(from, Refusal::Full(self.config.members_max));
         }
-        self.admitted.insert(from);
+        // The first Hello on a link is answered even unasked: the sender
+        // may have joined after the link came up, when the Hello this
+        // board sent on it found nobody to take it.
+        let first = self.admitted.insert(from);
         self.apply_alive(record, now);
         self.apply_all(members, now);
-        if reply {
+        if reply || first {
             self.send_hello(from, false);
         }
     }

@@ -337,6 +337,43 @@ fn eight_boards_linked_to_one_learn_of_each_other_and_converge() {
 }
 
 #[test]
+fn boards_that_join_with_their_links_already_up_converge_at_once() {
+    // `fogwire cluster join` on running nodes: a ring is cabled first,
+    // then the boards join one by one, each with its links already up —
+    // the Hellos its neighbours sent when those links came up found no
+    // membership to take them.
+    let mut sim = Sim::new(8, 40);
+    for board in &mut sim.boards[1..] {
+        board.membership = None;
+    }
+    for index in 0..8 {
+        let next = (index + 1) % 8;
+        sim.links.insert((index.min(next), index.max(next)));
+    }
+    for index in 0..8 {
+        if index > 0 {
+            sim.boot(index);
+        }
+        let peers: Vec<NodeId> = sim
+            .links
+            .iter()
+            .filter_map(|&(a, b)| match (a == index, b == index) {
+                (true, _) => Some(sim.id(b)),
+                (_, true) => Some(sim.id(a)),
+                _ => None,
+            })
+            .collect();
+        let membership = sim.boards[index].membership.as_mut().unwrap();
+        for peer in peers {
+            membership.link_up(peer);
+        }
+        sim.run(Duration::from_millis(100));
+    }
+    let took = sim.run_until(Duration::from_secs(2), |sim| sim.converged(&all(8)));
+    assert!(took <= Duration::from_secs(2), "{took:?}");
+}
+
+#[test]
 fn a_killed_board_is_declared_failed_everywhere_within_five_seconds() {
     for seed in [20, 21, 22, 23] {
         let mut sim = Sim::new(8, seed);
