@@ -16,7 +16,15 @@
 //! disk_mib = 0
 //! # pin = "fw1…"         # the only board it may run on
 //! # shares_board = false # may share a board with other sharing services
+//! # blobs = ["…"]        # BLAKE3 hashes the board fetches before it starts
+//! # config = "…"         # a blob holding the service's settings (TOML)
 //! ```
+//!
+//! A service's `config` is the hash of a TOML file with the section of
+//! the node's configuration its kind takes — `[exit]` for an exit,
+//! `[compute]` for a worker or hub, `[ledger]` for a ledger, `[socks]` for
+//! a gateway — so one manifest says how each service runs as well as
+//! where. Relays and seeders take none.
 
 use std::collections::BTreeSet;
 
@@ -67,6 +75,18 @@ impl Kind {
             Kind::Gateway => "gateway",
         }
     }
+
+    /// The section of a node's configuration a service of this kind
+    /// takes as its `config`, if it takes one.
+    pub fn config_section(&self) -> Option<&'static str> {
+        match self {
+            Kind::Exit => Some("exit"),
+            Kind::Worker | Kind::Hub => Some("compute"),
+            Kind::Ledger => Some("ledger"),
+            Kind::Gateway => Some("socks"),
+            Kind::Relay | Kind::Seeder => None,
+        }
+    }
 }
 
 /// Most blobs one service names.
@@ -80,6 +100,9 @@ pub struct Service {
     /// The blobs it needs (programs, configurations), by BLAKE3 hash: a
     /// board fetches them from the cluster before it starts the service.
     pub blobs: Vec<[u8; 32]>,
+    /// Its settings: a blob holding a TOML section of its kind's (see
+    /// [`Kind::config_section`]), fetched like the blobs.
+    pub config: Option<[u8; 32]>,
 }
 
 /// A decoded, valid manifest.
@@ -125,6 +148,12 @@ pub enum ManifestError {
     BadBlob { name: String, blob: String },
     #[error("service {name:?} names {count} blobs; at most {BLOBS_MAX}")]
     TooManyBlobs { name: String, count: usize },
+    #[error(
+        "service {name:?}: config {blob:?} is not a BLAKE3 hash (64 hex digits, as `fogwire store add` prints)"
+    )]
+    BadConfig { name: String, blob: String },
+    #[error("service {name:?}: a {kind} takes no config; remove the config line")]
+    ConfigNotTaken { name: String, kind: &'static str },
 }
 
 #[derive(Deserialize)]
@@ -153,10 +182,18 @@ struct ServiceText {
     shares_board: bool,
     #[serde(default)]
     blobs: Vec<String>,
+    #[serde(default)]
+    config: Option<String>,
 }
 
 fn one() -> u32 {
     1
+}
+
+/// A BLAKE3 hash in hex, as `fogwire store add` prints it.
+fn blob_hash(text: &str) -> Option<[u8; 32]> {
+    let mut hash = [0u8; 32];
+    (text.len() == 64 && hex::decode_to_slice(text, &mut hash).is_ok()).then_some(hash)
 }
 
 fn valid_name(name: &str) -> bool {
@@ -232,17 +269,35 @@ impl Manifest {
             }
             let mut blobs = Vec::with_capacity(service.blobs.len());
             for blob in &service.blobs {
-                let mut hash = [0u8; 32];
-                if blob.len() != 64 || hex::decode_to_slice(blob, &mut hash).is_err() {
+                let Some(hash) = blob_hash(blob) else {
                     return Err(ManifestError::BadBlob {
                         name: service.name,
                         blob: blob.chars().take(80).collect(),
                     });
-                }
+                };
                 blobs.push(hash);
             }
+            let config = match &service.config {
+                None => None,
+                Some(_) if service.kind.config_section().is_none() => {
+                    return Err(ManifestError::ConfigNotTaken {
+                        name: service.name,
+                        kind: service.kind.as_str(),
+                    });
+                }
+                Some(text) => match blob_hash(text) {
+                    Some(hash) => Some(hash),
+                    None => {
+                        return Err(ManifestError::BadConfig {
+                            name: service.name,
+                            blob: text.chars().take(80).collect(),
+                        });
+                    }
+                },
+            };
             services.push(Service {
                 blobs,
+                config,
                 kind: service.kind,
                 spec: ServiceSpec {
                     name: service.name,
@@ -295,6 +350,7 @@ pin = "fw1syuhwr4g05t4744r23nvxnr7en9cmz53knhr0gja7c84hr7fkw2qax2t9q"
 name = "proxy"
 kind = "gateway"
 blobs = ["af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"]
+config = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
 "#;
 
     #[test]
@@ -308,6 +364,11 @@ blobs = ["af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"]
         assert_eq!((ledger.count, ledger.needs.disk_mib), (1, 1024));
         assert!(!ledger.shares_board && ledger.pinned.is_some());
         assert_eq!(manifest.services[2].blobs, [*blake3::hash(b"").as_bytes()]);
+        assert_eq!(
+            manifest.services[2].config,
+            Some(*blake3::hash(b"").as_bytes())
+        );
+        assert_eq!(manifest.services[0].config, None);
         assert_eq!(manifest.specs().len(), 3);
     }
 
@@ -336,6 +397,17 @@ blobs = ["af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"]
         assert!(
             refused("[[service]]\nname = \"a\"\nkind = \"relay\"\nblobs = [\"beef\"]\n")
                 .contains("BLAKE3")
+        );
+        assert!(
+            refused("[[service]]\nname = \"a\"\nkind = \"exit\"\nconfig = \"beef\"\n")
+                .contains("config \"beef\" is not a BLAKE3 hash")
+        );
+        let empty = blake3::hash(b"");
+        assert!(
+            refused(&format!(
+                "[[service]]\nname = \"a\"\nkind = \"relay\"\nconfig = \"{empty}\"\n"
+            ))
+            .contains("a relay takes no config")
         );
         let pin = fogwire_identity::Keypair::from_seed(&[1; 32]).node_id();
         assert!(

@@ -212,10 +212,10 @@ impl Supervisor {
         }
     }
 
-    /// Fetches the service's blobs from the cluster (pinned under
-    /// `cluster/<service>/<hash>`), then starts it.
+    /// Fetches the service's blobs and config from the cluster (pinned
+    /// under `cluster/<service>/<hash>`), then starts it.
     async fn start(&self, service: &Service, manifest: &Manifest) -> Result<(), String> {
-        for blob in &service.blobs {
+        for blob in service.blobs.iter().chain(&service.config) {
             let hash = fogwire_store::Hash::from_bytes(*blob);
             let tag = format!("cluster/{}/{}", service.spec.name, hash);
             let fetch = self.replication.fetch(hash, Some(tag), None);

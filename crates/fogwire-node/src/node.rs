@@ -197,6 +197,7 @@ struct Subsystems {
     outbound: Arc<fogwire_exit::Outbound>,
     vpn: fogwire_vpn::Switch,
     cluster: fogwire_cluster::Cluster,
+    runner: fogwire_cluster::runners::NodeRunner,
     started: Instant,
     data_dir: Option<PathBuf>,
     /// Hold temporary store and ledger directories for as long as the
@@ -506,8 +507,8 @@ impl Node {
         for peer in options.peers.into_iter().chain(kept) {
             links.want(peer);
         }
-        cluster.set_runner(Arc::new(fogwire_cluster::runners::NodeRunner::new(
-            fogwire_cluster::runners::RunnerParts {
+        let runner =
+            fogwire_cluster::runners::NodeRunner::new(fogwire_cluster::runners::RunnerParts {
                 routing: routing.clone(),
                 rpc: rpc.clone(),
                 outbound: outbound.clone(),
@@ -519,8 +520,11 @@ impl Node {
                 link_listen: local_addr,
                 compute_dir: options.compute_dir.as_ref().map(|dir| dir.join("cluster")),
                 exit_configured: exit.is_some(),
-            },
-        )));
+                node_id: keypair.node_id(),
+                ledger_path: ledger_path.clone(),
+                ledger_configured: options.ledger.serve.is_some(),
+            });
+        cluster.set_runner(Arc::new(runner.clone()));
         if let Err(error) = cluster.resume(options.cluster.join.clone()).await {
             stop_early(&routing, &replication, &rpc).await;
             return Err(error.into());
@@ -542,6 +546,7 @@ impl Node {
                 outbound,
                 vpn,
                 cluster,
+                runner,
                 started: Instant::now(),
                 data_dir: options.data_dir,
                 _temp_dirs: temp_dirs,
@@ -732,6 +737,11 @@ impl Node {
     /// The board's cluster (`fogwire cluster …`).
     pub fn cluster(&self) -> &fogwire_cluster::Cluster {
         &self.parts.cluster
+    }
+
+    /// The services the cluster runs on this board (its hub, its worker).
+    pub fn cluster_services(&self) -> &fogwire_cluster::runners::NodeRunner {
+        &self.parts.runner
     }
 
     /// The node's metrics in the OpenMetrics text format.
