@@ -1,6 +1,6 @@
-//! The compute stage: n0, a hub, renders the Mandelbrot set in bands on
-//! the other nodes' workers, three workers per band; one worker cheats
-//! (it reports a result it did not compute). The hub catches every wrong
+//! The compute stage: the hub the cluster's manifest placed renders the
+//! Mandelbrot set in bands on the workers it placed, three workers per
+//! band; one worker cheats (it reports a result it did not compute). The hub catches every wrong
 //! result by the quorum, and the image it gathers is checked byte for
 //! byte against running the same module directly, then written as a PNG.
 
@@ -8,15 +8,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use fogwire_compute::hub::HubConfig;
-use fogwire_compute::worker::{TaskRecordState, WorkerConfig};
+use crate::cluster::BoxRoles;
+use crate::network::Network;
+use crate::routes::Narrator;
+use fogwire_compute::worker::TaskRecordState;
 use fogwire_compute::{client, guests, store_hash};
 use fogwire_compute_proto::scheduler::JobState;
 use fogwire_compute_proto::{Digest, JobSpec, Replication};
-use fogwire_node::ComputeOptions;
-
-use crate::network::Network;
-use crate::routes::Narrator;
 
 /// The image: width, height, iterations; and the bands (tasks).
 const WIDTH: u32 = 960;
@@ -27,35 +25,12 @@ const BANDS: u32 = 16;
 const MAX_PRICE: u64 = 1_000_000;
 const REPLICAS: u8 = 3;
 
-/// Which node cheats, in a network of `count`.
-pub fn cheat_index(count: usize) -> Option<usize> {
-    (count >= 5).then_some(count / 2 + 1)
-}
-
-/// n0 is the hub; every other node a worker (one of them the cheat).
-pub fn roles(index: usize, count: usize) -> ComputeOptions {
-    if index == 0 {
-        return ComputeOptions {
-            worker: None,
-            hub: Some(HubConfig::default()),
-            docker: false,
-            // The hub charges, by the default terms: buyers pay into
-            // escrow, workers bond deposits with it.
-            charge: true,
-            agent: None,
-        };
-    }
-    ComputeOptions {
-        worker: Some(WorkerConfig {
-            slots: 2,
-            cheat: cheat_index(count) == Some(index),
-            ..WorkerConfig::default()
-        }),
-        hub: None,
-        docker: false,
-        charge: false,
-        agent: None,
-    }
+/// The worker the cluster runs on node `index`, if it runs one.
+pub(crate) fn worker_on(
+    network: &Network,
+    index: usize,
+) -> Option<fogwire_compute::worker::Worker> {
+    network.nodes()[index].node.cluster_services().worker()
 }
 
 /// What the compute stage showed.
@@ -81,16 +56,16 @@ pub struct ComputeStage {
     pub paid: bool,
 }
 
-/// Runs the stage with `hub` (an index) as hub and buyer; writes the PNG
-/// to `image_path`.
+/// Runs the stage on the hub and workers of `roles`; writes the PNG to
+/// `image_path`.
 pub async fn run(
     network: &Network,
-    hub: usize,
+    roles: &BoxRoles,
     image_path: &Path,
     narrate: Narrator<'_>,
 ) -> ComputeStage {
     let mut stage = ComputeStage::default();
-    if let Err(error) = render(network, hub, image_path, narrate, &mut stage).await {
+    if let Err(error) = render(network, roles, image_path, narrate, &mut stage).await {
         narrate(&format!("compute: {error}"));
         stage.error = Some(error);
     }
@@ -99,14 +74,18 @@ pub async fn run(
 
 async fn render(
     network: &Network,
-    hub: usize,
+    roles: &BoxRoles,
     image_path: &Path,
     narrate: Narrator<'_>,
     stage: &mut ComputeStage,
 ) -> Result<(), String> {
+    let hub = roles.hub;
     let node = &network.nodes()[hub].node;
-    let hub_service = node.hub().ok_or("n0 is not a hub")?;
-    let workers_expected = network.nodes().len() - 1;
+    let hub_service = node
+        .cluster_services()
+        .hub()
+        .ok_or_else(|| format!("{} runs no hub", network.nodes()[hub].name))?;
+    let workers_expected = roles.workers.len();
     let waiting = Instant::now();
     while hub_service.workers().len() < workers_expected {
         if waiting.elapsed() > Duration::from_secs(30) {
@@ -118,10 +97,13 @@ async fn render(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stage.workers = workers_expected;
-    crate::economy::bond(network, hub, narrate).await?;
-    // The last node buys the job (it is a worker too: a machine may do
-    // both).
-    let buyer_index = network.nodes().len() - 1;
+    crate::economy::bond(network, roles, narrate).await?;
+    // The last node other than the hub buys the job (whatever else it
+    // runs: a machine may do both).
+    let buyer_index = (0..network.nodes().len())
+        .rev()
+        .find(|index| *index != hub)
+        .ok_or("no node to buy the job")?;
     let buyer = &network.nodes()[buyer_index];
     let module = guests::compile(guests::MANDELBROT).map_err(|e| e.to_string())?;
     let program = buyer
@@ -136,7 +118,9 @@ async fn render(
     let mut spec = JobSpec::wasm(Digest(*program.as_bytes()));
     spec.args = args.clone();
     spec.split = BANDS;
-    spec.replication = Replication::Fixed(REPLICAS);
+    // Three workers per band, or every worker of a smaller box.
+    let replicas = REPLICAS.min(u8::try_from(workers_expected).unwrap_or(u8::MAX));
+    spec.replication = Replication::Fixed(replicas);
     let names: HashMap<String, String> = network
         .nodes()
         .iter()
@@ -178,8 +162,9 @@ async fn render(
         .await
         .map_err(|e| e.to_string())?;
     narrate(&format!(
-        "compute: job {job}: {BANDS} bands of a {WIDTH}×{HEIGHT} Mandelbrot image, each on {REPLICAS} of {workers_expected} workers; {} cheats",
-        cheat_index(network.nodes().len())
+        "compute: job {job}: {BANDS} bands of a {WIDTH}×{HEIGHT} Mandelbrot image, each on {replicas} of {workers_expected} workers; {} cheats",
+        roles
+            .cheat
             .map(|i| network.nodes()[i].name.clone())
             .unwrap_or_else(|| "nobody".into())
     ));
@@ -267,10 +252,9 @@ async fn render(
     stage.correct = Some(image == expected);
     // The cheat's own count of what it sent, against the hub's count of
     // what it caught: two independent tallies.
-    if let Some(index) = cheat_index(network.nodes().len()) {
-        let cheat = &network.nodes()[index];
-        stage.cheat = Some(cheat.name.clone());
-        stage.sent = cheat.node.worker().map_or(0, |worker| {
+    if let Some(index) = roles.cheat {
+        stage.cheat = Some(network.nodes()[index].name.clone());
+        stage.sent = worker_on(network, index).map_or(0, |worker| {
             worker
                 .tasks()
                 .iter()

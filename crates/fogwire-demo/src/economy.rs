@@ -1,53 +1,29 @@
-//! The demo's coins: n1 keeps the ledger (as board 1 of a miner box
-//! would), every node starts with 100 coins, the hub bonds a wallet and
+//! The demo's coins: the cluster's manifest pins the ledger to n1 (as
+//! board 1 of a miner box would), every node starts with 100 coins, the hub bonds a wallet and
 //! the workers bond deposits with it; at the end each node's coins,
 //! earnings and spending, and the ledger's supply check.
 
 use std::time::Duration;
 
-use fogwire_identity::NodeId;
 use fogwire_ledger::format_coins;
-use fogwire_ledger::proto::{COIN, Genesis, Id, Op, Rules, Transaction};
-use fogwire_node::LedgerOptions;
+use fogwire_ledger::proto::{COIN, Id, Op, Transaction};
 
+use crate::cluster::BoxRoles;
 use crate::network::Network;
 use crate::routes::Narrator;
 
-/// The node that keeps the ledger.
+/// The node the manifest pins the ledger to.
 pub const LEDGER_NODE: usize = 1;
 /// What every node starts with.
 pub const START_COINS: u64 = 100;
 
-/// Each node's ledger settings: n1 serves it (n0 if there is no n1).
-pub fn ledger_options(ids: &[NodeId]) -> Vec<LedgerOptions> {
-    let keeper = LEDGER_NODE.min(ids.len().saturating_sub(1));
-    let id = |node: &NodeId| Id(*node.as_bytes());
-    let genesis = Genesis {
-        rules: Rules {
-            // Dear enough that a demo's megabytes show.
-            price_per_gib_forwarded: 4 * COIN,
-            price_per_gib_served: 400 * COIN,
-            ..Rules::new(id(&ids[keeper]), id(&ids[keeper]))
-        },
-        accounts: ids
-            .iter()
-            .map(|node| (id(node), START_COINS * COIN))
-            .collect(),
-    };
-    (0..ids.len())
-        .map(|index| LedgerOptions {
-            serve: (index == keeper).then(|| genesis.clone()),
-            node: Some(ids[keeper]),
-        })
-        .collect()
-}
-
 /// The hub registers a bonded wallet; every worker bonds a deposit with it.
 pub(crate) async fn bond(
     network: &Network,
-    hub: usize,
+    roles: &BoxRoles,
     narrate: Narrator<'_>,
 ) -> Result<(), String> {
+    let hub = roles.hub;
     let nodes = network.nodes();
     let hub_node = &nodes[hub].node;
     let wallet = hub_node.ledger().wallet().clone();
@@ -62,7 +38,7 @@ pub(crate) async fn bond(
     let hub_id = Id(*hub_node.node_id().as_bytes());
     let mut bonded = 0;
     for (index, worker) in nodes.iter().enumerate() {
-        if index == hub || worker.node.worker().is_none() {
+        if index == hub || !roles.workers.contains(&index) {
             continue;
         }
         let wallet = worker.node.ledger().wallet().clone();
@@ -77,8 +53,7 @@ pub(crate) async fn bond(
     }
     narrate(&format!(
         "ledger: {} keeps it; every node starts with {START_COINS} coins; {} bonds a hub wallet of 10 coins (1 frozen) and {bonded} workers bond 1 coin each with it",
-        nodes[LEDGER_NODE.min(nodes.len() - 1)].name,
-        nodes[hub].name
+        nodes[roles.ledger].name, nodes[hub].name
     ));
     Ok(())
 }

@@ -1,13 +1,12 @@
-//! The exit stage: one node serves as an exit, another fetches a page
+//! The exit stage: one node serves as an exit (the board the cluster's
+//! manifest placed it on), another fetches a page
 //! from a web server on this machine through its SOCKS 5 proxy, over a
 //! route of at least three hops — what `curl --socks5-hostname` does.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use fogwire_exit::{ExitConfig, ProxyConfig};
-use fogwire_exit_proto::Policy;
-use fogwire_exit_proto::policy::parse_network;
+use fogwire_exit::ProxyConfig;
 use fogwire_exit_proto::wire::Destination;
 use fogwire_node::NodeOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,30 +27,19 @@ pub fn min_hops(count: usize) -> usize {
 const STAGE_TIMEOUT: Duration = Duration::from_secs(30);
 const PAGE: &str = "<h1>fetched through a fogwire exit</h1>\n";
 
-/// Which node is the exit of a network of `count`.
-pub fn exit_index(count: usize) -> usize {
-    count / 2
+/// Every node runs a SOCKS proxy on loopback, as a user's machine would:
+/// it is no role of the box (the exit is: the cluster's manifest places
+/// it), and the stage uses the first node that is not the exit.
+pub fn client_proxy(count: usize, options: &mut NodeOptions) {
+    options.socks = Some(ProxyConfig {
+        min_hops: min_hops(count),
+        ..ProxyConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)))
+    });
 }
 
-/// Node 0 runs the proxy; the node halfway round the ring is the exit,
-/// allowed to reach this machine's loopback (where the demo's web server
-/// is: an exit refuses it by default).
-pub fn roles(index: usize, count: usize, options: &mut NodeOptions) {
-    if index == 0 {
-        options.socks = Some(ProxyConfig {
-            min_hops: min_hops(count),
-            ..ProxyConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)))
-        });
-    }
-    if index == exit_index(count) {
-        options.exit = Some(ExitConfig {
-            policy: Policy {
-                allow: parse_network("127.0.0.0/8").into_iter().collect(),
-                ..Policy::default()
-            },
-            ..ExitConfig::default()
-        });
-    }
+/// The node whose proxy the stage uses: the first that is not the exit.
+pub fn client_of(count: usize, exit: usize) -> usize {
+    usize::from(exit == 0).min(count - 1)
 }
 
 /// What the exit stage showed.
@@ -97,15 +85,16 @@ async fn fetch_through(proxy: SocketAddr, port: u16) -> std::io::Result<Vec<u8>>
     Ok(response)
 }
 
-pub async fn run(network: &Network, narrator: Narrator<'_>) -> ExitStage {
+/// Runs the stage through the exit on node `exit`.
+pub async fn run(network: &Network, exit: usize, narrator: Narrator<'_>) -> ExitStage {
     let mut stage = ExitStage::default();
     let mut say = |line: String, stage: &mut ExitStage| {
         narrator(&line);
         stage.story.push(line);
     };
     let nodes = network.nodes();
-    let client = &nodes[0];
-    let exit = &nodes[exit_index(nodes.len())];
+    let client = &nodes[client_of(nodes.len(), exit)];
+    let exit = &nodes[exit];
     let Some(proxy) = client.node.proxy() else {
         return stage;
     };

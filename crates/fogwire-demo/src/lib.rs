@@ -9,8 +9,10 @@
 //! counters until its time is up or it is interrupted.
 //!
 //! The demo is a sequence of stages over one [`Network`] (start, link,
-//! traffic on every link, then routes: see [`routes`]); later pillars
-//! (store, compute) add stages to [`run`] rather than new demos.
+//! traffic on every link; the nodes become one box whose manifest gives
+//! every role — see [`cluster`]; then store, compute, exit and routes,
+//! and a board switched off); later pillars add stages to [`run`] rather
+//! than new demos.
 
 pub mod cluster;
 pub mod compute;
@@ -56,7 +58,9 @@ pub struct Options {
     /// workers), writing its image here.
     pub compute: Option<std::path::PathBuf>,
     /// Run the cluster stage (the nodes form a cluster, run a manifest,
-    /// and a board switched off has its service moved).
+    /// and a board switched off has its service moved). The manifest
+    /// gives the ledger, hub, workers and exit: without it the compute
+    /// and exit stages and the coins are skipped.
     pub cluster: bool,
 }
 
@@ -112,6 +116,9 @@ pub struct Summary {
     /// Whether a switched-off board's service ran elsewhere (none if the
     /// cluster stage did not run).
     pub cluster_service_moved: Option<bool>,
+    /// Whether every service of the manifest ran on its board (none if
+    /// the cluster stage did not run).
+    pub cluster_assembled: Option<bool>,
 }
 
 /// Why the demo stopped early.
@@ -155,6 +162,26 @@ pub async fn run(
         .map(|duration| tokio::time::Instant::now() + duration);
     tokio::pin!(interrupted);
     let mut interrupted_by_user = false;
+    let mut cluster_stage = None;
+    if options.cluster && options.nodes >= 4 {
+        writeln!(
+            out,
+            "cluster: the nodes become one box: {} makes a cluster, the others join, and it publishes one manifest that gives every role…",
+            network.nodes()[0].name
+        )?;
+        out.flush()?;
+        let mut narrate = narrator(out);
+        tokio::select! {
+            done = cluster::assemble(&network, 0, &mut narrate) => { cluster_stage = Some(done); }
+            () = &mut interrupted => { interrupted_by_user = true; }
+        }
+    } else {
+        writeln!(
+            out,
+            "cluster: skipped (it needs 4 nodes or more); the ledger, hub, workers and exit come from its manifest, so their stages are skipped too"
+        )?;
+    }
+    let roles = cluster_stage.as_ref().and_then(|stage| stage.roles.clone());
     let mut store_stage = None;
     if options.store {
         writeln!(
@@ -177,36 +204,41 @@ pub async fn run(
     }
     let mut compute_stage = None;
     if let Some(image) = &options.compute
-        && options.nodes >= 4
+        && let Some(roles) = &roles
         && !interrupted_by_user
     {
         writeln!(
             out,
-            "compute: {} is a hub, the others are workers; it splits a job into tasks and runs each on 3 of them…",
-            network.nodes()[0].name
+            "compute: {} is the hub; it splits a job into tasks and runs each on {} of the {} workers…",
+            network.nodes()[roles.hub].name,
+            roles.workers.len().min(3),
+            roles.workers.len()
         )?;
         out.flush()?;
         let mut narrate = narrator(out);
         tokio::select! {
-            done = compute::run(&network, 0, image, &mut narrate) => {
+            done = compute::run(&network, roles, image, &mut narrate) => {
                 compute_stage = Some(done);
             }
             () = &mut interrupted => { interrupted_by_user = true; }
         }
     }
     let mut exit_stage = None;
-    if options.exit && options.nodes >= 4 && !interrupted_by_user {
+    if options.exit
+        && let Some(roles) = &roles
+        && !interrupted_by_user
+    {
         writeln!(
             out,
             "exit: {} serves as an exit; {} fetches a page from a web server on this machine through its SOCKS proxy, over at least {} hops…",
-            network.nodes()[exit::exit_index(options.nodes)].name,
-            network.nodes()[0].name,
+            network.nodes()[roles.exit].name,
+            network.nodes()[exit::client_of(options.nodes, roles.exit)].name,
             exit::min_hops(options.nodes)
         )?;
         out.flush()?;
         let mut narrate = narrator(out);
         tokio::select! {
-            done = exit::run(&network, &mut narrate) => { exit_stage = Some(done); }
+            done = exit::run(&network, roles.exit, &mut narrate) => { exit_stage = Some(done); }
             () = &mut interrupted => { interrupted_by_user = true; }
         }
     }
@@ -225,19 +257,17 @@ pub async fn run(
             () = &mut interrupted => { interrupted_by_user = true; }
         }
     }
-    let mut cluster_stage = None;
-    if options.cluster && options.nodes >= 4 && !interrupted_by_user {
+    if let Some(stage) = cluster_stage.as_mut().filter(|stage| stage.roles.is_some())
+        && !interrupted_by_user
+    {
         writeln!(
             out,
-            "cluster: the nodes become one box: {} makes a cluster, the others join, and it publishes a manifest…",
-            network.nodes()[0].name
+            "cluster: a board of the box is switched off; its service must move…"
         )?;
         out.flush()?;
         let mut narrate = narrator(out);
-        // The ledger's board and the exit's have more to do in the demo.
-        let keep = [economy::LEDGER_NODE, exit::exit_index(options.nodes)];
         tokio::select! {
-            done = cluster::run(&mut network, 0, &keep, &mut narrate) => { cluster_stage = Some(done); }
+            () = cluster::switch_off(&mut network, 0, stage, &mut narrate) => {}
             () = &mut interrupted => { interrupted_by_user = true; }
         }
     }
@@ -275,7 +305,7 @@ pub async fn run(
         }
     }
     let mut supply_ok = None;
-    if !interrupted_by_user {
+    if !interrupted_by_user && roles.is_some() {
         writeln!(out)?;
         let mut narrate = narrator(out);
         supply_ok = economy::report(&network, &mut narrate).await;
@@ -306,6 +336,7 @@ pub async fn run(
         supply_ok,
         proxied_intact: exit_stage.as_ref().and_then(|stage| stage.intact),
         vpn_pinged: exit_stage.as_ref().and_then(|stage| stage.vpn_pinged),
+        cluster_assembled: cluster_stage.as_ref().map(|stage| stage.roles.is_some()),
         cluster_service_moved: cluster_stage
             .as_ref()
             .filter(|stage| stage.switched_off)

@@ -79,8 +79,7 @@ impl Network {
             .prefix("fogwire-demo-")
             .tempdir()
             .map_err(NetworkError::TempDir)?;
-        // Every key first: the ledger's genesis names them all.
-        let mut keys = Vec::with_capacity(count);
+        let mut nodes = Vec::with_capacity(count);
         for index in 0..count {
             let name = format!("n{index}");
             let data_dir = root.path().join(&name);
@@ -92,27 +91,18 @@ impl Network {
                         source,
                     }
                 })?;
-            keys.push((name, data_dir, keypair));
-        }
-        let ledger = crate::economy::ledger_options(
-            &keys
-                .iter()
-                .map(|(_, _, key)| key.node_id())
-                .collect::<Vec<_>>(),
-        );
-        let mut nodes = Vec::with_capacity(count);
-        for (index, (name, data_dir, keypair)) in keys.into_iter().enumerate() {
             let mut options = NodeOptions::local(Arc::new(keypair));
             options.routing_store = Some(data_dir.join("routes.redb"));
             options.store_dir = Some(data_dir.join("store"));
             options.link = options
                 .link
                 .with_channel(ChannelConfig::new(ChannelId::TRAFFIC));
-            options.compute = crate::compute::roles(index, count);
+            // No roles: the cluster's manifest gives them (the ledger, the
+            // hub, the workers, the exit). Every node finds the ledger by
+            // its advert.
             options.compute_dir = Some(data_dir.join("compute"));
-            options.ledger = ledger[index].clone();
             options.ledger_path = Some(data_dir.join("ledger.redb"));
-            crate::exit::roles(index, count, &mut options);
+            crate::exit::client_proxy(count, &mut options);
             // The demo's boards are on loopback: they find each other by
             // their links, and announce nothing on this machine's network.
             options.cluster.mdns = false;

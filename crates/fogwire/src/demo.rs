@@ -31,8 +31,11 @@ pub struct Args {
     /// workers, three per band, with one cheating worker caught).
     #[arg(long)]
     no_compute: bool,
-    /// Skip the cluster stage (the nodes form a cluster from one manifest,
-    /// and a board switched off has its service moved).
+    /// Skip the cluster stage (the nodes form a cluster from one manifest
+    /// that places the ledger, the hub, the workers and the exit, and a
+    /// board switched off has its service moved). Those roles come from
+    /// the manifest, so the compute and exit stages and the coins are
+    /// skipped too.
     #[arg(long)]
     no_cluster: bool,
     /// Where the compute stage writes its image.
@@ -84,6 +87,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     if summary.supply_ok == Some(false) {
         anyhow::bail!("the ledger's supply check failed");
+    }
+    if summary.cluster_assembled == Some(false) {
+        anyhow::bail!(
+            "the box did not assemble: the manifest's services did not all run, so the stages that need them were skipped"
+        );
     }
     if summary.cluster_service_moved == Some(false) {
         anyhow::bail!("the switched-off board's service did not run on another board");
