@@ -183,6 +183,7 @@ fn default_home() -> anyhow::Result<PathBuf> {
 }
 
 fn main() -> ExitCode {
+    quiet_on_broken_pipe();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -207,6 +208,29 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// `fogwire nodes | head`: when the reader of the output goes away, stop
+/// as Unix tools do — quietly, with the status SIGPIPE gives (141) —
+/// rather than with a panic message (`println!` panics on a broken pipe,
+/// and Rust ignores SIGPIPE).
+fn quiet_on_broken_pipe() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(BROKEN_PIPE_STATUS);
+        }
+        report(info);
+    }));
+}
+
+/// What a shell reports for a process killed by SIGPIPE (128 + 13).
+const BROKEN_PIPE_STATUS: i32 = 141;
 
 /// How long blocking work may run on once the command is done.
 const BLOCKING_WORK_GRACE: std::time::Duration = std::time::Duration::from_secs(5);

@@ -187,6 +187,23 @@ fn init_writes_a_commented_config_and_private_data() {
 }
 
 #[test]
+fn output_into_a_pipe_nobody_reads_stops_quietly_as_unix_tools_do() {
+    // `fogwire id | head -c 0`: the reader is gone before the first write.
+    let home = init_home("127.0.0.1:0");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = std::process::Command::new(crate::harness::BINARY)
+        .arg("--home")
+        .arg(home.path())
+        .arg("id")
+        .stdout(writer)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(141), "{}", stderr(&output));
+    assert_eq!(stderr(&output), "");
+}
+
+#[test]
 fn the_node_refuses_a_key_file_others_can_read() {
     let home = init_home("127.0.0.1:0");
     let key = home.path().join("data/node.key");
