@@ -59,8 +59,11 @@ pub struct ClusterServiceSpec {
     pub memory_mib: u64,
     pub disk_mib: u64,
     pub pin: Option<String>,
-    pub shares_board: bool,
+        pub shares_board: bool,
     pub blobs: Vec<String>,
+    /// The blob holding its settings, if it names one.
+    #[serde(default)]
+    pub config: Option<String>,
 }
 
 /// One instance and the board it runs on.
