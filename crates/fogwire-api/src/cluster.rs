@@ -59,7 +59,7 @@ pub struct ClusterServiceSpec {
     pub memory_mib: u64,
     pub disk_mib: u64,
     pub pin: Option<String>,
-        pub shares_board: bool,
+    pub shares_board: bool,
     pub blobs: Vec<String>,
     /// The blob holding its settings, if it names one.
     #[serde(default)]

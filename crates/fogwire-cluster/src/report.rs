@@ -23,7 +23,7 @@ pub(crate) fn manifest(applied: &Applied) -> fogwire_api::ClusterManifest {
                 disk_mib: service.spec.needs.disk_mib,
                 pin: service.spec.pinned.map(|pin| pin.to_string()),
                 shares_board: service.spec.shares_board,
-                                blobs: service.blobs.iter().map(hex::encode).collect(),
+                blobs: service.blobs.iter().map(hex::encode).collect(),
                 config: service.config.map(hex::encode),
             })
             .collect(),

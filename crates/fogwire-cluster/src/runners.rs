@@ -9,8 +9,9 @@
 //!   config's `[socks]` may name the exit and the hops);
 //! - `worker` and `hub`: the compute roles on the node's RPC, by their
 //!   config's `[compute]`, advertised;
-//! - `seeder`: every blob the manifest names, fetched and pinned, so the
-//!   cluster's cache holds everything it runs (and serves it);
+//! - `seeder`: every blob the manifest names (configs too), fetched and
+//!   pinned, so the cluster's cache holds everything it runs (and serves
+//!   it);
 //! - `relay`: when the manifest names relays, the boards without one
 //!   advertise `transit:off` and paths no longer pass through them;
 //! - `ledger`: the ledger service on the board it is pinned to, its log in
@@ -316,7 +317,7 @@ impl NodeRunner {
                 let blobs: Vec<[u8; 32]> = manifest
                     .services
                     .iter()
-                    .flat_map(|service| service.blobs.iter().copied())
+                    .flat_map(|service| service.blobs.iter().copied().chain(service.config))
                     .collect();
                 for blob in blobs {
                     let hash = Hash::from_bytes(blob);

@@ -1,20 +1,22 @@
 //! The compute stage: the hub the cluster's manifest placed renders the
 //! Mandelbrot set in bands on the workers it placed, three workers per
-//! band; one worker cheats (it reports a result it did not compute). The hub catches every wrong
-//! result by the quorum, and the image it gathers is checked byte for
-//! byte against running the same module directly, then written as a PNG.
+//! band; one worker cheats (it reports a result it did not compute). The
+//! hub catches every wrong result by the quorum, and the image it gathers
+//! is checked byte for byte against running the same module directly,
+//! then written as a PNG.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::cluster::BoxRoles;
-use crate::network::Network;
-use crate::routes::Narrator;
 use fogwire_compute::worker::TaskRecordState;
 use fogwire_compute::{client, guests, store_hash};
 use fogwire_compute_proto::scheduler::JobState;
 use fogwire_compute_proto::{Digest, JobSpec, Replication};
+
+use crate::cluster::BoxRoles;
+use crate::network::Network;
+use crate::routes::Narrator;
 
 /// The image: width, height, iterations; and the bands (tasks).
 const WIDTH: u32 = 960;

@@ -1,7 +1,8 @@
 //! The demo's coins: the cluster's manifest pins the ledger to n1 (as
-//! board 1 of a miner box would), every node starts with 100 coins, the hub bonds a wallet and
-//! the workers bond deposits with it; at the end each node's coins,
-//! earnings and spending, and the ledger's supply check.
+//! board 1 of a miner box would), every node starts with 100 coins, the
+//! hub bonds a wallet and the workers bond deposits with it; at the end
+//! each node's coins, earnings and spending, and the ledger's supply
+//! check.
 
 use std::time::Duration;
 

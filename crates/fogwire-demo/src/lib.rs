@@ -178,7 +178,12 @@ pub async fn run(
     } else {
         writeln!(
             out,
-            "cluster: skipped (it needs 4 nodes or more); the ledger, hub, workers and exit come from its manifest, so their stages are skipped too"
+            "cluster: skipped ({}); the ledger, hub, workers and exit come from its manifest, so the compute and exit stages and the coins are skipped too",
+            if options.cluster {
+                "it needs 4 nodes or more"
+            } else {
+                "--no-cluster"
+            }
         )?;
     }
     let roles = cluster_stage.as_ref().and_then(|stage| stage.roles.clone());

@@ -220,7 +220,7 @@ fn print_manifest(status: &ClusterStatus) {
     );
     let mut table = Table::new(
         &[
-                        "service", "kind", "count", "cores", "memory", "disk", "pin", "shares", "blobs",
+            "service", "kind", "count", "cores", "memory", "disk", "pin", "shares", "blobs",
             "config",
         ],
         &[2, 3, 4, 5, 8],
@@ -239,7 +239,7 @@ fn print_manifest(status: &ClusterStatus) {
                 .map(short)
                 .unwrap_or_else(|| "-".into()),
             if service.shares_board { "yes" } else { "no" }.to_owned(),
-                        service.blobs.len().to_string(),
+            service.blobs.len().to_string(),
             service
                 .config
                 .as_deref()
