@@ -73,6 +73,7 @@ mod prefix;
 mod routes;
 pub mod rpc;
 mod server;
+mod site;
 mod stall;
 mod store;
 

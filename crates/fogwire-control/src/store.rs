@@ -655,6 +655,16 @@ pub(crate) async fn gateway(
         Ok(hash) => hash,
         Err(refusal) => return refusal.into_response(),
     };
+    serve_blob(&state, hash, &headers, "application/octet-stream").await
+}
+
+/// Serves blob `hash` (or the range `headers` ask for) as `content_type`.
+pub(crate) async fn serve_blob(
+    state: &Arc<ApiState>,
+    hash: Hash,
+    headers: &HeaderMap,
+    content_type: &str,
+) -> Response {
     let store = state.node.store().clone();
     let entry = match blocking(&store, move |store| store.entry(&hash)).await {
         Ok(Some(entry)) => entry,
@@ -667,7 +677,7 @@ pub(crate) async fn gateway(
         Err(refusal) => return refusal.into_response(),
     };
     let size = entry.size;
-    let (status, start, end) = match byte_range(&headers, size) {
+    let (status, start, end) = match byte_range(headers, size) {
         None => (StatusCode::OK, 0, size),
         Some(Ok((start, end))) => (StatusCode::PARTIAL_CONTENT, start, end),
         Some(Err(())) => {
@@ -703,7 +713,7 @@ pub(crate) async fn gateway(
         .status(status)
         .header(header::CONTENT_LENGTH, end - start)
         .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_TYPE, content_type)
         .header(header::ETAG, format!("\"{hash}\""));
     if status == StatusCode::PARTIAL_CONTENT {
         response = response.header(

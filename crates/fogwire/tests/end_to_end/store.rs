@@ -633,3 +633,93 @@ fn killing_a_node_in_the_middle_of_downloads_never_damages_its_store() {
     // killed within 50 ms of its first write), so resuming was exercised.
     assert!(interrupted > 0, "no kill interrupted a download");
 }
+
+#[test]
+fn a_site_published_to_a_feed_is_served_by_path_with_types_ranges_and_listings() {
+    let node = TestNode::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site");
+    std::fs::create_dir_all(site.join("docs/a b")).unwrap();
+    std::fs::create_dir_all(site.join("media")).unwrap();
+    std::fs::write(site.join("index.html"), b"<h1>home</h1>").unwrap();
+    std::fs::write(site.join("docs/a b/notes.txt"), b"plain words").unwrap();
+    std::fs::write(site.join("docs/<b>.css"), b"body{}").unwrap();
+    let video = pattern(300_000, 9);
+    std::fs::write(site.join("media/clip.mp4"), &video).unwrap();
+    let feed = stdout(&node.cli(&["feed", "new"])).trim().to_owned();
+    let published = node.cli(&["feed", "publish", &feed, site.to_str().unwrap(), "--json"]);
+    assert!(published.status.success(), "{}", stderr(&published));
+    let info: serde_json::Value = serde_json::from_slice(&published.stdout).unwrap();
+    let root = info
+        .pointer("/root/content")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    for base in [format!("/tree/{root}"), format!("/feed/{feed}")] {
+        // The root is its index file, once the URL ends in a slash.
+        let (head, _) = http_get(&node, &base, "");
+        assert!(head.starts_with("HTTP/1.1 308"), "{head}");
+        assert!(head.contains(&format!("location: {base}/")), "{head}");
+        let (head, body) = http_get(&node, &format!("{base}/"), "");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.contains("content-type: text/html"), "{head}");
+        assert!(head.contains("content-security-policy: sandbox"), "{head}");
+        assert_eq!(body, b"<h1>home</h1>");
+        // A video seeks: its type, and a range of it.
+        let (head, body) = http_get(
+            &node,
+            &format!("{base}/media/clip.mp4"),
+            "Range: bytes=1000-1999\r\n",
+        );
+        assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+        assert!(head.contains("content-type: video/mp4"), "{head}");
+        assert!(
+            head.contains("content-range: bytes 1000-1999/300000"),
+            "{head}"
+        );
+        assert_eq!(body, &video[1000..2000]);
+        // A directory without an index file is listed, names escaped; a
+        // name with a space is reached by its escaped form.
+        let (head, body) = http_get(&node, &format!("{base}/docs/"), "");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let page = String::from_utf8(body).unwrap();
+        assert!(page.contains("href=\"a%20b/\""), "{page}");
+        assert!(page.contains("&lt;b&gt;.css"), "{page}");
+        assert!(!page.contains("<b>"), "{page}");
+        let (head, body) = http_get(&node, &format!("{base}/docs/a%20b/notes.txt"), "");
+        assert!(head.contains("content-type: text/plain"), "{head}");
+        assert_eq!(body, b"plain words");
+        // What is not there, and what would leave the tree.
+        let (head, body) = http_get(&node, &format!("{base}/nothing.html"), "");
+        assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+        assert!(String::from_utf8_lossy(&body).contains("no nothing.html"));
+        let (head, _) = http_get(&node, &format!("{base}/index.html/more"), "");
+        assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+        for outside in ["../index.html", "docs/../../x", "docs/%2e%2e/index.html"] {
+            let (head, body) = http_get(&node, &format!("{base}/{outside}"), "");
+            assert!(head.starts_with("HTTP/1.1 400"), "{outside}: {head}");
+            assert!(
+                String::from_utf8_lossy(&body).contains("paths stay inside their tree"),
+                "{outside}"
+            );
+        }
+    }
+    // A path deeper than any is looked at: refused before any lookup.
+    let deep = vec!["d"; 65].join("/");
+    let (head, _) = http_get(&node, &format!("/tree/{root}/{deep}"), "");
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    // Malformed names of trees and feeds, and a feed nobody published.
+    let (head, _) = http_get(&node, "/tree/not-a-hash/", "");
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    let (head, _) = http_get(&node, "/feed/fwfeed1nonsense/", "");
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    let other = stdout(&node.cli(&["feed", "new"])).trim().to_owned();
+    let (head, body) = http_get(&node, &format!("/feed/{other}/"), "");
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    assert!(String::from_utf8_lossy(&body).contains("feed follow"));
+    // A tree this node does not hold.
+    let (head, _) = http_get(&node, &format!("/tree/{}/", "1".repeat(64)), "");
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+}
