@@ -71,6 +71,8 @@ pub(crate) struct ApiState {
     pub(crate) shutdown: CancellationToken,
     /// Gateway windows being read at once, over all readers.
     pub(crate) gateway_reads: Arc<tokio::sync::Semaphore>,
+    /// Blobs the gateway fetches from peers at once, over all requests.
+    pub(crate) gateway_fetches: Arc<tokio::sync::Semaphore>,
 }
 
 /// Serves the control API on `listener` until `shutdown`.
@@ -87,6 +89,7 @@ pub async fn serve(
         gateway_reads: Arc::new(tokio::sync::Semaphore::new(
             crate::store::GATEWAY_READS_AT_ONCE,
         )),
+        gateway_fetches: Arc::new(tokio::sync::Semaphore::new(crate::site::FETCHES_AT_ONCE)),
     });
     let app = Router::new()
         .route("/v1/status", get(status))

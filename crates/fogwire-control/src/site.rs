@@ -6,7 +6,10 @@
 //!
 //! Paths are resolved in the tree's object graph, one node at a time
 //! (`docs/protocol/store.md`): never on a file system, so no path can
-//! leave its tree; `.` and `..` segments are refused outright.
+//! leave its tree; `.` and `..` segments are refused outright. A node or
+//! file this node lacks is fetched from its peers as the request needs
+//! it (that blob alone, never the rest of the tree), a bounded number per
+//! request and at once.
 
 use std::sync::Arc;
 
@@ -31,6 +34,26 @@ const LISTING_MAX: usize = 1000;
 /// but in an origin of its own, never the API's.
 const SANDBOX: &str = "sandbox allow-scripts allow-forms allow-popups allow-downloads";
 
+/// Blobs fetched from peers at once, over all requests.
+pub(crate) const FETCHES_AT_ONCE: usize = 8;
+/// Blobs one request may fetch: every node on its path, with their index
+/// levels, and its file.
+const FETCHES_PER_REQUEST: usize = SEGMENTS_MAX * 2 + 16;
+/// How long one fetch may take.
+const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Why a lookup stopped: refused, or a blob this node must fetch first.
+enum Stop {
+    Refused(Refusal),
+    Missing(Hash),
+}
+
+impl From<Refusal> for Stop {
+    fn from(refusal: Refusal) -> Self {
+        Stop::Refused(refusal)
+    }
+}
+
 /// What a path names in a tree.
 enum Target {
     File { hash: Hash, name: String },
@@ -42,30 +65,23 @@ fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
 }
 
 /// A node of the tree, read from this node's store.
-fn read_node(store: &Store, hash: &Hash) -> Result<Node, Refusal> {
+fn read_node(store: &Store, hash: &Hash) -> Result<Node, Stop> {
     match store.object(hash) {
         Ok(Some(node)) => Ok(node),
-        Ok(None) => Err(refuse(
+        Ok(None) => Err(Stop::Refused(refuse(
             StatusCode::CONFLICT,
             format!("{hash} is not a directory of a tree"),
-        )),
-        Err(fogwire_store::StoreError::NotFound(_)) => Err(missing(hash)),
-        Err(other) => Err(refuse(StatusCode::CONFLICT, other.to_string())),
+        ))),
+        Err(fogwire_store::StoreError::NotFound(_)) => Err(Stop::Missing(*hash)),
+        Err(other) => Err(Stop::Refused(refuse(
+            StatusCode::CONFLICT,
+            other.to_string(),
+        ))),
     }
 }
 
-fn missing(hash: &Hash) -> Refusal {
-    refuse(
-        StatusCode::NOT_FOUND,
-        format!(
-            "this node does not hold {hash}, a part of the tree: fetch the tree first \
-             (fogwire store get <root>)"
-        ),
-    )
-}
-
 /// The entry `name` of the directory whose root node is `directory`.
-fn find(store: &Store, directory: Hash, name: &str) -> Result<Option<DirEntry>, Refusal> {
+fn find(store: &Store, directory: Hash, name: &str) -> Result<Option<DirEntry>, Stop> {
     let mut node = directory;
     for _ in 0..=INDEX_DEPTH_MAX {
         match read_node(store, &node)? {
@@ -85,23 +101,26 @@ fn find(store: &Store, directory: Hash, name: &str) -> Result<Option<DirEntry>, 
             }
         }
     }
-    Err(refuse(
+    Err(Stop::Refused(refuse(
         StatusCode::CONFLICT,
         format!("directory {directory} is nested deeper than any directory may be"),
-    ))
+    )))
 }
 
 /// Whether `hash` is a directory of a tree (rather than a file).
-fn is_directory(store: &Store, hash: &Hash) -> Result<bool, Refusal> {
+fn is_directory(store: &Store, hash: &Hash) -> Result<bool, Stop> {
     match store.object(hash) {
         Ok(node) => Ok(node.is_some()),
-        Err(fogwire_store::StoreError::NotFound(_)) => Err(missing(hash)),
-        Err(other) => Err(refuse(StatusCode::CONFLICT, other.to_string())),
+        Err(fogwire_store::StoreError::NotFound(_)) => Err(Stop::Missing(*hash)),
+        Err(other) => Err(Stop::Refused(refuse(
+            StatusCode::CONFLICT,
+            other.to_string(),
+        ))),
     }
 }
 
 /// Follows `segments` down from `root`.
-fn walk(store: &Store, root: Hash, segments: &[String]) -> Result<Target, Refusal> {
+fn walk(store: &Store, root: Hash, segments: &[String]) -> Result<Target, Stop> {
     let mut target = if is_directory(store, &root)? {
         Target::Directory { hash: root }
     } else {
@@ -113,16 +132,16 @@ fn walk(store: &Store, root: Hash, segments: &[String]) -> Result<Target, Refusa
     for (depth, segment) in segments.iter().enumerate() {
         let Target::Directory { hash } = target else {
             let walked = segments[..depth].join("/");
-            return Err(refuse(
+            return Err(Stop::Refused(refuse(
                 StatusCode::NOT_FOUND,
                 format!("{walked} is a file, not a directory"),
-            ));
+            )));
         };
         let Some(entry) = find(store, hash, segment)? else {
-            return Err(refuse(
+            return Err(Stop::Refused(refuse(
                 StatusCode::NOT_FOUND,
                 format!("no {} in this tree", segments[..=depth].join("/")),
-            ));
+            )));
         };
         target = match entry.kind {
             EntryType::File => Target::File {
@@ -136,7 +155,7 @@ fn walk(store: &Store, root: Hash, segments: &[String]) -> Result<Target, Refusa
 }
 
 /// Every entry of a directory, in name order (at most `limit`).
-fn entries(store: &Store, directory: Hash, limit: usize) -> Result<Vec<DirEntry>, Refusal> {
+fn entries(store: &Store, directory: Hash, limit: usize) -> Result<Vec<DirEntry>, Stop> {
     let mut out = Vec::new();
     let mut pending = vec![(directory, 0usize)];
     // Depth first, children in reverse so that names come out in order.
@@ -258,6 +277,35 @@ fn content_type(name: &str) -> String {
     }
 }
 
+/// Fetches `hash` alone from the peers, within the gateway's bounds.
+async fn fetch(state: &Arc<ApiState>, hash: Hash) -> Result<(), Refusal> {
+    let Ok(_slot) = state.gateway_fetches.acquire().await else {
+        return Err(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the node is stopping",
+        ));
+    };
+    let fetched = tokio::time::timeout(FETCH_TIMEOUT, state.node.replication().fetch_blob(hash));
+    match fetched.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(
+            failure @ (fogwire_replicate::FetchError::NoPeers { .. }
+            | fogwire_replicate::FetchError::NotFound { .. }),
+        )) => Err(refuse(
+            StatusCode::NOT_FOUND,
+            format!("{hash}, a part of the tree, is not here: {failure}"),
+        )),
+        Ok(Err(failure)) => Err(refuse(
+            StatusCode::BAD_GATEWAY,
+            format!("cannot fetch {hash}, a part of the tree: {failure}"),
+        )),
+        Err(_) => Err(refuse(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("{hash}, a part of the tree, did not arrive within {FETCH_TIMEOUT:?}"),
+        )),
+    }
+}
+
 /// What a request is answered with.
 enum Served {
     File {
@@ -271,12 +319,7 @@ enum Served {
 
 /// Finds what `segments` name below `root`: a file, a directory's index
 /// file, or its listing.
-fn resolve(
-    store: &Store,
-    root: Hash,
-    segments: &[String],
-    trailing: bool,
-) -> Result<Served, Refusal> {
+fn resolve(store: &Store, root: Hash, segments: &[String], trailing: bool) -> Result<Served, Stop> {
     match walk(store, root, segments)? {
         Target::File { hash, name } => Ok(Served::File { hash, name }),
         // Its relative links need its URL to end in a slash.
@@ -304,14 +347,33 @@ async fn serve(
         Ok(segments) => segments,
         Err(refusal) => return refusal.into_response(),
     };
-    let store = state.node.store().clone();
-    let names = segments.clone();
-    let served =
-        match tokio::task::spawn_blocking(move || resolve(&store, root, &names, trailing)).await {
-            Ok(Ok(served)) => served,
-            Ok(Err(refusal)) => return refusal.into_response(),
+    let mut fetches = 0;
+    let served = loop {
+        let store = state.node.store().clone();
+        let names = segments.clone();
+        let missing = match tokio::task::spawn_blocking(move || {
+            resolve(&store, root, &names, trailing)
+        })
+        .await
+        {
+            Ok(Ok(served)) => break served,
+            Ok(Err(Stop::Refused(refusal))) => return refusal.into_response(),
+            Ok(Err(Stop::Missing(hash))) => hash,
             Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "the lookup stopped"),
         };
+        // Fetched, then the lookup goes again from the root (each round
+        // gets at least one step further).
+        fetches += 1;
+        if fetches > FETCHES_PER_REQUEST {
+            return error(
+                StatusCode::CONFLICT,
+                "this path needs more parts of the tree than one request may fetch",
+            );
+        }
+        if let Err(refusal) = fetch(&state, missing).await {
+            return refusal.into_response();
+        }
+    };
     // Where this directory is, as a URL (for a redirect) and as text.
     let at = |part: &dyn Fn(&String) -> String| -> String {
         segments
@@ -323,6 +385,13 @@ async fn serve(
     let title = format!("{base}/{}", at(&|segment| segment.clone()));
     match served {
         Served::File { hash, name } => {
+            let store = state.node.store().clone();
+            let held = tokio::task::spawn_blocking(move || store.entry(&hash)).await;
+            if !matches!(held, Ok(Ok(Some(_))))
+                && let Err(refusal) = fetch(&state, hash).await
+            {
+                return refusal.into_response();
+            }
             let kind = content_type(&name);
             let mut response = crate::store::serve_blob(&state, hash, &headers, &kind).await;
             harden(response.headers_mut());

@@ -94,6 +94,19 @@ pub(crate) fn whole_graph() -> RestoreLimits {
     }
 }
 
+/// Fetches `hash` alone: its size.
+pub(crate) async fn fetch_one(
+    inner: &Arc<ReplicationState>,
+    hash: Hash,
+) -> Result<u64, FetchError> {
+    let reporter = Reporter {
+        tally: Arc::default(),
+        progress: None,
+    };
+    let _held = inner.store.protect(hash);
+    fetch_blob(inner, hash, &reporter).await
+}
+
 /// Fetches `hash` and, if it is an object node, the graph below it: each
 /// distinct node once, however often the graph names it, and refused
 /// before any file is fetched if its distinct files and directories, or

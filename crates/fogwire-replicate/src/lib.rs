@@ -558,6 +558,13 @@ impl Replication {
         fetch::fetch(&self.inner, hash, tag, progress, &fetch::whole_graph()).await
     }
 
+    /// Fetches the blob `hash` alone, never the graph below it (what a
+    /// gateway needs for one step down a tree, or one file); its size. It
+    /// stays in the store's cache, unpinned.
+    pub async fn fetch_blob(&self, hash: Hash) -> Result<u64, FetchError> {
+        fetch::fetch_one(&self.inner, hash).await
+    }
+
     /// [`Replication::fetch`] of a tree within `limits` — distinct files
     /// and directories, and the bytes of distinct files — checked once
     /// its directories are here, before any file is fetched.

@@ -723,3 +723,50 @@ fn a_site_published_to_a_feed_is_served_by_path_with_types_ranges_and_listings()
     let (head, _) = http_get(&node, &format!("/tree/{}/", "1".repeat(64)), "");
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
 }
+
+#[test]
+fn the_gateway_fetches_what_a_path_needs_from_peers_and_nothing_more() {
+    let seed = TestNode::start("");
+    let reader = TestNode::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site");
+    std::fs::create_dir_all(site.join("docs")).unwrap();
+    let notes = b"words the reader has not asked for yet".to_vec();
+    let video = pattern(2_000_000, 5);
+    std::fs::write(site.join("docs/notes.txt"), &notes).unwrap();
+    std::fs::write(site.join("clip.webm"), &video).unwrap();
+    let added = seed.cli(&["store", "add", site.to_str().unwrap()]);
+    assert!(added.status.success(), "{}", stderr(&added));
+    let root = stdout(&added).split_whitespace().next().unwrap().to_owned();
+    let linked = reader.cli(&["connect", &seed.peer_addr()]);
+    assert!(linked.status.success(), "{}", stderr(&linked));
+    wait_until("the seed sees the link", || !seed.peers().is_empty());
+
+    // The reader holds nothing of the tree: the root and the video are
+    // fetched as the request needs them, and the range served.
+    let (head, body) = http_get(
+        &reader,
+        &format!("/tree/{root}/clip.webm"),
+        "Range: bytes=1500000-1500099\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+    assert!(head.contains("content-type: video/webm"), "{head}");
+    assert_eq!(body, &video[1_500_000..1_500_100]);
+    // Only that: the notes stay on the seed until a request needs them.
+    let notes_hash = hash_of(&notes);
+    let (head, _) = http_get(&reader, &format!("/blobs/{notes_hash}"), "");
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    let (head, body) = http_get(&reader, &format!("/tree/{root}/docs/notes.txt"), "");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, notes);
+    let (head, _) = http_get(&reader, &format!("/blobs/{notes_hash}"), "");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // A tree nobody holds: said so.
+    let (head, body) = http_get(&reader, &format!("/tree/{}/", "1".repeat(64)), "");
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    assert!(
+        String::from_utf8_lossy(&body).contains("none of the 1 linked peers has"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+}
