@@ -174,6 +174,30 @@ enum Command {
     /// Measure performance, each figure beside a baseline from the same run.
     #[command(subcommand)]
     Bench(bench::Command),
+    /// Print shell completions for fogwire.
+    ///
+    /// bash: `fogwire completions bash > /etc/bash_completion.d/fogwire`;
+    /// zsh: `fogwire completions zsh > "${fpath[1]}/_fogwire"`;
+    /// fish: `fogwire completions fish > ~/.config/fish/completions/fogwire.fish`.
+    Completions(CompletionsArgs),
+    /// Print fogwire's manual page (roff), or write one page per command.
+    ///
+    /// `fogwire man | man -l -` reads it now;
+    /// `fogwire man --dir /usr/local/share/man/man1` installs every page.
+    Man(ManArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CompletionsArgs {
+    shell: clap_complete::Shell,
+}
+
+#[derive(Debug, clap::Args)]
+struct ManArgs {
+    /// Write fogwire.1 and a page per command (fogwire-store-add.1, …)
+    /// into this directory instead of printing fogwire.1.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
 }
 
 fn default_home() -> anyhow::Result<PathBuf> {
@@ -183,8 +207,11 @@ fn default_home() -> anyhow::Result<PathBuf> {
 }
 
 fn main() -> ExitCode {
-    quiet_on_broken_pipe();
     let cli = Cli::parse();
+    // The daemon's own output is its logs; a command's is its answer.
+    if !matches!(cli.command, Command::Node) {
+        quiet_on_broken_pipe();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -202,11 +229,21 @@ fn main() -> ExitCode {
     runtime.shutdown_timeout(BLOCKING_WORK_GRACE);
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if broken_pipe(&error) => ExitCode::from(BROKEN_PIPE_STATUS),
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether a command failed only because the reader of its output left.
+fn broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// `fogwire nodes | head`: when the reader of the output goes away, stop
@@ -222,20 +259,33 @@ fn quiet_on_broken_pipe() {
             .map(String::as_str)
             .or_else(|| payload.downcast_ref::<&str>().copied())
             .unwrap_or_default();
-        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
-            std::process::exit(BROKEN_PIPE_STATUS);
+        // `println!`'s, and clap_complete's ("failed to write completion
+        // file: … BrokenPipe …").
+        if message.contains("Broken pipe") || message.contains("BrokenPipe") {
+            std::process::exit(i32::from(BROKEN_PIPE_STATUS));
         }
         report(info);
     }));
 }
 
 /// What a shell reports for a process killed by SIGPIPE (128 + 13).
-const BROKEN_PIPE_STATUS: i32 = 141;
+const BROKEN_PIPE_STATUS: u8 = 141;
 
 /// How long blocking work may run on once the command is done.
 const BLOCKING_WORK_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Neither needs a home.
+    match &cli.command {
+        Command::Completions(args) => {
+            use clap::CommandFactory;
+            let mut command = Cli::command();
+            clap_complete::generate(args.shell, &mut command, "fogwire", &mut std::io::stdout());
+            return Ok(());
+        }
+        Command::Man(args) => return man(args),
+        _ => {}
+    }
     let home = match cli.home {
         Some(home) => home,
         None => default_home()?,
@@ -270,5 +320,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Vpn(command) => exit::vpn(&home, command).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(command) => bench::run(command).await,
+        Command::Completions(_) | Command::Man(_) => Ok(()),
     }
+}
+
+/// `fogwire man`: the manual page, from the same definitions as `--help`.
+fn man(args: &ManArgs) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    let Some(dir) = &args.dir else {
+        clap_mangen::Man::new(command).render(&mut std::io::stdout())?;
+        return Ok(());
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot make {}", dir.display()))?;
+    clap_mangen::generate_to(command, dir)
+        .with_context(|| format!("cannot write the manual pages into {}", dir.display()))?;
+    let pages = std::fs::read_dir(dir)?
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .is_ok_and(|entry| entry.path().extension().is_some_and(|ext| ext == "1"))
+        })
+        .count();
+    eprintln!("{pages} manual pages in {}", dir.display());
+    Ok(())
 }

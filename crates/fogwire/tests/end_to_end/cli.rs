@@ -204,6 +204,33 @@ fn output_into_a_pipe_nobody_reads_stops_quietly_as_unix_tools_do() {
 }
 
 #[test]
+fn completions_and_manual_pages_come_from_the_cli_itself() {
+    let home = tempfile::tempdir().unwrap();
+    for (shell, mark) in [
+        ("bash", "_fogwire()"),
+        ("zsh", "#compdef fogwire"),
+        ("fish", "complete -c fogwire"),
+    ] {
+        let output = fogwire(home.path(), &["completions", shell]);
+        assert!(output.status.success(), "{shell}: {}", stderr(&output));
+        let script = stdout(&output);
+        assert!(script.contains(mark), "{shell}");
+        // Subcommands two levels down complete too.
+        assert!(script.contains("join-code"), "{shell}");
+    }
+    let page = fogwire(home.path(), &["man"]);
+    assert!(page.status.success(), "{}", stderr(&page));
+    assert!(stdout(&page).contains(".TH fogwire 1"));
+    let dir = home.path().join("man1");
+    let pages = fogwire(home.path(), &["man", "--dir", dir.to_str().unwrap()]);
+    assert!(pages.status.success(), "{}", stderr(&pages));
+    let store_add = std::fs::read_to_string(dir.join("fogwire-store-add.1")).unwrap();
+    assert!(store_add.contains("b3sum"), "{store_add}");
+    // Neither needed a home: nothing was written into it but the pages.
+    assert!(!home.path().join("fogwire.toml").exists());
+}
+
+#[test]
 fn the_node_refuses_a_key_file_others_can_read() {
     let home = init_home("127.0.0.1:0");
     let key = home.path().join("data/node.key");
