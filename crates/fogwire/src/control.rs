@@ -161,7 +161,43 @@ pub async fn disconnect(home: &Path, args: DisconnectArgs) -> anyhow::Result<()>
     Ok(())
 }
 
-pub async fn metrics(home: &Path) -> anyhow::Result<()> {
-    print!("{}", client(home)?.metrics().await?);
-    Ok(())
+pub async fn metrics(home: &Path, args: ReadArgs) -> anyhow::Result<()> {
+    let text = client(home)?.metrics().await?;
+    if !args.json {
+        print!("{text}");
+        return Ok(());
+    }
+    let samples: Vec<serde_json::Value> = metric_samples(&text)
+        .into_iter()
+        .map(|(name, labels, value)| {
+            serde_json::json!({"name": name, "labels": labels, "value": value})
+        })
+        .collect();
+    print_json(&samples)
+}
+
+/// The samples of an OpenMetrics text: name, labels and value of each.
+fn metric_samples(text: &str) -> Vec<(String, std::collections::BTreeMap<String, String>, f64)> {
+    let lines = text.lines().map(|line| Ok(line.to_owned()));
+    let Ok(scrape) = prometheus_parse::Scrape::parse(lines) else {
+        return Vec::new();
+    };
+    scrape
+        .samples
+        .into_iter()
+        .filter_map(|sample| {
+            let value = match sample.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => return None,
+            };
+            let labels = sample
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            Some((sample.metric, labels, value))
+        })
+        .collect()
 }

@@ -63,8 +63,15 @@ pub fn run(home: &Path, args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn print_id(home: &Path) -> anyhow::Result<()> {
-    println!("{}", node_id(home)?);
+pub fn print_id(home: &Path, json: bool) -> anyhow::Result<()> {
+    let id = node_id(home)?;
+    if json {
+        return crate::control::print_json(&serde_json::json!({
+            "node_id": id.to_string(),
+            "short": id.short(),
+        }));
+    }
+    println!("{id}");
     Ok(())
 }
 

@@ -122,6 +122,10 @@ pub struct LogsArgs {
     /// Keep printing new lines until the job ends.
     #[arg(short, long)]
     follow: bool,
+    /// One JSON object per line, {"line": "…"} (NDJSON, also when
+    /// following).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -388,7 +392,11 @@ async fn logs(home: &Path, args: LogsArgs) -> anyhow::Result<()> {
             .job_logs(&args.job, from, args.hub.as_deref())
             .await?;
         for line in &logs.lines {
-            println!("{line}");
+            if args.json {
+                println!("{}", serde_json::json!({ "line": line }));
+            } else {
+                println!("{line}");
+            }
         }
         from = logs.next;
         if !args.follow {

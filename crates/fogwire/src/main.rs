@@ -74,7 +74,10 @@ enum Command {
     /// Close the link to a peer and stop redialing it.
     Disconnect(control::DisconnectArgs),
     /// Print the running node's Prometheus metrics.
-    Metrics,
+    ///
+    /// In the OpenMetrics text format; with --json, each sample as
+    /// {"name", "labels", "value"}.
+    Metrics(control::ReadArgs),
     /// List the nodes of the network this node knows (from their signed
     /// adverts): their links, addresses and services.
     Nodes(control::ReadArgs),
@@ -161,7 +164,7 @@ enum Command {
     /// `fogwire ping <node> --hops 3` goes through two relays.
     Ping(route::PingArgs),
     /// Print this node's id (from its key file; the node need not run).
-    Id,
+    Id(control::ReadArgs),
     /// Print a node's IPv6 address (this node's by default): derived from
     /// its id in fd77:6972::/32, so nothing is handed out.
     Ip(exit::IpArgs),
@@ -297,7 +300,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Peers(args) => control::peers(&home, args).await,
         Command::Connect(args) => control::connect(&home, args).await,
         Command::Disconnect(args) => control::disconnect(&home, args).await,
-        Command::Metrics => control::metrics(&home).await,
+        Command::Metrics(args) => control::metrics(&home, args).await,
         Command::Nodes(args) => route::nodes(&home, args).await,
         Command::Exits(args) => exit::exits(&home, args).await,
         Command::Proxy(args) => exit::proxy(&home, args).await,
@@ -315,7 +318,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Market(command) => market::run(&home, command).await,
         Command::Hubs(args) => market::hubs(&home, args.json).await,
         Command::Ledger(args) => wallet::ledger(&home, args).await,
-        Command::Id => init::print_id(&home),
+        Command::Id(args) => init::print_id(&home, args.json),
         Command::Ip(args) => exit::ip(&home, args).await,
         Command::Vpn(command) => exit::vpn(&home, command).await,
         Command::Demo(args) => demo::run(args).await,

@@ -45,6 +45,18 @@ fn two_nodes_started_by_hand_link_and_show_each_other() {
         "{metrics}"
     );
     assert!(metrics.contains("fogwire_handshakes_total{direction=\"outbound\",result=\"ok\"} 1"));
+    // The same samples as JSON.
+    let samples: Vec<serde_json::Value> =
+        serde_json::from_slice(&a.cli(&["metrics", "--json"]).stdout).unwrap();
+    let handshakes = samples
+        .iter()
+        .find(|sample| {
+            sample["name"] == "fogwire_handshakes_total"
+                && sample["labels"]["direction"] == "outbound"
+                && sample["labels"]["result"] == "ok"
+        })
+        .unwrap_or_else(|| panic!("{samples:?}"));
+    assert_eq!(handshakes["value"], 1.0);
 
     let disconnect = a.cli(&["disconnect", &b.node_id().to_string()]);
     assert!(disconnect.status.success(), "{}", stderr(&disconnect));
@@ -180,6 +192,9 @@ fn init_writes_a_commented_config_and_private_data() {
     }
     let id = stdout(&fogwire(home.path(), &["id"]));
     assert!(stdout(&output).contains(id.trim()));
+    let as_json: serde_json::Value =
+        serde_json::from_slice(&fogwire(home.path(), &["id", "--json"]).stdout).unwrap();
+    assert_eq!(as_json["node_id"], id.trim());
     // Running init again refuses to clobber.
     let again = fogwire(home.path(), &["init"]);
     assert!(!again.status.success());

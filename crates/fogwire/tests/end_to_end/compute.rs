@@ -88,6 +88,16 @@ fn job_submit_runs_wasm_and_docker_jobs_on_workers_elsewhere() {
     assert_eq!(status["replicas_run"], 6);
     let logs = stdout(&hub.cli(&["job", "logs", &job[..12]]));
     assert!(logs.contains("accepted (3 of 3 agree"), "{logs}");
+    // The same lines, one JSON object each.
+    let as_json = stdout(&hub.cli(&["job", "logs", &job[..12], "--json"]));
+    let lines: Vec<String> = as_json
+        .lines()
+        .map(|line| {
+            let object: serde_json::Value = serde_json::from_str(line).unwrap();
+            object["line"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(lines, logs.lines().collect::<Vec<_>>());
     let result = hub.cli(&["job", "result", &job[..12], "--json"]);
     let result: serde_json::Value = serde_json::from_str(&stdout(&result)).unwrap();
     assert_eq!(result["outcomes"][0]["exit_code"], 0);
