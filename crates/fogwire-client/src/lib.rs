@@ -65,6 +65,8 @@ pub enum ClientError {
     Decode(#[source] serde_json::Error),
     #[error("the control API's answer exceeds {RESPONSE_BODY_MAX} bytes")]
     TooLarge,
+    #[error("cannot write the output: {0}")]
+    Write(#[source] std::io::Error),
 }
 
 impl Client {
@@ -438,6 +440,38 @@ impl Client {
     }
 
     /// The node's metrics in the OpenMetrics text format.
+    /// Blob `hash`'s bytes, streamed to `out` as they arrive (fetched from
+    /// the node's peers first if it lacks them). Refused, before any byte
+    /// is written, when the blob is a tree's directory node and not a
+    /// file's bytes.
+    pub async fn blob_to(
+        &self,
+        hash: &str,
+        out: &mut (impl tokio::io::AsyncWrite + Unpin),
+    ) -> Result<u64, ClientError> {
+        use tokio::io::AsyncWriteExt;
+        let path = format!("/blobs/{hash}");
+        let mut response = self.start(Method::GET, &path, &[], None::<&()>).await?;
+        if response.headers().contains_key("x-fogwire-object") {
+            return Err(ClientError::Api {
+                status: 409,
+                message: format!(
+                    "{hash} is a directory tree, not a file: restore it into a directory with -o <dir>"
+                ),
+            });
+        }
+        let mut written = 0u64;
+        while let Some(chunk) = within(REQUEST_TIMEOUT, response.chunk())
+            .await?
+            .map_err(ClientError::Http)?
+        {
+            out.write_all(&chunk).await.map_err(ClientError::Write)?;
+            written += chunk.len() as u64;
+        }
+        out.flush().await.map_err(ClientError::Write)?;
+        Ok(written)
+    }
+
     pub async fn metrics(&self) -> Result<String, ClientError> {
         let response = self
             .start(Method::GET, "/metrics", &[], None::<&()>)

@@ -278,7 +278,7 @@ fn content_type(name: &str) -> String {
 }
 
 /// Fetches `hash` alone from the peers, within the gateway's bounds.
-async fn fetch(state: &Arc<ApiState>, hash: Hash) -> Result<(), Refusal> {
+pub(crate) async fn fetch(state: &Arc<ApiState>, hash: Hash, what: &str) -> Result<(), Refusal> {
     let Ok(_slot) = state.gateway_fetches.acquire().await else {
         return Err(refuse(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -293,18 +293,21 @@ async fn fetch(state: &Arc<ApiState>, hash: Hash) -> Result<(), Refusal> {
             | fogwire_replicate::FetchError::NotFound { .. }),
         )) => Err(refuse(
             StatusCode::NOT_FOUND,
-            format!("{hash}, a part of the tree, is not here: {failure}"),
+            format!("{hash}, {what}, is not here: {failure}"),
         )),
         Ok(Err(failure)) => Err(refuse(
             StatusCode::BAD_GATEWAY,
-            format!("cannot fetch {hash}, a part of the tree: {failure}"),
+            format!("cannot fetch {hash}, {what}: {failure}"),
         )),
         Err(_) => Err(refuse(
             StatusCode::GATEWAY_TIMEOUT,
-            format!("{hash}, a part of the tree, did not arrive within {FETCH_TIMEOUT:?}"),
+            format!("{hash}, {what}, did not arrive within {FETCH_TIMEOUT:?}"),
         )),
     }
 }
+
+/// How a fetch names what it fetched for a tree.
+const PART: &str = "a part of the tree";
 
 /// What a request is answered with.
 enum Served {
@@ -370,7 +373,7 @@ async fn serve(
                 "this path needs more parts of the tree than one request may fetch",
             );
         }
-        if let Err(refusal) = fetch(&state, missing).await {
+        if let Err(refusal) = fetch(&state, missing, PART).await {
             return refusal.into_response();
         }
     };
@@ -388,7 +391,7 @@ async fn serve(
             let store = state.node.store().clone();
             let held = tokio::task::spawn_blocking(move || store.entry(&hash)).await;
             if !matches!(held, Ok(Ok(Some(_))))
-                && let Err(refusal) = fetch(&state, hash).await
+                && let Err(refusal) = fetch(&state, hash, PART).await
             {
                 return refusal.into_response();
             }

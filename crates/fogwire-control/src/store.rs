@@ -655,8 +655,39 @@ pub(crate) async fn gateway(
         Ok(hash) => hash,
         Err(refusal) => return refusal.into_response(),
     };
-    serve_blob(&state, hash, &headers, "application/octet-stream").await
+    // A blob this node lacks is fetched from its peers first (that blob
+    // alone: a tree's root is its directory node, not the tree).
+    let store = state.node.store().clone();
+    let object = match tokio::task::spawn_blocking(move || store.object(&hash)).await {
+        Ok(Ok(object)) => object,
+        Ok(Err(StoreError::NotFound(_))) => {
+            if let Err(refusal) = crate::site::fetch(&state, hash, "the blob asked for").await {
+                return refusal.into_response();
+            }
+            let store = state.node.store().clone();
+            tokio::task::spawn_blocking(move || store.object(&hash))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten()
+        }
+        Ok(Err(failure)) => return error(StatusCode::CONFLICT, failure.to_string()),
+        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "the lookup stopped"),
+    };
+    let mut response = serve_blob(&state, hash, &headers, "application/octet-stream").await;
+    // Says that these bytes are a tree's directory node, so that a client
+    // asking for a file's bytes can tell (`store get -o -`).
+    if object.is_some() {
+        response.headers_mut().insert(
+            OBJECT_HEADER,
+            axum::http::HeaderValue::from_static("directory"),
+        );
+    }
+    response
 }
+
+/// Set on a `/blobs` answer whose bytes are a directory node of a tree.
+pub(crate) const OBJECT_HEADER: &str = "x-fogwire-object";
 
 /// Serves blob `hash` (or the range `headers` ask for) as `content_type`.
 pub(crate) async fn serve_blob(

@@ -61,7 +61,8 @@ pub struct AddArgs {
 pub struct GetArgs {
     /// The blob's hash.
     hash: String,
-    /// Where to write it (default: a file named after the hash, here).
+    /// Where to write it (default: a file named after the hash, here);
+    /// `-` writes a file's bytes to standard output.
     #[arg(short, long)]
     output: Option<PathBuf>,
     /// Also fetch from this node, over a route, when it is not a neighbour
@@ -287,6 +288,18 @@ fn print_directory(
 }
 
 async fn get(home: &Path, args: GetArgs) -> anyhow::Result<()> {
+    if args.output.as_deref() == Some(Path::new("-")) {
+        if args.from.is_some() || args.json {
+            anyhow::bail!(
+                "-o - writes only the file's bytes, from this node or its neighbours: \
+                 drop --from and --json, or give -o <file>"
+            );
+        }
+        client(home)?
+            .blob_to(&args.hash, &mut tokio::io::stdout())
+            .await?;
+        return Ok(());
+    }
     let output = absolute(args.output.as_deref().unwrap_or(Path::new(&args.hash)))?;
     let request = StoreGetRequest {
         hash: args.hash.clone(),

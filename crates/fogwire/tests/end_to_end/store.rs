@@ -735,6 +735,8 @@ fn the_gateway_fetches_what_a_path_needs_from_peers_and_nothing_more() {
     let video = pattern(2_000_000, 5);
     std::fs::write(site.join("docs/notes.txt"), &notes).unwrap();
     std::fs::write(site.join("clip.webm"), &video).unwrap();
+    let extra = pattern(700_000, 6);
+    std::fs::write(site.join("extra.bin"), &extra).unwrap();
     let added = seed.cli(&["store", "add", site.to_str().unwrap()]);
     assert!(added.status.success(), "{}", stderr(&added));
     let root = stdout(&added).split_whitespace().next().unwrap().to_owned();
@@ -754,13 +756,28 @@ fn the_gateway_fetches_what_a_path_needs_from_peers_and_nothing_more() {
     assert_eq!(body, &video[1_500_000..1_500_100]);
     // Only that: the notes stay on the seed until a request needs them.
     let notes_hash = hash_of(&notes);
-    let (head, _) = http_get(&reader, &format!("/blobs/{notes_hash}"), "");
-    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    let held = |node: &TestNode| -> Vec<String> {
+        let blobs: Vec<serde_json::Value> = json(&node.cli(&["store", "ls", "--json"]));
+        blobs
+            .iter()
+            .map(|blob| blob["hash"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(held(&reader).contains(&hash_of(&video)));
+    assert!(!held(&reader).contains(&notes_hash));
     let (head, body) = http_get(&reader, &format!("/tree/{root}/docs/notes.txt"), "");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(body, notes);
-    let (head, _) = http_get(&reader, &format!("/blobs/{notes_hash}"), "");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(held(&reader).contains(&notes_hash));
+    // `store get -o -`: a file's bytes on standard output, fetched from
+    // the seed as needed; a tree is refused with what to do instead.
+    let piped = reader.cli(&["store", "get", &hash_of(&extra), "-o", "-"]);
+    assert!(piped.status.success(), "{}", stderr(&piped));
+    assert_eq!(piped.stdout, extra);
+    let tree = reader.cli(&["store", "get", &root, "-o", "-"]);
+    assert!(!tree.status.success());
+    assert!(tree.stdout.is_empty());
+    assert!(stderr(&tree).contains("-o <dir>"), "{}", stderr(&tree));
     // A tree nobody holds: said so.
     let (head, body) = http_get(&reader, &format!("/tree/{}/", "1".repeat(64)), "");
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
