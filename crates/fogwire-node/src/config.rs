@@ -149,6 +149,17 @@ pub struct LogSection {
     /// "info,fogwire_link=debug". The RUST_LOG variable overrides it.
     #[default("info".into())]
     pub level: String,
+    /// "text" (one line per event, for people) or "json" (one JSON object
+    /// per line, for log collectors).
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// A configuration that cannot be used, with where and why.

@@ -30,7 +30,10 @@ fn raise_open_files_limit() {
 pub async fn run(home: &Path) -> anyhow::Result<()> {
     let config_path = home.join(CONFIG_FILE_NAME);
     let config = Config::load(&config_path)?;
-    init_logging(&config.log.level);
+    init_logging(
+        &config.log.level,
+        config.log.format == fogwire_node::config::LogFormat::Json,
+    );
     raise_open_files_limit();
     // Watched from the start: a signal that came before the handlers were
     // installed would kill the process without a clean stop (a script that
@@ -81,14 +84,36 @@ pub async fn run(home: &Path) -> anyhow::Result<()> {
 }
 
 /// Logs to standard error; RUST_LOG, if set, wins over the configured level.
-pub fn init_logging(level: &str) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::builder().parse(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+pub fn init_logging(level: &str, json: bool) {
+    let configured = || {
+        EnvFilter::builder()
+            .parse(level)
+            .unwrap_or_else(|_| EnvFilter::new("info"))
+    };
+    // RUST_LOG wins, when it says something; a filter that does not parse
+    // is reported, never silently ignored.
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(text) if !text.trim().is_empty() => match EnvFilter::builder().parse(&text) {
+            Ok(filter) => filter,
+            Err(error) => {
+                eprintln!(
+                    "warning: RUST_LOG={text:?} is not a tracing filter ({error}); logging at \
+                     {level:?} instead (RUST_LOG=debug, or RUST_LOG=info,fogwire_link=debug)"
+                );
+                configured()
+            }
+        },
+        _ => configured(),
+    };
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
+    };
 }

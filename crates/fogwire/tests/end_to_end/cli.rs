@@ -246,6 +246,28 @@ fn completions_and_manual_pages_come_from_the_cli_itself() {
 }
 
 #[test]
+fn logs_can_be_json_and_a_bad_rust_log_is_reported_not_ignored() {
+    // [log] format = "json": one object per line, a collector's format.
+    let node = TestNode::start_with("log", "format = \"json\"");
+    node.wait_for_log("listening", 1);
+    let log = node.log();
+    let first: serde_json::Value =
+        serde_json::from_str(log.lines().next().unwrap()).unwrap_or_else(|e| panic!("{e}: {log}"));
+    assert!(first["level"].is_string(), "{first}");
+    assert!(first["fields"]["message"].is_string(), "{first}");
+    drop(node);
+    // A RUST_LOG that is no filter: said so, and the node logs at its
+    // configured level instead.
+    let node = TestNode::start_logging(init_home("127.0.0.1:0"), "fogwire=[bogus");
+    node.wait_for_log("listening", 1);
+    let log = node.log();
+    assert!(
+        log.contains("RUST_LOG=\"fogwire=[bogus\" is not a tracing filter"),
+        "{log}"
+    );
+}
+
+#[test]
 fn the_node_refuses_a_key_file_others_can_read() {
     let home = init_home("127.0.0.1:0");
     let key = home.path().join("data/node.key");

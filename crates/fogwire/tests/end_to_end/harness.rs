@@ -83,12 +83,17 @@ impl TestNode {
 
     /// Starts `fogwire node` in an initialised home.
     pub fn start_in(home: tempfile::TempDir) -> Self {
+        Self::start_logging(home, "info")
+    }
+
+    /// [`TestNode::start_in`] with `RUST_LOG` set to `rust_log`.
+    pub fn start_logging(home: tempfile::TempDir, rust_log: &str) -> Self {
         let log = home.path().join("node.log");
         let child = Command::new(BINARY)
             .arg("--home")
             .arg(home.path())
             .arg("node")
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
