@@ -76,7 +76,7 @@ impl Default for Options {
             routes: true,
             exit: true,
             stream_bytes: 256 * 1024 * 1024,
-            compute: Some(std::path::PathBuf::from("fogwire-mandelbrot.png")),
+            compute: Some(std::env::temp_dir().join("fogwire-mandelbrot.png")),
             cluster: true,
         }
     }
@@ -277,6 +277,7 @@ pub async fn run(
         }
     }
     let mut ticker = tokio::time::interval(options.refresh);
+    let mut drawn_lines = 0usize;
     loop {
         if interrupted_by_user {
             break;
@@ -298,7 +299,13 @@ pub async fn run(
         );
         if options.redraw {
             // Clear the screen and draw from the top.
-            write!(out, "\x1b[2J\x1b[H{table}")?;
+            // Over the last table only: every stage's story stays above
+            // it (and in the scrollback) to the end.
+            if drawn_lines > 0 {
+                write!(out, "\x1b[{drawn_lines}A\x1b[J")?;
+            }
+            write!(out, "{table}")?;
+            drawn_lines = table.matches('\n').count();
         } else {
             writeln!(out, "{table}")?;
         }

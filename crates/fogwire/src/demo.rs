@@ -38,9 +38,11 @@ pub struct Args {
     /// skipped too.
     #[arg(long)]
     no_cluster: bool,
-    /// Where the compute stage writes its image.
-    #[arg(long, value_name = "PATH", default_value = "fogwire-mandelbrot.png")]
-    image: std::path::PathBuf,
+    /// Where the compute stage writes its image (default:
+    /// fogwire-mandelbrot.png in the system's temporary directory, never
+    /// over a file of the directory you run it in).
+    #[arg(long, value_name = "PATH")]
+    image: Option<std::path::PathBuf>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -58,7 +60,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         routes: !args.no_routes,
         exit: !args.no_exit,
         stream_bytes: args.stream,
-        compute: (!args.no_compute).then(|| args.image.clone()),
+        compute: (!args.no_compute).then(|| {
+            args.image
+                .clone()
+                .unwrap_or_else(|| std::env::temp_dir().join("fogwire-mandelbrot.png"))
+        }),
         cluster: !args.no_cluster,
     };
     let interrupted = async {
