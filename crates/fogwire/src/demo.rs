@@ -48,7 +48,7 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     // Link events (and the killed relay's neighbours redialing it) would
     // scroll the table away; RUST_LOG still wins.
-    crate::node::init_logging("error", false);
+    let _ = crate::node::init_logging("error", false);
     let stdout_is_terminal = std::io::stdout().is_terminal();
     let options = fogwire_demo::Options {
         nodes: args.nodes,

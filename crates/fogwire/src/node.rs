@@ -30,7 +30,7 @@ fn raise_open_files_limit() {
 pub async fn run(home: &Path) -> anyhow::Result<()> {
     let config_path = home.join(CONFIG_FILE_NAME);
     let config = Config::load(&config_path)?;
-    init_logging(
+    let log_level = init_logging(
         &config.log.level,
         config.log.format == fogwire_node::config::LogFormat::Json,
     );
@@ -40,6 +40,7 @@ pub async fn run(home: &Path) -> anyhow::Result<()> {
     // stops the node as soon as api.addr appears would see a failure).
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
 
     let data_dir = DataDir::new(config.data_dir_for(&config_path));
     data_dir.create()?;
@@ -70,11 +71,22 @@ pub async fn run(home: &Path) -> anyhow::Result<()> {
         stop.clone(),
     ));
 
-    let signal_name = tokio::select! {
-        _ = terminate.recv() => "SIGTERM",
-        _ = interrupt.recv() => "SIGINT",
+    // systemd (Type=notify) learns the node is up only now: its links
+    // listen and its API answers.
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&format!("running; control API on {api_addr}")),
+    ]);
+    let mut running = config;
+    let signal_name = loop {
+        tokio::select! {
+            _ = terminate.recv() => break "SIGTERM",
+            _ = interrupt.recv() => break "SIGINT",
+            _ = hangup.recv() => reload(&config_path, &mut running, log_level.as_ref()),
+        }
     };
     tracing::info!("{signal_name} received: shutting down");
+    notify(&[sd_notify::NotifyState::Stopping]);
     stop.cancel();
     node.shutdown().await;
     let _ = api.await;
@@ -83,8 +95,60 @@ pub async fn run(home: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Logs to standard error; RUST_LOG, if set, wins over the configured level.
-pub fn init_logging(level: &str, json: bool) {
+/// Tells the service manager (systemd's `NOTIFY_SOCKET`) how the node is;
+/// nothing when there is none.
+fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(error) = sd_notify::notify(false, states) {
+        tracing::warn!(%error, "cannot tell the service manager the node's state");
+    }
+}
+
+/// SIGHUP: reads the configuration file again. The log level is applied
+/// at once (unless RUST_LOG sets it); the rest takes effect at the next
+/// start, and the log says so. A file that does not load changes nothing.
+fn reload(path: &Path, running: &mut Config, log_level: Option<&LogLevel>) {
+    notify(&[sd_notify::NotifyState::Reloading]);
+    match Config::load(path) {
+        Err(error) => {
+            tracing::warn!("SIGHUP: {error}; the running configuration stays as it was");
+        }
+        Ok(new) => {
+            if new.log.level != running.log.level {
+                match log_level {
+                    Some(handle) => match EnvFilter::builder().parse(&new.log.level) {
+                        Ok(filter) => {
+                            let _ = handle.reload(filter);
+                            tracing::info!(level = %new.log.level, "SIGHUP: log level changed");
+                        }
+                        Err(error) => tracing::warn!(%error, "SIGHUP: log level not changed"),
+                    },
+                    None => tracing::info!(
+                        "SIGHUP: RUST_LOG sets the log level; [log] level is not applied"
+                    ),
+                }
+            }
+            let mut rest = new.clone();
+            rest.log = running.log.clone();
+            if rest != *running {
+                tracing::warn!(
+                    "SIGHUP: other settings changed in {}; they take effect at the next start \
+                     (systemctl restart fogwire)",
+                    path.display()
+                );
+            }
+            tracing::info!("SIGHUP: configuration reloaded from {}", path.display());
+            *running = new;
+        }
+    }
+    notify(&[sd_notify::NotifyState::Ready]);
+}
+
+/// Changes the log filter of a running node.
+pub type LogLevel = tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>;
+
+/// Logs to standard error; RUST_LOG, if set, wins over the configured
+/// level. The handle changes the level later, unless RUST_LOG set it.
+pub fn init_logging(level: &str, json: bool) -> Option<LogLevel> {
     let configured = || {
         EnvFilter::builder()
             .parse(level)
@@ -92,9 +156,13 @@ pub fn init_logging(level: &str, json: bool) {
     };
     // RUST_LOG wins, when it says something; a filter that does not parse
     // is reported, never silently ignored.
+    let mut from_env = false;
     let filter = match std::env::var("RUST_LOG") {
         Ok(text) if !text.trim().is_empty() => match EnvFilter::builder().parse(&text) {
-            Ok(filter) => filter,
+            Ok(filter) => {
+                from_env = true;
+                filter
+            }
             Err(error) => {
                 eprintln!(
                     "warning: RUST_LOG={text:?} is not a tracing filter ({error}); logging at \
@@ -105,15 +173,21 @@ pub fn init_logging(level: &str, json: bool) {
         },
         _ => configured(),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let format = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false);
-    let _ = if json {
-        builder.json().try_init()
+    let format = if json {
+        format.json().boxed()
     } else {
-        builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init()
+        format.with_ansi(std::io::stderr().is_terminal()).boxed()
     };
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(format)
+        .try_init();
+    (!from_env).then_some(handle)
 }

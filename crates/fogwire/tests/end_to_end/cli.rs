@@ -268,6 +268,77 @@ fn logs_can_be_json_and_a_bad_rust_log_is_reported_not_ignored() {
 }
 
 #[test]
+fn the_node_tells_its_service_manager_it_is_ready_reloads_on_sighup_and_says_it_stops() {
+    use std::os::unix::net::UnixDatagram;
+    let home = init_home("127.0.0.1:0");
+    // What systemd gives a Type=notify service: a datagram socket.
+    let socket_path = home.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let next = || {
+        let mut message = [0u8; 4096];
+        let len = socket.recv(&mut message).expect("a notification");
+        String::from_utf8_lossy(&message[..len]).into_owned()
+    };
+    let log_path = home.path().join("node.log");
+    let mut node = std::process::Command::new(crate::harness::BINARY)
+        .arg("--home")
+        .arg(home.path())
+        .arg("node")
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let ready = next();
+    assert!(ready.contains("READY=1"), "{ready}");
+    // Ready means ready: the control API already answers.
+    let status = fogwire(home.path(), &["status"]);
+    assert!(status.status.success(), "{}", stderr(&status));
+
+    let hangup = |node: &std::process::Child| {
+        let sent = std::process::Command::new("kill")
+            .args(["-HUP", &node.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    let config = home.path().join("fogwire.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("# level = \"info\"", "level = \"debug\""),
+    )
+    .unwrap();
+    hangup(&node);
+    assert!(next().contains("RELOADING=1"));
+    assert!(next().contains("READY=1"));
+    let log = || std::fs::read_to_string(&log_path).unwrap();
+    wait_until("the new level to be taken", || {
+        log().contains("SIGHUP: log level changed")
+    });
+    // A file that no longer loads changes nothing, and says so.
+    std::fs::write(&config, "[link\n").unwrap();
+    hangup(&node);
+    assert!(next().contains("RELOADING=1"));
+    assert!(next().contains("READY=1"));
+    wait_until("the bad file to be reported", || {
+        log().contains("the running configuration stays as it was")
+    });
+
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &node.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    assert!(next().contains("STOPPING=1"));
+    assert!(node.wait().unwrap().success(), "{}", log());
+}
+
+#[test]
 fn the_node_refuses_a_key_file_others_can_read() {
     let home = init_home("127.0.0.1:0");
     let key = home.path().join("data/node.key");
