@@ -472,6 +472,42 @@ impl Client {
         Ok(written)
     }
 
+    /// The first `max` bytes of blob `hash` (fetched from the node's peers
+    /// first if it lacks it), and the blob's whole size.
+    pub async fn blob_head(&self, hash: &str, max: u64) -> Result<(Vec<u8>, u64), ClientError> {
+        let response = self
+            .http
+            .get(format!("{}/blobs/{hash}", self.base))
+            .bearer_auth(&self.token)
+            .header(header::RANGE, format!("bytes=0-{}", max.max(1) - 1))
+            .send()
+            .await
+            .map_err(ClientError::Http)?;
+        let status = response.status();
+        // What a range of an empty blob gets: nothing to show.
+        if status == StatusCode::RANGE_NOT_SATISFIABLE {
+            return Ok((Vec::new(), 0));
+        }
+        let total = response
+            .headers()
+            .get(header::CONTENT_RANGE)
+            .and_then(|range| range.to_str().ok())
+            .and_then(|range| range.rsplit('/').next()?.parse::<u64>().ok());
+        if status != StatusCode::PARTIAL_CONTENT && status != StatusCode::OK {
+            let body = read_limited(response).await?;
+            let message = serde_json::from_slice::<ErrorBody>(&body)
+                .map(|error| error.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+            return Err(ClientError::Api {
+                status: status.as_u16(),
+                message,
+            });
+        }
+        let body = within(REQUEST_TIMEOUT, read_limited(response)).await??;
+        let total = total.unwrap_or(body.len() as u64);
+        Ok((body, total))
+    }
+
     pub async fn metrics(&self) -> Result<String, ClientError> {
         let response = self
             .start(Method::GET, "/metrics", &[], None::<&()>)

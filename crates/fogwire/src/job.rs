@@ -31,7 +31,9 @@ pub enum Command {
     /// Where a job stands.
     Status(JobArgs),
     /// What the hub has logged about a job (placements, commitments,
-    /// agreements, cheats caught).
+    /// agreements, cheats caught), then, once it is done, what the
+    /// program printed: each task's stdout and stderr from its accepted
+    /// replica (the first 64 KiB of each; `job result -o` writes all).
     Logs(LogsArgs),
     /// A finished job's outcomes; with -o, its outputs written here.
     Result(ResultArgs),
@@ -122,8 +124,9 @@ pub struct LogsArgs {
     /// Keep printing new lines until the job ends.
     #[arg(short, long)]
     follow: bool,
-    /// One JSON object per line, {"line": "…"} (NDJSON, also when
-    /// following).
+    /// One JSON object per line (NDJSON, also when following): the hub's
+    /// lines as {"line"}, then each task's output as {"task", "stream",
+    /// "output", "bytes", "cut"}.
     #[arg(long)]
     json: bool,
 }
@@ -399,15 +402,64 @@ async fn logs(home: &Path, args: LogsArgs) -> anyhow::Result<()> {
             }
         }
         from = logs.next;
-        if !args.follow {
-            return Ok(());
-        }
         let info = client.job(&args.job, args.hub.as_deref()).await?;
-        if info.state != "running" && logs.lines.is_empty() {
+        let ended = info.state != "running" && logs.lines.is_empty();
+        if ended || !args.follow {
+            if info.state == "done" {
+                program_output(&client, &args).await?;
+            }
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// What `job logs` shows of each task's own output.
+const OUTPUT_SHOWN: u64 = 64 * 1024;
+
+/// Each task's stdout and stderr, from its accepted replica.
+async fn program_output(client: &fogwire_client::Client, args: &LogsArgs) -> anyhow::Result<()> {
+    let result = client.job_result(&args.job, args.hub.as_deref()).await?;
+    for outcome in &result.outcomes {
+        for (stream, hash) in [("stdout", &outcome.stdout), ("stderr", &outcome.stderr)] {
+            let (bytes, total) = client
+                .blob_head(hash, OUTPUT_SHOWN)
+                .await
+                .with_context(|| format!("task {}'s {stream} ({})", outcome.index, short(hash)))?;
+            if total == 0 {
+                continue;
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            let cut = total.saturating_sub(bytes.len() as u64);
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "task": outcome.index, "stream": stream, "output": text,
+                        "bytes": total, "cut": cut,
+                    })
+                );
+                continue;
+            }
+            println!(
+                "── task {} {stream} ({}) ──",
+                outcome.index,
+                format_bytes(total)
+            );
+            print!("{text}");
+            if !text.ends_with('\n') {
+                println!();
+            }
+            if cut > 0 {
+                println!(
+                    "… {} more: fogwire job result {} -o <dir> writes it all",
+                    format_bytes(cut),
+                    args.job
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn result(home: &Path, args: ResultArgs) -> anyhow::Result<()> {

@@ -88,16 +88,27 @@ fn job_submit_runs_wasm_and_docker_jobs_on_workers_elsewhere() {
     assert_eq!(status["replicas_run"], 6);
     let logs = stdout(&hub.cli(&["job", "logs", &job[..12]]));
     assert!(logs.contains("accepted (3 of 3 agree"), "{logs}");
-    // The same lines, one JSON object each.
+    // Then what the program printed, task by task.
+    assert!(logs.contains("── task 1 stdout"), "{logs}");
+    assert!(logs.contains("HELLO, FOG COMPUTE"), "{logs}");
+    // The same, one JSON object each: the hub's lines, then the outputs.
     let as_json = stdout(&hub.cli(&["job", "logs", &job[..12], "--json"]));
-    let lines: Vec<String> = as_json
+    let objects: Vec<serde_json::Value> = as_json
         .lines()
-        .map(|line| {
-            let object: serde_json::Value = serde_json::from_str(line).unwrap();
-            object["line"].as_str().unwrap().to_owned()
-        })
+        .map(|line| serde_json::from_str(line).unwrap())
         .collect();
-    assert_eq!(lines, logs.lines().collect::<Vec<_>>());
+    let hub_lines: Vec<&str> = objects
+        .iter()
+        .filter_map(|object| object["line"].as_str())
+        .collect();
+    assert!(!hub_lines.is_empty());
+    assert!(logs.starts_with(&hub_lines.join("\n")), "{logs}");
+    assert!(
+        objects.iter().any(
+            |object| object["stream"] == "stdout" && object["output"] == "HELLO, FOG COMPUTE\n"
+        ),
+        "{as_json}"
+    );
     let result = hub.cli(&["job", "result", &job[..12], "--json"]);
     let result: serde_json::Value = serde_json::from_str(&stdout(&result)).unwrap();
     assert_eq!(result["outcomes"][0]["exit_code"], 0);
