@@ -68,6 +68,7 @@ mod feeds;
 mod jobs;
 mod ledger;
 mod market;
+mod metrics;
 mod ndjson;
 mod prefix;
 mod routes;

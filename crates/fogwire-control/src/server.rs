@@ -164,7 +164,7 @@ pub async fn serve(
         .route("/v1/market/ask", post(crate::market::ask))
         .route("/v1/market/bid", post(crate::market::bid))
         .route("/v1/market/cancel", post(crate::market::cancel))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(crate::metrics::metrics))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(DefaultBodyLimit::max(REQUEST_BODY_MAX))
@@ -478,17 +478,6 @@ async fn disconnect(State(state): State<Arc<ApiState>>, Path(node_id): Path<Stri
             format!("{peer} is neither linked nor wanted"),
         ),
     }
-}
-
-async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.node.metrics_text(),
-    )
-        .into_response()
 }
 
 async fn not_found() -> Response {

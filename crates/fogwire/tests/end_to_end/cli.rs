@@ -57,6 +57,19 @@ fn two_nodes_started_by_hand_link_and_show_each_other() {
         })
         .unwrap_or_else(|| panic!("{samples:?}"));
     assert_eq!(handshakes["value"], 1.0);
+    // Beside the links: the build, routing, the store and replication,
+    // in one valid exposition (one `# EOF`, at the end).
+    for family in [
+        "fogwire_build_info{version=",
+        "fogwire_known_nodes ",
+        "fogwire_transit_routes ",
+        "fogwire_store_blobs ",
+        "# TYPE fogwire_replication_served_bytes gauge",
+    ] {
+        assert!(metrics.contains(family), "{family} missing:\n{metrics}");
+    }
+    assert_eq!(metrics.matches("# EOF").count(), 1, "{metrics}");
+    assert!(metrics.trim_end().ends_with("# EOF"), "{metrics}");
 
     let disconnect = a.cli(&["disconnect", &b.node_id().to_string()]);
     assert!(disconnect.status.success(), "{}", stderr(&disconnect));

@@ -1,0 +1,214 @@
+//! `GET /metrics`: the node's link metrics, and beside them what every
+//! other subsystem counts — routing, the store, replication, the cluster
+//! — and the build, read at each scrape (nothing kept between scrapes).
+//! OpenMetrics text, encoded by prometheus-client.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use crate::server::ApiState;
+
+/// A gauge set once per scrape. Counters the node keeps from its start
+/// are shown as gauges of their current value: this registry lives only
+/// for one scrape, so it cannot keep a counter's history itself.
+fn gauge(registry: &mut Registry, name: &str, help: &str, value: u64) {
+    let gauge: Gauge = Gauge::default();
+    gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+    registry.register(name, help, gauge);
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabel {
+    peer: String,
+}
+
+fn by_state<'a>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    states: impl IntoIterator<Item = &'a str>,
+) {
+    let family = Family::<StateLabel, Gauge>::default();
+    for state in states {
+        family
+            .get_or_create(&StateLabel {
+                state: state.to_owned(),
+            })
+            .inc();
+    }
+    registry.register(name, help, family);
+}
+
+/// The subsystems' metrics, in the OpenMetrics text format (with its
+/// closing `# EOF`).
+async fn subsystems(state: &ApiState) -> String {
+    let mut registry = Registry::with_prefix("fogwire");
+    registry.register(
+        "build",
+        "The fogwire build this node runs",
+        Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+    );
+
+    // Routing.
+    if let Ok(listing) = state.node.routing().routes().await {
+        by_state(
+            &mut registry,
+            "routes",
+            "Routes this node opened, by state",
+            listing.routes.iter().map(|route| match route.status {
+                fogwire_route::proto::router::RouteStatus::Up => "up",
+                fogwire_route::proto::router::RouteStatus::SettingUp => "setting_up",
+                fogwire_route::proto::router::RouteStatus::Repairing => "repairing",
+            }),
+        );
+        gauge(
+            &mut registry,
+            "transit_routes",
+            "Routes of others this node relays now",
+            listing.transit.len() as u64,
+        );
+        let relayed = listing.transit_total();
+        gauge(
+            &mut registry,
+            "transit_bytes",
+            "Bytes this node relays for others on the routes it carries now",
+            relayed.bytes_forward + relayed.bytes_backward,
+        );
+        let stats = &listing.stats;
+        for (name, help, value) in [
+            (
+                "adverts_accepted",
+                "Adverts accepted since start",
+                stats.adverts_accepted,
+            ),
+            (
+                "adverts_refused",
+                "Adverts refused since start",
+                stats.adverts_refused,
+            ),
+            (
+                "routes_broken",
+                "Routes broken since start",
+                stats.routes_broken,
+            ),
+            (
+                "routes_repaired",
+                "Routes repaired since start",
+                stats.routes_repaired,
+            ),
+            (
+                "receipts_stored",
+                "Forwarding receipts kept since start",
+                stats.receipts_stored,
+            ),
+        ] {
+            gauge(&mut registry, name, help, value);
+        }
+    }
+    if let Ok(nodes) = state.node.routing().nodes().await {
+        gauge(
+            &mut registry,
+            "known_nodes",
+            "Nodes whose signed adverts this node holds",
+            nodes.len() as u64,
+        );
+    }
+
+    // The store.
+    let store = state.node.store().clone();
+    if let Ok(Ok(stat)) = tokio::task::spawn_blocking(move || store.stat()).await {
+        for (name, help, value) in [
+            ("store_blobs", "Blobs in the store", stat.blobs),
+            ("store_bytes", "Bytes of the blobs in the store", stat.bytes),
+            (
+                "store_pinned_blobs",
+                "Blobs kept from collection",
+                stat.pinned_blobs,
+            ),
+            (
+                "store_pinned_bytes",
+                "Bytes kept from collection",
+                stat.pinned_bytes,
+            ),
+            ("store_tags", "Tags", stat.tags),
+        ] {
+            gauge(&mut registry, name, help, value);
+        }
+    }
+
+    // Replication: what this node served to and fetched from each peer.
+    let served = Family::<PeerLabel, Gauge>::default();
+    let fetched = Family::<PeerLabel, Gauge>::default();
+    for peer in state.node.replication().peers() {
+        let label = PeerLabel {
+            peer: peer.peer.to_string(),
+        };
+        let bytes = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        served.get_or_create(&label).set(bytes(peer.served_bytes));
+        fetched.get_or_create(&label).set(bytes(peer.fetched_bytes));
+    }
+    registry.register(
+        "replication_served_bytes",
+        "Store bytes served to each peer since start",
+        served,
+    );
+    registry.register(
+        "replication_fetched_bytes",
+        "Store bytes fetched from each peer since start",
+        fetched,
+    );
+
+    // The cluster.
+    let cluster = state.node.cluster().status();
+    if cluster.cluster.is_some() {
+        by_state(
+            &mut registry,
+            "cluster_members",
+            "Members of this board's cluster, by state",
+            cluster.members.iter().map(|member| member.state.as_str()),
+        );
+        by_state(
+            &mut registry,
+            "cluster_services",
+            "Services the cluster runs on this board, by state",
+            cluster
+                .services
+                .iter()
+                .map(|service| service.state.as_str()),
+        );
+    }
+
+    let mut text = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+    text
+}
+
+pub(crate) async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+    // The links' registry first, without its closing line; then the rest,
+    // which closes the exposition.
+    let links = state.node.metrics_text();
+    let links = links.trim_end().strip_suffix("# EOF").unwrap_or(&links);
+    let text = format!("{}{}", links, subsystems(&state).await);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
