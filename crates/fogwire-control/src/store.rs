@@ -912,3 +912,40 @@ mod tests {
         assert_eq!(range("bytes=0-0", 0), Some(Err(())));
     }
 }
+
+#[cfg(test)]
+mod range_tests {
+    use super::parse_byte_range;
+
+    /// What a header gives: a range, 416, or the whole blob.
+    type Parsed = Option<Result<(u64, u64), ()>>;
+
+    /// Range headers of every odd shape, for a blob of 100 bytes: a
+    /// satisfiable one is `start..end`; one past the end (or of an empty
+    /// blob) is `Err` (416); anything malformed, several ranges or another
+    /// unit is `None`, answered with the whole blob (RFC 9110 allows it).
+    #[test]
+    fn range_headers_of_every_odd_shape() {
+        let cases: [(&str, Parsed); 15] = [
+            ("bytes=0-0", Some(Ok((0, 1)))),
+            ("bytes=99-99", Some(Ok((99, 100)))),
+            ("bytes= 1-2", Some(Ok((1, 3)))),
+            ("BYTES=0-1", Some(Ok((0, 2)))),
+            ("bytes=-1000", Some(Ok((0, 100)))),
+            ("bytes=0-18446744073709551615", Some(Ok((0, 100)))),
+            ("bytes=-0", Some(Err(()))),
+            ("bytes=100-", Some(Err(()))),
+            ("bytes=18446744073709551616-", Some(Err(()))),
+            ("bytes=5-2", None),
+            ("bytes=0-1,5-6", None),
+            ("items=0-5", None),
+            ("bytes=", None),
+            ("bytes=-", None),
+            ("bytes=1-2-3", None),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(parse_byte_range(value, 100), expected, "{value}");
+        }
+        assert_eq!(parse_byte_range("bytes=0-", 0), Some(Err(())));
+    }
+}
