@@ -131,7 +131,10 @@ fn walk(store: &Store, root: Hash, segments: &[String]) -> Result<Target, Stop> 
     };
     for (depth, segment) in segments.iter().enumerate() {
         let Target::Directory { hash } = target else {
-            let walked = segments[..depth].join("/");
+            let walked = match depth {
+                0 => "the root".to_owned(),
+                _ => segments[..depth].join("/"),
+            };
             return Err(Stop::Refused(refuse(
                 StatusCode::NOT_FOUND,
                 format!("{walked} is a file, not a directory"),

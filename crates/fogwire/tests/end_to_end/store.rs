@@ -722,6 +722,15 @@ fn a_site_published_to_a_feed_is_served_by_path_with_types_ranges_and_listings()
     // A tree this node does not hold.
     let (head, _) = http_get(&node, &format!("/tree/{}/", "1".repeat(64)), "");
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    // A feed or tree whose root is a file: the file itself, and no path
+    // below it.
+    let file = hash_of(&video);
+    let (head, body) = http_get(&node, &format!("/tree/{file}"), "");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, video);
+    let (head, body) = http_get(&node, &format!("/tree/{file}/x"), "");
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    assert!(String::from_utf8_lossy(&body).contains("the root is a file"));
 }
 
 #[test]
