@@ -413,96 +413,35 @@ async fn serve(
     }
 }
 
-fn tree_hash(root: &str) -> Result<Hash, Refusal> {
-    root.parse::<Hash>().map_err(|e| {
-        refuse(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "`{}` is not a tree's root hash: {e}",
-                root.chars().take(80).collect::<String>()
-            ),
-        )
-    })
+/// Where a request's tree comes from: a root hash, or a feed's newest
+/// version this node holds.
+enum Source {
+    Tree(String),
+    Feed(String),
 }
 
-/// `GET /tree/<root>`: a directory is redirected to `/tree/<root>/`.
-pub(crate) async fn tree_bare(
-    State(state): State<Arc<ApiState>>,
-    Path(root): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    match tree_hash(&root) {
-        Ok(hash) => {
-            serve(
-                state,
-                hash,
-                format!("/tree/{hash}"),
-                String::new(),
-                false,
-                headers,
-            )
-            .await
+/// The root `source` names, and the URL it is served under.
+async fn root_of(state: &Arc<ApiState>, source: Source) -> Result<(Hash, String), Refusal> {
+    let text = match &source {
+        Source::Tree(text) | Source::Feed(text) => text.chars().take(80).collect::<String>(),
+    };
+    let feed = match source {
+        Source::Tree(root) => {
+            let hash = root.parse::<Hash>().map_err(|e| {
+                refuse(
+                    StatusCode::BAD_REQUEST,
+                    format!("`{text}` is not a tree's root hash: {e}"),
+                )
+            })?;
+            return Ok((hash, format!("/tree/{hash}")));
         }
-        Err(refusal) => refusal.into_response(),
-    }
-}
-
-/// `GET /tree/<root>/`.
-pub(crate) async fn tree_root(
-    State(state): State<Arc<ApiState>>,
-    Path(root): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    match tree_hash(&root) {
-        Ok(hash) => {
-            serve(
-                state,
-                hash,
-                format!("/tree/{hash}"),
-                String::new(),
-                true,
-                headers,
+        Source::Feed(feed) => feed.parse::<fogwire_store::FeedId>().map_err(|e| {
+            refuse(
+                StatusCode::BAD_REQUEST,
+                format!("`{text}` is not a feed id (fwfeed1…): {e}"),
             )
-            .await
-        }
-        Err(refusal) => refusal.into_response(),
-    }
-}
-
-/// `GET /tree/<root>/<path>`.
-pub(crate) async fn tree(
-    State(state): State<Arc<ApiState>>,
-    Path((root, path)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    match tree_hash(&root) {
-        Ok(hash) => {
-            let trailing = path.ends_with('/');
-            serve(
-                state,
-                hash,
-                format!("/tree/{hash}"),
-                path,
-                trailing,
-                headers,
-            )
-            .await
-        }
-        Err(refusal) => refusal.into_response(),
-    }
-}
-
-/// The root of the newest version of `feed` this node holds.
-async fn feed_content(state: &Arc<ApiState>, feed: &str) -> Result<(Hash, String), Refusal> {
-    let feed = feed.parse::<fogwire_store::FeedId>().map_err(|e| {
-        refuse(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "`{}` is not a feed id (fwfeed1…): {e}",
-                feed.chars().take(80).collect::<String>()
-            ),
-        )
-    })?;
+        })?,
+    };
     let store = state.node.store().clone();
     match tokio::task::spawn_blocking(move || store.feed_root(&feed)).await {
         Ok(Ok(Some(root))) => Ok((root.content, format!("/feed/{feed}"))),
@@ -520,6 +459,49 @@ async fn feed_content(state: &Arc<ApiState>, feed: &str) -> Result<(Hash, String
     }
 }
 
+/// Serves `path` of `source`'s tree; `trailing`: whether the URL ended
+/// in a slash.
+async fn answer(
+    state: Arc<ApiState>,
+    source: Source,
+    path: String,
+    trailing: bool,
+    headers: HeaderMap,
+) -> Response {
+    match root_of(&state, source).await {
+        Ok((root, base)) => serve(state, root, base, path, trailing, headers).await,
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// `GET /tree/<root>`: a directory is redirected to `/tree/<root>/`.
+pub(crate) async fn tree_bare(
+    State(state): State<Arc<ApiState>>,
+    Path(root): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    answer(state, Source::Tree(root), String::new(), false, headers).await
+}
+
+/// `GET /tree/<root>/`.
+pub(crate) async fn tree_root(
+    State(state): State<Arc<ApiState>>,
+    Path(root): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    answer(state, Source::Tree(root), String::new(), true, headers).await
+}
+
+/// `GET /tree/<root>/<path>`.
+pub(crate) async fn tree(
+    State(state): State<Arc<ApiState>>,
+    Path((root, path)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let trailing = path.ends_with('/');
+    answer(state, Source::Tree(root), path, trailing, headers).await
+}
+
 /// `GET /feed/<feed>`: the feed's newest version this node holds; a
 /// directory is redirected to `/feed/<feed>/`.
 pub(crate) async fn feed_bare(
@@ -527,10 +509,7 @@ pub(crate) async fn feed_bare(
     Path(feed): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    match feed_content(&state, &feed).await {
-        Ok((root, base)) => serve(state, root, base, String::new(), false, headers).await,
-        Err(refusal) => refusal.into_response(),
-    }
+    answer(state, Source::Feed(feed), String::new(), false, headers).await
 }
 
 /// `GET /feed/<feed>/`.
@@ -539,10 +518,7 @@ pub(crate) async fn feed_root(
     Path(feed): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    match feed_content(&state, &feed).await {
-        Ok((root, base)) => serve(state, root, base, String::new(), true, headers).await,
-        Err(refusal) => refusal.into_response(),
-    }
+    answer(state, Source::Feed(feed), String::new(), true, headers).await
 }
 
 /// `GET /feed/<feed>/<path>`.
@@ -551,11 +527,6 @@ pub(crate) async fn feed_path(
     Path((feed, path)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    match feed_content(&state, &feed).await {
-        Ok((root, base)) => {
-            let trailing = path.ends_with('/');
-            serve(state, root, base, path, trailing, headers).await
-        }
-        Err(refusal) => refusal.into_response(),
-    }
+    let trailing = path.ends_with('/');
+    answer(state, Source::Feed(feed), path, trailing, headers).await
 }
