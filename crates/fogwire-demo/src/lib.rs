@@ -291,7 +291,6 @@ pub async fn run(
         let table = render_table(
             &network,
             &traffic,
-            store_stage.as_ref(),
             stage.as_ref(),
             &view,
             started.elapsed(),

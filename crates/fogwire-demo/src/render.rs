@@ -5,7 +5,6 @@ use fogwire_route::Listing;
 
 use crate::Network;
 use crate::routes::RouteStage;
-use crate::store::StoreStage;
 use crate::traffic::Traffic;
 
 /// What the routing part of the table shows, read from the nodes just
@@ -34,7 +33,6 @@ fn format_rtt(rtt: Option<Duration>) -> String {
 pub fn render_table(
     network: &Network,
     traffic: &Traffic,
-    store: Option<&StoreStage>,
     stage: Option<&RouteStage>,
     view: &RouteView,
     elapsed: Duration,
@@ -123,12 +121,8 @@ pub fn render_table(
          Noise XX, ChaCha20-Poly1305)",
         format_bytes(traffic.bytes_delivered())
     );
-    if let Some(store) = store {
-        let _ = writeln!(out, "\nSTORE");
-        for line in &store.story {
-            let _ = writeln!(out, "{line}");
-        }
-    }
+    // The stages' stories stay above the table (it is redrawn in place
+    // below them), so the table holds only what changes.
     if let Some(stage) = stage {
         render_routes(&mut out, network, stage, view);
     }
@@ -137,9 +131,6 @@ pub fn render_table(
 
 fn render_routes(out: &mut String, network: &Network, stage: &RouteStage, view: &RouteView) {
     let _ = writeln!(out, "\nROUTES");
-    for line in &stage.story {
-        let _ = writeln!(out, "{line}");
-    }
     let Some(listing) = &view.source else {
         return;
     };

@@ -5,7 +5,6 @@
 use std::time::{Duration, Instant};
 
 use fogwire_identity::NodeId;
-use fogwire_route::proto::Path;
 use fogwire_route::proto::router::RouteId;
 use fogwire_route::services::{SINK, send_to_sink};
 use fogwire_route::{Constraints, Routing};
@@ -90,10 +89,9 @@ async fn destination(
             continue;
         }
         if let Ok(paths) = routing
-            .find(candidate, Constraints::hops(hops), alternatives)
+            .find(candidate, constraints(network, hops), alternatives)
             .await
             && paths.len() >= alternatives
-            && !first_relay_keeps_the_ledger(network, hops, &paths)
         {
             return Some(candidate);
         }
@@ -101,18 +99,18 @@ async fn destination(
     None
 }
 
-/// Whether the 3-hop route would be opened through the ledger's keeper
-/// first: its first relay is killed later, and the ledger must live.
-fn first_relay_keeps_the_ledger(network: &Network, hops: usize, paths: &[Path]) -> bool {
+/// Exactly `hops` links; the 3-hop route, whose first relay is killed
+/// later, never passes through the ledger's board (the ledger must live,
+/// and in a box linked as a full mesh the best path often starts there).
+fn constraints(network: &Network, hops: usize) -> Constraints {
     let keeper = network
         .nodes()
         .get(crate::economy::LEDGER_NODE)
         .map(|node| node.id());
-    hops == 3
-        && paths
-            .first()
-            .and_then(|path| path.nodes.get(1))
-            .is_some_and(|relay| Some(*relay) == keeper)
+    Constraints {
+        avoid: keeper.filter(|_| hops == 3).into_iter().collect(),
+        ..Constraints::hops(hops)
+    }
 }
 
 /// Runs the stage from node `source`: opens the routes, pings through
@@ -169,7 +167,7 @@ pub async fn run(
             continue;
         };
         used.push(target);
-        let opened = match routing.open(target, Constraints::hops(hops)).await {
+        let opened = match routing.open(target, constraints(network, hops)).await {
             Ok(opened) => opened,
             Err(error) => {
                 stage.say(&mut narrator, format!("  {hops} hop(s): {error}"));
