@@ -494,14 +494,7 @@ impl Client {
             .and_then(|range| range.to_str().ok())
             .and_then(|range| range.rsplit('/').next()?.parse::<u64>().ok());
         if status != StatusCode::PARTIAL_CONTENT && status != StatusCode::OK {
-            let body = read_limited(response).await?;
-            let message = serde_json::from_slice::<ErrorBody>(&body)
-                .map(|error| error.error)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
-            return Err(ClientError::Api {
-                status: status.as_u16(),
-                message,
-            });
+            return Err(api_error(response).await);
         }
         let body = within(REQUEST_TIMEOUT, read_limited(response)).await??;
         let total = total.unwrap_or(body.len() as u64);
@@ -615,14 +608,7 @@ impl Client {
         if status == StatusCode::OK {
             return Ok(response);
         }
-        let body = read_limited(response).await?;
-        let message = serde_json::from_slice::<ErrorBody>(&body)
-            .map(|error| error.error)
-            .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
-        Err(ClientError::Api {
-            status: status.as_u16(),
-            message,
-        })
+        Err(api_error(response).await)
     }
 }
 
@@ -631,6 +617,20 @@ async fn within<T>(timeout: Duration, work: impl Future<Output = T>) -> Result<T
     tokio::time::timeout(timeout, work)
         .await
         .map_err(|_| ClientError::Timeout(timeout))
+}
+
+/// The error an error response describes: its JSON `error`, else its
+/// text.
+async fn api_error(response: reqwest::Response) -> ClientError {
+    let status = response.status().as_u16();
+    let body = match read_limited(response).await {
+        Ok(body) => body,
+        Err(error) => return error,
+    };
+    let message = serde_json::from_slice::<ErrorBody>(&body)
+        .map(|error| error.error)
+        .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+    ClientError::Api { status, message }
 }
 
 /// The whole body, refusing one larger than [`RESPONSE_BODY_MAX`].

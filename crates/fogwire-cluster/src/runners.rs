@@ -123,20 +123,20 @@ impl NodeRunner {
 
     /// The hub the cluster runs on this board, if it runs one.
     pub fn hub(&self) -> Option<Hub> {
-        lock(&self.running)
-            .values()
-            .find_map(|handle| match handle {
-                Handle::Compute(roles, _) => roles.hub.clone(),
-                _ => None,
-            })
+        self.compute_role(|roles| roles.hub.clone())
     }
 
     /// The worker the cluster runs on this board, if it runs one.
     pub fn worker(&self) -> Option<Worker> {
+        self.compute_role(|roles| roles.worker.clone())
+    }
+
+    /// A compute role the cluster runs on this board.
+    fn compute_role<T>(&self, role: impl Fn(&Roles) -> Option<T>) -> Option<T> {
         lock(&self.running)
             .values()
             .find_map(|handle| match handle {
-                Handle::Compute(roles, _) => roles.worker.clone(),
+                Handle::Compute(roles, _) => role(roles),
                 _ => None,
             })
     }

@@ -64,20 +64,23 @@ fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
     Refusal(status, message.into())
 }
 
+/// The object node blob `hash` holds, if it is one; a blob this node
+/// lacks stops the lookup to be fetched.
+fn object(store: &Store, hash: &Hash) -> Result<Option<Node>, Stop> {
+    store.object(hash).map_err(|error| match error {
+        fogwire_store::StoreError::NotFound(_) => Stop::Missing(*hash),
+        other => Stop::Refused(refuse(StatusCode::CONFLICT, other.to_string())),
+    })
+}
+
 /// A node of the tree, read from this node's store.
 fn read_node(store: &Store, hash: &Hash) -> Result<Node, Stop> {
-    match store.object(hash) {
-        Ok(Some(node)) => Ok(node),
-        Ok(None) => Err(Stop::Refused(refuse(
+    object(store, hash)?.ok_or_else(|| {
+        Stop::Refused(refuse(
             StatusCode::CONFLICT,
             format!("{hash} is not a directory of a tree"),
-        ))),
-        Err(fogwire_store::StoreError::NotFound(_)) => Err(Stop::Missing(*hash)),
-        Err(other) => Err(Stop::Refused(refuse(
-            StatusCode::CONFLICT,
-            other.to_string(),
-        ))),
-    }
+        ))
+    })
 }
 
 /// The entry `name` of the directory whose root node is `directory`.
@@ -109,14 +112,7 @@ fn find(store: &Store, directory: Hash, name: &str) -> Result<Option<DirEntry>, 
 
 /// Whether `hash` is a directory of a tree (rather than a file).
 fn is_directory(store: &Store, hash: &Hash) -> Result<bool, Stop> {
-    match store.object(hash) {
-        Ok(node) => Ok(node.is_some()),
-        Err(fogwire_store::StoreError::NotFound(_)) => Err(Stop::Missing(*hash)),
-        Err(other) => Err(Stop::Refused(refuse(
-            StatusCode::CONFLICT,
-            other.to_string(),
-        ))),
-    }
+    Ok(object(store, hash)?.is_some())
 }
 
 /// Follows `segments` down from `root`.
@@ -259,7 +255,7 @@ fn url_escape(name: &str) -> String {
 
 /// Keeps a served site from acting in the API's origin, and browsers from
 /// guessing types.
-pub(crate) fn harden(headers: &mut HeaderMap) {
+fn harden(headers: &mut HeaderMap) {
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(SANDBOX),

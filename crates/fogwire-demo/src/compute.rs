@@ -27,14 +27,6 @@ const BANDS: u32 = 16;
 const MAX_PRICE: u64 = 1_000_000;
 const REPLICAS: u8 = 3;
 
-/// The worker the cluster runs on node `index`, if it runs one.
-pub(crate) fn worker_on(
-    network: &Network,
-    index: usize,
-) -> Option<fogwire_compute::worker::Worker> {
-    network.nodes()[index].node.cluster_services().worker()
-}
-
 /// What the compute stage showed.
 #[derive(Debug, Clone, Default)]
 pub struct ComputeStage {
@@ -256,7 +248,8 @@ async fn render(
     // what it caught: two independent tallies.
     if let Some(index) = roles.cheat {
         stage.cheat = Some(network.nodes()[index].name.clone());
-        stage.sent = worker_on(network, index).map_or(0, |worker| {
+        let cheat = network.nodes()[index].node.cluster_services().worker();
+        stage.sent = cheat.map_or(0, |worker| {
             worker
                 .tasks()
                 .iter()
