@@ -48,6 +48,20 @@ pub struct LedgerAccount {
     pub earned_last_hour: u64,
     pub spent_last_hour: u64,
     pub earned_per_hour: u64,
+    /// The part of `earned_per_hour` from each kind of work.
+    #[serde(default)]
+    pub earned_per_hour_by_source: EarnedBySource,
+}
+
+/// Coins per hour earned from each kind of work (units).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EarnedBySource {
+    /// Relaying routes and carrying exit traffic.
+    pub forwarding: u64,
+    /// Serving store blobs.
+    pub serving: u64,
+    /// Compute: escrow payouts and hub wallet payments.
+    pub computing: u64,
 }
 
 /// A hub wallet.

@@ -229,6 +229,12 @@ impl Worker {
         }
     }
 
+    /// How many task records it keeps: the tasks it ran, within its
+    /// records' bound.
+    pub fn task_count(&self) -> usize {
+        lock(&self.inner.records).map.len()
+    }
+
     /// Every task record, oldest first.
     pub fn tasks(&self) -> Vec<TaskRecord> {
         let records = lock(&self.inner.records);

@@ -137,6 +137,11 @@ pub(crate) fn account_json(
         earned_last_hour: view.flow.earned_last_hour,
         spent_last_hour: view.flow.spent_last_hour,
         earned_per_hour: view.flow.earned_per_hour,
+        earned_per_hour_by_source: fogwire_api::EarnedBySource {
+            forwarding: view.flow.per_hour_by_source.forwarding,
+            serving: view.flow.per_hour_by_source.serving,
+            computing: view.flow.per_hour_by_source.computing,
+        },
     }
 }
 

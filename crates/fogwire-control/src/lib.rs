@@ -58,11 +58,19 @@
 //! | POST   | /v1/market/bid           | [`fogwire_api::MarketBidRequest`] → [`fogwire_api::MarketPosted`] |
 //! | POST   | /v1/market/cancel        | [`fogwire_api::MarketCancelRequest`] → true |
 //! | GET    | /metrics                 | OpenMetrics text                       |
+//! | GET    | /, /dash                 | 303 to /dash/                          |
+//! | GET    | /dash/, /dash/box        | the live dashboard's pages             |
+//! | GET    | /dash/events?view=       | server-sent events: a snapshot, then what changed each second |
+//! | GET    | /dash/login?token=       | the token for a read-only cookie, then /dash/ |
 //!
-//! Requests carry `Authorization: Bearer <token>`. Errors answer with a
-//! status code and [`fogwire_api::ErrorBody`].
+//! Requests carry `Authorization: Bearer <token>`, or for GET and HEAD the
+//! cookie `/dash/login` sets. Errors answer with a status code and
+//! [`fogwire_api::ErrorBody`]. `[web]` ([`config::WebSection`]) serves the
+//! dashboard, the gateway and `/metrics` read-only to other machines.
 
 mod cluster;
+pub mod config;
+mod dash;
 mod exits;
 mod feeds;
 mod jobs;
@@ -77,12 +85,14 @@ mod server;
 mod site;
 mod stall;
 mod store;
+mod web;
 
 pub use store::parse_byte_range;
 mod token;
 
-pub use server::{ControlError, bind, serve};
+pub use server::{ControlError, bind, serve, serve_with_web};
 pub use token::ApiToken;
+pub use web::bind_web;
 
 use std::sync::Arc;
 
@@ -149,4 +159,8 @@ pub trait NodeApi: Send + Sync + 'static {
     fn vpn(&self) -> &fogwire_vpn::Switch;
     /// The board's cluster.
     fn cluster(&self) -> &fogwire_cluster::Cluster;
+    /// Tasks this node's worker has run (its records), or 0 if it runs none.
+    fn tasks_run(&self) -> u64 {
+        0
+    }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -51,6 +51,17 @@ pub enum ControlError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot listen for [web] on {addr}: {source}{hint}",
+        hint = if source.kind() == std::io::ErrorKind::AddrInUse {
+            " (another program uses this port: set [web] listen to another)"
+        } else if source.kind() == std::io::ErrorKind::AddrNotAvailable {
+            " (no interface of this machine has that address)"
+        } else { "" })]
+    WebListen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Binds the control API's listener, refusing anything but loopback.
@@ -65,7 +76,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ControlError> {
 
 pub(crate) struct ApiState {
     pub(crate) node: Arc<dyn NodeApi>,
-    token: ApiToken,
+    pub(crate) token: ApiToken,
     /// Cancelled when the node shuts down: long work a request started
     /// (an export) stops with it.
     pub(crate) shutdown: CancellationToken,
@@ -73,7 +84,17 @@ pub(crate) struct ApiState {
     pub(crate) gateway_reads: Arc<tokio::sync::Semaphore>,
     /// Blobs the gateway fetches from peers at once, over all requests.
     pub(crate) gateway_fetches: Arc<tokio::sync::Semaphore>,
+    pub(crate) dashboard: Arc<crate::dash::Dashboard>,
+    /// Dashboard streams open at once on this listener: each listener has
+    /// its own, so others on `[web]` cannot take the operator's.
+    pub(crate) dash_streams: Arc<tokio::sync::Semaphore>,
+    /// On `[web]`: the streams each client address holds.
+    pub(crate) client_streams: Option<Arc<crate::web::ClientStreams>>,
 }
+
+/// The address a request came from, as the connection's socket says.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientAddr(pub(crate) SocketAddr);
 
 /// Serves the control API on `listener` until `shutdown`.
 pub async fn serve(
@@ -82,15 +103,47 @@ pub async fn serve(
     token: ApiToken,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let state = Arc::new(ApiState {
-        node,
-        token,
-        shutdown: shutdown.clone(),
-        gateway_reads: Arc::new(tokio::sync::Semaphore::new(
-            crate::store::GATEWAY_READS_AT_ONCE,
-        )),
-        gateway_fetches: Arc::new(tokio::sync::Semaphore::new(crate::site::FETCHES_AT_ONCE)),
+    serve_with_web(listener, None, node, token, shutdown).await
+}
+
+/// Serves the control API on `api`, and `[web]`'s read-only listener on
+/// `web` if one is given, until `shutdown`; samples the dashboard's
+/// figures meanwhile.
+pub async fn serve_with_web(
+    api: TcpListener,
+    web: Option<(TcpListener, crate::config::WebSection)>,
+    node: Arc<dyn NodeApi>,
+    token: ApiToken,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let dashboard = crate::dash::Dashboard::new();
+    crate::dash::start(node.clone(), dashboard.clone(), shutdown.clone());
+    let gateway_reads = Arc::new(tokio::sync::Semaphore::new(
+        crate::store::GATEWAY_READS_AT_ONCE,
+    ));
+    let gateway_fetches = Arc::new(tokio::sync::Semaphore::new(crate::site::FETCHES_AT_ONCE));
+    let state = |client_streams: Option<Arc<crate::web::ClientStreams>>| {
+        Arc::new(ApiState {
+            client_streams,
+            node: node.clone(),
+            token: token.clone(),
+            shutdown: shutdown.clone(),
+            gateway_reads: gateway_reads.clone(),
+            gateway_fetches: gateway_fetches.clone(),
+            dashboard: dashboard.clone(),
+            dash_streams: Arc::new(tokio::sync::Semaphore::new(crate::dash::STREAMS_MAX)),
+        })
+    };
+    let web = web.map(|(listener, section)| {
+        let app = crate::web::router(state(Some(Arc::default())), &section);
+        tokio::spawn(serve_connections(
+            listener,
+            app,
+            "web listener",
+            shutdown.clone(),
+        ))
     });
+    let state = state(None);
     let app = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/peers", get(peers).post(connect))
@@ -129,13 +182,6 @@ pub async fn serve(
         .route("/v1/store/pin", post(crate::store::pin))
         .route("/v1/store/unpin", post(crate::store::unpin))
         .route("/v1/store/gc", post(crate::store::gc))
-        .route("/blobs/{hash}", get(crate::store::gateway))
-        .route("/tree/{root}", get(crate::site::tree_bare))
-        .route("/tree/{root}/", get(crate::site::tree_root))
-        .route("/tree/{root}/{*path}", get(crate::site::tree))
-        .route("/feed/{feed}", get(crate::site::feed_bare))
-        .route("/feed/{feed}/", get(crate::site::feed_root))
-        .route("/feed/{feed}/{*path}", get(crate::site::feed_path))
         .route("/v1/feeds", get(crate::feeds::list).post(crate::feeds::new))
         .route("/v1/feeds/publish", post(crate::feeds::publish))
         .route("/v1/feeds/follow", post(crate::feeds::follow))
@@ -165,14 +211,22 @@ pub async fn serve(
         .route("/v1/market/bid", post(crate::market::bid))
         .route("/v1/market/cancel", post(crate::market::cancel))
         .route("/metrics", get(crate::metrics::metrics))
+        .merge(crate::site::routes())
+        .merge(crate::dash::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        // The one page a browser reaches without the token: it trades the
+        // token in its link for a cookie.
+        .route("/dash/login", get(crate::web::login))
         .layer(DefaultBodyLimit::max(REQUEST_BODY_MAX))
         .layer(tower::limit::ConcurrencyLimitLayer::new(
             CONCURRENT_REQUESTS_MAX,
         ))
         .with_state(state);
-    serve_connections(listener, app, shutdown).await;
+    serve_connections(api, app, "control API", shutdown).await;
+    if let Some(web) = web {
+        let _ = web.await;
+    }
     Ok(())
 }
 
@@ -256,7 +310,12 @@ fn make_room(held: &HeldConnections, newcomer: IpAddr) -> Room {
 /// Accepts connections until `shutdown` and serves each with `app`
 /// (HTTP/1.1), within [`CONNECTIONS_MAX`] and [`HEADER_READ_TIMEOUT`]; at
 /// shutdown, open requests get [`SHUTDOWN_GRACE`] to finish.
-async fn serve_connections(listener: TcpListener, app: Router, shutdown: CancellationToken) {
+pub(crate) async fn serve_connections(
+    listener: TcpListener,
+    app: Router,
+    name: &'static str,
+    shutdown: CancellationToken,
+) {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(hyper_util::rt::TokioTimer::new())
@@ -273,7 +332,7 @@ async fn serve_connections(listener: TcpListener, app: Router, shutdown: Cancell
                 Ok(accepted) => accepted,
                 Err(accept_error) => {
                     // Out of file descriptors, say: wait rather than spin.
-                    tracing::warn!(%accept_error, "control API cannot accept a connection");
+                    tracing::warn!(%accept_error, "{name} cannot accept a connection");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -286,7 +345,7 @@ async fn serve_connections(listener: TcpListener, app: Router, shutdown: Cancell
                 remote,
                 "api_evicted",
                 format_args!(
-                    "control API at its {CONNECTIONS_MAX} connections: closed one that never \
+                    "{name} at its {CONNECTIONS_MAX} connections: closed one that never \
                      sent a request, or whose client stopped reading"
                 ),
             ),
@@ -295,7 +354,7 @@ async fn serve_connections(listener: TcpListener, app: Router, shutdown: Cancell
                     remote,
                     "api_full",
                     format_args!(
-                        "control API at its {CONNECTIONS_MAX} connections, all in use: refused one"
+                        "{name} at its {CONNECTIONS_MAX} connections, all in use: refused one"
                     ),
                 );
                 drop(stream);
@@ -317,8 +376,9 @@ async fn serve_connections(listener: TcpListener, app: Router, shutdown: Cancell
             },
         );
         let app = app.clone();
-        let service = hyper::service::service_fn(move |request| {
+        let service = hyper::service::service_fn(move |mut request: Request<_>| {
             started.store(true, Ordering::Relaxed);
+            request.extensions_mut().insert(ClientAddr(remote));
             tower::Service::call(&mut app.clone(), request)
         });
         let stream = Watched::new(stream, watch.clone());
@@ -334,7 +394,7 @@ async fn serve_connections(listener: TcpListener, app: Router, shutdown: Cancell
                     remote,
                     "api_write_stalled",
                     format_args!(
-                        "control API: a client read none of its answer for {} s: closed its \
+                        "{name}: a client read none of its answer for {} s: closed its \
                          connection",
                         WRITE_STALL_TIMEOUT.as_secs()
                     ),
@@ -349,7 +409,7 @@ async fn serve_connections(listener: TcpListener, app: Router, shutdown: Cancell
         .is_err()
     {
         tracing::warn!(
-            "control API: requests still open {} s after shutdown began were cut",
+            "{name}: requests still open {} s after shutdown began were cut",
             SHUTDOWN_GRACE.as_secs()
         );
     }
@@ -393,8 +453,16 @@ async fn authenticate(
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(bearer_token);
-    match presented {
+    // A browser's cookie (set by /dash/login) reads, never writes: a page
+    // of another site cannot make the browser change anything here, and
+    // the cookie is SameSite=Strict besides.
+    let reads = matches!(*request.method(), Method::GET | Method::HEAD);
+    let cookie = reads
+        .then(|| crate::web::cookie_token(request.headers()))
+        .flatten();
+    match presented.or(cookie.as_deref()) {
         Some(token) if state.token.matches(token) => next.run(request).await,
+        _ if reads && crate::web::wants_html(request.headers()) => crate::web::sign_in_page(),
         _ => {
             let mut response = error(
                 StatusCode::UNAUTHORIZED,

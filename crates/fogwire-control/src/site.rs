@@ -526,3 +526,16 @@ pub(crate) async fn feed_path(
     let trailing = path.ends_with('/');
     answer(state, Source::Feed(feed), path, trailing, headers).await
 }
+
+/// The gateway's routes: blobs by hash, trees and feeds by path.
+pub(crate) fn routes() -> axum::Router<Arc<ApiState>> {
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/blobs/{hash}", get(crate::store::gateway))
+        .route("/tree/{root}", get(tree_bare))
+        .route("/tree/{root}/", get(tree_root))
+        .route("/tree/{root}/{*path}", get(tree))
+        .route("/feed/{feed}", get(feed_bare))
+        .route("/feed/{feed}/", get(feed_root))
+        .route("/feed/{feed}/{*path}", get(feed_path))
+}

@@ -16,6 +16,7 @@
 
 pub mod cluster;
 pub mod compute;
+pub mod dashboard;
 pub mod economy;
 pub mod exit;
 mod network;
@@ -129,6 +130,8 @@ pub enum DemoError {
     NodeCount(usize),
     #[error(transparent)]
     Network(#[from] NetworkError),
+    #[error(transparent)]
+    Dashboard(#[from] dashboard::DashboardError),
     #[error("cannot write the table: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -156,6 +159,13 @@ pub async fn run(
         network.topology().len()
     )?;
     network.link_all().await?;
+    let dashboards = dashboard::serve(&network).await?;
+    writeln!(
+        out,
+        "dashboard: {} — open it in a browser on this machine for {}'s figures live, and \"Box\" for every board's (--duration 0 keeps the demo running)",
+        dashboards.link,
+        network.nodes()[0].name
+    )?;
     let traffic = traffic::start(&network, options.bytes_per_sec_per_link);
     let deadline = options
         .duration

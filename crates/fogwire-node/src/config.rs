@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use smart_default::SmartDefault;
 
 use crate::PeerAddr;
@@ -18,8 +18,7 @@ use crate::PeerAddr;
 pub const CONFIG_FILE_NAME: &str = "fogwire.toml";
 /// Port peers dial by default.
 pub const DEFAULT_LINK_PORT: u16 = 7100;
-/// Port of the local control API by default.
-pub const DEFAULT_API_PORT: u16 = 7101;
+pub use fogwire_control::config::{ApiSection, DEFAULT_API_PORT, LoopbackAddr, WebSection};
 
 /// A node's configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, SmartDefault)]
@@ -40,6 +39,7 @@ pub struct Config {
     pub socks: fogwire_exit::config::SocksSection,
     pub cluster: fogwire_cluster::config::ClusterSection,
     pub api: ApiSection,
+    pub web: WebSection,
     pub log: LogSection,
 }
 
@@ -106,39 +106,6 @@ pub struct LinkSection {
     pub reconnect_initial_ms: u64,
     #[default(60_000)]
     pub reconnect_max_ms: u64,
-}
-
-/// `[api]`: the local control API.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, SmartDefault)]
-#[serde(deny_unknown_fields, default)]
-pub struct ApiSection {
-    /// Must be a loopback address: the API is for this machine only.
-    #[default(LoopbackAddr(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_API_PORT)))]
-    pub listen: LoopbackAddr,
-}
-
-/// A socket address on the loopback interface.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LoopbackAddr(pub SocketAddr);
-
-impl<'de> Deserialize<'de> for LoopbackAddr {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        let addr: SocketAddr = text.parse().map_err(|_| {
-            serde::de::Error::custom(format!(
-                "`{text}` is not an address:port such as \"127.0.0.1:{DEFAULT_API_PORT}\""
-            ))
-        })?;
-        if !addr.ip().is_loopback() {
-            return Err(serde::de::Error::custom(format!(
-                "the control API listens on this machine only: use a loopback address such \
-                 as \"127.0.0.1:{}\" or \"[::1]:{}\", not {addr}",
-                addr.port(),
-                addr.port()
-            )));
-        }
-        Ok(Self(addr))
-    }
 }
 
 /// `[log]`: what the daemon logs.

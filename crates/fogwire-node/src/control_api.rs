@@ -52,6 +52,12 @@ impl NodeApi for Node {
         Node::cluster(self)
     }
 
+    fn tasks_run(&self) -> u64 {
+        let runner = self.cluster_services().worker();
+        let worker = Node::worker(self).or(runner.as_ref());
+        worker.map_or(0, |worker| worker.task_count() as u64)
+    }
+
     fn routing(&self) -> &Routing {
         Node::routing(self)
     }

@@ -23,7 +23,8 @@ fn the_template_parses_to_the_defaults() {
                     && !rest.contains("peers")
                     && !rest.contains("advertise")
                     && !rest.contains("fw1…")
-                    && !rest.contains("fwjoin1…") =>
+                    && !rest.contains("fwjoin1…")
+                    && !rest.contains(":7102") =>
             {
                 rest
             }

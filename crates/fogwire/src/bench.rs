@@ -60,6 +60,11 @@ pub enum Command {
     /// attack: a peer's link time, status and store add, CPU per 1,000
     /// handshakes/s, memory, open files, log bytes/s.
     Attack(crate::attack::AttackArgs),
+    /// What open dashboards cost: a stream over a 3-hop route between
+    /// real node processes, with no dashboard open and with two open on
+    /// the streaming node (its board page and its box page), in
+    /// alternating rounds of the same run.
+    Dashboard(crate::dashcost::DashboardArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -282,6 +287,10 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Cluster(args) => cluster(args).await,
         Command::Transfer(args) => transfer(args).await,
         Command::Attack(args) => crate::attack::run(args).await,
+        Command::Dashboard(args) => {
+            debug_warning("dashboard");
+            crate::dashcost::run(args).await
+        }
         Command::Soak(args) => tokio::task::spawn_blocking(|| crate::soak::run(args)).await?,
     }
 }

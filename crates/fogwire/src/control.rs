@@ -161,6 +161,31 @@ pub async fn disconnect(home: &Path, args: DisconnectArgs) -> anyhow::Result<()>
     Ok(())
 }
 
+pub fn dashboard(home: &Path, args: ReadArgs) -> anyhow::Result<()> {
+    let config_path = home.join(CONFIG_FILE_NAME);
+    let config = Config::load(&config_path)?;
+    let data_dir = DataDir::new(config.data_dir_for(&config_path));
+    let addr = data_dir.read_api_addr()?;
+    let token = data_dir.read_token()?;
+    let link = format!("http://{addr}/dash/login?token={}", token.as_str());
+    let web = config
+        .web
+        .listen
+        .filter(|_| config.web.dashboard)
+        .map(|listen| format!("http://{listen}/dash/"));
+    if args.json {
+        return print_json(&serde_json::json!({ "link": link, "web": web }));
+    }
+    println!("{link}");
+    eprintln!(
+        "Open it in a browser on this machine; it carries the API token, so do not share it."
+    );
+    if let Some(web) = web {
+        eprintln!("Read-only, with no token, for others who can reach it: {web}");
+    }
+    Ok(())
+}
+
 pub async fn metrics(home: &Path, args: ReadArgs) -> anyhow::Result<()> {
     let text = client(home)?.metrics().await?;
     if !args.json {

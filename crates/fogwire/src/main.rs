@@ -13,6 +13,7 @@ mod boards;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod cluster;
 mod control;
+mod dashcost;
 mod demo;
 mod exit;
 mod feed;
@@ -78,6 +79,13 @@ enum Command {
     /// In the OpenMetrics text format; with --json, each sample as
     /// {"name", "labels", "value"}.
     Metrics(control::ReadArgs),
+    /// Print the link that opens the running node's live dashboard.
+    ///
+    /// Open it in a browser on this machine: the link carries the API
+    /// token once, and the browser keeps it in a cookie (read-only). To
+    /// show the dashboard to a local network without the token, set
+    /// `[web] listen` in fogwire.toml.
+    Dashboard(control::ReadArgs),
     /// List the nodes of the network this node knows (from their signed
     /// adverts): their links, addresses and services.
     Nodes(control::ReadArgs),
@@ -301,6 +309,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Connect(args) => control::connect(&home, args).await,
         Command::Disconnect(args) => control::disconnect(&home, args).await,
         Command::Metrics(args) => control::metrics(&home, args).await,
+        Command::Dashboard(args) => control::dashboard(&home, args),
         Command::Nodes(args) => route::nodes(&home, args).await,
         Command::Exits(args) => exit::exits(&home, args).await,
         Command::Proxy(args) => exit::proxy(&home, args).await,

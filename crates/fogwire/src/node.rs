@@ -63,9 +63,31 @@ pub async fn run(home: &Path) -> anyhow::Result<()> {
     data_dir.write_api_addr(api_addr)?;
     tracing::info!(api = %api_addr, "control API listening (token in {})", data_dir.token_path().display());
 
+    let web = match config.web.listen {
+        Some(addr) => {
+            let listener = control::bind_web(addr).await?;
+            let served: Vec<&str> = [
+                ("the dashboard", config.web.dashboard),
+                ("the gateway", config.web.gateway),
+                ("metrics", config.web.metrics),
+            ]
+            .into_iter()
+            .filter_map(|(what, on)| on.then_some(what))
+            .collect();
+            tracing::warn!(
+                web = %listener.local_addr().context("[web] address")?,
+                "[web] listening with no token, read-only: {} (anyone who can reach it may read \
+                 them)",
+                if served.is_empty() { "nothing switched on".to_owned() } else { served.join(", ") }
+            );
+            Some((listener, config.web.clone()))
+        }
+        None => None,
+    };
     let stop = CancellationToken::new();
-    let api = tokio::spawn(control::serve(
+    let api = tokio::spawn(control::serve_with_web(
         listener,
+        web,
         Arc::new(node.clone()),
         token,
         stop.clone(),

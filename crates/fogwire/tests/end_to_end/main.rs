@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bad_input;
+mod browser;
 mod cli;
 mod cluster;
 mod compute;
@@ -17,3 +18,4 @@ mod routing;
 mod rpc;
 mod store;
 mod vpn;
+mod web;
