@@ -271,7 +271,7 @@ impl fogwire_compute::Payments for NodePayments {
 // ----- the `[ledger]` section of a node's configuration file -----
 
 /// `[ledger]`: the ledger this node uses, or runs.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, SmartDefault)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct LedgerSection {
     /// Run the ledger on this node: it keeps the log in data_dir and
@@ -350,7 +350,7 @@ impl LedgerSection {
 }
 
 /// One account of the ledger's genesis.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GenesisAccount {
     pub account: NodeId,

@@ -212,6 +212,12 @@ impl FromStr for JoinCode {
 
 /// Written as its text form; read back from it (the `[cluster] join`
 /// line of a configuration file).
+impl serde::Serialize for JoinCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 impl<'de> serde::Deserialize<'de> for JoinCode {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;

@@ -7,7 +7,7 @@ use fogwire_cluster_proto::JoinCode;
 use fogwire_cluster_proto::swim;
 
 /// `[cluster]`: the cluster this board belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, SmartDefault)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterSection {
     /// The join code of the cluster (`fwjoin1…`, from `fogwire cluster

@@ -131,6 +131,11 @@ impl NodeRunner {
         self.compute_role(|roles| roles.worker.clone())
     }
 
+    /// The market of the hub the cluster runs on this board, if any.
+    pub fn market(&self) -> Option<fogwire_compute::market::Market> {
+        self.compute_role(|roles| roles.market.clone())
+    }
+
     /// A compute role the cluster runs on this board.
     fn compute_role<T>(&self, role: impl Fn(&Roles) -> Option<T>) -> Option<T> {
         lock(&self.running)

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use smart_default::SmartDefault;
 
 /// `[compute]`: the compute roles this node takes.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, SmartDefault)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct ComputeSection {
     /// Run other nodes' tasks (sold through hubs).

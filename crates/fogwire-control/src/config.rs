@@ -3,13 +3,13 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// Port of the local control API by default.
 pub const DEFAULT_API_PORT: u16 = 7101;
 
 /// `[api]`: the local control API.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiSection {
     /// Must be a loopback address: the API is for this machine only.
@@ -30,6 +30,12 @@ impl Default for ApiSection {
 /// A socket address on the loopback interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoopbackAddr(pub SocketAddr);
+
+impl Serialize for LoopbackAddr {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
+    }
+}
 
 impl<'de> Deserialize<'de> for LoopbackAddr {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -55,7 +61,7 @@ impl<'de> Deserialize<'de> for LoopbackAddr {
 /// gateway, a Prometheus server), off unless `listen` is set. It needs no
 /// token, serves only what is switched on here, answers GET alone, and
 /// holds every client address to a request rate.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebSection {
     /// Where to listen, e.g. "192.168.1.20:7102" or "0.0.0.0:7102";

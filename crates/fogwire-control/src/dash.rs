@@ -354,7 +354,10 @@ async fn take_sample(
         relayed_bytes,
         store_bytes: slow.store_bytes,
         store_blobs: slow.store_blobs,
-        tasks_run: node.tasks_run(),
+        tasks_run: node
+            .compute_roles()
+            .worker
+            .map_or(0, |worker| worker.task_count() as u64),
         balance: slow.balance,
         earned_per_hour: slow.earned_per_hour,
         earned_forwarding_per_hour: slow.earned.map(|earned| earned.forwarding),

@@ -159,8 +159,27 @@ pub trait NodeApi: Send + Sync + 'static {
     fn vpn(&self) -> &fogwire_vpn::Switch;
     /// The board's cluster.
     fn cluster(&self) -> &fogwire_cluster::Cluster;
-    /// Tasks this node's worker has run (its records), or 0 if it runs none.
-    fn tasks_run(&self) -> u64 {
-        0
+    /// The compute roles this node runs, configured or placed here by
+    /// its cluster.
+    fn compute_roles(&self) -> ComputeRoles {
+        ComputeRoles::default()
+    }
+}
+
+/// A node's compute roles, each if it runs it.
+#[derive(Clone, Default)]
+pub struct ComputeRoles {
+    pub worker: Option<fogwire_compute::worker::Worker>,
+    pub hub: Option<fogwire_compute::hub::Hub>,
+    pub market: Option<fogwire_compute::market::Market>,
+}
+
+impl std::fmt::Debug for ComputeRoles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ComputeRoles")
+            .field("worker", &self.worker.is_some())
+            .field("hub", &self.hub.is_some())
+            .field("market", &self.market.is_some())
+            .finish()
     }
 }

@@ -1,6 +1,8 @@
 //! `GET /metrics`: the node's link metrics, and beside them what every
-//! other subsystem counts — routing, the store, replication, the cluster
-//! — and the build, read at each scrape (nothing kept between scrapes).
+//! other subsystem counts — routing, the store, replication, the cluster,
+//! compute (worker tasks, hub jobs), the market's book, the ledger (this
+//! node's coins; the log when it runs here) — and the build, read at each
+//! scrape (nothing kept between scrapes; the ledger asked within 2 s).
 //! OpenMetrics text, encoded by prometheus-client.
 
 use std::sync::Arc;
@@ -191,10 +193,139 @@ async fn subsystems(state: &ApiState) -> String {
         );
     }
 
+    compute_and_market(&mut registry, &state.node.compute_roles());
+    ledger(&mut registry, state).await;
+
     let mut text = String::new();
     // Writing to a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
     text
+}
+
+/// What this node's worker, hub and market hold now.
+fn compute_and_market(registry: &mut Registry, roles: &crate::ComputeRoles) {
+    use fogwire_compute::worker::TaskRecordState;
+    if let Some(worker) = &roles.worker {
+        by_state(
+            registry,
+            "worker_tasks",
+            "Tasks this node's worker has run or runs (its kept records), by state",
+            worker.tasks().iter().map(|task| match task.state {
+                TaskRecordState::Running => "running",
+                TaskRecordState::Interrupted => "interrupted",
+                TaskRecordState::Done { .. } => "done",
+                TaskRecordState::Failed(_) => "failed",
+                TaskRecordState::Cancelled => "cancelled",
+            }),
+        );
+    }
+    if let Some(hub) = &roles.hub {
+        use fogwire_compute_proto::scheduler::JobState;
+        by_state(
+            registry,
+            "hub_jobs",
+            "Jobs this node's hub holds, by state",
+            hub.jobs().iter().map(|job| match job.state {
+                JobState::Running => "running",
+                JobState::Done => "done",
+                JobState::Failed(_) => "failed",
+                JobState::Cancelled => "cancelled",
+            }),
+        );
+        gauge(
+            registry,
+            "hub_workers",
+            "Workers this node's hub knows",
+            hub.workers().len() as u64,
+        );
+    }
+    if let Some(market) = &roles.market {
+        gauge(
+            registry,
+            "market_asks",
+            "Open asks in this hub's order book",
+            market.asks().len() as u64,
+        );
+        gauge(
+            registry,
+            "market_bids",
+            "Open bids in this hub's order book",
+            market.bids().len() as u64,
+        );
+        gauge(
+            registry,
+            "market_deals",
+            "Deals this hub's market has made and keeps",
+            market.deals(usize::MAX).len() as u64,
+        );
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: String,
+}
+
+/// Time a scrape waits for the ledger.
+const LEDGER_SCRAPE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// This node's coins, when a ledger answers in time; and the ledger's own
+/// figures when it runs here.
+async fn ledger(registry: &mut Registry, state: &ApiState) {
+    let Some(client) = state.node.ledger() else {
+        return;
+    };
+    let me = state.node.node_id();
+    let id = fogwire_ledger::proto::Id(*me.as_bytes());
+    if let Ok(Ok(view)) = tokio::time::timeout(LEDGER_SCRAPE_TIMEOUT, client.account(&id)).await {
+        gauge(
+            registry,
+            "ledger_balance_units",
+            "This node's coins, in units (10^-6 coin)",
+            view.account.balance,
+        );
+        let earned = Family::<SourceLabel, Gauge>::default();
+        let by = view.flow.per_hour_by_source;
+        for (source, units) in [
+            ("all", view.flow.earned_per_hour),
+            ("forwarding", by.forwarding),
+            ("serving", by.serving),
+            ("computing", by.computing),
+        ] {
+            earned
+                .get_or_create(&SourceLabel {
+                    source: source.to_owned(),
+                })
+                .set(i64::try_from(units).unwrap_or(i64::MAX));
+        }
+        registry.register(
+            "ledger_earned_per_hour_units",
+            "What this node earned per hour over the last hour, in units, by kind of work",
+            earned,
+        );
+    }
+    if state.node.ledger_node().await == Some(me)
+        && let Ok(Ok(info)) = tokio::time::timeout(LEDGER_SCRAPE_TIMEOUT, client.info()).await
+    {
+        gauge(
+            registry,
+            "ledger_log_entries",
+            "Transactions in the ledger's log (it runs here)",
+            info.log_len,
+        );
+        gauge(
+            registry,
+            "ledger_accounts",
+            "Accounts the ledger holds (it runs here)",
+            info.accounts,
+        );
+        gauge(
+            registry,
+            "ledger_supply_ok",
+            "1 if the ledger's supply check holds (it runs here), else 0",
+            u64::from(info.supply_error.is_none()),
+        );
+    }
 }
 
 pub(crate) async fn metrics(State(state): State<Arc<ApiState>>) -> Response {

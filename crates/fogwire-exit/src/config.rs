@@ -7,7 +7,7 @@ use fogwire_exit_proto::{Policy, PortRange};
 use fogwire_identity::NodeId;
 use fogwire_ledger::Coins;
 use ipnet::IpNet;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use smart_default::SmartDefault;
 
 use crate::{ExitConfig, ProxyConfig};
@@ -16,7 +16,7 @@ use crate::{ExitConfig, ProxyConfig};
 pub const DEFAULT_SOCKS_PORT: u16 = 1080;
 
 /// `[exit]`: serving as an exit to the networks this host reaches.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, SmartDefault)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExitSection {
     /// Offer the `exit` service, and advertise it.
@@ -67,7 +67,7 @@ impl ExitSection {
 }
 
 /// `[socks]`: a SOCKS 5 proxy that sends connections through an exit.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, SmartDefault)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct SocksSection {
     /// Where to serve SOCKS, e.g. "127.0.0.1:1080", or an address on a
@@ -104,6 +104,12 @@ impl SocksSection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SocksListen(pub SocketAddr);
 
+impl Serialize for SocksListen {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
+    }
+}
+
 impl<'de> Deserialize<'de> for SocksListen {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
@@ -136,6 +142,12 @@ impl<'de> Deserialize<'de> for SocksListen {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Network(pub IpNet);
 
+impl Serialize for Network {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
+    }
+}
+
 impl<'de> Deserialize<'de> for Network {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
@@ -148,6 +160,17 @@ impl<'de> Deserialize<'de> for Network {
 /// A port or a range of ports, written 443 or "6000-6100".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ports(pub PortRange);
+
+impl Serialize for Ports {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (first, last) = (self.0.0.start(), self.0.0.end());
+        if first == last {
+            serializer.serialize_u16(*first)
+        } else {
+            serializer.collect_str(&format_args!("{first}-{last}"))
+        }
+    }
+}
 
 impl<'de> Deserialize<'de> for Ports {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

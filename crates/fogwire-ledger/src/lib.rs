@@ -73,6 +73,13 @@ impl<'de> serde::Deserialize<'de> for Coins {
 
 pub use proto::format_coins;
 
+impl serde::Serialize for Coins {
+    /// As coins in a string ("12.5"): what a file would say.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format_coins(self.0))
+    }
+}
+
 /// Why a text is not an amount of coins.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -21,7 +21,7 @@ pub const DEFAULT_LINK_PORT: u16 = 7100;
 pub use fogwire_control::config::{ApiSection, DEFAULT_API_PORT, LoopbackAddr, WebSection};
 
 /// A node's configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, SmartDefault)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Where the node keeps its key, API token and state. Relative to the
@@ -44,7 +44,7 @@ pub struct Config {
 }
 
 /// `[route]`: how this node takes part in routing.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, SmartDefault)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct RouteSection {
     /// Addresses (`host:port`) other nodes may dial this node at, named in
@@ -57,7 +57,7 @@ pub struct RouteSection {
 }
 
 /// `[store]`: the content-addressed store.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, SmartDefault)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSection {
     /// Bytes of unpinned blobs kept as a cache (least recently used go
@@ -72,7 +72,7 @@ pub struct StoreSection {
 }
 
 /// `[link]`: peer links.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, SmartDefault)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct LinkSection {
     /// Address peers dial to reach this node (port 0: any free port).
@@ -109,7 +109,7 @@ pub struct LinkSection {
 }
 
 /// `[log]`: what the daemon logs.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, SmartDefault)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSection {
     /// A level (error, warn, info, debug, trace) or a tracing filter such as
@@ -121,7 +121,7 @@ pub struct LogSection {
     pub format: LogFormat,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]

@@ -52,10 +52,13 @@ impl NodeApi for Node {
         Node::cluster(self)
     }
 
-    fn tasks_run(&self) -> u64 {
-        let runner = self.cluster_services().worker();
-        let worker = Node::worker(self).or(runner.as_ref());
-        worker.map_or(0, |worker| worker.task_count() as u64)
+    fn compute_roles(&self) -> fogwire_control::ComputeRoles {
+        let runner = self.cluster_services();
+        fogwire_control::ComputeRoles {
+            worker: Node::worker(self).cloned().or_else(|| runner.worker()),
+            hub: Node::hub(self).cloned().or_else(|| runner.hub()),
+            market: Node::market(self).cloned().or_else(|| runner.market()),
+        }
     }
 
     fn routing(&self) -> &Routing {

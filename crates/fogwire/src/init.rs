@@ -82,3 +82,44 @@ pub fn node_id(home: &Path) -> anyhow::Result<fogwire_identity::NodeId> {
     let data_dir = DataDir::new(config.data_dir_for(&config_path));
     Ok(Keypair::load(&data_dir.key_path())?.node_id())
 }
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ConfigCommand {
+    /// Print every setting in effect, as TOML: what fogwire.toml says,
+    /// and the default of every key it leaves out. The file is checked
+    /// as `fogwire node` would check it; an error names its line.
+    Show {
+        /// Print JSON instead of TOML.
+        #[arg(long)]
+        json: bool,
+        /// Show the cluster's join code instead of hiding it.
+        #[arg(long)]
+        secrets: bool,
+    },
+}
+
+pub fn config(home: &Path, command: ConfigCommand) -> anyhow::Result<()> {
+    let ConfigCommand::Show { json, secrets } = command;
+    let path = home.join(CONFIG_FILE_NAME);
+    let config = Config::load(&path)?;
+    let mut value = toml::Value::try_from(&config).context("cannot show the configuration")?;
+    if !secrets
+        && let Some(join) = value
+            .get_mut("cluster")
+            .and_then(|cluster| cluster.get_mut("join"))
+    {
+        *join = toml::Value::String("fwjoin1… (hidden: --secrets shows it)".into());
+    }
+    if json {
+        return crate::control::print_json(&value);
+    }
+    println!(
+        "# {} and the defaults of what it leaves out",
+        path.display()
+    );
+    print!(
+        "{}",
+        toml::to_string(&value).context("cannot show the configuration")?
+    );
+    Ok(())
+}

@@ -185,6 +185,11 @@ enum Command {
     /// Measure performance, each figure beside a baseline from the same run.
     #[command(subcommand)]
     Bench(bench::Command),
+    /// The node's configuration: `fogwire config show` prints every
+    /// setting in effect (the file's, and the defaults of what it leaves
+    /// out).
+    #[command(subcommand)]
+    Config(init::ConfigCommand),
     /// Print shell completions for fogwire.
     ///
     /// bash: `fogwire completions bash > /etc/bash_completion.d/fogwire`;
@@ -328,6 +333,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Hubs(args) => market::hubs(&home, args.json).await,
         Command::Ledger(args) => wallet::ledger(&home, args).await,
         Command::Id(args) => init::print_id(&home, args.json),
+        Command::Config(command) => init::config(&home, command),
         Command::Ip(args) => exit::ip(&home, args).await,
         Command::Vpn(command) => exit::vpn(&home, command).await,
         Command::Demo(args) => demo::run(args).await,

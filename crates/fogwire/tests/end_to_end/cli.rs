@@ -896,3 +896,56 @@ fn ip_prints_the_address_derived_from_a_node_id() {
     assert_eq!(json["address"], address.to_string());
     assert_eq!(json["node_id"], id.trim());
 }
+
+#[test]
+fn config_show_prints_every_setting_in_effect_and_hides_the_join_code() {
+    let home = init_home("127.0.0.1:0");
+    let path = home.path().join("fogwire.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("[store]\n", "[store]\ncache_bytes_max = 1000\n")
+            .replace("[exit]\n", "[exit]\ndeny_ports = [25, \"6000-6100\"]\n"),
+    )
+    .unwrap();
+    let shown = fogwire(home.path(), &["config", "show"]);
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    let text = stdout(&shown);
+    assert!(text.contains("cache_bytes_max = 1000"), "{text}");
+    // A default the file leaves out is shown too.
+    assert!(text.contains("max_links = 256"), "{text}");
+    // What it prints is a configuration that reads back the same.
+    let config = fogwire_node::config::Config::load(&path).unwrap();
+    let again = fogwire_node::config::Config::parse(&path, &text).unwrap();
+    assert_eq!(again, config);
+
+    // A join code is a secret: hidden unless asked for.
+    let created = TestNode::start("");
+    let join: fogwire_api::ClusterCreated =
+        serde_json::from_slice(&created.cli(&["cluster", "init", "--json"]).stdout).unwrap();
+    assert!(join.join_code.starts_with("fwjoin1"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace(
+            "[cluster]\n",
+            &format!("[cluster]\njoin = \"{}\"\n", join.join_code),
+        ),
+    )
+    .unwrap();
+    let hidden = stdout(&fogwire(home.path(), &["config", "show", "--json"]));
+    assert!(!hidden.contains(&join.join_code), "{hidden}");
+    assert!(hidden.contains("hidden"), "{hidden}");
+    let shown = stdout(&fogwire(home.path(), &["config", "show", "--secrets"]));
+    assert!(shown.contains(&join.join_code), "{shown}");
+
+    // A bad file is an error naming its line, and a non-zero exit.
+    std::fs::write(&path, "[link]\nmax_links = \"many\"\n").unwrap();
+    let failed = fogwire(home.path(), &["config", "show"]);
+    assert!(!failed.status.success());
+    assert!(
+        stderr(&failed).contains("fogwire.toml:2"),
+        "{}",
+        stderr(&failed)
+    );
+}

@@ -289,6 +289,20 @@ fn the_market_from_the_command_line() {
     assert_eq!(asks.len(), 1);
     let bids: Vec<MarketOrder> = json(&hub, &["market", "bids", "--json"]);
     assert_eq!(bids.len(), 1);
+    // Its metrics say the same, beside its ledger's and its coins.
+    let metrics = ok(&hub, &["metrics"]);
+    for line in [
+        "fogwire_market_asks 1",
+        "fogwire_market_bids 1",
+        "fogwire_market_deals 1",
+        "fogwire_ledger_supply_ok 1",
+        "fogwire_ledger_earned_per_hour_units{source=\"computing\"}",
+        "fogwire_hub_workers ",
+        "fogwire_ledger_log_entries ",
+        "fogwire_ledger_balance_units ",
+    ] {
+        assert!(metrics.contains(line), "no {line} in:\n{metrics}");
+    }
 }
 
 /// A paid job from the command line: a buyer who cannot pay is refused
@@ -370,4 +384,15 @@ fn a_paid_job_from_the_command_line() {
     );
     let info: LedgerInfo = json(&buyer, &["ledger", "--json"]);
     assert!(info.supply_ok, "{info:?}");
+    // The worker's metrics count the task; the hub's, the job.
+    let metrics = ok(&worker, &["metrics"]);
+    assert!(
+        metrics.contains("fogwire_worker_tasks{state=\"done\"} 1"),
+        "{metrics}"
+    );
+    let metrics = ok(&hub, &["metrics"]);
+    assert!(
+        metrics.contains("fogwire_hub_jobs{state=\"done\"} 1"),
+        "{metrics}"
+    );
 }
