@@ -78,3 +78,19 @@ pub struct DisconnectResponse {
 pub struct ErrorBody {
     pub error: String,
 }
+
+/// A name the operator gave a node (`GET /v1/names`, and the answer to
+/// `POST /v1/names` and `DELETE /v1/names/{name}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeName {
+    pub name: String,
+    pub node_id: String,
+}
+
+/// `POST /v1/names`: give `node` (an id, a unique start of a known
+/// node's id, or another name) the name `name`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameRequest {
+    pub name: String,
+    pub node: String,
+}

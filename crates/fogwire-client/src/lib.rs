@@ -112,6 +112,28 @@ impl Client {
         self.get("/v1/nodes", &[]).await
     }
 
+    /// The names the operator gave nodes.
+    pub async fn names(&self) -> Result<Vec<fogwire_api::NodeName>, ClientError> {
+        self.get("/v1/names", &[]).await
+    }
+
+    /// Gives `node` (an id, a unique start of one, or a name) the name
+    /// `name`.
+    pub async fn name(&self, name: &str, node: &str) -> Result<fogwire_api::NodeName, ClientError> {
+        let request = fogwire_api::NameRequest {
+            name: name.to_owned(),
+            node: node.to_owned(),
+        };
+        self.post("/v1/names", &request).await
+    }
+
+    /// Forgets the name `name`.
+    pub async fn unname(&self, name: &str) -> Result<fogwire_api::NodeName, ClientError> {
+        let path = format!("/v1/names/{name}");
+        self.call(Method::DELETE, &path, &[], None::<&()>, REQUEST_TIMEOUT)
+            .await
+    }
+
     pub async fn find(&self, request: &RouteRequest) -> Result<Vec<FoundPath>, ClientError> {
         self.post("/v1/routes/find", request).await
     }

@@ -132,7 +132,7 @@ pub(crate) async fn proxy(State(state): State<Arc<ApiState>>, body: Bytes) -> Re
     let routing = state.node.routing().clone();
     let exit = match &request.exit {
         Some(name) => match routing.nodes().await {
-            Ok(nodes) => match resolve(&nodes, name) {
+            Ok(nodes) => match resolve(&state.names, &nodes, name) {
                 Ok(exit) => Some(exit),
                 Err(refusal) => return refusal.into_response(),
             },
@@ -238,7 +238,7 @@ pub(crate) async fn vpn_up(State(state): State<Arc<ApiState>>, body: Bytes) -> R
         None => fogwire_vpn::Mode::Direct,
         Some(name) => {
             let exit = match routing.nodes().await {
-                Ok(nodes) => match resolve(&nodes, name) {
+                Ok(nodes) => match resolve(&state.names, &nodes, name) {
                     Ok(exit) => exit,
                     Err(refusal) => return refusal.into_response(),
                 },

@@ -58,22 +58,22 @@ pub(crate) fn query(raw: &Option<String>, key: &str) -> Option<String> {
 }
 
 pub(crate) async fn hub_named(
-    node: &dyn NodeApi,
+    state: &ApiState,
     name: Option<&str>,
 ) -> Result<Option<NodeId>, Refusal> {
     let Some(name) = name.filter(|n| !n.is_empty()) else {
         return Ok(None);
     };
-    let nodes = node.routing().nodes().await?;
-    crate::routes::resolve(&nodes, name).map(Some)
+    let nodes = state.node.routing().nodes().await?;
+    crate::routes::resolve(&state.names, &nodes, name).map(Some)
 }
 
 /// The hubs to ask about a job: the one named, else every known hub.
-async fn hubs(node: &dyn NodeApi, name: Option<&str>) -> Result<Vec<NodeId>, Refusal> {
-    if let Some(hub) = hub_named(node, name).await? {
+async fn hubs(state: &ApiState, name: Option<&str>) -> Result<Vec<NodeId>, Refusal> {
+    if let Some(hub) = hub_named(state, name).await? {
         return Ok(vec![hub]);
     }
-    let found = node.fabric().locate(HUB).await;
+    let found = state.node.fabric().locate(HUB).await;
     if found.is_empty() {
         return Err(ClientError::NoHub.into());
     }
@@ -83,13 +83,13 @@ async fn hubs(node: &dyn NodeApi, name: Option<&str>) -> Result<Vec<NodeId>, Ref
 /// The hub that knows `job` (the one named, else the first known hub
 /// that does), with the job's status.
 async fn find_job(
-    node: &dyn NodeApi,
+    state: &ApiState,
     name: Option<&str>,
     job: &str,
 ) -> Result<(NodeId, JobStatus), Refusal> {
-    let fabric = node.fabric();
+    let fabric = state.node.fabric();
     let mut last = None;
-    for hub in hubs(node, name).await? {
+    for hub in hubs(state, name).await? {
         match client::status(fabric.as_ref(), hub, job).await {
             Ok(status) => return Ok((hub, status)),
             Err(error) => last = Some(error),
@@ -250,7 +250,7 @@ pub(crate) async fn submit(
     let fabric = node.fabric();
     let hub = client::choose_hub(
         fabric.as_ref(),
-        hub_named(node, request.hub.as_deref()).await?,
+        hub_named(&state, request.hub.as_deref()).await?,
     )
     .await?;
     let escrow = match request.max_price {
@@ -312,7 +312,7 @@ pub(crate) async fn status(
     Path(job): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<JobInfo>, Refusal> {
-    let (hub, status) = find_job(state.node.as_ref(), query(&raw, "hub").as_deref(), &job).await?;
+    let (hub, status) = find_job(&state, query(&raw, "hub").as_deref(), &job).await?;
     Ok(Json(job_info(hub, &status)))
 }
 
@@ -322,7 +322,7 @@ pub(crate) async fn list(
 ) -> Result<Json<Vec<JobInfo>>, Refusal> {
     let fabric = state.node.fabric();
     let mut out = Vec::new();
-    for hub in hubs(state.node.as_ref(), query(&raw, "hub").as_deref()).await? {
+    for hub in hubs(&state, query(&raw, "hub").as_deref()).await? {
         if let Ok(jobs) = client::jobs(fabric.as_ref(), hub).await {
             out.extend(jobs.iter().map(|status| job_info(hub, status)));
         }
@@ -339,7 +339,7 @@ pub(crate) async fn logs(
     let from = query(&raw, "from")
         .and_then(|f| f.parse().ok())
         .unwrap_or(0);
-    let (hub, status) = find_job(state.node.as_ref(), query(&raw, "hub").as_deref(), &job).await?;
+    let (hub, status) = find_job(&state, query(&raw, "hub").as_deref(), &job).await?;
     let fabric = state.node.fabric();
     let (lines, next) = client::logs(fabric.as_ref(), hub, &status.id.0.to_hex(), from).await?;
     Ok(Json(JobLogs { lines, next }))
@@ -350,7 +350,7 @@ pub(crate) async fn result(
     Path(job): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<JobResultInfo>, Refusal> {
-    let (hub, status) = find_job(state.node.as_ref(), query(&raw, "hub").as_deref(), &job).await?;
+    let (hub, status) = find_job(&state, query(&raw, "hub").as_deref(), &job).await?;
     let fabric = state.node.fabric();
     let result = client::result(fabric.as_ref(), hub, &status.id.0.to_hex()).await?;
     let outcomes = result
@@ -383,7 +383,7 @@ pub(crate) async fn cancel(
     Path(job): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<JobCancelled>, Refusal> {
-    let (hub, status) = find_job(state.node.as_ref(), query(&raw, "hub").as_deref(), &job).await?;
+    let (hub, status) = find_job(&state, query(&raw, "hub").as_deref(), &job).await?;
     let fabric = state.node.fabric();
     let cancelled = client::cancel(fabric.as_ref(), hub, &status.id.0.to_hex()).await?;
     Ok(Json(JobCancelled {
@@ -401,7 +401,7 @@ pub(crate) async fn fetch(
         .map_err(|e| bad(format!("expected {{\"out\": \"/absolute/path\"}}: {e}")))?;
     let out = absolute(&request.out)?;
     let node = state.node.as_ref();
-    let (hub, status) = find_job(node, request.hub.as_deref(), &job).await?;
+    let (hub, status) = find_job(&state, request.hub.as_deref(), &job).await?;
     let fabric = node.fabric();
     let result = client::result(fabric.as_ref(), hub, &status.id.0.to_hex()).await?;
     let Some(output) = status.output else {
@@ -481,7 +481,7 @@ pub(crate) async fn workers(
 ) -> Result<Json<Vec<WorkerInfo>>, Refusal> {
     let fabric = state.node.fabric();
     let mut answer = Err(Refusal::from(ClientError::NoHub));
-    for hub in hubs(state.node.as_ref(), query(&raw, "hub").as_deref()).await? {
+    for hub in hubs(&state, query(&raw, "hub").as_deref()).await? {
         answer = client::workers(fabric.as_ref(), hub)
             .await
             .map_err(Refusal::from);

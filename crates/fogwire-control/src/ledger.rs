@@ -15,7 +15,6 @@ use fogwire_ledger::proto::{Id, Op, SignedTransaction, Transaction, WalletState}
 use fogwire_ledger::rpc::AccountView;
 use fogwire_ledger::{Receipt, describe, name_of};
 
-use crate::NodeApi;
 use crate::jobs::query;
 use crate::server::{ApiState, Refusal};
 use fogwire_api::{
@@ -48,12 +47,12 @@ fn id_of(node: &NodeId) -> Id {
 }
 
 /// `me`, a node id, or the unique start of a known node's id.
-async fn account_named(node: &dyn NodeApi, name: &str) -> Result<NodeId, Refusal> {
+async fn account_named(state: &ApiState, name: &str) -> Result<NodeId, Refusal> {
     if name == "me" || name.is_empty() {
-        return Ok(node.node_id());
+        return Ok(state.node.node_id());
     }
-    let nodes = node.routing().nodes().await?;
-    crate::routes::resolve(&nodes, name)
+    let nodes = state.node.routing().nodes().await?;
+    crate::routes::resolve(&state.names, &nodes, name)
 }
 
 pub(crate) async fn info(State(state): State<Arc<ApiState>>) -> Result<Json<LedgerInfo>, Refusal> {
@@ -151,7 +150,7 @@ pub(crate) async fn account(
 ) -> Result<Json<LedgerAccount>, Refusal> {
     let node = state.node.as_ref();
     let client = node.ledger().ok_or_else(no_ledger)?;
-    let id = account_named(node, &who).await?;
+    let id = account_named(&state, &who).await?;
     let view = client.account(&id_of(&id)).await?;
     let info = client.info().await?;
     Ok(Json(account_json(view, &info.rules)))
@@ -164,7 +163,7 @@ pub(crate) async fn history(
 ) -> Result<Json<Vec<LedgerHistoryLine>>, Refusal> {
     let node = state.node.as_ref();
     let client = node.ledger().ok_or_else(no_ledger)?;
-    let id = account_named(node, &who).await?;
+    let id = account_named(&state, &who).await?;
     let number = |key: &str, default: u64| -> Result<u64, Refusal> {
         match query(&raw, key) {
             None => Ok(default),
@@ -220,7 +219,10 @@ pub(crate) async fn op(
     let node = state.node.as_ref();
     let request: LedgerOpRequest =
         serde_json::from_slice(&body).map_err(|e| bad(format!("not a ledger operation: {e}")))?;
-    let named = |name: String| async move { account_named(node, &name).await.map(|id| id_of(&id)) };
+    let named = |name: String| {
+        let state = &state;
+        async move { account_named(state, &name).await.map(|id| id_of(&id)) }
+    };
     let op = match request {
         LedgerOpRequest::Transfer { to, amount } => Op::Transfer {
             to: named(to).await?,

@@ -12,6 +12,9 @@
 //! | POST   | /v1/peers                | [`fogwire_api::ConnectRequest`] → Peer  |
 //! | DELETE | /v1/peers/{node_id}      | [`fogwire_api::DisconnectResponse`]     |
 //! | GET    | /v1/nodes                | list of [`fogwire_api::GraphNode`]      |
+//! | GET    | /v1/names                | list of [`fogwire_api::NodeName`]       |
+//! | POST   | /v1/names                | [`fogwire_api::NameRequest`] → NodeName |
+//! | DELETE | /v1/names/{name}         | the NodeName forgotten                  |
 //! | POST   | /v1/routes/find          | [`fogwire_api::RouteRequest`] → paths   |
 //! | GET    | /v1/routes               | [`fogwire_api::Routes`]                 |
 //! | POST   | /v1/routes               | RouteRequest → [`fogwire_api::OpenedRoute`] |
@@ -77,6 +80,7 @@ mod jobs;
 mod ledger;
 mod market;
 mod metrics;
+pub mod names;
 mod ndjson;
 mod prefix;
 mod routes;

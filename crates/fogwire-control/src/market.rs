@@ -36,9 +36,9 @@ fn name(party: &[u8; 32]) -> String {
 
 /// The hub named (an id or the start of one), else the first known
 /// (this node first if it is one), as the job endpoints choose.
-async fn hub_of(node: &dyn NodeApi, name: Option<&str>) -> Result<NodeId, Refusal> {
-    let named = crate::jobs::hub_named(node, name).await?;
-    Ok(fogwire_compute::client::choose_hub(node.fabric().as_ref(), named).await?)
+async fn hub_of(state: &ApiState, name: Option<&str>) -> Result<NodeId, Refusal> {
+    let named = crate::jobs::hub_named(state, name).await?;
+    Ok(fogwire_compute::client::choose_hub(state.node.fabric().as_ref(), named).await?)
 }
 
 async fn call(
@@ -145,7 +145,7 @@ pub(crate) async fn asks(
     State(state): State<Arc<ApiState>>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Vec<MarketOrder>>, Refusal> {
-    let hub = hub_of(state.node.as_ref(), query(&raw, "hub").as_deref()).await?;
+    let hub = hub_of(&state, query(&raw, "hub").as_deref()).await?;
     let asks: Vec<AskView> = decode(call(state.node.as_ref(), hub, method::ASKS, vec![]).await?)?;
     Ok(Json(
         asks.iter()
@@ -169,7 +169,7 @@ pub(crate) async fn bids(
     State(state): State<Arc<ApiState>>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Vec<MarketOrder>>, Refusal> {
-    let hub = hub_of(state.node.as_ref(), query(&raw, "hub").as_deref()).await?;
+    let hub = hub_of(&state, query(&raw, "hub").as_deref()).await?;
     let bids: Vec<BidView> = decode(call(state.node.as_ref(), hub, method::BIDS, vec![]).await?)?;
     Ok(Json(
         bids.iter()
@@ -193,7 +193,7 @@ pub(crate) async fn deals(
     State(state): State<Arc<ApiState>>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Vec<MarketDeal>>, Refusal> {
-    let hub = hub_of(state.node.as_ref(), query(&raw, "hub").as_deref()).await?;
+    let hub = hub_of(&state, query(&raw, "hub").as_deref()).await?;
     let limit = query(&raw, "limit")
         .and_then(|l| l.parse::<u64>().ok())
         .unwrap_or(50);
@@ -213,7 +213,7 @@ pub(crate) async fn events(
     State(state): State<Arc<ApiState>>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Vec<MarketEvent>>, Refusal> {
-    let hub = hub_of(state.node.as_ref(), query(&raw, "hub").as_deref()).await?;
+    let hub = hub_of(&state, query(&raw, "hub").as_deref()).await?;
     let limit = query(&raw, "limit")
         .and_then(|l| l.parse::<u64>().ok())
         .unwrap_or(50);
@@ -284,7 +284,7 @@ pub(crate) async fn ask(
 ) -> Result<Json<MarketPosted>, Refusal> {
     let request: MarketAskRequest =
         serde_json::from_slice(&body).map_err(|e| bad(format!("not an ask: {e}")))?;
-    let hub = hub_of(state.node.as_ref(), request.hub.as_deref()).await?;
+    let hub = hub_of(&state, request.hub.as_deref()).await?;
     let ask = AskRequest {
         offer: resources(&request.offer)?,
         slots: request.slots,
@@ -303,7 +303,7 @@ pub(crate) async fn bid(
 ) -> Result<Json<MarketPosted>, Refusal> {
     let request: MarketBidRequest =
         serde_json::from_slice(&body).map_err(|e| bad(format!("not a bid: {e}")))?;
-    let hub = hub_of(state.node.as_ref(), request.hub.as_deref()).await?;
+    let hub = hub_of(&state, request.hub.as_deref()).await?;
     // A bid the buyer could not pay is refused here, before it rests in
     // a book: its whole price must be in the buyer's account.
     let total = request
@@ -342,7 +342,7 @@ pub(crate) async fn cancel(
 ) -> Result<Json<bool>, Refusal> {
     let request: MarketCancelRequest =
         serde_json::from_slice(&body).map_err(|e| bad(format!("not a cancellation: {e}")))?;
-    let hub = hub_of(state.node.as_ref(), request.hub.as_deref()).await?;
+    let hub = hub_of(&state, request.hub.as_deref()).await?;
     call(
         state.node.as_ref(),
         hub,

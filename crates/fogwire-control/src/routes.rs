@@ -65,9 +65,16 @@ fn parse_request(body: &Bytes) -> Result<RouteRequest, Refusal> {
     })
 }
 
-/// A node named by its full id or by a prefix of it that only one known
-/// node has.
-pub(crate) fn resolve(nodes: &[NodeInfo], name: &str) -> Result<NodeId, Refusal> {
+/// A node named by a name the operator gave it, by its full id, or by a
+/// prefix of it that only one known node has.
+pub(crate) fn resolve(
+    names: &crate::names::Names,
+    nodes: &[NodeInfo],
+    name: &str,
+) -> Result<NodeId, Refusal> {
+    if let Some(id) = names.get(name) {
+        return Ok(id);
+    }
     if let Ok(id) = name.trim().parse::<NodeId>() {
         return Ok(id);
     }
@@ -83,11 +90,12 @@ pub(crate) fn resolve(nodes: &[NodeInfo], name: &str) -> Result<NodeId, Refusal>
 
 /// The destination and constraints a request names.
 async fn target(
+    names: &crate::names::Names,
     routing: &Routing,
     request: &RouteRequest,
 ) -> Result<(NodeId, Constraints), Refusal> {
     let nodes = routing.nodes().await?;
-    let destination = resolve(&nodes, &request.node)?;
+    let destination = resolve(names, &nodes, &request.node)?;
     let mut constraints = Constraints::default();
     if let Some(hops) = request.hops {
         constraints.min_hops = hops;
@@ -100,21 +108,22 @@ async fn target(
         constraints.max_hops = max;
     }
     for avoided in &request.avoid {
-        constraints.avoid.push(resolve(&nodes, avoided)?);
+        constraints.avoid.push(resolve(names, &nodes, avoided)?);
     }
     if let Some(exit) = &request.exit {
-        constraints.exit = Some(resolve(&nodes, exit)?);
+        constraints.exit = Some(resolve(names, &nodes, exit)?);
     }
     Ok((destination, constraints))
 }
 
 /// The request in `body`, with the destination and constraints it names.
 async fn parse_target(
+    names: &crate::names::Names,
     routing: &Routing,
     body: &Bytes,
 ) -> Result<(RouteRequest, NodeId, Constraints), Refusal> {
     let request = parse_request(body)?;
-    let (destination, constraints) = target(routing, &request).await?;
+    let (destination, constraints) = target(names, routing, &request).await?;
     Ok((request, destination, constraints))
 }
 
@@ -174,7 +183,8 @@ pub(crate) async fn nodes(State(state): State<Arc<ApiState>>) -> Response {
 
 pub(crate) async fn find(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
     let routing = state.node.routing();
-    let (request, destination, constraints) = match parse_target(routing, &body).await {
+    let (request, destination, constraints) = match parse_target(&state.names, routing, &body).await
+    {
         Ok(parsed) => parsed,
         Err(refusal) => return refusal.into_response(),
     };
@@ -197,7 +207,7 @@ pub(crate) async fn find(State(state): State<Arc<ApiState>>, body: Bytes) -> Res
 
 pub(crate) async fn open(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
     let routing = state.node.routing();
-    let (_, destination, constraints) = match parse_target(routing, &body).await {
+    let (_, destination, constraints) = match parse_target(&state.names, routing, &body).await {
         Ok(parsed) => parsed,
         Err(refusal) => return refusal.into_response(),
     };
@@ -272,7 +282,8 @@ pub(crate) async fn close(State(state): State<Arc<ApiState>>, Path(id): Path<u64
 
 pub(crate) async fn ping(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
     let routing = state.node.routing();
-    let (request, destination, constraints) = match parse_target(routing, &body).await {
+    let (request, destination, constraints) = match parse_target(&state.names, routing, &body).await
+    {
         Ok(parsed) => parsed,
         Err(refusal) => return refusal.into_response(),
     };
@@ -307,10 +318,11 @@ pub(crate) async fn ping(State(state): State<Arc<ApiState>>, body: Bytes) -> Res
 
 pub(crate) async fn send(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
     let routing = state.node.routing().clone();
-    let (request, destination, constraints) = match parse_target(&routing, &body).await {
-        Ok(parsed) => parsed,
-        Err(refusal) => return refusal.into_response(),
-    };
+    let (request, destination, constraints) =
+        match parse_target(&state.names, &routing, &body).await {
+            Ok(parsed) => parsed,
+            Err(refusal) => return refusal.into_response(),
+        };
     let bytes = request.bytes.unwrap_or(SEND_DEFAULT).min(SEND_MAX);
     let route = match routing.open(destination, constraints).await {
         Ok(route) => route,

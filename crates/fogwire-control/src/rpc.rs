@@ -101,7 +101,7 @@ pub(crate) async fn call(State(state): State<Arc<ApiState>>, body: Bytes) -> Res
         Ok(nodes) => nodes,
         Err(failure) => return error(StatusCode::SERVICE_UNAVAILABLE, failure.to_string()),
     };
-    let peer = match crate::routes::resolve(&nodes, &request.node) {
+    let peer = match crate::routes::resolve(&state.names, &nodes, &request.node) {
         Ok(peer) => peer,
         Err(refusal) => return refusal.into_response(),
     };

@@ -88,6 +88,8 @@ pub(crate) struct ApiState {
     /// Dashboard streams open at once on this listener: each listener has
     /// its own, so others on `[web]` cannot take the operator's.
     pub(crate) dash_streams: Arc<tokio::sync::Semaphore>,
+    /// The names the operator gave nodes.
+    pub(crate) names: Arc<crate::names::Names>,
     /// On `[web]`: the streams each client address holds.
     pub(crate) client_streams: Option<Arc<crate::web::ClientStreams>>,
 }
@@ -122,9 +124,12 @@ pub async fn serve_with_web(
         crate::store::GATEWAY_READS_AT_ONCE,
     ));
     let gateway_fetches = Arc::new(tokio::sync::Semaphore::new(crate::site::FETCHES_AT_ONCE));
+    let data_dir = node.status().data_dir.map(std::path::PathBuf::from);
+    let names = Arc::new(crate::names::Names::load(data_dir.as_deref()));
     let state = |client_streams: Option<Arc<crate::web::ClientStreams>>| {
         Arc::new(ApiState {
             client_streams,
+            names: names.clone(),
             node: node.clone(),
             token: token.clone(),
             shutdown: shutdown.clone(),
@@ -149,6 +154,11 @@ pub async fn serve_with_web(
         .route("/v1/peers", get(peers).post(connect))
         .route("/v1/peers/{node_id}", axum::routing::delete(disconnect))
         .route("/v1/nodes", get(crate::routes::nodes))
+        .route("/v1/names", get(crate::names::list).post(crate::names::set))
+        .route(
+            "/v1/names/{name}",
+            axum::routing::delete(crate::names::remove),
+        )
         .route("/v1/routes/find", post(crate::routes::find))
         .route(
             "/v1/routes",
@@ -425,6 +435,7 @@ fn bearer_token(value: &str) -> Option<&str> {
 }
 
 /// A request that cannot be served: its status and why.
+#[derive(Debug)]
 pub(crate) struct Refusal(pub StatusCode, pub String);
 
 impl IntoResponse for Refusal {
@@ -521,8 +532,13 @@ async fn connect(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
 }
 
 async fn disconnect(State(state): State<Arc<ApiState>>, Path(node_id): Path<String>) -> Response {
-    // The full id, or the start of a linked or wanted peer's.
-    let peer: NodeId = match node_id.trim().parse() {
+    // A name, the full id, or the start of a linked or wanted peer's.
+    let peer: NodeId = match state
+        .names
+        .get(&node_id)
+        .ok_or(())
+        .or_else(|()| node_id.trim().parse())
+    {
         Ok(peer) => peer,
         Err(_) => {
             let peers = state.node.peers();

@@ -329,7 +329,7 @@ pub(crate) async fn get(State(state): State<Arc<ApiState>>, body: Bytes) -> Resp
                 Ok(nodes) => nodes,
                 Err(failure) => return error(StatusCode::SERVICE_UNAVAILABLE, failure.to_string()),
             };
-            match crate::routes::resolve(&nodes, name) {
+            match crate::routes::resolve(&state.names, &nodes, name) {
                 Ok(id) => Some(id),
                 Err(refusal) => return refusal.into_response(),
             }

@@ -7,7 +7,7 @@ use fogwire_client::Client;
 use fogwire_node::config::{CONFIG_FILE_NAME, Config};
 use fogwire_node::home::DataDir;
 
-use crate::output::{Table, format_age, format_bytes, format_duration};
+use crate::output::{Table, format_age, format_bytes, format_duration, named};
 
 #[derive(Debug, clap::Args)]
 pub struct ReadArgs {
@@ -110,7 +110,7 @@ fn print_peer_table(peers: &[Peer]) {
     );
     for peer in peers {
         table.row([
-            peer.node_id.clone(),
+            named(&peer.node_id),
             state_text(peer),
             if peer.pays { "yes" } else { "-" }.into(),
             peer.direction.clone().unwrap_or_else(|| "-".into()),
@@ -126,7 +126,7 @@ fn print_peer_table(peers: &[Peer]) {
     table.print();
     for peer in peers.iter().filter(|p| p.last_error.is_some()) {
         if let Some(error) = &peer.last_error {
-            println!("\n{}: last attempt failed: {error}", peer.node_id);
+            println!("\n{}: last attempt failed: {error}", named(&peer.node_id));
         }
     }
 }
@@ -183,6 +183,62 @@ pub fn dashboard(home: &Path, args: ReadArgs) -> anyhow::Result<()> {
     if let Some(web) = web {
         eprintln!("Read-only, with no token, for others who can reach it: {web}");
     }
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct NameArgs {
+    /// The name: a-z, 0-9, '-', '_' and '.', up to 63, not starting with
+    /// fw1 (ids do).
+    name: String,
+    /// The node it names: its id, the unique start of a known node's id,
+    /// or another name. Omit it with --remove.
+    #[arg(required_unless_present = "remove")]
+    node: Option<String>,
+    /// Forget the name.
+    #[arg(long, conflicts_with = "node")]
+    remove: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn name(home: &Path, args: NameArgs) -> anyhow::Result<()> {
+    fogwire_control::names::check_name(&args.name).map_err(anyhow::Error::msg)?;
+    let client = client(home)?;
+    let named_now = match (&args.node, args.remove) {
+        (_, true) => client.unname(&args.name).await?,
+        (Some(node), false) => client.name(&args.name, node).await?,
+        (None, false) => anyhow::bail!("name which node: fogwire name {} <node id>", args.name),
+    };
+    if args.json {
+        return print_json(&named_now);
+    }
+    if args.remove {
+        println!("forgot {} (it named {})", named_now.name, named_now.node_id);
+    } else {
+        println!(
+            "{} now names {}; every command takes it where it takes a node id",
+            named_now.name, named_now.node_id
+        );
+    }
+    Ok(())
+}
+
+pub async fn names(home: &Path, args: ReadArgs) -> anyhow::Result<()> {
+    let names = client(home)?.names().await?;
+    if args.json {
+        return print_json(&names);
+    }
+    if names.is_empty() {
+        println!("no names yet: fogwire name <name> <node id>");
+        return Ok(());
+    }
+    let mut table = Table::new(&["name", "node"], &[]);
+    for entry in &names {
+        table.row([entry.name.clone(), entry.node_id.clone()]);
+    }
+    table.print();
     Ok(())
 }
 

@@ -79,6 +79,15 @@ enum Command {
     /// In the OpenMetrics text format; with --json, each sample as
     /// {"name", "labels", "value"}.
     Metrics(control::ReadArgs),
+    /// Give a node a name: every command then takes the name where it
+    /// takes a node id, and shows it in place of the id.
+    ///
+    /// Names are this node's own (kept in its data directory), never
+    /// learnt from others. `fogwire name alice fw1…`; `fogwire name
+    /// alice --remove` forgets it.
+    Name(control::NameArgs),
+    /// List the names given to nodes.
+    Names(control::ReadArgs),
     /// Print the link that opens the running node's live dashboard.
     ///
     /// Open it in a browser on this machine: the link carries the API
@@ -306,6 +315,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(home) => home,
         None => default_home()?,
     };
+    // Names the operator gave nodes, for every command's output.
+    if let Ok(config) =
+        fogwire_node::config::Config::load(&home.join(fogwire_node::config::CONFIG_FILE_NAME))
+    {
+        output::load_names(
+            &config.data_dir_for(&home.join(fogwire_node::config::CONFIG_FILE_NAME)),
+        );
+    }
     match cli.command {
         Command::Init(args) => init::run(&home, args),
         Command::Node => node::run(&home).await,
@@ -315,6 +332,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Disconnect(args) => control::disconnect(&home, args).await,
         Command::Metrics(args) => control::metrics(&home, args).await,
         Command::Dashboard(args) => control::dashboard(&home, args),
+        Command::Name(args) => control::name(&home, args).await,
+        Command::Names(args) => control::names(&home, args).await,
         Command::Nodes(args) => route::nodes(&home, args).await,
         Command::Exits(args) => exit::exits(&home, args).await,
         Command::Proxy(args) => exit::proxy(&home, args).await,

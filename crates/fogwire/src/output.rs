@@ -132,9 +132,43 @@ impl Table {
     }
 }
 
-/// A node id cut to its first characters, as the tables show it.
+/// The names the operator gave nodes (`fogwire name`), by node id: read
+/// once per command from the node's names file.
+static NAMES: std::sync::OnceLock<std::collections::HashMap<String, String>> =
+    std::sync::OnceLock::new();
+
+/// Reads the names in `data_dir` for this command's output; a file that
+/// cannot be read leaves ids unnamed (the node logs why).
+pub fn load_names(data_dir: &std::path::Path) {
+    let path = data_dir.join(fogwire_control::names::NAMES_FILE);
+    let mut by_id = std::collections::HashMap::new();
+    for (name, id) in fogwire_control::names::read(&path).unwrap_or_default() {
+        // A node with several names shows the first in order.
+        by_id.entry(id.to_string()).or_insert(name);
+    }
+    let _ = NAMES.set(by_id);
+}
+
+/// The name the operator gave node `id`, if any.
+pub fn name_of(id: &str) -> Option<&'static str> {
+    NAMES.get()?.get(id).map(String::as_str)
+}
+
+/// A node id as tables show it: its name if it has one, else its first
+/// characters (a hash: its first characters).
 pub fn short(id: &str) -> String {
-    fogwire_identity::short_form(id)
+    match name_of(id) {
+        Some(name) => name.to_owned(),
+        None => fogwire_identity::short_form(id),
+    }
+}
+
+/// A full node id with its name beside it, if it has one.
+pub fn named(id: &str) -> String {
+    match name_of(id) {
+        Some(name) => format!("{name} ({id})"),
+        None => id.to_owned(),
+    }
 }
 
 #[cfg(test)]

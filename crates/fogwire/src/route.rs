@@ -156,7 +156,7 @@ pub async fn nodes(home: &Path, args: ReadArgs) -> anyhow::Result<()> {
             "-"
         };
         table.row([
-            node.node_id.clone(),
+            crate::output::named(&node.node_id),
             role.to_string(),
             node.links.len().to_string(),
             node.addresses

@@ -949,3 +949,62 @@ fn config_show_prints_every_setting_in_effect_and_hides_the_join_code() {
         stderr(&failed)
     );
 }
+
+#[test]
+fn a_name_given_to_a_node_is_taken_and_shown_by_every_command() {
+    let mut a = TestNode::start("");
+    let b = TestNode::start("");
+    let linked = a.cli(&["connect", &b.peer_addr()]);
+    assert!(linked.status.success(), "{}", stderr(&linked));
+    let b_id = b.node_id().to_string();
+    wait_until("a to know b from its advert", || {
+        stdout(&a.cli(&["nodes"])).contains(&b_id)
+    });
+
+    // Given by a unique start of the id; shown beside it.
+    let given = a.cli(&["name", "board-2", &b_id[..12]]);
+    assert!(given.status.success(), "{}", stderr(&given));
+    assert!(stdout(&given).contains(&b_id), "{}", stdout(&given));
+    let peers = stdout(&a.cli(&["peers"]));
+    assert!(peers.contains(&format!("board-2 ({b_id})")), "{peers}");
+    let nodes = stdout(&a.cli(&["nodes"]));
+    assert!(nodes.contains(&format!("board-2 ({b_id})")), "{nodes}");
+    // Taken where an id is: a ping, a route, the ledger's accounts.
+    let ping = a.cli(&["ping", "board-2", "--count", "1"]);
+    assert!(ping.status.success(), "{}", stderr(&ping));
+    let found = a.cli(&["route", "find", "board-2", "--json"]);
+    assert!(found.status.success(), "{}", stderr(&found));
+    assert!(stdout(&found).contains(&b_id));
+
+    // Names that would read as something else are refused.
+    for bad in ["fw1x", "me", "Board", "a/b"] {
+        let refused = a.cli(&["name", bad, &b_id]);
+        assert!(!refused.status.success(), "{bad} was taken");
+    }
+    let unknown = a.cli(&["name", "ghost", "fw1qqqqq"]);
+    assert!(!unknown.status.success());
+
+    // Kept across a restart; listed; forgotten.
+    assert!(a.stop("TERM").success());
+    a = a.start_again();
+    let names: Vec<fogwire_api::NodeName> =
+        serde_json::from_slice(&a.cli(&["names", "--json"]).stdout).unwrap();
+    assert_eq!(
+        names,
+        vec![fogwire_api::NodeName {
+            name: "board-2".into(),
+            node_id: b_id.clone()
+        }]
+    );
+    let dropped = a.cli(&["disconnect", "board-2"]);
+    assert!(dropped.status.success(), "{}", stderr(&dropped));
+    let forgotten = a.cli(&["name", "board-2", "--remove"]);
+    assert!(forgotten.status.success(), "{}", stderr(&forgotten));
+    let again = a.cli(&["name", "board-2", "--remove"]);
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("no node is named"),
+        "{}",
+        stderr(&again)
+    );
+}
