@@ -13,6 +13,7 @@ mod exit;
 mod harness;
 mod ledger;
 mod netns;
+mod package;
 mod restore;
 mod routing;
 mod rpc;
