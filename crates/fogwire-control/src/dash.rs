@@ -50,8 +50,6 @@ const BOX_WATCH: Duration = Duration::from_secs(5);
 const BOARD_CALL_TIMEOUT: Duration = Duration::from_millis(900);
 /// Time the ledger has to say what this node holds.
 const LEDGER_CALL_TIMEOUT: Duration = Duration::from_secs(3);
-/// The largest figures a board may answer with.
-const SAMPLE_BYTES_MAX: usize = 16 * 1024;
 /// The RPC service boards of one cluster read each other's figures by.
 pub const RPC_SERVICE: &str = "dash";
 /// Figures older than this are shown as stale.
@@ -481,10 +479,10 @@ async fn ask_board(node: &dyn NodeApi, node_id: &str) -> Result<Sample, String> 
         Ok(Ok(chunks)) => chunks,
     };
     match chunks.first().and_then(|chunk| chunk.first()) {
-        Some(Value::Binary(bytes)) if bytes.len() <= SAMPLE_BYTES_MAX => {
-            serde_json::from_slice(bytes).map_err(|_| "figures it sent are malformed".into())
+        Some(Value::Binary(bytes)) => {
+            fogwire_dash::decode_sample(bytes).map_err(|why| why.to_string())
         }
-        _ => Err("figures it sent are malformed".into()),
+        _ => Err("its answer holds no figures".into()),
     }
 }
 

@@ -206,12 +206,16 @@ pub(crate) async fn remove(
 
 /// The names in a names file: none if it does not exist.
 pub fn read(path: &Path) -> Result<BTreeMap<String, NodeId>, String> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(e) => return Err(e.to_string()),
-    };
-    let map: BTreeMap<String, NodeId> = toml::from_str(&text).map_err(|e| e.to_string())?;
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The names in a names file's text.
+pub fn parse(text: &str) -> Result<BTreeMap<String, NodeId>, String> {
+    let map: BTreeMap<String, NodeId> = toml::from_str(text).map_err(|e| e.to_string())?;
     if let Some(bad) = map.keys().find(|name| check_name(name).is_err()) {
         return Err(check_name(bad).err().unwrap_or_default());
     }

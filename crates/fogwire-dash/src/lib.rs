@@ -53,6 +53,29 @@ pub struct Sample {
     pub services: Vec<String>,
 }
 
+/// The largest figures a board may send (JSON).
+pub const SAMPLE_BYTES_MAX: usize = 16 * 1024;
+
+/// Why another board's figures were not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SampleError {
+    #[error("its figures are {0} bytes, over the {SAMPLE_BYTES_MAX} bytes allowed")]
+    TooLong(usize),
+    #[error("its figures are malformed: {0}")]
+    Malformed(String),
+}
+
+/// Another board's figures, as its `dash.sample` answer carries them
+/// (JSON; unknown fields are ignored, so boards of a newer version can
+/// send more).
+pub fn decode_sample(bytes: &[u8]) -> Result<Sample, SampleError> {
+    if bytes.len() > SAMPLE_BYTES_MAX {
+        return Err(SampleError::TooLong(bytes.len()));
+    }
+    serde_json::from_slice(bytes).map_err(|e| SampleError::Malformed(e.to_string()))
+}
+
 /// The fields of `after` that differ from `before`, by their JSON names:
 /// what a page that holds `before` needs to show `after`. All of them when
 /// there is no `before`.

@@ -34,12 +34,21 @@ pub struct DisconnectArgs {
     json: bool,
 }
 
-pub fn client(home: &Path) -> anyhow::Result<Client> {
+/// The node's configuration, and where its running API listens and the
+/// token it takes.
+fn running_api(
+    home: &Path,
+) -> anyhow::Result<(Config, std::net::SocketAddr, fogwire_control::ApiToken)> {
     let config_path = home.join(CONFIG_FILE_NAME);
     let config = Config::load(&config_path)?;
     let data_dir = DataDir::new(config.data_dir_for(&config_path));
     let addr = data_dir.read_api_addr()?;
     let token = data_dir.read_token()?;
+    Ok((config, addr, token))
+}
+
+pub fn client(home: &Path) -> anyhow::Result<Client> {
+    let (_, addr, token) = running_api(home)?;
     Ok(Client::new(addr, token.as_str()))
 }
 
@@ -162,11 +171,7 @@ pub async fn disconnect(home: &Path, args: DisconnectArgs) -> anyhow::Result<()>
 }
 
 pub fn dashboard(home: &Path, args: ReadArgs) -> anyhow::Result<()> {
-    let config_path = home.join(CONFIG_FILE_NAME);
-    let config = Config::load(&config_path)?;
-    let data_dir = DataDir::new(config.data_dir_for(&config_path));
-    let addr = data_dir.read_api_addr()?;
-    let token = data_dir.read_token()?;
+    let (config, addr, token) = running_api(home)?;
     let link = format!("http://{addr}/dash/login?token={}", token.as_str());
     let web = config
         .web

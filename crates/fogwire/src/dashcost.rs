@@ -19,10 +19,10 @@ use crate::soak::SoakNode;
 #[derive(Debug, clap::Args)]
 pub struct DashboardArgs {
     /// Bytes streamed over the route per round.
-    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    #[arg(long, default_value_t = 512 * 1024 * 1024)]
     pub bytes: u64,
     /// Rounds of each case, alternating; medians are reported.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 9)]
     pub rounds: usize,
     /// Print the report as JSON.
     #[arg(long)]
@@ -39,6 +39,9 @@ pub struct DashboardReport {
     pub with_bytes_per_sec: f64,
     /// with / without.
     pub ratio: f64,
+    /// The least and greatest ratio of one round's pair (the noise).
+    pub ratio_min: f64,
+    pub ratio_max: f64,
     /// What the two dashboards received, bytes per second together.
     pub dashboard_bytes_per_sec: f64,
 }
@@ -134,9 +137,11 @@ pub async fn run(args: DashboardArgs) -> anyhow::Result<()> {
         mib(report.without_bytes_per_sec)
     );
     println!(
-        "3-hop stream, two dashboards open   {:>9.1} MiB/s   ×{:.3} of the baseline",
+        "3-hop stream, two dashboards open   {:>9.1} MiB/s   ×{:.3} of the baseline (rounds: ×{:.3}–×{:.3})",
         mib(report.with_bytes_per_sec),
-        report.ratio
+        report.ratio,
+        report.ratio_min,
+        report.ratio_max
     );
     println!(
         "the two dashboards received         {:>9.1} KiB/s   ({} rounds of {} each, medians)",
@@ -213,6 +218,13 @@ async fn measure(
             reader.task.abort();
         }
     }
+    let ratios: Vec<f64> = with
+        .iter()
+        .zip(&without)
+        .map(|(with, without)| with / without.max(1e-9))
+        .collect();
+    let ratio_min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let ratio_max = ratios.iter().copied().fold(0.0, f64::max);
     let without = median(without);
     let with = median(with);
     drop(nodes);
@@ -222,6 +234,8 @@ async fn measure(
         without_bytes_per_sec: without,
         with_bytes_per_sec: with,
         ratio: with / without.max(1e-9),
+        ratio_min,
+        ratio_max,
         dashboard_bytes_per_sec: median(received),
     })
 }
