@@ -21,8 +21,33 @@ pub const NAMES_MAX: usize = 4_096;
 /// Longest name.
 pub const NAME_LEN_MAX: usize = 63;
 
+/// Why a text cannot be a name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NameError {
+    #[error(
+        "`{0}` cannot be a name: 1 to {NAME_LEN_MAX} of a-z, 0-9, '-', '_', '.', starting with a \
+         letter or digit"
+    )]
+    Invalid(String),
+    #[error("`{0}` cannot be a name: it would read as a node id (fw1…) or as this node (me)")]
+    Reserved(String),
+}
+
+/// Why a names file cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NamesFileError {
+    #[error("cannot read it: {0}")]
+    Read(#[from] std::io::Error),
+    #[error("not a names file (name = \"fw1…\" per line): {0}")]
+    Malformed(String),
+    #[error(transparent)]
+    Name(#[from] NameError),
+}
+
 /// Why a text cannot be a name, if it cannot.
-pub fn check_name(name: &str) -> Result<(), String> {
+pub fn check_name(name: &str) -> Result<(), NameError> {
     let valid_chars = name
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'));
@@ -31,16 +56,11 @@ pub fn check_name(name: &str) -> Result<(), String> {
         .next()
         .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
     if name.is_empty() || name.len() > NAME_LEN_MAX || !valid_chars || !starts_well {
-        return Err(format!(
-            "`{name}` cannot be a name: 1 to {NAME_LEN_MAX} of a-z, 0-9, '-', '_', '.', starting \
-             with a letter or digit"
-        ));
+        return Err(NameError::Invalid(name.to_owned()));
     }
     // Ids and their short forms start with "fw1"; "me" is this node.
     if name.starts_with("fw1") || name == "me" {
-        return Err(format!(
-            "`{name}` cannot be a name: it would read as a node id (fw1…) or as this node (me)"
-        ));
+        return Err(NameError::Reserved(name.to_owned()));
     }
     Ok(())
 }
@@ -98,7 +118,7 @@ impl Names {
     /// Gives `node` the name `name` (a node may have several names; a name
     /// names one node); the node it named before, if any.
     pub(crate) fn set(&self, name: &str, node: NodeId) -> Result<Option<NodeId>, Refusal> {
-        check_name(name).map_err(|why| Refusal(StatusCode::BAD_REQUEST, why))?;
+        check_name(name).map_err(|why| Refusal(StatusCode::BAD_REQUEST, why.to_string()))?;
         let mut map = self
             .map
             .write()
@@ -205,19 +225,20 @@ pub(crate) async fn remove(
 }
 
 /// The names in a names file: none if it does not exist.
-pub fn read(path: &Path) -> Result<BTreeMap<String, NodeId>, String> {
+pub fn read(path: &Path) -> Result<BTreeMap<String, NodeId>, NamesFileError> {
     match std::fs::read_to_string(path) {
         Ok(text) => parse(&text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e.into()),
     }
 }
 
 /// The names in a names file's text.
-pub fn parse(text: &str) -> Result<BTreeMap<String, NodeId>, String> {
-    let map: BTreeMap<String, NodeId> = toml::from_str(text).map_err(|e| e.to_string())?;
-    if let Some(bad) = map.keys().find(|name| check_name(name).is_err()) {
-        return Err(check_name(bad).err().unwrap_or_default());
+pub fn parse(text: &str) -> Result<BTreeMap<String, NodeId>, NamesFileError> {
+    let map: BTreeMap<String, NodeId> =
+        toml::from_str(text).map_err(|e| NamesFileError::Malformed(e.to_string()))?;
+    for name in map.keys() {
+        check_name(name)?;
     }
     Ok(map)
 }

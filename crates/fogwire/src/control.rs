@@ -209,7 +209,7 @@ pub struct NameArgs {
 }
 
 pub async fn name(home: &Path, args: NameArgs) -> anyhow::Result<()> {
-    fogwire_control::names::check_name(&args.name).map_err(anyhow::Error::msg)?;
+    fogwire_control::names::check_name(&args.name)?;
     let client = client(home)?;
     let named_now = match (&args.node, args.remove) {
         (_, true) => client.unname(&args.name).await?,
