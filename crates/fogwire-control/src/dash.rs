@@ -121,12 +121,19 @@ impl Dashboard {
     }
 
     /// What a page of `view` shows now: this board first.
-    fn views(&self, view: View) -> Vec<BoardView> {
+    fn views(&self, view: View, names: &crate::names::Names) -> Vec<BoardView> {
+        let by_id: HashMap<String, String> = names
+            .list()
+            .into_iter()
+            .map(|(name, id)| (id.to_string(), name))
+            .collect();
+        let name_of = |id: &str| by_id.get(id).cloned();
         let figures = lock(&self.figures);
         let mut views = Vec::new();
         if let Some(own) = &figures.own {
             views.push(BoardView {
                 node_id: own.node_id.clone(),
+                name: name_of(&own.node_id),
                 state: "alive".into(),
                 age_secs: 0,
                 error: None,
@@ -138,6 +145,7 @@ impl Dashboard {
                 let age = board.received.map_or(Duration::MAX, |at| at.elapsed());
                 views.push(BoardView {
                     node_id: node_id.clone(),
+                    name: name_of(node_id),
                     state: board.state.clone(),
                     // Whole seconds once stale: a fresh board's age
                     // does not change what its row says.
@@ -166,6 +174,8 @@ pub(crate) enum View {
 #[derive(Debug, Clone, Serialize)]
 struct BoardView {
     node_id: String,
+    /// The name the operator gave it (`fogwire name`), if any.
+    name: Option<String>,
     /// `alive`, `suspect` or `dead` (membership's word).
     state: String,
     /// Seconds since its figures came, once they are stale; else 0.
@@ -197,6 +207,7 @@ impl Serialize for View {
 /// What one stream last sent about each board.
 #[derive(Debug, Default)]
 struct Sent {
+    name: Option<String>,
     state: String,
     age_secs: u64,
     error: Option<String>,
@@ -212,6 +223,10 @@ fn update(views: Vec<BoardView>, sent: &mut HashMap<String, Sent>) -> Option<ser
         seen.push(view.node_id.clone());
         let last = sent.entry(view.node_id.clone()).or_default();
         let mut change = serde_json::Map::new();
+        if last.name != view.name {
+            change.insert("name".into(), serde_json::json!(view.name));
+            last.name = view.name;
+        }
         if last.state != view.state {
             change.insert("state".into(), view.state.clone().into());
             last.state = view.state;
@@ -596,6 +611,7 @@ struct Stream {
     sent: HashMap<String, Sent>,
     first: bool,
     shutdown: CancellationToken,
+    names: Arc<crate::names::Names>,
     _permit: OwnedSemaphorePermit,
     _client_stream: Option<crate::web::ClientStream>,
 }
@@ -649,6 +665,7 @@ async fn events(
         sent: HashMap::new(),
         first: true,
         shutdown: state.shutdown.clone(),
+        names: state.names.clone(),
         _permit: permit,
         _client_stream: client_stream,
     };
@@ -660,11 +677,12 @@ async fn events(
             .unwrap_or_default();
         if stream.first {
             stream.first = false;
-            let boards = stream.dashboard.views(stream.view);
+            let boards = stream.dashboard.views(stream.view, &stream.names);
             for board in &boards {
                 stream.sent.insert(
                     board.node_id.clone(),
                     Sent {
+                        name: board.name.clone(),
                         state: board.state.clone(),
                         age_secs: board.age_secs,
                         error: board.error.clone(),
@@ -691,7 +709,7 @@ async fn events(
             if stream.view == View::Box {
                 stream.dashboard.watch_box();
             }
-            let views = stream.dashboard.views(stream.view);
+            let views = stream.dashboard.views(stream.view, &stream.names);
             if let Some(changes) = update(views, &mut stream.sent) {
                 let event = Event::default().event("update").json_data(&changes);
                 return Some((encoded(event), stream));
@@ -716,6 +734,7 @@ mod tests {
     fn view(node_id: &str, links: u64) -> BoardView {
         BoardView {
             node_id: node_id.into(),
+            name: None,
             state: "alive".into(),
             age_secs: 0,
             error: None,

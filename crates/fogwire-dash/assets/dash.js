@@ -132,6 +132,7 @@
   const rows = new Map();
   let thisBoard = null;
 
+
   function row(id) {
     let entry = rows.get(id);
     if (entry) return entry;
@@ -142,6 +143,7 @@
     const name = document.createElement('td');
     name.textContent = id.slice(0, 12);
     name.title = id;
+    cells.name = name;
     tr.appendChild(name);
     cells.state = document.createElement('td');
     tr.appendChild(cells.state);
@@ -167,6 +169,8 @@
 
   function showBoard(id, change) {
     const entry = row(id);
+    // The operator's name for it (fogwire name), else its id's start.
+    if ('name' in change) entry.cells.name.textContent = change.name || id.slice(0, 12);
     if ('state' in change) entry.state = change.state;
     if ('error' in change) entry.error = change.error;
     if ('age_secs' in change) entry.age_secs = change.age_secs;
@@ -198,6 +202,8 @@
       series = snapshot.history;
       const own = snapshot.boards.find(board => board.node_id === thisBoard);
       if (own && own.sample) showFields(own.sample);
+      const name = document.getElementById('name');
+      if (name && own && own.name) name.textContent = own.name + ' · ';
       drawCharts();
     } else {
       for (const entry of rows.values()) entry.tr.remove();

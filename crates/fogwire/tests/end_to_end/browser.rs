@@ -106,6 +106,9 @@ fn the_dashboard_and_a_published_site_open_in_chromium() {
     let feed = stdout(&first.cli(&["feed", "new"])).trim().to_owned();
     let published = first.cli(&["feed", "publish", &feed, site.path().to_str().unwrap()]);
     assert!(published.status.success(), "{}", stderr(&published));
+    // The operator's name for the second board, which the box page shows.
+    let named = first.cli(&["name", "board-2", &second.node_id().to_string()]);
+    assert!(named.status.success(), "{}", stderr(&named));
     let link = stdout(&first.cli(&["dashboard"])).trim().to_owned();
     let origin = link.split("/dash/").next().unwrap().to_owned();
 
@@ -174,7 +177,9 @@ fn the_dashboard_and_a_published_site_open_in_chromium() {
             .find(Locator::Css(&format!("tr[data-board='{other}']")))
             .await
             .unwrap();
-        assert!(row.text().await.unwrap().contains("alive"));
+        let text = row.text().await.unwrap();
+        assert!(text.contains("alive"), "{text}");
+        assert!(text.contains("board-2"), "{text}");
         std::fs::write(shots.join("box.png"), client.screenshot().await.unwrap()).unwrap();
 
         // The published site, through the gateway.
