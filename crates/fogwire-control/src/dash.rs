@@ -670,26 +670,16 @@ async fn events(
         _client_stream: client_stream,
     };
     let events = futures_util::stream::unfold(stream, |mut stream| async move {
-        let this = stream
-            .dashboard
-            .own()
-            .map(|own| own.node_id)
-            .unwrap_or_default();
         if stream.first {
             stream.first = false;
+            let this = stream
+                .dashboard
+                .own()
+                .map(|own| own.node_id)
+                .unwrap_or_default();
             let boards = stream.dashboard.views(stream.view, &stream.names);
-            for board in &boards {
-                stream.sent.insert(
-                    board.node_id.clone(),
-                    Sent {
-                        name: board.name.clone(),
-                        state: board.state.clone(),
-                        age_secs: board.age_secs,
-                        error: board.error.clone(),
-                        sample: board.sample.clone(),
-                    },
-                );
-            }
+            // What the snapshot shows is what later updates start from.
+            let _ = update(boards.clone(), &mut stream.sent);
             let history = (stream.view == View::Board)
                 .then(|| lock(&stream.dashboard.figures).history.series());
             let snapshot = Snapshot {

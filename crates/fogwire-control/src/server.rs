@@ -533,12 +533,8 @@ async fn connect(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
 
 async fn disconnect(State(state): State<Arc<ApiState>>, Path(node_id): Path<String>) -> Response {
     // A name, the full id, or the start of a linked or wanted peer's.
-    let peer: NodeId = match state
-        .names
-        .get(&node_id)
-        .ok_or(())
-        .or_else(|()| node_id.trim().parse())
-    {
+    let named = state.names.get(&node_id);
+    let peer: NodeId = match named.map_or_else(|| node_id.trim().parse(), Ok) {
         Ok(peer) => peer,
         Err(_) => {
             let peers = state.node.peers();
