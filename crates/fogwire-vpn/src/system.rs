@@ -68,6 +68,7 @@ pub async fn take_default_routes(
     let handle = connect()?;
     // Rules a crashed node left behind go first.
     remove_rules(&handle).await?;
+    wait_until_usable(&handle, index, v6).await?;
     let defaults = [
         RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
@@ -82,7 +83,7 @@ pub async fn take_default_routes(
             .table_id(TABLE)
             .build(),
     ];
-    for mut route in defaults {
+    for (mut route, what) in defaults.into_iter().zip(["IPv4", "IPv6"]) {
         route
             .attributes
             .push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(
@@ -94,7 +95,7 @@ pub async fn take_default_routes(
             .replace()
             .execute()
             .await
-            .map_err(netlink)?;
+            .map_err(|e| SystemError::Netlink(format!("adding the {what} default route: {e}")))?;
     }
     for v6 in [false, true] {
         let mut main_first = rule_message(&handle, v6);
@@ -120,6 +121,56 @@ pub async fn take_default_routes(
     Ok(())
 }
 
+/// How long a new device's IPv6 address may stay tentative.
+const TENTATIVE_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits until the device's IPv6 address `v6` is there and no longer
+/// tentative. The kernel refuses a route whose preferred source is a
+/// tentative address (EINVAL), and it clears that flag from a work queue
+/// after the device comes up, even on a device that skips duplicate
+/// address detection: a route added at once races it.
+async fn wait_until_usable(handle: &Handle, index: u32, v6: Ipv6Addr) -> Result<(), SystemError> {
+    use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
+    let deadline = tokio::time::Instant::now() + TENTATIVE_MAX;
+    loop {
+        let addresses: Vec<_> = handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(netlink)?;
+        let usable = addresses.iter().any(|message| {
+            let ours = message
+                .attributes
+                .iter()
+                .any(|a| matches!(a, AddressAttribute::Address(std::net::IpAddr::V6(address)) if *address == v6));
+            // IFA_FLAGS, when present, holds all the flags; the header
+            // holds the first eight of them.
+            let tentative = message
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    AddressAttribute::Flags(flags) => Some(flags.contains(AddressFlags::Tentative)),
+                    _ => None,
+                })
+                .unwrap_or(message.header.flags.contains(AddressHeaderFlags::Tentative));
+            ours && !tentative
+        });
+        if usable {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(SystemError::Netlink(format!(
+                "the device's address {v6} was still missing or tentative after {} s",
+                TENTATIVE_MAX.as_secs()
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// An empty rule of the IPv6 family if `v6`, else of IPv4.
 fn rule_message(handle: &Handle, v6: bool) -> RuleMessage {
     let rule = handle.rule().add();
@@ -133,7 +184,10 @@ fn rule_message(handle: &Handle, v6: bool) -> RuleMessage {
 async fn add_rule(handle: &Handle, message: RuleMessage) -> Result<(), SystemError> {
     let mut request = handle.rule().add();
     *request.message_mut() = message;
-    request.execute().await.map_err(netlink)
+    request
+        .execute()
+        .await
+        .map_err(|e| SystemError::Netlink(format!("adding a routing rule: {e}")))
 }
 
 /// Gives the default routes back: removes the rules (the table's routes
