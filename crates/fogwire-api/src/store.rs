@@ -93,6 +93,27 @@ pub struct PeerBytes {
     pub bytes: u64,
 }
 
+/// `GET /v1/store/providers/{hash}`: who holds a blob in the network, as
+/// the keepers of its provider records say.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvidersReport {
+    pub hash: String,
+    /// The nodes that keep its provider records, as this node sees the
+    /// network, in the order they were asked.
+    pub keepers: Vec<String>,
+    /// Keepers that could not be reached or did not answer.
+    pub silent: Vec<SilentKeeper>,
+    /// The holders named, freshest first (this node left out).
+    pub holders: Vec<String>,
+}
+
+/// A keeper that did not answer, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SilentKeeper {
+    pub node: String,
+    pub why: String,
+}
+
 /// A peer of `GET /v1/store/peers`: what replication moved to and from it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StorePeer {

@@ -14,10 +14,10 @@ use fogwire_api::{
     JobFetchRequest, JobFetched, JobInfo, JobLogs, JobResultInfo, JobSubmitRequest, JobSubmitted,
     LedgerAccount, LedgerHistoryLine, LedgerInfo, LedgerOpRequest, LedgerReceipt,
     LedgerSubmitRequest, MarketAskRequest, MarketBidRequest, MarketCancelRequest, MarketDeal,
-    MarketEvent, MarketOrder, MarketPosted, OpenedRoute, Peer, PinRequest, PingReport, ProxyLine,
-    ProxyRequest, PublishRequest, RouteRequest, Routes, RpcCallRequest, RpcLine, SendLine, Status,
-    StoreAddRequest, StoreGetRequest, StoreLine, StorePeer, StoreStat, TagChange, UnpinRequest,
-    VpnStatus, VpnUpRequest, WorkerInfo,
+    MarketEvent, MarketOrder, MarketPosted, OpenedRoute, Peer, PinRequest, PingReport,
+    ProvidersReport, ProxyLine, ProxyRequest, PublishRequest, RouteRequest, Routes, RpcCallRequest,
+    RpcLine, SendLine, Status, StoreAddRequest, StoreGetRequest, StoreLine, StorePeer, StoreStat,
+    TagChange, UnpinRequest, VpnStatus, VpnUpRequest, WorkerInfo,
 };
 use reqwest::{Method, StatusCode, header};
 use serde::Serialize;
@@ -415,6 +415,11 @@ impl Client {
 
     pub async fn store_peers(&self) -> Result<Vec<StorePeer>, ClientError> {
         self.get("/v1/store/peers", &[]).await
+    }
+
+    /// Who holds `hash` in the network, as its provider-record keepers say.
+    pub async fn store_providers(&self, hash: &str) -> Result<ProvidersReport, ClientError> {
+        self.get(&format!("/v1/store/providers/{hash}"), &[]).await
     }
 
     pub async fn store_stat(&self) -> Result<StoreStat, ClientError> {

@@ -29,6 +29,7 @@
 //! | POST   | /v1/store/get            | [`fogwire_api::StoreGetRequest`] → NDJSON [`fogwire_api::StoreLine`]s |
 //! | GET    | /v1/store/blobs          | list of [`fogwire_api::BlobInfo`]       |
 //! | GET    | /v1/store/stat           | [`fogwire_api::StoreStat`]              |
+//! | GET    | /v1/store/providers/{hash} | [`fogwire_api::ProvidersReport`]      |
 //! | POST   | /v1/store/pin            | [`fogwire_api::PinRequest`] → [`fogwire_api::TagChange`] |
 //! | POST   | /v1/store/unpin          | [`fogwire_api::UnpinRequest`] → [`fogwire_api::TagChange`] |
 //! | POST   | /v1/store/gc             | [`fogwire_api::GcRequest`] → [`fogwire_api::GcResult`] |

@@ -189,6 +189,7 @@ pub async fn serve_with_web(
         .route("/v1/store/blobs", get(crate::store::blobs))
         .route("/v1/store/stat", get(crate::store::stat))
         .route("/v1/store/peers", get(crate::store::peers))
+        .route("/v1/store/providers/{hash}", get(crate::store::providers))
         .route("/v1/store/pin", post(crate::store::pin))
         .route("/v1/store/unpin", post(crate::store::unpin))
         .route("/v1/store/gc", post(crate::store::gc))

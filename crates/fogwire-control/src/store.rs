@@ -22,8 +22,8 @@ use fogwire_replicate::FetchProgress;
 
 use fogwire_api::{
     BlobInfo, DirectoryInfo, FetchInfo, GcRequest, GcResult, PeerBytes, PinRequest,
-    StoreAddRequest, StoreGetRequest, StoreLine, StorePeer, StoreRouteInfo, StoreStat, TagChange,
-    UnpinRequest,
+    ProvidersReport, SilentKeeper, StoreAddRequest, StoreGetRequest, StoreLine, StorePeer,
+    StoreRouteInfo, StoreStat, TagChange, UnpinRequest,
 };
 
 /// Chunks of a blob queued to a slow HTTP reader.
@@ -461,6 +461,38 @@ async fn fetch_for_get(
         }
     }
     true
+}
+
+/// `GET /v1/store/providers/{hash}`: asks the keepers of the blob's
+/// provider records who holds it.
+pub(crate) async fn providers(
+    State(state): State<Arc<ApiState>>,
+    Path(text): Path<String>,
+) -> Response {
+    let hash = match text.trim().parse::<Hash>() {
+        Ok(hash) => hash,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("`{text}` is not a hash (64 hex digits, what `b3sum` prints): {e}"),
+            );
+        }
+    };
+    let lookup = state.node.replication().find_providers(hash).await;
+    axum::Json(ProvidersReport {
+        hash: hash.to_string(),
+        keepers: lookup.keepers.iter().map(ToString::to_string).collect(),
+        silent: lookup
+            .silent
+            .iter()
+            .map(|(node, why)| SilentKeeper {
+                node: node.to_string(),
+                why: why.clone(),
+            })
+            .collect(),
+        holders: lookup.holders.iter().map(ToString::to_string).collect(),
+    })
+    .into_response()
 }
 
 /// `GET /v1/store/peers`: bytes served to and fetched from each peer.

@@ -69,6 +69,15 @@ pub struct StoreSection {
     pub sync_on_add: bool,
     /// Most bytes per second served to peers, all together (0: no cap).
     pub serve_bytes_per_sec_max: u64,
+    /// Tell the network what this node pins (its tags' hashes), so that
+    /// nodes beyond its neighbours find it holds them: the few nodes
+    /// that keep those hashes' provider records learn that it does.
+    #[default(true)]
+    pub provide: bool,
+    /// Keep provider records for the network (up to 262,144, 16,384 per
+    /// holder, in memory), and say so in this node's advert.
+    #[default(true)]
+    pub keep_provider_records: bool,
 }
 
 /// `[link]`: peer links.

@@ -101,6 +101,8 @@ impl NodeOptions {
             },
             replication: fogwire_replicate::Config {
                 serve_bytes_per_sec_max: config.store.serve_bytes_per_sec_max,
+                provide: config.store.provide,
+                keep_provider_records: config.store.keep_provider_records,
                 ..fogwire_replicate::Config::default()
             },
             compute: config.compute.options(),
@@ -321,7 +323,13 @@ impl Node {
             )]
             .into_iter()
             .chain(options.compute.advertised())
-            .chain(options.ledger.advertised()),
+            .chain(options.ledger.advertised())
+            .chain(
+                options
+                    .replication
+                    .keep_provider_records
+                    .then(|| fogwire_replicate::PROVIDERS_SERVICE.to_owned()),
+            ),
         );
         let exit = options.exit.clone().map(fogwire_exit::Exit::new);
         if let Some(exit) = &exit {

@@ -31,6 +31,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::peer::{PeerLink, Reply};
+use crate::providers::Holding;
 use crate::{Counters, FetchError, FetchProgress, FetchReport, ProgressFn, ReplicationState, lock};
 
 /// Object nodes nest at most this deep below a root.
@@ -104,7 +105,49 @@ pub(crate) async fn fetch_one(
         progress: None,
     };
     let _held = inner.store.protect(hash);
-    fetch_blob(inner, hash, &reporter).await
+    // A gateway fetches a site file by file: the routes to its holders
+    // stay a while for the next one.
+    let (size, _holders) = fetch_root(inner, hash, &reporter, crate::providers::LINGER).await?;
+    Ok(size)
+}
+
+/// Fetches the root of a fetch from the peers, or, if none has it, from
+/// holders found beyond them by its provider records: the routes to them
+/// stay open while the returned [`Holding`] lives, for the rest of a tree.
+async fn fetch_root(
+    inner: &Arc<ReplicationState>,
+    hash: Hash,
+    reporter: &Reporter,
+    linger: Duration,
+) -> Result<(u64, Holding), FetchError> {
+    let asked = match fetch_blob(inner, hash, reporter).await {
+        Ok(size) => return Ok((size, Holding::default())),
+        Err(FetchError::NotFound { asked, .. }) => asked,
+        Err(error) => return Err(error),
+    };
+    let (holding, lookup) = crate::providers::find_and_reach(inner, hash, linger)
+        .await
+        .map_err(|beyond| FetchError::NotFound {
+            hash,
+            asked,
+            beyond,
+        })?;
+    match fetch_blob(inner, hash, reporter).await {
+        Ok(size) => Ok((size, holding)),
+        Err(FetchError::NotFound { asked, .. }) => {
+            let failures = lookup
+                .holders
+                .iter()
+                .map(|holder| (*holder, "did not have it when asked".to_owned()))
+                .collect();
+            Err(FetchError::NotFound {
+                hash,
+                asked,
+                beyond: crate::providers::Beyond::HoldersFailed { lookup, failures },
+            })
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// Fetches `hash` and, if it is an object node, the graph below it: each
@@ -130,7 +173,9 @@ pub(crate) async fn fetch(
     // Everything fetched stays safe from collection until the root is
     // pinned (or the fetch ends).
     let mut protections = vec![inner.store.protect(hash)];
-    let size = fetch_blob(inner, hash, &reporter).await?;
+    // Routes to holders beyond the neighbours, if it took those, stay
+    // open until the whole tree is here.
+    let (size, _holders) = fetch_root(inner, hash, &reporter, Duration::ZERO).await?;
     let mut directory = false;
     let mut blobs = 1u64;
     let mut bytes = size;
@@ -613,6 +658,7 @@ async fn fetch_blob(
         return Err(FetchError::NotFound {
             hash,
             asked: links.len(),
+            beyond: crate::providers::Beyond::NotSearched,
         });
     }
     // Holders of the whole blob first: they can answer the probe.

@@ -30,11 +30,13 @@ mod fetch;
 mod limit;
 mod peer;
 pub mod persist;
+mod providers;
 mod route;
 mod serve;
 mod transport;
 
 pub use persist::CountersError;
+pub use providers::{Beyond, Lookup, PROVIDERS_SERVICE, ProviderStats};
 pub use route::{StoreRoute, StoreRouteError};
 pub use transport::STORE_SERVICE;
 
@@ -134,6 +136,15 @@ pub struct Config {
     /// Where the per-peer counters are kept across restarts (none: in
     /// memory only).
     pub counters_path: Option<std::path::PathBuf>,
+    /// Give the hashes this node's tags pin to their provider-record
+    /// keepers, so that nodes beyond the neighbours find them.
+    pub provide: bool,
+    /// Keep provider records for others (the node then lists
+    /// [`PROVIDERS_SERVICE`] in its advert).
+    pub keep_provider_records: bool,
+    /// How often what is owed to keepers is checked (besides soon after
+    /// the pins change).
+    pub provide_interval: Duration,
 }
 
 impl Default for Config {
@@ -148,6 +159,9 @@ impl Default for Config {
             feed_retry_max: Duration::from_secs(30),
             serve_bytes_per_sec_max: 0,
             counters_path: None,
+            provide: true,
+            keep_provider_records: true,
+            provide_interval: Duration::from_secs(10),
         }
     }
 }
@@ -161,8 +175,12 @@ pub enum FetchError {
          first (`fogwire connect <node-id>@<host:port>`, or `peers` in fogwire.toml)"
     )]
     NoPeers { hash: Hash },
-    #[error("none of the {asked} linked peers has blob {hash}")]
-    NotFound { hash: Hash, asked: usize },
+    #[error("none of the {asked} peers asked has blob {hash}, and {beyond}")]
+    NotFound {
+        hash: Hash,
+        asked: usize,
+        beyond: Beyond,
+    },
     #[error("no peer could prove the size of blob {hash}: {detail}")]
     Size { hash: Hash, detail: String },
     #[error(
@@ -278,6 +296,7 @@ pub(crate) struct ReplicationState {
     counters: Mutex<HashMap<NodeId, Arc<Counters>>>,
     fetching: Mutex<HashMap<Hash, Arc<tokio::sync::Mutex<()>>>>,
     pub(crate) feeds: feeds::FeedState,
+    pub(crate) providers: providers::ProviderState,
     pub(crate) limiter: Option<limit::Limiter>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
@@ -321,6 +340,14 @@ impl ReplicationState {
             .filter(|link| !link.is_closed() && !link.counters.penalised(now))
             .cloned()
             .collect()
+    }
+
+    /// The open link or route stream to `peer`, if any.
+    pub(crate) fn peer_link(&self, peer: NodeId) -> Option<Arc<PeerLink>> {
+        lock(&self.links)
+            .get(&peer)
+            .filter(|link| !link.is_closed())
+            .cloned()
     }
 
     pub(crate) fn all_links(&self) -> Vec<Arc<PeerLink>> {
@@ -424,12 +451,14 @@ impl Replication {
             counters: Mutex::default(),
             fetching: Mutex::default(),
             feeds: feeds::FeedState::default(),
+            providers: providers::ProviderState::default(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
         persist::restore(&inner, loaded);
         inner.tasks.spawn(feeds::periodic(inner.clone()));
         inner.tasks.spawn(persist::run(inner.clone()));
+        inner.tasks.spawn(providers::run(inner.clone()));
         let replication = Replication { inner };
         let service = Arc::new(route::StoreService(replication.clone()));
         if let Err(error) = replication
@@ -590,6 +619,16 @@ impl Replication {
     /// newest root needs (in the background).
     pub fn sync_feed(&self, feed: FeedId) {
         feeds::spawn_sync(&self.inner, feed);
+    }
+
+    /// Asks the keepers of `hash`'s provider records who holds it.
+    pub async fn find_providers(&self, hash: Hash) -> Lookup {
+        providers::lookup(&self.inner, hash).await
+    }
+
+    /// Provider records kept and given, and routes open to holders.
+    pub fn provider_stats(&self) -> ProviderStats {
+        providers::stats(&self.inner)
     }
 
     /// Counters of every peer met.

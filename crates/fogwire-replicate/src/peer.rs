@@ -30,6 +30,8 @@ pub(crate) enum Reply {
     Done,
     Error(u8),
     FeedRoot(Option<Bytes>),
+    Provided,
+    Providers(Vec<[u8; 32]>),
 }
 
 impl Reply {
@@ -224,6 +226,16 @@ pub(crate) async fn run(inner: Arc<ReplicationState>, link: Arc<PeerLink>, mut i
             StoreMessage::Error { id, code } => deliver(&link, id, Reply::Error(code)).await,
             StoreMessage::FeedRoot { id, root } => {
                 deliver(&link, id, Reply::FeedRoot(root)).await;
+            }
+            StoreMessage::Provide { id, hashes } => {
+                crate::providers::answer_provide(&inner, &link, id, hashes).await;
+            }
+            StoreMessage::Find { id, hash } => {
+                crate::providers::answer_find(&inner, &link, id, hash).await;
+            }
+            StoreMessage::Provided { id, .. } => deliver(&link, id, Reply::Provided).await,
+            StoreMessage::Providers { id, nodes } => {
+                deliver(&link, id, Reply::Providers(nodes)).await;
             }
         }
     }

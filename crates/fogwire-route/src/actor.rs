@@ -52,6 +52,11 @@ const FRESH_RECEIPTS_MAX: usize = 65_536;
 
 pub(crate) enum Command {
     Nodes(oneshot::Sender<Vec<NodeInfo>>),
+    /// The nodes whose advert lists a service.
+    Serving {
+        service: String,
+        reply: oneshot::Sender<Vec<NodeId>>,
+    },
     /// What `owner` (a service started at run time) adds to this node's
     /// advert; empty lists take its part out.
     Advertise {
@@ -734,6 +739,16 @@ impl Actor {
         match command {
             Command::Nodes(reply) => {
                 let _ = reply.send(self.nodes());
+            }
+            Command::Serving { service, reply } => {
+                let serving = self
+                    .plane
+                    .topology()
+                    .adverts()
+                    .filter(|(advert, _)| advert.services.contains(&service))
+                    .map(|(advert, _)| advert.origin)
+                    .collect();
+                let _ = reply.send(serving);
             }
             Command::Advertise {
                 owner,

@@ -346,6 +346,13 @@ impl Routing {
         self.ask(Command::Nodes).await
     }
 
+    /// The nodes (this one too) whose advert lists `service`: their ids
+    /// only, cheaper than [`Routing::nodes`] in a large network.
+    pub async fn serving(&self, service: &str) -> Result<Vec<NodeId>, RouteError> {
+        let service = service.to_owned();
+        self.ask(|reply| Command::Serving { service, reply }).await
+    }
+
     /// The relay receipts (wire form, signed by each route's source) this
     /// node received since the last call: the latest of each route, for
     /// the node to redeem in the ledger.

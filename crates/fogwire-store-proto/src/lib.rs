@@ -5,7 +5,8 @@
 //!   verified reads);
 //! - [`feed`]: feeds and their signed roots;
 //! - [`object`]: directories and their indexes as objects in the store;
-//! - [`message`], [`stream`], [`download`]: the replication protocol.
+//! - [`message`], [`stream`], [`download`]: the replication protocol;
+//! - [`providers`]: who holds a blob beyond one's neighbours.
 //!
 //! Architecture invariant: no sockets, no files, no threads, no clock.
 //! Positioned reads and writes come in through traits the caller provides.
@@ -16,6 +17,7 @@ pub mod feed;
 mod hash;
 pub mod message;
 pub mod object;
+pub mod providers;
 pub mod stream;
 
 pub use hash::{Hash, ParseHashError};

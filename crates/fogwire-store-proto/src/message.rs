@@ -19,6 +19,10 @@
 //! 0x09 FEED_ROOT  present u8 | (present) root (186 bytes)
 //! 0x0a ANNOUNCE   root (186 bytes) | (optional) holder node id [32];
 //!                   request id 0
+//! 0x0b PROVIDE    count u16 (1..=512) | hash [32] × count
+//! 0x0c PROVIDED   taken u16 | ttl seconds u32
+//! 0x0d FIND       hash [32]
+//! 0x0e PROVIDERS  count u8 (≤ 20) | node id [32] × count
 //!
 //! groups: count u16 (1..=256) | (start u64, end u64) × count, ascending,
 //!         disjoint, non-adjacent: chunk groups (16 KiB) start..end
@@ -60,6 +64,12 @@ pub const TYPE_CANCEL: u8 = 0x07;
 pub const TYPE_FEED_GET: u8 = 0x08;
 pub const TYPE_FEED_ROOT: u8 = 0x09;
 pub const TYPE_ANNOUNCE: u8 = 0x0a;
+pub const TYPE_PROVIDE: u8 = 0x0b;
+pub const TYPE_PROVIDED: u8 = 0x0c;
+pub const TYPE_FIND: u8 = 0x0d;
+pub const TYPE_PROVIDERS: u8 = 0x0e;
+/// Node ids one PROVIDERS answer names.
+pub const PROVIDERS_MAX: usize = 20;
 
 /// Sets of chunk-group indices.
 pub type Groups = RangeSet2<u64>;
@@ -139,6 +149,28 @@ pub enum Message {
     Announce {
         root: Bytes,
         holder: Option<[u8; 32]>,
+    },
+    /// "I hold these": provider records for the node that sends it, to a
+    /// node that keeps them (§7 of store.md).
+    Provide {
+        id: u32,
+        hashes: Vec<Hash>,
+    },
+    /// How many of a PROVIDE's records were taken, and for how long.
+    Provided {
+        id: u32,
+        taken: u16,
+        ttl_secs: u32,
+    },
+    /// "Who holds this?", to a node that keeps provider records.
+    Find {
+        id: u32,
+        hash: Hash,
+    },
+    /// The holders a keeper knows of, freshest first.
+    Providers {
+        id: u32,
+        nodes: Vec<[u8; 32]>,
     },
 }
 
@@ -359,6 +391,38 @@ impl Message {
                 };
                 Message::Announce { root, holder }
             }
+            TYPE_PROVIDE => {
+                let count = reader.count(HAS_MAX)?;
+                if count == 0 {
+                    return Err(MessageError::Malformed("empty request"));
+                }
+                let hashes = (0..count)
+                    .map(|_| reader.hash())
+                    .collect::<Result<_, _>>()?;
+                Message::Provide { id, hashes }
+            }
+            TYPE_PROVIDED => Message::Provided {
+                id,
+                taken: reader.u16()?,
+                ttl_secs: reader.u32()?,
+            },
+            TYPE_FIND => Message::Find {
+                id,
+                hash: reader.hash()?,
+            },
+            TYPE_PROVIDERS => {
+                let count = usize::from(reader.u8()?);
+                if count > PROVIDERS_MAX {
+                    return Err(MessageError::Malformed("count above its limit"));
+                }
+                let mut nodes = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let mut node = [0u8; 32];
+                    node.copy_from_slice(reader.take(32)?);
+                    nodes.push(node);
+                }
+                Message::Providers { id, nodes }
+            }
             other => return Err(MessageError::UnknownType(other)),
         };
         reader.end()?;
@@ -438,6 +502,33 @@ impl Message {
                 out.extend_from_slice(root);
                 if let Some(holder) = holder {
                     out.extend_from_slice(holder);
+                }
+            }
+            Message::Provide { id, hashes } => {
+                head(TYPE_PROVIDE, *id);
+                out.extend_from_slice(&(hashes.len() as u16).to_be_bytes());
+                for hash in hashes {
+                    out.extend_from_slice(hash.as_bytes());
+                }
+            }
+            Message::Provided {
+                id,
+                taken,
+                ttl_secs,
+            } => {
+                head(TYPE_PROVIDED, *id);
+                out.extend_from_slice(&taken.to_be_bytes());
+                out.extend_from_slice(&ttl_secs.to_be_bytes());
+            }
+            Message::Find { id, hash } => {
+                head(TYPE_FIND, *id);
+                out.extend_from_slice(hash.as_bytes());
+            }
+            Message::Providers { id, nodes } => {
+                head(TYPE_PROVIDERS, *id);
+                out.push(nodes.len() as u8);
+                for node in nodes {
+                    out.extend_from_slice(node);
                 }
             }
         }
@@ -592,6 +683,24 @@ mod tests {
                 root: Bytes::from(vec![8; FEED_ROOT_LEN]),
                 holder: Some([5; 32]),
             },
+            Message::Provide {
+                id: 10,
+                hashes: vec![hash, Hash::of(b"z")],
+            },
+            Message::Provided {
+                id: 10,
+                taken: 2,
+                ttl_secs: 7200,
+            },
+            Message::Find { id: 11, hash },
+            Message::Providers {
+                id: 11,
+                nodes: vec![],
+            },
+            Message::Providers {
+                id: 11,
+                nodes: vec![[1; 32], [2; 32]],
+            },
         ];
         for message in messages {
             assert_eq!(Message::decode(&message.encode()), Ok(message));
@@ -630,6 +739,16 @@ mod tests {
         }
         assert!(Message::decode(&Bytes::from(touching)).is_err());
         assert!(Message::decode(&Bytes::from(vec![0u8; MESSAGE_LEN_MAX + 1])).is_err());
+        let empty_provide = Message::Provide {
+            id: 1,
+            hashes: vec![],
+        };
+        assert!(Message::decode(&empty_provide.encode()).is_err());
+        let too_many_providers = Message::Providers {
+            id: 1,
+            nodes: vec![[1; 32]; PROVIDERS_MAX + 1],
+        };
+        assert!(Message::decode(&too_many_providers.encode()).is_err());
         assert_eq!(Message::decode(&Bytes::new()), Err(MessageError::Empty));
     }
 

@@ -309,6 +309,9 @@ pub struct Store {
     /// cache's least-recently-used order is the order of use even within
     /// one millisecond.
     last_stamp: std::sync::atomic::AtomicU64,
+    /// Counts commits that set or removed a tag, for those who follow
+    /// what is pinned ([`Store::tags_generation`]).
+    tags_generation: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -335,6 +338,7 @@ impl Store {
             protected: Arc::default(),
             live: Arc::default(),
             last_stamp: std::sync::atomic::AtomicU64::new(0),
+            tags_generation: std::sync::atomic::AtomicU64::new(0),
         };
         store.init_tables()?;
         store.recover()?;
@@ -713,6 +717,9 @@ impl Store {
             }
         }
         write.commit().map_err(|e| self.db_error(e))?;
+        if tag.is_some() {
+            self.tags_changed();
+        }
         Ok(hash)
     }
 
@@ -986,7 +993,11 @@ impl Store {
             tags.insert(tag, hash.as_bytes().as_slice())
                 .map_err(|e| self.db_error(e))?;
         }
-        write.commit().map_err(|e| self.db_error(e))
+        write.commit().map_err(|e| self.db_error(e))?;
+        if tag.is_some() {
+            self.tags_changed();
+        }
+        Ok(())
     }
 
     /// Reads bytes `start..end` of a blob, verified chunk group by chunk
@@ -1201,6 +1212,7 @@ impl Store {
                 .and_then(|old| Hash::from_slice(old.value()));
         }
         write.commit().map_err(|e| self.db_error(e))?;
+        self.tags_changed();
         Ok(previous)
     }
 
@@ -1216,7 +1228,20 @@ impl Store {
                 .and_then(|old| Hash::from_slice(old.value()));
         }
         write.commit().map_err(|e| self.db_error(e))?;
+        self.tags_changed();
         removed.ok_or_else(|| StoreError::NoTag(tag.to_owned()))
+    }
+
+    fn tags_changed(&self) {
+        self.tags_generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    /// A number that grows whenever a tag is set or removed: compare it
+    /// with the last one seen to learn cheaply whether the pins changed.
+    pub fn tags_generation(&self) -> u64 {
+        self.tags_generation
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Every tag and the blob it names.

@@ -23,8 +23,13 @@ pub enum Command {
     Add(AddArgs),
     /// Write a blob to a file (or restore a directory from its root hash),
     /// every byte verified. What the node does not hold it first fetches
-    /// from the linked peers that have it, from several at once.
+    /// from the linked peers that have it, from several at once; if none
+    /// has it, from the nodes further away that hold it (found through
+    /// the network, as `store providers` shows), over routes.
     Get(GetArgs),
+    /// Who holds a blob in the network: asks the few nodes that keep its
+    /// provider records (every node tells them what it pins).
+    Providers(ProvidersArgs),
     /// Bytes served to and fetched from each peer (what replication will
     /// be paid on).
     Peers(ReadArgs),
@@ -86,6 +91,14 @@ pub struct GetArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct ProvidersArgs {
+    /// The blob's hash (64 hex digits, what `store add` and `b3sum` print).
+    hash: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct PinArgs {
     hash: String,
     /// The tag's name (default: the hash).
@@ -117,6 +130,7 @@ pub async fn run(home: &Path, command: Command) -> anyhow::Result<()> {
         Command::Add(args) => add(home, args).await,
         Command::Get(args) => get(home, args).await,
         Command::Peers(args) => peers(home, args).await,
+        Command::Providers(args) => providers(home, args).await,
         Command::Ls(args) => list(home, args).await,
         Command::Pin(args) => pin(home, args).await,
         Command::Unpin(args) => unpin(home, args).await,
@@ -431,6 +445,40 @@ async fn stat(home: &Path, args: ReadArgs) -> anyhow::Result<()> {
         format_bytes(stat.bytes - stat.pinned_bytes),
         format_bytes(stat.cache_bytes_max)
     );
+    Ok(())
+}
+
+async fn providers(home: &Path, args: ProvidersArgs) -> anyhow::Result<()> {
+    let report = client(home)?.store_providers(args.hash.trim()).await?;
+    if args.json {
+        return print_json(&report);
+    }
+    if report.keepers.is_empty() {
+        bail!(
+            "no node in the network keeps provider records (none lists `providers` in its advert): \
+             nothing beyond this node's neighbours can be found"
+        );
+    }
+    let answered = report.keepers.len() - report.silent.len();
+    println!(
+        "asked {answered} of {} provider-record keepers: {}",
+        report.keepers.len(),
+        report
+            .keepers
+            .iter()
+            .map(|k| short(k))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for silent in &report.silent {
+        println!("  no answer from {}: {}", short(&silent.node), silent.why);
+    }
+    if report.holders.is_empty() {
+        bail!("no node in the network is known to hold {}", report.hash);
+    }
+    for holder in &report.holders {
+        println!("{}", short(holder));
+    }
     Ok(())
 }
 

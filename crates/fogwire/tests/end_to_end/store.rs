@@ -791,8 +791,107 @@ fn the_gateway_fetches_what_a_path_needs_from_peers_and_nothing_more() {
     let (head, body) = http_get(&reader, &format!("/tree/{}/", "1".repeat(64)), "");
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
     assert!(
-        String::from_utf8_lossy(&body).contains("none of the 1 linked peers has"),
+        String::from_utf8_lossy(&body).contains("none of the 1 peers asked has"),
         "{}",
         String::from_utf8_lossy(&body)
     );
+}
+
+#[test]
+fn store_get_finds_what_no_neighbour_holds_through_the_network_and_says_so_when_nobody_does() {
+    // seed - r1 - r2 - fetcher: only the seed holds the tree, three hops
+    // from the fetcher, and nobody names it: the keepers of the root's
+    // provider records, which the seed told, do.
+    let nodes: Vec<TestNode> = (0..4).map(|_| TestNode::start("")).collect();
+    for pair in nodes.windows(2) {
+        let linked = pair[1].cli(&["connect", &pair[0].peer_addr()]);
+        assert!(linked.status.success(), "{}", stderr(&linked));
+    }
+    let (seed, fetcher) = (&nodes[0], &nodes[3]);
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site");
+    std::fs::create_dir_all(site.join("docs")).unwrap();
+    let big = pattern(3_000_000, 41);
+    let small = b"a page only the seed holds".to_vec();
+    std::fs::write(site.join("big.bin"), &big).unwrap();
+    std::fs::write(site.join("docs/page.txt"), &small).unwrap();
+    let added = seed.cli(&["store", "add", site.to_str().unwrap(), "--tag", "site"]);
+    assert!(added.status.success(), "{}", stderr(&added));
+    let root = stdout(&added).split_whitespace().next().unwrap().to_owned();
+    let seed_id = seed.node_id().to_string();
+    wait_until(
+        "the fetcher's keepers name the seed as the tree's holder",
+        || {
+            let asked = fetcher.cli(&["store", "providers", &root, "--json"]);
+            asked.status.success()
+                && serde_json::from_slice::<fogwire_api::ProvidersReport>(&asked.stdout)
+                    .is_ok_and(|report| report.holders.contains(&seed_id))
+        },
+    );
+    let listed = fetcher.cli(&["store", "providers", &root]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    assert!(
+        stdout(&listed).contains("provider-record keepers"),
+        "{}",
+        stdout(&listed)
+    );
+
+    // `store get` of the root: found, fetched over a route, every file.
+    let output = dir.path().join("restored");
+    let got = fetcher.cli(&["store", "get", &root, "-o", output.to_str().unwrap()]);
+    assert!(got.status.success(), "{}", stderr(&got));
+    assert_eq!(std::fs::read(output.join("big.bin")).unwrap(), big);
+    assert_eq!(std::fs::read(output.join("docs/page.txt")).unwrap(), small);
+    let said = stderr(&got);
+    let seed_short = fogwire_identity::short_form(&seed_id);
+    assert!(
+        said.contains(&format!("from 1 peer(s): {seed_short}")),
+        "{said}"
+    );
+    // The seed served it over the route; its neighbour r1 only carried it.
+    let served: Vec<fogwire_api::StorePeer> = json(&seed.cli(&["store", "peers", "--json"]));
+    let to_fetcher = served
+        .iter()
+        .find(|peer| peer.peer == fetcher.node_id().to_string())
+        .expect("the seed counted the fetcher");
+    assert!(to_fetcher.served_bytes >= big.len() as u64);
+    // Not by a link: the two never linked.
+    assert!(!fetcher.peers().iter().any(|peer| peer.node_id == seed_id));
+
+    // The gateway of a node two hops from the seed finds it the same way,
+    // and fetches only the file the request needs.
+    let reader = &nodes[2];
+    let (head, body) = http_get(reader, &format!("/tree/{root}/docs/page.txt"), "");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, small);
+
+    // A blob nobody holds: the error says so, and whom it asked.
+    let nobody = "7".repeat(64);
+    let missing = fetcher.cli(&[
+        "store",
+        "get",
+        &nobody,
+        "-o",
+        dir.path().join("x").to_str().unwrap(),
+    ]);
+    assert!(!missing.status.success());
+    let said = stderr(&missing);
+    // Its neighbour, and the seed over the route still open from the
+    // fetch above, were asked; then the keepers.
+    assert!(said.contains("peers asked has blob 7777"), "{said}");
+    assert!(
+        said.contains("no node in the network is known to hold it"),
+        "{said}"
+    );
+    assert!(said.contains("provider-record keepers"), "{said}");
+    let none = fetcher.cli(&["store", "providers", &nobody]);
+    assert!(!none.status.success());
+    assert!(
+        stderr(&none).contains("no node in the network is known to hold"),
+        "{}",
+        stderr(&none)
+    );
+    let bad = fetcher.cli(&["store", "providers", "not-a-hash"]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("is not a hash"), "{}", stderr(&bad));
 }
