@@ -173,6 +173,28 @@ async fn subsystems(state: &ApiState) -> String {
         fetched,
     );
 
+    // Provider records: finding content beyond neighbours.
+    let providers = state.node.replication().provider_stats();
+    for (name, help, value) in [
+        (
+            "store_provider_records_kept",
+            "Provider records this node keeps for the network",
+            providers.records_kept,
+        ),
+        (
+            "store_provider_records_given",
+            "Records of this node's pins that their keepers took",
+            providers.records_given,
+        ),
+        (
+            "store_holder_routes",
+            "Routes open to holders found beyond the neighbours",
+            providers.holder_routes,
+        ),
+    ] {
+        gauge(&mut registry, name, help, value);
+    }
+
     // The cluster.
     let cluster = state.node.cluster().status();
     if cluster.cluster.is_some() {

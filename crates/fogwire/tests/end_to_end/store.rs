@@ -857,6 +857,14 @@ fn store_get_finds_what_no_neighbour_holds_through_the_network_and_says_so_when_
     assert!(to_fetcher.served_bytes >= big.len() as u64);
     // Not by a link: the two never linked.
     assert!(!fetcher.peers().iter().any(|peer| peer.node_id == seed_id));
+    // The seed gave its record to the keepers it saw when it pinned the
+    // tree (maybe only itself, at first), and to each new keeper as it
+    // learnt the network: three of the four nodes, as the metrics say.
+    wait_until("the seed's record to reach its three keepers", || {
+        stdout(&seed.cli(&["metrics"]))
+            .lines()
+            .any(|line| line == "fogwire_store_provider_records_given 3")
+    });
 
     // The gateway of a node two hops from the seed finds it the same way,
     // and fetches only the file the request needs.
