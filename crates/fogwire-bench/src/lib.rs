@@ -9,6 +9,7 @@
 
 pub mod cluster;
 pub mod compute;
+pub mod find;
 pub mod ledger;
 pub mod link;
 pub mod market;

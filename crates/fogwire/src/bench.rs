@@ -27,6 +27,12 @@ pub enum Command {
     /// Replication on loopback: a blob fetched from one peer beside a bare
     /// link, and from three rate-capped peers beside one such peer.
     Transfer(TransferArgs),
+    /// Finding content beyond the neighbours on 8 nodes on loopback: a
+    /// fetch that asks the keepers of the blob's provider records who
+    /// holds it, beside the same fetch told the holder (`store get
+    /// --from`), for a small blob and a large one; and the lookup alone
+    /// beside the route's round trip.
+    Find(FindArgs),
     /// The service RPC on one link: one call beside a bare round trip of a
     /// link message (the RPC's cost per call is the difference), and calls
     /// per second with many in flight.
@@ -189,6 +195,26 @@ pub struct TransferArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct FindArgs {
+    /// Size of each small blob (K, M, G: binary).
+    #[arg(long, default_value = "64K", value_parser = crate::output::parse_size)]
+    small: u64,
+    /// Size of the large blob.
+    #[arg(long, default_value = "128M", value_parser = crate::output::parse_size)]
+    large: u64,
+    /// Rounds, the two ways alternating which goes first; medians are
+    /// reported.
+    #[arg(long, default_value_t = 9)]
+    rounds: usize,
+    /// Directory for the stores (default: the system's).
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct StoreArgs {
     /// Size of the test file (K, M, G: binary).
     #[arg(long, default_value = "1G", value_parser = crate::output::parse_size)]
@@ -286,6 +312,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Market(args) => market(args).await,
         Command::Cluster(args) => cluster(args).await,
         Command::Transfer(args) => transfer(args).await,
+        Command::Find(args) => find(args).await,
         Command::Attack(args) => crate::attack::run(args).await,
         Command::Dashboard(args) => {
             debug_warning("dashboard");
@@ -293,6 +320,68 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Soak(args) => tokio::task::spawn_blocking(|| crate::soak::run(args)).await?,
     }
+}
+
+async fn find(args: FindArgs) -> anyhow::Result<()> {
+    use fogwire_bench::find::{Options as FindOptions, Step as FindStep};
+    debug_warning("find");
+    let options = FindOptions {
+        small_bytes: usize::try_from(args.small.clamp(1, 1 << 30))?,
+        large_bytes: usize::try_from(args.large.clamp(1, 4 << 30))?,
+        rounds: args.rounds.clamp(1, 100),
+        dir: args.dir.unwrap_or_else(std::env::temp_dir),
+    };
+    let measured = measure(
+        args.json,
+        move |progress| fogwire_bench::find::run(&options, progress),
+        move |step| match step {
+            FindStep::Starting => "starting 8 nodes, linking them".to_owned(),
+            FindStep::Providing => {
+                "pinning the blobs on the seed, waiting for their keepers".to_owned()
+            }
+            FindStep::Round { round } => format!("round {}", round + 1),
+        },
+    )
+    .await?;
+    let Some(report) = measured else {
+        return Ok(());
+    };
+    println!(
+        "finding content beyond the neighbours: {} nodes on loopback, the holder 3 hops away, \
+         each node on one core's runtime; medians of {} rounds",
+        report.nodes, report.rounds
+    );
+    println!("baselines, same run:");
+    println!(
+        "  the route's round trip to the holder:                    {:>9.2} ms",
+        report.route_rtt_ms
+    );
+    println!(
+        "  asking the keepers alone (store providers):              {:>9.2} ms",
+        report.lookup_ms
+    );
+    println!(
+        "\n{:<56} {:>13} {:>13}  {:>7}",
+        "", "TOLD --from", "FOUND", "RATIO"
+    );
+    println!(
+        "{:<56} {:>10.2} ms {:>10.2} ms  {:>6.2}×",
+        format!(
+            "fetch a {} blob, start to end",
+            format_bytes(report.small_bytes as u64)
+        ),
+        report.small_known_ms,
+        report.small_found_ms,
+        report.small_found_to_known
+    );
+    println!(
+        "{:<56} {:>13} {:>13}  {:>6.2}×",
+        format!("fetch a {} blob", format_bytes(report.large_bytes as u64)),
+        rate(report.large_known_bytes_per_sec),
+        rate(report.large_found_bytes_per_sec),
+        report.large_found_to_known
+    );
+    Ok(())
 }
 
 async fn transfer(args: TransferArgs) -> anyhow::Result<()> {

@@ -1,0 +1,350 @@
+//! Finding content beyond the neighbours (store.md §7), on loopback: a
+//! fetch that must first ask the keepers of a blob's provider records who
+//! holds it, beside the same fetch told the holder (`store get --from`:
+//! a route opened straight to it), in the same run, on the same nodes.
+//!
+//! The network: a line seed — r1 — r2 — fetcher, and four more nodes
+//! hanging off the relays, so that the keepers of each hash are spread
+//! over eight nodes and most are reached over routes. Only the seed holds
+//! the blobs, pinned; every node runs on its own single-threaded runtime.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fogwire_identity::Keypair;
+use fogwire_node::{Node, NodeOptions};
+use fogwire_store::Hash;
+use serde::Serialize;
+use tokio::runtime::Runtime;
+
+use crate::link::{BenchError, median, node_runtime, on};
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Size of each small blob (one per round, each with other keepers).
+    pub small_bytes: usize,
+    /// Size of the large blob.
+    pub large_bytes: usize,
+    pub rounds: usize,
+    /// Where the stores go (a temporary directory inside).
+    pub dir: PathBuf,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            small_bytes: 64 << 10,
+            large_bytes: 128 << 20,
+            rounds: 9,
+            dir: std::env::temp_dir(),
+        }
+    }
+}
+
+/// Medians over the rounds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub rounds: usize,
+    pub nodes: usize,
+    pub small_bytes: usize,
+    pub large_bytes: usize,
+    /// One route's round trip from the fetcher to the seed (3 hops).
+    pub route_rtt_ms: f64,
+    /// Asking the keepers alone (`store providers`).
+    pub lookup_ms: f64,
+    /// A small blob: told the holder (route opened to it, fetched, closed).
+    pub small_known_ms: f64,
+    /// The same found through the keepers.
+    pub small_found_ms: f64,
+    pub small_found_to_known: f64,
+    /// The large blob: told the holder, and found.
+    pub large_known_bytes_per_sec: f64,
+    pub large_found_bytes_per_sec: f64,
+    pub large_found_to_known: f64,
+}
+
+/// Which step is being measured, for progress output.
+#[derive(Debug, Clone, Copy)]
+pub enum Step {
+    Starting,
+    Providing,
+    Round { round: usize },
+}
+
+struct BenchNode {
+    runtime: Runtime,
+    node: Node,
+}
+
+impl BenchNode {
+    fn start(name: &str, dir: &std::path::Path) -> Result<BenchNode, BenchError> {
+        let runtime = node_runtime(name)?;
+        let keypair = Arc::new(Keypair::generate().map_err(bench_error)?);
+        let mut options = NodeOptions::local(keypair);
+        options.store_dir = Some(dir.join(name));
+        let node = on(&runtime, Node::start(options))?.map_err(bench_error)?;
+        Ok(BenchNode { runtime, node })
+    }
+
+    fn link_to(&self, other: &BenchNode) -> Result<(), BenchError> {
+        let node = self.node.clone();
+        let addr = other.node.peer_addr();
+        on(&self.runtime, async move { node.connect(addr).await })?.map_err(bench_error)?;
+        Ok(())
+    }
+
+    fn stop(self) {
+        let node = self.node.clone();
+        let _ = on(&self.runtime, async move { node.shutdown().await });
+    }
+}
+
+fn bench_error(error: impl std::fmt::Display) -> BenchError {
+    BenchError::Link(error.to_string())
+}
+
+fn until(what: &str, mut done: impl FnMut() -> Result<bool, BenchError>) -> Result<(), BenchError> {
+    let started = Instant::now();
+    while !done()? {
+        if started.elapsed() > Duration::from_secs(60) {
+            return Err(BenchError::Link(format!("gave up waiting: {what}")));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+fn blob(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ seed;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// The fetcher's side of one measurement.
+struct Fetcher<'a>(&'a BenchNode);
+
+impl Fetcher<'_> {
+    /// Fetches `hash` found through the keepers; the time it took.
+    fn found(&self, hash: Hash, size: usize) -> Result<Duration, BenchError> {
+        let node = self.0.node.clone();
+        let started = Instant::now();
+        let report = on(&self.0.runtime, async move {
+            node.replication().fetch(hash, None, None).await
+        })?
+        .map_err(bench_error)?;
+        let took = started.elapsed();
+        self.check(report.fetched_bytes, size)?;
+        Ok(took)
+    }
+
+    /// Fetches `hash` from `holder` over a route opened for it, as
+    /// `store get --from` does; the time from opening to closing.
+    fn known(
+        &self,
+        hash: Hash,
+        size: usize,
+        holder: fogwire_identity::NodeId,
+    ) -> Result<Duration, BenchError> {
+        let node = self.0.node.clone();
+        let started = Instant::now();
+        let fetched = on(&self.0.runtime, async move {
+            let route = node
+                .replication()
+                .open_route(holder)
+                .await
+                .map_err(bench_error)?;
+            let fetched = node.replication().fetch(hash, None, None).await;
+            if let Some(route) = route {
+                route.close().await;
+            }
+            fetched.map_err(bench_error)
+        })??;
+        let took = started.elapsed();
+        self.check(fetched.fetched_bytes, size)?;
+        Ok(took)
+    }
+
+    fn check(&self, fetched: u64, size: usize) -> Result<(), BenchError> {
+        self.0.node.store().gc(Some(0)).map_err(bench_error)?;
+        if fetched != size as u64 {
+            return Err(BenchError::Link(format!(
+                "fetched {fetched} bytes of a {size}-byte blob"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Waits until no route to `holder` is left from the last fetch, so
+    /// that every measurement starts from the same state.
+    fn settle(&self, holder: fogwire_identity::NodeId) -> Result<(), BenchError> {
+        until("the last fetch's route to close", || {
+            Ok(!self.0.node.replication().is_peer(holder))
+        })
+    }
+}
+
+/// Runs every measurement; `progress` is told before each starts.
+pub fn run(options: &Options, mut progress: impl FnMut(Step)) -> Result<Report, BenchError> {
+    let dir = tempfile::Builder::new()
+        .prefix("fogwire-bench-find-")
+        .tempdir_in(&options.dir)?;
+    progress(Step::Starting);
+    let names = ["seed", "r1", "r2", "fetcher", "s1", "s2", "s3", "s4"];
+    let nodes = names
+        .iter()
+        .map(|name| BenchNode::start(name, dir.path()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (seed, fetcher) = (&nodes[0], &nodes[3]);
+    for (a, b) in [(1, 0), (2, 1), (3, 2), (4, 1), (5, 1), (6, 2), (7, 2)] {
+        nodes[a].link_to(&nodes[b])?;
+    }
+    let seed_id = seed.node.node_id();
+    until("the fetcher to know a route to the seed", || {
+        let node = fetcher.node.clone();
+        on(&fetcher.runtime, async move {
+            node.routing()
+                .find(seed_id, fogwire_route::Constraints::default(), 1)
+                .await
+                .is_ok_and(|paths| !paths.is_empty())
+        })
+    })?;
+    until("every node to know all eight", || {
+        let node = fetcher.node.clone();
+        on(&fetcher.runtime, async move {
+            node.routing()
+                .serving(fogwire_replicate::PROVIDERS_SERVICE)
+                .await
+                .is_ok_and(|serving| serving.len() == names.len())
+        })
+    })?;
+
+    progress(Step::Providing);
+    let rounds = options.rounds.max(1);
+    let store = seed.node.store().clone();
+    let mut small = Vec::new();
+    for round in 0..rounds {
+        let data = blob(options.small_bytes, round as u64);
+        small.push(
+            store
+                .import_bytes(&data, Some(&format!("small-{round}")))
+                .map_err(bench_error)?,
+        );
+    }
+    let large = store
+        .import_bytes(&blob(options.large_bytes, 999), Some("large"))
+        .map_err(bench_error)?;
+    // Every record with its keepers, as the fetcher sees them.
+    for hash in small.iter().chain([&large]) {
+        let hash = *hash;
+        until("the keepers to name the seed", || {
+            let node = fetcher.node.clone();
+            on(&fetcher.runtime, async move {
+                node.replication()
+                    .find_providers(hash)
+                    .await
+                    .holders
+                    .contains(&seed_id)
+            })
+        })?;
+    }
+
+    let measure = Fetcher(fetcher);
+    let (mut rtt, mut lookup) = (Vec::new(), Vec::new());
+    let (mut small_known, mut small_found) = (Vec::new(), Vec::new());
+    let (mut large_known, mut large_found) = (Vec::new(), Vec::new());
+    for (round, hash) in small.iter().copied().enumerate() {
+        progress(Step::Round { round });
+        // The route's round trip, on a route of its own.
+        let node = fetcher.node.clone();
+        rtt.push(on(&fetcher.runtime, async move {
+            let routing = node.routing();
+            let opened = routing
+                .open(seed_id, fogwire_route::Constraints::default())
+                .await
+                .map_err(bench_error)?;
+            let took = routing.ping(opened.route, Duration::from_secs(5)).await;
+            let _ = routing.close(opened.route).await;
+            took.map_err(bench_error)
+        })??);
+        let node = fetcher.node.clone();
+        let started = Instant::now();
+        let found = on(&fetcher.runtime, async move {
+            node.replication().find_providers(hash).await
+        })?;
+        lookup.push(started.elapsed());
+        if !found.holders.contains(&seed_id) {
+            return Err(BenchError::Link(
+                "the keepers lost the seed's record".into(),
+            ));
+        }
+        // Alternate which goes first, so neither always meets a warmer
+        // machine.
+        measure.settle(seed_id)?;
+        if round % 2 == 0 {
+            small_known.push(measure.known(hash, options.small_bytes, seed_id)?);
+            measure.settle(seed_id)?;
+            small_found.push(measure.found(hash, options.small_bytes)?);
+        } else {
+            small_found.push(measure.found(hash, options.small_bytes)?);
+            measure.settle(seed_id)?;
+            small_known.push(measure.known(hash, options.small_bytes, seed_id)?);
+        }
+        measure.settle(seed_id)?;
+        let bytes = options.large_bytes as f64;
+        if round % 2 == 0 {
+            large_known.push(
+                bytes
+                    / measure
+                        .known(large, options.large_bytes, seed_id)?
+                        .as_secs_f64(),
+            );
+            measure.settle(seed_id)?;
+            large_found.push(bytes / measure.found(large, options.large_bytes)?.as_secs_f64());
+        } else {
+            large_found.push(bytes / measure.found(large, options.large_bytes)?.as_secs_f64());
+            measure.settle(seed_id)?;
+            large_known.push(
+                bytes
+                    / measure
+                        .known(large, options.large_bytes, seed_id)?
+                        .as_secs_f64(),
+            );
+        }
+    }
+    let count = nodes.len();
+    for node in nodes {
+        node.stop();
+    }
+    let ms = |values: &[Duration]| {
+        median(
+            &values
+                .iter()
+                .map(|d| d.as_secs_f64() * 1e3)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let (small_known, small_found) = (ms(&small_known), ms(&small_found));
+    let (large_known, large_found) = (median(&large_known), median(&large_found));
+    Ok(Report {
+        rounds,
+        nodes: count,
+        small_bytes: options.small_bytes,
+        large_bytes: options.large_bytes,
+        route_rtt_ms: ms(&rtt),
+        lookup_ms: ms(&lookup),
+        small_known_ms: small_known,
+        small_found_ms: small_found,
+        small_found_to_known: small_found / small_known,
+        large_known_bytes_per_sec: large_known,
+        large_found_bytes_per_sec: large_found,
+        large_found_to_known: large_found / large_known,
+    })
+}
