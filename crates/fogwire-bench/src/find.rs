@@ -7,6 +7,9 @@
 //! hanging off the relays, so that the keepers of each hash are spread
 //! over eight nodes and most are reached over routes. Only the seed holds
 //! the blobs, pinned; every node runs on its own single-threaded runtime.
+//! Every measurement starts cold: the routes the last one pooled (to
+//! keepers and to the seed) are closed first, so a found fetch pays for
+//! its lookup's route setups and the told one for its route to the seed.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -52,7 +55,8 @@ pub struct Report {
     pub large_bytes: usize,
     /// One route's round trip from the fetcher to the seed (3 hops).
     pub route_rtt_ms: f64,
-    /// Asking the keepers alone (`store providers`).
+    /// Asking the keepers alone (`store providers`), cold: a route opened
+    /// to each keeper that is not a neighbour.
     pub lookup_ms: f64,
     /// A small blob: told the holder (route opened to it, fetched, closed).
     pub small_known_ms: f64,
@@ -105,28 +109,24 @@ fn bench_error(error: impl std::fmt::Display) -> BenchError {
     BenchError::Link(error.to_string())
 }
 
-fn until(what: &str, mut done: impl FnMut() -> Result<bool, BenchError>) -> Result<(), BenchError> {
+/// Polls `done` every `every` until it holds, for at most a minute.
+fn until(
+    what: &str,
+    every: Duration,
+    mut done: impl FnMut() -> Result<bool, BenchError>,
+) -> Result<(), BenchError> {
     let started = Instant::now();
     while !done()? {
         if started.elapsed() > Duration::from_secs(60) {
             return Err(BenchError::Link(format!("gave up waiting: {what}")));
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(every);
     }
     Ok(())
 }
 
-fn blob(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ seed;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
+/// Polling a cheap local state.
+const OFTEN: Duration = Duration::from_millis(20);
 
 /// The fetcher's side of one measurement.
 struct Fetcher<'a>(&'a BenchNode);
@@ -182,10 +182,15 @@ impl Fetcher<'_> {
         Ok(())
     }
 
-    /// Waits until no route to `holder` is left from the last fetch, so
-    /// that every measurement starts from the same state.
+    /// Closes the routes the last measurement pooled (to keepers and the
+    /// holder) and waits until none to `holder` is left, so that every
+    /// measurement starts cold: no route to reuse.
     fn settle(&self, holder: fogwire_identity::NodeId) -> Result<(), BenchError> {
-        until("the last fetch's route to close", || {
+        let node = self.0.node.clone();
+        on(&self.0.runtime, async move {
+            node.replication().close_idle_routes().await;
+        })?;
+        until("the last fetch's route to close", OFTEN, || {
             Ok(!self.0.node.replication().is_peer(holder))
         })
     }
@@ -207,7 +212,7 @@ pub fn run(options: &Options, mut progress: impl FnMut(Step)) -> Result<Report, 
         nodes[a].link_to(&nodes[b])?;
     }
     let seed_id = seed.node.node_id();
-    until("the fetcher to know a route to the seed", || {
+    until("the fetcher to know a route to the seed", OFTEN, || {
         let node = fetcher.node.clone();
         on(&fetcher.runtime, async move {
             node.routing()
@@ -216,7 +221,7 @@ pub fn run(options: &Options, mut progress: impl FnMut(Step)) -> Result<Report, 
                 .is_ok_and(|paths| !paths.is_empty())
         })
     })?;
-    until("every node to know all eight", || {
+    until("every node to know all eight", OFTEN, || {
         let node = fetcher.node.clone();
         on(&fetcher.runtime, async move {
             node.routing()
@@ -231,7 +236,7 @@ pub fn run(options: &Options, mut progress: impl FnMut(Step)) -> Result<Report, 
     let store = seed.node.store().clone();
     let mut small = Vec::new();
     for round in 0..rounds {
-        let data = blob(options.small_bytes, round as u64);
+        let data = fogwire_env::pattern(options.small_bytes, round as u64 + 1);
         small.push(
             store
                 .import_bytes(&data, Some(&format!("small-{round}")))
@@ -239,21 +244,29 @@ pub fn run(options: &Options, mut progress: impl FnMut(Step)) -> Result<Report, 
         );
     }
     let large = store
-        .import_bytes(&blob(options.large_bytes, 999), Some("large"))
+        .import_bytes(
+            &fogwire_env::pattern(options.large_bytes, 999),
+            Some("large"),
+        )
         .map_err(bench_error)?;
     // Every record with its keepers, as the fetcher sees them.
     for hash in small.iter().chain([&large]) {
         let hash = *hash;
-        until("the keepers to name the seed", || {
-            let node = fetcher.node.clone();
-            on(&fetcher.runtime, async move {
-                node.replication()
-                    .find_providers(hash)
-                    .await
-                    .holders
-                    .contains(&seed_id)
-            })
-        })?;
+        // A lookup asks keepers over the network: not too often.
+        until(
+            "the keepers to name the seed",
+            Duration::from_millis(250),
+            || {
+                let node = fetcher.node.clone();
+                on(&fetcher.runtime, async move {
+                    node.replication()
+                        .find_providers(hash)
+                        .await
+                        .holders
+                        .contains(&seed_id)
+                })
+            },
+        )?;
     }
 
     let measure = Fetcher(fetcher);
@@ -274,6 +287,7 @@ pub fn run(options: &Options, mut progress: impl FnMut(Step)) -> Result<Report, 
             let _ = routing.close(opened.route).await;
             took.map_err(bench_error)
         })??);
+        measure.settle(seed_id)?;
         let node = fetcher.node.clone();
         let started = Instant::now();
         let found = on(&fetcher.runtime, async move {

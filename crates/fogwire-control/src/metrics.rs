@@ -187,9 +187,9 @@ async fn subsystems(state: &ApiState) -> String {
             providers.records_given,
         ),
         (
-            "store_holder_routes",
-            "Routes open to holders found beyond the neighbours",
-            providers.holder_routes,
+            "store_provider_routes",
+            "Store routes pooled to keepers and holders beyond the neighbours",
+            providers.routes,
         ),
     ] {
         gauge(&mut registry, name, help, value);

@@ -626,6 +626,13 @@ impl Replication {
         providers::lookup(&self.inner, hash).await
     }
 
+    /// Closes the store routes pooled for finding content (to keepers and
+    /// holders) that nothing uses now, rather than after their linger:
+    /// what a benchmark does to start each measurement cold.
+    pub async fn close_idle_routes(&self) {
+        providers::close_idle_routes(&self.inner).await;
+    }
+
     /// Provider records kept and given, and routes open to holders.
     pub fn provider_stats(&self) -> ProviderStats {
         providers::stats(&self.inner)

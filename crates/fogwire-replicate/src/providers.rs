@@ -35,10 +35,11 @@ use crate::{ReplicationState, lock};
 pub const PROVIDERS_SERVICE: &str = "providers";
 /// Holders a fetch opens routes to at once.
 const HOLDERS_REACHED: usize = 3;
-/// Routes to holders kept at once; past it, the longest unused goes.
-const HOLDER_ROUTES_MAX: usize = 16;
-/// How long a route to a holder a single-blob fetch used stays once no
-/// fetch uses it.
+/// Store routes to keepers and holders pooled at once; past it, the
+/// longest unused goes (and if all are in use, a new one is not pooled).
+const ROUTES_MAX: usize = 32;
+/// How long a route to a keeper, or to a holder a single-blob fetch
+/// used, stays once nothing uses it.
 pub(crate) const LINGER: Duration = Duration::from_secs(30);
 /// How long a route to a keeper or a holder may take to open.
 const ROUTE_OPEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -129,9 +130,9 @@ impl std::fmt::Display for Beyond {
     }
 }
 
-/// A route to a holder kept for fetches; `users` counts the fetches that
-/// hold it (beyond the one reference kept here).
-struct HolderRoute {
+/// A store route kept for provider work (to a keeper or a holder);
+/// `users` counts those that hold it (beyond the one reference here).
+struct PooledRoute {
     route: StoreRoute,
     users: Arc<()>,
     idle_since: Instant,
@@ -144,7 +145,7 @@ struct HolderRoute {
 pub(crate) struct ProviderState {
     pub(crate) records: std::sync::Mutex<fogwire_store_proto::providers::Records>,
     providing: std::sync::Mutex<fogwire_store_proto::providers::Providing>,
-    routes: std::sync::Mutex<HashMap<NodeId, HolderRoute>>,
+    routes: std::sync::Mutex<HashMap<NodeId, PooledRoute>>,
 }
 
 /// Counters for `store stat` and metrics.
@@ -154,15 +155,15 @@ pub struct ProviderStats {
     pub records_kept: u64,
     /// (hash, keeper) records this node has given and keepers took.
     pub records_given: u64,
-    /// Routes to holders open for fetches.
-    pub holder_routes: u64,
+    /// Store routes pooled for provider work (to keepers and holders).
+    pub routes: u64,
 }
 
 pub(crate) fn stats(inner: &ReplicationState) -> ProviderStats {
     ProviderStats {
         records_kept: lock(&inner.providers.records).len() as u64,
         records_given: lock(&inner.providers.providing).records() as u64,
-        holder_routes: lock(&inner.providers.routes).len() as u64,
+        routes: lock(&inner.providers.routes).len() as u64,
     }
 }
 
@@ -209,28 +210,80 @@ pub(crate) async fn answer_find(
     link.send(StoreMessage::Providers { id, nodes }).await;
 }
 
-/// The peer link to `node`: its link or store route if it has one, else
-/// a store route opened now (returned, for the caller to close).
+/// A peer reached for provider work: its link or store stream, and what
+/// keeps a pooled route to it open while this lives.
+struct Reached {
+    link: Arc<PeerLink>,
+    /// Holds a pooled route (or nothing, for a neighbour): read by the
+    /// pool's sweep through its count, never here.
+    _users: Arc<()>,
+    /// A route opened while the pool was full of routes in use: closed
+    /// when this is dropped.
+    unpooled: Option<StoreRoute>,
+}
+
+impl Drop for Reached {
+    fn drop(&mut self) {
+        if let Some(route) = self.unpooled.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(route.close());
+        }
+    }
+}
+
+/// Reaches `node`: its link, a pooled route to it, or a store route
+/// opened now and pooled for `linger` after its last use (so that the
+/// next lookup, or the rest of a site, reuses it).
 async fn reach(
     inner: &Arc<ReplicationState>,
     node: NodeId,
-) -> Result<(Arc<PeerLink>, Option<StoreRoute>), String> {
+    linger: Duration,
+) -> Result<Reached, String> {
+    if let Some((link, users)) = reuse(inner, node, linger) {
+        return Ok(Reached {
+            link,
+            _users: users,
+            unpooled: None,
+        });
+    }
     if let Some(link) = inner.peer_link(node) {
-        return Ok((link, None));
+        return Ok(Reached {
+            link,
+            _users: Arc::new(()),
+            unpooled: None,
+        });
     }
     let route = tokio::time::timeout(ROUTE_OPEN_TIMEOUT, crate::route::open(inner, node))
         .await
         .map_err(|_| format!("no route within {} s", ROUTE_OPEN_TIMEOUT.as_secs()))?
         .map_err(|e| e.to_string())?;
-    match inner.peer_link(node) {
-        Some(link) => Ok((link, route)),
-        None => {
-            if let Some(route) = route {
-                route.close().await;
-            }
-            Err("its store stream closed at once".to_owned())
+    let Some(link) = inner.peer_link(node) else {
+        if let Some(route) = route {
+            route.close().await;
         }
-    }
+        return Err("its store stream closed at once".to_owned());
+    };
+    let Some(route) = route else {
+        // It became a peer meanwhile (linked, or reached us first).
+        return Ok(Reached {
+            link,
+            _users: Arc::new(()),
+            unpooled: None,
+        });
+    };
+    Ok(match keep(inner, node, route, linger).await {
+        Ok(users) => Reached {
+            link,
+            _users: users,
+            unpooled: None,
+        },
+        Err(route) => Reached {
+            link,
+            _users: Arc::new(()),
+            unpooled: Some(route),
+        },
+    })
 }
 
 /// One request to `link`, and its one answer within the HAS timeout.
@@ -279,14 +332,12 @@ pub(crate) async fn lookup(inner: &Arc<ReplicationState>, hash: Hash) -> Lookup 
                     let found = lock(&inner.providers.records).find(&hash, Instant::now());
                     return (keeper, Ok(found));
                 }
-                let (link, route) = match reach(&inner, keeper).await {
+                let reached = match reach(&inner, keeper, LINGER).await {
                     Ok(reached) => reached,
                     Err(why) => return (keeper, Err(why)),
                 };
-                let answer = ask(&inner, &link, |id| StoreMessage::Find { id, hash }).await;
-                if let Some(route) = route {
-                    route.close().await;
-                }
+                let answer = ask(&inner, &reached.link, |id| StoreMessage::Find { id, hash }).await;
+                drop(reached);
                 let found = match answer {
                     Ok(Reply::Providers(nodes)) => Ok(nodes
                         .iter()
@@ -299,20 +350,32 @@ pub(crate) async fn lookup(inner: &Arc<ReplicationState>, hash: Hash) -> Lookup 
                 (keeper, found)
             });
         }
+        let mut answers: Vec<(NodeId, Vec<NodeId>)> = Vec::new();
         while let Some(done) = asks.join_next().await {
             let Ok((keeper, found)) = done else { continue };
             match found {
-                Ok(found) => {
-                    for holder in found {
-                        if holder != me
-                            && !lookup.holders.contains(&holder)
-                            && lookup.holders.len() < PROVIDERS_MAX
-                        {
-                            lookup.holders.push(holder);
-                        }
-                    }
-                }
+                Ok(found) => answers.push((keeper, found)),
                 Err(why) => lookup.silent.push((keeper, why)),
+            }
+        }
+        // Each keeper's first holder, then each one's second, and so on:
+        // a keeper that names nodes which do not hold the blob cannot push
+        // the others' holders out of the few a fetch tries.
+        answers.sort_by_key(|(keeper, _)| wave.iter().position(|k| k == keeper));
+        let longest = answers
+            .iter()
+            .map(|(_, found)| found.len())
+            .max()
+            .unwrap_or(0);
+        for rank in 0..longest {
+            for (_, found) in &answers {
+                if let Some(holder) = found.get(rank)
+                    && *holder != me
+                    && !lookup.holders.contains(holder)
+                    && lookup.holders.len() < PROVIDERS_MAX
+                {
+                    lookup.holders.push(*holder);
+                }
             }
         }
         if !lookup.holders.is_empty() {
@@ -327,13 +390,19 @@ pub(crate) async fn lookup(inner: &Arc<ReplicationState>, hash: Hash) -> Lookup 
     lookup
 }
 
-/// Holds routes to holders open while a fetch uses them.
-#[derive(Debug, Default)]
-pub(crate) struct Holding(Vec<Arc<()>>);
+/// Holds routes to holders open while a fetch uses them; dropped, they
+/// go back to the pool (or are closed, if they were not pooled).
+#[derive(Default)]
+pub(crate) struct Holding(Vec<Reached>);
 
-/// Looks `hash` up beyond the neighbours and opens store routes to up to
-/// [`HOLDERS_REACHED`] of its holders, so that the fetch asks them too.
-/// What holds those routes open, or why nobody could be reached.
+/// Holders tried at most per fetch (in waves of [`HOLDERS_REACHED`]), so
+/// that keepers naming nodes that cannot be reached cost a bounded time.
+const HOLDERS_TRIED_MAX: usize = 9;
+
+/// Looks `hash` up beyond the neighbours and reaches up to
+/// [`HOLDERS_REACHED`] of its holders (trying at most
+/// [`HOLDERS_TRIED_MAX`]), so that the fetch asks them too. What holds
+/// those routes open, or why nobody could be reached.
 pub(crate) async fn find_and_reach(
     inner: &Arc<ReplicationState>,
     hash: Hash,
@@ -348,34 +417,28 @@ pub(crate) async fn find_and_reach(
     }
     let mut holding = Holding::default();
     let mut failures = Vec::new();
-    let mut opening = JoinSet::new();
-    for holder in lookup.holders.iter().copied() {
-        if let Some(users) = reuse(inner, holder, linger) {
-            holding.0.push(users);
-        } else if inner.peer_link(holder).is_some() {
-            // Already a peer (a neighbour, or a route of its own): asked.
-            holding.0.push(Arc::new(()));
-        } else if opening.len() + holding.0.len() < HOLDERS_REACHED {
-            let inner = inner.clone();
-            opening.spawn(async move {
-                let opened =
-                    tokio::time::timeout(ROUTE_OPEN_TIMEOUT, crate::route::open(&inner, holder))
-                        .await
-                        .map_err(|_| format!("no route within {} s", ROUTE_OPEN_TIMEOUT.as_secs()))
-                        .and_then(|opened| opened.map_err(|e| e.to_string()));
-                (holder, opened)
-            });
-        }
-        if holding.0.len() >= HOLDERS_REACHED {
+    let mut candidates = lookup.holders.iter().copied().take(HOLDERS_TRIED_MAX);
+    while holding.0.len() < HOLDERS_REACHED {
+        let wave: Vec<NodeId> = candidates
+            .by_ref()
+            .take(HOLDERS_REACHED - holding.0.len())
+            .collect();
+        if wave.is_empty() {
             break;
         }
-    }
-    while let Some(done) = opening.join_next().await {
-        let Ok((holder, opened)) = done else { continue };
-        match opened {
-            Ok(Some(route)) => holding.0.push(keep(inner, holder, route, linger).await),
-            Ok(None) => holding.0.push(Arc::new(())),
-            Err(why) => failures.push((holder, why)),
+        let mut reaching = JoinSet::new();
+        for holder in wave {
+            let inner = inner.clone();
+            reaching.spawn(async move { (holder, reach(&inner, holder, linger).await) });
+        }
+        while let Some(done) = reaching.join_next().await {
+            let Ok((holder, reached)) = done else {
+                continue;
+            };
+            match reached {
+                Ok(reached) => holding.0.push(reached),
+                Err(why) => failures.push((holder, why)),
+            }
         }
     }
     if holding.0.is_empty() {
@@ -385,39 +448,47 @@ pub(crate) async fn find_and_reach(
     Ok((holding, lookup))
 }
 
-/// A kept route to `holder`, marked in use.
-fn reuse(inner: &ReplicationState, holder: NodeId, linger: Duration) -> Option<Arc<()>> {
+/// A pooled route to `node`, marked in use; its linger made at least
+/// `linger`.
+fn reuse(
+    inner: &ReplicationState,
+    node: NodeId,
+    linger: Duration,
+) -> Option<(Arc<PeerLink>, Arc<()>)> {
     let mut routes = lock(&inner.providers.routes);
-    let kept = routes.get_mut(&holder)?;
+    let kept = routes.get_mut(&node)?;
+    // The route may have gone under it (the node went away).
+    let link = inner.peer_link(node)?;
     kept.linger = kept.linger.max(linger);
-    // The route may have gone under it (the holder went away).
-    inner.peer_link(holder)?;
-    Some(kept.users.clone())
+    Some((link, kept.users.clone()))
 }
 
-/// Keeps a new route to `holder` for fetches, closing the longest unused
-/// one past [`HOLDER_ROUTES_MAX`].
+/// Pools a new route to `node`, closing the longest unused one past
+/// [`ROUTES_MAX`]; the route back if every pooled one is in use.
 async fn keep(
     inner: &ReplicationState,
-    holder: NodeId,
+    node: NodeId,
     route: StoreRoute,
     linger: Duration,
-) -> Arc<()> {
+) -> Result<Arc<()>, StoreRoute> {
     let users = Arc::new(());
     let (evicted, replaced) = {
         let mut routes = lock(&inner.providers.routes);
         let mut evicted = None;
-        if routes.len() >= HOLDER_ROUTES_MAX && !routes.contains_key(&holder) {
+        if routes.len() >= ROUTES_MAX && !routes.contains_key(&node) {
             let unused = routes
                 .iter()
                 .filter(|(_, kept)| Arc::strong_count(&kept.users) == 1)
                 .min_by_key(|(_, kept)| kept.idle_since)
                 .map(|(node, _)| *node);
-            evicted = unused.and_then(|node| routes.remove(&node));
+            match unused.and_then(|node| routes.remove(&node)) {
+                Some(unused) => evicted = Some(unused),
+                None => return Err(route),
+            }
         }
         let replaced = routes.insert(
-            holder,
-            HolderRoute {
+            node,
+            PooledRoute {
                 route,
                 users: users.clone(),
                 idle_since: Instant::now(),
@@ -429,12 +500,28 @@ async fn keep(
     for old in [evicted, replaced].into_iter().flatten() {
         old.route.close().await;
     }
-    users
+    Ok(users)
+}
+
+/// Closes every pooled route nothing uses now, whatever its linger.
+pub(crate) async fn close_idle_routes(inner: &ReplicationState) {
+    let idle: Vec<PooledRoute> = {
+        let mut routes = lock(&inner.providers.routes);
+        let gone: Vec<NodeId> = routes
+            .iter()
+            .filter(|(_, kept)| Arc::strong_count(&kept.users) == 1)
+            .map(|(node, _)| *node)
+            .collect();
+        gone.iter().filter_map(|node| routes.remove(node)).collect()
+    };
+    for kept in idle {
+        kept.route.close().await;
+    }
 }
 
 /// Closes routes to holders no fetch has used for their linger time.
 async fn sweep_routes(inner: &ReplicationState, now: Instant) {
-    let expired: Vec<HolderRoute> = {
+    let expired: Vec<PooledRoute> = {
         let mut routes = lock(&inner.providers.routes);
         for kept in routes.values_mut() {
             if Arc::strong_count(&kept.users) > 1 {
@@ -484,11 +571,16 @@ async fn give(
         }
         return Ok(());
     }
-    let (link, route) = reach(inner, keeper).await?;
+    let reached = reach(inner, keeper, Duration::ZERO).await?;
     let mut outcome = Ok(());
     for batch in hashes.chunks(HAS_MAX) {
         let hashes = batch.to_vec();
-        match ask(inner, &link, |id| StoreMessage::Provide { id, hashes }).await {
+        match ask(inner, &reached.link, |id| StoreMessage::Provide {
+            id,
+            hashes,
+        })
+        .await
+        {
             Ok(Reply::Provided) => {}
             Ok(Reply::Error(_)) => {
                 outcome = Err("it keeps no provider records".to_owned());
@@ -504,9 +596,7 @@ async fn give(
             }
         }
     }
-    if let Some(route) = route {
-        route.close().await;
-    }
+    drop(reached);
     outcome
 }
 
@@ -584,7 +674,7 @@ pub(crate) async fn run(inner: Arc<ReplicationState>) {
             () = inner.shutdown.cancelled() => break,
         }
     }
-    let routes: Vec<HolderRoute> = lock(&inner.providers.routes)
+    let routes: Vec<PooledRoute> = lock(&inner.providers.routes)
         .drain()
         .map(|(_, r)| r)
         .collect();
