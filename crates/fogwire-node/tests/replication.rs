@@ -23,7 +23,7 @@ use fogwire_store_proto::message::{
 };
 use fogwire_store_proto::stream::{ItemEncoder, all_groups};
 use fogwire_testkit::data::pattern;
-use fogwire_testkit::nodes::{node, until_routable};
+use fogwire_testkit::nodes::{node, start, until_routable};
 use fogwire_testkit::wait::{self, PATIENCE};
 
 fn replicating_with(node: &Node, peer: NodeId) -> bool {
@@ -706,18 +706,27 @@ async fn a_followed_feed_reaches_nodes_two_hops_away() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_two_hops_away_is_fetched_from_over_a_route() {
-    // a - b - c: a and c are not neighbours; only c has the blob.
-    let (a, b, c) = (node().await, node().await, node().await);
+    // a - b - c: a and c are not neighbours; only c has the blob, and it
+    // does not tell the network (its pins stay its own), so a finds it
+    // only when told where to look.
+    let mut quiet = fogwire_testkit::nodes::options();
+    quiet.replication.provide = false;
+    let (a, b, c) = (node().await, node().await, start(quiet).await);
     link(&a, &b).await;
     link(&b, &c).await;
     let data = pattern(3_000_000, 7);
     let hash = add(&c, data.clone()).await;
-    // Without a route, nobody a can reach has it.
+    until_routable(&a, &c).await;
+    // Without a route, nobody a can reach has it, and no keeper knows.
     assert!(matches!(
         a.replication().fetch(hash, None, None).await,
-        Err(FetchError::NotFound { .. })
+        Err(FetchError::NotFound {
+            beyond: fogwire_replicate::Beyond::NoHolder(_),
+            ..
+        })
     ));
-    until_routable(&a, &c).await;
+    // The lookup may have left a route to c (one of the keepers) pooled.
+    a.replication().close_idle_routes().await;
     let route = a
         .replication()
         .open_route(c.node_id())
@@ -835,8 +844,19 @@ async fn many_large_files_from_one_peer_do_not_overrun_what_it_serves_at_once() 
 async fn a_follower_behind_a_node_that_does_not_follow_fetches_from_the_named_holder() {
     // publisher — relay — far: only far follows; relay passes the root on
     // but holds none of the content, so far goes over a route to the
-    // publisher the announcement names.
-    let (publisher, relay, far) = (node().await, node().await, node().await);
+    // publisher the announcement names. (No node keeps provider records
+    // here, so that the announcement's name is the only way to the
+    // content.)
+    let without_records = || {
+        let mut options = fogwire_testkit::nodes::options();
+        options.replication.keep_provider_records = false;
+        options
+    };
+    let (publisher, relay, far) = (
+        start(without_records()).await,
+        start(without_records()).await,
+        start(without_records()).await,
+    );
     link(&relay, &publisher).await;
     link(&far, &relay).await;
     until_routable(&far, &publisher).await;
