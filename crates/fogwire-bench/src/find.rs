@@ -5,17 +5,18 @@
 //!
 //! The network: a line seed — r1 — r2 — fetcher, and four more nodes
 //! hanging off the relays, so that the keepers of each hash are spread
-//! over eight nodes and most are reached over routes. Only the seed holds
-//! the blobs, pinned; every node runs on its own single-threaded runtime.
-//! Every measurement starts cold: the routes the last one pooled (to
-//! keepers and to the seed) are closed first, so a found fetch pays for
-//! its lookup's route setups and the told one for its route to the seed.
+//! over the seven nodes other than the fetcher, and most are reached over
+//! routes. Only the seed holds the blobs, pinned; every node runs on its
+//! own single-threaded runtime. Every measurement starts cold, on a
+//! fetcher started for it that has no route and no link but to r2: a
+//! found fetch pays for its lookup's route setups, the told one for its
+//! route to the seed.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fogwire_identity::Keypair;
+use fogwire_identity::{Keypair, NodeId};
 use fogwire_node::{Node, NodeOptions};
 use fogwire_store::Hash;
 use serde::Serialize;
@@ -83,11 +84,16 @@ struct BenchNode {
 }
 
 impl BenchNode {
-    fn start(name: &str, dir: &std::path::Path) -> Result<BenchNode, BenchError> {
+    fn start_with(
+        name: &str,
+        dir: &std::path::Path,
+        adjust: impl FnOnce(&mut NodeOptions),
+    ) -> Result<BenchNode, BenchError> {
         let runtime = node_runtime(name)?;
         let keypair = Arc::new(Keypair::generate().map_err(bench_error)?);
         let mut options = NodeOptions::local(keypair);
         options.store_dir = Some(dir.join(name));
+        adjust(&mut options);
         let node = on(&runtime, Node::start(options))?.map_err(bench_error)?;
         Ok(BenchNode { runtime, node })
     }
@@ -128,12 +134,50 @@ fn until(
 /// Polling a cheap local state.
 const OFTEN: Duration = Duration::from_millis(20);
 
-/// The fetcher's side of one measurement.
-struct Fetcher<'a>(&'a BenchNode);
+/// A fetcher started for one measurement, linked to r2, that keeps no
+/// provider records (the keepers stay the same seven nodes). A fresh node
+/// each time: after a fetch, a node hands its server a serving receipt,
+/// linking to it if it must, and a link to the seed would make the next
+/// fetch a neighbour's.
+struct Fetcher(BenchNode);
 
-impl Fetcher<'_> {
+impl Fetcher {
+    fn start(
+        index: usize,
+        dir: &std::path::Path,
+        relay: &BenchNode,
+        seed: NodeId,
+        keepers: usize,
+    ) -> Result<Fetcher, BenchError> {
+        let fetcher = Fetcher(BenchNode::start_with(
+            &format!("fetcher{index}"),
+            dir,
+            |options| {
+                options.replication.keep_provider_records = false;
+            },
+        )?);
+        fetcher.0.link_to(relay)?;
+        let node = fetcher.0.node.clone();
+        until("the fetcher to know the network", OFTEN, || {
+            let node = node.clone();
+            on(&fetcher.0.runtime, async move {
+                let routing = node.routing();
+                let serving = routing
+                    .serving(fogwire_replicate::PROVIDERS_SERVICE)
+                    .await
+                    .map_or(0, |serving| serving.len());
+                serving == keepers
+                    && routing
+                        .find(seed, fogwire_route::Constraints::default(), 1)
+                        .await
+                        .is_ok_and(|paths| !paths.is_empty())
+            })
+        })?;
+        Ok(fetcher)
+    }
+
     /// Fetches `hash` found through the keepers; the time it took.
-    fn found(&self, hash: Hash, size: usize) -> Result<Duration, BenchError> {
+    fn found(self, hash: Hash, size: usize) -> Result<Duration, BenchError> {
         let node = self.0.node.clone();
         let started = Instant::now();
         let report = on(&self.0.runtime, async move {
@@ -141,18 +185,14 @@ impl Fetcher<'_> {
         })?
         .map_err(bench_error)?;
         let took = started.elapsed();
-        self.check(report.fetched_bytes, size)?;
+        self.0.stop();
+        check(report.fetched_bytes, size)?;
         Ok(took)
     }
 
     /// Fetches `hash` from `holder` over a route opened for it, as
     /// `store get --from` does; the time from opening to closing.
-    fn known(
-        &self,
-        hash: Hash,
-        size: usize,
-        holder: fogwire_identity::NodeId,
-    ) -> Result<Duration, BenchError> {
+    fn known(self, hash: Hash, size: usize, holder: NodeId) -> Result<Duration, BenchError> {
         let node = self.0.node.clone();
         let started = Instant::now();
         let fetched = on(&self.0.runtime, async move {
@@ -168,32 +208,53 @@ impl Fetcher<'_> {
             fetched.map_err(bench_error)
         })??;
         let took = started.elapsed();
-        self.check(fetched.fetched_bytes, size)?;
+        self.0.stop();
+        check(fetched.fetched_bytes, size)?;
         Ok(took)
     }
 
-    fn check(&self, fetched: u64, size: usize) -> Result<(), BenchError> {
-        self.0.node.store().gc(Some(0)).map_err(bench_error)?;
-        if fetched != size as u64 {
-            return Err(BenchError::Link(format!(
-                "fetched {fetched} bytes of a {size}-byte blob"
-            )));
+    /// Asks the keepers alone; the time, and whether they named `holder`.
+    fn lookup(self, hash: Hash, holder: NodeId) -> Result<Duration, BenchError> {
+        let node = self.0.node.clone();
+        let started = Instant::now();
+        let found = on(&self.0.runtime, async move {
+            node.replication().find_providers(hash).await
+        })?;
+        let took = started.elapsed();
+        self.0.stop();
+        if !found.holders.contains(&holder) {
+            return Err(BenchError::Link(
+                "the keepers lost the seed's record".into(),
+            ));
         }
-        Ok(())
+        Ok(took)
     }
 
-    /// Closes the routes the last measurement pooled (to keepers and the
-    /// holder) and waits until none to `holder` is left, so that every
-    /// measurement starts cold: no route to reuse.
-    fn settle(&self, holder: fogwire_identity::NodeId) -> Result<(), BenchError> {
+    /// The round trip of a route to `holder`, on a route of its own.
+    fn rtt(self, holder: NodeId) -> Result<Duration, BenchError> {
         let node = self.0.node.clone();
-        on(&self.0.runtime, async move {
-            node.replication().close_idle_routes().await;
+        let took = on(&self.0.runtime, async move {
+            let routing = node.routing();
+            let opened = routing
+                .open(holder, fogwire_route::Constraints::default())
+                .await
+                .map_err(bench_error)?;
+            let took = routing.ping(opened.route, Duration::from_secs(5)).await;
+            let _ = routing.close(opened.route).await;
+            took.map_err(bench_error)
         })?;
-        until("the last fetch's route to close", OFTEN, || {
-            Ok(!self.0.node.replication().is_peer(holder))
-        })
+        self.0.stop();
+        took
     }
+}
+
+fn check(fetched: u64, size: usize) -> Result<(), BenchError> {
+    if fetched != size as u64 {
+        return Err(BenchError::Link(format!(
+            "fetched {fetched} bytes of a {size}-byte blob"
+        )));
+    }
+    Ok(())
 }
 
 /// Runs every measurement; `progress` is told before each starts.
@@ -202,34 +263,22 @@ pub fn run(options: &Options, mut progress: impl FnMut(Step)) -> Result<Report, 
         .prefix("fogwire-bench-find-")
         .tempdir_in(&options.dir)?;
     progress(Step::Starting);
-    let names = ["seed", "r1", "r2", "fetcher", "s1", "s2", "s3", "s4"];
+    let names = ["seed", "r1", "r2", "s1", "s2", "s3", "s4"];
     let nodes = names
         .iter()
-        .map(|name| BenchNode::start(name, dir.path()))
+        .map(|name| BenchNode::start_with(name, dir.path(), |_| {}))
         .collect::<Result<Vec<_>, _>>()?;
-    let (seed, fetcher) = (&nodes[0], &nodes[3]);
-    for (a, b) in [(1, 0), (2, 1), (3, 2), (4, 1), (5, 1), (6, 2), (7, 2)] {
+    let (seed, relay) = (&nodes[0], &nodes[2]);
+    for (a, b) in [(1, 0), (2, 1), (3, 1), (4, 1), (5, 2), (6, 2)] {
         nodes[a].link_to(&nodes[b])?;
     }
     let seed_id = seed.node.node_id();
-    until("the fetcher to know a route to the seed", OFTEN, || {
-        let node = fetcher.node.clone();
-        on(&fetcher.runtime, async move {
-            node.routing()
-                .find(seed_id, fogwire_route::Constraints::default(), 1)
-                .await
-                .is_ok_and(|paths| !paths.is_empty())
-        })
-    })?;
-    until("every node to know all eight", OFTEN, || {
-        let node = fetcher.node.clone();
-        on(&fetcher.runtime, async move {
-            node.routing()
-                .serving(fogwire_replicate::PROVIDERS_SERVICE)
-                .await
-                .is_ok_and(|serving| serving.len() == names.len())
-        })
-    })?;
+    let keepers = names.len();
+    let mut started = 0usize;
+    let mut fresh = || {
+        started += 1;
+        Fetcher::start(started, dir.path(), relay, seed_id, keepers)
+    };
 
     progress(Step::Providing);
     let rounds = options.rounds.max(1);
@@ -249,7 +298,8 @@ pub fn run(options: &Options, mut progress: impl FnMut(Step)) -> Result<Report, 
             Some("large"),
         )
         .map_err(bench_error)?;
-    // Every record with its keepers, as the fetcher sees them.
+    // Every record with its keepers, as a fetcher sees them.
+    let asker = fresh()?;
     for hash in small.iter().chain([&large]) {
         let hash = *hash;
         // A lookup asks keepers over the network: not too often.
@@ -257,8 +307,8 @@ pub fn run(options: &Options, mut progress: impl FnMut(Step)) -> Result<Report, 
             "the keepers to name the seed",
             Duration::from_millis(250),
             || {
-                let node = fetcher.node.clone();
-                on(&fetcher.runtime, async move {
+                let node = asker.0.node.clone();
+                on(&asker.0.runtime, async move {
                     node.replication()
                         .find_providers(hash)
                         .await
@@ -268,72 +318,41 @@ pub fn run(options: &Options, mut progress: impl FnMut(Step)) -> Result<Report, 
             },
         )?;
     }
+    asker.0.stop();
 
-    let measure = Fetcher(fetcher);
     let (mut rtt, mut lookup) = (Vec::new(), Vec::new());
     let (mut small_known, mut small_found) = (Vec::new(), Vec::new());
     let (mut large_known, mut large_found) = (Vec::new(), Vec::new());
+    let bytes = options.large_bytes as f64;
     for (round, hash) in small.iter().copied().enumerate() {
         progress(Step::Round { round });
-        // The route's round trip, on a route of its own.
-        let node = fetcher.node.clone();
-        rtt.push(on(&fetcher.runtime, async move {
-            let routing = node.routing();
-            let opened = routing
-                .open(seed_id, fogwire_route::Constraints::default())
-                .await
-                .map_err(bench_error)?;
-            let took = routing.ping(opened.route, Duration::from_secs(5)).await;
-            let _ = routing.close(opened.route).await;
-            took.map_err(bench_error)
-        })??);
-        measure.settle(seed_id)?;
-        let node = fetcher.node.clone();
-        let started = Instant::now();
-        let found = on(&fetcher.runtime, async move {
-            node.replication().find_providers(hash).await
-        })?;
-        lookup.push(started.elapsed());
-        if !found.holders.contains(&seed_id) {
-            return Err(BenchError::Link(
-                "the keepers lost the seed's record".into(),
-            ));
-        }
+        rtt.push(fresh()?.rtt(seed_id)?);
+        lookup.push(fresh()?.lookup(hash, seed_id)?);
         // Alternate which goes first, so neither always meets a warmer
         // machine.
-        measure.settle(seed_id)?;
         if round % 2 == 0 {
-            small_known.push(measure.known(hash, options.small_bytes, seed_id)?);
-            measure.settle(seed_id)?;
-            small_found.push(measure.found(hash, options.small_bytes)?);
-        } else {
-            small_found.push(measure.found(hash, options.small_bytes)?);
-            measure.settle(seed_id)?;
-            small_known.push(measure.known(hash, options.small_bytes, seed_id)?);
-        }
-        measure.settle(seed_id)?;
-        let bytes = options.large_bytes as f64;
-        if round % 2 == 0 {
+            small_known.push(fresh()?.known(hash, options.small_bytes, seed_id)?);
+            small_found.push(fresh()?.found(hash, options.small_bytes)?);
             large_known.push(
                 bytes
-                    / measure
+                    / fresh()?
                         .known(large, options.large_bytes, seed_id)?
                         .as_secs_f64(),
             );
-            measure.settle(seed_id)?;
-            large_found.push(bytes / measure.found(large, options.large_bytes)?.as_secs_f64());
+            large_found.push(bytes / fresh()?.found(large, options.large_bytes)?.as_secs_f64());
         } else {
-            large_found.push(bytes / measure.found(large, options.large_bytes)?.as_secs_f64());
-            measure.settle(seed_id)?;
+            small_found.push(fresh()?.found(hash, options.small_bytes)?);
+            small_known.push(fresh()?.known(hash, options.small_bytes, seed_id)?);
+            large_found.push(bytes / fresh()?.found(large, options.large_bytes)?.as_secs_f64());
             large_known.push(
                 bytes
-                    / measure
+                    / fresh()?
                         .known(large, options.large_bytes, seed_id)?
                         .as_secs_f64(),
             );
         }
     }
-    let count = nodes.len();
+    let count = nodes.len() + 1;
     for node in nodes {
         node.stop();
     }
