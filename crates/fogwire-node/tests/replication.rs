@@ -445,7 +445,7 @@ async fn a_peer_serving_in_a_slow_drip_keeps_no_share_of_the_download() {
     // (without the end game it hung on the drip's last groups).
     let mut options = fogwire_testkit::nodes::options();
     options.replication.stall_timeout = Duration::from_secs(3600);
-    let (honest, b) = (node().await, fogwire_testkit::nodes::start(options).await);
+    let (honest, b) = (node().await, start(options).await);
     let data = pattern(12 * 1024 * 1024, 8);
     let hash = add(&honest, data.clone()).await;
     let dir = tempfile::tempdir().unwrap();

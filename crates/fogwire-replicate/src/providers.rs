@@ -323,7 +323,9 @@ pub(crate) async fn lookup(inner: &Arc<ReplicationState>, hash: Hash) -> Lookup 
         keepers: keepers(inner, &hash).await,
         ..Lookup::default()
     };
+    let mut asked = 0;
     for wave in lookup.keepers.clone().chunks(KEEPERS) {
+        asked += wave.len();
         let mut asks = JoinSet::new();
         for keeper in wave.iter().copied() {
             let inner = inner.clone();
@@ -382,7 +384,8 @@ pub(crate) async fn lookup(inner: &Arc<ReplicationState>, hash: Hash) -> Lookup 
             break;
         }
     }
-    // Ring order, whatever order the answers came in.
+    // Only those asked; in ring order, whatever order the answers came in.
+    lookup.keepers.truncate(asked);
     let order = lookup.keepers.clone();
     lookup
         .silent
