@@ -148,10 +148,11 @@ pub(crate) struct ProviderState {
     routes: std::sync::Mutex<HashMap<NodeId, PooledRoute>>,
 }
 
-/// Counters for `store stat` and metrics.
+/// Figures for the metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ProviderStats {
-    /// Records this node keeps for others.
+    /// Records this node keeps (its own among them, when it is one of
+    /// their keepers).
     pub records_kept: u64,
     /// (hash, keeper) records this node has given and keepers took.
     pub records_given: u64,
