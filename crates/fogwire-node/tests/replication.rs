@@ -624,6 +624,116 @@ async fn floods_of_bad_or_oversized_requests_are_bounded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_flooding_provider_records_is_held_to_its_share_and_others_are_still_found() {
+    use fogwire_store_proto::providers::RECORDS_PER_PROVIDER_MAX;
+    let (keeper, honest) = (node().await, node().await);
+    link(&honest, &keeper).await;
+    let keypair = Arc::new(Keypair::generate().unwrap());
+    let flooder = keypair.node_id();
+    let (_, _link, mut receiver, sender) = raw_link(&keeper, keypair).await;
+    // Records of far more blobs than one holder may have kept, 512 to a
+    // message: the keeper takes its share and says how many it took.
+    let batches = RECORDS_PER_PROVIDER_MAX / 512 + 8;
+    let mut taken = 0usize;
+    for batch in 0..batches {
+        let hashes = (0..512u32)
+            .map(|i| Hash::of(&[(batch as u32).to_be_bytes(), i.to_be_bytes()].concat()))
+            .collect();
+        let id = batch as u32 + 1;
+        sender
+            .send(Message::Provide { id, hashes }.encode())
+            .await
+            .unwrap();
+        loop {
+            let bytes = tokio::time::timeout(PATIENCE, receiver.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            if let Message::Provided {
+                id: answered,
+                taken: now,
+                ttl_secs,
+            } = Message::decode(&bytes).unwrap()
+            {
+                assert_eq!(answered, id);
+                assert!(ttl_secs > 0);
+                taken += usize::from(now);
+                break;
+            }
+        }
+    }
+    assert_eq!(taken, RECORDS_PER_PROVIDER_MAX);
+    assert_eq!(
+        keeper.replication().provider_stats().records_kept,
+        RECORDS_PER_PROVIDER_MAX as u64
+    );
+    // What it gave first is kept: the keeper, which is one of that hash's
+    // keepers (of two nodes, the flooder having no advert), names it —
+    // though never to the flooder itself, which asks.
+    let first = Hash::of(&[0u32.to_be_bytes(), 0u32.to_be_bytes()].concat());
+    let lookup = keeper.replication().find_providers(first).await;
+    assert_eq!(lookup.holders, vec![flooder], "{lookup:?}");
+    sender
+        .send(
+            Message::Find {
+                id: 9999,
+                hash: first,
+            }
+            .encode(),
+        )
+        .await
+        .unwrap();
+    let named = loop {
+        let bytes = tokio::time::timeout(PATIENCE, receiver.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if let Message::Providers { id: 9999, nodes } = Message::decode(&bytes).unwrap() {
+            break nodes;
+        }
+    };
+    assert!(named.is_empty(), "{named:?}");
+    // An honest holder's record still goes in (the keeper is one of its
+    // keepers: there are only two nodes), and the keeper names it.
+    let data = pattern(100_000, 12);
+    let hash = add(&honest, data).await;
+    let honest_id = *honest.node_id().as_bytes();
+    let started = Instant::now();
+    for id in 10_000u32.. {
+        sender
+            .send(Message::Find { id, hash }.encode())
+            .await
+            .unwrap();
+        let named = loop {
+            let bytes = tokio::time::timeout(PATIENCE, receiver.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            if let Message::Providers {
+                id: answered,
+                nodes,
+            } = Message::decode(&bytes).unwrap()
+                && answered == id
+            {
+                break nodes;
+            }
+        };
+        if named.contains(&honest_id) {
+            break;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the flooded keeper never took the honest holder's record"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        keeper.replication().provider_stats().records_kept,
+        RECORDS_PER_PROVIDER_MAX as u64 + 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_followed_feed_reaches_nodes_two_hops_away() {
     // publisher — relay — far: far is linked to relay only.
     let (publisher, relay, far) = (node().await, node().await, node().await);
