@@ -43,7 +43,7 @@ pub enum DataDirError {
     #[error("{}: not a valid API token; delete it and restart the node to make a new one", path.display())]
     BadToken { path: PathBuf },
     #[error(
-        "the node does not seem to be running: {} is missing; start it with `fogwire node`",
+        "the node does not seem to be running: {} is missing (a running node writes it)",
         path.display()
     )]
     NotRunning { path: PathBuf },

@@ -42,8 +42,16 @@ fn running_api(
     let config_path = home.join(CONFIG_FILE_NAME);
     let config = Config::load(&config_path)?;
     let data_dir = DataDir::new(config.data_dir_for(&config_path));
-    let addr = data_dir.read_api_addr()?;
-    let token = data_dir.read_token()?;
+    // The command that starts this very node, as printed.
+    let not_running = |error: fogwire_node::home::DataDirError| match error {
+        fogwire_node::home::DataDirError::NotRunning { .. } => anyhow::anyhow!(
+            "{error}; start it with `fogwire --home {} node`",
+            home.display()
+        ),
+        other => other.into(),
+    };
+    let addr = data_dir.read_api_addr().map_err(not_running)?;
+    let token = data_dir.read_token().map_err(not_running)?;
     Ok((config, addr, token))
 }
 

@@ -212,6 +212,12 @@ fn init_writes_a_commented_config_and_private_data() {
     let again = fogwire(home.path(), &["init"]);
     assert!(!again.status.success());
     assert!(stderr(&again).contains("--force"), "{}", stderr(&again));
+    // A command for the node before it runs says how to start this very
+    // node, home and all, as printed.
+    let early = fogwire(home.path(), &["status"]);
+    assert!(!early.status.success());
+    let start = format!("fogwire --home {} node", home.path().display());
+    assert!(stderr(&early).contains(&start), "{}", stderr(&early));
 }
 
 #[test]
