@@ -25,11 +25,19 @@ fn token_is_made_once_and_private() {
 }
 
 #[test]
-fn api_addr_round_trips_and_its_absence_says_how_to_start() {
+fn api_addr_round_trips_and_its_absence_says_the_node_is_not_running() {
+    // (The CLI adds the command that starts that node: it knows the home.)
     let dir = tempfile::tempdir().unwrap();
     let data = DataDir::new(dir.path());
     let error = data.read_api_addr().unwrap_err();
-    assert!(error.to_string().contains("fogwire node"), "{error}");
+    assert!(
+        matches!(error, fogwire_node::home::DataDirError::NotRunning { .. }),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("does not seem to be running"),
+        "{error}"
+    );
     let addr: SocketAddr = "127.0.0.1:7101".parse().unwrap();
     data.write_api_addr(addr).unwrap();
     assert_eq!(data.read_api_addr().unwrap(), addr);

@@ -623,6 +623,22 @@ async fn floods_of_bad_or_oversized_requests_are_bounded() {
     assert_eq!(reason.code, fogwire_link::proto::CloseCode::PROTOCOL_ERROR);
 }
 
+/// The next message on `receiver` that `pick` takes, skipping others.
+async fn next_matching<T>(
+    receiver: &mut ChannelReceiver,
+    mut pick: impl FnMut(Message) -> Option<T>,
+) -> T {
+    loop {
+        let bytes = tokio::time::timeout(PATIENCE, receiver.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if let Some(found) = pick(Message::decode(&bytes).unwrap()) {
+            return found;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_flooding_provider_records_is_held_to_its_share_and_others_are_still_found() {
     use fogwire_store_proto::providers::RECORDS_PER_PROVIDER_MAX;
@@ -644,23 +660,18 @@ async fn a_peer_flooding_provider_records_is_held_to_its_share_and_others_are_st
             .send(Message::Provide { id, hashes }.encode())
             .await
             .unwrap();
-        loop {
-            let bytes = tokio::time::timeout(PATIENCE, receiver.recv())
-                .await
-                .unwrap()
-                .unwrap();
-            if let Message::Provided {
-                id: answered,
-                taken: now,
+        let (answered, now, ttl_secs) = next_matching(&mut receiver, |message| match message {
+            Message::Provided {
+                id,
+                taken,
                 ttl_secs,
-            } = Message::decode(&bytes).unwrap()
-            {
-                assert_eq!(answered, id);
-                assert!(ttl_secs > 0);
-                taken += usize::from(now);
-                break;
-            }
-        }
+            } => Some((id, taken, ttl_secs)),
+            _ => None,
+        })
+        .await;
+        assert_eq!(answered, id);
+        assert!(ttl_secs > 0);
+        taken += usize::from(now);
     }
     assert_eq!(taken, RECORDS_PER_PROVIDER_MAX);
     assert_eq!(
@@ -683,15 +694,11 @@ async fn a_peer_flooding_provider_records_is_held_to_its_share_and_others_are_st
         )
         .await
         .unwrap();
-    let named = loop {
-        let bytes = tokio::time::timeout(PATIENCE, receiver.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        if let Message::Providers { id: 9999, nodes } = Message::decode(&bytes).unwrap() {
-            break nodes;
-        }
-    };
+    let named = next_matching(&mut receiver, |message| match message {
+        Message::Providers { id: 9999, nodes } => Some(nodes),
+        _ => None,
+    })
+    .await;
     assert!(named.is_empty(), "{named:?}");
     // An honest holder's record still goes in (the keeper is one of its
     // keepers: there are only two nodes), and the keeper names it.
@@ -704,20 +711,14 @@ async fn a_peer_flooding_provider_records_is_held_to_its_share_and_others_are_st
             .send(Message::Find { id, hash }.encode())
             .await
             .unwrap();
-        let named = loop {
-            let bytes = tokio::time::timeout(PATIENCE, receiver.recv())
-                .await
-                .unwrap()
-                .unwrap();
-            if let Message::Providers {
+        let named = next_matching(&mut receiver, |message| match message {
+            Message::Providers {
                 id: answered,
                 nodes,
-            } = Message::decode(&bytes).unwrap()
-                && answered == id
-            {
-                break nodes;
-            }
-        };
+            } if answered == id => Some(nodes),
+            _ => None,
+        })
+        .await;
         if named.contains(&honest_id) {
             break;
         }
