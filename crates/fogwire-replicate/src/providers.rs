@@ -305,15 +305,21 @@ async fn ask(
 
 /// The keepers of `hash` as this node sees the network, best first.
 async fn keepers(inner: &ReplicationState, hash: &Hash) -> Vec<NodeId> {
+    ring(inner)
+        .await
+        .successors(hash)
+        .take(KEEPERS_ASKED_MAX)
+        .collect()
+}
+
+/// The nodes that keep provider records, as this node sees the network.
+async fn ring(inner: &ReplicationState) -> Ring {
     let candidates = inner
         .routing
         .serving(PROVIDERS_SERVICE)
         .await
         .unwrap_or_default();
     Ring::new(candidates)
-        .successors(hash)
-        .take(KEEPERS_ASKED_MAX)
-        .collect()
 }
 
 /// Asks the keepers of `hash` who holds it: the first [`KEEPERS`], then
@@ -509,41 +515,40 @@ async fn keep(
 
 /// Closes every pooled route nothing uses now, whatever its linger.
 pub(crate) async fn close_idle_routes(inner: &ReplicationState) {
-    let idle: Vec<PooledRoute> = {
-        let mut routes = lock(&inner.providers.routes);
-        let gone: Vec<NodeId> = routes
-            .iter()
-            .filter(|(_, kept)| Arc::strong_count(&kept.users) == 1)
-            .map(|(node, _)| *node)
-            .collect();
-        gone.iter().filter_map(|node| routes.remove(node)).collect()
-    };
-    for kept in idle {
-        kept.route.close().await;
-    }
+    close_pooled(inner, |_, kept| Arc::strong_count(&kept.users) == 1).await;
 }
 
-/// Closes routes to holders no fetch has used for their linger time.
+/// Closes routes nothing has used for their linger time, and those whose
+/// store stream is gone.
 async fn sweep_routes(inner: &ReplicationState, now: Instant) {
-    let expired: Vec<PooledRoute> = {
-        let mut routes = lock(&inner.providers.routes);
-        for kept in routes.values_mut() {
-            if Arc::strong_count(&kept.users) > 1 {
-                kept.idle_since = now;
-            }
+    for kept in lock(&inner.providers.routes).values_mut() {
+        if Arc::strong_count(&kept.users) > 1 {
+            kept.idle_since = now;
         }
-        let gone: Vec<NodeId> = routes
+    }
+    close_pooled(inner, |node, kept| {
+        (Arc::strong_count(&kept.users) == 1
+            && now.saturating_duration_since(kept.idle_since) >= kept.linger)
+            || inner.peer_link(node).is_none()
+    })
+    .await;
+}
+
+/// Takes the pooled routes `gone` picks out of the pool, and closes them.
+async fn close_pooled(inner: &ReplicationState, gone: impl Fn(NodeId, &PooledRoute) -> bool) {
+    let closing: Vec<PooledRoute> = {
+        let mut routes = lock(&inner.providers.routes);
+        let picked: Vec<NodeId> = routes
             .iter()
-            .filter(|(node, kept)| {
-                (Arc::strong_count(&kept.users) == 1
-                    && now.saturating_duration_since(kept.idle_since) >= kept.linger)
-                    || inner.peer_link(**node).is_none()
-            })
+            .filter(|(node, kept)| gone(**node, kept))
             .map(|(node, _)| *node)
             .collect();
-        gone.iter().filter_map(|node| routes.remove(node)).collect()
+        picked
+            .iter()
+            .filter_map(|node| routes.remove(node))
+            .collect()
     };
-    for kept in expired {
+    for kept in closing {
         kept.route.close().await;
     }
 }
@@ -613,12 +618,7 @@ async fn round(inner: &Arc<ReplicationState>) {
         return;
     }
     let wanted = pinned(inner).await;
-    let candidates = inner
-        .routing
-        .serving(PROVIDERS_SERVICE)
-        .await
-        .unwrap_or_default();
-    let ring = Ring::new(candidates);
+    let ring = ring(inner).await;
     let due = lock(&inner.providers.providing).due(&ring, &wanted, now);
     let mut giving = JoinSet::new();
     for (keeper, hashes) in due {
