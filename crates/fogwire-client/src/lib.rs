@@ -438,6 +438,71 @@ impl Client {
         self.post("/v1/store/gc", request).await
     }
 
+    /// Sends a message; the answer is the message as queued.
+    pub async fn msg_send(
+        &self,
+        request: &fogwire_api::MsgSendRequest,
+    ) -> Result<fogwire_api::MessageView, ClientError> {
+        self.post("/v1/msg/send", request).await
+    }
+
+    /// Unread messages, oldest first; read unless `peek`.
+    pub async fn msg_inbox(
+        &self,
+        limit: usize,
+        peek: bool,
+    ) -> Result<Vec<fogwire_api::MessageView>, ClientError> {
+        let query = [("limit", limit.to_string()), ("peek", peek.to_string())];
+        self.get("/v1/msg/inbox", &query).await
+    }
+
+    /// A conversation (or the messages of it that contain `search`),
+    /// oldest first; what the peer sent is marked read unless `peek`.
+    pub async fn msg_history(
+        &self,
+        peer: &str,
+        search: Option<&str>,
+        limit: usize,
+        peek: bool,
+    ) -> Result<Vec<fogwire_api::MessageView>, ClientError> {
+        let mut query = vec![("limit", limit.to_string()), ("peek", peek.to_string())];
+        query.extend(search.map(|search| ("search", search.to_owned())));
+        self.get(&format!("/v1/msg/history/{peer}"), &query).await
+    }
+
+    pub async fn msg_contacts(&self) -> Result<Vec<fogwire_api::ContactView>, ClientError> {
+        self.get("/v1/msg/contacts", &[]).await
+    }
+
+    /// Follows the node's messages: `on_line` gets each line of the live
+    /// stream (a message as it changes, or `{"missed": n}`) until it
+    /// returns false or the node closes the stream. No timeout: a quiet
+    /// conversation is not a stuck node.
+    pub async fn msg_follow(
+        &self,
+        mut on_line: impl FnMut(serde_json::Value) -> bool,
+    ) -> Result<(), ClientError> {
+        let mut response = within(
+            REQUEST_TIMEOUT,
+            self.start(Method::GET, "/v1/msg/follow", &[], None::<&()>),
+        )
+        .await??;
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(ClientError::Http)? {
+            pending.extend_from_slice(&chunk);
+            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                if !on_line(serde_json::from_slice(&line).map_err(ClientError::Decode)?) {
+                    return Ok(());
+                }
+            }
+            if pending.len() > RESPONSE_BODY_MAX {
+                return Err(ClientError::TooLarge);
+            }
+        }
+        Ok(())
+    }
+
     pub async fn feeds(&self) -> Result<Vec<FeedInfo>, ClientError> {
         self.get("/v1/feeds", &[]).await
     }

@@ -61,6 +61,11 @@
 //! | POST   | /v1/market/ask           | [`fogwire_api::MarketAskRequest`] → [`fogwire_api::MarketPosted`] |
 //! | POST   | /v1/market/bid           | [`fogwire_api::MarketBidRequest`] → [`fogwire_api::MarketPosted`] |
 //! | POST   | /v1/market/cancel        | [`fogwire_api::MarketCancelRequest`] → true |
+//! | POST   | /v1/msg/send             | [`fogwire_api::MsgSendRequest`] → [`fogwire_api::MessageView`] |
+//! | GET    | /v1/msg/inbox[?limit=&peek=] | list of [`fogwire_api::MessageView`] (read unless peek) |
+//! | GET    | /v1/msg/history/{peer}[?search=&limit=&peek=] | list of [`fogwire_api::MessageView`] |
+//! | GET    | /v1/msg/contacts         | list of [`fogwire_api::ContactView`]    |
+//! | GET    | /v1/msg/follow           | NDJSON [`fogwire_api::MessageView`]s as they change |
 //! | GET    | /metrics                 | OpenMetrics text                       |
 //! | GET    | /, /dash                 | 303 to /dash/                          |
 //! | GET    | /dash/, /dash/box        | the live dashboard's pages             |
@@ -81,6 +86,7 @@ mod jobs;
 mod ledger;
 mod market;
 mod metrics;
+mod msg;
 pub mod names;
 mod ndjson;
 mod prefix;
@@ -164,6 +170,8 @@ pub trait NodeApi: Send + Sync + 'static {
     fn vpn(&self) -> &fogwire_vpn::Switch;
     /// The board's cluster.
     fn cluster(&self) -> &fogwire_cluster::Cluster;
+    /// The node's messenger, if it runs one.
+    fn messenger(&self) -> Option<&fogwire_msg::Messenger>;
     /// The compute roles this node runs, configured or placed here by
     /// its cluster.
     fn compute_roles(&self) -> ComputeRoles {

@@ -52,6 +52,10 @@ impl NodeApi for Node {
         Node::cluster(self)
     }
 
+    fn messenger(&self) -> Option<&fogwire_msg::Messenger> {
+        Some(Node::messenger(self))
+    }
+
     fn compute_roles(&self) -> fogwire_control::ComputeRoles {
         let runner = self.cluster_services();
         fogwire_control::ComputeRoles {

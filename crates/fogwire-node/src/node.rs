@@ -158,6 +158,8 @@ pub enum NodeError {
     Socks(#[from] fogwire_exit::ProxyError),
     #[error("[exit] vpn: {0}")]
     Vpn(#[from] fogwire_vpn::VpnError),
+    #[error("messenger: {0}")]
+    Messenger(#[from] fogwire_msg::MsgError),
     #[error("cluster: {0}")]
     Cluster(#[from] fogwire_cluster::ClusterError),
 }
@@ -198,6 +200,7 @@ struct Subsystems {
     proxy: Option<fogwire_exit::Proxy>,
     outbound: Arc<fogwire_exit::Outbound>,
     vpn: fogwire_vpn::Switch,
+    messenger: fogwire_msg::Messenger,
     cluster: fogwire_cluster::Cluster,
     runner: fogwire_cluster::runners::NodeRunner,
     started: Instant,
@@ -416,6 +419,18 @@ impl Node {
             rpc.shutdown().await;
             links.close_all().await;
         };
+        // A step's value, or what runs stopped and the step's error returned.
+        macro_rules! or_stop {
+            ($step:expr) => {
+                match $step {
+                    Ok(value) => value,
+                    Err(error) => {
+                        stop_early(&routing, &replication, &rpc).await;
+                        return Err(error.into());
+                    }
+                }
+            };
+        }
         let parts = Parts {
             node_id: me,
             routing: &routing,
@@ -425,48 +440,26 @@ impl Node {
             fabric: Arc::new(fabric.clone()),
         };
         for (spec, make) in services {
-            if let Err(error) = routing.accept(spec, make(&parts)) {
-                stop_early(&routing, &replication, &rpc).await;
-                return Err(error.into());
-            }
+            or_stop!(routing.accept(spec, make(&parts)));
         }
         // The ledger before compute: a paid hub settles through it.
         let (ledger_path, temp) =
             path_or_temp(&options.ledger_path, "fogwire-ledger-", "ledger.redb")?;
         temp_dirs.extend(temp);
-        let ledger = match Ledger::start(
+        let fabric_arc = Arc::new(fabric.clone());
+        let ledger = or_stop!(Ledger::start(
             &options.ledger,
             &ledger_path,
             &rpc,
-            Arc::new(fabric.clone()),
+            fabric_arc.clone(),
             keypair.clone(),
-        ) {
-            Ok(ledger) => ledger,
-            Err(error) => {
-                stop_early(&routing, &replication, &rpc).await;
-                return Err(error.into());
-            }
-        };
-        let compute = match Roles::start(
-            &options.compute,
-            options.compute_dir.as_deref(),
-            Arc::new(fabric.clone()),
-            &rpc,
-            Some(ledger.payments()),
-        )
-        .await
-        {
-            Ok(roles) => roles,
-            Err(error) => {
-                stop_early(&routing, &replication, &rpc).await;
-                return Err(error.into());
-            }
-        };
-        if let Some(exit) = &exit
-            && let Err(error) = exit.serve_on(&routing, Some(ledger.funds()))
-        {
-            stop_early(&routing, &replication, &rpc).await;
-            return Err(error.into());
+        ));
+        let compute_dir = options.compute_dir.as_deref();
+        let payments = Some(ledger.payments());
+        let compute =
+            or_stop!(Roles::start(&options.compute, compute_dir, fabric_arc, &rpc, payments).await);
+        if let Some(exit) = &exit {
+            or_stop!(exit.serve_on(&routing, Some(ledger.funds())));
         }
         // Earning for forwarding, serving and exits: receipts taken,
         // handed over and redeemed.
@@ -495,22 +488,28 @@ impl Node {
             _ => None,
         };
         let proxy = match options.socks {
-            Some(socks) => match fogwire_exit::Proxy::start(socks, outbound.clone()).await {
-                Ok(proxy) => Some(proxy),
-                Err(error) => {
-                    stop_early(&routing, &replication, &rpc).await;
-                    return Err(error.into());
-                }
-            },
+            Some(socks) => Some(or_stop!(
+                fogwire_exit::Proxy::start(socks, outbound.clone()).await
+            )),
             None => None,
         };
+        let messages = options
+            .data_dir
+            .as_ref()
+            .map(|d| d.join(fogwire_msg::DB_FILE));
+        let (messages, temp) = path_or_temp(&messages, "fogwire-msg-", fogwire_msg::DB_FILE)?;
+        temp_dirs.extend(temp);
+        let messenger = or_stop!(fogwire_msg::Messenger::start(
+            &messages,
+            keypair.clone(),
+            routing.clone()
+        ));
         let vpn = fogwire_vpn::Switch::default();
         if let Some(exit) = exit.as_ref().filter(|exit| exit.config().vpn) {
-            let gateway = fogwire_vpn::Mode::Gateway(exit.clone());
-            if let Err(error) = vpn.up(&routing, gateway).await {
-                stop_early(&routing, &replication, &rpc).await;
-                return Err(error.into());
-            }
+            or_stop!(
+                vpn.up(&routing, fogwire_vpn::Mode::Gateway(exit.clone()))
+                    .await
+            );
         }
         for peer in options.peers.into_iter().chain(kept) {
             links.want(peer);
@@ -533,10 +532,7 @@ impl Node {
                 ledger_configured: options.ledger.serve.is_some(),
             });
         cluster.set_runner(Arc::new(runner.clone()));
-        if let Err(error) = cluster.resume(options.cluster.join.clone()).await {
-            stop_early(&routing, &replication, &rpc).await;
-            return Err(error.into());
-        }
+        or_stop!(cluster.resume(options.cluster.join.clone()).await);
         Ok(Node {
             parts: Arc::new(Subsystems {
                 keypair,
@@ -553,6 +549,7 @@ impl Node {
                 proxy,
                 outbound,
                 vpn,
+                messenger,
                 cluster,
                 runner,
                 started: Instant::now(),
@@ -614,6 +611,10 @@ impl Node {
     /// This node's SOCKS proxy, if it runs one.
     pub fn proxy(&self) -> Option<&fogwire_exit::Proxy> {
         self.parts.proxy.as_ref()
+    }
+
+    pub fn messenger(&self) -> &fogwire_msg::Messenger {
+        &self.parts.messenger
     }
 
     /// This node's VPN (`fogwire vpn up`).
@@ -701,6 +702,7 @@ impl Node {
             proxy.stop();
         }
         let _ = parts.vpn.down().await;
+        parts.messenger.shutdown().await;
         parts.compute.shutdown().await;
         let bounded =
             async |what: &str, work: std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>>| {

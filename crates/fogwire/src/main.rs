@@ -20,6 +20,7 @@ mod feed;
 mod init;
 mod job;
 mod market;
+mod msg;
 mod node;
 mod output;
 mod route;
@@ -120,6 +121,14 @@ enum Command {
     /// roots.
     #[command(subcommand)]
     Feed(feed::Command),
+    /// Messages: end-to-end encrypted texts between nodes, delivered when
+    /// the recipient is back if it is away.
+    ///
+    /// Each message is sealed with Olm (the Double Ratchet) for its
+    /// recipient's key only, kept in a durable outbox until the recipient
+    /// signs a receipt, and shown in its conversation's order, once.
+    #[command(subcommand)]
+    Msg(msg::Command),
     /// Clusters: boards on one network that find each other, agree on who
     /// is alive, and run the services of one signed manifest.
     ///
@@ -341,6 +350,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ping(args) => route::ping(&home, args).await,
         Command::Store(command) => store::run(&home, command).await,
         Command::Feed(command) => feed::run(&home, command).await,
+        Command::Msg(command) => msg::run(&home, command).await,
         Command::Cluster(command) => cluster::run(&home, command).await,
         Command::Rpc(command) => rpc::run(&home, command).await,
         Command::Job(command) => job::run(&home, command).await,

@@ -1,0 +1,23 @@
+//! The sans-IO core of the fogwire messenger.
+//!
+//! - [`wire`]: what crosses the network, byte for byte — a node's signed
+//!   [`wire::Card`] (its Olm identity and fallback keys, its mailboxes),
+//!   the sealed [`wire::Envelope`] and the [`wire::Plain`] text inside
+//!   it, signed [`wire::Receipt`]s, and the [`wire::Frame`]s of a stream
+//!   to the `msg` service.
+//! - [`order`]: one conversation's order as the recipient sees it —
+//!   duplicates dropped, gaps held, a gap given up after a while.
+//! - [`retry`]: when the outbox tries a recipient again.
+//!
+//! No clocks, no randomness, no I/O: times come in as Unix milliseconds
+//! and ids as bytes. The ratchet itself (Olm, from `vodozemac`) runs in
+//! `fogwire-msg`, the driver. Wire formats: `docs/protocol/messages.md`.
+
+pub mod order;
+pub mod retry;
+pub mod wire;
+
+pub use order::{Arrival, Conversation};
+pub use wire::{
+    Card, Envelope, Frame, MessageId, Plain, Receipt, ReceiptKind, Refusal, Sealing, WireError,
+};

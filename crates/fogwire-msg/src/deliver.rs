@@ -1,0 +1,292 @@
+//! Delivery: one task per peer with messages (or read receipts) waiting,
+//! at most [`crate::PEERS_AT_ONCE`] at once. It keeps one route and one
+//! stream to the peer's `msg` service while there is work, sends what
+//! waits in batches, and takes the peer's receipts; on a failure it tries
+//! again after `fogwire_msg_proto::retry::delay_ms`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fogwire_identity::NodeId;
+use fogwire_msg_proto::{Frame, MessageId, ReceiptKind, Refusal, retry};
+use fogwire_route::proto::router::RouteId;
+use fogwire_route::{Constraints, RouteStream};
+use tokio::sync::Notify;
+
+use crate::frames::{BATCH_MAX, FrameReader, FramesError, encode_all};
+use crate::{SERVICE, Shared};
+
+/// How long the peer may take to answer a batch (or a card request).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Wakes `peer`'s delivery task, starting it if there is none.
+pub(crate) fn wake(shared: &Arc<Shared>, peer: NodeId) {
+    let mut deliverers = shared
+        .deliverers
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(notify) = deliverers.get(&peer) {
+        notify.notify_one();
+        return;
+    }
+    let notify = Arc::new(Notify::new());
+    deliverers.insert(peer, notify.clone());
+    shared.tasks.spawn(run(shared.clone(), peer, notify));
+}
+
+/// A route and a stream to the peer's `msg` service.
+struct Channel {
+    route: RouteId,
+    stream: RouteStream,
+    reader: FrameReader,
+}
+
+async fn run(shared: Arc<Shared>, peer: NodeId, notify: Arc<Notify>) {
+    let Ok(_permit) = shared.peers_at_once.clone().acquire_owned().await else {
+        return;
+    };
+    let mut channel: Option<Channel> = None;
+    let mut failures = 0u32;
+    loop {
+        if shared.shutdown.is_cancelled() {
+            break;
+        }
+        let pending = shared
+            .with_state(move |state| state.pending(&peer, BATCH_MAX))
+            .await;
+        let (records, reads) = match pending {
+            Ok(Ok(pending)) => pending,
+            Ok(Err(error)) => {
+                tracing::warn!(peer = %peer.short(), %error, "cannot read the outbox");
+                break;
+            }
+            Err(_) => break,
+        };
+        if records.is_empty() && reads.is_empty() {
+            let mut deliverers = shared
+                .deliverers
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            // Work queued after the outbox was read woke this task: its
+            // permit is stored, so look again rather than leave it.
+            if notify_pending(&notify) {
+                continue;
+            }
+            deliverers.remove(&peer);
+            break;
+        }
+        match attempt(&shared, peer, &mut channel, records, reads).await {
+            Ok(()) => failures = 0,
+            Err(error) => {
+                if let Some(channel) = channel.take() {
+                    let _ = shared.routing.close(channel.route).await;
+                }
+                failures += 1;
+                let now = fogwire_env::unix_ms();
+                let text = error.to_string();
+                tracing::debug!(peer = %peer.short(), error = %text, failures, "message delivery failed; will try again");
+                if let Ok(Ok(failed)) = shared
+                    .with_state(move |state| state.attempt_failed(&peer, &text, now))
+                    .await
+                {
+                    shared.publish(failed);
+                }
+                let jitter =
+                    u64::from_be_bytes(peer.as_bytes()[..8].try_into().unwrap_or_default())
+                        .wrapping_add(now);
+                let delay = Duration::from_millis(retry::delay_ms(failures, jitter));
+                tokio::select! {
+                    () = shared.shutdown.cancelled() => break,
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+    if let Some(channel) = channel {
+        let _ = shared.routing.close(channel.route).await;
+    }
+}
+
+/// Whether `notify` holds a wake-up (taking it).
+fn notify_pending(notify: &Notify) -> bool {
+    use std::future::Future;
+    let notified = notify.notified();
+    let mut notified = std::pin::pin!(notified);
+    let waker = std::task::Waker::noop();
+    let mut context = std::task::Context::from_waker(waker);
+    notified.as_mut().poll(&mut context).is_ready()
+}
+
+/// Why one attempt to deliver failed.
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    #[error("no route to the node: {0}")]
+    Route(fogwire_route::RouteError),
+    #[error("the node's message service: {0}")]
+    Stream(String),
+    #[error("the node did not answer: {0}")]
+    Frames(#[from] FramesError),
+    #[error("the node sent an invalid card")]
+    BadCard,
+    #[error("cannot seal: {0}")]
+    Seal(#[from] crate::state::SealError),
+    #[error("the node has no session for the last messages; starting a new one")]
+    Undecryptable,
+    #[error("the node takes no more messages from this one for now (its quota)")]
+    OverQuota,
+    #[error("stopping")]
+    Stopped,
+}
+
+impl From<crate::MsgError> for AttemptError {
+    fn from(_: crate::MsgError) -> Self {
+        AttemptError::Stopped
+    }
+}
+
+async fn attempt(
+    shared: &Arc<Shared>,
+    peer: NodeId,
+    channel: &mut Option<Channel>,
+    records: Vec<crate::Record>,
+    reads: Vec<MessageId>,
+) -> Result<(), AttemptError> {
+    if channel.is_none() {
+        let opened = shared
+            .routing
+            .open(peer, Constraints::default())
+            .await
+            .map_err(AttemptError::Route)?;
+        let stream = match shared.routing.connect(opened.route, SERVICE).await {
+            Ok(stream) => stream,
+            Err(error) => {
+                let _ = shared.routing.close(opened.route).await;
+                return Err(AttemptError::Route(error));
+            }
+        };
+        *channel = Some(Channel {
+            route: opened.route,
+            stream,
+            reader: FrameReader::default(),
+        });
+    }
+    let Some(channel) = channel.as_mut() else {
+        return Err(AttemptError::Stopped);
+    };
+    if !records.is_empty()
+        && !shared
+            .with_state(move |state| state.can_seal(&peer))
+            .await?
+            .map_err(crate::state::SealError::from)?
+    {
+        fetch_card(shared, peer, channel).await?;
+    }
+    let envelopes = if records.is_empty() {
+        Vec::new()
+    } else {
+        let sealing = records.clone();
+        shared
+            .with_state(move |state| state.seal(&peer, &sealing))
+            .await??
+    };
+    let mut frames: Vec<Frame> = envelopes.into_iter().map(Frame::Envelope).collect();
+    if !reads.is_empty() {
+        let now = fogwire_env::unix_ms();
+        let ids = reads.clone();
+        let receipt = shared
+            .with_state(move |state| state.sign_receipt(&peer, ReceiptKind::Read, ids, now))
+            .await?;
+        frames.push(Frame::Receipt(receipt));
+    }
+    channel
+        .stream
+        .write_all(encode_all(&frames))
+        .await
+        .map_err(|error| AttemptError::Stream(error.to_string()))?;
+    let mut waiting: HashSet<MessageId> = records.iter().map(|record| record.id).collect();
+    let mut failure = None;
+    while !waiting.is_empty() {
+        let frames = channel
+            .reader
+            .next_batch(&mut channel.stream, ANSWER_TIMEOUT)
+            .await?;
+        for frame in frames {
+            match frame {
+                Frame::Receipt(bytes) => {
+                    match shared
+                        .with_state(move |state| state.receipt(&peer, &bytes))
+                        .await?
+                    {
+                        Ok((ids, changed)) => {
+                            for id in ids {
+                                waiting.remove(&id);
+                            }
+                            shared.publish(changed);
+                        }
+                        Err(error) => {
+                            tracing::debug!(peer = %peer.short(), %error, "receipt refused");
+                        }
+                    }
+                }
+                Frame::Refused { id, reason } => {
+                    if waiting.remove(&id) {
+                        failure = match reason {
+                            Refusal::Undecryptable => Some(AttemptError::Undecryptable),
+                            Refusal::OverQuota => Some(AttemptError::OverQuota),
+                            _ => failure,
+                        };
+                        if let Ok(Ok(Some(failed))) = shared
+                            .with_state(move |state| state.refused(&peer, id, reason))
+                            .await
+                        {
+                            shared.publish([failed]);
+                        }
+                    }
+                }
+                Frame::CardRequest | Frame::Card(_) | Frame::Envelope(_) => {}
+            }
+        }
+    }
+    if !reads.is_empty() {
+        let _ = shared
+            .with_state(move |state| state.read_receipts_sent(&peer, &reads))
+            .await;
+    }
+    match failure {
+        Some(failure) => Err(failure),
+        None => Ok(()),
+    }
+}
+
+/// Asks the peer for its card and keeps it.
+async fn fetch_card(
+    shared: &Arc<Shared>,
+    peer: NodeId,
+    channel: &mut Channel,
+) -> Result<(), AttemptError> {
+    channel
+        .stream
+        .write_all(encode_all(&[Frame::CardRequest]))
+        .await
+        .map_err(|error| AttemptError::Stream(error.to_string()))?;
+    loop {
+        let frames = channel
+            .reader
+            .next_batch(&mut channel.stream, ANSWER_TIMEOUT)
+            .await?;
+        for frame in frames {
+            if let Frame::Card(bytes) = frame {
+                let kept = shared
+                    .with_state(move |state| state.remember_card(&peer, &bytes))
+                    .await?
+                    .map_err(crate::state::SealError::from)?;
+                return if kept {
+                    Ok(())
+                } else {
+                    Err(AttemptError::BadCard)
+                };
+            }
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! The messenger's wire structures, as they arrive from a stream or a
+//! mailbox: frames, envelopes, sealed texts, cards and receipts. Nothing
+//! may panic, bounds hold, and what decodes encodes back to its bytes.
+#![no_main]
+
+use fogwire_msg_proto::wire::{ENVELOPE_LEN_MAX, RECEIPT_IDS_MAX, TEXT_LEN_MAX};
+use fogwire_msg_proto::{Card, Envelope, Frame, Plain, Receipt};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if data.len() >= 4 {
+        let _ = Frame::announced_len([data[0], data[1], data[2], data[3]]);
+    }
+    if let Ok(frame) = Frame::decode(data) {
+        assert_eq!(&frame.encode()[4..], data);
+    }
+    if let Ok(envelope) = Envelope::decode(data) {
+        assert!(data.len() <= ENVELOPE_LEN_MAX);
+        assert_eq!(envelope.encode(), data);
+    }
+    if let Ok(plain) = Plain::decode(data) {
+        assert!(plain.text.len() <= TEXT_LEN_MAX);
+        assert_eq!(plain.encode(), data);
+    }
+    if let Ok(card) = Card::verify(data) {
+        assert!(card.mailboxes.len() <= fogwire_msg_proto::wire::MAILBOXES_MAX);
+    }
+    if let Ok(receipt) = Receipt::verify(data) {
+        assert!(receipt.ids.len() <= RECEIPT_IDS_MAX);
+    }
+});
