@@ -13,6 +13,7 @@ pub mod find;
 pub mod ledger;
 pub mod link;
 pub mod market;
+pub mod msg;
 pub mod route;
 pub mod routing;
 pub mod rpc;

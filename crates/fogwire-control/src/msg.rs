@@ -180,8 +180,10 @@ pub(crate) async fn contacts(
     ))
 }
 
-/// `GET /v1/msg/follow`: NDJSON, one [`MessageView`] per line whenever a
-/// message arrives or changes status, until the caller leaves.
+/// `GET /v1/msg/follow`: NDJSON — first `{"following": "<node id>"}`,
+/// once the stream is listening, then one [`MessageView`] per line
+/// whenever a message arrives or changes status (or `{"missed": n}` when
+/// the caller was too slow), until the caller leaves.
 pub(crate) async fn follow(State(state): State<Arc<ApiState>>) -> Response {
     let mut events = match messenger(&state) {
         Ok(messenger) => messenger.follow(),
@@ -189,6 +191,8 @@ pub(crate) async fn follow(State(state): State<Arc<ApiState>>) -> Response {
     };
     let (lines, response) = ndjson::streamed();
     let shutdown = state.shutdown.clone();
+    let me = state.node.node_id().to_string();
+    let _ = lines.try_send(Ok(ndjson::line(&serde_json::json!({ "following": me }))));
     tokio::spawn(async move {
         loop {
             let event = tokio::select! {

@@ -1,6 +1,7 @@
 //! Delivery: one task per peer with messages (or read receipts) waiting,
 //! at most [`crate::PEERS_AT_ONCE`] at once. It keeps one route and one
-//! stream to the peer's `msg` service while there is work, sends what
+//! stream to the peer's `msg` service while there is work (and 15 s
+//! after), sends what
 //! waits in batches, and takes the peer's receipts; on a failure it tries
 //! again after `fogwire_msg_proto::retry::delay_ms`.
 
@@ -19,6 +20,11 @@ use crate::{SERVICE, Shared};
 
 /// How long the peer may take to answer a batch (or a card request).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a route to a peer stays open after its last work (less than
+/// the service's idle timeout, so the peer does not close it first).
+const LINGER: Duration = Duration::from_secs(15);
+/// How often a peer without a route is looked for in the graph.
+const ROUTABLE_POLL: Duration = Duration::from_millis(500);
 
 /// Wakes `peer`'s delivery task, starting it if there is none.
 pub(crate) fn wake(shared: &Arc<Shared>, peer: NodeId) {
@@ -64,6 +70,14 @@ async fn run(shared: Arc<Shared>, peer: NodeId, notify: Arc<Notify>) {
             Err(_) => break,
         };
         if records.is_empty() && reads.is_empty() {
+            // A conversation comes in bursts: the route stays a while.
+            if channel.is_some() {
+                tokio::select! {
+                    () = notify.notified() => continue,
+                    () = tokio::time::sleep(LINGER) => {}
+                    () = shared.shutdown.cancelled() => break,
+                }
+            }
             let mut deliverers = shared
                 .deliverers
                 .lock()
@@ -96,15 +110,44 @@ async fn run(shared: Arc<Shared>, peer: NodeId, notify: Arc<Notify>) {
                     u64::from_be_bytes(peer.as_bytes()[..8].try_into().unwrap_or_default())
                         .wrapping_add(now);
                 let delay = Duration::from_millis(retry::delay_ms(failures, jitter));
+                let unroutable = matches!(error, AttemptError::Route(_));
                 tokio::select! {
                     () = shared.shutdown.cancelled() => break,
                     () = tokio::time::sleep(delay) => {}
+                    // A peer that had no route is tried as soon as the
+                    // graph has a path to it again: it is back.
+                    () = until_routable(&shared, peer), if unroutable => {}
                 }
             }
         }
     }
     if let Some(channel) = channel {
-        let _ = shared.routing.close(channel.route).await;
+        close(&shared, channel).await;
+    }
+}
+
+/// Ends the stream and waits (briefly) for the peer to end its side —
+/// by then it has taken every frame, read receipts included — then
+/// closes the route.
+async fn close(shared: &Shared, mut channel: Channel) {
+    if channel.stream.finish().await.is_ok() {
+        let _ = tokio::time::timeout(ANSWER_TIMEOUT, async {
+            while let Some(Ok(_)) = channel.stream.read().await {}
+        })
+        .await;
+    }
+    let _ = shared.routing.close(channel.route).await;
+}
+
+/// Returns once the graph has a path to `peer` (looked at twice a
+/// second: a local computation on the adverts heard).
+async fn until_routable(shared: &Shared, peer: NodeId) {
+    loop {
+        tokio::time::sleep(ROUTABLE_POLL).await;
+        let paths = shared.routing.find(peer, Constraints::default(), 1).await;
+        if paths.is_ok_and(|paths| !paths.is_empty()) {
+            return;
+        }
     }
 }
 

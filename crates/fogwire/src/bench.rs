@@ -33,6 +33,12 @@ pub enum Command {
     /// --from`), for a small blob and a large one; and the lookup alone
     /// beside the route's round trip.
     Find(FindArgs),
+    /// The messenger on 4 nodes on loopback: a message's latency over 3
+    /// hops (to its delivery receipt) beside the route's round trip;
+    /// messages per second between neighbours beside Olm alone on one
+    /// core; 1,000 messages queued for a stopped node, delivered when it
+    /// is back.
+    Msg(MsgArgs),
     /// The service RPC on one link: one call beside a bare round trip of a
     /// link message (the RPC's cost per call is the difference), and calls
     /// per second with many in flight.
@@ -195,6 +201,28 @@ pub struct TransferArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct MsgArgs {
+    /// Messages timed one by one over 3 hops.
+    #[arg(long, default_value_t = 50)]
+    latency_messages: usize,
+    /// Messages sent at once between neighbours.
+    #[arg(long, default_value_t = 10_000)]
+    burst: usize,
+    /// Messages queued for a stopped node.
+    #[arg(long, default_value_t = 1_000)]
+    queued: usize,
+    /// Bytes of text per message.
+    #[arg(long, default_value_t = 100)]
+    text_bytes: usize,
+    /// Directory for the nodes' files (default: the system's).
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct FindArgs {
     /// Size of each small blob (K, M, G: binary).
     #[arg(long, default_value = "64K", value_parser = crate::output::parse_size)]
@@ -313,6 +341,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Cluster(args) => cluster(args).await,
         Command::Transfer(args) => transfer(args).await,
         Command::Find(args) => find(args).await,
+        Command::Msg(args) => msg(args).await,
         Command::Attack(args) => crate::attack::run(args).await,
         Command::Dashboard(args) => {
             debug_warning("dashboard");
@@ -320,6 +349,68 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Soak(args) => tokio::task::spawn_blocking(|| crate::soak::run(args)).await?,
     }
+}
+
+async fn msg(args: MsgArgs) -> anyhow::Result<()> {
+    use fogwire_bench::msg::{Options as MsgOptions, Step as MsgStep};
+    debug_warning("msg");
+    let options = MsgOptions {
+        latency_messages: args.latency_messages.clamp(1, 10_000),
+        burst: args.burst.clamp(1, 1_000_000),
+        queued: args.queued.clamp(1, 100_000),
+        text_bytes: args.text_bytes.clamp(1, fogwire_msg::TEXT_LEN_MAX),
+        dir: args.dir.unwrap_or_else(std::env::temp_dir),
+    };
+    let measured = measure(
+        args.json,
+        move |progress| fogwire_bench::msg::run(&options, progress),
+        move |step| {
+            match step {
+                MsgStep::Starting => "starting 4 nodes in a line",
+                MsgStep::Latency => "timing messages over 3 hops",
+                MsgStep::Burst => "sending a burst to a neighbour",
+                MsgStep::Cipher => "timing Olm alone",
+                MsgStep::Queued => "queueing for a stopped node, starting it again",
+            }
+            .to_owned()
+        },
+    )
+    .await?;
+    let Some(report) = measured else {
+        return Ok(());
+    };
+    println!(
+        "the messenger: 4 nodes on loopback in a line, each on one core's runtime; {}-byte texts",
+        report.text_bytes
+    );
+    println!(
+        "\n{:<52} {:>14} {:>14}  {:>9}",
+        "", "MESSENGER", "BASELINE", "RATIO"
+    );
+    println!(
+        "{:<52} {:>11.2} ms {:>11.2} ms  {:>+6.2} ms",
+        "latency over 3 hops (to the receipt) / route RTT",
+        report.message_latency_ms,
+        report.route_rtt_ms,
+        report.latency_over_rtt_ms
+    );
+    println!(
+        "{:<52} {:>12.0}/s {:>12.0}/s  {:>8.3}×",
+        format!("{} messages to a neighbour / Olm on one core", report.burst),
+        report.messages_per_sec,
+        report.olm_messages_per_sec,
+        report.messages_to_olm
+    );
+    println!(
+        "{:<52} {:>11.0} ms {:>11.0} ms",
+        format!(
+            "{} queued, delivered after a path / node's return",
+            report.queued
+        ),
+        report.queued_delivered_ms,
+        report.reconnect_ms
+    );
+    Ok(())
 }
 
 async fn find(args: FindArgs) -> anyhow::Result<()> {

@@ -175,6 +175,10 @@ pub async fn run(home: &Path, command: Command) -> anyhow::Result<()> {
                         println!("{value}");
                         return true;
                     }
+                    if let Some(node) = value.get("following") {
+                        eprintln!("following the messages of {node}; Ctrl-C stops");
+                        return true;
+                    }
                     if let Some(missed) = value.get("missed") {
                         eprintln!("(too slow: {missed} updates missed)");
                         return true;

@@ -12,6 +12,7 @@ mod compute;
 mod exit;
 mod harness;
 mod ledger;
+mod messages;
 mod netns;
 mod package;
 mod restore;

@@ -1,0 +1,343 @@
+//! The messenger on loopback (messages.md), beside same-run baselines:
+//!
+//! - latency: a message's trip to a node 3 hops away and its delivery
+//!   receipt's trip back (send to `delivered` at the sender), beside one
+//!   ping's round trip on a route over the same path;
+//! - messages per second between two linked nodes, sent all at once and
+//!   counted delivered (each on disk at the recipient, signed for), beside
+//!   what one core seals and opens with Olm alone (vodozemac, the same
+//!   text size);
+//! - 1 000 messages queued for a stopped node: the time from the moment
+//!   the sender has a path to it again to the last receipt, beside the
+//!   time the node took from its start to being reachable.
+//!
+//! Every node runs on its own single-threaded runtime.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fogwire_identity::{Keypair, NodeId};
+use fogwire_msg::Status;
+use fogwire_node::{Node, NodeOptions};
+use serde::Serialize;
+use tokio::runtime::Runtime;
+
+use crate::link::{BenchError, median, node_runtime, on};
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Messages timed one by one over the 3-hop route.
+    pub latency_messages: usize,
+    /// Messages sent at once between neighbours.
+    pub burst: usize,
+    /// Messages queued for a stopped node.
+    pub queued: usize,
+    pub text_bytes: usize,
+    /// Where the nodes keep their files (a temporary directory inside).
+    pub dir: PathBuf,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            latency_messages: 50,
+            burst: 10_000,
+            queued: 1_000,
+            text_bytes: 100,
+            dir: std::env::temp_dir(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub text_bytes: usize,
+    /// Medians over `latency_messages`.
+    pub route_rtt_ms: f64,
+    pub message_latency_ms: f64,
+    pub latency_over_rtt_ms: f64,
+    pub burst: usize,
+    pub messages_per_sec: f64,
+    /// One core sealing and opening with Olm alone.
+    pub olm_messages_per_sec: f64,
+    pub messages_to_olm: f64,
+    pub queued: usize,
+    /// From the stopped node's start until the sender has a path to it.
+    pub reconnect_ms: f64,
+    /// From then until the last queued message is signed for.
+    pub queued_delivered_ms: f64,
+}
+
+/// Which step is being measured, for progress output.
+#[derive(Debug, Clone, Copy)]
+pub enum Step {
+    Starting,
+    Latency,
+    Burst,
+    Cipher,
+    Queued,
+}
+
+struct BenchNode {
+    runtime: Runtime,
+    node: Node,
+}
+
+fn bench_error(error: impl std::fmt::Display) -> BenchError {
+    BenchError::Link(error.to_string())
+}
+
+impl BenchNode {
+    fn start(name: &str, key: Arc<Keypair>, dir: &std::path::Path) -> Result<Self, BenchError> {
+        let runtime = node_runtime(name)?;
+        let mut options = NodeOptions::local(key);
+        options.data_dir = Some(dir.join(name));
+        options.store_dir = Some(dir.join(name).join("store"));
+        let node = on(&runtime, Node::start(options))?.map_err(bench_error)?;
+        Ok(Self { runtime, node })
+    }
+
+    fn link_to(&self, other: &BenchNode) -> Result<(), BenchError> {
+        let node = self.node.clone();
+        let addr = other.node.peer_addr();
+        on(&self.runtime, async move { node.connect(addr).await })?.map_err(bench_error)?;
+        Ok(())
+    }
+
+    fn routable(&self, to: NodeId) -> Result<bool, BenchError> {
+        let node = self.node.clone();
+        on(&self.runtime, async move {
+            node.routing()
+                .find(to, fogwire_route::Constraints::default(), 1)
+                .await
+                .is_ok_and(|paths| !paths.is_empty())
+        })
+    }
+
+    /// How many messages to `peer` are delivered (or read).
+    fn delivered(&self, peer: NodeId) -> Result<usize, BenchError> {
+        let node = self.node.clone();
+        let records = on(&self.runtime, async move {
+            node.messenger()
+                .history(peer, None, usize::MAX, false)
+                .await
+        })?
+        .map_err(bench_error)?;
+        Ok(records
+            .iter()
+            .filter(|record| {
+                record.outgoing && matches!(record.status, Status::Delivered | Status::Read)
+            })
+            .count())
+    }
+
+    fn send_many(&self, peer: NodeId, count: usize, text: &str) -> Result<(), BenchError> {
+        let node = self.node.clone();
+        let text = text.to_owned();
+        on(&self.runtime, async move {
+            let mut sends = tokio::task::JoinSet::new();
+            for _ in 0..count {
+                let messenger = node.messenger().clone();
+                let text = text.clone();
+                sends.spawn(async move { messenger.send(peer, text).await });
+            }
+            while let Some(sent) = sends.join_next().await {
+                sent.map_err(bench_error)?.map_err(bench_error)?;
+            }
+            Ok::<_, BenchError>(())
+        })?
+    }
+
+    fn stop(self) {
+        let node = self.node.clone();
+        let _ = on(&self.runtime, async move { node.shutdown().await });
+    }
+}
+
+/// Polls `done` every `every` until it holds, for at most `patience`.
+fn until(
+    what: &str,
+    every: Duration,
+    patience: Duration,
+    mut done: impl FnMut() -> Result<bool, BenchError>,
+) -> Result<(), BenchError> {
+    let started = Instant::now();
+    while !done()? {
+        if started.elapsed() > patience {
+            return Err(BenchError::Link(format!("gave up waiting: {what}")));
+        }
+        std::thread::sleep(every);
+    }
+    Ok(())
+}
+
+const OFTEN: Duration = Duration::from_millis(5);
+const PATIENCE: Duration = Duration::from_secs(120);
+
+pub fn run(options: &Options, mut progress: impl FnMut(Step)) -> Result<Report, BenchError> {
+    let dir = tempfile::Builder::new()
+        .prefix("fogwire-bench-msg-")
+        .tempdir_in(&options.dir)?;
+    let text = "x".repeat(options.text_bytes.max(1));
+    progress(Step::Starting);
+    let key = || Keypair::generate().map(Arc::new).map_err(bench_error);
+    let last_key = key()?;
+    let mut nodes = Vec::new();
+    for (index, name) in ["sender", "relay1", "relay2"].iter().enumerate() {
+        let node = BenchNode::start(name, key()?, dir.path())?;
+        if index > 0 {
+            node.link_to(&nodes[index - 1])?;
+        }
+        nodes.push(node);
+    }
+    let far = BenchNode::start("far", last_key.clone(), dir.path())?;
+    far.link_to(&nodes[2])?;
+    let far_id = far.node.node_id();
+    until("a path to the far node", OFTEN, PATIENCE, || {
+        nodes[0].routable(far_id)
+    })?;
+
+    // Latency over 3 hops, beside the route's round trip.
+    progress(Step::Latency);
+    let sender = &nodes[0];
+    let node = sender.node.clone();
+    let rtts = on(&sender.runtime, async move {
+        let route = node
+            .routing()
+            .open(far_id, fogwire_route::Constraints::hops(3))
+            .await
+            .map_err(bench_error)?;
+        let mut rtts = Vec::new();
+        for _ in 0..50 {
+            let rtt = node
+                .routing()
+                .ping(route.route, Duration::from_secs(5))
+                .await
+                .map_err(bench_error)?;
+            rtts.push(rtt.as_secs_f64() * 1e3);
+        }
+        let _ = node.routing().close(route.route).await;
+        Ok::<_, BenchError>(rtts)
+    })??;
+    // One message first: the session and the delivery route exist, as in
+    // a conversation under way.
+    let mut latencies = Vec::new();
+    for index in 0..=options.latency_messages.max(1) {
+        let node = sender.node.clone();
+        let text = text.clone();
+        let took = on(&sender.runtime, async move {
+            let mut events = node.messenger().follow();
+            let started = Instant::now();
+            let sent = node
+                .messenger()
+                .send(far_id, text)
+                .await
+                .map_err(bench_error)?;
+            loop {
+                let event = events.recv().await.map_err(bench_error)?;
+                if event.id == sent.id && event.status == Status::Delivered {
+                    return Ok::<_, BenchError>(started.elapsed());
+                }
+            }
+        })??;
+        if index > 0 {
+            latencies.push(took.as_secs_f64() * 1e3);
+        }
+    }
+    let route_rtt_ms = median(&rtts);
+    let message_latency_ms = median(&latencies);
+
+    // Messages per second between neighbours.
+    progress(Step::Burst);
+    let neighbour = nodes[1].node.node_id();
+    let before = sender.delivered(neighbour)?;
+    let started = Instant::now();
+    sender.send_many(neighbour, options.burst, &text)?;
+    until("the burst to be delivered", OFTEN * 10, PATIENCE, || {
+        Ok(sender.delivered(neighbour)? >= before + options.burst)
+    })?;
+    let messages_per_sec = options.burst as f64 / started.elapsed().as_secs_f64();
+
+    progress(Step::Cipher);
+    let olm_messages_per_sec = olm_rate(options.burst, &text);
+
+    // 1 000 queued for a stopped node.
+    progress(Step::Queued);
+    far.stop();
+    until("the sender to lose its path", OFTEN * 10, PATIENCE, || {
+        Ok(!sender.routable(far_id)?)
+    })?;
+    let before = sender.delivered(far_id)?;
+    sender.send_many(far_id, options.queued, &text)?;
+    let started = Instant::now();
+    let far = BenchNode::start("far", last_key, dir.path())?;
+    far.link_to(&nodes[2])?;
+    until("a path to the returning node", OFTEN, PATIENCE, || {
+        sender.routable(far_id)
+    })?;
+    let reconnected = Instant::now();
+    until(
+        "the queued messages to be delivered",
+        OFTEN * 2,
+        PATIENCE,
+        || Ok(sender.delivered(far_id)? >= before + options.queued),
+    )?;
+    let queued_delivered_ms = reconnected.elapsed().as_secs_f64() * 1e3;
+    let reconnect_ms = (reconnected - started).as_secs_f64() * 1e3;
+    far.stop();
+    for node in nodes {
+        node.stop();
+    }
+    Ok(Report {
+        text_bytes: text.len(),
+        route_rtt_ms,
+        message_latency_ms,
+        latency_over_rtt_ms: message_latency_ms - route_rtt_ms,
+        burst: options.burst,
+        messages_per_sec,
+        olm_messages_per_sec,
+        messages_to_olm: messages_per_sec / olm_messages_per_sec,
+        queued: options.queued,
+        reconnect_ms,
+        queued_delivered_ms,
+    })
+}
+
+/// Messages per second one core seals and opens with Olm alone: the
+/// envelope's text sealed by one account's session and opened by the
+/// other's, as the messenger does (without its records or the network).
+fn olm_rate(count: usize, text: &str) -> f64 {
+    use vodozemac::olm::{Account, OlmMessage, SessionConfig};
+    let alice = Account::new();
+    let mut bob = Account::new();
+    bob.generate_fallback_key();
+    let Some(fallback) = bob.fallback_key().values().next().copied() else {
+        return 0.0;
+    };
+    let Ok(mut outbound) =
+        alice.create_outbound_session(SessionConfig::version_1(), bob.curve25519_key(), fallback)
+    else {
+        return 0.0;
+    };
+    let Ok(OlmMessage::PreKey(first)) = outbound.encrypt(text) else {
+        return 0.0;
+    };
+    let Ok(created) =
+        bob.create_inbound_session(SessionConfig::version_1(), alice.curve25519_key(), &first)
+    else {
+        return 0.0;
+    };
+    let mut inbound = created.session;
+    let started = Instant::now();
+    for _ in 0..count {
+        let Ok(message) = outbound.encrypt(text) else {
+            return 0.0;
+        };
+        if inbound.decrypt(&message).is_err() {
+            return 0.0;
+        }
+    }
+    count as f64 / started.elapsed().as_secs_f64()
+}

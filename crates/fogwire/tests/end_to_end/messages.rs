@@ -1,0 +1,159 @@
+//! The messenger through the real binary: two hand-started nodes exchange
+//! messages through a relay, by a name; a message sent while the
+//! recipient is down arrives once when it is back; the live stream shows
+//! the receipts.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+
+use fogwire_api::{ContactView, GraphNode, MessageView};
+
+use crate::harness::{BINARY, TestNode, stderr, stdout, wait_until};
+
+fn json<T: serde::de::DeserializeOwned>(output: &Output) -> T {
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        stdout(output),
+        stderr(output)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn history(node: &TestNode, with: &str) -> Vec<MessageView> {
+    json(&node.cli(&["msg", "history", with, "--peek", "--json"]))
+}
+
+#[test]
+fn two_nodes_exchange_messages_through_a_relay_and_an_absent_one_gets_its_mail_once_on_return() {
+    let alice = TestNode::start("");
+    let relay = TestNode::start("");
+    let carol = TestNode::start("");
+    for node in [&alice, &carol] {
+        let linked = node.cli(&["connect", &relay.peer_addr()]);
+        assert!(linked.status.success(), "{}", stderr(&linked));
+    }
+    wait_until("Alice to learn Carol through the relay", || {
+        let graph: Vec<GraphNode> = json(&alice.cli(&["nodes", "--json"]));
+        graph.len() == 3
+    });
+    let carol_id = carol.node_id().to_string();
+    let alice_id = alice.node_id().to_string();
+    let named = alice.cli(&["name", "carol", &carol_id]);
+    assert!(named.status.success(), "{}", stderr(&named));
+
+    // Alice follows her messages while she writes.
+    let mut follow = Command::new(BINARY)
+        .arg("--home")
+        .arg(alice.home())
+        .args(["msg", "follow", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["following"], alice_id.as_str(), "{first}");
+
+    let sent = alice.cli(&["msg", "send", "carol", "hello", "there", "--wait"]);
+    assert!(sent.status.success(), "{}", stderr(&sent));
+    assert!(stderr(&sent).contains("signed for it"), "{}", stderr(&sent));
+    let id = stdout(&sent).trim().to_owned();
+
+    let inbox: Vec<MessageView> = json(&carol.cli(&["msg", "inbox", "--json"]));
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(
+        (
+            inbox[0].text.as_str(),
+            inbox[0].peer.as_str(),
+            inbox[0].direction.as_str()
+        ),
+        ("hello there", alice_id.as_str(), "in")
+    );
+    assert_eq!(inbox[0].id, id);
+    let again = carol.cli(&["msg", "inbox"]);
+    assert!(
+        stderr(&again).contains("no unread messages"),
+        "{}",
+        stderr(&again)
+    );
+    wait_until("Alice to get Carol's read receipt", || {
+        history(&alice, "carol")[0].status == "read"
+    });
+
+    // The live stream saw the message queued, delivered and read.
+    let mut statuses = Vec::new();
+    while statuses.last().map(String::as_str) != Some("read") {
+        let line = lines.next().unwrap().unwrap();
+        let message: MessageView = serde_json::from_str(&line).unwrap();
+        assert_eq!(message.id, id);
+        statuses.push(message.status);
+    }
+    assert_eq!(statuses, ["queued", "delivered", "read"]);
+    let _ = follow.kill();
+    let _ = follow.wait();
+
+    // Carol goes away; what Alice writes waits, and says so.
+    let mut carol = carol;
+    carol.stop("TERM");
+    let queued = alice.cli(&["msg", "send", "carol", "while", "you", "were", "away"]);
+    assert!(queued.status.success(), "{}", stderr(&queued));
+    assert!(
+        stderr(&queued).contains("queued for"),
+        "{}",
+        stderr(&queued)
+    );
+    let waited = alice.cli(&[
+        "msg",
+        "send",
+        "carol",
+        "still",
+        "there?",
+        "--wait",
+        "--timeout",
+        "2",
+    ]);
+    assert!(!waited.status.success(), "delivered to a stopped node?");
+    assert!(
+        stderr(&waited).contains("not delivered within 2 s"),
+        "{}",
+        stderr(&waited)
+    );
+
+    // Carol is back (her peer book links her to the relay again): both
+    // arrive, once each, in order.
+    let carol = carol.start_again();
+    wait_until("Alice's queued messages to be delivered", || {
+        history(&alice, "carol")
+            .iter()
+            .all(|message| message.status == "delivered" || message.status == "read")
+    });
+    let at_carol = history(&carol, &alice_id);
+    let texts: Vec<&str> = at_carol
+        .iter()
+        .map(|message| message.text.as_str())
+        .collect();
+    assert_eq!(
+        texts,
+        ["hello there", "while you were away", "still there?"]
+    );
+
+    // And she answers.
+    let answered = carol.cli(&["msg", "send", &alice_id[..16], "welcome", "back", "--wait"]);
+    assert!(answered.status.success(), "{}", stderr(&answered));
+    let contacts: Vec<ContactView> = json(&alice.cli(&["msg", "contacts", "--json"]));
+    assert_eq!(contacts.len(), 1);
+    assert_eq!(
+        (
+            contacts[0].peer.as_str(),
+            contacts[0].messages,
+            contacts[0].unread
+        ),
+        (carol_id.as_str(), 4, 1)
+    );
+    let table = stdout(&alice.cli(&["msg", "contacts"]));
+    assert!(
+        table.contains("carol") && table.contains("welcome back"),
+        "{table}"
+    );
+}
