@@ -149,13 +149,20 @@ impl State {
         {
             let mut contacts = write.open_table(db::CONTACTS)?;
             let mut contact: Contact = db::get(&contacts, peer.as_bytes())?.unwrap_or_default();
+            let mut meta = write.open_table(db::META)?;
+            if contact.out_stream.is_none() {
+                // A stranger no more: what it left here stops counting
+                // against all strangers' quota.
+                let strangers = db::meta_u64(&meta, db::META_STRANGER_UNREAD)?;
+                let left = strangers.saturating_sub(contact.unread + contact.held);
+                meta.insert(db::META_STRANGER_UNREAD, db::encode(&left)?.as_slice())?;
+            }
             let (stream, mut next) = contact
                 .out_stream
                 .unwrap_or_else(|| (u64::from_be_bytes(random()), 0));
             let mut messages = write.open_table(db::MESSAGES)?;
             let mut timeline = write.open_table(db::TIMELINE)?;
             let mut outbox = write.open_table(db::OUTBOX)?;
-            let mut meta = write.open_table(db::META)?;
             let mut position = db::meta_u64(&meta, db::META_POSITION)?;
             for text in texts {
                 position += 1;
@@ -685,6 +692,7 @@ impl State {
         }
         let write = self.db.begin_write()?;
         let mut changed = Vec::new();
+        let mut dirty = false;
         {
             let mut messages = write.open_table(db::MESSAGES)?;
             let mut outbox = write.open_table(db::OUTBOX)?;
@@ -710,14 +718,24 @@ impl State {
                     }
                 }
                 record.error = None;
-                outbox.remove((peer.as_bytes().as_slice(), record.seq))?;
+                dirty |= outbox
+                    .remove((peer.as_bytes().as_slice(), record.seq))?
+                    .is_some();
                 if record.status != before {
+                    dirty = true;
                     messages.insert(id.0.as_slice(), db::encode(&record)?.as_slice())?;
                     changed.push(record);
                 }
             }
         }
-        write.commit()?;
+        // A receipt that changes nothing (a repeat, or for unknown ids)
+        // costs no disk write: a peer cannot make this node sync its disk
+        // at will.
+        if dirty {
+            write.commit()?;
+        } else {
+            write.abort()?;
+        }
         Ok((receipt.ids, changed))
     }
 

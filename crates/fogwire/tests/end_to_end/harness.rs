@@ -36,6 +36,17 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// A successful command's JSON output (the command's output if it failed).
+pub fn json<T: serde::de::DeserializeOwned>(output: &Output) -> T {
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        stdout(output),
+        stderr(output)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 /// A fresh home after `fogwire init`, peers dialing it at `listen` and its
 /// control API on any free loopback port.
 pub fn init_home(listen: &str) -> tempfile::TempDir {

@@ -4,21 +4,11 @@
 //! the receipts.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use fogwire_api::{ContactView, GraphNode, MessageView};
 
-use crate::harness::{BINARY, TestNode, stderr, stdout, wait_until};
-
-fn json<T: serde::de::DeserializeOwned>(output: &Output) -> T {
-    assert!(
-        output.status.success(),
-        "{}\n{}",
-        stdout(output),
-        stderr(output)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
-}
+use crate::harness::{BINARY, TestNode, json, stderr, stdout, wait_until};
 
 fn history(node: &TestNode, with: &str) -> Vec<MessageView> {
     json(&node.cli(&["msg", "history", with, "--peek", "--json"]))

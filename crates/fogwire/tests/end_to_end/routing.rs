@@ -2,22 +2,12 @@
 //! loopback, and nodes in separate network namespaces joined by veth
 //! pairs, one of which is really cut in the middle of a stream.
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use fogwire_api::{GraphNode, PingReport, Routes, SendReport};
 
-use crate::harness::{BINARY, TestNode, stderr, stdout, wait_for, wait_until};
+use crate::harness::{BINARY, TestNode, json, stderr, stdout, wait_for, wait_until};
 use crate::netns::{NsNode, ip, namespaces_available, veth};
-
-fn json<T: serde::de::DeserializeOwned>(output: &Output) -> T {
-    assert!(
-        output.status.success(),
-        "{}\n{}",
-        stdout(output),
-        stderr(output)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
-}
 
 /// Four nodes in a line, A–B–C–D, started and linked by hand.
 fn line_of_four() -> Vec<TestNode> {

@@ -9,18 +9,8 @@ use std::time::Duration;
 
 use fogwire_api::{BlobInfo, StoreStat};
 
-use crate::harness::{TestNode, stderr, stdout, wait_until};
+use crate::harness::{TestNode, json, stderr, stdout, wait_until};
 use fogwire_testkit::data::pattern;
-
-fn json<T: serde::de::DeserializeOwned>(output: &std::process::Output) -> T {
-    assert!(
-        output.status.success(),
-        "{}\n{}",
-        stdout(output),
-        stderr(output)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
-}
 
 fn hash_of(data: &[u8]) -> String {
     blake3::hash(data).to_hex().to_string()
