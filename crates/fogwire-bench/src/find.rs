@@ -17,12 +17,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fogwire_identity::{Keypair, NodeId};
-use fogwire_node::{Node, NodeOptions};
+use fogwire_node::NodeOptions;
 use fogwire_store::Hash;
 use serde::Serialize;
-use tokio::runtime::Runtime;
 
-use crate::link::{BenchError, median, node_runtime, on};
+use crate::link::{BenchError, median, on};
+use crate::nodes::{BenchNode, bench_error, until};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -78,58 +78,20 @@ pub enum Step {
     Round { round: usize },
 }
 
-struct BenchNode {
-    runtime: Runtime,
-    node: Node,
+fn start_with(
+    name: &str,
+    dir: &std::path::Path,
+    adjust: impl FnOnce(&mut NodeOptions),
+) -> Result<BenchNode, BenchError> {
+    let keypair = Arc::new(Keypair::generate().map_err(bench_error)?);
+    let mut options = NodeOptions::local(keypair);
+    options.store_dir = Some(dir.join(name));
+    adjust(&mut options);
+    BenchNode::start(name, options)
 }
 
-impl BenchNode {
-    fn start_with(
-        name: &str,
-        dir: &std::path::Path,
-        adjust: impl FnOnce(&mut NodeOptions),
-    ) -> Result<BenchNode, BenchError> {
-        let runtime = node_runtime(name)?;
-        let keypair = Arc::new(Keypair::generate().map_err(bench_error)?);
-        let mut options = NodeOptions::local(keypair);
-        options.store_dir = Some(dir.join(name));
-        adjust(&mut options);
-        let node = on(&runtime, Node::start(options))?.map_err(bench_error)?;
-        Ok(BenchNode { runtime, node })
-    }
-
-    fn link_to(&self, other: &BenchNode) -> Result<(), BenchError> {
-        let node = self.node.clone();
-        let addr = other.node.peer_addr();
-        on(&self.runtime, async move { node.connect(addr).await })?.map_err(bench_error)?;
-        Ok(())
-    }
-
-    fn stop(self) {
-        let node = self.node.clone();
-        let _ = on(&self.runtime, async move { node.shutdown().await });
-    }
-}
-
-fn bench_error(error: impl std::fmt::Display) -> BenchError {
-    BenchError::Link(error.to_string())
-}
-
-/// Polls `done` every `every` until it holds, for at most a minute.
-fn until(
-    what: &str,
-    every: Duration,
-    mut done: impl FnMut() -> Result<bool, BenchError>,
-) -> Result<(), BenchError> {
-    let started = Instant::now();
-    while !done()? {
-        if started.elapsed() > Duration::from_secs(60) {
-            return Err(BenchError::Link(format!("gave up waiting: {what}")));
-        }
-        std::thread::sleep(every);
-    }
-    Ok(())
-}
+/// How long a wait may take.
+const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Polling a cheap local state.
 const OFTEN: Duration = Duration::from_millis(20);
@@ -149,16 +111,12 @@ impl Fetcher {
         seed: NodeId,
         keepers: usize,
     ) -> Result<Fetcher, BenchError> {
-        let fetcher = Fetcher(BenchNode::start_with(
-            &format!("fetcher{index}"),
-            dir,
-            |options| {
-                options.replication.keep_provider_records = false;
-            },
-        )?);
+        let fetcher = Fetcher(start_with(&format!("fetcher{index}"), dir, |options| {
+            options.replication.keep_provider_records = false;
+        })?);
         fetcher.0.link_to(relay)?;
         let node = fetcher.0.node.clone();
-        until("the fetcher to know the network", OFTEN, || {
+        until("the fetcher to know the network", OFTEN, PATIENCE, || {
             let node = node.clone();
             on(&fetcher.0.runtime, async move {
                 let routing = node.routing();
@@ -266,7 +224,7 @@ pub fn run(options: &Options, mut progress: impl FnMut(Step)) -> Result<Report, 
     let names = ["seed", "r1", "r2", "s1", "s2", "s3", "s4"];
     let nodes = names
         .iter()
-        .map(|name| BenchNode::start_with(name, dir.path(), |_| {}))
+        .map(|name| start_with(name, dir.path(), |_| {}))
         .collect::<Result<Vec<_>, _>>()?;
     let (seed, relay) = (&nodes[0], &nodes[2]);
     for (a, b) in [(1, 0), (2, 1), (3, 1), (4, 1), (5, 2), (6, 2)] {
@@ -306,6 +264,7 @@ pub fn run(options: &Options, mut progress: impl FnMut(Step)) -> Result<Report, 
         until(
             "the keepers to name the seed",
             Duration::from_millis(250),
+            PATIENCE,
             || {
                 let node = asker.0.node.clone();
                 on(&asker.0.runtime, async move {

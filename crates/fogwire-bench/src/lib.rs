@@ -14,6 +14,7 @@ pub mod ledger;
 pub mod link;
 pub mod market;
 pub mod msg;
+mod nodes;
 pub mod route;
 pub mod routing;
 pub mod rpc;

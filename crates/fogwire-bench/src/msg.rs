@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 
 use fogwire_identity::{Keypair, NodeId};
 use fogwire_msg::Status;
-use fogwire_node::{Node, NodeOptions};
+use fogwire_node::NodeOptions;
 use serde::Serialize;
-use tokio::runtime::Runtime;
 
-use crate::link::{BenchError, median, node_runtime, on};
+use crate::link::{BenchError, median, on};
+use crate::nodes::{BenchNode, bench_error, until};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -80,32 +80,22 @@ pub enum Step {
     Queued,
 }
 
-struct BenchNode {
-    runtime: Runtime,
-    node: Node,
+/// The messenger's measures on a [`BenchNode`].
+trait Messaging {
+    fn routable(&self, to: NodeId) -> Result<bool, BenchError>;
+    fn delivered(&self, peer: NodeId) -> Result<usize, BenchError>;
+    fn send_many(&self, peer: NodeId, count: usize, text: &str) -> Result<(), BenchError>;
 }
 
-fn bench_error(error: impl std::fmt::Display) -> BenchError {
-    BenchError::Link(error.to_string())
+/// A node keeping its files in `dir/name`, so it can start again.
+fn start(name: &str, key: Arc<Keypair>, dir: &std::path::Path) -> Result<BenchNode, BenchError> {
+    let mut options = NodeOptions::local(key);
+    options.data_dir = Some(dir.join(name));
+    options.store_dir = Some(dir.join(name).join("store"));
+    BenchNode::start(name, options)
 }
 
-impl BenchNode {
-    fn start(name: &str, key: Arc<Keypair>, dir: &std::path::Path) -> Result<Self, BenchError> {
-        let runtime = node_runtime(name)?;
-        let mut options = NodeOptions::local(key);
-        options.data_dir = Some(dir.join(name));
-        options.store_dir = Some(dir.join(name).join("store"));
-        let node = on(&runtime, Node::start(options))?.map_err(bench_error)?;
-        Ok(Self { runtime, node })
-    }
-
-    fn link_to(&self, other: &BenchNode) -> Result<(), BenchError> {
-        let node = self.node.clone();
-        let addr = other.node.peer_addr();
-        on(&self.runtime, async move { node.connect(addr).await })?.map_err(bench_error)?;
-        Ok(())
-    }
-
+impl Messaging for BenchNode {
     fn routable(&self, to: NodeId) -> Result<bool, BenchError> {
         let node = self.node.clone();
         on(&self.runtime, async move {
@@ -149,28 +139,6 @@ impl BenchNode {
             Ok::<_, BenchError>(())
         })?
     }
-
-    fn stop(self) {
-        let node = self.node.clone();
-        let _ = on(&self.runtime, async move { node.shutdown().await });
-    }
-}
-
-/// Polls `done` every `every` until it holds, for at most `patience`.
-fn until(
-    what: &str,
-    every: Duration,
-    patience: Duration,
-    mut done: impl FnMut() -> Result<bool, BenchError>,
-) -> Result<(), BenchError> {
-    let started = Instant::now();
-    while !done()? {
-        if started.elapsed() > patience {
-            return Err(BenchError::Link(format!("gave up waiting: {what}")));
-        }
-        std::thread::sleep(every);
-    }
-    Ok(())
 }
 
 const OFTEN: Duration = Duration::from_millis(5);
@@ -186,13 +154,13 @@ pub fn run(options: &Options, mut progress: impl FnMut(Step)) -> Result<Report, 
     let last_key = key()?;
     let mut nodes = Vec::new();
     for (index, name) in ["sender", "relay1", "relay2"].iter().enumerate() {
-        let node = BenchNode::start(name, key()?, dir.path())?;
+        let node = start(name, key()?, dir.path())?;
         if index > 0 {
             node.link_to(&nodes[index - 1])?;
         }
         nodes.push(node);
     }
-    let far = BenchNode::start("far", last_key.clone(), dir.path())?;
+    let far = start("far", last_key.clone(), dir.path())?;
     far.link_to(&nodes[2])?;
     let far_id = far.node.node_id();
     until("a path to the far node", OFTEN, PATIENCE, || {
@@ -272,7 +240,7 @@ pub fn run(options: &Options, mut progress: impl FnMut(Step)) -> Result<Report, 
     let before = sender.delivered(far_id)?;
     sender.send_many(far_id, options.queued, &text)?;
     let started = Instant::now();
-    let far = BenchNode::start("far", last_key, dir.path())?;
+    let far = start("far", last_key, dir.path())?;
     far.link_to(&nodes[2])?;
     until("a path to the returning node", OFTEN, PATIENCE, || {
         sender.routable(far_id)

@@ -57,6 +57,23 @@ pub(crate) fn query(raw: &Option<String>, key: &str) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
+/// A number in a query, `default` if absent; refused if not a number.
+pub(crate) fn query_number<T: std::str::FromStr>(
+    raw: &Option<String>,
+    key: &str,
+    default: T,
+) -> Result<T, Refusal> {
+    match query(raw, key) {
+        None => Ok(default),
+        Some(text) => text.parse().map_err(|_| {
+            Refusal(
+                StatusCode::BAD_REQUEST,
+                format!("{key}={text} is not a number"),
+            )
+        }),
+    }
+}
+
 pub(crate) async fn hub_named(
     state: &ApiState,
     name: Option<&str>,

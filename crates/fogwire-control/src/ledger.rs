@@ -15,7 +15,7 @@ use fogwire_ledger::proto::{Id, Op, SignedTransaction, Transaction, WalletState}
 use fogwire_ledger::rpc::AccountView;
 use fogwire_ledger::{Receipt, describe, name_of};
 
-use crate::jobs::query;
+use crate::jobs::query_number;
 use crate::server::{ApiState, Refusal};
 use fogwire_api::{
     DepositInfo, EscrowInfo, HubWalletInfo, LedgerAccount, LedgerHistoryLine, LedgerInfo,
@@ -164,19 +164,8 @@ pub(crate) async fn history(
     let node = state.node.as_ref();
     let client = node.ledger().ok_or_else(no_ledger)?;
     let id = account_named(&state, &who).await?;
-    let number = |key: &str, default: u64| -> Result<u64, Refusal> {
-        match query(&raw, key) {
-            None => Ok(default),
-            Some(text) => text.parse().map_err(|_| {
-                Refusal(
-                    StatusCode::BAD_REQUEST,
-                    format!("{key}={text} is not a number"),
-                )
-            }),
-        }
-    };
-    let before = number("before", 0)?;
-    let limit = number("limit", 20)?;
+    let before = query_number(&raw, "before", 0u64)?;
+    let limit = query_number(&raw, "limit", 20u64)?;
     let entries = client.history(&id_of(&id), before, limit).await?;
     Ok(Json(
         entries

@@ -12,7 +12,7 @@ use fogwire_identity::NodeId;
 use fogwire_msg::{Messenger, MsgError, Record, Status};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::jobs::query;
+use crate::jobs::{query, query_number};
 use crate::ndjson;
 use crate::server::{ApiState, Refusal};
 
@@ -69,44 +69,17 @@ impl From<MsgError> for Refusal {
 }
 
 /// A node by the name the operator gave it, its id, or a prefix of a
-/// known node's id or of a contact's.
+/// known node's id or of a contact's (which may be offline, its advert
+/// gone).
 async fn peer_named(state: &ApiState, name: &str) -> Result<NodeId, Refusal> {
-    let messenger = messenger(state)?;
-    if let Some(id) = state.names.get(name) {
-        return Ok(id);
-    }
-    if let Ok(id) = name.trim().parse::<NodeId>() {
-        return Ok(id);
-    }
+    let contacts = messenger(state)?.contacts().await?;
     let nodes = state.node.routing().nodes().await?;
     let mut known: Vec<NodeId> = nodes.iter().map(|node| node.advert.origin).collect();
-    known.extend(
-        messenger
-            .contacts()
-            .await?
-            .into_iter()
-            .map(|(peer, _)| peer),
-    );
+    known.extend(contacts.into_iter().map(|(peer, _)| peer));
     known.sort();
     known.dedup();
-    crate::prefix::unique(
-        name,
-        known.into_iter().map(|id| (id.to_string(), id)),
-        "known node or contact",
-        "fogwire msg contacts",
-    )
-}
-
-fn number(raw: &Option<String>, key: &str, default: usize) -> Result<usize, Refusal> {
-    match query(raw, key) {
-        None => Ok(default),
-        Some(text) => text.parse().map_err(|_| {
-            Refusal(
-                StatusCode::BAD_REQUEST,
-                format!("{key}={text} is not a number"),
-            )
-        }),
-    }
+    let what = ("known node or contact", "fogwire msg contacts");
+    crate::routes::resolve_among(&state.names, known, name, what)
 }
 
 fn flag(raw: &Option<String>, key: &str) -> bool {
@@ -134,7 +107,7 @@ pub(crate) async fn inbox(
     State(state): State<Arc<ApiState>>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Vec<MessageView>>, Refusal> {
-    let limit = number(&raw, "limit", LIST_MAX)?.min(LIST_MAX);
+    let limit = query_number(&raw, "limit", LIST_MAX)?.min(LIST_MAX);
     let records = messenger(&state)?.inbox(limit, !flag(&raw, "peek")).await?;
     Ok(Json(records.iter().map(view).collect()))
 }
@@ -146,7 +119,7 @@ pub(crate) async fn history(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Vec<MessageView>>, Refusal> {
     let peer = peer_named(&state, &peer).await?;
-    let limit = number(&raw, "limit", 100)?.min(LIST_MAX);
+    let limit = query_number(&raw, "limit", 100)?.min(LIST_MAX);
     let search = query(&raw, "search").map(|text| {
         percent_encoding::percent_decode_str(&text.replace('+', " "))
             .decode_utf8_lossy()

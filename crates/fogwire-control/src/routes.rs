@@ -72,20 +72,26 @@ pub(crate) fn resolve(
     nodes: &[NodeInfo],
     name: &str,
 ) -> Result<NodeId, Refusal> {
+    let known = nodes.iter().map(|node| node.advert.origin);
+    resolve_among(names, known, name, ("known node", "fogwire nodes"))
+}
+
+/// [`resolve`], the prefix taken among `known`; `what` names them and the
+/// command that lists them.
+pub(crate) fn resolve_among(
+    names: &crate::names::Names,
+    known: impl IntoIterator<Item = NodeId>,
+    name: &str,
+    (what, listed_by): (&str, &str),
+) -> Result<NodeId, Refusal> {
     if let Some(id) = names.get(name) {
         return Ok(id);
     }
     if let Ok(id) = name.trim().parse::<NodeId>() {
         return Ok(id);
     }
-    crate::prefix::unique(
-        name,
-        nodes
-            .iter()
-            .map(|node| (node.advert.origin.to_string(), node.advert.origin)),
-        "known node",
-        "fogwire nodes",
-    )
+    let known = known.into_iter().map(|id| (id.to_string(), id));
+    crate::prefix::unique(name, known, what, listed_by)
 }
 
 /// The destination and constraints a request names.

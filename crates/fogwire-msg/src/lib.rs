@@ -30,7 +30,7 @@ pub mod frames;
 mod serve;
 pub mod state;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -74,6 +74,8 @@ pub enum MsgError {
     ToSelf,
     #[error("the messenger is stopping")]
     Stopped,
+    #[error("cannot offer the msg service: {0}")]
+    Service(#[from] fogwire_route::ServiceError),
 }
 
 /// What the live stream ([`Messenger::follow`]) carries: a message, as it
@@ -162,14 +164,12 @@ impl Messenger {
         let (sends, requests) = mpsc::channel(SENDS_QUEUED);
         shared.tasks.spawn(write_sends(shared.clone(), requests));
         shared.tasks.spawn(release_overdue(shared.clone()));
-        routing
-            .accept(
-                Spec::streams(SERVICE),
-                Arc::new(serve::MsgService {
-                    shared: shared.clone(),
-                }),
-            )
-            .map_err(|_| MsgError::Stopped)?;
+        routing.accept(
+            Spec::streams(SERVICE),
+            Arc::new(serve::MsgService {
+                shared: shared.clone(),
+            }),
+        )?;
         let messenger = Self { shared, sends };
         let pending = db::peers_with_work(messenger.shared.state().db())?;
         for peer in pending {
@@ -213,7 +213,7 @@ impl Messenger {
             .with_state(move |state| -> Result<_, DbError> {
                 let unread = db::unread(state.db(), limit)?;
                 let read = if mark_read {
-                    state.mark_read(None, now)?
+                    state.mark_read(unread.clone(), now)?
                 } else {
                     Vec::new()
                 };
@@ -239,7 +239,9 @@ impl Messenger {
             .shared
             .with_state(move |state| -> Result<_, DbError> {
                 let read = if mark_read {
-                    state.mark_read(Some(&peer), now)?
+                    let mut unread = db::unread(state.db(), usize::MAX)?;
+                    unread.retain(|record| record.peer == *peer.as_bytes());
+                    state.mark_read(unread, now)?
                 } else {
                     Vec::new()
                 };
@@ -252,8 +254,7 @@ impl Messenger {
     }
 
     fn after_read(&self, read: Vec<Record>) {
-        let peers: std::collections::BTreeSet<NodeId> =
-            read.iter().filter_map(Record::peer).collect();
+        let peers: BTreeSet<NodeId> = read.iter().filter_map(Record::peer).collect();
         self.shared.publish(read);
         for peer in peers {
             deliver::wake(&self.shared, peer);
@@ -307,12 +308,9 @@ async fn write_sends(shared: Arc<Shared>, mut requests: mpsc::Receiver<SendReque
         let now = fogwire_env::unix_ms();
         let written = shared
             .with_state(move |state| {
-                let mut by_peer: Vec<(NodeId, Vec<SendRequest>)> = Vec::new();
+                let mut by_peer: BTreeMap<NodeId, Vec<SendRequest>> = BTreeMap::new();
                 for request in requests {
-                    match by_peer.iter_mut().find(|(peer, _)| *peer == request.peer) {
-                        Some((_, requests)) => requests.push(request),
-                        None => by_peer.push((request.peer, vec![request])),
-                    }
+                    by_peer.entry(request.peer).or_default().push(request);
                 }
                 let mut answered = Vec::new();
                 for (peer, requests) in by_peer {
@@ -339,11 +337,9 @@ async fn write_sends(shared: Arc<Shared>, mut requests: mpsc::Receiver<SendReque
             })
             .await;
         let Ok(written) = written else { return };
-        let mut peers = Vec::new();
+        let mut peers = BTreeSet::new();
         for (peer, record) in written {
-            if !peers.contains(&peer) {
-                peers.push(peer);
-            }
+            peers.insert(peer);
             shared.publish([record]);
         }
         for peer in peers {

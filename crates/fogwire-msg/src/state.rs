@@ -556,18 +556,8 @@ impl State {
             }
             Arrival::Deliver { released } => {
                 let mut to_show = vec![record];
-                let mut held = write.open_table(db::HELD)?;
-                for seq in released {
-                    let key = (from.as_bytes().as_slice(), plain.stream, seq);
-                    let Some(id) = held.remove(key)?.map(|id| id.value().to_vec()) else {
-                        continue;
-                    };
-                    if let Some(held_record) = db::get::<Record>(&messages, &id)? {
-                        contact.held = contact.held.saturating_sub(1);
-                        to_show.push(held_record);
-                    }
-                }
-                drop(held);
+                let stream = (from, plain.stream);
+                to_show.extend(unhold(write, &messages, &mut contact, stream, released)?);
                 added += 1;
                 self.show(write, &mut messages, &mut contact, to_show, shown)?;
             }
@@ -657,19 +647,7 @@ impl State {
             let mut contacts = write.open_table(db::CONTACTS)?;
             let mut contact: Contact = db::get(&contacts, peer.as_bytes())?.unwrap_or_default();
             let mut messages = write.open_table(db::MESSAGES)?;
-            let mut held = write.open_table(db::HELD)?;
-            let mut to_show = Vec::new();
-            for seq in released {
-                let key = (peer.as_bytes().as_slice(), stream, seq);
-                let Some(id) = held.remove(key)?.map(|id| id.value().to_vec()) else {
-                    continue;
-                };
-                if let Some(record) = db::get::<Record>(&messages, &id)? {
-                    contact.held = contact.held.saturating_sub(1);
-                    to_show.push(record);
-                }
-            }
-            drop(held);
+            let to_show = unhold(&write, &messages, &mut contact, (&peer, stream), released)?;
             if !to_show.is_empty() {
                 self.show(&write, &mut messages, &mut contact, to_show, &mut shown)?;
             }
@@ -833,14 +811,9 @@ impl State {
         Ok(failed)
     }
 
-    /// Marks received messages read — those of `peer`, or every unread
-    /// one — and owes their senders read receipts: the records read.
-    pub fn mark_read(
-        &mut self,
-        peer: Option<&NodeId>,
-        now_ms: u64,
-    ) -> Result<Vec<Record>, DbError> {
-        let unread = db::unread(&self.db, usize::MAX)?;
+    /// Marks `unread` (received messages, as read from the inbox) read,
+    /// and owes their senders read receipts: the records read.
+    pub fn mark_read(&mut self, unread: Vec<Record>, now_ms: u64) -> Result<Vec<Record>, DbError> {
         let write = self.db.begin_write()?;
         let mut read = Vec::new();
         {
@@ -851,7 +824,7 @@ impl State {
             let mut meta = write.open_table(db::META)?;
             let mut strangers_unread = db::meta_u64(&meta, db::META_STRANGER_UNREAD)?;
             for mut record in unread {
-                if peer.is_some_and(|peer| record.peer != *peer.as_bytes()) {
+                if record.outgoing || record.status != Status::Unread {
                     continue;
                 }
                 if let Some(position) = record.position {
@@ -890,6 +863,30 @@ impl State {
         write.commit()?;
         Ok(())
     }
+}
+
+/// Takes the messages numbered `seqs` of (peer, stream) out of the held
+/// table: their records, in order, for showing.
+fn unhold(
+    write: &WriteTransaction,
+    messages: &redb::Table<&[u8], &[u8]>,
+    contact: &mut Contact,
+    (peer, stream): (&NodeId, u64),
+    seqs: Vec<u64>,
+) -> Result<Vec<Record>, DbError> {
+    let mut held = write.open_table(db::HELD)?;
+    let mut records = Vec::with_capacity(seqs.len());
+    for seq in seqs {
+        let key = (peer.as_bytes().as_slice(), stream, seq);
+        let Some(id) = held.remove(key)?.map(|id| id.value().to_vec()) else {
+            continue;
+        };
+        if let Some(record) = db::get::<Record>(messages, &id)? {
+            contact.held = contact.held.saturating_sub(1);
+            records.push(record);
+        }
+    }
+    Ok(records)
 }
 
 /// The first line of a text, shortened, for contact lists.

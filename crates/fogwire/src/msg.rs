@@ -82,15 +82,20 @@ pub struct FollowArgs {
     json: bool,
 }
 
-fn line(message: &MessageView) -> String {
-    let arrow = if message.direction == "out" {
+/// Which way a message went, as an arrow.
+fn arrow(message: &MessageView) -> &'static str {
+    if message.direction == "out" {
         "→"
     } else {
         "←"
-    };
+    }
+}
+
+fn line(message: &MessageView) -> String {
     format!(
-        "{} {arrow} {}  [{}]  {}",
+        "{} {} {}  [{}]  {}",
         format_age_ms(message.sent_unix_ms),
+        arrow(message),
         short(&message.peer),
         message.status,
         message.text
@@ -100,14 +105,9 @@ fn line(message: &MessageView) -> String {
 fn table(messages: &[MessageView]) {
     let mut table = Table::new(&["sent", "", "peer", "status", "text"], &[]);
     for message in messages {
-        let arrow = if message.direction == "out" {
-            "→"
-        } else {
-            "←"
-        };
         table.row([
             format!("{} ago", format_age_ms(message.sent_unix_ms)),
-            arrow.to_owned(),
+            arrow(message).to_owned(),
             short(&message.peer),
             message.status.clone(),
             message.text.replace('\n', " ⏎ "),
