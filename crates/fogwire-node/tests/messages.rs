@@ -400,4 +400,22 @@ async fn forged_replayed_and_tampered_envelopes_are_refused_and_a_flooding_stran
         .await
         .unwrap();
     until_statuses(&alice, carol_id, 1, Status::Delivered).await;
+
+    // A frame announcing more than the bound closes the stream before
+    // anything is buffered for it; the service serves the next stream.
+    wire.stream
+        .write_all(bytes::Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 3]))
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(Ok(_)) = wire.stream.read().await {}
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the stream stayed open after an oversized frame"
+    );
+    let mut wire = raw.wire_to(&carol).await;
+    let answer = wire.exchange(&[Frame::CardRequest], 1).await;
+    assert!(matches!(answer[0], Frame::Card(_)));
 }
