@@ -11,7 +11,9 @@
 //!   the sender has a path to it again to the last receipt, beside the
 //!   time the node took from its start to being reachable.
 //!
-//! Every node runs on its own single-threaded runtime.
+//! The recipients write to the sender first, as in a conversation (a
+//! stranger may leave only 1 000 unread messages). Every node runs on its
+//! own single-threaded runtime.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -166,6 +168,15 @@ pub fn run(options: &Options, mut progress: impl FnMut(Step)) -> Result<Report, 
     until("a path to the far node", OFTEN, PATIENCE, || {
         nodes[0].routable(far_id)
     })?;
+    // The recipients write first: the sender is their contact, not a
+    // stranger held to 1 000 unread messages.
+    let sender_id = nodes[0].node.node_id();
+    for recipient in [&nodes[1], &far] {
+        recipient.send_many(sender_id, 1, "hello")?;
+        until("the first message to be delivered", OFTEN, PATIENCE, || {
+            Ok(recipient.delivered(sender_id)? == 1)
+        })?;
+    }
 
     // Latency over 3 hops, beside the route's round trip.
     progress(Step::Latency);

@@ -24,7 +24,7 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// the service's idle timeout, so the peer does not close it first).
 const LINGER: Duration = Duration::from_secs(15);
 /// How often a peer without a route is looked for in the graph.
-const ROUTABLE_POLL: Duration = Duration::from_millis(500);
+const ROUTABLE_POLL: Duration = Duration::from_millis(100);
 
 /// Wakes `peer`'s delivery task, starting it if there is none.
 pub(crate) fn wake(shared: &Arc<Shared>, peer: NodeId) {
@@ -139,7 +139,7 @@ async fn close(shared: &Shared, mut channel: Channel) {
     let _ = shared.routing.close(channel.route).await;
 }
 
-/// Returns once the graph has a path to `peer` (looked at twice a
+/// Returns once the graph has a path to `peer` (looked at ten times a
 /// second: a local computation on the adverts heard).
 async fn until_routable(shared: &Shared, peer: NodeId) {
     loop {
@@ -174,6 +174,8 @@ enum AttemptError {
     BadCard,
     #[error("cannot seal: {0}")]
     Seal(#[from] crate::state::SealError),
+    #[error("cannot read the outbox: {0}")]
+    Db(#[from] crate::DbError),
     #[error("the node has no session for the last messages; starting a new one")]
     Undecryptable,
     #[error("the node takes no more messages from this one for now (its quota)")]
@@ -225,15 +227,7 @@ async fn attempt(
     {
         fetch_card(shared, peer, channel).await?;
     }
-    let envelopes = if records.is_empty() {
-        Vec::new()
-    } else {
-        let sealing = records.clone();
-        shared
-            .with_state(move |state| state.seal(&peer, &sealing))
-            .await??
-    };
-    let mut frames: Vec<Frame> = envelopes.into_iter().map(Frame::Envelope).collect();
+    let mut frames = seal(shared, peer, &records).await?;
     if !reads.is_empty() {
         let now = fogwire_env::unix_ms();
         let ids = reads.clone();
@@ -248,8 +242,27 @@ async fn attempt(
         .await
         .map_err(|error| AttemptError::Stream(error.to_string()))?;
     let mut waiting: HashSet<MessageId> = records.iter().map(|record| record.id).collect();
+    let mut last_sent = records.last().map(|record| record.seq);
     let mut failure = None;
     while !waiting.is_empty() {
+        // Two batches in flight: the next is sealed and sent while the
+        // peer opens this one.
+        if waiting.len() <= BATCH_MAX && failure.is_none() && last_sent.is_some() {
+            let after = last_sent;
+            let more = shared
+                .with_state(move |state| state.outbox_after(&peer, after, BATCH_MAX))
+                .await??;
+            last_sent = more.last().map(|record| record.seq);
+            if !more.is_empty() {
+                let frames = seal(shared, peer, &more).await?;
+                channel
+                    .stream
+                    .write_all(encode_all(&frames))
+                    .await
+                    .map_err(|error| AttemptError::Stream(error.to_string()))?;
+                waiting.extend(more.iter().map(|record| record.id));
+            }
+        }
         let frames = channel
             .reader
             .next_batch(&mut channel.stream, ANSWER_TIMEOUT)
@@ -300,6 +313,22 @@ async fn attempt(
         Some(failure) => Err(failure),
         None => Ok(()),
     }
+}
+
+/// `records` sealed for `peer`, as envelope frames.
+async fn seal(
+    shared: &Arc<Shared>,
+    peer: NodeId,
+    records: &[crate::Record],
+) -> Result<Vec<Frame>, AttemptError> {
+    if records.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sealing = records.to_vec();
+    let envelopes = shared
+        .with_state(move |state| state.seal(&peer, &sealing))
+        .await??;
+    Ok(envelopes.into_iter().map(Frame::Envelope).collect())
 }
 
 /// Asks the peer for its card and keeps it.

@@ -209,17 +209,9 @@ impl State {
         limit: usize,
     ) -> Result<(Vec<Record>, Vec<MessageId>), DbError> {
         use redb::ReadableDatabase;
+        let records = self.outbox_after(peer, None, limit)?;
         let read = self.db.begin_read()?;
-        let outbox = read.open_table(db::OUTBOX)?;
-        let messages = read.open_table(db::MESSAGES)?;
         let key = peer.as_bytes().as_slice();
-        let mut records = Vec::new();
-        for row in outbox.range((key, 0)..=(key, u64::MAX))?.take(limit) {
-            let (_, id) = row?;
-            if let Some(record) = db::get::<Record>(&messages, id.value())? {
-                records.push(record);
-            }
-        }
         let receipts = read.open_table(db::READ_RECEIPTS)?;
         let mut read_ids = Vec::new();
         for row in receipts
@@ -236,6 +228,32 @@ impl State {
             }
         }
         Ok((records, read_ids))
+    }
+
+    /// Up to `limit` messages waiting for `peer`, in order, after number
+    /// `after` (from the first if none).
+    pub fn outbox_after(
+        &self,
+        peer: &NodeId,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Record>, DbError> {
+        use redb::ReadableDatabase;
+        let read = self.db.begin_read()?;
+        let outbox = read.open_table(db::OUTBOX)?;
+        let messages = read.open_table(db::MESSAGES)?;
+        let key = peer.as_bytes().as_slice();
+        let Some(first) = after.map_or(Some(0), |after| after.checked_add(1)) else {
+            return Ok(Vec::new());
+        };
+        let mut records = Vec::new();
+        for row in outbox.range((key, first)..=(key, u64::MAX))?.take(limit) {
+            let (_, id) = row?;
+            if let Some(record) = db::get::<Record>(&messages, id.value())? {
+                records.push(record);
+            }
+        }
+        Ok(records)
     }
 
     /// Whether this node can seal for `peer` without its card.
