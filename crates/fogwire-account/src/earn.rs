@@ -1,6 +1,7 @@
-//! How a node earns for forwarding and serving: every few seconds it
-//! redeems in the ledger the relay receipts its routes' sources signed
-//! for it, and the serving receipts nodes that fetched from it signed;
+//! How a node earns for forwarding, serving and holding mail: every few
+//! seconds it redeems in the ledger the relay receipts its routes'
+//! sources signed for it, the serving receipts nodes that fetched from
+//! it signed, and the storage receipts of the owners whose mail it held;
 //! and, as a fetcher, it signs serving receipts for the nodes it fetched
 //! from and hands each its own over RPC (the `receipts` service).
 //!
@@ -105,6 +106,8 @@ pub struct Earner {
     pub payers: fogwire_link::slots::Payers,
     /// This node's exit, whose clients' receipts it redeems.
     pub exit: Option<fogwire_exit::Exit>,
+    /// This node's messenger, whose mailbox owners' receipts it redeems.
+    pub messenger: Option<fogwire_msg::Messenger>,
 }
 
 impl std::fmt::Debug for Earner {
@@ -145,6 +148,12 @@ impl Earner {
         if let Some(exit) = &self.exit {
             for bytes in exit.take_receipts() {
                 let _ = earnings.keep(ReceiptKind::Exit, bytes);
+            }
+        }
+        // Storage receipts the owners of mail it held signed it.
+        if let Some(messenger) = &self.messenger {
+            for bytes in messenger.take_mailbox_receipts() {
+                let _ = earnings.keep(ReceiptKind::Mailbox, bytes);
             }
         }
         self.hand_over(earnings).await;

@@ -35,6 +35,7 @@ pub(crate) fn view(record: &Record) -> MessageView {
             Status::Failed => "failed",
             Status::Held => "held",
             Status::Unread => "unread",
+            Status::Stored => "stored",
         }
         .to_owned(),
         sent_unix_ms: record.sent_ms,

@@ -21,6 +21,9 @@ pub enum ReceiptKind {
     /// An exit's receipt: bytes a client sent and received through it,
     /// at the exit's own price, which the client signed.
     Exit,
+    /// A mailbox's receipt: bytes of sealed mail it held for its owner
+    /// and handed over, signed by the owner (`docs/protocol/messages.md`).
+    Mailbox,
 }
 
 /// The signing domain of exit receipts.
@@ -32,6 +35,8 @@ const EXIT_BODY_LEN: usize = 1 + 32 + 8 + 8 + 8 + 8;
 pub const SERVE_RECEIPT: Domain = Domain::new("fogwire/store/serve-receipt/v1");
 const SERVE_VERSION: u8 = 1;
 const SERVE_BODY_LEN: usize = 1 + 32 + 8 + 8 + 8;
+/// The signing domain of mailbox receipts.
+pub const MAILBOX_RECEIPT: Domain = Domain::new("fogwire/msg/mailbox-receipt/v1");
 const RELAY_BODY_LEN: usize = 1 + 16 + 32 + 8 + 8 + 4 * 8;
 
 /// What a receipt claims, read from its bytes.
@@ -83,9 +88,9 @@ pub fn read(kind: ReceiptKind, bytes: &[u8]) -> Result<Claim, LedgerError> {
                 price_per_gib: None,
             })
         }
-        // Both: version | payee 32 | seq u64 | bytes u64 | …; an exit's
+        // All: version | payee 32 | seq u64 | bytes u64 | …; an exit's
         // then carries its price.
-        ReceiptKind::Serving | ReceiptKind::Exit => {
+        ReceiptKind::Serving | ReceiptKind::Exit | ReceiptKind::Mailbox => {
             let (len, version) = match kind {
                 ReceiptKind::Exit => (EXIT_BODY_LEN, EXIT_VERSION),
                 _ => (SERVE_BODY_LEN, SERVE_VERSION),
@@ -115,6 +120,7 @@ pub fn verify(kind: ReceiptKind, bytes: &[u8]) -> Result<Claim, LedgerError> {
         ReceiptKind::Forwarding => Domain::RELAY_RECEIPT,
         ReceiptKind::Serving => SERVE_RECEIPT,
         ReceiptKind::Exit => EXIT_RECEIPT,
+        ReceiptKind::Mailbox => MAILBOX_RECEIPT,
     };
     record
         .verify(domain)
@@ -141,6 +147,32 @@ impl ServeReceipt {
             SERVE_RECEIPT,
             SERVE_VERSION,
             &self.server,
+            &numbers,
+        )
+    }
+}
+
+/// An owner's receipt to its mailbox: `bytes` of sealed mail it took
+/// from it so far (the same layout as a serving receipt, under its own
+/// domain, so that one is never redeemed as the other).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailboxReceipt {
+    pub mailbox: NodeId,
+    /// Grows with every receipt to this mailbox (a time, say).
+    pub seq: u64,
+    pub bytes: u64,
+    pub issued_at_ms: u64,
+}
+
+impl MailboxReceipt {
+    /// Signed by the owner: its wire form.
+    pub fn sign(&self, owner: &Keypair) -> Vec<u8> {
+        let numbers = [self.seq, self.bytes, self.issued_at_ms];
+        sign_to_payee(
+            owner,
+            MAILBOX_RECEIPT,
+            SERVE_VERSION,
+            &self.mailbox,
             &numbers,
         )
     }

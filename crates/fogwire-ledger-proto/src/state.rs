@@ -777,7 +777,10 @@ impl Scratch<'_> {
                 }
                 let price = match kind {
                     ReceiptKind::Forwarding => self.rules().price_per_gib_forwarded,
-                    ReceiptKind::Serving => self.rules().price_per_gib_served,
+                    // Mail held and handed over is paid as serving is.
+                    ReceiptKind::Serving | ReceiptKind::Mailbox => {
+                        self.rules().price_per_gib_served
+                    }
                     ReceiptKind::Exit => claim.price_per_gib.unwrap_or(0),
                 };
                 let owed = receipt::cost(claim.bytes, price) - receipt::cost(last_bytes, price);

@@ -654,6 +654,44 @@ mod receipts {
     }
 
     #[test]
+    fn a_mailbox_is_paid_for_mail_it_held_as_serving_is_and_never_as_serving() {
+        let mut w = World::new();
+        let price = rules().price_per_gib_served;
+        let owner = Keypair::from_seed(&[1; 32]);
+        let mailbox = Keypair::from_seed(&[WORKER; 32]).node_id();
+        let receipt = |seq, bytes| {
+            receipt::MailboxReceipt {
+                mailbox,
+                seq,
+                bytes,
+                issued_at_ms: seq,
+            }
+            .sign(&owner)
+        };
+        // Its own domain: it is not a serving receipt, nor the reverse.
+        assert!(receipt::verify(ReceiptKind::Serving, &receipt(1, GIB)).is_err());
+        let serving = ServeReceipt {
+            server: mailbox,
+            seq: 1,
+            bytes: GIB,
+            issued_at_ms: 1,
+        }
+        .sign(&owner);
+        assert!(receipt::verify(ReceiptKind::Mailbox, &serving).is_err());
+        w.call(WORKER, redeem(ReceiptKind::Mailbox, receipt(5, 2 * GIB)), 1)
+            .unwrap();
+        assert_eq!(w.balance(WORKER), 1000 + 2 * price);
+        assert!(matches!(
+            w.call(WORKER, redeem(ReceiptKind::Mailbox, receipt(5, 3 * GIB)), 2),
+            Err(LedgerError::Redeemed { .. })
+        ));
+        // Serving and holding mail are counted apart.
+        w.call(WORKER, redeem(ReceiptKind::Serving, serving), 2)
+            .unwrap();
+        assert_eq!(w.balance(WORKER), 1000 + 3 * price);
+    }
+
+    #[test]
     fn an_exit_is_paid_at_the_price_its_client_signed() {
         let mut w = World::new();
         let client = Keypair::from_seed(&[1; 32]);

@@ -62,7 +62,7 @@ impl Source {
                 ..
             } => Source::Forwarding,
             Op::Redeem {
-                kind: ReceiptKind::Serving,
+                kind: ReceiptKind::Serving | ReceiptKind::Mailbox,
                 ..
             } => Source::Serving,
             Op::Release { .. } | Op::WalletPay { .. } => Source::Computing,

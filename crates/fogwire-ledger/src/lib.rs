@@ -195,6 +195,7 @@ pub fn describe(op: &proto::Op) -> String {
                     proto::receipt::ReceiptKind::Forwarding => "forwarding",
                     proto::receipt::ReceiptKind::Serving => "serving",
                     proto::receipt::ReceiptKind::Exit => "exit",
+                    proto::receipt::ReceiptKind::Mailbox => "mailbox",
                 },
                 short_name(&claim.payer),
                 claim.bytes >> 20

@@ -8,11 +8,15 @@
 //! - [`order`]: one conversation's order as the recipient sees it —
 //!   duplicates dropped, gaps held, a gap given up after a while.
 //! - [`retry`]: when the outbox tries a recipient again.
+//! - [`mailbox`]: what a mailbox holds for its owners (quotas per sender,
+//!   strangers held to little, a time to live) and how a board chooses
+//!   its cluster's mailboxes (rendezvous hashing).
 //!
 //! No clocks, no randomness, no I/O: times come in as Unix milliseconds
 //! and ids as bytes. The ratchet itself (Olm, from `vodozemac`) runs in
 //! `fogwire-msg`, the driver. Wire formats: `docs/protocol/messages.md`.
 
+pub mod mailbox;
 pub mod order;
 pub mod retry;
 pub mod wire;

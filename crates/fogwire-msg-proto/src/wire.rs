@@ -26,6 +26,8 @@ pub const ENVELOPE_LEN_MAX: usize = ENVELOPE_HEADER_LEN + 2 + CARD_LEN_MAX + 4 +
 pub const RECEIPT_IDS_MAX: usize = 512;
 /// Longest frame body (type byte included).
 pub const FRAME_LEN_MAX: usize = 1 + ENVELOPE_LEN_MAX;
+/// Most node ids one [`Frame::Known`] names.
+pub const KNOWN_PER_FRAME: usize = 512;
 
 const ENVELOPE_HEADER_LEN: usize = 1 + 32 + 32 + 16 + 8 + 1;
 const PLAIN_HEADER_LEN: usize = 1 + 16 + 8 + 8 + 8 + 1;
@@ -409,6 +411,9 @@ pub enum ReceiptKind {
     Delivered,
     /// Shown to the recipient's owner.
     Read,
+    /// Held for the recipient by one of its mailboxes (signed by the
+    /// mailbox, not the recipient).
+    Stored,
 }
 
 /// A receipt, signed by the recipient of the messages it names: proof
@@ -433,6 +438,7 @@ impl Receipt {
         body.push(match self.kind {
             ReceiptKind::Delivered => 1,
             ReceiptKind::Read => 2,
+            ReceiptKind::Stored => 3,
         });
         body.extend_from_slice(self.to.as_bytes());
         body.extend_from_slice(&self.at_ms.to_be_bytes());
@@ -458,10 +464,11 @@ impl Receipt {
         let kind = match body.u8()? {
             1 => ReceiptKind::Delivered,
             2 => ReceiptKind::Read,
+            3 => ReceiptKind::Stored,
             other => {
                 return Err(WireError::Invalid {
                     what: WHAT,
-                    field: "kind (1 delivered, 2 read)",
+                    field: "kind (1 delivered, 2 read, 3 stored)",
                     value: other.into(),
                 });
             }
@@ -500,6 +507,8 @@ pub enum Refusal {
     Tampered,
     /// The sender has more messages waiting here than its quota.
     OverQuota,
+    /// A mailbox that does not keep mail for the envelope's recipient.
+    NotServed,
 }
 
 impl Refusal {
@@ -509,6 +518,7 @@ impl Refusal {
             Refusal::Undecryptable => 2,
             Refusal::Tampered => 3,
             Refusal::OverQuota => 4,
+            Refusal::NotServed => 5,
         }
     }
 
@@ -518,10 +528,11 @@ impl Refusal {
             2 => Refusal::Undecryptable,
             3 => Refusal::Tampered,
             4 => Refusal::OverQuota,
+            5 => Refusal::NotServed,
             other => {
                 return Err(WireError::Invalid {
                     what: "refusal",
-                    field: "reason (1..=4)",
+                    field: "reason (1..=5)",
                     value: other.into(),
                 });
             }
@@ -529,8 +540,9 @@ impl Refusal {
     }
 }
 
-/// One frame on a stream to the `msg` service: `length u32 | type u8 |
-/// body`, `length` counting the type byte and the body.
+/// One frame on a stream to the `msg` or the `mailbox` service:
+/// `length u32 | type u8 | body`, `length` counting the type byte and
+/// the body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     /// Asks for the node's card; answered with [`Frame::Card`].
@@ -541,26 +553,68 @@ pub enum Frame {
     Envelope(Vec<u8>),
     /// A signed receipt.
     Receipt(Vec<u8>),
-    /// An envelope the recipient will never take.
+    /// An envelope the recipient (or a mailbox) will never take.
     Refused { id: MessageId, reason: Refusal },
+    /// A mailbox's owner asks for at most `max` of the envelopes held for
+    /// it; answered with them and [`Frame::BatchEnd`].
+    Pickup { max: u16 },
+    /// Ends a mailbox's answer to [`Frame::Pickup`]: how many envelopes it
+    /// still holds for the owner after those sent.
+    BatchEnd { remaining: u32 },
+    /// The owner took these envelopes (they are on its disk): the mailbox
+    /// drops them.
+    Taken(Vec<MessageId>),
+    /// The owner's contacts, for its mailbox's quotas: senders named here
+    /// may leave more than strangers. The first on a stream replaces what
+    /// the mailbox knew; the next ones add to it.
+    Known(Vec<NodeId>),
+    /// A signed storage receipt from the owner to its mailbox, redeemed in
+    /// the ledger (`docs/protocol/ledger.md`).
+    Pay(Vec<u8>),
 }
 
 impl Frame {
     /// The frame with its length prefix.
     pub fn encode(&self) -> Vec<u8> {
+        let built: Vec<u8>;
         let (kind, body): (u8, &[u8]) = match self {
             Frame::CardRequest => (1, &[]),
             Frame::Card(card) => (2, card),
             Frame::Envelope(envelope) => (3, envelope),
             Frame::Receipt(receipt) => (4, receipt),
             Frame::Refused { id, reason } => {
-                let mut out = Vec::with_capacity(4 + 1 + 17);
-                out.extend_from_slice(&18u32.to_be_bytes());
-                out.push(5);
-                out.extend_from_slice(&id.0);
-                out.push(reason.code());
-                return out;
+                built = [id.0.as_slice(), &[reason.code()]].concat();
+                (5, &built)
             }
+            Frame::Pickup { max } => {
+                built = max.to_be_bytes().to_vec();
+                (6, &built)
+            }
+            Frame::BatchEnd { remaining } => {
+                built = remaining.to_be_bytes().to_vec();
+                (7, &built)
+            }
+            Frame::Taken(ids) => {
+                let ids = &ids[..ids.len().min(RECEIPT_IDS_MAX)];
+                let mut out = Vec::with_capacity(2 + 16 * ids.len());
+                out.extend_from_slice(&(ids.len() as u16).to_be_bytes());
+                for id in ids {
+                    out.extend_from_slice(&id.0);
+                }
+                built = out;
+                (8, &built)
+            }
+            Frame::Known(nodes) => {
+                let nodes = &nodes[..nodes.len().min(KNOWN_PER_FRAME)];
+                let mut out = Vec::with_capacity(2 + 32 * nodes.len());
+                out.extend_from_slice(&(nodes.len() as u16).to_be_bytes());
+                for node in nodes {
+                    out.extend_from_slice(node.as_bytes());
+                }
+                built = out;
+                (9, &built)
+            }
+            Frame::Pay(receipt) => (10, receipt),
         };
         let mut out = Vec::with_capacity(5 + body.len());
         out.extend_from_slice(&(1 + body.len() as u32).to_be_bytes());
@@ -609,10 +663,43 @@ impl Frame {
                 reader.end()?;
                 Frame::Refused { id, reason }
             }
+            6 => {
+                let mut reader = Reader::new("pickup", rest);
+                let max = reader.u16()?;
+                reader.end()?;
+                Frame::Pickup { max }
+            }
+            7 => {
+                let mut reader = Reader::new("batch end", rest);
+                let remaining = reader.u32()?;
+                reader.end()?;
+                Frame::BatchEnd { remaining }
+            }
+            8 => {
+                let mut reader = Reader::new("taken", rest);
+                let count = reader.u16()? as usize;
+                bounded("taken's ids", count, RECEIPT_IDS_MAX)?;
+                let ids = (0..count)
+                    .map(|_| reader.array().map(MessageId))
+                    .collect::<Result<Vec<_>, _>>()?;
+                reader.end()?;
+                Frame::Taken(ids)
+            }
+            9 => {
+                let mut reader = Reader::new("known", rest);
+                let count = reader.u16()? as usize;
+                bounded("known's nodes", count, KNOWN_PER_FRAME)?;
+                let nodes = (0..count)
+                    .map(|_| reader.node_id())
+                    .collect::<Result<Vec<_>, _>>()?;
+                reader.end()?;
+                Frame::Known(nodes)
+            }
+            10 => Frame::Pay(rest.to_vec()),
             other => {
                 return Err(WireError::Invalid {
                     what: WHAT,
-                    field: "type (1..=5)",
+                    field: "type (1..=10)",
                     value: other.into(),
                 });
             }
@@ -723,6 +810,15 @@ mod tests {
                 id: MessageId([4; 16]),
                 reason: Refusal::OverQuota,
             },
+            Frame::Refused {
+                id: MessageId([5; 16]),
+                reason: Refusal::NotServed,
+            },
+            Frame::Pickup { max: 256 },
+            Frame::BatchEnd { remaining: 70_000 },
+            Frame::Taken(vec![MessageId([6; 16]), MessageId([7; 16])]),
+            Frame::Known(vec![key(1).node_id(), key(2).node_id()]),
+            Frame::Pay(vec![8; 120]),
         ];
         for frame in frames {
             let bytes = frame.encode();

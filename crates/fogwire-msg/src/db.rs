@@ -36,6 +36,14 @@ pub(crate) const CONTACTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new(
 pub(crate) const CARDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("cards");
 /// peer → encrypted Olm session pickles, most recently used first.
 pub(crate) const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
+/// (peer, id) → (): delivery receipts to send (for messages picked up
+/// from a mailbox: their sender was not on the line).
+pub(crate) const DELIVERED_OWED: TableDefinition<(&[u8], &[u8]), ()> =
+    TableDefinition::new("delivered_owed");
+/// mailbox → (seq, bytes): what this node signed for to each of its
+/// mailboxes so far (receipts are cumulative).
+pub(crate) const MAILBOX_PAID: TableDefinition<&[u8], (u64, u64)> =
+    TableDefinition::new("mailbox_paid");
 /// name → value: the Olm account, counters.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -89,6 +97,10 @@ pub enum Status {
     Held,
     /// Received and shown, not yet read.
     Unread,
+    /// Sent by this node, and held for its recipient by one of the
+    /// recipient's mailboxes (still in the outbox: delivered directly if
+    /// the recipient is seen before it picks it up).
+    Stored,
 }
 
 /// One message, either way.
@@ -155,6 +167,9 @@ pub(crate) fn open(path: &Path) -> Result<redb::Database, DbError> {
     write.open_table(CARDS)?;
     write.open_table(SESSIONS)?;
     write.open_table(META)?;
+    write.open_table(DELIVERED_OWED)?;
+    write.open_table(MAILBOX_PAID)?;
+    crate::mailbox::store::create(&write)?;
     write.commit()?;
     Ok(db)
 }
@@ -259,6 +274,10 @@ pub(crate) fn peers_with_work(db: &redb::Database) -> Result<Vec<NodeId>, DbErro
         peers.extend(NodeId::from_slice(key.value().0).ok());
     }
     for row in read.open_table(READ_RECEIPTS)?.iter()? {
+        let (key, _) = row?;
+        peers.extend(NodeId::from_slice(key.value().0).ok());
+    }
+    for row in read.open_table(DELIVERED_OWED)?.iter()? {
         let (key, _) = row?;
         peers.extend(NodeId::from_slice(key.value().0).ok());
     }

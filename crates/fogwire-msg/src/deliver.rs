@@ -61,7 +61,7 @@ async fn run(shared: Arc<Shared>, peer: NodeId, notify: Arc<Notify>) {
         let pending = shared
             .with_state(move |state| state.pending(&peer, BATCH_MAX))
             .await;
-        let (records, reads) = match pending {
+        let pending = match pending {
             Ok(Ok(pending)) => pending,
             Ok(Err(error)) => {
                 tracing::warn!(peer = %peer.short(), %error, "cannot read the outbox");
@@ -69,7 +69,7 @@ async fn run(shared: Arc<Shared>, peer: NodeId, notify: Arc<Notify>) {
             }
             Err(_) => break,
         };
-        if records.is_empty() && reads.is_empty() {
+        if pending.is_empty() {
             // A conversation comes in bursts: the route stays a while.
             if channel.is_some() {
                 tokio::select! {
@@ -90,7 +90,7 @@ async fn run(shared: Arc<Shared>, peer: NodeId, notify: Arc<Notify>) {
             deliverers.remove(&peer);
             break;
         }
-        match attempt(&shared, peer, &mut channel, records, reads).await {
+        match attempt(&shared, peer, &mut channel, pending).await {
             Ok(()) => failures = 0,
             Err(error) => {
                 if let Some(channel) = channel.take() {
@@ -111,6 +111,17 @@ async fn run(shared: Arc<Shared>, peer: NodeId, notify: Arc<Notify>) {
                         .wrapping_add(now);
                 let delay = Duration::from_millis(retry::delay_ms(failures, jitter));
                 let unroutable = matches!(error, AttemptError::Route(_));
+                // The peer is away (or not answering): its mailboxes hold
+                // what waits until it is back.
+                if matches!(
+                    error,
+                    AttemptError::Route(_) | AttemptError::Stream(_) | AttemptError::Frames(_)
+                ) {
+                    let stored = crate::mailbox::deposit(&shared, peer).await;
+                    if stored > 0 {
+                        tracing::debug!(peer = %peer.short(), stored, "left mail at the peer's mailboxes");
+                    }
+                }
                 tokio::select! {
                     () = shared.shutdown.cancelled() => break,
                     () = tokio::time::sleep(delay) => {}
@@ -163,7 +174,7 @@ fn notify_pending(notify: &Notify) -> bool {
 
 /// Why one attempt to deliver failed.
 #[derive(Debug, thiserror::Error)]
-enum AttemptError {
+pub(crate) enum AttemptError {
     #[error("no route to the node: {0}")]
     Route(fogwire_route::RouteError),
     #[error("the node's message service: {0}")]
@@ -194,9 +205,14 @@ async fn attempt(
     shared: &Arc<Shared>,
     peer: NodeId,
     channel: &mut Option<Channel>,
-    records: Vec<crate::Record>,
-    reads: Vec<MessageId>,
+    pending: crate::state::Pending,
 ) -> Result<(), AttemptError> {
+    let crate::state::Pending {
+        records,
+        reads,
+        delivered,
+    } = pending;
+    let mut frames = Vec::new();
     if channel.is_none() {
         let opened = shared
             .routing
@@ -215,6 +231,9 @@ async fn attempt(
             stream,
             reader: FrameReader::default(),
         });
+        // The peer learns this node's card (its mailboxes) on each new
+        // channel, not only when it starts a session.
+        frames.push(Frame::Card(shared.state().card().to_vec()));
     }
     let Some(channel) = channel.as_mut() else {
         return Err(AttemptError::Stopped);
@@ -227,14 +246,19 @@ async fn attempt(
     {
         fetch_card(shared, peer, channel).await?;
     }
-    let mut frames = seal(shared, peer, &records).await?;
-    if !reads.is_empty() {
-        let now = fogwire_env::unix_ms();
-        let ids = reads.clone();
-        let receipt = shared
-            .with_state(move |state| state.sign_receipt(&peer, ReceiptKind::Read, ids, now))
-            .await?;
-        frames.push(Frame::Receipt(receipt));
+    frames.extend(seal(shared, peer, &records).await?);
+    for (kind, ids) in [
+        (ReceiptKind::Read, &reads),
+        (ReceiptKind::Delivered, &delivered),
+    ] {
+        if !ids.is_empty() {
+            let now = fogwire_env::unix_ms();
+            let ids = ids.clone();
+            let receipt = shared
+                .with_state(move |state| state.sign_receipt(&peer, kind, ids, now))
+                .await?;
+            frames.push(Frame::Receipt(receipt));
+        }
     }
     channel
         .stream
@@ -285,28 +309,26 @@ async fn attempt(
                         }
                     }
                 }
-                Frame::Refused { id, reason } => {
-                    if waiting.remove(&id) {
-                        failure = match reason {
-                            Refusal::Undecryptable => Some(AttemptError::Undecryptable),
-                            Refusal::OverQuota => Some(AttemptError::OverQuota),
-                            _ => failure,
-                        };
-                        if let Ok(Ok(Some(failed))) = shared
-                            .with_state(move |state| state.refused(&peer, id, reason))
-                            .await
-                        {
-                            shared.publish([failed]);
-                        }
+                Frame::Refused { id, reason } if waiting.remove(&id) => {
+                    failure = match reason {
+                        Refusal::Undecryptable => Some(AttemptError::Undecryptable),
+                        Refusal::OverQuota => Some(AttemptError::OverQuota),
+                        _ => failure,
+                    };
+                    if let Ok(Ok(Some(failed))) = shared
+                        .with_state(move |state| state.refused(&peer, id, reason))
+                        .await
+                    {
+                        shared.publish([failed]);
                     }
                 }
-                Frame::CardRequest | Frame::Card(_) | Frame::Envelope(_) => {}
+                _ => {}
             }
         }
     }
-    if !reads.is_empty() {
+    if !reads.is_empty() || !delivered.is_empty() {
         let _ = shared
-            .with_state(move |state| state.read_receipts_sent(&peer, &reads))
+            .with_state(move |state| state.receipts_sent(&peer, &reads, &delivered))
             .await;
     }
     match failure {
@@ -316,7 +338,7 @@ async fn attempt(
 }
 
 /// `records` sealed for `peer`, as envelope frames.
-async fn seal(
+pub(crate) async fn seal(
     shared: &Arc<Shared>,
     peer: NodeId,
     records: &[crate::Record],

@@ -20,13 +20,18 @@
 //!   wrote to — may leave at most 1 000 unread messages each, 20 000 in
 //!   all.
 //! - Reading a conversation sends its senders signed read receipts.
+//! - A node that is away has its mail held, sealed, by the mailboxes its
+//!   card names (`mailbox.rs`): its own always-on nodes, or two boards of
+//!   its cluster; it picks it up when it returns.
 //!
 //! The messenger reaches other nodes only through `fogwire-route`'s
 //! `Routing`.
 
+pub mod config;
 mod db;
 mod deliver;
 pub mod frames;
+pub mod mailbox;
 mod serve;
 pub mod state;
 
@@ -59,6 +64,8 @@ const SENDS_QUEUED: usize = 4_096;
 const SENDS_PER_COMMIT: usize = 1_024;
 /// Most peers delivered to at once; others wait their turn.
 const PEERS_AT_ONCE: usize = 64;
+/// Owners' storage receipts a mailbox keeps waiting for redemption.
+const EARNED_MAX: usize = 65_536;
 
 /// Why a messenger operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +83,16 @@ pub enum MsgError {
     Stopped,
     #[error("cannot offer the msg service: {0}")]
     Service(#[from] fogwire_route::ServiceError),
+}
+
+/// Mailboxes: which hold this node's mail while it is away, and whose
+/// mail it holds.
+#[derive(Debug, Clone, Default)]
+pub struct Mailboxes {
+    /// This node's mailboxes (at most four are named in its card).
+    pub mine: Vec<NodeId>,
+    /// The nodes this node keeps mail for.
+    pub serve_for: Vec<NodeId>,
 }
 
 /// What the live stream ([`Messenger::follow`]) carries: a message, as it
@@ -105,9 +122,14 @@ struct SendRequest {
 
 pub(crate) struct Shared {
     me: NodeId,
-    /// This node's signed card.
-    card: Vec<u8>,
     state: Mutex<State>,
+    /// The nodes this node keeps mail for, as a mailbox.
+    owners: Mutex<BTreeSet<NodeId>>,
+    /// The mailboxes this node's card names (a copy of the state's, for
+    /// the task that picks mail up).
+    mailboxes: Mutex<Vec<NodeId>>,
+    /// Owners' latest storage receipts for this node, to redeem.
+    earned: Mutex<HashMap<NodeId, (u64, Vec<u8>)>>,
     routing: Routing,
     events: broadcast::Sender<Event>,
     /// The delivery task of each peer with work, and how to wake it.
@@ -118,6 +140,14 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Locks one of the small maps; a panic while it was held left it as
+    /// it was between two whole changes.
+    pub(crate) fn lock<'a, T>(&self, mutex: &'a Mutex<T>) -> MutexGuard<'a, T> {
+        mutex
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves the state as its last
         // committed transaction left it, which is what is on disk anyway.
@@ -148,11 +178,26 @@ impl Messenger {
     /// Opens the database at `path`, offers the `msg` service on
     /// `routing`, and starts delivering what the outbox holds.
     pub fn start(path: &Path, key: Arc<Keypair>, routing: Routing) -> Result<Self, MsgError> {
-        let state = State::load(path, key.clone(), fogwire_env::unix_ms())?;
+        Self::start_with(path, key, routing, Mailboxes::default())
+    }
+
+    /// [`Messenger::start`], with this node's mailboxes and the owners it
+    /// keeps mail for.
+    pub fn start_with(
+        path: &Path,
+        key: Arc<Keypair>,
+        routing: Routing,
+        mailboxes: Mailboxes,
+    ) -> Result<Self, MsgError> {
+        let now = fogwire_env::unix_ms();
+        let mut state = State::load(path, key.clone(), now)?;
+        state.set_mailboxes(&mailboxes.mine, now);
         let (events, _) = broadcast::channel(EVENTS_QUEUED);
         let shared = Arc::new(Shared {
             me: key.node_id(),
-            card: state.card().to_vec(),
+            mailboxes: Mutex::new(state.mailboxes().to_vec()),
+            owners: Mutex::new(mailboxes.serve_for.into_iter().collect()),
+            earned: Mutex::new(HashMap::new()),
             state: Mutex::new(state),
             routing: routing.clone(),
             events,
@@ -164,9 +209,17 @@ impl Messenger {
         let (sends, requests) = mpsc::channel(SENDS_QUEUED);
         shared.tasks.spawn(write_sends(shared.clone(), requests));
         shared.tasks.spawn(release_overdue(shared.clone()));
+        shared.tasks.spawn(mailbox::collect(shared.clone()));
+        shared.tasks.spawn(mailbox::sweep(shared.clone()));
         routing.accept(
             Spec::streams(SERVICE),
             Arc::new(serve::MsgService {
+                shared: shared.clone(),
+            }),
+        )?;
+        routing.accept(
+            Spec::streams(mailbox::SERVICE),
+            Arc::new(mailbox::MailboxService {
                 shared: shared.clone(),
             }),
         )?;
@@ -282,9 +335,75 @@ impl Messenger {
         self.shared.events.subscribe()
     }
 
+    /// The mailboxes this node's card names.
+    pub fn mailboxes(&self) -> Vec<NodeId> {
+        self.shared.lock(&self.shared.mailboxes).clone()
+    }
+
+    /// Follows a cluster's boards (this one included): this node keeps
+    /// mail for them, and, unless its mailboxes were named, its card names
+    /// two of them, chosen by rendezvous hashing, as its mailboxes.
+    /// `id` reads a board's node id out of what `boards` holds.
+    pub fn follow_cluster<T: Send + Sync + 'static>(
+        &self,
+        mut boards: tokio::sync::watch::Receiver<Vec<T>>,
+        id: fn(&T) -> NodeId,
+    ) {
+        let shared = self.shared.clone();
+        let chosen_here = shared.state().mailboxes().is_empty();
+        let configured: BTreeSet<NodeId> = shared.lock(&shared.owners).clone();
+        self.shared.tasks.spawn(async move {
+            loop {
+                let now_boards: Vec<NodeId> = boards.borrow_and_update().iter().map(id).collect();
+                {
+                    let mut owners = shared.lock(&shared.owners);
+                    *owners = configured.clone();
+                    owners.extend(now_boards.iter().filter(|board| **board != shared.me));
+                }
+                if chosen_here {
+                    let chosen = fogwire_msg_proto::mailbox::rendezvous(
+                        &shared.me,
+                        &now_boards,
+                        fogwire_msg_proto::mailbox::CLUSTER_MAILBOXES,
+                    );
+                    let now = fogwire_env::unix_ms();
+                    let mut state = shared.state();
+                    if state.set_mailboxes(&chosen, now) {
+                        tracing::info!(mailboxes = ?chosen.iter().map(NodeId::short).collect::<Vec<_>>(), "this board's mail is held by its cluster's boards while it is away");
+                        *shared.lock(&shared.mailboxes) = state.mailboxes().to_vec();
+                    }
+                }
+                tokio::select! {
+                    () = shared.shutdown.cancelled() => return,
+                    changed = boards.changed() => if changed.is_err() { return },
+                }
+            }
+        });
+    }
+
+    /// Owners' storage receipts for this node as their mailbox, taken to
+    /// be redeemed (the latest of each owner: they are cumulative).
+    pub fn take_mailbox_receipts(&self) -> Vec<Vec<u8>> {
+        self.shared
+            .lock(&self.shared.earned)
+            .drain()
+            .map(|(_, (_, receipt))| receipt)
+            .collect()
+    }
+
+    /// What this node holds as a mailbox for `owner`: messages and bytes.
+    pub async fn held_for(&self, owner: NodeId) -> Result<(u64, u64), MsgError> {
+        let usage = self
+            .shared
+            .with_state(move |state| mailbox::store::usage(state.db(), &owner))
+            .await??;
+        Ok((usage.messages, usage.bytes))
+    }
+
     /// Stops delivering and serving; what is queued stays queued on disk.
     pub async fn shutdown(&self) {
         self.shared.routing.withdraw(SERVICE);
+        self.shared.routing.withdraw(mailbox::SERVICE);
         self.shared.shutdown.cancel();
         self.shared.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.shared.tasks.wait()).await;

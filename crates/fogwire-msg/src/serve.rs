@@ -12,7 +12,7 @@ use crate::frames::{FrameReader, encode_all};
 use crate::state::Outcome;
 
 /// A stream with nothing to say for this long is closed.
-const IDLE: Duration = Duration::from_secs(60);
+pub(crate) const IDLE: Duration = Duration::from_secs(60);
 
 pub(crate) struct MsgService {
     pub(crate) shared: Arc<Shared>,
@@ -45,7 +45,7 @@ async fn serve(shared: Arc<Shared>, mut stream: RouteStream) {
         for frame in frames {
             match frame {
                 Frame::CardRequest => {
-                    answers.push(Frame::Card(shared.card.clone()));
+                    answers.push(Frame::Card(shared.state().card().to_vec()));
                 }
                 Frame::Envelope(bytes) => envelopes.push(bytes),
                 Frame::Receipt(bytes) => {
@@ -65,14 +65,20 @@ async fn serve(shared: Arc<Shared>, mut stream: RouteStream) {
                         .with_state(move |state| state.remember_card(&peer, &bytes))
                         .await;
                 }
-                Frame::Refused { .. } => {}
+                // Mailbox frames belong on the mailbox service.
+                Frame::Refused { .. }
+                | Frame::Pickup { .. }
+                | Frame::BatchEnd { .. }
+                | Frame::Taken(_)
+                | Frame::Known(_)
+                | Frame::Pay(_) => {}
             }
         }
         if !envelopes.is_empty() {
             let now = fogwire_env::unix_ms();
             let opened = shared
                 .with_state(move |state| {
-                    let (outcomes, shown) = state.open(&peer, &envelopes, now)?;
+                    let (outcomes, shown) = state.open(Some(&peer), &envelopes, now)?;
                     let taken: Vec<_> = outcomes
                         .iter()
                         .filter_map(|outcome| match outcome {

@@ -48,7 +48,26 @@ pub struct State {
     account: Account,
     pickle_key: [u8; 32],
     card: Vec<u8>,
+    /// What the card says (re-signed when the mailboxes change).
+    card_body: Card,
     sessions: HashMap<NodeId, Vec<Session>>,
+}
+
+/// What waits to go to one peer.
+#[derive(Debug, Default)]
+pub struct Pending {
+    /// Messages in the outbox, in order.
+    pub records: Vec<Record>,
+    /// Read receipts owed.
+    pub reads: Vec<MessageId>,
+    /// Delivery receipts owed (for mail picked up from a mailbox).
+    pub delivered: Vec<MessageId>,
+}
+
+impl Pending {
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.reads.is_empty() && self.delivered.is_empty()
+    }
 }
 
 impl std::fmt::Debug for State {
@@ -108,21 +127,21 @@ impl State {
             .next()
             .map(Curve25519PublicKey::to_bytes)
             .ok_or_else(|| DbError::Corrupt("the Olm account has no fallback key".to_owned()))?;
-        let card = Card {
+        let card_body = Card {
             node: me,
             identity_key: account.curve25519_key().to_bytes(),
             fallback_key,
             issued_ms: now_ms,
             mailboxes: Vec::new(),
-        }
-        .sign(&key);
+        };
         Ok(Self {
             db,
+            card: card_body.sign(&key),
+            card_body,
             key,
             me,
             account,
             pickle_key,
-            card,
             sessions: HashMap::new(),
         })
     }
@@ -134,6 +153,30 @@ impl State {
     /// This node's signed card.
     pub fn card(&self) -> &[u8] {
         &self.card
+    }
+
+    /// Names `mailboxes` (at most four) in this node's card, re-signing it
+    /// if they changed: whether they did.
+    pub fn set_mailboxes(&mut self, mailboxes: &[NodeId], now_ms: u64) -> bool {
+        let mailboxes: Vec<NodeId> = mailboxes
+            .iter()
+            .filter(|mailbox| **mailbox != self.me)
+            .take(fogwire_msg_proto::wire::MAILBOXES_MAX)
+            .copied()
+            .collect();
+        if mailboxes == self.card_body.mailboxes {
+            return false;
+        }
+        self.card_body.mailboxes = mailboxes;
+        // A newer card replaces an older one wherever it is kept.
+        self.card_body.issued_ms = now_ms.max(self.card_body.issued_ms + 1);
+        self.card = self.card_body.sign(&self.key);
+        true
+    }
+
+    /// The mailboxes this node's card names.
+    pub fn mailboxes(&self) -> &[NodeId] {
+        &self.card_body.mailboxes
     }
 
     /// Queues `texts` to `peer` in one transaction: their records, as
@@ -201,33 +244,36 @@ impl State {
         Ok(records)
     }
 
-    /// Up to `limit` messages waiting for `peer`, in order, and the read
+    /// Up to `limit` messages waiting for `peer`, in order, and the
     /// receipts owed to it.
-    pub fn pending(
-        &self,
-        peer: &NodeId,
-        limit: usize,
-    ) -> Result<(Vec<Record>, Vec<MessageId>), DbError> {
+    pub fn pending(&self, peer: &NodeId, limit: usize) -> Result<Pending, DbError> {
         use redb::ReadableDatabase;
         let records = self.outbox_after(peer, None, limit)?;
         let read = self.db.begin_read()?;
         let key = peer.as_bytes().as_slice();
-        let receipts = read.open_table(db::READ_RECEIPTS)?;
-        let mut read_ids = Vec::new();
-        for row in receipts
-            .range((key, [0u8; 0].as_slice())..)?
-            .take(fogwire_msg_proto::wire::RECEIPT_IDS_MAX)
-        {
-            let (row_key, _) = row?;
-            let (row_peer, id) = row_key.value();
-            if row_peer != key {
-                break;
+        let owed = |table: redb::TableDefinition<(&[u8], &[u8]), ()>| -> Result<_, DbError> {
+            let receipts = read.open_table(table)?;
+            let mut ids = Vec::new();
+            for row in receipts
+                .range((key, [0u8; 0].as_slice())..)?
+                .take(fogwire_msg_proto::wire::RECEIPT_IDS_MAX)
+            {
+                let (row_key, _) = row?;
+                let (row_peer, id) = row_key.value();
+                if row_peer != key {
+                    break;
+                }
+                if let Ok(id) = <[u8; 16]>::try_from(id) {
+                    ids.push(MessageId(id));
+                }
             }
-            if let Ok(id) = <[u8; 16]>::try_from(id) {
-                read_ids.push(MessageId(id));
-            }
-        }
-        Ok((records, read_ids))
+            Ok(ids)
+        };
+        Ok(Pending {
+            records,
+            reads: owed(db::READ_RECEIPTS)?,
+            delivered: owed(db::DELIVERED_OWED)?,
+        })
     }
 
     /// Up to `limit` messages waiting for `peer`, in order, after number
@@ -390,16 +436,21 @@ impl State {
 
     /// Opens envelopes that `from` handed over, in one transaction: what
     /// became of each, and the records now shown (for the live stream).
+    ///
+    /// `from` is the stream's peer, whom every envelope must be from; none
+    /// for mail picked up from a mailbox, whose senders are proved by
+    /// their sessions (Olm authenticates the sender's identity key, which
+    /// a signed card ties to its node id) and are owed delivery receipts.
     pub fn open(
         &mut self,
-        from: &NodeId,
+        from: Option<&NodeId>,
         envelopes: &[Vec<u8>],
         now_ms: u64,
     ) -> Result<(Vec<Outcome>, Vec<Record>), DbError> {
         let write = self.db.begin_write()?;
         let mut outcomes = Vec::with_capacity(envelopes.len());
         let mut shown = Vec::new();
-        let mut sessions_changed = false;
+        let mut sessions_changed = std::collections::BTreeSet::new();
         for bytes in envelopes {
             let envelope = match Envelope::decode(bytes) {
                 Ok(envelope) => envelope,
@@ -409,10 +460,21 @@ impl State {
                 }
             };
             let id = envelope.id;
-            if envelope.recipient != self.me || envelope.sender != *from {
+            let sender = envelope.sender;
+            if envelope.recipient != self.me || from.is_some_and(|from| sender != *from) {
                 outcomes.push(Outcome::Refused(id, Refusal::Misaddressed));
                 continue;
             }
+            let owe = |outcome: &Outcome| -> Result<(), DbError> {
+                if from.is_none()
+                    && let Outcome::Taken(id) = outcome
+                {
+                    write
+                        .open_table(db::DELIVERED_OWED)?
+                        .insert((sender.as_bytes().as_slice(), id.0.as_slice()), ())?;
+                }
+                Ok(())
+            };
             // A message seen before is acknowledged again, never opened
             // again (a replay, or a retry whose receipt was lost).
             let seen = write
@@ -420,7 +482,9 @@ impl State {
                 .get(id.0.as_slice())?
                 .is_some();
             if seen {
-                outcomes.push(Outcome::Taken(id));
+                let outcome = Outcome::Taken(id);
+                owe(&outcome)?;
+                outcomes.push(outcome);
                 continue;
             }
             let plain = match self.decrypt(&write, &envelope) {
@@ -430,14 +494,16 @@ impl State {
                     continue;
                 }
             };
-            sessions_changed = true;
-            match self.take(&write, from, plain, now_ms, &mut shown)? {
-                None => outcomes.push(Outcome::Taken(id)),
-                Some(refusal) => outcomes.push(Outcome::Refused(id, refusal)),
-            }
+            sessions_changed.insert(sender);
+            let outcome = match self.take(&write, &sender, plain, now_ms, &mut shown)? {
+                None => Outcome::Taken(id),
+                Some(refusal) => Outcome::Refused(id, refusal),
+            };
+            owe(&outcome)?;
+            outcomes.push(outcome);
         }
-        if sessions_changed {
-            self.save_sessions(&write, from)?;
+        for sender in sessions_changed {
+            self.save_sessions(&write, &sender)?;
         }
         write.commit()?;
         Ok((outcomes, shown))
@@ -701,8 +767,14 @@ impl State {
                 }
                 let before = record.status;
                 match receipt.kind {
+                    // Only a mailbox signs that it holds mail
+                    // (`stored_receipt`).
+                    ReceiptKind::Stored => continue,
                     ReceiptKind::Delivered => {
-                        if matches!(record.status, Status::Queued | Status::Failed) {
+                        if matches!(
+                            record.status,
+                            Status::Queued | Status::Stored | Status::Failed
+                        ) {
                             record.status = Status::Delivered;
                         }
                         record.delivered_ms.get_or_insert(receipt.at_ms);
@@ -774,7 +846,7 @@ impl State {
                     .open_table(db::CARDS)?
                     .remove(peer.as_bytes().as_slice())?;
             }
-            Refusal::OverQuota => {}
+            Refusal::OverQuota | Refusal::NotServed => {}
             Refusal::Misaddressed | Refusal::Tampered => {
                 let mut messages = write.open_table(db::MESSAGES)?;
                 if let Some(mut record) = db::get::<Record>(&messages, &id.0)?
@@ -805,7 +877,7 @@ impl State {
         error: &str,
         now_ms: u64,
     ) -> Result<Vec<Record>, DbError> {
-        let (pending, _) = self.pending(peer, usize::MAX)?;
+        let pending = self.outbox_after(peer, None, usize::MAX)?;
         let write = self.db.begin_write()?;
         let mut failed = Vec::new();
         {
@@ -869,17 +941,96 @@ impl State {
         Ok(read)
     }
 
-    /// Forgets read receipts owed to `peer` once it took them.
-    pub fn read_receipts_sent(&mut self, peer: &NodeId, ids: &[MessageId]) -> Result<(), DbError> {
+    /// Forgets the read and delivery receipts owed to `peer` once it
+    /// took them.
+    pub fn receipts_sent(
+        &mut self,
+        peer: &NodeId,
+        reads: &[MessageId],
+        delivered: &[MessageId],
+    ) -> Result<(), DbError> {
         let write = self.db.begin_write()?;
-        {
-            let mut receipts = write.open_table(db::READ_RECEIPTS)?;
+        for (table, ids) in [(db::READ_RECEIPTS, reads), (db::DELIVERED_OWED, delivered)] {
+            let mut receipts = write.open_table(table)?;
             for id in ids {
                 receipts.remove((peer.as_bytes().as_slice(), id.0.as_slice()))?;
             }
         }
         write.commit()?;
         Ok(())
+    }
+
+    /// Applies a mailbox's `stored` receipt for messages to `recipient`:
+    /// the ids it names and the records now marked held by a mailbox.
+    pub fn stored_receipt(
+        &mut self,
+        recipient: &NodeId,
+        mailbox: &NodeId,
+        bytes: &[u8],
+    ) -> Result<(Vec<MessageId>, Vec<Record>), ReceiptError> {
+        let receipt = Receipt::verify(bytes).map_err(ReceiptError::Invalid)?;
+        if receipt.by != *mailbox || receipt.to != self.me || receipt.kind != ReceiptKind::Stored {
+            return Err(ReceiptError::NotOurs);
+        }
+        let changed = self.mark_stored(recipient, &receipt.ids)?;
+        Ok((receipt.ids, changed))
+    }
+
+    /// Marks queued messages to `recipient` held by a mailbox: the
+    /// records changed.
+    pub fn mark_stored(
+        &mut self,
+        recipient: &NodeId,
+        ids: &[MessageId],
+    ) -> Result<Vec<Record>, DbError> {
+        let write = self.db.begin_write()?;
+        let mut changed = Vec::new();
+        {
+            let mut messages = write.open_table(db::MESSAGES)?;
+            for id in ids {
+                let Some(mut record) = db::get::<Record>(&messages, &id.0)? else {
+                    continue;
+                };
+                if record.outgoing
+                    && record.peer == *recipient.as_bytes()
+                    && record.status == Status::Queued
+                {
+                    record.status = Status::Stored;
+                    record.error = None;
+                    messages.insert(id.0.as_slice(), db::encode(&record)?.as_slice())?;
+                    changed.push(record);
+                }
+            }
+        }
+        if changed.is_empty() {
+            write.abort()?;
+        } else {
+            write.commit()?;
+        }
+        Ok(changed)
+    }
+
+    /// A receipt paying `mailbox` for `bytes` more of mail picked up from
+    /// it (cumulative: it names all bytes so far), signed.
+    pub fn pay(&mut self, mailbox: &NodeId, bytes: u64, now_ms: u64) -> Result<Vec<u8>, DbError> {
+        let write = self.db.begin_write()?;
+        let (seq, total) = {
+            let mut paid = write.open_table(db::MAILBOX_PAID)?;
+            let (last_seq, last_bytes) = paid
+                .get(mailbox.as_bytes().as_slice())?
+                .map_or((0, 0), |row| row.value());
+            let next = (now_ms.max(last_seq + 1), last_bytes.saturating_add(bytes));
+            paid.insert(mailbox.as_bytes().as_slice(), next)?;
+            next
+        };
+        write.commit()?;
+        Ok(fogwire_ledger_proto::receipt::MailboxReceipt {
+            mailbox: *mailbox,
+            seq,
+            bytes: total,
+            issued_at_ms: now_ms,
+        }
+        .sign(&self.key))
     }
 }
 

@@ -38,6 +38,7 @@ pub struct Config {
     pub exit: fogwire_exit::config::ExitSection,
     pub socks: fogwire_exit::config::SocksSection,
     pub cluster: fogwire_cluster::config::ClusterSection,
+    pub msg: fogwire_msg::config::MsgSection,
     pub api: ApiSection,
     pub web: WebSection,
     pub log: LogSection,

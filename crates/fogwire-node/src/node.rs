@@ -58,6 +58,7 @@ pub struct NodeOptions {
     pub exit: Option<fogwire_exit::ExitConfig>,
     pub socks: Option<fogwire_exit::ProxyConfig>,
     pub cluster: fogwire_cluster::config::ClusterSection,
+    pub mailboxes: fogwire_msg::Mailboxes,
 }
 
 impl NodeOptions {
@@ -113,6 +114,7 @@ impl NodeOptions {
             exit: config.exit.config(),
             socks: config.socks.config(),
             cluster: config.cluster.clone(),
+            mailboxes: config.msg.mailboxes(),
         }
     }
 
@@ -461,8 +463,21 @@ impl Node {
         if let Some(exit) = &exit {
             or_stop!(exit.serve_on(&routing, Some(ledger.funds())));
         }
-        // Earning for forwarding, serving and exits: receipts taken,
-        // handed over and redeemed.
+        let messages = options
+            .data_dir
+            .as_ref()
+            .map(|d| d.join(fogwire_msg::DB_FILE));
+        let (messages, temp) = path_or_temp(&messages, "fogwire-msg-", fogwire_msg::DB_FILE)?;
+        temp_dirs.extend(temp);
+        let messenger = or_stop!(fogwire_msg::Messenger::start_with(
+            &messages,
+            keypair.clone(),
+            routing.clone(),
+            options.mailboxes.clone()
+        ));
+        messenger.follow_cluster(cluster.live(), |member| member.id);
+        // Earning for forwarding, serving, exits and mailboxes: receipts
+        // taken, handed over and redeemed.
         let earner = Earner {
             key: keypair.clone(),
             routing: routing.clone(),
@@ -471,6 +486,7 @@ impl Node {
             wallet: ledger.wallet().clone(),
             payers,
             exit: exit.clone(),
+            messenger: Some(messenger.clone()),
         };
         tasks.spawn(earner.run(rpc.clone(), shutdown.clone()));
         let agent = match (&options.compute.agent, &compute.worker) {
@@ -493,17 +509,6 @@ impl Node {
             )),
             None => None,
         };
-        let messages = options
-            .data_dir
-            .as_ref()
-            .map(|d| d.join(fogwire_msg::DB_FILE));
-        let (messages, temp) = path_or_temp(&messages, "fogwire-msg-", fogwire_msg::DB_FILE)?;
-        temp_dirs.extend(temp);
-        let messenger = or_stop!(fogwire_msg::Messenger::start(
-            &messages,
-            keypair.clone(),
-            routing.clone()
-        ));
         let vpn = fogwire_vpn::Switch::default();
         if let Some(exit) = exit.as_ref().filter(|exit| exit.config().vpn) {
             or_stop!(

@@ -419,3 +419,232 @@ async fn forged_replayed_and_tampered_envelopes_are_refused_and_a_flooding_stran
     let answer = wire.exchange(&[Frame::CardRequest], 1).await;
     assert!(matches!(answer[0], Frame::Card(_)));
 }
+
+/// Options for a node whose mail is held by `mailboxes`.
+fn with_mailboxes(mut options: NodeOptions, mailboxes: &[NodeId]) -> NodeOptions {
+    options.mailboxes.mine = mailboxes.to_vec();
+    options
+}
+
+/// Options for a mailbox of `owner`.
+fn mailbox_of(mut options: NodeOptions, owner: NodeId) -> NodeOptions {
+    options.mailboxes.serve_for = vec![owner];
+    options
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_for_a_stopped_node_waits_at_its_mailboxes_and_arrives_once_when_one_mailbox_is_dead()
+{
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (alice_key, carol_key, m1_key, m2_key) = (keypair(), keypair(), keypair(), keypair());
+    let carol_id = carol_key.node_id();
+    let mailboxes = [m1_key.node_id(), m2_key.node_id()];
+    let hub = node().await;
+    let alice = start(persistent(alice_key.clone(), dirs[0].path())).await;
+    let carol = start(with_mailboxes(
+        persistent(carol_key.clone(), dirs[1].path()),
+        &mailboxes,
+    ))
+    .await;
+    let m1 = start(mailbox_of(
+        persistent(m1_key.clone(), dirs[2].path()),
+        carol_id,
+    ))
+    .await;
+    let m2 = start(mailbox_of(persistent(m2_key, dirs[3].path()), carol_id)).await;
+    for node in [&alice, &carol, &m1, &m2] {
+        link(node, &hub).await;
+    }
+    until_routable(&alice, &carol).await;
+    assert_eq!(carol.messenger().mailboxes(), mailboxes);
+    // A first message: Alice learns Carol's card, and so her mailboxes.
+    alice
+        .messenger()
+        .send(carol_id, "before".into())
+        .await
+        .unwrap();
+    until_statuses(&alice, carol_id, 1, Status::Delivered).await;
+
+    // Carol goes away; Alice's messages wait at both mailboxes.
+    carol.shutdown().await;
+    drop(carol);
+    let texts: Vec<String> = (0..100).map(|index| format!("held {index}")).collect();
+    for text in &texts {
+        alice
+            .messenger()
+            .send(carol_id, text.clone())
+            .await
+            .unwrap();
+    }
+    until_statuses(&alice, carol_id, 100, Status::Stored).await;
+    for mailbox in [&m1, &m2] {
+        let (count, bytes) = mailbox.messenger().held_for(carol_id).await.unwrap();
+        assert_eq!(count, 100, "each mailbox holds every message");
+        assert!(bytes > 100 * 100, "sealed, with their overhead: {bytes}");
+    }
+
+    // Alice leaves too (so nothing is delivered directly) and the first
+    // mailbox dies; Carol returns and gets her mail from the second.
+    alice.shutdown().await;
+    drop(alice);
+    m1.shutdown().await;
+    drop(m1);
+    let carol = start(with_mailboxes(
+        persistent(carol_key.clone(), dirs[1].path()),
+        &mailboxes,
+    ))
+    .await;
+    link(&carol, &hub).await;
+    let mut expected = vec!["before".to_owned()];
+    expected.extend(texts.iter().cloned());
+    let alice_id = alice_key.node_id();
+    wait::until_async("Carol's mail picked up from the live mailbox", || async {
+        (received(&conversation(&carol, alice_id).await) == expected).then_some(())
+    })
+    .await;
+    wait::until_async("the mailbox to drop what Carol took", || async {
+        (m2.messenger().held_for(carol_id).await.unwrap() == (0, 0)).then_some(())
+    })
+    .await;
+
+    // The dead mailbox returns with its copies: Carol takes them as the
+    // duplicates they are, and still shows each message once.
+    let m1 = start(mailbox_of(persistent(m1_key, dirs[2].path()), carol_id)).await;
+    link(&m1, &hub).await;
+    wait::until_async("the returned mailbox to be emptied", || async {
+        (m1.messenger().held_for(carol_id).await.unwrap() == (0, 0)).then_some(())
+    })
+    .await;
+    assert_eq!(received(&conversation(&carol, alice_id).await), expected);
+
+    // Alice returns: Carol's delivery receipts reach her.
+    let alice = start(persistent(alice_key, dirs[0].path())).await;
+    link(&alice, &hub).await;
+    until_statuses(&alice, carol_id, 101, Status::Delivered).await;
+    assert_eq!(received(&conversation(&carol, alice_id).await), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mailbox_holds_mail_only_for_its_owners_from_their_senders_within_quotas() {
+    // Carol is away until the end: what the mailbox holds is all there is.
+    let (carol_key, mailbox_key) = (keypair(), keypair());
+    let carol_id = carol_key.node_id();
+    let mailbox = start(mailbox_of(
+        NodeOptions::local(mailbox_key.clone()),
+        carol_id,
+    ))
+    .await;
+    let raw = Raw::start().await;
+    link(&raw.node, &mailbox).await;
+    until_routable(&raw.node, &mailbox).await;
+    let route = raw
+        .node
+        .routing()
+        .open(mailbox.node_id(), Constraints::default())
+        .await
+        .unwrap();
+    let stream = raw
+        .node
+        .routing()
+        .connect(route.route, fogwire_msg::mailbox::SERVICE)
+        .await
+        .unwrap();
+    let mut wire = Wire {
+        stream,
+        reader: fogwire_msg::frames::FrameReader::default(),
+    };
+    let raw_id = raw.node.node_id();
+    let envelope = |sender: NodeId, recipient: NodeId, index: u32| {
+        let mut id = [0u8; 16];
+        id[..4].copy_from_slice(&index.to_be_bytes());
+        Frame::Envelope(
+            Envelope {
+                sender,
+                recipient,
+                id: fogwire_msg_proto::MessageId(id),
+                sent_ms: 1,
+                sealing: Sealing::Normal,
+                card: None,
+                ciphertext: vec![7; 200],
+            }
+            .encode(),
+        )
+    };
+    let stored = |frames: &[Frame]| -> usize {
+        frames
+            .iter()
+            .map(|frame| match frame {
+                Frame::Receipt(bytes) => {
+                    let receipt = Receipt::verify(bytes).unwrap();
+                    assert_eq!(
+                        (receipt.by, receipt.kind, receipt.to),
+                        (mailbox.node_id(), ReceiptKind::Stored, raw_id)
+                    );
+                    receipt.ids.len()
+                }
+                _ => 0,
+            })
+            .sum()
+    };
+
+    // Mail for a node the mailbox does not serve, and mail under another
+    // sender's name, are refused.
+    let stranger = keypair().node_id();
+    let answer = wire
+        .exchange(
+            &[
+                envelope(raw_id, stranger, 0),
+                envelope(stranger, carol_id, 1),
+            ],
+            2,
+        )
+        .await;
+    assert_eq!(
+        refusals(&answer),
+        vec![Refusal::NotServed, Refusal::Misaddressed]
+    );
+
+    // A stranger to Carol may leave only its small quota; a repeat is
+    // acknowledged, not counted.
+    let flood: Vec<Frame> = (0..150)
+        .map(|index| envelope(raw_id, carol_id, 100 + index))
+        .collect();
+    let mut answers = Vec::new();
+    wire.send(&flood).await;
+    while stored(&answers) + refusals(&answers).len() < flood.len() {
+        answers.extend(wire.answers().await);
+    }
+    let quota = fogwire_msg_proto::mailbox::STRANGER_MAX as usize;
+    assert_eq!(stored(&answers), quota);
+    assert_eq!(refusals(&answers), vec![Refusal::OverQuota; 150 - quota]);
+    let answer = wire.exchange(&flood[..1], 1).await;
+    assert_eq!(stored(&answer), 1, "a repeat is acknowledged again");
+    let held = || async { mailbox.messenger().held_for(carol_id).await.unwrap() };
+    assert_eq!(held().await.0, quota as u64);
+
+    // Nobody but Carol picks up Carol's mail, nor drops it.
+    let ids: Vec<fogwire_msg_proto::MessageId> = flood[..quota]
+        .iter()
+        .map(|frame| match frame {
+            Frame::Envelope(bytes) => Envelope::decode(bytes).unwrap().id,
+            _ => unreachable!(),
+        })
+        .collect();
+    wire.send(&[Frame::Taken(ids)]).await;
+    let answer = wire.exchange(&[Frame::Pickup { max: 256 }], 1).await;
+    assert_eq!(answer, vec![Frame::BatchEnd { remaining: 0 }]);
+    assert_eq!(held().await.0, quota as u64);
+
+    // Carol returns and picks it up (it does not open: it was never
+    // sealed), and the mailbox drops it all the same.
+    let carol = start(with_mailboxes(
+        NodeOptions::local(carol_key),
+        &[mailbox_key.node_id()],
+    ))
+    .await;
+    link(&carol, &mailbox).await;
+    wait::until_async("Carol to pick up her mail", || async {
+        (held().await == (0, 0)).then_some(())
+    })
+    .await;
+}

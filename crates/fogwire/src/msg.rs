@@ -225,7 +225,9 @@ async fn send(home: &Path, args: SendArgs) -> anyhow::Result<()> {
     let mut last = message.clone();
     // The conversation's newest messages, looked at until this one's
     // receipt is in (a node answers these from its own database).
-    while last.status == "queued" && tokio::time::Instant::now() < deadline {
+    while matches!(last.status.as_str(), "queued" | "stored")
+        && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let recent = client.msg_history(&message.peer, None, 1_000, true).await?;
         if let Some(update) = recent.into_iter().find(|update| update.id == message.id) {
@@ -247,6 +249,12 @@ async fn send(home: &Path, args: SendArgs) -> anyhow::Result<()> {
         "failed" => anyhow::bail!(
             "not delivered: {}",
             last.error.as_deref().unwrap_or("the recipient refused it")
+        ),
+        "stored" => anyhow::bail!(
+            "not delivered within {} s; {}'s mailbox holds it and hands it over when {} is back",
+            args.timeout,
+            short(&last.peer),
+            short(&last.peer)
         ),
         _ => anyhow::bail!(
             "not delivered within {} s{}; it stays queued and is tried again until {} is back",
