@@ -341,7 +341,7 @@ impl Messenger {
     }
 
     /// Follows a cluster's boards (this one included): this node keeps
-    /// mail for them, and, unless its mailboxes were named, its card names
+    /// mail for every board it has seen in it, and, unless its mailboxes were named, its card names
     /// two of them, chosen by rendezvous hashing, as its mailboxes.
     /// `id` reads a board's node id out of what `boards` holds.
     pub fn follow_cluster<T: Send + Sync + 'static>(
@@ -351,15 +351,15 @@ impl Messenger {
     ) {
         let shared = self.shared.clone();
         let chosen_here = shared.state().mailboxes().is_empty();
-        let configured: BTreeSet<NodeId> = shared.lock(&shared.owners).clone();
         self.shared.tasks.spawn(async move {
             loop {
                 let now_boards: Vec<NodeId> = boards.borrow_and_update().iter().map(id).collect();
-                {
-                    let mut owners = shared.lock(&shared.owners);
-                    *owners = configured.clone();
-                    owners.extend(now_boards.iter().filter(|board| **board != shared.me));
-                }
+                // A board that leaves the live set stays served: it is
+                // away, which is when its mail needs holding (a cluster
+                // is a few boards, so this stays small).
+                shared
+                    .lock(&shared.owners)
+                    .extend(now_boards.iter().filter(|board| **board != shared.me));
                 if chosen_here {
                     let chosen = fogwire_msg_proto::mailbox::rendezvous(
                         &shared.me,

@@ -648,3 +648,94 @@ async fn a_mailbox_holds_mail_only_for_its_owners_from_their_senders_within_quot
     })
     .await;
 }
+
+/// Waits until every board of `boards` counts them all as live members.
+async fn until_one_cluster(boards: &[&Node]) {
+    wait::until("every board to see the whole cluster", || {
+        boards.iter().all(|board| {
+            let status = board.cluster().status();
+            status
+                .members
+                .iter()
+                .filter(|member| member.state == "alive")
+                .count()
+                == boards.len()
+        })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_board_away_from_its_cluster_has_its_mail_held_by_two_boards_chosen_by_rendezvous() {
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let keys: Vec<Arc<Keypair>> = (0..4).map(|_| keypair()).collect();
+    let board_options = |index: usize| {
+        let mut options = persistent(keys[index].clone(), dirs[index].path());
+        options.cluster.mdns = false;
+        options
+    };
+    let mut boards = Vec::new();
+    for index in 0..4 {
+        boards.push(start(board_options(index)).await);
+    }
+    let code = boards[0].cluster().init().await.unwrap();
+    for board in &boards[1..] {
+        board.cluster().join(code.clone()).await.unwrap();
+        link(board, &boards[0]).await;
+    }
+    until_one_cluster(&boards.iter().collect::<Vec<_>>()).await;
+    let alice = node().await;
+    link(&alice, &boards[0]).await;
+
+    // The last board is Carol: two of the others hold her mail.
+    let carol_id = keys[3].node_id();
+    let ids: Vec<NodeId> = keys.iter().map(|key| key.node_id()).collect();
+    let chosen = fogwire_msg_proto::mailbox::rendezvous(&carol_id, &ids, 2);
+    assert_eq!(chosen.len(), 2);
+    wait::until("Carol's card to name her cluster's mailboxes", || {
+        boards[3].messenger().mailboxes() == chosen
+    })
+    .await;
+    until_routable(&alice, &boards[3]).await;
+    alice
+        .messenger()
+        .send(carol_id, "before".into())
+        .await
+        .unwrap();
+    until_statuses(&alice, carol_id, 1, Status::Delivered).await;
+
+    let carol = boards.pop().unwrap();
+    carol.shutdown().await;
+    drop(carol);
+    let texts: Vec<String> = (0..20).map(|index| format!("to the box {index}")).collect();
+    for text in &texts {
+        alice
+            .messenger()
+            .send(carol_id, text.clone())
+            .await
+            .unwrap();
+    }
+    until_statuses(&alice, carol_id, 20, Status::Stored).await;
+    for board in &boards {
+        let (held, _) = board.messenger().held_for(carol_id).await.unwrap();
+        let expected = if chosen.contains(&board.node_id()) {
+            20
+        } else {
+            0
+        };
+        assert_eq!(held, expected, "only the chosen boards hold Carol's mail");
+    }
+
+    // Alice leaves; Carol comes back to her cluster and picks her mail up.
+    let alice_id = alice.node_id();
+    alice.shutdown().await;
+    drop(alice);
+    let carol = start(board_options(3)).await;
+    link(&carol, &boards[0]).await;
+    let mut expected = vec!["before".to_owned()];
+    expected.extend(texts);
+    wait::until_async("Carol's mail picked up from her boards", || async {
+        (received(&conversation(&carol, alice_id).await) == expected).then_some(())
+    })
+    .await;
+}
