@@ -136,3 +136,33 @@ pub struct ClusterCreated {
     /// What other boards join with; a secret.
     pub join_code: String,
 }
+
+/// `POST /v1/cluster/peer` and `POST /v1/cluster/peer/accept`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterPeer {
+    /// The other cluster's id, `fwcluster1…`.
+    pub cluster: String,
+}
+
+/// A peering with another cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterPeering {
+    /// The other cluster's id.
+    pub cluster: String,
+    /// `requested` (this cluster asked), `asked` (the other asked: accept
+    /// with `fogwire cluster accept`) or `peered`.
+    pub state: String,
+    /// The board that asked, on an asked peering.
+    pub requester: Option<String>,
+    /// The other cluster's boards, as its offer names them.
+    pub boards: Vec<String>,
+    /// Of those, the ones this board has a link to.
+    pub linked: usize,
+    pub since_unix_ms: u64,
+}
+
+/// `GET /v1/cluster/peers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterPeerings {
+    pub peerings: Vec<ClusterPeering>,
+}

@@ -219,6 +219,33 @@ impl Client {
         self.post("/v1/cluster/join", &request).await
     }
 
+    /// Asks another cluster's owner (by the cluster's id) to peer.
+    pub async fn cluster_peer(
+        &self,
+        cluster: &str,
+    ) -> Result<fogwire_api::ClusterPeering, ClientError> {
+        let request = fogwire_api::ClusterPeer {
+            cluster: cluster.to_owned(),
+        };
+        self.post("/v1/cluster/peer", &request).await
+    }
+
+    /// Agrees to another cluster's request to peer.
+    pub async fn cluster_peer_accept(
+        &self,
+        cluster: &str,
+    ) -> Result<fogwire_api::ClusterPeering, ClientError> {
+        let request = fogwire_api::ClusterPeer {
+            cluster: cluster.to_owned(),
+        };
+        self.post("/v1/cluster/peer/accept", &request).await
+    }
+
+    /// The peerings this board knows of.
+    pub async fn cluster_peers(&self) -> Result<fogwire_api::ClusterPeerings, ClientError> {
+        self.get("/v1/cluster/peers", &[]).await
+    }
+
     /// The exits the network advertises, and this node's exit and proxy.
     pub async fn exits(&self) -> Result<ExitsReport, ClientError> {
         self.get("/v1/exits", &[]).await

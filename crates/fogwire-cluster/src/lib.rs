@@ -21,6 +21,7 @@ pub mod discovery;
 mod driver;
 pub mod files;
 pub mod manifest;
+mod peering;
 mod report;
 pub mod runners;
 pub mod supervise;
@@ -119,6 +120,10 @@ enum Control {
 
 struct Shared {
     options: Options,
+    /// Links to boards of the clusters this one peers with (weak: the
+    /// dialer reaches the link manager, which holds this cluster; the
+    /// driver task holds it while it runs).
+    dialer: std::sync::Weak<dyn Dialer>,
     control: mpsc::Sender<Control>,
     messages: mpsc::Sender<(NodeId, u64, Bytes)>,
     /// The cluster channel of each linked peer, by link id.
@@ -197,6 +202,7 @@ impl Cluster {
         };
         let shared = Arc::new(Shared {
             options,
+            dialer: Arc::downgrade(&dialer),
             control,
             messages,
             links: Mutex::new(HashMap::new()),

@@ -179,6 +179,9 @@ pub async fn serve_with_web(
             post(crate::cluster::apply).layer(DefaultBodyLimit::max(640 * 1024)),
         )
         .route("/v1/cluster/join-code", get(crate::cluster::join_code))
+        .route("/v1/cluster/peer", post(crate::cluster::peer))
+        .route("/v1/cluster/peer/accept", post(crate::cluster::accept))
+        .route("/v1/cluster/peers", get(crate::cluster::peers))
         .route("/v1/exits", get(crate::exits::list))
         .route("/v1/proxy", post(crate::exits::proxy))
         .route("/v1/vpn", get(crate::exits::vpn_status))

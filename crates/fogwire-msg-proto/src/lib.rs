@@ -11,6 +11,7 @@
 //! - [`mailbox`]: what a mailbox holds for its owners (quotas per sender,
 //!   strangers held to little, a time to live) and how a board chooses
 //!   its cluster's mailboxes (rendezvous hashing).
+//! - [`peering`]: the signed offers that peer two clusters by public key.
 //!
 //! No clocks, no randomness, no I/O: times come in as Unix milliseconds
 //! and ids as bytes. The ratchet itself (Olm, from `vodozemac`) runs in
@@ -18,6 +19,7 @@
 
 pub mod mailbox;
 pub mod order;
+pub mod peering;
 pub mod retry;
 pub mod wire;
 

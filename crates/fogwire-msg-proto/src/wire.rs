@@ -108,18 +108,18 @@ impl std::str::FromStr for MessageId {
 }
 
 /// Reads fields off a byte slice, naming the structure in its errors.
-struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     what: &'static str,
     bytes: &'a [u8],
     at: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn new(what: &'static str, bytes: &'a [u8]) -> Self {
+    pub(crate) fn new(what: &'static str, bytes: &'a [u8]) -> Self {
         Self { what, bytes, at: 0 }
     }
 
-    fn take(&mut self, len: usize) -> Result<&'a [u8], WireError> {
+    pub(crate) fn take(&mut self, len: usize) -> Result<&'a [u8], WireError> {
         let end = self
             .at
             .checked_add(len)
@@ -133,34 +133,34 @@ impl<'a> Reader<'a> {
         Ok(taken)
     }
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N)?);
         Ok(out)
     }
 
-    fn u8(&mut self) -> Result<u8, WireError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, WireError> {
         Ok(self.array::<1>()?[0])
     }
 
-    fn u16(&mut self) -> Result<u16, WireError> {
+    pub(crate) fn u16(&mut self) -> Result<u16, WireError> {
         Ok(u16::from_be_bytes(self.array()?))
     }
 
-    fn u32(&mut self) -> Result<u32, WireError> {
+    pub(crate) fn u32(&mut self) -> Result<u32, WireError> {
         Ok(u32::from_be_bytes(self.array()?))
     }
 
-    fn u64(&mut self) -> Result<u64, WireError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, WireError> {
         Ok(u64::from_be_bytes(self.array()?))
     }
 
-    fn node_id(&mut self) -> Result<NodeId, WireError> {
+    pub(crate) fn node_id(&mut self) -> Result<NodeId, WireError> {
         let what = self.what;
         NodeId::from_bytes(&self.array()?).map_err(|_| WireError::NodeId { what })
     }
 
-    fn version(&mut self) -> Result<(), WireError> {
+    pub(crate) fn version(&mut self) -> Result<(), WireError> {
         match self.u8()? {
             VERSION => Ok(()),
             version => Err(WireError::Version {
@@ -170,13 +170,13 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn rest(&mut self) -> &'a [u8] {
+    pub(crate) fn rest(&mut self) -> &'a [u8] {
         let rest = &self.bytes[self.at..];
         self.at = self.bytes.len();
         rest
     }
 
-    fn end(&self) -> Result<(), WireError> {
+    pub(crate) fn end(&self) -> Result<(), WireError> {
         match self.bytes.len() - self.at {
             0 => Ok(()),
             extra => Err(WireError::Trailing {
@@ -187,7 +187,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn bounded(what: &'static str, len: usize, max: usize) -> Result<(), WireError> {
+pub(crate) fn bounded(what: &'static str, len: usize, max: usize) -> Result<(), WireError> {
     if len > max {
         return Err(WireError::TooLong { what, len, max });
     }
@@ -571,6 +571,13 @@ pub enum Frame {
     /// A signed storage receipt from the owner to its mailbox, redeemed in
     /// the ledger (`docs/protocol/ledger.md`).
     Pay(Vec<u8>),
+    /// Peering clusters (`crate::peering`): a stage and its signed offers
+    /// (none for an ack, one for a request or an acceptance, two —
+    /// this cluster's, then the other's — for peered).
+    Peering {
+        stage: crate::peering::Stage,
+        offers: Vec<Vec<u8>>,
+    },
 }
 
 impl Frame {
@@ -615,6 +622,16 @@ impl Frame {
                 (9, &built)
             }
             Frame::Pay(receipt) => (10, receipt),
+            Frame::Peering { stage, offers } => {
+                let offers = &offers[..offers.len().min(2)];
+                let mut out = vec![stage.code(), offers.len() as u8];
+                for offer in offers {
+                    out.extend_from_slice(&(offer.len() as u16).to_be_bytes());
+                    out.extend_from_slice(offer);
+                }
+                built = out;
+                (11, &built)
+            }
         };
         let mut out = Vec::with_capacity(5 + body.len());
         out.extend_from_slice(&(1 + body.len() as u32).to_be_bytes());
@@ -696,10 +713,24 @@ impl Frame {
                 Frame::Known(nodes)
             }
             10 => Frame::Pay(rest.to_vec()),
+            11 => {
+                let mut reader = Reader::new("peering", rest);
+                let stage = crate::peering::Stage::from_code(reader.u8()?)?;
+                let count = reader.u8()? as usize;
+                bounded("peering's offers", count, 2)?;
+                let mut offers = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let len = reader.u16()? as usize;
+                    bounded("peering offer", len, crate::peering::OFFER_LEN_MAX)?;
+                    offers.push(reader.take(len)?.to_vec());
+                }
+                reader.end()?;
+                Frame::Peering { stage, offers }
+            }
             other => {
                 return Err(WireError::Invalid {
                     what: WHAT,
-                    field: "type (1..=10)",
+                    field: "type (1..=11)",
                     value: other.into(),
                 });
             }
@@ -819,6 +850,14 @@ mod tests {
             Frame::Taken(vec![MessageId([6; 16]), MessageId([7; 16])]),
             Frame::Known(vec![key(1).node_id(), key(2).node_id()]),
             Frame::Pay(vec![8; 120]),
+            Frame::Peering {
+                stage: crate::peering::Stage::Peered,
+                offers: vec![vec![1; 90], vec![2; 80]],
+            },
+            Frame::Peering {
+                stage: crate::peering::Stage::Ack,
+                offers: Vec::new(),
+            },
         ];
         for frame in frames {
             let bytes = frame.encode();

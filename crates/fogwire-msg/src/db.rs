@@ -170,6 +170,7 @@ pub(crate) fn open(path: &Path) -> Result<redb::Database, DbError> {
     write.open_table(DELIVERED_OWED)?;
     write.open_table(MAILBOX_PAID)?;
     crate::mailbox::store::create(&write)?;
+    write.open_table(crate::peering::PEERINGS)?;
     write.commit()?;
     Ok(db)
 }

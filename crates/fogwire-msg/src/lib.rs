@@ -32,6 +32,7 @@ mod db;
 mod deliver;
 pub mod frames;
 pub mod mailbox;
+pub mod peering;
 mod serve;
 pub mod state;
 
@@ -49,6 +50,7 @@ use tokio_util::task::TaskTracker;
 pub use db::{Contact, DbError, Record, Status};
 pub use fogwire_msg_proto::MessageId;
 pub use fogwire_msg_proto::wire::TEXT_LEN_MAX;
+pub use peering::{ClusterView, Peering, PeeringError, PeeringState};
 use state::State;
 
 /// The route service messages arrive on.
@@ -83,6 +85,8 @@ pub enum MsgError {
     Stopped,
     #[error("cannot offer the msg service: {0}")]
     Service(#[from] fogwire_route::ServiceError),
+    #[error(transparent)]
+    Peering(#[from] PeeringError),
 }
 
 /// Mailboxes: which hold this node's mail while it is away, and whose
@@ -130,6 +134,9 @@ pub(crate) struct Shared {
     mailboxes: Mutex<Vec<NodeId>>,
     /// Owners' latest storage receipts for this node, to redeem.
     earned: Mutex<HashMap<NodeId, (u64, Vec<u8>)>>,
+    /// This board's cluster, once the node gives it (until shutdown: the
+    /// cluster holds the node's subsystems).
+    cluster: Mutex<Option<Arc<dyn ClusterView>>>,
     routing: Routing,
     events: broadcast::Sender<Event>,
     /// The delivery task of each peer with work, and how to wake it.
@@ -198,6 +205,7 @@ impl Messenger {
             mailboxes: Mutex::new(state.mailboxes().to_vec()),
             owners: Mutex::new(mailboxes.serve_for.into_iter().collect()),
             earned: Mutex::new(HashMap::new()),
+            cluster: Mutex::new(None),
             state: Mutex::new(state),
             routing: routing.clone(),
             events,
@@ -340,45 +348,38 @@ impl Messenger {
         self.shared.lock(&self.shared.mailboxes).clone()
     }
 
-    /// Follows a cluster's boards (this one included): this node keeps
-    /// mail for every board it has seen in it, and, unless its mailboxes were named, its card names
-    /// two of them, chosen by rendezvous hashing, as its mailboxes.
-    /// `id` reads a board's node id out of what `boards` holds.
-    pub fn follow_cluster<T: Send + Sync + 'static>(
-        &self,
-        mut boards: tokio::sync::watch::Receiver<Vec<T>>,
-        id: fn(&T) -> NodeId,
-    ) {
-        let shared = self.shared.clone();
-        let chosen_here = shared.state().mailboxes().is_empty();
-        self.shared.tasks.spawn(async move {
-            loop {
-                let now_boards: Vec<NodeId> = boards.borrow_and_update().iter().map(id).collect();
-                // A board that leaves the live set stays served: it is
-                // away, which is when its mail needs holding (a cluster
-                // is a few boards, so this stays small).
-                shared
-                    .lock(&shared.owners)
-                    .extend(now_boards.iter().filter(|board| **board != shared.me));
-                if chosen_here {
-                    let chosen = fogwire_msg_proto::mailbox::rendezvous(
-                        &shared.me,
-                        &now_boards,
-                        fogwire_msg_proto::mailbox::CLUSTER_MAILBOXES,
-                    );
-                    let now = fogwire_env::unix_ms();
-                    let mut state = shared.state();
-                    if state.set_mailboxes(&chosen, now) {
-                        tracing::info!(mailboxes = ?chosen.iter().map(NodeId::short).collect::<Vec<_>>(), "this board's mail is held by its cluster's boards while it is away");
-                        *shared.lock(&shared.mailboxes) = state.mailboxes().to_vec();
-                    }
-                }
-                tokio::select! {
-                    () = shared.shutdown.cancelled() => return,
-                    changed = boards.changed() => if changed.is_err() { return },
-                }
-            }
-        });
+    /// Follows this board's cluster (see `peering.rs`): its boards'
+    /// mail is held here, two of them hold this one's (unless mailboxes
+    /// were named), and the clusters it peers with are linked to.
+    pub fn set_cluster(&self, view: Arc<dyn ClusterView>) {
+        let mut cluster = self.shared.lock(&self.shared.cluster);
+        if cluster.is_none() && !self.shared.shutdown.is_cancelled() {
+            *cluster = Some(view.clone());
+            self.shared
+                .tasks
+                .spawn(peering::follow(self.shared.clone(), view));
+        }
+    }
+
+    /// Asks the owner of `cluster` (its id: the cluster key's public
+    /// half) to peer with this board's cluster; this board must hold its
+    /// cluster's key. Fails if no owner board of `cluster` took it.
+    pub async fn peer_request(&self, cluster: NodeId) -> Result<Peering, MsgError> {
+        peering::request(&self.shared, cluster).await
+    }
+
+    /// Agrees to `cluster`'s request to peer: tells its owner board, and
+    /// this cluster's boards link to its boards.
+    pub async fn peer_accept(&self, cluster: NodeId) -> Result<Peering, MsgError> {
+        peering::accept(&self.shared, cluster).await
+    }
+
+    /// The peerings this board knows of, by the other cluster's id.
+    pub async fn peerings(&self) -> Result<Vec<(NodeId, Peering)>, MsgError> {
+        Ok(self
+            .shared
+            .with_state(|state| peering::list(state.db()))
+            .await??)
     }
 
     /// Owners' storage receipts for this node as their mailbox, taken to
@@ -405,6 +406,7 @@ impl Messenger {
         self.shared.routing.withdraw(SERVICE);
         self.shared.routing.withdraw(mailbox::SERVICE);
         self.shared.shutdown.cancel();
+        self.shared.lock(&self.shared.cluster).take();
         self.shared.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.shared.tasks.wait()).await;
     }

@@ -65,6 +65,16 @@ async fn serve(shared: Arc<Shared>, mut stream: RouteStream) {
                         .with_state(move |state| state.remember_card(&peer, &bytes))
                         .await;
                 }
+                Frame::Peering { stage, offers } => {
+                    if !crate::peering::take(&shared, peer, stage, offers).await {
+                        tracing::debug!(peer = %peer.short(), "peering refused; closing the stream");
+                        return;
+                    }
+                    answers.push(Frame::Peering {
+                        stage: fogwire_msg_proto::peering::Stage::Ack,
+                        offers: Vec::new(),
+                    });
+                }
                 // Mailbox frames belong on the mailbox service.
                 Frame::Refused { .. }
                 | Frame::Pickup { .. }

@@ -475,7 +475,7 @@ impl Node {
             routing.clone(),
             options.mailboxes.clone()
         ));
-        messenger.follow_cluster(cluster.live(), |member| member.id);
+        messenger.set_cluster(Arc::new(cluster.clone()));
         // Earning for forwarding, serving, exits and mailboxes: receipts
         // taken, handed over and redeemed.
         let earner = Earner {

@@ -739,3 +739,102 @@ async fn a_board_away_from_its_cluster_has_its_mail_held_by_two_boards_chosen_by
     })
     .await;
 }
+
+/// `count` boards in one new cluster, linked in a star to the first (the
+/// owner: it made the cluster and holds its key).
+async fn cluster_of(count: usize) -> Vec<Node> {
+    let mut boards = Vec::new();
+    for _ in 0..count {
+        let mut options = fogwire_testkit::nodes::options();
+        options.cluster.mdns = false;
+        boards.push(start(options).await);
+    }
+    let code = boards[0].cluster().init().await.unwrap();
+    for board in &boards[1..] {
+        board.cluster().join(code.clone()).await.unwrap();
+        link(board, &boards[0]).await;
+    }
+    until_one_cluster(&boards.iter().collect::<Vec<_>>()).await;
+    boards
+}
+
+fn cluster_id(board: &Node) -> NodeId {
+    board.cluster().cluster().unwrap().key()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clusters_peer_by_public_key_when_the_other_owner_accepts_and_all_their_boards_link() {
+    use fogwire_msg::{MsgError, PeeringError, PeeringState};
+    let (a, b) = (cluster_of(2).await, cluster_of(2).await);
+    // The clusters meet only through a node of neither.
+    let hub = node().await;
+    link(&a[0], &hub).await;
+    link(&b[0], &hub).await;
+    let (a_id, b_id) = (cluster_id(&a[0]), cluster_id(&b[0]));
+    let tag = fogwire_msg_proto::peering::owner_tag(&b_id);
+    wait::until_async("B's owner board to advertise it holds B's key", || async {
+        let owners = a[0].routing().serving(&tag).await.ok()?;
+        (owners == vec![b[0].node_id()]).then_some(())
+    })
+    .await;
+
+    // Only the owner board asks; not for its own cluster, nor for one
+    // nobody holds the key of.
+    let refused = |result: Result<fogwire_msg::Peering, MsgError>| match result {
+        Err(MsgError::Peering(why)) => why,
+        other => panic!("not refused: {other:?}"),
+    };
+    assert!(matches!(
+        refused(a[1].messenger().peer_request(b_id).await),
+        PeeringError::NotOwner
+    ));
+    assert!(matches!(
+        refused(a[0].messenger().peer_request(a_id).await),
+        PeeringError::Itself
+    ));
+    assert!(matches!(
+        refused(a[0].messenger().peer_request(keypair().node_id()).await),
+        PeeringError::NotFound(_)
+    ));
+    // Nothing is peered before the other owner agrees.
+    assert!(matches!(
+        refused(b[0].messenger().peer_accept(a_id).await),
+        PeeringError::NotAsked(_)
+    ));
+
+    let asked = a[0].messenger().peer_request(b_id).await.unwrap();
+    assert_eq!(asked.state, PeeringState::Requested);
+    let at_b = b[0].messenger().peerings().await.unwrap();
+    assert_eq!(at_b.len(), 1);
+    assert_eq!(
+        (at_b[0].0, at_b[0].1.state, at_b[0].1.requester),
+        (a_id, PeeringState::Asked, Some(*a[0].node_id().as_bytes()))
+    );
+    assert!(b[1].messenger().peerings().await.unwrap().is_empty());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for board in &b {
+        for other in &a[1..] {
+            assert!(
+                board.link(&other.node_id()).is_none(),
+                "linked before B agreed"
+            );
+        }
+    }
+
+    let agreed = b[0].messenger().peer_accept(a_id).await.unwrap();
+    assert_eq!(agreed.state, PeeringState::Peered);
+    assert_eq!(agreed.their_boards().len(), 2);
+    // Every board of each cluster links to every board of the other.
+    wait::until("every board of A linked to every board of B", || {
+        a.iter()
+            .all(|x| b.iter().all(|y| x.link(&y.node_id()).is_some()))
+    })
+    .await;
+    for board in a.iter().chain(&b) {
+        wait::until_async("every board to keep the peering", || async {
+            let peerings = board.messenger().peerings().await.unwrap();
+            (peerings.len() == 1 && peerings[0].1.state == PeeringState::Peered).then_some(())
+        })
+        .await;
+    }
+}

@@ -1,4 +1,4 @@
-//! Cluster commands: init, join, status, members.
+//! Cluster commands: init, join, status, members, peering.
 
 use std::path::Path;
 
@@ -45,6 +45,29 @@ pub enum Command {
     /// Where each service instance runs (every board computes the same),
     /// and how this board's own services are doing.
     Placement(ReadArgs),
+    /// Ask another cluster, by its id (fwcluster1…, its key's public
+    /// half), to peer with this one: its owner board gets the request and
+    /// agrees with `fogwire cluster accept`; then the boards of both
+    /// clusters link to each other.
+    ///
+    /// Run it on the board that made this cluster (it signs with the
+    /// cluster key). It fails, saying why, if the other cluster's owner
+    /// board cannot be found or reached.
+    Peer(PeerArgs),
+    /// Agree to another cluster's request to peer (`fogwire cluster
+    /// peers` lists the requests), on the board that made this cluster.
+    Accept(PeerArgs),
+    /// The clusters this one peers with, has asked, or was asked by.
+    Peers(ReadArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PeerArgs {
+    /// The other cluster's id (fwcluster1…; `fogwire cluster status`
+    /// prints a cluster's).
+    cluster: String,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -151,6 +174,63 @@ pub async fn run(home: &Path, command: Command) -> anyhow::Result<()> {
                 return print_json(&status);
             }
             print_status(&status);
+            Ok(())
+        }
+        Command::Peer(args) => {
+            let peering = client.cluster_peer(&args.cluster).await?;
+            if args.json {
+                return print_json(&peering);
+            }
+            let mine = client.cluster().await?.cluster.unwrap_or_default();
+            println!(
+                "Asked cluster {} to peer; on the board that made it, its owner agrees with:\n\n  fogwire cluster accept {mine}\n",
+                short(&peering.cluster)
+            );
+            Ok(())
+        }
+        Command::Accept(args) => {
+            let peering = client.cluster_peer_accept(&args.cluster).await?;
+            if args.json {
+                return print_json(&peering);
+            }
+            println!(
+                "Peered with cluster {}: this cluster's boards link to its {} boards.",
+                short(&peering.cluster),
+                peering.boards.len()
+            );
+            println!("`fogwire cluster peers` shows the links.");
+            Ok(())
+        }
+        Command::Peers(args) => {
+            let peers = client.cluster_peers().await?;
+            if args.json {
+                return print_json(&peers);
+            }
+            if peers.peerings.is_empty() {
+                println!("No peered clusters; `fogwire cluster peer <fwcluster1…>` asks one.");
+                return Ok(());
+            }
+            let mut table = Table::new(
+                &["cluster", "state", "boards", "linked", "asked by"],
+                &[2, 3],
+            );
+            for peering in &peers.peerings {
+                table.row(vec![
+                    peering.cluster.clone(),
+                    peering.state.clone(),
+                    peering.boards.len().to_string(),
+                    peering.linked.to_string(),
+                    peering.requester.as_deref().map(short).unwrap_or_default(),
+                ]);
+            }
+            table.print();
+            if peers
+                .peerings
+                .iter()
+                .any(|peering| peering.state == "asked")
+            {
+                println!("\nAgree to an asked peering with `fogwire cluster accept <cluster>`.");
+            }
             Ok(())
         }
         Command::Members(args) => {

@@ -120,7 +120,8 @@ async fn serve(shared: Arc<Shared>, mut stream: RouteStream) {
                 | Frame::Card(_)
                 | Frame::Receipt(_)
                 | Frame::Refused { .. }
-                | Frame::BatchEnd { .. } => Ok(()),
+                | Frame::BatchEnd { .. }
+                | Frame::Peering { .. } => Ok(()),
             };
             if let Err(error) = result {
                 tracing::warn!(peer = %peer.short(), %error, "mailbox storage failed");
