@@ -8,7 +8,12 @@ use fogwire_ledger_proto::{Genesis, Ledger, Op, Rules, Transaction, Verified};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: &[u8]| {
-    for kind in [ReceiptKind::Forwarding, ReceiptKind::Serving, ReceiptKind::Exit] {
+    for kind in [
+        ReceiptKind::Forwarding,
+        ReceiptKind::Serving,
+        ReceiptKind::Exit,
+        ReceiptKind::Mailbox,
+    ] {
         let _ = receipt::verify(kind, input);
         let Ok(claim) = receipt::read(kind, input) else {
             continue;

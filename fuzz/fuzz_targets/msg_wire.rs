@@ -1,5 +1,6 @@
 //! The messenger's wire structures, as they arrive from a stream or a
-//! mailbox: frames, envelopes, sealed texts, cards and receipts. Nothing
+//! mailbox: frames, envelopes, sealed texts, cards, receipts and
+//! clusters' peering offers. Nothing
 //! may panic, bounds hold, and what decodes encodes back to its bytes.
 #![no_main]
 
@@ -27,5 +28,8 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(receipt) = Receipt::verify(data) {
         assert!(receipt.ids.len() <= RECEIPT_IDS_MAX);
+    }
+    if let Ok(offer) = fogwire_msg_proto::peering::Offer::verify(data) {
+        assert!(offer.boards.len() <= fogwire_msg_proto::peering::BOARDS_MAX);
     }
 });

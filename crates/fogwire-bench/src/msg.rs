@@ -9,7 +9,11 @@
 //!   text size);
 //! - 1 000 messages queued for a stopped node: the time from the moment
 //!   the sender has a path to it again to the last receipt, beside the
-//!   time the node took from its start to being reachable.
+//!   time the node took from its start to being reachable;
+//! - 1 000 messages held by the stopped node's mailbox (the node next to
+//!   it) while the sender is away too: the time from the moment the node
+//!   has a path to its mailbox again to the last message on its disk,
+//!   beside the time it took from its start to that path.
 //!
 //! The recipients write to the sender first, as in a conversation (a
 //! stranger may leave only 1 000 unread messages). Every node runs on its
@@ -70,6 +74,10 @@ pub struct Report {
     pub reconnect_ms: f64,
     /// From then until the last queued message is signed for.
     pub queued_delivered_ms: f64,
+    /// From the stopped node's start until it has a path to its mailbox.
+    pub mailbox_reconnect_ms: f64,
+    /// From then until the last message its mailbox held is on its disk.
+    pub mailbox_delivered_ms: f64,
 }
 
 /// Which step is being measured, for progress output.
@@ -80,20 +88,46 @@ pub enum Step {
     Burst,
     Cipher,
     Queued,
+    Mailbox,
 }
 
 /// The messenger's measures on a [`BenchNode`].
 trait Messaging {
     fn routable(&self, to: NodeId) -> Result<bool, BenchError>;
-    fn delivered(&self, peer: NodeId) -> Result<usize, BenchError>;
+    fn delivered(&self, peer: NodeId) -> Result<usize, BenchError> {
+        self.count(peer, |record| {
+            record.outgoing && matches!(record.status, Status::Delivered | Status::Read)
+        })
+    }
+    fn stored(&self, peer: NodeId) -> Result<usize, BenchError> {
+        self.count(peer, |record| {
+            record.outgoing && record.status == Status::Stored
+        })
+    }
+    fn received(&self, peer: NodeId) -> Result<usize, BenchError> {
+        self.count(peer, |record| !record.outgoing)
+    }
+    /// How many messages of the conversation with `peer` pass `filter`.
+    fn count(
+        &self,
+        peer: NodeId,
+        filter: fn(&fogwire_msg::Record) -> bool,
+    ) -> Result<usize, BenchError>;
     fn send_many(&self, peer: NodeId, count: usize, text: &str) -> Result<(), BenchError>;
 }
 
-/// A node keeping its files in `dir/name`, so it can start again.
-fn start(name: &str, key: Arc<Keypair>, dir: &std::path::Path) -> Result<BenchNode, BenchError> {
+/// A node keeping its files in `dir/name`, so it can start again, with
+/// its mailboxes.
+fn start(
+    name: &str,
+    key: Arc<Keypair>,
+    dir: &std::path::Path,
+    mailboxes: fogwire_msg::Mailboxes,
+) -> Result<BenchNode, BenchError> {
     let mut options = NodeOptions::local(key);
     options.data_dir = Some(dir.join(name));
     options.store_dir = Some(dir.join(name).join("store"));
+    options.mailboxes = mailboxes;
     BenchNode::start(name, options)
 }
 
@@ -108,8 +142,11 @@ impl Messaging for BenchNode {
         })
     }
 
-    /// How many messages to `peer` are delivered (or read).
-    fn delivered(&self, peer: NodeId) -> Result<usize, BenchError> {
+    fn count(
+        &self,
+        peer: NodeId,
+        filter: fn(&fogwire_msg::Record) -> bool,
+    ) -> Result<usize, BenchError> {
         let node = self.node.clone();
         let records = on(&self.runtime, async move {
             node.messenger()
@@ -117,12 +154,7 @@ impl Messaging for BenchNode {
                 .await
         })?
         .map_err(bench_error)?;
-        Ok(records
-            .iter()
-            .filter(|record| {
-                record.outgoing && matches!(record.status, Status::Delivered | Status::Read)
-            })
-            .count())
+        Ok(records.iter().filter(|record| filter(record)).count())
     }
 
     fn send_many(&self, peer: NodeId, count: usize, text: &str) -> Result<(), BenchError> {
@@ -154,17 +186,32 @@ pub fn run(options: &Options, mut progress: impl FnMut(Step)) -> Result<Report, 
     progress(Step::Starting);
     let key = || Keypair::generate().map(Arc::new).map_err(bench_error);
     let last_key = key()?;
+    let far_id = last_key.node_id();
+    // The node next to the far one holds its mail while it is away.
+    let mailbox_key = key()?;
+    let far_mailboxes = fogwire_msg::Mailboxes {
+        mine: vec![mailbox_key.node_id()],
+        serve_for: Vec::new(),
+    };
     let mut nodes = Vec::new();
     for (index, name) in ["sender", "relay1", "relay2"].iter().enumerate() {
-        let node = start(name, key()?, dir.path())?;
+        let (key, mailboxes) = if index == 2 {
+            let serving = fogwire_msg::Mailboxes {
+                mine: Vec::new(),
+                serve_for: vec![far_id],
+            };
+            (mailbox_key.clone(), serving)
+        } else {
+            (key()?, fogwire_msg::Mailboxes::default())
+        };
+        let node = start(name, key, dir.path(), mailboxes)?;
         if index > 0 {
             node.link_to(&nodes[index - 1])?;
         }
         nodes.push(node);
     }
-    let far = start("far", last_key.clone(), dir.path())?;
+    let far = start("far", last_key.clone(), dir.path(), far_mailboxes.clone())?;
     far.link_to(&nodes[2])?;
-    let far_id = far.node.node_id();
     until("a path to the far node", OFTEN, PATIENCE, || {
         nodes[0].routable(far_id)
     })?;
@@ -251,7 +298,7 @@ pub fn run(options: &Options, mut progress: impl FnMut(Step)) -> Result<Report, 
     let before = sender.delivered(far_id)?;
     sender.send_many(far_id, options.queued, &text)?;
     let started = Instant::now();
-    let far = start("far", last_key, dir.path())?;
+    let far = start("far", last_key.clone(), dir.path(), far_mailboxes.clone())?;
     far.link_to(&nodes[2])?;
     until("a path to the returning node", OFTEN, PATIENCE, || {
         sender.routable(far_id)
@@ -265,6 +312,40 @@ pub fn run(options: &Options, mut progress: impl FnMut(Step)) -> Result<Report, 
     )?;
     let queued_delivered_ms = reconnected.elapsed().as_secs_f64() * 1e3;
     let reconnect_ms = (reconnected - started).as_secs_f64() * 1e3;
+
+    // 1 000 held by the far node's mailbox while the sender is away too.
+    progress(Step::Mailbox);
+    let sender_id = sender.node.node_id();
+    let before = far.received(sender_id)?;
+    far.stop();
+    until("the sender to lose its path", OFTEN * 10, PATIENCE, || {
+        Ok(!sender.routable(far_id)?)
+    })?;
+    sender.send_many(far_id, options.queued, &text)?;
+    until("the mailbox to hold them", OFTEN * 10, PATIENCE, || {
+        Ok(sender.stored(far_id)? >= options.queued)
+    })?;
+    let mut nodes = nodes.into_iter();
+    if let Some(sender) = nodes.next() {
+        sender.stop();
+    }
+    let nodes: Vec<BenchNode> = nodes.collect();
+    let started = Instant::now();
+    let far = start("far", last_key, dir.path(), far_mailboxes)?;
+    far.link_to(&nodes[1])?;
+    let mailbox_id = mailbox_key.node_id();
+    until("a path to the mailbox", OFTEN, PATIENCE, || {
+        far.routable(mailbox_id)
+    })?;
+    let reconnected = Instant::now();
+    until(
+        "the held messages to be picked up",
+        OFTEN * 2,
+        PATIENCE,
+        || Ok(far.received(sender_id)? >= before + options.queued),
+    )?;
+    let mailbox_delivered_ms = reconnected.elapsed().as_secs_f64() * 1e3;
+    let mailbox_reconnect_ms = (reconnected - started).as_secs_f64() * 1e3;
     far.stop();
     for node in nodes {
         node.stop();
@@ -281,6 +362,8 @@ pub fn run(options: &Options, mut progress: impl FnMut(Step)) -> Result<Report, 
         queued: options.queued,
         reconnect_ms,
         queued_delivered_ms,
+        mailbox_reconnect_ms,
+        mailbox_delivered_ms,
     })
 }
 

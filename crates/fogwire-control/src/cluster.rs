@@ -169,14 +169,7 @@ pub(crate) async fn peer(
     State(state): State<Arc<ApiState>>,
     axum::Json(request): axum::Json<ClusterPeer>,
 ) -> Response {
-    let (messenger, cluster) = match peer_target(&state, &request) {
-        Ok(target) => target,
-        Err(response) => return *response,
-    };
-    match messenger.peer_request(cluster).await {
-        Ok(peering) => axum::Json(peering_view(&linked(&state), cluster, &peering)).into_response(),
-        Err(failure) => peering_refused(failure),
-    }
+    peering(&state, &request, false).await
 }
 
 /// `POST /v1/cluster/peer/accept`: agrees to another cluster's request.
@@ -184,12 +177,21 @@ pub(crate) async fn accept(
     State(state): State<Arc<ApiState>>,
     axum::Json(request): axum::Json<ClusterPeer>,
 ) -> Response {
-    let (messenger, cluster) = match peer_target(&state, &request) {
+    peering(&state, &request, true).await
+}
+
+async fn peering(state: &ApiState, request: &ClusterPeer, accept: bool) -> Response {
+    let (messenger, cluster) = match peer_target(state, request) {
         Ok(target) => target,
         Err(response) => return *response,
     };
-    match messenger.peer_accept(cluster).await {
-        Ok(peering) => axum::Json(peering_view(&linked(&state), cluster, &peering)).into_response(),
+    let result = if accept {
+        messenger.peer_accept(cluster).await
+    } else {
+        messenger.peer_request(cluster).await
+    };
+    match result {
+        Ok(peering) => axum::Json(peering_view(&linked(state), cluster, &peering)).into_response(),
         Err(failure) => peering_refused(failure),
     }
 }

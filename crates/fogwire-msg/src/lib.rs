@@ -169,6 +169,30 @@ impl Shared {
         }
     }
 
+    /// Opens a route to `node` and a stream to its `service`, runs `work`
+    /// on the stream, and closes the route, whatever `work` returned.
+    pub(crate) async fn over_route<T, Work>(
+        &self,
+        node: NodeId,
+        service: &str,
+        work: impl FnOnce(fogwire_route::RouteStream) -> Work,
+    ) -> Result<T, String>
+    where
+        Work: Future<Output = Result<T, String>>,
+    {
+        let opened = self
+            .routing
+            .open(node, fogwire_route::Constraints::default())
+            .await
+            .map_err(|error| error.to_string())?;
+        let result = match self.routing.connect(opened.route, service).await {
+            Ok(stream) => work(stream).await,
+            Err(error) => Err(error.to_string()),
+        };
+        let _ = self.routing.close(opened.route).await;
+        result
+    }
+
     /// Runs `work` on the state on a blocking thread.
     pub(crate) async fn with_state<T: Send + 'static>(
         self: &Arc<Self>,
@@ -216,7 +240,14 @@ impl Messenger {
         });
         let (sends, requests) = mpsc::channel(SENDS_QUEUED);
         shared.tasks.spawn(write_sends(shared.clone(), requests));
-        shared.tasks.spawn(release_overdue(shared.clone()));
+        // Every minute, shows what gaps held back for too long.
+        shared.tasks.spawn(every(
+            shared.clone(),
+            Duration::from_secs(60),
+            "messages held behind a gap could not be released",
+            State::release_overdue,
+            |shared, shown| shared.publish(shown),
+        ));
         shared.tasks.spawn(mailbox::collect(shared.clone()));
         shared.tasks.spawn(mailbox::sweep(shared.clone()));
         routing.accept(
@@ -469,23 +500,26 @@ async fn write_sends(shared: Arc<Shared>, mut requests: mpsc::Receiver<SendReque
     }
 }
 
-/// Every minute, shows what gaps held back for too long.
-async fn release_overdue(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
+/// Every `period`, runs `work` on the state (with the time) and hands
+/// what it returns to `then`, until shutdown; `failed` says what could
+/// not be done.
+pub(crate) async fn every<T: Send + 'static>(
+    shared: Arc<Shared>,
+    period: Duration,
+    failed: &'static str,
+    work: fn(&mut State, u64) -> Result<T, DbError>,
+    then: fn(&Shared, T),
+) {
+    let mut tick = tokio::time::interval(period);
     loop {
         tokio::select! {
             () = shared.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
         let now = fogwire_env::unix_ms();
-        match shared
-            .with_state(move |state| state.release_overdue(now))
-            .await
-        {
-            Ok(Ok(shown)) => shared.publish(shown),
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "messages held behind a gap could not be released")
-            }
+        match shared.with_state(move |state| work(state, now)).await {
+            Ok(Ok(done)) => then(&shared, done),
+            Ok(Err(error)) => tracing::warn!(%error, "{failed}"),
             Err(_) => return,
         }
     }

@@ -23,7 +23,6 @@ use std::time::Duration;
 use fogwire_identity::{Keypair, NodeId};
 use fogwire_msg_proto::Frame;
 use fogwire_msg_proto::peering::{self, Board, Offer, Stage};
-use fogwire_route::Constraints;
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -184,47 +183,37 @@ async fn exchange(
     stage: Stage,
     offers: Vec<Vec<u8>>,
 ) -> Result<(), String> {
-    let opened = shared
-        .routing
-        .open(node, Constraints::default())
-        .await
-        .map_err(|error| error.to_string())?;
-    let result = async {
-        let mut stream = shared
-            .routing
-            .connect(opened.route, crate::SERVICE)
-            .await
-            .map_err(|error| error.to_string())?;
-        stream
-            .write_all(encode_all(&[Frame::Peering { stage, offers }]))
-            .await
-            .map_err(|error| error.to_string())?;
-        let mut reader = FrameReader::default();
-        loop {
-            let frames = reader
-                .next_batch(&mut stream, ANSWER_TIMEOUT)
+    shared
+        .over_route(node, crate::SERVICE, |mut stream| async move {
+            stream
+                .write_all(encode_all(&[Frame::Peering { stage, offers }]))
                 .await
-                .map_err(|error| match error {
-                    crate::frames::FramesError::Ended => "it refused".to_owned(),
-                    other => other.to_string(),
-                })?;
-            if frames.iter().any(|frame| {
-                matches!(
-                    frame,
-                    Frame::Peering {
-                        stage: Stage::Ack,
-                        ..
-                    }
-                )
-            }) {
-                let _ = stream.finish().await;
-                return Ok(());
+                .map_err(|error| error.to_string())?;
+            let mut reader = FrameReader::default();
+            loop {
+                let frames = reader
+                    .next_batch(&mut stream, ANSWER_TIMEOUT)
+                    .await
+                    .map_err(|error| match error {
+                        crate::frames::FramesError::Ended => "it refused".to_owned(),
+                        other => other.to_string(),
+                    })?;
+                let acked = frames.iter().any(|frame| {
+                    matches!(
+                        frame,
+                        Frame::Peering {
+                            stage: Stage::Ack,
+                            ..
+                        }
+                    )
+                });
+                if acked {
+                    let _ = stream.finish().await;
+                    return Ok(());
+                }
             }
-        }
-    }
-    .await;
-    let _ = shared.routing.close(opened.route).await;
-    result
+        })
+        .await
 }
 
 pub(crate) async fn request(shared: &Arc<Shared>, cluster: NodeId) -> Result<Peering, MsgError> {

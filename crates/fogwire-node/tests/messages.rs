@@ -40,6 +40,13 @@ async fn until_statuses(node: &Node, peer: NodeId, count: usize, status: Status)
     .await;
 }
 
+/// Sends each of `texts` from `from` to `to`, in order.
+async fn send_each(from: &Node, to: NodeId, texts: &[String]) {
+    for text in texts {
+        from.messenger().send(to, text.clone()).await.unwrap();
+    }
+}
+
 /// The received texts of a conversation, in the order shown.
 fn received(records: &[Record]) -> Vec<String> {
     records
@@ -56,13 +63,7 @@ async fn messages_cross_a_relay_once_in_order_with_receipts_both_ways() {
     link(&relay, &carol).await;
     assert_eq!(until_routable(&alice, &carol).await, 2);
     let texts: Vec<String> = (0..100).map(|index| format!("message {index}")).collect();
-    for text in &texts {
-        alice
-            .messenger()
-            .send(carol.node_id(), text.clone())
-            .await
-            .unwrap();
-    }
+    send_each(&alice, carol.node_id(), &texts).await;
     until_statuses(&alice, carol.node_id(), 100, Status::Delivered).await;
     let at_carol = conversation(&carol, alice.node_id()).await;
     assert_eq!(received(&at_carol), texts, "each once, in order");
@@ -138,13 +139,7 @@ async fn messages_to_a_stopped_node_arrive_once_in_order_when_it_returns_and_his
     let texts: Vec<String> = (0..100)
         .map(|index| format!("while away {index}"))
         .collect();
-    for text in &texts {
-        alice
-            .messenger()
-            .send(carol_id, text.clone())
-            .await
-            .unwrap();
-    }
+    send_each(&alice, carol_id, &texts).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let queued = conversation(&alice, carol_id).await;
     assert_eq!(
@@ -469,13 +464,7 @@ async fn mail_for_a_stopped_node_waits_at_its_mailboxes_and_arrives_once_when_on
     carol.shutdown().await;
     drop(carol);
     let texts: Vec<String> = (0..100).map(|index| format!("held {index}")).collect();
-    for text in &texts {
-        alice
-            .messenger()
-            .send(carol_id, text.clone())
-            .await
-            .unwrap();
-    }
+    send_each(&alice, carol_id, &texts).await;
     until_statuses(&alice, carol_id, 100, Status::Stored).await;
     for mailbox in [&m1, &m2] {
         let (count, bytes) = mailbox.messenger().held_for(carol_id).await.unwrap();
@@ -708,13 +697,7 @@ async fn a_board_away_from_its_cluster_has_its_mail_held_by_two_boards_chosen_by
     carol.shutdown().await;
     drop(carol);
     let texts: Vec<String> = (0..20).map(|index| format!("to the box {index}")).collect();
-    for text in &texts {
-        alice
-            .messenger()
-            .send(carol_id, text.clone())
-            .await
-            .unwrap();
-    }
+    send_each(&alice, carol_id, &texts).await;
     until_statuses(&alice, carol_id, 20, Status::Stored).await;
     for board in &boards {
         let (held, _) = board.messenger().held_for(carol_id).await.unwrap();
@@ -837,4 +820,61 @@ async fn two_clusters_peer_by_public_key_when_the_other_owner_accepts_and_all_th
         })
         .await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mailbox_is_paid_in_the_ledger_by_the_owner_whose_mail_it_held() {
+    use fogwire_ledger::proto::{COIN, Genesis, Id, Rules};
+    let (carol_key, mailbox_key) = (keypair(), keypair());
+    let (carol_id, mailbox_id) = (carol_key.node_id(), mailbox_key.node_id());
+    // The mailbox runs the ledger; mail is paid at a price that makes a
+    // few kilobytes worth coins.
+    let mut rules = Rules::new(Id(*mailbox_id.as_bytes()), Id(*mailbox_id.as_bytes()));
+    rules.price_per_gib_served = 1_000_000 * COIN;
+    let mut mailbox_options = mailbox_of(NodeOptions::local(mailbox_key), carol_id);
+    mailbox_options.ledger.serve = Some(Genesis {
+        rules,
+        accounts: vec![(Id(*carol_id.as_bytes()), 1_000 * COIN)],
+    });
+    let mailbox = start(mailbox_options).await;
+    let dir = tempfile::tempdir().unwrap();
+    let carol_options = || with_mailboxes(persistent(carol_key.clone(), dir.path()), &[mailbox_id]);
+    let carol = start(carol_options()).await;
+    let alice = node().await;
+    link(&alice, &mailbox).await;
+    link(&carol, &mailbox).await;
+    until_routable(&alice, &carol).await;
+    alice
+        .messenger()
+        .send(carol_id, "before".into())
+        .await
+        .unwrap();
+    until_statuses(&alice, carol_id, 1, Status::Delivered).await;
+    carol.shutdown().await;
+    drop(carol);
+    let texts: Vec<String> = (0..50).map(|index| format!("paid for {index}")).collect();
+    send_each(&alice, carol_id, &texts).await;
+    until_statuses(&alice, carol_id, 50, Status::Stored).await;
+    let (_, held_bytes) = mailbox.messenger().held_for(carol_id).await.unwrap();
+
+    let carol = start(carol_options()).await;
+    link(&carol, &mailbox).await;
+    wait::until_async("Carol to pick up her mail", || async {
+        (mailbox.messenger().held_for(carol_id).await.unwrap() == (0, 0)).then_some(())
+    })
+    .await;
+    let client = mailbox.ledger().client().clone();
+    let owed = fogwire_ledger::proto::receipt::cost(held_bytes, 1_000_000 * COIN);
+    assert!(owed > 0);
+    wait::until_async("the mailbox's receipt redeemed", || {
+        let client = client.clone();
+        async move {
+            let paid = client.account(&Id(*mailbox_id.as_bytes())).await.ok()?;
+            (paid.account.balance == owed).then_some(())
+        }
+    })
+    .await;
+    let left = client.account(&Id(*carol_id.as_bytes())).await.unwrap();
+    assert_eq!(left.account.balance, 1_000 * COIN - owed);
+    drop(carol);
 }

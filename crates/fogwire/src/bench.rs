@@ -37,7 +37,7 @@ pub enum Command {
     /// hops (to its delivery receipt) beside the route's round trip;
     /// messages per second between neighbours beside Olm alone on one
     /// core; 1,000 messages queued for a stopped node, delivered when it
-    /// is back.
+    /// is back; 1,000 held by its mailbox, picked up when it is back.
     Msg(MsgArgs),
     /// The service RPC on one link: one call beside a bare round trip of a
     /// link message (the RPC's cost per call is the difference), and calls
@@ -371,6 +371,7 @@ async fn msg(args: MsgArgs) -> anyhow::Result<()> {
                 MsgStep::Burst => "sending a burst to a neighbour",
                 MsgStep::Cipher => "timing Olm alone",
                 MsgStep::Queued => "queueing for a stopped node, starting it again",
+                MsgStep::Mailbox => "leaving mail at a stopped node's mailbox, starting it again",
             }
             .to_owned()
         },
@@ -409,6 +410,15 @@ async fn msg(args: MsgArgs) -> anyhow::Result<()> {
         ),
         report.queued_delivered_ms,
         report.reconnect_ms
+    );
+    println!(
+        "{:<52} {:>11.0} ms {:>11.0} ms",
+        format!(
+            "{} held by its mailbox, picked up after a path / return",
+            report.queued
+        ),
+        report.mailbox_delivered_ms,
+        report.mailbox_reconnect_ms
     );
     Ok(())
 }

@@ -298,17 +298,8 @@ async fn hand_over(
         shared.publish(changed);
         return Ok(ids);
     }
-    let opened = shared
-        .routing
-        .open(mailbox, Constraints::default())
-        .await
-        .map_err(|error| error.to_string())?;
-    let result = async {
-        let mut stream = shared
-            .routing
-            .connect(opened.route, SERVICE)
-            .await
-            .map_err(|error| error.to_string())?;
+    shared
+        .over_route(mailbox, SERVICE, |mut stream| async move {
         let frames: Vec<Frame> = envelopes.iter().cloned().map(Frame::Envelope).collect();
         stream
             .write_all(encode_all(&frames))
@@ -348,10 +339,8 @@ async fn hand_over(
         }
         let _ = stream.finish().await;
         Ok(held)
-    }
-    .await;
-    let _ = shared.routing.close(opened.route).await;
-    result
+    })
+    .await
 }
 
 /// The owner's side: picks up what its mailboxes hold, when one becomes
@@ -402,108 +391,92 @@ pub(crate) async fn collect(shared: Arc<Shared>) {
 
 /// Drops, every hour, what this node held as a mailbox past its time.
 pub(crate) async fn sweep(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(SWEEP_EVERY);
-    loop {
-        tokio::select! {
-            () = shared.shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let now = fogwire_env::unix_ms();
-        match shared
-            .with_state(move |state| store::sweep(state.db(), now))
-            .await
-        {
-            Ok(Ok(0)) => {}
-            Ok(Ok(count)) => tracing::info!(count, "dropped mail held past its 14 days"),
-            Ok(Err(error)) => tracing::warn!(%error, "cannot drop expired mail"),
-            Err(_) => return,
-        }
-    }
+    crate::every(
+        shared,
+        SWEEP_EVERY,
+        "cannot drop expired mail",
+        |state, now| store::sweep(state.db(), now),
+        |_, count| {
+            if count > 0 {
+                tracing::info!(count, "dropped mail held past its 14 days");
+            }
+        },
+    )
+    .await;
 }
 
 /// Picks up everything `mailbox` holds for this node: how many messages.
 async fn pick_up(shared: &Arc<Shared>, mailbox: NodeId) -> Result<usize, String> {
-    let opened = shared
-        .routing
-        .open(mailbox, Constraints::default())
-        .await
-        .map_err(|error| error.to_string())?;
-    let result = async {
-        let mut stream = shared
-            .routing
-            .connect(opened.route, SERVICE)
-            .await
-            .map_err(|error| error.to_string())?;
-        let contacts = shared
-            .with_state(|state| crate::db::contacts(state.db()))
-            .await
-            .map_err(|error| error.to_string())?
-            .map_err(|error| error.to_string())?;
-        let known: Vec<NodeId> = contacts
-            .into_iter()
-            .filter(|(_, contact)| contact.out_stream.is_some())
-            .map(|(peer, _)| peer)
-            .take(fogwire_msg_proto::mailbox::KNOWN_MAX)
-            .collect();
-        let mut frames: Vec<Frame> = known
-            .chunks(KNOWN_PER_FRAME)
-            .map(|chunk| Frame::Known(chunk.to_vec()))
-            .collect();
-        frames.push(Frame::Pickup {
-            max: BATCH_MAX as u16,
-        });
-        let mut reader = FrameReader::default();
-        let mut total = 0;
-        loop {
-            stream
-                .write_all(encode_all(&frames))
+    shared
+        .over_route(mailbox, SERVICE, |mut stream| async move {
+            let contacts = shared
+                .with_state(|state| crate::db::contacts(state.db()))
                 .await
+                .map_err(|error| error.to_string())?
                 .map_err(|error| error.to_string())?;
-            let mut envelopes = Vec::new();
-            let remaining = 'batch: loop {
-                let batch = reader
-                    .next_batch(&mut stream, ANSWER_TIMEOUT)
-                    .await
-                    .map_err(|error| error.to_string())?;
-                for frame in batch {
-                    match frame {
-                        Frame::Envelope(bytes) if envelopes.len() < BATCH_MAX => {
-                            envelopes.push(bytes)
-                        }
-                        Frame::BatchEnd { remaining } => break 'batch remaining,
-                        _ => {}
-                    }
-                }
-            };
-            if envelopes.is_empty() {
-                break;
-            }
-            total += envelopes.len();
-            let taken = open_picked(shared, mailbox, envelopes).await?;
-            frames = vec![Frame::Taken(taken.ids), Frame::Pay(taken.pay)];
-            if remaining == 0 {
+            let known: Vec<NodeId> = contacts
+                .into_iter()
+                .filter(|(_, contact)| contact.out_stream.is_some())
+                .map(|(peer, _)| peer)
+                .take(fogwire_msg_proto::mailbox::KNOWN_MAX)
+                .collect();
+            let mut frames: Vec<Frame> = known
+                .chunks(KNOWN_PER_FRAME)
+                .map(|chunk| Frame::Known(chunk.to_vec()))
+                .collect();
+            frames.push(Frame::Pickup {
+                max: BATCH_MAX as u16,
+            });
+            let mut reader = FrameReader::default();
+            let mut total = 0;
+            loop {
                 stream
                     .write_all(encode_all(&frames))
                     .await
                     .map_err(|error| error.to_string())?;
-                break;
+                let mut envelopes = Vec::new();
+                let remaining = 'batch: loop {
+                    let batch = reader
+                        .next_batch(&mut stream, ANSWER_TIMEOUT)
+                        .await
+                        .map_err(|error| error.to_string())?;
+                    for frame in batch {
+                        match frame {
+                            Frame::Envelope(bytes) if envelopes.len() < BATCH_MAX => {
+                                envelopes.push(bytes)
+                            }
+                            Frame::BatchEnd { remaining } => break 'batch remaining,
+                            _ => {}
+                        }
+                    }
+                };
+                if envelopes.is_empty() {
+                    break;
+                }
+                total += envelopes.len();
+                let taken = open_picked(shared, mailbox, envelopes).await?;
+                frames = vec![Frame::Taken(taken.ids), Frame::Pay(taken.pay)];
+                if remaining == 0 {
+                    stream
+                        .write_all(encode_all(&frames))
+                        .await
+                        .map_err(|error| error.to_string())?;
+                    break;
+                }
+                frames.push(Frame::Pickup {
+                    max: BATCH_MAX as u16,
+                });
             }
-            frames.push(Frame::Pickup {
-                max: BATCH_MAX as u16,
-            });
-        }
-        let _ = stream.finish().await;
-        // The mailbox ends its side once it has read ours: by then it
-        // dropped what was taken.
-        let _ = tokio::time::timeout(ANSWER_TIMEOUT, async {
-            while let Some(Ok(_)) = stream.read().await {}
+            let _ = stream.finish().await;
+            // The mailbox ends its side once it has read ours: by then it
+            // dropped what was taken.
+            let _ = tokio::time::timeout(ANSWER_TIMEOUT, async {
+                while let Some(Ok(_)) = stream.read().await {}
+            })
+            .await;
+            Ok(total)
         })
-        .await;
-        Ok(total)
-    }
-    .await;
-    let _ = shared.routing.close(opened.route).await;
-    result
+        .await
 }
 
 /// What an owner took from a batch of its mail.

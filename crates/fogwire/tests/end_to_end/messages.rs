@@ -147,3 +147,90 @@ fn two_nodes_exchange_messages_through_a_relay_and_an_absent_one_gets_its_mail_o
         "{table}"
     );
 }
+
+/// A cluster of two hand-started boards (mDNS off: the second links to
+/// the first by hand): the board that made it, the other, and its id.
+fn two_board_cluster() -> (TestNode, TestNode, String) {
+    let owner = TestNode::start_with("cluster", "mdns = false");
+    let other = TestNode::start_with("cluster", "mdns = false");
+    let created: fogwire_api::ClusterCreated = json(&owner.cli(&["cluster", "init", "--json"]));
+    let joined = other.cli(&["cluster", "join", &created.join_code]);
+    assert!(joined.status.success(), "{}", stderr(&joined));
+    let linked = other.cli(&["connect", &owner.peer_addr()]);
+    assert!(linked.status.success(), "{}", stderr(&linked));
+    (owner, other, created.cluster)
+}
+
+fn peerings(board: &TestNode) -> Vec<fogwire_api::ClusterPeering> {
+    let peers: fogwire_api::ClusterPeerings = json(&board.cli(&["cluster", "peers", "--json"]));
+    peers.peerings
+}
+
+#[test]
+fn two_clusters_peer_by_public_key_through_the_cli() {
+    let (a0, a1, a_id) = two_board_cluster();
+    let (b0, b1, b_id) = two_board_cluster();
+    let hub = TestNode::start("");
+    for owner in [&a0, &b0] {
+        let linked = owner.cli(&["connect", &hub.peer_addr()]);
+        assert!(linked.status.success(), "{}", stderr(&linked));
+    }
+
+    // A board without the cluster key cannot peer its cluster.
+    let refused = a1.cli(&["cluster", "peer", &b_id]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("only the board that holds the cluster key"),
+        "{}",
+        stderr(&refused)
+    );
+
+    // A's owner asks B's, once B's owner board is known to the network.
+    wait_until("B's owner to take A's request", || {
+        a0.cli(&["cluster", "peer", &b_id]).status.success()
+    });
+    let asked = peerings(&b0);
+    assert_eq!(asked.len(), 1);
+    assert_eq!(
+        (asked[0].cluster.as_str(), asked[0].state.as_str()),
+        (a_id.as_str(), "asked")
+    );
+    let listed = b0.cli(&["cluster", "peers"]);
+    assert!(
+        stdout(&listed).contains("fogwire cluster accept"),
+        "{}",
+        stdout(&listed)
+    );
+
+    let accepted = b0.cli(&["cluster", "accept", &a_id]);
+    assert!(accepted.status.success(), "{}", stderr(&accepted));
+    assert!(
+        stdout(&accepted).contains("Peered"),
+        "{}",
+        stdout(&accepted)
+    );
+
+    // Every board of A links to every board of B.
+    wait_until(
+        "every board of one cluster linked to every board of the other",
+        || {
+            [&a0, &a1].iter().all(|x| {
+                let linked: Vec<String> = x
+                    .peers()
+                    .into_iter()
+                    .filter(|peer| matches!(peer.state, fogwire_api::PeerState::Linked))
+                    .map(|peer| peer.node_id)
+                    .collect();
+                [&b0, &b1]
+                    .iter()
+                    .all(|y| linked.contains(&y.node_id().to_string()))
+            })
+        },
+    );
+    for board in [&a0, &a1, &b0, &b1] {
+        wait_until("every board to keep the peering", || {
+            let kept = peerings(board);
+            kept.len() == 1 && kept[0].state == "peered" && kept[0].linked == 2
+        });
+    }
+}
