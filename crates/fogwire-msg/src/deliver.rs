@@ -23,6 +23,8 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a route to a peer stays open after its last work (less than
 /// the service's idle timeout, so the peer does not close it first).
 const LINGER: Duration = Duration::from_secs(15);
+/// Batches sealed and sent before the first is signed for.
+const IN_FLIGHT: usize = 4;
 /// How often a peer without a route is looked for in the graph.
 const ROUTABLE_POLL: Duration = Duration::from_millis(100);
 
@@ -233,7 +235,7 @@ async fn attempt(
         });
         // The peer learns this node's card (its mailboxes) on each new
         // channel, not only when it starts a session.
-        frames.push(Frame::Card(shared.state().card().to_vec()));
+        frames.push(Frame::Card(shared.lock(&shared.card).clone()));
     }
     let Some(channel) = channel.as_mut() else {
         return Err(AttemptError::Stopped);
@@ -269,9 +271,12 @@ async fn attempt(
     let mut last_sent = records.last().map(|record| record.seq);
     let mut failure = None;
     while !waiting.is_empty() {
-        // Two batches in flight: the next is sealed and sent while the
-        // peer opens this one.
-        if waiting.len() <= BATCH_MAX && failure.is_none() && last_sent.is_some() {
+        // Batches in flight: the next are sealed and sent while the peer
+        // opens this one.
+        while waiting.len() <= (IN_FLIGHT - 1) * BATCH_MAX
+            && failure.is_none()
+            && last_sent.is_some()
+        {
             let after = last_sent;
             let more = shared
                 .with_state(move |state| state.outbox_after(&peer, after, BATCH_MAX))

@@ -129,8 +129,10 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     /// The nodes this node keeps mail for, as a mailbox.
     owners: Mutex<BTreeSet<NodeId>>,
-    /// The mailboxes this node's card names (a copy of the state's, for
-    /// the task that picks mail up).
+    /// This node's signed card and the mailboxes it names: copies of the
+    /// state's, read on the runtime's threads without waiting for the
+    /// state (which blocking threads hold through their transactions).
+    card: Mutex<Vec<u8>>,
     mailboxes: Mutex<Vec<NodeId>>,
     /// Owners' latest storage receipts for this node, to redeem.
     earned: Mutex<HashMap<NodeId, (u64, Vec<u8>)>>,
@@ -227,6 +229,7 @@ impl Messenger {
         let shared = Arc::new(Shared {
             me: key.node_id(),
             mailboxes: Mutex::new(state.mailboxes().to_vec()),
+            card: Mutex::new(state.card().to_vec()),
             owners: Mutex::new(mailboxes.serve_for.into_iter().collect()),
             earned: Mutex::new(HashMap::new()),
             cluster: Mutex::new(None),

@@ -379,7 +379,7 @@ pub(crate) async fn take(
 
 /// Follows the cluster (see the module's documentation) until shutdown.
 pub(crate) async fn follow(shared: Arc<Shared>, view: Arc<dyn ClusterView>) {
-    let chosen_here = shared.state().mailboxes().is_empty();
+    let chosen_here = shared.lock(&shared.mailboxes).is_empty();
     let mut advertised: Option<String> = None;
     // Boards that took each peering, on the owner board.
     let mut handed: BTreeMap<NodeId, BTreeSet<NodeId>> = BTreeMap::new();
@@ -392,7 +392,7 @@ pub(crate) async fn follow(shared: Arc<Shared>, view: Arc<dyn ClusterView>) {
         }
         let boards = view.boards();
         let ids: Vec<NodeId> = boards.iter().map(|board| board.node).collect();
-        mailboxes_from(&shared, &ids, chosen_here);
+        mailboxes_from(&shared, &ids, chosen_here).await;
         let cluster = view.cluster();
         let tag = cluster
             .as_ref()
@@ -444,7 +444,7 @@ pub(crate) async fn follow(shared: Arc<Shared>, view: Arc<dyn ClusterView>) {
 
 /// Serves the cluster's boards as a mailbox and, if this board chooses
 /// its own, names two of them by rendezvous hashing.
-fn mailboxes_from(shared: &Shared, boards: &[NodeId], chosen_here: bool) {
+async fn mailboxes_from(shared: &Arc<Shared>, boards: &[NodeId], chosen_here: bool) {
     // A board that leaves the live set stays served: it is away, which
     // is when its mail needs holding (a cluster is a few boards).
     shared
@@ -458,9 +458,21 @@ fn mailboxes_from(shared: &Shared, boards: &[NodeId], chosen_here: bool) {
         boards,
         fogwire_msg_proto::mailbox::CLUSTER_MAILBOXES,
     );
-    let mut state = shared.state();
-    if state.set_mailboxes(&chosen, fogwire_env::unix_ms()) {
-        tracing::info!(mailboxes = ?chosen.iter().map(NodeId::short).collect::<Vec<_>>(), "this board's mail is held by its cluster's boards while it is away");
-        *shared.lock(&shared.mailboxes) = state.mailboxes().to_vec();
+    if *shared.lock(&shared.mailboxes) == chosen {
+        return;
     }
+    let now = fogwire_env::unix_ms();
+    let named = chosen.clone();
+    let Ok((card, mailboxes)) = shared
+        .with_state(move |state| {
+            state.set_mailboxes(&named, now);
+            (state.card().to_vec(), state.mailboxes().to_vec())
+        })
+        .await
+    else {
+        return;
+    };
+    tracing::info!(mailboxes = ?chosen.iter().map(NodeId::short).collect::<Vec<_>>(), "this board's mail is held by its cluster's boards while it is away");
+    *shared.lock(&shared.card) = card;
+    *shared.lock(&shared.mailboxes) = mailboxes;
 }

@@ -45,7 +45,7 @@ async fn serve(shared: Arc<Shared>, mut stream: RouteStream) {
         for frame in frames {
             match frame {
                 Frame::CardRequest => {
-                    answers.push(Frame::Card(shared.state().card().to_vec()));
+                    answers.push(Frame::Card(shared.lock(&shared.card).clone()));
                 }
                 Frame::Envelope(bytes) => envelopes.push(bytes),
                 Frame::Receipt(bytes) => {
