@@ -141,14 +141,30 @@ fn get(database: &redb::Database, cluster: &NodeId) -> Result<Option<Peering>, D
     db::get(&table, cluster.as_bytes())
 }
 
-/// Keeps `peering`; refuses a new one past [`PEERINGS_MAX`].
+/// Keeps `peering`. Past [`PEERINGS_MAX`], a new one takes the place of
+/// the oldest request from another cluster not agreed to (anyone can
+/// make a cluster key and ask: requests must not crowd out peerings),
+/// or is refused if there is none.
 fn put(database: &redb::Database, cluster: &NodeId, peering: &Peering) -> Result<bool, DbError> {
     let write = database.begin_write()?;
     {
         let mut table = write.open_table(PEERINGS)?;
         let known = table.get(cluster.as_bytes().as_slice())?.is_some();
         if !known && table.len()? as usize >= PEERINGS_MAX {
-            return Ok(false);
+            let mut oldest: Option<(u64, Vec<u8>)> = None;
+            for row in table.iter()? {
+                let (key, value) = row?;
+                let kept: Peering = db::decode(value.value())?;
+                if kept.state == PeeringState::Asked
+                    && oldest.as_ref().is_none_or(|(at, _)| kept.at_ms < *at)
+                {
+                    oldest = Some((kept.at_ms, key.value().to_vec()));
+                }
+            }
+            let Some((_, evicted)) = oldest else {
+                return Ok(false);
+            };
+            table.remove(evicted.as_slice())?;
         }
         table.insert(
             cluster.as_bytes().as_slice(),
@@ -475,4 +491,57 @@ async fn mailboxes_from(shared: &Arc<Shared>, boards: &[NodeId], chosen_here: bo
     tracing::info!(mailboxes = ?chosen.iter().map(NodeId::short).collect::<Vec<_>>(), "this board's mail is held by its cluster's boards while it is away");
     *shared.lock(&shared.card) = card;
     *shared.lock(&shared.mailboxes) = mailboxes;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn cluster(index: u32) -> NodeId {
+        let mut seed = [7u8; 32];
+        seed[..4].copy_from_slice(&index.to_be_bytes());
+        Keypair::from_seed(&seed).node_id()
+    }
+
+    fn kept(state: PeeringState, at_ms: u64) -> Peering {
+        Peering {
+            state,
+            requester: None,
+            own_offer: None,
+            their_offer: None,
+            at_ms,
+        }
+    }
+
+    #[test]
+    fn requests_never_crowd_out_peerings_and_the_oldest_request_gives_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = db::open(&dir.path().join("m.redb")).unwrap();
+        // One agreed peering, then requests up to the bound.
+        assert!(put(&database, &cluster(0), &kept(PeeringState::Peered, 0)).unwrap());
+        for index in 1..PEERINGS_MAX as u32 {
+            let asked = kept(PeeringState::Asked, u64::from(index));
+            assert!(put(&database, &cluster(index), &asked).unwrap());
+        }
+        // A new request takes the oldest request's place.
+        let newest = kept(PeeringState::Asked, 10_000);
+        assert!(put(&database, &cluster(9_999), &newest).unwrap());
+        let all = list(&database).unwrap();
+        assert_eq!(all.len(), PEERINGS_MAX);
+        let clusters: Vec<NodeId> = all.iter().map(|(id, _)| *id).collect();
+        assert!(!clusters.contains(&cluster(1)), "the oldest request left");
+        assert!(clusters.contains(&cluster(0)), "the peering stayed");
+        assert!(clusters.contains(&cluster(9_999)));
+        // With nothing but peerings kept, a new one is refused.
+        let dir = tempfile::tempdir().unwrap();
+        let database = db::open(&dir.path().join("m.redb")).unwrap();
+        for index in 0..PEERINGS_MAX as u32 {
+            let peered = kept(PeeringState::Peered, u64::from(index));
+            assert!(put(&database, &cluster(index), &peered).unwrap());
+        }
+        let refused = kept(PeeringState::Asked, 1);
+        assert!(!put(&database, &cluster(9_999), &refused).unwrap());
+    }
 }

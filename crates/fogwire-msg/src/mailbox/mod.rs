@@ -112,11 +112,13 @@ async fn serve(shared: Arc<Shared>, mut stream: RouteStream) {
                         .await
                         .map_or(Ok(()), |done| done.map_err(|error| error.to_string()))
                 }
-                Frame::Pay(bytes) => {
+                // Only an owner pays (and only its own receipt is kept).
+                Frame::Pay(bytes) if shared.serves(&peer) => {
                     shared.earned(peer, bytes);
                     Ok(())
                 }
-                Frame::CardRequest
+                Frame::Pay(_)
+                | Frame::CardRequest
                 | Frame::Card(_)
                 | Frame::Receipt(_)
                 | Frame::Refused { .. }
