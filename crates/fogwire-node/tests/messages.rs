@@ -415,6 +415,23 @@ async fn forged_replayed_and_tampered_envelopes_are_refused_and_a_flooding_stran
     assert!(matches!(answer[0], Frame::Card(_)));
 }
 
+/// Alice writes to Carol once (a session; she learns Carol's card, and so
+/// her mailboxes), Carol stops, and Alice writes `texts`: they wait,
+/// stored, at Carol's mailboxes.
+async fn leave_mail(alice: &Node, carol: Node, texts: &[String]) {
+    let carol_id = carol.node_id();
+    alice
+        .messenger()
+        .send(carol_id, "before".into())
+        .await
+        .unwrap();
+    until_statuses(alice, carol_id, 1, Status::Delivered).await;
+    carol.shutdown().await;
+    drop(carol);
+    send_each(alice, carol_id, texts).await;
+    until_statuses(alice, carol_id, texts.len(), Status::Stored).await;
+}
+
 /// Options for a node whose mail is held by `mailboxes`.
 fn with_mailboxes(mut options: NodeOptions, mailboxes: &[NodeId]) -> NodeOptions {
     options.mailboxes.mine = mailboxes.to_vec();
@@ -452,20 +469,9 @@ async fn mail_for_a_stopped_node_waits_at_its_mailboxes_and_arrives_once_when_on
     }
     until_routable(&alice, &carol).await;
     assert_eq!(carol.messenger().mailboxes(), mailboxes);
-    // A first message: Alice learns Carol's card, and so her mailboxes.
-    alice
-        .messenger()
-        .send(carol_id, "before".into())
-        .await
-        .unwrap();
-    until_statuses(&alice, carol_id, 1, Status::Delivered).await;
-
     // Carol goes away; Alice's messages wait at both mailboxes.
-    carol.shutdown().await;
-    drop(carol);
     let texts: Vec<String> = (0..100).map(|index| format!("held {index}")).collect();
-    send_each(&alice, carol_id, &texts).await;
-    until_statuses(&alice, carol_id, 100, Status::Stored).await;
+    leave_mail(&alice, carol, &texts).await;
     for mailbox in [&m1, &m2] {
         let (count, bytes) = mailbox.messenger().held_for(carol_id).await.unwrap();
         assert_eq!(count, 100, "each mailbox holds every message");
@@ -686,19 +692,8 @@ async fn a_board_away_from_its_cluster_has_its_mail_held_by_two_boards_chosen_by
     })
     .await;
     until_routable(&alice, &boards[3]).await;
-    alice
-        .messenger()
-        .send(carol_id, "before".into())
-        .await
-        .unwrap();
-    until_statuses(&alice, carol_id, 1, Status::Delivered).await;
-
-    let carol = boards.pop().unwrap();
-    carol.shutdown().await;
-    drop(carol);
     let texts: Vec<String> = (0..20).map(|index| format!("to the box {index}")).collect();
-    send_each(&alice, carol_id, &texts).await;
-    until_statuses(&alice, carol_id, 20, Status::Stored).await;
+    leave_mail(&alice, boards.pop().unwrap(), &texts).await;
     for board in &boards {
         let (held, _) = board.messenger().held_for(carol_id).await.unwrap();
         let expected = if chosen.contains(&board.node_id()) {
@@ -844,17 +839,8 @@ async fn a_mailbox_is_paid_in_the_ledger_by_the_owner_whose_mail_it_held() {
     link(&alice, &mailbox).await;
     link(&carol, &mailbox).await;
     until_routable(&alice, &carol).await;
-    alice
-        .messenger()
-        .send(carol_id, "before".into())
-        .await
-        .unwrap();
-    until_statuses(&alice, carol_id, 1, Status::Delivered).await;
-    carol.shutdown().await;
-    drop(carol);
     let texts: Vec<String> = (0..50).map(|index| format!("paid for {index}")).collect();
-    send_each(&alice, carol_id, &texts).await;
-    until_statuses(&alice, carol_id, 50, Status::Stored).await;
+    leave_mail(&alice, carol, &texts).await;
     let (_, held_bytes) = mailbox.messenger().held_for(carol_id).await.unwrap();
 
     let carol = start(carol_options()).await;

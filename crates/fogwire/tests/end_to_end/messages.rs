@@ -1,7 +1,8 @@
 //! The messenger through the real binary: two hand-started nodes exchange
 //! messages through a relay, by a name; a message sent while the
 //! recipient is down arrives once when it is back; the live stream shows
-//! the receipts.
+//! the receipts; mail for an absent node waits at the mailbox its
+//! configuration names; two clusters peer by public key.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -233,4 +234,83 @@ fn two_clusters_peer_by_public_key_through_the_cli() {
             kept.len() == 1 && kept[0].state == "peered" && kept[0].linked == 2
         });
     }
+}
+
+/// Adds `line` under `[msg]` in a stopped node's configuration.
+fn configure_msg(node: &TestNode, line: &str) {
+    let path = node.home().join("fogwire.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("[msg]\n"), "no [msg] in the template");
+    std::fs::write(&path, text.replace("[msg]\n", &format!("[msg]\n{line}\n"))).unwrap();
+}
+
+#[test]
+fn mail_for_an_absent_node_waits_at_the_mailbox_its_config_names_and_arrives_once() {
+    let alice = TestNode::start("");
+    let mut mailbox = TestNode::start("");
+    let mut carol = TestNode::start("");
+    let (mailbox_id, carol_id) = (mailbox.node_id().to_string(), carol.node_id().to_string());
+    let alice_id = alice.node_id().to_string();
+    // Carol's own always-on node holds her mail: each names the other.
+    mailbox.stop("TERM");
+    carol.stop("TERM");
+    configure_msg(&mailbox, &format!("mailbox_for = [\"{carol_id}\"]"));
+    configure_msg(&carol, &format!("mailboxes = [\"{mailbox_id}\"]"));
+    let mailbox = mailbox.start_again();
+    let carol = carol.start_again();
+    for node in [&alice, &carol] {
+        let linked = node.cli(&["connect", &mailbox.peer_addr()]);
+        assert!(linked.status.success(), "{}", stderr(&linked));
+    }
+    let named = alice.cli(&["name", "carol", &carol_id]);
+    assert!(named.status.success(), "{}", stderr(&named));
+    wait_until("Alice to learn Carol through the mailbox node", || {
+        let graph: Vec<GraphNode> = json(&alice.cli(&["nodes", "--json"]));
+        graph.len() == 3
+    });
+    let sent = alice.cli(&["msg", "send", "carol", "before", "--wait"]);
+    assert!(sent.status.success(), "{}", stderr(&sent));
+
+    // Carol goes away: the mailbox holds what Alice writes, and `--wait`
+    // says so (and fails: it is not delivered).
+    let mut carol = carol;
+    carol.stop("TERM");
+    let waited = alice.cli(&[
+        "msg",
+        "send",
+        "carol",
+        "held",
+        "for",
+        "you",
+        "--wait",
+        "--timeout",
+        "5",
+    ]);
+    assert!(!waited.status.success(), "delivered to a stopped node?");
+    assert!(
+        stderr(&waited).contains("mailbox holds it"),
+        "{}",
+        stderr(&waited)
+    );
+    assert_eq!(history(&alice, "carol").last().unwrap().status, "stored");
+
+    // Alice leaves too; Carol returns and takes her mail from the mailbox.
+    let mut alice = alice;
+    alice.stop("TERM");
+    let carol = carol.start_again();
+    wait_until("Carol to pick up her mail", || {
+        let texts: Vec<String> = history(&carol, &alice_id)
+            .into_iter()
+            .map(|message| message.text)
+            .collect();
+        texts == ["before", "held for you"]
+    });
+    // Alice returns: the message reads delivered, and Carol shows it once.
+    let alice = alice.start_again();
+    wait_until("Alice to learn it was delivered", || {
+        history(&alice, "carol")
+            .iter()
+            .all(|message| message.status == "delivered" || message.status == "read")
+    });
+    assert_eq!(history(&carol, &alice_id).len(), 2);
 }
