@@ -92,11 +92,19 @@ async fn run(shared: Arc<Shared>, peer: NodeId, notify: Arc<Notify>) {
             deliverers.remove(&peer);
             break;
         }
+        let kept = channel.is_some();
         match attempt(&shared, peer, &mut channel, pending).await {
             Ok(()) => failures = 0,
             Err(error) => {
                 if let Some(channel) = channel.take() {
                     let _ = shared.routing.close(channel.route).await;
+                }
+                // A route kept from earlier work went stale (the peer left
+                // or restarted): a fresh one is tried at once, not after a
+                // back-off meant for a peer that cannot be reached.
+                if kept && matches!(error, AttemptError::Stream(_) | AttemptError::Frames(_)) {
+                    tracing::debug!(peer = %peer.short(), %error, "the kept route to the peer failed; opening a fresh one");
+                    continue;
                 }
                 failures += 1;
                 let now = fogwire_env::unix_ms();
