@@ -34,8 +34,12 @@ pub const RECORD_TTL: Duration = Duration::from_secs(2 * 3600);
 /// How often a holder gives each record again (well within the TTL, so a
 /// keeper that restarted, and lost its records, has them back soon).
 pub const REPROVIDE: Duration = Duration::from_secs(30 * 60);
-/// How long a holder leaves a keeper that did not answer before trying
-/// it again (meanwhile the next keeper on the ring takes its records).
+/// How long a holder first leaves a keeper that did not answer before
+/// trying it again (meanwhile the next keeper on the ring takes its
+/// records). Short, because the usual cause is passing: a node learnt
+/// from its advert a moment before any route to it could open.
+pub const KEEPER_RETRY_FIRST: Duration = Duration::from_secs(5);
+/// Each failure in a row doubles the wait, up to this.
 pub const KEEPER_RETRY: Duration = Duration::from_secs(60);
 /// Records a keeper keeps for one provider.
 pub const RECORDS_PER_PROVIDER_MAX: usize = 16_384;
@@ -218,7 +222,16 @@ pub struct Providing {
     /// When each (hash, keeper) record was last taken by the keeper.
     sent: HashMap<(Hash, NodeId), Instant>,
     /// Keepers that did not answer, left alone until then.
-    failing: HashMap<NodeId, Instant>,
+    failing: HashMap<NodeId, Failing>,
+}
+
+/// A keeper that did not answer: left alone until `until`; `strikes`
+/// failures in a row (forgotten once it answers, or after a quiet
+/// [`KEEPER_RETRY`] past `until`).
+#[derive(Debug, Clone, Copy)]
+struct Failing {
+    until: Instant,
+    strikes: u32,
 }
 
 impl Providing {
@@ -233,14 +246,19 @@ impl Providing {
         wanted: &[Hash],
         now: Instant,
     ) -> BTreeMap<NodeId, Vec<Hash>> {
-        self.failing.retain(|_, until| *until > now);
+        self.failing
+            .retain(|_, failing| now < failing.until + KEEPER_RETRY);
         let mut due: BTreeMap<NodeId, Vec<Hash>> = BTreeMap::new();
         let mut current: HashSet<(Hash, NodeId)> = HashSet::new();
         for hash in wanted.iter().take(PROVIDED_MAX) {
             let keepers = ring
                 .successors(hash)
                 .take(KEEPERS_ASKED_MAX)
-                .filter(|keeper| !self.failing.contains_key(keeper))
+                .filter(|keeper| {
+                    self.failing
+                        .get(keeper)
+                        .is_none_or(|failing| failing.until <= now)
+                })
                 .take(KEEPERS);
             for keeper in keepers {
                 current.insert((*hash, keeper));
@@ -259,15 +277,30 @@ impl Providing {
 
     /// `keeper` took the records of `hashes`.
     pub fn taken(&mut self, keeper: NodeId, hashes: &[Hash], now: Instant) {
+        self.failing.remove(&keeper);
         for hash in hashes {
             self.sent.insert((*hash, keeper), now);
         }
     }
 
     /// `keeper` did not answer: its records go to the next keepers along
-    /// the ring until [`KEEPER_RETRY`] has passed.
+    /// the ring for [`KEEPER_RETRY_FIRST`], doubled for each failure in a
+    /// row up to [`KEEPER_RETRY`].
     pub fn failed(&mut self, keeper: NodeId, now: Instant) {
-        self.failing.insert(keeper, now + KEEPER_RETRY);
+        let strikes = self
+            .failing
+            .get(&keeper)
+            .map_or(1, |failing| failing.strikes.saturating_add(1));
+        let wait = KEEPER_RETRY_FIRST
+            .saturating_mul(1 << (strikes - 1).min(16))
+            .min(KEEPER_RETRY);
+        self.failing.insert(
+            keeper,
+            Failing {
+                until: now + wait,
+                strikes,
+            },
+        );
     }
 
     /// Records owed and taken: (hash, keeper) pairs.
@@ -440,6 +473,28 @@ mod tests {
         let due = providing.due(&ring, &wanted, t0 + Duration::from_secs(61));
         assert!(due[&first[KEEPERS]].contains(&wanted[0]));
         assert!(!due.contains_key(&first[0]));
+        // Back in turn once its wait is over; each failure in a row
+        // doubles the wait, up to KEEPER_RETRY; an answer forgets them.
+        let back = t0 + Duration::from_secs(60) + KEEPER_RETRY_FIRST;
+        assert!(providing.due(&ring, &wanted, back).contains_key(&first[0]));
+        let mut at = back;
+        for strikes in 1..=6u32 {
+            providing.failed(first[0], at);
+            let wait = (KEEPER_RETRY_FIRST * 2u32.pow(strikes)).min(KEEPER_RETRY);
+            let early = at + wait - Duration::from_millis(1);
+            assert!(!providing.due(&ring, &wanted, early).contains_key(&first[0]));
+            at += wait;
+            assert!(providing.due(&ring, &wanted, at).contains_key(&first[0]));
+        }
+        providing.taken(first[0], &wanted[..1], at);
+        providing.failed(first[0], at);
+        let passed_over = providing.due(&ring, &wanted, at + Duration::from_millis(1));
+        assert!(!passed_over.contains_key(&first[0]));
+        assert!(
+            providing
+                .due(&ring, &wanted, at + KEEPER_RETRY_FIRST)
+                .contains_key(&first[0])
+        );
         // Everything again after REPROVIDE; nothing for a hash unwanted.
         let due = providing.due(&ring, &wanted[1..], t0 + REPROVIDE);
         assert_eq!(due.values().map(Vec::len).sum::<usize>(), KEEPERS);
