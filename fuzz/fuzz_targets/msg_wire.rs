@@ -1,11 +1,11 @@
 //! The messenger's wire structures, as they arrive from a stream or a
-//! mailbox: frames, envelopes, sealed texts, cards, receipts and
-//! clusters' peering offers. Nothing
+//! mailbox: frames, envelopes, sealed messages, cards, receipts,
+//! clusters' peering offers, group frames and members' identities. Nothing
 //! may panic, bounds hold, and what decodes encodes back to its bytes.
 #![no_main]
 
 use fogwire_msg_proto::wire::{ENVELOPE_LEN_MAX, RECEIPT_IDS_MAX, TEXT_LEN_MAX};
-use fogwire_msg_proto::{Card, Envelope, Frame, Plain, Receipt};
+use fogwire_msg_proto::{Body, Card, Envelope, Frame, Plain, Receipt, group};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -20,8 +20,19 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(envelope.encode(), data);
     }
     if let Ok(plain) = Plain::decode(data) {
-        assert!(plain.text.len() <= TEXT_LEN_MAX);
+        match &plain.body {
+            Body::Text(text) => assert!(text.len() <= TEXT_LEN_MAX),
+            Body::Group(frame) => assert!(frame.len() <= group::FRAME_LEN_MAX),
+        }
         assert_eq!(plain.encode(), data);
+    }
+    if let Ok(frame) = group::GroupFrame::decode(data) {
+        assert!(data.len() <= group::FRAME_LEN_MAX);
+        assert_eq!(frame.encode(), data);
+    }
+    if data.len() > group::MemberIdentity::LEN {
+        let (identity, key) = data.split_at(group::MemberIdentity::LEN);
+        let _ = group::MemberIdentity::verify(identity, key);
     }
     if let Ok(card) = Card::verify(data) {
         assert!(card.mailboxes.len() <= fogwire_msg_proto::wire::MAILBOXES_MAX);

@@ -48,3 +48,65 @@ pub struct ContactView {
     /// a smaller quota).
     pub written_to: bool,
 }
+
+/// `POST /v1/msg/groups`: a new group, owned by this node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GroupCreateRequest {
+    pub name: String,
+}
+
+/// `POST /v1/msg/groups/{group}/add` and `…/remove`: a node (a name, an
+/// id or its prefix).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GroupMemberRequest {
+    pub node: String,
+}
+
+/// `POST /v1/msg/groups/{group}/send`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GroupSendRequest {
+    pub text: String,
+}
+
+/// A group as this node knows it (`GET /v1/msg/groups`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupView {
+    /// 32 hex digits.
+    pub id: String,
+    pub name: String,
+    /// The node that made it, the only one that changes its membership.
+    pub owner: String,
+    /// Its members (the owner among them).
+    pub members: Vec<String>,
+    /// `member`, `left` or `removed`.
+    pub standing: String,
+    pub created_unix_ms: u64,
+    pub last_unix_ms: u64,
+    /// Entries in its history.
+    pub entries: u64,
+}
+
+/// One entry of a group's history (`GET /v1/msg/groups/{group}/history`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupEntryView {
+    pub position: u64,
+    /// Who sent it (for a membership change, the owner).
+    pub from: String,
+    /// `joined`, `text`, `added` or `removed`.
+    pub kind: String,
+    /// For `text`.
+    pub text: Option<String>,
+    /// For `added` and `removed`: the nodes.
+    pub members: Vec<String>,
+    /// When its sender wrote it (the sender's clock).
+    pub sent_unix_ms: u64,
+    /// When this node wrote or received it.
+    pub at_unix_ms: u64,
+    /// For a text this node sent: the members it was sealed for, and how
+    /// many of them signed for it so far.
+    pub sent_to: u64,
+    pub delivered_to: u64,
+}

@@ -497,6 +497,73 @@ impl Client {
         self.get(&format!("/v1/msg/history/{peer}"), &query).await
     }
 
+    pub async fn msg_groups(&self) -> Result<Vec<fogwire_api::GroupView>, ClientError> {
+        self.get("/v1/msg/groups", &[]).await
+    }
+
+    pub async fn msg_group_create(
+        &self,
+        name: &str,
+    ) -> Result<fogwire_api::GroupView, ClientError> {
+        let request = fogwire_api::GroupCreateRequest {
+            name: name.to_owned(),
+        };
+        self.post("/v1/msg/groups", &request).await
+    }
+
+    /// `change` is `add` or `remove`.
+    pub async fn msg_group_member(
+        &self,
+        group: &str,
+        change: &str,
+        node: &str,
+    ) -> Result<fogwire_api::GroupView, ClientError> {
+        let request = fogwire_api::GroupMemberRequest {
+            node: node.to_owned(),
+        };
+        self.post(
+            &format!("/v1/msg/groups/{}/{change}", segment(group)),
+            &request,
+        )
+        .await
+    }
+
+    pub async fn msg_group_leave(
+        &self,
+        group: &str,
+    ) -> Result<fogwire_api::GroupView, ClientError> {
+        self.post(
+            &format!("/v1/msg/groups/{}/leave", segment(group)),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    pub async fn msg_group_send(
+        &self,
+        group: &str,
+        text: &str,
+    ) -> Result<fogwire_api::GroupEntryView, ClientError> {
+        let request = fogwire_api::GroupSendRequest {
+            text: text.to_owned(),
+        };
+        self.post(&format!("/v1/msg/groups/{}/send", segment(group)), &request)
+            .await
+    }
+
+    pub async fn msg_group_history(
+        &self,
+        group: &str,
+        limit: usize,
+    ) -> Result<Vec<fogwire_api::GroupEntryView>, ClientError> {
+        let query = [("limit", limit.to_string())];
+        self.get(
+            &format!("/v1/msg/groups/{}/history", segment(group)),
+            &query,
+        )
+        .await
+    }
+
     pub async fn msg_contacts(&self) -> Result<Vec<fogwire_api::ContactView>, ClientError> {
         self.get("/v1/msg/contacts", &[]).await
     }
@@ -767,4 +834,9 @@ async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, Client
 /// `hub=<hub>` for the query, if a hub is named.
 fn hub_query(hub: Option<&str>) -> Vec<(&'static str, String)> {
     hub.map(|hub| ("hub", hub.to_owned())).into_iter().collect()
+}
+
+/// `text` as one segment of a path (a group's name may hold anything).
+fn segment(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
 }

@@ -82,6 +82,7 @@ pub mod config;
 mod dash;
 mod exits;
 mod feeds;
+mod groups;
 mod jobs;
 mod ledger;
 mod market;

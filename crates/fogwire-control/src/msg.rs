@@ -47,7 +47,7 @@ pub(crate) fn view(record: &Record) -> MessageView {
     }
 }
 
-fn messenger(state: &ApiState) -> Result<&Messenger, Refusal> {
+pub(crate) fn messenger(state: &ApiState) -> Result<&Messenger, Refusal> {
     state.node.messenger().ok_or_else(|| {
         Refusal(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -72,7 +72,7 @@ impl From<MsgError> for Refusal {
 /// A node by the name the operator gave it, its id, or a prefix of a
 /// known node's id or of a contact's (which may be offline, its advert
 /// gone).
-async fn peer_named(state: &ApiState, name: &str) -> Result<NodeId, Refusal> {
+pub(crate) async fn peer_named(state: &ApiState, name: &str) -> Result<NodeId, Refusal> {
     let contacts = messenger(state)?.contacts().await?;
     let nodes = state.node.routing().nodes().await?;
     let mut known: Vec<NodeId> = nodes.iter().map(|node| node.advert.origin).collect();

@@ -229,6 +229,18 @@ pub async fn serve_with_web(
         .route("/v1/msg/history/{peer}", get(crate::msg::history))
         .route("/v1/msg/contacts", get(crate::msg::contacts))
         .route("/v1/msg/follow", get(crate::msg::follow))
+        .route(
+            "/v1/msg/groups",
+            get(crate::groups::list).post(crate::groups::create),
+        )
+        .route("/v1/msg/groups/{group}/add", post(crate::groups::add))
+        .route("/v1/msg/groups/{group}/remove", post(crate::groups::remove))
+        .route("/v1/msg/groups/{group}/leave", post(crate::groups::leave))
+        .route("/v1/msg/groups/{group}/send", post(crate::groups::send))
+        .route(
+            "/v1/msg/groups/{group}/history",
+            get(crate::groups::history),
+        )
         .route("/metrics", get(crate::metrics::metrics))
         .merge(crate::site::routes())
         .merge(crate::dash::routes())

@@ -12,11 +12,14 @@
 //!   strangers held to little, a time to live) and how a board chooses
 //!   its cluster's mailboxes (rendezvous hashing).
 //! - [`peering`]: the signed offers that peer two clusters by public key.
+//! - [`group`]: the frames small groups' members send each other (around
+//!   MLS's own messages) and the identity a member's MLS credential names.
 //!
 //! No clocks, no randomness, no I/O: times come in as Unix milliseconds
 //! and ids as bytes. The ratchet itself (Olm, from `vodozemac`) runs in
 //! `fogwire-msg`, the driver. Wire formats: `docs/protocol/messages.md`.
 
+pub mod group;
 pub mod mailbox;
 pub mod order;
 pub mod peering;
@@ -25,5 +28,6 @@ pub mod wire;
 
 pub use order::{Arrival, Conversation};
 pub use wire::{
-    Card, Envelope, Frame, MessageId, Plain, Receipt, ReceiptKind, Refusal, Sealing, WireError,
+    Body, Card, Envelope, Frame, MessageId, Plain, Receipt, ReceiptKind, Refusal, Sealing,
+    WireError,
 };

@@ -19,7 +19,14 @@ pub const MAILBOXES_MAX: usize = 4;
 pub const CARD_LEN_MAX: usize = SignedRecord::HEADER_LEN + 1 + 32 + 32 + 8 + 1 + 32 * MAILBOXES_MAX;
 /// Longest Olm ciphertext an envelope carries: the text, its header and
 /// Olm's own overhead (a pre-key message's keys, padding, the MAC).
-pub const CIPHERTEXT_LEN_MAX: usize = TEXT_LEN_MAX + 1024;
+pub const CIPHERTEXT_LEN_MAX: usize = BODY_LEN_MAX + 1024;
+/// Bytes of what a sealed message carries at most: a text, or a group
+/// frame (which may be longer: a welcome carries a group's ratchet tree).
+pub const BODY_LEN_MAX: usize = if TEXT_LEN_MAX > crate::group::FRAME_LEN_MAX {
+    TEXT_LEN_MAX
+} else {
+    crate::group::FRAME_LEN_MAX
+};
 /// Longest envelope.
 pub const ENVELOPE_LEN_MAX: usize = ENVELOPE_HEADER_LEN + 2 + CARD_LEN_MAX + 4 + CIPHERTEXT_LEN_MAX;
 /// Most message ids one receipt names.
@@ -355,51 +362,79 @@ pub struct Plain {
     pub stream: u64,
     pub seq: u64,
     pub sent_ms: u64,
-    pub text: String,
+    pub body: Body,
 }
 
-/// The kind byte of a text message (the only kind so far).
+/// What a sealed message carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    /// A text for its recipient (kind 1).
+    Text(String),
+    /// A group frame (kind 2, `crate::group::GroupFrame`, still encoded:
+    /// the recipient reads it only once the message's turn comes).
+    Group(Vec<u8>),
+}
+
+/// The kind byte of a text message.
 const KIND_TEXT: u8 = 1;
+/// The kind byte of a group frame.
+const KIND_GROUP: u8 = 2;
 
 impl Plain {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(PLAIN_HEADER_LEN + self.text.len());
+        let (kind, body) = match &self.body {
+            Body::Text(text) => (KIND_TEXT, text.as_bytes()),
+            Body::Group(frame) => (KIND_GROUP, frame.as_slice()),
+        };
+        let mut out = Vec::with_capacity(PLAIN_HEADER_LEN + body.len());
         out.push(VERSION);
         out.extend_from_slice(&self.id.0);
         out.extend_from_slice(&self.stream.to_be_bytes());
         out.extend_from_slice(&self.seq.to_be_bytes());
         out.extend_from_slice(&self.sent_ms.to_be_bytes());
-        out.push(KIND_TEXT);
-        out.extend_from_slice(self.text.as_bytes());
+        out.push(kind);
+        out.extend_from_slice(body);
         out
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
         const WHAT: &str = "sealed message";
-        bounded(WHAT, bytes.len(), PLAIN_HEADER_LEN + TEXT_LEN_MAX)?;
+        bounded(WHAT, bytes.len(), PLAIN_HEADER_LEN + BODY_LEN_MAX)?;
         let mut reader = Reader::new(WHAT, bytes);
         reader.version()?;
         let id = MessageId(reader.array()?);
         let stream = reader.u64()?;
         let seq = reader.u64()?;
         let sent_ms = reader.u64()?;
-        match reader.u8()? {
-            KIND_TEXT => {}
+        let body = match reader.u8()? {
+            KIND_TEXT => {
+                let text = reader.rest();
+                bounded("text", text.len(), TEXT_LEN_MAX)?;
+                Body::Text(
+                    std::str::from_utf8(text)
+                        .map_err(|_| WireError::Text)?
+                        .to_owned(),
+                )
+            }
+            KIND_GROUP => {
+                let frame = reader.rest();
+                bounded("group frame", frame.len(), crate::group::FRAME_LEN_MAX)?;
+                Body::Group(frame.to_vec())
+            }
             other => {
                 return Err(WireError::Invalid {
                     what: WHAT,
-                    field: "kind (1 text)",
+                    field: "kind (1 text, 2 group)",
                     value: other.into(),
                 });
             }
-        }
-        let text = std::str::from_utf8(reader.rest()).map_err(|_| WireError::Text)?;
+        };
         Ok(Self {
             id,
             stream,
             seq,
             sent_ms,
-            text: text.to_owned(),
+            body,
         })
     }
 }
@@ -578,6 +613,12 @@ pub enum Frame {
         stage: crate::peering::Stage,
         offers: Vec<Vec<u8>>,
     },
+    /// Asks for the node's MLS key package, to add it to a group;
+    /// answered with [`Frame::KeyPackage`].
+    KeyPackageRequest,
+    /// An MLS key package (`crate::group`), at most
+    /// [`crate::group::KEY_PACKAGE_LEN_MAX`] bytes.
+    KeyPackage(Vec<u8>),
 }
 
 impl Frame {
@@ -632,6 +673,8 @@ impl Frame {
                 built = out;
                 (11, &built)
             }
+            Frame::KeyPackageRequest => (12, &[]),
+            Frame::KeyPackage(package) => (13, package),
         };
         let mut out = Vec::with_capacity(5 + body.len());
         out.extend_from_slice(&(1 + body.len() as u32).to_be_bytes());
@@ -727,10 +770,21 @@ impl Frame {
                 reader.end()?;
                 Frame::Peering { stage, offers }
             }
+            12 if rest.is_empty() => Frame::KeyPackageRequest,
+            12 => {
+                return Err(WireError::Trailing {
+                    what: "key package request",
+                    extra: rest.len(),
+                });
+            }
+            13 => {
+                bounded("key package", rest.len(), crate::group::KEY_PACKAGE_LEN_MAX)?;
+                Frame::KeyPackage(rest.to_vec())
+            }
             other => {
                 return Err(WireError::Invalid {
                     what: WHAT,
-                    field: "type (1..=11)",
+                    field: "type (1..=13)",
                     value: other.into(),
                 });
             }
@@ -801,12 +855,26 @@ mod tests {
             stream: 77,
             seq: 3,
             sent_ms: 9,
-            text: "hello, ☃".to_owned(),
+            body: Body::Text("hello, ☃".to_owned()),
         };
         assert_eq!(Plain::decode(&plain.encode()).unwrap(), plain);
         let mut bad = plain.encode();
         bad.push(0xff);
         assert_eq!(Plain::decode(&bad), Err(WireError::Text));
+        // A group frame is bytes, and may be longer than a text.
+        let group = Plain {
+            body: Body::Group(vec![0xff; TEXT_LEN_MAX + 1]),
+            ..plain.clone()
+        };
+        assert_eq!(Plain::decode(&group.encode()).unwrap(), group);
+        let long_text = Plain {
+            body: Body::Text("a".repeat(TEXT_LEN_MAX + 1)),
+            ..plain
+        };
+        assert!(matches!(
+            Plain::decode(&long_text.encode()),
+            Err(WireError::TooLong { .. })
+        ));
     }
 
     #[test]

@@ -44,6 +44,22 @@ pub(crate) const DELIVERED_OWED: TableDefinition<(&[u8], &[u8]), ()> =
 /// mailboxes so far (receipts are cumulative).
 pub(crate) const MAILBOX_PAID: TableDefinition<&[u8], (u64, u64)> =
     TableDefinition::new("mailbox_paid");
+/// openmls's store (key → value), as openmls names them: the groups'
+/// state and keys, and this node's key package's private keys.
+pub(crate) const MLS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("mls");
+/// group id → `Group`.
+pub(crate) const GROUPS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("groups");
+/// (group id, position) → `GroupEntry`: each group's history.
+pub(crate) const GROUP_LOG: TableDefinition<(&[u8], u64), &[u8]> =
+    TableDefinition::new("group_log");
+/// (group id, n) → sender and MLS message: messages from an epoch this
+/// node has not reached yet.
+pub(crate) const GROUP_PENDING: TableDefinition<(&[u8], u64), &[u8]> =
+    TableDefinition::new("group_pending");
+/// message id → group frame: what the pairwise messages carrying group
+/// frames carry (their records' text is empty), both ways, until sealed
+/// and delivered, or until their turn comes.
+pub(crate) const GROUP_FRAMES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("group_frames");
 /// name → value: the Olm account, counters.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -169,6 +185,11 @@ pub(crate) fn open(path: &Path) -> Result<redb::Database, DbError> {
     write.open_table(META)?;
     write.open_table(DELIVERED_OWED)?;
     write.open_table(MAILBOX_PAID)?;
+    write.open_table(MLS)?;
+    write.open_table(GROUPS)?;
+    write.open_table(GROUP_LOG)?;
+    write.open_table(GROUP_PENDING)?;
+    write.open_table(GROUP_FRAMES)?;
     crate::mailbox::store::create(&write)?;
     write.open_table(crate::peering::PEERINGS)?;
     write.commit()?;

@@ -31,6 +31,7 @@ pub mod config;
 mod db;
 mod deliver;
 pub mod frames;
+mod groups;
 pub mod mailbox;
 pub mod peering;
 mod serve;
@@ -49,9 +50,11 @@ use tokio_util::task::TaskTracker;
 
 pub use db::{Contact, DbError, Record, Status};
 pub use fogwire_msg_proto::MessageId;
+pub use fogwire_msg_proto::group::GroupId;
 pub use fogwire_msg_proto::wire::TEXT_LEN_MAX;
 pub use peering::{ClusterView, Peering, PeeringError, PeeringState};
 use state::State;
+pub use state::{Group, GroupEntry, GroupError, GroupEvent, Standing};
 
 /// The route service messages arrive on.
 pub const SERVICE: &str = "msg";
@@ -87,6 +90,10 @@ pub enum MsgError {
     Service(#[from] fogwire_route::ServiceError),
     #[error(transparent)]
     Peering(#[from] PeeringError),
+    #[error(transparent)]
+    Group(#[from] GroupError),
+    #[error("could not get {node}'s key package to add it: {why}")]
+    NoKeyPackage { node: String, why: String },
 }
 
 /// Mailboxes: which hold this node's mail while it is away, and whose
@@ -166,7 +173,9 @@ impl Shared {
     }
 
     pub(crate) fn publish(&self, records: impl IntoIterator<Item = Record>) {
-        for record in records {
+        // Records that carry group frames (empty text) are not messages
+        // of a conversation.
+        for record in records.into_iter().filter(|record| !record.text.is_empty()) {
             let _ = self.events.send(record);
         }
     }

@@ -47,6 +47,16 @@ async fn serve(shared: Arc<Shared>, mut stream: RouteStream) {
                 Frame::CardRequest => {
                     answers.push(Frame::Card(shared.lock(&shared.card).clone()));
                 }
+                Frame::KeyPackageRequest => {
+                    let now = fogwire_env::unix_ms();
+                    match shared.with_state(move |state| state.key_package(now)).await {
+                        Ok(Ok(package)) => answers.push(Frame::KeyPackage(package)),
+                        Ok(Err(error)) => {
+                            tracing::warn!(%error, "no key package to hand out");
+                        }
+                        Err(_) => return,
+                    }
+                }
                 Frame::Envelope(bytes) => envelopes.push(bytes),
                 Frame::Receipt(bytes) => {
                     match shared
@@ -81,7 +91,8 @@ async fn serve(shared: Arc<Shared>, mut stream: RouteStream) {
                 | Frame::BatchEnd { .. }
                 | Frame::Taken(_)
                 | Frame::Known(_)
-                | Frame::Pay(_) => {}
+                | Frame::Pay(_)
+                | Frame::KeyPackage(_) => {}
             }
         }
         if !envelopes.is_empty() {
@@ -102,10 +113,11 @@ async fn serve(shared: Arc<Shared>, mut stream: RouteStream) {
                             state.sign_receipt(&peer, ReceiptKind::Delivered, ids.to_vec(), now)
                         })
                         .collect();
-                    Ok::<_, crate::DbError>((outcomes, shown, receipts))
+                    let wakes = state.take_wakes();
+                    Ok::<_, crate::DbError>((outcomes, shown, receipts, wakes))
                 })
                 .await;
-            let (outcomes, shown, receipts) = match opened {
+            let (outcomes, shown, receipts, wakes) = match opened {
                 Ok(Ok(opened)) => opened,
                 Ok(Err(error)) => {
                     tracing::warn!(peer = %peer.short(), %error, "messages could not be stored; the sender will try again");
@@ -114,6 +126,9 @@ async fn serve(shared: Arc<Shared>, mut stream: RouteStream) {
                 Err(_) => return,
             };
             shared.publish(shown);
+            for woken in wakes {
+                crate::deliver::wake(&shared, woken);
+            }
             answers.extend(receipts.into_iter().map(Frame::Receipt));
             for outcome in outcomes {
                 match outcome {

@@ -9,12 +9,15 @@ use std::sync::Arc;
 use fogwire_identity::{Keypair, NodeId};
 use fogwire_msg_proto::order::Arrival;
 use fogwire_msg_proto::wire::Sealing;
-use fogwire_msg_proto::{Card, Envelope, MessageId, Plain, Receipt, ReceiptKind, Refusal};
+use fogwire_msg_proto::{Body, Card, Envelope, MessageId, Plain, Receipt, ReceiptKind, Refusal};
 use redb::{ReadableTable, WriteTransaction};
 use vodozemac::Curve25519PublicKey;
 use vodozemac::olm::{Account, AccountPickle, OlmMessage, Session, SessionConfig, SessionPickle};
 
 use crate::db::{self, Contact, DbError, Record, Status};
+
+mod group;
+pub use group::{Group, GroupEntry, GroupError, GroupEvent, Standing};
 
 /// Olm sessions kept per peer: a new one starts when both ends begin a
 /// conversation at once, or when a peer lost its own.
@@ -51,6 +54,24 @@ pub struct State {
     /// What the card says (re-signed when the mailboxes change).
     card_body: Card,
     sessions: HashMap<NodeId, Vec<Session>>,
+    /// Small groups' MLS state (`group.rs`).
+    mls: group::Mls,
+    /// Peers with new messages in the outbox from work the network
+    /// caused (a member asking to leave a group): the driver wakes their
+    /// delivery ([`State::take_wakes`]).
+    wakes: Vec<NodeId>,
+    /// Group frames whose turn came in this transaction, applied at its
+    /// end, once no table is open (sender, frame, when).
+    group_inbox: Vec<(NodeId, Vec<u8>, u64)>,
+}
+
+/// What a queued message carries.
+pub(crate) enum Outgoing {
+    /// A text, shown in the conversation.
+    Text(String),
+    /// A group frame: not in the conversation's history (its record's
+    /// text is empty; the frame waits in `group_frames`).
+    Group(Vec<u8>),
 }
 
 /// What waits to go to one peer.
@@ -134,7 +155,11 @@ impl State {
             issued_ms: now_ms,
             mailboxes: Vec::new(),
         };
+        let mls = group::Mls::load(&key, &db)?;
         Ok(Self {
+            mls,
+            wakes: Vec::new(),
+            group_inbox: Vec::new(),
             db,
             card: card_body.sign(&key),
             card_body,
@@ -188,60 +213,23 @@ impl State {
         now_ms: u64,
     ) -> Result<Vec<Record>, DbError> {
         let write = self.db.begin_write()?;
-        let mut records = Vec::with_capacity(texts.len());
-        {
-            let mut contacts = write.open_table(db::CONTACTS)?;
-            let mut contact: Contact = db::get(&contacts, peer.as_bytes())?.unwrap_or_default();
-            let mut meta = write.open_table(db::META)?;
-            if contact.out_stream.is_none() {
-                // A stranger no more: what it left here stops counting
-                // against all strangers' quota.
-                let strangers = db::meta_u64(&meta, db::META_STRANGER_UNREAD)?;
-                let left = strangers.saturating_sub(contact.unread + contact.held);
-                meta.insert(db::META_STRANGER_UNREAD, db::encode(&left)?.as_slice())?;
-            }
-            let (stream, mut next) = contact
-                .out_stream
-                .unwrap_or_else(|| (u64::from_be_bytes(random()), 0));
-            let mut messages = write.open_table(db::MESSAGES)?;
-            let mut timeline = write.open_table(db::TIMELINE)?;
-            let mut outbox = write.open_table(db::OUTBOX)?;
-            let mut position = db::meta_u64(&meta, db::META_POSITION)?;
-            for text in texts {
-                position += 1;
-                let record = Record {
-                    id: MessageId(random()),
-                    peer: *peer.as_bytes(),
-                    outgoing: true,
-                    text,
-                    sent_ms: now_ms,
-                    stream,
-                    seq: next,
-                    status: Status::Queued,
-                    position: Some(position),
-                    received_ms: None,
-                    delivered_ms: None,
-                    read_ms: None,
-                    error: None,
-                };
-                messages.insert(record.id.0.as_slice(), db::encode(&record)?.as_slice())?;
-                timeline.insert(
-                    (peer.as_bytes().as_slice(), position),
-                    record.id.0.as_slice(),
-                )?;
-                outbox.insert((peer.as_bytes().as_slice(), next), record.id.0.as_slice())?;
-                contact.messages += 1;
-                contact.last_ms = now_ms;
-                contact.last_text = preview(&record.text);
-                next += 1;
-                records.push(record);
-            }
-            contact.out_stream = Some((stream, next));
-            contacts.insert(peer.as_bytes().as_slice(), db::encode(&contact)?.as_slice())?;
-            meta.insert(db::META_POSITION, db::encode(&position)?.as_slice())?;
-        }
+        let texts = texts.into_iter().map(Outgoing::Text).collect();
+        let records = enqueue(&write, peer, texts, now_ms)?;
         write.commit()?;
         Ok(records)
+    }
+
+    /// Peers whose outbox grew from work the network caused.
+    pub fn take_wakes(&mut self) -> Vec<NodeId> {
+        std::mem::take(&mut self.wakes)
+    }
+
+    /// Applies the group frames whose turn came in `write`.
+    fn apply_group_inbox(&mut self, write: &WriteTransaction) -> Result<(), DbError> {
+        for (from, frame, at_ms) in std::mem::take(&mut self.group_inbox) {
+            self.group_receive(write, &from, &frame, at_ms)?;
+        }
+        Ok(())
     }
 
     /// Up to `limit` messages waiting for `peer`, in order, and the
@@ -394,16 +382,17 @@ impl State {
         }
         let me = self.me;
         let card = self.card.clone();
+        let bodies = self.bodies(records)?;
         let sessions = self.sessions_of(peer)?;
         let session = &mut sessions[0];
         let mut envelopes = Vec::with_capacity(records.len());
-        for record in records {
+        for (record, body) in records.iter().zip(bodies) {
             let plain = Plain {
                 id: record.id,
                 stream: record.stream,
                 seq: record.seq,
                 sent_ms: record.sent_ms,
-                text: record.text.clone(),
+                body,
             };
             let message = session
                 .encrypt(plain.encode())
@@ -432,6 +421,28 @@ impl State {
         self.save_sessions(&write, peer)?;
         write.commit()?;
         Ok(envelopes)
+    }
+
+    /// What each record carries: its text, or the group frame kept for it.
+    fn bodies(&self, records: &[Record]) -> Result<Vec<Body>, DbError> {
+        use redb::ReadableDatabase;
+        if records.iter().all(|record| !record.text.is_empty()) {
+            return Ok(records.iter().map(|r| Body::Text(r.text.clone())).collect());
+        }
+        let read = self.db.begin_read()?;
+        let frames = read.open_table(db::GROUP_FRAMES)?;
+        records
+            .iter()
+            .map(|record| {
+                if !record.text.is_empty() {
+                    return Ok(Body::Text(record.text.clone()));
+                }
+                let frame = frames.get(record.id.0.as_slice())?.ok_or_else(|| {
+                    DbError::Corrupt(format!("the group frame of message {}", record.id))
+                })?;
+                Ok(Body::Group(frame.value().to_vec()))
+            })
+            .collect()
     }
 
     /// Opens envelopes that `from` handed over, in one transaction: what
@@ -505,6 +516,7 @@ impl State {
         for sender in sessions_changed {
             self.save_sessions(&write, &sender)?;
         }
+        self.apply_group_inbox(&write)?;
         write.commit()?;
         Ok((outcomes, shown))
     }
@@ -609,11 +621,21 @@ impl State {
         } else {
             order.arrive(plain.seq, now_ms)
         };
+        let text = match plain.body {
+            Body::Text(text) => text,
+            Body::Group(frame) => {
+                // Kept until its turn comes (now, or once a gap fills).
+                write
+                    .open_table(db::GROUP_FRAMES)?
+                    .insert(plain.id.0.as_slice(), frame.as_slice())?;
+                String::new()
+            }
+        };
         let record = Record {
             id: plain.id,
             peer: *from.as_bytes(),
             outgoing: false,
-            text: plain.text,
+            text,
             sent_ms: plain.sent_ms,
             stream: plain.stream,
             seq: plain.seq,
@@ -626,6 +648,7 @@ impl State {
         };
         let mut messages = write.open_table(db::MESSAGES)?;
         let mut added = 0;
+        let mut consumed = 0;
         match arrival {
             Arrival::Duplicate => return Ok(None),
             Arrival::Refuse => return Ok(Some(Refusal::OverQuota)),
@@ -643,7 +666,8 @@ impl State {
                 let stream = (from, plain.stream);
                 to_show.extend(unhold(write, &messages, &mut contact, stream, released)?);
                 added += 1;
-                self.show(write, &mut messages, &mut contact, to_show, shown)?;
+                // Group frames are applied, never left unread.
+                consumed = self.show(write, &mut messages, &mut contact, to_show, shown)?;
             }
         }
         orders.insert(
@@ -653,7 +677,7 @@ impl State {
         if stranger {
             write.open_table(db::META)?.insert(
                 db::META_STRANGER_UNREAD,
-                db::encode(&(strangers_unread + added))?.as_slice(),
+                db::encode(&(strangers_unread + added).saturating_sub(consumed))?.as_slice(),
             )?;
         }
         contact.last_ms = now_ms;
@@ -662,7 +686,9 @@ impl State {
     }
 
     /// Shows received records, in order: each gets the next position in
-    /// the history and joins the inbox.
+    /// the history and joins the inbox. A record that carries a group
+    /// frame is not shown: its frame goes to the group inbox, applied at
+    /// the end of the transaction. Returns how many did.
     fn show(
         &mut self,
         write: &WriteTransaction,
@@ -670,12 +696,27 @@ impl State {
         contact: &mut Contact,
         records: Vec<Record>,
         shown: &mut Vec<Record>,
-    ) -> Result<(), DbError> {
+    ) -> Result<u64, DbError> {
         let mut meta = write.open_table(db::META)?;
         let mut position = db::meta_u64(&meta, db::META_POSITION)?;
         let mut timeline = write.open_table(db::TIMELINE)?;
         let mut unread = write.open_table(db::UNREAD)?;
+        let mut frames = write.open_table(db::GROUP_FRAMES)?;
+        let mut group_frames = 0;
         for mut record in records {
+            if record.text.is_empty() {
+                let frame = frames
+                    .remove(record.id.0.as_slice())?
+                    .map(|frame| frame.value().to_vec());
+                record.status = Status::Read;
+                messages.insert(record.id.0.as_slice(), db::encode(&record)?.as_slice())?;
+                if let (Some(frame), Some(from)) = (frame, record.peer()) {
+                    let at_ms = record.received_ms.unwrap_or(record.sent_ms);
+                    self.group_inbox.push((from, frame, at_ms));
+                }
+                group_frames += 1;
+                continue;
+            }
             position += 1;
             record.status = Status::Unread;
             record.position = Some(position);
@@ -688,7 +729,7 @@ impl State {
             shown.push(record);
         }
         meta.insert(db::META_POSITION, db::encode(&position)?.as_slice())?;
-        Ok(())
+        Ok(group_frames)
     }
 
     /// Shows what gaps held back for too long (their messages given up
@@ -733,10 +774,17 @@ impl State {
             let mut messages = write.open_table(db::MESSAGES)?;
             let to_show = unhold(&write, &messages, &mut contact, (&peer, stream), released)?;
             if !to_show.is_empty() {
-                self.show(&write, &mut messages, &mut contact, to_show, &mut shown)?;
+                let frames = self.show(&write, &mut messages, &mut contact, to_show, &mut shown)?;
+                if frames > 0 && contact.out_stream.is_none() {
+                    let mut meta = write.open_table(db::META)?;
+                    let strangers = db::meta_u64(&meta, db::META_STRANGER_UNREAD)?;
+                    let left = strangers.saturating_sub(frames);
+                    meta.insert(db::META_STRANGER_UNREAD, db::encode(&left)?.as_slice())?;
+                }
             }
             contacts.insert(peer.as_bytes().as_slice(), db::encode(&contact)?.as_slice())?;
         }
+        self.apply_group_inbox(&write)?;
         write.commit()?;
         Ok(shown)
     }
@@ -758,6 +806,7 @@ impl State {
         {
             let mut messages = write.open_table(db::MESSAGES)?;
             let mut outbox = write.open_table(db::OUTBOX)?;
+            let mut frames = write.open_table(db::GROUP_FRAMES)?;
             for id in &receipt.ids {
                 let Some(mut record) = db::get::<Record>(&messages, &id.0)? else {
                     continue;
@@ -789,6 +838,9 @@ impl State {
                 dirty |= outbox
                     .remove((peer.as_bytes().as_slice(), record.seq))?
                     .is_some();
+                if record.text.is_empty() {
+                    dirty |= frames.remove(id.0.as_slice())?.is_some();
+                }
                 if record.status != before {
                     dirty = true;
                     messages.insert(id.0.as_slice(), db::encode(&record)?.as_slice())?;
@@ -1054,6 +1106,81 @@ fn unhold(
             contact.held = contact.held.saturating_sub(1);
             records.push(record);
         }
+    }
+    Ok(records)
+}
+
+/// Queues `texts` to `peer` in `write`: their records, as queued, in
+/// order.
+pub(crate) fn enqueue(
+    write: &WriteTransaction,
+    peer: &NodeId,
+    texts: Vec<Outgoing>,
+    now_ms: u64,
+) -> Result<Vec<Record>, DbError> {
+    let mut records = Vec::with_capacity(texts.len());
+    {
+        let mut contacts = write.open_table(db::CONTACTS)?;
+        let mut contact: Contact = db::get(&contacts, peer.as_bytes())?.unwrap_or_default();
+        let mut meta = write.open_table(db::META)?;
+        if contact.out_stream.is_none() {
+            // A stranger no more: what it left here stops counting
+            // against all strangers' quota.
+            let strangers = db::meta_u64(&meta, db::META_STRANGER_UNREAD)?;
+            let left = strangers.saturating_sub(contact.unread + contact.held);
+            meta.insert(db::META_STRANGER_UNREAD, db::encode(&left)?.as_slice())?;
+        }
+        let (stream, mut next) = contact
+            .out_stream
+            .unwrap_or_else(|| (u64::from_be_bytes(random()), 0));
+        let mut messages = write.open_table(db::MESSAGES)?;
+        let mut timeline = write.open_table(db::TIMELINE)?;
+        let mut outbox = write.open_table(db::OUTBOX)?;
+        let mut position = db::meta_u64(&meta, db::META_POSITION)?;
+        let mut frames = write.open_table(db::GROUP_FRAMES)?;
+        for text in texts {
+            let (text, frame) = match text {
+                Outgoing::Text(text) => (text, None),
+                Outgoing::Group(frame) => (String::new(), Some(frame)),
+            };
+            let shown = frame.is_none();
+            if shown {
+                position += 1;
+            }
+            let record = Record {
+                id: MessageId(random()),
+                peer: *peer.as_bytes(),
+                outgoing: true,
+                text,
+                sent_ms: now_ms,
+                stream,
+                seq: next,
+                status: Status::Queued,
+                position: shown.then_some(position),
+                received_ms: None,
+                delivered_ms: None,
+                read_ms: None,
+                error: None,
+            };
+            messages.insert(record.id.0.as_slice(), db::encode(&record)?.as_slice())?;
+            outbox.insert((peer.as_bytes().as_slice(), next), record.id.0.as_slice())?;
+            if let Some(frame) = frame {
+                frames.insert(record.id.0.as_slice(), frame.as_slice())?;
+            } else {
+                timeline.insert(
+                    (peer.as_bytes().as_slice(), position),
+                    record.id.0.as_slice(),
+                )?;
+                contact.messages += 1;
+                contact.last_text = preview(&record.text);
+            }
+            contact.last_ms = now_ms;
+            next += 1;
+            records.push(record);
+        }
+        contact.out_stream = Some((stream, next));
+        contacts.insert(peer.as_bytes().as_slice(), db::encode(&contact)?.as_slice())?;
+        meta.insert(db::META_POSITION, db::encode(&position)?.as_slice())?;
     }
     Ok(records)
 }

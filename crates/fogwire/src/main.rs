@@ -17,6 +17,7 @@ mod dashcost;
 mod demo;
 mod exit;
 mod feed;
+mod group;
 mod init;
 mod job;
 mod market;

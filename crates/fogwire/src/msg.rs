@@ -27,6 +27,11 @@ pub enum Command {
     Contacts(crate::control::ReadArgs),
     /// Print messages as they arrive or change status, until interrupted.
     Follow(FollowArgs),
+    /// Small groups (MLS): create, add, remove, leave, send, history.
+    #[command(subcommand)]
+    Group(crate::group::Command),
+    /// The groups you are in (or were).
+    Groups(crate::control::ReadArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -119,6 +124,8 @@ fn table(messages: &[MessageView]) {
 pub async fn run(home: &Path, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Send(args) => send(home, args).await,
+        Command::Group(command) => crate::group::run(home, command).await,
+        Command::Groups(args) => crate::group::list(home, args.json).await,
         Command::Inbox(args) => {
             let messages = client(home)?.msg_inbox(args.limit, args.peek).await?;
             if args.json {

@@ -123,7 +123,9 @@ async fn serve(shared: Arc<Shared>, mut stream: RouteStream) {
                 | Frame::Receipt(_)
                 | Frame::Refused { .. }
                 | Frame::BatchEnd { .. }
-                | Frame::Peering { .. } => Ok(()),
+                | Frame::Peering { .. }
+                | Frame::KeyPackageRequest
+                | Frame::KeyPackage(_) => Ok(()),
             };
             if let Err(error) = result {
                 tracing::warn!(peer = %peer.short(), %error, "mailbox storage failed");
@@ -507,18 +509,18 @@ async fn open_picked(
         .filter_map(|bytes| Envelope::decode(bytes).ok().map(|envelope| envelope.sender))
         .collect();
     let bytes: u64 = envelopes.iter().map(|bytes| bytes.len() as u64).sum();
-    let (shown, pay) = shared
+    let (shown, pay, wakes) = shared
         .with_state(move |state| -> Result<_, crate::DbError> {
             let (_, shown) = state.open(None, &envelopes, now)?;
             let pay = state.pay(&mailbox, bytes, now)?;
-            Ok((shown, pay))
+            Ok((shown, pay, state.take_wakes()))
         })
         .await
         .map_err(|error| error.to_string())?
         .map_err(|error| error.to_string())?;
     shared.publish(shown);
-    for sender in senders {
-        crate::deliver::wake(shared, sender);
+    for peer in senders.into_iter().chain(wakes) {
+        crate::deliver::wake(shared, peer);
     }
     Ok(Taken { ids, pay })
 }

@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use fogwire_api::{ContactView, GraphNode, MessageView};
+use fogwire_api::{ContactView, GraphNode, GroupEntryView, GroupView, MessageView};
 
 use crate::harness::{BINARY, TestNode, json, stderr, stdout, wait_until};
 
@@ -313,4 +313,99 @@ fn mail_for_an_absent_node_waits_at_the_mailbox_its_config_names_and_arrives_onc
             .all(|message| message.status == "delivered" || message.status == "read")
     });
     assert_eq!(history(&carol, &alice_id).len(), 2);
+}
+
+#[test]
+fn a_group_made_with_the_cli_carries_its_members_messages_and_follows_its_membership() {
+    let owner = TestNode::start("");
+    let relay = TestNode::start("");
+    let bob = TestNode::start("");
+    let carol = TestNode::start("");
+    for node in [&owner, &bob, &carol] {
+        let linked = node.cli(&["connect", &relay.peer_addr()]);
+        assert!(linked.status.success(), "{}", stderr(&linked));
+    }
+    let (bob_id, carol_id) = (bob.node_id().to_string(), carol.node_id().to_string());
+    for member in [&bob_id, &carol_id] {
+        wait_until("the owner to find a path to each member", || {
+            owner
+                .cli(&["route", "find", member, "--json"])
+                .status
+                .success()
+        });
+    }
+    let named = owner.cli(&["name", "bob", &bob_id]);
+    assert!(named.status.success(), "{}", stderr(&named));
+
+    let made = owner.cli(&["msg", "group", "create", "book club", "--json"]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let group: GroupView = json(&made);
+    assert_eq!((group.name.as_str(), group.members.len()), ("book club", 1));
+    // By name, and by the start of its id.
+    let added = owner.cli(&["msg", "group", "add", "book club", "bob"]);
+    assert!(added.status.success(), "{}", stderr(&added));
+    assert!(stderr(&added).contains("2 member(s)"), "{}", stderr(&added));
+    let added = owner.cli(&["msg", "group", "add", &group.id[..8], &carol_id]);
+    assert!(added.status.success(), "{}", stderr(&added));
+
+    // A member that is not the owner cannot add; a group nobody has is
+    // said to be missing.
+    wait_until("Bob to join", || {
+        let groups: Vec<GroupView> = json(&bob.cli(&["msg", "groups", "--json"]));
+        groups.first().is_some_and(|known| known.members.len() == 3)
+    });
+    let refused = bob.cli(&["msg", "group", "add", "book club", &carol_id]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("only the group's owner"),
+        "{}",
+        stderr(&refused)
+    );
+    let missing = bob.cli(&["msg", "group", "send", "no such group", "hi"]);
+    assert!(!missing.status.success());
+    assert!(
+        stderr(&missing).contains("fogwire msg groups"),
+        "{}",
+        stderr(&missing)
+    );
+
+    let sent = bob.cli(&["msg", "group", "send", "book club", "chapter", "one"]);
+    assert!(sent.status.success(), "{}", stderr(&sent));
+    assert!(
+        stderr(&sent).contains("queued for 2 member(s)"),
+        "{}",
+        stderr(&sent)
+    );
+    for member in [&owner, &carol] {
+        wait_until("Bob's message to reach every member", || {
+            let history: Vec<GroupEntryView> =
+                json(&member.cli(&["msg", "group", "history", "book club", "--json"]));
+            history
+                .iter()
+                .any(|entry| entry.text.as_deref() == Some("chapter one") && entry.from == bob_id)
+        });
+    }
+    let shown = carol.cli(&["msg", "group", "history", "book club"]);
+    assert!(stdout(&shown).contains("chapter one"), "{}", stdout(&shown));
+
+    // Carol leaves; the owner removes her; she reads nothing more.
+    let left = carol.cli(&["msg", "group", "leave", "book club", "--json"]);
+    assert!(left.status.success(), "{}", stderr(&left));
+    assert_eq!(json::<GroupView>(&left).standing, "left");
+    wait_until("the owner to remove Carol", || {
+        let groups: Vec<GroupView> = json(&owner.cli(&["msg", "groups", "--json"]));
+        groups[0].members.len() == 2
+    });
+    let sent = owner.cli(&["msg", "group", "send", "book club", "just", "us", "--json"]);
+    assert!(sent.status.success(), "{}", stderr(&sent));
+    assert_eq!(json::<GroupEntryView>(&sent).sent_to, 1);
+    wait_until("the owner's message to reach Bob", || {
+        let history: Vec<GroupEntryView> =
+            json(&bob.cli(&["msg", "group", "history", "book club", "--json"]));
+        history
+            .iter()
+            .any(|entry| entry.text.as_deref() == Some("just us"))
+    });
+    let listed = owner.cli(&["msg", "groups"]);
+    assert!(stdout(&listed).contains("book club"), "{}", stdout(&listed));
 }
