@@ -29,7 +29,7 @@ use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
 use openmls::prelude::*;
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::OpenMlsRustCrypto;
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
+use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::{Outgoing, State, enqueue};
@@ -39,9 +39,13 @@ const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA2
 /// Past epochs whose keys a member keeps, to open messages sent just
 /// before a membership change reached it.
 const PAST_EPOCHS: usize = 8;
-/// Groups one node is in at most (a stranger's welcomes past it are
-/// dropped).
+/// Groups one node is in at most (welcomes past it are dropped).
 pub const GROUPS_MAX: usize = 256;
+/// Groups of one owner a node is in at most: one node cannot fill all.
+pub const GROUPS_PER_OWNER_MAX: usize = 16;
+/// Groups kept in all, those left or removed from too (their history);
+/// past it, the longest quiet of those goes.
+const GROUPS_KEPT_MAX: usize = 1_024;
 /// Messages from epochs not reached yet, kept per group at most.
 const PENDING_MAX: u64 = 1_024;
 /// How long this node's key package is handed out before a new one.
@@ -124,7 +128,9 @@ pub enum GroupError {
     BadName,
     #[error("a message needs some text, at most {TEXT_LEN_MAX} bytes")]
     BadText,
-    #[error("this node is in {GROUPS_MAX} groups already")]
+    #[error(
+        "this node is in {GROUPS_MAX} groups already, or {GROUPS_PER_OWNER_MAX} of this owner's"
+    )]
     TooMany,
     #[error("the node's key package is not usable: {0}")]
     BadKeyPackage(String),
@@ -270,6 +276,41 @@ fn nodes(members: &[[u8; 32]], except: &NodeId) -> Vec<NodeId> {
         .collect()
 }
 
+/// Whether this node may be in one more group of `owner`'s: under
+/// [`GROUPS_MAX`] groups in all and `per_owner` of `owner`'s
+/// ([`GROUPS_PER_OWNER_MAX`] for another's; its own are bounded only in
+/// all). To keep at most [`GROUPS_KEPT_MAX`], the group left longest
+/// ago goes, history and all.
+fn room(write: &WriteTransaction, owner: &NodeId, per_owner: usize) -> Result<bool, GroupError> {
+    let mut table = write.open_table(db::GROUPS)?;
+    let (mut member_of, mut of_owner) = (0, 0);
+    let mut quietest: Option<(u64, GroupId)> = None;
+    let mut kept = 0;
+    for row in table.iter()? {
+        let group: Group = db::decode(row?.1.value())?;
+        kept += 1;
+        if group.standing == Standing::Member {
+            member_of += 1;
+            of_owner += usize::from(group.owner == *owner.as_bytes());
+        } else if quietest.is_none_or(|(last, _)| group.last_ms < last) {
+            quietest = Some((group.last_ms, group.id));
+        }
+    }
+    if member_of >= GROUPS_MAX || of_owner >= per_owner {
+        return Ok(false);
+    }
+    if kept >= GROUPS_KEPT_MAX
+        && let Some((_, id)) = quietest
+    {
+        table.remove(id.0.as_slice())?;
+        drop(table);
+        let mut log = write.open_table(db::GROUP_LOG)?;
+        let range = (id.0.as_slice(), 0)..=(id.0.as_slice(), u64::MAX);
+        log.retain_in(range, |_, _| false)?;
+    }
+    Ok(true)
+}
+
 fn get_group(write: &WriteTransaction, id: &GroupId) -> Result<Option<Group>, DbError> {
     db::get(&write.open_table(db::GROUPS)?, &id.0)
 }
@@ -374,7 +415,7 @@ impl State {
             return Err(GroupError::BadName);
         }
         self.with_mls(|state, write| {
-            if write.open_table(db::GROUPS)?.len()? >= GROUPS_MAX as u64 {
+            if !room(write, &state.me, GROUPS_MAX)? {
                 return Err(GroupError::TooMany);
             }
             let id = GroupId(super::random());
@@ -781,7 +822,7 @@ impl State {
         if get_group(write, &id)?.is_some_and(|group| group.standing == Standing::Member) {
             return Err(GroupError::AlreadyIn(self.me.to_string()));
         }
-        if write.open_table(db::GROUPS)?.len()? >= GROUPS_MAX as u64 {
+        if !room(write, from, GROUPS_PER_OWNER_MAX)? {
             return Err(GroupError::TooMany);
         }
         let message = MlsMessageIn::tls_deserialize_exact(welcome).map_err(mls)?;

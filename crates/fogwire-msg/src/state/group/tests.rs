@@ -173,3 +173,32 @@ fn frames_no_honest_member_sends_are_dropped_and_change_nothing() {
     // Nothing of it shows in the pairwise conversations either.
     assert!(crate::db::unread(bob.state.db(), 100).unwrap().is_empty());
 }
+
+#[test]
+fn one_owner_fills_no_more_than_its_share_of_a_nodes_groups() {
+    let (mut owner, mut bob) = (member(1), member(2));
+    let package = bob.state.key_package(NOW).unwrap();
+    for index in 0..=super::GROUPS_PER_OWNER_MAX {
+        let group = owner
+            .state
+            .group_create(&format!("g{index}"), NOW)
+            .unwrap()
+            .id;
+        owner.state.group_add(group, bob.id, &package, NOW).unwrap();
+    }
+    deliver(&mut owner, &mut bob);
+    let groups = bob.state.groups().unwrap();
+    assert_eq!(groups.len(), super::GROUPS_PER_OWNER_MAX);
+    // One of them left: room for one more of the owner's.
+    bob.state.group_leave(groups[0].id, NOW).unwrap();
+    let group = owner.state.group_create("again", NOW).unwrap().id;
+    owner.state.group_add(group, bob.id, &package, NOW).unwrap();
+    deliver(&mut owner, &mut bob);
+    assert!(
+        bob.state
+            .groups()
+            .unwrap()
+            .iter()
+            .any(|known| known.id == group)
+    );
+}
