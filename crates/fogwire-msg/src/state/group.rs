@@ -819,7 +819,12 @@ impl State {
         welcome: &[u8],
         now_ms: u64,
     ) -> Result<(), GroupError> {
-        if get_group(write, &id)?.is_some_and(|group| group.standing == Standing::Member) {
+        // Added again after leaving: its history goes on where it was.
+        let before = get_group(write, &id)?;
+        if before
+            .as_ref()
+            .is_some_and(|group| group.standing == Standing::Member)
+        {
             return Err(GroupError::AlreadyIn(self.me.to_string()));
         }
         if !room(write, from, GROUPS_PER_OWNER_MAX)? {
@@ -851,9 +856,9 @@ impl State {
             owner: *from.as_bytes(),
             members,
             standing: Standing::Member,
-            created_ms: now_ms,
+            created_ms: before.as_ref().map_or(now_ms, |group| group.created_ms),
             last_ms: now_ms,
-            entries: 0,
+            entries: before.map_or(0, |group| group.entries),
         };
         log(
             write,

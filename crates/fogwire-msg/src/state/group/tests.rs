@@ -202,3 +202,21 @@ fn one_owner_fills_no_more_than_its_share_of_a_nodes_groups() {
             .any(|known| known.id == group)
     );
 }
+
+#[test]
+fn a_member_removed_and_added_again_keeps_its_history_and_reads_only_what_came_while_in() {
+    let (mut owner, mut bob) = (member(1), member(2));
+    let group = owner.state.group_create("g", NOW).unwrap().id;
+    add(&mut owner, group, &mut bob);
+    owner.state.group_send(group, "first", NOW).unwrap();
+    deliver(&mut owner, &mut bob);
+    owner.state.group_remove(group, bob.id, NOW).unwrap();
+    owner.state.group_send(group, "while out", NOW).unwrap();
+    deliver(&mut owner, &mut bob);
+    assert_eq!(bob.state.groups().unwrap()[0].standing, Standing::Removed);
+    add(&mut owner, group, &mut bob);
+    owner.state.group_send(group, "back", NOW).unwrap();
+    deliver(&mut owner, &mut bob);
+    assert_eq!(texts(&bob, group), ["first", "back"]);
+    assert_eq!(bob.state.groups().unwrap()[0].standing, Standing::Member);
+}
