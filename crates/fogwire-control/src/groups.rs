@@ -144,14 +144,7 @@ pub(crate) async fn add(
     Path(group): Path<String>,
     body: Bytes,
 ) -> Result<Json<GroupView>, Refusal> {
-    let request: GroupMemberRequest = parse(&body, "{\"node\": \"<node>\"}")?;
-    let group = group_named(&state, &group).await?;
-    let node = peer_named(&state, &request.node).await?;
-    let changed = messenger(&state)?
-        .group_add(group, node)
-        .await
-        .map_err(refusal)?;
-    Ok(Json(group_view(&changed)))
+    change_member(&state, &group, &body, true).await
 }
 
 /// `POST /v1/msg/groups/{group}/remove`
@@ -160,14 +153,25 @@ pub(crate) async fn remove(
     Path(group): Path<String>,
     body: Bytes,
 ) -> Result<Json<GroupView>, Refusal> {
-    let request: GroupMemberRequest = parse(&body, "{\"node\": \"<node>\"}")?;
-    let group = group_named(&state, &group).await?;
-    let node = peer_named(&state, &request.node).await?;
-    let changed = messenger(&state)?
-        .group_remove(group, node)
-        .await
-        .map_err(refusal)?;
-    Ok(Json(group_view(&changed)))
+    change_member(&state, &group, &body, false).await
+}
+
+async fn change_member(
+    state: &ApiState,
+    group: &str,
+    body: &Bytes,
+    add: bool,
+) -> Result<Json<GroupView>, Refusal> {
+    let request: GroupMemberRequest = parse(body, "{\"node\": \"<node>\"}")?;
+    let group = group_named(state, group).await?;
+    let node = peer_named(state, &request.node).await?;
+    let messenger = messenger(state)?;
+    let changed = if add {
+        messenger.group_add(group, node).await
+    } else {
+        messenger.group_remove(group, node).await
+    };
+    Ok(Json(group_view(&changed.map_err(refusal)?)))
 }
 
 /// `POST /v1/msg/groups/{group}/leave`

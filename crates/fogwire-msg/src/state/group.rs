@@ -545,24 +545,14 @@ impl State {
             mls_group
                 .merge_pending_commit(&state.mls.provider)
                 .map_err(mls)?;
-            let others = nodes(&group.members, &state.me);
-            let commit = GroupFrame::Commit {
-                group: id,
-                commit: serialize(&commit)?,
-            };
-            state.send_frame(write, &others, &commit, now_ms)?;
             let welcome = GroupFrame::Welcome {
                 group: id,
                 name: group.name.clone(),
                 welcome: serialize(&welcome)?,
             };
             state.send_frame(write, &[node], &welcome, now_ms)?;
-            group.members = members_of(&mls_group)
-                .ok_or_else(|| GroupError::Mls("a member's credential".to_owned()))?;
-            let me = *state.me.as_bytes();
             let added = GroupEvent::Added(vec![*node.as_bytes()]);
-            log(write, &mut group, me, now_ms, now_ms, added, Vec::new())?;
-            put_group(write, &group)?;
+            state.committed(write, &mut group, &mls_group, &commit, added, now_ms)?;
             Ok(group)
         })
     }
@@ -608,19 +598,35 @@ impl State {
         mls_group
             .merge_pending_commit(&self.mls.provider)
             .map_err(mls)?;
+        let removed = GroupEvent::Removed(vec![*node.as_bytes()]);
+        self.committed(write, &mut group, &mls_group, &commit, removed, now_ms)?;
+        Ok(group)
+    }
+
+    /// After the owner's commit (merged): it goes to everyone who was in
+    /// the group before it (a removed member too, so it knows), and the
+    /// group's members and history follow.
+    fn committed(
+        &mut self,
+        write: &WriteTransaction,
+        group: &mut Group,
+        mls_group: &MlsGroup,
+        commit: &MlsMessageOut,
+        event: GroupEvent,
+        now_ms: u64,
+    ) -> Result<(), GroupError> {
         let commit = GroupFrame::Commit {
-            group: id,
-            commit: serialize(&commit)?,
+            group: group.id,
+            commit: serialize(commit)?,
         };
-        let everyone = nodes(&group.members, &self.me);
-        self.send_frame(write, &everyone, &commit, now_ms)?;
-        group.members = members_of(&mls_group)
+        let before = nodes(&group.members, &self.me);
+        self.send_frame(write, &before, &commit, now_ms)?;
+        group.members = members_of(mls_group)
             .ok_or_else(|| GroupError::Mls("a member's credential".to_owned()))?;
         let me = *self.me.as_bytes();
-        let removed = GroupEvent::Removed(vec![*node.as_bytes()]);
-        log(write, &mut group, me, now_ms, now_ms, removed, Vec::new())?;
-        put_group(write, &group)?;
-        Ok(group)
+        log(write, group, me, now_ms, now_ms, event, Vec::new())?;
+        put_group(write, group)?;
+        Ok(())
     }
 
     /// Leaves a group: asks its owner to remove this node, and forgets
