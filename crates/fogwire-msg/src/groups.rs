@@ -46,6 +46,9 @@ impl Messenger {
         if node == self.shared.me {
             return Err(MsgError::ToSelf);
         }
+        self.shared
+            .with_state(move |state| state.group_owned(group))
+            .await??;
         let package =
             key_package(&self.shared, node)
                 .await

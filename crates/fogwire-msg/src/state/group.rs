@@ -349,6 +349,17 @@ fn log(
     Ok(entry)
 }
 
+/// Adds a membership change, made or seen now, to `group`'s history.
+fn note(
+    write: &WriteTransaction,
+    group: &mut Group,
+    by: [u8; 32],
+    event: GroupEvent,
+    now_ms: u64,
+) -> Result<GroupEntry, DbError> {
+    log(write, group, by, now_ms, now_ms, event, Vec::new())
+}
+
 fn serialize(message: &MlsMessageOut) -> Result<Vec<u8>, GroupError> {
     message.tls_serialize_detached().map_err(mls)
 }
@@ -443,15 +454,7 @@ impl State {
                 last_ms: now_ms,
                 entries: 0,
             };
-            log(
-                write,
-                &mut group,
-                me,
-                now_ms,
-                now_ms,
-                GroupEvent::Joined,
-                Vec::new(),
-            )?;
+            note(write, &mut group, me, GroupEvent::Joined, now_ms)?;
             put_group(write, &group)?;
             Ok(group)
         })
@@ -498,6 +501,19 @@ impl State {
     /// The group this node owns and is in, or why not.
     fn owned(&self, write: &WriteTransaction, id: &GroupId) -> Result<Group, GroupError> {
         let group = get_group(write, id)?.ok_or_else(|| GroupError::NotFound(id.to_string()))?;
+        self.owns(group)
+    }
+
+    /// Whether this node owns the group and is in it, as it stands now:
+    /// checked before the work of adding a member (a route to it).
+    pub fn group_owned(&self, id: GroupId) -> Result<Group, GroupError> {
+        let read = self.db.begin_read()?;
+        let group: Group = db::get(&read.open_table(db::GROUPS)?, &id.0)?
+            .ok_or_else(|| GroupError::NotFound(id.to_string()))?;
+        self.owns(group)
+    }
+
+    fn owns(&self, group: Group) -> Result<Group, GroupError> {
         if group.standing != Standing::Member {
             return Err(GroupError::NotIn(group.standing));
         }
@@ -624,7 +640,7 @@ impl State {
         group.members = members_of(mls_group)
             .ok_or_else(|| GroupError::Mls("a member's credential".to_owned()))?;
         let me = *self.me.as_bytes();
-        log(write, group, me, now_ms, now_ms, event, Vec::new())?;
+        note(write, group, me, event, now_ms)?;
         put_group(write, group)?;
         Ok(())
     }
@@ -866,14 +882,12 @@ impl State {
             last_ms: now_ms,
             entries: before.map_or(0, |group| group.entries),
         };
-        log(
+        note(
             write,
             &mut group,
             *from.as_bytes(),
-            now_ms,
-            now_ms,
             GroupEvent::Joined,
-            Vec::new(),
+            now_ms,
         )?;
         put_group(write, &group)?;
         Ok(())
@@ -919,7 +933,7 @@ impl State {
             group.standing = Standing::Removed;
             group.members.retain(|member| *member == owner);
             let removed = GroupEvent::Removed(vec![*self.me.as_bytes()]);
-            log(write, group, owner, now_ms, now_ms, removed, Vec::new())?;
+            note(write, group, owner, removed, now_ms)?;
             return Ok(());
         }
         group.members = members_of(&mls_group)
@@ -928,26 +942,10 @@ impl State {
         let added: Vec<[u8; 32]> = after.difference(&before).copied().collect();
         let removed: Vec<[u8; 32]> = before.difference(&after).copied().collect();
         if !added.is_empty() {
-            log(
-                write,
-                group,
-                owner,
-                now_ms,
-                now_ms,
-                GroupEvent::Added(added),
-                Vec::new(),
-            )?;
+            note(write, group, owner, GroupEvent::Added(added), now_ms)?;
         }
         if !removed.is_empty() {
-            log(
-                write,
-                group,
-                owner,
-                now_ms,
-                now_ms,
-                GroupEvent::Removed(removed),
-                Vec::new(),
-            )?;
+            note(write, group, owner, GroupEvent::Removed(removed), now_ms)?;
         }
         Ok(())
     }
