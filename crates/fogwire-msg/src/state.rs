@@ -458,6 +458,9 @@ impl State {
         envelopes: &[Vec<u8>],
         now_ms: u64,
     ) -> Result<(Vec<Outcome>, Vec<Record>), DbError> {
+        // What an earlier transaction that failed left is not to be
+        // applied: its messages come again.
+        self.group_inbox.clear();
         let write = self.db.begin_write()?;
         let mut outcomes = Vec::with_capacity(envelopes.len());
         let mut shown = Vec::new();
@@ -759,6 +762,7 @@ impl State {
         if waiting.is_empty() {
             return Ok(shown);
         }
+        self.group_inbox.clear();
         let write = self.db.begin_write()?;
         for (peer, stream) in waiting {
             let mut orders = write.open_table(db::ORDER)?;
