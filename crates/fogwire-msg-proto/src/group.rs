@@ -29,41 +29,7 @@ pub const KEY_PACKAGE_LEN_MAX: usize = 2 * 1024;
 )]
 pub struct GroupId(pub [u8; 16]);
 
-impl std::fmt::Display for GroupId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for byte in self.0 {
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::fmt::Debug for GroupId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "GroupId({self})")
-    }
-}
-
-impl std::str::FromStr for GroupId {
-    type Err = WireError;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let invalid = WireError::Invalid {
-            what: "group id",
-            field: "32 hex digits",
-            value: text.len() as u64,
-        };
-        if text.len() != 32 || !text.is_ascii() {
-            return Err(invalid);
-        }
-        let mut id = [0u8; 16];
-        for (at, byte) in id.iter_mut().enumerate() {
-            *byte =
-                u8::from_str_radix(&text[2 * at..2 * at + 2], 16).map_err(|_| invalid.clone())?;
-        }
-        Ok(GroupId(id))
-    }
-}
+crate::wire::hex_id!(GroupId, "group id");
 
 /// One group frame, the body of a sealed message of kind group.
 #[derive(Debug, Clone, PartialEq, Eq)]

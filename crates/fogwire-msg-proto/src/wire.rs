@@ -78,41 +78,49 @@ pub enum WireError {
 )]
 pub struct MessageId(pub [u8; 16]);
 
-impl std::fmt::Display for MessageId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for byte in self.0 {
-            write!(f, "{byte:02x}")?;
+/// Display (32 hex digits), Debug and FromStr for a 16-byte id.
+macro_rules! hex_id {
+    ($id:ident, $what:literal) => {
+        impl std::fmt::Display for $id {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                for byte in self.0 {
+                    write!(f, "{byte:02x}")?;
+                }
+                Ok(())
+            }
         }
-        Ok(())
-    }
-}
 
-impl std::fmt::Debug for MessageId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "MessageId({self})")
-    }
-}
-
-impl std::str::FromStr for MessageId {
-    type Err = WireError;
-
-    fn from_str(text: &str) -> Result<Self, WireError> {
-        let invalid = || WireError::Invalid {
-            what: "message id",
-            field: "32 hex digits",
-            value: text.len() as u64,
-        };
-        if text.len() != 32 || !text.is_ascii() {
-            return Err(invalid());
+        impl std::fmt::Debug for $id {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{}({self})", stringify!($id))
+            }
         }
-        let mut id = [0u8; 16];
-        for (index, byte) in id.iter_mut().enumerate() {
-            *byte =
-                u8::from_str_radix(&text[index * 2..index * 2 + 2], 16).map_err(|_| invalid())?;
+
+        impl std::str::FromStr for $id {
+            type Err = $crate::wire::WireError;
+
+            fn from_str(text: &str) -> Result<Self, Self::Err> {
+                let invalid = || $crate::wire::WireError::Invalid {
+                    what: $what,
+                    field: "32 hex digits",
+                    value: text.len() as u64,
+                };
+                if text.len() != 32 || !text.is_ascii() {
+                    return Err(invalid());
+                }
+                let mut id = [0u8; 16];
+                for (index, byte) in id.iter_mut().enumerate() {
+                    *byte = u8::from_str_radix(&text[index * 2..index * 2 + 2], 16)
+                        .map_err(|_| invalid())?;
+                }
+                Ok(Self(id))
+            }
         }
-        Ok(Self(id))
-    }
+    };
 }
+pub(crate) use hex_id;
+
+hex_id!(MessageId, "message id");
 
 /// Reads fields off a byte slice, naming the structure in its errors.
 pub(crate) struct Reader<'a> {

@@ -704,10 +704,15 @@ impl State {
         let mut position = db::meta_u64(&meta, db::META_POSITION)?;
         let mut timeline = write.open_table(db::TIMELINE)?;
         let mut unread = write.open_table(db::UNREAD)?;
-        let mut frames = write.open_table(db::GROUP_FRAMES)?;
+        // Opened only for records that carry group frames: most do not.
+        let mut frames = None;
         let mut group_frames = 0;
         for mut record in records {
             if record.text.is_empty() {
+                let frames = match &mut frames {
+                    Some(frames) => frames,
+                    None => frames.insert(write.open_table(db::GROUP_FRAMES)?),
+                };
                 let frame = frames
                     .remove(record.id.0.as_slice())?
                     .map(|frame| frame.value().to_vec());
