@@ -18,6 +18,39 @@ pub struct Status {
     pub peers_wanted: usize,
     pub pending_handshakes: usize,
     pub data_dir: Option<String>,
+    /// Whether others can dial this node.
+    #[serde(default)]
+    pub reach: Reach,
+}
+
+/// Whether others can dial this node, and at which addresses (relay.md
+/// §1).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reach {
+    /// `public` (dialed at a public address), `private` (peers on public
+    /// addresses cannot dial it: behind a NAT or firewall), `local` (only
+    /// peers on private networks know it, and dialed it), or `unknown`.
+    pub reachability: String,
+    /// Each IP address peers see this node at, with its listening port.
+    pub addresses: Vec<ReachAddress>,
+    /// Checks this node is running for peers now.
+    pub serving: usize,
+}
+
+/// One address peers see a node at, and how its check went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReachAddress {
+    pub address: SocketAddr,
+    /// Outside the private, shared, loopback and link-local ranges.
+    pub public: bool,
+    /// `checking`, `confirmed` or `refuted`.
+    pub state: String,
+    /// Linked peers that see the node at this IP address.
+    pub seen_by: usize,
+    /// Peers whose dial reached the node there (this round of checks).
+    pub confirmed_by: Vec<String>,
+    /// Peers that could not dial it there (this round).
+    pub refuted_by: Vec<String>,
 }
 
 /// Where a wanted or linked peer stands.

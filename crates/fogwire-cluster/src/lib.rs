@@ -54,6 +54,17 @@ const CONTROL_QUEUE: usize = 1024;
 /// slows the links' readers down.
 const MESSAGE_QUEUE: usize = 1024;
 
+/// What this board offers to its cluster's placement: its cores, its
+/// memory, and the free space where it keeps its data (`dir`, or `/`).
+pub fn resources(dir: Option<&std::path::Path>) -> Resources {
+    use fogwire_compute::resources::{cores, disk_free, memory};
+    Resources {
+        cores: cores(),
+        memory_mib: memory().0 >> 20,
+        disk_mib: disk_free(dir.unwrap_or(std::path::Path::new("/"))) >> 20,
+    }
+}
+
 /// The channels a node opens on every link for clusters.
 pub fn link_channels() -> Vec<ChannelConfig> {
     vec![

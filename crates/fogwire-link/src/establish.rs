@@ -76,6 +76,10 @@ impl EstablishError {
     /// A short stable name, for metric labels.
     pub fn reason(&self) -> &'static str {
         match self {
+            // The dialer left once this node had proven who it is: a
+            // reachability check (relay.md §1), or a dialer that wanted
+            // another node. Nothing went wrong here.
+            EstablishError::Handshake(HandshakeError::Closed { messages: 2 }) => HUNG_UP,
             EstablishError::Connect { .. } => "connect",
             EstablishError::Handshake(error) => error.reason(),
             EstablishError::Io(_) => "io",
@@ -84,6 +88,10 @@ impl EstablishError {
         }
     }
 }
+
+/// [`EstablishError::reason`] of an inbound handshake whose dialer hung up
+/// after message 2, as reachability checks do.
+pub const HUNG_UP: &str = "hung_up";
 
 /// Dials `addr` and runs the handshake, expecting the peer to be
 /// `expected_peer`. Connecting and the handshake together get the
@@ -198,6 +206,39 @@ pub async fn establish_within(
         })))
 }
 
+/// Dials `addr` and runs the handshake only until the listener has proven
+/// it is `expected_peer` (message 2), then hangs up without sending
+/// message 3: the listener never gets a link, and never learns who dialed.
+/// A reachability check: whether `expected_peer` can be dialed there.
+pub async fn probe(
+    addr: SocketAddr,
+    expected_peer: NodeId,
+    identity: &LinkIdentity,
+    config: Arc<Config>,
+) -> Result<(), EstablishError> {
+    let mut handshake = Handshake::initiator(identity, config, expected_peer, Instant::now())?;
+    let deadline = tokio::time::Instant::from_std(handshake.deadline());
+    let timeout_ms = handshake.timeout().as_millis();
+    let timed_out = || HandshakeError::Timeout { timeout_ms };
+    let mut stream = match tokio::time::timeout_at(deadline, dial_marked(addr)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(source)) => return Err(EstablishError::Connect { addr, source }),
+        Err(_) => return Err(timed_out().into()),
+    };
+    let exchange = exchange(&mut stream, &mut handshake, Until::Proven);
+    tokio::time::timeout_at(deadline, exchange)
+        .await
+        .unwrap_or_else(|_| Err(timed_out().into()))
+}
+
+/// How far [`exchange`] runs the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Until {
+    Finished,
+    /// Until the peer's identity is proven.
+    Proven,
+}
+
 async fn run_handshake(
     mut stream: TcpStream,
     mut handshake: Handshake,
@@ -208,41 +249,7 @@ async fn run_handshake(
     // add latency.
     stream.set_nodelay(true).map_err(EstablishError::Io)?;
     let deadline = tokio::time::Instant::from_std(handshake.deadline());
-    let exchange = async {
-        let mut transmit = Vec::new();
-        let mut buffer = [0u8; 4096];
-        loop {
-            handshake.take_transmit(&mut transmit);
-            if !transmit.is_empty() {
-                stream
-                    .write_all(&transmit)
-                    .await
-                    .map_err(EstablishError::Io)?;
-                transmit.clear();
-            }
-            if handshake.is_finished() {
-                return Ok(());
-            }
-            let read = stream.read(&mut buffer).await.map_err(EstablishError::Io)?;
-            if read == 0 {
-                return Err(handshake.handle_eof().into());
-            }
-            handshake.handle_input(&buffer[..read])?;
-            if let Some(puzzle) = handshake.puzzle() {
-                // The listener is under load: work before it does. Off
-                // the event loop (up to 2^24 hashes; the deadline holds).
-                let solved = tokio::task::spawn_blocking(move || puzzle.solve())
-                    .await
-                    .ok()
-                    .flatten()
-                    .ok_or(HandshakeError::PuzzleTooHard {
-                        bits: puzzle.bits,
-                        max: fogwire_link_proto::puzzle::BITS_ACCEPTED_MAX,
-                    })?;
-                handshake.answer_puzzle(solved, fogwire_env::NoiseResolver::os())?;
-            }
-        }
-    };
+    let exchange = exchange(&mut stream, &mut handshake, Until::Finished);
     match tokio::time::timeout_at(deadline, exchange).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => return Err(error),
@@ -262,6 +269,50 @@ async fn run_handshake(
         direction,
         puzzle_bits,
     })
+}
+
+/// Sends and receives handshake messages until `until`.
+async fn exchange(
+    stream: &mut TcpStream,
+    handshake: &mut Handshake,
+    until: Until,
+) -> Result<(), EstablishError> {
+    let mut transmit = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        handshake.take_transmit(&mut transmit);
+        if !transmit.is_empty() {
+            stream
+                .write_all(&transmit)
+                .await
+                .map_err(EstablishError::Io)?;
+            transmit.clear();
+        }
+        if handshake.is_finished() {
+            return Ok(());
+        }
+        let read = stream.read(&mut buffer).await.map_err(EstablishError::Io)?;
+        if read == 0 {
+            return Err(handshake.handle_eof().into());
+        }
+        handshake.handle_input(&buffer[..read])?;
+        if until == Until::Proven && handshake.peer().is_some() {
+            return Ok(());
+        }
+        if let Some(puzzle) = handshake.puzzle() {
+            // The listener is under load: work before it does. Off
+            // the event loop (up to 2^24 hashes; the deadline holds).
+            let solved = tokio::task::spawn_blocking(move || puzzle.solve())
+                .await
+                .ok()
+                .flatten()
+                .ok_or(HandshakeError::PuzzleTooHard {
+                    bits: puzzle.bits,
+                    max: fogwire_link_proto::puzzle::BITS_ACCEPTED_MAX,
+                })?;
+            handshake.answer_puzzle(solved, fogwire_env::NoiseResolver::os())?;
+        }
+    }
 }
 
 /// Connections the kernel may hold for the accept loop. A burst larger than

@@ -28,8 +28,8 @@ pub mod slots;
 pub use channel::{ChannelReceiver, ChannelSendError, ChannelSender};
 pub use driver::{LinkCounters, LinkHandle, LinkSnapshot, NoAnswer, spawn};
 pub use establish::{
-    Direction, EstablishError, Established, SOCKET_MARK, connect, connect_stream, dial, establish,
-    establish_asking, establish_within, listen, listen_hint, mark,
+    Direction, EstablishError, Established, HUNG_UP, SOCKET_MARK, connect, connect_stream, dial,
+    establish, establish_asking, establish_within, listen, listen_hint, mark, probe,
 };
 pub use fogwire_link_proto as proto;
 pub use peer_addr::{ParsePeerAddrError, PeerAddr};
@@ -41,4 +41,10 @@ pub trait LinkUser: Send + Sync {
     fn link_up(&self, link: LinkHandle);
     /// The link `link_id` (from [`LinkHandle::id`]) to `peer` is gone.
     fn link_down(&self, peer: fogwire_identity::NodeId, link_id: u64);
+    /// A connection from `remote` reached the node's listener, before any
+    /// handshake or admission (what reachability checks count on). Must
+    /// not block.
+    fn accepted(&self, remote: std::net::SocketAddr) {
+        let _ = remote;
+    }
 }

@@ -131,6 +131,11 @@ impl RefusalLog {
     /// Logs `message` (or only counts it) about the connection from
     /// `remote`, refused or failed for `reason`.
     pub fn refused(&self, remote: SocketAddr, reason: &'static str, message: fmt::Arguments<'_>) {
+        if reason == crate::establish::HUNG_UP {
+            // Peers check that this node can be dialed: not a refusal.
+            tracing::debug!(remote = %remote, "{message} (a reachability check, or a dialer that wanted another node)");
+            return;
+        }
         self.flush();
         if self.lock().note(remote.ip()) {
             tracing::info!(remote = %remote, reason, "{message}");

@@ -234,3 +234,50 @@ async fn a_dialer_solves_the_puzzle_a_listener_under_load_asks_and_links() {
     let link = spawn(outbound);
     assert_eq!(link.peer(), listener_identity.node_id());
 }
+
+#[tokio::test]
+async fn a_probe_proves_who_answers_and_leaves_the_listener_without_a_link() {
+    let (dialer, listener_identity) = (identity(1), identity(2));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serve = |listener: TcpListener| {
+        let listener_identity = listener_identity.clone();
+        tokio::spawn(async move {
+            let (stream, remote) = listener.accept().await.unwrap();
+            (
+                establish(stream, remote, &listener_identity, config()).await,
+                listener,
+            )
+        })
+    };
+    // The right node answers: proven, and the listener gets no link (its
+    // handshake ends after message 2, a hang-up that is nothing to warn of).
+    let accept = serve(listener);
+    fogwire_link::probe(addr, listener_identity.node_id(), &dialer, config())
+        .await
+        .unwrap();
+    let (result, listener) = accept.await.unwrap();
+    let error = result.unwrap_err();
+    assert_eq!(error.reason(), fogwire_link::HUNG_UP, "{error}");
+    // Another node answers there.
+    let accept = serve(listener);
+    let stranger = identity(3).node_id();
+    let wrong = fogwire_link::probe(addr, stranger, &dialer, config()).await;
+    assert!(
+        matches!(
+            wrong,
+            Err(EstablishError::Handshake(
+                HandshakeError::PeerIdentityMismatch { .. }
+            ))
+        ),
+        "{wrong:?}"
+    );
+    let (_, listener) = accept.await.unwrap();
+    // Nothing listens there.
+    drop(listener);
+    let nobody = fogwire_link::probe(addr, listener_identity.node_id(), &dialer, config()).await;
+    assert!(
+        matches!(nobody, Err(EstablishError::Connect { .. })),
+        "{nobody:?}"
+    );
+}

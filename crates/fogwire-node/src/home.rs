@@ -167,14 +167,3 @@ impl DataDir {
         let _ = fs::remove_file(self.api_addr_path());
     }
 }
-
-/// What this board offers to its cluster's placement: its cores, its
-/// memory, and the free space where it keeps its data.
-pub(crate) fn resources(dir: Option<&Path>) -> fogwire_cluster::proto::placement::Resources {
-    use fogwire_compute::resources::{cores, disk_free, memory};
-    fogwire_cluster::proto::placement::Resources {
-        cores: cores(),
-        memory_mib: memory().0 >> 20,
-        disk_mib: disk_free(dir.unwrap_or(Path::new("/"))) >> 20,
-    }
-}

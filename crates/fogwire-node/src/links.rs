@@ -466,6 +466,10 @@ impl Links {
                     continue;
                 }
             };
+            self.shared
+                .users
+                .iter()
+                .for_each(|user| user.accepted(remote));
             let permit = match self.shared.admission.try_admit(remote.ip()) {
                 Ok(permit) => permit,
                 Err(refused) => {

@@ -77,6 +77,7 @@ impl NodeOptions {
                     fogwire_replicate::link_channels(),
                     fogwire_rpc::link_channels(),
                     fogwire_cluster::link_channels(),
+                    fogwire_relay::link_channels(),
                 ]
                 .concat(),
             },
@@ -205,6 +206,7 @@ struct Subsystems {
     messenger: fogwire_msg::Messenger,
     cluster: fogwire_cluster::Cluster,
     runner: fogwire_cluster::runners::NodeRunner,
+    reach: fogwire_relay::Reachable,
     started: Instant,
     data_dir: Option<PathBuf>,
     /// Hold temporary store and ledger directories for as long as the
@@ -312,16 +314,13 @@ impl Node {
         let mut routing_options = fogwire_route::Options::new(identity.clone());
         routing_options.store_path = options.routing_store.clone();
         routing_options.capacity_kbps = options.capacity_kbps;
-        // Without configured addresses, the listen address, unless it is a
-        // wildcard (which tells others nothing).
-        routing_options.addresses = if options.advertise.is_empty() {
-            (!local_addr.ip().is_unspecified())
-                .then(|| local_addr.to_string())
-                .into_iter()
-                .collect()
-        } else {
-            options.advertise.clone()
+        let reach_options = fogwire_relay::Options {
+            identity: identity.clone(),
+            link_config: Arc::new(options.link.clone()),
+            listen: local_addr,
+            configured: options.advertise.clone(),
         };
+        routing_options.addresses = reach_options.initial_addresses();
         routing_options.services.extend(
             [fogwire_rpc::locator::advertised(
                 fogwire_rpc::locator::LOCATOR,
@@ -374,7 +373,7 @@ impl Node {
                 mdns: options.cluster.mdns,
                 link_listen: local_addr,
                 advertise: Vec::new(),
-                resources: crate::home::resources(options.data_dir.as_deref()),
+                resources: fogwire_cluster::resources(options.data_dir.as_deref()),
                 swim: options.cluster.swim(),
             },
             dialer.clone(),
@@ -382,7 +381,14 @@ impl Node {
             shutdown.clone(),
             tasks.clone(),
         );
+        let reach = fogwire_relay::Reachable::start(
+            reach_options,
+            routing.clone(),
+            shutdown.clone(),
+            tasks.clone(),
+        );
         let users: Vec<Arc<dyn LinkUser>> = vec![
+            Arc::new(reach.clone()),
             Arc::new(routing.clone()),
             Arc::new(replication.clone()),
             Arc::new(rpc.clone()),
@@ -557,6 +563,7 @@ impl Node {
                 messenger,
                 cluster,
                 runner,
+                reach,
                 started: Instant::now(),
                 data_dir: options.data_dir,
                 _temp_dirs: temp_dirs,
@@ -741,6 +748,7 @@ impl Node {
                 .as_deref()
                 .map(Path::display)
                 .map(|dir| dir.to_string()),
+            reach: self.parts.reach.status(),
         }
     }
 

@@ -310,6 +310,16 @@ impl ControlPlane {
         self.links_changed(now);
     }
 
+    /// Changes the addresses this node's advert names (what reachability
+    /// checks found others can dial); the new advert floods soon.
+    pub fn set_addresses(&mut self, addresses: Vec<String>, now: Now) {
+        if self.settings.addresses == addresses {
+            return;
+        }
+        self.settings.addresses = addresses;
+        self.links_changed(now);
+    }
+
     /// Rebuilds this node's advert at once, and floods one soon.
     fn links_changed(&mut self, now: Now) {
         self.issue(now, false);

@@ -65,6 +65,11 @@ pub(crate) enum Command {
         offers: Vec<fogwire_route_proto::advert::Offer>,
         reply: oneshot::Sender<()>,
     },
+    /// The addresses this node's advert names from now on.
+    SetAddresses {
+        addresses: Vec<String>,
+        reply: oneshot::Sender<()>,
+    },
     /// Takes the receipts received since the last take.
     TakeReceipts(oneshot::Sender<Vec<Vec<u8>>>),
     Find {
@@ -768,6 +773,10 @@ impl Actor {
                 }
                 services.dedup();
                 self.plane.set_services(services, offers, now());
+                let _ = reply.send(());
+            }
+            Command::SetAddresses { addresses, reply } => {
+                self.plane.set_addresses(addresses, now());
                 let _ = reply.send(());
             }
             Command::TakeReceipts(reply) => {

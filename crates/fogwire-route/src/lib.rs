@@ -489,6 +489,14 @@ impl Routing {
         .await
     }
 
+    /// Sets the addresses this node's advert names (at most 8; what
+    /// reachability checks found others can dial) and floods the new
+    /// advert soon.
+    pub async fn set_addresses(&self, addresses: Vec<String>) -> Result<(), RouteError> {
+        self.ask(|reply| Command::SetAddresses { addresses, reply })
+            .await
+    }
+
     /// Closes this node's routes, writes the store, and stops the task.
     pub async fn shutdown(&self) {
         let _ = self.ask(Command::Shutdown).await;

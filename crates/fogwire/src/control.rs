@@ -83,7 +83,31 @@ pub async fn status(home: &Path, args: ReadArgs) -> anyhow::Result<()> {
     if let Some(data_dir) = status.data_dir {
         println!("data      {data_dir}");
     }
+    print_reach(&status.reach);
     Ok(())
+}
+
+fn print_reach(reach: &fogwire_api::Reach) {
+    let what = match reach.reachability.as_str() {
+        "public" => "public: peers dialed this node at a public address",
+        "private" => {
+            "private: peers on public addresses cannot dial this node (behind a NAT or \
+             firewall); it is reached over the links it keeps"
+        }
+        "local" => "local: only peers on private networks know this node, and they dialed it",
+        _ => "unknown: no peer has checked this node's addresses yet",
+    };
+    println!("reach     {what}");
+    for address in &reach.addresses {
+        println!(
+            "          {}  {} (seen there by {}; dialed by {}, not by {})",
+            address.address,
+            address.state,
+            address.seen_by,
+            address.confirmed_by.len(),
+            address.refuted_by.len()
+        );
+    }
 }
 
 pub async fn peers(home: &Path, args: ReadArgs) -> anyhow::Result<()> {

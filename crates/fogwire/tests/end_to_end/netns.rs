@@ -150,3 +150,108 @@ pub fn hosts(names: &[&str], prefix: &str, tag: &str, edges: &[(usize, usize, u8
     }
     nodes
 }
+
+/// Joins namespaces `a` and `b` with a veth pair `<name>a`/`<name>b`,
+/// giving each end its address (`10.1.2.3/24`, say).
+pub fn wire(
+    a: &NsNode,
+    a_address: &str,
+    b: &NsNode,
+    b_address: &str,
+    name: &str,
+) -> Result<(), String> {
+    let (end_a, end_b) = (format!("{name}a"), format!("{name}b"));
+    ip(&[
+        "link",
+        "add",
+        &end_a,
+        "netns",
+        &a.namespace,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &end_b,
+        "netns",
+        &b.namespace,
+    ])?;
+    for (namespace, end, address) in [
+        (&a.namespace, &end_a, a_address),
+        (&b.namespace, &end_b, b_address),
+    ] {
+        ip(&["-n", namespace, "addr", "add", address, "dev", end])?;
+        ip(&["-n", namespace, "link", "set", end, "up"])?;
+    }
+    Ok(())
+}
+
+/// How a NAT gateway maps its inside hosts' connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nat {
+    /// `masquerade persistent`: one outside port per inside address and
+    /// port, whatever the destination (endpoint-independent, "cone").
+    Cone,
+    /// `masquerade fully-random`: a new outside port per destination
+    /// ("symmetric").
+    Symmetric,
+}
+
+/// Makes `gateway` a NAT from interface `inside` to interface `outside`:
+/// it forwards, masquerades what leaves by `outside`, and drops whatever
+/// would cross it otherwise (so nothing bypasses the NAT).
+pub fn nat(gateway: &NsNode, inside: &str, outside: &str, kind: Nat) -> Result<(), String> {
+    let sysctl = gateway
+        .run("sysctl")
+        .args(["-qw", "net.ipv4.ip_forward=1"])
+        .output()
+        .map_err(|e| format!("cannot run sysctl: {e}"))?;
+    if !sysctl.status.success() {
+        return Err(format!("sysctl: {}", stderr(&sysctl)));
+    }
+    let flavour = match kind {
+        Nat::Cone => "persistent",
+        Nat::Symmetric => "fully-random",
+    };
+    let rules = format!(
+        "table ip fwnat {{
+            chain postrouting {{
+                type nat hook postrouting priority srcnat; policy accept;
+                oifname \"{outside}\" masquerade {flavour}
+            }}
+            chain forward {{
+                type filter hook forward priority filter; policy drop;
+                ct state established,related accept
+                iifname \"{inside}\" oifname \"{outside}\" accept
+            }}
+        }}"
+    );
+    let mut nft = gateway
+        .run("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run nft: {e}"))?;
+    use std::io::Write;
+    nft.stdin
+        .take()
+        .ok_or("nft has no stdin")?
+        .write_all(rules.as_bytes())
+        .map_err(|e| format!("nft: {e}"))?;
+    let output = nft.wait_with_output().map_err(|e| format!("nft: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!("nft: {}", stderr(&output)))
+    }
+}
+
+/// Are these tools installed? Under CI they must be.
+pub fn tools_available(tools: &[(&str, &str)]) -> bool {
+    tools.iter().all(|(tool, install)| {
+        fogwire_testkit::prerequisite(
+            Command::new(tool).arg("--version").output().is_ok(),
+            install,
+        )
+    })
+}

@@ -9,7 +9,7 @@ use fogwire_api::{ExitsReport, Routes, VpnStatus};
 
 use crate::exit::{Killed, json};
 use crate::harness::{stderr, stdout, wait_for, wait_until};
-use crate::netns::{NsNode, hosts, ip, namespaces_available, veth};
+use crate::netns::{NsNode, hosts, ip, namespaces_available, tools_available, veth};
 
 /// Pings the internet host (10.77.98.2) from `node` until a reply comes:
 /// ping's report.
@@ -21,18 +21,6 @@ fn ping_answered(node: &NsNode, what: &str) -> String {
             .output()
             .unwrap();
         output.status.success().then(|| stdout(&output))
-    })
-}
-
-fn tools_available(tools: &[(&str, &str)]) -> bool {
-    tools.iter().all(|(tool, install)| {
-        fogwire_testkit::prerequisite(
-            std::process::Command::new(tool)
-                .arg("--version")
-                .output()
-                .is_ok(),
-            install,
-        )
     })
 }
 

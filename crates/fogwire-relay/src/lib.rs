@@ -1,0 +1,19 @@
+//! How fogwire nodes behind NATs are reached (`docs/protocol/relay.md`).
+//!
+//! [`reach::Reachable`] is the tokio driver of reachability: it tells every
+//! linked peer where it sees it, asks peers to dial this node back, answers
+//! their checks by dialing them, and keeps the node's advert naming the
+//! addresses others can dial (and `reach:private` while they cannot).
+
+pub mod reach;
+
+pub use fogwire_relay_proto as proto;
+pub use reach::{Options, PRIVATE_SERVICE, Reachable};
+
+use fogwire_link::proto::{ChannelConfig, ChannelId, WINDOW_MIN};
+
+/// The link channels reachability serves: `0x0500`, whose messages are a
+/// few bytes each.
+pub fn link_channels() -> Vec<ChannelConfig> {
+    vec![ChannelConfig::new(ChannelId(proto::CHANNEL_REACH)).with_receive_window(WINDOW_MIN)]
+}

@@ -1,0 +1,106 @@
+//! Reachability between real hosts: a node on a public address and a node
+//! behind a NAT (network namespaces; nftables masquerade on a gateway that
+//! drops whatever would bypass it).
+
+use fogwire_api::{GraphNode, Reach, Status};
+
+use crate::exit::json;
+use crate::harness::{stderr, stdout, wait_for, wait_until};
+use crate::netns::{Nat, NsNode, ip, namespaces_available, nat, tools_available, wire};
+
+fn reach(node: &NsNode) -> Option<Reach> {
+    json::<Status>(&node.cli(&["status", "--json"])).map(|status| status.reach)
+}
+
+#[test]
+fn a_node_behind_a_cone_nat_finds_it_is_private_and_a_public_node_that_it_is_public() {
+    behind(Nat::Cone, "c");
+}
+
+#[test]
+fn a_node_behind_a_symmetric_nat_finds_it_is_private_and_a_public_node_that_it_is_public() {
+    behind(Nat::Symmetric, "s");
+}
+
+fn behind(kind: Nat, letter: &str) {
+    let tag = format!("{letter}{}", std::process::id());
+    if !namespaces_available(&format!("r{tag}"))
+        || !tools_available(&[("nft", "nft (apt-get install nftables)")])
+    {
+        return;
+    }
+    // public (198.51.100.1) — gateway (198.51.100.254 | 10.0.0.1) — private (10.0.0.2)
+    let mut public = NsNode::new(&format!("fwrp{tag}"));
+    let gateway = NsNode::new(&format!("fwrg{tag}"));
+    let mut private = NsNode::new(&format!("fwrn{tag}"));
+    let (outside, inside) = (format!("fwro{tag}"), format!("fwri{tag}"));
+    wire(
+        &public,
+        "198.51.100.1/24",
+        &gateway,
+        "198.51.100.254/24",
+        &outside,
+    )
+    .unwrap();
+    wire(&gateway, "10.0.0.1/24", &private, "10.0.0.2/24", &inside).unwrap();
+    ip(&[
+        "-n",
+        &private.namespace,
+        "route",
+        "add",
+        "default",
+        "via",
+        "10.0.0.1",
+    ])
+    .unwrap();
+    nat(
+        &gateway,
+        &format!("{inside}a"),
+        &format!("{outside}b"),
+        kind,
+    )
+    .unwrap();
+    public.start();
+    private.start();
+    let (public_id, private_id) = (public.id(), private.id());
+    let connect = private.cli(&["connect", &format!("{public_id}@198.51.100.1:7100")]);
+    assert!(connect.status.success(), "{}", stderr(&connect));
+
+    // Each checks the address the other sees it at: the public node's
+    // check by the private one reaches it through the NAT; the private
+    // node is seen at the NAT's outside address, where nothing answers.
+    let public_reach = wait_for("the public node to find it is public", || {
+        reach(&public).filter(|reach| reach.reachability == "public")
+    });
+    let address = &public_reach.addresses[0];
+    assert_eq!(address.address.to_string(), "198.51.100.1:7100");
+    assert_eq!(address.state, "confirmed");
+    assert_eq!(address.confirmed_by, vec![private_id.clone()]);
+    let private_reach = wait_for("the node behind the NAT to find it is private", || {
+        reach(&private).filter(|reach| reach.reachability == "private")
+    });
+    let address = &private_reach.addresses[0];
+    assert_eq!(address.address.to_string(), "198.51.100.254:7100");
+    assert_eq!(address.state, "refuted");
+    assert_eq!(address.refuted_by, vec![public_id.clone()]);
+
+    // Their adverts say so: the public node names the address that works
+    // (it listens on a wildcard, which tells nothing), the private one
+    // names no address and says it is private.
+    wait_until("both adverts to say what the checks found", || {
+        let Some(nodes) = json::<Vec<GraphNode>>(&public.cli(&["nodes", "--json"])) else {
+            return false;
+        };
+        let advert = |id: &str| nodes.iter().find(|node| node.node_id == id).cloned();
+        advert(&public_id).is_some_and(|node| node.addresses == ["198.51.100.1:7100"])
+            && advert(&private_id).is_some_and(|node| {
+                node.addresses.is_empty() && node.services.iter().any(|s| s == "reach:private")
+            })
+    });
+    let status = stdout(&private.cli(&["status"]));
+    assert!(
+        status.contains("reach     private: peers on public addresses cannot dial"),
+        "{status}"
+    );
+    assert!(status.contains("198.51.100.254:7100  refuted"), "{status}");
+}
