@@ -20,6 +20,7 @@ pub mod book;
 mod channel;
 mod driver;
 mod establish;
+pub mod manager;
 pub mod metrics;
 mod peer_addr;
 pub mod refusals;
