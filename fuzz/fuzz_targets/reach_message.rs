@@ -36,8 +36,8 @@ fuzz_target!(|data: &[u8]| {
             reach.accepted(SocketAddr::from(([198, 51, 100, who % 4], 40000)));
             now += Duration::from_secs(1);
             reach.handle_timeout(now);
-        } else {
-            let _ = reach.handle_message(peer, message, now);
+        } else if let Ok(message) = Message::decode(message) {
+            reach.handle_message(peer, message, now);
         }
         while let Some(action) = reach.poll_action() {
             let fogwire_relay_proto::Action::Probe { peer, nonce, .. } = action;

@@ -34,7 +34,31 @@ pub struct Reach {
     /// Each IP address peers see this node at, with its listening port.
     pub addresses: Vec<ReachAddress>,
     /// Checks this node is running for peers now.
-    pub serving: usize,
+    pub checks_for_peers: usize,
+    /// The relays this node keeps while it is private.
+    pub relays: Vec<RelayUse>,
+    /// What this node carries as a relay, if it is one.
+    pub relay: Option<RelayServing>,
+}
+
+/// A relay a private node keeps a link to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayUse {
+    pub node_id: String,
+    /// `linking`, `reserving` (linked, the reservation asked for) or
+    /// `reserved` (it carries for this node).
+    pub state: String,
+    /// Its price per GiB, in the ledger's smallest unit.
+    pub price_per_gib: u64,
+}
+
+/// A relay's clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayServing {
+    /// The nodes it carries for now.
+    pub clients: Vec<String>,
+    pub clients_max: usize,
+    pub price_per_gib: u64,
 }
 
 /// One address peers see a node at, and how its check went.

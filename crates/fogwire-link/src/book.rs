@@ -122,6 +122,11 @@ impl PeerBook {
         self.write(&entries);
     }
 
+    /// Whether the operator keeps `peer` linked.
+    pub fn is_kept(&self, peer: &NodeId) -> bool {
+        self.lock().kept.contains_key(peer)
+    }
+
     /// Forgets `peer` and refuses its links for [`BLOCK_FOR`] from `now`.
     pub fn forget(&self, peer: &NodeId, now: Instant) {
         let mut entries = self.lock();

@@ -242,6 +242,24 @@ impl Links {
         // The operator wants this peer again: its own dialing, which may
         // race ours and win the duplicate rule, is welcome from now on.
         self.shared.book.unblock(&addr.node_id);
+        let link = self.keep(addr.clone()).await?;
+        self.shared.book.keep(&addr);
+        Ok(link)
+    }
+
+    /// What [`Links::connect`] does for a subsystem (the relays a private
+    /// node keeps): links now and keeps the link up until
+    /// [`Links::release`], without writing the peer book — the subsystem
+    /// chooses again after a restart — and without lifting the
+    /// operator's block of a disconnected peer.
+    pub async fn keep(&self, addr: PeerAddr) -> Result<LinkHandle, LinkError> {
+        if addr.node_id == self.node_id() {
+            return Err(LinkError::SelfConnect);
+        }
+        if let Some(why) = self.shared.book.blocked(&addr.node_id, Instant::now()) {
+            let (peer, reason) = (addr.node_id, why.to_owned());
+            return Err(LinkError::Refused { peer, reason });
+        }
         let link = match self.link(&addr.node_id) {
             Some(link) => link,
             None => {
@@ -254,9 +272,26 @@ impl Links {
                 }
             }
         };
-        self.shared.book.keep(&addr);
         self.want(addr);
         Ok(link)
+    }
+
+    /// Stops keeping `peer` linked for a subsystem, and closes its link,
+    /// unless the operator keeps it ([`Links::connect`]).
+    pub async fn release(&self, peer: &NodeId, why: &str) {
+        if self.shared.book.is_kept(peer) {
+            return;
+        }
+        let (wanted, link) = {
+            let mut state = self.lock();
+            (state.wanted.remove(peer), state.links.get(peer).cloned())
+        };
+        if let Some(wanted) = wanted {
+            wanted.stop.cancel();
+            if let Some(link) = link {
+                link.close(CloseCode::NORMAL, why).await;
+            }
+        }
     }
 
     /// The link the peer dialed, when `ours` got `no_answer` because both

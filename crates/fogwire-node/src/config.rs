@@ -37,6 +37,7 @@ pub struct Config {
     pub ledger: fogwire_account::ledger::LedgerSection,
     pub exit: fogwire_exit::config::ExitSection,
     pub socks: fogwire_exit::config::SocksSection,
+    pub relay: fogwire_relay::RelaySection,
     pub cluster: fogwire_cluster::config::ClusterSection,
     pub msg: fogwire_msg::config::MsgSection,
     pub api: ApiSection,

@@ -59,6 +59,8 @@ pub struct NodeOptions {
     pub socks: Option<fogwire_exit::ProxyConfig>,
     pub cluster: fogwire_cluster::config::ClusterSection,
     pub mailboxes: fogwire_msg::Mailboxes,
+    /// Serving as a relay, and using relays while peers cannot dial this.
+    pub relay: fogwire_relay::RelaySection,
 }
 
 impl NodeOptions {
@@ -116,6 +118,7 @@ impl NodeOptions {
             socks: config.socks.config(),
             cluster: config.cluster.clone(),
             mailboxes: config.msg.mailboxes(),
+            relay: config.relay.clone(),
         }
     }
 
@@ -319,6 +322,8 @@ impl Node {
             link_config: Arc::new(options.link.clone()),
             listen: local_addr,
             configured: options.advertise.clone(),
+            serve: options.relay.serving(),
+            client: options.relay.client(),
         };
         routing_options.addresses = reach_options.initial_addresses();
         routing_options.services.extend(
@@ -408,6 +413,7 @@ impl Node {
         )
         .map_err(listen_error)?;
         dialer.set(links.clone());
+        reach.set_links(links.clone());
         tracing::info!(node_id = %me, listen = %local_addr, "node started");
         let fabric = NodeFabric {
             links: links.clone(),

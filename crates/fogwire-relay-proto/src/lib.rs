@@ -5,12 +5,18 @@
 //! - [`reach`]: [`reach::Reach`], one node's view of whether others can
 //!   dial it — the addresses its peers see it at, the dial-back checks it
 //!   asks of them and answers for them, and what it should advertise.
+//! - [`relays`]: a relay's [`relays::Clients`], and the [`relays::Relays`]
+//!   a node others cannot dial keeps links to.
 //!
 //! Time comes in as arguments and bytes go out as buffers: no sockets, no
 //! clock reads, no tasks.
 
 pub mod reach;
+pub mod relays;
 pub mod wire;
 
 pub use reach::{Action, AddressState, Reach, Reachability, Report, Settings};
-pub use wire::{CHANNEL_REACH, DialOutcome, Malformed, Message};
+pub use relays::{
+    Candidate, ClientSettings, Clients, RelayAction, RelayState, Relays, ServeSettings,
+};
+pub use wire::{CHANNEL_REACH, DialOutcome, Malformed, Message, ReserveOutcome};

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fogwire_identity::NodeId;
 
-use crate::wire::{DialOutcome, Malformed, Message};
+use crate::wire::{DialOutcome, Message};
 
 /// Candidate addresses kept at once.
 pub const CANDIDATES_MAX: usize = 16;
@@ -280,17 +280,12 @@ impl Reach {
         self.schedule(now);
     }
 
-    /// A message from `peer` on the reachability channel.
-    pub fn handle_message(
-        &mut self,
-        peer: NodeId,
-        bytes: &[u8],
-        now: Instant,
-    ) -> Result<(), Malformed> {
-        let message = Message::decode(bytes)?;
+    /// A message from `peer` on the reachability channel (those about
+    /// relays are [`crate::relays`]' and are passed over).
+    pub fn handle_message(&mut self, peer: NodeId, message: Message, now: Instant) {
         if !self.peers.contains_key(&peer) {
             // Its link is gone (or was never announced): nothing to do.
-            return Ok(());
+            return;
         }
         match message {
             Message::Observed(address) => self.observed(peer, canonical(address)),
@@ -298,9 +293,9 @@ impl Reach {
             Message::DialBackResult { nonce, outcome } => {
                 self.result(peer, nonce, Some(outcome), now)
             }
+            Message::Reserve { .. } | Message::Reservation { .. } => return,
         }
         self.schedule(now);
-        Ok(())
     }
 
     /// A connection from `remote` reached this node's listener: evidence

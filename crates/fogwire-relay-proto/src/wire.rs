@@ -7,13 +7,17 @@
 //! 0x01 OBSERVED          family u8 (4 or 6) | ip (4 or 16 bytes) | port u16
 //! 0x02 DIAL_BACK         nonce u64 | port u16 (1..=65535)
 //! 0x03 DIAL_BACK_RESULT  nonce u64 | outcome u8 (0..=3)
+//! 0x04 RESERVE           price_max u64
+//! 0x05 RESERVATION       outcome u8 (0..=3)
 //! ```
 //!
 //! OBSERVED tells the peer the address its side of the link comes from, as
 //! the sender's socket sees it. DIAL_BACK asks the peer to dial the asker
 //! at the IP address the peer sees it at (never another: a node cannot be
 //! made to dial a third party) and `port`; DIAL_BACK_RESULT says how that
-//! went.
+//! went. RESERVE asks a relay to carry traffic for the sender (a node
+//! others cannot dial) for as long as their link lasts, at no more than
+//! `price_max` per GiB; RESERVATION is the relay's answer.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -23,6 +27,8 @@ pub const CHANNEL_REACH: u16 = 0x0500;
 const OBSERVED: u8 = 0x01;
 const DIAL_BACK: u8 = 0x02;
 const DIAL_BACK_RESULT: u8 = 0x03;
+const RESERVE: u8 = 0x04;
+const RESERVATION: u8 = 0x05;
 
 /// Longest message: an OBSERVED with an IPv6 address.
 pub const MESSAGE_LEN_MAX: usize = 1 + 1 + 16 + 2;
@@ -61,12 +67,48 @@ impl DialOutcome {
     }
 }
 
+/// A relay's answer to RESERVE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReserveOutcome {
+    /// It carries for the sender while their link lasts.
+    Accepted = 0,
+    /// It carries for as many clients as it will.
+    Full = 1,
+    /// It is not a relay.
+    NotServing = 2,
+    /// Its price is above the sender's `price_max`.
+    TooExpensive = 3,
+}
+
+impl ReserveOutcome {
+    fn from_byte(byte: u8) -> Option<Self> {
+        Some(match byte {
+            0 => Self::Accepted,
+            1 => Self::Full,
+            2 => Self::NotServing,
+            3 => Self::TooExpensive,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Full => "full",
+            Self::NotServing => "not a relay",
+            Self::TooExpensive => "too expensive",
+        }
+    }
+}
+
 /// One message of the reachability channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Message {
     Observed(SocketAddr),
     DialBack { nonce: u64, port: u16 },
     DialBackResult { nonce: u64, outcome: DialOutcome },
+    Reserve { price_max: u64 },
+    Reservation { outcome: ReserveOutcome },
 }
 
 /// A message that does not parse: unknown type, wrong length, a field
@@ -101,6 +143,14 @@ impl Message {
             Message::DialBackResult { nonce, outcome } => {
                 out.push(DIAL_BACK_RESULT);
                 out.extend_from_slice(&nonce.to_be_bytes());
+                out.push(*outcome as u8);
+            }
+            Message::Reserve { price_max } => {
+                out.push(RESERVE);
+                out.extend_from_slice(&price_max.to_be_bytes());
+            }
+            Message::Reservation { outcome } => {
+                out.push(RESERVATION);
                 out.push(*outcome as u8);
             }
         }
@@ -147,6 +197,20 @@ impl Message {
                     outcome,
                 })
             }
+            RESERVE => {
+                if body.len() != 8 {
+                    return Err(Malformed);
+                }
+                Ok(Message::Reserve {
+                    price_max: u64_at(0)?,
+                })
+            }
+            RESERVATION => match body {
+                [byte] => Ok(Message::Reservation {
+                    outcome: ReserveOutcome::from_byte(*byte).ok_or(Malformed)?,
+                }),
+                _ => Err(Malformed),
+            },
             _ => Err(Malformed),
         }
     }
@@ -179,6 +243,12 @@ mod tests {
             outcome: DialOutcome::WrongNode,
         };
         assert_eq!(result.encode(), [0x03, 0, 0, 0, 0, 0, 0, 0, 9, 2]);
+        let reserve = Message::Reserve { price_max: 258 };
+        assert_eq!(reserve.encode(), [0x04, 0, 0, 0, 0, 0, 0, 1, 2]);
+        let reservation = Message::Reservation {
+            outcome: ReserveOutcome::Full,
+        };
+        assert_eq!(reservation.encode(), [0x05, 1]);
         let v6 = Message::Observed("[2001:db8::1]:1".parse().unwrap());
         assert_eq!(v6.encode().len(), MESSAGE_LEN_MAX);
     }
@@ -196,6 +266,10 @@ mod tests {
             &[0x02, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0],
             &[0x03, 0, 0, 0, 0, 0, 0, 0, 1, 4],
             &[0x03, 0, 0, 0, 0, 0, 0, 0, 1],
+            &[0x04, 0, 0, 0, 0, 0, 0, 0],
+            &[0x05, 4],
+            &[0x05],
+            &[0x06],
         ] {
             assert_eq!(Message::decode(bad), Err(Malformed), "{bad:?}");
         }
@@ -216,6 +290,10 @@ mod tests {
             (any::<u64>(), 0u8..4).prop_map(|(nonce, outcome)| Message::DialBackResult {
                 nonce,
                 outcome: DialOutcome::from_byte(outcome).unwrap(),
+            }),
+            any::<u64>().prop_map(|price_max| Message::Reserve { price_max }),
+            (0u8..4).prop_map(|outcome| Message::Reservation {
+                outcome: ReserveOutcome::from_byte(outcome).unwrap(),
             }),
         ]
     }

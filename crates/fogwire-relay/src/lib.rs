@@ -3,12 +3,16 @@
 //! [`reach::Reachable`] is the tokio driver of reachability: it tells every
 //! linked peer where it sees it, asks peers to dial this node back, answers
 //! their checks by dialing them, and keeps the node's advert naming the
-//! addresses others can dial (and `reach:private` while they cannot).
+//! addresses others can dial (and `reach:private` while they cannot); as
+//! a relay (`[relay] serve`) it answers reservations, and while the node
+//! is private it keeps links with reservations at relays.
 
+pub mod config;
 pub mod reach;
 
+pub use config::RelaySection;
 pub use fogwire_relay_proto as proto;
-pub use reach::{Options, PRIVATE_SERVICE, Reachable};
+pub use reach::{Options, PRIVATE_SERVICE, Reachable, Status};
 
 use fogwire_link::proto::{ChannelConfig, ChannelId, WINDOW_MIN};
 

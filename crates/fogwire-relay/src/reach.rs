@@ -1,20 +1,27 @@
-//! The tokio driver of reachability: one task owns the sans-IO
-//! [`Reach`] core, reads the reachability channel of every link through
-//! one bounded inbox, runs the dial-back probes it asks for, and keeps the
-//! node's advert naming the addresses others can dial.
+//! The tokio driver of reachability and relays: one task owns the sans-IO
+//! [`Reach`], [`Clients`] and [`Relays`] cores, reads the reachability
+//! channel of every link through one bounded inbox, runs the dial-back
+//! probes it asks for, keeps the node's advert naming the addresses others
+//! can dial, answers reservations as a relay, and — while the node is
+//! private — keeps links with reservations at relays the adverts offer.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fogwire_identity::NodeId;
+use fogwire_link::manager::Links;
 use fogwire_link::proto::{ChannelId, Config as LinkConfig, HandshakeError, LinkIdentity};
-use fogwire_link::{ChannelSender, EstablishError, LinkHandle};
+use fogwire_link::{ChannelSender, EstablishError, LinkHandle, PeerAddr};
 use fogwire_relay_proto::reach::{Action, Reach, Reachability, Report, Settings};
-use fogwire_relay_proto::wire::{CHANNEL_REACH, DialOutcome};
+use fogwire_relay_proto::relays::{
+    self, Candidate, ClientSettings, Clients, RelayAction, RelayState, Relays, ServeSettings,
+};
+use fogwire_relay_proto::wire::{CHANNEL_REACH, DialOutcome, Message};
 use fogwire_route::Routing;
+use fogwire_route::proto::advert::Offer;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -27,6 +34,10 @@ pub const PRIVATE_SERVICE: &str = "reach:private";
 const INBOX_LEN: usize = 1024;
 /// Addresses an advert names at most.
 const ADDRESSES_MAX: usize = fogwire_relay_proto::reach::ADVERTISED_MAX;
+/// How often a private node reads the adverts for relays, and how soon
+/// again while it has fewer than it keeps.
+const CANDIDATES_EVERY: Duration = Duration::from_secs(30);
+const CANDIDATES_SOON: Duration = Duration::from_secs(5);
 
 /// What reachability needs from the node.
 #[derive(Debug, Clone)]
@@ -39,6 +50,10 @@ pub struct Options {
     /// Addresses the operator configured (`route.advertise`): advertised
     /// as they are, whatever the checks find.
     pub configured: Vec<String>,
+    /// What this node offers as a relay, if it is one.
+    pub serve: Option<ServeSettings>,
+    /// How it uses relays while it is private.
+    pub client: ClientSettings,
 }
 
 impl Options {
@@ -79,6 +94,24 @@ enum Input {
         nonce: u64,
         outcome: DialOutcome,
     },
+    /// The relays the adverts offer, with their addresses.
+    Candidates(Vec<(Candidate, Vec<String>)>),
+    /// Linking to a chosen relay ended.
+    Linked {
+        relay: NodeId,
+        result: Result<(), String>,
+    },
+}
+
+/// What the node knows of its reachability and relays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub reach: Report,
+    /// The relays this node keeps, with their state and price.
+    pub relays: Vec<(NodeId, RelayState, u64)>,
+    /// What it offers as a relay, if it is one, and its clients.
+    pub serving: Option<ServeSettings>,
+    pub clients: Vec<NodeId>,
 }
 
 /// A node's reachability: a [`fogwire_link::LinkUser`] on channel
@@ -86,13 +119,16 @@ enum Input {
 #[derive(Debug, Clone)]
 pub struct Reachable {
     inbox: mpsc::Sender<Input>,
-    report: watch::Receiver<Report>,
+    report: watch::Receiver<Status>,
+    links: LinksSlot,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
 
 impl Reachable {
-    /// Starts the task; it keeps `routing`'s advert up to date.
+    /// Starts the task; it keeps `routing`'s advert up to date, and
+    /// links to relays through the link manager once
+    /// [`Reachable::set_links`] hands it over.
     pub fn start(
         options: Options,
         routing: Routing,
@@ -106,38 +142,68 @@ impl Reachable {
             Settings::new(options.listen.port()),
             u64::from_le_bytes(key),
         );
-        let (report_sender, report) = watch::channel(reach.report());
+        let me = options.identity.node_id();
+        let relays = Relays::new(me, options.client.clone());
+        let clients = Clients::new(options.serve.clone());
+        let status = Status {
+            reach: reach.report(),
+            relays: Vec::new(),
+            serving: options.serve.clone(),
+            clients: Vec::new(),
+        };
+        let (report_sender, report) = watch::channel(status);
         let (advert_sender, advert) = watch::channel(Advert {
             addresses: options.initial_addresses(),
             private: false,
         });
-        tasks.spawn(publish(advert, routing, shutdown.clone()));
+        let relay_offer = options.serve.as_ref().map(offer);
+        tasks.spawn(publish(
+            advert,
+            relay_offer,
+            routing.clone(),
+            shutdown.clone(),
+        ));
+        let links = LinksSlot::default();
         let driver = Driver {
             reach,
+            relays,
+            clients,
             options,
             inbox: inbox.clone(),
-            links: HashMap::new(),
+            channels: HashMap::new(),
+            relay_addresses: HashMap::new(),
+            links: links.clone(),
+            routing,
+            next_candidates: None,
             report: report_sender,
             advert: advert_sender,
             tasks: tasks.clone(),
+            shutdown: shutdown.clone(),
         };
         tasks.spawn(driver.run(receiver, shutdown.clone()));
         Self {
             inbox,
             report,
+            links,
             shutdown,
             tasks,
         }
     }
 
-    /// What the node knows of its reachability now.
-    pub fn report(&self) -> Report {
+    /// The link manager, through which a private node links to relays.
+    pub fn set_links(&self, links: Links) {
+        *self.links.lock() = Some(links);
+    }
+
+    /// What the node knows of its reachability and relays now.
+    pub fn report(&self) -> Status {
         self.report.borrow().clone()
     }
 
     /// [`Reachable::report`] for the control API.
     pub fn status(&self) -> fogwire_api::Reach {
-        let report = self.report();
+        let status = self.report();
+        let report = &status.reach;
         let ids = |ids: &[NodeId]| ids.iter().map(ToString::to_string).collect();
         fogwire_api::Reach {
             reachability: report.reachability.as_str().to_owned(),
@@ -153,12 +219,29 @@ impl Reachable {
                     refuted_by: ids(&address.refuted_by),
                 })
                 .collect(),
-            serving: report.serving,
+            checks_for_peers: report.serving,
+            relays: status
+                .relays
+                .iter()
+                .map(|(id, state, price)| fogwire_api::RelayUse {
+                    node_id: id.to_string(),
+                    state: state.as_str().to_owned(),
+                    price_per_gib: *price,
+                })
+                .collect(),
+            relay: status
+                .serving
+                .as_ref()
+                .map(|serving| fogwire_api::RelayServing {
+                    clients: ids(&status.clients),
+                    clients_max: serving.clients_max,
+                    price_per_gib: serving.price_per_gib,
+                }),
         }
     }
 
     /// Changes of [`Reachable::report`].
-    pub fn watch(&self) -> watch::Receiver<Report> {
+    pub fn watch(&self) -> watch::Receiver<Status> {
         self.report.clone()
     }
 
@@ -225,20 +308,71 @@ struct Advert {
     private: bool,
 }
 
+/// The link manager, once the node hands it over. Emptied when the task
+/// ends: the manager tells this subsystem of links, so holding it for good
+/// would keep both (and every subsystem the manager tells) alive.
+#[derive(Debug, Clone, Default)]
+struct LinksSlot(Arc<Mutex<Option<Links>>>);
+
+impl LinksSlot {
+    fn lock(&self) -> MutexGuard<'_, Option<Links>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A relay's offer in its advert.
+fn offer(serve: &ServeSettings) -> Offer {
+    Offer {
+        service: relays::SERVICE.to_owned(),
+        price_per_gib: serve.price_per_gib,
+        terms: format!("up to {} clients", serve.clients_max),
+    }
+}
+
 struct Driver {
     reach: Reach,
+    relays: Relays,
+    clients: Clients,
     options: Options,
     inbox: mpsc::Sender<Input>,
-    links: HashMap<NodeId, (u64, ChannelSender)>,
-    report: watch::Sender<Report>,
+    /// The reachability channel of each linked peer.
+    channels: HashMap<NodeId, (u64, ChannelSender)>,
+    /// Where the relays the adverts offer can be dialed.
+    relay_addresses: HashMap<NodeId, Vec<String>>,
+    links: LinksSlot,
+    routing: Routing,
+    /// When a private node next reads the adverts for relays.
+    next_candidates: Option<Instant>,
+    report: watch::Sender<Status>,
     advert: watch::Sender<Advert>,
     tasks: TaskTracker,
+    shutdown: CancellationToken,
 }
 
 impl Driver {
+    /// Runs `work` as a task of the node's, ended by its shutdown.
+    fn spawn(&self, work: impl Future<Output = ()> + Send + 'static) {
+        let stop = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = work => {}
+            }
+        });
+    }
+
     async fn run(mut self, mut inbox: mpsc::Receiver<Input>, shutdown: CancellationToken) {
         loop {
-            let deadline = self.reach.poll_timeout();
+            let deadline = [
+                self.reach.poll_timeout(),
+                self.relays.poll_timeout(),
+                self.next_candidates,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let wake = async {
                 match deadline {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -246,15 +380,60 @@ impl Driver {
                 }
             };
             tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => break,
                 input = inbox.recv() => match input {
                     Some(input) => self.handle(input),
-                    None => return,
+                    None => break,
                 },
-                () = wake => self.reach.handle_timeout(Instant::now()),
+                () = wake => self.timeout(Instant::now()),
             }
             self.flush();
         }
+        self.links.lock().take();
+    }
+
+    fn timeout(&mut self, now: Instant) {
+        self.reach.handle_timeout(now);
+        self.relays.handle_timeout(now);
+        if self.next_candidates.is_some_and(|at| at <= now) {
+            self.next_candidates = None;
+            self.read_candidates();
+        }
+    }
+
+    /// Reads the relays the adverts offer, off the task.
+    fn read_candidates(&self) {
+        let (routing, inbox) = (self.routing.clone(), self.inbox.clone());
+        self.spawn(async move {
+            let Ok(nodes) = routing.nodes().await else {
+                return;
+            };
+            let offered = nodes
+                .into_iter()
+                .filter(|info| {
+                    let services = &info.advert.services;
+                    !info.this_node
+                        && services.iter().any(|s| s == relays::SERVICE)
+                        && !services.iter().any(|s| s == PRIVATE_SERVICE)
+                        && !info.advert.addresses.is_empty()
+                })
+                .map(|info| {
+                    let price_per_gib = info
+                        .advert
+                        .offers
+                        .iter()
+                        .find(|offer| offer.service == relays::SERVICE)
+                        .map_or(0, |offer| offer.price_per_gib);
+                    let candidate = Candidate {
+                        id: info.advert.origin,
+                        price_per_gib,
+                    };
+                    (candidate, info.advert.addresses)
+                })
+                .take(relays::CANDIDATES_MAX)
+                .collect();
+            let _ = inbox.send(Input::Candidates(offered)).await;
+        });
     }
 
     fn handle(&mut self, input: Input) {
@@ -266,13 +445,29 @@ impl Driver {
                 remote,
                 sender,
             } => {
-                self.links.insert(peer, (link_id, sender));
+                self.channels.insert(peer, (link_id, sender));
                 self.reach.link_up(peer, remote, now);
+                // A chosen relay that was linked already (by the operator,
+                // or as a neighbour) is asked for its reservation now.
+                self.relays.linked(peer);
             }
             Input::LinkDown { peer, link_id } => {
-                if self.links.get(&peer).is_some_and(|(id, _)| *id == link_id) {
-                    self.links.remove(&peer);
+                if self
+                    .channels
+                    .get(&peer)
+                    .is_some_and(|(id, _)| *id == link_id)
+                {
+                    self.channels.remove(&peer);
                     self.reach.link_down(peer, now);
+                    if self.clients.is_client(&peer) {
+                        self.clients.link_down(&peer);
+                        tracing::info!(client = %peer.short(), "relay: a client's link is down; its reservation ends");
+                    }
+                    if self.relays.chosen().any(|(id, _, _)| id == peer) {
+                        tracing::info!(relay = %peer.short(), "relay: the link to a relay this node uses is down; choosing another");
+                        self.relays.link_failed(peer, now);
+                        self.release(peer);
+                    }
                 }
             }
             Input::Message {
@@ -280,11 +475,27 @@ impl Driver {
                 link_id,
                 bytes,
             } => {
-                if self.links.get(&peer).is_none_or(|(id, _)| *id != link_id) {
+                if self
+                    .channels
+                    .get(&peer)
+                    .is_none_or(|(id, _)| *id != link_id)
+                {
                     return;
                 }
-                if let Err(error) = self.reach.handle_message(peer, &bytes, now) {
-                    tracing::debug!(peer = %peer.short(), %error, "reachability: dropped a message");
+                match Message::decode(&bytes) {
+                    Ok(Message::Reserve { price_max }) => self.reserve(peer, price_max),
+                    Ok(Message::Reservation { outcome }) => {
+                        if outcome == fogwire_relay_proto::ReserveOutcome::Accepted {
+                            tracing::info!(relay = %peer.short(), "relay: reserved; others reach this node through it");
+                        } else {
+                            tracing::info!(relay = %peer.short(), outcome = outcome.as_str(), "relay: refused a reservation; choosing another");
+                        }
+                        self.relays.reservation(peer, outcome, now);
+                    }
+                    Ok(message) => self.reach.handle_message(peer, message, now),
+                    Err(error) => {
+                        tracing::debug!(peer = %peer.short(), %error, "reachability: dropped a message")
+                    }
                 }
             }
             Input::Accepted(remote) => self.reach.accepted(remote),
@@ -293,17 +504,123 @@ impl Driver {
                 nonce,
                 outcome,
             } => self.reach.probe_done(peer, nonce, outcome),
+            Input::Candidates(offered) => {
+                self.relay_addresses = offered
+                    .iter()
+                    .map(|(candidate, addresses)| (candidate.id, addresses.clone()))
+                    .collect();
+                let candidates = offered
+                    .into_iter()
+                    .map(|(candidate, _)| candidate)
+                    .collect();
+                self.relays.set_candidates(candidates, now);
+                if self.relays.is_needed() {
+                    // Sooner while short of relays: adverts are still coming.
+                    let short = self.relays.chosen().count() < self.options.client.keep;
+                    let every = if short {
+                        CANDIDATES_SOON
+                    } else {
+                        CANDIDATES_EVERY
+                    };
+                    self.next_candidates = Some(now + every);
+                }
+            }
+            Input::Linked { relay, result } => match result {
+                Ok(()) => self.relays.linked(relay),
+                Err(error) => {
+                    tracing::info!(relay = %relay.short(), %error, "relay: cannot link to a relay; choosing another");
+                    self.relays.link_failed(relay, now);
+                }
+            },
         }
     }
 
-    /// Sends what the core produced, starts its probes, and publishes.
-    fn flush(&mut self) {
-        while let Some((peer, bytes)) = self.reach.poll_transmit() {
-            if let Some((_, sender)) = self.links.get(&peer) {
-                // A full channel drops the message: checks time out and
-                // move on.
-                let _ = sender.try_send(bytes);
+    /// A peer asks this node to carry for it.
+    fn reserve(&mut self, peer: NodeId, price_max: u64) {
+        let outcome = self.clients.reserve(peer, price_max);
+        if let Some(serving) = self.clients.settings() {
+            let count = self.clients.clients().count();
+            tracing::info!(client = %peer.short(), outcome = outcome.as_str(), clients = count, clients_max = serving.clients_max, "relay: a node asked this relay to carry for it");
+        }
+        self.send(peer, Message::Reservation { outcome }.encode().into());
+    }
+
+    fn send(&self, peer: NodeId, bytes: Bytes) {
+        if let Some((_, sender)) = self.channels.get(&peer) {
+            // A full channel drops the message: checks time out and move
+            // on, reservations are asked again on the next link.
+            let _ = sender.try_send(bytes);
+        }
+    }
+
+    /// Stops keeping the link to a relay this node no longer uses.
+    fn release(&self, relay: NodeId) {
+        let Some(links) = self.links.lock().clone() else {
+            return;
+        };
+        self.spawn(async move {
+            links
+                .release(&relay, "this node no longer uses the relay")
+                .await;
+        });
+    }
+
+    /// Links to a chosen relay at the addresses its advert names, and
+    /// keeps the link.
+    fn link(&self, relay: NodeId) {
+        let addresses = self
+            .relay_addresses
+            .get(&relay)
+            .cloned()
+            .unwrap_or_default();
+        let (links, inbox) = (self.links.lock().clone(), self.inbox.clone());
+        self.spawn(async move {
+            let mut result = Err("the link manager has not started".to_owned());
+            if let Some(links) = links {
+                result = Err("its advert names no address".to_owned());
+                for address in addresses {
+                    let addr = PeerAddr {
+                        node_id: relay,
+                        address,
+                    };
+                    match links.keep(addr).await {
+                        Ok(_) => {
+                            result = Ok(());
+                            break;
+                        }
+                        Err(error) => result = Err(error.to_string()),
+                    }
+                }
             }
+            let _ = inbox.send(Input::Linked { relay, result }).await;
+        });
+    }
+
+    /// Sends what the cores produced, starts their probes and links, and
+    /// publishes.
+    fn flush(&mut self) {
+        let now = Instant::now();
+        let private = self.reach.reachability() == Reachability::Private;
+        if private != self.relays.is_needed() {
+            self.relays.set_needed(private, now);
+            if private {
+                tracing::info!("relay: this node cannot be dialed; looking for relays");
+                self.read_candidates();
+            } else {
+                self.next_candidates = None;
+            }
+        }
+        while let Some(action) = self.relays.poll_action() {
+            match action {
+                RelayAction::Link(relay) => self.link(relay),
+                RelayAction::Unlink(relay) => self.release(relay),
+            }
+        }
+        while let Some((peer, bytes)) = self.reach.poll_transmit() {
+            self.send(peer, bytes);
+        }
+        while let Some((peer, bytes)) = self.relays.poll_transmit() {
+            self.send(peer, bytes);
         }
         while let Some(action) = self.reach.poll_action() {
             let Action::Probe {
@@ -314,7 +631,7 @@ impl Driver {
             let identity = self.options.identity.clone();
             let config = self.options.link_config.clone();
             let inbox = self.inbox.clone();
-            self.tasks.spawn(async move {
+            self.spawn(async move {
                 let outcome = match fogwire_link::probe(address, peer, &identity, config).await {
                     Ok(()) => DialOutcome::Reached,
                     Err(EstablishError::Handshake(HandshakeError::PeerIdentityMismatch {
@@ -337,10 +654,15 @@ impl Driver {
         if self.reach.take_changed() {
             self.announce();
         }
+        let status = Status {
+            reach: self.reach.report(),
+            relays: self.relays.chosen().collect(),
+            serving: self.clients.settings().cloned(),
+            clients: self.clients.clients().copied().collect(),
+        };
         self.report.send_if_modified(|report| {
-            let now = self.reach.report();
-            let changed = *report != now;
-            *report = now;
+            let changed = *report != status;
+            *report = status;
             changed
         });
     }
@@ -365,7 +687,12 @@ impl Driver {
             }
             Reachability::Unknown => tracing::info!("reachability: unknown again"),
         }
-        let mut addresses = self.options.initial_addresses();
+        // A private node's listening address is named only where a peer
+        // dialed it (a LAN): elsewhere dialing it only wastes a timeout.
+        let mut addresses = match reachability {
+            Reachability::Private if self.options.configured.is_empty() => Vec::new(),
+            _ => self.options.initial_addresses(),
+        };
         if self.options.configured.is_empty() {
             for address in confirmed {
                 let address = address.to_string();
@@ -382,12 +709,24 @@ impl Driver {
     }
 }
 
-/// Puts each new [`Advert`] into the node's signed advert.
+/// Puts the relay's offer, then each new [`Advert`], into the node's
+/// signed advert.
 async fn publish(
     mut advert: watch::Receiver<Advert>,
+    relay_offer: Option<Offer>,
     routing: Routing,
     shutdown: CancellationToken,
 ) {
+    if let Some(offer) = relay_offer {
+        let services = vec![relays::SERVICE.to_owned()];
+        if routing
+            .advertise(relays::SERVICE, services, vec![offer])
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
     let mut shown = advert.borrow().clone();
     loop {
         tokio::select! {

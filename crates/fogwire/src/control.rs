@@ -7,7 +7,7 @@ use fogwire_client::Client;
 use fogwire_node::config::{CONFIG_FILE_NAME, Config};
 use fogwire_node::home::DataDir;
 
-use crate::output::{Table, format_age, format_bytes, format_duration, named};
+use crate::output::{Table, format_age, format_bytes, format_duration, named, short};
 
 #[derive(Debug, clap::Args)]
 pub struct ReadArgs {
@@ -106,6 +106,22 @@ fn print_reach(reach: &fogwire_api::Reach) {
             address.seen_by,
             address.confirmed_by.len(),
             address.refuted_by.len()
+        );
+    }
+    for relay in &reach.relays {
+        println!(
+            "relay     {} {} ({} per GiB)",
+            short(&relay.node_id),
+            relay.state,
+            fogwire_ledger::format_coins(relay.price_per_gib)
+        );
+    }
+    if let Some(serving) = &reach.relay {
+        println!(
+            "relaying for {} of at most {} clients, {} per GiB",
+            serving.clients.len(),
+            serving.clients_max,
+            fogwire_ledger::format_coins(serving.price_per_gib)
         );
     }
 }

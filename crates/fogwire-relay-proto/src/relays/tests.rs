@@ -44,7 +44,13 @@ fn best_two(me: NodeId, ids: impl IntoIterator<Item = u16>) -> Vec<NodeId> {
 fn a_private_node_links_the_best_relays_and_asks_each_for_a_reservation() {
     let now = epoch();
     let me = id(0);
-    let mut relays = Relays::new(me, ClientSettings { keep: 2, price_max: 50 });
+    let mut relays = Relays::new(
+        me,
+        ClientSettings {
+            keep: 2,
+            price_max: 50,
+        },
+    );
     relays.set_candidates(candidates(1..=5, 10), now);
     assert!(actions(&mut relays).is_empty(), "a public node needs none");
     relays.set_needed(true, now);
@@ -54,7 +60,10 @@ fn a_private_node_links_the_best_relays_and_asks_each_for_a_reservation() {
     relays.linked(linked[0]);
     let (to, bytes) = relays.poll_transmit().unwrap();
     assert_eq!(to, linked[0]);
-    assert_eq!(Message::decode(&bytes), Ok(Message::Reserve { price_max: 50 }));
+    assert_eq!(
+        Message::decode(&bytes),
+        Ok(Message::Reserve { price_max: 50 })
+    );
     relays.reservation(linked[0], ReserveOutcome::Accepted, now);
     let states: BTreeMap<NodeId, RelayState> =
         relays.chosen().map(|(id, state, _)| (id, state)).collect();
@@ -66,7 +75,13 @@ fn a_private_node_links_the_best_relays_and_asks_each_for_a_reservation() {
 fn a_refusing_or_lost_relay_is_replaced_and_retried_later() {
     let now = epoch();
     let me = id(0);
-    let mut relays = Relays::new(me, ClientSettings { keep: 1, price_max: 50 });
+    let mut relays = Relays::new(
+        me,
+        ClientSettings {
+            keep: 1,
+            price_max: 50,
+        },
+    );
     relays.set_candidates(candidates(1..=3, 10), now);
     relays.set_needed(true, now);
     let first = links(&mut relays)[0];
@@ -94,7 +109,13 @@ fn a_refusing_or_lost_relay_is_replaced_and_retried_later() {
 #[test]
 fn failures_in_a_row_wait_longer_up_to_half_an_hour() {
     let mut now = epoch();
-    let mut relays = Relays::new(id(0), ClientSettings { keep: 1, price_max: 50 });
+    let mut relays = Relays::new(
+        id(0),
+        ClientSettings {
+            keep: 1,
+            price_max: 50,
+        },
+    );
     relays.set_candidates(candidates([1], 10), now);
     relays.set_needed(true, now);
     let mut waits = Vec::new();
@@ -134,7 +155,13 @@ fn a_node_that_becomes_public_lets_its_relays_go() {
 #[test]
 fn relays_above_the_price_are_never_chosen() {
     let now = epoch();
-    let mut relays = Relays::new(id(0), ClientSettings { keep: 2, price_max: 5 });
+    let mut relays = Relays::new(
+        id(0),
+        ClientSettings {
+            keep: 2,
+            price_max: 5,
+        },
+    );
     let mut offered = candidates(1..=4, 10);
     offered.extend(candidates([9], 5));
     relays.set_candidates(offered, now);
@@ -146,7 +173,13 @@ fn relays_above_the_price_are_never_chosen() {
 fn new_relays_never_make_a_client_leave_one_that_works() {
     let now = epoch();
     let me = id(0);
-    let mut relays = Relays::new(me, ClientSettings { keep: 1, price_max: 50 });
+    let mut relays = Relays::new(
+        me,
+        ClientSettings {
+            keep: 1,
+            price_max: 50,
+        },
+    );
     relays.set_candidates(candidates([1], 10), now);
     relays.set_needed(true, now);
     assert_eq!(links(&mut relays), vec![id(1)]);
@@ -170,7 +203,10 @@ fn clients_spread_evenly_over_relays() {
     }
     let mean = 2 * usize::from(clients) / 20;
     let busiest = load.values().copied().max().unwrap();
-    assert!(busiest * 2 <= mean * 3, "{busiest} clients on one relay, mean {mean}");
+    assert!(
+        busiest * 2 <= mean * 3,
+        "{busiest} clients on one relay, mean {mean}"
+    );
 }
 
 #[test]
@@ -181,7 +217,11 @@ fn a_relay_carries_clients_up_to_its_limit_at_its_price() {
     }));
     assert_eq!(clients.reserve(id(1), 9), ReserveOutcome::TooExpensive);
     assert_eq!(clients.reserve(id(1), 10), ReserveOutcome::Accepted);
-    assert_eq!(clients.reserve(id(1), 10), ReserveOutcome::Accepted, "again");
+    assert_eq!(
+        clients.reserve(id(1), 10),
+        ReserveOutcome::Accepted,
+        "again"
+    );
     assert_eq!(clients.reserve(id(2), 99), ReserveOutcome::Accepted);
     assert_eq!(clients.reserve(id(3), 99), ReserveOutcome::Full);
     clients.link_down(&id(1));

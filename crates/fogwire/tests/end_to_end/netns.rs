@@ -255,3 +255,58 @@ pub fn tools_available(tools: &[(&str, &str)]) -> bool {
         )
     })
 }
+
+/// Puts a bridge `br0` in `switch` and joins each `(host, address)` to it
+/// with a veth pair `<prefix><index>a` (in the host, with the address) and
+/// `<prefix><index>b` (on the bridge): one network segment, like hosts on
+/// one switch.
+pub fn bridge(switch: &NsNode, hosts: &[(&NsNode, &str)], prefix: &str) -> Result<(), String> {
+    ip(&[
+        "-n",
+        &switch.namespace,
+        "link",
+        "add",
+        "br0",
+        "type",
+        "bridge",
+    ])?;
+    ip(&["-n", &switch.namespace, "link", "set", "br0", "up"])?;
+    for (index, (host, address)) in hosts.iter().enumerate() {
+        let (end_host, end_switch) = (format!("{prefix}{index}a"), format!("{prefix}{index}b"));
+        ip(&[
+            "link",
+            "add",
+            &end_host,
+            "netns",
+            &host.namespace,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &end_switch,
+            "netns",
+            &switch.namespace,
+        ])?;
+        ip(&[
+            "-n",
+            &host.namespace,
+            "addr",
+            "add",
+            address,
+            "dev",
+            &end_host,
+        ])?;
+        ip(&["-n", &host.namespace, "link", "set", &end_host, "up"])?;
+        ip(&[
+            "-n",
+            &switch.namespace,
+            "link",
+            "set",
+            &end_switch,
+            "master",
+            "br0",
+            "up",
+        ])?;
+    }
+    Ok(())
+}

@@ -6,7 +6,7 @@ use fogwire_api::{GraphNode, Reach, Status};
 
 use crate::exit::json;
 use crate::harness::{stderr, stdout, wait_for, wait_until};
-use crate::netns::{Nat, NsNode, ip, namespaces_available, nat, tools_available, wire};
+use crate::netns::{Nat, NsNode, bridge, ip, namespaces_available, nat, tools_available, wire};
 
 fn reach(node: &NsNode) -> Option<Reach> {
     json::<Status>(&node.cli(&["status", "--json"])).map(|status| status.reach)
@@ -103,4 +103,101 @@ fn behind(kind: Nat, letter: &str) {
         "{status}"
     );
     assert!(status.contains("198.51.100.254:7100  refuted"), "{status}");
+}
+
+#[test]
+fn a_node_behind_a_nat_keeps_a_relay_and_is_reached_through_it() {
+    let tag = format!("y{}", std::process::id());
+    if !namespaces_available(&format!("r{tag}"))
+        || !tools_available(&[("nft", "nft (apt-get install nftables)")])
+    {
+        return;
+    }
+    // On one public segment: the relay, a bootstrap node, another node and
+    // the NAT's outside; behind the NAT, the private node.
+    let name = |what: &str| format!("fw{what}{tag}");
+    let switch = NsNode::new(&name("s"));
+    let mut relay = NsNode::new(&name("r"));
+    let mut bootstrap = NsNode::new(&name("b"));
+    let mut other = NsNode::new(&name("o"));
+    let gateway = NsNode::new(&name("g"));
+    let mut private = NsNode::new(&name("n"));
+    let outside = format!("fwq{tag}");
+    bridge(
+        &switch,
+        &[
+            (&relay, "198.51.100.1/24"),
+            (&bootstrap, "198.51.100.2/24"),
+            (&other, "198.51.100.3/24"),
+            (&gateway, "198.51.100.254/24"),
+        ],
+        &outside,
+    )
+    .unwrap();
+    let inside = format!("fwi{tag}");
+    wire(&gateway, "10.0.0.1/24", &private, "10.0.0.2/24", &inside).unwrap();
+    ip(&[
+        "-n",
+        &private.namespace,
+        "route",
+        "add",
+        "default",
+        "via",
+        "10.0.0.1",
+    ])
+    .unwrap();
+    nat(
+        &gateway,
+        &format!("{inside}a"),
+        &format!("{outside}3a"),
+        Nat::Symmetric,
+    )
+    .unwrap();
+    relay.edit_config(|text| text.replacen("[relay]\n", "[relay]\nserve = true\n", 1));
+    for node in [&mut relay, &mut bootstrap, &mut other, &mut private] {
+        node.start();
+    }
+    let (relay_id, bootstrap_id) = (relay.id(), bootstrap.id());
+    let private_id = private.id();
+    for node in [&relay, &other, &private] {
+        let connect = node.cli(&["connect", &format!("{bootstrap_id}@198.51.100.2:7100")]);
+        assert!(connect.status.success(), "{}", stderr(&connect));
+    }
+
+    // The private node finds it cannot be dialed, finds the relay in the
+    // adverts, links to it and is accepted as its client.
+    wait_for(
+        "the private node to hold a reservation at the relay",
+        || {
+            reach(&private).filter(|reach| {
+                reach.reachability == "private"
+                    && reach
+                        .relays
+                        .iter()
+                        .any(|used| used.node_id == relay_id && used.state == "reserved")
+            })
+        },
+    );
+    let serving = reach(&relay).unwrap().relay.unwrap();
+    assert_eq!(serving.clients, vec![private_id.clone()]);
+    let status = stdout(&private.cli(&["status"]));
+    assert!(
+        status.lines().any(|line| line.starts_with("relay     ")
+            && line.contains(&relay_id[..12])
+            && line.contains("reserved")),
+        "{status}"
+    );
+
+    // Without its bootstrap link, it is reached through the relay alone.
+    let dropped = private.cli(&["disconnect", &bootstrap_id]);
+    assert!(dropped.status.success(), "{}", stderr(&dropped));
+    wait_until(
+        "a path from the other node to the private one through the relay",
+        || {
+            let output = other.cli(&["ping", &private_id, "--count", "1", "--json"]);
+            json::<fogwire_api::PingReport>(&output).is_some_and(|report| {
+                report.path.contains(&relay_id) && report.rtts_ms.iter().all(Option::is_some)
+            })
+        },
+    );
 }
