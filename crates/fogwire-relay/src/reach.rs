@@ -447,8 +447,8 @@ impl Driver {
             } => {
                 self.channels.insert(peer, (link_id, sender));
                 self.reach.link_up(peer, remote, now);
-                // A chosen relay that was linked already (by the operator,
-                // or as a neighbour) is asked for its reservation now.
+                // A chosen relay's link is up (this comes before the dial
+                // reports back): ask for the reservation now.
                 self.relays.linked(peer);
             }
             Input::LinkDown { peer, link_id } => {
@@ -526,6 +526,10 @@ impl Driver {
                 }
             }
             Input::Linked { relay, result } => match result {
+                // Let go meanwhile (the node became public): not kept.
+                Ok(()) if !self.relays.chosen().any(|(id, _, _)| id == relay) => {
+                    self.release(relay)
+                }
                 Ok(()) => self.relays.linked(relay),
                 Err(error) => {
                     tracing::info!(relay = %relay.short(), %error, "relay: cannot link to a relay; choosing another");
