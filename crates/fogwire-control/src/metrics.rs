@@ -1,5 +1,6 @@
 //! `GET /metrics`: the node's link metrics, and beside them what every
-//! other subsystem counts — routing, the store, replication, the cluster,
+//! other subsystem counts — routing, reachability and relays, the store,
+//! replication, the cluster,
 //! compute (worker tasks, hub jobs), the market's book, the ledger (this
 //! node's coins; the log when it runs here) — and the build, read at each
 //! scrape (nothing kept between scrapes; the ledger asked within 2 s).
@@ -212,6 +213,30 @@ async fn subsystems(state: &ApiState) -> String {
                 .services
                 .iter()
                 .map(|service| service.state.as_str()),
+        );
+    }
+
+    // Reachability and relays (relay.md).
+    let reach = state.node.status().reach;
+    by_state(
+        &mut registry,
+        "reachability",
+        "Whether others can dial this node: 1 for its state (public, private, local, unknown)",
+        [reach.reachability.as_str()],
+    );
+    by_state(
+        &mut registry,
+        "relays_kept",
+        "Relays this node keeps while others cannot dial it, by state",
+        reach.relays.iter().map(|relay| relay.state.as_str()),
+    );
+    if let Some(relay) = &reach.relay {
+        let clients = relay.clients.len() as u64;
+        gauge(
+            &mut registry,
+            "relay_clients",
+            "Nodes this relay carries for",
+            clients,
         );
     }
 

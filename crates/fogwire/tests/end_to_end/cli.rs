@@ -62,6 +62,7 @@ fn two_nodes_started_by_hand_link_and_show_each_other() {
     for family in [
         "fogwire_build_info{version=",
         "fogwire_known_nodes ",
+        "fogwire_reachability{state=",
         "fogwire_transit_routes ",
         "fogwire_store_blobs ",
         "# TYPE fogwire_replication_served_bytes gauge",
