@@ -106,37 +106,35 @@ fn behind(kind: Nat, letter: &str) {
 }
 
 #[test]
-fn a_node_behind_a_nat_keeps_a_relay_and_is_reached_through_it() {
+fn a_node_behind_a_nat_keeps_a_relay_is_reached_through_it_and_moves_when_it_dies() {
     let tag = format!("y{}", std::process::id());
     if !namespaces_available(&format!("r{tag}"))
         || !tools_available(&[("nft", "nft (apt-get install nftables)")])
     {
         return;
     }
-    // On one public segment: the relay, a bootstrap node, another node and
-    // the NAT's outside; behind the NAT, the private node.
+    // On one public segment: two relays, a bootstrap node, another node and
+    // the NAT's outside; behind a symmetric NAT, the private node, which
+    // keeps one relay.
     let name = |what: &str| format!("fw{what}{tag}");
     let switch = NsNode::new(&name("s"));
-    let mut relay = NsNode::new(&name("r"));
+    let mut relays = [NsNode::new(&name("r")), NsNode::new(&name("t"))];
     let mut bootstrap = NsNode::new(&name("b"));
     let mut other = NsNode::new(&name("o"));
     let gateway = NsNode::new(&name("g"));
     let mut private = NsNode::new(&name("n"));
     let outside = format!("fwq{tag}");
-    bridge(
-        &switch,
-        &[
-            (&relay, "198.51.100.1/24"),
-            (&bootstrap, "198.51.100.2/24"),
-            (&other, "198.51.100.3/24"),
-            (&gateway, "198.51.100.254/24"),
-        ],
-        &outside,
-    )
-    .unwrap();
+    let segment = [
+        (&bootstrap, "198.51.100.2/24"),
+        (&other, "198.51.100.3/24"),
+        (&gateway, "198.51.100.254/24"),
+        (&relays[0], "198.51.100.10/24"),
+        (&relays[1], "198.51.100.11/24"),
+    ];
+    bridge(&switch, &segment, &outside).unwrap();
     let inside = format!("fwi{tag}");
     wire(&gateway, "10.0.0.1/24", &private, "10.0.0.2/24", &inside).unwrap();
-    ip(&[
+    let default_route = [
         "-n",
         &private.namespace,
         "route",
@@ -144,46 +142,57 @@ fn a_node_behind_a_nat_keeps_a_relay_and_is_reached_through_it() {
         "default",
         "via",
         "10.0.0.1",
-    ])
-    .unwrap();
-    nat(
-        &gateway,
-        &format!("{inside}a"),
-        &format!("{outside}3a"),
-        Nat::Symmetric,
-    )
-    .unwrap();
-    relay.edit_config(|text| text.replacen("[relay]\n", "[relay]\nserve = true\n", 1));
-    for node in [&mut relay, &mut bootstrap, &mut other, &mut private] {
+    ];
+    ip(&default_route).unwrap();
+    let (inside, outside) = (format!("{inside}a"), format!("{outside}2a"));
+    nat(&gateway, &inside, &outside, Nat::Symmetric).unwrap();
+    for relay in &relays {
+        relay.edit_config(|text| text.replacen("[relay]\n", "[relay]\nserve = true\n", 1));
+    }
+    private.edit_config(|text| text.replacen("[relay]\n", "[relay]\nkeep = 1\n", 1));
+    for node in relays
+        .iter_mut()
+        .chain([&mut bootstrap, &mut other, &mut private])
+    {
         node.start();
     }
-    let (relay_id, bootstrap_id) = (relay.id(), bootstrap.id());
-    let private_id = private.id();
-    for node in [&relay, &other, &private] {
+    let relay_ids = [relays[0].id(), relays[1].id()];
+    let (bootstrap_id, private_id) = (bootstrap.id(), private.id());
+    for node in [&relays[0], &relays[1], &other, &private] {
         let connect = node.cli(&["connect", &format!("{bootstrap_id}@198.51.100.2:7100")]);
         assert!(connect.status.success(), "{}", stderr(&connect));
     }
+    let reserved_at = |wanted: Option<&String>| {
+        wait_for("the private node to hold a reservation at a relay", || {
+            let reach = reach(&private)?;
+            let used = reach.relays.iter().find(|used| used.state == "reserved")?;
+            (reach.reachability == "private" && wanted.is_none_or(|id| *id == used.node_id))
+                .then(|| used.node_id.clone())
+        })
+    };
+    let reached_through = |relay: &str| {
+        wait_until(
+            "a path from the other node to the private one through its relay",
+            || {
+                let output = other.cli(&["ping", &private_id, "--count", "1", "--json"]);
+                json::<fogwire_api::PingReport>(&output).is_some_and(|report| {
+                    report.path.iter().any(|hop| hop == relay)
+                        && report.rtts_ms.iter().all(Option::is_some)
+                })
+            },
+        );
+    };
 
-    // The private node finds it cannot be dialed, finds the relay in the
-    // adverts, links to it and is accepted as its client.
-    wait_for(
-        "the private node to hold a reservation at the relay",
-        || {
-            reach(&private).filter(|reach| {
-                reach.reachability == "private"
-                    && reach
-                        .relays
-                        .iter()
-                        .any(|used| used.node_id == relay_id && used.state == "reserved")
-            })
-        },
-    );
-    let serving = reach(&relay).unwrap().relay.unwrap();
+    // The private node finds it cannot be dialed, finds the relays in the
+    // adverts, links to one and is accepted as its client.
+    let first = reserved_at(None);
+    let used = relay_ids.iter().position(|id| *id == first).unwrap();
+    let serving = reach(&relays[used]).unwrap().relay.unwrap();
     assert_eq!(serving.clients, vec![private_id.clone()]);
     let status = stdout(&private.cli(&["status"]));
     assert!(
         status.lines().any(|line| line.starts_with("relay     ")
-            && line.contains(&relay_id[..12])
+            && line.contains(&first[..12])
             && line.contains("reserved")),
         "{status}"
     );
@@ -191,13 +200,14 @@ fn a_node_behind_a_nat_keeps_a_relay_and_is_reached_through_it() {
     // Without its bootstrap link, it is reached through the relay alone.
     let dropped = private.cli(&["disconnect", &bootstrap_id]);
     assert!(dropped.status.success(), "{}", stderr(&dropped));
-    wait_until(
-        "a path from the other node to the private one through the relay",
-        || {
-            let output = other.cli(&["ping", &private_id, "--count", "1", "--json"]);
-            json::<fogwire_api::PingReport>(&output).is_some_and(|report| {
-                report.path.contains(&relay_id) && report.rtts_ms.iter().all(Option::is_some)
-            })
-        },
-    );
+    reached_through(&first);
+
+    // The relay dies: the private node takes the other one, and is
+    // reached through it.
+    let mut dead = relays[used].child.take().unwrap();
+    dead.kill().unwrap();
+    dead.wait().unwrap();
+    let second = &relay_ids[1 - used];
+    reserved_at(Some(second));
+    reached_through(second);
 }
