@@ -211,6 +211,17 @@ impl Candidate {
         }
     }
 
+    /// Keeps this round's verdict once there is one: a peer that starts
+    /// seeing the node there later asks for one more refutation, but until
+    /// it answers the verdict stands (a node does not flip back to unknown
+    /// each time a peer links).
+    fn settle(&mut self, seen_by: usize, now: Instant) {
+        if let Some(state) = self.decided(seen_by) {
+            self.verdict = Some(state);
+            self.decided_at.get_or_insert(now);
+        }
+    }
+
     fn state(&self, seen_by: usize) -> AddressState {
         self.decided(seen_by)
             .or(self.verdict)
@@ -572,9 +583,7 @@ impl Reach {
             }
         }
         let seen_by = seen.get(ip).copied().unwrap_or(0);
-        if candidate.decided(seen_by).is_some() {
-            candidate.decided_at.get_or_insert(now);
-        }
+        candidate.settle(seen_by, now);
     }
 
     /// Asks the next peer for each candidate without a verdict this round.
@@ -583,9 +592,9 @@ impl Reach {
         let mut asks = Vec::new();
         for (ip, candidate) in &mut self.candidates {
             let seen_by = seen.get(ip).copied().unwrap_or(0);
+            // (Peers that left can decide a round too.)
+            candidate.settle(seen_by, now);
             if candidate.decided(seen_by).is_some() {
-                // (Peers that left can decide a round too.)
-                candidate.decided_at.get_or_insert(now);
                 continue;
             }
             if candidate.ask.is_some() {

@@ -38,6 +38,8 @@ const ADDRESSES_MAX: usize = fogwire_relay_proto::reach::ADVERTISED_MAX;
 /// again while it has fewer than it keeps.
 const CANDIDATES_EVERY: Duration = Duration::from_secs(30);
 const CANDIDATES_SOON: Duration = Duration::from_secs(5);
+/// Reads in a row at the sooner pace before the usual one.
+const SHORT_READS_MAX: u32 = 12;
 
 /// What reachability needs from the node.
 #[derive(Debug, Clone)]
@@ -175,6 +177,8 @@ impl Reachable {
             links: links.clone(),
             routing,
             next_candidates: None,
+            short_reads: 0,
+            chosen_before: 0,
             report: report_sender,
             advert: advert_sender,
             tasks: tasks.clone(),
@@ -345,6 +349,10 @@ struct Driver {
     routing: Routing,
     /// When a private node next reads the adverts for relays.
     next_candidates: Option<Instant>,
+    /// Reads in a row that left it short of relays.
+    short_reads: u32,
+    /// Relays chosen at the last flush (fewer now: one failed).
+    chosen_before: usize,
     report: watch::Sender<Status>,
     advert: watch::Sender<Advert>,
     tasks: TaskTracker,
@@ -515,9 +523,13 @@ impl Driver {
                     .collect();
                 self.relays.set_candidates(candidates, now);
                 if self.relays.is_needed() {
-                    // Sooner while short of relays: adverts are still coming.
+                    // Sooner while short of relays (adverts are still
+                    // coming), for a minute; a network with fewer relays
+                    // than this node keeps is read at the usual pace.
                     let short = self.relays.chosen().count() < self.options.client.keep;
-                    let every = if short {
+                    self.short_reads = if short { self.short_reads + 1 } else { 0 };
+                    let soon = short && self.short_reads <= SHORT_READS_MAX;
+                    let every = if soon {
                         CANDIDATES_SOON
                     } else {
                         CANDIDATES_EVERY
@@ -604,16 +616,31 @@ impl Driver {
     /// publishes.
     fn flush(&mut self) {
         let now = Instant::now();
-        let private = self.reach.reachability() == Reachability::Private;
-        if private != self.relays.is_needed() {
-            self.relays.set_needed(private, now);
-            if private {
+        // Relays are taken when the node is found private and let go only
+        // once it is found dialable: an unknown spell keeps them.
+        let needed = match self.reach.reachability() {
+            Reachability::Private => true,
+            Reachability::Public | Reachability::Local => false,
+            Reachability::Unknown => self.relays.is_needed(),
+        };
+        if needed != self.relays.is_needed() {
+            self.relays.set_needed(needed, now);
+            if needed {
                 tracing::info!("relay: this node cannot be dialed; looking for relays");
                 self.read_candidates();
             } else {
+                tracing::info!("relay: this node can be dialed; letting its relays go");
                 self.next_candidates = None;
             }
         }
+        let chosen = self.relays.chosen().count();
+        if self.relays.is_needed() && chosen < self.chosen_before {
+            // A relay failed: look again soon.
+            self.short_reads = 0;
+            let soon = now + CANDIDATES_SOON;
+            self.next_candidates = Some(self.next_candidates.map_or(soon, |at| at.min(soon)));
+        }
+        self.chosen_before = chosen;
         while let Some(action) = self.relays.poll_action() {
             match action {
                 RelayAction::Link(relay) => self.link(relay),

@@ -514,3 +514,46 @@ fn public_and_private_ranges() {
         assert!(is_public(public.parse().unwrap()), "{public}");
     }
 }
+
+#[test]
+fn a_peer_that_starts_seeing_the_node_there_does_not_undo_the_verdict() {
+    let now = epoch();
+    let mut reach = reach();
+    let (first, second) = (id(1), id(2));
+    reach.link_up(first, addr("198.51.100.1:7100"), now);
+    tell(
+        &mut reach,
+        first,
+        Message::Observed(addr("203.0.113.5:1000")),
+        now,
+    );
+    let nonce = asked(&mut reach, first);
+    tell(
+        &mut reach,
+        first,
+        result(nonce, DialOutcome::Unreachable),
+        now,
+    );
+    assert_eq!(reach.reachability(), Reachability::Private);
+    assert!(reach.take_changed());
+    // A relay links and sees the node at the same address: it is asked
+    // too, and meanwhile the node stays private.
+    reach.link_up(second, addr("198.51.100.2:7100"), now);
+    tell(
+        &mut reach,
+        second,
+        Message::Observed(addr("203.0.113.5:1001")),
+        now,
+    );
+    assert_eq!(reach.reachability(), Reachability::Private);
+    assert!(!reach.take_changed());
+    let nonce = asked(&mut reach, second);
+    tell(
+        &mut reach,
+        second,
+        result(nonce, DialOutcome::Unreachable),
+        now,
+    );
+    assert_eq!(reach.reachability(), Reachability::Private);
+    assert_eq!(reach.report().addresses[0].refuted_by.len(), 2);
+}

@@ -108,27 +108,8 @@ pub fn namespaces_available(tag: &str) -> bool {
 
 /// Joins namespaces `a` and `b` with a veth pair on a /30 of their own.
 pub fn veth(a: &NsNode, b: &NsNode, name: &str, subnet: u8) -> Result<(), String> {
-    let (end_a, end_b) = (format!("{name}a"), format!("{name}b"));
-    ip(&[
-        "link",
-        "add",
-        &end_a,
-        "netns",
-        &a.namespace,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &end_b,
-        "netns",
-        &b.namespace,
-    ])?;
-    for (namespace, end, host) in [(&a.namespace, &end_a, 1), (&b.namespace, &end_b, 2)] {
-        let address = format!("10.77.{subnet}.{host}/30");
-        ip(&["-n", namespace, "addr", "add", &address, "dev", end])?;
-        ip(&["-n", namespace, "link", "set", end, "up"])?;
-    }
-    Ok(())
+    let address = |host: u8| format!("10.77.{subnet}.{host}/30");
+    wire(a, &address(1), b, &address(2), name)
 }
 
 /// Hosts named `names` (namespaces `<prefix><name><tag>`), joined by veth
@@ -254,6 +235,30 @@ pub fn tools_available(tools: &[(&str, &str)]) -> bool {
             install,
         )
     })
+}
+
+/// Puts `host` behind `gateway` on 10.0.0.0/24 (the gateway at .1, the
+/// host at .2 with its default route through it, joined by the veth pair
+/// `<inside>a`/`<inside>b`), and makes the gateway a NAT of `kind` onto its
+/// interface `outside`.
+pub fn behind_nat(
+    host: &NsNode,
+    gateway: &NsNode,
+    inside: &str,
+    outside: &str,
+    kind: Nat,
+) -> Result<(), String> {
+    wire(gateway, "10.0.0.1/24", host, "10.0.0.2/24", inside)?;
+    ip(&[
+        "-n",
+        &host.namespace,
+        "route",
+        "add",
+        "default",
+        "via",
+        "10.0.0.1",
+    ])?;
+    nat(gateway, &format!("{inside}a"), outside, kind)
 }
 
 /// Puts a bridge `br0` in `switch` and joins each `(host, address)` to it

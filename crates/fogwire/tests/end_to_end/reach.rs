@@ -6,7 +6,7 @@ use fogwire_api::{GraphNode, Reach, Status};
 
 use crate::exit::json;
 use crate::harness::{stderr, stdout, wait_for, wait_until};
-use crate::netns::{Nat, NsNode, bridge, ip, namespaces_available, nat, tools_available, wire};
+use crate::netns::{Nat, NsNode, behind_nat, bridge, namespaces_available, tools_available, wire};
 
 fn reach(node: &NsNode) -> Option<Reach> {
     json::<Status>(&node.cli(&["status", "--json"])).map(|status| status.reach)
@@ -42,24 +42,7 @@ fn behind(kind: Nat, letter: &str) {
         &outside,
     )
     .unwrap();
-    wire(&gateway, "10.0.0.1/24", &private, "10.0.0.2/24", &inside).unwrap();
-    ip(&[
-        "-n",
-        &private.namespace,
-        "route",
-        "add",
-        "default",
-        "via",
-        "10.0.0.1",
-    ])
-    .unwrap();
-    nat(
-        &gateway,
-        &format!("{inside}a"),
-        &format!("{outside}b"),
-        kind,
-    )
-    .unwrap();
+    behind_nat(&private, &gateway, &inside, &format!("{outside}b"), kind).unwrap();
     public.start();
     private.start();
     let (public_id, private_id) = (public.id(), private.id());
@@ -133,19 +116,14 @@ fn a_node_behind_a_nat_keeps_a_relay_is_reached_through_it_and_moves_when_it_die
     ];
     bridge(&switch, &segment, &outside).unwrap();
     let inside = format!("fwi{tag}");
-    wire(&gateway, "10.0.0.1/24", &private, "10.0.0.2/24", &inside).unwrap();
-    let default_route = [
-        "-n",
-        &private.namespace,
-        "route",
-        "add",
-        "default",
-        "via",
-        "10.0.0.1",
-    ];
-    ip(&default_route).unwrap();
-    let (inside, outside) = (format!("{inside}a"), format!("{outside}2a"));
-    nat(&gateway, &inside, &outside, Nat::Symmetric).unwrap();
+    behind_nat(
+        &private,
+        &gateway,
+        &inside,
+        &format!("{outside}2a"),
+        Nat::Symmetric,
+    )
+    .unwrap();
     for relay in &relays {
         relay.edit_config(|text| text.replacen("[relay]\n", "[relay]\nserve = true\n", 1));
     }
