@@ -175,6 +175,18 @@ fn a_node_behind_a_nat_keeps_a_relay_is_reached_through_it_and_moves_when_it_die
         "{status}"
     );
 
+    // It has heard where the other relay can be dialed (that relay's
+    // checked address reaches it in a later advert) before it gives up its
+    // bootstrap link: without it, it would have no way to learn it.
+    let other_relay = &relay_ids[1 - used];
+    wait_until("the private node to know the other relay's address", || {
+        json::<Vec<GraphNode>>(&private.cli(&["nodes", "--json"])).is_some_and(|nodes| {
+            nodes
+                .iter()
+                .any(|node| node.node_id == *other_relay && !node.addresses.is_empty())
+        })
+    });
+
     // Without its bootstrap link, it is reached through the relay alone.
     let dropped = private.cli(&["disconnect", &bootstrap_id]);
     assert!(dropped.status.success(), "{}", stderr(&dropped));
@@ -185,7 +197,6 @@ fn a_node_behind_a_nat_keeps_a_relay_is_reached_through_it_and_moves_when_it_die
     let mut dead = relays[used].child.take().unwrap();
     dead.kill().unwrap();
     dead.wait().unwrap();
-    let second = &relay_ids[1 - used];
-    reserved_at(Some(second));
-    reached_through(second);
+    reserved_at(Some(other_relay));
+    reached_through(other_relay);
 }
