@@ -46,6 +46,28 @@ fn result(nonce: u64, outcome: DialOutcome) -> Message {
     Message::DialBackResult { nonce, outcome }
 }
 
+/// `peer` links from `remote` and says it sees this node at `seen_at`.
+fn sees(reach: &mut Reach, peer: NodeId, remote: &str, seen_at: &str, now: Instant) {
+    reach.link_up(peer, addr(remote), now);
+    tell(reach, peer, Message::Observed(addr(seen_at)), now);
+}
+
+/// The check asked of `peer` ends with `outcome`; with `evidence`, after
+/// a connection from that address reached the listener.
+fn answer(
+    reach: &mut Reach,
+    peer: NodeId,
+    outcome: DialOutcome,
+    evidence: Option<&str>,
+    now: Instant,
+) {
+    let nonce = asked(reach, peer);
+    if let Some(from) = evidence {
+        reach.accepted(addr(from));
+    }
+    tell(reach, peer, result(nonce, outcome), now);
+}
+
 #[test]
 fn a_link_tells_the_peer_where_it_is_seen() {
     let mut reach = reach();
@@ -90,11 +112,11 @@ fn a_peer_that_says_reached_without_dialing_proves_nothing() {
     let now = epoch();
     let mut reach = reach();
     let liar = id(1);
-    reach.link_up(liar, addr("198.51.100.9:7100"), now);
-    tell(
+    sees(
         &mut reach,
         liar,
-        Message::Observed(addr("203.0.113.5:41234")),
+        "198.51.100.9:7100",
+        "203.0.113.5:41234",
         now,
     );
     let nonce = asked(&mut reach, liar);
@@ -112,20 +134,14 @@ fn one_peer_that_cannot_dial_makes_a_lone_observation_private() {
     let now = epoch();
     let mut reach = reach();
     let relay = id(1);
-    reach.link_up(relay, addr("198.51.100.9:7100"), now);
-    tell(
+    sees(
         &mut reach,
         relay,
-        Message::Observed(addr("203.0.113.5:41234")),
+        "198.51.100.9:7100",
+        "203.0.113.5:41234",
         now,
     );
-    let nonce = asked(&mut reach, relay);
-    tell(
-        &mut reach,
-        relay,
-        result(nonce, DialOutcome::Unreachable),
-        now,
-    );
+    answer(&mut reach, relay, DialOutcome::Unreachable, None, now);
     assert_eq!(reach.reachability(), Reachability::Private);
     assert!(reach.advertised().is_empty());
 }
@@ -149,18 +165,16 @@ fn two_witnesses_are_needed_to_refute_and_one_to_confirm() {
         Message::Observed(addr("203.0.113.5:1001")),
         now,
     );
-    let nonce = asked(&mut reach, first);
-    tell(
-        &mut reach,
-        first,
-        result(nonce, DialOutcome::Unreachable),
-        now,
-    );
+    answer(&mut reach, first, DialOutcome::Unreachable, None, now);
     assert_eq!(reach.reachability(), Reachability::Unknown);
     // The second is asked next, dials, and its connection arrives.
-    let nonce = asked(&mut reach, second);
-    reach.accepted(addr("198.51.100.2:2000"));
-    tell(&mut reach, second, result(nonce, DialOutcome::Reached), now);
+    answer(
+        &mut reach,
+        second,
+        DialOutcome::Reached,
+        Some("198.51.100.2:2000"),
+        now,
+    );
     assert_eq!(reach.reachability(), Reachability::Public);
 
     let mut reach = Reach::new(Settings::new(PORT), 1);
@@ -178,20 +192,8 @@ fn two_witnesses_are_needed_to_refute_and_one_to_confirm() {
         Message::Observed(addr("203.0.113.5:1001")),
         now,
     );
-    let nonce = asked(&mut reach, first);
-    tell(
-        &mut reach,
-        first,
-        result(nonce, DialOutcome::WrongNode),
-        now,
-    );
-    let nonce = asked(&mut reach, second);
-    tell(
-        &mut reach,
-        second,
-        result(nonce, DialOutcome::Unreachable),
-        now,
-    );
+    answer(&mut reach, first, DialOutcome::WrongNode, None, now);
+    answer(&mut reach, second, DialOutcome::Unreachable, None, now);
     assert_eq!(reach.reachability(), Reachability::Private);
 }
 
@@ -200,19 +202,19 @@ fn a_silent_peer_is_passed_over_after_the_timeout() {
     let now = epoch();
     let mut reach = reach();
     let (silent, helpful) = (id(1), id(2));
-    reach.link_up(silent, addr("198.51.100.1:7100"), now);
-    tell(
+    sees(
         &mut reach,
         silent,
-        Message::Observed(addr("203.0.113.5:1000")),
+        "198.51.100.1:7100",
+        "203.0.113.5:1000",
         now,
     );
     asked(&mut reach, silent);
-    reach.link_up(helpful, addr("198.51.100.2:7100"), now);
-    tell(
+    sees(
         &mut reach,
         helpful,
-        Message::Observed(addr("203.0.113.5:1001")),
+        "198.51.100.2:7100",
+        "203.0.113.5:1001",
         now,
     );
     // One check per address at a time.
@@ -224,12 +226,11 @@ fn a_silent_peer_is_passed_over_after_the_timeout() {
     let deadline = reach.poll_timeout().unwrap();
     assert_eq!(deadline, now + Duration::from_secs(20));
     reach.handle_timeout(deadline);
-    let nonce = asked(&mut reach, helpful);
-    reach.accepted(addr("198.51.100.2:2000"));
-    tell(
+    answer(
         &mut reach,
         helpful,
-        result(nonce, DialOutcome::Reached),
+        DialOutcome::Reached,
+        Some("198.51.100.2:2000"),
         deadline,
     );
     assert_eq!(reach.reachability(), Reachability::Public);
@@ -248,16 +249,14 @@ fn verdicts_are_checked_again_and_shown_meanwhile() {
     let now = epoch();
     let mut reach = reach();
     let peer = id(1);
-    reach.link_up(peer, addr("198.51.100.9:7100"), now);
-    tell(
+    sees(&mut reach, peer, "198.51.100.9:7100", "203.0.113.5:1", now);
+    answer(
         &mut reach,
         peer,
-        Message::Observed(addr("203.0.113.5:1")),
+        DialOutcome::Reached,
+        Some("198.51.100.9:2"),
         now,
     );
-    let nonce = asked(&mut reach, peer);
-    reach.accepted(addr("198.51.100.9:2"));
-    tell(&mut reach, peer, result(nonce, DialOutcome::Reached), now);
     let recheck = reach.poll_timeout().unwrap();
     assert_eq!(recheck, now + Duration::from_secs(30 * 60));
     reach.handle_timeout(recheck);
@@ -283,16 +282,14 @@ fn private_networks_only_make_a_local_node() {
     let now = epoch();
     let mut reach = reach();
     let peer = id(1);
-    reach.link_up(peer, addr("127.0.0.1:7101"), now);
-    tell(
+    sees(&mut reach, peer, "127.0.0.1:7101", "127.0.0.1:50000", now);
+    answer(
         &mut reach,
         peer,
-        Message::Observed(addr("127.0.0.1:50000")),
+        DialOutcome::Reached,
+        Some("127.0.0.1:50001"),
         now,
     );
-    let nonce = asked(&mut reach, peer);
-    reach.accepted(addr("127.0.0.1:50001"));
-    tell(&mut reach, peer, result(nonce, DialOutcome::Reached), now);
     assert_eq!(reach.reachability(), Reachability::Local);
     assert_eq!(reach.advertised(), vec![addr("127.0.0.1:7100")]);
 }
@@ -302,35 +299,28 @@ fn a_lan_address_does_not_hide_the_nat_in_front_of_it() {
     let now = epoch();
     let mut reach = reach();
     let (neighbour, far) = (id(1), id(2));
-    reach.link_up(neighbour, addr("192.168.1.7:7100"), now);
-    tell(
+    sees(
         &mut reach,
         neighbour,
-        Message::Observed(addr("192.168.1.5:3000")),
+        "192.168.1.7:7100",
+        "192.168.1.5:3000",
         now,
     );
-    let nonce = asked(&mut reach, neighbour);
-    reach.accepted(addr("192.168.1.7:3001"));
-    tell(
+    answer(
         &mut reach,
         neighbour,
-        result(nonce, DialOutcome::Reached),
+        DialOutcome::Reached,
+        Some("192.168.1.7:3001"),
         now,
     );
-    reach.link_up(far, addr("198.51.100.2:7100"), now);
-    tell(
+    sees(
         &mut reach,
         far,
-        Message::Observed(addr("203.0.113.5:3002")),
+        "198.51.100.2:7100",
+        "203.0.113.5:3002",
         now,
     );
-    let nonce = asked(&mut reach, far);
-    tell(
-        &mut reach,
-        far,
-        result(nonce, DialOutcome::Unreachable),
-        now,
-    );
+    answer(&mut reach, far, DialOutcome::Unreachable, None, now);
     assert_eq!(reach.reachability(), Reachability::Private);
     assert_eq!(reach.advertised(), vec![addr("192.168.1.5:7100")]);
 }
@@ -452,8 +442,7 @@ fn messages_from_strangers_change_nothing() {
     );
     assert_eq!(reach.poll_action(), None);
     assert!(reach.report().addresses.is_empty());
-    reach.link_up(id(1), addr("198.51.100.1:7100"), now);
-    tell(&mut reach, id(1), Message::Observed(addr("0.0.0.0:1")), now);
+    sees(&mut reach, id(1), "198.51.100.1:7100", "0.0.0.0:1", now);
     assert!(reach.report().addresses.is_empty());
 }
 
@@ -462,29 +451,23 @@ fn a_peer_that_leaves_mid_check_frees_the_address_for_another() {
     let now = epoch();
     let mut reach = reach();
     let (leaving, staying) = (id(1), id(2));
-    reach.link_up(leaving, addr("198.51.100.1:7100"), now);
-    tell(
+    sees(
         &mut reach,
         leaving,
-        Message::Observed(addr("203.0.113.5:1")),
+        "198.51.100.1:7100",
+        "203.0.113.5:1",
         now,
     );
     asked(&mut reach, leaving);
-    reach.link_up(staying, addr("198.51.100.2:7100"), now);
-    tell(
+    sees(
         &mut reach,
         staying,
-        Message::Observed(addr("203.0.113.5:2")),
+        "198.51.100.2:7100",
+        "203.0.113.5:2",
         now,
     );
     reach.link_down(leaving, now);
-    let nonce = asked(&mut reach, staying);
-    tell(
-        &mut reach,
-        staying,
-        result(nonce, DialOutcome::Unreachable),
-        now,
-    );
+    answer(&mut reach, staying, DialOutcome::Unreachable, None, now);
     assert_eq!(reach.reachability(), Reachability::Private);
 }
 
@@ -520,40 +503,28 @@ fn a_peer_that_starts_seeing_the_node_there_does_not_undo_the_verdict() {
     let now = epoch();
     let mut reach = reach();
     let (first, second) = (id(1), id(2));
-    reach.link_up(first, addr("198.51.100.1:7100"), now);
-    tell(
+    sees(
         &mut reach,
         first,
-        Message::Observed(addr("203.0.113.5:1000")),
+        "198.51.100.1:7100",
+        "203.0.113.5:1000",
         now,
     );
-    let nonce = asked(&mut reach, first);
-    tell(
-        &mut reach,
-        first,
-        result(nonce, DialOutcome::Unreachable),
-        now,
-    );
+    answer(&mut reach, first, DialOutcome::Unreachable, None, now);
     assert_eq!(reach.reachability(), Reachability::Private);
     assert!(reach.take_changed());
     // A relay links and sees the node at the same address: it is asked
     // too, and meanwhile the node stays private.
-    reach.link_up(second, addr("198.51.100.2:7100"), now);
-    tell(
+    sees(
         &mut reach,
         second,
-        Message::Observed(addr("203.0.113.5:1001")),
+        "198.51.100.2:7100",
+        "203.0.113.5:1001",
         now,
     );
     assert_eq!(reach.reachability(), Reachability::Private);
     assert!(!reach.take_changed());
-    let nonce = asked(&mut reach, second);
-    tell(
-        &mut reach,
-        second,
-        result(nonce, DialOutcome::Unreachable),
-        now,
-    );
+    answer(&mut reach, second, DialOutcome::Unreachable, None, now);
     assert_eq!(reach.reachability(), Reachability::Private);
     assert_eq!(reach.report().addresses[0].refuted_by.len(), 2);
 }
