@@ -105,17 +105,23 @@ pub async fn connect(
     let started = Instant::now();
     let handshake = Handshake::initiator(identity, config, expected_peer, started)?;
     let deadline = tokio::time::Instant::from_std(handshake.deadline());
-    let stream = match tokio::time::timeout_at(deadline, dial_marked(addr)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(source)) => return Err(EstablishError::Connect { addr, source }),
-        Err(_) => {
-            return Err(EstablishError::Connect {
-                addr,
-                source: io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
-            });
-        }
-    };
+    let stream = dial_before(addr, deadline).await?;
     run_handshake(stream, handshake, addr, Direction::Outbound).await
+}
+
+/// Connects to `addr` (with the firewall mark), giving up at `deadline`.
+async fn dial_before(
+    addr: SocketAddr,
+    deadline: tokio::time::Instant,
+) -> Result<TcpStream, EstablishError> {
+    match tokio::time::timeout_at(deadline, dial_marked(addr)).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(source)) => Err(EstablishError::Connect { addr, source }),
+        Err(_) => Err(EstablishError::Connect {
+            addr,
+            source: io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
+        }),
+    }
 }
 
 /// Runs the dialer side of the handshake on a stream already connected to
@@ -219,16 +225,11 @@ pub async fn probe(
     let mut handshake = Handshake::initiator(identity, config, expected_peer, Instant::now())?;
     let deadline = tokio::time::Instant::from_std(handshake.deadline());
     let timeout_ms = handshake.timeout().as_millis();
-    let timed_out = || HandshakeError::Timeout { timeout_ms };
-    let mut stream = match tokio::time::timeout_at(deadline, dial_marked(addr)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(source)) => return Err(EstablishError::Connect { addr, source }),
-        Err(_) => return Err(timed_out().into()),
-    };
+    let mut stream = dial_before(addr, deadline).await?;
     let exchange = exchange(&mut stream, &mut handshake, Until::Proven);
     tokio::time::timeout_at(deadline, exchange)
         .await
-        .unwrap_or_else(|_| Err(timed_out().into()))
+        .unwrap_or_else(|_| Err(HandshakeError::Timeout { timeout_ms }.into()))
 }
 
 /// How far [`exchange`] runs the handshake.

@@ -399,29 +399,21 @@ impl Reach {
     }
 
     pub fn reachability(&self) -> Reachability {
-        let seen = self.seen_by();
-        let states: Vec<(bool, AddressState)> = self
-            .candidates
-            .iter()
-            .map(|(ip, candidate)| {
-                let seen_by = seen.get(ip).copied().unwrap_or(0);
-                (is_public(*ip), candidate.state(seen_by))
-            })
-            .collect();
-        let public: Vec<AddressState> = states
-            .iter()
-            .filter(|(public, _)| *public)
-            .map(|(_, state)| *state)
-            .collect();
-        if public.contains(&AddressState::Confirmed) {
+        let states = self.states();
+        let (public, private): (Vec<_>, Vec<_>) =
+            states.iter().partition(|(ip, _, _)| is_public(*ip));
+        let any = |states: &[&(IpAddr, usize, AddressState)], wanted| {
+            states.iter().any(|(_, _, state)| *state == wanted)
+        };
+        if any(&public, AddressState::Confirmed) {
             Reachability::Public
-        } else if !public.is_empty() && public.iter().all(|state| *state == AddressState::Refuted) {
-            Reachability::Private
-        } else if public.is_empty()
-            && states
+        } else if !public.is_empty()
+            && public
                 .iter()
-                .any(|(_, state)| *state == AddressState::Confirmed)
+                .all(|(_, _, state)| *state == AddressState::Refuted)
         {
+            Reachability::Private
+        } else if public.is_empty() && any(&private, AddressState::Confirmed) {
             Reachability::Local
         } else {
             Reachability::Unknown
@@ -430,14 +422,11 @@ impl Reach {
 
     /// The addresses others dialed this node at: public ones first.
     pub fn advertised(&self) -> Vec<SocketAddr> {
-        let seen = self.seen_by();
         let mut confirmed: Vec<SocketAddr> = self
-            .candidates
-            .iter()
-            .filter(|(ip, candidate)| {
-                candidate.state(seen.get(*ip).copied().unwrap_or(0)) == AddressState::Confirmed
-            })
-            .map(|(ip, _)| SocketAddr::new(*ip, self.settings.listen_port))
+            .states()
+            .into_iter()
+            .filter(|(_, _, state)| *state == AddressState::Confirmed)
+            .map(|(ip, _, _)| SocketAddr::new(ip, self.settings.listen_port))
             .collect();
         confirmed.sort_by_key(|address| (!is_public(address.ip()), *address));
         confirmed.truncate(ADVERTISED_MAX);
@@ -445,16 +434,15 @@ impl Reach {
     }
 
     pub fn report(&self) -> Report {
-        let seen = self.seen_by();
         let addresses = self
-            .candidates
-            .iter()
-            .map(|(ip, candidate)| {
-                let seen_by = seen.get(ip).copied().unwrap_or(0);
+            .states()
+            .into_iter()
+            .map(|(ip, seen_by, state)| {
+                let candidate = &self.candidates[&ip];
                 AddressReport {
-                    address: SocketAddr::new(*ip, self.settings.listen_port),
-                    public: is_public(*ip),
-                    state: candidate.state(seen_by),
+                    address: SocketAddr::new(ip, self.settings.listen_port),
+                    public: is_public(ip),
+                    state,
                     seen_by,
                     confirmed_by: candidate.confirmed_by.iter().copied().collect(),
                     refuted_by: candidate.refuted_by.iter().copied().collect(),
@@ -478,6 +466,19 @@ impl Reach {
         }
         self.transmits
             .push_back((peer, Bytes::from(message.encode())));
+    }
+
+    /// Each candidate's IP, how many linked peers see this node there, and
+    /// where its check stands.
+    fn states(&self) -> Vec<(IpAddr, usize, AddressState)> {
+        let seen = self.seen_by();
+        self.candidates
+            .iter()
+            .map(|(ip, candidate)| {
+                let seen_by = seen.get(ip).copied().unwrap_or(0);
+                (*ip, seen_by, candidate.state(seen_by))
+            })
+            .collect()
     }
 
     /// How many linked peers see this node at each IP.

@@ -273,6 +273,10 @@ impl Relays {
             .map(|(id, chosen)| (*id, chosen.state, chosen.price_per_gib))
     }
 
+    pub fn is_chosen(&self, relay: &NodeId) -> bool {
+        self.chosen.contains_key(relay)
+    }
+
     pub fn is_needed(&self) -> bool {
         self.needed
     }

@@ -471,7 +471,7 @@ impl Driver {
                         self.clients.link_down(&peer);
                         tracing::info!(client = %peer.short(), "relay: a client's link is down; its reservation ends");
                     }
-                    if self.relays.chosen().any(|(id, _, _)| id == peer) {
+                    if self.relays.is_chosen(&peer) {
                         tracing::info!(relay = %peer.short(), "relay: the link to a relay this node uses is down; choosing another");
                         self.relays.link_failed(peer, now);
                         self.release(peer);
@@ -539,9 +539,7 @@ impl Driver {
             }
             Input::Linked { relay, result } => match result {
                 // Let go meanwhile (the node became public): not kept.
-                Ok(()) if !self.relays.chosen().any(|(id, _, _)| id == relay) => {
-                    self.release(relay)
-                }
+                Ok(()) if !self.relays.is_chosen(&relay) => self.release(relay),
                 Ok(()) => self.relays.linked(relay),
                 Err(error) => {
                     tracing::info!(relay = %relay.short(), %error, "relay: cannot link to a relay; choosing another");
