@@ -98,6 +98,9 @@ pub struct Peer {
     pub address: Option<String>,
     /// "outbound" (we dialed) or "inbound", when linked.
     pub direction: Option<String>,
+    /// "tcp" or "quic" (UDP), when linked.
+    #[serde(default)]
+    pub transport: Option<String>,
     /// Whether the node redials this peer when the link drops.
     pub wanted: bool,
     /// Whether the peer paid this node within the last hour (a receipt of
@@ -119,7 +122,9 @@ pub struct Peer {
 /// `POST /v1/peers`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnectRequest {
-    /// `<node id>@<host>:<port>`
+    /// `<node id>@<host>:<port>` (`@quic:<host>:<port>` over QUIC), or a
+    /// node id (or name) alone: a direct link to a node reached over
+    /// routes, punched through NATs.
     pub peer: String,
 }
 

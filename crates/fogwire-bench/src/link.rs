@@ -306,9 +306,14 @@ pub(crate) fn link_between(
     let accept_config = config.clone();
     let accepted = accepting.spawn(async move {
         let (stream, remote) = listener.accept().await?;
-        let established = establish(stream, remote, &listener_identity, accept_config)
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let established = establish(
+            fogwire_link::LinkStream::Tcp(stream),
+            remote,
+            &listener_identity,
+            accept_config,
+        )
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
         Ok::<_, std::io::Error>(spawn(established))
     });
     let outbound = on(dialing, async move {

@@ -171,10 +171,15 @@ impl Line {
         let listener_identity = identities[b].clone();
         let accepting = self.runtimes[b].spawn(async move {
             let (stream, remote) = listener.accept().await?;
-            establish(stream, remote, &listener_identity, link_config())
-                .await
-                .map(spawn)
-                .map_err(|e| std::io::Error::other(e.to_string()))
+            establish(
+                fogwire_link::LinkStream::Tcp(stream),
+                remote,
+                &listener_identity,
+                link_config(),
+            )
+            .await
+            .map(spawn)
+            .map_err(|e| std::io::Error::other(e.to_string()))
         });
         let (dialer, expected) = (identities[a].clone(), identities[b].node_id());
         let outbound = on(&self.runtimes[a], async move {

@@ -141,6 +141,9 @@ pub trait NodeApi: Send + Sync + 'static {
     fn peers(&self) -> Vec<fogwire_api::Peer>;
     /// Links to a peer now and keeps the link up.
     fn connect(&self, peer: PeerAddr) -> BoxFuture<'_, Result<(), ConnectError>>;
+    /// Makes a direct link to a node reached over routes (hole punching
+    /// through NATs, relay.md §3).
+    fn direct(&self, peer: NodeId) -> BoxFuture<'_, Result<(), ConnectError>>;
     /// Stops keeping `peer` linked and closes its link: `None` if it was
     /// neither linked nor wanted, else whether it was linked.
     fn disconnect(&self, peer: NodeId) -> BoxFuture<'_, Option<bool>>;

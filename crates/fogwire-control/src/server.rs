@@ -527,12 +527,29 @@ async fn connect(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
             );
         }
     };
-    let addr: PeerAddr = match request.peer.parse() {
-        Ok(addr) => addr,
-        Err(parse_error) => return error(StatusCode::BAD_REQUEST, parse_error.to_string()),
+    let (peer, linked) = if request.peer.contains('@') {
+        let addr: PeerAddr = match request.peer.parse() {
+            Ok(addr) => addr,
+            Err(parse_error) => return error(StatusCode::BAD_REQUEST, parse_error.to_string()),
+        };
+        (addr.node_id, state.node.connect(addr).await)
+    } else {
+        // A node id or a name alone: a direct link to a node reached
+        // over routes.
+        let named = state.names.get(&request.peer);
+        let peer: NodeId = match named.map_or_else(|| request.peer.trim().parse(), Ok) {
+            Ok(peer) => peer,
+            Err(parse_error) => {
+                let hint = "expected <node id>@<host>:<port>, or a node id or name alone for a direct link through NATs";
+                return error(StatusCode::BAD_REQUEST, format!("{parse_error}: {hint}"));
+            }
+        };
+        if peer == state.node.node_id() {
+            return error(StatusCode::BAD_REQUEST, "that is this node's own id");
+        }
+        (peer, state.node.direct(peer).await)
     };
-    let peer = addr.node_id;
-    match state.node.connect(addr).await {
+    match linked {
         Ok(_) => match state
             .node
             .peers()

@@ -17,7 +17,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpStream;
+use crate::LinkStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::establish::{EstablishError, Established};
@@ -189,7 +189,7 @@ impl Admitted {
     /// the slot. The slot is freed when it returns.
     pub async fn establish(
         self,
-        stream: TcpStream,
+        stream: LinkStream,
         remote_addr: SocketAddr,
         identity: &LinkIdentity,
         config: Arc<Config>,
@@ -200,9 +200,8 @@ impl Admitted {
         // when all are taken; after, only once it is EVICT_AFTER old.
         // (A peek waits for a byte: readiness alone may be announced
         // before any arrives.)
-        let mut first = [0u8; 1];
         tokio::select! {
-            peeked = tokio::time::timeout(within, stream.peek(&mut first)) => match peeked {
+            peeked = tokio::time::timeout(within, stream.first_bytes()) => match peeked {
                 Ok(Ok(_)) => {}
                 Ok(Err(error)) => return Err(EstablishError::Io(error)),
                 Err(_) => {

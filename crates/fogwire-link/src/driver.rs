@@ -12,11 +12,10 @@ use fogwire_link_proto::{
     Message, TRANSPORT_RECORD_LEN_MAX, message_cost,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use crate::channel::{ChannelReceiver, ChannelSender, CreditReturn};
-use crate::{Direction, Established};
+use crate::{Direction, Established, LinkStream, Transport};
 
 /// Bytes of encrypted records the driver gathers before writing; a few
 /// largest records, so each write system call moves a good amount. The
@@ -112,6 +111,7 @@ struct Shared {
     peer: NodeId,
     remote_addr: SocketAddr,
     direction: Direction,
+    transport: Transport,
     established_at: SystemTime,
     counters: LinkCounters,
     commands: mpsc::Sender<Command>,
@@ -134,6 +134,7 @@ impl std::fmt::Debug for LinkHandle {
             .field("peer", &self.shared.peer)
             .field("remote_addr", &self.shared.remote_addr)
             .field("direction", &self.shared.direction)
+            .field("transport", &self.shared.transport)
             .finish_non_exhaustive()
     }
 }
@@ -154,6 +155,11 @@ impl LinkHandle {
 
     pub fn direction(&self) -> Direction {
         self.shared.direction
+    }
+
+    /// What the link runs over.
+    pub fn transport(&self) -> Transport {
+        self.shared.transport
     }
 
     pub fn established_at(&self) -> SystemTime {
@@ -328,6 +334,7 @@ pub fn spawn(established: Established) -> LinkHandle {
         peer: link.peer(),
         remote_addr,
         direction,
+        transport: stream.transport(),
         established_at: SystemTime::now(),
         counters: LinkCounters::default(),
         commands: commands_sender,
@@ -358,7 +365,7 @@ fn receive_channels(link: &Link) -> Vec<(ChannelId, u32)> {
 
 struct Driver {
     link: Link,
-    stream: TcpStream,
+    stream: LinkStream,
     shared: Arc<Shared>,
     inbound: Vec<(ChannelId, mpsc::Sender<Bytes>)>,
     /// `None` once every sender of that channel is gone.
@@ -522,6 +529,7 @@ impl Driver {
             .as_ref()
             .is_some_and(|reason| reason.side == CloseSide::Transport);
         if ended {
+            drop((reader, writer));
             return self.finish();
         }
         let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, writer.shutdown()).await;
@@ -541,6 +549,7 @@ impl Driver {
             }
         })
         .await;
+        drop((reader, writer));
         self.finish()
     }
 
@@ -554,6 +563,7 @@ impl Driver {
             peer = %self.shared.peer,
             addr = %self.shared.remote_addr,
             direction = self.shared.direction.as_str(),
+            transport = self.shared.transport.as_str(),
             "link {reason}"
         );
         reason

@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::PeerAddr;
+use crate::transport::{LinkStream, Transport};
 
 /// Who opened the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -32,7 +33,7 @@ impl Direction {
 /// A connection whose handshake succeeded: ready for [`crate::spawn`].
 #[derive(Debug)]
 pub struct Established {
-    pub stream: TcpStream,
+    pub stream: LinkStream,
     pub link: Link,
     pub remote_addr: SocketAddr,
     pub direction: Direction,
@@ -42,6 +43,11 @@ pub struct Established {
 }
 
 impl Established {
+    /// What the link runs over.
+    pub fn transport(&self) -> Transport {
+        self.stream.transport()
+    }
+
     /// How the handshake went, for metric labels: `ok`, or
     /// `ok_after_puzzle` when a puzzle had to be solved first.
     pub fn outcome(&self) -> &'static str {
@@ -70,6 +76,8 @@ pub enum EstablishError {
     Resolve { address: String, detail: String },
     #[error("gave its handshake slot to a newer connection (every slot was taken)")]
     Evicted,
+    #[error("cannot dial {addr} over QUIC: this node has no UDP transport ([link] udp = false)")]
+    NoUdp { addr: String },
 }
 
 impl EstablishError {
@@ -85,6 +93,7 @@ impl EstablishError {
             EstablishError::Io(_) => "io",
             EstablishError::Resolve { .. } => "resolve",
             EstablishError::Evicted => "evicted",
+            EstablishError::NoUdp { .. } => "no_udp",
         }
     }
 }
@@ -106,6 +115,35 @@ pub async fn connect(
     let handshake = Handshake::initiator(identity, config, expected_peer, started)?;
     let deadline = tokio::time::Instant::from_std(handshake.deadline());
     let stream = dial_before(addr, deadline).await?;
+    run_handshake(
+        LinkStream::Tcp(stream),
+        handshake,
+        addr,
+        Direction::Outbound,
+    )
+    .await
+}
+
+/// [`connect`] over QUIC, from `endpoint` (whose UDP socket is the one
+/// NATs have mapped for this node's other QUIC links).
+pub async fn connect_quic(
+    endpoint: &quinn::Endpoint,
+    addr: SocketAddr,
+    expected_peer: NodeId,
+    identity: &LinkIdentity,
+    config: Arc<Config>,
+) -> Result<Established, EstablishError> {
+    let handshake = Handshake::initiator(identity, config, expected_peer, Instant::now())?;
+    let deadline = tokio::time::Instant::from_std(handshake.deadline());
+    let connect_error = |source| EstablishError::Connect { addr, source };
+    let stream = match tokio::time::timeout_at(deadline, crate::quic::dial(endpoint, addr)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(source)) => return Err(connect_error(source)),
+        Err(_) => {
+            let timed_out = io::Error::new(io::ErrorKind::TimedOut, "QUIC connect timed out");
+            return Err(connect_error(timed_out));
+        }
+    };
     run_handshake(stream, handshake, addr, Direction::Outbound).await
 }
 
@@ -135,18 +173,34 @@ pub async fn connect_stream(
     config: Arc<Config>,
 ) -> Result<Established, EstablishError> {
     let handshake = Handshake::initiator(identity, config, expected_peer, Instant::now())?;
-    run_handshake(stream, handshake, addr, Direction::Outbound).await
+    run_handshake(
+        LinkStream::Tcp(stream),
+        handshake,
+        addr,
+        Direction::Outbound,
+    )
+    .await
 }
 
 /// Dials `addr`: resolves its host (names are resolved at each dial, so a
 /// peer whose address changes is still found) and tries each address in
-/// turn, as [`connect`] does, until one links. The last failure if none
-/// does.
+/// turn, as [`connect`] (or [`connect_quic`], from `quic`, for a QUIC
+/// address) does, until one links. The last failure if none does.
 pub async fn dial(
     addr: &PeerAddr,
     identity: &LinkIdentity,
     config: Arc<Config>,
+    quic: Option<&quinn::Endpoint>,
 ) -> Result<Established, EstablishError> {
+    let quic = match (addr.transport, quic) {
+        (Transport::Tcp, _) => None,
+        (Transport::Quic, Some(endpoint)) => Some(endpoint),
+        (Transport::Quic, None) => {
+            return Err(EstablishError::NoUdp {
+                addr: addr.address.clone(),
+            });
+        }
+    };
     let resolve_error = |detail: String| EstablishError::Resolve {
         address: addr.address.clone(),
         detail,
@@ -161,7 +215,20 @@ pub async fn dial(
     .collect();
     let mut last_error = resolve_error("no addresses".into());
     for socket_addr in resolved {
-        match connect(socket_addr, addr.node_id, identity, config.clone()).await {
+        let attempt = match quic {
+            Some(endpoint) => {
+                connect_quic(
+                    endpoint,
+                    socket_addr,
+                    addr.node_id,
+                    identity,
+                    config.clone(),
+                )
+                .await
+            }
+            None => connect(socket_addr, addr.node_id, identity, config.clone()).await,
+        };
+        match attempt {
             Ok(established) => return Ok(established),
             Err(error) => last_error = error,
         }
@@ -171,7 +238,7 @@ pub async fn dial(
 
 /// Runs the listener side of the handshake on an accepted connection.
 pub async fn establish(
-    stream: TcpStream,
+    stream: LinkStream,
     remote_addr: SocketAddr,
     identity: &LinkIdentity,
     config: Arc<Config>,
@@ -182,7 +249,7 @@ pub async fn establish(
 /// [`establish`], asking the dialer to solve `puzzle` first, if any (the
 /// node is under load: [`crate::admission`]).
 pub async fn establish_asking(
-    stream: TcpStream,
+    stream: LinkStream,
     remote_addr: SocketAddr,
     identity: &LinkIdentity,
     config: Arc<Config>,
@@ -199,7 +266,7 @@ pub async fn establish_asking(
 /// configured handshake timeout (an admission under load shortens it:
 /// [`crate::admission::Admitted::handshake_timeout`]).
 pub async fn establish_within(
-    stream: TcpStream,
+    stream: LinkStream,
     remote_addr: SocketAddr,
     identity: &LinkIdentity,
     config: Arc<Config>,
@@ -225,7 +292,7 @@ pub async fn probe(
     let mut handshake = Handshake::initiator(identity, config, expected_peer, Instant::now())?;
     let deadline = tokio::time::Instant::from_std(handshake.deadline());
     let timeout_ms = handshake.timeout().as_millis();
-    let mut stream = dial_before(addr, deadline).await?;
+    let mut stream = LinkStream::Tcp(dial_before(addr, deadline).await?);
     let exchange = exchange(&mut stream, &mut handshake, Until::Proven);
     tokio::time::timeout_at(deadline, exchange)
         .await
@@ -241,14 +308,16 @@ enum Until {
 }
 
 async fn run_handshake(
-    mut stream: TcpStream,
+    mut stream: LinkStream,
     mut handshake: Handshake,
     remote_addr: SocketAddr,
     direction: Direction,
 ) -> Result<Established, EstablishError> {
     // Records are batched by the link itself; waiting for more would only
     // add latency.
-    stream.set_nodelay(true).map_err(EstablishError::Io)?;
+    if let LinkStream::Tcp(tcp) = &stream {
+        tcp.set_nodelay(true).map_err(EstablishError::Io)?;
+    }
     let deadline = tokio::time::Instant::from_std(handshake.deadline());
     let exchange = exchange(&mut stream, &mut handshake, Until::Finished);
     match tokio::time::timeout_at(deadline, exchange).await {
@@ -274,7 +343,7 @@ async fn run_handshake(
 
 /// Sends and receives handshake messages until `until`.
 async fn exchange(
-    stream: &mut TcpStream,
+    stream: &mut LinkStream,
     handshake: &mut Handshake,
     until: Until,
 ) -> Result<(), EstablishError> {

@@ -1,7 +1,7 @@
 //! The tokio driver of fogwire links.
 //!
 //! All protocol decisions live in `fogwire-link-proto`; this crate only moves
-//! bytes between a `TcpStream` and the sans-IO core, reads the clock, and
+//! bytes between a stream (TCP, or QUIC over UDP: [`quic`]) and the sans-IO core, reads the clock, and
 //! hands messages to and from the application through bounded channels:
 //!
 //! - [`establish`] runs a handshake on a connected stream (dialer or
@@ -23,17 +23,21 @@ mod establish;
 pub mod manager;
 pub mod metrics;
 mod peer_addr;
+pub mod quic;
 pub mod refusals;
 pub mod slots;
+mod transport;
 
 pub use channel::{ChannelReceiver, ChannelSendError, ChannelSender};
 pub use driver::{LinkCounters, LinkHandle, LinkSnapshot, NoAnswer, spawn};
 pub use establish::{
-    Direction, EstablishError, Established, HUNG_UP, SOCKET_MARK, connect, connect_stream, dial,
-    establish, establish_asking, establish_within, listen, listen_hint, mark, probe,
+    Direction, EstablishError, Established, HUNG_UP, SOCKET_MARK, connect, connect_quic,
+    connect_stream, dial, establish, establish_asking, establish_within, listen, listen_hint, mark,
+    probe,
 };
 pub use fogwire_link_proto as proto;
 pub use peer_addr::{ParsePeerAddrError, PeerAddr};
+pub use transport::{LinkStream, QuicStream, Transport};
 
 /// A subsystem that runs over links (routing, replication, RPC): the link
 /// manager tells it of every link that comes up and goes down.

@@ -7,12 +7,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use crate::admission::Admission;
+use crate::admission::{Admission, Admitted};
 use crate::book::PeerBook;
 use crate::proto::{CloseCode, CloseReason, CloseSide, Config as LinkConfig, LinkIdentity};
 use crate::refusals::{self, RefusalLog};
 use crate::slots::{Decision, NoSlot, Payers, SlotPolicy};
-use crate::{Direction, EstablishError, LinkHandle, LinkSnapshot, LinkUser, NoAnswer, PeerAddr};
+use crate::{
+    Direction, EstablishError, LinkHandle, LinkSnapshot, LinkStream, LinkUser, NoAnswer, PeerAddr,
+};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use fogwire_identity::NodeId;
 use tokio::net::TcpListener;
@@ -128,6 +130,9 @@ struct Manager {
     limits: LinkLimits,
     state: Arc<Mutex<State>>,
     admission: Admission,
+    /// The UDP transport, if the node has one: links dialed and accepted
+    /// over QUIC.
+    quic: Option<quinn::Endpoint>,
     refusals: RefusalLog,
     /// Peers linked with `connect` (kept across restarts) and cut off.
     book: PeerBook,
@@ -155,10 +160,13 @@ impl std::fmt::Debug for Links {
 }
 
 impl Links {
-    /// Starts accepting links on `listener`; every link that comes up is
-    /// handed to each of `users`.
+    /// Starts accepting links on `listener` (and on `quic`, the UDP
+    /// transport, if given); every link that comes up is handed to each
+    /// of `users`.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         listener: TcpListener,
+        quic: Option<quinn::Endpoint>,
         (identity, book, payers): (Arc<LinkIdentity>, PeerBook, Payers),
         config: LinkConfig,
         limits: LinkLimits,
@@ -182,6 +190,7 @@ impl Links {
                 metrics: Metrics::new(Box::new(Report(state.clone()))),
                 state,
                 admission,
+                quic: quic.clone(),
                 refusals: RefusalLog::default(),
                 book,
                 payers,
@@ -195,7 +204,18 @@ impl Links {
             .shared
             .tasks
             .spawn(links.clone().accept_loop(listener));
+        if let Some(endpoint) = quic {
+            links
+                .shared
+                .tasks
+                .spawn(links.clone().accept_loop_quic(endpoint));
+        }
         Ok(links)
+    }
+
+    /// Where the UDP transport listens, if the node has one.
+    pub fn quic_addr(&self) -> Option<SocketAddr> {
+        self.shared.quic.as_ref()?.local_addr().ok()
     }
 
     fn node_id(&self) -> NodeId {
@@ -467,7 +487,8 @@ impl Links {
         if self.shared.shutdown.is_cancelled() {
             return Err(LinkError::ShuttingDown);
         }
-        match crate::dial(addr, &self.shared.identity, self.shared.config.clone()).await {
+        let (identity, config) = (&self.shared.identity, self.shared.config.clone());
+        match crate::dial(addr, identity, config, self.shared.quic.as_ref()).await {
             Ok(established) => {
                 self.shared
                     .metrics
@@ -513,40 +534,93 @@ impl Links {
                     continue;
                 }
             };
+            let stream = LinkStream::Tcp(stream);
+            let links = self.clone();
+            self.shared
+                .tasks
+                .spawn(async move { links.inbound(permit, Ok(stream), remote).await });
+        }
+    }
+
+    /// Accepts links over QUIC: the same admission as over TCP, decided
+    /// before any cryptography; a connection from an address that has not
+    /// proven it receives there is asked to (a stateless retry) while
+    /// handshakes are plentiful, so spoofed floods cost the node nothing.
+    async fn accept_loop_quic(self, endpoint: quinn::Endpoint) {
+        loop {
+            let incoming = tokio::select! {
+                incoming = endpoint.accept() => incoming,
+                () = self.shared.shutdown.cancelled() => return,
+            };
+            let Some(incoming) = incoming else { return };
+            let remote = incoming.remote_address();
+            let busy = self.shared.admission.in_progress() * 4
+                >= self.shared.limits.max_pending_handshakes;
+            if busy && !incoming.remote_address_validated() && incoming.may_retry() {
+                let _ = incoming.retry();
+                continue;
+            }
+            let permit = match self.shared.admission.try_admit(remote.ip()) {
+                Ok(permit) => permit,
+                Err(refused) => {
+                    self.shared.metrics.handshake("inbound", refused.reason());
+                    let why = format_args!("refused QUIC connection: {refused}");
+                    self.shared.refusals.refused(remote, refused.reason(), why);
+                    incoming.refuse();
+                    continue;
+                }
+            };
             let links = self.clone();
             self.shared.tasks.spawn(async move {
-                let config = links.shared.config.clone();
-                let identity = &links.shared.identity;
-                // Shrinking timeout; given up if a newcomer takes the slot.
-                let handshake = permit.establish(stream, remote, identity, config);
-                let result = tokio::select! {
-                    result = handshake => result,
-                    () = links.shared.shutdown.cancelled() => return,
-                };
-                match result {
-                    Ok(mut established) => {
-                        let metrics = &links.shared.metrics;
-                        metrics.handshake("inbound", established.outcome());
-                        if let Some(why) = links.no_room(&established) {
-                            // Its first frame is the CLOSE: it never sees a
-                            // PONG that `connect` would take for a welcome.
-                            established
-                                .link
-                                .close(CloseCode::LIMIT, "no room for a link");
-                            drop(crate::spawn(established));
-                            let log = &links.shared.refusals;
-                            log.refused(remote, why.reason(), format_args!("{why}"));
-                            return;
-                        }
-                        let _ = links.register(crate::spawn(established));
-                    }
-                    Err(error) => {
-                        links.shared.metrics.handshake("inbound", error.reason());
-                        let why = format_args!("inbound connection closed: {error}");
-                        links.shared.refusals.refused(remote, error.reason(), why);
-                    }
-                }
+                let within = links.shared.config.handshake_timeout;
+                let stream = tokio::time::timeout(within, crate::quic::accept(incoming))
+                    .await
+                    .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
+                links.inbound(permit, stream, remote).await;
             });
+        }
+    }
+
+    /// Runs the listener side of an admitted connection's handshake and
+    /// registers the link, or logs why not.
+    async fn inbound(
+        self,
+        permit: Admitted,
+        stream: std::io::Result<LinkStream>,
+        remote: SocketAddr,
+    ) {
+        let config = self.shared.config.clone();
+        let identity = &self.shared.identity;
+        let result = match stream {
+            // Shrinking timeout; given up if a newcomer takes the slot.
+            Ok(stream) => tokio::select! {
+                result = permit.establish(stream, remote, identity, config) => result,
+                () = self.shared.shutdown.cancelled() => return,
+            },
+            Err(error) => Err(EstablishError::Io(error)),
+        };
+        match result {
+            Ok(mut established) => {
+                let metrics = &self.shared.metrics;
+                metrics.handshake("inbound", established.outcome());
+                if let Some(why) = self.no_room(&established) {
+                    // Its first frame is the CLOSE: it never sees a PONG
+                    // that `connect` would take for a welcome.
+                    established
+                        .link
+                        .close(CloseCode::LIMIT, "no room for a link");
+                    drop(crate::spawn(established));
+                    let log = &self.shared.refusals;
+                    log.refused(remote, why.reason(), format_args!("{why}"));
+                    return;
+                }
+                let _ = self.register(crate::spawn(established));
+            }
+            Err(error) => {
+                self.shared.metrics.handshake("inbound", error.reason());
+                let why = format_args!("inbound connection closed: {error}");
+                self.shared.refusals.refused(remote, error.reason(), why);
+            }
         }
     }
 
@@ -647,6 +721,7 @@ impl Links {
             peer = %peer,
             addr = %link.remote_addr(),
             direction = link.direction().as_str(),
+            transport = link.transport().as_str(),
             "link up"
         );
         for user in &self.shared.users {
@@ -778,6 +853,7 @@ impl Links {
                         .map(|l| l.remote_addr().to_string())
                         .or_else(|| wanted.map(|w| w.addr.address.clone())),
                     direction: link.map(|l| l.direction().as_str().to_owned()),
+                    transport: link.map(|l| l.transport().as_str().to_owned()),
                     wanted: wanted.is_some(),
                     pays: self.shared.payers.pays(&id, now),
                     linked_since_unix: link.and_then(|l| {

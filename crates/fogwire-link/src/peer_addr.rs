@@ -4,15 +4,43 @@ use std::str::FromStr;
 use fogwire_identity::{NodeId, ParseNodeIdError};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// Where to reach a peer and who it must be: `<node id>@<host>:<port>`.
+use crate::Transport;
+
+/// Where to reach a peer and who it must be: `<node id>@<host>:<port>`,
+/// or `<node id>@quic:<host>:<port>` to link over QUIC (UDP) instead of
+/// TCP.
 ///
 /// The host may be an IP address or a name; names are resolved at each dial,
 /// so a board whose address changes is still found.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub struct PeerAddr {
     pub node_id: NodeId,
-    /// `host:port`, as written.
+    /// `host:port`, as written (without the `quic:` prefix).
     pub address: String,
+    pub transport: Transport,
+}
+
+/// What `<node id>@quic:<host>:<port>` starts its address with.
+const QUIC_PREFIX: &str = "quic:";
+
+impl PeerAddr {
+    /// `node_id` at `address` over TCP.
+    pub fn tcp(node_id: NodeId, address: impl Into<String>) -> Self {
+        Self {
+            node_id,
+            address: address.into(),
+            transport: Transport::Tcp,
+        }
+    }
+
+    /// `node_id` at `address` over QUIC.
+    pub fn quic(node_id: NodeId, address: impl Into<String>) -> Self {
+        Self {
+            node_id,
+            address: address.into(),
+            transport: Transport::Quic,
+        }
+    }
 }
 
 /// Why a text is not a peer address.
@@ -34,6 +62,10 @@ impl FromStr for PeerAddr {
         let (node_id, address) = text.split_once('@').ok_or(ParsePeerAddrError::MissingAt)?;
         let node_id: NodeId = node_id.trim().parse()?;
         let address = address.trim();
+        let (address, transport) = match address.strip_prefix(QUIC_PREFIX) {
+            Some(rest) => (rest, Transport::Quic),
+            None => (address, Transport::Tcp),
+        };
         let bad_address = || ParsePeerAddrError::Address {
             address: address.to_owned(),
         };
@@ -46,13 +78,18 @@ impl FromStr for PeerAddr {
         Ok(Self {
             node_id,
             address: address.to_owned(),
+            transport,
         })
     }
 }
 
 impl fmt::Display for PeerAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}", self.node_id, self.address)
+        let prefix = match self.transport {
+            Transport::Tcp => "",
+            Transport::Quic => QUIC_PREFIX,
+        };
+        write!(f, "{}@{prefix}{}", self.node_id, self.address)
     }
 }
 
@@ -82,7 +119,13 @@ mod tests {
             let parsed: PeerAddr = text.parse().unwrap();
             assert_eq!(parsed.node_id, id);
             assert_eq!(parsed.address, address);
+            assert_eq!(parsed.transport, Transport::Tcp);
             assert_eq!(parsed.to_string(), text);
+            let quic = format!("{id}@quic:{address}");
+            let parsed: PeerAddr = quic.parse().unwrap();
+            assert_eq!(parsed.address, address);
+            assert_eq!(parsed.transport, Transport::Quic);
+            assert_eq!(parsed.to_string(), quic);
         }
     }
 

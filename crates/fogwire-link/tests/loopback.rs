@@ -39,7 +39,13 @@ async fn linked_pair() -> (LinkHandle, LinkHandle) {
         let listener_identity = listener_identity.clone();
         async move {
             let (stream, remote) = listener.accept().await.unwrap();
-            establish(stream, remote, &listener_identity, config()).await
+            establish(
+                fogwire_link::LinkStream::Tcp(stream),
+                remote,
+                &listener_identity,
+                config(),
+            )
+            .await
         }
     });
     let outbound = connect(addr, listener_identity.node_id(), &dialer, config())
@@ -96,7 +102,13 @@ async fn dialer_refuses_a_listener_with_another_identity() {
     let addr = listener.local_addr().unwrap();
     let accept = tokio::spawn(async move {
         let (stream, remote) = listener.accept().await.unwrap();
-        establish(stream, remote, &listener_identity, config()).await
+        establish(
+            fogwire_link::LinkStream::Tcp(stream),
+            remote,
+            &listener_identity,
+            config(),
+        )
+        .await
     });
     let expected = Keypair::from_seed(&[3; 32]).node_id();
     let error = connect(addr, expected, &identity(1), config())
@@ -190,7 +202,14 @@ async fn a_dialer_solves_the_puzzle_a_listener_under_load_asks_and_links() {
                 let (stream, remote) = listener.accept().await.unwrap();
                 let asked = Some(puzzle);
                 results.push(
-                    establish_asking(stream, remote, &listener_identity, config(), asked).await,
+                    establish_asking(
+                        fogwire_link::LinkStream::Tcp(stream),
+                        remote,
+                        &listener_identity,
+                        config(),
+                        asked,
+                    )
+                    .await,
                 );
             }
             results
@@ -245,7 +264,13 @@ async fn a_probe_proves_who_answers_and_leaves_the_listener_without_a_link() {
         tokio::spawn(async move {
             let (stream, remote) = listener.accept().await.unwrap();
             (
-                establish(stream, remote, &listener_identity, config()).await,
+                establish(
+                    fogwire_link::LinkStream::Tcp(stream),
+                    remote,
+                    &listener_identity,
+                    config(),
+                )
+                .await,
                 listener,
             )
         })

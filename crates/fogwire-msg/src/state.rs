@@ -1028,20 +1028,20 @@ impl State {
         Ok(())
     }
 
-    /// Applies a mailbox's `stored` receipt for messages to `recipient`:
-    /// the ids it names and the records now marked held by a mailbox.
+    /// Checks a mailbox's `stored` receipt: the ids of the messages it
+    /// signed for. The records are marked (`mark_stored`) once every
+    /// mailbox has had its turn, so `Stored` never reads while a copy is
+    /// still on its way to another.
     pub fn stored_receipt(
-        &mut self,
-        recipient: &NodeId,
+        &self,
         mailbox: &NodeId,
         bytes: &[u8],
-    ) -> Result<(Vec<MessageId>, Vec<Record>), ReceiptError> {
+    ) -> Result<Vec<MessageId>, ReceiptError> {
         let receipt = Receipt::verify(bytes).map_err(ReceiptError::Invalid)?;
         if receipt.by != *mailbox || receipt.to != self.me || receipt.kind != ReceiptKind::Stored {
             return Err(ReceiptError::NotOurs);
         }
-        let changed = self.mark_stored(recipient, &receipt.ids)?;
-        Ok((receipt.ids, changed))
+        Ok(receipt.ids)
     }
 
     /// Marks queued messages to `recipient` held by a mailbox: the

@@ -89,6 +89,10 @@ pub struct LinkSection {
     /// Address peers dial to reach this node (port 0: any free port).
     #[default(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_LINK_PORT))]
     pub listen: SocketAddr,
+    /// Also link over QUIC on the UDP port of the same number (what hole
+    /// punching through NATs needs).
+    #[default(true)]
+    pub udp: bool,
     #[default(10_000)]
     pub handshake_timeout_ms: u64,
     #[default(15_000)]

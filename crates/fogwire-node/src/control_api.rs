@@ -37,6 +37,15 @@ impl NodeApi for Node {
         })
     }
 
+    fn direct(&self, peer: NodeId) -> BoxFuture<'_, Result<(), ConnectError>> {
+        Box::pin(async move {
+            Node::direct(self, peer)
+                .await
+                .map(drop)
+                .map_err(|error| ConnectError::Failed(Box::new(error)))
+        })
+    }
+
     fn disconnect(&self, peer: NodeId) -> BoxFuture<'_, Option<bool>> {
         Box::pin(async move {
             let was_linked = self.link(&peer).is_some();

@@ -61,10 +61,7 @@ impl NodeFabric {
         };
         let mut last = LinkToError::NoAddress(peer);
         for address in &info.advert.addresses {
-            let addr = PeerAddr {
-                node_id: peer,
-                address: address.clone(),
-            };
+            let addr = PeerAddr::tcp(peer, address.clone());
             match self.links.connect(addr).await {
                 Ok(_) => return Ok(()),
                 Err(source) => {

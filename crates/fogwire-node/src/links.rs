@@ -32,10 +32,7 @@ impl fogwire_cluster::Dialer for ClusterDialer {
             if links.link(&node).is_some() {
                 return Ok(());
             }
-            let addr = PeerAddr {
-                node_id: node,
-                address: addr.to_string(),
-            };
+            let addr = PeerAddr::tcp(node, addr.to_string());
             links.dial(&addr).await.map(drop).map_err(|e| e.to_string())
         })
     }

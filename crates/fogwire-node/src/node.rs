@@ -32,6 +32,9 @@ use crate::links::{LinkError, LinkLimits, Links, NodeEvent, SHUTDOWN_TIMEOUT};
 pub struct NodeOptions {
     pub keypair: Arc<Keypair>,
     pub link_listen: SocketAddr,
+    /// Also accept and dial links over QUIC (UDP), on the listen port's
+    /// number: what hole punching through NATs needs.
+    pub link_udp: bool,
     pub link: LinkConfig,
     pub limits: LinkLimits,
     pub peers: Vec<PeerAddr>,
@@ -70,6 +73,7 @@ impl NodeOptions {
         Self {
             keypair: keypair.clone(),
             link_listen: link.listen,
+            link_udp: link.udp,
             link: LinkConfig {
                 handshake_timeout: Duration::from_millis(link.handshake_timeout_ms),
                 keepalive_interval: Duration::from_millis(link.keepalive_interval_ms),
@@ -140,6 +144,8 @@ pub enum NodeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0} (set [link] udp = false to link over TCP only)")]
+    Quic(#[from] fogwire_link::quic::QuicSetupError),
     #[error("invalid link settings: {0}")]
     LinkConfig(#[from] fogwire_link::proto::ConfigError),
     #[error("cannot make the link key: {0}")]
@@ -307,7 +313,7 @@ impl Node {
             addr: options.link_listen,
             source,
         };
-        let listener = fogwire_link::listen(options.link_listen).map_err(listen_error)?;
+        let (listener, quic) = listen(options.link_listen, options.link_udp)?;
         let local_addr = listener.local_addr().map_err(listen_error)?;
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -338,6 +344,10 @@ impl Node {
                     .replication
                     .keep_provider_records
                     .then(|| fogwire_replicate::PROVIDERS_SERVICE.to_owned()),
+            )
+            .chain(
+                quic.is_some()
+                    .then(|| fogwire_relay::QUIC_SERVICE.to_owned()),
             ),
         );
         let exit = options.exit.clone().map(fogwire_exit::Exit::new);
@@ -404,6 +414,7 @@ impl Node {
         let payers = fogwire_link::slots::Payers::default();
         let links = Links::start(
             listener,
+            quic,
             (identity, book, payers.clone()),
             options.link,
             options.limits,
@@ -590,10 +601,7 @@ impl Node {
 
     /// This node as a peer address other nodes can be configured with.
     pub fn peer_addr(&self) -> PeerAddr {
-        PeerAddr {
-            node_id: self.node_id(),
-            address: self.local_addr().to_string(),
-        }
+        PeerAddr::tcp(self.node_id(), self.local_addr().to_string())
     }
 
     /// This node's store. Blocking: call it from a blocking thread.
@@ -703,6 +711,13 @@ impl Node {
         Ok(self.parts.links.connect(addr).await?)
     }
 
+    /// Makes a direct link to `peer`, a node this one reaches over routes
+    /// (through a relay, say): over QUIC through both NATs, by asking it
+    /// to punch at the same time (relay.md §3).
+    pub async fn direct(&self, peer: NodeId) -> Result<LinkHandle, fogwire_relay::PunchError> {
+        self.parts.reach.punch(peer).await
+    }
+
     /// Stops keeping `peer` linked and closes its link. Returns whether
     /// there was a link or a wanted peer.
     pub async fn disconnect(&self, peer: &NodeId) -> bool {
@@ -776,5 +791,30 @@ impl Node {
     /// The node's metrics in the OpenMetrics text format.
     pub fn metrics_text(&self) -> String {
         self.parts.links.metrics_text()
+    }
+}
+
+/// Binds the link listener at `addr` and, with `udp`, the QUIC endpoint on
+/// the UDP port of the same number. With port 0 the kernel picks a TCP
+/// port whose UDP twin may be taken: another is picked then, a few times.
+fn listen(
+    addr: SocketAddr,
+    udp: bool,
+) -> Result<(tokio::net::TcpListener, Option<quinn::Endpoint>), NodeError> {
+    const TRIES_WITH_ANY_PORT: usize = 8;
+    let listen_error = |source| NodeError::Listen { addr, source };
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let listener = fogwire_link::listen(addr).map_err(listen_error)?;
+        if !udp {
+            return Ok((listener, None));
+        }
+        let local = listener.local_addr().map_err(listen_error)?;
+        match fogwire_link::quic::endpoint(local) {
+            Ok(endpoint) => return Ok((listener, Some(endpoint))),
+            Err(_) if addr.port() == 0 && tries < TRIES_WITH_ANY_PORT => continue,
+            Err(error) => return Err(error.into()),
+        }
     }
 }

@@ -7,10 +7,13 @@
 //!   asks of them and answers for them, and what it should advertise.
 //! - [`relays`]: a relay's [`relays::Clients`], and the [`relays::Relays`]
 //!   a node others cannot dial keeps links to.
+//! - [`punch`]: the messages two nodes swap to make a direct link through
+//!   their NATs, and the bounds of the punching a node does for others.
 //!
 //! Time comes in as arguments and bytes go out as buffers: no sockets, no
 //! clock reads, no tasks.
 
+pub mod punch;
 pub mod reach;
 pub mod relays;
 pub mod wire;

@@ -5,14 +5,17 @@
 //! their checks by dialing them, and keeps the node's advert naming the
 //! addresses others can dial (and `reach:private` while they cannot); as
 //! a relay (`[relay] serve`) it answers reservations, and while the node
-//! is private it keeps links with reservations at relays.
+//! is private it keeps links with reservations at relays. [`punch`] makes
+//! direct links between nodes behind NATs (hole punching over QUIC).
 
 pub mod config;
+pub mod punch;
 pub mod reach;
 
 pub use config::RelaySection;
 pub use fogwire_relay_proto as proto;
-pub use reach::{Options, PRIVATE_SERVICE, Reachable, Status};
+pub use punch::PunchError;
+pub use reach::{Options, PRIVATE_SERVICE, QUIC_SERVICE, Reachable, Status};
 
 use fogwire_link::proto::{ChannelConfig, ChannelId, WINDOW_MIN};
 

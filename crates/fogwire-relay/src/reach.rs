@@ -14,7 +14,7 @@ use bytes::Bytes;
 use fogwire_identity::NodeId;
 use fogwire_link::manager::Links;
 use fogwire_link::proto::{ChannelId, Config as LinkConfig, HandshakeError, LinkIdentity};
-use fogwire_link::{ChannelSender, EstablishError, LinkHandle, PeerAddr};
+use fogwire_link::{ChannelSender, EstablishError, LinkHandle, PeerAddr, Transport};
 use fogwire_relay_proto::reach::{Action, Reach, Reachability, Report, Settings};
 use fogwire_relay_proto::relays::{
     self, Candidate, ClientSettings, Clients, RelayAction, RelayState, Relays, ServeSettings,
@@ -23,12 +23,25 @@ use fogwire_relay_proto::wire::{CHANNEL_REACH, DialOutcome, Message};
 use fogwire_route::Routing;
 use fogwire_route::proto::advert::Offer;
 use tokio::sync::{mpsc, watch};
+
+use crate::punch::{PunchError, Puncher};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// The service a node's advert names while peers on public addresses
 /// cannot dial it: others reach it over its own links instead of dialing.
 pub const PRIVATE_SERVICE: &str = "reach:private";
+/// The service a node's advert names when it takes links over QUIC on
+/// the UDP port of its addresses' number.
+pub const QUIC_SERVICE: &str = "link:quic";
+
+/// Where a relay can be dialed.
+#[derive(Debug, Clone, Default)]
+struct RelayAddresses {
+    addresses: Vec<String>,
+    /// It takes links over QUIC too.
+    quic: bool,
+}
 /// Inputs waiting for the task; beyond, link events are dropped (and
 /// logged) and channel readers wait.
 const INBOX_LEN: usize = 1024;
@@ -79,6 +92,7 @@ enum Input {
         peer: NodeId,
         link_id: u64,
         remote: SocketAddr,
+        transport: Transport,
         sender: ChannelSender,
     },
     LinkDown {
@@ -97,7 +111,7 @@ enum Input {
         outcome: DialOutcome,
     },
     /// The relays the adverts offer, with their addresses.
-    Candidates(Vec<(Candidate, Vec<String>)>),
+    Candidates(Vec<(Candidate, RelayAddresses)>),
     /// Linking to a chosen relay ended.
     Linked {
         relay: NodeId,
@@ -123,6 +137,7 @@ pub struct Reachable {
     inbox: mpsc::Sender<Input>,
     report: watch::Receiver<Status>,
     links: LinksSlot,
+    puncher: Arc<Puncher>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -166,7 +181,12 @@ impl Reachable {
             shutdown.clone(),
         ));
         let links = LinksSlot::default();
+        let puncher = Puncher::new(routing.clone(), links.clone(), report.clone());
+        if let Err(error) = puncher.serve() {
+            tracing::warn!(%error, "punch: cannot offer the punch service; peers cannot ask this node for direct links");
+        }
         let driver = Driver {
+            puncher: puncher.clone(),
             reach,
             relays,
             clients,
@@ -189,9 +209,16 @@ impl Reachable {
             inbox,
             report,
             links,
+            puncher,
             shutdown,
             tasks,
         }
+    }
+
+    /// Makes a direct link to `peer` (QUIC, through both NATs) by asking
+    /// it over a route to punch with this node: relay.md §3.
+    pub async fn punch(&self, peer: NodeId) -> Result<LinkHandle, PunchError> {
+        self.puncher.punch(peer).await
     }
 
     /// The link manager, through which a private node links to relays.
@@ -272,6 +299,7 @@ impl fogwire_link::LinkUser for Reachable {
             peer,
             link_id,
             remote: link.remote_addr(),
+            transport: link.transport(),
             sender,
         });
         let inbox = self.inbox.clone();
@@ -316,10 +344,10 @@ struct Advert {
 /// ends: the manager tells this subsystem of links, so holding it for good
 /// would keep both (and every subsystem the manager tells) alive.
 #[derive(Debug, Clone, Default)]
-struct LinksSlot(Arc<Mutex<Option<Links>>>);
+pub(crate) struct LinksSlot(Arc<Mutex<Option<Links>>>);
 
 impl LinksSlot {
-    fn lock(&self) -> MutexGuard<'_, Option<Links>> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Option<Links>> {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -342,9 +370,10 @@ struct Driver {
     options: Options,
     inbox: mpsc::Sender<Input>,
     /// The reachability channel of each linked peer.
-    channels: HashMap<NodeId, (u64, ChannelSender)>,
+    channels: HashMap<NodeId, (u64, ChannelSender, Transport)>,
     /// Where the relays the adverts offer can be dialed.
-    relay_addresses: HashMap<NodeId, Vec<String>>,
+    relay_addresses: HashMap<NodeId, RelayAddresses>,
+    puncher: Arc<Puncher>,
     links: LinksSlot,
     routing: Routing,
     /// When a private node next reads the adverts for relays.
@@ -436,7 +465,12 @@ impl Driver {
                         id: info.advert.origin,
                         price_per_gib,
                     };
-                    (candidate, info.advert.addresses)
+                    let quic = info.advert.services.iter().any(|s| s == QUIC_SERVICE);
+                    let addresses = RelayAddresses {
+                        addresses: info.advert.addresses,
+                        quic,
+                    };
+                    (candidate, addresses)
                 })
                 .take(relays::CANDIDATES_MAX)
                 .collect();
@@ -451,9 +485,10 @@ impl Driver {
                 peer,
                 link_id,
                 remote,
+                transport,
                 sender,
             } => {
-                self.channels.insert(peer, (link_id, sender));
+                self.channels.insert(peer, (link_id, sender, transport));
                 self.reach.link_up(peer, remote, now);
                 // A chosen relay's link is up (this comes before the dial
                 // reports back): ask for the reservation now.
@@ -463,9 +498,10 @@ impl Driver {
                 if self
                     .channels
                     .get(&peer)
-                    .is_some_and(|(id, _)| *id == link_id)
+                    .is_some_and(|(id, _, _)| *id == link_id)
                 {
                     self.channels.remove(&peer);
+                    self.puncher.seen_lock().remove(&peer);
                     self.reach.link_down(peer, now);
                     if self.clients.is_client(&peer) {
                         self.clients.link_down(&peer);
@@ -483,14 +519,19 @@ impl Driver {
                 link_id,
                 bytes,
             } => {
-                if self
-                    .channels
-                    .get(&peer)
-                    .is_none_or(|(id, _)| *id != link_id)
-                {
+                let Some((id, _, transport)) = self.channels.get(&peer) else {
+                    return;
+                };
+                if *id != link_id {
                     return;
                 }
-                match Message::decode(&bytes) {
+                let decoded = Message::decode(&bytes);
+                if let (Transport::Quic, Ok(Message::Observed(address))) = (transport, &decoded) {
+                    // Where a NAT maps this node's QUIC socket: what a
+                    // peer punching to it must dial.
+                    self.puncher.seen_lock().insert(peer, *address);
+                }
+                match decoded {
                     Ok(Message::Reserve { price_max }) => self.reserve(peer, price_max),
                     Ok(Message::Reservation { outcome }) => {
                         if outcome == fogwire_relay_proto::ReserveOutcome::Accepted {
@@ -560,7 +601,7 @@ impl Driver {
     }
 
     fn send(&self, peer: NodeId, bytes: Bytes) {
-        if let Some((_, sender)) = self.channels.get(&peer) {
+        if let Some((_, sender, _)) = self.channels.get(&peer) {
             // A full channel drops the message: checks time out and move
             // on, reservations are asked again on the next link.
             let _ = sender.try_send(bytes);
@@ -582,7 +623,7 @@ impl Driver {
     /// Links to a chosen relay at the addresses its advert names, and
     /// keeps the link.
     fn link(&self, relay: NodeId) {
-        let addresses = self
+        let RelayAddresses { addresses, quic } = self
             .relay_addresses
             .get(&relay)
             .cloned()
@@ -592,11 +633,17 @@ impl Driver {
             let mut result = Err("the link manager has not started".to_owned());
             if let Some(links) = links {
                 result = Err("its advert names no address".to_owned());
-                for address in addresses {
-                    let addr = PeerAddr {
-                        node_id: relay,
-                        address,
-                    };
+                // Over QUIC when both ends can: the relay then tells this
+                // node where its NAT maps its UDP socket, and the link's
+                // traffic keeps that mapping open for hole punching.
+                let quic = quic && links.quic_addr().is_some();
+                let tries = addresses.iter().flat_map(|address| {
+                    let tcp = PeerAddr::tcp(relay, address.clone());
+                    quic.then(|| PeerAddr::quic(relay, address.clone()))
+                        .into_iter()
+                        .chain([tcp])
+                });
+                for addr in tries {
                     match links.keep(addr).await {
                         Ok(_) => {
                             result = Ok(());

@@ -64,7 +64,13 @@ impl Net {
         let listener_identity = self.identities[b].clone();
         let accept = tokio::spawn(async move {
             let (stream, remote) = listener.accept().await.unwrap();
-            establish(stream, remote, &listener_identity, link_config()).await
+            establish(
+                fogwire_link::LinkStream::Tcp(stream),
+                remote,
+                &listener_identity,
+                link_config(),
+            )
+            .await
         });
         let outbound = connect(addr, self.id(b), &self.identities[a], link_config())
             .await

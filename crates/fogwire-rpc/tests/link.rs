@@ -72,9 +72,14 @@ async fn pair() -> (Rpc, Rpc, Arc<AtomicUsize>, [LinkHandle; 2]) {
     let accepting = tokio::spawn(async move {
         let (stream, remote) = listener.accept().await.unwrap();
         spawn(
-            establish(stream, remote, &acceptor_id, config())
-                .await
-                .unwrap(),
+            establish(
+                fogwire_link::LinkStream::Tcp(stream),
+                remote,
+                &acceptor_id,
+                config(),
+            )
+            .await
+            .unwrap(),
         )
     });
     let outbound = spawn(connect(addr, expected, &dialer_id, config()).await.unwrap());

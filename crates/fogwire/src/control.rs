@@ -18,7 +18,10 @@ pub struct ReadArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ConnectArgs {
-    /// The peer: <node id>@<host>:<port>.
+    /// The peer: <node id>@<host>:<port> to link over TCP,
+    /// <node id>@quic:<host>:<port> over QUIC (UDP), or a node id or name
+    /// alone for a direct link to a node this one reaches over routes —
+    /// through a relay when it is behind a NAT — made by hole punching.
     peer: String,
     /// Print the peer as JSON.
     #[arg(long)]
@@ -193,12 +196,23 @@ pub async fn connect(home: &Path, args: ConnectArgs) -> anyhow::Result<()> {
     if args.json {
         return print_json(&peer);
     }
-    println!(
-        "linked to {} at {} ({}); the node keeps this link up until `fogwire disconnect`",
-        peer.node_id,
-        peer.address.as_deref().unwrap_or("?"),
-        peer.direction.as_deref().unwrap_or("?"),
-    );
+    if peer.wanted {
+        println!(
+            "linked to {} at {} ({}, {}); the node keeps this link up until `fogwire disconnect`",
+            peer.node_id,
+            peer.address.as_deref().unwrap_or("?"),
+            peer.direction.as_deref().unwrap_or("?"),
+            peer.transport.as_deref().unwrap_or("?"),
+        );
+    } else {
+        println!(
+            "linked directly to {} at {} ({}, {}); routes to it use this link while it lasts",
+            peer.node_id,
+            peer.address.as_deref().unwrap_or("?"),
+            peer.direction.as_deref().unwrap_or("?"),
+            peer.transport.as_deref().unwrap_or("?"),
+        );
+    }
     Ok(())
 }
 

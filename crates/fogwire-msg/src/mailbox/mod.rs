@@ -259,23 +259,38 @@ pub(crate) async fn deposit(shared: &Arc<Shared>, peer: NodeId) -> usize {
             .collect();
         let mut held: BTreeSet<MessageId> = BTreeSet::new();
         for mailbox in &reachable {
-            match hand_over(shared, peer, *mailbox, &envelopes).await {
+            match hand_over(shared, *mailbox, &envelopes).await {
                 Ok(ids) => held.extend(ids),
                 Err(error) => {
                     tracing::debug!(peer = %peer.short(), mailbox = %mailbox.short(), %error, "cannot leave mail at a mailbox")
                 }
             }
         }
-        stored += held.len();
+        // Marked only now that every mailbox has had its copy: a sender
+        // (or a test) that sees `Stored` sees all the copies there are.
+        let ids: Vec<MessageId> = held.into_iter().collect();
+        if ids.is_empty() {
+            continue;
+        }
+        stored += ids.len();
+        let changed = shared
+            .with_state(move |state| state.mark_stored(&peer, &ids))
+            .await;
+        match changed {
+            Ok(Ok(changed)) => shared.publish(changed),
+            Ok(Err(error)) => {
+                tracing::warn!(peer = %peer.short(), %error, "cannot mark mail held by a mailbox");
+            }
+            Err(_) => break,
+        }
     }
     stored
 }
 
-/// Hands `envelopes` for `peer` to one of its mailboxes (this node
+/// Hands `envelopes` to one of their recipient's mailboxes (this node
 /// itself, or another over a route): the ids it now holds.
 async fn hand_over(
     shared: &Arc<Shared>,
-    peer: NodeId,
     mailbox: NodeId,
     envelopes: &[Vec<u8>],
 ) -> Result<Vec<MessageId>, String> {
@@ -283,23 +298,20 @@ async fn hand_over(
     if mailbox == shared.me {
         let me = shared.me;
         let envelopes = envelopes.to_vec();
-        let (ids, changed) = shared
+        let ids = shared
             .with_state(move |state| -> Result<_, crate::DbError> {
                 let outcomes = store::deposit(state.db(), &me, &envelopes, |_| true, now)?;
-                let ids: Vec<MessageId> = outcomes
+                Ok(outcomes
                     .into_iter()
                     .filter_map(|outcome| match outcome {
                         store::Deposit::Stored(id) => Some(id),
                         _ => None,
                     })
-                    .collect();
-                let changed = state.mark_stored(&peer, &ids)?;
-                Ok((ids, changed))
+                    .collect::<Vec<MessageId>>())
             })
             .await
             .map_err(|error| error.to_string())?
             .map_err(|error| error.to_string())?;
-        shared.publish(changed);
         return Ok(ids);
     }
     shared
@@ -321,14 +333,13 @@ async fn hand_over(
                 match frame {
                     Frame::Receipt(bytes) => {
                         let applied = shared
-                            .with_state(move |state| state.stored_receipt(&peer, &mailbox, &bytes))
+                            .with_state(move |state| state.stored_receipt(&mailbox, &bytes))
                             .await
                             .map_err(|error| error.to_string())?;
                         match applied {
-                            Ok((ids, changed)) => {
+                            Ok(ids) => {
                                 answered += ids.len();
                                 held.extend(ids);
-                                shared.publish(changed);
                             }
                             Err(error) => return Err(error.to_string()),
                         }
