@@ -267,6 +267,13 @@ impl Links {
         Ok(link)
     }
 
+    /// Lifts the operator's block of `peer` (a `disconnect`), without
+    /// keeping it: the operator asked for a link to it again another way
+    /// (a direct link punched through NATs).
+    pub fn allow(&self, peer: &NodeId) {
+        self.shared.book.unblock(peer);
+    }
+
     /// What [`Links::connect`] does for a subsystem (the relays a private
     /// node keeps): links now and keeps the link up until
     /// [`Links::release`], without writing the peer book — the subsystem

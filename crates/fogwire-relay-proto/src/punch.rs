@@ -230,7 +230,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             at_once: 8,
-            per_peer: 4,
+            per_peer: 30,
             window: Duration::from_secs(60),
         }
     }

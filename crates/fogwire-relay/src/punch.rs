@@ -136,6 +136,9 @@ impl Puncher {
         if let Some(link) = links.link(&peer) {
             return Ok(link);
         }
+        // The operator asks for this link: the peer's dialing, which the
+        // punch needs, is welcome even if it was disconnected before.
+        links.allow(&peer);
         let udp = links.quic_addr().ok_or(PunchError::NoUdp)?;
         let mine = self.candidates(udp);
         let opened = self

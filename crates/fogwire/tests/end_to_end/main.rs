@@ -15,6 +15,7 @@ mod ledger;
 mod messages;
 mod netns;
 mod package;
+mod punch;
 mod reach;
 mod restore;
 mod routing;

@@ -179,7 +179,11 @@ pub enum Nat {
 
 /// Makes `gateway` a NAT from interface `inside` to interface `outside`:
 /// it forwards, masquerades what leaves by `outside`, and drops whatever
-/// would cross it otherwise (so nothing bypasses the NAT).
+/// would cross it otherwise (so nothing bypasses the NAT). Like a home
+/// router's firewall it drops unsolicited UDP from outside addressed to
+/// itself: kept, such a packet would leave a connection-tracking entry
+/// that takes the very port the inside host's reply is about to be mapped
+/// to (TCP is still answered with resets, so dial-backs end at once).
 pub fn nat(gateway: &NsNode, inside: &str, outside: &str, kind: Nat) -> Result<(), String> {
     let sysctl = gateway
         .run("sysctl")
@@ -203,6 +207,10 @@ pub fn nat(gateway: &NsNode, inside: &str, outside: &str, kind: Nat) -> Result<(
                 type filter hook forward priority filter; policy drop;
                 ct state established,related accept
                 iifname \"{inside}\" oifname \"{outside}\" accept
+            }}
+            chain input {{
+                type filter hook input priority filter; policy accept;
+                iifname \"{outside}\" meta l4proto udp ct state new drop
             }}
         }}"
     );
