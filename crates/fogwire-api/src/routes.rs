@@ -127,6 +127,9 @@ pub struct RoutingStats {
     pub control_dropped: u64,
     pub routes_broken: u64,
     pub routes_repaired: u64,
+    /// Of those, moved onto a shorter path that appeared.
+    #[serde(default)]
+    pub routes_moved: u64,
     pub receipts_received: u64,
     pub receipts_stored: u64,
     /// Datagrams for a port no service holds, or a full service queue.

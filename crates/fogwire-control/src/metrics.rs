@@ -113,6 +113,11 @@ async fn subsystems(state: &ApiState) -> String {
                 stats.routes_repaired,
             ),
             (
+                "routes_moved",
+                "Routes moved onto a shorter path since start",
+                stats.routes_moved,
+            ),
+            (
                 "receipts_stored",
                 "Forwarding receipts kept since start",
                 stats.receipts_stored,

@@ -266,6 +266,7 @@ pub(crate) async fn list(State(state): State<Arc<ApiState>>) -> Response {
             control_dropped: stats.control_dropped,
             routes_broken: stats.routes_broken,
             routes_repaired: stats.routes_repaired,
+            routes_moved: stats.routes_moved,
             receipts_received: stats.receipts_received,
             receipts_stored: stats.receipts_stored,
             datagrams_dropped: stats.datagrams_dropped,

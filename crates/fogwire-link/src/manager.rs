@@ -321,6 +321,19 @@ impl Links {
         }
     }
 
+    /// The link that serves `link`'s peer once both ends have applied the
+    /// duplicate rule: `link` if the peer kept it (it answered the first
+    /// ping), else the one the peer dialed and kept instead. For links
+    /// both ends dial at once (hole punching).
+    pub async fn settled(&self, link: LinkHandle) -> Result<LinkHandle, LinkError> {
+        let events = self.subscribe();
+        let within = self.shared.config.handshake_timeout;
+        match link.answered(within).await {
+            Ok(()) => Ok(link),
+            Err(no_answer) => self.theirs_instead(&link, no_answer, events).await,
+        }
+    }
+
     /// The link the peer dialed, when `ours` got `no_answer` because both
     /// ends dialed at once and the peer's link was kept (it may still be
     /// finishing its handshake here: a DUPLICATE close waits for it, up to

@@ -123,21 +123,33 @@ async fn run(shared: Arc<Shared>, peer: NodeId, notify: Arc<Notify>) {
                 let unroutable = matches!(error, AttemptError::Route(_));
                 // The peer is away (or not answering): its mailboxes hold
                 // what waits until it is back.
-                if matches!(
+                let away = matches!(
                     error,
                     AttemptError::Route(_) | AttemptError::Stream(_) | AttemptError::Frames(_)
-                ) {
-                    let stored = crate::mailbox::deposit(&shared, peer).await;
-                    if stored > 0 {
-                        tracing::debug!(peer = %peer.short(), stored, "left mail at the peer's mailboxes");
+                );
+                let mut deposit = away;
+                let pause = tokio::time::sleep(delay);
+                tokio::pin!(pause);
+                loop {
+                    if deposit {
+                        let stored = crate::mailbox::deposit(&shared, peer).await;
+                        if stored > 0 {
+                            tracing::debug!(peer = %peer.short(), stored, "left mail at the peer's mailboxes");
+                        }
+                    }
+                    tokio::select! {
+                        () = shared.shutdown.cancelled() => break,
+                        () = &mut pause => break,
+                        // A peer that had no route is tried as soon as the
+                        // graph has a path to it again: it is back.
+                        () = until_routable(&shared, peer), if unroutable => break,
+                        // Mail sent meanwhile to a peer that is away goes
+                        // to its mailboxes now, not after the pause.
+                        () = notify.notified(), if away => deposit = true,
                     }
                 }
-                tokio::select! {
-                    () = shared.shutdown.cancelled() => break,
-                    () = tokio::time::sleep(delay) => {}
-                    // A peer that had no route is tried as soon as the
-                    // graph has a path to it again: it is back.
-                    () = until_routable(&shared, peer), if unroutable => {}
+                if shared.shutdown.is_cancelled() {
+                    break;
                 }
             }
         }

@@ -75,8 +75,10 @@ async fn a_node_without_udp_answers_so_and_nothing_is_dialed() {
 async fn a_peer_flooding_asks_gets_one_punch_at_a_time_and_a_few_a_minute() {
     let (_hub, a, b) = through_a_hub(nodes::options()).await;
     let routing = a.routing();
+    // Two hops asked for: a route that wants no direct link, so A does
+    // not punch on its own meanwhile.
     let opened = routing
-        .open(b.node_id(), fogwire_route::Constraints::default())
+        .open(b.node_id(), fogwire_route::Constraints::hops(2))
         .await
         .unwrap();
     // Asks naming an address where nothing answers: each punch B admits
@@ -110,4 +112,58 @@ async fn a_peer_flooding_asks_gets_one_punch_at_a_time_and_a_few_a_minute() {
     let ready = outcomes.iter().filter(|o| **o == Outcome::Ready).count();
     assert_eq!(ready, 1, "one at a time: {outcomes:?}");
     assert!(a.link(&b.node_id()).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_through_the_hub_moves_onto_the_punched_link_and_its_stream_carries_on_intact() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let (hub, a, b) = through_a_hub(nodes::options()).await;
+    let routing = a.routing().clone();
+    let opened = routing
+        .open(b.node_id(), fogwire_route::Constraints::default())
+        .await
+        .unwrap();
+    assert_eq!(opened.path, [hub.node_id(), b.node_id()]);
+    let mut stream = routing
+        .connect(opened.route, fogwire_route::services::SINK)
+        .await
+        .unwrap();
+    // Writes until the route has moved, and a little more after.
+    let moved = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let moved = moved.clone();
+        async move {
+            let mut hasher = blake3::Hasher::new();
+            let (mut sent, mut after) = (0u64, 0u64);
+            let mut chunk = vec![0u8; 64 * 1024];
+            while after < 4 * 1024 * 1024 {
+                chunk.iter_mut().enumerate().for_each(|(i, byte)| {
+                    *byte = (sent as usize + i).wrapping_mul(31) as u8;
+                });
+                hasher.update(&chunk);
+                stream.write_all(chunk.clone().into()).await.unwrap();
+                sent += chunk.len() as u64;
+                if moved.load(Ordering::SeqCst) {
+                    after += chunk.len() as u64;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            stream.finish().await.unwrap();
+            let reply = stream.read_exact(40).await.unwrap();
+            (sent, *hasher.finalize().as_bytes(), reply)
+        }
+    });
+    a.direct(b.node_id()).await.unwrap();
+    fogwire_testkit::wait::until_async("the route to move onto the direct link", || async {
+        let listing = routing.routes().await.ok()?;
+        let route = listing.routes.iter().find(|r| r.id == opened.route)?;
+        (route.path == [b.node_id()] && listing.stats.routes_moved == 1).then_some(())
+    })
+    .await;
+    moved.store(true, Ordering::SeqCst);
+    let (sent, hash, reply) = writer.await.unwrap();
+    assert_eq!(u64::from_be_bytes(reply[..8].try_into().unwrap()), sent);
+    assert_eq!(&reply[8..], &hash[..], "every byte arrived, in order, once");
 }

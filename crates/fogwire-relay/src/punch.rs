@@ -17,6 +17,7 @@ use fogwire_identity::NodeId;
 use fogwire_link::manager::{Links, NodeEvent};
 use fogwire_link::{LinkHandle, PeerAddr};
 use fogwire_relay_proto::punch::{self, Outcome, PunchMessage, Punches};
+use fogwire_relay_proto::reach::Reachability;
 use fogwire_route::services::{BoxFuture, Limits, Service, Spec};
 use fogwire_route::{Constraints, RouteStream, Routing};
 use tokio::sync::watch;
@@ -238,6 +239,107 @@ impl Puncher {
     }
 }
 
+/// First pause before a destination whose punch failed is tried again;
+/// it doubles up to the last.
+const RETRY_FIRST: Duration = Duration::from_secs(60);
+const RETRY_MAX: Duration = Duration::from_secs(30 * 60);
+/// Destinations whose failures are remembered at most.
+const RETRIES_MAX: usize = 1024;
+/// Punches this node starts on its own at once.
+const AUTO_AT_ONCE: usize = 2;
+/// How often the wanted destinations are looked at again (they also wake
+/// the task when they change).
+const AUTO_EVERY: Duration = Duration::from_secs(5);
+
+impl Puncher {
+    /// Punches, on its own, a direct link to each destination of this
+    /// node's routes that run over relays and would take one
+    /// (`Routing::direct_wanted`), if its advert says it takes QUIC
+    /// links and either end is behind a NAT (private); a failed destination is tried again after a pause that
+    /// doubles from 1 min to 30 min. Runs until `stop`.
+    pub async fn run_auto(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        let mut wanted = self.routing.direct_wanted();
+        let mut retry: HashMap<NodeId, (Instant, Duration)> = HashMap::new();
+        let mut running = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                changed = wanted.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(AUTO_EVERY) => {}
+                Some(Ok((peer, result))) = running.join_next(), if !running.is_empty() => {
+                    match result {
+                        Ok(()) => { retry.remove(&peer); }
+                        Err(pause) => {
+                            if retry.len() >= RETRIES_MAX {
+                                let now = Instant::now();
+                                retry.retain(|_, (at, _)| *at > now);
+                            }
+                            if retry.len() < RETRIES_MAX {
+                                retry.insert(peer, (Instant::now() + pause, pause));
+                            }
+                        }
+                    }
+                }
+            }
+            let destinations = wanted.borrow_and_update().clone();
+            let Ok(links) = self.links() else { continue };
+            if destinations.is_empty() || links.quic_addr().is_none() {
+                continue;
+            }
+            let now = Instant::now();
+            let due: Vec<NodeId> = destinations
+                .into_iter()
+                .filter(|peer| links.link(peer).is_none())
+                .filter(|peer| retry.get(peer).is_none_or(|(at, _)| *at <= now))
+                .collect();
+            if due.is_empty() || running.len() >= AUTO_AT_ONCE {
+                continue;
+            }
+            let Ok(nodes) = self.routing.nodes().await else {
+                continue;
+            };
+            for peer in due {
+                if running.len() >= AUTO_AT_ONCE {
+                    break;
+                }
+                // Between nodes behind NATs, reached through relays; two
+                // nodes others can dial have no relay between them to
+                // save (and `fogwire connect` links them if asked).
+                let offers = |service: &str| {
+                    nodes.iter().any(|info| {
+                        info.advert.origin == peer
+                            && info.advert.services.iter().any(|s| s == service)
+                    })
+                };
+                let private_here = self.report.borrow().reach.reachability == Reachability::Private;
+                if !offers(crate::QUIC_SERVICE) || !(private_here || offers(crate::PRIVATE_SERVICE))
+                {
+                    continue;
+                }
+                let pause = retry
+                    .get(&peer)
+                    .map_or(RETRY_FIRST, |(_, last)| (*last * 2).min(RETRY_MAX));
+                // Marked now, so the next look does not start it again.
+                retry.insert(peer, (Instant::now() + AUTO_EVERY * 12, pause));
+                let puncher = self.clone();
+                running.spawn(async move {
+                    let result = match puncher.punch(peer).await {
+                        Ok(link) => {
+                            tracing::info!(peer = %peer.short(), addr = %link.remote_addr(), "punch: direct link up; routes to the peer move onto it");
+                            Ok(())
+                        }
+                        Err(error) => {
+                            tracing::info!(peer = %peer.short(), %error, retry_in_s = pause.as_secs(), "punch: no direct link; routes keep going through relays");
+                            Err(pause)
+                        }
+                    };
+                    (peer, result)
+                });
+            }
+        }
+    }
+}
+
 /// The `punch` route service.
 struct Answering(Arc<Puncher>);
 
@@ -308,8 +410,14 @@ async fn dial_all(
     };
     let result = tokio::time::timeout(DIAL_WINDOW, linked).await;
     dials.abort_all();
-    match result {
-        Ok(Some(link)) => Ok(link),
-        _ => links.link(&peer).ok_or(PunchError::Failed),
-    }
+    let link = match result {
+        Ok(Some(link)) => link,
+        _ => links.link(&peer).ok_or(PunchError::Failed)?,
+    };
+    // Both ends may have dialed: the one link both keep.
+    links
+        .settled(link)
+        .await
+        .map_err(|_| PunchError::Failed)
+        .or_else(|error| links.link(&peer).ok_or(error))
 }

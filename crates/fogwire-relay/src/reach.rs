@@ -185,6 +185,7 @@ impl Reachable {
         if let Err(error) = puncher.serve() {
             tracing::warn!(%error, "punch: cannot offer the punch service; peers cannot ask this node for direct links");
         }
+        tasks.spawn(puncher.clone().run_auto(shutdown.clone()));
         let driver = Driver {
             puncher: puncher.clone(),
             reach,

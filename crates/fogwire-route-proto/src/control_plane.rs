@@ -290,12 +290,19 @@ impl ControlPlane {
     }
 
     /// The measured round trip of the link to `peer`; it shows in the
-    /// next advert.
-    pub fn set_rtt(&mut self, peer: NodeId, rtt: Duration) {
-        if let Some(latency) = self.neighbours.get_mut(&peer) {
-            *latency = u32::try_from(rtt.as_micros() / 2)
-                .unwrap_or(u32::MAX)
-                .max(1);
+    /// next advert — soon, if it is the link's first (a new link's
+    /// latency decides whether routes take it: a direct link punched
+    /// through NATs, say).
+    pub fn set_rtt(&mut self, peer: NodeId, rtt: Duration, now: Now) {
+        let Some(latency) = self.neighbours.get_mut(&peer) else {
+            return;
+        };
+        let first = *latency == LATENCY_UNKNOWN_US;
+        *latency = u32::try_from(rtt.as_micros() / 2)
+            .unwrap_or(u32::MAX)
+            .max(1);
+        if first && *latency != LATENCY_UNKNOWN_US {
+            self.links_changed(now);
         }
     }
 

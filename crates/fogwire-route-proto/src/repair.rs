@@ -10,6 +10,7 @@
 //! succeeds starts the count again.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use fogwire_identity::NodeId;
 
@@ -20,6 +21,8 @@ use crate::topology::Topology;
 
 /// Most paths tried for one repair before the route is abandoned.
 pub const ATTEMPTS_MAX: u32 = 4;
+/// How long a route is up before its destination is worth a direct link.
+pub const DIRECT_AFTER: Duration = Duration::from_secs(3);
 
 /// Nodes and links a repair keeps away from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -116,6 +119,10 @@ pub struct Source {
     pub session: Option<SessionId>,
     /// The advertised one-way latency of its current path.
     pub latency_us: u64,
+    /// Hops of its current path.
+    pub hops: usize,
+    /// Since when its session has been up (first came up).
+    up_since: Option<Instant>,
     avoid: Avoid,
     attempts: u32,
 }
@@ -155,6 +162,8 @@ impl Sources {
                 query,
                 session: None,
                 latency_us: best.latency_us,
+                hops: best.hops(),
+                up_since: None,
                 avoid: Avoid::default(),
                 attempts: 0,
             },
@@ -174,10 +183,11 @@ impl Sources {
         self.routes.is_empty()
     }
 
-    /// The route came up (or back up) with `session`.
-    pub fn up(&mut self, route: RouteId, session: SessionId) {
+    /// The route came up (or back up) with `session` at `now`.
+    pub fn up(&mut self, route: RouteId, session: SessionId, now: Instant) {
         if let Some(source) = self.routes.get_mut(&route) {
             source.session = Some(session);
+            source.up_since.get_or_insert(now);
         }
     }
 
@@ -233,6 +243,7 @@ impl Sources {
             Ok(best) => {
                 if let Some(source) = self.routes.get_mut(&route) {
                     source.latency_us = best.latency_us;
+                    source.hops = best.hops();
                 }
                 Repair::Moving(best)
             }
@@ -243,6 +254,106 @@ impl Sources {
             }
         }
     }
+}
+
+impl Sources {
+    /// The destinations a direct link would serve: those of routes that
+    /// have been up over relays for [`DIRECT_AFTER`] and were opened for
+    /// the lowest latency alone (a route asked to take several hops, or
+    /// to end at a given node, wants no direct link; a route that lives a
+    /// moment, a ping's, is not worth one). Sorted, without repeats.
+    pub fn direct_wanted(&self, now: Instant) -> Vec<NodeId> {
+        let mut wanted: Vec<NodeId> = self
+            .routes
+            .values()
+            .filter(|source| {
+                source
+                    .up_since
+                    .is_some_and(|since| now.saturating_duration_since(since) >= DIRECT_AFTER)
+                    && source.session.is_some()
+                    && source.hops > 1
+                    && source.query.min_hops <= 1
+                    && source.query.last_hop.is_none()
+            })
+            .map(|source| source.destination)
+            .collect();
+        wanted.sort();
+        wanted.dedup();
+        wanted
+    }
+
+    /// Moves each route that is up onto a path with fewer hops and no
+    /// more latency than its own (but for a new link's unmeasured
+    /// latency), if the topology now has one — a direct link punched to
+    /// its destination, say (relay.md §3) — respecting what it was opened
+    /// with. The routes moved, with their new paths.
+    pub fn upgrade(
+        &mut self,
+        router: &mut Router,
+        topology: &mut Topology,
+        now: Now,
+    ) -> Vec<(RouteId, Path)> {
+        let mut moved = Vec::new();
+        for (route, source) in &mut self.routes {
+            if source.session.is_none() || source.hops <= 1 {
+                continue;
+            }
+            let shorter = Query {
+                max_hops: source.hops - 1,
+                ..source.query.clone()
+            };
+            let Some(best) =
+                direct_path(topology, &shorter).or_else(|| best_path(topology, shorter).ok())
+            else {
+                continue;
+            };
+            // A link just made shows the placeholder latency until its
+            // ends have measured and advertised it (seconds, under the
+            // advert budget): a shorter path is taken unless it is
+            // slower by more than that placeholder.
+            let slack = u64::from(crate::control_plane::LATENCY_UNKNOWN_US);
+            if best.latency_us > source.latency_us.saturating_add(slack) {
+                continue;
+            }
+            let Ok(hops) = hops(topology, &best.nodes[1..]) else {
+                continue;
+            };
+            if router.move_route(*route, &hops, now).is_ok() {
+                source.latency_us = best.latency_us;
+                source.hops = best.hops();
+                moved.push((*route, best));
+            }
+        }
+        moved
+    }
+}
+
+/// The one-hop path to `query`'s destination, if this node has a link to
+/// it and `query` allows it. The link is known first-hand, so it is
+/// taken before the destination's advert names it back (which the graph
+/// waits for), at the latency this node's own advert gives it.
+fn direct_path(topology: &Topology, query: &Query) -> Option<Path> {
+    let (local, destination) = (topology.local(), query.destination);
+    let allowed = query.min_hops <= 1
+        && query.max_hops >= 1
+        && query.last_hop.is_none_or(|last| last == local)
+        && !query.avoid.contains(&destination)
+        && !query
+            .avoid_links
+            .iter()
+            .any(|&(a, b)| (a, b) == (local, destination) || (b, a) == (local, destination));
+    if !allowed {
+        return None;
+    }
+    let link = topology
+        .get(&local)?
+        .links
+        .iter()
+        .find(|link| link.neighbour == destination)?;
+    Some(Path {
+        nodes: vec![local, destination],
+        latency_us: u64::from(link.latency_us),
+    })
 }
 
 /// The lowest-latency path for `query`.

@@ -270,7 +270,7 @@ impl Sim {
             let peer = self.ids[other];
             self.routers[this].link_up(peer);
             self.planes[this].link_up(peer, now);
-            self.planes[this].set_rtt(peer, delay * 2);
+            self.planes[this].set_rtt(peer, delay * 2, now);
         }
     }
 
@@ -304,7 +304,7 @@ impl Sim {
         let now = self.time();
         match event {
             Event::RouteUp { route, session, .. } => {
-                self.sources[node].up(route, session);
+                self.sources[node].up(route, session, now.instant);
                 let Some(index) = self.transfer_of_route(node, route) else {
                     return;
                 };

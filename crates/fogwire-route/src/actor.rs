@@ -155,6 +155,8 @@ pub(crate) struct Actor {
     plane: ControlPlane,
     sources: Sources,
     neighbours: HashMap<NodeId, Neighbour>,
+    /// [`Sources::direct_wanted`], for whoever makes direct links.
+    direct_wanted: tokio::sync::watch::Sender<Vec<NodeId>>,
     inputs: mpsc::Sender<Input>,
     opening: HashMap<RouteId, Opening>,
     streams: HashMap<(SessionId, StreamId), Arc<Shared>>,
@@ -187,6 +189,7 @@ impl Actor {
         saved_adverts: Vec<Vec<u8>>,
         saved_seq: u64,
         receipts_stored: u64,
+        direct_wanted: tokio::sync::watch::Sender<Vec<NodeId>>,
     ) -> Self {
         let node_id = options.identity.node_id();
         let router = Router::new(options.identity.clone(), options.router.clone());
@@ -219,6 +222,7 @@ impl Actor {
             plane,
             sources: Sources::default(),
             neighbours: HashMap::new(),
+            direct_wanted,
             inputs,
             opening: HashMap::new(),
             streams: HashMap::new(),
@@ -435,7 +439,7 @@ impl Actor {
         self.router.link_up(peer);
         self.plane.link_up(peer, now());
         if let Some(rtt) = rtt {
-            self.plane.set_rtt(peer, rtt);
+            self.plane.set_rtt(peer, rtt, now());
         }
     }
 
@@ -498,10 +502,32 @@ impl Actor {
         // Link latencies, as the keepalives measure them, for the adverts.
         for (peer, neighbour) in &self.neighbours {
             if let Some(rtt) = neighbour.link.snapshot().rtt {
-                self.plane.set_rtt(*peer, rtt);
+                self.plane.set_rtt(*peer, rtt, now());
             }
         }
         self.plane.handle_timeout(now());
+        // A shorter path (a direct link that just came up): routes move
+        // onto it, their streams going on.
+        let moved = self
+            .sources
+            .upgrade(&mut self.router, self.plane.topology_mut(), now());
+        let wanted = self.sources.direct_wanted(now().instant);
+        self.direct_wanted.send_if_modified(|current| {
+            let changed = *current != wanted;
+            if changed {
+                *current = wanted;
+            }
+            changed
+        });
+        for (route, path) in moved {
+            self.stats.routes_moved += 1;
+            tracing::info!(
+                route,
+                hops = path.hops(),
+                "a shorter path appeared; moving the route to {}",
+                describe_path(&path.nodes)
+            );
+        }
         self.pings.retain(|_, reply| !reply.is_closed());
         self.persist();
     }
@@ -561,7 +587,7 @@ impl Actor {
                 setup_time,
             } => {
                 let path = self.router.route_path(route).map(<[NodeId]>::to_vec);
-                self.sources.up(route, session);
+                self.sources.up(route, session, now().instant);
                 if let (Some(reply), Some(source)) =
                     (self.opening.remove(&route), self.sources.get(route))
                 {

@@ -209,6 +209,9 @@ pub struct RoutingStats {
     pub control_dropped: u64,
     pub routes_broken: u64,
     pub routes_repaired: u64,
+    /// Routes moved onto a shorter path that appeared (also counted as
+    /// repaired: the session resumed there).
+    pub routes_moved: u64,
     pub receipts_received: u64,
     pub receipts_stored: u64,
     /// Datagrams that came for a port no service holds, or whose
@@ -247,6 +250,7 @@ pub struct Routing {
     node_id: NodeId,
     inputs: mpsc::Sender<Input>,
     services: services::Services,
+    direct_wanted: tokio::sync::watch::Receiver<Vec<NodeId>>,
 }
 
 /// Where a datagram goes: over a route this node opened, or back on a
@@ -281,6 +285,7 @@ impl Routing {
         let (inputs, inbox) = mpsc::channel(INBOX_LEN);
         let (incoming, incoming_queue) = mpsc::channel(INCOMING_LEN);
         let services = services::Services::default();
+        let (direct_sender, direct_wanted) = tokio::sync::watch::channel(Vec::new());
         let actor = Actor::new(
             options,
             inputs.clone(),
@@ -290,12 +295,14 @@ impl Routing {
             loaded.adverts,
             loaded.seq,
             loaded.receipts,
+            direct_sender,
         );
         tokio::spawn(actor.run(inbox));
         let routing = Routing {
             node_id,
             inputs,
             services,
+            direct_wanted,
         };
         tokio::spawn(services::dispatch(incoming_queue, routing.services.clone()));
         for (spec, service) in services::builtin() {
@@ -303,6 +310,13 @@ impl Routing {
             let _ = routing.accept(spec, service);
         }
         Ok(routing)
+    }
+
+    /// The destinations of this node's routes that run over relays and
+    /// would take a direct link (`repair::Sources::direct_wanted`),
+    /// updated each second.
+    pub fn direct_wanted(&self) -> tokio::sync::watch::Receiver<Vec<NodeId>> {
+        self.direct_wanted.clone()
     }
 
     pub fn node_id(&self) -> NodeId {

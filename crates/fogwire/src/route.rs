@@ -250,13 +250,14 @@ async fn list(home: &Path, args: ReadArgs) -> anyhow::Result<()> {
     }
     let stats = &routes.stats;
     println!(
-        "\nreceipts: {} received from sources, {} kept on disk; routes broken {}, repaired {}; \
+        "\nreceipts: {} received from sources, {} kept on disk; routes broken {}, repaired {} ({} moved to a shorter path); \
                   packets dropped at full links {}; datagrams for no service {}; \
          session packets that failed to open {}",
         stats.receipts_received,
         stats.receipts_stored,
         stats.routes_broken,
         stats.routes_repaired,
+        stats.routes_moved,
         stats.data_dropped,
         stats.datagrams_dropped,
         stats.session_packets_rejected

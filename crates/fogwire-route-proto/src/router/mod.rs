@@ -186,6 +186,8 @@ pub enum OpenError {
     NotBroken,
     #[error("a repaired route must end at the same destination")]
     OtherDestination,
+    #[error("the route is not up")]
+    NotUp,
 }
 
 /// Why a datagram, ping or stream operation was refused.
@@ -828,6 +830,48 @@ impl Router {
             entry.receipted = Counters::default();
         }
         Ok(())
+    }
+
+    /// Moves a route that is up onto `hops` (a better path, ending at the
+    /// same destination): what the old path's relays carried is receipted
+    /// to them, the old path is torn down, and the route is set up on the
+    /// new one, where its session resumes; its streams pause for the setup
+    /// and go on from where they were. [`Event::RouteRepaired`] or
+    /// [`Event::RouteBroken`] follows.
+    pub fn move_route(&mut self, route: RouteId, hops: &[Hop], now: Now) -> Result<(), OpenError> {
+        let entry = self.routes.get(route).ok_or(OpenError::UnknownRoute)?;
+        if !matches!(entry.state, RouteState::Up { .. }) {
+            return Err(OpenError::NotUp);
+        }
+        if hops.last().map(|h| h.node) != entry.hops.last().copied() {
+            return Err(OpenError::OtherDestination);
+        }
+        if hops
+            .first()
+            .is_none_or(|first| !self.links.contains(&first.node))
+        {
+            return Err(hops
+                .first()
+                .map_or(OpenError::BadLength, |h| OpenError::NoLink(h.node)));
+        }
+        self.send_receipts(route, now, true);
+        let Some(entry) = self.routes.get_mut(route) else {
+            return Err(OpenError::UnknownRoute);
+        };
+        // Broken first, so that the old rule's removal below reads as this
+        // move and not as a break to report.
+        entry.state = RouteState::Broken;
+        entry.broken_since.get_or_insert(now.instant);
+        let old_label = entry.label;
+        if let Some(session) = entry.session {
+            self.sessions.detach(session, None);
+        }
+        if let Some(label) = old_label {
+            // Not `Closed`: the destination keeps the session for the
+            // resume (and drops the old path itself once it resumes).
+            self.remove_rule(label, Removal::local(TeardownReason::Expired, now.instant));
+        }
+        self.repair_route(route, hops, now)
     }
 
     /// Closes a route this node opened, telling every hop.

@@ -1067,3 +1067,59 @@ fn a_session_packet_altered_on_the_way_is_dropped_and_counted_at_its_end() {
     assert_eq!(datagrams(net.take_events(2)), 1);
     assert_eq!(net.routers[2].session_packets_rejected(), 1);
 }
+
+#[test]
+fn an_up_route_moved_to_a_shorter_path_keeps_its_stream_and_frees_the_old_relay() {
+    // 0 reaches 2 through 1; then a direct link 0–2 appears.
+    let mut net = Net::new(3);
+    for (a, b) in [(0, 1), (1, 2)] {
+        net.link(a, b);
+    }
+    let (route, session) = net.open_up(0, &[1, 2]);
+    let far = far_session(&net.take_events(2));
+    let now = net.now();
+    let stream = net.routers[0].open_stream(session, now).unwrap();
+    let upload = pattern(20 * 1024 * 1024, 5);
+    net.writers.insert((0, session, stream), upload.clone());
+    net.feed();
+    assert!(run_until(&mut net, Duration::from_secs(10), |net| {
+        net.received.get(&(2, far, stream)).map_or(0, Vec::len) > 2 * 1024 * 1024
+    }));
+    net.link(0, 2);
+    let (hops, now) = (net.hops(&[2]), net.now());
+    assert_eq!(
+        net.routers[0].move_route(route, &hops, now),
+        Ok(()),
+        "an up route moves"
+    );
+    assert_eq!(
+        net.routers[0].move_route(route, &hops, now),
+        Err(OpenError::NotUp),
+        "and only one move at a time"
+    );
+    net.collect();
+    assert!(run_until(&mut net, Duration::from_secs(30), |net| {
+        net.received.get(&(2, far, stream)).map_or(0, Vec::len) == upload.len()
+    }));
+    assert_eq!(
+        net.received[&(2, far, stream)],
+        upload,
+        "bytes lost or duplicated"
+    );
+    assert!(
+        net.take_events(0)
+            .iter()
+            .any(|e| matches!(e, Event::RouteRepaired { route: r, .. } if *r == route))
+    );
+    assert!(
+        net.take_events(2)
+            .contains(&Event::SessionResumed { session: far })
+    );
+    assert_eq!(net.routers[0].route_path(route), Some(&[net.id(2)][..]));
+    net.run(Duration::from_millis(50));
+    assert_eq!(
+        net.routers[1].rule_count(),
+        0,
+        "the old relay holds nothing of the route"
+    );
+}

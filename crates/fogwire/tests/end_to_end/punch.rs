@@ -199,6 +199,29 @@ fn nodes_behind_cone_nats_punch_direct_links_and_a_symmetric_nat_stays_on_the_re
         times[TRIES - 1]
     );
 
+    // Nobody asks: a transfer from behind the double NAT to a node behind
+    // a cone NAT starts through the relay (they have no link), and once
+    // its route has been up
+    // a few seconds the two punch a direct link on their own and the
+    // route moves onto it, mid-transfer; every byte arrives.
+    let output = double.cli(&["route", "send", &cone_d_id, "--bytes", "2G", "--json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report = json::<fogwire_api::SendReport>(&output).unwrap();
+    assert!(report.intact, "{report:?}");
+    assert_eq!(
+        report.path,
+        std::slice::from_ref(&cone_d_id),
+        "it ended direct: {report:?}"
+    );
+    assert!(report.repairs >= 1, "it moved: {report:?}");
+    let peers = json::<Vec<Peer>>(&double.cli(&["peers", "--json"])).unwrap();
+    let direct_link = peers.iter().find(|p| p.node_id == cone_d_id).unwrap();
+    assert_eq!(direct_link.transport.as_deref(), Some("quic"));
+    eprintln!(
+        "relayed→direct mid-transfer: 2 GiB in {:.1} s ({:.0} Mbit/s), moved {} time(s)",
+        report.secs, report.mbit_per_sec, report.repairs
+    );
+
     // Public to cone, and across a double NAT: direct too.
     for (from, to) in [(&public, cone_c.id()), (&double, cone_d_id.clone())] {
         let (linked, _) = direct(from, &to);
