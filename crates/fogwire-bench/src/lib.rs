@@ -15,6 +15,7 @@ pub mod link;
 pub mod market;
 pub mod msg;
 mod nodes;
+pub mod punch;
 pub mod route;
 pub mod routing;
 pub mod rpc;

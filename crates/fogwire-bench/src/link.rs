@@ -66,6 +66,10 @@ pub struct Report {
     pub cipher: &'static str,
     pub raw_tcp_bytes_per_sec: f64,
     pub sizes: Vec<SizeResult>,
+    /// The same link over QUIC (UDP) instead of TCP, with the largest
+    /// messages: payload bytes per second, and against the TCP link's.
+    pub quic_link_bytes_per_sec: f64,
+    pub quic_to_tcp_link: f64,
 }
 
 /// Why the benchmark could not run.
@@ -84,6 +88,7 @@ pub enum Step {
     Cipher { round: usize, size: usize },
     RawTcp { round: usize },
     Link { round: usize, size: usize },
+    QuicLink { round: usize, size: usize },
 }
 
 /// Runs every measurement, `rounds` times, interleaved; `progress` is told
@@ -102,6 +107,8 @@ pub fn run(options: &Options, mut progress: impl FnMut(Step)) -> Result<Report, 
     // [size][round]
     let mut cipher = vec![Vec::with_capacity(rounds); sizes.len()];
     let mut link = vec![Vec::with_capacity(rounds); sizes.len()];
+    let mut quic = Vec::with_capacity(rounds);
+    let largest = sizes.iter().copied().max().unwrap_or(16 * 1024);
     for round in 0..rounds {
         progress(Step::RawTcp { round });
         raw_tcp.push(raw_tcp_speed(&sender, &receiver, options.duration)?);
@@ -134,7 +141,33 @@ pub fn run(options: &Options, mut progress: impl FnMut(Step)) -> Result<Report, 
                     .await;
             })?;
         }
+        progress(Step::QuicLink {
+            round,
+            size: largest,
+        });
+        let (links, channel, inbound) = linked_pair_quic(&sender, &receiver)?;
+        let (rate, _) = link_speed(
+            &sender,
+            &receiver,
+            &channel,
+            inbound,
+            largest,
+            options.duration,
+        )?;
+        quic.push(rate);
+        for handle in links {
+            on(&sender, async move {
+                handle
+                    .close(CloseCode::NORMAL, "benchmark round done")
+                    .await;
+            })?;
+        }
     }
+    let largest_tcp = sizes
+        .iter()
+        .position(|size| *size == largest)
+        .map_or(0.0, |index| median(&link[index]));
+    let quic = median(&quic);
     let raw_tcp = median(&raw_tcp);
     let sizes = sizes
         .iter()
@@ -165,6 +198,12 @@ pub fn run(options: &Options, mut progress: impl FnMut(Step)) -> Result<Report, 
         cipher: "ChaCha20-Poly1305 (ring)",
         raw_tcp_bytes_per_sec: raw_tcp,
         sizes,
+        quic_link_bytes_per_sec: quic,
+        quic_to_tcp_link: if largest_tcp > 0.0 {
+            quic / largest_tcp
+        } else {
+            0.0
+        },
     })
 }
 
@@ -285,6 +324,67 @@ fn linked_pair(
         .take_receiver(BENCH_CHANNEL)
         .ok_or_else(|| BenchError::Link("bench channel already taken".into()))?;
     Ok(([outbound, inbound], channel, receiving))
+}
+
+/// [`linked_pair`] over QUIC.
+fn linked_pair_quic(
+    sender: &Runtime,
+    receiver: &Runtime,
+) -> Result<([LinkHandle; 2], ChannelSender, ChannelReceiver), BenchError> {
+    let [outbound, inbound] = link_between_quic(sender, receiver, bench_config())?;
+    let channel = outbound
+        .sender(BENCH_CHANNEL)
+        .ok_or_else(|| BenchError::Link("peer does not serve the bench channel".into()))?;
+    let receiving = inbound
+        .take_receiver(BENCH_CHANNEL)
+        .ok_or_else(|| BenchError::Link("bench channel already taken".into()))?;
+    Ok(([outbound, inbound], channel, receiving))
+}
+
+/// [`link_between`] over QUIC: each node's endpoint on its own runtime,
+/// as a node's would be.
+fn link_between_quic(
+    dialing: &Runtime,
+    accepting: &Runtime,
+    config: Arc<Config>,
+) -> Result<[LinkHandle; 2], BenchError> {
+    let link_error = |error: &dyn std::fmt::Display| BenchError::Link(error.to_string());
+    let identity = |seed: u8| {
+        LinkIdentity::generate(Arc::new(Keypair::from_seed(&[seed; 32])))
+            .map_err(|e| link_error(&e))
+    };
+    let (dialer, listener_identity) = (identity(1)?, identity(2)?);
+    let expected = listener_identity.node_id();
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let listening = accepting
+        .block_on(async { fogwire_link::quic::endpoint(loopback) })
+        .map_err(|e| link_error(&e))?;
+    let dialing_endpoint = dialing
+        .block_on(async { fogwire_link::quic::endpoint(loopback) })
+        .map_err(|e| link_error(&e))?;
+    let addr = listening.local_addr()?;
+    let accept_config = config.clone();
+    let accepted = accepting.spawn(async move {
+        let incoming = listening
+            .accept()
+            .await
+            .ok_or_else(|| std::io::Error::other("the endpoint closed"))?;
+        let remote = incoming.remote_address();
+        let stream = fogwire_link::quic::accept(incoming).await?;
+        let established = establish(stream, remote, &listener_identity, accept_config)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok::<_, std::io::Error>(spawn(established))
+    });
+    let outbound = on(dialing, async move {
+        fogwire_link::connect_quic(&dialing_endpoint, addr, expected, &dialer, config)
+            .await
+            .map(spawn)
+            .map_err(|e| e.to_string())
+    })?
+    .map_err(BenchError::Link)?;
+    let inbound = accepting.block_on(accepted).map_err(|e| link_error(&e))??;
+    Ok([outbound, inbound])
 }
 
 /// A fresh link on loopback from a node on `dialing` to one on

@@ -227,7 +227,7 @@ pub(crate) async fn dial(endpoint: &quinn::Endpoint, addr: SocketAddr) -> io::Re
 
 /// Completes an incoming QUIC connection and waits for the dialer to open
 /// the link's stream (which it does with its first handshake bytes).
-pub(crate) async fn accept(incoming: quinn::Incoming) -> io::Result<LinkStream> {
+pub async fn accept(incoming: quinn::Incoming) -> io::Result<LinkStream> {
     let connection = incoming.await.map_err(io_error)?;
     let (send, recv) = connection.accept_bi().await.map_err(io_error)?;
     Ok(LinkStream::Quic(Box::new(QuicStream {

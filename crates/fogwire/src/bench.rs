@@ -13,6 +13,10 @@ pub enum Command {
     /// Routes on loopback: one stream over 1, 2 and 3 hops beside a direct
     /// link, setup time beside the path's round trip, 1000 setups in a row.
     Route(StreamArgs),
+    /// Hole punching on loopback: the time from asking for a direct link
+    /// to a node reached through a hub (over a route) to a QUIC link both
+    /// keep, beside dialing a plain TCP link directly.
+    Punch(PunchArgs),
     /// Path computation time on generated graphs, beside a breadth-first
     /// traversal of the same graph.
     Paths(RouteArgs),
@@ -308,6 +312,16 @@ pub struct RouteArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct PunchArgs {
+    /// Punches (and plain dials) measured.
+    #[arg(long, default_value_t = 20)]
+    tries: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct LinkArgs {
     /// Seconds per measurement.
     #[arg(long, default_value_t = 1.5)]
@@ -331,6 +345,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Link(args) => link(args).await,
         Command::Route(args) => streams(args).await,
+        Command::Punch(args) => punch(args).await,
         Command::Socks(args) => socks(args).await,
         Command::Paths(args) => paths(args).await,
         Command::Store(args) => store(args).await,
@@ -910,6 +925,9 @@ async fn link(args: LinkArgs) -> anyhow::Result<()> {
             Step::Link { round, size } => {
                 format!("round {}: link, {size}-byte messages", round + 1)
             }
+            Step::QuicLink { round, size } => {
+                format!("round {}: link over QUIC, {size}-byte messages", round + 1)
+            }
         },
     )
     .await?;
@@ -951,9 +969,52 @@ async fn link(args: LinkArgs) -> anyhow::Result<()> {
     table.print();
     println!();
     println!(
+        "the same link over QUIC (UDP; TLS outside, the link's Noise inside), largest messages: {} ({:.2}x the link over TCP)",
+        rate(report.quic_link_bytes_per_sec),
+        report.quic_to_tcp_link
+    );
+    println!();
+    println!(
         "the two ends are two nodes on this machine, each on its own single-threaded runtime; \
          they share its cores with the kernel's loopback."
     );
+    Ok(())
+}
+
+async fn punch(args: PunchArgs) -> anyhow::Result<()> {
+    debug_warning("punch");
+    let tries = args.tries.clamp(1, 1000);
+    let measured = measure(
+        args.json,
+        move |progress| fogwire_bench::punch::run(tries, progress),
+        move |step: fogwire_bench::punch::Step| {
+            format!(
+                "try {} of {tries}: punch, then a plain dial",
+                step.try_index + 1
+            )
+        },
+    )
+    .await?;
+    let Some(report) = measured else {
+        return Ok(());
+    };
+    println!("hole punching on loopback: two nodes that reach each other through a hub");
+    println!(
+        "direct QUIC link, from asking (over a route through the hub) to a link both keep: median {:.2} ms, slowest {:.2} ms ({} tries, {} failed)",
+        report.punch_median_ms, report.punch_max_ms, report.tries, report.failed
+    );
+    println!(
+        "baseline: a plain TCP link dialed directly (connect, handshake, first ping): median {:.2} ms",
+        report.plain_link_median_ms
+    );
+    println!("ratio: {:.2}x", report.punch_to_plain);
+    if report.failed > 0 {
+        anyhow::bail!(
+            "{} of {} punches made no direct link",
+            report.failed,
+            report.tries
+        );
+    }
     Ok(())
 }
 
