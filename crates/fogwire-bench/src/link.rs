@@ -316,14 +316,7 @@ fn linked_pair(
     sender: &Runtime,
     receiver: &Runtime,
 ) -> Result<([LinkHandle; 2], ChannelSender, ChannelReceiver), BenchError> {
-    let [outbound, inbound] = link_between(sender, receiver, bench_config())?;
-    let channel = outbound
-        .sender(BENCH_CHANNEL)
-        .ok_or_else(|| BenchError::Link("peer does not serve the bench channel".into()))?;
-    let receiving = inbound
-        .take_receiver(BENCH_CHANNEL)
-        .ok_or_else(|| BenchError::Link("bench channel already taken".into()))?;
-    Ok(([outbound, inbound], channel, receiving))
+    bench_channel(link_between(sender, receiver, bench_config())?)
 }
 
 /// [`linked_pair`] over QUIC.
@@ -331,7 +324,14 @@ fn linked_pair_quic(
     sender: &Runtime,
     receiver: &Runtime,
 ) -> Result<([LinkHandle; 2], ChannelSender, ChannelReceiver), BenchError> {
-    let [outbound, inbound] = link_between_quic(sender, receiver, bench_config())?;
+    bench_channel(link_between_quic(sender, receiver, bench_config())?)
+}
+
+/// The two ends of a link, with the bench channel's sender (outbound) and
+/// receiver (inbound).
+fn bench_channel(
+    [outbound, inbound]: [LinkHandle; 2],
+) -> Result<([LinkHandle; 2], ChannelSender, ChannelReceiver), BenchError> {
     let channel = outbound
         .sender(BENCH_CHANNEL)
         .ok_or_else(|| BenchError::Link("peer does not serve the bench channel".into()))?;

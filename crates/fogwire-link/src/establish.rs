@@ -135,15 +135,7 @@ pub async fn connect_quic(
 ) -> Result<Established, EstablishError> {
     let handshake = Handshake::initiator(identity, config, expected_peer, Instant::now())?;
     let deadline = tokio::time::Instant::from_std(handshake.deadline());
-    let connect_error = |source| EstablishError::Connect { addr, source };
-    let stream = match tokio::time::timeout_at(deadline, crate::quic::dial(endpoint, addr)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(source)) => return Err(connect_error(source)),
-        Err(_) => {
-            let timed_out = io::Error::new(io::ErrorKind::TimedOut, "QUIC connect timed out");
-            return Err(connect_error(timed_out));
-        }
-    };
+    let stream = before(deadline, addr, crate::quic::dial(endpoint, addr)).await?;
     run_handshake(stream, handshake, addr, Direction::Outbound).await
 }
 
@@ -152,8 +144,17 @@ async fn dial_before(
     addr: SocketAddr,
     deadline: tokio::time::Instant,
 ) -> Result<TcpStream, EstablishError> {
-    match tokio::time::timeout_at(deadline, dial_marked(addr)).await {
-        Ok(Ok(stream)) => Ok(stream),
+    before(deadline, addr, dial_marked(addr)).await
+}
+
+/// `connecting` to `addr`, given up at `deadline`.
+async fn before<T>(
+    deadline: tokio::time::Instant,
+    addr: SocketAddr,
+    connecting: impl Future<Output = io::Result<T>>,
+) -> Result<T, EstablishError> {
+    match tokio::time::timeout_at(deadline, connecting).await {
+        Ok(Ok(connected)) => Ok(connected),
         Ok(Err(source)) => Err(EstablishError::Connect { addr, source }),
         Err(_) => Err(EstablishError::Connect {
             addr,

@@ -121,6 +121,8 @@ pub struct Source {
     pub latency_us: u64,
     /// Hops of its current path.
     pub hops: usize,
+    /// The nodes of its current path after this one.
+    path: Vec<NodeId>,
     /// Since when its session has been up (first came up).
     up_since: Option<Instant>,
     avoid: Avoid,
@@ -163,6 +165,7 @@ impl Sources {
                 session: None,
                 latency_us: best.latency_us,
                 hops: best.hops(),
+                path: best.nodes[1..].to_vec(),
                 up_since: None,
                 avoid: Avoid::default(),
                 attempts: 0,
@@ -202,6 +205,44 @@ impl Sources {
     /// The route is gone (down, failed or closed).
     pub fn remove(&mut self, route: RouteId) -> Option<Source> {
         self.routes.remove(&route)
+    }
+
+    /// The router reports that `route` could not be set up (`error`): opens
+    /// it again on a path that avoids what failed — a hop whose link to
+    /// the next one is gone though the graph still shows it, say — as a
+    /// repair would, up to [`ATTEMPTS_MAX`] paths. The new route and its
+    /// path, or why it is given up (it is no longer tracked then).
+    pub fn setup_failed(
+        &mut self,
+        router: &mut Router,
+        topology: &mut Topology,
+        route: RouteId,
+        error: &SetupError,
+        now: Now,
+    ) -> Result<(RouteId, Path), String> {
+        let mut source = self
+            .routes
+            .remove(&route)
+            .ok_or_else(|| "not a route this node tracks".to_owned())?;
+        source.attempts += 1;
+        let cause = Broken::Setup(error.clone());
+        if !source.avoid.learn(topology.local(), &source.path, &cause) {
+            return Err(format!("{error}"));
+        }
+        if source.attempts > ATTEMPTS_MAX {
+            return Err(format!("{ATTEMPTS_MAX} paths failed; the last: {error}"));
+        }
+        let query = source.avoid.apply(source.query.clone());
+        let best = best_path(topology, query).map_err(|e| format!("{error}; then {e}"))?;
+        let hops = hops(topology, &best.nodes[1..]).map_err(|e| e.to_string())?;
+        let new_route = router
+            .open_route(&hops, now)
+            .map_err(|e| format!("{error}; then {e}"))?;
+        source.latency_us = best.latency_us;
+        source.hops = best.hops();
+        source.path = best.nodes[1..].to_vec();
+        self.routes.insert(new_route, source);
+        Ok((new_route, best))
     }
 
     /// The router reports `route` broken on `path` (the hops after this
@@ -244,6 +285,7 @@ impl Sources {
                 if let Some(source) = self.routes.get_mut(&route) {
                     source.latency_us = best.latency_us;
                     source.hops = best.hops();
+                    source.path = best.nodes[1..].to_vec();
                 }
                 Repair::Moving(best)
             }
@@ -321,6 +363,7 @@ impl Sources {
             if router.move_route(*route, &hops, now).is_ok() {
                 source.latency_us = best.latency_us;
                 source.hops = best.hops();
+                source.path = best.nodes[1..].to_vec();
                 moved.push((*route, best));
             }
         }

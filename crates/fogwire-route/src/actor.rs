@@ -600,9 +600,28 @@ impl Actor {
                 }
             }
             Event::RouteFailed { route, error } => {
-                self.sources.remove(route);
-                if let Some(reply) = self.opening.remove(&route) {
-                    let _ = reply.send(Err(RouteError::Setup(error)));
+                // A route being opened is tried again on a path avoiding
+                // what failed (the graph can lag behind a link that just
+                // went); one the caller gave up on is not.
+                let Some(reply) = self.opening.remove(&route).filter(|r| !r.is_closed()) else {
+                    self.sources.remove(route);
+                    return;
+                };
+                let retried = self.sources.setup_failed(
+                    &mut self.router,
+                    self.plane.topology_mut(),
+                    route,
+                    &error,
+                    now(),
+                );
+                match retried {
+                    Ok((again, path)) => {
+                        tracing::debug!(route = again, %error, "route setup failed; trying {}", describe_path(&path.nodes));
+                        self.opening.insert(again, reply);
+                    }
+                    Err(_) => {
+                        let _ = reply.send(Err(RouteError::Setup(error)));
+                    }
                 }
             }
             Event::RouteBroken { route, path, cause } => {
