@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use fogwire_api::{Peer, Status};
 
 use crate::exit::json;
-use crate::harness::{stderr, wait_until};
+use crate::harness::{stderr, wait_for, wait_until};
 use crate::netns::{
     Nat, NsNode, behind_nat, bridge, ip, namespaces_available, nat, tools_available, wire,
 };
@@ -148,20 +148,28 @@ fn nodes_behind_cone_nats_punch_direct_links_and_a_symmetric_nat_stays_on_the_re
         .map(|node| node.id())
         .collect();
     // Every node reaches every other through the relay (or directly).
+    let mut setups_ms = Vec::new();
     for (from, node) in [&public, &cone_c, &cone_d, &symmetric, &double]
         .iter()
         .enumerate()
     {
         for (to, id) in ids.iter().enumerate() {
             if from != to {
-                wait_until("a path between the two nodes", || {
+                let report = wait_for("a path between the two nodes", || {
                     let output = node.cli(&["ping", id, "--count", "1", "--json"]);
                     json::<fogwire_api::PingReport>(&output)
-                        .is_some_and(|report| report.rtts_ms.iter().all(Option::is_some))
+                        .filter(|report| report.rtts_ms.iter().all(Option::is_some))
                 });
+                setups_ms.push(report.setup_ms);
             }
         }
     }
+    setups_ms.sort_by(f64::total_cmp);
+    eprintln!(
+        "all 20 ordered pairs reached (through the relay where behind NATs): route setup median {:.2} ms, slowest {:.2} ms",
+        setups_ms[setups_ms.len() / 2],
+        setups_ms[setups_ms.len() - 1]
+    );
 
     // Cone to cone: a direct QUIC link, every time. (Asked from one side:
     // its `disconnect` refuses the other's links for a while, which only
