@@ -160,13 +160,14 @@ fn print_peer_table(peers: &[Peer]) {
             "state",
             "pays",
             "direction",
+            "via",
             "address",
             "rtt",
             "in",
             "out",
             "since",
         ],
-        &[5, 6, 7, 8],
+        &[6, 7, 8, 9],
     );
     for peer in peers {
         table.row([
@@ -174,6 +175,7 @@ fn print_peer_table(peers: &[Peer]) {
             state_text(peer),
             if peer.pays { "yes" } else { "-" }.into(),
             peer.direction.clone().unwrap_or_else(|| "-".into()),
+            peer.transport.clone().unwrap_or_else(|| "-".into()),
             peer.address.clone().unwrap_or_else(|| "-".into()),
             peer.rtt_ms
                 .map_or_else(|| "-".into(), |ms| format!("{ms:.2} ms")),
