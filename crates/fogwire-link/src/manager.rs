@@ -267,6 +267,12 @@ impl Links {
         Ok(link)
     }
 
+    /// Whether the operator cut `peer` off lately (`disconnect`): its
+    /// links are refused for a while.
+    pub fn is_blocked(&self, peer: &NodeId) -> bool {
+        self.shared.book.blocked(peer, Instant::now()).is_some()
+    }
+
     /// Lifts the operator's block of `peer` (a `disconnect`), without
     /// keeping it: the operator asked for a link to it again another way
     /// (a direct link punched through NATs).

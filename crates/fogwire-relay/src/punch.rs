@@ -46,8 +46,19 @@ pub enum PunchError {
     Refused(Outcome),
     #[error("the node named no address to dial")]
     NoAddress,
+    #[error("the operator disconnected that node lately")]
+    Blocked,
     #[error("no direct link within {} s: the NATs between the two nodes let no packet through (a symmetric NAT on either side does that); the nodes still reach each other through relays", DIAL_WINDOW.as_secs())]
     Failed,
+}
+
+/// Who asks for a direct link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asker {
+    /// `fogwire connect <id>`: lifts a `disconnect` of the peer.
+    Operator,
+    /// The node on its own, for routes over relays: never does.
+    Node,
 }
 
 /// What punching shares between asking and answering.
@@ -133,13 +144,22 @@ impl Puncher {
     /// asks it over a route to punch, and dials the addresses it names
     /// while it dials this node's.
     pub async fn punch(&self, peer: NodeId) -> Result<LinkHandle, PunchError> {
+        self.punch_for(peer, Asker::Operator).await
+    }
+
+    async fn punch_for(&self, peer: NodeId, asker: Asker) -> Result<LinkHandle, PunchError> {
         let links = self.links()?;
         if let Some(link) = links.link(&peer) {
             return Ok(link);
         }
-        // The operator asks for this link: the peer's dialing, which the
-        // punch needs, is welcome even if it was disconnected before.
-        links.allow(&peer);
+        match asker {
+            // The operator asks for this link: the peer's dialing, which
+            // the punch needs, is welcome even if it was disconnected.
+            Asker::Operator => links.allow(&peer),
+            // On its own the node never undoes the operator's disconnect.
+            Asker::Node if links.is_blocked(&peer) => return Err(PunchError::Blocked),
+            Asker::Node => {}
+        }
         let udp = links.quic_addr().ok_or(PunchError::NoUdp)?;
         let mine = self.candidates(udp);
         let opened = self
@@ -323,7 +343,7 @@ impl Puncher {
                 retry.insert(peer, (Instant::now() + AUTO_EVERY * 12, pause));
                 let puncher = self.clone();
                 running.spawn(async move {
-                    let result = match puncher.punch(peer).await {
+                    let result = match puncher.punch_for(peer, Asker::Node).await {
                         Ok(link) => {
                             tracing::info!(peer = %peer.short(), addr = %link.remote_addr(), "punch: direct link up; routes to the peer move onto it");
                             Ok(())

@@ -109,6 +109,20 @@ pub enum RouteOpenError {
     Open(#[from] OpenError),
 }
 
+/// Why a route whose setup failed is not tried again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RetryError {
+    #[error("not a route this node tracks")]
+    NotTracked,
+    #[error("{0}")]
+    Final(SetupError),
+    #[error("{ATTEMPTS_MAX} paths failed; the last: {0}")]
+    Exhausted(SetupError),
+    #[error("no other path: {0}")]
+    NoOtherPath(#[from] RouteOpenError),
+}
+
 /// A route this node opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
@@ -219,25 +233,22 @@ impl Sources {
         route: RouteId,
         error: &SetupError,
         now: Now,
-    ) -> Result<(RouteId, Path), String> {
-        let mut source = self
-            .routes
-            .remove(&route)
-            .ok_or_else(|| "not a route this node tracks".to_owned())?;
+    ) -> Result<(RouteId, Path), RetryError> {
+        let mut source = self.routes.remove(&route).ok_or(RetryError::NotTracked)?;
         source.attempts += 1;
         let cause = Broken::Setup(error.clone());
         if !source.avoid.learn(topology.local(), &source.path, &cause) {
-            return Err(format!("{error}"));
+            return Err(RetryError::Final(error.clone()));
         }
         if source.attempts > ATTEMPTS_MAX {
-            return Err(format!("{ATTEMPTS_MAX} paths failed; the last: {error}"));
+            return Err(RetryError::Exhausted(error.clone()));
         }
         let query = source.avoid.apply(source.query.clone());
-        let best = best_path(topology, query).map_err(|e| format!("{error}; then {e}"))?;
-        let hops = hops(topology, &best.nodes[1..]).map_err(|e| e.to_string())?;
+        let best = best_path(topology, query)?;
+        let hops = hops(topology, &best.nodes[1..])?;
         let new_route = router
             .open_route(&hops, now)
-            .map_err(|e| format!("{error}; then {e}"))?;
+            .map_err(RouteOpenError::from)?;
         source.latency_us = best.latency_us;
         source.hops = best.hops();
         source.path = best.nodes[1..].to_vec();
