@@ -274,9 +274,10 @@ const AUTO_EVERY: Duration = Duration::from_secs(5);
 impl Puncher {
     /// Punches, on its own, a direct link to each destination of this
     /// node's routes that run over relays and would take one
-    /// (`Routing::direct_wanted`), if its advert says it takes QUIC
-    /// links and either end is behind a NAT (private); a failed destination is tried again after a pause that
-    /// doubles from 1 min to 30 min. Runs until `stop`.
+    /// (`Routing::direct_wanted`), if its advert says it takes QUIC links
+    /// and either end is behind a NAT (private); a failed destination is
+    /// tried again after a pause that doubles from 1 min to 30 min. Runs
+    /// until `stop`.
     pub async fn run_auto(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
         let mut wanted = self.routing.direct_wanted();
         let mut retry: HashMap<NodeId, (Instant, Duration)> = HashMap::new();
