@@ -341,6 +341,16 @@ fn bench_channel(
     Ok(([outbound, inbound], channel, receiving))
 }
 
+/// The two bench nodes' link identities, the same every run: (the
+/// dialer's, the listener's).
+fn identities() -> Result<(LinkIdentity, LinkIdentity), BenchError> {
+    let identity = |seed: u8| {
+        LinkIdentity::generate(Arc::new(Keypair::from_seed(&[seed; 32])))
+            .map_err(|error| BenchError::Link(error.to_string()))
+    };
+    Ok((identity(1)?, identity(2)?))
+}
+
 /// [`link_between`] over QUIC: each node's endpoint on its own runtime,
 /// as a node's would be.
 fn link_between_quic(
@@ -349,11 +359,7 @@ fn link_between_quic(
     config: Arc<Config>,
 ) -> Result<[LinkHandle; 2], BenchError> {
     let link_error = |error: &dyn std::fmt::Display| BenchError::Link(error.to_string());
-    let identity = |seed: u8| {
-        LinkIdentity::generate(Arc::new(Keypair::from_seed(&[seed; 32])))
-            .map_err(|e| link_error(&e))
-    };
-    let (dialer, listener_identity) = (identity(1)?, identity(2)?);
+    let (dialer, listener_identity) = identities()?;
     let expected = listener_identity.node_id();
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let listening = accepting
@@ -395,11 +401,7 @@ pub(crate) fn link_between(
     config: Arc<Config>,
 ) -> Result<[LinkHandle; 2], BenchError> {
     let link_error = |error: &dyn std::fmt::Display| BenchError::Link(error.to_string());
-    let identity = |seed: u8| {
-        LinkIdentity::generate(Arc::new(Keypair::from_seed(&[seed; 32])))
-            .map_err(|e| link_error(&e))
-    };
-    let (dialer, listener_identity) = (identity(1)?, identity(2)?);
+    let (dialer, listener_identity) = identities()?;
     let expected = listener_identity.node_id();
     let listener = accepting.block_on(TcpListener::bind("127.0.0.1:0"))?;
     let addr = listener.local_addr()?;
